@@ -1,0 +1,132 @@
+# deeprec — GNU Make build.
+#   make            CLI (build/deeprec) and library (build/libdeeprec.a)
+#   make test       unit tests, normal build and ASan+UBSan build
+#   make demo       the main job on the embedded default dataset
+#   make bench      benchmark programs in build/bench/
+#   make fuzz       libFuzzer targets (clang), each run FUZZ_SECONDS
+#   make deps       install missing Debian packages (as root) or print the command
+# PORTABLE=1 disables -march=native.
+
+CC      ?= gcc
+BUILD   ?= build
+SAN     ?= 0
+PORTABLE ?= 0
+
+# The modules in dependency order (higher first); a module's lib links with those after it.
+MODULES := cli eval rl agent llm trm text data nn gguf base
+# Per-module dependencies, used to link each module's test binary.
+DEPS_base  :=
+DEPS_gguf  := base
+DEPS_nn    := base
+DEPS_data  := gguf base
+DEPS_text  := gguf base
+DEPS_eval  := data gguf nn base
+DEPS_trm   := eval data nn gguf base
+DEPS_llm   := text nn gguf base
+DEPS_agent := llm trm eval text data nn gguf base
+DEPS_rl    := agent llm trm eval text data nn gguf base
+
+NATIVE := $(shell if [ "$(PORTABLE)" != 1 ] && echo 'int main(void){return 0;}' | $(CC) -march=native -x c - -o /dev/null 2>/dev/null; then echo -march=native; fi)
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration \
+               -Iinclude -Isrc -fopenmp -g
+ifeq ($(SAN),1)
+  CFLAGS_OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDFLAGS_SAN := -fsanitize=address,undefined
+else
+  CFLAGS_OPT := -O3 $(NATIVE)
+  LDFLAGS_SAN :=
+endif
+CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT)
+LDLIBS  := -lopenblas -ljansson -lz -lm -fopenmp $(LDFLAGS_SAN)
+
+# Modules that have sources.
+LIB_MODULES := $(filter-out cli,$(foreach m,$(MODULES),$(if $(wildcard src/$(m)/*.c),$(m))))
+lib_of = $(BUILD)/lib/libdeeprec_$(1).a
+objs_of = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(wildcard src/$(1)/*.c))
+libs_for = $(foreach d,$(1),$(if $(filter $(d),$(LIB_MODULES)),$(call lib_of,$(d))))
+
+ALL_LIB_OBJS := $(foreach m,$(LIB_MODULES),$(call objs_of,$(m)))
+CLI_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(wildcard src/cli/*.c))
+TEST_MODULES := $(foreach m,$(MODULES),$(if $(wildcard tests/$(m)/*.c),$(m)))
+TEST_BINS := $(foreach m,$(TEST_MODULES),$(BUILD)/tests/test_$(m))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+.PHONY: all test test-normal test-san demo bench fuzz deps clean tests-bin
+all: deps-check $(BUILD)/deeprec $(BUILD)/libdeeprec.a
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/bench/%.o: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+define MODULE_RULES
+$(call lib_of,$(1)): $(call objs_of,$(1))
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+$(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/$(1)/*.c) tests/harness.c) $(call libs_for,$(1) $(DEPS_$(1)))
+	@mkdir -p $$(dir $$@)
+	$(CC) -o $$@ $$(filter %.o,$$^) -Wl,--start-group $$(filter %.a,$$^) -Wl,--end-group $(LDLIBS)
+endef
+$(foreach m,$(filter-out cli,$(MODULES)),$(eval $(call MODULE_RULES,$(m))))
+
+$(BUILD)/libdeeprec.a: $(ALL_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/deeprec: $(CLI_OBJS) $(call libs_for,$(LIB_MODULES))
+	$(CC) -o $@ $(CLI_OBJS) -Wl,--start-group $(call libs_for,$(LIB_MODULES)) -Wl,--end-group $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call libs_for,$(LIB_MODULES))
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $< -Wl,--start-group $(call libs_for,$(LIB_MODULES)) -Wl,--end-group $(LDLIBS)
+
+tests-bin: $(TEST_BINS) $(BUILD)/deeprec
+
+# The suite twice: optimised build and ASan+UBSan build; one summary line at the end.
+test: deps-check
+	$(MAKE) --no-print-directory tests-bin
+	$(MAKE) --no-print-directory tests-bin BUILD=build/san SAN=1
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DEEPREC_BIN=$(CURDIR)/build/deeprec \
+	  tests/run_all.sh $(TEST_BINS) $(patsubst build/%,build/san/%,$(TEST_BINS))
+
+bench: $(BENCH_BINS)
+
+# ---- fuzzing (clang + libFuzzer) ----
+FUZZ_SECONDS ?= 60
+FUZZ_BINS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzz/obj/%.o,$(foreach m,$(LIB_MODULES),$(wildcard src/$(m)/*.c)))
+build/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+build/fuzz/%: fuzz/%.c $(FUZZ_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $^ -lopenblas -ljansson -lz -lm -fopenmp
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  seeds=""; [ -d fuzz/seeds/$$n ] && seeds=fuzz/seeds/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' || exit 1; done
+
+# ---- set-up ----
+DEB_PACKAGES := gcc make libopenblas-dev libjansson-dev zlib1g-dev
+deps:
+	@tools/deps.sh $(DEB_PACKAGES)
+deps-check:
+	@tools/deps.sh $(DEB_PACKAGES)
+
+demo: all
+	@tools/demo.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

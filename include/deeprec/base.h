@@ -1,0 +1,137 @@
+/* deeprec base: errors, logging, progress, files, rng, threads, timers.
+ * Library code never prints or exits: it returns a non-zero dr_err code and
+ * leaves a message (where, what, hint) in a thread-local slot the caller reads. */
+#ifndef DEEPREC_BASE_H
+#define DEEPREC_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdarg.h>
+
+#define DR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---------- errors ---------- */
+enum dr_err {
+    DR_OK = 0,
+    DR_ERR_IO,          /* open/read/write/rename failed */
+    DR_ERR_FORMAT,      /* input file malformed */
+    DR_ERR_ARG,         /* bad argument from the caller / command line */
+    DR_ERR_NOMEM,       /* allocation failed or size absurd */
+    DR_ERR_RANGE,       /* value out of range */
+    DR_ERR_UNSUPPORTED, /* valid but not supported here */
+    DR_ERR_INTERNAL     /* a bug */
+};
+
+/* Set the error (replacing any previous) and return code, so library code
+ * writes `return dr_error(DR_ERR_FORMAT, "...")`. */
+int dr_error(int code, const char *fmt, ...) DR_PRINTF(2, 3);
+/* Same, prefixed with "file:line: " (line <= 0 gives "file: "). */
+int dr_error_at(int code, const char *file, long line, const char *fmt, ...) DR_PRINTF(4, 5);
+/* Append "\n  hint: ..." to the current message. Returns the current code. */
+int dr_error_hint(const char *fmt, ...) DR_PRINTF(1, 2);
+/* Prepend "context: " to the current message (a caller adding what it was doing). */
+int dr_error_context(const char *fmt, ...) DR_PRINTF(1, 2);
+int dr_error_code(void);
+const char *dr_error_message(void);
+const char *dr_error_name(int code);
+void dr_error_clear(void);
+
+/* ---------- memory ---------- */
+/* Allocation with overflow-checked sizes; on failure set DR_ERR_NOMEM and return NULL. */
+void *dr_malloc(size_t n);
+void *dr_calloc(size_t count, size_t size);
+void *dr_realloc(void *p, size_t count, size_t size);
+/* 64-byte aligned allocation (free with free()). */
+void *dr_aligned_alloc(size_t n);
+/* Returns 1 and sets *out when a*b does not overflow. */
+int dr_mul_ok(size_t a, size_t b, size_t *out);
+char *dr_strdup(const char *s);
+
+/* ---------- logging ---------- */
+/* Messages go to a sink the program installs; the default sink drops them,
+ * so library code may log without printing. The CLI installs stderr. */
+enum dr_log_level { DR_LOG_ERROR = 0, DR_LOG_WARN, DR_LOG_INFO, DR_LOG_DEBUG };
+typedef void (*dr_log_sink)(int level, const char *msg, void *ctx);
+void dr_log_set_sink(dr_log_sink sink, void *ctx, int max_level);
+void dr_log_stderr_sink(int level, const char *msg, void *ctx);
+void dr_log(int level, const char *fmt, ...) DR_PRINTF(2, 3);
+
+/* ---------- progress ---------- */
+/* A live bar with rate and ETA when `out` is a terminal; otherwise a plain
+ * line every `plain_every_s` seconds (and at the end). out == NULL: silent. */
+typedef struct dr_progress {
+    FILE *out;
+    int tty;
+    char label[64];
+    char unit[16];
+    int64_t total, done;
+    double t_start, t_last;
+    double plain_every_s;
+    char extra[128];
+} dr_progress;
+void dr_progress_start(dr_progress *p, FILE *out, const char *label, int64_t total, const char *unit);
+void dr_progress_update(dr_progress *p, int64_t done);
+void dr_progress_set_extra(dr_progress *p, const char *fmt, ...) DR_PRINTF(2, 3);
+void dr_progress_finish(dr_progress *p);
+
+/* ---------- files ---------- */
+/* Atomic write: write to a temporary file beside the target, then
+ * fsync + rename on commit; abort (or never committing) leaves no trace. */
+typedef struct dr_afile {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+} dr_afile;
+int dr_afile_open(dr_afile *af, const char *path);
+int dr_afile_commit(dr_afile *af);
+void dr_afile_abort(dr_afile *af);
+/* Whole-buffer convenience. */
+int dr_write_file_atomic(const char *path, const void *data, size_t n);
+
+/* Read-only memory map of a whole file. An empty file maps to data=NULL,size=0. */
+typedef struct dr_mmap {
+    const uint8_t *data;
+    size_t size;
+} dr_mmap;
+int dr_mmap_open(dr_mmap *m, const char *path);
+void dr_mmap_close(dr_mmap *m);
+/* Read a whole (small) file into a NUL-terminated heap buffer. */
+int dr_read_file(const char *path, char **out, size_t *size);
+int dr_file_exists(const char *path);
+
+/* ---------- rng ---------- */
+/* xoshiro256** seeded through splitmix64. dr_rng_split derives an independent
+ * stream from a parent state and a stream id without advancing the parent, so
+ * parallel work stays reproducible regardless of scheduling. */
+typedef struct dr_rng { uint64_t s[4]; } dr_rng;
+void dr_rng_seed(dr_rng *r, uint64_t seed);
+dr_rng dr_rng_split(const dr_rng *r, uint64_t stream);
+uint64_t dr_rng_u64(dr_rng *r);
+uint64_t dr_rng_below(dr_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
+float dr_rng_float(dr_rng *r);                /* uniform in [0, 1) */
+double dr_rng_double(dr_rng *r);              /* uniform in [0, 1) */
+float dr_rng_normal(dr_rng *r);               /* standard normal */
+void dr_rng_shuffle_i32(dr_rng *r, int32_t *a, size_t n);
+
+/* ---------- threads ---------- */
+/* DEEPREC_THREADS if set (>0), else the number of cores. dr_threads_init
+ * applies it to OpenMP and OpenBLAS; call it once at program start. */
+int dr_threads(void);
+void dr_threads_init(void);
+void dr_threads_set(int n);
+
+/* ---------- timers ---------- */
+double dr_now(void); /* monotonic seconds */
+
+/* ---------- json ---------- */
+/* JSON uses jansson (json_t). These helpers add atomic writes and JSON lines. */
+struct json_t;
+int dr_json_write_file(const char *path, struct json_t *j);
+/* JSON-lines metrics: one compact object per line, flushed each write. */
+typedef struct dr_jsonl { FILE *fp; } dr_jsonl;
+int dr_jsonl_open(dr_jsonl *m, const char *path, int append);
+int dr_jsonl_write(dr_jsonl *m, struct json_t *j); /* does not steal j */
+void dr_jsonl_close(dr_jsonl *m);
+
+#endif

@@ -1,0 +1,137 @@
+/* Files: atomic writes (temp + fsync + rename) and read-only mmap. */
+#include "deeprec/base.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <libgen.h>
+
+int dr_afile_open(dr_afile *af, const char *path) {
+    memset(af, 0, sizeof *af);
+    size_t n = strlen(path);
+    af->path = dr_strdup(path);
+    af->tmp_path = dr_malloc(n + 32);
+    if (!af->path || !af->tmp_path) { free(af->path); free(af->tmp_path); return DR_ERR_NOMEM; }
+    snprintf(af->tmp_path, n + 32, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp) {
+        int e = errno;
+        dr_error_at(DR_ERR_IO, path, 0, "cannot create temporary file %s: %s", af->tmp_path, strerror(e));
+        free(af->path); free(af->tmp_path);
+        af->path = af->tmp_path = NULL;
+        return DR_ERR_IO;
+    }
+    return DR_OK;
+}
+
+static void fsync_dir_of(const char *path) {
+    char *copy = dr_strdup(path);
+    if (!copy) return;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+    free(copy);
+}
+
+int dr_afile_commit(dr_afile *af) {
+    int rc = DR_OK;
+    if (!af->fp) return dr_error(DR_ERR_INTERNAL, "dr_afile_commit on a closed file");
+    if (fflush(af->fp) != 0 || ferror(af->fp) || fsync(fileno(af->fp)) != 0) {
+        rc = dr_error_at(DR_ERR_IO, af->path, 0, "write failed: %s", strerror(errno));
+    }
+    if (fclose(af->fp) != 0 && rc == DR_OK) rc = dr_error_at(DR_ERR_IO, af->path, 0, "close failed: %s", strerror(errno));
+    af->fp = NULL;
+    if (rc == DR_OK && rename(af->tmp_path, af->path) != 0)
+        rc = dr_error_at(DR_ERR_IO, af->path, 0, "cannot rename temporary file into place: %s", strerror(errno));
+    if (rc != DR_OK) unlink(af->tmp_path);
+    else fsync_dir_of(af->path);
+    free(af->path); free(af->tmp_path);
+    af->path = af->tmp_path = NULL;
+    return rc;
+}
+
+void dr_afile_abort(dr_afile *af) {
+    if (af->fp) { fclose(af->fp); af->fp = NULL; }
+    if (af->tmp_path) unlink(af->tmp_path);
+    free(af->path); free(af->tmp_path);
+    af->path = af->tmp_path = NULL;
+}
+
+int dr_write_file_atomic(const char *path, const void *data, size_t n) {
+    dr_afile af;
+    int rc = dr_afile_open(&af, path);
+    if (rc) return rc;
+    if (n && fwrite(data, 1, n, af.fp) != n) {
+        dr_afile_abort(&af);
+        return dr_error_at(DR_ERR_IO, path, 0, "write failed: %s", strerror(errno));
+    }
+    return dr_afile_commit(&af);
+}
+
+int dr_mmap_open(dr_mmap *m, const char *path) {
+    m->data = NULL;
+    m->size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return dr_error_at(DR_ERR_IO, path, 0, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return dr_error_at(DR_ERR_IO, path, 0, "cannot stat: %s", strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return dr_error_at(DR_ERR_IO, path, 0, "not a regular file");
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return dr_error_at(DR_ERR_IO, path, 0, "cannot mmap: %s", strerror(errno));
+        }
+        m->data = p;
+        m->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return DR_OK;
+}
+
+void dr_mmap_close(dr_mmap *m) {
+    if (m->data) munmap((void *)m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+int dr_read_file(const char *path, char **out, size_t *size) {
+    *out = NULL;
+    if (size) *size = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return dr_error_at(DR_ERR_IO, path, 0, "cannot open: %s", strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = dr_malloc(cap);
+    if (!buf) { fclose(fp); return DR_ERR_NOMEM; }
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *nb = dr_realloc(buf, cap, 2);
+            if (!nb) { free(buf); fclose(fp); return DR_ERR_NOMEM; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, fp);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) { free(buf); return dr_error_at(DR_ERR_IO, path, 0, "read failed"); }
+    buf[n] = 0;
+    *out = buf;
+    if (size) *size = n;
+    return DR_OK;
+}
+
+int dr_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}

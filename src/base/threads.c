@@ -1,0 +1,29 @@
+/* Thread count: DEEPREC_THREADS or the number of cores, applied to OpenMP and OpenBLAS. */
+#include "deeprec/base.h"
+#include <stdlib.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void openblas_set_num_threads(int n); /* from OpenBLAS */
+
+int dr_threads(void) {
+    const char *e = getenv("DEEPREC_THREADS");
+    if (e && *e) {
+        int n = atoi(e);
+        if (n > 0) return n;
+    }
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)c : 1;
+}
+
+void dr_threads_set(int n) {
+    if (n < 1) n = 1;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+void dr_threads_init(void) { dr_threads_set(dr_threads()); }

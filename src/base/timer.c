@@ -1,0 +1,8 @@
+#include "deeprec/base.h"
+#include <time.h>
+
+double dr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

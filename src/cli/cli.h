@@ -1,0 +1,33 @@
+/* The deeprec command: subcommands register themselves; a small declarative option parser. */
+#ifndef DEEPREC_CLI_H
+#define DEEPREC_CLI_H
+
+#include "deeprec/base.h"
+
+typedef int (*cli_fn)(int argc, char **argv); /* argv[0] is the subcommand name */
+void cli_register(const char *name, const char *summary, cli_fn fn);
+
+/* Registers `fn` as "deeprec NAME ..." (NAME may contain a space: "gguf info"). */
+#define CLI_COMMAND(id, name, summary, fn) \
+    __attribute__((constructor)) static void cli_reg_##id(void) { cli_register(name, summary, fn); }
+
+enum cli_kind { CLI_STR, CLI_INT, CLI_I64, CLI_FLOAT, CLI_FLAG, CLI_STRS };
+typedef struct cli_opt {
+    const char *name;  /* "--dim" or "-k" */
+    int kind;
+    void *dst;         /* const char **, int *, int64_t *, double *, int * (flag), cli_strs * */
+    const char *help;
+} cli_opt;
+typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
+
+/* Parses options into their destinations; non-option words go to pos[] (at most
+ * max_pos). Prints usage on --help (returns 1: caller exits 0). Returns -1 on a
+ * usage error (message printed). */
+int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
+              int *npos);
+/* Report the library's last error on stderr and return the exit code 1. */
+int cli_fail(void);
+/* Print a usage error and return 2. */
+int cli_usage_error(const char *fmt, ...) DR_PRINTF(1, 2);
+
+#endif

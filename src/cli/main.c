@@ -1,0 +1,58 @@
+/* deeprec: entry point and subcommand dispatch. */
+#include "cli.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { const char *name; const char *summary; cli_fn fn; } command;
+static command commands[64];
+static int n_commands;
+
+void cli_register(const char *name, const char *summary, cli_fn fn) {
+    if (n_commands < 64) commands[n_commands++] = (command){name, summary, fn};
+}
+
+static int cmp_cmd(const void *a, const void *b) {
+    return strcmp(((const command *)a)->name, ((const command *)b)->name);
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: deeprec COMMAND [options]   (deeprec COMMAND --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++) fprintf(out, "  %-22s %s\n", commands[i].name, commands[i].summary);
+}
+
+int cli_fail(void) {
+    fprintf(stderr, "deeprec: error: %s\n", dr_error_message());
+    return 1;
+}
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "deeprec: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    qsort(commands, (size_t)n_commands, sizeof *commands, cmp_cmd);
+    dr_log_set_sink(dr_log_stderr_sink, NULL, getenv("DEEPREC_DEBUG") ? DR_LOG_DEBUG : DR_LOG_INFO);
+    dr_threads_init();
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    /* Two-word commands ("gguf info") win over one-word ones. */
+    if (argc >= 3) {
+        char two[128];
+        snprintf(two, sizeof two, "%s %s", argv[1], argv[2]);
+        for (int i = 0; i < n_commands; i++)
+            if (!strcmp(commands[i].name, two)) return commands[i].fn(argc - 2, argv + 2);
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(commands[i].name, argv[1])) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "deeprec: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

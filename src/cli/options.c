@@ -1,0 +1,87 @@
+/* Declarative option parsing shared by every subcommand. */
+#include "cli.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void print_usage(const char *usage, const cli_opt *opts, int nopts) {
+    printf("usage: %s\n", usage);
+    if (nopts) printf("options:\n");
+    for (int i = 0; i < nopts; i++) printf("  %-20s %s\n", opts[i].name, opts[i].help ? opts[i].help : "");
+}
+
+int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
+              int *npos) {
+    int np = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            print_usage(usage, opts, nopts);
+            return 1;
+        }
+        if (a[0] != '-' || a[1] == 0 || (a[1] >= '0' && a[1] <= '9')) {
+            if (np >= max_pos) {
+                fprintf(stderr, "deeprec: unexpected argument '%s'\nusage: %s\n", a, usage);
+                return -1;
+            }
+            pos[np++] = a;
+            continue;
+        }
+        const cli_opt *o = NULL;
+        for (int k = 0; k < nopts; k++)
+            if (!strcmp(opts[k].name, a)) o = &opts[k];
+        if (!o) {
+            fprintf(stderr, "deeprec: unknown option '%s'\nusage: %s\n", a, usage);
+            return -1;
+        }
+        if (o->kind == CLI_FLAG) {
+            *(int *)o->dst = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "deeprec: option %s needs a value\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        char *end = NULL;
+        errno = 0;
+        switch (o->kind) {
+        case CLI_STR: *(const char **)o->dst = v; break;
+        case CLI_STRS: {
+            cli_strs *s = o->dst;
+            if (s->n >= 64) { fprintf(stderr, "deeprec: too many %s values\n", a); return -1; }
+            s->v[s->n++] = v;
+            break;
+        }
+        case CLI_INT: {
+            long x = strtol(v, &end, 10);
+            if (errno || !*v || *end || x < -2147483647L || x > 2147483647L) {
+                fprintf(stderr, "deeprec: option %s expects an integer, got '%s'\n", a, v);
+                return -1;
+            }
+            *(int *)o->dst = (int)x;
+            break;
+        }
+        case CLI_I64: {
+            long long x = strtoll(v, &end, 10);
+            if (errno || !*v || *end) {
+                fprintf(stderr, "deeprec: option %s expects an integer, got '%s'\n", a, v);
+                return -1;
+            }
+            *(int64_t *)o->dst = x;
+            break;
+        }
+        case CLI_FLOAT: {
+            double x = strtod(v, &end);
+            if (errno || !*v || *end) {
+                fprintf(stderr, "deeprec: option %s expects a number, got '%s'\n", a, v);
+                return -1;
+            }
+            *(double *)o->dst = x;
+            break;
+        }
+        }
+    }
+    if (npos) *npos = np;
+    return 0;
+}
