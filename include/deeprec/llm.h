@@ -1,0 +1,228 @@
+/* LLM inference engine: qwen2 / llama transformers from GGUF, KV-cache sessions with
+ * many sequence slots, batched prefill and decode, sampling, stop strings.
+ *
+ * Model (both architectures):
+ *   x = token_embd[tok]
+ *   per layer:  h = rmsnorm(x) * attn_norm
+ *               q = Wq h (+bq), k = Wk h (+bk), v = Wv h (+bv)      (biases: qwen2)
+ *               q, k rotated by RoPE at the token's position (pairing NEOX for qwen2:
+ *                 (i, i+hd/2); ADJACENT for llama GGUFs: (2i, 2i+1); freq_i = theta^(-2i/hd))
+ *               causal attention, GQA (query head h uses kv head h / (n_heads/n_kv_heads)),
+ *                 scale 1/sqrt(head_dim)
+ *               x += Wo attn
+ *               h = rmsnorm(x) * ffn_norm;  x += Wdown (silu(Wgate h) * Wup h)
+ *   logits = Wout (rmsnorm(x) * output_norm)          (Wout = token_embd when tied)
+ * rmsnorm(x) = x / sqrt(mean(x^2) + eps).
+ *
+ * Weight matrices follow GGUF: a tensor with ne = [in, out] is `out` rows of `in`
+ * values (row-major), y = W x. F32/F16/BF16/Q8_0 weights are used in place (from the
+ * file's mmap, or from heap buffers the model owns); Q4_K/Q6_K are dequantised to
+ * F32 at load. Norm weights and biases are always held as F32.
+ *
+ * Threading: matmuls use OpenMP over output rows (and OpenBLAS sgemm for batches);
+ * a model is immutable after loading and may be shared by sessions; one session
+ * must be used by one thread at a time. */
+#ifndef DEEPREC_LLM_H
+#define DEEPREC_LLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "deeprec/base.h"
+
+struct gguf_file;
+struct gguf_writer;
+struct tokenizer;
+
+/* ---------- configuration ---------- */
+enum llm_arch { LLM_ARCH_QWEN2 = 0, LLM_ARCH_LLAMA = 1 };
+enum llm_rope_pairing { LLM_ROPE_NEOX = 0, LLM_ROPE_ADJACENT = 1 };
+
+typedef struct llm_config {
+    int arch;          /* enum llm_arch */
+    int dim;           /* embedding_length */
+    int n_layers;      /* block_count */
+    int n_heads;       /* attention.head_count */
+    int n_kv_heads;    /* attention.head_count_kv (divides n_heads) */
+    int head_dim;      /* attention.key_length, default dim / n_heads */
+    int ffn;           /* feed_forward_length */
+    int vocab;         /* rows of token_embd.weight */
+    int context;       /* context_length (the longest position the model was trained for) */
+    float rms_eps;     /* attention.layer_norm_rms_epsilon */
+    float rope_theta;  /* rope.freq_base */
+    int rope_pairing;  /* enum llm_rope_pairing: NEOX for qwen2, ADJACENT for llama */
+    int tied_output;   /* 1: no output.weight, logits use token_embd */
+    int qkv_bias;      /* 1: attn_q/k/v have biases (qwen2) */
+} llm_config;
+
+/* Defaults for an architecture (eps 1e-6, theta 1e6 for qwen2 / 1e4 for llama, the
+ * pairing and bias of the architecture, tied output for qwen2); sizes left 0. */
+void llm_config_default(llm_config *c, int arch);
+/* Checks sizes (positive, heads divide, head_dim even, ...). */
+int llm_config_check(const llm_config *c);
+const char *llm_arch_name(int arch);     /* "qwen2" / "llama" */
+int llm_arch_from_name(const char *name); /* -1 if unknown */
+
+/* ---------- weights ---------- */
+/* A weight matrix: rows x cols, row r at (const uint8_t *)data + r * row_bytes. */
+typedef struct llm_mat {
+    const void *data;
+    uint32_t type;     /* GGML_TYPE_F32 / F16 / BF16 / Q8_0 */
+    int rows, cols;    /* out features, in features (cols = GGUF ne[0]) */
+    size_t row_bytes;
+} llm_mat;
+
+typedef struct llm_layer {
+    const float *attn_norm;            /* [dim] */
+    llm_mat wq, wk, wv, wo;            /* [H*hd x dim], [K*hd x dim], [K*hd x dim], [dim x H*hd] */
+    const float *bq, *bk, *bv;         /* [H*hd], [K*hd], [K*hd]; NULL without qkv_bias */
+    const float *ffn_norm;             /* [dim] */
+    llm_mat w_gate, w_up, w_down;      /* [ffn x dim], [ffn x dim], [dim x ffn] */
+} llm_layer;
+
+typedef struct llm_model {
+    llm_config cfg;
+    llm_mat tok_embd;          /* [vocab x dim] */
+    llm_layer *layers;         /* n_layers */
+    const float *output_norm;  /* [dim] */
+    llm_mat output;            /* [vocab x dim]; a copy of tok_embd's descriptor when tied */
+    int32_t *eos_ids;          /* end-of-generation ids from metadata (eos, eot, <|im_end|>, ...) */
+    int n_eos;
+    struct tokenizer *tok;     /* loaded from the same GGUF when it has tokenizer.ggml.*; else NULL */
+    /* ownership (private) */
+    struct gguf_file *file;    /* kept open: weights point into its mmap */
+    void **owned;              /* heap buffers owned by the model */
+    int n_owned, cap_owned;
+} llm_model;
+
+/* Load from a GGUF file (general.architecture qwen2 or llama, standard keys and
+ * tensor names). Errors name the file and the key/tensor (missing, wrong shape/type,
+ * unknown architecture, vocabulary vs embedding mismatch). */
+int llm_model_load(llm_model **out, const char *path);
+/* Same from an already open GGUF; the model takes ownership of f (closed by llm_model_free,
+ * also on error). */
+int llm_model_load_gguf(llm_model **out, struct gguf_file *f);
+void llm_model_free(llm_model *m);
+
+/* A model with random weights in memory: embeddings/matrices N(0, std^2), norms 1,
+ * biases N(0, std^2); matrices stored as `type` (F32/F16/BF16/Q8_0). Deterministic in seed. */
+int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, float std, uint64_t seed);
+/* Convert every weight matrix of m to `type` (F32/F16/BF16/Q8_0) into owned buffers
+ * (used for the conversion tests and `llm init --type`). */
+int llm_model_convert(llm_model *m, uint32_t type);
+/* Write m as a GGUF (standard keys and tensor names, matrices in their current types);
+ * tokenizer metadata from tok when non-NULL (else m->tok when set). Atomic. */
+int llm_model_save(const llm_model *m, const struct tokenizer *tok, const char *path);
+/* The same into a writer the caller owns (to add more keys/tensors before writing). */
+int llm_model_write(const llm_model *m, const struct tokenizer *tok, struct gguf_writer *w);
+/* Bytes of all weight matrices (what a decode step of batch 1 reads, embeddings counted
+ * once when tied: the output matrix). */
+size_t llm_model_weight_bytes(const llm_model *m);
+int llm_is_eos(const llm_model *m, int32_t id);
+
+/* ---------- kernels (exposed for training and tests) ---------- */
+/* y[n x rows] = x[n x cols] * W^T  (y_i = W x_i). Any llm_mat type; small n reads the
+ * compact weights directly (AVX2), larger n converts weight tiles to fp32 for sgemm. */
+void llm_matmul(const llm_mat *w, const float *x, int n, float *y);
+/* Row r of W as fp32 (embedding lookup). */
+void llm_mat_row(const llm_mat *w, int r, float *dst);
+
+/* ---------- sessions: KV cache with sequence slots ---------- */
+/* n_slots sequences of up to n_ctx tokens each (fp32 K and V for every layer). */
+typedef struct llm_session llm_session;
+
+int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ctx);
+void llm_session_free(llm_session *s);
+const llm_model *llm_session_model(const llm_session *s);
+int llm_session_slots(const llm_session *s);
+int llm_session_ctx(const llm_session *s);
+/* Tokens currently in a slot. */
+int llm_slot_len(const llm_session *s, int slot);
+/* Forget a slot's tokens after position len (len = 0: free the slot). */
+int llm_slot_truncate(llm_session *s, int slot, int len);
+/* Copy slot src's cached tokens into each slot of dst[0..n-1] (they are replaced). */
+int llm_slot_fork(llm_session *s, int src, const int *dst, int n);
+
+/* Append n tokens to a slot (positions len..len+n-1), one matmul per weight for all
+ * of them. logits (may be NULL): with all_logits [n x vocab] for every token, else
+ * [vocab] for the last token only. DR_ERR_RANGE when the slot would exceed n_ctx. */
+int llm_prefill(llm_session *s, int slot, const int32_t *tokens, int n, float *logits, int all_logits);
+/* One decode step for n distinct slots: slot slots[i] gets token tokens[i];
+ * logits [n x vocab] (may be NULL). One matmul per weight for the whole batch. */
+int llm_decode(llm_session *s, const int *slots, const int32_t *tokens, int n, float *logits);
+
+/* ---------- sampling ---------- */
+typedef struct llm_sampler_params {
+    float temperature; /* <= 0: greedy (argmax, lowest id on ties) */
+    int top_k;         /* keep the k most likely (0 = all) */
+    float top_p;       /* keep the smallest set whose mass >= top_p (>= 1 = all) */
+    float min_p;       /* drop tokens with p < min_p * p_max (0 = off) */
+} llm_sampler_params;
+void llm_sampler_default(llm_sampler_params *p); /* temperature 0.7, top_k 0, top_p 0.95, min_p 0 */
+
+/* Sample an id from logits[vocab]: temperature, then top-k, then top-p, renormalised.
+ * scratch: vocab floats + vocab int32 (llm_sample_scratch_bytes) or NULL (allocates). */
+size_t llm_sample_scratch_bytes(int vocab);
+int32_t llm_sample(const float *logits, int vocab, const llm_sampler_params *p, dr_rng *rng, void *scratch);
+int32_t llm_argmax(const float *logits, int vocab);
+
+/* ---------- streaming text with stop strings ---------- */
+/* Turns generated ids into text incrementally: bytes of each token are appended; text is
+ * released only when it can no longer be the start of a stop string and is not an
+ * incomplete UTF-8 sequence. When a stop string appears (possibly spread over several
+ * tokens) the text is cut before it and the stream is stopped. */
+typedef int (*llm_piece_fn)(void *ctx, int32_t id, char *buf, size_t cap); /* like tok_token_to_piece */
+typedef struct llm_textstream {
+    llm_piece_fn piece;
+    void *piece_ctx;
+    const char *const *stops;
+    int n_stops;
+    char *text;         /* all text so far (NUL-terminated), cut at the stop when stopped */
+    size_t len, cap;
+    size_t released;    /* bytes of text handed out so far */
+    int stopped;        /* 1 once a stop string was seen */
+    int skip_special;   /* do not append special tokens' text (set by llm_textstream_init_tok) */
+    const struct tokenizer *tok;
+} llm_textstream;
+void llm_textstream_init(llm_textstream *ts, llm_piece_fn piece, void *ctx, const char *const *stops, int n_stops);
+/* With a tokenizer: pieces from tok_token_to_piece; special tokens (<|im_end|>) give no text. */
+void llm_textstream_init_tok(llm_textstream *ts, const struct tokenizer *tok, const char *const *stops, int n_stops);
+/* Add a token. *out / *out_len: the newly releasable text (points into ts->text). */
+int llm_textstream_push(llm_textstream *ts, int32_t id, const char **out, size_t *out_len);
+/* End of generation: release everything held back (unless stopped). */
+void llm_textstream_flush(llm_textstream *ts, const char **out, size_t *out_len);
+void llm_textstream_free(llm_textstream *ts);
+
+/* ---------- generation (several sequences in one batch) ---------- */
+enum llm_finish { LLM_FINISH_NONE = 0, LLM_FINISH_EOS, LLM_FINISH_STOP, LLM_FINISH_LENGTH, LLM_FINISH_CONTEXT };
+
+typedef struct llm_gen_params {
+    int max_tokens;              /* new tokens per sequence (> 0) */
+    llm_sampler_params sampler;
+    uint64_t seed;               /* sequence i samples with dr_rng_split(seed, i) unless rngs given */
+    const char *const *stops;    /* stop strings (the text is cut before them) */
+    int n_stops;
+} llm_gen_params;
+
+typedef struct llm_gen_result {
+    int32_t *ids;   /* generated ids (includes the EOS / the tokens that completed a stop string) */
+    int n_ids;
+    char *text;     /* generated text, cut before a stop string; special tokens omitted */
+    size_t len;
+    int finish;     /* enum llm_finish */
+} llm_gen_result;
+
+/* Called with newly released text of sequence i; a non-zero return aborts generation
+ * (llm_generate then returns DR_OK with the sequences finished so far marked NONE). */
+typedef int (*llm_gen_cb)(void *ctx, int i, const char *text, size_t len);
+
+/* Generate for n slots in one batch. Each slot holds its prompt except the last token,
+ * which is given in pending[i] (fed in the first decode step: so G samples of one prompt
+ * are: prefill all but the last token into a slot, llm_slot_fork it into G slots, and
+ * call this with the same pending token for all). tok may be NULL (then text is empty
+ * and stops are ignored). rngs: NULL or n generators (advanced). res: n results the
+ * caller frees with llm_gen_result_free. */
+int llm_generate(llm_session *s, const struct tokenizer *tok, const int *slots, const int32_t *pending, int n,
+                 const llm_gen_params *p, dr_rng *rngs, llm_gen_result *res, llm_gen_cb cb, void *cb_ctx);
+void llm_gen_result_free(llm_gen_result *r);
+
+#endif
