@@ -1,0 +1,67 @@
+/* Matrix products through OpenBLAS cblas_sgemm, and the linear layer y = x W^T + b. */
+#include "deeprec/nn.h"
+#include <cblas.h>
+
+void nn_matmul(float *C, const float *A, const float *B, int M, int N, int K,
+               int transA, int transB, float alpha, float beta) {
+    int lda = transA ? M : K; /* A stored [K,M] or [M,K] */
+    int ldb = transB ? K : N; /* B stored [N,K] or [K,N] */
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                M, N, K, alpha, A, lda, B, ldb, beta, C, N);
+}
+
+void nn_matmul_backward(float *dA, float *dB, const float *dC, const float *A, const float *B,
+                        int M, int N, int K, int transA, int transB, float alpha) {
+    int lda = transA ? M : K, ldb = transB ? K : N;
+    if (dA) {
+        if (!transA) /* dA[M,K] += alpha dC op(B)^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasNoTrans : CblasTrans, M, K, N,
+                        alpha, dC, N, B, ldb, 1.0f, dA, K);
+        else /* dA[K,M] += alpha op(B) dC^T */
+            cblas_sgemm(CblasRowMajor, transB ? CblasTrans : CblasNoTrans, CblasTrans, K, M, N,
+                        alpha, B, ldb, dC, N, 1.0f, dA, M);
+    }
+    if (dB) {
+        if (!transB) /* dB[K,N] += alpha op(A)^T dC */
+            cblas_sgemm(CblasRowMajor, transA ? CblasNoTrans : CblasTrans, CblasNoTrans, K, N, M,
+                        alpha, A, lda, dC, N, 1.0f, dB, N);
+        else /* dB[N,K] += alpha dC^T op(A) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, transA ? CblasTrans : CblasNoTrans, N, K, M,
+                        alpha, dC, N, A, lda, 1.0f, dB, K);
+    }
+}
+
+void nn_linear_forward(float *y, const float *x, const float *W, const float *b,
+                       int N, int in, int out) {
+    if (b) {
+        /* start from the bias, then accumulate x W^T */
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float *yr = y + (size_t)n * out;
+            for (int o = 0; o < out; o++) yr[o] = b[o];
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in,
+                b ? 1.0f : 0.0f, y, out);
+}
+
+void nn_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
+                        const float *W, int N, int in, int out) {
+    if (dx) /* dx[N,in] += dy[N,out] W[out,in] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, 1.0f, dy, out, W, in,
+                    1.0f, dx, in);
+    if (dW) /* dW[out,in] += dy^T x */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in,
+                    1.0f, dW, in);
+    if (db) {
+        /* each thread owns a block of output columns and sums rows in order */
+#pragma omp parallel for schedule(static)
+        for (int o0 = 0; o0 < out; o0 += 64) {
+            int o1 = o0 + 64 < out ? o0 + 64 : out;
+            for (int n = 0; n < N; n++) {
+                const float *r = dy + (size_t)n * out;
+                for (int o = o0; o < o1; o++) db[o] += r[o];
+            }
+        }
+    }
+}

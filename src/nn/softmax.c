@@ -1,0 +1,65 @@
+/* Row softmax and dropout. */
+#include "deeprec/nn.h"
+#include <math.h>
+#include <string.h>
+
+void nn_softmax_forward(float *y, const float *x, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *yr = y + (size_t)n * C;
+        float mx = -INFINITY;
+        for (int c = 0; c < C; c++) mx = xr[c] > mx ? xr[c] : mx;
+        float sum = 0.0f;
+        for (int c = 0; c < C; c++) {
+            yr[c] = expf(xr[c] - mx);
+            sum += yr[c];
+        }
+        float inv = 1.0f / sum;
+        for (int c = 0; c < C; c++) yr[c] *= inv;
+    }
+}
+
+void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *yr = y + (size_t)n * C, *g = dy + (size_t)n * C;
+        float *d = dx + (size_t)n * C;
+        float s = 0.0f;
+        for (int c = 0; c < C; c++) s += g[c] * yr[c];
+        for (int c = 0; c < C; c++) d[c] += yr[c] * (g[c] - s);
+    }
+}
+
+#define DROPOUT_BLOCK 4096
+
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, const dr_rng *rng) {
+    if (p <= 0.0f) {
+        if (y != x) memcpy(y, x, sizeof(float) * n);
+        if (mask) memset(mask, 1, n);
+        return;
+    }
+    const float inv = 1.0f / (1.0f - p);
+    size_t nblk = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t bl = 0; bl < nblk; bl++) {
+        dr_rng r = dr_rng_split(rng, (uint64_t)bl);
+        size_t i1 = (bl + 1) * DROPOUT_BLOCK < n ? (bl + 1) * DROPOUT_BLOCK : n;
+        for (size_t i = bl * DROPOUT_BLOCK; i < i1; i++) {
+            uint8_t keep = dr_rng_float(&r) >= p;
+            mask[i] = keep;
+            y[i] = keep ? x[i] * inv : 0.0f;
+        }
+    }
+}
+
+void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p) {
+    if (p <= 0.0f) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) dx[i] += dy[i];
+        return;
+    }
+    const float inv = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] * inv : 0.0f;
+}
