@@ -1,0 +1,180 @@
+/* UTF-8 decoding, Unicode categories for the pre-tokenizer, NFC normalisation. */
+#include <stdlib.h>
+#include <string.h>
+#include "deeprec/tokenizer.h"
+#include "text/text_internal.h"
+
+int tok_utf8_next(const uint8_t *s, size_t n, size_t i, uint32_t *cp) {
+    uint8_t b = s[i];
+    if (b < 0x80) { *cp = b; return 1; }
+    int len; uint32_t c, min;
+    if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
+    else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
+    else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
+    else { *cp = TOK_BAD_BYTE | b; return 1; }
+    if (i + (size_t)len > n) { *cp = TOK_BAD_BYTE | b; return 1; }
+    for (int k = 1; k < len; k++) {
+        uint8_t x = s[i + k];
+        if ((x & 0xC0) != 0x80) { *cp = TOK_BAD_BYTE | b; return 1; }
+        c = (c << 6) | (x & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = TOK_BAD_BYTE | b; return 1; }
+    *cp = c;
+    return len;
+}
+
+int tok_utf8_put(uint32_t cp, uint8_t *buf) {
+    if (cp & TOK_BAD_BYTE) { buf[0] = (uint8_t)(cp & 0xFF); return 1; }
+    if (cp < 0x80) { buf[0] = (uint8_t)cp; return 1; }
+    if (cp < 0x800) { buf[0] = (uint8_t)(0xC0 | (cp >> 6)); buf[1] = (uint8_t)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        buf[0] = (uint8_t)(0xE0 | (cp >> 12)); buf[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+        buf[2] = (uint8_t)(0x80 | (cp & 0x3F)); return 3;
+    }
+    buf[0] = (uint8_t)(0xF0 | (cp >> 18)); buf[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+    buf[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F)); buf[3] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* binary search in rows of 3: (start, end, value) */
+static uint32_t range_lookup(const uint32_t *t, int n, uint32_t cp) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < t[3 * mid]) hi = mid - 1;
+        else if (cp > t[3 * mid + 1]) lo = mid + 1;
+        else return t[3 * mid + 2];
+    }
+    return 0;
+}
+
+static const uint8_t ascii_cat[128] = {
+    ['\t'] = 4, ['\n'] = 4, [0x0B] = 4, [0x0C] = 4, ['\r'] = 4, [' '] = 4,
+    ['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+int tok_unicode_cat(uint32_t cp) {
+    if (cp < 128) return ascii_cat[cp];
+    if (cp & TOK_BAD_BYTE) return TOK_UCAT_OTHER;
+    return (int)range_lookup(tok_ucat_ranges, tok_ucat_ranges_n, cp);
+}
+
+/* ---------------- NFC ---------------- */
+enum { SBase = 0xAC00, LBase = 0x1100, VBase = 0x1161, TBase = 0x11A7, LCount = 19, VCount = 21, TCount = 28,
+       NCount = VCount * TCount, SCount = LCount * NCount };
+
+static int ccc_of(uint32_t cp) {
+    if (cp < 0x300 || (cp & TOK_BAD_BYTE)) return 0;
+    return (int)range_lookup(tok_ccc_ranges, tok_ccc_ranges_n, cp);
+}
+
+static const uint32_t *decomp_of(uint32_t cp, int *len) {
+    int lo = 0, hi = tok_decomp_index_n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        uint32_t c = tok_decomp_index[3 * mid];
+        if (cp < c) hi = mid - 1;
+        else if (cp > c) lo = mid + 1;
+        else { *len = (int)tok_decomp_index[3 * mid + 2]; return tok_decomp_pool + tok_decomp_index[3 * mid + 1]; }
+    }
+    return NULL;
+}
+
+static uint32_t compose_pair(uint32_t a, uint32_t b) {
+    if (a >= LBase && a < LBase + LCount && b >= VBase && b < VBase + VCount)
+        return SBase + ((a - LBase) * VCount + (b - VBase)) * TCount;
+    if (a >= SBase && a < SBase + SCount && (a - SBase) % TCount == 0 && b > TBase && b < TBase + TCount)
+        return a + (b - TBase);
+    int lo = 0, hi = tok_comp_pairs_n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        uint32_t x = tok_comp_pairs[3 * mid], y = tok_comp_pairs[3 * mid + 1];
+        if (a < x || (a == x && b < y)) hi = mid - 1;
+        else if (a > x || (a == x && b > y)) lo = mid + 1;
+        else return tok_comp_pairs[3 * mid + 2];
+    }
+    return 0;
+}
+
+int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
+    const uint8_t *u = (const uint8_t *)s;
+    size_t i;
+    for (i = 0; i < len; i++)
+        if (u[i] >= 0xCC) break;
+    if (i == len) { /* every code point < U+0300: already NFC */
+        char *r = dr_malloc(len + 1);
+        if (!r) return DR_ERR_NOMEM;
+        if (len) memcpy(r, s, len);
+        r[len] = 0;
+        *out = r; *out_len = len;
+        return DR_OK;
+    }
+    /* decompose (a code point expands to at most 4 under NFD here; Hangul to 3) */
+    size_t cap = 0;
+    if (!dr_mul_ok(len + 1, 4, &cap)) return dr_error(DR_ERR_NOMEM, "tok_nfc: input too large");
+    uint32_t *cp = dr_malloc(cap * sizeof(uint32_t));
+    if (!cp) return DR_ERR_NOMEM;
+    size_t n = 0;
+    for (i = 0; i < len;) {
+        uint32_t c;
+        i += (size_t)tok_utf8_next(u, len, i, &c);
+        if (c >= SBase && c < SBase + SCount) {
+            uint32_t si = c - SBase;
+            cp[n++] = LBase + si / NCount;
+            cp[n++] = VBase + (si % NCount) / TCount;
+            if (si % TCount) cp[n++] = TBase + si % TCount;
+            continue;
+        }
+        int dl = 0;
+        const uint32_t *d = (c >= 0xC0 && !(c & TOK_BAD_BYTE)) ? decomp_of(c, &dl) : NULL;
+        if (d && dl <= 4) { for (int k = 0; k < dl; k++) cp[n++] = d[k]; }
+        else cp[n++] = c;
+    }
+    /* canonical ordering: stable sort of each run of non-starters by ccc */
+    for (size_t a = 0; a < n;) {
+        if (ccc_of(cp[a]) == 0) { a++; continue; }
+        size_t b = a;
+        while (b < n && ccc_of(cp[b]) != 0) b++;
+        for (size_t x = a + 1; x < b; x++) { /* insertion sort */
+            uint32_t v = cp[x]; int cv = ccc_of(v);
+            size_t y = x;
+            while (y > a && ccc_of(cp[y - 1]) > cv) { cp[y] = cp[y - 1]; y--; }
+            cp[y] = v;
+        }
+        a = b;
+    }
+    /* canonical composition */
+    size_t w = 0;
+    long starter = -1; /* index in output of the last starter */
+    int last_ccc = -1;
+    for (size_t r = 0; r < n; r++) {
+        uint32_t c = cp[r];
+        int cc = ccc_of(c);
+        if (starter >= 0) {
+            int blocked = (last_ccc != -1) && (last_ccc == 0 || last_ccc >= cc);
+            /* last_ccc == -1: c directly follows the starter */
+            if (!blocked) {
+                uint32_t comp = compose_pair(cp[starter], c);
+                if (comp) { cp[starter] = comp; continue; }
+            }
+        }
+        if (cc == 0) { starter = (long)w; last_ccc = -1; }
+        else last_ccc = cc;
+        cp[w++] = c;
+    }
+    n = w;
+    char *r = dr_malloc(n * 4 + 1);
+    if (!r) { free(cp); return DR_ERR_NOMEM; }
+    size_t o = 0;
+    for (size_t k = 0; k < n; k++) o += (size_t)tok_utf8_put(cp[k], (uint8_t *)r + o);
+    r[o] = 0;
+    free(cp);
+    *out = r; *out_len = o;
+    return DR_OK;
+}
