@@ -183,7 +183,7 @@ int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int
 /* Sampled-softmax cross-entropy for item recommenders (SASRec style), logits computed here:
  * for row i, scores s_0 = hidden_i . table[pos_i], s_k = hidden_i . table[neg_ik] (k=1..K),
  * l_i = logsumexp(s) - s_0. hidden [N,D], table [V,D], pos [N], neg [N,K].
- * A row with pos_i == ignore_index does not count. A negative that is < 0 or equals pos_i
+ * A row with pos_i == ignore_index does not count (its ids are not read). A negative that is < 0 or equals pos_i
  * (an accidental hit) is left out of that row's softmax.
  * dhidden [N,D] += ..., dtable [V,D] += ... (each may be NULL; dtable is deterministic as in
  * nn_embedding_backward). work: N*(K+1) floats of scratch (required). */
