@@ -38,6 +38,9 @@ typedef struct gguf_kv {
     uint64_t arr_len;    /* element count when type == ARRAY */
     const uint8_t *data; /* scalar bytes, or array payload (strings: len-prefixed) in the file */
     gguf_str *arr_strs;  /* for arrays of strings: arr_len entries (owned by the reader) */
+    /* additions */
+    gguf_str str;        /* the value when type == STRING */
+    uint64_t offset;     /* byte offset of this entry (its key) in the file */
 } gguf_kv;
 
 typedef struct gguf_tensor_info {
@@ -60,9 +63,15 @@ typedef struct gguf_file {
     gguf_tensor_info *tensors;
     uint64_t alignment;
     uint64_t data_offset;
+    /* additions (private to the reader) */
+    int owns_map;        /* 1: map came from gguf_open and is unmapped by gguf_close */
+    void *index;         /* name lookup tables */
 } gguf_file;
 
-/* ---- reading ---- */
+/* ---- reading ----
+ * The reader accepts versions 2 and 3 (little-endian). Anything malformed gives DR_ERR_FORMAT
+ * with a message "FILE: at byte offset N: ...". Nested arrays are rejected. Tensor types with a
+ * known block layout are accepted (Q4_0 ... Q8_K too); gguf_tensor_to_f32 converts a subset. */
 int gguf_open(gguf_file *f, const char *path);          /* mmap + validate everything */
 int gguf_open_memory(gguf_file *f, const void *data, size_t size, const char *name); /* for fuzzing/tests; data must outlive f */
 void gguf_close(gguf_file *f);
@@ -82,11 +91,22 @@ int gguf_get_strdup(const gguf_file *f, const char *key, char **out);
 int gguf_get_arr(const gguf_file *f, const char *key, uint32_t want_type, uint64_t *n, const void **data);
 int gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t *n, const gguf_str **strs);
 
-/* Tensor data as fp32: converts F32/F16/BF16/Q8_0/Q4_K/Q6_K/F64 into dst (n_elements floats). */
+/* Tensor data as fp32: converts F32/F16/BF16/Q8_0/Q4_K/Q6_K/F64 into dst (n_elements floats).
+ * (also I8/I16/I32/I64, converted by value; other types: DR_ERR_UNSUPPORTED) */
 int gguf_tensor_to_f32(const gguf_tensor_info *t, float *dst);
-/* Checks name exists with the given type and shape (ne[0..n_dims-1]); error names the tensor. */
+/* Checks name exists with the given type and shape (ne[0..n_dims-1]); error names the tensor.
+ * type GGUF_ANY_TYPE accepts any type; ne NULL skips the shape check. Shapes compare with
+ * missing trailing dimensions taken as 1 (writers such as ggml drop trailing 1s). */
+#define GGUF_ANY_TYPE 0xFFFFFFFFu
 int gguf_expect_tensor(const gguf_file *f, const char *name, uint32_t type, uint32_t n_dims, const uint64_t *ne,
                        const gguf_tensor_info **out);
+
+/* 1 when the (non-NUL-terminated) s equals the C string c. */
+int gguf_str_eq(gguf_str s, const char *c);
+/* Size in bytes of one scalar metadata value of `type` (0 for STRING/ARRAY/unknown). */
+size_t gguf_type_size(uint32_t type);
+/* Bytes per block of a ggml type (0 if unknown); ggml_block_size gives the elements per block. */
+uint64_t ggml_type_size(uint32_t type);
 
 const char *gguf_type_name(uint32_t type);
 const char *ggml_type_name(uint32_t type);
