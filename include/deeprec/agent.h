@@ -1,0 +1,295 @@
+/* deeprec agent: the DeepRec protocol (DESIGN §6) — prompts, the multi-turn
+ * LLM <-> TRM rollout, parsing of the model's output, the format rules of §7,
+ * and resolution of answer titles to catalog items.
+ *
+ * Layers (each usable alone):
+ *   - catalog:   display titles / categories of every item + a normalised-title index;
+ *   - protocol:  prompt builder, preference extraction, tool-result text, answer parsing,
+ *                format validator (pure text functions, no model needed);
+ *   - episode:   one trajectory (text, tokens, mask, old log-probs, segments, tool calls,
+ *                outcome, answer, resolved ids);
+ *   - rollout:   a batched engine driving any model that implements agent_model (the LLM
+ *                adapter agent_model_llm, or a scripted model in tests) and any tool that
+ *                implements agent_tool (the TRM adapter agent_tool_trm);
+ *   - synth:     TRM-based warm-start trajectories (agent_synth_*).
+ *
+ * Texts are UTF-8. Item ids are dataset ids (1..n_items, 0 = none). */
+#ifndef DEEPREC_AGENT_H
+#define DEEPREC_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "deeprec/base.h"
+
+struct dr_dataset;
+
+/* ---------------------------------------------------------------- tags and limits */
+#define AGENT_TAG_THINK "<think>"
+#define AGENT_TAG_THINK_END "</think>"
+#define AGENT_TAG_PREF "<|begin_of_preference|>"
+#define AGENT_TAG_PREF_END "<|end_of_preference|>"
+#define AGENT_TAG_LIST "<|begin_of_item_list|>"
+#define AGENT_TAG_LIST_END "<|end_of_item_list|>"
+#define AGENT_TAG_ANSWER "<recommendation_list>"
+#define AGENT_TAG_ANSWER_END "</recommendation_list>"
+
+#define AGENT_N_REC 10      /* lines of the final answer */
+#define AGENT_MAX_HIST 20   /* history items shown in the prompt */
+#define AGENT_MAX_CALLS 8   /* tool calls allowed; the 9th is many_recall */
+#define AGENT_TOOL_K 20     /* items per tool result */
+#define AGENT_FALLBACK_JACCARD 0.5 /* minimum word-set Jaccard of the title fallback */
+
+/* The template placeholders the prompt shows in its output layout; a completion that
+ * contains one of them (case-insensitive) breaks the format rules. NULL-terminated. */
+extern const char *const agent_placeholders[];
+
+/* ---------------------------------------------------------------- catalog */
+/* Display title of every item (the dataset title; "item <original id>" when the dataset
+ * has none), categories as "a, b" (from the '|'-separated field; "" when none), and a hash
+ * index normalised title -> item. Duplicate normalised titles map to the most popular item
+ * (most interactions in the train parts), ties to the smaller id. Immutable once built:
+ * share it between threads. Borrows nothing from the dataset after building. */
+typedef struct agent_catalog agent_catalog;
+int agent_catalog_build(const struct dr_dataset *d, agent_catalog **out);
+void agent_catalog_free(agent_catalog *c);
+int32_t agent_catalog_n_items(const agent_catalog *c);
+const char *agent_catalog_title(const agent_catalog *c, int32_t item);      /* "" for 0 / out of range */
+const char *agent_catalog_categories(const agent_catalog *c, int32_t item); /* "a, b" or "" */
+int agent_catalog_has_categories(const agent_catalog *c); /* any item has categories */
+/* Item whose normalised title equals the normalised `title` (len < 0: strlen), else 0. */
+int32_t agent_catalog_find(const agent_catalog *c, const char *title, long len);
+
+/* Title normalisation: ASCII letters lowercased, every run of whitespace -> one space,
+ * ASCII punctuation and whitespace stripped at both ends (non-ASCII bytes untouched).
+ * Heap string. */
+char *agent_title_normalize(const char *s, long len);
+/* Jaccard similarity of the word sets of two titles (words: maximal runs of ASCII
+ * alphanumerics or non-ASCII bytes, after lowercasing). 0 when either has no word. */
+double agent_title_jaccard(const char *a, const char *b);
+
+/* How an answer line was resolved. */
+enum agent_resolve { AGENT_RESOLVE_NONE = 0, AGENT_RESOLVE_EXACT = 1, AGENT_RESOLVE_FALLBACK = 2 };
+/* Resolve one answer line (the title text, numbering already removed):
+ * 1. exact: the normalised line equals a normalised catalog title;
+ * 2. fallback: the item with the highest word Jaccard (>= AGENT_FALLBACK_JACCARD) among
+ *    `retrieved` (the items the tool returned in this episode, in order; ties -> earlier);
+ * else 0. *how (may be NULL) gets enum agent_resolve. */
+int32_t agent_resolve_line(const agent_catalog *c, const char *line, const int32_t *retrieved, int n_retrieved,
+                           int *how);
+/* The paper's rule: 1 when the normalised title of `item` is a non-empty substring of the
+ * normalised line. */
+int agent_line_mentions(const agent_catalog *c, const char *line, int32_t item);
+
+/* ---------------------------------------------------------------- prompt */
+typedef struct agent_prompt_opts {
+    int chat;      /* 1: ChatML (system + user + "<|im_start|>assistant\n"); 0: plain text for base models */
+    int max_hist;  /* last items shown (<= 0: AGENT_MAX_HIST) */
+} agent_prompt_opts;
+/* The instructions (our wording of every rule of DESIGN §6). Static string. */
+const char *agent_prompt_instructions(void);
+/* The whole prompt for a history (oldest first; the last max_hist items are shown,
+ * numbered from 1, each followed by "  - categories: a, b" when the item has categories).
+ * Heap string. */
+int agent_prompt_build(const agent_catalog *c, const int32_t *hist, int64_t n_hist, const agent_prompt_opts *o,
+                       char **out);
+
+/* ---------------------------------------------------------------- protocol text */
+/* Preference of the last tool call in text[0..len): the text after the last
+ * AGENT_TAG_PREF up to the next AGENT_TAG_PREF_END (or the end), with quote characters
+ * (" “ ” « » `) removed, whitespace runs collapsed to one space and trimmed.
+ * *pref = NULL when there is no begin tag; "" when the preference is empty. */
+int agent_preference_extract(const char *text, size_t len, char **pref);
+/* The text the tool appends after a generated AGENT_TAG_PREF_END:
+ * "<|begin_of_item_list|>\n1. title\n  - categories: a, b\n2. ...\n<|end_of_item_list|>\n\n"
+ * (categories line only for items that have categories), or
+ * "<|begin_of_item_list|>\nNone\n<|end_of_item_list|>\n\n" when n == 0. Heap string. */
+int agent_tool_result_text(const agent_catalog *c, const int32_t *items, int n, char **out);
+
+/* Format rules of DESIGN §7, checked in this order; agent_format_check returns the first
+ * rule broken (AGENT_FMT_OK = valid). `completion` is everything after the prompt
+ * (generated text and tool results). */
+enum agent_fmt {
+    AGENT_FMT_OK = 0,
+    AGENT_FMT_TOOL_TAGS,      /* tool tags not balanced: must be (pref, /pref, list, /list)* in order */
+    AGENT_FMT_NO_CALL,        /* no tool call */
+    AGENT_FMT_THINK_END,      /* not exactly one </think> */
+    AGENT_FMT_THINK_AFTER,    /* a <think> after </think> */
+    AGENT_FMT_ANSWER_BLOCK,   /* not exactly one complete answer block, after </think> */
+    AGENT_FMT_TOOL_IN_ANSWER, /* a tool tag inside the answer block */
+    AGENT_FMT_NO_REASONING,   /* no text between the last tool result and </think> (or a call after it) */
+    AGENT_FMT_ANSWER_LINES,   /* not exactly 10 non-empty lines "N. title" numbered 1..10 */
+    AGENT_FMT_PLACEHOLDER,    /* a template placeholder copied from the prompt */
+    AGENT_FMT_N
+};
+int agent_format_check(const char *completion, size_t len);
+const char *agent_format_name(int fmt);
+
+/* The final answer: the lines of the last answer block (text between the last
+ * AGENT_TAG_ANSWER and the following AGENT_TAG_ANSWER_END, or the end of the text).
+ * Each non-empty line loses a leading "N." / "N)" and surrounding spaces; at most
+ * AGENT_N_REC lines are kept. */
+typedef struct agent_answer {
+    int found;                    /* an answer tag was present */
+    int n_lines;
+    char *lines[AGENT_N_REC];     /* heap strings */
+} agent_answer;
+int agent_answer_parse(const char *completion, size_t len, agent_answer *a);
+void agent_answer_free(agent_answer *a);
+
+/* ---------------------------------------------------------------- episodes */
+enum agent_outcome {
+    AGENT_FINISHED = 0,       /* the model ended with an answer */
+    AGENT_MANY_RECALL,        /* more than max_calls tool calls */
+    AGENT_CONTEXT_TOO_LONG,   /* context cap or the per-turn token budget reached */
+    AGENT_PREFERENCE_ERROR,   /* a tool call with an empty (or missing) preference */
+    AGENT_SHOT_DOWN,          /* the model stopped without a tool call or an answer */
+    AGENT_RECALL_ERROR,       /* the tool failed */
+    AGENT_N_OUTCOMES
+};
+const char *agent_outcome_name(int outcome);
+
+enum agent_seg_kind { AGENT_SEG_PROMPT = 0, AGENT_SEG_GEN = 1, AGENT_SEG_TOOL = 2 };
+typedef struct agent_segment {
+    int kind;                 /* enum agent_seg_kind */
+    int32_t tok_begin, tok_end;   /* token span [begin, end) in agent_episode.tokens */
+    int64_t chr_begin, chr_end;   /* byte span [begin, end) in agent_episode.text */
+} agent_segment;
+
+typedef struct agent_call {
+    char *preference;         /* cleaned preference */
+    int32_t *items;           /* retrieved ids (n_items) */
+    float *scores;
+    int n_items;
+} agent_call;
+
+typedef struct agent_episode {
+    int32_t user, target;     /* target = held-out item, 0 when unknown */
+    int sample;               /* 0..G-1 within its request */
+    int request;              /* index of the request */
+    /* text = prompt + completion; the completion starts at prompt_len */
+    char *text;
+    size_t text_len, prompt_len;
+    /* tokens: prompt, then generated and tool tokens; mask[i] = 1 when the model
+     * generated token i (the policy loss uses only these), logprob[i] = the sampling
+     * log-probability of a generated token (0 elsewhere) */
+    int32_t *tokens;
+    uint8_t *mask;
+    float *logprob;
+    int32_t n_tokens, n_prompt_tokens, n_generated;
+    agent_segment *segs;
+    int n_segs;
+    agent_call *calls;
+    int n_calls;
+    int outcome;              /* enum agent_outcome */
+    int format;               /* enum agent_fmt of the completion */
+    agent_answer answer;
+    int32_t resolved[AGENT_N_REC]; /* resolved ids (0 = unresolved) */
+    uint8_t how[AGENT_N_REC];      /* enum agent_resolve */
+    int hit_rank;             /* 0-based rank of target in resolved (first occurrence), -1 none;
+                                 always -1 unless outcome == AGENT_FINISHED */
+    int hit_rank_substr;      /* same with the substring rule */
+    /* internal cap bookkeeping */
+    size_t text_cap;
+    int32_t tok_cap, seg_cap, call_cap;
+} agent_episode;
+void agent_episode_free(agent_episode *e);
+void agent_episodes_free(agent_episode *e, int n); /* frees each, then the array */
+/* Fill answer, resolved[], how[], hit ranks and format from the completion text and
+ * calls (done by the rollout at the end of every episode; exposed for synth and tests). */
+int agent_episode_finalize(agent_episode *e, const agent_catalog *c);
+/* Every item retrieved in the episode, in call order, duplicates removed. Heap array (may
+ * be NULL when *n == 0). */
+int agent_episode_retrieved(const agent_episode *e, int32_t **items, int *n);
+
+/* ---------------------------------------------------------------- model and tool interfaces */
+/* A tool: top-k items for (history, preference). Non-zero return = a tool failure
+ * (the episode ends with AGENT_RECALL_ERROR). Must be callable from the rollout thread. */
+typedef struct agent_tool {
+    void *ctx;
+    int (*retrieve)(void *ctx, const int32_t *hist, int64_t n_hist, const char *preference, int k, int32_t *items,
+                    float *scores, int *n_out);
+} agent_tool;
+
+/* A generator with n_slots sequence slots (each a growing context):
+ *   encode: text -> token ids (protocol tags matched as special tokens where the vocabulary has them);
+ *   piece:  bytes of one token (return value as tok_token_to_piece: length, -1 invalid);
+ *   is_eos: 1 when the token ends generation;
+ *   append: add tokens to a slot's context (prompt or tool text) and process them;
+ *   fork:   make slot dst a copy of slot src (shares its prefix); dst must be free;
+ *   decode: for each listed slot, sample the next token from its context, append it,
+ *           and return it with its log-probability under the sampling distribution
+ *           (the policy's log-softmax at temperature 1 when the adapter is built for RL);
+ *   release: free a slot. */
+typedef struct agent_model {
+    void *ctx;
+    int n_slots;
+    int32_t n_ctx; /* the model's context size (0 = unlimited) */
+    int (*encode)(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n);
+    int (*piece)(void *ctx, int32_t id, char *buf, size_t cap);
+    int (*is_eos)(void *ctx, int32_t id);
+    int (*append)(void *ctx, int slot, const int32_t *ids, int n);
+    int (*fork)(void *ctx, int src, int dst);
+    int (*decode)(void *ctx, const int *slots, int n, int32_t *tokens, float *logprobs);
+    void (*release)(void *ctx, int slot);
+} agent_model;
+
+/* ---------------------------------------------------------------- rollout */
+typedef struct agent_rollout_opts {
+    int chat;            /* prompt form */
+    int max_hist;        /* <= 0: AGENT_MAX_HIST */
+    int tool_k;          /* <= 0: AGENT_TOOL_K */
+    int max_calls;       /* <= 0: AGENT_MAX_CALLS */
+    int samples;         /* G per request (<= 0: 1) */
+    int32_t max_turn_tokens; /* generated tokens per turn (<= 0: 1024) */
+    int32_t max_ctx;     /* total tokens per episode (<= 0: the model's n_ctx, else 8192) */
+    FILE *progress;      /* progress sink or NULL */
+} agent_rollout_opts;
+
+typedef struct agent_request {
+    int32_t user;
+    const int32_t *hist;  /* history, oldest first (the tool sees all of it; the prompt the tail) */
+    int64_t n_hist;
+    int32_t target;       /* held-out item or 0 */
+} agent_request;
+
+/* Roll out every request `samples` times. *out gets n_req * samples episodes, request r's
+ * samples at [r * samples, (r + 1) * samples). Sequences advance together through
+ * model->decode (continuous batching over model->n_slots; requests wait until `samples`
+ * slots are free; samples of one request share its prompt by fork). Model or tool errors
+ * other than the tool's own failure abort the whole call. */
+int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog *c, const agent_request *req,
+                  int n_req, const agent_rollout_opts *o, agent_episode **out);
+
+/* ---------------------------------------------------------------- adapters */
+/* Implemented in src/agent/trm_tool.c and src/agent/llm_model.c (see docs/agent.md). */
+
+/* ---------------------------------------------------------------- synthetic warm start */
+typedef struct agent_synth_opts {
+    int chat;
+    int max_hist;        /* prompt history (<= 0: AGENT_MAX_HIST) */
+    int tool_k;          /* <= 0: AGENT_TOOL_K */
+    uint64_t seed;
+} agent_synth_opts;
+
+/* One trajectory: the prompt and a completion with the tool results of `tool` inserted
+ * exactly as the rollout would; tool_spans (byte offsets in the completion, pairs
+ * [begin, end)) cover the tool-result text. */
+typedef struct agent_synth_traj {
+    char *prompt;
+    char *completion;
+    int64_t (*tool_spans)[2];
+    int n_spans;
+    int n_calls;
+} agent_synth_traj;
+void agent_synth_traj_free(agent_synth_traj *t);
+
+/* Build one trajectory for a history (oldest first; the text never sees the target). Preferences
+ * (1-3) from the history's categories (dominant; recent; the most frequent pair) or,
+ * without categories, from title words; each called through `tool` with the whole
+ * history; the reasoning names the dominant and recent categories; the final top-10 is
+ * the reciprocal-rank fusion over the calls (score sum 1/(60 + rank)), ties by first
+ * appearance, history items excluded unless fewer than 10 remain. */
+int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
+                    const agent_synth_opts *o, agent_synth_traj *out);
+
+#endif

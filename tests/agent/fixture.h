@@ -1,0 +1,35 @@
+/* Shared fixtures of the agent tests: a hand-built dataset, a scripted byte-level model
+ * and a scripted tool. */
+#ifndef DEEPREC_TEST_AGENT_FIXTURE_H
+#define DEEPREC_TEST_AGENT_FIXTURE_H
+
+#include "deeprec/agent.h"
+#include "deeprec/data.h"
+
+/* 13 items (12 titled, item 13 untitled, item 11 duplicates item 1's title), 3 users. */
+void fx_dataset(dr_dataset *d);
+void fx_dataset_free(dr_dataset *d);
+
+/* Scripted model: byte tokens (id = byte), EOS = 256. Episode k (in the order the rollout
+ * starts them) plays scripts[k]: a NUL-separated list of turns ending with "\x01" meaning
+ * "emit EOS after this turn" or "\x02" "stop emitting (loop on spaces)". Each append after
+ * the prompt (a tool result) moves to the next turn. */
+typedef struct fx_model {
+    const char *const *scripts;
+    int n_scripts;
+    int started;
+    int slot_script[64], slot_turn[64], slot_pos[64], slot_used[64];
+    int max_batch_seen;
+    int n_appends, n_forks;
+} fx_model;
+void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const *scripts, int n_scripts);
+
+/* Scripted tool: preference "FAIL" fails; "EMPTY" returns nothing; else returns items
+ * (1 + (strlen(pref) + i) % 12) for i < min(k, 3). Counts calls. */
+typedef struct fx_tool { int calls; char last[256]; } fx_tool;
+void fx_tool_init(fx_tool *ft, agent_tool *t);
+
+/* s with the first occurrence of old replaced by new (heap). */
+char *fx_replace(const char *s, const char *old, const char *new_);
+
+#endif
