@@ -50,6 +50,8 @@ void tok_free(tokenizer *t);
 /* Write tokenizer.ggml.* keys (model, pre, tokens, token_type, merges, eos/bos/padding ids,
  * add_bos_token) into a GGUF writer. */
 int tok_write_gguf(const tokenizer *t, struct gguf_writer *w);
+/* A GGUF file with only the tokenizer metadata (+ deeprec.kind = "tokenizer"), atomically. */
+int tok_save_gguf(const tokenizer *t, const char *path);
 
 /* ---- encoding / decoding ---- */
 enum tok_encode_flags {
@@ -94,9 +96,9 @@ typedef struct tok_train_opts {
     int64_t min_pair_count; /* stop when the best pair occurs fewer times (default 2 when 0) */
     FILE *progress;       /* progress bar sink or NULL */
 } tok_train_opts;
-/* Byte-level BPE over the qwen2 pre-tokenizer word counts: 256 byte tokens (GPT-2
- * byte order), merges (most frequent pair; ties broken by the smaller pair of token
- * strings, byte-wise), then the special tokens <|endoftext|>, <|im_start|>, <|im_end|>
+/* Byte-level BPE over the qwen2 pre-tokenizer word counts (NFC first; special-token
+ * strings in the corpus act as separators): 256 byte tokens (id = byte value), merges
+ * (most frequent pair; ties broken by the smaller (left id, right id)), then the special tokens <|endoftext|>, <|im_start|>, <|im_end|>
  * (CONTROL) and the protocol tags <think> </think> <|begin_of_preference|>
  * <|end_of_preference|> <|begin_of_item_list|> <|end_of_item_list|>
  * <recommendation_list> </recommendation_list> (USER_DEFINED). eos = <|im_end|>,

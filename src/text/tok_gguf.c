@@ -141,3 +141,13 @@ int tok_write_gguf(const tokenizer *t, gguf_writer *w) {
     if ((rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos))) return rc;
     return gguf_set_bool(w, "deeprec.tokenizer.nfc", t->nfc);
 }
+
+int tok_save_gguf(const tokenizer *t, const char *path) {
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return DR_ERR_NOMEM;
+    int rc = gguf_set_str(w, "deeprec.kind", "tokenizer");
+    if (!rc) rc = tok_write_gguf(t, w);
+    if (!rc) rc = gguf_write(w, path);
+    gguf_writer_free(w);
+    return rc;
+}
