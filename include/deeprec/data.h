@@ -172,6 +172,9 @@ void dr_rframe_free(dr_rframe *f);
 const dr_rcol *dr_rframe_col(const dr_rframe *f, const char *name);
 /* Lazy-load DB: find `name` in Rdata.rdx and decode the object from Rdata.rdb (in `dir`). */
 int dr_rdata_load_lazy(const char *dir, const char *name, dr_rframe *out);
+/* Same from memory: the .rdx bytes (gzip/zlib or plain) and the .rdb bytes. */
+int dr_rdata_lazy_mem(const uint8_t *rdx, size_t rdx_n, const uint8_t *rdb, size_t rdb_n, const char *name,
+                      dr_rframe *out);
 
 /* ---- text helpers (exposed for tests/fuzzing) ---- */
 /* Copy src[0..n) into a new NUL-terminated UTF-8 string; invalid sequences -> U+FFFD. */

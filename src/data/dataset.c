@@ -1,0 +1,120 @@
+/* The in-memory dataset: accessors, split, statistics, lookups. */
+#include "deeprec/data.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void free_strs(char **v, int64_t n) {
+    if (!v) return;
+    for (int64_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+void dr_data_free(dr_dataset *d) {
+    if (!d) return;
+    free(d->offsets);
+    free(d->items);
+    free(d->timestamps);
+    free_strs(d->user_ids, d->n_users);
+    free_strs(d->item_ids, (int64_t)d->n_items + 1);
+    free_strs(d->titles, (int64_t)d->n_items + 1);
+    free_strs(d->categories, (int64_t)d->n_items + 1);
+    free(d->format);
+    free(d->source);
+    memset(d, 0, sizeof *d);
+}
+
+int64_t dr_data_train(const dr_dataset *d, int32_t u, const int32_t **items) {
+    int64_t n = dr_data_seq_len(d, u);
+    *items = dr_data_seq(d, u);
+    return n >= 3 ? n - 2 : n;
+}
+
+int32_t dr_data_valid(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len) {
+    int64_t n = dr_data_seq_len(d, u);
+    const int32_t *s = dr_data_seq(d, u);
+    *prefix = s;
+    if (n < 3) {
+        *prefix_len = n;
+        return DR_DATA_PAD;
+    }
+    *prefix_len = n - 2;
+    return s[n - 2];
+}
+
+int32_t dr_data_test(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len) {
+    int64_t n = dr_data_seq_len(d, u);
+    const int32_t *s = dr_data_seq(d, u);
+    *prefix = s;
+    if (n < 3) {
+        *prefix_len = n;
+        return DR_DATA_PAD;
+    }
+    *prefix_len = n - 1;
+    return s[n - 1];
+}
+
+int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len) {
+    if (max_len <= 0 || len <= max_len) return len;
+    *items += len - max_len;
+    return max_len;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void dr_data_compute_stats(const dr_dataset *d, dr_data_stats *s) {
+    memset(s, 0, sizeof *s);
+    s->n_users = d->n_users;
+    s->n_items = d->n_items;
+    s->n_inter = d->n_inter;
+    if (d->n_users > 0) {
+        int64_t *len = malloc((size_t)d->n_users * sizeof *len);
+        s->seq_min = INT64_MAX;
+        for (int32_t u = 0; u < d->n_users; u++) {
+            int64_t n = dr_data_seq_len(d, u);
+            if (len) len[u] = n;
+            if (n < s->seq_min) s->seq_min = n;
+            if (n > s->seq_max) s->seq_max = n;
+            if (n >= 3) {
+                s->users_split++;
+                s->train_inter += n - 2;
+            } else
+                s->train_inter += n;
+        }
+        s->seq_mean = (double)d->n_inter / d->n_users;
+        if (len) {
+            qsort(len, (size_t)d->n_users, sizeof *len, cmp_i64);
+            int32_t m = d->n_users / 2;
+            s->seq_median = d->n_users % 2 ? (double)len[m] : 0.5 * ((double)len[m - 1] + (double)len[m]);
+            free(len);
+        }
+    }
+    if (d->n_users > 0 && d->n_items > 0) s->density = (double)d->n_inter / ((double)d->n_users * d->n_items);
+    for (int32_t i = 1; i <= d->n_items; i++) {
+        if (d->titles && d->titles[i] && d->titles[i][0]) s->items_titled++;
+        if (d->categories && d->categories[i] && d->categories[i][0]) s->items_with_categories++;
+    }
+    uint8_t *used = calloc((size_t)d->n_items + 1, 1);
+    if (used) {
+        for (int64_t i = 0; i < d->n_inter; i++)
+            if (d->items[i] > 0 && d->items[i] <= d->n_items) used[d->items[i]] = 1;
+        for (int32_t i = 1; i <= d->n_items; i++) s->items_unused += !used[i];
+        free(used);
+    }
+    s->valid_n = s->test_n = s->users_split;
+}
+
+int32_t dr_data_find_user(const dr_dataset *d, const char *user_id) {
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (d->user_ids[u] && !strcmp(d->user_ids[u], user_id)) return u;
+    return -1;
+}
+
+int32_t dr_data_find_item(const dr_dataset *d, const char *item_id) {
+    for (int32_t i = 1; i <= d->n_items; i++)
+        if (d->item_ids[i] && !strcmp(d->item_ids[i], item_id)) return i;
+    return 0;
+}
