@@ -1,0 +1,132 @@
+/* deeprec trm: the traditional recommendation model the agent calls as a tool.
+ *
+ * Two models share one code path:
+ *   sasrec  SASRec (Kang & McAuley 2018): item + learned position embeddings,
+ *           N causal self-attention blocks (pre-LN default, post-LN option),
+ *           GELU (default) / ReLU FFN, final LayerNorm, logits = h . F^T with
+ *           F the (shared) item table (a separate output table is optional).
+ *   pref    the preference-aware retriever: F = E_id + Bag(text(item)) . W_t
+ *           (hashed word unigrams + bigrams -> learned embedding bag, mean),
+ *           user vector u = LN_u(h_seq + Bag(text(pref)) . W_p), scored against F.
+ *
+ * Ids follow the dataset: items 1..n_items, 0 = padding (a zero row, never a
+ * candidate, never updated). Sequences are left-padded to max_len; the last
+ * item of a window always sits at position max_len-1.
+ *
+ * Weights are stored row-major as [in, out] (y = x . W); in GGUF the tensor
+ * shape is ne = {out, in}. Checkpoint keys: deeprec.kind = "trm",
+ * deeprec.trm.* hyperparameters; tensors by name (see docs/trm.md).
+ */
+#ifndef DEEPREC_TRM_H
+#define DEEPREC_TRM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "deeprec/base.h"
+
+struct dr_dataset;
+
+enum trm_model_kind { TRM_SASREC = 0, TRM_PREF = 1 };
+enum trm_loss { TRM_LOSS_CE = 0, TRM_LOSS_SAMPLED = 1, TRM_LOSS_BCE = 2 };
+enum trm_act { TRM_ACT_GELU = 0, TRM_ACT_RELU = 1 };
+
+typedef struct trm_config {
+    int model;        /* enum trm_model_kind */
+    int n_items;      /* real items; tables have n_items + 1 rows */
+    int dim;          /* 64 */
+    int layers;       /* 2 */
+    int heads;        /* 2 */
+    int max_len;      /* 50 */
+    int ffn_dim;      /* 4 * dim */
+    int post_ln;      /* 0 = pre-LN */
+    int act;          /* enum trm_act */
+    int sep_out;      /* separate output item table */
+    int scale_emb;    /* multiply item embeddings by sqrt(dim) on input (SASRec paper); default 0 */
+    float dropout;    /* 0.5 */
+    float ln_eps;     /* 1e-5 */
+    int text_buckets; /* pref: hashed text feature buckets (default 1 << 16) */
+} trm_config;
+
+void trm_config_default(trm_config *c); /* the defaults listed above (n_items = 0) */
+
+typedef struct trm_train_opts {
+    int loss;            /* enum trm_loss */
+    int n_neg;           /* sampled: negatives per position (100) */
+    float lr;            /* 1e-3 */
+    float beta1, beta2;  /* 0.9, 0.999 */
+    float eps;           /* 1e-8 */
+    float weight_decay;  /* AdamW decoupled (0 = Adam) */
+    float grad_clip;     /* global norm clip; 0 = off (default 0) */
+    int batch;           /* sequences per step (256) */
+    int epochs;          /* 200 */
+    int patience;        /* 10; 0 = no early stopping */
+    int eval_every;      /* 1 */
+    uint64_t seed;       /* 1 */
+    float pref_empty_p;  /* pref: probability of an empty pseudo-preference (0.3) */
+    int resume;          /* continue from OUT.resume.gguf when it exists */
+    const char *out;      /* best checkpoint path (required) */
+    const char *metrics;  /* JSON-lines path; NULL = OUT.metrics.jsonl; "" = none */
+    const char *resume_path; /* NULL = OUT.resume.gguf */
+    FILE *progress;       /* progress bars (NULL = silent) */
+    int max_steps;        /* testing: stop each epoch after this many steps (0 = all) */
+    int quiet_eval;       /* unused (reserved) */
+} trm_train_opts;
+
+void trm_train_opts_default(trm_train_opts *o);
+
+typedef struct trm_model trm_model;
+
+/* A randomly initialised model for dataset d (the pref model takes the item
+ * text of d: titles and categories). */
+int trm_model_new(trm_model **out, const trm_config *cfg, const struct dr_dataset *d, uint64_t seed);
+void trm_model_free(trm_model *m);
+const trm_config *trm_model_config(const trm_model *m);
+int trm_save(const trm_model *m, const char *path);     /* atomic GGUF */
+int trm_load(trm_model **out, const char *path);
+size_t trm_num_params(const trm_model *m);
+
+/* Train on d's train sequences, early-stop on valid NDCG@10; the best model is
+ * written to opts->out after every improvement. *m ends holding the best weights. */
+typedef struct trm_train_result {
+    int epochs_run, best_epoch;
+    double best_valid_ndcg10;
+    double seconds;
+} trm_train_result;
+int trm_train(trm_model *m, const struct dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
+
+/* Full-ranking evaluation (metrics module). split: 0 = valid, 1 = test.
+ * pref_mode: 0 = empty preference, 1 = oracle (the target's category words). */
+struct dr_metrics_mean;
+int trm_evaluate(trm_model *m, const struct dr_dataset *d, int split, int mask_history, int pref_mode,
+                 struct dr_metrics_mean *out);
+
+/* ---- retrieval (in-process API for the agent) ----
+ * A session holds the per-call workspace; use one per thread. */
+typedef struct trm_session trm_session;
+int trm_session_new(trm_session **out, trm_model *m);
+void trm_session_free(trm_session *s);
+/* User vector [dim] from history (oldest first; the last max_len are used;
+ * ids outside 1..n_items are skipped) and preference text (NULL or "" = none;
+ * ignored by sasrec). */
+int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
+/* Exact top-k over the whole catalog: one sgemv + a heap. mask_history: skip
+ * the history items. ids/scores need room for k; *n_out = min(k, candidates).
+ * Ordered by score descending (ties: smaller id first). */
+int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
+                 int32_t *ids, float *scores, int *n_out);
+/* The item table used for scoring, [n_items + 1, dim] row-major (row 0 = 0). */
+const float *trm_item_embeddings(trm_model *m);
+/* Text embedding of a string (mean embedding bag of hashed unigrams+bigrams,
+ * projected by W_p) into out[dim]; pref model only (sasrec: DR_ERR_UNSUPPORTED).
+ * An empty text gives zeros. */
+int trm_text_embedding(trm_model *m, const char *text, float *out);
+
+/* ---- text features ----
+ * Lowercase ASCII, split on non-alphanumerics (bytes >= 0x80 count as letters),
+ * unigrams and adjacent-word bigrams, FNV-1a 32-bit hash ("u:" word /
+ * "b:" w1 " " w2) modulo n_buckets. Returns the number of ids written (at most
+ * max_ids; extra features are dropped). */
+int trm_text_hash(const char *text, uint32_t n_buckets, uint32_t *ids, int max_ids);
+uint32_t trm_fnv1a(const void *data, size_t n, uint32_t h);
+
+#endif

@@ -1,0 +1,123 @@
+/* Full-ranking evaluation of a TRM on the valid or test split (metrics module). */
+#include "internal.h"
+#include "deeprec/data.h"
+#include "deeprec/metrics.h"
+#include <stdlib.h>
+#include <string.h>
+
+int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
+
+typedef struct { int64_t len; int32_t u; } ulen;
+static int cmp_ulen(const void *a, const void *b) {
+    const ulen *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return x->u < y->u ? -1 : x->u > y->u;
+}
+
+/* Writes the user vector of the last position of each sequence into U [B, d]. */
+static void last_rows(const trm_model *m, const trm_acts *a, const float *out, float *U) {
+    int d = m->cfg.dim;
+    for (int b = 0; b < a->B; b++)
+        memcpy(U + (size_t)b * d, out + ((size_t)b * a->L + (size_t)(a->L - 1)) * d, (size_t)d * sizeof(float));
+}
+
+int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
+int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text) {
+    /* only the last row of sequence b carries a preference; rows are filled in order */
+    int row = b * a->L + a->L - 1;
+    int start = a->ptok_off[row];
+    int n = text && *text ? trm__pref_tokens(m, text, a->ptok + start, trm__max_feats()) : 0;
+    for (int i = row + 1; i <= a->N; i++) a->ptok_off[i] = start + n;
+    return n;
+}
+
+int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
+                 dr_metrics_mean *out) {
+    memset(out, 0, sizeof *out);
+    if (d->n_items != m->cfg.n_items)
+        return dr_error(DR_ERR_ARG, "trm: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
+    if (!m->F_ok) trm__refresh_tables(m);
+    const int Bcap = 256, d_ = m->cfg.dim, V = m->V;
+    trm_acts a;
+    int rc = trm__acts_alloc(&a, m, Bcap);
+    if (rc) return rc;
+    ulen *us = dr_calloc((size_t)d->n_users + 1, sizeof *us);
+    float *U = dr_aligned_alloc((size_t)Bcap * d_ * sizeof(float));
+    float *S = dr_aligned_alloc((size_t)Bcap * V * sizeof(float));
+    int32_t *targets = dr_calloc(Bcap, sizeof(int32_t));
+    int64_t *moff = dr_calloc(Bcap + 1, sizeof(int64_t));
+    int32_t **seqs = dr_calloc(Bcap, sizeof(int32_t *));
+    int64_t *lens = dr_calloc(Bcap, sizeof(int64_t));
+    int64_t mcap = 1 << 16;
+    int32_t *mitems = dr_malloc((size_t)mcap * sizeof(int32_t));
+    char *pbuf = dr_malloc(4096);
+    if (!us || !U || !S || !targets || !moff || !seqs || !lens || !mitems || !pbuf) {
+        rc = dr_error_code();
+        goto done;
+    }
+    int nu = 0;
+    for (int32_t u = 0; u < d->n_users; u++) {
+        const int32_t *pre;
+        int64_t pl;
+        int32_t t = split ? dr_data_test(d, u, &pre, &pl) : dr_data_valid(d, u, &pre, &pl);
+        if (t <= 0 || pl <= 0) continue;
+        us[nu].u = u;
+        us[nu].len = pl < m->cfg.max_len ? pl : m->cfg.max_len;
+        nu++;
+    }
+    qsort(us, (size_t)nu, sizeof *us, cmp_ulen);
+    dr_metrics acc;
+    dr_metrics_init(&acc);
+    a.train = 0;
+    dr_rng_seed(&a.rng, 0);
+    for (int s = 0; s < nu; s += Bcap) {
+        int B = nu - s < Bcap ? nu - s : Bcap;
+        int64_t mn = 0;
+        for (int b = 0; b < B; b++) {
+            const int32_t *pre;
+            int64_t pl;
+            int32_t u = us[s + b].u;
+            targets[b] = split ? dr_data_test(d, u, &pre, &pl) : dr_data_valid(d, u, &pre, &pl);
+            seqs[b] = (int32_t *)pre;
+            lens[b] = pl;
+            moff[b] = mn;
+            if (mask_history) {
+                if (mn + pl > mcap) {
+                    while (mn + pl > mcap) mcap *= 2;
+                    int32_t *nm = dr_realloc(mitems, (size_t)mcap, sizeof(int32_t));
+                    if (!nm) {
+                        rc = dr_error_code();
+                        goto done;
+                    }
+                    mitems = nm;
+                }
+                memcpy(mitems + mn, pre, (size_t)pl * sizeof(int32_t));
+                mn += pl;
+            }
+        }
+        moff[B] = mn;
+        trm__fill_batch(m, &a, B, 0, seqs, lens);
+        if (m->cfg.model == TRM_PREF && pref_mode == 1)
+            for (int b = 0; b < B; b++) {
+                trm__oracle_pref(d, targets[b], pbuf, 4096);
+                trm__set_last_pref(m, &a, b, pbuf);
+            }
+        const float *o = trm__forward(m, &a);
+        last_rows(m, &a, o, U);
+        nn_matmul(S, U, m->F, B, V, d_, 0, 1, 1.0f, 0.0f);
+        dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
+    }
+    dr_metrics_finish(&acc, out);
+done:
+    trm__acts_free(&a);
+    free(us);
+    free(U);
+    free(S);
+    free(targets);
+    free(moff);
+    free(seqs);
+    free(lens);
+    free(mitems);
+    free(pbuf);
+    return rc;
+}

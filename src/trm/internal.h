@@ -1,0 +1,104 @@
+/* trm internals: parameter layout, activations, forward/backward. */
+#ifndef DEEPREC_TRM_INTERNAL_H
+#define DEEPREC_TRM_INTERNAL_H
+
+#include "deeprec/trm.h"
+#include "deeprec/nn.h"
+
+#define TRM_MAX_LAYERS 16
+#define TRM_MAX_TENSORS (16 + 16 * TRM_MAX_LAYERS)
+
+typedef struct trm_tensor {
+    char name[48];
+    size_t off, n;
+    int nd;
+    uint64_t ne[2]; /* GGUF order: ne[0] = row length */
+    int init;       /* 0 normal(0.02), 1 ones, 2 zeros, 3 embedding (normal, row 0 zero) */
+} trm_tensor;
+
+typedef struct trm_layer_p {
+    float *ln1_w, *ln1_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2_w, *ln2_b, *w1, *b1, *w2, *b2;
+} trm_layer_p;
+
+/* Pointers into one flat array (parameters, or gradients with the same layout). */
+typedef struct trm_params {
+    float *item_emb, *pos_emb;
+    trm_layer_p l[TRM_MAX_LAYERS];
+    float *lnf_w, *lnf_b;
+    float *out_emb;                 /* sep_out */
+    float *text_emb, *item_txt_w;   /* pref: [buckets, d], [d, d] (W_t, [out,in]) */
+    float *pref_w, *lnu_w, *lnu_b;  /* pref: W_p [d,d], user LN */
+} trm_params;
+
+struct trm_model {
+    trm_config cfg;
+    int V;                     /* n_items + 1 */
+    size_t n_params;
+    float *mem;                /* parameters */
+    trm_params p;
+    trm_tensor t[TRM_MAX_TENSORS];
+    int n_t;
+    /* pref: item text features (CSR over V items) */
+    int32_t *item_tok_off;     /* V + 1 */
+    int32_t *item_tok;         /* bucket ids */
+    /* cached scoring table F [V, d] (pref: E + bag W_t^T; sasrec: the output table) */
+    float *F;
+    float *Fin;                /* pref: == F; sasrec: item_emb */
+    float *item_bag;           /* pref: [V, d] mean text bag per item */
+    int F_ok;
+};
+
+/* Activations for a batch of B sequences of length L (capacity Bcap x max_len). */
+typedef struct trm_layer_a {
+    float *ln1o, *ln1m, *ln1r, *q, *k, *v, *att, *y, *s1, *ln2o, *ln2m, *ln2r, *f, *gd, *s2;
+    uint8_t *om, *gm, *hm;
+} trm_layer_a;
+
+typedef struct trm_acts {
+    int Bcap, Lcap, Ncap;
+    float *fmem;
+    uint8_t *bmem;
+    int32_t *imem;
+    /* current batch */
+    int B, L, N;
+    int train;
+    dr_rng rng;                 /* step stream (dropout) */
+    int32_t *ids;               /* [N] item ids (0 = pad) */
+    int32_t *ids_bwd;           /* [N] ids with 0 -> -1 (no gradient to padding) */
+    int32_t *pos;               /* [N] position ids */
+    uint8_t *key_mask;          /* [B, L] */
+    float *x0, *res0;
+    uint8_t *em;
+    trm_layer_a l[TRM_MAX_LAYERS];
+    float *lnfo, *lnfm, *lnfr;
+    /* pref head */
+    float *pbag, *z, *u, *lnum, *lnur;
+    int32_t *ptok_off;          /* [N + 1] pseudo-preference bucket ids per row */
+    int32_t *ptok;              /* capacity ptok_cap */
+    int ptok_cap;
+    /* backward scratch */
+    float *d0, *d1, *d2, *dq, *dk, *dv, *df1, *df2, *datt;
+    float *dU;                  /* [N, d] gradient of the user vectors */
+} trm_acts;
+
+int trm__layout(trm_model *m);                 /* fills tensors + pointers for m->mem */
+void trm__bind(const trm_model *m, float *base, trm_params *p);
+int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap);
+void trm__acts_free(trm_acts *a);
+/* Scoring tables from the parameters (call after every update). */
+void trm__refresh_tables(trm_model *m);
+/* Forward: a->ids/pos/key_mask/ptok filled by the caller for (B, L). Returns the user
+ * vectors [N, d] (pointer into a). */
+float *trm__forward(trm_model *m, trm_acts *a);
+/* Backward from a->dU into grads (accumulated); dF [V,d] is the gradient of the
+ * scoring table from the loss (pref: also used for the input table), may be NULL. */
+void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *dF_in_scratch);
+/* Fill a batch: seqs[b] (len[b] items, oldest first, only the last L used). */
+void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens);
+int trm__max_feats(void);
+
+/* text */
+int trm__item_text_build(trm_model *m, const struct dr_dataset *d);
+int trm__pref_tokens(const trm_model *m, const char *text, int32_t *ids, int max_ids);
+
+#endif

@@ -1,0 +1,573 @@
+/* SASRec / preference-aware retriever: parameter layout, forward and backward
+ * (llm.c style: parameters and activations each carved out of one allocation;
+ * every layer op is an nn kernel). */
+#include "internal.h"
+#include "deeprec/data.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void trm_config_default(trm_config *c) {
+    memset(c, 0, sizeof *c);
+    c->model = TRM_SASREC;
+    c->dim = 64;
+    c->layers = 2;
+    c->heads = 2;
+    c->max_len = 50;
+    c->ffn_dim = 0; /* 0 = 4 * dim */
+    c->post_ln = 0;
+    c->act = TRM_ACT_GELU;
+    c->sep_out = 0;
+    c->scale_emb = 0;
+    c->dropout = 0.5f;
+    c->ln_eps = 1e-5f;
+    c->text_buckets = 1 << 16;
+}
+
+static void add_t(trm_model *m, size_t *off, const char *name, uint64_t ne0, uint64_t ne1, int init) {
+    trm_tensor *t = &m->t[m->n_t++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->nd = ne1 > 0 ? 2 : 1;
+    t->n = (size_t)ne0 * (ne1 > 0 ? ne1 : 1);
+    t->off = *off;
+    t->init = init;
+    *off += (t->n + 15) & ~(size_t)15; /* 64-byte aligned tensors */
+}
+
+int trm__layout(trm_model *m) {
+    const trm_config *c = &m->cfg;
+    if (c->n_items < 1 || c->dim < 2 || c->layers < 1 || c->layers > TRM_MAX_LAYERS || c->heads < 1 ||
+        c->dim % c->heads || c->max_len < 1 || c->ffn_dim < 1 || c->dropout < 0 || c->dropout >= 1 ||
+        (c->model != TRM_SASREC && c->model != TRM_PREF) || (c->model == TRM_PREF && c->text_buckets < 1) ||
+        (c->model == TRM_PREF && c->sep_out))
+        return dr_error(DR_ERR_ARG,
+                        "trm: invalid configuration (items %d, dim %d, layers %d, heads %d, max_len %d, ffn %d, "
+                        "dropout %g, model %d, sep_out %d)",
+                        c->n_items, c->dim, c->layers, c->heads, c->max_len, c->ffn_dim, c->dropout, c->model,
+                        c->sep_out);
+    uint64_t d = (uint64_t)c->dim, f = (uint64_t)c->ffn_dim, V = (uint64_t)c->n_items + 1;
+    size_t off = 0;
+    char nm[48];
+    m->n_t = 0;
+    m->V = (int)V;
+    add_t(m, &off, "item_emb.weight", d, V, 3);
+    add_t(m, &off, "pos_emb.weight", d, (uint64_t)c->max_len, 0);
+    for (int l = 0; l < c->layers; l++) {
+#define T2(s, a, b, i) (snprintf(nm, sizeof nm, "blk.%d." s, l), add_t(m, &off, nm, a, b, i))
+        T2("attn_norm.weight", d, 0, 1);
+        T2("attn_norm.bias", d, 0, 2);
+        T2("attn_q.weight", d, d, 0);
+        T2("attn_q.bias", d, 0, 2);
+        T2("attn_k.weight", d, d, 0);
+        T2("attn_k.bias", d, 0, 2);
+        T2("attn_v.weight", d, d, 0);
+        T2("attn_v.bias", d, 0, 2);
+        T2("attn_out.weight", d, d, 0);
+        T2("attn_out.bias", d, 0, 2);
+        T2("ffn_norm.weight", d, 0, 1);
+        T2("ffn_norm.bias", d, 0, 2);
+        T2("ffn_up.weight", d, f, 0);
+        T2("ffn_up.bias", f, 0, 2);
+        T2("ffn_down.weight", f, d, 0);
+        T2("ffn_down.bias", d, 0, 2);
+#undef T2
+    }
+    add_t(m, &off, "out_norm.weight", d, 0, 1);
+    add_t(m, &off, "out_norm.bias", d, 0, 2);
+    if (c->sep_out) add_t(m, &off, "out_emb.weight", d, V, 3);
+    if (c->model == TRM_PREF) {
+        add_t(m, &off, "text_emb.weight", d, (uint64_t)c->text_buckets, 0);
+        add_t(m, &off, "item_text_proj.weight", d, d, 0);
+        add_t(m, &off, "pref_proj.weight", d, d, 0);
+        add_t(m, &off, "user_norm.weight", d, 0, 1);
+        add_t(m, &off, "user_norm.bias", d, 0, 2);
+    }
+    m->n_params = off;
+    return DR_OK;
+}
+
+static float *find_t(const trm_model *m, float *base, const char *name) {
+    for (int i = 0; i < m->n_t; i++)
+        if (!strcmp(m->t[i].name, name)) return base + m->t[i].off;
+    return NULL;
+}
+
+void trm__bind(const trm_model *m, float *base, trm_params *p) {
+    memset(p, 0, sizeof *p);
+    char nm[64];
+    p->item_emb = find_t(m, base, "item_emb.weight");
+    p->pos_emb = find_t(m, base, "pos_emb.weight");
+    for (int l = 0; l < m->cfg.layers; l++) {
+        trm_layer_p *L = &p->l[l];
+#define G(f, s) (snprintf(nm, sizeof nm, "blk.%d." s, l), L->f = find_t(m, base, nm))
+        G(ln1_w, "attn_norm.weight");
+        G(ln1_b, "attn_norm.bias");
+        G(wq, "attn_q.weight");
+        G(bq, "attn_q.bias");
+        G(wk, "attn_k.weight");
+        G(bk, "attn_k.bias");
+        G(wv, "attn_v.weight");
+        G(bv, "attn_v.bias");
+        G(wo, "attn_out.weight");
+        G(bo, "attn_out.bias");
+        G(ln2_w, "ffn_norm.weight");
+        G(ln2_b, "ffn_norm.bias");
+        G(w1, "ffn_up.weight");
+        G(b1, "ffn_up.bias");
+        G(w2, "ffn_down.weight");
+        G(b2, "ffn_down.bias");
+#undef G
+    }
+    p->lnf_w = find_t(m, base, "out_norm.weight");
+    p->lnf_b = find_t(m, base, "out_norm.bias");
+    p->out_emb = find_t(m, base, "out_emb.weight");
+    p->text_emb = find_t(m, base, "text_emb.weight");
+    p->item_txt_w = find_t(m, base, "item_text_proj.weight");
+    p->pref_w = find_t(m, base, "pref_proj.weight");
+    p->lnu_w = find_t(m, base, "user_norm.weight");
+    p->lnu_b = find_t(m, base, "user_norm.bias");
+}
+
+static int model_alloc(trm_model *m) {
+    if (trm__layout(m)) return dr_error_code();
+    size_t bytes;
+    if (!dr_mul_ok(m->n_params, sizeof(float), &bytes)) return dr_error(DR_ERR_NOMEM, "trm: model too large");
+    m->mem = dr_aligned_alloc(bytes ? bytes : 64);
+    if (!m->mem) return dr_error_code();
+    memset(m->mem, 0, bytes);
+    trm__bind(m, m->mem, &m->p);
+    if (m->cfg.model == TRM_PREF) {
+        size_t vd = (size_t)m->V * (size_t)m->cfg.dim;
+        m->F = dr_aligned_alloc(vd * sizeof(float));
+        m->item_bag = dr_aligned_alloc(vd * sizeof(float));
+        if (!m->F || !m->item_bag) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
+        memset(m->F, 0, vd * sizeof(float));
+        memset(m->item_bag, 0, vd * sizeof(float));
+        m->Fin = m->F;
+    } else {
+        m->Fin = m->p.item_emb;
+        m->F = m->cfg.sep_out ? m->p.out_emb : m->p.item_emb;
+    }
+    return DR_OK;
+}
+
+trm_model *trm__model_blank(const trm_config *cfg, int *rc);
+trm_model *trm__model_blank(const trm_config *cfg, int *rc) {
+    trm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
+    if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
+    *rc = model_alloc(m);
+    if (*rc) {
+        trm_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, uint64_t seed) {
+    *out = NULL;
+    trm_config c = *cfg;
+    if (d) c.n_items = d->n_items;
+    int rc;
+    trm_model *m = trm__model_blank(&c, &rc);
+    if (!m) return rc;
+    dr_rng root;
+    dr_rng_seed(&root, seed);
+    for (int i = 0; i < m->n_t; i++) {
+        trm_tensor *t = &m->t[i];
+        float *p = m->mem + t->off;
+        dr_rng r = dr_rng_split(&root, (uint64_t)i + 1000);
+        for (size_t j = 0; j < t->n; j++) {
+            switch (t->init) {
+            case 1: p[j] = 1.0f; break;
+            case 2: p[j] = 0.0f; break;
+            default: p[j] = 0.02f * dr_rng_normal(&r); break;
+            }
+        }
+        if (t->init == 3) memset(p, 0, (size_t)t->ne[0] * sizeof(float)); /* padding row */
+    }
+    if (c.model == TRM_PREF) {
+        if (!d) {
+            trm_model_free(m);
+            return dr_error(DR_ERR_ARG, "trm: the pref model needs the dataset's item text");
+        }
+        if ((rc = trm__item_text_build(m, d))) {
+            trm_model_free(m);
+            return rc;
+        }
+    }
+    trm__refresh_tables(m);
+    *out = m;
+    return DR_OK;
+}
+
+void trm_model_free(trm_model *m) {
+    if (!m) return;
+    free(m->mem);
+    if (m->cfg.model == TRM_PREF) {
+        free(m->F);
+        free(m->item_bag);
+    }
+    free(m->item_tok_off);
+    free(m->item_tok);
+    free(m);
+}
+
+const trm_config *trm_model_config(const trm_model *m) { return &m->cfg; }
+size_t trm_num_params(const trm_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_t; i++) n += m->t[i].n;
+    return n;
+}
+
+/* mean embedding bag: out[d] = mean of table rows ids[0..n) (zeros when n == 0) */
+static void bag_mean(float *out, const float *table, const int32_t *ids, int n, int d) {
+    memset(out, 0, (size_t)d * sizeof(float));
+    if (n <= 0) return;
+    for (int j = 0; j < n; j++) {
+        const float *r = table + (size_t)ids[j] * d;
+        for (int c = 0; c < d; c++) out[c] += r[c];
+    }
+    float s = 1.0f / (float)n;
+    for (int c = 0; c < d; c++) out[c] *= s;
+}
+
+void trm__refresh_tables(trm_model *m) {
+    if (m->cfg.model != TRM_PREF) {
+        m->F_ok = 1;
+        return;
+    }
+    int d = m->cfg.dim, V = m->V;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < V; i++)
+        bag_mean(m->item_bag + (size_t)i * d, m->p.text_emb, m->item_tok + m->item_tok_off[i],
+                 m->item_tok_off[i + 1] - m->item_tok_off[i], d);
+    nn_linear_forward(m->F, m->item_bag, m->p.item_txt_w, NULL, V, d, d);
+    size_t vd = (size_t)V * d;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < vd; i++) m->F[i] += m->p.item_emb[i];
+    m->F_ok = 1;
+}
+
+/* ---------------- activations ---------------- */
+
+void trm__acts_free(trm_acts *a) {
+    free(a->fmem);
+    free(a->bmem);
+    free(a->imem);
+    memset(a, 0, sizeof *a);
+}
+
+int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap) {
+    memset(a, 0, sizeof *a);
+    const trm_config *c = &m->cfg;
+    size_t B = (size_t)Bcap, L = (size_t)c->max_len, N = B * L, d = (size_t)c->dim, f = (size_t)c->ffn_dim,
+           H = (size_t)c->heads, nl = (size_t)c->layers;
+    size_t att = B * H * L * L;
+    size_t per_layer = 9 * N * d + 4 * N + 2 * N * f + att;
+    size_t nf = 2 * N * d + nl * per_layer + N * d + 2 * N + 3 * N * d + 2 * N + 7 * N * d + 2 * N * f + att;
+    size_t nb = N * d + nl * (2 * N * d + N * f) + N;
+    a->ptok_cap = (int)(N * 24 + 64);
+    size_t ni = 3 * N + (N + 1) + (size_t)a->ptok_cap;
+    a->fmem = dr_aligned_alloc(nf * sizeof(float));
+    a->bmem = dr_aligned_alloc(nb);
+    a->imem = dr_aligned_alloc(ni * sizeof(int32_t));
+    if (!a->fmem || !a->bmem || !a->imem) {
+        trm__acts_free(a);
+        return dr_error(DR_ERR_NOMEM, "trm: cannot allocate activations for batch %d", Bcap);
+    }
+    memset(a->fmem, 0, nf * sizeof(float));
+    memset(a->bmem, 1, nb);
+    memset(a->imem, 0, ni * sizeof(int32_t));
+    a->Bcap = Bcap;
+    a->Lcap = c->max_len;
+    a->Ncap = (int)N;
+    float *fp = a->fmem;
+    uint8_t *bp = a->bmem;
+    int32_t *ip = a->imem;
+#define F(n) (fp += (n), fp - (n))
+#define U8(n) (bp += (n), bp - (n))
+#define I(n) (ip += (n), ip - (n))
+    a->x0 = F(N * d);
+    a->res0 = F(N * d);
+    a->em = U8(N * d);
+    for (size_t l = 0; l < nl; l++) {
+        trm_layer_a *A = &a->l[l];
+        A->ln1o = F(N * d);
+        A->ln1m = F(N);
+        A->ln1r = F(N);
+        A->q = F(N * d);
+        A->k = F(N * d);
+        A->v = F(N * d);
+        A->att = F(att);
+        A->y = F(N * d);
+        A->s1 = F(N * d);
+        A->ln2o = F(N * d);
+        A->ln2m = F(N);
+        A->ln2r = F(N);
+        A->f = F(N * f);
+        A->gd = F(N * f);
+        A->s2 = F(N * d);
+        A->om = U8(N * d);
+        A->gm = U8(N * f);
+        A->hm = U8(N * d);
+    }
+    a->lnfo = F(N * d);
+    a->lnfm = F(N);
+    a->lnfr = F(N);
+    a->pbag = F(N * d);
+    a->z = F(N * d);
+    a->u = F(N * d);
+    a->lnum = F(N);
+    a->lnur = F(N);
+    a->d0 = F(N * d);
+    a->d1 = F(N * d);
+    a->d2 = F(N * d);
+    a->dq = F(N * d);
+    a->dk = F(N * d);
+    a->dv = F(N * d);
+    a->dU = F(N * d);
+    a->df1 = F(N * f);
+    a->df2 = F(N * f);
+    a->datt = F(att);
+    a->key_mask = U8(N);
+    a->ids = I(N);
+    a->ids_bwd = I(N);
+    a->pos = I(N);
+    a->ptok_off = I(N + 1);
+    a->ptok = I((size_t)a->ptok_cap);
+#undef F
+#undef U8
+#undef I
+    return DR_OK;
+}
+
+void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens) {
+    int maxL = m->cfg.max_len;
+    if (L <= 0) {
+        L = 1;
+        for (int b = 0; b < B; b++)
+            if (lens[b] > L) L = (int)(lens[b] < maxL ? lens[b] : maxL);
+    }
+    a->B = B;
+    a->L = L;
+    a->N = B * L;
+    for (int b = 0; b < B; b++) {
+        int64_t n = lens[b] < L ? lens[b] : L;
+        const int32_t *s = seqs[b] + (lens[b] - n);
+        int pad = L - (int)n;
+        for (int t = 0; t < L; t++) {
+            int32_t id = t < pad ? 0 : s[t - pad];
+            if (id < 0 || id > m->cfg.n_items) id = 0;
+            a->ids[b * L + t] = id;
+            a->ids_bwd[b * L + t] = id > 0 ? id : -1;
+            a->pos[b * L + t] = maxL - L + t;
+            a->key_mask[b * L + t] = id > 0;
+        }
+    }
+    for (int i = 0; i <= a->N; i++) a->ptok_off[i] = 0;
+}
+
+static dr_rng site_rng(const trm_acts *a, int layer, int site) {
+    return dr_rng_split(&a->rng, (uint64_t)layer * 16 + (uint64_t)site);
+}
+
+static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *ac, dr_rng *r) {
+    memset(ac, 0, sizeof *ac);
+    ac->B = a->B;
+    ac->Tq = ac->Tk = a->L;
+    ac->H = ac->Hkv = m->cfg.heads;
+    ac->Dh = m->cfg.dim / m->cfg.heads;
+    ac->causal = 1;
+    ac->key_mask = a->key_mask;
+    ac->dropout = a->train ? m->cfg.dropout : 0.0f;
+    *r = site_rng(a, layer, 4);
+    ac->rng = r;
+}
+
+float *trm__forward(trm_model *m, trm_acts *a) {
+    const trm_config *c = &m->cfg;
+    const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
+    const float p = a->train ? c->dropout : 0.0f, eps = c->ln_eps;
+    const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    nn_embedding_forward(a->x0, m->Fin, a->ids, N, V, d);
+    const float sc = c->scale_emb ? sqrtf((float)d) : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) {
+        float *x = a->x0 + (size_t)i * d;
+        const float *pe = m->p.pos_emb + (size_t)a->pos[i] * d;
+        for (int j = 0; j < d; j++) x[j] = x[j] * sc + pe[j];
+    }
+    dr_rng r = site_rng(a, 99, 0);
+    nn_dropout_forward(a->res0, a->em, a->x0, Nd, p, &r);
+    const float *x = a->res0;
+    for (int l = 0; l < c->layers; l++) {
+        trm_layer_p *P = &m->p.l[l];
+        trm_layer_a *A = &a->l[l];
+        const float *ain = x;
+        if (!c->post_ln) {
+            nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, x, P->ln1_w, P->ln1_b, N, d, eps);
+            ain = A->ln1o;
+        }
+        nn_linear_forward(A->q, ain, P->wq, P->bq, N, d, d);
+        nn_linear_forward(A->k, ain, P->wk, P->bk, N, d, d);
+        nn_linear_forward(A->v, ain, P->wv, P->bv, N, d, d);
+        nn_attn ac;
+        dr_rng ar;
+        attn_cfg(m, a, l, &ac, &ar);
+        nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
+        nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
+        r = site_rng(a, l, 1);
+        nn_dropout_forward(a->d0, A->om, a->d0, Nd, p, &r);
+        for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
+        const float *cin, *base;
+        if (c->post_ln) {
+            nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, A->s1, P->ln1_w, P->ln1_b, N, d, eps);
+            cin = base = A->ln1o;
+        } else {
+            nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s1, P->ln2_w, P->ln2_b, N, d, eps);
+            cin = A->ln2o;
+            base = A->s1;
+        }
+        nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
+        if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
+        else nn_gelu_forward(a->df1, A->f, Nf, NN_GELU_TANH);
+        r = site_rng(a, l, 2);
+        nn_dropout_forward(A->gd, A->gm, a->df1, Nf, p, &r);
+        nn_linear_forward(a->d0, A->gd, P->w2, P->b2, N, f, d);
+        r = site_rng(a, l, 3);
+        nn_dropout_forward(a->d0, A->hm, a->d0, Nd, p, &r);
+        for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
+        if (c->post_ln) {
+            nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, N, d, eps);
+            x = A->ln2o;
+        } else {
+            x = A->s2;
+        }
+    }
+    nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, x, m->p.lnf_w, m->p.lnf_b, N, d, eps);
+    if (c->model != TRM_PREF) return a->lnfo;
+    for (int i = 0; i < N; i++)
+        bag_mean(a->pbag + (size_t)i * d, m->p.text_emb, a->ptok + a->ptok_off[i], a->ptok_off[i + 1] - a->ptok_off[i],
+                 d);
+    nn_linear_forward(a->z, a->pbag, m->p.pref_w, NULL, N, d, d);
+    for (size_t i = 0; i < Nd; i++) a->z[i] += a->lnfo[i];
+    nn_layernorm_forward(a->u, a->lnum, a->lnur, a->z, m->p.lnu_w, m->p.lnu_b, N, d, eps);
+    return a->u;
+}
+
+/* dtable[ids] += drows[i] / n_i for a mean bag (serial: deterministic). */
+static void bag_backward(float *dtable, const float *drows, const int32_t *off, const int32_t *tok, int n_rows,
+                         int d) {
+    for (int i = 0; i < n_rows; i++) {
+        int n = off[i + 1] - off[i];
+        if (n <= 0) continue;
+        float s = 1.0f / (float)n;
+        const float *g = drows + (size_t)i * d;
+        for (int j = off[i]; j < off[i + 1]; j++) {
+            float *t = dtable + (size_t)tok[j] * d;
+            for (int c = 0; c < d; c++) t[c] += s * g[c];
+        }
+    }
+}
+
+static inline void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *dbag_scratch) {
+    const trm_config *c = &m->cfg;
+    const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
+    const float p = a->train ? c->dropout : 0.0f;
+    const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    float *d0 = a->d0, *d1 = a->d1, *d2 = a->d2;
+    if (c->model == TRM_PREF) {
+        zero(d1, Nd);
+        nn_layernorm_backward(d1, g->lnu_w, g->lnu_b, a->dU, a->z, m->p.lnu_w, a->lnum, a->lnur, N, d);
+        zero(d2, Nd);
+        nn_linear_backward(d2, g->pref_w, NULL, d1, a->pbag, m->p.pref_w, N, d, d);
+        bag_backward(g->text_emb, d2, a->ptok_off, a->ptok, N, d);
+    } else {
+        memcpy(d1, a->dU, Nd * sizeof(float));
+    }
+    zero(d0, Nd);
+    const float *xlast = c->layers > 0 ? (c->post_ln ? a->l[c->layers - 1].ln2o : a->l[c->layers - 1].s2) : a->res0;
+    nn_layernorm_backward(d0, g->lnf_w, g->lnf_b, d1, xlast, m->p.lnf_w, a->lnfm, a->lnfr, N, d);
+    for (int l = c->layers - 1; l >= 0; l--) {
+        trm_layer_p *P = &m->p.l[l];
+        trm_layer_p *GP = &g->l[l];
+        trm_layer_a *A = &a->l[l];
+        const float *xin = l == 0 ? a->res0 : (c->post_ln ? a->l[l - 1].ln2o : a->l[l - 1].s2);
+        const float *ds2 = d0;
+        if (c->post_ln) {
+            zero(d1, Nd);
+            nn_layernorm_backward(d1, GP->ln2_w, GP->ln2_b, d0, A->s2, P->ln2_w, A->ln2m, A->ln2r, N, d);
+            ds2 = d1;
+        }
+        zero(d2, Nd);
+        nn_dropout_backward(d2, ds2, A->hm, Nd, p); /* dh */
+        zero(a->df2, Nf);
+        nn_linear_backward(a->df2, GP->w2, GP->b2, d2, A->gd, P->w2, N, f, d); /* d gd */
+        zero(a->df1, Nf);
+        nn_dropout_backward(a->df1, a->df2, A->gm, Nf, p); /* d g */
+        zero(a->df2, Nf);
+        if (c->act == TRM_ACT_RELU) nn_relu_backward(a->df2, a->df1, A->f, Nf);
+        else nn_gelu_backward(a->df2, a->df1, A->f, Nf, NN_GELU_TANH);
+        const float *cin = c->post_ln ? A->ln1o : A->ln2o;
+        zero(d2, Nd);
+        nn_linear_backward(d2, GP->w1, GP->b1, a->df2, cin, P->w1, N, d, f); /* dc */
+        if (c->post_ln) {
+            for (size_t i = 0; i < Nd; i++) d1[i] += d2[i]; /* dr1 = ds2 + dc */
+            zero(d0, Nd);
+            nn_layernorm_backward(d0, GP->ln1_w, GP->ln1_b, d1, A->s1, P->ln1_w, A->ln1m, A->ln1r, N, d);
+        } else {
+            nn_layernorm_backward(d0, GP->ln2_w, GP->ln2_b, d2, A->s1, P->ln2_w, A->ln2m, A->ln2r, N, d);
+        }
+        /* d0 = ds1 */
+        zero(d1, Nd);
+        nn_dropout_backward(d1, d0, A->om, Nd, p); /* do */
+        zero(d2, Nd);
+        nn_linear_backward(d2, GP->wo, GP->bo, d1, A->y, P->wo, N, d, d); /* dy */
+        zero(a->dq, Nd);
+        zero(a->dk, Nd);
+        zero(a->dv, Nd);
+        nn_attn ac;
+        dr_rng ar;
+        attn_cfg(m, a, l, &ac, &ar);
+        nn_attention_backward(&ac, a->dq, a->dk, a->dv, a->datt, d2, A->q, A->k, A->v, A->att);
+        const float *ain = c->post_ln ? xin : A->ln1o;
+        zero(d1, Nd);
+        nn_linear_backward(d1, GP->wq, GP->bq, a->dq, ain, P->wq, N, d, d);
+        nn_linear_backward(d1, GP->wk, GP->bk, a->dk, ain, P->wk, N, d, d);
+        nn_linear_backward(d1, GP->wv, GP->bv, a->dv, ain, P->wv, N, d, d);
+        if (c->post_ln) {
+            for (size_t i = 0; i < Nd; i++) d0[i] += d1[i];
+        } else {
+            nn_layernorm_backward(d0, GP->ln1_w, GP->ln1_b, d1, xin, P->ln1_w, A->ln1m, A->ln1r, N, d);
+        }
+    }
+    /* embeddings */
+    zero(d1, Nd);
+    nn_dropout_backward(d1, d0, a->em, Nd, p);
+    nn_embedding_backward(g->pos_emb, d1, a->pos, N, c->max_len, d);
+    if (c->scale_emb) {
+        float sc = sqrtf((float)d);
+        for (size_t i = 0; i < Nd; i++) d1[i] *= sc;
+    }
+    if (c->model == TRM_PREF) {
+        /* dF collects input and output gradients; F = E + bag W_t^T */
+        nn_embedding_backward(dF, d1, a->ids_bwd, N, V, d);
+        size_t vd = (size_t)V * d;
+        for (size_t i = (size_t)d; i < vd; i++) g->item_emb[i] += dF[i];
+        zero(dbag_scratch, vd);
+        nn_linear_backward(dbag_scratch, g->item_txt_w, NULL, dF, m->item_bag, m->p.item_txt_w, V, d, d);
+        bag_backward(g->text_emb, dbag_scratch, m->item_tok_off, m->item_tok, V, d);
+    } else {
+        nn_embedding_backward(g->item_emb, d1, a->ids_bwd, N, V, d);
+    }
+}

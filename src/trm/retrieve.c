@@ -1,0 +1,177 @@
+/* In-process retrieval: history + preference -> exact top-k over the catalog. */
+#include "internal.h"
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+
+int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
+
+struct trm_session {
+    trm_model *m;
+    trm_acts a;
+    float *scores;   /* [V] */
+    uint8_t *masked; /* [V] */
+    float *u;
+};
+
+int trm_session_new(trm_session **out, trm_model *m) {
+    *out = NULL;
+    trm_session *s = calloc(1, sizeof *s);
+    if (!s) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
+    s->m = m;
+    int rc = trm__acts_alloc(&s->a, m, 1);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->scores = dr_aligned_alloc((size_t)m->V * sizeof(float));
+    s->masked = dr_calloc((size_t)m->V, 1);
+    s->u = dr_aligned_alloc((size_t)m->cfg.dim * sizeof(float));
+    if (!s->scores || !s->masked || !s->u) {
+        trm_session_free(s);
+        return dr_error(DR_ERR_NOMEM, "trm: out of memory");
+    }
+    if (!m->F_ok) trm__refresh_tables(m);
+    *out = s;
+    return DR_OK;
+}
+
+void trm_session_free(trm_session *s) {
+    if (!s) return;
+    trm__acts_free(&s->a);
+    free(s->scores);
+    free(s->masked);
+    free(s->u);
+    free(s);
+}
+
+int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+    trm_model *m = s->m;
+    int L = m->cfg.max_len;
+    int32_t buf[1024], *tmp = buf;
+    if (L > 1024) {
+        tmp = dr_malloc((size_t)L * sizeof(int32_t));
+        if (!tmp) return dr_error_code();
+    }
+    /* keep the last L valid ids */
+    int n = 0;
+    for (int64_t i = n_hist - 1; i >= 0 && n < L; i--)
+        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) n++;
+    int k = n;
+    for (int64_t i = n_hist - 1; i >= 0 && k > 0; i--)
+        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) tmp[--k] = hist[i];
+    int64_t len = n;
+    int32_t *sp = tmp;
+    int32_t one_pad = 0;
+    if (n == 0) { /* no history: a single padding step (position embedding only) */
+        sp = &one_pad;
+        len = 1;
+    }
+    trm__fill_batch(m, &s->a, 1, (int)len, &sp, &len);
+    if (n == 0) s->a.key_mask[0] = 1; /* let the lone padding row attend to itself */
+    s->a.train = 0;
+    if (m->cfg.model == TRM_PREF && pref && *pref) trm__set_last_pref(m, &s->a, 0, pref);
+    const float *o = trm__forward(m, &s->a);
+    memcpy(u, o + (size_t)(s->a.L - 1) * m->cfg.dim, (size_t)m->cfg.dim * sizeof(float));
+    if (tmp != buf) free(tmp);
+    return DR_OK;
+}
+
+/* min-heap on (score, -id): the root is the worst kept item */
+static inline int worse(float sa, int32_t ia, float sb, int32_t ib) { return sa < sb || (sa == sb && ia > ib); }
+
+static void sift_down(float *hs, int32_t *hi, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && worse(hs[l], hi[l], hs[w], hi[w])) w = l;
+        if (r < n && worse(hs[r], hi[r], hs[w], hi[w])) w = r;
+        if (w == i) return;
+        float ts = hs[i];
+        hs[i] = hs[w];
+        hs[w] = ts;
+        int32_t ti = hi[i];
+        hi[i] = hi[w];
+        hi[w] = ti;
+        i = w;
+    }
+}
+
+int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
+int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores) {
+    int n = 0;
+    for (int32_t i = 1; i <= n_items; i++) {
+        if (masked && masked[i]) continue;
+        float sc = scores[i];
+        if (sc != sc) continue; /* NaN */
+        if (n < k) {
+            ids[n] = i;
+            out_scores[n] = sc;
+            n++;
+            if (n == k)
+                for (int j = k / 2 - 1; j >= 0; j--) sift_down(out_scores, ids, n, j);
+        } else if (worse(out_scores[0], ids[0], sc, i)) {
+            out_scores[0] = sc;
+            ids[0] = i;
+            sift_down(out_scores, ids, n, 0);
+        }
+    }
+    if (n < k)
+        for (int j = n / 2 - 1; j >= 0; j--) sift_down(out_scores, ids, n, j);
+    /* heap sort: repeatedly move the worst to the end */
+    for (int e = n - 1; e > 0; e--) {
+        float ts = out_scores[0];
+        out_scores[0] = out_scores[e];
+        out_scores[e] = ts;
+        int32_t ti = ids[0];
+        ids[0] = ids[e];
+        ids[e] = ti;
+        sift_down(out_scores, ids, e, 0);
+    }
+    return n;
+}
+
+int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
+                 int32_t *ids, float *scores, int *n_out) {
+    trm_model *m = s->m;
+    *n_out = 0;
+    if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve: k must be positive (got %d)", k);
+    int rc = trm_user_vector(s, hist, n_hist, pref, s->u);
+    if (rc) return rc;
+    int d = m->cfg.dim, V = m->V;
+    /* scores = F u: one sgemv */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, V, d, 1.0f, m->F, d, s->u, 1, 0.0f, s->scores, 1);
+    if (mask_history)
+        for (int64_t i = 0; i < n_hist; i++)
+            if (hist[i] > 0 && hist[i] <= m->cfg.n_items) s->masked[hist[i]] = 1;
+    *n_out = trm_topk(s->scores, m->cfg.n_items, mask_history ? s->masked : NULL, k, ids, scores);
+    if (mask_history)
+        for (int64_t i = 0; i < n_hist; i++)
+            if (hist[i] > 0 && hist[i] <= m->cfg.n_items) s->masked[hist[i]] = 0;
+    return DR_OK;
+}
+
+const float *trm_item_embeddings(trm_model *m) {
+    if (!m->F_ok) trm__refresh_tables(m);
+    return m->F;
+}
+
+int trm_text_embedding(trm_model *m, const char *text, float *out) {
+    int d = m->cfg.dim;
+    if (m->cfg.model != TRM_PREF)
+        return dr_error(DR_ERR_UNSUPPORTED, "trm: text embeddings need the pref model (this one is sasrec)");
+    int32_t ids[256];
+    int n = trm__pref_tokens(m, text, ids, 256);
+    float bag[1024], *b = bag;
+    if (d > 1024) {
+        b = dr_malloc((size_t)d * sizeof(float));
+        if (!b) return dr_error_code();
+    }
+    memset(b, 0, (size_t)d * sizeof(float));
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < d; c++) b[c] += m->p.text_emb[(size_t)ids[j] * d + c];
+    if (n > 0)
+        for (int c = 0; c < d; c++) b[c] /= (float)n;
+    nn_linear_forward(out, b, m->p.pref_w, NULL, 1, d, d);
+    if (b != bag) free(b);
+    return DR_OK;
+}

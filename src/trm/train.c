@@ -1,0 +1,618 @@
+/* Training: batches of train sequences (every position predicts its next item),
+ * full-softmax / sampled-softmax / BCE losses, AdamW, early stopping on valid
+ * NDCG@10, best checkpoint, resumable state, JSON-lines metrics.
+ *
+ * Determinism: every random draw comes from dr_rng_split(master, epoch) ->
+ * (batch) -> (site/row), never from a shared advancing stream, so results do
+ * not depend on scheduling and a resumed run equals an uninterrupted one. */
+#include "internal.h"
+#include "deeprec/data.h"
+#include "deeprec/gguf.h"
+#include "deeprec/metrics.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+gguf_writer *trm__writer(const trm_model *m);
+int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
+int trm__load_file(trm_model **out, const gguf_file *f);
+int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty, char *buf, size_t cap);
+
+#define CE_CHUNK 1024
+#define PREF_MAX_FEATS 24
+
+void trm_train_opts_default(trm_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->loss = TRM_LOSS_CE;
+    o->n_neg = 100;
+    o->lr = 1e-3f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    o->weight_decay = 0.0f;
+    o->grad_clip = 0.0f;
+    o->batch = 256;
+    o->epochs = 200;
+    o->patience = 10;
+    o->eval_every = 1;
+    o->seed = 1;
+    o->pref_empty_p = 0.3f;
+}
+
+/* Per-trainer state. */
+typedef struct trainer {
+    trm_model *m;
+    const dr_dataset *d;
+    const trm_train_opts *o;
+    trm_acts a;
+    float *grad, *am, *av; /* n_params each */
+    trm_params g;
+    float *dF, *dbag;      /* pref: [V, d] */
+    float *logits, *dlogits;
+    float *Uv, *dUv;       /* [Ncap, d] gathered valid rows */
+    int32_t *tg;           /* [Ncap] targets per row */
+    int32_t *vrow, *vtg;   /* valid rows and their targets */
+    int32_t *neg;          /* [Ncap * K] */
+    float *work;
+    float *bce_logits, *bce_dl, *bce_lab;
+    int64_t step;
+    char *pbuf;
+} trainer;
+
+static void trainer_free(trainer *t) {
+    trm__acts_free(&t->a);
+    free(t->grad);
+    free(t->am);
+    free(t->av);
+    free(t->dF);
+    free(t->dbag);
+    free(t->logits);
+    free(t->dlogits);
+    free(t->Uv);
+    free(t->dUv);
+    free(t->tg);
+    free(t->vrow);
+    free(t->vtg);
+    free(t->neg);
+    free(t->work);
+    free(t->bce_logits);
+    free(t->bce_dl);
+    free(t->bce_lab);
+    free(t->pbuf);
+}
+
+static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm_train_opts *o) {
+    memset(t, 0, sizeof *t);
+    t->m = m;
+    t->d = d;
+    t->o = o;
+    int rc = trm__acts_alloc(&t->a, m, o->batch);
+    if (rc) return rc;
+    size_t np = m->n_params, N = (size_t)t->a.Ncap, dd = (size_t)m->cfg.dim, V = (size_t)m->V;
+    int K = o->n_neg > 0 ? o->n_neg : 1;
+    t->grad = dr_aligned_alloc(np * sizeof(float));
+    t->am = dr_aligned_alloc(np * sizeof(float));
+    t->av = dr_aligned_alloc(np * sizeof(float));
+    t->Uv = dr_aligned_alloc(N * dd * sizeof(float));
+    t->dUv = dr_aligned_alloc(N * dd * sizeof(float));
+    t->tg = dr_calloc(N, sizeof(int32_t));
+    t->vrow = dr_calloc(N, sizeof(int32_t));
+    t->vtg = dr_calloc(N, sizeof(int32_t));
+    t->pbuf = dr_malloc(1024);
+    if (!t->grad || !t->am || !t->av || !t->Uv || !t->dUv || !t->tg || !t->vrow || !t->vtg || !t->pbuf)
+        return dr_error(DR_ERR_NOMEM, "trm: out of memory for the trainer");
+    memset(t->grad, 0, np * sizeof(float));
+    memset(t->am, 0, np * sizeof(float));
+    memset(t->av, 0, np * sizeof(float));
+    trm__bind(m, t->grad, &t->g);
+    if (m->cfg.model == TRM_PREF) {
+        t->dF = dr_aligned_alloc(V * dd * sizeof(float));
+        t->dbag = dr_aligned_alloc(V * dd * sizeof(float));
+        if (!t->dF || !t->dbag) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the trainer");
+    }
+    if (o->loss == TRM_LOSS_CE) {
+        size_t r = N < CE_CHUNK ? N : CE_CHUNK;
+        t->logits = dr_aligned_alloc(r * V * sizeof(float));
+        t->dlogits = dr_aligned_alloc(r * V * sizeof(float));
+        if (!t->logits || !t->dlogits) return dr_error(DR_ERR_NOMEM, "trm: out of memory for logits");
+    } else if (o->loss == TRM_LOSS_SAMPLED) {
+        t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
+        t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
+        if (!t->neg || !t->work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+    } else {
+        t->neg = dr_malloc(N * sizeof(int32_t));
+        t->bce_logits = dr_malloc(2 * N * sizeof(float));
+        t->bce_dl = dr_malloc(2 * N * sizeof(float));
+        t->bce_lab = dr_malloc(2 * N * sizeof(float));
+        if (!t->neg || !t->bce_logits || !t->bce_dl || !t->bce_lab)
+            return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+    }
+    return DR_OK;
+}
+
+/* Loss over the valid rows (gathered Uv [n, d], targets vtg); writes dUv and
+ * the scoring-table gradient into dF. Returns the mean loss. */
+static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, double *loss_out) {
+    trm_model *m = t->m;
+    const int d = m->cfg.dim, V = m->V, ni = m->cfg.n_items;
+    const float *F = m->F;
+    memset(t->dUv, 0, (size_t)n * d * sizeof(float));
+    double loss = 0;
+    int rc = DR_OK;
+    if (t->o->loss == TRM_LOSS_CE) {
+        for (int s = 0; s < n; s += CE_CHUNK) {
+            int R = n - s < CE_CHUNK ? n - s : CE_CHUNK;
+            const float *Uc = t->Uv + (size_t)s * d;
+            nn_matmul(t->logits, Uc, F, R, V, d, 0, 1, 1.0f, 0.0f);
+            for (int i = 0; i < R; i++) t->logits[(size_t)i * V] = -1e30f; /* padding is never a candidate */
+            memset(t->dlogits, 0, (size_t)R * V * sizeof(float));
+            float lc = 0;
+            rc = nn_cross_entropy(&lc, t->dlogits, t->logits, t->vtg + s, NULL, R, V, -1, (float)R / (float)n);
+            if (rc) return rc;
+            loss += (double)lc * R / n;
+            nn_matmul(t->dUv + (size_t)s * d, t->dlogits, F, R, d, V, 0, 0, 1.0f, 0.0f);
+            nn_matmul(dF, t->dlogits, Uc, V, d, R, 1, 0, 1.0f, 1.0f);
+        }
+    } else if (t->o->loss == TRM_LOSS_SAMPLED) {
+        int K = t->o->n_neg;
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)i);
+            for (int k = 0; k < K; k++) t->neg[(size_t)i * K + k] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
+        }
+        float l = 0;
+        rc = nn_sampled_softmax_ce(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, NULL, n, K, d, V, -1, 1.0f, t->work);
+        if (rc) return rc;
+        loss = l;
+    } else {
+        for (int i = 0; i < n; i++) {
+            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)i);
+            int32_t ng = t->vtg[i];
+            if (ni > 1)
+                while (ng == t->vtg[i]) ng = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
+            t->neg[i] = ng;
+        }
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            const float *u = t->Uv + (size_t)i * d, *fp = F + (size_t)t->vtg[i] * d, *fn = F + (size_t)t->neg[i] * d;
+            float sp = 0, sn = 0;
+            for (int c = 0; c < d; c++) {
+                sp += u[c] * fp[c];
+                sn += u[c] * fn[c];
+            }
+            t->bce_logits[2 * i] = sp;
+            t->bce_logits[2 * i + 1] = sn;
+            t->bce_lab[2 * i] = 1.0f;
+            t->bce_lab[2 * i + 1] = 0.0f;
+        }
+        memset(t->bce_dl, 0, (size_t)2 * n * sizeof(float));
+        float l = 0;
+        /* SASRec's loss: per position -log s(pos) - log(1 - s(neg)), mean over positions (= 2x the mean over values) */
+        nn_bce_with_logits(&l, t->bce_dl, t->bce_logits, t->bce_lab, NULL, (size_t)2 * n, 2.0f);
+        loss = 2.0 * l;
+        for (int i = 0; i < n; i++) {
+            float gp = t->bce_dl[2 * i], gn = t->bce_dl[2 * i + 1];
+            const float *u = t->Uv + (size_t)i * d, *fp = F + (size_t)t->vtg[i] * d, *fn = F + (size_t)t->neg[i] * d;
+            float *du = t->dUv + (size_t)i * d, *dfp = dF + (size_t)t->vtg[i] * d, *dfn = dF + (size_t)t->neg[i] * d;
+            for (int c = 0; c < d; c++) {
+                du[c] += gp * fp[c] + gn * fn[c];
+                dfp[c] += gp * u[c];
+                dfn[c] += gn * u[c];
+            }
+        }
+    }
+    *loss_out = loss;
+    return DR_OK;
+}
+
+/* The train sequence of user u: inputs = train[-(L+1):-1], targets shifted by one. */
+static int64_t user_train(const dr_dataset *d, int32_t u, int L, const int32_t **in) {
+    const int32_t *s;
+    int64_t n = dr_data_train(d, u, &s);
+    if (n < 2) return 0;
+    int64_t k = n - 1 < L ? n - 1 : L; /* number of input positions */
+    *in = s + (n - 1 - k);
+    return k;
+}
+
+/* Forward + loss + backward for one batch of users; grads accumulated into t->grad (zeroed here). */
+int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_rng, int train, double *loss_out,
+                    int *n_valid_out);
+int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_rng, int train, double *loss_out,
+                    int *n_valid_out) {
+    trm_model *m = t->m;
+    trm_acts *a = &t->a;
+    const int d = m->cfg.dim, L = m->cfg.max_len;
+    int32_t *seqs[1024];
+    int64_t lens[1024];
+    int32_t **sp = seqs;
+    int64_t *lp = lens;
+    if (B > 1024) {
+        sp = dr_malloc((size_t)B * sizeof(*sp));
+        lp = dr_malloc((size_t)B * sizeof(*lp));
+        if (!sp || !lp) {
+            free(sp == seqs ? NULL : sp);
+            return dr_error_code();
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        const int32_t *in = NULL;
+        lp[b] = user_train(t->d, users[b], L, &in);
+        sp[b] = (int32_t *)in;
+    }
+    trm__fill_batch(m, a, B, 0, sp, lp);
+    a->train = train;
+    a->rng = dr_rng_split(step_rng, 1);
+    const int Lb = a->L;
+    /* targets */
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        int pad = Lb - (int)lp[b];
+        for (int tt = 0; tt < Lb; tt++) {
+            int row = b * Lb + tt;
+            int32_t tg = tt < pad ? 0 : sp[b][tt - pad + 1];
+            t->tg[row] = tg;
+            if (tg > 0 && tg <= m->cfg.n_items) {
+                t->vrow[n] = row;
+                t->vtg[n] = tg;
+                n++;
+            }
+        }
+    }
+    if (sp != seqs) {
+        free(sp);
+        free(lp);
+    }
+    /* pseudo-preferences: one per position, derived from that position's target */
+    if (m->cfg.model == TRM_PREF) {
+        int off = 0;
+        a->ptok_off[0] = 0;
+        for (int row = 0; row < a->N; row++) {
+            int k = 0;
+            if (t->tg[row] > 0) {
+                dr_rng r = dr_rng_split(step_rng, 2000000 + (uint64_t)row);
+                trm__pseudo_pref(t->d, t->tg[row], &r, t->o->pref_empty_p, t->pbuf, 1024);
+                if (t->pbuf[0] && off + PREF_MAX_FEATS <= a->ptok_cap)
+                    k = trm__pref_tokens(m, t->pbuf, a->ptok + off, PREF_MAX_FEATS);
+            }
+            off += k;
+            a->ptok_off[row + 1] = off;
+        }
+    }
+    const float *U = trm__forward(m, a);
+    for (int i = 0; i < n; i++) memcpy(t->Uv + (size_t)i * d, U + (size_t)t->vrow[i] * d, (size_t)d * sizeof(float));
+    memset(t->grad, 0, m->n_params * sizeof(float));
+    float *dF;
+    if (m->cfg.model == TRM_PREF) {
+        dF = t->dF;
+        memset(dF, 0, (size_t)m->V * d * sizeof(float));
+    } else {
+        dF = m->cfg.sep_out ? t->g.out_emb : t->g.item_emb;
+    }
+    double loss = 0;
+    int rc = n > 0 ? compute_loss(t, n, dF, step_rng, &loss) : DR_OK;
+    if (rc) return rc;
+    memset(a->dU, 0, (size_t)a->N * d * sizeof(float));
+    for (int i = 0; i < n; i++) memcpy(a->dU + (size_t)t->vrow[i] * d, t->dUv + (size_t)i * d, (size_t)d * sizeof(float));
+    trm__backward(m, a, &t->g, dF, t->dbag);
+    /* padding rows of the item tables never move */
+    memset(t->g.item_emb, 0, (size_t)d * sizeof(float));
+    if (t->g.out_emb) memset(t->g.out_emb, 0, (size_t)d * sizeof(float));
+    *loss_out = loss;
+    if (n_valid_out) *n_valid_out = n;
+    return DR_OK;
+}
+
+static void adam_step(trainer *t) {
+    const trm_train_opts *o = t->o;
+    if (o->grad_clip > 0) {
+        nn_buf b = {t->grad, t->m->n_params};
+        float nrm = nn_clip_grad_norm(&b, 1, o->grad_clip);
+        if (!isfinite(nrm)) return;
+    }
+    t->step++;
+    nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, o->lr, o->beta1, o->beta2, o->eps,
+                  o->weight_decay);
+    trm__refresh_tables(t->m);
+}
+
+/* ---------- exposed for tests: loss and gradient of one batch ---------- */
+int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                        uint64_t seed, double *loss, float *grad);
+int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                        uint64_t seed, double *loss, float *grad) {
+    trm_train_opts oo = *o;
+    oo.batch = B;
+    trainer t;
+    int rc = trainer_init(&t, m, d, &oo);
+    if (!rc) {
+        dr_rng r;
+        dr_rng_seed(&r, seed);
+        trm__refresh_tables(m);
+        rc = trm__batch_loss(&t, users, B, &r, 0, loss, NULL);
+        if (!rc && grad) memcpy(grad, t.grad, m->n_params * sizeof(float));
+    }
+    trainer_free(&t);
+    return rc;
+}
+float *trm_debug_params(trm_model *m, size_t *n);
+float *trm_debug_params(trm_model *m, size_t *n) {
+    *n = m->n_params;
+    return m->mem;
+}
+void trm_debug_refresh(trm_model *m);
+void trm_debug_refresh(trm_model *m) { trm__refresh_tables(m); }
+
+/* ---------- batches ---------- */
+typedef struct { int64_t len; int32_t u; } ulen;
+static int cmp_ulen(const void *a, const void *b) {
+    const ulen *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return x->u < y->u ? -1 : x->u > y->u;
+}
+
+/* Users shuffled, then within chunks of 32 batches sorted by length (less
+ * padding), cut into batches, batch order shuffled. */
+static int make_batches(const dr_dataset *d, const int32_t *users, int nu, int B, int L, const dr_rng *erng,
+                        int32_t *order, int32_t *batch_start, int *n_batches) {
+    dr_rng r = dr_rng_split(erng, 7);
+    memcpy(order, users, (size_t)nu * sizeof(int32_t));
+    dr_rng_shuffle_i32(&r, order, (size_t)nu);
+    int chunk = B * 32;
+    ulen *tmp = dr_malloc((size_t)(chunk < nu ? chunk : nu) * sizeof(ulen) + sizeof(ulen));
+    if (!tmp) return dr_error_code();
+    for (int s = 0; s < nu; s += chunk) {
+        int e = s + chunk < nu ? s + chunk : nu;
+        for (int i = s; i < e; i++) {
+            const int32_t *in;
+            tmp[i - s].u = order[i];
+            tmp[i - s].len = user_train(d, order[i], L, &in);
+        }
+        qsort(tmp, (size_t)(e - s), sizeof *tmp, cmp_ulen);
+        for (int i = s; i < e; i++) order[i] = tmp[i - s].u;
+    }
+    free(tmp);
+    int nb = 0;
+    for (int s = 0; s < nu; s += B) batch_start[nb++] = s;
+    dr_rng_shuffle_i32(&r, batch_start, (size_t)nb);
+    *n_batches = nb;
+    return DR_OK;
+}
+
+/* ---------- resume state ---------- */
+typedef struct train_state {
+    int epoch;        /* next epoch to run */
+    int best_epoch, bad;
+    double best;
+    int done;
+} train_state;
+
+static int save_state(trainer *t, const char *path, const train_state *st) {
+    gguf_writer *w = trm__writer(t->m);
+    if (!w) return dr_error_code();
+    int rc = 0;
+    rc |= gguf_set_str(w, "deeprec.resume.kind", "trm-train");
+    rc |= gguf_set_u64(w, "deeprec.resume.seed", t->o->seed);
+    rc |= gguf_set_i64(w, "deeprec.resume.step", t->step);
+    rc |= gguf_set_i32(w, "deeprec.resume.epoch", st->epoch);
+    rc |= gguf_set_i32(w, "deeprec.resume.best_epoch", st->best_epoch);
+    rc |= gguf_set_i32(w, "deeprec.resume.bad", st->bad);
+    rc |= gguf_set_f64(w, "deeprec.resume.best", st->best);
+    rc |= gguf_set_bool(w, "deeprec.resume.done", st->done);
+    rc |= gguf_set_u32(w, "deeprec.resume.loss", (uint32_t)t->o->loss);
+    char nm[96];
+    for (int i = 0; i < t->m->n_t && !rc; i++) {
+        const trm_tensor *tt = &t->m->t[i];
+        snprintf(nm, sizeof nm, "adam.m.%s", tt->name);
+        rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)tt->nd, tt->ne, t->am + tt->off);
+        snprintf(nm, sizeof nm, "adam.v.%s", tt->name);
+        rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)tt->nd, tt->ne, t->av + tt->off);
+    }
+    if (!rc) rc = gguf_write(w, path);
+    else rc = dr_error(DR_ERR_INTERNAL, "trm: cannot build the resume state");
+    gguf_writer_free(w);
+    return rc;
+}
+
+static int load_state(trainer *t, const char *path, train_state *st) {
+    gguf_file f;
+    int rc = gguf_open(&f, path);
+    if (rc) return rc;
+    trm_model *tmp = NULL;
+    int64_t step = 0, seed = 0;
+    int32_t i32 = 0;
+    uint32_t loss = 0;
+    if ((rc = trm__load_file(&tmp, &f))) goto out;
+    if (tmp->n_params != t->m->n_params || memcmp(&tmp->cfg, &t->m->cfg, sizeof tmp->cfg) != 0) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with other model settings", path);
+        dr_error_hint("delete it or rerun with the same options");
+        goto out;
+    }
+    if ((rc = gguf_get_i64(&f, "deeprec.resume.seed", &seed))) goto out;
+    if ((rc = gguf_get_u32(&f, "deeprec.resume.loss", &loss))) goto out;
+    if ((uint64_t)seed != t->o->seed || (int)loss != t->o->loss) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another seed or loss", path);
+        goto out;
+    }
+    if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
+    t->step = step;
+    int64_t v;
+    if ((rc = gguf_get_i64(&f, "deeprec.resume.epoch", &v))) goto out;
+    st->epoch = (int)v;
+    if ((rc = gguf_get_i64(&f, "deeprec.resume.best_epoch", &v))) goto out;
+    st->best_epoch = (int)v;
+    if ((rc = gguf_get_i64(&f, "deeprec.resume.bad", &v))) goto out;
+    st->bad = (int)v;
+    if ((rc = gguf_get_f64(&f, "deeprec.resume.best", &st->best))) goto out;
+    if ((rc = gguf_get_bool(&f, "deeprec.resume.done", &st->done))) goto out;
+    if ((rc = trm__read_tensors(t->m, &f, "", t->m->mem))) goto out;
+    if ((rc = trm__read_tensors(t->m, &f, "adam.m.", t->am))) goto out;
+    if ((rc = trm__read_tensors(t->m, &f, "adam.v.", t->av))) goto out;
+    trm__refresh_tables(t->m);
+    (void)i32;
+out:
+    trm_model_free(tmp);
+    gguf_close(&f);
+    return rc;
+}
+
+static char *path_with(const char *base, const char *suffix) {
+    size_t n = strlen(base) + strlen(suffix) + 1;
+    char *p = dr_malloc(n);
+    if (p) snprintf(p, n, "%s%s", base, suffix);
+    return p;
+}
+
+static json_t *metrics_json(const dr_metrics_mean *mm) {
+    json_t *j = json_object();
+    char k[32];
+    for (int i = 0; i < DR_METRIC_NK; i++) {
+        snprintf(k, sizeof k, "recall@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->recall[i]));
+        snprintf(k, sizeof k, "ndcg@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->ndcg[i]));
+    }
+    json_object_set_new(j, "mrr", json_real(mm->mrr));
+    json_object_set_new(j, "users", json_integer(mm->n));
+    return j;
+}
+
+int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
+    memset(res, 0, sizeof *res);
+    if (!o->out) return dr_error(DR_ERR_ARG, "trm_train: no output path");
+    if (d->n_items != m->cfg.n_items)
+        return dr_error(DR_ERR_ARG, "trm_train: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
+    if (o->batch < 1 || o->epochs < 0 || o->lr <= 0 || (o->loss == TRM_LOSS_SAMPLED && o->n_neg < 1) ||
+        o->loss < 0 || o->loss > 2)
+        return dr_error(DR_ERR_ARG, "trm_train: invalid options (batch %d, epochs %d, lr %g, negatives %d)",
+                        o->batch, o->epochs, o->lr, o->n_neg);
+    double t0 = dr_now();
+    trainer t;
+    char *rpath = NULL, *mpath = NULL;
+    int32_t *users = NULL, *order = NULL, *bstart = NULL;
+    dr_jsonl jl = {0};
+    int rc = trainer_init(&t, m, d, o);
+    if (rc) goto out;
+    rpath = o->resume_path ? dr_strdup(o->resume_path) : path_with(o->out, ".resume.gguf");
+    mpath = o->metrics ? dr_strdup(o->metrics) : path_with(o->out, ".metrics.jsonl");
+    users = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    order = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    bstart = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    if (!rpath || !mpath || !users || !order || !bstart) {
+        rc = dr_error_code();
+        goto out;
+    }
+    int nu = 0;
+    for (int32_t u = 0; u < d->n_users; u++) {
+        const int32_t *in;
+        if (user_train(d, u, m->cfg.max_len, &in) > 0) users[nu++] = u;
+    }
+    if (nu == 0) {
+        rc = dr_error(DR_ERR_ARG, "trm_train: no user has a train sequence of 2 or more items");
+        goto out;
+    }
+    train_state st = {0, -1, 0, -1.0, 0};
+    int resumed = 0;
+    if (o->resume && dr_file_exists(rpath)) {
+        if ((rc = load_state(&t, rpath, &st))) goto out;
+        resumed = 1;
+    }
+    if (mpath[0] && (rc = dr_jsonl_open(&jl, mpath, resumed))) goto out;
+    dr_rng master;
+    dr_rng_seed(&master, o->seed);
+    for (int ep = st.epoch; ep < o->epochs && !st.done; ep++) {
+        dr_rng erng = dr_rng_split(&master, (uint64_t)ep);
+        int nb = 0;
+        if ((rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb))) goto out;
+        if (o->max_steps > 0 && nb > o->max_steps) nb = o->max_steps;
+        dr_progress pr;
+        char label[64];
+        snprintf(label, sizeof label, "epoch %d/%d", ep + 1, o->epochs);
+        dr_progress_start(&pr, o->progress, label, nb, "batch");
+        double lsum = 0, te = dr_now();
+        int64_t npos = 0;
+        for (int bi = 0; bi < nb; bi++) {
+            int s = bstart[bi], B = nu - s < o->batch ? nu - s : o->batch;
+            dr_rng srng = dr_rng_split(&erng, 100 + (uint64_t)bi);
+            double l;
+            int nv;
+            if ((rc = trm__batch_loss(&t, order + s, B, &srng, 1, &l, &nv))) goto out;
+            adam_step(&t);
+            lsum += l * nv;
+            npos += nv;
+            dr_progress_set_extra(&pr, "loss %.4f", npos ? lsum / (double)npos : 0.0);
+            dr_progress_update(&pr, bi + 1);
+        }
+        dr_progress_finish(&pr);
+        double train_s = dr_now() - te;
+        json_t *j = json_object();
+        json_object_set_new(j, "epoch", json_integer(ep + 1));
+        json_object_set_new(j, "loss", json_real(npos ? lsum / (double)npos : 0.0));
+        json_object_set_new(j, "train_seconds", json_real(train_s));
+        json_object_set_new(j, "sequences_per_s", json_real(train_s > 0 ? nb * (double)o->batch / train_s : 0));
+        int evaluated = 0;
+        if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
+            dr_metrics_mean mm;
+            if ((rc = trm_evaluate(m, d, 0, 1, 0, &mm))) {
+                json_decref(j);
+                goto out;
+            }
+            evaluated = 1;
+            double nd = mm.ndcg[dr_metrics_k_index(10)];
+            json_object_set_new(j, "valid", metrics_json(&mm));
+            if (nd > st.best) {
+                st.best = nd;
+                st.best_epoch = ep + 1;
+                st.bad = 0;
+                if ((rc = trm_save(m, o->out))) {
+                    json_decref(j);
+                    goto out;
+                }
+            } else {
+                st.bad++;
+            }
+            if (o->progress)
+                fprintf(o->progress, "epoch %d: loss %.4f, valid NDCG@10 %.4f Recall@10 %.4f (best %.4f at epoch %d)\n",
+                        ep + 1, npos ? lsum / (double)npos : 0.0, nd, mm.recall[dr_metrics_k_index(10)], st.best,
+                        st.best_epoch);
+        }
+        json_object_set_new(j, "best_epoch", json_integer(st.best_epoch));
+        json_object_set_new(j, "best_valid_ndcg@10", json_real(st.best));
+        json_object_set_new(j, "seconds", json_real(dr_now() - t0));
+        if (jl.fp) dr_jsonl_write(&jl, j);
+        json_decref(j);
+        st.epoch = ep + 1;
+        res->epochs_run++;
+        if (evaluated && o->patience > 0 && st.bad >= o->patience) st.done = 1;
+        if ((rc = save_state(&t, rpath, &st))) goto out;
+    }
+    res->best_epoch = st.best_epoch;
+    res->best_valid_ndcg10 = st.best;
+    /* end with the best weights */
+    if (st.best_epoch > 0) {
+        trm_model *best = NULL;
+        if ((rc = trm_load(&best, o->out))) goto out;
+        if (best->n_params != m->n_params) {
+            trm_model_free(best);
+            rc = dr_error(DR_ERR_INTERNAL, "trm: best checkpoint does not match");
+            goto out;
+        }
+        memcpy(m->mem, best->mem, m->n_params * sizeof(float));
+        trm_model_free(best);
+        trm__refresh_tables(m);
+    } else if ((rc = trm_save(m, o->out))) {
+        goto out;
+    }
+out:
+    res->seconds = dr_now() - t0;
+    if (jl.fp) dr_jsonl_close(&jl);
+    trainer_free(&t);
+    free(rpath);
+    free(mpath);
+    free(users);
+    free(order);
+    free(bstart);
+    return rc;
+}

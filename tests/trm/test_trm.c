@@ -1,0 +1,422 @@
+/* TRM tests: gradients against finite differences (every loss, pre/post-LN,
+ * the pref model), determinism, resume, retrieval vs brute force, learning. */
+#include "harness.h"
+#include "deeprec/trm.h"
+#include "deeprec/data.h"
+#include "deeprec/metrics.h"
+#include "deeprec/nn.h"
+#include <stdlib.h>
+#include <string.h>
+
+int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                        uint64_t seed, double *loss, float *grad);
+float *trm_debug_params(trm_model *m, size_t *n);
+void trm_debug_refresh(trm_model *m);
+int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
+
+static const char *genres[] = {"Action", "Comedy", "Drama", "Horror", "Sci-Fi", "Romance"};
+static const char *words[] = {"star", "night", "love", "dark", "city", "blue", "war", "girl", "dead", "space"};
+
+/* Users walk a cycle over items (next = item + step), with noise; item text
+ * derived from the item number. */
+static void make_synth(dr_dataset *d, int n_users, int n_items, int min_len, int max_len, uint64_t seed,
+                       double noise) {
+    dr_data_builder *b = dr_data_builder_new();
+    CHECK(b);
+    dr_rng r;
+    dr_rng_seed(&r, seed);
+    char us[32], is[32];
+    /* register items in order so that ids are stable: a first user that sees every item */
+    for (int i = 0; i < n_items; i++) {
+        snprintf(is, sizeof is, "i%d", i);
+        CHECK_OK(dr_data_builder_add(b, "u_all", 5, is, strlen(is), i, 5.0));
+        char title[64], cats[64];
+        snprintf(title, sizeof title, "%s %s %d", words[i % 10], words[(i / 10) % 10], i);
+        snprintf(cats, sizeof cats, "%s|%s", genres[i % 6], genres[(i / 6) % 6]);
+        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), title, -1, cats, -1));
+    }
+    for (int u = 0; u < n_users; u++) {
+        snprintf(us, sizeof us, "u%d", u);
+        int len = min_len + (int)dr_rng_below(&r, (uint64_t)(max_len - min_len + 1));
+        int cur = (int)dr_rng_below(&r, (uint64_t)n_items);
+        int step = 1 + (u % 2);
+        for (int t = 0; t < len; t++) {
+            snprintf(is, sizeof is, "i%d", cur);
+            CHECK_OK(dr_data_builder_add(b, us, strlen(us), is, strlen(is), t, 5.0));
+            if (dr_rng_double(&r) < noise) cur = (int)dr_rng_below(&r, (uint64_t)n_items);
+            else cur = (cur + step) % n_items;
+        }
+    }
+    dr_data_filter f;
+    memset(&f, 0, sizeof f);
+    CHECK_OK(dr_data_builder_finish(b, &f, d));
+    dr_data_builder_free(b);
+}
+
+static void tiny_cfg(trm_config *c, int model) {
+    trm_config_default(c);
+    c->model = model;
+    c->dim = 8;
+    c->heads = 2;
+    c->layers = 2;
+    c->max_len = 6;
+    c->ffn_dim = 12;
+    c->dropout = 0.0f;
+    c->text_buckets = 64;
+}
+
+static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
+    dr_dataset d;
+    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
+    trm_config c;
+    tiny_cfg(&c, model);
+    c.post_ln = post_ln;
+    c.act = act;
+    c.sep_out = sep_out;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 3));
+    /* larger weights than the 0.02 init so that every path matters */
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    dr_rng r;
+    dr_rng_seed(&r, 11);
+    for (size_t i = 0; i < np; i++)
+        if (p[i] != 0.0f && p[i] != 1.0f) p[i] = 0.3f * dr_rng_normal(&r);
+        else if (p[i] == 1.0f) p[i] = 1.0f + 0.2f * dr_rng_normal(&r);
+    /* keep padding row zero */
+    const float *E = trm_item_embeddings(m);
+    (void)E;
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.loss = loss;
+    o.n_neg = 5;
+    o.pref_empty_p = 0.2f;
+    int32_t users[5] = {1, 3, 4, 7, 9};
+    float *g = malloc(np * sizeof(float));
+    double l0;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &l0, g));
+    CHECK(isfinite(l0) && l0 > 0);
+    /* sample parameters: nonzero-gradient ones and random ones */
+    int checked = 0, bad = 0;
+    double maxerr = 0;
+    for (int trial = 0; trial < 400 && checked < 120; trial++) {
+        size_t i = (size_t)dr_rng_below(&r, np);
+        if (trial % 2 == 0 && fabsf(g[i]) < 1e-4f) continue;
+        float save = p[i];
+        double lp, lm;
+        float h = 1e-2f;
+        p[i] = save + h;
+        trm_debug_refresh(m);
+        CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &lp, NULL));
+        p[i] = save - h;
+        trm_debug_refresh(m);
+        CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &lm, NULL));
+        p[i] = save;
+        double num = (lp - lm) / (2.0 * h);
+        double err = fabs(num - g[i]);
+        double tol = 2e-3 + 0.03 * fabs(num);
+        if (err > tol) {
+            if (bad < 5) fprintf(stderr, "  param %zu: analytic %.6g numeric %.6g\n", i, g[i], num);
+            bad++;
+        }
+        if (err > maxerr) maxerr = err;
+        checked++;
+    }
+    trm_debug_refresh(m);
+    CHECK_MSG(bad == 0, "%d of %d gradients off (max err %g)", bad, checked, maxerr);
+    CHECK(checked >= 60);
+    free(g);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
+TEST(trm_grad_ce) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
+TEST(trm_grad_sampled) { gradcheck(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
+TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
+TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
+TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+
+static trm_train_opts small_opts(const char *out, int epochs) {
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.out = out;
+    o.epochs = epochs;
+    o.batch = 32;
+    o.lr = 5e-3f;
+    o.patience = 0;
+    return o;
+}
+
+static void small_cfg(trm_config *c, int model) {
+    trm_config_default(c);
+    c->model = model;
+    c->dim = 16;
+    c->heads = 2;
+    c->layers = 1;
+    c->max_len = 10;
+    c->dropout = 0.2f;
+    c->text_buckets = 256;
+}
+
+static int files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    if (dr_read_file(a, &x, &nx) || dr_read_file(b, &y, &ny)) return 0;
+    int eq = nx == ny && memcmp(x, y, nx) == 0;
+    free(x);
+    free(y);
+    return eq;
+}
+
+TEST(trm_deterministic) {
+    dr_dataset d;
+    make_synth(&d, 120, 40, 5, 14, 5, 0.2);
+    const char *dir = dr_test_tmpdir();
+    char p1[512], p2[512];
+    snprintf(p1, sizeof p1, "%s/a.gguf", dir);
+    snprintf(p2, sizeof p2, "%s/b.gguf", dir);
+    for (int model = 0; model < 2; model++) {
+        for (int k = 0; k < 2; k++) {
+            trm_config c;
+            small_cfg(&c, model);
+            trm_model *m;
+            CHECK_OK(trm_model_new(&m, &c, &d, 9));
+            trm_train_opts o = small_opts(k ? p2 : p1, 3);
+            trm_train_result res;
+            CHECK_OK(trm_train(m, &d, &o, &res));
+            CHECK_EQ_INT(res.epochs_run, 3);
+            trm_model_free(m);
+        }
+        CHECK_MSG(files_equal(p1, p2), "two trainings with the same seed differ (model %d)", model);
+    }
+    dr_data_free(&d);
+}
+
+TEST(trm_resume_equals_uninterrupted) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512], ar[512], br[512];
+    snprintf(a, sizeof a, "%s/full.gguf", dir);
+    snprintf(b, sizeof b, "%s/part.gguf", dir);
+    snprintf(ar, sizeof ar, "%s/full.gguf.resume.gguf", dir);
+    snprintf(br, sizeof br, "%s/part.gguf.resume.gguf", dir);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    trm_model *m;
+    trm_train_result res;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o = small_opts(a, 4);
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    /* interrupted after 2 epochs, then resumed in a fresh model */
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    o = small_opts(b, 2);
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    CHECK_OK(trm_model_new(&m, &c, &d, 123)); /* different init: must be replaced by the state */
+    o = small_opts(b, 4);
+    o.resume = 1;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 2);
+    trm_model_free(m);
+    CHECK_MSG(files_equal(a, b), "resumed best checkpoint differs");
+    CHECK_MSG(files_equal(ar, br), "resumed final state differs");
+    /* metrics file has 4 lines */
+    char mp[600], *txt;
+    size_t n;
+    snprintf(mp, sizeof mp, "%s.metrics.jsonl", b);
+    CHECK_OK(dr_read_file(mp, &txt, &n));
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += txt[i] == '\n';
+    free(txt);
+    CHECK_EQ_INT(lines, 4);
+    dr_data_free(&d);
+}
+
+TEST(trm_retrieve_matches_bruteforce) {
+    dr_dataset d;
+    make_synth(&d, 50, 300, 5, 12, 3, 0.3);
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 5));
+        trm_session *s;
+        CHECK_OK(trm_session_new(&s, m));
+        const float *F = trm_item_embeddings(m);
+        int V = d.n_items + 1, dim = c.dim;
+        float u[64];
+        float *sc = malloc((size_t)V * sizeof(float));
+        int32_t hist[8] = {5, 17, 33, 5, 100, 250, 7, 12};
+        const char *pref = model ? "comedy ; dark night" : NULL;
+        CHECK_OK(trm_user_vector(s, hist, 8, pref, u));
+        for (int mask = 0; mask < 2; mask++) {
+            for (int i = 0; i < V; i++) {
+                double acc = 0;
+                for (int j = 0; j < dim; j++) acc += (double)F[(size_t)i * dim + j] * u[j];
+                sc[i] = (float)acc;
+            }
+            /* brute force: sort all candidates */
+            int32_t *all = malloc((size_t)V * sizeof(int32_t));
+            int na = 0;
+            for (int i = 1; i < V; i++) {
+                int skip = 0;
+                for (int h = 0; h < 8 && mask; h++) skip |= hist[h] == i;
+                if (!skip) all[na++] = i;
+            }
+            for (int i = 0; i < na; i++)
+                for (int j = i + 1; j < na; j++)
+                    if (sc[all[j]] > sc[all[i]] || (sc[all[j]] == sc[all[i]] && all[j] < all[i])) {
+                        int32_t t = all[i];
+                        all[i] = all[j];
+                        all[j] = t;
+                    }
+            int32_t ids[20];
+            float ss[20];
+            int n;
+            CHECK_OK(trm_retrieve(s, hist, 8, pref, 20, mask, ids, ss, &n));
+            CHECK_EQ_INT(n, 20);
+            for (int i = 0; i < 20; i++) {
+                /* ids equal, or tie within float noise of the sgemv */
+                if (ids[i] != all[i]) CHECK_NEAR(sc[ids[i]], sc[all[i]], 1e-5);
+                CHECK_NEAR(ss[i], sc[all[i]], 1e-4);
+            }
+            free(all);
+        }
+        /* k larger than the catalog */
+        int32_t *ids = malloc((size_t)V * 2 * sizeof(int32_t));
+        float *ss = malloc((size_t)V * 2 * sizeof(float));
+        int n;
+        CHECK_OK(trm_retrieve(s, hist, 8, pref, V * 2, 1, ids, ss, &n));
+        CHECK_EQ_INT(n, d.n_items - 7);
+        for (int i = 1; i < n; i++) CHECK(ss[i] <= ss[i - 1]);
+        /* empty history works */
+        CHECK_OK(trm_retrieve(s, NULL, 0, pref, 5, 1, ids, ss, &n));
+        CHECK_EQ_INT(n, 5);
+        if (model) {
+            float e1[64], e2[64];
+            CHECK_OK(trm_text_embedding(m, "Dark Night", e1));
+            CHECK_OK(trm_text_embedding(m, "dark night!", e2));
+            for (int j = 0; j < dim; j++) CHECK(e1[j] == e2[j]);
+        } else {
+            float e1[64];
+            CHECK_ERR(trm_text_embedding(m, "x", e1), DR_ERR_UNSUPPORTED);
+        }
+        free(ids);
+        free(ss);
+        free(sc);
+        trm_session_free(s);
+        trm_model_free(m);
+    }
+    dr_data_free(&d);
+}
+
+TEST(trm_topk_ties_and_mask) {
+    float sc[8] = {9, 1, 3, 3, 0, 3, 2, 7};
+    uint8_t mask[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    int32_t ids[8];
+    float s[8];
+    int n = trm_topk(sc, 7, mask, 4, ids, s);
+    CHECK_EQ_INT(n, 4);
+    CHECK_EQ_INT(ids[0], 2);
+    CHECK_EQ_INT(ids[1], 3);
+    CHECK_EQ_INT(ids[2], 5);
+    CHECK_EQ_INT(ids[3], 6);
+}
+
+TEST(trm_text_hash) {
+    uint32_t a[16], b[16];
+    int na = trm_text_hash("Sci-Fi; Dark", 1u << 18, a, 16);
+    int nb = trm_text_hash("sci fi dark", 1u << 18, b, 16);
+    CHECK_EQ_INT(na, 5); /* sci, sci fi, fi, fi dark, dark */
+    CHECK_EQ_INT(nb, 5);
+    for (int i = 0; i < na; i++) CHECK(a[i] == b[i] && a[i] < (1u << 18));
+    CHECK_EQ_INT(trm_text_hash("", 100, a, 16), 0);
+    CHECK_EQ_INT(trm_text_hash(" ;; ", 100, a, 16), 0);
+    CHECK_EQ_INT(trm_text_hash("a b c d e f g h i j", 100, a, 4), 4);
+    /* FNV-1a 32 of "a" */
+    CHECK(trm_fnv1a("a", 1, 0) == 0xe40c292cu);
+}
+
+TEST(trm_save_load_roundtrip) {
+    dr_dataset d;
+    make_synth(&d, 30, 20, 5, 9, 3, 0.3);
+    const char *dir = dr_test_tmpdir();
+    const char *p = dr_test_path(dir, "m.gguf");
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        c.post_ln = model;
+        trm_model *m, *m2;
+        CHECK_OK(trm_model_new(&m, &c, &d, 5));
+        CHECK_OK(trm_save(m, p));
+        CHECK_OK(trm_load(&m2, p));
+        CHECK(trm_num_params(m) == trm_num_params(m2));
+        CHECK(memcmp(trm_model_config(m), trm_model_config(m2), sizeof(trm_config)) == 0);
+        dr_metrics_mean a, b;
+        CHECK_OK(trm_evaluate(m, &d, 1, 1, 1, &a));
+        CHECK_OK(trm_evaluate(m2, &d, 1, 1, 1, &b));
+        CHECK(a.n == b.n && a.n > 0);
+        CHECK_NEAR(a.ndcg[2], b.ndcg[2], 1e-12);
+        trm_model_free(m);
+        trm_model_free(m2);
+    }
+    CHECK_ERR(trm_load(&(trm_model *){0}, dr_test_path(dir, "missing.gguf")), DR_ERR_IO);
+    dr_data_free(&d);
+}
+
+/* popularity NDCG@10 on the test split, history masked */
+static double popularity_ndcg(const dr_dataset *d) {
+    int V = d->n_items + 1;
+    float *sc = calloc((size_t)V, sizeof(float));
+    for (int32_t u = 0; u < d->n_users; u++) {
+        const int32_t *s;
+        int64_t n = dr_data_train(d, u, &s);
+        for (int64_t i = 0; i < n; i++) sc[s[i]] += 1;
+    }
+    dr_metrics acc;
+    dr_metrics_init(&acc);
+    for (int32_t u = 0; u < d->n_users; u++) {
+        const int32_t *pre;
+        int64_t pl;
+        int32_t t = dr_data_test(d, u, &pre, &pl);
+        if (t > 0) dr_metrics_add(&acc, sc, d->n_items, t, pre, pl);
+    }
+    dr_metrics_mean mm;
+    dr_metrics_finish(&acc, &mm);
+    free(sc);
+    return mm.ndcg[2];
+}
+
+TEST(trm_learns_beats_popularity) {
+    dr_dataset d;
+    make_synth(&d, 400, 60, 6, 16, 12, 0.15);
+    const char *dir = dr_test_tmpdir();
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        c.dim = 32;
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 1));
+        trm_train_opts o = small_opts(dr_test_path(dir, "m.gguf"), 25);
+        o.patience = 5;
+        trm_train_result res;
+        CHECK_OK(trm_train(m, &d, &o, &res));
+        dr_metrics_mean mm, mo;
+        CHECK_OK(trm_evaluate(m, &d, 1, 1, 0, &mm));
+        double pop = popularity_ndcg(&d);
+        fprintf(stderr, "  model %d: test NDCG@10 %.3f (popularity %.3f), best epoch %d", model, mm.ndcg[2], pop,
+                res.best_epoch);
+        CHECK(mm.ndcg[2] > 2 * pop + 0.1);
+        if (model == TRM_PREF) {
+            CHECK_OK(trm_evaluate(m, &d, 1, 1, 1, &mo));
+            fprintf(stderr, ", oracle pref %.3f", mo.ndcg[2]);
+            CHECK(mo.ndcg[2] >= mm.ndcg[2] - 0.02);
+        }
+        fprintf(stderr, "\n");
+        trm_model_free(m);
+    }
+    dr_data_free(&d);
+}
