@@ -1,0 +1,242 @@
+/* y[n x rows] = x[n x cols] W^T for weights in F32 / F16 / BF16 / Q8_0.
+ *
+ * Small batches (decode) read the compact weights directly: each thread takes blocks
+ * of rows, converts 8 weights at a time to fp32 in registers and multiplies them
+ * with up to 4 activation rows (fp32 FMA), so the weights are read from memory once
+ * per call. Larger batches (prefill) convert tiles of rows to fp32 and call sgemm. */
+#include "deeprec/llm.h"
+#include "deeprec/gguf.h"
+#include "llm_internal.h"
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define LLM_AVX2 1
+#endif
+
+#define Q8_BLOCK 32
+#define Q8_BYTES 34
+
+static inline float half_to_f32(uint16_t h) {
+#ifdef LLM_AVX2
+    return _cvtsh_ss(h);
+#else
+    return dr_f16_to_f32(h);
+#endif
+}
+
+void llm_mat_row(const llm_mat *w, int r, float *dst) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    int n = w->cols;
+    switch (w->type) {
+    case GGML_TYPE_F32: memcpy(dst, row, (size_t)n * sizeof(float)); break;
+    case GGML_TYPE_F16: {
+        const uint16_t *h = (const uint16_t *)row;
+        int i = 0;
+#ifdef LLM_AVX2
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+#endif
+        for (; i < n; i++) dst[i] = half_to_f32(h[i]);
+        break;
+    }
+    case GGML_TYPE_BF16: {
+        const uint16_t *h = (const uint16_t *)row;
+        int i = 0;
+#ifdef LLM_AVX2
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                          _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i))), 16)));
+#endif
+        for (; i < n; i++) {
+            uint32_t u = (uint32_t)h[i] << 16;
+            memcpy(dst + i, &u, 4);
+        }
+        break;
+    }
+    case GGML_TYPE_Q8_0: {
+        for (int b = 0; b < n / Q8_BLOCK; b++) {
+            const uint8_t *blk = row + (size_t)b * Q8_BYTES;
+            uint16_t dh;
+            memcpy(&dh, blk, 2);
+            float d = half_to_f32(dh);
+            const int8_t *q = (const int8_t *)(blk + 2);
+            for (int i = 0; i < Q8_BLOCK; i++) dst[b * Q8_BLOCK + i] = d * (float)q[i];
+        }
+        break;
+    }
+    default: memset(dst, 0, (size_t)n * sizeof(float)); break;
+    }
+}
+
+/* ---------------------------------------------------------------- direct kernels */
+#ifdef LLM_AVX2
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 weights of row starting at element k (k % 8 == 0; for Q8_0 the block scale is passed). */
+static inline __attribute__((always_inline)) __m256 load_w8(uint32_t type, const uint8_t *row, int k, __m256 d) {
+    switch (type) {
+    case GGML_TYPE_F32: return _mm256_loadu_ps((const float *)row + k);
+    case GGML_TYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k)));
+    case GGML_TYPE_BF16:
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + k))), 16));
+    default: { /* Q8_0 */
+        const int8_t *q = (const int8_t *)(row + (size_t)(k / Q8_BLOCK) * Q8_BYTES + 2) + (k % Q8_BLOCK);
+        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+        return _mm256_mul_ps(f, d);
+    }
+    }
+}
+
+static inline __attribute__((always_inline)) __m256 q8_scale(uint32_t type, const uint8_t *row, int k) {
+    if (type != GGML_TYPE_Q8_0) return _mm256_setzero_ps();
+    uint16_t dh;
+    memcpy(&dh, row + (size_t)(k / Q8_BLOCK) * Q8_BYTES, 2);
+    return _mm256_set1_ps(_cvtsh_ss(dh));
+}
+
+/* R rows x J activation rows; out[j * ldy + r]. R, J are compile-time constants at each call. */
+static inline __attribute__((always_inline)) void tile(uint32_t type, const uint8_t *w, size_t rb, const int R,
+                                                      const float *x, int ldx, const int J, int cols, float *y, int ldy) {
+    __m256 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) acc[r][j] = _mm256_setzero_ps();
+    int k = 0;
+    int kend = cols & ~(Q8_BLOCK - 1);
+    for (; k < kend; k += Q8_BLOCK) {
+        __m256 d[4];
+        for (int r = 0; r < R; r++) d[r] = q8_scale(type, w + r * rb, k);
+        for (int s = 0; s < Q8_BLOCK; s += 8) {
+            __m256 wv[4];
+            for (int r = 0; r < R; r++) wv[r] = load_w8(type, w + r * rb, k + s, d[r]);
+            for (int j = 0; j < J; j++) {
+                __m256 xv = _mm256_loadu_ps(x + (size_t)j * ldx + k + s);
+                for (int r = 0; r < R; r++) acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
+            }
+        }
+    }
+    for (; k + 8 <= cols; k += 8) { /* float types only (Q8_0 rows are whole blocks) */
+        __m256 wv[4];
+        for (int r = 0; r < R; r++) wv[r] = load_w8(type, w + r * rb, k, _mm256_setzero_ps());
+        for (int j = 0; j < J; j++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)j * ldx + k);
+            for (int r = 0; r < R; r++) acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) {
+            float s = hsum256(acc[r][j]);
+            for (int kk = k; kk < cols; kk++) {
+                float wk;
+                const uint8_t *row = w + r * rb;
+                if (type == GGML_TYPE_F32) wk = ((const float *)row)[kk];
+                else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[kk]);
+                else {
+                    uint32_t u = (uint32_t)((const uint16_t *)row)[kk] << 16;
+                    memcpy(&wk, &u, 4);
+                }
+                s += wk * x[(size_t)j * ldx + kk];
+            }
+            y[(size_t)j * ldy + r] = s;
+        }
+}
+
+#define DEF_KERNEL(NAME, TYPE)                                                                          \
+    static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
+                     float *y, int ldy) {                                                              \
+        if (R == 4 && J == 1) tile(TYPE, w, rb, 4, x, ldx, 1, cols, y, ldy);                           \
+        else if (R == 2 && J == 4) tile(TYPE, w, rb, 2, x, ldx, 4, cols, y, ldy);                      \
+        else if (R == 2 && J == 3) tile(TYPE, w, rb, 2, x, ldx, 3, cols, y, ldy);                      \
+        else if (R == 2 && J == 2) tile(TYPE, w, rb, 2, x, ldx, 2, cols, y, ldy);                      \
+        else if (R == 2 && J == 1) tile(TYPE, w, rb, 2, x, ldx, 1, cols, y, ldy);                      \
+        else                                                                                            \
+            for (int r_ = 0; r_ < R; r_++)                                                              \
+                for (int j_ = 0; j_ < J; j_++)                                                          \
+                    tile(TYPE, w + r_ * rb, rb, 1, x + (size_t)j_ * ldx, ldx, 1, cols, y + (size_t)j_ * ldy + r_, ldy); \
+    }
+DEF_KERNEL(kern_f32, GGML_TYPE_F32)
+DEF_KERNEL(kern_f16, GGML_TYPE_F16)
+DEF_KERNEL(kern_bf16, GGML_TYPE_BF16)
+DEF_KERNEL(kern_q8_0, GGML_TYPE_Q8_0)
+
+typedef void (*kern_fn)(const uint8_t *, size_t, int, const float *, int, int, int, float *, int);
+
+static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
+    kern_fn k = w->type == GGML_TYPE_F32 ? kern_f32
+              : w->type == GGML_TYPE_F16 ? kern_f16
+              : w->type == GGML_TYPE_BF16 ? kern_bf16 : kern_q8_0;
+    const int R = n == 1 ? 4 : 2;
+    const int rows = w->rows, cols = w->cols;
+    const int nblk = (rows + R - 1) / R;
+    const uint8_t *base = (const uint8_t *)w->data;
+    double work = (double)rows * cols * n;
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int b = 0; b < nblk; b++) {
+        int r0 = b * R, rr = rows - r0 < R ? rows - r0 : R;
+        const uint8_t *wr = base + (size_t)r0 * w->row_bytes;
+        for (int j = 0; j < n; j += 4) {
+            int jj = n - j < 4 ? n - j : 4;
+            k(wr, w->row_bytes, rr, x + (size_t)j * cols, cols, jj, cols, y + (size_t)j * rows + r0, rows);
+        }
+    }
+}
+#else
+static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols;
+#pragma omp parallel
+    {
+        float *row = malloc((size_t)cols * sizeof(float));
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            llm_mat_row(w, r, row);
+            for (int j = 0; j < n; j++) {
+                const float *xj = x + (size_t)j * cols;
+                float s = 0;
+                for (int k = 0; k < cols; k++) s += row[k] * xj[k];
+                y[(size_t)j * rows + r] = s;
+            }
+        }
+        free(row);
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------- sgemm path */
+#define SGEMM_MIN_N 12
+
+static void matmul_sgemm(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols;
+    if (w->type == GGML_TYPE_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols, (const float *)w->data, cols,
+                    0.0f, y, rows);
+        return;
+    }
+    /* Tiles of about 2M floats (8 MB) converted to fp32, then sgemm on each. */
+    int tr = (int)((2u << 20) / (unsigned)cols);
+    if (tr < 64) tr = 64;
+    if (tr > rows) tr = rows;
+    float *buf = malloc((size_t)tr * cols * sizeof(float));
+    if (!buf) { /* no memory for a tile: fall back to the direct kernel */
+        matmul_direct(w, x, n, y);
+        return;
+    }
+    for (int r0 = 0; r0 < rows; r0 += tr) {
+        int rr = rows - r0 < tr ? rows - r0 : tr;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rr; r++) llm_mat_row(w, r0 + r, buf + (size_t)r * cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rr, cols, 1.0f, x, cols, buf, cols, 0.0f, y + r0, rows);
+    }
+    free(buf);
+}
+
+void llm_matmul(const llm_mat *w, const float *x, int n, float *y) {
+    if (n <= 0 || w->rows <= 0) return;
+    if (n >= SGEMM_MIN_N) matmul_sgemm(w, x, n, y);
+    else matmul_direct(w, x, n, y);
+}

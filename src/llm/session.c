@@ -1,0 +1,387 @@
+/* Sessions: a KV cache of n_slots sequences and the batched forward pass.
+ *
+ * The forward takes n tokens, each with its slot and position (a prefill chunk is n
+ * consecutive positions of one slot; a decode step is one token in each of n slots):
+ * every weight is applied once to the n x dim activations (llm_matmul); the K/V rows
+ * of all n tokens are written to the cache first, then each token attends to its
+ * slot's cache up to its own position (causal). Prefill chunks of >= 16 tokens use
+ * sgemm per head for the attention scores and the weighted sum. */
+#include "deeprec/llm.h"
+#include "deeprec/gguf.h"
+#include "llm_internal.h"
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#define PREFILL_CHUNK 512
+#define ATTN_SGEMM_MIN 16
+
+struct llm_session {
+    const llm_model *m;
+    int n_slots, n_ctx;
+    int *len;            /* tokens cached per slot */
+    float *kc, *vc;      /* [layer][slot][pos][kvd] */
+    size_t slot_stride;  /* n_ctx * kvd */
+    double *inv_freq;    /* head_dim / 2 */
+    /* scratch for up to cap tokens */
+    int cap;
+    float *x, *h, *q, *k, *v, *att, *g, *u, *cos_t, *sin_t;
+    float *scores;       /* per thread n_ctx (decode) or chunk x n_ctx (prefill, grown) */
+    size_t scores_cap;
+    int n_threads;
+};
+
+static float *kv_at(const llm_session *s, float *base, int layer, int slot, int pos) {
+    const llm_config *c = &s->m->cfg;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    return base + ((size_t)layer * s->n_slots + slot) * s->slot_stride + (size_t)pos * kvd;
+}
+
+const llm_model *llm_session_model(const llm_session *s) { return s->m; }
+int llm_session_slots(const llm_session *s) { return s->n_slots; }
+int llm_session_ctx(const llm_session *s) { return s->n_ctx; }
+
+int llm_slot_len(const llm_session *s, int slot) {
+    if (slot < 0 || slot >= s->n_slots) return -1;
+    return s->len[slot];
+}
+
+int llm_slot_truncate(llm_session *s, int slot, int len) {
+    if (slot < 0 || slot >= s->n_slots) return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", slot, s->n_slots - 1);
+    if (len < 0) return dr_error(DR_ERR_RANGE, "negative length %d", len);
+    if (len < s->len[slot]) s->len[slot] = len;
+    return DR_OK;
+}
+
+int llm_slot_fork(llm_session *s, int src, const int *dst, int n) {
+    if (src < 0 || src >= s->n_slots) return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", src, s->n_slots - 1);
+    for (int i = 0; i < n; i++)
+        if (dst[i] < 0 || dst[i] >= s->n_slots)
+            return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", dst[i], s->n_slots - 1);
+    const llm_config *c = &s->m->cfg;
+    size_t bytes = (size_t)s->len[src] * c->n_kv_heads * c->head_dim * sizeof(float);
+    for (int i = 0; i < n; i++) {
+        if (dst[i] == src) continue;
+        for (int l = 0; l < c->n_layers; l++) {
+            memcpy(kv_at(s, s->kc, l, dst[i], 0), kv_at(s, s->kc, l, src, 0), bytes);
+            memcpy(kv_at(s, s->vc, l, dst[i], 0), kv_at(s, s->vc, l, src, 0), bytes);
+        }
+        s->len[dst[i]] = s->len[src];
+    }
+    return DR_OK;
+}
+
+static void free_scratch(llm_session *s) {
+    float **bufs[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->g, &s->u, &s->cos_t, &s->sin_t};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    s->cap = 0;
+}
+
+static int ensure_scratch(llm_session *s, int n) {
+    if (n <= s->cap) return DR_OK;
+    free_scratch(s);
+    const llm_config *c = &s->m->cfg;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t sz[] = {(size_t)c->dim, (size_t)c->dim, qd, kvd, kvd, qd, (size_t)c->ffn, (size_t)c->ffn,
+                   (size_t)c->head_dim / 2, (size_t)c->head_dim / 2};
+    float **bufs[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->g, &s->u, &s->cos_t, &s->sin_t};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        size_t cnt;
+        if (!dr_mul_ok(sz[i], (size_t)n, &cnt) || !(*bufs[i] = dr_aligned_alloc(cnt * sizeof(float)))) {
+            free_scratch(s);
+            return dr_error(DR_ERR_NOMEM, "out of memory for %d tokens of activations", n);
+        }
+    }
+    s->cap = n;
+    return DR_OK;
+}
+
+static int ensure_scores(llm_session *s, size_t n) {
+    if (n <= s->scores_cap) return DR_OK;
+    free(s->scores);
+    s->scores = dr_aligned_alloc(n * sizeof(float));
+    s->scores_cap = s->scores ? n : 0;
+    return s->scores ? DR_OK : dr_error(DR_ERR_NOMEM, "out of memory for attention scores");
+}
+
+void llm_session_free(llm_session *s) {
+    if (!s) return;
+    free_scratch(s);
+    free(s->kc);
+    free(s->vc);
+    free(s->len);
+    free(s->inv_freq);
+    free(s->scores);
+    free(s);
+}
+
+int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ctx) {
+    *out = NULL;
+    const llm_config *c = &m->cfg;
+    if (n_slots <= 0 || n_ctx <= 0) return dr_error(DR_ERR_ARG, "a session needs slots > 0 and context > 0");
+    llm_session *s = dr_calloc(1, sizeof *s);
+    if (!s) return DR_ERR_NOMEM;
+    s->m = m;
+    s->n_slots = n_slots;
+    s->n_ctx = n_ctx;
+    s->slot_stride = (size_t)n_ctx * c->n_kv_heads * c->head_dim;
+    size_t total;
+    if (!dr_mul_ok(s->slot_stride, (size_t)n_slots * c->n_layers, &total) || total > ((size_t)1 << 40)) {
+        free(s);
+        return dr_error(DR_ERR_NOMEM, "KV cache of %d slots x %d tokens is too large", n_slots, n_ctx);
+    }
+    s->kc = dr_aligned_alloc(total * sizeof(float));
+    s->vc = dr_aligned_alloc(total * sizeof(float));
+    s->len = dr_calloc((size_t)n_slots, sizeof(int));
+    s->inv_freq = dr_calloc((size_t)c->head_dim / 2, sizeof(double));
+    s->n_threads = omp_get_max_threads();
+    if (!s->kc || !s->vc || !s->len || !s->inv_freq || ensure_scores(s, (size_t)s->n_threads * n_ctx)) {
+        llm_session_free(s);
+        return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
+                        2.0 * (double)total * 4 / 1048576.0);
+    }
+    for (int i = 0; i < c->head_dim / 2; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+    *out = s;
+    return DR_OK;
+}
+
+/* ---------------------------------------------------------------- small ops */
+static void rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) y[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int n_heads, int hd, const float *cs, const float *sn, int pairing) {
+    int half = hd / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *p = v + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            int i0 = pairing == LLM_ROPE_NEOX ? i : 2 * i, i1 = pairing == LLM_ROPE_NEOX ? i + half : 2 * i + 1;
+            float a = p[i0], b = p[i1];
+            p[i0] = a * cs[i] - b * sn[i];
+            p[i1] = a * sn[i] + b * cs[i];
+        }
+    }
+}
+
+static inline float dotf(const float *a, const float *b, int n) {
+    int i = 0;
+    float s = 0;
+#ifdef __AVX2__
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    s = _mm_cvtss_f32(t);
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float a, const float *x, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void softmax_inplace(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* ---------------------------------------------------------------- attention */
+/* One token, all heads, direct loops: q [qd], out [qd]. */
+static void attend_one(const llm_session *s, int layer, int slot, int pos, const float *q, float *out, float *sc, int h) {
+    const llm_config *c = &s->m->cfg;
+    const int hd = c->head_dim, kvd = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int len = pos + 1, g = h / grp;
+    const float *K = kv_at(s, s->kc, layer, slot, 0) + (size_t)g * hd;
+    const float *V = kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
+    const float *qh = q + (size_t)h * hd;
+    for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
+    softmax_inplace(sc, len);
+    float *o = out + (size_t)h * hd;
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
+}
+
+/* n consecutive tokens of one slot starting at pos0, with sgemm per head. */
+static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
+    const llm_config *c = &s->m->cfg;
+    const int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
+    const int len = pos0 + n;
+    int rc = ensure_scores(s, (size_t)n * len);
+    if (rc) return rc;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *K = kv_at(s, s->kc, layer, slot, 0), *V = kv_at(s, s->vc, layer, slot, 0);
+    float *S = s->scores;
+    for (int h = 0; h < c->n_heads; h++) {
+        int g = h / grp;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, s->q + (size_t)h * hd, qd,
+                    K + (size_t)g * hd, kvd, 0.0f, S, len);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            float *row = S + (size_t)i * len;
+            int valid = pos0 + i + 1;
+            softmax_inplace(row, valid);
+            for (int t = valid; t < len; t++) row[t] = 0;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V + (size_t)g * hd, kvd, 0.0f,
+                    s->att + (size_t)h * hd, qd);
+    }
+    return DR_OK;
+}
+
+/* ---------------------------------------------------------------- forward */
+static void add_bias(float *y, const float *b, int n, int d) {
+    if (!b) return;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) y[(size_t)i * d + j] += b[j];
+}
+
+/* Tokens tok[i] at slot[i], position pos[i]. same_slot: all in slot[0] at pos[0]+i.
+ * Logits for rows logits_from..n-1 into logits (if non-NULL). */
+static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, const int *pos, int same_slot,
+                   float *logits, int logits_from) {
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    const int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn;
+    int rc = ensure_scratch(s, n);
+    if (!rc) rc = ensure_scores(s, (size_t)omp_get_max_threads() * s->n_ctx);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++) {
+        if (tok[i] < 0 || tok[i] >= c->vocab)
+            return dr_error(DR_ERR_RANGE, "token id %d out of range (vocabulary %d)", tok[i], c->vocab);
+        llm_mat_row(&m->tok_embd, tok[i], s->x + (size_t)i * D);
+        for (int j = 0; j < hd / 2; j++) {
+            double ang = (double)pos[i] * s->inv_freq[j];
+            s->cos_t[(size_t)i * (hd / 2) + j] = (float)cos(ang);
+            s->sin_t[(size_t)i * (hd / 2) + j] = (float)sin(ang);
+        }
+    }
+    const int use_sgemm_attn = same_slot && n >= ATTN_SGEMM_MIN;
+    for (int l = 0; l < c->n_layers; l++) {
+        const llm_layer *L = &m->layers[l];
+        for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->attn_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        llm_matmul(&L->wq, s->h, n, s->q);
+        llm_matmul(&L->wk, s->h, n, s->k);
+        llm_matmul(&L->wv, s->h, n, s->v);
+        add_bias(s->q, L->bq, n, qd);
+        add_bias(s->k, L->bk, n, kvd);
+        add_bias(s->v, L->bv, n, kvd);
+        for (int i = 0; i < n; i++) {
+            const float *cs = s->cos_t + (size_t)i * (hd / 2), *sn = s->sin_t + (size_t)i * (hd / 2);
+            rope(s->q + (size_t)i * qd, c->n_heads, hd, cs, sn, c->rope_pairing);
+            rope(s->k + (size_t)i * kvd, c->n_kv_heads, hd, cs, sn, c->rope_pairing);
+            memcpy(kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, (size_t)kvd * sizeof(float));
+            memcpy(kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, (size_t)kvd * sizeof(float));
+        }
+        if (use_sgemm_attn) {
+            if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
+        } else {
+            const int nh = c->n_heads;
+#pragma omp parallel for schedule(dynamic, 1) if (n * nh > 1)
+            for (int ih = 0; ih < n * nh; ih++) {
+                int i = ih / nh, h = ih % nh;
+                float *sc = s->scores + (size_t)omp_get_thread_num() * s->n_ctx;
+                attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
+            }
+        }
+        llm_matmul(&L->wo, s->att, n, s->h);
+        for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
+        for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->ffn_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        llm_matmul(&L->w_gate, s->h, n, s->g);
+        llm_matmul(&L->w_up, s->h, n, s->u);
+        for (size_t i = 0; i < (size_t)n * F; i++) {
+            float gv = s->g[i];
+            s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
+        }
+        llm_matmul(&L->w_down, s->g, n, s->h);
+        for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
+    }
+    if (logits && logits_from < n) {
+        int nl = n - logits_from;
+        for (int i = 0; i < nl; i++)
+            rmsnorm(s->x + (size_t)(logits_from + i) * D, m->output_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        llm_matmul(&m->output, s->h, nl, logits);
+    }
+    return DR_OK;
+}
+
+int llm_prefill(llm_session *s, int slot, const int32_t *tokens, int n, float *logits, int all_logits) {
+    if (slot < 0 || slot >= s->n_slots) return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", slot, s->n_slots - 1);
+    if (n <= 0) return dr_error(DR_ERR_ARG, "prefill of %d tokens", n);
+    if (n > s->n_ctx - s->len[slot])
+        return dr_error(DR_ERR_RANGE, "slot %d: %d + %d tokens exceed the session context of %d", slot, s->len[slot], n,
+                        s->n_ctx);
+    int chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
+    int *pos = dr_calloc((size_t)chunk, sizeof(int));
+    if (!pos) return DR_ERR_NOMEM;
+    int rc = DR_OK;
+    const int V = s->m->cfg.vocab;
+    for (int done = 0; done < n && !rc; done += chunk) {
+        int cn = n - done < chunk ? n - done : chunk;
+        for (int i = 0; i < cn; i++) pos[i] = s->len[slot] + i;
+        float *lg = NULL;
+        int from = cn;
+        if (logits && all_logits) {
+            lg = logits + (size_t)done * V;
+            from = 0;
+        } else if (logits && done + cn == n) {
+            lg = logits;
+            from = cn - 1;
+        }
+        rc = forward(s, cn, tokens + done, &slot, pos, 1, lg, from);
+        if (!rc) s->len[slot] += cn;
+    }
+    free(pos);
+    return rc;
+}
+
+int llm_decode(llm_session *s, const int *slots, const int32_t *tokens, int n, float *logits) {
+    if (n <= 0) return dr_error(DR_ERR_ARG, "decode of %d sequences", n);
+    int *pos = dr_calloc((size_t)n, sizeof(int));
+    if (!pos) return DR_ERR_NOMEM;
+    int rc = DR_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        if (slots[i] < 0 || slots[i] >= s->n_slots)
+            rc = dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", slots[i], s->n_slots - 1);
+        else if (s->len[slots[i]] >= s->n_ctx)
+            rc = dr_error(DR_ERR_RANGE, "slot %d is full (context %d)", slots[i], s->n_ctx);
+        for (int j = 0; j < i && !rc; j++)
+            if (slots[j] == slots[i]) rc = dr_error(DR_ERR_ARG, "slot %d appears twice in one decode step", slots[i]);
+        if (!rc) pos[i] = s->len[slots[i]];
+    }
+    /* Chunks of at most PREFILL_CHUNK sequences bound the scratch memory. */
+    const int V = s->m->cfg.vocab;
+    for (int d = 0; d < n && !rc; d += PREFILL_CHUNK) {
+        int cn = n - d < PREFILL_CHUNK ? n - d : PREFILL_CHUNK;
+        rc = forward(s, cn, tokens + d, slots + d, pos + d, 0, logits ? logits + (size_t)d * V : NULL, 0);
+        if (!rc)
+            for (int i = 0; i < cn; i++) s->len[slots[d + i]]++;
+    }
+    free(pos);
+    return rc;
+}
