@@ -261,7 +261,35 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                   int n_req, const agent_rollout_opts *o, agent_episode **out);
 
 /* ---------------------------------------------------------------- adapters */
-/* Implemented in src/agent/trm_tool.c and src/agent/llm_model.c (see docs/agent.md). */
+struct trm_model;
+struct llm_model;
+struct tokenizer;
+
+/* The preference-aware TRM as the tool (src/agent/trm_tool.c): trm_retrieve with the whole
+ * history and the preference; mask_history = 1 skips the history items (the convention of
+ * DESIGN §3). Owns a trm_session (one thread). Free with agent_tool_trm_free. */
+int agent_tool_trm_new(agent_tool *t, struct trm_model *m, int mask_history);
+void agent_tool_trm_free(agent_tool *t);
+
+/* The LLM engine as the generator (src/agent/llm_model.c): an llm_session of n_slots x n_ctx;
+ * each slot keeps the logits of its last position; decode samples from them (temperature /
+ * top-k / top-p of `sampler`; temperature <= 0 = greedy), records the log-probability of the
+ * sampled token under the model's plain softmax (temperature 1, no truncation: the policy's
+ * log-prob that PPO needs), then feeds all sampled tokens in one llm_decode batch. Every new
+ * sequence (a prompt appended to an empty slot, or a fork) samples with
+ * dr_rng_split(seed, k) for the k-th sequence started, so results do not depend on timing.
+ * EOS: llm_is_eos or the tokenizer's eos. tok NULL: the model's own tokenizer. */
+typedef struct agent_llm_opts {
+    int n_slots;         /* <= 0: 8 */
+    int32_t n_ctx;       /* <= 0: min(model context, 4096) */
+    float temperature;   /* 0 = greedy */
+    int top_k;           /* 0 = all */
+    float top_p;         /* >= 1 or 0 = all */
+    uint64_t seed;
+} agent_llm_opts;
+int agent_model_llm_new(agent_model *out, const struct llm_model *m, const struct tokenizer *tok,
+                        const agent_llm_opts *o);
+void agent_model_llm_free(agent_model *m);
 
 /* ---------------------------------------------------------------- synthetic warm start */
 typedef struct agent_synth_opts {
@@ -283,13 +311,21 @@ typedef struct agent_synth_traj {
 } agent_synth_traj;
 void agent_synth_traj_free(agent_synth_traj *t);
 
-/* Build one trajectory for a history (oldest first; the text never sees the target). Preferences
- * (1-3) from the history's categories (dominant; recent; the most frequent pair) or,
- * without categories, from title words; each called through `tool` with the whole
- * history; the reasoning names the dominant and recent categories; the final top-10 is
- * the reciprocal-rank fusion over the calls (score sum 1/(60 + rank)), ties by first
- * appearance, history items excluded unless fewer than 10 remain. */
+/* Build one trajectory for a history (oldest first; the held-out target is not an input).
+ * Aspects come from the categories of the shown history (or, when the catalog has no
+ * categories, from title words of 4+ letters): the dominant two, the two of the last three
+ * items, and the most frequent pair inside one item. 1-3 distinct preferences (the number
+ * drawn from `seed`; dominant first, then recent, then the pair) are called through `tool`
+ * with the whole history; the reasoning names the aspects and what came back; the final
+ * top-10 is the reciprocal-rank fusion over the calls (score = sum of 1 / (60 + rank),
+ * rank 1-based; ties: first retrieved first), history items excluded. The result passes
+ * agent_format_check (else DR_ERR_FORMAT, e.g. a title with a newline); fewer than 10
+ * candidates: DR_ERR_RANGE. Callers skip users on these two codes. */
 int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
                     const agent_synth_opts *o, agent_synth_traj *out);
+/* The JSON line of a trajectory: {"prompt", "completion", "mask": [[begin, end], ...]}
+ * with mask spans as byte offsets into the UTF-8 completion (tool-result text, excluded
+ * from the SFT loss). Heap string without newline. */
+int agent_synth_json(const agent_synth_traj *t, char **out);
 
 #endif

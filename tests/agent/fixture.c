@@ -159,3 +159,75 @@ char *fx_replace(const char *s, const char *old, const char *new_) {
     memcpy(r + a + nn, p + on, sn - a - on + 1);
     return r;
 }
+
+void fx_dataset_big(dr_dataset *d, int n_items, int n_users, int with_cats) {
+    static const char *const genres[] = {"Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"};
+    static const char *const words[] = {"river", "night", "garden", "machine", "winter", "stranger", "castle"};
+    memset(d, 0, sizeof *d);
+    d->n_items = n_items;
+    d->n_users = n_users;
+    d->item_ids = calloc((size_t)n_items + 1, sizeof(char *));
+    d->titles = calloc((size_t)n_items + 1, sizeof(char *));
+    d->categories = calloc((size_t)n_items + 1, sizeof(char *));
+    d->item_ids[0] = strdup("");
+    d->titles[0] = strdup("");
+    d->categories[0] = strdup("");
+    for (int i = 1; i <= n_items; i++) {
+        char b[128];
+        snprintf(b, sizeof b, "i%d", i);
+        d->item_ids[i] = strdup(b);
+        snprintf(b, sizeof b, "Title %d %s", i, words[i % 7]);
+        d->titles[i] = strdup(b);
+        b[0] = 0;
+        if (with_cats) {
+            int n = 1 + i % 3;
+            for (int k = 0; k < n; k++) {
+                if (k) strcat(b, "|");
+                strcat(b, genres[(i * 5 + k * 2) % 6]);
+            }
+        }
+        d->categories[i] = strdup(b);
+    }
+    d->offsets = calloc((size_t)n_users + 1, sizeof(int64_t));
+    d->items = calloc((size_t)n_users * 30, sizeof(int32_t));
+    d->user_ids = calloc((size_t)n_users, sizeof(char *));
+    dr_rng r;
+    dr_rng_seed(&r, 7);
+    int64_t k = 0;
+    for (int u = 0; u < n_users; u++) {
+        char b[16];
+        snprintf(b, sizeof b, "u%d", u);
+        d->user_ids[u] = strdup(b);
+        d->offsets[u] = k;
+        int len = 8 + (int)dr_rng_below(&r, 23);
+        for (int i = 0; i < len; i++) d->items[k++] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)n_items);
+    }
+    d->offsets[n_users] = k;
+    d->n_inter = k;
+}
+
+static int fx_hash_retrieve(void *ctx, const int32_t *hist, int64_t n_hist, const char *pref, int k, int32_t *items,
+                            float *scores, int *n_out) {
+    fx_hash_tool *ht = ctx;
+    ht->calls++;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = pref; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    int n = 0;
+    for (int j = 0; j < ht->n_items && n < k; j++) {
+        int32_t it = 1 + (int32_t)((h % (uint64_t)ht->n_items + (uint64_t)j * 7) % (uint64_t)ht->n_items);
+        int in = 0;
+        for (int64_t q = 0; q < n_hist && !in; q++) in = hist[q] == it;
+        for (int q = 0; q < n && !in; q++) in = items[q] == it;
+        if (in) continue;
+        items[n] = it;
+        scores[n] = 10.0f - 0.1f * (float)n;
+        n++;
+    }
+    *n_out = n;
+    return 0;
+}
+void fx_hash_tool_init(fx_hash_tool *ht, agent_tool *t, int n_items) {
+    ht->n_items = n_items;
+    ht->calls = 0;
+    *t = (agent_tool){ht, fx_hash_retrieve};
+}

@@ -9,6 +9,12 @@
 /* 13 items (12 titled, item 13 untitled, item 11 duplicates item 1's title), 3 users. */
 void fx_dataset(dr_dataset *d);
 void fx_dataset_free(dr_dataset *d);
+/* n_items items "Title k <word>" with 1-3 of six genres (none when !with_cats); n_users
+ * users with 8..30 items each, drawn deterministically. */
+void fx_dataset_big(dr_dataset *d, int n_items, int n_users, int with_cats);
+/* A deterministic tool over n_items: top-k by a hash of (preference, item), history masked. */
+typedef struct fx_hash_tool { int n_items; int calls; } fx_hash_tool;
+void fx_hash_tool_init(fx_hash_tool *ht, agent_tool *t, int n_items);
 
 /* Scripted model: byte tokens (id = byte), EOS = 256. Episode k (in the order the rollout
  * starts them) plays scripts[k]: a NUL-separated list of turns ending with "\x01" meaning

@@ -1,0 +1,164 @@
+/* Synthetic warm-start trajectories: valid format, spans over the tool text, identical to
+ * what the rollout produces when a model replays the generated parts, JSON round trip. */
+#include "harness.h"
+#include "fixture.h"
+#include "agent/internal.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void check_traj(const agent_catalog *c, const agent_tool *tool, const dr_dataset *d, int32_t u,
+                       const agent_synth_traj *t, int chat) {
+    const char *comp = t->completion;
+    size_t n = strlen(comp);
+    CHECK_EQ_INT(agent_format_check(comp, n), AGENT_FMT_OK);
+    CHECK(t->n_calls >= 1 && t->n_calls <= 3);
+    CHECK_EQ_INT(t->n_spans, t->n_calls);
+    /* spans: exactly the tool-result texts, right after each stop string */
+    for (int i = 0; i < t->n_spans; i++) {
+        int64_t b = t->tool_spans[i][0], e = t->tool_spans[i][1];
+        CHECK(b >= (int64_t)strlen(AGENT_TAG_PREF_END) && e > b && e <= (int64_t)n);
+        CHECK(!strncmp(comp + b - strlen(AGENT_TAG_PREF_END), AGENT_TAG_PREF_END, strlen(AGENT_TAG_PREF_END)));
+        CHECK(!strncmp(comp + b, AGENT_TAG_LIST "\n", strlen(AGENT_TAG_LIST) + 1));
+        const char *tail = AGENT_TAG_LIST_END "\n\n";
+        CHECK(!strncmp(comp + e - strlen(tail), tail, strlen(tail)));
+        if (i) CHECK(b > t->tool_spans[i - 1][1]);
+    }
+    CHECK_EQ_INT(agent_count(comp, n, AGENT_TAG_LIST), t->n_spans);
+    /* the answer: 10 exact titles, none from the history */
+    agent_answer a;
+    CHECK_OK(agent_answer_parse(comp, n, &a));
+    CHECK_EQ_INT(a.n_lines, 10);
+    const int32_t *h = dr_data_seq(d, u);
+    int64_t nh = dr_data_seq_len(d, u);
+    for (int i = 0; i < 10; i++) {
+        int how;
+        int32_t it = agent_resolve_line(c, a.lines[i], NULL, 0, &how);
+        CHECK_MSG(it > 0 && how == AGENT_RESOLVE_EXACT, "line '%s' does not resolve", a.lines[i]);
+        for (int64_t q = 0; q < nh; q++) CHECK(h[q] != it);
+    }
+    agent_answer_free(&a);
+    /* replay: a model that writes the generated parts reproduces the same episode */
+    size_t cap = n + 16;
+    char *script = calloc(cap, 1);
+    size_t w = 0;
+    int64_t pos = 0;
+    for (int i = 0; i < t->n_spans; i++) {
+        memcpy(script + w, comp + pos, (size_t)(t->tool_spans[i][0] - pos));
+        w += (size_t)(t->tool_spans[i][0] - pos);
+        script[w++] = 0;
+        pos = t->tool_spans[i][1];
+    }
+    memcpy(script + w, comp + pos, n - (size_t)pos);
+    w += n - (size_t)pos;
+    script[w++] = 0;
+    script[w++] = 0;
+    const char *scripts[] = {script};
+    fx_model fm;
+    agent_model m;
+    fx_model_init(&fm, &m, 1, scripts, 1);
+    agent_request rq = {u, h, nh, 0};
+    agent_rollout_opts o = {0};
+    o.chat = chat;
+    agent_episode *e;
+    CHECK_OK(agent_rollout(&m, tool, c, &rq, 1, &o, &e));
+    CHECK_EQ_INT(e->outcome, AGENT_FINISHED);
+    CHECK_EQ_INT(e->n_calls, t->n_calls);
+    CHECK_STR(e->text + e->prompt_len, comp);
+    CHECK(!strncmp(e->text, t->prompt, e->prompt_len) && strlen(t->prompt) == e->prompt_len);
+    /* the episode's tool segments are the synth spans */
+    int k = 0;
+    for (int i = 0; i < e->n_segs; i++)
+        if (e->segs[i].kind == AGENT_SEG_TOOL) {
+            CHECK_EQ_INT(e->segs[i].chr_begin - (int64_t)e->prompt_len, t->tool_spans[k][0]);
+            CHECK_EQ_INT(e->segs[i].chr_end - (int64_t)e->prompt_len, t->tool_spans[k][1]);
+            k++;
+        }
+    CHECK_EQ_INT(k, t->n_spans);
+    agent_episodes_free(e, 1);
+    free(script);
+}
+
+static void run_synth(int with_cats, int chat) {
+    dr_dataset d;
+    fx_dataset_big(&d, 120, 12, with_cats);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    fx_hash_tool ht;
+    agent_tool tool;
+    fx_hash_tool_init(&ht, &tool, 120);
+    int calls_seen[4] = {0};
+    for (int32_t u = 0; u < d.n_users; u++) {
+        agent_synth_opts o = {chat, 0, 0, 1000 + (uint64_t)u};
+        agent_synth_traj t;
+        CHECK_OK(agent_synth_one(c, &tool, dr_data_seq(&d, u), dr_data_seq_len(&d, u), &o, &t));
+        calls_seen[t.n_calls]++;
+        check_traj(c, &tool, &d, u, &t, chat);
+        /* JSON line round trip */
+        char *js;
+        CHECK_OK(agent_synth_json(&t, &js));
+        CHECK(!strchr(js, '\n'));
+        json_error_t err;
+        json_t *j = json_loads(js, 0, &err);
+        CHECK(j != NULL);
+        CHECK_STR(json_string_value(json_object_get(j, "prompt")), t.prompt);
+        CHECK_STR(json_string_value(json_object_get(j, "completion")), t.completion);
+        json_t *mk = json_object_get(j, "mask");
+        CHECK_EQ_INT(json_array_size(mk), t.n_spans);
+        for (int i = 0; i < t.n_spans; i++) {
+            CHECK_EQ_INT(json_integer_value(json_array_get(json_array_get(mk, i), 0)), t.tool_spans[i][0]);
+            CHECK_EQ_INT(json_integer_value(json_array_get(json_array_get(mk, i), 1)), t.tool_spans[i][1]);
+        }
+        json_decref(j);
+        free(js);
+        agent_synth_traj_free(&t);
+    }
+    /* the number of calls varies */
+    int kinds = 0;
+    for (int i = 1; i <= 3; i++) kinds += calls_seen[i] > 0;
+    CHECK(kinds >= 2);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
+TEST(agent_synth_valid_with_categories) { run_synth(1, 0); }
+TEST(agent_synth_valid_title_words_chat) { run_synth(0, 1); }
+
+TEST(agent_synth_content) {
+    dr_dataset d;
+    fx_dataset_big(&d, 120, 4, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    fx_hash_tool ht;
+    agent_tool tool;
+    fx_hash_tool_init(&ht, &tool, 120);
+    /* history: four items with the categories Romance, Action, Drama (ids 2, 8, 14, 20) */
+    int32_t h[4] = {2, 8, 14, 20};
+    int nh = 4;
+    for (int i = 0; i < nh; i++) CHECK_STR(d.categories[h[i]], "Romance|Action|Drama");
+    /* all three aspects tie: alphabetical -> "action; drama"; the recent aspect is the same
+     * (skipped); the pair inside one item is "romance action" */
+    agent_synth_traj t;
+    int seen[4] = {0};
+    for (uint64_t s = 0; s < 12; s++) {
+        agent_synth_opts o = {0, 0, 0, s};
+        CHECK_OK(agent_synth_one(c, &tool, h, nh, &o, &t));
+        CHECK(t.n_calls == 1 || t.n_calls == 2);
+        seen[t.n_calls]++;
+        const char *p1 = strstr(t.completion, AGENT_TAG_PREF);
+        CHECK(p1 && !strncmp(p1, AGENT_TAG_PREF "action; drama" AGENT_TAG_PREF_END,
+                             strlen(AGENT_TAG_PREF "action; drama" AGENT_TAG_PREF_END)));
+        if (t.n_calls == 2) CHECK(strstr(t.completion, AGENT_TAG_PREF "romance action" AGENT_TAG_PREF_END));
+        CHECK(strstr(t.completion, "action and drama"));
+        agent_synth_traj_free(&t);
+    }
+    CHECK(seen[1] > 0 && seen[2] > 0);
+    /* too few candidates: a tool that returns 3 items */
+    fx_tool ft;
+    fx_tool_init(&ft, &tool);
+    agent_synth_opts o = {0, 0, 0, 1};
+    CHECK_ERR(agent_synth_one(c, &tool, h, nh, &o, &t), DR_ERR_RANGE);
+    CHECK(t.completion == NULL && t.prompt == NULL);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
