@@ -1,0 +1,36 @@
+#!/bin/sh
+# make demo: the main job on the embedded default dataset (MovieLens from Debian's r-cran-dslabs).
+# Steps so far: fetch the package into cache/, unpack it, import the `movielens` data frame
+# into cache/movielens.gguf (reused when present), print its statistics.
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${DEEPREC_BIN:-build/deeprec}
+CACHE=${DEEPREC_CACHE:-cache}
+mkdir -p "$CACHE"
+
+deb=$(ls "$CACHE"/r-cran-dslabs_*_all.deb 2>/dev/null | head -n 1 || true)
+if [ -z "$deb" ]; then
+  echo "demo: fetching r-cran-dslabs (MovieLens data frame) with apt-get download" >&2
+  if ! (cd "$CACHE" && apt-get download r-cran-dslabs >&2); then
+    echo "demo: error: 'apt-get download r-cran-dslabs' failed (no network or no Debian package index)." >&2
+    echo "  Put r-cran-dslabs_*_all.deb into $CACHE/ by hand (or run 'apt-get update' first) and rerun make demo." >&2
+    exit 1
+  fi
+  deb=$(ls "$CACHE"/r-cran-dslabs_*_all.deb | head -n 1)
+fi
+
+pkg="$CACHE/dslabs_pkg"
+if [ ! -f "$pkg/usr/lib/R/site-library/dslabs/data/Rdata.rdx" ]; then
+  echo "demo: unpacking $deb" >&2
+  rm -rf "$pkg.tmp" && mkdir -p "$pkg.tmp"
+  dpkg-deb -x "$deb" "$pkg.tmp"
+  rm -rf "$pkg" && mv "$pkg.tmp" "$pkg"
+fi
+
+data="$CACHE/movielens.gguf"
+if [ ! -f "$data" ]; then
+  "$BIN" data import --format dslabs --input "$pkg" --out "$data"
+else
+  echo "demo: reusing $data" >&2
+fi
+"$BIN" data stats "$data"
