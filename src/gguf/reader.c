@@ -81,11 +81,15 @@ static const char *excerpt(gguf_str s, char *buf, size_t cap) {
 typedef struct {
     size_t *kv_slots, kv_cap;   /* slot holds index+1, 0 = empty */
     size_t *t_slots, t_cap;
+    uint64_t seed;              /* per-open, so a crafted file cannot aim for colliding names */
 } name_index;
 
-static uint64_t hash_bytes(const char *p, uint64_t n) {
-    uint64_t h = 1469598103934665603ull;
+static uint64_t hash_bytes(uint64_t seed, const char *p, uint64_t n) {
+    uint64_t h = 1469598103934665603ull ^ seed;
     for (uint64_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ull; }
+    h ^= h >> 33; /* spread the high bits into the low ones the table uses */
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
     return h;
 }
 
@@ -98,9 +102,9 @@ static size_t table_cap(uint64_t n) {
 static int str_same(gguf_str a, const char *p, uint64_t n) { return a.len == n && (n == 0 || !memcmp(a.ptr, p, n)); }
 
 /* Insert entry idx named s; returns the index of an existing equal name, or -1 when inserted. */
-static long long index_insert(size_t *slots, size_t cap, gguf_str s, size_t idx, const gguf_str *(*name_of)(const void *, size_t),
-                              const void *arr) {
-    size_t h = (size_t)hash_bytes(s.ptr, s.len) & (cap - 1);
+static long long index_insert(uint64_t seed, size_t *slots, size_t cap, gguf_str s, size_t idx,
+                              const gguf_str *(*name_of)(const void *, size_t), const void *arr) {
+    size_t h = (size_t)hash_bytes(seed, s.ptr, s.len) & (cap - 1);
     while (slots[h]) {
         size_t j = slots[h] - 1;
         if (str_same(*name_of(arr, j), s.ptr, s.len)) return (long long)j;
@@ -110,11 +114,11 @@ static long long index_insert(size_t *slots, size_t cap, gguf_str s, size_t idx,
     return -1;
 }
 
-static long long index_find(const size_t *slots, size_t cap, const char *key, const gguf_str *(*name_of)(const void *, size_t),
-                            const void *arr) {
+static long long index_find(uint64_t seed, const size_t *slots, size_t cap, const char *key,
+                            const gguf_str *(*name_of)(const void *, size_t), const void *arr) {
     if (!slots) return -1;
     size_t n = strlen(key);
-    size_t h = (size_t)hash_bytes(key, n) & (cap - 1);
+    size_t h = (size_t)hash_bytes(seed, key, n) & (cap - 1);
     while (slots[h]) {
         size_t j = slots[h] - 1;
         if (str_same(*name_of(arr, j), key, n)) return (long long)j;
@@ -243,6 +247,7 @@ static int parse(gguf_file *f, const char *name) {
     name_index *ix = dr_calloc(1, sizeof *ix);
     if (!ix) return DR_ERR_NOMEM;
     f->index = ix;
+    ix->seed = (uint64_t)(uintptr_t)ix * 0x9e3779b97f4a7c15ull ^ (uint64_t)(dr_now() * 1e9);
     ix->kv_cap = table_cap(n_kv);
     ix->kv_slots = dr_calloc(ix->kv_cap, sizeof(size_t));
     f->kv = dr_calloc((size_t)n_kv, sizeof(gguf_kv));
@@ -258,7 +263,7 @@ static int parse(gguf_file *f, const char *name) {
         if ((rc = rd_str(&r, &kv->key, "metadata key"))) return rc;
         if (kv->key.len == 0) return fail_at(&r, at, "metadata entry %llu has an empty key", (unsigned long long)i);
         excerpt(kv->key, kbuf, sizeof kbuf);
-        long long dup = index_insert(ix->kv_slots, ix->kv_cap, kv->key, (size_t)i, kv_name, f->kv);
+        long long dup = index_insert(ix->seed, ix->kv_slots, ix->kv_cap, kv->key, (size_t)i, kv_name, f->kv);
         if (dup >= 0)
             return fail_at(&r, at, "duplicate metadata key '%s' (first at byte offset %llu)", kbuf,
                            (unsigned long long)f->kv[dup].offset);
@@ -299,7 +304,7 @@ static int parse(gguf_file *f, const char *name) {
         if ((rc = rd_str(&r, &t->name, "tensor name"))) break;
         if (t->name.len == 0) { rc = fail_at(&r, at, "tensor %llu has an empty name", (unsigned long long)i); break; }
         excerpt(t->name, kbuf, sizeof kbuf);
-        long long dup = index_insert(ix->t_slots, ix->t_cap, t->name, (size_t)i, t_name, f->tensors);
+        long long dup = index_insert(ix->seed, ix->t_slots, ix->t_cap, t->name, (size_t)i, t_name, f->tensors);
         if (dup >= 0) {
             rc = fail_at(&r, at, "duplicate tensor name '%s' (first at byte offset %zu)", kbuf, t_at[dup]);
             break;
@@ -428,14 +433,14 @@ void gguf_close(gguf_file *f) {
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
     const name_index *ix = f->index;
     if (!ix || !key) return NULL;
-    long long i = index_find(ix->kv_slots, ix->kv_cap, key, kv_name, f->kv);
+    long long i = index_find(ix->seed, ix->kv_slots, ix->kv_cap, key, kv_name, f->kv);
     return i >= 0 ? &f->kv[i] : NULL;
 }
 
 const gguf_tensor_info *gguf_find_tensor(const gguf_file *f, const char *name) {
     const name_index *ix = f->index;
     if (!ix || !name || !f->tensors) return NULL;
-    long long i = index_find(ix->t_slots, ix->t_cap, name, t_name, f->tensors);
+    long long i = index_find(ix->seed, ix->t_slots, ix->t_cap, name, t_name, f->tensors);
     return i >= 0 ? &f->tensors[i] : NULL;
 }
 

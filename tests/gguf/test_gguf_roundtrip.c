@@ -335,3 +335,63 @@ TEST(gguf_type_tables) {
     CHECK_EQ_INT(gguf_type_size(GGUF_TYPE_FLOAT64), 8);
     CHECK_EQ_INT(gguf_type_size(GGUF_TYPE_ARRAY), 0);
 }
+
+/* Fuzz seeds: with DEEPREC_WRITE_FUZZ_SEEDS=DIR this writes small valid files covering every
+ * metadata type and tensor type into DIR (fuzz/seeds/fuzz_gguf); otherwise it just checks them. */
+static void seed(const char *dir, const char *name, gguf_writer *w) {
+    uint8_t *out;
+    size_t size;
+    CHECK_OK(gguf_write_memory(w, &out, &size));
+    gguf_file f;
+    CHECK_OK(gguf_open_memory(&f, out, size, name));
+    gguf_close(&f);
+    if (dir) CHECK_OK(dr_write_file_atomic(dr_test_path(dir, name), out, size));
+    free(out);
+    gguf_writer_free(w);
+}
+
+TEST(gguf_fuzz_seeds) {
+    const char *dir = getenv("DEEPREC_WRITE_FUZZ_SEEDS");
+    gguf_writer *w = gguf_writer_new();
+    fill_writer(w);
+    float x[256];
+    for (int i = 0; i < 256; i++) x[i] = (float)i * 0.25f - 10.0f;
+    CHECK_OK(gguf_add_tensor_from_f32(w, "f32", GGML_TYPE_F32, 2, (uint64_t[]){4, 2}, x));
+    CHECK_OK(gguf_add_tensor_from_f32(w, "f16", GGML_TYPE_F16, 1, (uint64_t[]){6}, x));
+    CHECK_OK(gguf_add_tensor_from_f32(w, "bf16", GGML_TYPE_BF16, 3, (uint64_t[]){2, 2, 1}, x));
+    CHECK_OK(gguf_add_tensor_from_f32(w, "q8", GGML_TYPE_Q8_0, 1, (uint64_t[]){32}, x));
+    seed(dir, "all_metadata", w);
+
+    w = gguf_writer_new();
+    CHECK_OK(gguf_set_u32(w, "general.alignment", 64));
+    CHECK_OK(gguf_set_str(w, "general.architecture", "qwen2"));
+    uint8_t q4k[144], q6k[210];
+    for (int i = 0; i < 144; i++) q4k[i] = (uint8_t)(i * 29 + 3);
+    for (int i = 0; i < 210; i++) q6k[i] = (uint8_t)(i * 17 + 5);
+    q4k[1] = q4k[3] = 0x38; /* finite fp16 scales */
+    q6k[209] = 0x30;
+    CHECK_OK(gguf_add_tensor(w, "blk.0.q4k", GGML_TYPE_Q4_K, 1, (uint64_t[]){256}, q4k));
+    CHECK_OK(gguf_add_tensor(w, "blk.0.q6k", GGML_TYPE_Q6_K, 1, (uint64_t[]){256}, q6k));
+    seed(dir, "kquants", w);
+
+    w = gguf_writer_new();
+    int8_t i8[4] = {-1, 2, -3, 4};
+    int16_t i16[4] = {-300, 2, 3, 400};
+    int32_t i32[4] = {-70000, 2, 3, 4};
+    int64_t i64[2] = {-1, 1ll << 40};
+    double f64[2] = {0.5, -1e100};
+    CHECK_OK(gguf_add_tensor(w, "i8", GGML_TYPE_I8, 1, (uint64_t[]){4}, i8));
+    CHECK_OK(gguf_add_tensor(w, "i16", GGML_TYPE_I16, 2, (uint64_t[]){2, 2}, i16));
+    CHECK_OK(gguf_add_tensor(w, "i32", GGML_TYPE_I32, 4, (uint64_t[]){1, 2, 1, 2}, i32));
+    CHECK_OK(gguf_add_tensor(w, "i64", GGML_TYPE_I64, 1, (uint64_t[]){2}, i64));
+    CHECK_OK(gguf_add_tensor(w, "f64", GGML_TYPE_F64, 1, (uint64_t[]){2}, f64));
+    CHECK_OK(gguf_add_tensor(w, "empty", GGML_TYPE_F32, 2, (uint64_t[]){0, 4}, NULL));
+    seed(dir, "int_tensors", w);
+
+    w = gguf_writer_new();
+    const char *toks[] = {"<|endoftext|>", "a", "b", "ab", "\xc4\xa0the"};
+    CHECK_OK(gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 5));
+    CHECK_OK(gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, (int32_t[]){3, 1, 1, 1, 1}, 5));
+    CHECK_OK(gguf_set_arr(w, "flags", GGUF_TYPE_BOOL, (uint8_t[]){1, 0}, 2));
+    seed(dir, "tokenizer_only", w);
+}
