@@ -1,0 +1,322 @@
+/* deeprec llm init / generate / bench. */
+#include "cli.h"
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "deeprec/tokenizer.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_type(const char *s, uint32_t *t) {
+    if (!s || !strcmp(s, "f32")) *t = GGML_TYPE_F32;
+    else if (!strcmp(s, "f16")) *t = GGML_TYPE_F16;
+    else if (!strcmp(s, "bf16")) *t = GGML_TYPE_BF16;
+    else if (!strcmp(s, "q8_0")) *t = GGML_TYPE_Q8_0;
+    else return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- llm init */
+static int cmd_init(int argc, char **argv) {
+    const char *arch_s = "qwen2", *vocab_from = NULL, *type_s = "f32", *out = NULL;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, context = 2048, vocab = 0;
+    int64_t seed = 1;
+    double std = 0.02, theta = 0, eps = 0;
+    cli_opt opts[] = {
+        {"--arch", CLI_STR, &arch_s, "qwen2 (default) or llama"},
+        {"--dim", CLI_INT, &dim, "embedding size"},
+        {"--layers", CLI_INT, &layers, "transformer blocks"},
+        {"--heads", CLI_INT, &heads, "attention heads"},
+        {"--kv-heads", CLI_INT, &kv_heads, "key/value heads (default: --heads)"},
+        {"--head-dim", CLI_INT, &head_dim, "head dimension (default dim / heads)"},
+        {"--ffn", CLI_INT, &ffn, "feed-forward size"},
+        {"--vocab-from", CLI_STR, &vocab_from, "tokenizer: a GGUF with tokenizer.ggml.* or a tokenizer.json"},
+        {"--vocab", CLI_INT, &vocab, "vocabulary size of a model without tokenizer (tests, benches)"},
+        {"--context", CLI_INT, &context, "context length (default 2048)"},
+        {"--type", CLI_STR, &type_s, "weight type: f32 (default), f16, bf16, q8_0"},
+        {"--std", CLI_FLOAT, &std, "standard deviation of the random weights (default 0.02)"},
+        {"--rope-theta", CLI_FLOAT, &theta, "RoPE base (default 1e6 qwen2, 1e4 llama)"},
+        {"--rms-eps", CLI_FLOAT, &eps, "RMSNorm epsilon (default 1e-6 qwen2, 1e-5 llama)"},
+        {"--seed", CLI_I64, &seed, "random seed (default 1)"},
+        {"--out", CLI_STR, &out, "output GGUF"},
+    };
+    int np = 0;
+    int pr = cli_parse("deeprec llm init --arch qwen2 --dim D --layers L --heads H [--kv-heads K] --ffn F "
+                       "(--vocab-from TOKENIZER | --vocab N) [--context C] [--type f32|bf16|q8_0] [--seed S] --out M.gguf",
+                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!out) return cli_usage_error("llm init: --out is required");
+    if (!dim || !layers || !heads || !ffn) return cli_usage_error("llm init: --dim, --layers, --heads and --ffn are required");
+    if (!!vocab_from == !!vocab) return cli_usage_error("llm init: give exactly one of --vocab-from TOKENIZER or --vocab N");
+    int arch = llm_arch_from_name(arch_s);
+    if (arch < 0) return cli_usage_error("llm init: unknown --arch '%s' (qwen2 or llama)", arch_s);
+    uint32_t type;
+    if (parse_type(type_s, &type)) return cli_usage_error("llm init: unknown --type '%s' (f32, f16, bf16, q8_0)", type_s);
+    tokenizer *tok = NULL;
+    if (vocab_from) {
+        if (tok_load_path(&tok, vocab_from)) return cli_fail();
+        vocab = tok_vocab_size(tok);
+    }
+    llm_config c;
+    llm_config_default(&c, arch);
+    c.dim = dim, c.n_layers = layers, c.n_heads = heads, c.n_kv_heads = kv_heads ? kv_heads : heads;
+    c.head_dim = head_dim ? head_dim : (heads > 0 ? dim / heads : 0);
+    c.ffn = ffn, c.vocab = vocab, c.context = context;
+    if (theta > 0) c.rope_theta = (float)theta;
+    if (eps > 0) c.rms_eps = (float)eps;
+    llm_model *m = NULL;
+    int rc = llm_model_init_random(&m, &c, type, (float)std, (uint64_t)seed);
+    if (!rc) rc = llm_model_save(m, tok, out);
+    llm_model_free(m);
+    tok_free(tok);
+    if (rc) return cli_fail();
+    fprintf(stderr, "wrote %s: %s, dim %d, %d layers, %d/%d heads, ffn %d, vocab %d, %s weights\n", out, arch_s, dim, layers,
+            c.n_heads, c.n_kv_heads, ffn, vocab, ggml_type_name(type));
+    return 0;
+}
+CLI_COMMAND(llm_init, "llm init", "create a qwen2/llama model with random weights", cmd_init)
+
+/* ---------------------------------------------------------------- llm generate */
+typedef struct gen_ctx { int stream; } gen_ctx;
+
+static int on_text(void *ctx, int i, const char *text, size_t len) {
+    gen_ctx *g = ctx;
+    if (g->stream && i == 0) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static const char *finish_name(int f) {
+    switch (f) {
+    case LLM_FINISH_EOS: return "eos";
+    case LLM_FINISH_STOP: return "stop";
+    case LLM_FINISH_LENGTH: return "length";
+    case LLM_FINISH_CONTEXT: return "context";
+    default: return "none";
+    }
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL;
+    int chat = 0, n_new = 128, top_k = 0, samples = 1, json = 0, ctx = 0;
+    double temp = 0.7, top_p = 0.95, min_p = 0;
+    int64_t seed = 0;
+    cli_strs stops = {0};
+    cli_opt opts[] = {
+        {"--model", CLI_STR, &model_path, "GGUF model (qwen2 / llama) with tokenizer metadata"},
+        {"--prompt", CLI_STR, &prompt, "prompt text"},
+        {"--prompt-file", CLI_STR, &prompt_file, "read the prompt from a file"},
+        {"--chat", CLI_FLAG, &chat, "wrap the prompt as a ChatML user message (+ assistant turn)"},
+        {"--system", CLI_STR, &system, "system message for --chat"},
+        {"-n", CLI_INT, &n_new, "new tokens at most (default 128)"},
+        {"--temp", CLI_FLOAT, &temp, "temperature (default 0.7; 0 = greedy)"},
+        {"--top-p", CLI_FLOAT, &top_p, "nucleus mass (default 0.95; 1 = off)"},
+        {"--top-k", CLI_INT, &top_k, "keep the k most likely tokens (default 0 = off)"},
+        {"--min-p", CLI_FLOAT, &min_p, "drop tokens below min-p x the top probability (default 0)"},
+        {"--seed", CLI_I64, &seed, "random seed (default 0)"},
+        {"--stop", CLI_STRS, &stops, "stop string (repeatable); the text is cut before it"},
+        {"--samples", CLI_INT, &samples, "independent samples sharing the prompt's prefill (default 1)"},
+        {"--ctx", CLI_INT, &ctx, "session context (default prompt + n, at most the model's)"},
+        {"--json", CLI_FLAG, &json, "print one JSON object with the samples instead of streaming"},
+    };
+    int np = 0;
+    int pr = cli_parse("deeprec llm generate --model M.gguf (--prompt TEXT | --prompt-file F) [--chat] [-n N] [--temp T] "
+                       "[--top-p P] [--top-k K] [--seed S] [--stop STR]... [--samples G]",
+                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!model_path) return cli_usage_error("llm generate: --model is required");
+    if (!!prompt == !!prompt_file) return cli_usage_error("llm generate: give exactly one of --prompt or --prompt-file");
+    if (n_new <= 0 || samples <= 0 || samples > 4096) return cli_usage_error("llm generate: -n and --samples must be > 0");
+    char *file_text = NULL, *chat_text = NULL;
+    size_t flen;
+    if (prompt_file) {
+        if (dr_read_file(prompt_file, &file_text, &flen)) return cli_fail();
+        prompt = file_text;
+    }
+    llm_model *m = NULL;
+    llm_session *s = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    llm_gen_result *res = NULL;
+    int *slots = NULL;
+    int32_t *pend = NULL;
+    int rc = llm_model_load(&m, model_path);
+    if (rc) goto fail;
+    if (!m->tok) {
+        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", model_path);
+        dr_error_hint("create the model with `deeprec llm init --vocab-from TOKENIZER`");
+        goto fail;
+    }
+    if (chat) {
+        tok_chat_msg msgs[2];
+        size_t nm = 0;
+        if (system) msgs[nm++] = (tok_chat_msg){"system", system};
+        msgs[nm++] = (tok_chat_msg){"user", prompt};
+        if ((rc = tok_chat_format(msgs, nm, 1, &chat_text))) goto fail;
+        prompt = chat_text;
+    }
+    int add_bos = 0;
+    if (m->file && gguf_find_kv(m->file, "tokenizer.ggml.add_bos_token")) gguf_get_bool(m->file, "tokenizer.ggml.add_bos_token", &add_bos);
+    if ((rc = tok_encode(m->tok, prompt, strlen(prompt), add_bos ? TOK_ENC_ADD_BOS : 0, &ids, &n_ids))) goto fail;
+    if (n_ids == 0) {
+        rc = dr_error(DR_ERR_ARG, "the prompt is empty");
+        goto fail;
+    }
+    if (!ctx) ctx = (int)n_ids + n_new;
+    if (ctx > m->cfg.context) ctx = m->cfg.context;
+    if ((int)n_ids >= ctx) {
+        rc = dr_error(DR_ERR_RANGE, "the prompt has %zu tokens; the context is %d", n_ids, ctx);
+        goto fail;
+    }
+    if ((rc = llm_session_new(&s, m, samples, ctx))) goto fail;
+    slots = dr_calloc((size_t)samples, sizeof *slots);
+    pend = dr_calloc((size_t)samples, sizeof *pend);
+    res = dr_calloc((size_t)samples, sizeof *res);
+    if (!slots || !pend || !res) {
+        rc = DR_ERR_NOMEM;
+        goto fail;
+    }
+    double t0 = dr_now();
+    if (n_ids > 1 && (rc = llm_prefill(s, 0, ids, (int)n_ids - 1, NULL, 0))) goto fail;
+    for (int i = 0; i < samples; i++) slots[i] = i, pend[i] = ids[n_ids - 1];
+    if (samples > 1 && (rc = llm_slot_fork(s, 0, slots + 1, samples - 1))) goto fail;
+    double t1 = dr_now();
+    llm_gen_params p = {0};
+    p.max_tokens = n_new;
+    p.sampler.temperature = (float)temp;
+    p.sampler.top_p = (float)top_p;
+    p.sampler.top_k = top_k;
+    p.sampler.min_p = (float)min_p;
+    p.seed = (uint64_t)seed;
+    p.stops = stops.v;
+    p.n_stops = stops.n;
+    gen_ctx g = {.stream = !json && samples == 1};
+    if ((rc = llm_generate(s, m->tok, slots, pend, samples, &p, NULL, res, on_text, &g))) goto fail;
+    double t2 = dr_now();
+    long total = 0;
+    for (int i = 0; i < samples; i++) total += res[i].n_ids;
+    if (json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (int i = 0; i < samples; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "text", json_stringn(res[i].text, res[i].len));
+            json_object_set_new(e, "tokens", json_integer(res[i].n_ids));
+            json_object_set_new(e, "finish", json_string(finish_name(res[i].finish)));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)n_ids));
+        json_object_set_new(o, "samples", arr);
+        json_object_set_new(o, "prefill_s", json_real(t1 - t0));
+        json_object_set_new(o, "decode_s", json_real(t2 - t1));
+        char *d = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", d);
+        free(d);
+        json_decref(o);
+    } else if (samples > 1) {
+        for (int i = 0; i < samples; i++) {
+            printf("--- sample %d (%d tokens, %s) ---\n", i + 1, res[i].n_ids, finish_name(res[i].finish));
+            fwrite(res[i].text, 1, res[i].len, stdout);
+            printf("\n");
+        }
+    } else {
+        printf("\n");
+    }
+    fprintf(stderr, "[prompt %zu tokens in %.2f s; %ld new tokens in %.2f s, %.1f tokens/s]\n", n_ids, t1 - t0, total,
+            t2 - t1, total / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+fail:
+    if (res)
+        for (int i = 0; i < samples; i++) llm_gen_result_free(&res[i]);
+    free(res);
+    free(slots);
+    free(pend);
+    free(ids);
+    free(chat_text);
+    free(file_text);
+    llm_session_free(s);
+    llm_model_free(m);
+    return rc ? cli_fail() : 0;
+}
+CLI_COMMAND(llm_generate, "llm generate", "generate text with a GGUF model (streams to stdout)", cmd_generate)
+
+/* ---------------------------------------------------------------- llm bench */
+static int cmd_bench(int argc, char **argv) {
+    const char *model_path = NULL;
+    int P = 128, B = 8, steps = 16, json = 0;
+    cli_opt opts[] = {
+        {"--model", CLI_STR, &model_path, "GGUF model"},
+        {"--prompt-tokens", CLI_INT, &P, "prefill length (default 128)"},
+        {"--batch", CLI_INT, &B, "decode batch (default 8)"},
+        {"--steps", CLI_INT, &steps, "decode steps measured (default 16)"},
+        {"--json", CLI_FLAG, &json, "print one JSON object"},
+    };
+    int np = 0;
+    int pr = cli_parse("deeprec llm bench --model M.gguf [--prompt-tokens P] [--batch B] [--json]", argc, argv, opts,
+                       (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (pr) return pr > 0 ? 0 : 2;
+    if (!model_path) return cli_usage_error("llm bench: --model is required");
+    if (P <= 0 || B <= 0 || steps <= 0) return cli_usage_error("llm bench: sizes must be > 0");
+    llm_model *m = NULL;
+    llm_session *s = NULL;
+    int rc = llm_model_load(&m, model_path);
+    if (rc) return cli_fail();
+    const int V = m->cfg.vocab;
+    int ctx = P + steps + 2;
+    int32_t *tok = dr_calloc((size_t)(P > B ? P : B), sizeof(int32_t));
+    float *lg = dr_calloc((size_t)B * V, sizeof(float));
+    int *slots = dr_calloc((size_t)B, sizeof(int));
+    if (!tok || !lg || !slots) rc = DR_ERR_NOMEM;
+    if (!rc) rc = llm_session_new(&s, m, B, ctx);
+    double pre_tps = 0, d1_tps = 0, dB_tps = 0;
+    if (!rc) {
+        dr_rng g;
+        dr_rng_seed(&g, 1);
+        for (int i = 0; i < (P > B ? P : B); i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
+        double t0 = dr_now();
+        rc = llm_prefill(s, 0, tok, P, lg, 0);
+        pre_tps = P / (dr_now() - t0);
+    }
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        int nb = pass ? B : 1;
+        for (int i = 0; i < nb; i++) {
+            slots[i] = i;
+            llm_slot_truncate(s, i, 0);
+        }
+        rc = llm_decode(s, slots, tok, nb, lg); /* warm-up */
+        double t0 = dr_now();
+        for (int st = 0; st < steps && !rc; st++) rc = llm_decode(s, slots, tok, nb, lg);
+        double tps = (double)nb * steps / (dr_now() - t0);
+        if (pass) dB_tps = tps;
+        else d1_tps = tps;
+    }
+    if (!rc) {
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "model", json_string(model_path));
+            json_object_set_new(o, "threads", json_integer(dr_threads()));
+            json_object_set_new(o, "prompt_tokens", json_integer(P));
+            json_object_set_new(o, "batch", json_integer(B));
+            json_object_set_new(o, "prefill_tokens_per_s", json_real(pre_tps));
+            json_object_set_new(o, "decode1_tokens_per_s", json_real(d1_tps));
+            json_object_set_new(o, "decodeB_tokens_per_s", json_real(dB_tps));
+            json_object_set_new(o, "weight_bytes", json_integer((json_int_t)llm_model_weight_bytes(m)));
+            char *d = json_dumps(o, JSON_COMPACT);
+            printf("%s\n", d);
+            free(d);
+            json_decref(o);
+        } else {
+            printf("prefill %d tokens: %.1f tokens/s\n", P, pre_tps);
+            printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", d1_tps,
+                   d1_tps * (double)llm_model_weight_bytes(m) / 1e9);
+            printf("decode batch %d: %.2f tokens/s\n", B, dB_tps);
+        }
+    }
+    free(tok);
+    free(lg);
+    free(slots);
+    llm_session_free(s);
+    llm_model_free(m);
+    return rc ? cli_fail() : 0;
+}
+CLI_COMMAND(llm_bench, "llm bench", "measure prefill and decode speed of a GGUF model", cmd_bench)
