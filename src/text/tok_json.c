@@ -98,7 +98,7 @@ int tok_load_json_mem(tokenizer **out, const char *text, size_t len) {
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24)) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 22)) {
             rc = dr_error(DR_ERR_FORMAT, "tokenizer.json: bad id for token \"%.40s\"", key);
             goto done;
         }
@@ -107,7 +107,7 @@ int tok_load_json_mem(tokenizer **out, const char *text, size_t len) {
     size_t i;
     json_array_foreach(added, i, val) {
         json_t *id = json_object_get(val, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 24) ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 22) ||
             !json_is_string(json_object_get(val, "content"))) {
             rc = dr_error(DR_ERR_FORMAT, "tokenizer.json: bad added_tokens entry %zu", i);
             goto done;

@@ -354,13 +354,38 @@ static void bpe_piece(const tokenizer *t, bpe_work *w, const uint8_t *s, size_t 
     }
 }
 
-typedef struct seg_ctx { const tokenizer *t; bpe_work *w; const char *text; ivec *out; } seg_ctx;
+/* Per-call cache of short pieces (long inputs repeat words a lot). */
+#define CACHE_CAP (1u << 15)
+#define CACHE_MAX_PIECE 24
+typedef struct cache_ent { uint64_t h; uint8_t len, nids; char bytes[CACHE_MAX_PIECE]; int32_t ids[CACHE_MAX_PIECE]; } cache_ent;
+typedef struct piece_cache { cache_ent *e; uint32_t n; } piece_cache;
+
+typedef struct seg_ctx { const tokenizer *t; bpe_work *w; const char *text; ivec *out; piece_cache *cache; } seg_ctx;
 static void on_piece(void *ctx, size_t a, size_t b) {
     seg_ctx *c = ctx;
-    bpe_piece(c->t, c->w, (const uint8_t *)c->text + a, b - a, c->out);
+    const uint8_t *s = (const uint8_t *)c->text + a;
+    size_t n = b - a;
+    if (!c->cache || n > CACHE_MAX_PIECE) { bpe_piece(c->t, c->w, s, n, c->out); return; }
+    uint64_t h = hash_bytes((const char *)s, n);
+    uint32_t mask = CACHE_CAP - 1, k = (uint32_t)h & mask;
+    cache_ent *e = c->cache->e;
+    while (e[k].len) {
+        if (e[k].h == h && e[k].len == n && !memcmp(e[k].bytes, s, n)) {
+            for (uint32_t i = 0; i < e[k].nids; i++) ivec_push(c->out, e[k].ids[i]);
+            return;
+        }
+        k = (k + 1) & mask;
+    }
+    size_t before = c->out->n;
+    bpe_piece(c->t, c->w, s, n, c->out);
+    if (c->out->err || c->cache->n >= CACHE_CAP / 2) return;
+    e[k].h = h; e[k].len = (uint8_t)n; e[k].nids = (uint8_t)(c->out->n - before);
+    memcpy(e[k].bytes, s, n);
+    memcpy(e[k].ids, c->out->v + before, (c->out->n - before) * sizeof(int32_t));
+    c->cache->n++;
 }
 
-static int encode_segment(const tokenizer *t, bpe_work *w, const char *s, size_t n, ivec *out) {
+static int encode_segment(const tokenizer *t, bpe_work *w, piece_cache *cache, const char *s, size_t n, ivec *out) {
     if (n == 0) return DR_OK;
     char *norm = NULL;
     size_t nn = n;
@@ -369,7 +394,7 @@ static int encode_segment(const tokenizer *t, bpe_work *w, const char *s, size_t
         if (rc) return rc;
         s = norm;
     }
-    seg_ctx c = {t, w, s, out};
+    seg_ctx c = {t, w, s, out, cache};
     int rc = tok_pretokenize(t->pre, s, nn, on_piece, &c);
     free(norm);
     return rc;
@@ -379,7 +404,12 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, int flags, int3
     *ids = NULL; *n_ids = 0;
     ivec out = {0};
     bpe_work w = {0};
+    piece_cache cache = {0}, *pc = NULL;
     int rc = DR_OK;
+    if (len >= 4096) { /* worth a cache */
+        cache.e = dr_calloc(CACHE_CAP, sizeof(cache_ent));
+        if (cache.e) pc = &cache;
+    }
     if ((flags & TOK_ENC_ADD_BOS) && t->bos >= 0) ivec_push(&out, t->bos);
     const uint8_t *u = (const uint8_t *)text;
     size_t seg = 0;
@@ -394,14 +424,15 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, int flags, int3
                 }
             }
             if (hit < 0) { i++; continue; }
-            if ((rc = encode_segment(t, &w, text + seg, i - seg, &out))) goto done;
+            if ((rc = encode_segment(t, &w, pc, text + seg, i - seg, &out))) goto done;
             ivec_push(&out, hit);
             i += t->len[hit];
             seg = i;
         }
     }
-    rc = encode_segment(t, &w, text + seg, len - seg, &out);
+    rc = encode_segment(t, &w, pc, text + seg, len - seg, &out);
 done:
+    free(cache.e);
     if (!rc && out.err) rc = out.err == DR_ERR_NOMEM ? dr_error(DR_ERR_NOMEM, "tokenizer: out of memory") : out.err;
     free(w.id); free(w.prev); free(w.next); free(w.heap);
     if (rc) { free(out.v); return rc; }

@@ -1,4 +1,5 @@
 /* UTF-8 decoding, Unicode categories for the pre-tokenizer, NFC normalisation. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "deeprec/tokenizer.h"
@@ -102,26 +103,39 @@ static uint32_t compose_pair(uint32_t a, uint32_t b) {
     return 0;
 }
 
-int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
-    const uint8_t *u = (const uint8_t *)s;
-    size_t i;
-    for (i = 0; i < len; i++)
-        if (u[i] >= 0xCC) break;
-    if (i == len) { /* every code point < U+0300: already NFC */
-        char *r = dr_malloc(len + 1);
-        if (!r) return DR_ERR_NOMEM;
-        if (len) memcpy(r, s, len);
-        r[len] = 0;
-        *out = r; *out_len = len;
-        return DR_OK;
+/* Quick check: a code point is "unsafe" when it has a decomposition, a non-zero ccc,
+ * can be the second element of a composition, or is a conjoining jamo. Text made only
+ * of safe code points is already NFC. Bitmap over all code points, built once. */
+static uint8_t g_unsafe[0x110000 / 8];
+static pthread_once_t g_unsafe_once = PTHREAD_ONCE_INIT;
+static void set_unsafe(uint32_t cp) { if (cp < 0x110000) g_unsafe[cp >> 3] |= (uint8_t)(1u << (cp & 7)); }
+static void unsafe_init(void) {
+    for (int i = 0; i < tok_decomp_index_n; i++) set_unsafe(tok_decomp_index[3 * i]);
+    for (int i = 0; i < tok_ccc_ranges_n; i++)
+        for (uint32_t c = tok_ccc_ranges[3 * i]; c <= tok_ccc_ranges[3 * i + 1]; c++) set_unsafe(c);
+    for (int i = 0; i < tok_comp_pairs_n; i++) set_unsafe(tok_comp_pairs[3 * i + 1]);
+    for (uint32_t c = 0x1100; c <= 0x11FF; c++) set_unsafe(c); /* conjoining jamo */
+}
+static int all_safe(const uint8_t *u, size_t len) {
+    pthread_once(&g_unsafe_once, unsafe_init);
+    for (size_t i = 0; i < len;) {
+        if (u[i] < 0xCC) { i++; continue; } /* ASCII, continuation bytes and lead bytes of < U+0300 */
+        uint32_t c;
+        i += (size_t)tok_utf8_next(u, len, i, &c);
+        if (!(c & TOK_BAD_BYTE) && (g_unsafe[c >> 3] >> (c & 7) & 1)) return 0;
     }
-    /* decompose (a code point expands to at most 4 under NFD here; Hangul to 3) */
-    size_t cap = 0;
-    if (!dr_mul_ok(len + 1, 4, &cap)) return dr_error(DR_ERR_NOMEM, "tok_nfc: input too large");
-    uint32_t *cp = dr_malloc(cap * sizeof(uint32_t));
-    if (!cp) return DR_ERR_NOMEM;
+    return 1;
+}
+
+static int is_unsafe(uint32_t c) {
+    return c >= 0x300 && !(c & TOK_BAD_BYTE) && (g_unsafe[c >> 3] >> (c & 7) & 1);
+}
+
+/* Full NFC of one region (decompose, reorder, compose); writes UTF-8 to dst, returns
+ * bytes written. cp is scratch of at least 4 * len entries. */
+static size_t nfc_region(const uint8_t *u, size_t len, uint32_t *cp, uint8_t *dst) {
     size_t n = 0;
-    for (i = 0; i < len;) {
+    for (size_t i = 0; i < len;) {
         uint32_t c;
         i += (size_t)tok_utf8_next(u, len, i, &c);
         if (c >= SBase && c < SBase + SCount) {
@@ -152,13 +166,12 @@ int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
     /* canonical composition */
     size_t w = 0;
     long starter = -1; /* index in output of the last starter */
-    int last_ccc = -1;
+    int last_ccc = -1; /* -1: nothing after the starter yet */
     for (size_t r = 0; r < n; r++) {
         uint32_t c = cp[r];
         int cc = ccc_of(c);
         if (starter >= 0) {
             int blocked = (last_ccc != -1) && (last_ccc == 0 || last_ccc >= cc);
-            /* last_ccc == -1: c directly follows the starter */
             if (!blocked) {
                 uint32_t comp = compose_pair(cp[starter], c);
                 if (comp) { cp[starter] = comp; continue; }
@@ -168,13 +181,61 @@ int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
         else last_ccc = cc;
         cp[w++] = c;
     }
-    n = w;
-    char *r = dr_malloc(n * 4 + 1);
-    if (!r) { free(cp); return DR_ERR_NOMEM; }
     size_t o = 0;
-    for (size_t k = 0; k < n; k++) o += (size_t)tok_utf8_put(cp[k], (uint8_t *)r + o);
+    for (size_t k = 0; k < w; k++) o += (size_t)tok_utf8_put(cp[k], dst + o);
+    return o;
+}
+
+int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
+    const uint8_t *u = (const uint8_t *)s;
+    if (all_safe(u, len)) { /* already NFC */
+        char *r = dr_malloc(len + 1);
+        if (!r) return DR_ERR_NOMEM;
+        if (len) memcpy(r, s, len);
+        r[len] = 0;
+        *out = r; *out_len = len;
+        return DR_OK;
+    }
+    /* Only regions around "unsafe" code points need work: a region starts at the
+     * starter before the first unsafe code point and ends at the next safe one (safe
+     * code points have ccc 0 and never combine with what precedes them). */
+    size_t cap = 0;
+    if (!dr_mul_ok(len + 1, 3, &cap)) return dr_error(DR_ERR_NOMEM, "tok_nfc: input too large");
+    uint8_t *r = dr_malloc(cap + 4);
+    if (!r) return DR_ERR_NOMEM;
+    uint32_t *scratch = NULL;
+    size_t scratch_cap = 0, o = 0, copied = 0, prev = 0;
+    int rc = DR_OK;
+    for (size_t i = 0; i < len;) {
+        uint32_t c;
+        int l = tok_utf8_next(u, len, i, &c);
+        if (!is_unsafe(c)) { prev = i; i += (size_t)l; continue; }
+        size_t start = (prev < i && prev >= copied) ? prev : i;
+        size_t end = i + (size_t)l;
+        while (end < len) {
+            uint32_t d;
+            int dl = tok_utf8_next(u, len, end, &d);
+            if (!is_unsafe(d)) break;
+            end += (size_t)dl;
+        }
+        memcpy(r + o, u + copied, start - copied);
+        o += start - copied;
+        size_t need = 4 * (end - start) + 4;
+        if (need > scratch_cap) {
+            uint32_t *ns = dr_realloc(scratch, need, sizeof(uint32_t));
+            if (!ns) { rc = DR_ERR_NOMEM; break; }
+            scratch = ns; scratch_cap = need;
+        }
+        o += nfc_region(u + start, end - start, scratch, r + o);
+        copied = end;
+        prev = end; /* not a starter candidate for the next region: it is included below */
+        i = end;
+    }
+    free(scratch);
+    if (rc) { free(r); return rc; }
+    memcpy(r + o, u + copied, len - copied);
+    o += len - copied;
     r[o] = 0;
-    free(cp);
-    *out = r; *out_len = o;
+    *out = (char *)r; *out_len = o;
     return DR_OK;
 }

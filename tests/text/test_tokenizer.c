@@ -137,6 +137,33 @@ TEST(text_nfc) {
     }
 }
 
+/* 400 random mixes of marks, jamo and precomposed letters against JavaScript's normalize('NFC') */
+TEST(text_nfc_reference) {
+    FILE *fp = fopen(FIXDIR "/nfc.jsonl", "rb");
+    CHECK(fp);
+    char line[4096];
+    int n = 0, bad = 0;
+    while (fgets(line, sizeof line, fp)) {
+        json_error_t e;
+        json_t *j = json_loads(line, 0, &e);
+        CHECK(j);
+        const char *in = json_string_value(json_object_get(j, "in")), *want = json_string_value(json_object_get(j, "out"));
+        char *o = NULL;
+        size_t no = 0;
+        CHECK_OK(tok_nfc(in, strlen(in), &o, &no));
+        if (no != strlen(want) || memcmp(o, want, no)) {
+            if (bad < 3) fprintf(stderr, "  nfc mismatch: %s -> %s (want %s)\n", in, o, want);
+            bad++;
+        }
+        free(o);
+        json_decref(j);
+        n++;
+    }
+    fclose(fp);
+    CHECK_EQ_INT(n, 400);
+    CHECK_EQ_INT(bad, 0);
+}
+
 TEST(text_qwen_reference_corpus) {
     tokenizer *t = qwen();
     CHECK_EQ_INT(tok_vocab_size(t), 151669);

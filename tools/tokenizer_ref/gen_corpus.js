@@ -102,6 +102,13 @@ const enc = s => Array.from(tok.encode(s, { add_special_tokens: false }));
 fs.writeFileSync(path.join(outDir, 'corpus.txt'), lines.join('\n') + '\n');
 fs.writeFileSync(path.join(outDir, 'corpus_ids.txt'), lines.map(l => enc(l).join(' ')).join('\n') + '\n');
 fs.writeFileSync(path.join(outDir, 'docs.jsonl'), docs.map(d => JSON.stringify({ text: d, ids: enc(d) })).join('\n') + '\n');
+// NFC cases: random mixes of bases, precomposed letters, combining marks and jamo
+const nfcPool = Array.from('aeouAEOUnycsSzZ<1 \u00c0\u00ca\u00e9\u1ec7\u01d5\u0391\u03b9\u1f00\uac00\uac01\u4e2d\u212b\u2126') .concat(
+  ['\u0300', '\u0301', '\u0302', '\u0303', '\u0304', '\u0306', '\u0307', '\u0308', '\u030a', '\u030c', '\u031b', '\u0323',
+   '\u0327', '\u0328', '\u0345', '\u0313', '\u0314', '\u1100', '\u1101', '\u1161', '\u1175', '\u11a8', '\u11c2', '\u0958', '\u05b8', '\u05b7', '\u0951']);
+const nfcCases = [];
+for (let i = 0; i < 400; i++) { let s = ''; const n = int(1, 12); for (let k = 0; k < n; k++) s += pick(nfcPool); nfcCases.push(s); }
+fs.writeFileSync(path.join(outDir, 'nfc.jsonl'), nfcCases.map(s => JSON.stringify({ in: s, out: s.normalize('NFC') })).join('\n') + '\n');
 let bad = 0;
 for (const l of lines) if (l.length && tok.decode(enc(l)) !== l.normalize('NFC')) bad++;
 console.error(`${lines.length} lines, ${docs.length} documents; reference decode mismatches (NFC aside): ${bad}`);
