@@ -220,7 +220,10 @@ typedef int (*llm_gen_cb)(void *ctx, int i, const char *text, size_t len);
  * are: prefill all but the last token into a slot, llm_slot_fork it into G slots, and
  * call this with the same pending token for all). tok may be NULL (then text is empty
  * and stops are ignored). rngs: NULL or n generators (advanced). res: n results the
- * caller frees with llm_gen_result_free. */
+ * caller frees with llm_gen_result_free.
+ * On return slot i holds its prompt (pending included) and res[i].ids except the last
+ * one (sampled, not fed yet): to continue a conversation, prefill that id followed by
+ * the new turn's tokens minus its last, and call again with the last as pending. */
 int llm_generate(llm_session *s, const struct tokenizer *tok, const int *slots, const int32_t *pending, int n,
                  const llm_gen_params *p, dr_rng *rngs, llm_gen_result *res, llm_gen_cb cb, void *cb_ctx);
 void llm_gen_result_free(llm_gen_result *r);

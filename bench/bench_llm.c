@@ -1,0 +1,225 @@
+/* LLM engine bench: a Qwen2.5-0.5B-shaped qwen2 model (24 layers, d 896, 14 heads,
+ * 2 KV heads, ffn 4864, vocab 151936, tied) with random weights in BF16 and Q8_0.
+ * Measures the machine's memory read bandwidth and OpenBLAS sgemm GFLOP/s in the same
+ * run and reports:
+ *   decode batch 1: weight bytes read per token / time vs read bandwidth (target >= 60%)
+ *   prefill P and decode batch B: model GFLOP/s vs sgemm GFLOP/s (target >= 50%)
+ * usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0] [--small] [--json]
+ * Threads: DEEPREC_THREADS (the issue's figures are for 2). */
+#include "deeprec/base.h"
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include <cblas.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+static double read_bandwidth(void) {
+    size_t n = (size_t)1 << 28; /* 1 GiB of floats */
+    float *a = dr_aligned_alloc(n * sizeof(float));
+    if (!a) return 0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = dr_now();
+        float total = 0;
+#pragma omp parallel reduction(+ : total)
+        {
+#ifdef __AVX2__
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < n; i += 32) {
+                s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
+                s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
+                s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
+                s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
+            }
+            float t[8];
+            _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+            for (int k = 0; k < 8; k++) total += t[k];
+#else
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < n; i++) total += a[i];
+#endif
+        }
+        double dt = dr_now() - t0;
+        sink += total;
+        double bw = (double)n * sizeof(float) / dt / 1e9;
+        if (bw > best) best = bw;
+    }
+    (void)sink;
+    free(a);
+    return best;
+}
+
+static double sgemm_gflops(void) {
+    const int M = 512, N = 4864, K = 896;
+    float *a = dr_aligned_alloc((size_t)M * K * 4), *b = dr_aligned_alloc((size_t)N * K * 4),
+          *c = dr_aligned_alloc((size_t)M * N * 4);
+    if (!a || !b || !c) return 0;
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 7) * 0.01f;
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = dr_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        double g = 2.0 * M * N * K / (dr_now() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+typedef struct result {
+    const char *type;
+    double init_s, prefill_tps, prefill_gflops, d1_tps, d1_gbs, dB_tps, dB_gflops;
+    size_t weight_bytes;
+} result;
+
+static int run_type(const llm_config *c, uint32_t type, int P, int B, int steps, result *r) {
+    llm_model *m;
+    double t0 = dr_now();
+    int rc = llm_model_init_random(&m, c, type, 0.02f, 1);
+    if (rc) return rc;
+    r->init_s = dr_now() - t0;
+    r->type = ggml_type_name(type);
+    r->weight_bytes = llm_model_weight_bytes(m);
+    const int V = c->vocab, D = c->dim, F = c->ffn, L = c->n_layers;
+    const double qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
+    const double layer_params = D * qd * 2 + D * kvd * 2 + 3.0 * D * F;
+    llm_session *s;
+    if ((rc = llm_session_new(&s, m, B, P + steps + 4))) {
+        llm_model_free(m);
+        return rc;
+    }
+    int32_t *tok = calloc((size_t)(P > B ? P : B), sizeof(int32_t));
+    float *lg = malloc((size_t)B * V * sizeof(float));
+    int *slots = calloc((size_t)B, sizeof(int));
+    dr_rng g;
+    dr_rng_seed(&g, 2);
+    for (int i = 0; i < (P > B ? P : B); i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
+    /* prefill P tokens (logits of the last only) */
+    t0 = dr_now();
+    rc = llm_prefill(s, 0, tok, P, lg, 0);
+    double dt = dr_now() - t0;
+    double attn = 0;
+    for (int i = 0; i < P; i++) attn += 4.0 * qd * (i + 1); /* QK^T and AV */
+    double flops = L * (2.0 * layer_params * P + attn) + 2.0 * D * V;
+    r->prefill_tps = P / dt;
+    r->prefill_gflops = flops / dt / 1e9;
+    /* decode: batch 1, then batch B (each slot continues after its current length) */
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        int nb = pass ? B : 1;
+        for (int i = 0; i < nb; i++) {
+            slots[i] = i;
+            llm_slot_truncate(s, i, 0);
+        }
+        if (pass) llm_slot_fork(s, 0, slots, nb);
+        rc = llm_decode(s, slots, tok, nb, lg);
+        t0 = dr_now();
+        for (int st = 0; st < steps && !rc; st++) rc = llm_decode(s, slots, tok + (st % nb), nb, lg);
+        dt = dr_now() - t0;
+        double tps = (double)nb * steps / dt;
+        if (pass) {
+            r->dB_tps = tps;
+            r->dB_gflops = tps * (2.0 * (L * layer_params + (double)D * V)) / 1e9;
+        } else {
+            r->d1_tps = tps;
+            r->d1_gbs = tps * (double)r->weight_bytes / 1e9;
+        }
+    }
+    free(tok);
+    free(lg);
+    free(slots);
+    llm_session_free(s);
+    llm_model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int P = 512, B = 8, steps = 8, json = 0, small = 0;
+    const char *types = "bf16,q8_0";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--prompt") && i + 1 < argc) P = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) B = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--small")) small = 1;
+        else {
+            fprintf(stderr, "usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0,f16,f32] [--small] [--json]\n");
+            return 2;
+        }
+    }
+    if (P <= 0 || B <= 0 || steps <= 0) return 2;
+    dr_threads_init();
+    llm_config c;
+    llm_config_default(&c, LLM_ARCH_QWEN2);
+    c.dim = 896, c.n_layers = 24, c.n_heads = 14, c.n_kv_heads = 2, c.head_dim = 64, c.ffn = 4864, c.vocab = 151936;
+    c.context = 32768;
+    if (small) c.n_layers = 4, c.vocab = 32000; /* quick check of the harness */
+    double bw = read_bandwidth(), gf = sgemm_gflops();
+    if (!json) {
+        printf("threads %d; memory read %.1f GB/s; sgemm %.1f GFLOP/s\n", dr_threads(), bw, gf);
+        printf("model: qwen2 %d layers, d %d, %d/%d heads, ffn %d, vocab %d, tied\n", c.n_layers, c.dim, c.n_heads,
+               c.n_kv_heads, c.ffn, c.vocab);
+    }
+    json_t *arr = json_array();
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", types);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        uint32_t ty = !strcmp(t, "bf16") ? GGML_TYPE_BF16 : !strcmp(t, "q8_0") ? GGML_TYPE_Q8_0
+                    : !strcmp(t, "f16") ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        result r = {0};
+        if (run_type(&c, ty, P, B, steps, &r)) {
+            fprintf(stderr, "bench_llm: %s\n", dr_error_message());
+            return 1;
+        }
+        if (!json) {
+            printf("%s (%.0f MB of weights, init %.1f s):\n", r.type, r.weight_bytes / 1e6, r.init_s);
+            printf("  prefill %d: %8.1f tokens/s  %6.1f GFLOP/s = %3.0f%% of sgemm (target 50%%)\n", P, r.prefill_tps,
+                   r.prefill_gflops, 100 * r.prefill_gflops / gf);
+            printf("  decode  1: %8.2f tokens/s  %6.1f GB/s    = %3.0f%% of read bandwidth (target 60%%)\n", r.d1_tps,
+                   r.d1_gbs, 100 * r.d1_gbs / bw);
+            printf("  decode %2d: %8.2f tokens/s  %6.1f GFLOP/s = %3.0f%% of sgemm (target 50%%)\n", B, r.dB_tps,
+                   r.dB_gflops, 100 * r.dB_gflops / gf);
+            fflush(stdout);
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "type", json_string(r.type));
+        json_object_set_new(o, "weight_bytes", json_integer((json_int_t)r.weight_bytes));
+        json_object_set_new(o, "prefill_tokens_per_s", json_real(r.prefill_tps));
+        json_object_set_new(o, "prefill_gflops", json_real(r.prefill_gflops));
+        json_object_set_new(o, "prefill_frac_sgemm", json_real(r.prefill_gflops / gf));
+        json_object_set_new(o, "decode1_tokens_per_s", json_real(r.d1_tps));
+        json_object_set_new(o, "decode1_gbs", json_real(r.d1_gbs));
+        json_object_set_new(o, "decode1_frac_bw", json_real(r.d1_gbs / bw));
+        json_object_set_new(o, "decodeB_tokens_per_s", json_real(r.dB_tps));
+        json_object_set_new(o, "decodeB_gflops", json_real(r.dB_gflops));
+        json_object_set_new(o, "decodeB_frac_sgemm", json_real(r.dB_gflops / gf));
+        json_array_append_new(arr, o);
+    }
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "threads", json_integer(dr_threads()));
+        json_object_set_new(o, "read_gbs", json_real(bw));
+        json_object_set_new(o, "sgemm_gflops", json_real(gf));
+        json_object_set_new(o, "prompt", json_integer(P));
+        json_object_set_new(o, "batch", json_integer(B));
+        json_object_set_new(o, "results", arr);
+        char *d = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", d);
+        free(d);
+        json_decref(o);
+    } else {
+        json_decref(arr);
+    }
+    return 0;
+}
