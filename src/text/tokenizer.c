@@ -355,10 +355,9 @@ static void bpe_piece(const tokenizer *t, bpe_work *w, const uint8_t *s, size_t 
 }
 
 /* Per-call cache of short pieces (long inputs repeat words a lot). */
-#define CACHE_CAP (1u << 15)
 #define CACHE_MAX_PIECE 24
 typedef struct cache_ent { uint64_t h; uint8_t len, nids; char bytes[CACHE_MAX_PIECE]; int32_t ids[CACHE_MAX_PIECE]; } cache_ent;
-typedef struct piece_cache { cache_ent *e; uint32_t n; } piece_cache;
+typedef struct piece_cache { cache_ent *e; uint32_t n, cap; } piece_cache;
 
 typedef struct seg_ctx { const tokenizer *t; bpe_work *w; const char *text; ivec *out; piece_cache *cache; } seg_ctx;
 static void on_piece(void *ctx, size_t a, size_t b) {
@@ -367,7 +366,7 @@ static void on_piece(void *ctx, size_t a, size_t b) {
     size_t n = b - a;
     if (!c->cache || n > CACHE_MAX_PIECE) { bpe_piece(c->t, c->w, s, n, c->out); return; }
     uint64_t h = hash_bytes((const char *)s, n);
-    uint32_t mask = CACHE_CAP - 1, k = (uint32_t)h & mask;
+    uint32_t mask = c->cache->cap - 1, k = (uint32_t)h & mask;
     cache_ent *e = c->cache->e;
     while (e[k].len) {
         if (e[k].h == h && e[k].len == n && !memcmp(e[k].bytes, s, n)) {
@@ -378,7 +377,7 @@ static void on_piece(void *ctx, size_t a, size_t b) {
     }
     size_t before = c->out->n;
     bpe_piece(c->t, c->w, s, n, c->out);
-    if (c->out->err || c->cache->n >= CACHE_CAP / 2) return;
+    if (c->out->err || c->cache->n >= c->cache->cap / 2) return;
     e[k].h = h; e[k].len = (uint8_t)n; e[k].nids = (uint8_t)(c->out->n - before);
     memcpy(e[k].bytes, s, n);
     memcpy(e[k].ids, c->out->v + before, (c->out->n - before) * sizeof(int32_t));
@@ -406,8 +405,10 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, int flags, int3
     bpe_work w = {0};
     piece_cache cache = {0}, *pc = NULL;
     int rc = DR_OK;
-    if (len >= 4096) { /* worth a cache */
-        cache.e = dr_calloc(CACHE_CAP, sizeof(cache_ent));
+    if (len >= 4096) { /* worth a cache: about one slot per 4 bytes of text, at most 32k */
+        cache.cap = 1024;
+        while (cache.cap < len / 4 && cache.cap < (1u << 15)) cache.cap <<= 1;
+        cache.e = dr_calloc(cache.cap, sizeof(cache_ent));
         if (cache.e) pc = &cache;
     }
     if ((flags & TOK_ENC_ADD_BOS) && t->bos >= 0) ivec_push(&out, t->bos);

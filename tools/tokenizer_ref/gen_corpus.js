@@ -109,6 +109,12 @@ const nfcPool = Array.from('aeouAEOUnycsSzZ<1 \u00c0\u00ca\u00e9\u1ec7\u01d5\u03
 const nfcCases = [];
 for (let i = 0; i < 400; i++) { let s = ''; const n = int(1, 12); for (let k = 0; k < n; k++) s += pick(nfcPool); nfcCases.push(s); }
 fs.writeFileSync(path.join(outDir, 'nfc.jsonl'), nfcCases.map(s => JSON.stringify({ in: s, out: s.normalize('NFC') })).join('\n') + '\n');
+// The GPT-2 pre-tokenizer (ByteLevel with its regex) and no normalizer, same vocabulary:
+// the C test builds the same variant of tokenizer.json.
+const gpt2 = fromPreTrained({ tokenizerJSON: { normalizer: null,
+  pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } } });
+fs.writeFileSync(path.join(outDir, 'corpus_ids_gpt2.txt'),
+  lines.map(l => Array.from(gpt2.encode(l, { add_special_tokens: false })).join(' ')).join('\n') + '\n');
 let bad = 0;
 for (const l of lines) if (l.length && tok.decode(enc(l)) !== l.normalize('NFC')) bad++;
 console.error(`${lines.length} lines, ${docs.length} documents; reference decode mismatches (NFC aside): ${bad}`);
