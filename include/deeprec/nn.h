@@ -87,6 +87,8 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  *   key_len [B] (or NULL): keys j >= key_len[b] are masked (right padding);
  *   key_mask [B,Tk] (or NULL): key_mask[b*Tk + j] == 0 masks key j (any padding pattern).
  * A query whose every key is masked gets att row 0 and out row 0, and no gradient.
+ * Keys at or past key_len[b], or past the causal bound, are never read; keys masked by
+ * key_mask inside that range are read with weight 0, so they must hold finite values.
  * Dropout (p = dropout in [0,1)) is applied to the probabilities: out = (P .* M / (1-p)) V, with
  * M drawn from dr_rng_split(rng, b*H + h), one uniform per (i, j) in row-major order; the
  * backward regenerates the same M from the same rng, so pass the same config to both. */

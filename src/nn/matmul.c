@@ -1,6 +1,7 @@
 /* Matrix products through OpenBLAS cblas_sgemm, and the linear layer y = x W^T + b. */
 #include "deeprec/nn.h"
 #include <cblas.h>
+#include <string.h>
 
 void nn_matmul(float *C, const float *A, const float *B, int M, int N, int K,
                int transA, int transB, float alpha, float beta) {
@@ -34,12 +35,9 @@ void nn_matmul_backward(float *dA, float *dB, const float *dC, const float *A, c
 void nn_linear_forward(float *y, const float *x, const float *W, const float *b,
                        int N, int in, int out) {
     if (b) {
-        /* start from the bias, then accumulate x W^T */
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            float *yr = y + (size_t)n * out;
-            for (int o = 0; o < out; o++) yr[o] = b[o];
-        }
+        /* start from the bias, then accumulate x W^T. Serial on purpose: an OpenMP region
+         * right before sgemm leaves its threads spinning while OpenBLAS's threads work. */
+        for (int n = 0; n < N; n++) memcpy(y + (size_t)n * out, b, sizeof(float) * (size_t)out);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, W, in,
                 b ? 1.0f : 0.0f, y, out);
@@ -54,14 +52,10 @@ void nn_linear_backward(float *dx, float *dW, float *db, const float *dy, const 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, 1.0f, dy, out, x, in,
                     1.0f, dW, in);
     if (db) {
-        /* each thread owns a block of output columns and sums rows in order */
-#pragma omp parallel for schedule(static)
-        for (int o0 = 0; o0 < out; o0 += 64) {
-            int o1 = o0 + 64 < out ? o0 + 64 : out;
-            for (int n = 0; n < N; n++) {
-                const float *r = dy + (size_t)n * out;
-                for (int o = o0; o < o1; o++) db[o] += r[o];
-            }
+        /* rows summed in order (deterministic); serial for the reason given above */
+        for (int n = 0; n < N; n++) {
+            const float *r = dy + (size_t)n * out;
+            for (int o = 0; o < out; o++) db[o] += r[o];
         }
     }
 }
