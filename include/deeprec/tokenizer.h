@@ -38,9 +38,11 @@ typedef struct tokenizer tokenizer;
 int tok_load_gguf(tokenizer **out, const struct gguf_file *f);
 /* Convenience: open path, load, close. */
 int tok_load_gguf_path(tokenizer **out, const char *path);
-/* From a Hugging Face tokenizer.json (model.type "BPE", ByteLevel). Special ids
- * (eos = <|endoftext|> or <|im_end|> ...) are guessed as llama.cpp's converter does
- * unless set later with tok_set_special. */
+/* From a Hugging Face tokenizer.json (model.type "BPE", ByteLevel; pre-tokenizer the qwen2
+ * Split regex or GPT-2 ByteLevel(use_regex); normalizer NFC or none). added_tokens with
+ * "special": true become CONTROL, the others USER_DEFINED. Special ids: eos = <|im_end|>
+ * when present else <|endoftext|>; bos = pad = <|endoftext|>; add_bos off (as for Qwen);
+ * change them with tok_set_special. */
 int tok_load_json(tokenizer **out, const char *path);
 int tok_load_json_mem(tokenizer **out, const char *json, size_t len);
 /* Either: a path ending in .json -> tok_load_json, else GGUF. */
@@ -56,14 +58,16 @@ int tok_save_gguf(const tokenizer *t, const char *path);
 /* ---- encoding / decoding ---- */
 enum tok_encode_flags {
     TOK_ENC_DEFAULT = 0,
-    TOK_ENC_NO_SPECIAL = 1, /* do not match special/added tokens: "<|im_end|>" is encoded as plain text */
+    TOK_ENC_NO_SPECIAL = 1, /* do not match CONTROL tokens: "<|im_end|>" is encoded as plain text
+                               (USER_DEFINED added tokens such as <think> are still matched, as llama.cpp does) */
     TOK_ENC_ADD_BOS = 2     /* prepend bos when the tokenizer has one */
 };
 /* Encode len bytes of text. *ids is heap-allocated (caller frees), *n_ids its length.
  * An empty input gives n_ids = 0 and *ids = NULL or an empty allocation. */
 int tok_encode(const tokenizer *t, const char *text, size_t len, int flags, int32_t **ids, size_t *n_ids);
-/* Decode ids to bytes (NUL-terminated heap string, *len excludes the NUL). Special tokens
- * are written as their text unless skip_special. Out-of-range ids: DR_ERR_RANGE. */
+/* Decode ids to bytes (NUL-terminated heap string, *len excludes the NUL). Added tokens
+ * are written as their text; skip_special leaves out CONTROL tokens. Out-of-range ids:
+ * DR_ERR_RANGE. Concatenating tok_token_to_piece of each id gives the same bytes. */
 int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out, size_t *len);
 /* The raw bytes of one token (the piece after byte->unicode reversal). Returns the number
  * of bytes (may be > cap: then only cap written), or -1 for an invalid id. */

