@@ -1,0 +1,344 @@
+/* deeprec agent synth | recommend: the DeepRec agent from the command line. */
+#include "cli.h"
+#include "deeprec/agent.h"
+#include "deeprec/data.h"
+#include "deeprec/llm.h"
+#include "deeprec/tokenizer.h"
+#include "deeprec/trm.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void print_json(json_t *j) {
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (s) printf("%s\n", s);
+    free(s);
+    json_decref(j);
+}
+
+/* ------------------------------------------------------------------ agent synth */
+static int cmd_synth(int argc, char **argv) {
+    const char *data_path = NULL, *trm_path = NULL, *out = NULL;
+    int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
+    int64_t seed = 1;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
+        {"--trm", CLI_STR, &trm_path, "preference-aware TRM checkpoint (.gguf)"},
+        {"--out", CLI_STR, &out, "trajectories, JSON lines {prompt, completion, mask}"},
+        {"--users", CLI_INT, &users, "training users to sample (0 = all)"},
+        {"--seed", CLI_I64, &seed, "random seed (1)"},
+        {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
+        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
+        {"--max-hist", CLI_INT, &max_hist, "history items shown in the prompt (20)"},
+        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec agent synth --data DATA.gguf --trm TRM.gguf --out TRAJ.jsonl [--users N] [--seed S]",
+                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data_path || !trm_path || !out) return cli_usage_error("agent synth needs --data, --trm and --out");
+    if (users < 0 || tool_k < AGENT_N_REC || max_hist < 1)
+        return cli_usage_error("agent synth: --users >= 0, --tool-k >= %d, --max-hist >= 1", AGENT_N_REC);
+    double t0 = dr_now();
+    dr_dataset d;
+    memset(&d, 0, sizeof d);
+    trm_model *tm = NULL;
+    agent_catalog *cat = NULL;
+    agent_tool tool = {0};
+    int32_t *order = NULL;
+    dr_afile af = {0};
+    int rc;
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
+        (rc = agent_tool_trm_new(&tool, tm, 1)))
+        goto fail;
+    /* training users with at least two train items: history = train[:-1], target = train[-1] */
+    order = dr_calloc((size_t)d.n_users + 1, sizeof *order);
+    if (!order) {
+        rc = dr_error_code();
+        goto fail;
+    }
+    int n_cand = 0;
+    for (int32_t u = 0; u < d.n_users; u++) {
+        const int32_t *tr;
+        if (dr_data_train(&d, u, &tr) >= 2) order[n_cand++] = u;
+    }
+    dr_rng rng;
+    dr_rng_seed(&rng, (uint64_t)seed);
+    dr_rng_shuffle_i32(&rng, order, (size_t)n_cand);
+    int n_use = users > 0 && users < n_cand ? users : n_cand;
+    if ((rc = dr_afile_open(&af, out))) goto fail;
+    dr_progress prog;
+    dr_progress_start(&prog, quiet || json ? NULL : stderr, "synth", n_use, "users");
+    int64_t written = 0, skipped = 0, calls = 0, hits = 0, retrieved_hits = 0;
+    for (int i = 0; i < n_use; i++) {
+        int32_t u = order[i];
+        const int32_t *tr;
+        int64_t n_tr = dr_data_train(&d, u, &tr);
+        int32_t target = tr[n_tr - 1];
+        agent_synth_opts so = {chat, max_hist, tool_k, 0};
+        dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
+        so.seed = dr_rng_u64(&ur);
+        agent_synth_traj t;
+        rc = agent_synth_one(cat, &tool, tr, n_tr - 1, &so, &t);
+        if (rc == DR_ERR_RANGE || rc == DR_ERR_FORMAT) {
+            dr_log(DR_LOG_DEBUG, "synth: user %s skipped: %s", d.user_ids[u], dr_error_message());
+            dr_error_clear();
+            skipped++;
+            dr_progress_update(&prog, i + 1);
+            continue;
+        }
+        if (rc) goto fail_prog;
+        char *line;
+        if ((rc = agent_synth_json(&t, &line))) {
+            agent_synth_traj_free(&t);
+            goto fail_prog;
+        }
+        fputs(line, af.fp);
+        fputc('\n', af.fp);
+        free(line);
+        written++;
+        calls += t.n_calls;
+        agent_answer a;
+        if (!agent_answer_parse(t.completion, strlen(t.completion), &a)) {
+            for (int k = 0; k < a.n_lines; k++)
+                if (agent_catalog_find(cat, a.lines[k], -1) == target) hits++;
+            agent_answer_free(&a);
+        }
+        if (strstr(t.completion, agent_catalog_title(cat, target))) retrieved_hits++;
+        agent_synth_traj_free(&t);
+        dr_progress_set_extra(&prog, "%lld written", (long long)written);
+        dr_progress_update(&prog, i + 1);
+    }
+    dr_progress_finish(&prog);
+    if (ferror(af.fp)) {
+        rc = dr_error_at(DR_ERR_IO, out, 0, "write failed");
+        goto fail;
+    }
+    if ((rc = dr_afile_commit(&af))) goto fail;
+    double secs = dr_now() - t0;
+    double wn = written ? (double)written : 1.0;
+    if (json) {
+        json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "out", out, "written", (json_int_t)written,
+                              "skipped", (json_int_t)skipped, "mean_calls", (double)calls / wn, "target_in_top10",
+                              (double)hits / wn, "target_in_text", (double)retrieved_hits / wn, "seconds", secs);
+        print_json(j);
+    } else {
+        printf("agent synth: %lld trajectories -> %s (%lld users skipped), %.2f tool calls each, target in the "
+               "top-10 %.1f%%, in the text %.1f%%, %.1f s\n",
+               (long long)written, out, (long long)skipped, (double)calls / wn, 100.0 * (double)hits / wn,
+               100.0 * (double)retrieved_hits / wn, secs);
+    }
+    free(order);
+    agent_tool_trm_free(&tool);
+    agent_catalog_free(cat);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return 0;
+fail_prog:
+    dr_progress_finish(&prog);
+fail:
+    if (af.fp) dr_afile_abort(&af);
+    free(order);
+    agent_tool_trm_free(&tool);
+    agent_catalog_free(cat);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return cli_fail();
+}
+CLI_COMMAND(agent_synth, "agent synth", "build protocol-valid warm-start trajectories with the TRM (JSON lines)",
+            cmd_synth)
+
+/* ------------------------------------------------------------------ recommend */
+static json_t *items_json(const agent_catalog *c, const int32_t *ids, const float *scores, int n, int32_t target) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *o = json_pack("{s:i, s:s}", "id", (int)ids[i], "title", agent_catalog_title(c, ids[i]));
+        if (scores) json_object_set_new(o, "score", json_real(scores[i]));
+        if (ids[i] == target) json_object_set_new(o, "target", json_true());
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static const char *seg_name(int k) { return k == AGENT_SEG_PROMPT ? "prompt" : k == AGENT_SEG_GEN ? "model" : "tool"; }
+
+static int cmd_recommend(int argc, char **argv) {
+    const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *user = NULL,
+               *split = "test";
+    int chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, max_calls = AGENT_MAX_CALLS, json = 0,
+        max_turn = 1024, ctx = 0, show_prompt = 0;
+    double temp = 0.0, top_p = 1.0;
+    int64_t seed = 1;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
+        {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf)"},
+        {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama)"},
+        {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
+        {"--user", CLI_STR, &user, "user id (as in the source data; '#N' = the N-th user)"},
+        {"--split", CLI_STR, &split, "test (history seq[:-1]) | valid (seq[:-2])"},
+        {"--chat", CLI_FLAG, &chat, "ChatML prompt (default: plain base-model prompt)"},
+        {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
+        {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
+        {"--seed", CLI_I64, &seed, "sampling seed (1)"},
+        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
+        {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
+        {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
+        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
+        {"--ctx", CLI_INT, &ctx, "context cap in tokens (0 = min(model, 4096))"},
+        {"--show-prompt", CLI_FLAG, &show_prompt, "print the whole prompt too"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec recommend --data DATA.gguf --trm TRM.gguf --llm M.gguf --user U [--json]", argc, argv,
+                      opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data_path || !trm_path || !llm_path || !user)
+        return cli_usage_error("recommend needs --data, --trm, --llm and --user");
+    if (strcmp(split, "test") && strcmp(split, "valid")) return cli_usage_error("--split must be test or valid");
+    dr_dataset d;
+    memset(&d, 0, sizeof d);
+    trm_model *tm = NULL;
+    llm_model *lm = NULL;
+    tokenizer *tok = NULL;
+    agent_catalog *cat = NULL;
+    agent_tool tool = {0};
+    agent_model model = {0};
+    agent_episode *ep = NULL;
+    int rc;
+    if ((rc = dr_data_load(&d, data_path))) goto fail;
+    int32_t u = dr_data_find_user(&d, user);
+    if (u < 0 && user[0] == '#') {
+        char *end;
+        long k = strtol(user + 1, &end, 10);
+        if (*end == 0 && k >= 0 && k < d.n_users) u = (int32_t)k;
+    }
+    if (u < 0) {
+        rc = dr_error(DR_ERR_ARG, "user '%s' is not in %s", user, data_path);
+        dr_error_hint("give the user id of the source data, or '#N' for the N-th user (0..%d)", (int)d.n_users - 1);
+        goto fail;
+    }
+    const int32_t *hist;
+    int64_t n_hist;
+    int32_t target = !strcmp(split, "test") ? dr_data_test(&d, u, &hist, &n_hist) : dr_data_valid(&d, u, &hist, &n_hist);
+    if (!target) {
+        n_hist = dr_data_seq_len(&d, u);
+        hist = dr_data_seq(&d, u);
+    }
+    if ((rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path))) goto fail;
+    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
+    if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto fail;
+    agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed};
+    if ((rc = agent_model_llm_new(&model, lm, tok, &lo))) goto fail;
+    agent_request rq = {u, hist, n_hist, target};
+    agent_rollout_opts ro = {0};
+    ro.chat = chat;
+    ro.max_hist = max_hist;
+    ro.tool_k = tool_k;
+    ro.max_calls = max_calls;
+    ro.samples = 1;
+    ro.max_turn_tokens = max_turn;
+    double t0 = dr_now();
+    if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro, &ep))) goto fail;
+    double secs = dr_now() - t0;
+    int64_t shown0 = n_hist > max_hist ? n_hist - max_hist : 0;
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "user", json_string(d.user_ids[u]));
+        json_object_set_new(j, "split", json_string(split));
+        json_object_set_new(j, "target", target ? json_pack("{s:i, s:s}", "id", (int)target, "title",
+                                                            agent_catalog_title(cat, target))
+                                                : json_null());
+        json_object_set_new(j, "history", items_json(cat, hist + shown0, NULL, (int)(n_hist - shown0), target));
+        json_t *segs = json_array();
+        for (int i = 1; i < ep->n_segs; i++) {
+            const agent_segment *s = &ep->segs[i];
+            json_array_append_new(segs, json_pack("{s:s, s:s%, s:i}", "kind", seg_name(s->kind), "text",
+                                                  ep->text + s->chr_begin, (size_t)(s->chr_end - s->chr_begin),
+                                                  "tokens", (int)(s->tok_end - s->tok_begin)));
+        }
+        json_object_set_new(j, "segments", segs);
+        json_t *calls = json_array();
+        for (int i = 0; i < ep->n_calls; i++) {
+            const agent_call *c = &ep->calls[i];
+            json_array_append_new(calls, json_pack("{s:s, s:o}", "preference", c->preference, "items",
+                                                   items_json(cat, c->items, c->scores, c->n_items, target)));
+        }
+        json_object_set_new(j, "calls", calls);
+        json_t *ans = json_array();
+        for (int i = 0; i < ep->answer.n_lines; i++) {
+            static const char *const how[] = {"none", "exact", "fallback"};
+            json_t *o = json_pack("{s:s, s:i, s:s}", "line", ep->answer.lines[i], "id", (int)ep->resolved[i], "how",
+                                  how[ep->how[i]]);
+            if (ep->resolved[i]) json_object_set_new(o, "title", json_string(agent_catalog_title(cat, ep->resolved[i])));
+            json_array_append_new(ans, o);
+        }
+        json_object_set_new(j, "answer", ans);
+        json_object_set_new(j, "outcome", json_string(agent_outcome_name(ep->outcome)));
+        json_object_set_new(j, "format", json_string(agent_format_name(ep->format)));
+        json_object_set_new(j, "hit_rank", json_integer(ep->hit_rank));
+        json_object_set_new(j, "hit_rank_substring", json_integer(ep->hit_rank_substr));
+        json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
+        json_object_set_new(j, "seconds", json_real(secs));
+        print_json(j);
+    } else {
+        printf("user %s (%s split), %lld history items; held-out target: %s\n", d.user_ids[u], split,
+               (long long)n_hist, target ? agent_catalog_title(cat, target) : "(none)");
+        if (show_prompt) printf("\n== prompt\n%.*s\n", (int)ep->prompt_len, ep->text);
+        printf("\n== history (last %lld, oldest first)\n", (long long)(n_hist - shown0));
+        for (int64_t i = shown0; i < n_hist; i++) {
+            const char *cats = agent_catalog_categories(cat, hist[i]);
+            printf("%3lld. %s%s%s%s\n", (long long)(i - shown0 + 1), agent_catalog_title(cat, hist[i]),
+                   *cats ? "  [" : "", cats, *cats ? "]" : "");
+        }
+        int call = 0;
+        for (int i = 1; i < ep->n_segs; i++) {
+            const agent_segment *s = &ep->segs[i];
+            if (s->kind == AGENT_SEG_GEN) {
+                printf("\n== model (%d tokens)\n%.*s\n", (int)(s->tok_end - s->tok_begin), (int)(s->chr_end - s->chr_begin),
+                       ep->text + s->chr_begin);
+            } else if (s->kind == AGENT_SEG_TOOL && call < ep->n_calls) {
+                const agent_call *c = &ep->calls[call++];
+                printf("\n== tool call %d: \"%s\" -> %d items\n", call, c->preference, c->n_items);
+                for (int k = 0; k < c->n_items; k++)
+                    printf("  %s%2d. %s (id %d, score %.3f)\n", c->items[k] == target ? "* " : "  ", k + 1,
+                           agent_catalog_title(cat, c->items[k]), (int)c->items[k], c->scores[k]);
+            }
+        }
+        printf("\n== final list\n");
+        for (int i = 0; i < ep->answer.n_lines; i++) {
+            static const char *const how[] = {"unresolved", "exact", "fallback"};
+            printf("  %s%2d. %s -> ", ep->resolved[i] && ep->resolved[i] == target ? "* " : "  ", i + 1,
+                   ep->answer.lines[i]);
+            if (ep->resolved[i])
+                printf("id %d (%s)\n", (int)ep->resolved[i], how[ep->how[i]]);
+            else
+                printf("unresolved\n");
+        }
+        printf("\noutcome %s, format %s, %d tool calls, %d generated tokens, %.2f s; target rank %d (substring rule %d)"
+               "  [* = held-out target; ranks 1-based, 0 = missed]\n",
+               agent_outcome_name(ep->outcome), agent_format_name(ep->format), ep->n_calls, (int)ep->n_generated, secs,
+               ep->hit_rank + 1, ep->hit_rank_substr + 1);
+    }
+    agent_episodes_free(ep, 1);
+    agent_model_llm_free(&model);
+    agent_tool_trm_free(&tool);
+    agent_catalog_free(cat);
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return 0;
+fail:
+    agent_episodes_free(ep, 1);
+    agent_model_llm_free(&model);
+    agent_tool_trm_free(&tool);
+    agent_catalog_free(cat);
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return cli_fail();
+}
+CLI_COMMAND(recommend, "recommend", "one user's whole DeepRec trace (history, thoughts, tool calls, final list)",
+            cmd_recommend)
