@@ -148,7 +148,7 @@ static inline __attribute__((always_inline)) void tile(uint32_t type, const uint
 }
 
 #define DEF_KERNEL(NAME, TYPE)                                                                          \
-    static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
+    __attribute__((unused)) static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
                      float *y, int ldy) {                                                              \
         if (R == 4 && J == 1) tile(TYPE, w, rb, 4, x, ldx, 1, cols, y, ldy);                           \
         else if (R == 2 && J == 4) tile(TYPE, w, rb, 2, x, ldx, 4, cols, y, ldy);                      \
@@ -165,13 +165,106 @@ DEF_KERNEL(kern_f16, GGML_TYPE_F16)
 DEF_KERNEL(kern_bf16, GGML_TYPE_BF16)
 DEF_KERNEL(kern_q8_0, GGML_TYPE_Q8_0)
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* AVX-512: 16 weights at a time, up to 4 rows x 4 activation rows in registers. */
+#define LLM_AVX512 1
+static inline __attribute__((always_inline)) __m512 load_w16(uint32_t type, const uint8_t *row, int k, __m512 d) {
+    switch (type) {
+    case GGML_TYPE_F32: return _mm512_loadu_ps((const float *)row + k);
+    case GGML_TYPE_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k)));
+    case GGML_TYPE_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + k))), 16));
+    default: {
+        const int8_t *q = (const int8_t *)(row + (size_t)(k / Q8_BLOCK) * Q8_BYTES + 2) + (k % Q8_BLOCK);
+        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+        return _mm512_mul_ps(f, d);
+    }
+    }
+}
+
+static inline __attribute__((always_inline)) void tile512(uint32_t type, const uint8_t *w, size_t rb, const int R,
+                                                         const float *x, int ldx, const int J, int cols, float *y,
+                                                         int ldy) {
+    __m512 acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) acc[r][j] = _mm512_setzero_ps();
+    int k = 0;
+    int kend = cols & ~(Q8_BLOCK - 1);
+    for (; k < kend; k += Q8_BLOCK) {
+        __m512 d[4];
+        for (int r = 0; r < R; r++) {
+            if (type == GGML_TYPE_Q8_0) {
+                uint16_t dh;
+                memcpy(&dh, w + r * rb + (size_t)(k / Q8_BLOCK) * Q8_BYTES, 2);
+                d[r] = _mm512_set1_ps(_cvtsh_ss(dh));
+            } else {
+                d[r] = _mm512_setzero_ps();
+            }
+        }
+        for (int s = 0; s < Q8_BLOCK; s += 16) {
+            __m512 wv[4];
+            for (int r = 0; r < R; r++) wv[r] = load_w16(type, w + r * rb, k + s, d[r]);
+            for (int j = 0; j < J; j++) {
+                __m512 xv = _mm512_loadu_ps(x + (size_t)j * ldx + k + s);
+                for (int r = 0; r < R; r++) acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) {
+            float s = _mm512_reduce_add_ps(acc[r][j]);
+            for (int kk = k; kk < cols; kk++) {
+                float wk;
+                const uint8_t *row = w + r * rb;
+                if (type == GGML_TYPE_F32) wk = ((const float *)row)[kk];
+                else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[kk]);
+                else {
+                    uint32_t u = (uint32_t)((const uint16_t *)row)[kk] << 16;
+                    memcpy(&wk, &u, 4);
+                }
+                s += wk * x[(size_t)j * ldx + kk];
+            }
+            y[(size_t)j * ldy + r] = s;
+        }
+}
+
+#define DEF_KERNEL512(NAME, TYPE)                                                                       \
+    static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
+                     float *y, int ldy) {                                                              \
+        if (R == 3 && J == 8) tile512(TYPE, w, rb, 3, x, ldx, 8, cols, y, ldy);                        \
+        else if (R == 3 && J == 4) tile512(TYPE, w, rb, 3, x, ldx, 4, cols, y, ldy);                   \
+        else if (R == 3 && J == 2) tile512(TYPE, w, rb, 3, x, ldx, 2, cols, y, ldy);                   \
+        else if (R == 3 && J == 1) tile512(TYPE, w, rb, 3, x, ldx, 1, cols, y, ldy);                   \
+        else if (R == 4 && J == 4) tile512(TYPE, w, rb, 4, x, ldx, 4, cols, y, ldy);                   \
+        else if (R == 4 && J == 3) tile512(TYPE, w, rb, 4, x, ldx, 3, cols, y, ldy);                   \
+        else if (R == 4 && J == 2) tile512(TYPE, w, rb, 4, x, ldx, 2, cols, y, ldy);                   \
+        else if (R == 4 && J == 1) tile512(TYPE, w, rb, 4, x, ldx, 1, cols, y, ldy);                   \
+        else                                                                                            \
+            for (int r_ = 0; r_ < R; r_++)                                                              \
+                for (int j_ = 0; j_ < J; j_++)                                                          \
+                    tile512(TYPE, w + r_ * rb, rb, 1, x + (size_t)j_ * ldx, ldx, 1, cols, y + (size_t)j_ * ldy + r_, ldy); \
+    }
+DEF_KERNEL512(kern512_f32, GGML_TYPE_F32)
+DEF_KERNEL512(kern512_f16, GGML_TYPE_F16)
+DEF_KERNEL512(kern512_bf16, GGML_TYPE_BF16)
+DEF_KERNEL512(kern512_q8_0, GGML_TYPE_Q8_0)
+#endif
+
 typedef void (*kern_fn)(const uint8_t *, size_t, int, const float *, int, int, int, float *, int);
 
 static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
+#ifdef LLM_AVX512
+    kern_fn k = w->type == GGML_TYPE_F32 ? kern512_f32
+              : w->type == GGML_TYPE_F16 ? kern512_f16
+              : w->type == GGML_TYPE_BF16 ? kern512_bf16 : kern512_q8_0;
+    const int R = n == 1 ? 4 : 3, JB = n == 1 ? 1 : 8;
+#else
     kern_fn k = w->type == GGML_TYPE_F32 ? kern_f32
               : w->type == GGML_TYPE_F16 ? kern_f16
               : w->type == GGML_TYPE_BF16 ? kern_bf16 : kern_q8_0;
-    const int R = n == 1 ? 4 : 2;
+    const int R = n == 1 ? 4 : 2, JB = 4;
+#endif
     const int rows = w->rows, cols = w->cols;
     const int nblk = (rows + R - 1) / R;
     const uint8_t *base = (const uint8_t *)w->data;
@@ -180,8 +273,8 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
     for (int b = 0; b < nblk; b++) {
         int r0 = b * R, rr = rows - r0 < R ? rows - r0 : R;
         const uint8_t *wr = base + (size_t)r0 * w->row_bytes;
-        for (int j = 0; j < n; j += 4) {
-            int jj = n - j < 4 ? n - j : 4;
+        for (int j = 0; j < n; j += JB) {
+            int jj = n - j < JB ? n - j : JB;
             k(wr, w->row_bytes, rr, x + (size_t)j * cols, cols, jj, cols, y + (size_t)j * rows + r0, rows);
         }
     }
