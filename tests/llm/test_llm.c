@@ -176,6 +176,9 @@ TEST(llm_llama_matches_reference) {
     ref_test("llama_tiny", 1e-4);
 }
 
+/* A model written by `deeprec llm init` (our GGUF writer), evaluated by the reference's reader. */
+TEST(llm_init_model_matches_reference) { ref_test("qwen2_init", 1e-4); }
+
 /* Weight types: the converted model against (a) the fp32 reference with the stated
  * tolerance and (b) an F32 model holding exactly the rounded weights (kernel exactness). */
 static void type_test(const char *name, uint32_t type, double tol_ref) {
