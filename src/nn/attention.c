@@ -7,7 +7,11 @@
 
 /* Let the compiler fuse a*b+c into FMA here (the build uses -std=c11, which turns
  * contraction off); results stay within the tested tolerances. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=fast")
+#endif
 
 size_t nn_attention_att_size(const nn_attn *a) {
     return (size_t)a->B * a->H * a->Tq * a->Tk;

@@ -26,8 +26,11 @@ void nt_check_close(const char *file, int line, const char *what, const float *g
  * |analytic - fd| <= atol + rtol * |fd|. */
 typedef double (*nt_objective)(void *ctx);
 void nt_gradcheck(const char *file, int line, const char *what, nt_objective f, void *ctx, double *x,
-                  const float *grad, size_t n, double atol, double rtol);
+                  const float *grad, size_t n, size_t step, double atol, double rtol);
 #define GRADCHECK(what, f, ctx, x, grad, n, atol, rtol) \
-    nt_gradcheck(__FILE__, __LINE__, what, f, ctx, x, grad, n, atol, rtol)
+    nt_gradcheck(__FILE__, __LINE__, what, f, ctx, x, grad, n, 1, atol, rtol)
+/* The same on every step-th element only (large tensors). */
+#define GRADCHECK_EVERY(what, f, ctx, x, grad, n, step, atol, rtol) \
+    nt_gradcheck(__FILE__, __LINE__, what, f, ctx, x, grad, n, step, atol, rtol)
 
 #endif
