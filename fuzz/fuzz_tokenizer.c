@@ -1,9 +1,12 @@
 /* libFuzzer target: tokenizer encode/decode/NFC on arbitrary bytes (with a small
  * vocabulary trained at start-up) and the tokenizer.json loader.
- * Input: first byte selects the mode, the rest is the payload. */
+ * Input: first byte selects the mode, the rest is the payload:
+ *   0..159 encode/decode round trip, 160..199 NFC idempotence, 200..227 tokenizer GGUF,
+ *   228..255 tokenizer.json. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "deeprec/gguf.h"
 #include "deeprec/tokenizer.h"
 
 static tokenizer *g_tok;
@@ -53,6 +56,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (tok_nfc(o, n, &o2, &n2)) abort();
         if (n2 != n || memcmp(o, o2, n)) abort(); /* NFC is idempotent */
         free(o); free(o2);
+    } else if (mode < 228) {
+        gguf_file f;
+        if (gguf_open_memory(&f, data, size, "fuzz.gguf") == 0) {
+            tokenizer *t = NULL;
+            if (tok_load_gguf(&t, &f) == 0) {
+                static const char s[] = "Hello world <|im_end|> 123 \xff";
+                int32_t *ids = NULL;
+                size_t n = 0;
+                if (tok_encode(t, s, sizeof s - 1, 0, &ids, &n) == 0) {
+                    char *d = NULL;
+                    size_t nd = 0;
+                    if (tok_decode(t, ids, n, 0, &d, &nd)) abort();
+                    free(d);
+                    free(ids);
+                }
+                tok_free(t);
+            }
+            gguf_close(&f);
+        }
     } else {
         tokenizer *t = NULL;
         if (tok_load_json_mem(&t, (const char *)data, size) == 0) {
