@@ -24,8 +24,30 @@
  * (dr_data_prefix_tail).
  *
  * Strings are UTF-8. Bytes that are not valid UTF-8 in titles/categories/ids
- * are replaced by U+FFFD at import. Categories of one item are stored as one
- * string, categories separated by '|' (e.g. "Action|Comedy"); empty = none.
+ * are replaced by U+FFFD at import (old MovieLens files, ml-100k/ml-1m, are
+ * Latin-1: a title that is not valid UTF-8 there is converted from Latin-1).
+ * Categories of one item are stored as one string, categories separated by
+ * '|' (e.g. "Action|Comedy"); empty = none; repeated categories are dropped.
+ *
+ * Import policies (all importers):
+ * - inputs: files, or folders (their regular files, sorted by name, not
+ *   recursive; files a format does not know are ignored). `data import
+ *   --input A --input B` or `--input A B` (extra words are inputs too).
+ *   gzip is detected by content, so NAME.gz works wherever NAME does.
+ * - timestamps are kept as the source gives them (seconds; Amazon 2023: ms);
+ *   formats without time (s3rec, sasrec) use the file position. Sorting is
+ *   stable: ties keep file order.
+ * - duplicate (user, item) interactions are all kept.
+ * - metadata (titles, categories) for items without any interaction is
+ *   ignored; an item without metadata gets an empty title; empty titles are
+ *   allowed. When an item is described twice, the last description wins.
+ * - filters: --min-rating first (rating >= R; sources without a rating have
+ *   rating 0), then k-core (--min-user-count / --min-item-count) repeated until
+ *   stable; users and items are renumbered by first appearance in the input
+ *   (so S3-Rec's Beauty.txt item k stays internal id k).
+ * - a malformed line or field is an error (DR_ERR_FORMAT) naming the file,
+ *   the line, the field (number and name, or the JSON key) and what was
+ *   expected; nothing is written.
  */
 #ifndef DEEPREC_DATA_H
 #define DEEPREC_DATA_H

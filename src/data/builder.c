@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct islot { uint32_t idx1, h32; } islot; /* idx1 = entry + 1, 0 = empty */
+typedef struct ient { uint64_t off; uint32_t len; } ient;
 typedef struct intern {
     char *arena;
     size_t arena_n, arena_cap;
-    uint64_t *off;   /* per entry: offset into arena */
-    uint32_t *len;
+    ient *ent;
     int32_t n, cap;
-    int32_t *table;  /* open addressing: entry index + 1, 0 = empty */
-    uint64_t *thash;
+    islot *table;
     size_t tcap;     /* power of two */
 } intern;
 
@@ -29,32 +29,45 @@ struct dr_data_builder {
     int32_t text_cap;
 };
 
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93ull;
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93ull;
+    x ^= x >> 32;
+    return x;
+}
+
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdull;
+        h ^= h >> 31;
+    }
+    if (i < n) {
+        uint64_t v = 0;
+        memcpy(&v, s + i, n - i);
+        h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
+    }
+    return mix64(h);
 }
 
 static int intern_grow_table(intern *t) {
     size_t nc = t->tcap ? t->tcap * 2 : 1024;
-    int32_t *tab = calloc(nc, sizeof *tab);
-    uint64_t *th = calloc(nc, sizeof *th);
-    if (!tab || !th) {
-        free(tab);
-        free(th);
-        return dr_error(DR_ERR_NOMEM, "out of memory (id table)");
-    }
+    islot *tab = calloc(nc, sizeof *tab);
+    if (!tab) return dr_error(DR_ERR_NOMEM, "out of memory (id table)");
     for (size_t i = 0; i < t->tcap; i++) {
-        if (!t->table[i]) continue;
-        size_t j = t->thash[i] & (nc - 1);
-        while (tab[j]) j = (j + 1) & (nc - 1);
+        if (!t->table[i].idx1) continue;
+        const ient *e = &t->ent[t->table[i].idx1 - 1];
+        size_t j = hash_bytes(t->arena + e->off, e->len) & (nc - 1);
+        while (tab[j].idx1) j = (j + 1) & (nc - 1);
         tab[j] = t->table[i];
-        th[j] = t->thash[i];
     }
     free(t->table);
-    free(t->thash);
     t->table = tab;
-    t->thash = th;
     t->tcap = nc;
     return DR_OK;
 }
@@ -69,22 +82,22 @@ static int32_t intern_get(intern *t, const char *s, size_t n, int insert, int *a
     }
 lookup:;
     uint64_t h = hash_bytes(s, n);
+    uint32_t h32 = (uint32_t)(h >> 32);
     size_t j = h & (t->tcap - 1);
-    while (t->table[j]) {
-        int32_t e = t->table[j] - 1;
-        if (t->thash[j] == h && t->len[e] == n && !memcmp(t->arena + t->off[e], s, n)) return e;
+    while (t->table[j].idx1) {
+        if (t->table[j].h32 == h32) {
+            const ient *e = &t->ent[t->table[j].idx1 - 1];
+            if (e->len == n && !memcmp(t->arena + e->off, s, n)) return (int32_t)t->table[j].idx1 - 1;
+        }
         j = (j + 1) & (t->tcap - 1);
     }
     if (!insert) return -1;
     if (t->n == INT32_MAX - 1) return dr_error(DR_ERR_RANGE, "too many distinct ids"), -2;
     if (t->n >= t->cap) {
         int32_t nc = t->cap ? (t->cap > INT32_MAX / 2 ? INT32_MAX - 1 : t->cap * 2) : 1024;
-        uint64_t *o = realloc(t->off, (size_t)nc * sizeof *o);
+        ient *o = realloc(t->ent, (size_t)nc * sizeof *o);
         if (!o) return dr_error(DR_ERR_NOMEM, "out of memory"), -2;
-        t->off = o;
-        uint32_t *l = realloc(t->len, (size_t)nc * sizeof *l);
-        if (!l) return dr_error(DR_ERR_NOMEM, "out of memory"), -2;
-        t->len = l;
+        t->ent = o;
         t->cap = nc;
     }
     if (t->arena_n + n + 1 > t->arena_cap) {
@@ -98,21 +111,19 @@ lookup:;
     memcpy(t->arena + t->arena_n, s, n);
     t->arena[t->arena_n + n] = 0;
     int32_t e = t->n++;
-    t->off[e] = t->arena_n;
-    t->len[e] = (uint32_t)n;
+    t->ent[e].off = t->arena_n;
+    t->ent[e].len = (uint32_t)n;
     t->arena_n += n + 1;
-    t->table[j] = e + 1;
-    t->thash[j] = h;
+    t->table[j].idx1 = (uint32_t)e + 1;
+    t->table[j].h32 = h32;
     if (added) *added = 1;
     return e;
 }
 
 static void intern_free(intern *t) {
     free(t->arena);
-    free(t->off);
-    free(t->len);
+    free(t->ent);
     free(t->table);
-    free(t->thash);
     memset(t, 0, sizeof *t);
 }
 
@@ -323,7 +334,7 @@ int dr_data_builder_finish(dr_data_builder *b, const dr_data_filter *f, dr_datas
     /* strings */
     for (int32_t i = 0; i < NU; i++)
         if (umap[i] >= 0) {
-            out->user_ids[umap[i]] = dr_utf8_sanitize(b->users.arena + b->users.off[i], b->users.len[i]);
+            out->user_ids[umap[i]] = dr_utf8_sanitize(b->users.arena + b->users.ent[i].off, b->users.ent[i].len);
             if (!out->user_ids[umap[i]]) { rc = dr_error(DR_ERR_NOMEM, "out of memory"); goto done; }
         }
     out->item_ids[0] = dr_strdup("");
@@ -332,7 +343,7 @@ int dr_data_builder_finish(dr_data_builder *b, const dr_data_filter *f, dr_datas
     for (int32_t i = 0; i < NI; i++) {
         int32_t k = imap[i];
         if (k < 0) continue;
-        out->item_ids[k] = dr_utf8_sanitize(b->items.arena + b->items.off[i], b->items.len[i]);
+        out->item_ids[k] = dr_utf8_sanitize(b->items.arena + b->items.ent[i].off, b->items.ent[i].len);
         const char *t = i < b->text_cap && b->title[i] ? b->title[i] : "";
         const char *c = i < b->text_cap && b->cats[i] ? b->cats[i] : "";
         out->titles[k] = dr_strdup(t);

@@ -110,7 +110,7 @@ static int amz_line(void *ctx, dr_lines *r, char *s, size_t n) {
     if (!user) {
         /* metadata line */
         if (!item || item->kind != DR_JV_STR || !item->str_len) {
-            int dummy;
+            int dummy = DR_ERR_FORMAT;
             need(c, r, c->y2023 ? "parent_asin" : "asin", DR_JV_STR, &dummy);
             return dummy;
         }
@@ -139,9 +139,14 @@ static int is_meta_name(const char *path) {
 }
 
 static int run(dr_data_builder *b, const char *const *paths, int n, dr_progress *p, int y2023) {
+    static const char *const want18[] = {"reviewerID", "asin", "unixReviewTime", "overall", "title", "category",
+                                         "categories", NULL};
+    static const char *const want23[] = {"user_id", "parent_asin", "asin", "timestamp", "rating", "title",
+                                         "categories", "main_category", NULL};
     amzctx c = {0};
     c.b = b;
     c.y2023 = y2023;
+    c.o.want = y2023 ? want23 : want18;
     int rc = DR_OK;
     if (n == 0) return dr_error(DR_ERR_ARG, "amazon: no input file");
     /* reviews/ratings first, then metadata files (named meta*), so unknown items cost nothing */

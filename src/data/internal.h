@@ -85,6 +85,8 @@ typedef struct dr_jobj {
     dr_buf scratch;  /* holds unescaped strings; offsets fixed up after scan */
     size_t err_pos;  /* where scanning failed */
     const char *err_what;
+    const char *const *want; /* optional NULL-terminated key list: other members are
+                                validated and skipped (not copied, not reported) */
 } dr_jobj;
 /* Returns 0 (DR_OK) or -1 on a syntax error (err_pos/err_what set). */
 int dr_json_scan(dr_jobj *o, const char *s, size_t n);

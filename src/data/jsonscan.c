@@ -7,6 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* bytes that end a bare value (numbers, true/false/null/None...) */
+static int is_delim(char ch) {
+    switch (ch) {
+    case ',': case ':': case ']': case '}': case ' ': case '\t': case '\r': case '\n': return 1;
+    default: return 0;
+    }
+}
+
 typedef struct {
     const char *s;
     size_t n, i;
@@ -65,7 +73,7 @@ static int str(scan *c, dr_buf *b) {
         const char *p = c->s + c->i;
         size_t run = 0;
         while (c->i + run < c->n && p[run] != q && p[run] != '\\') run++;
-        if (run && dr_buf_put(b, p, run)) return -2;
+        if (run && b && dr_buf_put(b, p, run)) return -2;
         c->i += run;
         if (c->i >= c->n) break;
         char ch = c->s[c->i];
@@ -98,21 +106,21 @@ static int str(scan *c, dr_buf *b) {
                 } else cp = 0xFFFD;
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) cp = 0xFFFD;
             if (cp == 0) cp = 0xFFFD; /* no embedded NULs */
-            if (put_cp(b, cp)) return -2;
+            if (b && put_cp(b, cp)) return -2;
             continue;
         }
         case 'x': { /* Python repr */
             uint32_t cp;
             if (hexn(c, 2, &cp)) return fail(c, "2 hex digits after \\x");
-            if (put_cp(b, cp ? cp : 0xFFFD)) return -2;
+            if (b && put_cp(b, cp ? cp : 0xFFFD)) return -2;
             continue;
         }
         default:
             /* unknown escape: keep it as is (lenient) */
-            if (dr_buf_putc(b, '\\') || dr_buf_putc(b, e)) return -2;
+            if (b && (dr_buf_putc(b, '\\') || dr_buf_putc(b, e))) return -2;
             continue;
         }
-        if (dr_buf_putc(b, lit)) return -2;
+        if (b && dr_buf_putc(b, lit)) return -2;
     }
     return fail(c, "a closing quote");
 }
@@ -120,35 +128,32 @@ static int str(scan *c, dr_buf *b) {
 /* Skips any value (iteratively for nesting). */
 static int skip_value(scan *c) {
     int depth = 0;
-    dr_buf junk = {0};
     for (;;) {
         ws(c);
-        if (c->i >= c->n) { dr_buf_free(&junk); return fail(c, "a value"); }
+        if (c->i >= c->n) { return fail(c, "a value"); }
         char ch = c->s[c->i];
         if (ch == '"' || ch == '\'') {
-            junk.n = 0;
-            int r = str(c, &junk);
-            if (r) { dr_buf_free(&junk); return r; }
+            int r = str(c, NULL);
+            if (r) return r;
         } else if (ch == '{' || ch == '[') {
             depth++;
             c->i++;
             continue;
         } else if (ch == '}' || ch == ']') {
-            if (depth == 0) { dr_buf_free(&junk); return fail(c, "a value"); }
+            if (depth == 0) { return fail(c, "a value"); }
             depth--;
             c->i++;
         } else if (ch == ',' || ch == ':') {
-            if (depth == 0) { dr_buf_free(&junk); return fail(c, "a value"); }
+            if (depth == 0) { return fail(c, "a value"); }
             c->i++;
             continue;
         } else {
             size_t st = c->i;
-            while (c->i < c->n && !strchr(",:]} \t\r\n", c->s[c->i])) c->i++;
-            if (c->i == st) { dr_buf_free(&junk); return fail(c, "a value"); }
+            while (c->i < c->n && !is_delim(c->s[c->i])) c->i++;
+            if (c->i == st) { return fail(c, "a value"); }
         }
         if (depth == 0) break;
     }
-    dr_buf_free(&junk);
     return 0;
 }
 
@@ -216,6 +221,16 @@ int dr_json_scan(dr_jobj *o, const char *s, size_t n) {
         c.i++;
         ws(&c);
         if (c.i >= n) return fail(&c, "a value");
+        if (o->want) {
+            int wanted = 0;
+            for (int k = 0; o->want[k] && !wanted; k++)
+                wanted = strlen(o->want[k]) == f->key_len && !memcmp(o->want[k], o->scratch.p + f->key_off, f->key_len);
+            if (!wanted) {
+                o->scratch.n = f->key_off;
+                if (skip_value(&c)) return -1;
+                goto next;
+            }
+        }
         char ch = s[c.i];
         f->str_off = o->scratch.n;
         if (ch == '"' || ch == '\'') {
@@ -232,7 +247,7 @@ int dr_json_scan(dr_jobj *o, const char *s, size_t n) {
             f->kind = DR_JV_OTHER;
         } else {
             size_t st = c.i;
-            while (c.i < n && !strchr(",:]} \t\r\n", s[c.i])) c.i++;
+            while (c.i < n && !is_delim(s[c.i])) c.i++;
             if (c.i == st) return fail(&c, "a value");
             if (dr_buf_put(&o->scratch, s + st, c.i - st)) return fail(&c, "memory");
             f->kind = DR_JV_NUM;
@@ -240,6 +255,7 @@ int dr_json_scan(dr_jobj *o, const char *s, size_t n) {
         f->str_len = o->scratch.n - f->str_off;
         if (dr_buf_putc(&o->scratch, 0)) return fail(&c, "memory");
         o->n++;
+    next:
         ws(&c);
         if (c.i < n && s[c.i] == ',') { c.i++; continue; }
         if (c.i < n && s[c.i] == '}') { c.i++; break; }

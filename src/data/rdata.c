@@ -103,6 +103,7 @@ static int trunc_err(rreader *r) {
 }
 
 static int rd_int(rreader *r, int32_t *v) {
+    *v = 0;
     if (r->n - r->pos < 4) return trunc_err(r);
     const uint8_t *p = r->b + r->pos;
     *v = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
@@ -112,6 +113,7 @@ static int rd_int(rreader *r, int32_t *v) {
 
 static int rd_len(rreader *r, int64_t *len) {
     int32_t a;
+    *len = 0;
     if (rd_int(r, &a)) return dr_error_code();
     if (a == -1) {
         int32_t hi, lo;
@@ -153,7 +155,7 @@ static int read_charsxp_body(rreader *r, int32_t flags, char **out, int *na) {
 }
 
 static int read_stringvec(rreader *r, int depth, robj *o) {
-    int32_t z;
+    int32_t z = 0;
     if (rd_int(r, &z)) return dr_error_code();
     if (z != 0) return dr_error(DR_ERR_FORMAT, "R data: bad string vector marker");
     int64_t len;
@@ -280,6 +282,7 @@ static int read_altrep(rreader *r, int depth, robj **out) {
 }
 
 static int read_item(rreader *r, int depth, robj **out) {
+    *out = &r_nil;
     if (depth > R_MAX_DEPTH) return dr_error(DR_ERR_FORMAT, "R data: nesting deeper than %d", R_MAX_DEPTH);
     int32_t flags;
     if (rd_int(r, &flags)) return dr_error_code();
@@ -376,7 +379,7 @@ static int read_item(rreader *r, int depth, robj **out) {
             o->strs = calloc(cnt, sizeof(char *));
             if (!o->strs) return dr_error(DR_ERR_NOMEM, "out of memory");
             for (int64_t i = 0; i < len; i++) {
-                int32_t cf;
+                int32_t cf = 0;
                 if (rd_int(r, &cf)) return dr_error_code();
                 if ((cf & 0xFF) != R_CHARSXP) return dr_error(DR_ERR_FORMAT, "R data: string vector element is not a string");
                 int na;
@@ -414,12 +417,12 @@ static int read_header(rreader *r) {
         return dr_error(DR_ERR_FORMAT, "R data: not an R serialization (expected 'X\\n')");
     }
     r->pos = 2;
-    int32_t ver, rv, minv;
+    int32_t ver = 0, rv, minv;
     if (rd_int(r, &ver) || rd_int(r, &rv) || rd_int(r, &minv)) return dr_error_code();
     if (ver != 2 && ver != 3) return dr_error(DR_ERR_UNSUPPORTED, "R data: serialization version %d not supported", ver);
     r->version = ver;
     if (ver == 3) {
-        int32_t nelen;
+        int32_t nelen = 0;
         if (rd_int(r, &nelen)) return dr_error_code();
         if (nelen < 0 || nelen > 64 || need_bytes(r, nelen, 1)) return dr_error(DR_ERR_FORMAT, "R data: bad encoding name");
         r->pos += (size_t)nelen;
