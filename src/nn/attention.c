@@ -2,6 +2,7 @@
  * bidirectional, key padding masks and dropout on the probabilities.
  * q [B,Tq,H,Dh], k/v [B,Tk,Hkv,Dh], att [B,H,Tq,Tk] (see nn.h). */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 #include <string.h>
 
@@ -183,11 +184,10 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
                 float *pr = attb + (size_t)i * Tk;
                 float *oi = out + (((size_t)b * Tq + i) * H + h) * Dh;
                 int end = key_end(a, b, i);
-                float mx = -INFINITY;
-                for (int j = 0; j < end; j++) {
-                    if (!key_visible(a, b, j)) pr[j] = -INFINITY;
-                    else if (pr[j] > mx) mx = pr[j];
-                }
+                if (a->key_mask)
+                    for (int j = 0; j < end; j++)
+                        if (!key_visible(a, b, j)) pr[j] = -INFINITY;
+                float mx = nn_rowmax(pr, end);
                 for (int j = end; j < Tk; j++) pr[j] = 0.0f;
                 memset(oi, 0, sizeof(float) * (size_t)Dh);
                 if (p > 0.0f) dropout_row(&r, p, wrow, Tk);
@@ -195,12 +195,7 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
                     for (int j = 0; j < end; j++) pr[j] = 0.0f;
                     continue;
                 }
-                float sum = 0.0f;
-                for (int j = 0; j < end; j++) {
-                    float e = pr[j] == -INFINITY ? 0.0f : expf(pr[j] - mx);
-                    pr[j] = e;
-                    sum += e;
-                }
+                float sum = nn_expsum(pr, pr, mx, end); /* masked (-inf) entries become 0 */
                 float inv = 1.0f / sum;
                 for (int j = 0; j < end; j++) pr[j] *= inv;
                 if (p > 0.0f) {

@@ -3,6 +3,7 @@
  * Sums over rows are split into a fixed number of chunks (independent of the
  * thread count), each summed in order in double, then the chunks in order. */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 
 #define NCHUNK 64
@@ -11,11 +12,8 @@ static inline size_t chunk_lo(size_t n, int c) { return n * (size_t)c / NCHUNK; 
 
 /* logsumexp of a row, max-subtracted. */
 static inline float row_lse(const float *x, int V) {
-    float mx = -INFINITY;
-    for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-    float s = 0.0f;
-    for (int j = 0; j < V; j++) s += expf(x[j] - mx);
-    return mx + logf(s);
+    float mx = nn_rowmax(x, V);
+    return mx + logf(nn_expsum_only(x, mx, V));
 }
 
 int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int32_t *targets,
@@ -47,7 +45,7 @@ int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int
             if (dlogits) {
                 float gs = (float)(dscale * w / wsum);
                 float *d = dlogits + i * V;
-                for (int j = 0; j < V; j++) d[j] += gs * expf(x[j] - lse);
+                nn_expaxpy(d, gs, x, lse, V);
                 d[t] -= gs;
             }
         }
@@ -206,7 +204,7 @@ int nn_logprob_gather_backward(float *dlogits, const float *dlogp, const float *
         const float *x = logits + (size_t)i * V;
         float *d = dlogits + (size_t)i * V;
         float lse = x[t] - logp[i], g = dlogp[i];
-        for (int j = 0; j < V; j++) d[j] -= g * expf(x[j] - lse);
+        nn_expaxpy(d, -g, x, lse, V);
         d[t] += g;
     }
     return DR_OK;

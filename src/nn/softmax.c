@@ -1,20 +1,21 @@
 /* Row softmax and dropout. */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 #include <string.h>
+
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 
 void nn_softmax_forward(float *y, const float *x, int N, int C) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *yr = y + (size_t)n * C;
-        float mx = -INFINITY;
-        for (int c = 0; c < C; c++) mx = xr[c] > mx ? xr[c] : mx;
-        float sum = 0.0f;
-        for (int c = 0; c < C; c++) {
-            yr[c] = expf(xr[c] - mx);
-            sum += yr[c];
-        }
+        float sum = nn_expsum(yr, xr, nn_rowmax(xr, C), C);
         float inv = 1.0f / sum;
         for (int c = 0; c < C; c++) yr[c] *= inv;
     }
