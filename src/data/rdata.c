@@ -118,7 +118,9 @@ static int rd_len(rreader *r, int64_t *len) {
     if (a == -1) {
         int32_t hi, lo;
         if (rd_int(r, &hi) || rd_int(r, &lo)) return dr_error_code();
-        *len = ((int64_t)(uint32_t)hi << 32) | (uint32_t)lo;
+        uint64_t u = ((uint64_t)(uint32_t)hi << 32) | (uint32_t)lo;
+        if (u > (uint64_t)R_MAX_LEN) return dr_error(DR_ERR_FORMAT, "R data: bad vector length %llu", (unsigned long long)u);
+        *len = (int64_t)u;
     } else
         *len = a;
     if (*len < 0 || *len > R_MAX_LEN) return dr_error(DR_ERR_FORMAT, "R data: bad vector length %lld", (long long)*len);
@@ -513,9 +515,9 @@ static int to_frame(robj *root, dr_rframe *out) {
             return dr_error(DR_ERR_UNSUPPORTED, "R data: column %d has type %d (not int/double/string)", c + 1, v->type);
         }
         if (out->n_rows >= 0 && out->n_rows != k->n) {
+            long long a = (long long)out->n_rows, b = (long long)k->n;
             dr_rframe_free(out);
-            return dr_error(DR_ERR_FORMAT, "R data: columns have different lengths (%lld vs %lld)",
-                            (long long)out->n_rows, (long long)k->n);
+            return dr_error(DR_ERR_FORMAT, "R data: columns have different lengths (%lld vs %lld)", a, b);
         }
         out->n_rows = k->n;
     }
