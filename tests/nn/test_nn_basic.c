@@ -366,3 +366,28 @@ TEST(nn_dropout_mask_rate_determinism_and_grad) {
     CHECK(memcmp(y, x, n * sizeof(float)) == 0);
     nt_free_all();
 }
+
+/* ---------------- internal vectorisable math ---------------- */
+#include "nn/nn_impl.h"
+
+/* Tolerances: exp relative 1e-6 on [-87, 88]; erf absolute 1e-6 (A&S 7.1.26 in fp32);
+ * tanh, sigmoid absolute 5e-7;
+ * exp of -inf and of anything below -87.3 is exactly 0. */
+TEST(nn_internal_math_accuracy) {
+    double worst_exp = 0, worst_erf = 0, worst_tanh = 0, worst_sig = 0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 200000.0f;
+        double e = exp((double)x);
+        worst_exp = fmax(worst_exp, fabs(nn_vexp(x) - e) / e);
+        float y = -6.0f + 12.0f * (float)i / 200000.0f;
+        worst_erf = fmax(worst_erf, fabs(nn_verf(y) - erf((double)y)));
+        worst_tanh = fmax(worst_tanh, fabs(nn_vtanh(y) - tanh((double)y)));
+        worst_sig = fmax(worst_sig, fabs(nn_vsigmoid(y) - 1.0 / (1.0 + exp(-(double)y))));
+    }
+    CHECK_MSG(worst_exp < 1e-6, "exp relative error %g", worst_exp);
+    CHECK_MSG(worst_erf < 1e-6, "erf error %g", worst_erf);
+    CHECK_MSG(worst_tanh < 5e-7, "tanh error %g", worst_tanh);
+    CHECK_MSG(worst_sig < 5e-7, "sigmoid error %g", worst_sig);
+    CHECK(nn_vexp(-INFINITY) == 0.0f && nn_vexp(-100.0f) == 0.0f && isfinite(nn_vexp(100.0f)));
+    CHECK(nn_vsigmoid(-200.0f) >= 0.0f && nn_vsigmoid(-200.0f) < 1e-30f && nn_vsigmoid(200.0f) == 1.0f);
+}
