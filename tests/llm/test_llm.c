@@ -453,6 +453,35 @@ TEST(llm_sampler) {
     for (int i = 0; i < 6; i++) z += e[i] = exp(lg[i] / 2);
     for (int i = 0; i < 40000; i++) cnt[llm_sample(lg, 6, &p, &g, NULL)]++;
     for (int i = 0; i < 6; i++) CHECK_NEAR(cnt[i] / 40000.0, e[i] / z, 0.015);
+    /* top-k on a large random vocabulary: every sample is among the k largest */
+    {
+        enum { NV = 5000, K = 17 };
+        float *big = malloc(NV * sizeof(float)), *sorted = malloc(NV * sizeof(float));
+        dr_rng gg;
+        dr_rng_seed(&gg, 5);
+        for (int i = 0; i < NV; i++) sorted[i] = big[i] = dr_rng_normal(&gg);
+        for (int i = 0; i < K; i++) /* partial selection sort: sorted[0..K) descending */
+            for (int j = i + 1; j < NV; j++)
+                if (sorted[j] > sorted[i]) {
+                    float t = sorted[i];
+                    sorted[i] = sorted[j];
+                    sorted[j] = t;
+                }
+        llm_sampler_params pk = {.temperature = 3.0f, .top_k = K, .top_p = 1.0f};
+        void *scr = malloc(llm_sample_scratch_bytes(NV));
+        int seen = 0;
+        for (int i = 0; i < 2000; i++) {
+            int32_t id = llm_sample(big, NV, &pk, &gg, scr);
+            CHECK(id >= 0 && id < NV && big[id] >= sorted[K - 1]);
+            if (big[id] == sorted[K - 1]) seen = 1;
+        }
+        CHECK(seen);
+        pk.top_k = 0, pk.top_p = 0.5f;
+        for (int i = 0; i < 200; i++) CHECK(llm_sample(big, NV, &pk, &gg, scr) >= 0);
+        free(scr);
+        free(big);
+        free(sorted);
+    }
     /* seeded reproducibility */
     dr_rng a, b;
     dr_rng_seed(&a, 42);
