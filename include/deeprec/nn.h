@@ -30,7 +30,8 @@
 /* C[M,N] = alpha * op(A) op(B) + beta * C, with op(A) of shape [M,K], op(B) of shape [K,N].
  * transA == 0: A is stored [M,K]; transA != 0: A is stored [K,M] (op(A) = A^T).
  * transB == 0: B is stored [K,N]; transB != 0: B is stored [N,K] (op(B) = B^T).
- * beta == 0 ignores the old contents of C (NaNs included). */
+ * beta == 0 ignores the old contents of C (NaNs included). Zero sizes are allowed (K == 0
+ * gives C = beta C). */
 void nn_matmul(float *C, const float *A, const float *B, int M, int N, int K,
                int transA, int transB, float alpha, float beta);
 /* Backward of C = alpha * op(A) op(B): dA += alpha * d/dA, dB += alpha * d/dB, stored in the

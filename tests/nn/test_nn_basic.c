@@ -60,6 +60,11 @@ TEST(nn_matmul_all_transposes_forward_and_grad) {
     float A[4] = {1, 2, 3, 4}, B[4] = {1, 0, 0, 1}, C[4] = {NAN, NAN, NAN, NAN};
     nn_matmul(C, A, B, 2, 2, 2, 0, 0, 1.0f, 0.0f);
     CHECK(C[0] == 1 && C[1] == 2 && C[2] == 3 && C[3] == 4);
+    /* zero sizes: nothing to do, or C = beta C when K == 0 */
+    nn_matmul(C, A, B, 0, 2, 2, 0, 0, 1.0f, 0.0f);
+    nn_matmul(C, A, B, 2, 2, 0, 0, 0, 1.0f, 0.5f);
+    CHECK(C[0] == 0.5f && C[3] == 2.0f);
+    nn_matmul_backward(A, B, C, A, B, 2, 2, 0, 0, 0, 1.0f);
     nt_free_all();
 }
 
