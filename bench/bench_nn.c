@@ -114,8 +114,20 @@ static void bench_attention(dr_rng *r, const char *label, int B, int T, int H, i
     free(c.q), free(c.k), free(c.v), free(c.out), free(c.att), free(c.datt), free(c.dq), free(c.dk), free(c.dv), free(c.dout);
 }
 
+/* The 1-minute load average: figures taken while other work runs are not the machine's. */
+static void print_load(const char *when) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l1 = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &l1) != 1) l1 = -1;
+        fclose(f);
+    }
+    printf("load average (1 min) %s: %.2f\n", when, l1);
+}
+
 int main(void) {
     dr_threads_init();
+    print_load("at start");
     dr_rng r;
     dr_rng_seed(&r, 1);
     printf("bench_nn: %d threads (causal attention counts only the T(T+1)/2 visible pairs)\n", dr_threads());
@@ -138,5 +150,6 @@ int main(void) {
     bench_linear(&r, "LLM ffn down", 512, 4864, 896);
     bench_linear(&r, "LLM attn o", 512, 896, 896);
     bench_attention(&r, "LLM", 1, 512, 14, 2, 64);
+    print_load("at end");
     return 0;
 }
