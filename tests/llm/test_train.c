@@ -431,3 +431,99 @@ TEST(llm_train_memorise) {
     llm_train_free(t);
     llm_model_free(m);
 }
+
+/* ---------------------------------------------------------------- PyTorch fixtures */
+/* The gradient buffer of a model tensor (full fine-tuning layout). */
+static float *grad_by_name(llm_train *t, const char *name, size_t *n) {
+    const llm_config *c = &t->c;
+    const size_t D = (size_t)c->dim;
+    if (!strcmp(name, "token_embd.weight")) return *n = (size_t)c->vocab * D, t->g_embd;
+    if (!strcmp(name, "output.weight")) return *n = (size_t)c->vocab * D, t->g_out;
+    if (!strcmp(name, "output_norm.weight")) return *n = D, t->g_output_norm;
+    int l;
+    char rest[64];
+    if (sscanf(name, "blk.%d.%63s", &l, rest) != 2 || l < 0 || l >= c->n_layers) return NULL;
+    tlayer *L = &t->layers[l];
+    if (!strcmp(rest, "attn_norm.weight")) return *n = D, L->g_attn_norm;
+    if (!strcmp(rest, "ffn_norm.weight")) return *n = D, L->g_ffn_norm;
+    static const char *mats[TL_N] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int i = 0; i < TL_N; i++) {
+        size_t k = strlen(mats[i]);
+        if (strncmp(rest, mats[i], k)) continue;
+        if (!strcmp(rest + k, ".weight")) return *n = (size_t)L->lin[i].in * L->lin[i].out, L->lin[i].gw;
+        if (!strcmp(rest + k, ".bias")) return *n = (size_t)L->lin[i].out, L->lin[i].gb;
+    }
+    return NULL;
+}
+
+/* Loss and every gradient vs float64 autograd (tools/llm_ref/train_ref.py): loss within 1e-5
+ * relative, each gradient within 1e-6 + 1e-4 * max|g| of its tensor; 10 AdamW steps: losses
+ * within 2e-4 + 2e-3 * loss (fp32 vs fp64 trajectories drift slowly). */
+static void torch_case(const char *arch) {
+    char mp[256], fp[256];
+    snprintf(mp, sizeof mp, "tests/fixtures/llm/%s_tiny.gguf", arch);
+    snprintf(fp, sizeof fp, "tests/fixtures/llm/train_%s.gguf", arch);
+    gguf_file f;
+    CHECK_OK(gguf_open(&f, fp));
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, mp));
+    const gguf_tensor_info *ti = gguf_find_tensor(&f, "batch.len");
+    CHECK(ti && ti->n_elements == 3);
+    const int B = 3, T = (int)(gguf_find_tensor(&f, "batch.tokens")->n_elements / 3);
+    CHECK(T <= 16);
+    int32_t tok[48], len[3];
+    float w[48];
+    uint8_t mask[48];
+    const float *ft = gguf_find_tensor(&f, "batch.tokens")->data, *fl = ti->data;
+    const float *fw = gguf_find_tensor(&f, "batch.weight")->data, *fm = gguf_find_tensor(&f, "batch.mask")->data;
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)ft[i], w[i] = fw[i], mask[i] = fm[i] != 0;
+    for (int i = 0; i < B; i++) len[i] = (int32_t)fl[i];
+    llm_batch b = {B, T, tok, len, w, mask};
+    llm_train_config tc;
+    llm_train_config_default(&tc);
+    tc.max_batch = B, tc.max_len = T, tc.lr = 1e-2f, tc.weight_decay = 0.1f, tc.grad_clip = 1.0f;
+    llm_train *t;
+    CHECK_OK(llm_train_new(&t, m, &tc));
+    double ce, ws;
+    CHECK_OK(llm_train_sft(t, &b, 0, &ce, &ws));
+    float ref_loss = *(const float *)gguf_find_tensor(&f, "loss")->data;
+    CHECK_NEAR(ce / ws, ref_loss, 1e-5 * fabs(ref_loss));
+    int n_checked = 0;
+    double worst = 0;
+    for (uint64_t i = 0; i < f.n_tensors; i++) {
+        const gguf_tensor_info *g = &f.tensors[i];
+        if (g->name.len < 6 || memcmp(g->name.ptr, "grad.", 5)) continue;
+        char name[96];
+        snprintf(name, sizeof name, "%.*s", (int)g->name.len - 5, g->name.ptr + 5);
+        size_t n = 0;
+        float *mine = grad_by_name(t, name, &n);
+        CHECK_MSG(mine && n == g->n_elements, "no gradient for %s", name);
+        const float *ref = g->data;
+        double mx = 0, md = 0;
+        for (size_t k = 0; k < n; k++) mx = fmax(mx, fabs(ref[k])), md = fmax(md, fabs(ref[k] - mine[k]));
+        CHECK_MSG(md <= 1e-6 + 1e-4 * mx, "%s %s: max |grad diff| %g (max |grad| %g)", arch, name, md, mx);
+        worst = fmax(worst, md / (mx + 1e-30));
+        n_checked++;
+    }
+    CHECK(n_checked >= 10);
+    fprintf(stderr, "  %s: %d gradients, worst relative diff %.2g\n", arch, n_checked, worst);
+    llm_train_free(t);
+    /* AdamW steps */
+    CHECK_OK(llm_train_new(&t, m, &tc));
+    const float *al = gguf_find_tensor(&f, "adam.losses")->data;
+    double wl = 0;
+    for (int s = 0; s < 10; s++) {
+        CHECK_OK(llm_train_sft(t, &b, 0, &ce, &ws));
+        CHECK_OK(llm_train_step(t, NULL));
+        double l = ce / ws;
+        CHECK_MSG(fabs(l - al[s]) <= 2e-4 + 2e-3 * al[s], "%s AdamW step %d: loss %.6g vs %.6g", arch, s, l, al[s]);
+        wl = fmax(wl, fabs(l - al[s]));
+    }
+    fprintf(stderr, "  %s: 10 AdamW losses, max diff %.2g\n", arch, wl);
+    llm_train_free(t);
+    llm_model_free(m);
+    gguf_close(&f);
+}
+
+TEST(llm_train_torch_qwen2) { torch_case("qwen2"); }
+TEST(llm_train_torch_llama) { torch_case("llama"); }
