@@ -299,14 +299,14 @@ static int parse(gguf_file *f, const char *name) {
     for (uint64_t i = 0; i < n_tensors && !rc; i++) {
         gguf_tensor_info *t = &f->tensors[i];
         size_t at = r.pos;
-        t_at[i] = at;
         f->n_tensors = i + 1;
         if ((rc = rd_str(&r, &t->name, "tensor name"))) break;
         if (t->name.len == 0) { rc = fail_at(&r, at, "tensor %llu has an empty name", (unsigned long long)i); break; }
         excerpt(t->name, kbuf, sizeof kbuf);
         long long dup = index_insert(ix->seed, ix->t_slots, ix->t_cap, t->name, (size_t)i, t_name, f->tensors);
         if (dup >= 0) {
-            rc = fail_at(&r, at, "duplicate tensor name '%s' (first at byte offset %zu)", kbuf, t_at[dup]);
+            rc = fail_at(&r, at, "duplicate tensor name '%s' (same as tensor %lld of %llu)", kbuf, dup,
+                         (unsigned long long)n_tensors);
             break;
         }
         size_t at_dims = r.pos;
@@ -348,8 +348,7 @@ static int parse(gguf_file *f, const char *name) {
         t->n_bytes = nel ? nb : 0;
         size_t at_off = r.pos;
         if ((rc = rd_u64(&r, &t->offset, "tensor data offset"))) break;
-        t_at[i] = at_off; /* remember where the offset field is for the checks below */
-        (void)at;
+        t_at[i] = at_off; /* where the offset field is, for the checks below */
     }
     if (rc) { free(t_at); return rc; }
 
