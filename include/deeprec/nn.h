@@ -91,7 +91,8 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  * Keys at or past key_len[b], or past the causal bound, are never read; keys masked by
  * key_mask inside that range are read with weight 0, so they must hold finite values.
  * Dropout (p = dropout in [0,1)) is applied to the probabilities: out = (P .* M / (1-p)) V, with
- * M drawn from dr_rng_split(rng, b*H + h), one uniform per (i, j) in row-major order; the
+ * M drawn from dr_rng_split(rng, b*H + h): row by row (i = 0..Tq-1), one uniform per key j below
+ * the row's end (min of the causal bound and key_len; key_mask does not change it); the
  * backward regenerates the same M from the same rng, so pass the same config to both. */
 typedef struct nn_attn {
     int B, Tq, Tk;            /* batch, query length, key length */

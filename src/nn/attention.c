@@ -141,10 +141,10 @@ static inline void axpy(float *y, float a, const float *x, int n) {
     for (int d = 0; d < n; d++) y[d] += a * x[d];
 }
 
-/* Dropout keep factors of one row: 0 (dropped) or 1/(1-p). Draws Tk uniforms. */
-static inline void dropout_row(dr_rng *r, float p, float *keep, int Tk) {
+/* Dropout keep factors of one row: 0 (dropped) or 1/(1-p), one uniform per key j < n. */
+static inline void dropout_row(dr_rng *r, float p, float *keep, int n) {
     float inv = 1.0f / (1.0f - p);
-    for (int j = 0; j < Tk; j++) keep[j] = dr_rng_float(r) < p ? 0.0f : inv;
+    for (int j = 0; j < n; j++) keep[j] = dr_rng_float(r) < p ? 0.0f : inv;
 }
 
 int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *q,
@@ -190,7 +190,7 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
                 float mx = nn_rowmax(pr, end);
                 for (int j = end; j < Tk; j++) pr[j] = 0.0f;
                 memset(oi, 0, sizeof(float) * (size_t)Dh);
-                if (p > 0.0f) dropout_row(&r, p, wrow, Tk);
+                if (p > 0.0f) dropout_row(&r, p, wrow, end);
                 if (mx == -INFINITY) { /* every key masked */
                     for (int j = 0; j < end; j++) pr[j] = 0.0f;
                     continue;
@@ -251,7 +251,7 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
                     float *ds = datt + (((size_t)b * H + h) * Tq + i) * Tk;
                     const float *doi = dout + (((size_t)b * Tq + i) * H + h) * Dh;
                     int end = key_end(a, b, i);
-                    if (p > 0.0f) dropout_row(&r, p, keep, Tk);
+                    if (p > 0.0f) dropout_row(&r, p, keep, end);
                     /* dP_j = dP'_j keep_j; s = sum_j P_j dP_j; with dropout, dv_j += P_j keep_j do_i */
                     float s = 0.0f;
                     for (int j = 0; j < end; j++) {

@@ -41,9 +41,12 @@ static void ref_attention(const nn_attn *a, double *out, const double *q, const 
                     any = 1;
                 }
                 double keep[256];
+                int end = Tk; /* uniforms are drawn for the keys before the row's end */
+                if (a->causal && i + (Tk - Tq) + 1 < end) end = i + (Tk - Tq) + 1;
+                if (a->key_len && a->key_len[b] < end) end = a->key_len[b];
                 for (int j = 0; j < Tk; j++) {
                     keep[j] = 1.0;
-                    if (a->dropout > 0) keep[j] = dr_rng_float(&r) < a->dropout ? 0.0 : 1.0 / (1.0 - a->dropout);
+                    if (a->dropout > 0 && j < end) keep[j] = dr_rng_float(&r) < a->dropout ? 0.0 : 1.0 / (1.0 - a->dropout);
                 }
                 if (!any) continue;
                 double sum = 0.0;
