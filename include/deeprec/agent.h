@@ -84,9 +84,12 @@ int agent_line_mentions(const agent_catalog *c, const char *line, int32_t item);
 typedef struct agent_prompt_opts {
     int chat;      /* 1: ChatML (system + user + "<|im_start|>assistant\n"); 0: plain text for base models */
     int max_hist;  /* last items shown (<= 0: AGENT_MAX_HIST) */
+    int direct;    /* 1: the "direct" baseline: the same task without the tool (no tool instructions) */
 } agent_prompt_opts;
 /* The instructions (our wording of every rule of DESIGN §6). Static string. */
 const char *agent_prompt_instructions(void);
+/* The instructions of the direct baseline (think, then 10 titles; no tool). Static string. */
+const char *agent_prompt_instructions_direct(void);
 /* The whole prompt for a history (oldest first; the last max_hist items are shown,
  * numbered from 1, each followed by "  - categories: a, b" when the item has categories).
  * Heap string. */
@@ -243,6 +246,7 @@ typedef struct agent_rollout_opts {
     int32_t max_turn_tokens; /* generated tokens per turn (<= 0: 1024) */
     int32_t max_ctx;     /* total tokens per episode (<= 0: the model's n_ctx, else 8192) */
     FILE *progress;      /* progress sink or NULL */
+    int direct;          /* prompts of the direct baseline (agent_prompt_opts.direct) */
 } agent_rollout_opts;
 
 typedef struct agent_request {
@@ -250,6 +254,11 @@ typedef struct agent_request {
     const int32_t *hist;  /* history, oldest first (the tool sees all of it; the prompt the tail) */
     int64_t n_hist;
     int32_t target;       /* held-out item or 0 */
+    /* NULL, or a first tool call made for the model (the "rerank" baseline): the completion
+     * starts with "<think>" + the call with this preference + its tool result, all masked
+     * (mask 0, one AGENT_SEG_TOOL segment) and recorded as call 0; the model goes on from
+     * there. The call counts toward max_calls. */
+    const char *forced_preference;
 } agent_request;
 
 /* Roll out every request `samples` times. *out gets n_req * samples episodes, request r's

@@ -53,21 +53,43 @@ static const char instructions[] =
     "10. title of an item\n"
     AGENT_TAG_ANSWER_END;
 
+static const char instructions_direct[] =
+    "You are a recommendation assistant. From the items a user interacted with, in order, you "
+    "suggest the items they are most likely to want next.\n"
+    "\n"
+    "Rules:\n"
+    "- First reason inside " AGENT_TAG_THINK " and " AGENT_TAG_THINK_END ": what the user likes overall and "
+    "what they turned to lately.\n"
+    "- Then write your final answer between " AGENT_TAG_ANSWER " and " AGENT_TAG_ANSWER_END ": exactly "
+    "10 items, best first, one per line as \"N. title\" with N from 1 to 10, using the exact titles of real "
+    "items the user has not seen. Put nothing else in the answer.\n"
+    "\n"
+    "Layout of your reply:\n"
+    AGENT_TAG_THINK "your reasoning about the user\n"
+    AGENT_TAG_THINK_END "\n"
+    AGENT_TAG_ANSWER "\n"
+    "1. title of an item\n"
+    "...\n"
+    "10. title of an item\n"
+    AGENT_TAG_ANSWER_END;
+
 const char *agent_prompt_instructions(void) { return instructions; }
+const char *agent_prompt_instructions_direct(void) { return instructions_direct; }
 
 int agent_prompt_build(const agent_catalog *c, const int32_t *hist, int64_t n_hist, const agent_prompt_opts *o,
                        char **out) {
     *out = NULL;
     int chat = o ? o->chat : 0;
     int max_hist = o && o->max_hist > 0 ? o->max_hist : AGENT_MAX_HIST;
+    const char *ins = o && o->direct ? instructions_direct : instructions;
     int64_t start = n_hist > max_hist ? n_hist - max_hist : 0;
     agent_buf b = {0};
     if (chat) {
         agent_buf_str(&b, "<|im_start|>system\n");
-        agent_buf_str(&b, instructions);
+        agent_buf_str(&b, ins);
         agent_buf_str(&b, "<|im_end|>\n<|im_start|>user\n");
     } else {
-        agent_buf_str(&b, instructions);
+        agent_buf_str(&b, ins);
         agent_buf_str(&b, "\n\n");
     }
     if (n_hist - start > 0) {

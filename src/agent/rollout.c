@@ -122,7 +122,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         rc = dr_error(DR_ERR_NOMEM, "out of memory (rollout of %d requests)", n_req);
         goto done;
     }
-    agent_prompt_opts po = {o->chat, o->max_hist};
+    agent_prompt_opts po = {o->chat, o->max_hist, o->direct};
     dr_progress prog;
     dr_progress_start(&prog, o->progress, "rollout", (int64_t)n_ep, "ep");
     int64_t n_done = 0;
@@ -135,15 +135,45 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             for (int i = 0; i < m->n_slots; i++) n_free += !slot_used[i];
             if (n_free < G) break;
             const agent_request *r = &req[next_req];
-            char *prompt;
-            if ((rc = agent_prompt_build(c, r->hist, r->n_hist, &po, &prompt))) goto done;
-            int32_t *ids = NULL;
-            size_t n_ids = 0;
-            rc = m->encode(m->ctx, prompt, strlen(prompt), &ids, &n_ids);
-            if (rc) {
-                free(prompt);
-                goto done;
+            char *prompt = NULL, *forced = NULL;
+            int32_t *ids = NULL, *fids = NULL, *all = NULL;
+            size_t n_ids = 0, n_fids = 0;
+            int forced_items = 0, forced_failed = 0;
+            if ((rc = agent_prompt_build(c, r->hist, r->n_hist, &po, &prompt))) goto admit_done;
+            if ((rc = m->encode(m->ctx, prompt, strlen(prompt), &ids, &n_ids))) goto admit_done;
+            if (r->forced_preference) {
+                /* one tool call for the whole group, made for the model */
+                if (t->retrieve(t->ctx, r->hist, r->n_hist, r->forced_preference, ro.tool_k, ro.ids_buf, ro.scores_buf,
+                                &forced_items) || forced_items < 0 || forced_items > ro.tool_k) {
+                    dr_log(DR_LOG_DEBUG, "agent: forced tool call failed for user %d: %s", (int)r->user,
+                           dr_error_message());
+                    dr_error_clear();
+                    forced_failed = 1;
+                    forced_items = 0;
+                } else {
+                    char *tt;
+                    if ((rc = agent_tool_result_text(c, ro.ids_buf, forced_items, &tt))) goto admit_done;
+                    agent_buf fb = {0};
+                    agent_buf_str(&fb, AGENT_TAG_THINK AGENT_TAG_PREF);
+                    agent_buf_str(&fb, r->forced_preference);
+                    agent_buf_str(&fb, AGENT_TAG_PREF_END);
+                    agent_buf_str(&fb, tt);
+                    free(tt);
+                    if (!(forced = agent_buf_take(&fb))) {
+                        rc = dr_error_code();
+                        goto admit_done;
+                    }
+                    if ((rc = m->encode(m->ctx, forced, strlen(forced), &fids, &n_fids))) goto admit_done;
+                }
             }
+            size_t n_all = n_ids + n_fids;
+            all = dr_calloc(n_all ? n_all : 1, sizeof *all);
+            if (!all) {
+                rc = dr_error_code();
+                goto admit_done;
+            }
+            if (n_ids) memcpy(all, ids, n_ids * sizeof *all);
+            if (n_fids) memcpy(all + n_ids, fids, n_fids * sizeof *all);
             int first = -1;
             for (int g = 0; g < G && !rc; g++) {
                 int slot = 0;
@@ -159,22 +189,40 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                     break;
                 e->prompt_len = e->text_len;
                 e->n_prompt_tokens = e->n_tokens;
-                if ((int64_t)n_ids >= ro.max_ctx) {
-                    e->outcome = AGENT_CONTEXT_TOO_LONG;
+                int early = -1;
+                if (r->forced_preference) {
+                    if ((rc = agent_ep_add_call(e, r->forced_preference, forced_failed ? NULL : ro.ids_buf,
+                                                forced_failed ? NULL : ro.scores_buf, forced_items)))
+                        break;
+                    if (forced_failed) {
+                        early = AGENT_RECALL_ERROR;
+                    } else if ((rc = agent_ep_open_seg(e, AGENT_SEG_TOOL)) ||
+                               (rc = agent_ep_add_text(e, forced, strlen(forced))) ||
+                               (rc = agent_ep_add_tokens(e, fids, (int)n_fids, 0, NULL))) {
+                        break;
+                    }
+                }
+                if (early < 0 && (int64_t)n_all >= ro.max_ctx) early = AGENT_CONTEXT_TOO_LONG;
+                if (early >= 0) {
+                    e->outcome = early;
                     agent_ep_close_seg(e);
                     if ((rc = agent_episode_finalize(e, c))) break;
                     n_done++;
                     continue;
                 }
                 if ((rc = agent_ep_open_seg(e, AGENT_SEG_GEN))) break;
-                rc = first < 0 ? m->append(m->ctx, slot, ids, (int)n_ids) : m->fork(m->ctx, first, slot);
+                rc = first < 0 ? m->append(m->ctx, slot, all, (int)n_all) : m->fork(m->ctx, first, slot);
                 if (rc) break;
                 if (first < 0) first = slot;
                 slot_used[slot] = 1;
                 seqs[slot] = (seq){1, slot, e, r, e->text_len, 0};
             }
+        admit_done:
             free(prompt);
+            free(forced);
             free(ids);
+            free(fids);
+            free(all);
             if (rc) goto done;
             next_req++;
         }

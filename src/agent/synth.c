@@ -200,7 +200,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     words2(&dom, dom_words, sizeof dom_words);
     words2(&rec, rec_words, sizeof rec_words);
 
-    agent_prompt_opts po = {o->chat, max_hist};
+    agent_prompt_opts po = {o->chat, max_hist, 0};
     if ((rc = agent_prompt_build(c, hist, n_hist, &po, &out->prompt))) goto done;
     ids = dr_calloc((size_t)k, sizeof *ids);
     scores = dr_calloc((size_t)k, sizeof *scores);

@@ -117,7 +117,7 @@ static agent_episode *roll(const llm_model *m, const tokenizer *tok, agent_catal
     agent_tool t;
     fx_tool_init(&ft, &t);
     agent_request rq[2];
-    for (int r = 0; r < 2; r++) rq[r] = (agent_request){r, dr_data_seq(d, r), dr_data_seq_len(d, r) - 1, 0};
+    for (int r = 0; r < 2; r++) rq[r] = (agent_request){r, dr_data_seq(d, r), dr_data_seq_len(d, r) - 1, 0, NULL};
     agent_rollout_opts ro = {0};
     ro.samples = 2;
     ro.max_turn_tokens = 24;

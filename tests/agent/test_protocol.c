@@ -94,7 +94,7 @@ TEST(agent_prompt_content) {
     CHECK_OK(agent_catalog_build(&d, &c));
     int32_t hist[25];
     for (int i = 0; i < 25; i++) hist[i] = 1 + i % 12;
-    agent_prompt_opts o = {0, 0};
+    agent_prompt_opts o = {0, 0, 0};
     char *p;
     CHECK_OK(agent_prompt_build(c, hist, 25, &o, &p));
     const char *tags[] = {AGENT_TAG_THINK, AGENT_TAG_THINK_END, AGENT_TAG_PREF, AGENT_TAG_PREF_END, AGENT_TAG_LIST,
@@ -122,7 +122,7 @@ TEST(agent_prompt_content) {
     free(p);
     /* ChatML form, max_hist 2, item without categories */
     int32_t h2[] = {3, 13, 7};
-    o = (agent_prompt_opts){1, 2};
+    o = (agent_prompt_opts){1, 2, 0};
     CHECK_OK(agent_prompt_build(c, h2, 3, &o, &p));
     CHECK(!strncmp(p, "<|im_start|>system\nYou are", 26));
     CHECK(strstr(p, "<|im_end|>\n<|im_start|>user\nThe user's history, oldest first:\n1. item i13\n2. Four Rooms\n  - categories: Comedy\n"));
@@ -130,6 +130,13 @@ TEST(agent_prompt_content) {
     const char *tail = "<|im_end|>\n<|im_start|>assistant\n";
     CHECK(n > strlen(tail) && !strcmp(p + n - strlen(tail), tail));
     CHECK(!strstr(p, "Heat"));
+    free(p);
+    /* the direct baseline: no tool instructions */
+    o = (agent_prompt_opts){0, 2, 1};
+    CHECK_OK(agent_prompt_build(c, h2, 3, &o, &p));
+    CHECK(!strstr(p, AGENT_TAG_PREF) && !strstr(p, AGENT_TAG_LIST));
+    CHECK(strstr(p, AGENT_TAG_THINK_END) && strstr(p, AGENT_TAG_ANSWER) && strstr(p, "exactly 10 items"));
+    CHECK(strstr(p, "1. Heat\n") == NULL && strstr(p, "2. Four Rooms\n"));
     free(p);
     /* empty history */
     CHECK_OK(agent_prompt_build(c, NULL, 0, NULL, &p));

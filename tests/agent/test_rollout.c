@@ -268,12 +268,67 @@ TEST(agent_rollout_batched_groups) {
     agent_tool t;
     fx_model_init(&fm, &m, 2, sc, 1);
     fx_tool_init(&ft, &t);
-    agent_request rq = {0, dr_data_seq(&d, 0), 3, 4};
+    agent_request rq = {0, dr_data_seq(&d, 0), 3, 4, NULL};
     agent_rollout_opts o = {0};
     o.samples = 3;
     agent_episode *none = (agent_episode *)1;
     CHECK_ERR(agent_rollout(&m, &t, c, &rq, 1, &o, &none), DR_ERR_ARG);
     CHECK(none == NULL);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
+static const char s_after_forced[] = "The list fits.\n" ANSWER T;
+
+TEST(agent_rollout_forced_preference) {
+    dr_dataset d;
+    agent_catalog *c;
+    setup(&d, &c);
+    fx_model fm;
+    fx_tool ft;
+    agent_model m;
+    agent_tool t;
+    const char *sc[] = {s_after_forced};
+    fx_model_init(&fm, &m, 4, sc, 1);
+    fx_tool_init(&ft, &t);
+    agent_request rq[2] = {{0, dr_data_seq(&d, 0), 5, 6, "crime; \"drama\""}, {1, dr_data_seq(&d, 1), 4, 9, "FAIL"}};
+    agent_rollout_opts o = {0};
+    o.samples = 2;
+    agent_episode *e;
+    CHECK_OK(agent_rollout(&m, &t, c, rq, 2, &o, &e));
+    CHECK_EQ_INT(ft.calls, 2); /* once per request, not per sample */
+    for (int g = 0; g < 2; g++) {
+        agent_episode *x = &e[g];
+        check_episode_invariants(x);
+        CHECK_EQ_INT(x->outcome, AGENT_FINISHED);
+        CHECK_EQ_INT(x->n_calls, 1);
+        CHECK_EQ_INT(x->calls[0].n_items, 3);
+        CHECK_EQ_INT(x->n_segs, 3);
+        CHECK_EQ_INT(x->segs[1].kind, AGENT_SEG_TOOL);
+        CHECK_EQ_INT(x->segs[2].kind, AGENT_SEG_GEN);
+        const char *comp = x->text + x->prompt_len;
+        CHECK(!strncmp(comp, AGENT_TAG_THINK AGENT_TAG_PREF "crime; \"drama\"" AGENT_TAG_PREF_END AGENT_TAG_LIST "\n",
+                       strlen(AGENT_TAG_THINK AGENT_TAG_PREF "crime; \"drama\"" AGENT_TAG_PREF_END AGENT_TAG_LIST "\n")));
+        CHECK_EQ_INT(x->format, AGENT_FMT_OK);
+        /* fallback resolution sees the forced call's items */
+        CHECK(x->answer.n_lines == 10);
+    }
+    CHECK_EQ_INT(fm.n_forks, 1);
+    for (int g = 2; g < 4; g++) {
+        check_episode_invariants(&e[g]);
+        CHECK_EQ_INT(e[g].outcome, AGENT_RECALL_ERROR);
+        CHECK_EQ_INT(e[g].n_generated, 0);
+        CHECK_EQ_INT(e[g].n_calls, 1);
+    }
+    agent_episodes_free(e, 4);
+    /* max_calls 1: a further call by the model is many_recall */
+    const char *sc2[] = {"Another.\n" AGENT_TAG_PREF "more" AGENT_TAG_PREF_END T};
+    fx_model_init(&fm, &m, 4, sc2, 1);
+    o.samples = 1;
+    o.max_calls = 1;
+    CHECK_OK(agent_rollout(&m, &t, c, rq, 1, &o, &e));
+    CHECK_EQ_INT(e->outcome, AGENT_MANY_RECALL);
+    agent_episodes_free(e, 1);
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }

@@ -57,7 +57,7 @@ static void check_traj(const agent_catalog *c, const agent_tool *tool, const dr_
     fx_model fm;
     agent_model m;
     fx_model_init(&fm, &m, 1, scripts, 1);
-    agent_request rq = {u, h, nh, 0};
+    agent_request rq = {u, h, nh, 0, NULL};
     agent_rollout_opts o = {0};
     o.chat = chat;
     agent_episode *e;
