@@ -105,10 +105,14 @@ static int run_type(const llm_config *c, uint32_t type, int P, int B, int steps,
     dr_rng g;
     dr_rng_seed(&g, 2);
     for (int i = 0; i < (P > B ? P : B); i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
-    /* prefill P tokens (logits of the last only) */
-    t0 = dr_now();
-    rc = llm_prefill(s, 0, tok, P, lg, 0);
-    double dt = dr_now() - t0;
+    /* prefill P tokens (logits of the last only); best of 2 (the machine may be shared) */
+    double dt = 1e30;
+    for (int rep = 0; rep < 2 && !rc; rep++) {
+        llm_slot_truncate(s, 0, 0);
+        t0 = dr_now();
+        rc = llm_prefill(s, 0, tok, P, lg, 0);
+        if (dr_now() - t0 < dt) dt = dr_now() - t0;
+    }
     double attn = 0;
     for (int i = 0; i < P; i++) attn += 4.0 * qd * (i + 1); /* QK^T and AV */
     double flops = L * (2.0 * layer_params * P + attn) + 2.0 * D * V;
@@ -123,10 +127,23 @@ static int run_type(const llm_config *c, uint32_t type, int P, int B, int steps,
         }
         if (pass) llm_slot_fork(s, 0, slots, nb);
         rc = llm_decode(s, slots, tok, nb, lg);
-        t0 = dr_now();
-        for (int st = 0; st < steps && !rc; st++) rc = llm_decode(s, slots, tok + (st % nb), nb, lg);
-        dt = dr_now() - t0;
-        double tps = (double)nb * steps / dt;
+        /* the median step time (robust to other load on the machine) */
+        double st_t[256];
+        int ns = steps < 256 ? steps : 256;
+        for (int st = 0; st < ns && !rc; st++) {
+            t0 = dr_now();
+            rc = llm_decode(s, slots, tok + (st % nb), nb, lg);
+            st_t[st] = dr_now() - t0;
+        }
+        for (int a = 0; a < ns; a++)
+            for (int b = a + 1; b < ns; b++)
+                if (st_t[b] < st_t[a]) {
+                    double t = st_t[a];
+                    st_t[a] = st_t[b];
+                    st_t[b] = t;
+                }
+        dt = st_t[ns / 2];
+        double tps = (double)nb / dt;
         if (pass) {
             r->dB_tps = tps;
             r->dB_gflops = tps * (2.0 * (L * layer_params + (double)D * V)) / 1e9;
