@@ -1,0 +1,157 @@
+/* deeprec rl: the two RL stages of DeepRec (DESIGN §7). */
+#include "cli.h"
+#include "deeprec/data.h"
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "deeprec/llm_train.h"
+#include "deeprec/rl.h"
+#include "deeprec/tokenizer.h"
+#include "deeprec/trm.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmd_rl(int argc, char **argv) {
+    const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *out = NULL, *adv = "reinforce++",
+               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
+    int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
+        micro = 0, slots = 0, ctx = 0, max_turn = 0, tool_k = 0, max_calls = 0, max_hist = 0, chat = 0, select_k = -1,
+        save_every = 0, substring = 0, recompute = 0, quiet = 0;
+    double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1;
+    int64_t seed = 1;
+    cli_opt opts[] = {
+        {"--stage", CLI_INT, &stage, "1 (tool use: format + count + diversity) | 2 (recommendation: format + list-wise + point-wise)"},
+        {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
+        {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf): the tool and the reward embeddings"},
+        {"--llm", CLI_STR, &llm_path, "initial policy (.gguf; stage 2: stage 1's output); also the KL reference / LoRA base"},
+        {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none"},
+        {"--out", CLI_STR, &out, "policy to write (.gguf, loadable by llm_model_load / llama.cpp)"},
+        {"--steps", CLI_INT, &steps, "RL steps (stage 1: 20, stage 2: 80)"},
+        {"--prompts", CLI_INT, &prompts, "users per step (128)"},
+        {"--samples", CLI_INT, &samples, "samples per user, G (8)"},
+        {"--lr", CLI_FLOAT, &lr, "learning rate (1e-6; tiny models: 1e-4 .. 5e-5)"},
+        {"--lora", CLI_INT, &lora, "LoRA rank (0 = full fine-tuning)"},
+        {"--lora-alpha", CLI_FLOAT, &lora_alpha, "LoRA alpha (2 x rank)"},
+        {"--lora-targets", CLI_STR, &lora_targets, "q,k,v,o,gate,up,down | all (q,k,v,o)"},
+        {"--adv", CLI_STR, &adv, "reinforce++ (group baseline + token whitening) | grpo"},
+        {"--kl-beta", CLI_FLOAT, &kl, "k3 KL coefficient to the frozen --llm (0)"},
+        {"--clip-low", CLI_FLOAT, &clip_low, "PPO clip below 1 (0.2)"},
+        {"--clip-high", CLI_FLOAT, &clip_high, "PPO clip above 1 (0.28)"},
+        {"--grad-clip", CLI_FLOAT, &grad_clip, "global gradient-norm clip (1.0)"},
+        {"--updates", CLI_INT, &updates, "optimizer steps (mini-batches) per RL step (2)"},
+        {"--epochs", CLI_INT, &epochs, "passes over each rollout batch (1)"},
+        {"--micro", CLI_INT, &micro, "sequences per micro-batch (4)"},
+        {"--recompute", CLI_FLAG, &recompute, "activation checkpointing (less memory, one more forward)"},
+        {"--temp", CLI_FLOAT, &temp, "rollout temperature (1.0)"},
+        {"--top-p", CLI_FLOAT, &top_p, "rollout nucleus mass (0.95)"},
+        {"--slots", CLI_INT, &slots, "decode slots (min(prompts x samples, 64))"},
+        {"--ctx", CLI_INT, &ctx, "tokens per episode (min(model context, 4096))"},
+        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
+        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
+        {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
+        {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
+        {"--chat", CLI_FLAG, &chat, "ChatML prompts"},
+        {"--select-k", CLI_INT, &select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
+        {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
+        {"--seed", CLI_I64, &seed, "seed of user order and sampling (1)"},
+        {"--save-every", CLI_INT, &save_every, "checkpoint every N steps (1)"},
+        {"--type", CLI_STR, &type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},
+        {"--resume", CLI_FLAG, &resume, "continue from the last checkpoint of --out"},
+        {"--metrics", CLI_STR, &metrics, "JSON lines per step (OUT.metrics.jsonl)"},
+        {"--curve", CLI_STR, &curve, "reward curve SVG (OUT.rewards.svg)"},
+        {"--prev-metrics", CLI_STR, &prev, "earlier stage's JSON lines for the curve (LLM.metrics.jsonl when present)"},
+        {"--quiet", CLI_FLAG, &quiet, "no progress display"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [--steps N] "
+                      "[--prompts P] [--samples G] [--lr LR] [--lora R] [--adv reinforce++|grpo] [--kl-beta B] [--seed S] "
+                      "[--resume] [--json]",
+                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (stage != 1 && stage != 2) return cli_usage_error("rl needs --stage 1 or --stage 2");
+    if (!data_path || !trm_path || !llm_path || !out) return cli_usage_error("rl needs --data, --trm, --llm and --out");
+    rl_opts o;
+    rl_opts_default(&o, stage);
+    if (steps) o.steps = steps;
+    if (prompts) o.prompts = prompts;
+    if (samples) o.samples = samples;
+    if (lr) o.lr = (float)lr;
+    o.lora_rank = lora;
+    o.lora_alpha = (float)lora_alpha;
+    if (lora_targets && llm_lora_parse_targets(lora_targets, &o.lora_targets)) return cli_fail();
+    o.adv = rl_adv_from_name(adv);
+    if (o.adv < 0) return cli_usage_error("--adv must be reinforce++ or grpo (got '%s')", adv);
+    if (kl >= 0) o.ppo.kl_beta = (float)kl;
+    if (clip_low >= 0) o.ppo.clip_low = (float)clip_low;
+    if (clip_high >= 0) o.ppo.clip_high = (float)clip_high;
+    if (grad_clip >= 0) o.grad_clip = (float)grad_clip;
+    if (updates) o.updates = updates;
+    if (epochs) o.epochs = epochs;
+    if (micro) o.micro = micro;
+    o.recompute = recompute;
+    if (temp >= 0) o.temperature = (float)temp;
+    if (top_p >= 0) o.top_p = (float)top_p;
+    o.slots = slots;
+    o.max_ctx = ctx;
+    if (max_turn) o.max_turn_tokens = max_turn;
+    if (tool_k) o.tool_k = tool_k;
+    if (max_calls) o.max_calls = max_calls;
+    if (max_hist) o.max_hist = max_hist;
+    o.chat = chat;
+    if (select_k >= 0) o.select_k = select_k;
+    o.substring_hit = substring;
+    o.seed = (uint64_t)seed;
+    if (save_every) o.save_every = save_every;
+    o.resume = resume;
+    o.metrics = metrics;
+    o.curve = curve;
+    o.prev_metrics = prev;
+    o.llm_path = llm_path;
+    o.progress = quiet || json ? NULL : stderr;
+    if (!strcmp(type, "f32")) o.out_type = GGML_TYPE_F32;
+    else if (!strcmp(type, "f16")) o.out_type = GGML_TYPE_F16;
+    else if (!strcmp(type, "bf16")) o.out_type = GGML_TYPE_BF16;
+    else if (!strcmp(type, "q8_0")) o.out_type = GGML_TYPE_Q8_0;
+    else return cli_usage_error("--type must be f32, f16, bf16 or q8_0");
+    if (o.tool_k < AGENT_N_REC) return cli_usage_error("--tool-k must be >= %d", AGENT_N_REC);
+
+    dr_dataset d;
+    memset(&d, 0, sizeof d);
+    trm_model *tm = NULL;
+    llm_model *lm = NULL;
+    tokenizer *tok = NULL;
+    int rc;
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path)))
+        goto fail;
+    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
+    rl_env env = {&d, tm, lm, tok};
+    rl_result res;
+    if ((rc = rl_train(&env, &o, &res))) goto fail;
+    if (json) {
+        json_t *j = json_pack("{s:s, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", out, "stage", stage, "steps",
+                              (json_int_t)res.steps_done, "resumed_from", (json_int_t)res.start_step, "users_selected",
+                              res.n_selected, "first_reward", res.first_reward, "last_reward", res.last_reward, "seconds",
+                              res.seconds);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (s) printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else {
+        printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
+               (long long)res.steps_done, (long long)res.start_step, res.n_selected, res.first_reward, res.last_reward,
+               res.seconds, out);
+    }
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return 0;
+fail:
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return cli_fail();
+}
+CLI_COMMAND(rl, "rl", "RL of the agent: stage 1 (tool use) or stage 2 (recommendation), REINFORCE++ / GRPO", cmd_rl)

@@ -1,0 +1,111 @@
+#include "rl_fixture.h"
+#include "harness.h"
+#include "deeprec/gguf.h"
+#include <stdlib.h>
+#include <string.h>
+
+const char *const rlx_titles[12] = {"Heat", "Casino", "Se7en", "The Usual Suspects", "GoldenEye", "Babe",
+                                    "Jumanji", "Four Rooms", "Toy Story", "Apollo 13", "Fargo", "Alien"};
+static const char *const rlx_cats[12] = {"Action|Crime|Thriller", "Crime|Drama", "Mystery|Thriller",
+                                         "Crime|Mystery|Thriller", "Action|Adventure", "Children|Drama",
+                                         "Adventure|Children", "Comedy", "Animation|Children|Comedy",
+                                         "Adventure|Drama", "Crime|Drama|Thriller", "Horror|Sci-Fi"};
+
+void rlx_dataset(dr_dataset *d, int n_users) {
+    dr_data_builder *b = dr_data_builder_new();
+    CHECK(b != NULL);
+    dr_rng r;
+    dr_rng_seed(&r, 11);
+    for (int u = 0; u < n_users; u++) {
+        char us[16];
+        snprintf(us, sizeof us, "u%d", u);
+        int len = 6 + (int)dr_rng_below(&r, 7);
+        int base = (int)dr_rng_below(&r, 12);
+        for (int i = 0; i < len; i++) {
+            /* users drift through neighbouring items: learnable structure */
+            int it = (base + i + (int)dr_rng_below(&r, 2)) % 12;
+            char is[16];
+            snprintf(is, sizeof is, "m%d", it);
+            CHECK_OK(dr_data_builder_add(b, us, strlen(us), is, strlen(is), i, 0));
+        }
+    }
+    for (int it = 0; it < 12; it++) {
+        char is[16];
+        snprintf(is, sizeof is, "m%d", it);
+        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), rlx_titles[it], -1, rlx_cats[it], -1));
+    }
+    dr_data_filter f = {0};
+    CHECK_OK(dr_data_builder_finish(b, &f, d));
+    dr_data_builder_free(b);
+}
+
+trm_model *rlx_trm(const dr_dataset *d) {
+    trm_config c;
+    trm_config_default(&c);
+    c.model = TRM_PREF;
+    c.n_items = d->n_items;
+    c.dim = 16;
+    c.layers = 1;
+    c.heads = 2;
+    c.max_len = 20;
+    c.text_buckets = 1024;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, d, 3));
+    return m;
+}
+
+void rlx_llm(llm_model **m, tokenizer **tok) {
+    static char corpus[32768];
+    corpus[0] = 0;
+    for (int r = 0; r < 3; r++) {
+        strncat(corpus, agent_prompt_instructions(), sizeof corpus - strlen(corpus) - 1);
+        for (int i = 0; i < 12; i++) {
+            strncat(corpus, rlx_titles[i], sizeof corpus - strlen(corpus) - 1);
+            strncat(corpus, "\n  - categories: ", sizeof corpus - strlen(corpus) - 1);
+            strncat(corpus, rlx_cats[i], sizeof corpus - strlen(corpus) - 1);
+            strncat(corpus, "\n", sizeof corpus - strlen(corpus) - 1);
+        }
+    }
+    tok_train_opts to = {0};
+    to.vocab_size = 420;
+    CHECK_OK(tok_train(corpus, strlen(corpus), &to, tok));
+    llm_config c;
+    llm_config_default(&c, LLM_ARCH_QWEN2);
+    c.dim = 32;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 8;
+    c.ffn = 64;
+    c.vocab = tok_vocab_size(*tok);
+    c.context = 2048;
+    CHECK_OK(llm_model_init_random(m, &c, GGML_TYPE_F32, 0.2f, 5));
+}
+
+void rlx_episode(agent_episode *e, const agent_catalog *c, const char *completion, int outcome, int32_t target,
+                 const char *const *prefs, int n_prefs, const int32_t *items, int n_items) {
+    memset(e, 0, sizeof *e);
+    size_t n = strlen(completion);
+    e->text = malloc(n + 3);
+    memcpy(e->text, "P\n", 2);
+    memcpy(e->text + 2, completion, n + 1);
+    e->text_len = n + 2;
+    e->prompt_len = 2;
+    e->outcome = outcome;
+    e->target = target;
+    e->hit_rank = e->hit_rank_substr = -1;
+    if (n_prefs) {
+        e->calls = calloc((size_t)n_prefs, sizeof *e->calls);
+        for (int i = 0; i < n_prefs; i++) {
+            e->calls[i].preference = strdup(prefs[i]);
+            if (items && n_items) {
+                e->calls[i].items = malloc((size_t)n_items * sizeof(int32_t));
+                e->calls[i].scores = calloc((size_t)n_items, sizeof(float));
+                memcpy(e->calls[i].items, items, (size_t)n_items * sizeof(int32_t));
+                e->calls[i].n_items = n_items;
+            }
+        }
+        e->n_calls = e->call_cap = n_prefs;
+    }
+    CHECK_OK(agent_episode_finalize(e, c));
+}
