@@ -297,3 +297,44 @@ TEST(agent_answer_parsing) {
     CHECK_EQ_INT(a.n_lines, 0);
     agent_answer_free(&a);
 }
+
+/* Random texts built from tags, digits, newlines and words: the parsers never crash and
+ * agree with each other (a valid completion always parses to 10 lines). */
+TEST(agent_parsers_random_texts) {
+    static const char *const parts[] = {AGENT_TAG_THINK, AGENT_TAG_THINK_END, AGENT_TAG_PREF, AGENT_TAG_PREF_END,
+                                        AGENT_TAG_LIST, AGENT_TAG_LIST_END, AGENT_TAG_ANSWER, AGENT_TAG_ANSWER_END,
+                                        "\n", "1. ", "10. ", "x", " Heat", "\"", "<|", "|>", "\xe2\x80", "\xff", ". ", "  "};
+    dr_rng r;
+    dr_rng_seed(&r, 3);
+    char buf[4096];
+    int valid = 0;
+    for (int it = 0; it < 20000; it++) {
+        size_t n = 0;
+        int k = 1 + (int)dr_rng_below(&r, 60);
+        for (int i = 0; i < k; i++) {
+            const char *p = parts[dr_rng_below(&r, sizeof parts / sizeof *parts)];
+            size_t m = strlen(p);
+            if (n + m >= sizeof buf) break;
+            memcpy(buf + n, p, m);
+            n += m;
+        }
+        /* not NUL-terminated on purpose: the parsers take lengths */
+        char *heap = malloc(n ? n : 1);
+        memcpy(heap, buf, n);
+        int f = agent_format_check(heap, n);
+        CHECK(f >= 0 && f < AGENT_FMT_N);
+        agent_answer a;
+        CHECK_OK(agent_answer_parse(heap, n, &a));
+        if (f == AGENT_FMT_OK) {
+            valid++;
+            CHECK_EQ_INT(a.n_lines, 10);
+        }
+        agent_answer_free(&a);
+        char *p;
+        CHECK_OK(agent_preference_extract(heap, n, &p));
+        if (p) CHECK(!strchr(p, '"') && !strstr(p, "  "));
+        free(p);
+        free(heap);
+    }
+    (void)valid;
+}
