@@ -103,8 +103,8 @@ int llm_model_load(llm_model **out, const char *path);
 int llm_model_load_gguf(llm_model **out, struct gguf_file *f);
 void llm_model_free(llm_model *m);
 
-/* A model with random weights in memory: embeddings/matrices N(0, std^2), norms 1,
- * biases N(0, std^2); matrices stored as `type` (F32/F16/BF16/Q8_0). Deterministic in seed. */
+/* A model with random weights in memory: embeddings/matrices ~N(0, std^2) (a sum of four
+ * uniforms: fast for big models), norms 1, biases N(0, std^2); matrices stored as `type` (F32/F16/BF16/Q8_0). Deterministic in seed. */
 int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, float std, uint64_t seed);
 /* Convert every weight matrix of m to `type` (F32/F16/BF16/Q8_0) into owned buffers
  * (used for the conversion tests and `llm init --type`). */

@@ -456,7 +456,15 @@ static int random_mat(llm_model *m, llm_mat *w, int rows, int cols, uint32_t typ
         for (int r = 0; r < rows; r++) {
             if (!tmp) continue;
             dr_rng rr = dr_rng_split(rng, (uint64_t)r);
-            for (int i = 0; i < cols; i++) tmp[i] = std * dr_rng_normal(&rr);
+            /* near-normal: sum of four 16-bit uniforms (Irwin-Hall, variance 1/3 per unit), one
+             * rng call per value instead of Box-Muller's log/cos: ~10x faster for big models */
+            const float sc = std * 1.7320508f / 65536.0f;
+            for (int i = 0; i < cols; i++) {
+                uint64_t u = dr_rng_u64(&rr);
+                float sum = (float)(u & 0xFFFF) + (float)((u >> 16) & 0xFFFF) + (float)((u >> 32) & 0xFFFF) +
+                            (float)(u >> 48);
+                tmp[i] = (sum - 131070.0f) * sc;
+            }
             f32_row_to(type, tmp, buf + (size_t)r * w->row_bytes, cols);
         }
         free(tmp);
