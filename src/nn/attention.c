@@ -156,7 +156,7 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
     const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)Dh);
     const float p = a->dropout;
     const size_t kv_stride = (size_t)Hkv * Dh; /* between keys j and j+1 of one head */
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * H * Tq * Tk * Dh >= NN_PAR_MIN)
     {
         float kt[Dh * KB];
         float wrow[p > 0.0f ? Tk : 1];
@@ -221,7 +221,7 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
     const float p = a->dropout;
     const size_t kv_stride = (size_t)Hkv * Dh;
     /* One work item per (batch, kv head): it owns dk/dv of that head, and dq of its query heads. */
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * H * Tq * Tk * Dh >= NN_PAR_MIN)
     {
         float vt[Dh * KB];
         float keep[p > 0.0f ? Tk : 1];

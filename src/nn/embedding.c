@@ -1,5 +1,6 @@
 /* Embedding lookup (gather) and its backward (deterministic scatter-add). */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <string.h>
 
 static int check_ids(const int32_t *ids, int N, int V) {
@@ -13,7 +14,7 @@ static int check_ids(const int32_t *ids, int N, int V) {
 int nn_embedding_forward(float *out, const float *table, const int32_t *ids, int N, int V, int D) {
     int rc = check_ids(ids, N, V);
     if (rc) return rc;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * D >= NN_PAR_MIN)
     for (int i = 0; i < N; i++) {
         float *o = out + (size_t)i * D;
         if (ids[i] < 0) memset(o, 0, sizeof(float) * (size_t)D);
@@ -28,7 +29,7 @@ int nn_embedding_backward(float *dtable, const float *dout, const int32_t *ids, 
     /* Columns are split into blocks; a block's owner adds rows i = 0..N-1 in order. */
     const int blk = 16;
     int nblk = (D + blk - 1) / blk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * D >= NN_PAR_MIN)
     for (int cb = 0; cb < nblk; cb++) {
         int c0 = cb * blk, c1 = c0 + blk < D ? c0 + blk : D;
         for (int i = 0; i < N; i++) {

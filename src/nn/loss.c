@@ -31,7 +31,7 @@ int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int
         return DR_OK;
     }
     double part[NCHUNK];
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)N * V >= NN_PAR_MIN)
     for (int c = 0; c < NCHUNK; c++) {
         double acc = 0.0;
         for (size_t i = chunk_lo(N, c); i < chunk_lo(N, c + 1); i++) {
@@ -80,7 +80,7 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
     }
     double part[NCHUNK];
     /* Pass 1: per row, scores -> loss and gradient coefficients g_ik (in work). */
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)N * K1 * D >= NN_PAR_MIN)
     for (int c = 0; c < NCHUNK; c++) {
         double acc = 0.0;
         for (size_t i = chunk_lo(N, c); i < chunk_lo(N, c + 1); i++) {
@@ -128,7 +128,7 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
     if (dtable) {
         const int blk = 16;
         int nblk = (D + blk - 1) / blk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * K1 * D >= NN_PAR_MIN)
         for (int cb = 0; cb < nblk; cb++) {
             int d0 = cb * blk, d1 = d0 + blk < D ? d0 + blk : D;
             for (size_t i = 0; i < (size_t)N; i++) {
@@ -154,7 +154,7 @@ int nn_bce_with_logits(float *loss, float *dlogits, const float *logits, const f
         return DR_OK;
     }
     double part[NCHUNK];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
     for (int c = 0; c < NCHUNK; c++) {
         double acc = 0.0;
         for (size_t i = chunk_lo(n, c); i < chunk_lo(n, c + 1); i++) {
@@ -182,7 +182,7 @@ int nn_logprob_gather(float *logp, const float *logits, const int32_t *targets, 
         if (targets[i] >= V)
             return dr_error(DR_ERR_RANGE, "logprob_gather: target %d at row %d is out of range [0, %d)",
                             (int)targets[i], i, V);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= NN_PAR_MIN)
     for (int i = 0; i < N; i++) {
         if (targets[i] < 0) { logp[i] = 0.0f; continue; }
         const float *x = logits + (size_t)i * V;
@@ -197,7 +197,7 @@ int nn_logprob_gather_backward(float *dlogits, const float *dlogp, const float *
         if (targets[i] >= V)
             return dr_error(DR_ERR_RANGE, "logprob_gather_backward: target %d at row %d is out of range [0, %d)",
                             (int)targets[i], i, V);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= NN_PAR_MIN)
     for (int i = 0; i < N; i++) {
         int t = targets[i];
         if (t < 0 || dlogp[i] == 0.0f) continue;

@@ -5,7 +5,14 @@
 #define DEEPREC_NN_IMPL_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* OpenMP loops run in parallel only from this many elements of work on: below it, starting
+ * the team costs more than the loop (decode steps, small batches). 32768 by default; the
+ * tests set it to 1 so that the parallel paths run on their small shapes. */
+extern size_t nn_par_min;
+#define NN_PAR_MIN nn_par_min
 
 /* exp(x): range reduction x = n ln2 + r (n rounded to nearest with the 1.5*2^23 trick, ln2
  * split in two parts), Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2], 2^n built in

@@ -1,10 +1,11 @@
 /* LayerNorm and RMSNorm over the last dimension. */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 
 void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -32,7 +33,7 @@ void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                            const float *w, const float *mean, const float *rstd, int N, int C) {
     if (dx) {
         /* dx = rstd * (g - mean(g) - xhat * mean(g .* xhat)), g = dout .* w */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * C, *dy = dout + (size_t)n * C;
             float *d = dx + (size_t)n * C;
@@ -55,7 +56,7 @@ void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
     }
     if (dw || db) {
         /* column blocks owned by one thread each; rows summed in order */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
         for (int c0 = 0; c0 < C; c0 += 32) {
             int c1 = c0 + 32 < C ? c0 + 32 : C;
             for (int n = 0; n < N; n++) {
@@ -71,7 +72,7 @@ void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
 }
 
 void nn_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -87,7 +88,7 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
                          const float *rstd, int N, int C) {
     if (dx) {
         /* dx = rstd * (g - xhat * mean(g .* xhat)), g = dout .* w, xhat = x * rstd */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * C, *dy = dout + (size_t)n * C;
             float *d = dx + (size_t)n * C;
@@ -102,7 +103,7 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
         }
     }
     if (dw) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
         for (int c0 = 0; c0 < C; c0 += 32) {
             int c1 = c0 + 32 < C ? c0 + 32 : C;
             for (int n = 0; n < N; n++) {

@@ -1,5 +1,6 @@
 /* AdamW and global-norm gradient clipping. */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 
 void nn_adamw_step(float *param, const float *grad, float *m, float *v, size_t n, int64_t t,
@@ -7,7 +8,7 @@ void nn_adamw_step(float *param, const float *grad, float *m, float *v, size_t n
     const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
     const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
     const float decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         float mi = beta1 * m[i] + (1.0f - beta1) * g;
@@ -26,7 +27,7 @@ float nn_clip_grad_norm(const nn_buf *bufs, int nbufs, float max_norm) {
         const float *p = bufs[b].ptr;
         size_t n = bufs[b].len;
         double part[NCHUNK];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
         for (int c = 0; c < NCHUNK; c++) {
             double acc = 0.0;
             for (size_t i = n * c / NCHUNK; i < n * (c + 1) / NCHUNK; i++) acc += (double)p[i] * p[i];
@@ -41,7 +42,7 @@ float nn_clip_grad_norm(const nn_buf *bufs, int nbufs, float max_norm) {
         for (int b = 0; b < nbufs; b++) {
             float *p = bufs[b].ptr;
             size_t n = bufs[b].len;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
             for (size_t i = 0; i < n; i++) p[i] *= coef;
         }
     }

@@ -1,5 +1,6 @@
 /* Rotary position embedding, NEOX (i, i+d/2) and adjacent (2i, 2i+1) pairings. */
 #include "deeprec/nn.h"
+#include "nn/nn_impl.h"
 #include <math.h>
 
 /* Rotate every pair of token n by +angle (dir = 1) or -angle (dir = -1):
@@ -8,7 +9,7 @@ static void rope_apply(float *out, const float *in, const int32_t *pos, int N, i
                        int rot_dim, float theta, int mode, int dir, int acc) {
     if (rot_dim <= 0 || rot_dim > Dh) rot_dim = Dh;
     const int half = rot_dim / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * H * rot_dim >= NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         double t = pos ? (double)pos[n] : (double)(T > 0 ? n % T : n);
         for (int i = 0; i < half; i++) {

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+size_t nn_par_min = 32768;
+
 #if defined(__clang__)
 #pragma clang fp contract(fast)
 #elif defined(__GNUC__)
@@ -11,7 +13,7 @@
 #endif
 
 void nn_softmax_forward(float *y, const float *x, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *yr = y + (size_t)n * C;
@@ -22,7 +24,7 @@ void nn_softmax_forward(float *y, const float *x, int N, int C) {
 }
 
 void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *yr = y + (size_t)n * C, *g = dy + (size_t)n * C;
         float *d = dx + (size_t)n * C;
@@ -42,7 +44,7 @@ void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float
     }
     const float inv = 1.0f / (1.0f - p);
     size_t nblk = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
     for (size_t bl = 0; bl < nblk; bl++) {
         dr_rng r = dr_rng_split(rng, (uint64_t)bl);
         size_t i1 = (bl + 1) * DROPOUT_BLOCK < n ? (bl + 1) * DROPOUT_BLOCK : n;
@@ -56,11 +58,11 @@ void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float
 
 void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p) {
     if (p <= 0.0f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
         for (size_t i = 0; i < n; i++) dx[i] += dy[i];
         return;
     }
     const float inv = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] * inv : 0.0f;
 }
