@@ -6,7 +6,7 @@
  *      LAYERS (default 4; --layers), BF16 base, LoRA r=16 on q,k,v,o,gate,up,down,
  *      1 x 512 tokens;  target >= 40% of sgemm
  * FLOPs are counted by llm_train_flops (matmuls + causal attention; LoRA: base forward + dX).
- *   bench_llm_train [--layers L] [--steps N] [--only tiny|lora] [--json] */
+ *   bench_llm_train [--layers L] [--steps N] [--only tiny|lora] [--recompute] [--json] */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "deeprec/llm_train.h"
@@ -43,6 +43,8 @@ static double peak_rss_mb(void) {
 
 typedef struct res { double tps, gflops, plan_mb, rss_mb, step_s; size_t params; } res;
 
+static int g_recompute;
+
 static int run(const llm_config *c, uint32_t type, int lora, int B, int T, int steps, res *r) {
     llm_model *m;
     int rc = llm_model_init_random(&m, c, type, 0.02f, 1);
@@ -50,6 +52,7 @@ static int run(const llm_config *c, uint32_t type, int lora, int B, int T, int s
     llm_train_config tc;
     llm_train_config_default(&tc);
     tc.max_batch = B, tc.max_len = T, tc.lora_rank = lora, tc.lora_targets = LLM_LORA_ALL, tc.lr = 1e-4f;
+    tc.recompute = g_recompute;
     llm_train *t;
     if ((rc = llm_train_new(&t, m, &tc))) {
         llm_model_free(m);
@@ -92,8 +95,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--recompute")) g_recompute = 1;
         else {
-            fprintf(stderr, "usage: bench_llm_train [--layers L] [--steps N] [--only tiny|lora] [--json]\n");
+            fprintf(stderr, "usage: bench_llm_train [--layers L] [--steps N] [--only tiny|lora] [--recompute] [--json]\n");
             return 2;
         }
     }

@@ -12,7 +12,8 @@
  * Modes.
  *  - Full fine-tuning: every weight is an fp32 master copy (converted from the llm_model's
  *    F32/F16/BF16/Q8_0 matrices); parameters, gradients and the two Adam moments are each
- *    one allocation. The source model is not referenced after llm_train_new.
+ *    one allocation. The source model's weights are not read after llm_train_new, but the
+ *    model must outlive the trainer (its eos ids and tokenizer are used when saving).
  *  - LoRA (rank r > 0): the base model stays as loaded (its matrices may be BF16/Q8_0 in the
  *    mmap; it must outlive the trainer) and is frozen, norms and biases included. Each chosen
  *    projection W (out x in) gets y += (alpha/r) * (x A^T) B^T with A [r x in] ~ N(0, 1/in)
