@@ -88,8 +88,9 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  *   key_len [B] (or NULL): keys j >= key_len[b] are masked (right padding);
  *   key_mask [B,Tk] (or NULL): key_mask[b*Tk + j] == 0 masks key j (any padding pattern).
  * A query whose every key is masked gets att row 0 and out row 0, and no gradient.
- * Keys at or past key_len[b], or past the causal bound, are never read; keys masked by
- * key_mask inside that range are read with weight 0, so they must hold finite values.
+ * Keys at or past key_len[b], or past the causal bound, are never read (a KV cache may hold
+ * garbage there); everything else of q, k, v (and dout) must be finite, padding positions
+ * included, because masked entries are multiplied by 0 rather than skipped.
  * Dropout (p = dropout in [0,1)) is applied to the probabilities: out = (P .* M / (1-p)) V, with
  * M drawn from dr_rng_split(rng, b*H + h): row by row (i = 0..Tq-1), one uniform per key j below
  * the row's end (min of the causal bound and key_len; key_mask does not change it); the
