@@ -125,6 +125,9 @@ enum agent_fmt {
     AGENT_FMT_N
 };
 int agent_format_check(const char *completion, size_t len);
+/* The same rules for the direct baseline (no tool): any tool tag is AGENT_FMT_TOOL_TAGS; the
+ * "at least one call" and "reasoning after the last tool result" rules do not apply. */
+int agent_format_check_direct(const char *completion, size_t len);
 const char *agent_format_name(int fmt);
 
 /* The final answer: the lines of the last answer block (text between the last
@@ -184,7 +187,8 @@ typedef struct agent_episode {
     agent_call *calls;
     int n_calls;
     int outcome;              /* enum agent_outcome */
-    int format;               /* enum agent_fmt of the completion */
+    int format;               /* enum agent_fmt of the completion (direct rules when direct) */
+    int direct;               /* rolled out with the direct-baseline prompt */
     agent_answer answer;
     int32_t resolved[AGENT_N_REC]; /* resolved ids (0 = unresolved) */
     uint8_t how[AGENT_N_REC];      /* enum agent_resolve */

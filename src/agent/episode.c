@@ -146,7 +146,7 @@ int agent_episode_finalize(agent_episode *e, const agent_catalog *c) {
     const char *comp = e->text ? e->text + e->prompt_len : "";
     size_t clen = e->text ? e->text_len - e->prompt_len : 0;
     agent_answer_free(&e->answer);
-    e->format = agent_format_check(comp, clen);
+    e->format = e->direct ? agent_format_check_direct(comp, clen) : agent_format_check(comp, clen);
     int rc = agent_answer_parse(comp, clen, &e->answer);
     if (rc) return rc;
     int32_t *ret;

@@ -155,7 +155,7 @@ static int only_space(const char *p, const char *q) {
     return 1;
 }
 
-int agent_format_check(const char *s, size_t len) {
+static int format_check(const char *s, size_t len, int direct) {
     const char *end = s + len;
     /* tool tags: (pref, /pref, list, /list)* */
     int expect = 0, n_calls = 0;
@@ -169,7 +169,8 @@ int agent_format_check(const char *s, size_t len) {
         p = at + strlen(tool_tags[k]);
     }
     if (expect != 0) return AGENT_FMT_TOOL_TAGS;
-    if (n_calls < 1) return AGENT_FMT_NO_CALL;
+    if (direct && (n_calls || last_list_end)) return AGENT_FMT_TOOL_TAGS;
+    if (!direct && n_calls < 1) return AGENT_FMT_NO_CALL;
     if (agent_count(s, len, AGENT_TAG_THINK_END) != 1) return AGENT_FMT_THINK_END;
     const char *te = agent_memmem(s, len, AGENT_TAG_THINK_END);
     const char *after = te + strlen(AGENT_TAG_THINK_END);
@@ -180,7 +181,8 @@ int agent_format_check(const char *s, size_t len) {
     if (ab < after || ae < ab) return AGENT_FMT_ANSWER_BLOCK;
     const char *cb = ab + strlen(AGENT_TAG_ANSWER);
     if (next_tool_tag(cb, ae, &at) >= 0) return AGENT_FMT_TOOL_IN_ANSWER;
-    if (!last_list_end || last_list_end > te || only_space(last_list_end, te)) return AGENT_FMT_NO_REASONING;
+    if (!direct && (!last_list_end || last_list_end > te || only_space(last_list_end, te)))
+        return AGENT_FMT_NO_REASONING;
     int n_lines = 0;
     for (const char *q = cb; q < ae;) {
         const char *nl = memchr(q, '\n', (size_t)(ae - q));
@@ -198,3 +200,6 @@ int agent_format_check(const char *s, size_t len) {
         if (agent_memcasemem(s, len, agent_placeholders[i])) return AGENT_FMT_PLACEHOLDER;
     return AGENT_FMT_OK;
 }
+
+int agent_format_check(const char *s, size_t len) { return format_check(s, len, 0); }
+int agent_format_check_direct(const char *s, size_t len) { return format_check(s, len, 1); }

@@ -183,6 +183,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 e->target = r->target;
                 e->sample = g;
                 e->request = next_req;
+                e->direct = o->direct;
                 e->hit_rank = e->hit_rank_substr = -1;
                 if ((rc = agent_ep_open_seg(e, AGENT_SEG_PROMPT)) || (rc = agent_ep_add_text(e, prompt, strlen(prompt))) ||
                     (rc = agent_ep_add_tokens(e, ids, (int)n_ids, 0, NULL)))

@@ -274,6 +274,23 @@ TEST(agent_format_rules) {
     for (int f = 0; f < AGENT_FMT_N; f++) CHECK(strcmp(agent_format_name(f), "?") != 0);
 }
 
+TEST(agent_format_rules_direct) {
+    const char *d = AGENT_TAG_THINK "Likes crime.\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n1. Heat\n2. Casino\n"
+                    "3. Se7en\n4. B\n5. C\n6. D\n7. E\n8. F\n9. G\n10. H\n" AGENT_TAG_ANSWER_END;
+    CHECK_EQ_INT(agent_format_check_direct(d, strlen(d)), AGENT_FMT_OK);
+    CHECK_EQ_INT(agent_format_check(d, strlen(d)), AGENT_FMT_NO_CALL);
+    CHECK_EQ_INT(agent_format_check_direct(VALID, strlen(VALID)), AGENT_FMT_TOOL_TAGS);
+    char *s = fx_replace(d, "10. H\n", "");
+    CHECK_EQ_INT(agent_format_check_direct(s, strlen(s)), AGENT_FMT_ANSWER_LINES);
+    free(s);
+    s = fx_replace(d, "Likes crime.", "your reasoning about the user");
+    CHECK_EQ_INT(agent_format_check_direct(s, strlen(s)), AGENT_FMT_PLACEHOLDER);
+    free(s);
+    s = fx_replace(d, AGENT_TAG_THINK_END "\n", AGENT_TAG_THINK_END AGENT_TAG_THINK_END);
+    CHECK_EQ_INT(agent_format_check_direct(s, strlen(s)), AGENT_FMT_THINK_END);
+    free(s);
+}
+
 TEST(agent_answer_parsing) {
     agent_answer a;
     const char *s = VALID;
