@@ -1,0 +1,271 @@
+/* The trainer on a tiny random qwen2 + tiny dataset + tiny TRM: data selection, a few RL steps
+ * (both stages, full fine-tuning and LoRA), logs and curve, and exact resume. */
+#include "harness.h"
+#include "rl_fixture.h"
+#include "deeprec/llm_train.h"
+#include "deeprec/rl.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+TEST(rl_select_users_top_k) {
+    dr_dataset d;
+    rlx_dataset(&d, 40);
+    trm_model *m = rlx_trm(&d);
+    int32_t *u;
+    int n;
+    CHECK_OK(rl_select_users(&d, m, 0, &u, &n));
+    int all = 0;
+    for (int32_t i = 0; i < d.n_users; i++) {
+        const int32_t *tr;
+        all += dr_data_train(&d, i, &tr) >= 2;
+    }
+    CHECK_EQ_INT(n, all);
+    free(u);
+    /* k = 1: exactly the users whose target is the TRM's first (history masked) */
+    CHECK_OK(rl_select_users(&d, m, 1, &u, &n));
+    trm_session *s;
+    CHECK_OK(trm_session_new(&s, m));
+    int want = 0;
+    for (int32_t i = 0; i < d.n_users; i++) {
+        const int32_t *tr;
+        int64_t nt = dr_data_train(&d, i, &tr);
+        if (nt < 2) continue;
+        int32_t id;
+        float sc;
+        int got;
+        CHECK_OK(trm_retrieve(s, tr, nt - 1, "", 1, 1, &id, &sc, &got));
+        if (got == 1 && id == tr[nt - 1]) {
+            CHECK(want < n && u[want] == i);
+            want++;
+        }
+    }
+    CHECK_EQ_INT(n, want);
+    CHECK(n < all);
+    free(u);
+    trm_session_free(s);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
+/* A reward with spread (a random model never writes a valid answer): a hash of the generated
+ * tokens, so advantages are non-zero and updates really change the policy. */
+static int hash_reward(void *ctx, const agent_episode *e, rl_reward *r) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < e->n_tokens; i++)
+        if (e->mask[i]) h = (h ^ (uint64_t)e->tokens[i]) * 1099511628211ull;
+    r->total += (double)(h % 1000) / 1000.0;
+    return 0;
+}
+
+typedef struct log_ctx { rl_step_stats s[8]; int n; } log_ctx;
+static void on_step(void *ctx, const rl_step_stats *s) {
+    log_ctx *l = ctx;
+    if (l->n < 8) l->s[l->n++] = *s;
+}
+
+typedef struct fx {
+    dr_dataset d;
+    trm_model *trm;
+    llm_model *llm;
+    tokenizer *tok;
+} fx;
+static void fx_init(fx *f) {
+    rlx_dataset(&f->d, 40);
+    f->trm = rlx_trm(&f->d);
+    rlx_llm(&f->llm, &f->tok);
+}
+static void fx_free(fx *f) {
+    llm_model_free(f->llm);
+    tok_free(f->tok);
+    trm_model_free(f->trm);
+    dr_data_free(&f->d);
+}
+static void tiny_opts(rl_opts *o, int stage, const char *out) {
+    rl_opts_default(o, stage);
+    o->steps = 3;
+    o->prompts = 2;
+    o->samples = 2;
+    o->lr = 1e-3f;
+    o->updates = 2;
+    o->micro = 2;
+    o->max_hist = 4;
+    o->max_turn_tokens = 10;
+    o->max_ctx = 960;
+    o->select_k = 0;
+    o->seed = 7;
+    o->out = out;
+    o->reward_hook = hash_reward;
+}
+
+static uint8_t *slurp(const char *p, size_t *n) {
+    char *s;
+    CHECK_OK(dr_read_file(p, &s, n));
+    return (uint8_t *)s;
+}
+
+static void check_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    uint8_t *x = slurp(a, &na), *y = slurp(b, &nb);
+    CHECK_MSG(na == nb && memcmp(x, y, na) == 0, "%s and %s differ (%zu vs %zu bytes)", a, b, na, nb);
+    free(x);
+    free(y);
+}
+
+/* JSON lines without the timing fields */
+static char *metrics_sans_time(const char *p) {
+    size_t n;
+    char *s = (char *)slurp(p, &n);
+    char *out = calloc(n + 1, 1);
+    char *save, *line = strtok_r(s, "\n", &save);
+    while (line) {
+        json_t *j = json_loads(line, 0, NULL);
+        CHECK(j != NULL);
+        json_object_del(j, "rollout_s");
+        json_object_del(j, "update_s");
+        json_object_del(j, "step_s");
+        char *d = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        strcat(out, d);
+        strcat(out, "\n");
+        free(d);
+        json_decref(j);
+        line = strtok_r(NULL, "\n", &save);
+    }
+    free(s);
+    return out;
+}
+
+TEST(rl_train_resume_reproduces_uninterrupted_run) {
+    fx f;
+    fx_init(&f);
+    rl_env env = {&f.d, f.trm, f.llm, f.tok};
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/a.gguf", dir);
+    snprintf(b, sizeof b, "%s/b.gguf", dir);
+    /* uninterrupted */
+    rl_opts o;
+    tiny_opts(&o, 1, a);
+    log_ctx la = {0};
+    o.on_step = on_step;
+    o.on_step_ctx = &la;
+    rl_result res;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.steps_done, 3);
+    CHECK_EQ_INT(la.n, 3);
+    for (int i = 0; i < 3; i++) {
+        const rl_step_stats *s = &la.s[i];
+        CHECK_EQ_INT(s->step, i + 1);
+        CHECK_EQ_INT(s->n_episodes, 4);
+        CHECK(s->n_tokens > 0 && s->mean_gen > 0);
+        CHECK_EQ_INT(s->n_updates, 2);
+        CHECK(s->grad_norm > 0 && isfinite(s->loss) && s->entropy > 0);
+        CHECK(s->clip_frac >= 0 && s->clip_frac <= 1);
+        CHECK(s->logp_diff < 1e-3); /* the trainer and the inference engine agree */
+        CHECK_NEAR(s->format, -1.0, 0); /* a random model never answers validly */
+        int tot = 0;
+        for (int k = 0; k < AGENT_N_OUTCOMES; k++) tot += s->outcomes[k];
+        CHECK_EQ_INT(tot, 4);
+    }
+    CHECK(la.s[0].ratio != 1.0); /* the second mini-batch sees the moved policy */
+    /* the policy loads and differs from the start */
+    llm_model *pa;
+    CHECK_OK(llm_model_load(&pa, a));
+    CHECK(memcmp(pa->tok_embd.data, f.llm->tok_embd.data, (size_t)f.llm->cfg.vocab * f.llm->cfg.dim * 4) != 0);
+    llm_model_free(pa);
+    char p[600];
+    snprintf(p, sizeof p, "%s/a.rewards.svg", dir);
+    size_t n;
+    char *svg = (char *)slurp(p, &n);
+    CHECK(strstr(svg, "<polyline") && strstr(svg, "stage 1"));
+    free(svg);
+
+    /* interrupted after 2 steps (nothing after the checkpoint of step 2), then resumed */
+    tiny_opts(&o, 1, b);
+    o.stop_after = 2;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.steps_done, 2);
+    snprintf(p, sizeof p, "%s/b.gguf", dir);
+    CHECK(!dr_file_exists(p)); /* the final policy is written at the end only */
+    tiny_opts(&o, 1, b);
+    o.resume = 1;
+    log_ctx lb = {0};
+    o.on_step = on_step;
+    o.on_step_ctx = &lb;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.start_step, 2);
+    CHECK_EQ_INT(res.steps_done, 3);
+    CHECK_EQ_INT(lb.n, 1);
+    CHECK(lb.s[0].reward == la.s[2].reward);
+    CHECK(lb.s[0].loss == la.s[2].loss);
+    CHECK(lb.s[0].grad_norm == la.s[2].grad_norm);
+    check_same_file(a, b);
+    char ma[600], mb[600];
+    snprintf(ma, sizeof ma, "%s/a.metrics.jsonl", dir);
+    snprintf(mb, sizeof mb, "%s/b.metrics.jsonl", dir);
+    char *xa = metrics_sans_time(ma), *xb = metrics_sans_time(mb);
+    CHECK_STR(xa, xb);
+    free(xa);
+    free(xb);
+    /* resuming a finished run is a no-op that rewrites the policy */
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.start_step, 3);
+    check_same_file(a, b);
+    /* a mismatching resume is refused */
+    o.seed = 8;
+    CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
+    fx_free(&f);
+}
+
+TEST(rl_train_stage2_lora_grpo_kl) {
+    fx f;
+    fx_init(&f);
+    rl_env env = {&f.d, f.trm, f.llm, f.tok};
+    const char *dir = dr_test_tmpdir();
+    char out[512], prev[512];
+    snprintf(out, sizeof out, "%s/p2.gguf", dir);
+    snprintf(prev, sizeof prev, "%s/p1.metrics.jsonl", dir);
+    /* a stage-1 log for the combined curve */
+    CHECK_OK(dr_write_file_atomic(prev, "{\"stage\":1,\"step\":1,\"reward\":-1.0}\n{\"stage\":1,\"step\":2,\"reward\":-0.5}\n",
+                                  strlen("{\"stage\":1,\"step\":1,\"reward\":-1.0}\n{\"stage\":1,\"step\":2,\"reward\":-0.5}\n")));
+    rl_opts o;
+    tiny_opts(&o, 2, out);
+    o.steps = 2;
+    o.lora_rank = 4;
+    o.adv = RL_ADV_GRPO;
+    o.ppo.kl_beta = 0.1f;
+    o.updates = 1;
+    o.epochs = 2;
+    o.prev_metrics = prev;
+    log_ctx l = {0};
+    o.on_step = on_step;
+    o.on_step_ctx = &l;
+    rl_result res;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(l.n, 2);
+    CHECK_EQ_INT(l.s[0].n_updates, 2);  /* 2 epochs x 1 mini-batch */
+    CHECK(l.s[0].kl > 0 && l.s[0].kl < l.s[1].kl); /* 0 at the first update, then it grows */
+    llm_model *pm;
+    CHECK_OK(llm_model_load(&pm, out));
+    CHECK_EQ_INT(pm->cfg.vocab, f.llm->cfg.vocab);
+    llm_model_free(pm);
+    char p[600];
+    snprintf(p, sizeof p, "%s/p2.rewards.svg", dir);
+    size_t n;
+    char *svg = (char *)slurp(p, &n);
+    CHECK(strstr(svg, "stage 1") && strstr(svg, "stage 2"));
+    free(svg);
+    /* resume of a LoRA run: from the base model + the state */
+    tiny_opts(&o, 2, out);
+    o.steps = 3;
+    o.lora_rank = 4;
+    o.adv = RL_ADV_GRPO;
+    o.ppo.kl_beta = 0.1f;
+    o.updates = 1;
+    o.epochs = 2;
+    o.resume = 1;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.start_step, 2);
+    CHECK_EQ_INT(res.steps_done, 3);
+    fx_free(&f);
+}
