@@ -165,9 +165,9 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
             int b = bh / H, h = bh % H, g = h / group;
             float *attb = att + (size_t)bh * Tq * Tk;
             /* 1. scores, one transposed tile of keys at a time */
-            for (int j0 = 0; j0 < Tk; j0 += KB) {
-                int nb = Tk - j0 < KB ? Tk - j0 : KB;
-                if (key_end(a, b, Tq - 1) <= j0 && (!a->causal || key_end(a, b, 0) <= j0)) continue;
+            const int kend = key_end(a, b, Tq - 1); /* the last row sees the most keys */
+            for (int j0 = 0; j0 < kend; j0 += KB) {
+                int nb = kend - j0 < KB ? kend - j0 : KB;
                 load_tile_t(kt, k, a, b, g, j0, nb);
                 for (int i = 0; i < Tq; i++) {
                     int end = key_end(a, b, i);
@@ -229,8 +229,9 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
         for (int bg = 0; bg < B * Hkv; bg++) {
             int b = bg / Hkv, g = bg % Hkv;
             /* 1. dP'_ij = do_i . v_j into datt, one transposed tile of values at a time */
-            for (int j0 = 0; j0 < Tk; j0 += KB) {
-                int nb = Tk - j0 < KB ? Tk - j0 : KB;
+            const int kend = key_end(a, b, Tq - 1); /* the last row sees the most keys */
+            for (int j0 = 0; j0 < kend; j0 += KB) {
+                int nb = kend - j0 < KB ? kend - j0 : KB;
                 load_tile_t(vt, v, a, b, g, j0, nb);
                 for (int h = g * group; h < (g + 1) * group; h++)
                     for (int i = 0; i < Tq; i++) {

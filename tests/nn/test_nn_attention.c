@@ -52,7 +52,8 @@ static void ref_attention(const nn_attn *a, double *out, const double *q, const 
                 double sum = 0.0;
                 for (int j = 0; j < Tk; j++) sum += s[j] == -INFINITY ? 0.0 : exp(s[j] - mx);
                 for (int j = 0; j < Tk; j++) {
-                    double pj = s[j] == -INFINITY ? 0.0 : exp(s[j] - mx) / sum;
+                    if (s[j] == -INFINITY) continue;
+                    double pj = exp(s[j] - mx) / sum;
                     for (int c = 0; c < Dh; c++)
                         out[((size_t)(b * Tq + i) * H + h) * Dh + c] += pj * keep[j] * v[((size_t)(b * Tk + j) * Hkv + gkv) * Dh + c];
                 }
@@ -320,4 +321,30 @@ TEST(nn_rope_pairings_differ) {
     /* adjacent, first pair (x0, x1) at angle 3: */
     CHECK_NEAR(b[0], 1 * cos(3.0) - 2 * sin(3.0), 1e-5);
     CHECK_NEAR(b[1], 1 * sin(3.0) + 2 * cos(3.0), 1e-5);
+}
+
+/* Keys past key_len (a KV cache's unused tail) are never read: NaN there changes nothing,
+ * in the forward or the backward, on both the vector path (Dh = 32) and the scalar one. */
+TEST(nn_attention_ignores_keys_past_len) {
+    dr_rng g;
+    dr_rng_seed(&g, 31);
+    for (int Dh = 5; Dh <= 32; Dh += 27) {
+        int32_t len[2] = {3, 70};
+        nn_attn a = {.B = 2, .Tq = 2, .Tk = 80, .H = 2, .Hkv = 1, .Dh = Dh, .causal = 1, .key_len = len};
+        size_t nq = (size_t)2 * 2 * 2 * Dh, nk = (size_t)2 * 80 * Dh, na = nn_attention_att_size(&a);
+        float *q = nt_randn(&g, nq, 1), *k = nt_randn(&g, nk, 1), *v = nt_randn(&g, nk, 1), *dout = nt_randn(&g, nq, 1);
+        for (int b = 0; b < 2; b++)
+            for (int j = len[b]; j < 80; j++)
+                for (int d = 0; d < Dh; d++) k[((size_t)b * 80 + j) * Dh + d] = v[((size_t)b * 80 + j) * Dh + d] = NAN;
+        float *out = nt_zeros(nq), *att = nt_zeros(na), *datt = nt_zeros(na);
+        float *dq = nt_zeros(nq), *dk = nt_zeros(nk), *dv = nt_zeros(nk);
+        CHECK_OK(nn_attention_forward(&a, out, att, q, k, v));
+        CHECK_OK(nn_attention_backward(&a, dq, dk, dv, datt, dout, q, k, v, att));
+        for (size_t i = 0; i < nq; i++) CHECK(isfinite(out[i]) && isfinite(dq[i]));
+        for (size_t i = 0; i < nk; i++) CHECK(isfinite(dk[i]) && isfinite(dv[i]));
+        at_ctx c = {a, nt_tod(q, nq), nt_tod(k, nk), nt_tod(v, nk), nt_tod(dout, nq), nt_dzeros(nq)};
+        at_obj(&c);
+        CHECK_CLOSE("attention out (NaN tail)", out, c.out, nq, 1e-5, 1e-5);
+    }
+    nt_free_all();
 }
