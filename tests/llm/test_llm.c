@@ -268,11 +268,11 @@ TEST(llm_prefill_long_matches_decode) {
 TEST(llm_matmul_kernels) {
     const int rows = 37, cols = 96 + 32 * 3;
     uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0};
-    float *wf = malloc((size_t)rows * cols * 4), *x = malloc((size_t)20 * cols * 4);
+    float *wf = malloc((size_t)rows * cols * 4), *x = malloc((size_t)70 * cols * 4);
     dr_rng g;
     dr_rng_seed(&g, 11);
     for (int i = 0; i < rows * cols; i++) wf[i] = dr_rng_normal(&g);
-    for (int i = 0; i < 20 * cols; i++) x[i] = dr_rng_normal(&g);
+    for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
     for (int ti = 0; ti < 4; ti++) {
         llm_mat w = {0};
         w.type = types[ti], w.rows = rows, w.cols = cols;
@@ -288,7 +288,7 @@ TEST(llm_matmul_kernels) {
         }
         w.data = buf;
         float *row = malloc((size_t)cols * 4);
-        for (int n = 1; n <= 20; n++) {
+        for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: direct and sgemm paths */
             float *y = malloc((size_t)n * rows * 4);
             llm_matmul(&w, x, n, y);
             double worst = 0;
