@@ -148,6 +148,11 @@ int llm_train_save_model(llm_train *t, const struct tokenizer *tok, uint32_t typ
 /* An llm_model over the current weights (LoRA merged into fp32 copies), for generation in
  * the same process; free with llm_model_free. */
 int llm_train_export_model(llm_train *t, llm_model **out);
+/* Full fine-tuning only: an llm_model whose matrices, norms and biases point at the trainer's
+ * fp32 master weights (no copy), so it always sees the current weights (for rollouts between
+ * steps: create once). Valid until llm_train_free; llm_model_free frees only the view.
+ * LoRA: DR_ERR_UNSUPPORTED (use llm_train_export_model, a merged snapshot). */
+int llm_train_view_model(llm_train *t, llm_model **out);
 int llm_train_save_state(const llm_train *t, const char *path);
 int llm_train_load_state(llm_train *t, const char *path);
 

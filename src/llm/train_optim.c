@@ -137,6 +137,43 @@ int llm_train_export_model(llm_train *t, llm_model **out) {
     return DR_OK;
 }
 
+int llm_train_view_model(llm_train *t, llm_model **out) {
+    *out = NULL;
+    if (t->lora)
+        return dr_error(DR_ERR_UNSUPPORTED, "a model view needs full fine-tuning (LoRA: use llm_train_export_model)");
+    const llm_config *c = &t->c;
+    llm_model *m = dr_calloc(1, sizeof *m);
+    if (!m) return DR_ERR_NOMEM;
+    m->cfg = *c;
+    m->layers = dr_calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        free(m);
+        return DR_ERR_NOMEM;
+    }
+    m->tok_embd = t->tok_embd;
+    m->output = t->output;
+    m->output_norm = t->output_norm;
+    for (int l = 0; l < c->n_layers; l++) {
+        const tlayer *L = &t->layers[l];
+        llm_layer *M = &m->layers[l];
+        M->attn_norm = L->attn_norm, M->ffn_norm = L->ffn_norm;
+        llm_mat *dm[TL_N] = {&M->wq, &M->wk, &M->wv, &M->wo, &M->w_gate, &M->w_up, &M->w_down};
+        for (int i = 0; i < TL_N; i++) *dm[i] = L->lin[i].base;
+        M->bq = L->lin[TL_Q].b, M->bk = L->lin[TL_K].b, M->bv = L->lin[TL_V].b;
+    }
+    if (t->src->n_eos) {
+        m->eos_ids = dr_calloc((size_t)t->src->n_eos, sizeof(int32_t));
+        if (!m->eos_ids) {
+            llm_model_free(m);
+            return DR_ERR_NOMEM;
+        }
+        memcpy(m->eos_ids, t->src->eos_ids, (size_t)t->src->n_eos * sizeof(int32_t));
+        m->n_eos = t->src->n_eos;
+    }
+    *out = m;
+    return DR_OK;
+}
+
 int llm_train_save_model(llm_train *t, const struct tokenizer *tok, uint32_t type, const char *path) {
     llm_model *m;
     int rc = llm_train_export_model(t, &m);

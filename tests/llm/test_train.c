@@ -527,3 +527,38 @@ static void torch_case(const char *arch) {
 
 TEST(llm_train_torch_qwen2) { torch_case("qwen2"); }
 TEST(llm_train_torch_llama) { torch_case("llama"); }
+
+/* A view over the master weights follows the updates (session logits == trainer log-probs). */
+TEST(llm_train_view_follows_updates) {
+    llm_config c;
+    tiny_cfg(&c, LLM_ARCH_QWEN2);
+    llm_model *m;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_BF16, 0.3f, 19));
+    llm_train *t = make_trainer(m, 0, 0);
+    llm_model *v;
+    CHECK_OK(llm_train_view_model(t, &v));
+    tbatch tb;
+    make_batch(&tb, 1, 9, c.vocab, 11);
+    double l;
+    t->tc.lr = 3e-2f;
+    run_steps(t, &tb, 2, &l);
+    float lp[64], lg[9 * 40];
+    CHECK_OK(llm_train_logprobs(t, &tb.b, lp, NULL));
+    llm_session *s;
+    CHECK_OK(llm_session_new(&s, v, 1, 16));
+    CHECK_OK(llm_prefill(s, 0, tb.tok, tb.len[0], lg, 1));
+    for (int j = 1; j < tb.len[0]; j++) {
+        const float *x = lg + (size_t)(j - 1) * c.vocab;
+        double mx = -1e30, se = 0;
+        for (int k = 0; k < c.vocab; k++) mx = x[k] > mx ? x[k] : mx;
+        for (int k = 0; k < c.vocab; k++) se += exp(x[k] - mx);
+        CHECK_NEAR(lp[j], x[tb.tok[j]] - mx - log(se), 1e-4);
+    }
+    llm_session_free(s);
+    llm_model_free(v);
+    llm_train *tl = make_trainer(m, 0, 2);
+    CHECK_ERR(llm_train_view_model(tl, &v), DR_ERR_UNSUPPORTED);
+    llm_train_free(tl);
+    llm_train_free(t);
+    llm_model_free(m);
+}

@@ -1,5 +1,7 @@
 /* llm sft through $DEEPREC_BIN (memorise a toy corpus, load back in llm generate, resume),
- * and the SFT data loader (mask spans -> token masks). */
+ * and the SFT data loader (mask spans -> token masks).
+ * The subprocesses run with OMP_WAIT_POLICY=passive: with pthread OpenBLAS beside libgomp on a
+ * loaded 2-core machine, active spin-waiting made these tiny runs 25x slower (1.3 s -> 31 s). */
 #include "deeprec/llm.h"
 #include "deeprec/llm_train.h"
 #include "deeprec/tokenizer.h"
@@ -49,7 +51,7 @@ TEST(llm_train_cli_sft_memorise_generate) {
     snprintf(m1, sizeof m1, "%s", dr_test_path(dir, "m1.gguf"));
     snprintf(js, sizeof js, "%s", dr_test_path(dir, "out.json"));
     snprintf(cmd, sizeof cmd,
-             "%s llm sft --model %s --data %s --out %s --epochs 100 --lr 3e-3 --batch 3 --json --quiet --metrics %s > %s",
+             "OMP_WAIT_POLICY=passive %s llm sft --model %s --data %s --out %s --epochs 100 --lr 3e-3 --batch 3 --json --quiet --metrics %s > %s",
              b, m0, data, m1, dr_test_path(dir, "metrics.jsonl"), js);
     CHECK_EQ_INT(system(cmd), 0);
     char *out = NULL;
@@ -63,7 +65,7 @@ TEST(llm_train_cli_sft_memorise_generate) {
     free(out);
     /* the trained model generates the memorised completion (special tokens are not printed) */
     snprintf(cmd, sizeof cmd,
-             "%s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
+             "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
              "<|im_start|>assistant\\n')\" --temp 0 -n 40 > %s 2>/dev/null",
              b, m1, dr_test_path(dir, "gen.txt"));
     CHECK_EQ_INT(system(cmd), 0);
@@ -80,16 +82,16 @@ TEST(llm_train_cli_resume) {
     snprintf(m0, sizeof m0, "%s", dr_test_path(dir, "m0.gguf"));
     snprintf(data, sizeof data, "%s", dr_test_path(dir, "data.jsonl"));
     const char *common = "--epochs 6 --batch 2 --lr 3e-3 --weight-decay 0.01 --quiet";
-    snprintf(cmd, sizeof cmd, "%s llm sft --model %s --data %s --out %s %s", b, m0, data, dr_test_path(dir, "full.gguf"),
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm sft --model %s --data %s --out %s %s", b, m0, data, dr_test_path(dir, "full.gguf"),
              common);
     CHECK_EQ_INT(system(cmd), 0);
     char half[512], st[512];
     snprintf(half, sizeof half, "%s", dr_test_path(dir, "half.gguf"));
     snprintf(st, sizeof st, "%s", dr_test_path(dir, "half.state"));
-    snprintf(cmd, sizeof cmd, "%s llm sft --model %s --data %s --out %s --save-state %s --max-steps 5 %s", b, m0, data,
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm sft --model %s --data %s --out %s --save-state %s --max-steps 5 %s", b, m0, data,
              half, st, common);
     CHECK_EQ_INT(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "%s llm sft --model %s --data %s --out %s --resume %s %s", b, half, data,
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm sft --model %s --data %s --out %s --resume %s %s", b, half, data,
              dr_test_path(dir, "resumed.gguf"), st, common);
     CHECK_EQ_INT(system(cmd), 0);
     char *x, *y;
