@@ -20,7 +20,7 @@ DEPS_gguf  := base
 DEPS_nn    := base
 DEPS_data  := gguf base
 DEPS_text  := gguf base
-DEPS_eval  := data gguf nn base
+DEPS_eval  := agent llm trm text data gguf nn base
 DEPS_trm   := eval data nn gguf base
 DEPS_llm   := text nn gguf base
 DEPS_agent := llm trm eval text data nn gguf base
@@ -107,9 +107,12 @@ FUZZ_LIB_OBJS := $(patsubst src/%.c,build/fuzz/obj/%.o,$(foreach m,$(LIB_MODULES
 build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -c $< -o $@
-build/fuzz/%: fuzz/%.c $(FUZZ_LIB_OBJS)
+build/fuzz/libdeeprec.a: $(FUZZ_LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+# Linked through an archive so each target pulls only the objects it uses.
+build/fuzz/%: fuzz/%.c build/fuzz/libdeeprec.a
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $^ -lopenblas -ljansson -lz -lm -fopenmp
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a -lopenblas -ljansson -lz -lm -fopenmp
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=""; [ -d fuzz/seeds/$$n ] && seeds=fuzz/seeds/$$n; \
