@@ -1,0 +1,144 @@
+/* deeprec evaluate: the evaluation harness of the DeepRec agent and its baselines
+ * (issue 7, "Evaluation and baselines"; metrics of DESIGN §3, outcomes of §6, format of §7).
+ *
+ * Modes (enum eval_mode):
+ *   deeprec  the full multi-turn agent: agent_rollout with the LLM and the TRM tool;
+ *   trm      the retriever alone: the TRM tool with an EMPTY preference, its top-10
+ *            (history masked, as the tool does); no LLM;
+ *   rerank   "retrieve then rank": ONE tool call made for the model with a fixed preference
+ *            built from the history (eval_history_preference), its tool_k items shown, then
+ *            the LLM writes the ranked 10 titles in the answer tags (the DeepRec prompt, the
+ *            call forced by agent_request.forced_preference, max_calls = 1: a second call
+ *            ends the episode as many_recall);
+ *   direct   the LLM recommends 10 titles without the tool (the direct-baseline prompt,
+ *            agent_prompt_instructions_direct); a tool call it still makes fails
+ *            (recall_error).
+ *
+ * Users (documented selection): every user with a test target (>= 3 interactions), in
+ * dataset order, shuffled with dr_rng seeded by `seed` (dr_rng_shuffle_i32); the first
+ * `users` of that order are evaluated (0 = all). History = seq[:-1], target = seq[-1].
+ *
+ * Metrics over the top-10 list, one value per EPISODE (users x samples), averaged over all
+ * evaluated episodes; an episode whose outcome is not `finished` (or whose list misses the
+ * target) counts as a miss (0 everywhere). With the 0-based rank i of the target's first
+ * occurrence in the list: Recall@K = [i < K] (K = 1, 5, 10), NDCG@K = 1/log2(i + 2) if i < K,
+ * MRR = 1/(i + 1) (0 when not in the list: a truncated MRR@10). Two resolution rules:
+ *   exact     answer lines resolved to items by agent_resolve_line (normalised exact title,
+ *             then the token-overlap fallback among the episode's retrieved items);
+ *   substring the paper's rule: the line contains the target's normalised title.
+ * For trm, list entries are item ids: exact = id match, substring = the target's title is a
+ * substring of the listed item's title. */
+#ifndef DEEPREC_EVALUATE_H
+#define DEEPREC_EVALUATE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "deeprec/agent.h"
+#include "deeprec/base.h"
+
+struct dr_dataset;
+struct trm_model;
+struct llm_model;
+struct tokenizer;
+struct json_t;
+
+enum eval_mode { EVAL_DEEPREC = 0, EVAL_TRM, EVAL_RERANK, EVAL_DIRECT, EVAL_N_MODES };
+const char *eval_mode_name(int mode);        /* "deeprec", "trm", "rerank", "direct" */
+int eval_mode_from_name(const char *name);   /* -1 if unknown */
+int eval_mode_uses_llm(int mode);            /* all but trm */
+
+/* ---------------------------------------------------------------- accumulation */
+enum eval_rule { EVAL_RULE_EXACT = 0, EVAL_RULE_SUBSTR = 1, EVAL_N_RULES };
+
+/* Sums over episodes (divide by n_episodes: eval_acc_finish). */
+typedef struct eval_acc {
+    int64_t n_episodes;
+    double recall[EVAL_N_RULES][3];  /* @1, @5, @10 */
+    double ndcg[EVAL_N_RULES][2];    /* @5, @10 */
+    double mrr[EVAL_N_RULES];
+    int64_t outcomes[AGENT_N_OUTCOMES];
+    int64_t format_valid;
+    int64_t tool_calls;
+    int64_t gen_tokens;
+} eval_acc;
+
+void eval_acc_init(eval_acc *a);
+/* One episode given 0-based ranks of the target (-1 = not in the list) under both rules. */
+void eval_acc_add_ranks(eval_acc *a, int rank_exact, int rank_substr);
+/* One rolled-out episode: ranks from e->hit_rank / e->hit_rank_substr (the rollout leaves
+ * them at -1 unless finished; here any outcome other than finished is a miss regardless),
+ * plus outcome, format (valid = AGENT_FMT_OK), tool calls and generated tokens. */
+void eval_acc_add_episode(eval_acc *a, const agent_episode *e);
+void eval_acc_merge(eval_acc *a, const eval_acc *b);
+
+/* ---------------------------------------------------------------- results */
+typedef struct eval_result {
+    int mode;
+    int llm;                      /* LLM-related fields meaningful (not trm) */
+    int64_t n_users, n_episodes;
+    int samples;
+    double recall[EVAL_N_RULES][3], ndcg[EVAL_N_RULES][2], mrr[EVAL_N_RULES];
+    int64_t outcomes[AGENT_N_OUTCOMES];
+    double format_valid_rate;     /* llm only */
+    double mean_tool_calls;       /* llm only */
+    double mean_gen_tokens;       /* llm only */
+    double seconds, seconds_per_user;
+} eval_result;
+/* Means from the sums (zeros when empty). */
+void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, double seconds, eval_result *r);
+
+/* ---------------------------------------------------------------- running */
+typedef struct eval_opts {
+    int mode;              /* enum eval_mode */
+    int users;             /* test users to evaluate (0 = all) */
+    uint64_t seed;         /* user selection and sampling seed (1) */
+    float temperature;     /* 0 = greedy (default) */
+    int top_k;             /* 0 = all */
+    float top_p;           /* 0 or >= 1 = all */
+    int samples;           /* episodes per user (1) */
+    int chat;              /* ChatML prompts */
+    int tool_k;            /* items per tool call (AGENT_TOOL_K) */
+    int max_hist;          /* history items in the prompt (AGENT_MAX_HIST) */
+    int max_calls;         /* deeprec: tool calls allowed (AGENT_MAX_CALLS) */
+    int32_t max_turn_tokens; /* generated tokens per turn (1024) */
+    int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
+    int batch;             /* model slots = sequences decoded together (16) */
+    int chunk;             /* users per agent_rollout call (0: max(256, 4 x batch)) */
+    FILE *progress;        /* progress sink (stderr in the CLI) or NULL */
+} eval_opts;
+void eval_opts_default(eval_opts *o);
+
+typedef struct eval_inputs {
+    const struct dr_dataset *data;
+    const agent_catalog *catalog;
+    struct trm_model *trm;          /* required except for direct */
+    const struct llm_model *llm;    /* required except for trm */
+    const struct tokenizer *tok;    /* NULL: the model's own tokenizer */
+} eval_inputs;
+
+/* The evaluated users (see the top of this file): *users (heap) gets min(n, available) ids. */
+int eval_select_users(const struct dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out);
+
+/* The rerank baseline's fixed preference: the categories of the last (up to) 10 history
+ * items, counted, the 3 most frequent (ties: the one seen most recently first), joined by
+ * "; " (e.g. "Drama; Comedy; Romance"). Without categories: words of 4+ letters of those
+ * titles, the same way. Nothing usable: the last item's title. Heap string ("" for an empty
+ * history). */
+int eval_history_preference(const agent_catalog *c, const int32_t *hist, int64_t n_hist, char **out);
+
+/* The trm baseline for one history: top-10 ids of the tool with an empty preference.
+ * Returns 0-based ranks of target under both rules (-1 = missed) in *rank_exact / *rank_substr. */
+int eval_trm_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist, int32_t target,
+                 int *rank_exact, int *rank_substr);
+
+/* Evaluate o->mode on the selected test users. Episodes of the LLM modes go through
+ * agent_rollout in chunks of o->chunk users with o->batch model slots. */
+int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r);
+
+/* ---------------------------------------------------------------- reports */
+/* A table (rows = results x rules, then an outcome/cost table) for a terminal. */
+void eval_report_table(const eval_result *r, int n, FILE *out);
+/* JSON object of one result (LLM-only fields null for trm). New reference. */
+struct json_t *eval_result_json(const eval_result *r);
+
+#endif

@@ -1,0 +1,146 @@
+/* deeprec eval: the DeepRec agent and its baselines on test users (include/deeprec/evaluate.h). */
+#include "cli.h"
+#include "deeprec/data.h"
+#include "deeprec/evaluate.h"
+#include "deeprec/llm.h"
+#include "deeprec/tokenizer.h"
+#include "deeprec/trm.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmd_eval(int argc, char **argv) {
+    const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec";
+    eval_opts eo;
+    eval_opts_default(&eo);
+    int chat = 0, json = 0, quiet = 0, threads = 0, max_turn = eo.max_turn_tokens, ctx = 0, top_k = 0;
+    double temp = 0.0, top_p = 1.0;
+    int64_t seed = 1;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
+        {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf); not needed for --mode direct"},
+        {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama); not needed for --mode trm"},
+        {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
+        {"--mode", CLI_STR, &modes, "deeprec | trm | rerank | direct, or a comma list (deeprec)"},
+        {"--users", CLI_INT, &eo.users, "test users (0 = all; the first N after a seeded shuffle)"},
+        {"--seed", CLI_I64, &seed, "user selection and sampling seed (1)"},
+        {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
+        {"--top-k", CLI_INT, &top_k, "sampling top-k (0 = off)"},
+        {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
+        {"--samples", CLI_INT, &eo.samples, "episodes per user (1)"},
+        {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
+        {"--tool-k", CLI_INT, &eo.tool_k, "items per tool call (20)"},
+        {"--max-hist", CLI_INT, &eo.max_hist, "history items in the prompt (20)"},
+        {"--max-calls", CLI_INT, &eo.max_calls, "tool calls allowed in deeprec mode (8)"},
+        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
+        {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        {"--batch", CLI_INT, &eo.batch, "sequences decoded together (16)"},
+        {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
+        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct "
+                      "[--users N] [--seed S] [--temp 0] [--samples 1] [--chat] [--tool-k 20] [--json]",
+                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
+    {
+        const char *p = modes;
+        while (*p) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            char name[32];
+            if (len == 0 || len >= sizeof name) return cli_usage_error("--mode: bad mode list '%s'", modes);
+            memcpy(name, p, len);
+            name[len] = 0;
+            int m = eval_mode_from_name(name);
+            if (m < 0) return cli_usage_error("--mode: unknown mode '%s' (deeprec, trm, rerank, direct)", name);
+            if (n_modes == EVAL_N_MODES) return cli_usage_error("--mode: too many modes");
+            mode_list[n_modes++] = m;
+            need_llm |= eval_mode_uses_llm(m);
+            need_trm |= m != EVAL_DIRECT;
+            p = e ? e + 1 : p + len;
+        }
+        if (!n_modes) return cli_usage_error("--mode is empty");
+    }
+    if (!data_path) return cli_usage_error("eval needs --data");
+    if (need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
+    if (need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
+    if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.max_hist < 1 || eo.max_calls < 1 || max_turn < 1 ||
+        ctx < 0 || eo.tool_k < AGENT_N_REC || temp < 0)
+        return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --max-hist >= 1, --max-calls >= 1, "
+                               "--max-tokens >= 1, --ctx >= 0, --tool-k >= %d, --temp >= 0",
+                               AGENT_N_REC);
+    if (threads > 0) dr_threads_set(threads);
+    eo.seed = (uint64_t)seed;
+    eo.temperature = (float)temp;
+    eo.top_k = top_k;
+    eo.top_p = (float)top_p;
+    eo.chat = chat;
+    eo.max_turn_tokens = max_turn;
+    eo.n_ctx = ctx;
+    eo.progress = quiet || json ? NULL : stderr;
+
+    dr_dataset d;
+    memset(&d, 0, sizeof d);
+    trm_model *tm = NULL;
+    llm_model *lm = NULL;
+    tokenizer *tok = NULL;
+    agent_catalog *cat = NULL;
+    eval_result res[EVAL_N_MODES];
+    int rc;
+    if ((rc = dr_data_load(&d, data_path)) || (rc = agent_catalog_build(&d, &cat))) goto fail;
+    if (need_trm && (rc = trm_load(&tm, trm_path))) goto fail;
+    if (need_llm && (rc = llm_model_load(&lm, llm_path))) goto fail;
+    if (need_llm && tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
+    if (need_llm && !tok && !lm->tok) {
+        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer", llm_path);
+        dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
+        goto fail;
+    }
+    eval_inputs in = {&d, cat, tm, lm, tok};
+    for (int i = 0; i < n_modes; i++) {
+        eo.mode = mode_list[i];
+        if (eo.progress) fprintf(stderr, "eval: mode %s\n", eval_mode_name(eo.mode));
+        if ((rc = eval_run(&in, &eo, &res[i]))) {
+            dr_error_context("eval --mode %s", eval_mode_name(eo.mode));
+            goto fail;
+        }
+    }
+    if (json) {
+        json_t *j;
+        if (n_modes == 1) {
+            j = eval_result_json(&res[0]);
+        } else {
+            j = json_object();
+            json_t *a = json_object();
+            for (int i = 0; i < n_modes; i++) json_object_set_new(a, eval_mode_name(res[i].mode), eval_result_json(&res[i]));
+            json_object_set_new(j, "modes", a);
+        }
+        json_object_set_new(j, "data", json_string(data_path));
+        json_object_set_new(j, "seed", json_integer(seed));
+        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (s) printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else {
+        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld)\n",
+               data_path, (long long)seed);
+        eval_report_table(res, n_modes, stdout);
+    }
+    agent_catalog_free(cat);
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return 0;
+fail:
+    agent_catalog_free(cat);
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    dr_data_free(&d);
+    return cli_fail();
+}
+CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct) on test users", cmd_eval)

@@ -1,0 +1,229 @@
+/* The evaluation harness: user selection, metric accumulation over episodes, and the run
+ * of one mode (deeprec / trm / rerank / direct) over the selected test users. */
+#include "deeprec/evaluate.h"
+#include "deeprec/data.h"
+#include "deeprec/llm.h"
+#include "deeprec/trm.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const mode_names[EVAL_N_MODES] = {"deeprec", "trm", "rerank", "direct"};
+
+const char *eval_mode_name(int mode) { return mode >= 0 && mode < EVAL_N_MODES ? mode_names[mode] : "?"; }
+
+int eval_mode_from_name(const char *name) {
+    for (int i = 0; name && i < EVAL_N_MODES; i++)
+        if (!strcmp(name, mode_names[i])) return i;
+    return -1;
+}
+
+int eval_mode_uses_llm(int mode) { return mode != EVAL_TRM; }
+
+/* ---------------------------------------------------------------- accumulation */
+void eval_acc_init(eval_acc *a) { memset(a, 0, sizeof *a); }
+
+static void add_rank(eval_acc *a, int rule, int rank) {
+    static const int ks_recall[3] = {1, 5, 10}, ks_ndcg[2] = {5, 10};
+    if (rank < 0 || rank >= AGENT_N_REC) return; /* a miss adds zeros */
+    for (int k = 0; k < 3; k++)
+        if (rank < ks_recall[k]) a->recall[rule][k] += 1.0;
+    for (int k = 0; k < 2; k++)
+        if (rank < ks_ndcg[k]) a->ndcg[rule][k] += 1.0 / log2((double)rank + 2.0);
+    a->mrr[rule] += 1.0 / ((double)rank + 1.0);
+}
+
+void eval_acc_add_ranks(eval_acc *a, int rank_exact, int rank_substr) {
+    a->n_episodes++;
+    add_rank(a, EVAL_RULE_EXACT, rank_exact);
+    add_rank(a, EVAL_RULE_SUBSTR, rank_substr);
+}
+
+void eval_acc_add_episode(eval_acc *a, const agent_episode *e) {
+    int fin = e->outcome == AGENT_FINISHED;
+    eval_acc_add_ranks(a, fin ? e->hit_rank : -1, fin ? e->hit_rank_substr : -1);
+    if (e->outcome >= 0 && e->outcome < AGENT_N_OUTCOMES) a->outcomes[e->outcome]++;
+    a->format_valid += e->format == AGENT_FMT_OK;
+    a->tool_calls += e->n_calls;
+    a->gen_tokens += e->n_generated;
+}
+
+void eval_acc_merge(eval_acc *a, const eval_acc *b) {
+    a->n_episodes += b->n_episodes;
+    for (int r = 0; r < EVAL_N_RULES; r++) {
+        for (int k = 0; k < 3; k++) a->recall[r][k] += b->recall[r][k];
+        for (int k = 0; k < 2; k++) a->ndcg[r][k] += b->ndcg[r][k];
+        a->mrr[r] += b->mrr[r];
+    }
+    for (int i = 0; i < AGENT_N_OUTCOMES; i++) a->outcomes[i] += b->outcomes[i];
+    a->format_valid += b->format_valid;
+    a->tool_calls += b->tool_calls;
+    a->gen_tokens += b->gen_tokens;
+}
+
+void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, double seconds, eval_result *r) {
+    memset(r, 0, sizeof *r);
+    r->mode = mode;
+    r->llm = eval_mode_uses_llm(mode);
+    r->n_users = n_users;
+    r->n_episodes = a->n_episodes;
+    r->samples = samples;
+    r->seconds = seconds;
+    r->seconds_per_user = n_users > 0 ? seconds / (double)n_users : 0.0;
+    memcpy(r->outcomes, a->outcomes, sizeof r->outcomes);
+    if (a->n_episodes <= 0) return;
+    double n = (double)a->n_episodes;
+    for (int q = 0; q < EVAL_N_RULES; q++) {
+        for (int k = 0; k < 3; k++) r->recall[q][k] = a->recall[q][k] / n;
+        for (int k = 0; k < 2; k++) r->ndcg[q][k] = a->ndcg[q][k] / n;
+        r->mrr[q] = a->mrr[q] / n;
+    }
+    r->format_valid_rate = (double)a->format_valid / n;
+    r->mean_tool_calls = (double)a->tool_calls / n;
+    r->mean_gen_tokens = (double)a->gen_tokens / n;
+}
+
+/* ---------------------------------------------------------------- options, users */
+void eval_opts_default(eval_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->mode = EVAL_DEEPREC;
+    o->seed = 1;
+    o->samples = 1;
+    o->tool_k = AGENT_TOOL_K;
+    o->max_hist = AGENT_MAX_HIST;
+    o->max_calls = AGENT_MAX_CALLS;
+    o->max_turn_tokens = 1024;
+    o->batch = 16;
+}
+
+int eval_select_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out) {
+    *users = NULL;
+    *n_out = 0;
+    if (n < 0) return dr_error(DR_ERR_ARG, "eval: the number of users must be >= 0 (0 = all), got %d", n);
+    int32_t *u = dr_calloc((size_t)d->n_users + 1, sizeof *u);
+    if (!u) return dr_error_code();
+    int m = 0;
+    for (int32_t i = 0; i < d->n_users; i++)
+        if (dr_data_has_split(d, i)) u[m++] = i;
+    dr_rng rng;
+    dr_rng_seed(&rng, seed);
+    dr_rng_shuffle_i32(&rng, u, (size_t)m);
+    *users = u;
+    *n_out = n > 0 && n < m ? n : m;
+    return DR_OK;
+}
+
+/* ---------------------------------------------------------------- running */
+/* The direct baseline has no tool: a call the model still makes fails (recall_error). */
+static int no_tool(void *ctx, const int32_t *hist, int64_t n_hist, const char *pref, int k, int32_t *items,
+                   float *scores, int *n_out) {
+    *n_out = 0;
+    return dr_error(DR_ERR_UNSUPPORTED, "the direct baseline has no retrieval tool");
+}
+
+static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, eval_acc *acc) {
+    agent_tool tool = {0};
+    int rc = agent_tool_trm_new(&tool, in->trm, 1);
+    if (rc) return rc;
+    dr_progress p;
+    dr_progress_start(&p, o->progress, "eval trm", n, "users");
+    for (int i = 0; i < n && !rc; i++) {
+        const int32_t *hist;
+        int64_t n_hist;
+        int32_t target = dr_data_test(in->data, users[i], &hist, &n_hist);
+        int re, rs;
+        if ((rc = eval_trm_one(in->catalog, &tool, hist, n_hist, target, &re, &rs))) break;
+        for (int g = 0; g < (o->samples > 0 ? o->samples : 1); g++) eval_acc_add_ranks(acc, re, rs);
+        dr_progress_update(&p, i + 1);
+    }
+    dr_progress_finish(&p);
+    agent_tool_trm_free(&tool);
+    return rc;
+}
+
+static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, eval_acc *acc) {
+    int G = o->samples > 0 ? o->samples : 1;
+    int slots = o->batch > 0 ? o->batch : 16;
+    if (slots < G) slots = G;
+    agent_model model = {0};
+    agent_tool tool = {0};
+    int have_trm_tool = 0;
+    agent_request *req = NULL;
+    char **prefs = NULL;
+    int rc;
+    if (o->mode == EVAL_DIRECT) {
+        tool.ctx = NULL;
+        tool.retrieve = no_tool;
+    } else {
+        if (!in->trm) return dr_error(DR_ERR_ARG, "eval %s: a TRM is needed", eval_mode_name(o->mode));
+        if ((rc = agent_tool_trm_new(&tool, in->trm, 1))) return rc;
+        have_trm_tool = 1;
+    }
+    agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, o->seed};
+    if ((rc = agent_model_llm_new(&model, in->llm, in->tok, &lo))) goto done;
+    int chunk = o->chunk > 0 ? o->chunk : 1024;
+    if (chunk < 1) chunk = 1;
+    req = dr_calloc((size_t)(n > 0 ? n : 1), sizeof *req);
+    prefs = dr_calloc((size_t)(n > 0 ? n : 1), sizeof *prefs);
+    if (!req || !prefs) {
+        rc = dr_error_code();
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        agent_request *q = &req[i];
+        q->user = users[i];
+        q->target = dr_data_test(in->data, users[i], &q->hist, &q->n_hist);
+        if (o->mode == EVAL_RERANK) {
+            if ((rc = eval_history_preference(in->catalog, q->hist, q->n_hist, &prefs[i]))) goto done;
+            q->forced_preference = prefs[i];
+        }
+    }
+    agent_rollout_opts ro = {0};
+    ro.chat = o->chat;
+    ro.max_hist = o->max_hist;
+    ro.tool_k = o->tool_k;
+    ro.max_calls = o->mode == EVAL_RERANK ? 1 : o->max_calls;
+    ro.samples = G;
+    ro.max_turn_tokens = o->max_turn_tokens;
+    ro.progress = o->progress;
+    ro.direct = o->mode == EVAL_DIRECT;
+    for (int b = 0; b < n; b += chunk) {
+        int m = n - b < chunk ? n - b : chunk;
+        agent_episode *eps = NULL;
+        if ((rc = agent_rollout(&model, &tool, in->catalog, req + b, m, &ro, &eps))) goto done;
+        for (int i = 0; i < m * G; i++) eval_acc_add_episode(acc, &eps[i]);
+        agent_episodes_free(eps, m * G);
+    }
+done:
+    if (prefs)
+        for (int i = 0; i < n; i++) free(prefs[i]);
+    free(prefs);
+    free(req);
+    agent_model_llm_free(&model);
+    if (have_trm_tool) agent_tool_trm_free(&tool);
+    return rc;
+}
+
+int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
+    memset(r, 0, sizeof *r);
+    if (!in || !in->data || !in->catalog) return dr_error(DR_ERR_ARG, "eval_run: missing dataset or catalog");
+    if (o->mode < 0 || o->mode >= EVAL_N_MODES) return dr_error(DR_ERR_ARG, "eval_run: unknown mode %d", o->mode);
+    if (o->mode == EVAL_TRM && !in->trm) return dr_error(DR_ERR_ARG, "eval trm: a TRM is needed (--trm)");
+    if (eval_mode_uses_llm(o->mode) && !in->llm)
+        return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm)", eval_mode_name(o->mode));
+    if (o->tool_k < AGENT_N_REC && o->mode != EVAL_TRM && o->mode != EVAL_DIRECT)
+        return dr_error(DR_ERR_ARG, "eval: tool_k must be >= %d, got %d", AGENT_N_REC, o->tool_k);
+    int32_t *users;
+    int n;
+    int rc = eval_select_users(in->data, o->users, o->seed, &users, &n);
+    if (rc) return rc;
+    eval_acc acc;
+    eval_acc_init(&acc);
+    double t0 = dr_now();
+    rc = o->mode == EVAL_TRM ? run_trm(in, o, users, n, &acc) : run_llm(in, o, users, n, &acc);
+    double secs = dr_now() - t0;
+    free(users);
+    if (rc) return rc;
+    eval_acc_finish(&acc, o->mode, n, o->samples > 0 ? o->samples : 1, secs, r);
+    return DR_OK;
+}
