@@ -356,10 +356,9 @@ static int write_bad(const char *path, int what) {
         gguf_writer_free(w);
         w = gguf_writer_new();
         CHECK_OK(gguf_set_str(w, "general.architecture", "mamba"));
-    } else if (what == 1) { /* missing tensor: drop blk.1.ffn_up.weight by writing layer 1 with 1 layer only */
-        m->cfg.n_layers = 1;
+    } else if (what == 1) { /* missing tensor: layer 1 written without its q/k/v biases */
+        m->layers[1].bq = NULL;
         CHECK_OK(llm_model_write(m, NULL, w));
-        CHECK_OK(gguf_set_u32(w, "qwen2.block_count", 2)); /* duplicate key -> writer may refuse; fall back */
     } else if (what == 2) { /* wrong shape: ffn 64 declared 128 */
         m->cfg.ffn = 128;
         CHECK_OK(llm_model_write(m, NULL, w));
@@ -384,10 +383,9 @@ TEST(llm_bad_models) {
     CHECK_ERR(llm_model_load(&m, p0), DR_ERR_UNSUPPORTED);
     CHECK_MSG(strstr(dr_error_message(), "mamba") && strstr(dr_error_message(), "arch.gguf"), "%s", dr_error_message());
     const char *p1 = dr_test_path(dir, "missing.gguf");
-    if (write_bad(p1, 1) == DR_OK) {
-        CHECK_ERR(llm_model_load(&m, p1), DR_ERR_FORMAT);
-        CHECK_MSG(strstr(dr_error_message(), "blk.1."), "%s", dr_error_message());
-    }
+    CHECK_OK(write_bad(p1, 1));
+    CHECK_ERR(llm_model_load(&m, p1), DR_ERR_FORMAT);
+    CHECK_MSG(strstr(dr_error_message(), "missing tensor blk.1.attn_q.bias"), "%s", dr_error_message());
     const char *p2 = dr_test_path(dir, "shape.gguf");
     CHECK_OK(write_bad(p2, 2));
     CHECK_ERR(llm_model_load(&m, p2), DR_ERR_FORMAT);
@@ -622,4 +620,50 @@ TEST(llm_generate_batch) {
     llm_session_free(s);
     llm_session_free(s2);
     llm_model_free(m);
+}
+
+/* Q6_K weights are dequantised to F32 at load; Q4_0 is refused with a clear error. */
+TEST(llm_kquant_load) {
+    llm_config c;
+    llm_config_default(&c, LLM_ARCH_QWEN2);
+    c.dim = 256, c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 64, c.ffn = 256, c.vocab = 40;
+    c.context = 32;
+    llm_model *m;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.05f, 3));
+    const int rows = c.ffn, cols = c.dim;
+    size_t rb = ggml_row_bytes(GGML_TYPE_Q6_K, (uint64_t)cols);
+    CHECK_EQ_INT(rb, 210);
+    uint8_t *q = malloc(rb * rows);
+    dr_rng g;
+    dr_rng_seed(&g, 8);
+    for (size_t i = 0; i < rb * rows; i++) q[i] = (uint8_t)dr_rng_below(&g, 256);
+    for (int r = 0; r < rows; r++) { /* sane block scale d (last 2 bytes of the block) */
+        uint16_t d = dr_f32_to_f16(0.001f);
+        memcpy(q + (size_t)r * rb + rb - 2, &d, 2);
+    }
+    llm_mat saved = m->layers[0].w_gate;
+    m->layers[0].w_gate = (llm_mat){q, GGML_TYPE_Q6_K, rows, cols, rb};
+    const char *dir = dr_test_tmpdir();
+    const char *path = dr_test_path(dir, "q6k.gguf");
+    CHECK_OK(llm_model_save(m, NULL, path));
+    llm_model *m2;
+    CHECK_OK(llm_model_load(&m2, path));
+    CHECK_EQ_INT(m2->layers[0].w_gate.type, GGML_TYPE_F32);
+    float *want = malloc((size_t)rows * cols * 4);
+    dr_dequantize_q6_k(q, want, (uint64_t)rows * cols);
+    CHECK(!memcmp(want, m2->layers[0].w_gate.data, (size_t)rows * cols * 4));
+    llm_model_free(m2);
+    /* Q4_0: unsupported */
+    size_t rb4 = ggml_row_bytes(GGML_TYPE_Q4_0, (uint64_t)cols);
+    uint8_t *q4 = calloc(rows, rb4);
+    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q4_0, rows, cols, rb4};
+    CHECK_OK(llm_model_save(m, NULL, path));
+    CHECK_ERR(llm_model_load(&m2, path), DR_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q4_0"), "%s",
+              dr_error_message());
+    m->layers[0].w_gate = saved;
+    llm_model_free(m);
+    free(q);
+    free(q4);
+    free(want);
 }
