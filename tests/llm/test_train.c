@@ -160,11 +160,11 @@ TEST(llm_train_fd_full_llama) {
     llm_model_free(m);
 }
 
-TEST(llm_train_fd_lora_bf16) {
+static void lora_fd_case(uint32_t type, const char *what) {
     llm_config c;
     tiny_cfg(&c, LLM_ARCH_QWEN2);
     llm_model *m;
-    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_BF16, 0.3f, 13));
+    CHECK_OK(llm_model_init_random(&m, &c, type, 0.3f, 13));
     llm_train *t = make_trainer(m, 0, 4);
     /* B = 0 at init: give B random values so that A gets a gradient too */
     dr_rng r;
@@ -177,10 +177,26 @@ TEST(llm_train_fd_lora_bf16) {
         }
     tbatch tb;
     make_batch(&tb, 3, 9, c.vocab, 5);
-    check_fd(t, &tb, "lora bf16");
+    check_fd(t, &tb, what);
+    /* recompute gives the same LoRA gradients */
+    size_t n;
+    grad_of(t, &tb);
+    float *g0 = llm_train_grads(t, &n);
+    float *g = malloc(n * sizeof(float));
+    memcpy(g, g0, n * sizeof(float));
+    llm_train *t2 = make_trainer(m, 1, 4);
+    memcpy(llm_train_params(t2, NULL), llm_train_params(t, NULL), n * sizeof(float));
+    grad_of(t2, &tb);
+    const float *g2 = llm_train_grads(t2, NULL);
+    CHECK(!memcmp(g, g2, n * sizeof(float)));
+    free(g);
+    llm_train_free(t2);
     llm_train_free(t);
     llm_model_free(m);
 }
+
+TEST(llm_train_fd_lora_bf16) { lora_fd_case(GGML_TYPE_BF16, "lora bf16"); }
+TEST(llm_train_fd_lora_q8_0) { lora_fd_case(GGML_TYPE_Q8_0, "lora q8_0"); }
 
 /* Recompute (checkpoint per layer) gives the same gradients bitwise. */
 TEST(llm_train_recompute_same) {
