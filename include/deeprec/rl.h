@@ -145,6 +145,7 @@ typedef struct rl_step_stats {
     int outcomes[AGENT_N_OUTCOMES];
     double mean_gen;       /* generated tokens per episode */
     int64_t n_tokens;      /* generated tokens in the batch */
+    int64_t n_seq_tokens;  /* all tokens of the batch's sequences (prompt, generated, tool) */
     double loss, clip_frac, entropy, kl, grad_norm, ratio, lr;
     int n_updates;         /* optimizer steps taken */
     double logp_diff;      /* mean |rollout log-prob - trainer log-prob| at the first update (engine drift) */

@@ -63,6 +63,7 @@ json_t *rl_step_json(const rl_step_stats *s) {
     json_object_set_new(j, "users", json_integer(s->n_users));
     json_object_set_new(j, "mean_gen_tokens", json_real(s->mean_gen));
     json_object_set_new(j, "gen_tokens", json_integer(s->n_tokens));
+    json_object_set_new(j, "seq_tokens", json_integer(s->n_seq_tokens));
     json_object_set_new(j, "loss", json_real(s->loss));
     json_object_set_new(j, "clip_frac", json_real(s->clip_frac));
     json_object_set_new(j, "entropy", json_real(s->entropy));
@@ -230,6 +231,7 @@ static void sum_stats(rl_step_stats *st, const agent_episode *eps, const rl_rewa
         if (eps[i].outcome >= 0 && eps[i].outcome < AGENT_N_OUTCOMES) st->outcomes[eps[i].outcome]++;
         st->mean_gen += eps[i].n_generated;
         st->n_tokens += eps[i].n_generated;
+        st->n_seq_tokens += eps[i].n_tokens;
     }
     double inv = n ? 1.0 / n : 0.0;
     st->reward *= inv;
