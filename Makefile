@@ -37,8 +37,17 @@ else
   CFLAGS_OPT := -O3 $(NATIVE)
   LDFLAGS_SAN :=
 endif
+# OpenBLAS built for OpenMP (Debian libopenblas-openmp-dev): it shares our OpenMP thread
+# pool, so BLAS threads never compete with spinning OpenMP workers (the pthread build
+# made multi-threaded runs many times slower on a busy 2-core machine).
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+BLAS_DIR  := /usr/lib/$(MULTIARCH)/openblas-openmp
+BLAS_INC  := /usr/include/$(MULTIARCH)/openblas-openmp
+comma := ,
+BLAS_LIBS := $(if $(wildcard $(BLAS_DIR)/libopenblas.so),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
+CFLAGS_BASE += $(if $(wildcard $(BLAS_INC)/cblas.h),-I$(BLAS_INC))
 CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT)
-LDLIBS  := -lopenblas -ljansson -lz -lm -fopenmp $(LDFLAGS_SAN)
+LDLIBS  := $(BLAS_LIBS) -ljansson -lz -lm -fopenmp $(LDFLAGS_SAN)
 
 # Modules that have sources.
 LIB_MODULES := $(filter-out cli,$(foreach m,$(MODULES),$(if $(wildcard src/$(m)/*.c),$(m))))
@@ -71,7 +80,7 @@ define MODULE_RULES
 $(call lib_of,$(1)): $(call objs_of,$(1))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
-$(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/$(1)/*.c) tests/harness.c) $(call libs_for,$(1) $(DEPS_$(1)))
+$(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/$(1)/*.c) tests/harness.c) $(call libs_for,$(1) $(DEPS_$(1))) Makefile
 	@mkdir -p $$(dir $$@)
 	$(CC) -o $$@ $$(filter %.o,$$^) -Wl,--start-group $$(filter %.a,$$^) -Wl,--end-group $(LDLIBS)
 endef
@@ -81,10 +90,10 @@ $(BUILD)/libdeeprec.a: $(ALL_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/deeprec: $(CLI_OBJS) $(call libs_for,$(LIB_MODULES))
+$(BUILD)/deeprec: $(CLI_OBJS) $(call libs_for,$(LIB_MODULES)) Makefile
 	$(CC) -o $@ $(CLI_OBJS) -Wl,--start-group $(call libs_for,$(LIB_MODULES)) -Wl,--end-group $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call libs_for,$(LIB_MODULES))
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call libs_for,$(LIB_MODULES)) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $< -Wl,--start-group $(call libs_for,$(LIB_MODULES)) -Wl,--end-group $(LDLIBS)
 
@@ -112,7 +121,7 @@ build/fuzz/libdeeprec.a: $(FUZZ_LIB_OBJS)
 # Linked through an archive so each target pulls only the objects it uses.
 build/fuzz/%: fuzz/%.c build/fuzz/libdeeprec.a
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a -lopenblas -ljansson -lz -lm -fopenmp
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -ljansson -lz -lm -fopenmp
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=""; [ -d fuzz/seeds/$$n ] && seeds=fuzz/seeds/$$n; \
@@ -120,7 +129,7 @@ fuzz: $(FUZZ_BINS)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' || exit 1; done
 
 # ---- set-up ----
-DEB_PACKAGES := gcc make libopenblas-dev libjansson-dev zlib1g-dev
+DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev
 deps:
 	@tools/deps.sh $(DEB_PACKAGES)
 deps-check:
