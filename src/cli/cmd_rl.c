@@ -108,6 +108,7 @@ static int cmd_rl(int argc, char **argv) {
     o.curve = curve;
     o.prev_metrics = prev;
     o.llm_path = llm_path;
+    o.out = out;
     o.progress = quiet || json ? NULL : stderr;
     if (!strcmp(type, "f32")) o.out_type = GGML_TYPE_F32;
     else if (!strcmp(type, "f16")) o.out_type = GGML_TYPE_F16;

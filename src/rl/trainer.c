@@ -608,8 +608,11 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     res->start_step = start;
     res->steps_done = start;
     if ((rc = dr_jsonl_open(&r.jl, r.metrics, resuming))) goto done;
-    dr_log(DR_LOG_INFO, "rl stage %d: %d users selected (target in TRM top %d), %d x %d episodes per step, %s, %s%s",
-           o->stage, r.n_sel, o->select_k, o->prompts, o->samples, rl_adv_name(o->adv),
+    char selw[64];
+    if (o->select_k > 0) snprintf(selw, sizeof selw, "target in the TRM's top %d", o->select_k);
+    else snprintf(selw, sizeof selw, "no selection");
+    dr_log(DR_LOG_INFO, "rl stage %d: %d users selected (%s), %d x %d episodes per step, %s, %s%s",
+           o->stage, r.n_sel, selw, o->prompts, o->samples, rl_adv_name(o->adv),
            o->lora_rank ? "LoRA" : "full fine-tuning", resuming ? ", resumed" : "");
     dr_progress prog;
     dr_progress_start(&prog, o->progress, o->stage == 1 ? "rl stage 1" : "rl stage 2", o->steps, "steps");

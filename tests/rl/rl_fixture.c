@@ -67,7 +67,7 @@ void rlx_llm(llm_model **m, tokenizer **tok) {
         }
     }
     tok_train_opts to = {0};
-    to.vocab_size = 420;
+    to.vocab_size = 1000;
     CHECK_OK(tok_train(corpus, strlen(corpus), &to, tok));
     llm_config c;
     llm_config_default(&c, LLM_ARCH_QWEN2);

@@ -91,7 +91,7 @@ static void tiny_opts(rl_opts *o, int stage, const char *out) {
     o->micro = 2;
     o->max_hist = 4;
     o->max_turn_tokens = 10;
-    o->max_ctx = 960;
+    o->max_ctx = 560;
     o->select_k = 0;
     o->seed = 7;
     o->out = out;
