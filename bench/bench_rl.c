@@ -62,8 +62,13 @@ static void step_cb(void *ctx, const rl_step_stats *s) {
     acc[3] += s->mean_gen;
     acc[4] += 1;
     acc[5] += (double)s->n_seq_tokens;
-    fprintf(stderr, "  step %lld: rollout %.2f s, update %.2f s, %lld generated tokens (%.0f per episode), reward %.3f\n",
-            (long long)s->step, s->rollout_s, s->update_s, (long long)s->n_tokens, s->mean_gen, s->reward);
+    acc[6] += s->rollout_cpu_s;
+    acc[7] += s->update_cpu_s;
+    fprintf(stderr,
+            "  step %lld: rollout %.2f s (CPU %.2f s), update %.2f s (CPU %.2f s), %lld generated tokens (%.0f per "
+            "episode), %lld sequence tokens, reward %.3f\n",
+            (long long)s->step, s->rollout_s, s->rollout_cpu_s, s->update_s, s->update_cpu_s, (long long)s->n_tokens,
+            s->mean_gen, (long long)s->n_seq_tokens, s->reward);
 }
 
 int main(int argc, char **argv) {
@@ -155,7 +160,7 @@ int main(int argc, char **argv) {
     o.select_k = 0;
     o.out = out;
     o.save_every = 1000000; /* checkpoint only at the end: time the steps alone */
-    double acc[6] = {0};
+    double acc[8] = {0};
     o.on_step = step_cb;
     o.on_step_ctx = acc;
     rl_env env = {&d, tm, lm, tok};
@@ -167,10 +172,11 @@ int main(int argc, char **argv) {
     if (rl_train(&env, &o, &res)) die("rl_train");
     double cpu = cpu_now() - c0;
     double n = acc[4] > 0 ? acc[4] : 1;
-    printf("bench_rl: %.2f s per step (rollout %.2f s + update %.2f s), %.0f generated tokens per step "
-           "(%.0f per episode), %.0f sequence tokens/s through forward+backward; CPU %.1f s over %.1f s wall\n",
-           (acc[0] + acc[1]) / n, acc[0] / n, acc[1] / n, acc[2] / n, acc[3] / n, acc[1] > 0 ? acc[5] / acc[1] : 0.0, cpu,
-           res.seconds);
+    printf("bench_rl: per step: wall %.2f s (rollout %.2f + update %.2f), CPU %.2f s (rollout %.2f + update %.2f); "
+           "%.0f generated tokens (%.0f per episode), %.0f sequence tokens; update %.0f sequence tokens per CPU second; "
+           "run CPU %.1f s over %.1f s wall\n",
+           (acc[0] + acc[1]) / n, acc[0] / n, acc[1] / n, (acc[6] + acc[7]) / n, acc[6] / n, acc[7] / n, acc[2] / n,
+           acc[3] / n, acc[5] / n, acc[7] > 0 ? acc[5] / acc[7] : 0.0, cpu, res.seconds);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "bench_rl: could not remove %s\n", dir);

@@ -149,7 +149,8 @@ typedef struct rl_step_stats {
     double loss, clip_frac, entropy, kl, grad_norm, ratio, lr;
     int n_updates;         /* optimizer steps taken */
     double logp_diff;      /* mean |rollout log-prob - trainer log-prob| at the first update (engine drift) */
-    double rollout_s, update_s, step_s;
+    double rollout_s, update_s, step_s;          /* wall seconds */
+    double rollout_cpu_s, update_cpu_s;          /* process CPU seconds (all threads) */
 } rl_step_stats;
 
 /* One compact JSON object of the stats (new reference). */

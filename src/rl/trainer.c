@@ -11,6 +11,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 void rl_opts_default(rl_opts *o, int stage) {
     memset(o, 0, sizeof *o);
@@ -76,6 +83,8 @@ json_t *rl_step_json(const rl_step_stats *s) {
     json_object_set_new(j, "rollout_s", json_real(s->rollout_s));
     json_object_set_new(j, "update_s", json_real(s->update_s));
     json_object_set_new(j, "step_s", json_real(s->step_s));
+    json_object_set_new(j, "rollout_cpu_s", json_real(s->rollout_cpu_s));
+    json_object_set_new(j, "update_cpu_s", json_real(s->update_cpu_s));
     return j;
 }
 
@@ -382,7 +391,7 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     st->step = s;
     st->n_users = P;
     st->n_episodes = n_ep;
-    double t0 = dr_now();
+    double t0 = dr_now(), c0 = cpu_now();
     int rc = DR_OK;
     step_users(r, s, users);
     for (int i = 0; i < P; i++) {
@@ -433,7 +442,8 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     if ((rc = rl_advantages(rv, ng, P, G, o->adv, adv))) goto done;
     sum_stats(st, eps, rw, n_ep);
     st->rollout_s = dr_now() - t0;
-    double t1 = dr_now();
+    double t1 = dr_now(), c1 = cpu_now();
+    st->rollout_cpu_s = c1 - c0;
     if (o->ppo.kl_beta != 0.0f) {
         ref = dr_calloc((size_t)n_ep, sizeof *ref);
         if (!ref) {
@@ -451,6 +461,7 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     }
     if ((rc = update(r, eps, n_ep, adv, ref, s, st))) goto done;
     st->update_s = dr_now() - t1;
+    st->update_cpu_s = cpu_now() - c1;
     st->step_s = dr_now() - t0;
 done:
     if (am.ctx) agent_model_llm_free(&am);

@@ -124,6 +124,8 @@ static char *metrics_sans_time(const char *p) {
         json_object_del(j, "rollout_s");
         json_object_del(j, "update_s");
         json_object_del(j, "step_s");
+        json_object_del(j, "rollout_cpu_s");
+        json_object_del(j, "update_cpu_s");
         char *d = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         strcat(out, d);
         strcat(out, "\n");
