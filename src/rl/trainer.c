@@ -149,6 +149,7 @@ typedef struct run {
     int64_t perm_pass;
     char *base, *marker, *metrics, *curve, *prev;
     char *slot_model[2], *slot_state[2];
+    int cur_slot;           /* slot of the committed checkpoint, -1 none */
     dr_jsonl jl;
     int32_t max_ctx;
 } run;
@@ -180,8 +181,10 @@ static uint64_t step_seed(const rl_opts *o, int64_t s, uint64_t stream) {
     return dr_rng_u64(&x);
 }
 
+/* Write the slot the marker does not point at, then commit by rewriting the marker: a kill at
+ * any moment leaves the previous checkpoint intact. */
 static int save_checkpoint(run *r, int64_t step) {
-    int slot = (int)(step & 1);
+    int slot = r->cur_slot == 0 ? 1 : 0;
     int64_t *u = llm_train_user(r->tr);
     u[0] = step;
     u[1] = r->o->stage;
@@ -196,6 +199,7 @@ static int save_checkpoint(run *r, int64_t step) {
     if (!j) return dr_error(DR_ERR_NOMEM, "out of memory");
     rc = dr_json_write_file(r->marker, j);
     json_decref(j);
+    if (!rc) r->cur_slot = slot;
     return rc;
 }
 
@@ -268,7 +272,7 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx) {
 static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float *const *ref, int64_t step,
                   rl_step_stats *st) {
     const rl_opts *o = r->o;
-    int *order = dr_calloc((size_t)n_ep, sizeof *order);
+    int *order = dr_calloc((size_t)(n_ep ? n_ep : 1), sizeof *order), *pool = NULL;
     int M = o->micro;
     size_t cells = (size_t)M * r->max_ctx;
     int32_t *toks = dr_calloc(cells, sizeof *toks), *lens = dr_calloc((size_t)M, sizeof *lens);
@@ -281,6 +285,16 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
         rc = dr_error_code();
         goto done;
     }
+    /* episodes without generated tokens (e.g. a prompt over the context cap) are not trained on */
+    int n_tr = 0;
+    for (int i = 0; i < n_ep; i++)
+        if (eps[i].n_generated > 0 && eps[i].n_tokens <= r->max_ctx) order[n_tr++] = i;
+    pool = dr_calloc((size_t)(n_tr ? n_tr : 1), sizeof *pool);
+    if (!pool) {
+        rc = dr_error_code();
+        goto done;
+    }
+    memcpy(pool, order, (size_t)n_tr * sizeof *pool);
     rl_ppo_stats ps = {0};
     double ent_sum = 0, diff_sum = 0, gn_sum = 0;
     int64_t ent_n = 0, diff_n = 0;
@@ -288,17 +302,15 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
     dr_rng ord;
     dr_rng_seed(&ord, step_seed(o, step, 2));
     for (int ep = 0; ep < o->epochs; ep++) {
-        for (int i = 0; i < n_ep; i++) order[i] = i;
-        /* shuffle episode indices (int == int32_t on our targets) */
-        for (int i = n_ep - 1; i > 0; i--) {
+        memcpy(order, pool, (size_t)n_tr * sizeof *order);
+        for (int i = n_tr - 1; i > 0; i--) {
             int j = (int)dr_rng_below(&ord, (uint64_t)i + 1), t = order[i];
             order[i] = order[j];
             order[j] = t;
         }
-        int U = o->updates < n_ep ? o->updates : n_ep;
-        if (U < 1) U = 1;
+        int U = o->updates < n_tr ? o->updates : n_tr;
         for (int u = 0; u < U; u++) {
-            int a = (int)((int64_t)n_ep * u / U), b = (int)((int64_t)n_ep * (u + 1) / U);
+            int a = (int)((int64_t)n_tr * u / U), b = (int)((int64_t)n_tr * (u + 1) / U);
             qsort_r(order + a, (size_t)(b - a), sizeof *order, cmp_len_desc, eps);
             double norm = 0;
             for (int i = a; i < b; i++) norm += eps[order[i]].n_generated;
@@ -369,6 +381,7 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
     st->entropy = ent_n ? ent_sum / (double)ent_n : 0.0;
     st->logp_diff = diff_n ? diff_sum / (double)diff_n : 0.0;
 done:
+    free(pool);
     free(order);
     free(toks);
     free(lens);
@@ -523,6 +536,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     r.env = env;
     r.o = o;
     r.perm_pass = -1;
+    r.cur_slot = -1;
     r.tok = env->tok ? env->tok : env->llm->tok;
     if (!r.tok) return dr_error(DR_ERR_ARG, "rl: the LLM has no tokenizer (give one with --tokenizer)");
     const llm_model *lm = env->llm;
@@ -581,6 +595,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     int resuming = o->resume && dr_file_exists(r.marker);
     if (resuming) {
         if ((rc = read_marker(r.marker, &ci))) goto done;
+        r.cur_slot = ci.slot;
         if (ci.stage != o->stage || ci.seed != o->seed) {
             rc = dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s is for stage %d seed %llu (this run: stage %d seed %llu)",
                           r.marker, ci.stage, (unsigned long long)ci.seed, o->stage, (unsigned long long)o->seed);

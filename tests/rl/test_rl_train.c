@@ -185,12 +185,14 @@ TEST(rl_train_resume_reproduces_uninterrupted_run) {
     /* interrupted after 2 steps (nothing after the checkpoint of step 2), then resumed */
     tiny_opts(&o, 1, b);
     o.stop_after = 2;
+    o.save_every = 2; /* the checkpoint cadence does not change the results */
     CHECK_OK(rl_train(&env, &o, &res));
     CHECK_EQ_INT(res.steps_done, 2);
     snprintf(p, sizeof p, "%s/b.gguf", dir);
     CHECK(!dr_file_exists(p)); /* the final policy is written at the end only */
     tiny_opts(&o, 1, b);
     o.resume = 1;
+    o.save_every = 2;
     log_ctx lb = {0};
     o.on_step = on_step;
     o.on_step_ctx = &lb;
