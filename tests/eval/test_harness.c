@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static agent_episode ep(int outcome, int rank, int rank_substr, int format, int calls, int gen) {
     agent_episode e;
@@ -348,6 +349,125 @@ TEST(harness_llm_modes_tiny_random) {
     o.max_hist = 3;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_EQ_INT(r.n_episodes, 2);
+    tok_free(tok);
+    llm_model_free(lm);
+    trm_model_free(tm);
+    agent_catalog_free(c);
+    dr_data_free(&d);
+}
+
+/* ---------------------------------------------------------------- the CLI */
+static const char *bin(void) {
+    const char *b = getenv("DEEPREC_BIN");
+    if (!b || !dr_file_exists(b)) SKIP("DEEPREC_BIN not set (make test sets it)");
+    return b;
+}
+
+static json_t *run_json(const char *cmd) {
+    FILE *p = popen(cmd, "r");
+    CHECK(p);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    CHECK_EQ_INT(pclose(p), 0);
+    json_error_t err;
+    json_t *j = json_loads(buf, 0, &err);
+    CHECK_MSG(j, "not JSON (%s): %s", err.text, buf);
+    return j;
+}
+
+/* The subprocesses run with OMP_WAIT_POLICY=passive (spinning OpenMP threads are very slow on
+ * a loaded 2-core machine). */
+TEST(harness_cli_eval) {
+    const char *b = bin(), *dir = dr_test_tmpdir();
+    dr_dataset d;
+    tiny_data(&d, 40, 10, 10);
+    char data[512], trm[512], llm[512], cmd[4096];
+    snprintf(data, sizeof data, "%s", dr_test_path(dir, "data.gguf"));
+    snprintf(trm, sizeof trm, "%s", dr_test_path(dir, "trm.gguf"));
+    snprintf(llm, sizeof llm, "%s", dr_test_path(dir, "llm.gguf"));
+    CHECK_OK(dr_data_save(&d, data));
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    trm_config cfg;
+    trm_config_default(&cfg);
+    cfg.model = TRM_PREF;
+    cfg.n_items = d.n_items;
+    cfg.dim = 16;
+    cfg.layers = 1;
+    cfg.heads = 1;
+    cfg.max_len = 10;
+    cfg.text_buckets = 1 << 10;
+    trm_model *tm;
+    CHECK_OK(trm_model_new(&tm, &cfg, &d, 5));
+    CHECK_OK(trm_save(tm, trm));
+    llm_model *lm;
+    tokenizer *tok;
+    tiny_llm(c, &lm, &tok);
+    CHECK_OK(llm_model_save(lm, tok, llm));
+
+    /* trm alone: LLM fields null; the same numbers as the library */
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm --users 7 --seed 2 --json",
+             b, data, trm);
+    json_t *j = run_json(cmd);
+    CHECK_STR(json_string_value(json_object_get(j, "mode")), "trm");
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "users")), 7);
+    CHECK(json_is_null(json_object_get(j, "format_valid_rate")));
+    CHECK(json_is_null(json_object_get(j, "mean_generated_tokens")));
+    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_opts o;
+    eval_opts_default(&o);
+    o.mode = EVAL_TRM;
+    o.users = 7;
+    o.seed = 2;
+    eval_result r;
+    CHECK_OK(eval_run(&in, &o, &r));
+    CHECK_NEAR(json_real_value(json_object_get(json_object_get(json_object_get(j, "metrics"), "exact"), "mrr")),
+               r.mrr[0], 1e-6);
+    json_decref(j);
+
+    /* two modes in one run: one object keyed by mode; outcome counts sum to the users */
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --llm %s --mode trm,direct --users 3 --max-hist 3 "
+             "--max-tokens 24 --ctx 2048 --batch 2 --json",
+             b, data, trm, llm);
+    j = run_json(cmd);
+    json_t *modes = json_object_get(j, "modes");
+    CHECK(json_object_get(modes, "trm"));
+    json_t *dj = json_object_get(modes, "direct");
+    CHECK(dj);
+    json_t *oc = json_object_get(dj, "outcomes");
+    CHECK(json_is_object(oc));
+    int64_t sum = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(oc, key, v) sum += json_integer_value(v);
+    CHECK_EQ_INT(sum, 3);
+    CHECK(json_is_number(json_object_get(dj, "format_valid_rate")));
+    json_decref(j);
+
+    /* the table */
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm --users 4 --quiet", b,
+             data, trm);
+    FILE *p = popen(cmd, "r");
+    CHECK(p);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_MSG(strstr(buf, "trm      exact") && strstr(buf, "trm      substring") && strstr(buf, "n/a"), "%s", buf);
+
+    /* usage errors: exit status 2; a missing file: 1 */
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --mode trm 2>/dev/null", b, data);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode deeprec 2>/dev/null", b, data, trm);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode nope 2>/dev/null", b, data, trm);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode trm 2>/dev/null", b, data,
+             dr_test_path(dir, "missing.gguf"));
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 1);
+
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
