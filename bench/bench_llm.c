@@ -4,7 +4,7 @@
  * run and reports:
  *   decode batch 1: weight bytes read per token / time vs read bandwidth (target >= 60%)
  *   prefill P and decode batch B: model GFLOP/s vs sgemm GFLOP/s (target >= 50%)
- * usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0] [--small] [--json]
+ * usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0] [--small] [--cpu-time] [--json]
  * Threads: DEEPREC_THREADS (the issue's figures are for 2). */
 #include "deeprec/base.h"
 #include "deeprec/gguf.h"
@@ -13,9 +13,20 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
+
+/* Wall clock, or with --cpu-time the process CPU time: on a machine shared with other jobs,
+ * run with DEEPREC_THREADS=1 --cpu-time to measure the work itself (rates per CPU second). */
+static int use_cpu_time;
+static double now(void) {
+    if (!use_cpu_time) return dr_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static double read_bandwidth(void) {
     size_t n = (size_t)1 << 28; /* 1 GiB of floats */
@@ -26,7 +37,7 @@ static double read_bandwidth(void) {
     double best = 0;
     volatile float sink = 0;
     for (int rep = 0; rep < 4; rep++) {
-        double t0 = dr_now();
+        double t0 = now();
         float total = 0;
 #pragma omp parallel reduction(+ : total)
         {
@@ -47,7 +58,7 @@ static double read_bandwidth(void) {
             for (size_t i = 0; i < n; i++) total += a[i];
 #endif
         }
-        double dt = dr_now() - t0;
+        double dt = now() - t0;
         sink += total;
         double bw = (double)n * sizeof(float) / dt / 1e9;
         if (bw > best) best = bw;
@@ -66,9 +77,9 @@ static double sgemm_gflops(void) {
     for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 7) * 0.01f;
     double best = 0;
     for (int rep = 0; rep < 5; rep++) {
-        double t0 = dr_now();
+        double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        double g = 2.0 * M * N * K / (dr_now() - t0) / 1e9;
+        double g = 2.0 * M * N * K / (now() - t0) / 1e9;
         if (g > best) best = g;
     }
     free(a);
@@ -109,9 +120,9 @@ static int run_type(const llm_config *c, uint32_t type, int P, int B, int steps,
     double dt = 1e30;
     for (int rep = 0; rep < 2 && !rc; rep++) {
         llm_slot_truncate(s, 0, 0);
-        t0 = dr_now();
+        t0 = now();
         rc = llm_prefill(s, 0, tok, P, lg, 0);
-        if (dr_now() - t0 < dt) dt = dr_now() - t0;
+        if (now() - t0 < dt) dt = now() - t0;
     }
     double attn = 0;
     for (int i = 0; i < P; i++) attn += 4.0 * qd * (i + 1); /* QK^T and AV */
@@ -131,9 +142,9 @@ static int run_type(const llm_config *c, uint32_t type, int P, int B, int steps,
         double st_t[256];
         int ns = steps < 256 ? steps : 256;
         for (int st = 0; st < ns && !rc; st++) {
-            t0 = dr_now();
+            t0 = now();
             rc = llm_decode(s, slots, tok + (st % nb), nb, lg);
-            st_t[st] = dr_now() - t0;
+            st_t[st] = now() - t0;
         }
         for (int a = 0; a < ns; a++)
             for (int b = a + 1; b < ns; b++)
@@ -170,8 +181,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--small")) small = 1;
+        else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
         else {
-            fprintf(stderr, "usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0,f16,f32] [--small] [--json]\n");
+            fprintf(stderr, "usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0,f16,f32] [--small] [--cpu-time] [--json]\n");
             return 2;
         }
     }
@@ -184,7 +196,15 @@ int main(int argc, char **argv) {
     if (small) c.n_layers = 4, c.vocab = 32000; /* quick check of the harness */
     double bw = read_bandwidth(), gf = sgemm_gflops();
     if (!json) {
-        printf("threads %d; memory read %.1f GB/s; sgemm %.1f GFLOP/s\n", dr_threads(), bw, gf);
+        double la[3] = {0, 0, 0};
+        FILE *lf = fopen("/proc/loadavg", "r");
+        if (lf) {
+            if (fscanf(lf, "%lf %lf %lf", &la[0], &la[1], &la[2]) != 3) la[0] = -1;
+            fclose(lf);
+        }
+        printf("threads %d; timing: %s; load average %.1f\n", dr_threads(), use_cpu_time ? "process CPU time" : "wall clock",
+               la[0]);
+        printf("memory read %.1f GB/s; sgemm %.1f GFLOP/s\n", bw, gf);
         printf("model: qwen2 %d layers, d %d, %d/%d heads, ffn %d, vocab %d, tied\n", c.n_layers, c.dim, c.n_heads,
                c.n_kv_heads, c.ffn, c.vocab);
     }
