@@ -217,3 +217,47 @@ TEST(rl_ppo_gradient_through_llm) {
     llm_model_free(m);
     tok_free(tok);
 }
+
+/* One PPO update (AdamW through the trainer) raises the log-probs of the generated tokens of a
+ * positively advantaged sequence and lowers those of a negative one; prompt tokens are not
+ * targets of the objective. */
+TEST(rl_ppo_update_direction) {
+    llm_model *m;
+    tokenizer *tok;
+    rlx_llm(&m, &tok);
+    llm_train_config tc;
+    llm_train_config_default(&tc);
+    tc.max_batch = 2;
+    tc.max_len = 16;
+    tc.lr = 1e-3f;
+    tc.beta2 = 0.95f;
+    llm_train *t;
+    CHECK_OK(llm_train_new(&t, m, &tc));
+    enum { B = 2, T = 16 };
+    int32_t toks[B * T], len[B] = {16, 16};
+    uint8_t mask[B * T];
+    float lp[B * T], lp2[B * T], adv[B * T], g[B * T];
+    dr_rng r;
+    dr_rng_seed(&r, 4);
+    for (int i = 0; i < B * T; i++) {
+        toks[i] = (int32_t)dr_rng_below(&r, (uint64_t)m->cfg.vocab);
+        mask[i] = i % T >= 6;
+        adv[i] = i / T == 0 ? 1.0f : -1.0f;
+    }
+    llm_batch bt = {B, T, toks, len, NULL, mask};
+    CHECK_OK(llm_train_forward(t, &bt, lp, NULL));
+    rl_ppo_opts o = {0.2f, 0.28f, 0};
+    rl_ppo_loss(&o, B * T, lp, lp, NULL, adv, mask, 20.0, g, NULL);
+    CHECK_OK(llm_train_backward(t, g));
+    float gn;
+    CHECK_OK(llm_train_step(t, &gn));
+    CHECK(gn > 0);
+    CHECK_OK(llm_train_forward(t, &bt, lp2, NULL));
+    double d[2] = {0, 0};
+    for (int i = 0; i < B * T; i++)
+        if (mask[i]) d[i / T] += lp2[i] - lp[i];
+    CHECK_MSG(d[0] > 0 && d[1] < 0, "log-prob change %.4g (A > 0), %.4g (A < 0)", d[0], d[1]);
+    llm_train_free(t);
+    llm_model_free(m);
+    tok_free(tok);
+}

@@ -58,10 +58,10 @@ static int hash_reward(void *ctx, const agent_episode *e, rl_reward *r) {
     return 0;
 }
 
-typedef struct log_ctx { rl_step_stats s[8]; int n; } log_ctx;
+typedef struct log_ctx { rl_step_stats s[16]; int n; } log_ctx;
 static void on_step(void *ctx, const rl_step_stats *s) {
     log_ctx *l = ctx;
-    if (l->n < 8) l->s[l->n++] = *s;
+    if (l->n < 16) l->s[l->n++] = *s;
 }
 
 typedef struct fx {
