@@ -98,8 +98,8 @@ typedef struct llm_model {
  * tensor names). Errors name the file and the key/tensor (missing, wrong shape/type,
  * unknown architecture, vocabulary vs embedding mismatch). */
 int llm_model_load(llm_model **out, const char *path);
-/* Same from an already open GGUF; the model takes ownership of f (closed by llm_model_free,
- * also on error). */
+/* Same from an already open GGUF; f must be heap-allocated (malloc/dr_calloc): the model
+ * takes ownership of it (gguf_close + free by llm_model_free, or here on error). */
 int llm_model_load_gguf(llm_model **out, struct gguf_file *f);
 void llm_model_free(llm_model *m);
 
