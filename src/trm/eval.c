@@ -18,7 +18,8 @@ static int cmp_ulen(const void *a, const void *b) {
 static void last_rows(const trm_model *m, const trm_acts *a, const float *out, float *U) {
     int d = m->cfg.dim;
     for (int b = 0; b < a->B; b++)
-        memcpy(U + (size_t)b * d, out + ((size_t)b * a->L + (size_t)(a->L - 1)) * d, (size_t)d * sizeof(float));
+        memcpy(U + (size_t)b * d, out + (a->last_only ? (size_t)b : (size_t)b * a->L + (size_t)(a->L - 1)) * d,
+               (size_t)d * sizeof(float));
 }
 
 int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
@@ -69,6 +70,7 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     dr_metrics acc;
     dr_metrics_init(&acc);
     a.train = 0;
+    a.last_only = 1;
     dr_rng_seed(&a.rng, 0);
     for (int s = 0; s < nu; s += Bcap) {
         int B = nu - s < Bcap ? nu - s : Bcap;

@@ -13,7 +13,8 @@ typedef struct trm_tensor {
     size_t off, n;
     int nd;
     uint64_t ne[2]; /* GGUF order: ne[0] = row length */
-    int init;       /* 0 normal(0.02), 1 ones, 2 zeros, 3 embedding (normal, row 0 zero) */
+    int init;       /* 0 normal(0.02), 1 ones, 2 zeros, 3 embedding (normal, row 0 zero),
+                       4 normal(0.1) text bag, 5 normal(1/sqrt(in)) projection */
 } trm_tensor;
 
 typedef struct trm_layer_p {
@@ -62,6 +63,8 @@ typedef struct trm_acts {
     /* current batch */
     int B, L, N;
     int train;
+    int last_only;              /* inference: the last layer computes only each sequence's last row;
+                                   the output then has B rows (row b = sequence b) */
     dr_rng rng;                 /* step stream (dropout) */
     int32_t *ids;               /* [N] item ids (0 = pad) */
     int32_t *ids_bwd;           /* [N] ids with 0 -> -1 (no gradient to padding) */

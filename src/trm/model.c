@@ -78,9 +78,9 @@ int trm__layout(trm_model *m) {
     add_t(m, &off, "out_norm.bias", d, 0, 2);
     if (c->sep_out) add_t(m, &off, "out_emb.weight", d, V, 3);
     if (c->model == TRM_PREF) {
-        add_t(m, &off, "text_emb.weight", d, (uint64_t)c->text_buckets, 0);
-        add_t(m, &off, "item_text_proj.weight", d, d, 0);
-        add_t(m, &off, "pref_proj.weight", d, d, 0);
+        add_t(m, &off, "text_emb.weight", d, (uint64_t)c->text_buckets, 4);
+        add_t(m, &off, "item_text_proj.weight", d, d, 5);
+        add_t(m, &off, "pref_proj.weight", d, d, 5);
         add_t(m, &off, "user_norm.weight", d, 0, 1);
         add_t(m, &off, "user_norm.bias", d, 0, 2);
     }
@@ -188,16 +188,15 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
             switch (t->init) {
             case 1: p[j] = 1.0f; break;
             case 2: p[j] = 0.0f; break;
+            case 4: p[j] = 0.1f * dr_rng_normal(&r); break; /* text bag: larger, so the channel learns early */
+            case 5: p[j] = dr_rng_normal(&r) / sqrtf((float)t->ne[0]); break; /* projections: 1/sqrt(in) */
             default: p[j] = 0.02f * dr_rng_normal(&r); break;
             }
         }
         if (t->init == 3) memset(p, 0, (size_t)t->ne[0] * sizeof(float)); /* padding row */
     }
     if (c.model == TRM_PREF) {
-        if (!d) {
-            trm_model_free(m);
-            return dr_error(DR_ERR_ARG, "trm: the pref model needs the dataset's item text");
-        }
+        /* d == NULL: items without text (benchmarks) */
         if ((rc = trm__item_text_build(m, d))) {
             trm_model_free(m);
             return rc;
@@ -392,6 +391,74 @@ static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *
     ac->rng = r;
 }
 
+/* Inference: the last block for the last row of each sequence only (keys and
+ * values over every row; one query per sequence, bottom-right causal), then the
+ * output head on those B rows. */
+static float *forward_last(trm_model *m, trm_acts *a, const float *x) {
+    const trm_config *c = &m->cfg;
+    const int d = c->dim, f = c->ffn_dim, N = a->N, B = a->B, L = a->L, l = c->layers - 1;
+    const float eps = c->ln_eps;
+    trm_layer_p *P = &m->p.l[l];
+    trm_layer_a *A = &a->l[l];
+    const float *ain = x;
+    if (!c->post_ln) {
+        nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, x, P->ln1_w, P->ln1_b, N, d, eps);
+        ain = A->ln1o;
+    }
+    nn_linear_forward(A->k, ain, P->wk, P->bk, N, d, d);
+    nn_linear_forward(A->v, ain, P->wv, P->bv, N, d, d);
+    float *xl = a->d1, *al = a->d2; /* [B, d] last rows of x and of the attention input */
+    for (int b = 0; b < B; b++) {
+        size_t r = ((size_t)b * L + (size_t)(L - 1)) * d;
+        memcpy(xl + (size_t)b * d, x + r, (size_t)d * sizeof(float));
+        memcpy(al + (size_t)b * d, ain + r, (size_t)d * sizeof(float));
+    }
+    nn_linear_forward(A->q, al, P->wq, P->bq, B, d, d);
+    nn_attn ac;
+    memset(&ac, 0, sizeof ac);
+    ac.B = B;
+    ac.Tq = 1;
+    ac.Tk = L;
+    ac.H = ac.Hkv = c->heads;
+    ac.Dh = d / c->heads;
+    ac.causal = 1;
+    ac.key_mask = a->key_mask;
+    nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
+    nn_linear_forward(a->d0, A->y, P->wo, P->bo, B, d, d);
+    size_t Bd = (size_t)B * d;
+    for (size_t i = 0; i < Bd; i++) A->s1[i] = xl[i] + a->d0[i];
+    const float *cin, *base;
+    if (c->post_ln) {
+        nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, A->s1, P->ln1_w, P->ln1_b, B, d, eps);
+        cin = base = A->ln1o;
+    } else {
+        nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s1, P->ln2_w, P->ln2_b, B, d, eps);
+        cin = A->ln2o;
+        base = A->s1;
+    }
+    nn_linear_forward(A->f, cin, P->w1, P->b1, B, d, f);
+    if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, (size_t)B * f);
+    else nn_gelu_forward(a->df1, A->f, (size_t)B * f, NN_GELU_TANH);
+    nn_linear_forward(a->d0, a->df1, P->w2, P->b2, B, f, d);
+    for (size_t i = 0; i < Bd; i++) A->s2[i] = base[i] + a->d0[i];
+    const float *xo = A->s2;
+    if (c->post_ln) {
+        nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, B, d, eps);
+        xo = A->ln2o;
+    }
+    nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, xo, m->p.lnf_w, m->p.lnf_b, B, d, eps);
+    if (c->model != TRM_PREF) return a->lnfo;
+    for (int b = 0; b < B; b++) {
+        int r = b * L + L - 1;
+        bag_mean(a->pbag + (size_t)b * d, m->p.text_emb, a->ptok + a->ptok_off[r], a->ptok_off[r + 1] - a->ptok_off[r],
+                 d);
+    }
+    nn_linear_forward(a->z, a->pbag, m->p.pref_w, NULL, B, d, d);
+    for (size_t i = 0; i < Bd; i++) a->z[i] += a->lnfo[i];
+    nn_layernorm_forward(a->u, a->lnum, a->lnur, a->z, m->p.lnu_w, m->p.lnu_b, B, d, eps);
+    return a->u;
+}
+
 float *trm__forward(trm_model *m, trm_acts *a) {
     const trm_config *c = &m->cfg;
     const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
@@ -408,7 +475,8 @@ float *trm__forward(trm_model *m, trm_acts *a) {
     dr_rng r = site_rng(a, 99, 0);
     nn_dropout_forward(a->res0, a->em, a->x0, Nd, p, &r);
     const float *x = a->res0;
-    for (int l = 0; l < c->layers; l++) {
+    const int nfull = a->last_only && !a->train ? c->layers - 1 : c->layers;
+    for (int l = 0; l < nfull; l++) {
         trm_layer_p *P = &m->p.l[l];
         trm_layer_a *A = &a->l[l];
         const float *ain = x;
@@ -452,6 +520,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
             x = A->s2;
         }
     }
+    if (nfull < c->layers) return forward_last(m, a, x);
     nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, x, m->p.lnf_w, m->p.lnf_b, N, d, eps);
     if (c->model != TRM_PREF) return a->lnfo;
     for (int i = 0; i < N; i++)

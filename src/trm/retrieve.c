@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
 
@@ -45,7 +48,34 @@ void trm_session_free(trm_session *s) {
     free(s);
 }
 
+/* One user at a time is too little work to share between threads: run the
+ * kernels on the calling thread only (no fork/join, no spinning). */
+static int single_begin(void) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return n;
+#else
+    return 1;
+#endif
+}
+static void single_end(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+    int nt = single_begin();
+    int rc = user_vector(s, hist, n_hist, pref, u);
+    single_end(nt);
+    return rc;
+}
+
+static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
     trm_model *m = s->m;
     int L = m->cfg.max_len;
     int32_t buf[1024], *tmp = buf;
@@ -70,9 +100,10 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
     trm__fill_batch(m, &s->a, 1, (int)len, &sp, &len);
     if (n == 0) s->a.key_mask[0] = 1; /* let the lone padding row attend to itself */
     s->a.train = 0;
+    s->a.last_only = 1;
     if (m->cfg.model == TRM_PREF && pref && *pref) trm__set_last_pref(m, &s->a, 0, pref);
     const float *o = trm__forward(m, &s->a);
-    memcpy(u, o + (size_t)(s->a.L - 1) * m->cfg.dim, (size_t)m->cfg.dim * sizeof(float));
+    memcpy(u, o, (size_t)m->cfg.dim * sizeof(float)); /* last_only: row 0 = the last position */
     if (tmp != buf) free(tmp);
     return DR_OK;
 }
@@ -135,11 +166,20 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     trm_model *m = s->m;
     *n_out = 0;
     if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve: k must be positive (got %d)", k);
-    int rc = trm_user_vector(s, hist, n_hist, pref, s->u);
+    int nt = single_begin();
+    int rc = user_vector(s, hist, n_hist, pref, s->u);
+    single_end(nt);
     if (rc) return rc;
     int d = m->cfg.dim, V = m->V;
-    /* scores = F u: one sgemv */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, V, d, 1.0f, m->F, d, s->u, 1, 0.0f, s->scores, 1);
+    /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups) */
+    const float *F = m->F, *uu = s->u;
+    for (int i = 0; i < V; i++) {
+        const float *r = F + (size_t)i * d;
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int j = 0; j < d; j++) acc += r[j] * uu[j];
+        s->scores[i] = acc;
+    }
     if (mask_history)
         for (int64_t i = 0; i < n_hist; i++)
             if (hist[i] > 0 && hist[i] <= m->cfg.n_items) s->masked[hist[i]] = 1;

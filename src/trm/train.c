@@ -225,8 +225,8 @@ int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_
     trm_model *m = t->m;
     trm_acts *a = &t->a;
     const int d = m->cfg.dim, L = m->cfg.max_len;
-    int32_t *seqs[1024];
-    int64_t lens[1024];
+    int32_t *seqs[1024] = {0};
+    int64_t lens[1024] = {0};
     int32_t **sp = seqs;
     int64_t *lp = lens;
     if (B > 1024) {
@@ -614,5 +614,55 @@ out:
     free(users);
     free(order);
     free(bstart);
+    return rc;
+}
+
+/* ---------- benchmark hook: timed training steps of epoch 0 ---------- */
+int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
+                     double *flops, int64_t *seqs, int64_t *positions);
+int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
+                     double *flops, int64_t *seqs, int64_t *positions) {
+    trainer t;
+    int rc = trainer_init(&t, m, d, o);
+    int32_t *users = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    int32_t *order = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    int32_t *bstart = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
+    *seconds = *flops = 0;
+    *seqs = *positions = 0;
+    if (!rc && (!users || !order || !bstart)) rc = dr_error_code();
+    if (!rc) {
+        int nu = 0;
+        for (int32_t u = 0; u < d->n_users; u++) {
+            const int32_t *in;
+            if (user_train(d, u, m->cfg.max_len, &in) > 0) users[nu++] = u;
+        }
+        dr_rng master, erng;
+        dr_rng_seed(&master, o->seed);
+        erng = dr_rng_split(&master, 0);
+        int nb = 0;
+        rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb);
+        const double dd = m->cfg.dim, f = m->cfg.ffn_dim, V = m->V;
+        double t0 = dr_now();
+        for (int bi = 0; bi < steps && !rc; bi++) {
+            int s = bstart[bi % nb], B = nu - s < o->batch ? nu - s : o->batch;
+            dr_rng srng = dr_rng_split(&erng, 100 + (uint64_t)bi);
+            double l;
+            int nv;
+            rc = trm__batch_loss(&t, order + s, B, &srng, 1, &l, &nv);
+            if (rc) break;
+            adam_step(&t);
+            double N = t.a.N, L = t.a.L;
+            double fw = m->cfg.layers * (4 * 2 * N * dd * dd + 2 * 2 * N * dd * f + 2 * B * L * L * dd);
+            if (o->loss == TRM_LOSS_CE) fw += 2.0 * nv * dd * V;
+            *flops += 3 * fw;
+            *seqs += B;
+            *positions += nv;
+        }
+        *seconds = dr_now() - t0;
+    }
+    free(users);
+    free(order);
+    free(bstart);
+    trainer_free(&t);
     return rc;
 }

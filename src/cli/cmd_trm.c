@@ -1,0 +1,320 @@
+/* deeprec trm train | eval | retrieve */
+#include "cli.h"
+#include "deeprec/data.h"
+#include "deeprec/metrics.h"
+#include "deeprec/trm.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *metrics_obj(const dr_metrics_mean *mm) {
+    json_t *j = json_object();
+    char k[32];
+    for (int i = 0; i < DR_METRIC_NK; i++) {
+        snprintf(k, sizeof k, "recall@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->recall[i]));
+        snprintf(k, sizeof k, "ndcg@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->ndcg[i]));
+    }
+    json_object_set_new(j, "mrr", json_real(mm->mrr));
+    json_object_set_new(j, "users", json_integer(mm->n));
+    return j;
+}
+
+static void print_metrics(FILE *out, const char *label, const dr_metrics_mean *mm) {
+    fprintf(out, "%s (%lld users):", label, (long long)mm->n);
+    for (int i = 0; i < DR_METRIC_NK; i++) fprintf(out, " Recall@%d %.4f", dr_metric_ks[i], mm->recall[i]);
+    fprintf(out, "\n%*s", (int)strlen(label) + 2, "");
+    for (int i = 0; i < DR_METRIC_NK; i++) fprintf(out, " NDCG@%d %.4f", dr_metric_ks[i], mm->ndcg[i]);
+    fprintf(out, " MRR %.4f\n", mm->mrr);
+}
+
+static void print_json(json_t *j) {
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (s) printf("%s\n", s);
+    free(s);
+    json_decref(j);
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL;
+    int dim = 64, layers = 2, heads = 2, max_len = 50, batch = 256, epochs = 200, patience = 10, resume = 0,
+        json = 0, post_ln = 0, sep_out = 0, scale_emb = 0, n_neg = 100, ffn = 0, threads = 0, buckets = 1 << 16,
+        quiet = 0, max_steps = 0;
+    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3;
+    int64_t seed = 1;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "dataset (.gguf, from `deeprec data import`)"},
+        {"--out", CLI_STR, &out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
+        {"--model", CLI_STR, &model, "sasrec | pref (preference-aware retriever)"},
+        {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
+        {"--neg", CLI_INT, &n_neg, "negatives per position for --loss sampled (100)"},
+        {"--dim", CLI_INT, &dim, "hidden size (64)"},
+        {"--layers", CLI_INT, &layers, "transformer blocks (2)"},
+        {"--heads", CLI_INT, &heads, "attention heads (2)"},
+        {"--ffn", CLI_INT, &ffn, "FFN inner size (0 = 4 x dim)"},
+        {"--max-len", CLI_INT, &max_len, "history length (50)"},
+        {"--dropout", CLI_FLOAT, &dropout, "dropout (0.5)"},
+        {"--act", CLI_STR, &act, "gelu | relu"},
+        {"--post-ln", CLI_FLAG, &post_ln, "post-LN blocks (default pre-LN)"},
+        {"--sep-out", CLI_FLAG, &sep_out, "separate output item table (sasrec)"},
+        {"--scale-emb", CLI_FLAG, &scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--text-buckets", CLI_INT, &buckets, "pref: hashed text feature buckets (65536)"},
+        {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
+        {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
+        {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
+        {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
+        {"--batch", CLI_INT, &batch, "sequences per step (256)"},
+        {"--epochs", CLI_INT, &epochs, "maximum epochs (200)"},
+        {"--patience", CLI_INT, &patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--seed", CLI_I64, &seed, "random seed (1)"},
+        {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
+        {"--resume", CLI_FLAG, &resume, "continue from OUT.resume.gguf"},
+        {"--metrics", CLI_STR, &metrics, "JSON-lines metrics per epoch (default OUT.metrics.jsonl)"},
+        {"--max-steps", CLI_INT, &max_steps, "limit steps per epoch (testing)"},
+        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec trm train --data DATA.gguf --out TRM.gguf [options]", argc, argv, opts,
+                      (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data || !out) return cli_usage_error("trm train needs --data and --out");
+    trm_config c;
+    trm_config_default(&c);
+    if (!strcmp(model, "sasrec")) c.model = TRM_SASREC;
+    else if (!strcmp(model, "pref")) c.model = TRM_PREF;
+    else return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    if (!strcmp(loss, "ce")) o.loss = TRM_LOSS_CE;
+    else if (!strcmp(loss, "sampled")) o.loss = TRM_LOSS_SAMPLED;
+    else if (!strcmp(loss, "bce")) o.loss = TRM_LOSS_BCE;
+    else return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
+    if (!strcmp(act, "gelu")) c.act = TRM_ACT_GELU;
+    else if (!strcmp(act, "relu")) c.act = TRM_ACT_RELU;
+    else return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if (threads > 0) dr_threads_set(threads);
+    c.dim = dim;
+    c.layers = layers;
+    c.heads = heads;
+    c.ffn_dim = ffn;
+    c.max_len = max_len;
+    c.dropout = (float)dropout;
+    c.post_ln = post_ln;
+    c.sep_out = sep_out;
+    c.scale_emb = scale_emb;
+    c.text_buckets = buckets;
+    o.n_neg = n_neg;
+    o.lr = (float)lr;
+    o.weight_decay = (float)wd;
+    o.grad_clip = (float)clip;
+    o.batch = batch;
+    o.epochs = epochs;
+    o.patience = patience;
+    o.seed = (uint64_t)seed;
+    o.pref_empty_p = (float)pref_empty;
+    o.resume = resume;
+    o.out = out;
+    o.metrics = metrics;
+    o.max_steps = max_steps;
+    o.progress = quiet ? NULL : stderr;
+    dr_dataset d;
+    if (dr_data_load(&d, data)) return cli_fail();
+    trm_model *m = NULL;
+    int rc = trm_model_new(&m, &c, &d, (uint64_t)seed);
+    if (rc) {
+        dr_data_free(&d);
+        return cli_fail();
+    }
+    if (!quiet)
+        fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", model,
+                trm_num_params(m), d.n_users, d.n_items, loss, threads > 0 ? threads : dr_threads());
+    trm_train_result res;
+    double t0 = dr_now();
+    rc = trm_train(m, &d, &o, &res);
+    dr_metrics_mean test, test_o;
+    if (!rc) rc = trm_evaluate(m, &d, 1, 1, 0, &test);
+    if (!rc && c.model == TRM_PREF) rc = trm_evaluate(m, &d, 1, 1, 1, &test_o);
+    double wall = dr_now() - t0;
+    if (rc) {
+        trm_model_free(m);
+        dr_data_free(&d);
+        return cli_fail();
+    }
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "out", json_string(out));
+        json_object_set_new(j, "model", json_string(model));
+        json_object_set_new(j, "loss", json_string(loss));
+        json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
+        json_object_set_new(j, "epochs_run", json_integer(res.epochs_run));
+        json_object_set_new(j, "best_epoch", json_integer(res.best_epoch));
+        json_object_set_new(j, "best_valid_ndcg@10", json_real(res.best_valid_ndcg10));
+        json_object_set_new(j, "test", metrics_obj(&test));
+        if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", metrics_obj(&test_o));
+        json_object_set_new(j, "seconds", json_real(wall));
+        print_json(j);
+    } else {
+        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res.best_epoch,
+               res.best_valid_ndcg10, res.epochs_run, wall);
+        print_metrics(stdout, "test (history masked)", &test);
+        if (c.model == TRM_PREF) print_metrics(stdout, "test, oracle preference", &test_o);
+    }
+    trm_model_free(m);
+    dr_data_free(&d);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *data = NULL, *model = NULL, *split = "test";
+    int no_mask = 0, oracle = 0, json = 0;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "dataset (.gguf)"},
+        {"--model", CLI_STR, &model, "TRM checkpoint (.gguf)"},
+        {"--split", CLI_STR, &split, "test | valid"},
+        {"--no-mask-history", CLI_FLAG, &no_mask, "rank history items too"},
+        {"--pref-oracle", CLI_FLAG, &oracle, "pref model: give the target's category words as the preference"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec trm eval --data DATA.gguf --model TRM.gguf [options]", argc, argv, opts,
+                      (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data || !model) return cli_usage_error("trm eval needs --data and --model");
+    int sp;
+    if (!strcmp(split, "test")) sp = 1;
+    else if (!strcmp(split, "valid")) sp = 0;
+    else return cli_usage_error("--split must be test or valid, got '%s'", split);
+    dr_dataset d;
+    if (dr_data_load(&d, data)) return cli_fail();
+    trm_model *m = NULL;
+    if (trm_load(&m, model)) {
+        dr_data_free(&d);
+        return cli_fail();
+    }
+    if (oracle && trm_model_config(m)->model != TRM_PREF) {
+        trm_model_free(m);
+        dr_data_free(&d);
+        return cli_usage_error("--pref-oracle needs a pref model");
+    }
+    dr_metrics_mean mm;
+    double t0 = dr_now();
+    int rc = trm_evaluate(m, &d, sp, !no_mask, oracle, &mm);
+    double wall = dr_now() - t0;
+    if (rc) {
+        trm_model_free(m);
+        dr_data_free(&d);
+        return cli_fail();
+    }
+    if (json) {
+        json_t *j = metrics_obj(&mm);
+        json_object_set_new(j, "split", json_string(split));
+        json_object_set_new(j, "mask_history", json_boolean(!no_mask));
+        json_object_set_new(j, "pref", json_string(oracle ? "oracle" : "empty"));
+        json_object_set_new(j, "seconds", json_real(wall));
+        print_json(j);
+    } else {
+        char label[96];
+        snprintf(label, sizeof label, "%s%s%s", split, no_mask ? "" : " (history masked)",
+                 oracle ? ", oracle preference" : "");
+        print_metrics(stdout, label, &mm);
+    }
+    trm_model_free(m);
+    dr_data_free(&d);
+    return 0;
+}
+
+static int cmd_retrieve(int argc, char **argv) {
+    const char *data = NULL, *model = NULL, *user = NULL, *pref = NULL, *history = "all";
+    int k = 20, json = 0, no_mask = 0, index = -1;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "dataset (.gguf)"},
+        {"--model", CLI_STR, &model, "TRM checkpoint (.gguf)"},
+        {"--user", CLI_STR, &user, "original user id"},
+        {"--index", CLI_INT, &index, "internal user number instead of --user"},
+        {"--pref", CLI_STR, &pref, "preference text (pref model)"},
+        {"-k", CLI_INT, &k, "number of items (20)"},
+        {"--history", CLI_STR, &history, "all (whole sequence) | test (seq[:-1], shows the target)"},
+        {"--no-mask-history", CLI_FLAG, &no_mask, "allow history items in the result"},
+        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec trm retrieve --data DATA.gguf --model TRM.gguf --user U [--pref TEXT] [-k 20]", argc,
+                      argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data || !model || (!user && index < 0)) return cli_usage_error("trm retrieve needs --data, --model, --user");
+    if (k < 1 || k > 100000) return cli_usage_error("-k must be in 1..100000");
+    int test = !strcmp(history, "test");
+    if (!test && strcmp(history, "all")) return cli_usage_error("--history must be all or test");
+    dr_dataset d;
+    if (dr_data_load(&d, data)) return cli_fail();
+    int rc = 0;
+    trm_model *m = NULL;
+    trm_session *s = NULL;
+    int32_t *ids = NULL;
+    float *sc = NULL;
+    int32_t u = user ? dr_data_find_user(&d, user) : index;
+    if (u < 0 || u >= d.n_users) {
+        rc = dr_error(DR_ERR_ARG, "user '%s' not in %s", user ? user : "(index)", data);
+        goto out;
+    }
+    if ((rc = trm_load(&m, model))) goto out;
+    if (trm_model_config(m)->n_items != d.n_items) {
+        rc = dr_error(DR_ERR_ARG, "%s has %d items but %s has %d", model, trm_model_config(m)->n_items, data,
+                      d.n_items);
+        goto out;
+    }
+    if ((rc = trm_session_new(&s, m))) goto out;
+    const int32_t *h = dr_data_seq(&d, u);
+    int64_t hn = dr_data_seq_len(&d, u);
+    int32_t target = 0;
+    if (test) target = dr_data_test(&d, u, &h, &hn);
+    ids = malloc((size_t)k * sizeof *ids);
+    sc = malloc((size_t)k * sizeof *sc);
+    if (!ids || !sc) {
+        rc = dr_error(DR_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    int n = 0;
+    double t0 = dr_now();
+    if ((rc = trm_retrieve(s, h, hn, pref, k, !no_mask, ids, sc, &n))) goto out;
+    double ms = (dr_now() - t0) * 1e3;
+    if (json) {
+        json_t *j = json_object(), *arr = json_array();
+        json_object_set_new(j, "user", json_string(d.user_ids[u]));
+        json_object_set_new(j, "pref", json_string(pref ? pref : ""));
+        json_object_set_new(j, "history_len", json_integer(hn));
+        if (test) json_object_set_new(j, "target", json_string(d.item_ids[target]));
+        for (int i = 0; i < n; i++) {
+            json_t *it = json_object();
+            json_object_set_new(it, "rank", json_integer(i + 1));
+            json_object_set_new(it, "item", json_string(d.item_ids[ids[i]]));
+            json_object_set_new(it, "title", json_string(d.titles[ids[i]]));
+            json_object_set_new(it, "categories", json_string(d.categories[ids[i]]));
+            json_object_set_new(it, "score", json_real(sc[i]));
+            json_array_append_new(arr, it);
+        }
+        json_object_set_new(j, "items", arr);
+        json_object_set_new(j, "ms", json_real(ms));
+        print_json(j);
+    } else {
+        printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
+               pref ? pref : "", ms);
+        if (test) printf("target: %s %s\n", d.item_ids[target], d.titles[target]);
+        for (int i = 0; i < n; i++)
+            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, d.item_ids[ids[i]], sc[i], d.titles[ids[i]],
+                   d.categories[ids[i]][0] ? "  [" : "", d.categories[ids[i]], d.categories[ids[i]][0] ? "]" : "");
+    }
+out:
+    free(ids);
+    free(sc);
+    trm_session_free(s);
+    trm_model_free(m);
+    dr_data_free(&d);
+    return rc ? cli_fail() : 0;
+}
+
+CLI_COMMAND(trm_train, "trm train", "train SASRec or the preference-aware retriever", cmd_train)
+CLI_COMMAND(trm_eval, "trm eval", "full-ranking evaluation of a TRM checkpoint", cmd_eval)
+CLI_COMMAND(trm_retrieve, "trm retrieve", "top-k items for a user (and a preference)", cmd_retrieve)
