@@ -103,7 +103,12 @@ int rl_curve_svg(const char *const *paths, int n_paths, const char *svg) {
         double yv = ymin + (ymax - ymin) * k / 5.0, yy = SY(yv);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, yy, L + pw, yy);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 6, yy + 4, yv);
-        double xv = xmax * k / 5.0, xx = SX(xv);
+    }
+    /* x ticks at whole steps */
+    double xstep = ceil(xmax / 8.0);
+    if (xstep < 1) xstep = 1;
+    for (double xv = 0; xv <= xmax + 1e-9; xv += xstep) {
+        double xx = SX(xv);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", xx, T + ph, xx, T + ph + 5);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n", xx, T + ph + 18, xv);
     }
@@ -123,8 +128,8 @@ int rl_curve_svg(const char *const *paths, int n_paths, const char *svg) {
         for (int k = i; k < j; k++) fprintf(f, "%s%.1f,%.1f", k > i ? " " : "", SX(x[k]), SY(p[k].r));
         fprintf(f, "\"/>\n");
         for (int k = i; k < j; k++) fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", SX(x[k]), SY(p[k].r), col);
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%s\"/>", L + pw - 90, T + 8 + 16.0 * legend, col);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">stage %d</text>\n", L + pw - 72, T + 13 + 16.0 * legend, p[i].stage);
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%s\"/>", L + 12, T + 8 + 16.0 * legend, col);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">stage %d</text>\n", L + 30, T + 13 + 16.0 * legend, p[i].stage);
         legend++;
         i = j;
     }
