@@ -392,15 +392,15 @@ static double popularity_ndcg(const dr_dataset *d) {
 
 TEST(trm_learns_beats_popularity) {
     dr_dataset d;
-    make_synth(&d, 300, 60, 6, 16, 12, 0.15);
+    make_synth(&d, 200, 40, 6, 14, 12, 0.15);
     const char *dir = dr_test_tmpdir();
     for (int model = 0; model < 2; model++) {
         trm_config c;
         small_cfg(&c, model);
-        c.dim = 32;
+        c.dim = 24;
         trm_model *m;
         CHECK_OK(trm_model_new(&m, &c, &d, 1));
-        trm_train_opts o = small_opts(dr_test_path(dir, "m.gguf"), 12);
+        trm_train_opts o = small_opts(dr_test_path(dir, "m.gguf"), 10);
         o.lr = 1e-2f;
         o.patience = 4;
         trm_train_result res;
