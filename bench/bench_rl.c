@@ -1,11 +1,13 @@
-/* RL benchmark: seconds per RL step, rollout and update separately, for a demo-like setting:
- * the built-in tiny qwen2 shape (dim 256, 4 layers, 4/2 heads, FFN 768, ~4k BPE vocabulary),
- * the MovieLens dataset of the demo (cache/movielens.gguf) or a synthetic one, a random
- * preference-aware TRM, 8 users x 4 samples per step.
+/* RL benchmark: seconds per RL step, rollout and update separately, for the demo's setting:
+ * the built-in tiny qwen2 shape (dim 256, 4 layers, 4/2 heads, FFN 768, ~4k BPE vocabulary,
+ * context 2048), the MovieLens dataset of the demo (cache/movielens.gguf) or a synthetic one,
+ * a random preference-aware TRM, 8 users x 4 samples per step, 10 history items in the prompt,
+ * 384 tokens per turn (tools/demo.sh's values).
  *   build/bench/bench_rl [--data D.gguf] [--trm T.gguf] [--llm M.gguf] [--prompts P] [--samples G]
- *                        [--steps N] [--max-tokens K] [--micro M] [--lora R]   (env DEEPREC_THREADS)
+ *                        [--steps N] [--max-tokens K] [--max-hist H] [--ctx C] [--micro M] [--lora R]
+ *   (env DEEPREC_THREADS)
  * Without --llm the model is random: it rarely closes a turn, so every episode runs to the
- * per-turn cap (--max-tokens, default 256), which sets the generated length. */
+ * per-turn cap (--max-tokens), which sets the generated length. */
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/gguf.h"
@@ -73,7 +75,7 @@ static void step_cb(void *ctx, const rl_step_stats *s) {
 
 int main(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL;
-    int prompts = 8, samples = 4, steps = 2, max_tokens = 256, micro = 4, lora = 0;
+    int prompts = 8, samples = 4, steps = 2, max_tokens = 384, micro = 2, lora = 0, max_hist = 10, ctx = 2048;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--data")) data_path = argv[i + 1];
         else if (!strcmp(argv[i], "--trm")) trm_path = argv[i + 1];
@@ -83,6 +85,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--max-tokens")) max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--micro")) micro = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--max-hist")) max_hist = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ctx")) ctx = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--lora")) lora = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_rl: unknown option %s\n", argv[i]);
@@ -139,7 +143,7 @@ int main(int argc, char **argv) {
         c.head_dim = 64;
         c.ffn = 768;
         c.vocab = tok_vocab_size(tok);
-        c.context = 1024;
+        c.context = ctx;
         if (llm_model_init_random(&lm, &c, GGML_TYPE_F32, 0.02f, 1)) die("llm");
     }
     char dir[] = "/tmp/bench_rl_XXXXXX";
@@ -156,7 +160,8 @@ int main(int argc, char **argv) {
     o.updates = 1;
     o.lora_rank = lora;
     o.max_turn_tokens = max_tokens;
-    o.max_ctx = 1024; /* the demo model's context */
+    o.max_ctx = ctx;
+    o.max_hist = max_hist;
     o.select_k = 0;
     o.out = out;
     o.save_every = 1000000; /* checkpoint only at the end: time the steps alone */
@@ -164,9 +169,11 @@ int main(int argc, char **argv) {
     o.on_step = step_cb;
     o.on_step_ctx = acc;
     rl_env env = {&d, tm, lm, tok};
-    fprintf(stderr, "bench_rl: %s, %d users x %d samples, %d steps, max %d tokens per turn, %s, %d threads\n",
-            data_path ? data_path : "synthetic data", prompts, samples, steps, max_tokens, lora ? "LoRA" : "full FT",
-            dr_threads());
+    fprintf(stderr,
+            "bench_rl: %s, %d users x %d samples, %d steps, %d history items, max %d tokens per turn, context %d, "
+            "micro-batch %d, %s, %d threads\n",
+            data_path ? data_path : "synthetic data", prompts, samples, steps, max_hist, max_tokens, ctx, micro,
+            lora ? "LoRA" : "full FT", dr_threads());
     double c0 = cpu_now();
     rl_result res;
     if (rl_train(&env, &o, &res)) die("rl_train");
