@@ -16,6 +16,9 @@
 #endif
 
 #define Q8_BLOCK 32
+#ifndef LLM_DECODE_ROWS
+#define LLM_DECODE_ROWS 4 /* rows per tile at batch 1 */
+#endif
 #ifndef LLM_PREFETCH
 #define LLM_PREFETCH 4096 /* bytes ahead in each row's stream for batch <= 2 (measured: 1024 < 2048 < 4096) */
 #endif
@@ -244,10 +247,51 @@ static inline __attribute__((always_inline)) void tile512(uint32_t type, const u
         }
 }
 
+/* Batch 1: one row at a time, a single forward stream per thread, 4 independent
+ * accumulators (2 blocks of 32 per iteration) and prefetch: memory-bound. */
+static inline __attribute__((always_inline)) float row1_512(uint32_t type, const uint8_t *row, const float *x, int cols) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int k = 0;
+    const int kend2 = cols & ~(2 * Q8_BLOCK - 1), kend = cols & ~(Q8_BLOCK - 1);
+    const size_t esz = type == GGML_TYPE_F32 ? 4 : 2;
+#define OFF(kk) (type == GGML_TYPE_Q8_0 ? (size_t)((kk) / Q8_BLOCK) * Q8_BYTES : (size_t)(kk) * esz)
+#define SCALE(kk) (type == GGML_TYPE_Q8_0 ? _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(row + OFF(kk)))) : _mm512_setzero_ps())
+    for (; k < kend2; k += 2 * Q8_BLOCK) {
+        _mm_prefetch((const char *)(row + OFF(k) + LLM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(row + OFF(k) + LLM_PREFETCH + 64), _MM_HINT_T0);
+        __m512 d0 = SCALE(k), d1 = SCALE(k + Q8_BLOCK);
+        a0 = _mm512_fmadd_ps(load_w16(type, row, k, d0), _mm512_loadu_ps(x + k), a0);
+        a1 = _mm512_fmadd_ps(load_w16(type, row, k + 16, d0), _mm512_loadu_ps(x + k + 16), a1);
+        a2 = _mm512_fmadd_ps(load_w16(type, row, k + 32, d1), _mm512_loadu_ps(x + k + 32), a2);
+        a3 = _mm512_fmadd_ps(load_w16(type, row, k + 48, d1), _mm512_loadu_ps(x + k + 48), a3);
+    }
+    for (; k < kend; k += Q8_BLOCK) {
+        __m512 d0 = SCALE(k);
+        a0 = _mm512_fmadd_ps(load_w16(type, row, k, d0), _mm512_loadu_ps(x + k), a0);
+        a1 = _mm512_fmadd_ps(load_w16(type, row, k + 16, d0), _mm512_loadu_ps(x + k + 16), a1);
+    }
+#undef OFF
+#undef SCALE
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; k < cols; k++) { /* float types only */
+        float wk;
+        if (type == GGML_TYPE_F32) wk = ((const float *)row)[k];
+        else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[k]);
+        else {
+            uint32_t u = (uint32_t)((const uint16_t *)row)[k] << 16;
+            memcpy(&wk, &u, 4);
+        }
+        s += wk * x[k];
+    }
+    return s;
+}
+
 #define DEF_KERNEL512(NAME, TYPE)                                                                       \
     static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
                      float *y, int ldy) {                                                              \
-        if (R == 3 && J == 8) tile512(TYPE, w, rb, 3, x, ldx, 8, cols, y, ldy);                        \
+        if (J == 1 && R <= 4) {                                                                         \
+            for (int r_ = 0; r_ < R; r_++) y[r_] = row1_512(TYPE, w + r_ * rb, x, cols);                 \
+        } else if (R == 3 && J == 8) tile512(TYPE, w, rb, 3, x, ldx, 8, cols, y, ldy);                 \
         else if (R == 3 && J == 4) tile512(TYPE, w, rb, 3, x, ldx, 4, cols, y, ldy);                   \
         else if (R == 3 && J == 2) tile512(TYPE, w, rb, 3, x, ldx, 2, cols, y, ldy);                   \
         else if (R == 3 && J == 1) tile512(TYPE, w, rb, 3, x, ldx, 1, cols, y, ldy);                   \
@@ -255,6 +299,7 @@ static inline __attribute__((always_inline)) void tile512(uint32_t type, const u
         else if (R == 4 && J == 3) tile512(TYPE, w, rb, 4, x, ldx, 3, cols, y, ldy);                   \
         else if (R == 4 && J == 2) tile512(TYPE, w, rb, 4, x, ldx, 2, cols, y, ldy);                   \
         else if (R == 4 && J == 1) tile512(TYPE, w, rb, 4, x, ldx, 1, cols, y, ldy);                   \
+        else if (R == 2 && J == 1) tile512(TYPE, w, rb, 2, x, ldx, 1, cols, y, ldy);                   \
         else                                                                                            \
             for (int r_ = 0; r_ < R; r_++)                                                              \
                 for (int j_ = 0; j_ < J; j_++)                                                          \
@@ -273,7 +318,7 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
     kern_fn k = w->type == GGML_TYPE_F32 ? kern512_f32
               : w->type == GGML_TYPE_F16 ? kern512_f16
               : w->type == GGML_TYPE_BF16 ? kern512_bf16 : kern512_q8_0;
-    const int R = n == 1 ? 4 : 3, JB = n == 1 ? 1 : 8;
+    const int R = n == 1 ? LLM_DECODE_ROWS : 3, JB = n == 1 ? 1 : 8;
 #else
     kern_fn k = w->type == GGML_TYPE_F32 ? kern_f32
               : w->type == GGML_TYPE_F16 ? kern_f16
