@@ -112,7 +112,22 @@ typedef struct ckpt_info {
     int slot; /* 0 = a, 1 = b */
     int stage;
     uint64_t seed;
+    char fp[17]; /* fingerprint of the input model ("" in old markers) */
 } ckpt_info;
+
+/* Fingerprint of the input model: FNV-1a over the configuration and the first rows of the
+ * embedding table (enough to tell a different or retrained model). */
+static void model_fingerprint(const llm_model *m, char out[17]) {
+    uint64_t h = 1469598103934665603ull;
+    const llm_config *c = &m->cfg;
+    const int cfgv[8] = {c->arch, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, c->head_dim};
+    const uint8_t *p = (const uint8_t *)cfgv;
+    for (size_t i = 0; i < sizeof cfgv; i++) h = (h ^ p[i]) * 1099511628211ull;
+    int rows = m->tok_embd.rows < 16 ? m->tok_embd.rows : 16;
+    p = m->tok_embd.data;
+    for (size_t i = 0; p && i < (size_t)rows * m->tok_embd.row_bytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
 
 static int read_marker(const char *path, ckpt_info *ci) {
     json_error_t err;
@@ -128,6 +143,8 @@ static int read_marker(const char *path, ckpt_info *ci) {
         ci->slot = strcmp(json_string_value(sl), "b") == 0;
         ci->stage = (int)json_integer_value(sg);
         ci->seed = (uint64_t)json_integer_value(sd);
+        json_t *fp = json_object_get(j, "llm_fingerprint");
+        snprintf(ci->fp, sizeof ci->fp, "%s", json_is_string(fp) ? json_string_value(fp) : "");
     }
     json_decref(j);
     return rc;
@@ -150,6 +167,7 @@ typedef struct run {
     char *base, *marker, *metrics, *curve, *prev;
     char *slot_model[2], *slot_state[2];
     int cur_slot;           /* slot of the committed checkpoint, -1 none */
+    char fp[17];            /* input model fingerprint */
     dr_jsonl jl;
     int32_t max_ctx;
 } run;
@@ -193,9 +211,9 @@ static int save_checkpoint(run *r, int64_t step) {
     int rc = llm_train_save_model(r->tr, r->tok, GGML_TYPE_F32, r->slot_model[slot]);
     if (!rc) rc = llm_train_save_state(r->tr, r->slot_state[slot]);
     if (rc) return rc;
-    json_t *j = json_pack("{s:I, s:s, s:i, s:I, s:s, s:s}", "step", (json_int_t)step, "slot", slot ? "b" : "a", "stage",
-                          r->o->stage, "seed", (json_int_t)r->o->seed, "model", r->slot_model[slot], "state",
-                          r->slot_state[slot]);
+    json_t *j = json_pack("{s:I, s:s, s:i, s:I, s:s, s:s, s:s}", "step", (json_int_t)step, "slot", slot ? "b" : "a",
+                          "stage", r->o->stage, "seed", (json_int_t)r->o->seed, "model", r->slot_model[slot], "state",
+                          r->slot_state[slot], "llm_fingerprint", r->fp);
     if (!j) return dr_error(DR_ERR_NOMEM, "out of memory");
     rc = dr_json_write_file(r->marker, j);
     json_decref(j);
@@ -592,10 +610,16 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     }
     /* the trainer (from the committed checkpoint when resuming) */
     ckpt_info ci = {0};
+    model_fingerprint(lm, r.fp);
     int resuming = o->resume && dr_file_exists(r.marker);
     if (resuming) {
         if ((rc = read_marker(r.marker, &ci))) goto done;
         r.cur_slot = ci.slot;
+        if (ci.fp[0] && strcmp(ci.fp, r.fp) != 0) {
+            rc = dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s was made from another input model", r.marker);
+            dr_error_hint("remove %s to start a new run", r.marker);
+            goto done;
+        }
         if (ci.stage != o->stage || ci.seed != o->seed) {
             rc = dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s is for stage %d seed %llu (this run: stage %d seed %llu)",
                           r.marker, ci.stage, (unsigned long long)ci.seed, o->stage, (unsigned long long)o->seed);

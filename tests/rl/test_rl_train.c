@@ -2,6 +2,7 @@
  * (both stages, full fine-tuning and LoRA), logs and curve, and exact resume. */
 #include "harness.h"
 #include "rl_fixture.h"
+#include "deeprec/gguf.h"
 #include "deeprec/llm_train.h"
 #include "deeprec/rl.h"
 #include <jansson.h>
@@ -215,9 +216,15 @@ TEST(rl_train_resume_reproduces_uninterrupted_run) {
     CHECK_OK(rl_train(&env, &o, &res));
     CHECK_EQ_INT(res.start_step, 3);
     check_same_file(a, b);
-    /* a mismatching resume is refused */
+    /* a mismatching resume is refused: another seed, another input model */
     o.seed = 8;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
+    o.seed = 7;
+    llm_model *other;
+    CHECK_OK(llm_model_init_random(&other, &f.llm->cfg, GGML_TYPE_F32, 0.2f, 99));
+    rl_env env2 = {&f.d, f.trm, other, f.tok};
+    CHECK_ERR(rl_train(&env2, &o, &res), DR_ERR_ARG);
+    llm_model_free(other);
     fx_free(&f);
 }
 
