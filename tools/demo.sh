@@ -93,14 +93,15 @@ if ! has_cmd "trm train"; then
   skip "trm train" "no 'trm train' command in this build"; trm=""
 elif fresh "$trm" "$data"; then
   reuse "$trm"
+  echo "-- TRM test metrics (full ranking over the catalog, history masked)"
+  "$BIN" trm eval --data "$data" --model "$trm" --split test
 else
   rm -f "$trm.resume.gguf"
+  # (trm train ends with the test metrics of the best checkpoint)
   "$BIN" trm train --data "$data" --out "$trm" --model pref --epochs "$TRM_EPOCHS" --patience 0 --batch 64 \
     --lr 2e-3 --seed 1
 fi
 if [ -n "$trm" ]; then
-  echo "-- TRM test metrics (full ranking over the catalog, history masked, empty preference)"
-  "$BIN" trm eval --data "$data" --model "$trm" --split test
   if has_cmd "trm retrieve"; then
     echo "-- one user's retrieval (test history; the held-out target is marked), preference 'Comedy; Romance'"
     "$BIN" trm retrieve --data "$data" --model "$trm" --index 0 --history test -k 10 --pref "Comedy; Romance"
