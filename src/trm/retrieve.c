@@ -75,6 +75,8 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
     return rc;
 }
 
+static int full_forward; /* tests: compute every row of the last block too */
+
 static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
     trm_model *m = s->m;
     int L = m->cfg.max_len;
@@ -100,10 +102,11 @@ static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, cons
     trm__fill_batch(m, &s->a, 1, (int)len, &sp, &len);
     if (n == 0) s->a.key_mask[0] = 1; /* let the lone padding row attend to itself */
     s->a.train = 0;
-    s->a.last_only = 1;
+    s->a.last_only = !full_forward;
     if (m->cfg.model == TRM_PREF && pref && *pref) trm__set_last_pref(m, &s->a, 0, pref);
     const float *o = trm__forward(m, &s->a);
-    memcpy(u, o, (size_t)m->cfg.dim * sizeof(float)); /* last_only: row 0 = the last position */
+    /* last_only: row 0 is the last position */
+    memcpy(u, o + (full_forward ? (size_t)(s->a.L - 1) * m->cfg.dim : 0), (size_t)m->cfg.dim * sizeof(float));
     if (tmp != buf) free(tmp);
     return DR_OK;
 }
@@ -214,4 +217,13 @@ int trm_text_embedding(trm_model *m, const char *text, float *out) {
     nn_linear_forward(out, b, m->p.pref_w, NULL, 1, d, d);
     if (b != bag) free(b);
     return DR_OK;
+}
+
+/* Tests: the user vector through the full forward (every row of every block). */
+int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
+int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+    full_forward = 1;
+    int rc = user_vector(s, hist, n_hist, pref, u);
+    full_forward = 0;
+    return rc;
 }

@@ -12,6 +12,7 @@ int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts 
                         uint64_t seed, double *loss, float *grad);
 float *trm_debug_params(trm_model *m, size_t *n);
 void trm_debug_refresh(trm_model *m);
+int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
 
 static const char *genres[] = {"Action", "Comedy", "Drama", "Horror", "Sci-Fi", "Romance"};
@@ -252,6 +253,11 @@ TEST(trm_retrieve_matches_bruteforce) {
         int32_t hist[8] = {5, 17, 33, 5, 100, 250, 7, 12};
         const char *pref = model ? "comedy ; dark night" : NULL;
         CHECK_OK(trm_user_vector(s, hist, 8, pref, u));
+        {
+            float uf[64];
+            CHECK_OK(trm_debug_user_vector_full(s, hist, 8, pref, uf));
+            for (int j = 0; j < dim; j++) CHECK_NEAR(u[j], uf[j], 1e-5); /* last-row inference == full forward */
+        }
         for (int mask = 0; mask < 2; mask++) {
             for (int i = 0; i < V; i++) {
                 double acc = 0;
