@@ -249,7 +249,8 @@ static inline __attribute__((always_inline)) void tile512(uint32_t type, const u
 
 /* Batch 1: one row at a time, a single forward stream per thread, 4 independent
  * accumulators (2 blocks of 32 per iteration) and prefetch: memory-bound. */
-static inline __attribute__((always_inline)) float row1_512(uint32_t type, const uint8_t *row, const float *x, int cols) {
+static inline __attribute__((always_inline)) float row1_512(uint32_t type, const uint8_t *row, const float *x, int cols,
+                                                            const int perm) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int k = 0;
     const int kend2 = cols & ~(2 * Q8_BLOCK - 1), kend = cols & ~(Q8_BLOCK - 1);
@@ -259,6 +260,17 @@ static inline __attribute__((always_inline)) float row1_512(uint32_t type, const
     for (; k < kend2; k += 2 * Q8_BLOCK) {
         _mm_prefetch((const char *)(row + OFF(k) + LLM_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(row + OFF(k) + LLM_PREFETCH + 64), _MM_HINT_T0);
+        if (type == GGML_TYPE_BF16 && perm) { /* x permuted per block of 32: 16 even-, then 16 odd-indexed values;
+                                               * even bf16 become fp32 by a shift, odd ones by a mask */
+            const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+            __m512i v0 = _mm512_loadu_si512((const void *)(row + (size_t)k * 2));
+            __m512i v1 = _mm512_loadu_si512((const void *)(row + (size_t)k * 2 + 64));
+            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + k), a0);
+            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, hi)), _mm512_loadu_ps(x + k + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), _mm512_loadu_ps(x + k + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, hi)), _mm512_loadu_ps(x + k + 48), a3);
+            continue;
+        }
         __m512 d0 = SCALE(k), d1 = SCALE(k + Q8_BLOCK);
         a0 = _mm512_fmadd_ps(load_w16(type, row, k, d0), _mm512_loadu_ps(x + k), a0);
         a1 = _mm512_fmadd_ps(load_w16(type, row, k + 16, d0), _mm512_loadu_ps(x + k + 16), a1);
@@ -266,6 +278,13 @@ static inline __attribute__((always_inline)) float row1_512(uint32_t type, const
         a3 = _mm512_fmadd_ps(load_w16(type, row, k + 48, d1), _mm512_loadu_ps(x + k + 48), a3);
     }
     for (; k < kend; k += Q8_BLOCK) {
+        if (type == GGML_TYPE_BF16 && perm) {
+            __m512i v0 = _mm512_loadu_si512((const void *)(row + (size_t)k * 2));
+            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + k), a0);
+            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, _mm512_set1_epi32((int)0xFFFF0000u))),
+                                 _mm512_loadu_ps(x + k + 16), a1);
+            continue;
+        }
         __m512 d0 = SCALE(k);
         a0 = _mm512_fmadd_ps(load_w16(type, row, k, d0), _mm512_loadu_ps(x + k), a0);
         a1 = _mm512_fmadd_ps(load_w16(type, row, k + 16, d0), _mm512_loadu_ps(x + k + 16), a1);
@@ -290,7 +309,7 @@ static inline __attribute__((always_inline)) float row1_512(uint32_t type, const
     static void NAME(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols,     \
                      float *y, int ldy) {                                                              \
         if (J == 1 && R <= 4) {                                                                         \
-            for (int r_ = 0; r_ < R; r_++) y[r_] = row1_512(TYPE, w + r_ * rb, x, cols);                 \
+            for (int r_ = 0; r_ < R; r_++) y[r_] = row1_512(TYPE, w + r_ * rb, x, cols, 0);                   \
         } else if (R == 3 && J == 8) tile512(TYPE, w, rb, 3, x, ldx, 8, cols, y, ldy);                 \
         else if (R == 3 && J == 4) tile512(TYPE, w, rb, 3, x, ldx, 4, cols, y, ldy);                   \
         else if (R == 3 && J == 2) tile512(TYPE, w, rb, 3, x, ldx, 2, cols, y, ldy);                   \
@@ -309,6 +328,11 @@ DEF_KERNEL512(kern512_f32, GGML_TYPE_F32)
 DEF_KERNEL512(kern512_f16, GGML_TYPE_F16)
 DEF_KERNEL512(kern512_bf16, GGML_TYPE_BF16)
 DEF_KERNEL512(kern512_q8_0, GGML_TYPE_Q8_0)
+/* BF16 at batch 1 with x permuted (see row1_512). */
+static void kern512_bf16_perm(const uint8_t *w, size_t rb, int R, const float *x, int ldx, int J, int cols, float *y,
+                              int ldy) {
+    for (int r = 0; r < R; r++) y[r] = row1_512(GGML_TYPE_BF16, w + r * rb, x, cols, 1);
+}
 #endif
 
 typedef void (*kern_fn)(const uint8_t *, size_t, int, const float *, int, int, int, float *, int);
@@ -328,6 +352,38 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
     const int rows = w->rows, cols = w->cols;
     const int nblk = (rows + R - 1) / R;
     const uint8_t *base = (const uint8_t *)w->data;
+#ifdef LLM_AVX512
+    float *xp = NULL;
+    if (w->type == GGML_TYPE_BF16 && n == 1) { /* even/odd permutation per block of 32 (tail as is) */
+        xp = malloc((size_t)n * cols * sizeof(float));
+        if (!xp) { /* no memory: plain per-row conversion */
+            float *row = malloc((size_t)cols * sizeof(float));
+            for (int r = 0; row && r < rows; r++) {
+                llm_mat_row(w, r, row);
+                for (int j = 0; j < n; j++) {
+                    float sum = 0;
+                    for (int kk = 0; kk < cols; kk++) sum += row[kk] * x[(size_t)j * cols + kk];
+                    y[(size_t)j * rows + r] = sum;
+                }
+            }
+            free(row);
+            return;
+        }
+        const int kend = cols & ~(Q8_BLOCK - 1);
+        for (int j = 0; j < n; j++) {
+            const float *src = x + (size_t)j * cols;
+            float *dst = xp + (size_t)j * cols;
+            for (int kb = 0; kb < kend; kb += 32)
+                for (int i = 0; i < 16; i++) {
+                    dst[kb + i] = src[kb + 2 * i];
+                    dst[kb + 16 + i] = src[kb + 2 * i + 1];
+                }
+            for (int kk = kend; kk < cols; kk++) dst[kk] = src[kk];
+        }
+        x = xp;
+        k = kern512_bf16_perm;
+    }
+#endif
     double work = (double)rows * cols * n;
 #pragma omp parallel for schedule(static) if (work > 65536)
     for (int b = 0; b < nblk; b++) {
@@ -338,6 +394,9 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
             k(wr, w->row_bytes, rr, x + (size_t)j * cols, cols, jj, cols, y + (size_t)j * rows + r0, rows);
         }
     }
+#ifdef LLM_AVX512
+    free(xp);
+#endif
 }
 #else
 static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
