@@ -20,15 +20,18 @@ static double cpu_now(void) {
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions);
 
+static double last_sgemm_cpu_gflops;
+static double cpu_now(void);
 static double sgemm_gflops(int M, int N, int K, int reps) {
     float *A = malloc((size_t)M * K * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float)),
           *C = malloc((size_t)M * N * sizeof(float));
     for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)K * N; i++) B[i] = (float)(i % 5) * 0.1f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 0, C, N);
-    double t0 = dr_now();
+    double t0 = dr_now(), c0 = cpu_now();
     for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 0, C, N);
     double s = dr_now() - t0;
+    last_sgemm_cpu_gflops = 2.0 * M * N * K * reps / (cpu_now() - c0) / 1e9;
     free(A);
     free(B);
     free(C);
@@ -77,8 +80,8 @@ int main(int argc, char **argv) {
     }
     printf("threads %d; data %s: %d users, %d items, %lld interactions\n", dr_threads(), src, d.n_users, d.n_items,
            (long long)d.n_inter);
-    double g_sq = sgemm_gflops(1024, 1024, 1024, 5);
-    double g_lg = sgemm_gflops(1024, d.n_items + 1, 64, 5);
+    double g_sq = sgemm_gflops(1024, 1024, 1024, 5), c_sq = last_sgemm_cpu_gflops;
+    double g_lg = sgemm_gflops(1024, d.n_items + 1, 64, 5), c_lg = last_sgemm_cpu_gflops;
     printf("cblas_sgemm: %.1f GFLOP/s (1024^3), %.1f GFLOP/s (logits shape 1024x%dx64)\n", g_sq, g_lg, d.n_items + 1);
     trm_config c;
     trm_model *m;
@@ -101,8 +104,12 @@ int main(int argc, char **argv) {
     printf("train (sasrec, ce, defaults): %d steps, %.1f sequences/s, %.0f positions/s, %.1f GFLOP/s achieved "
            "(%.0f%% of 1024^3 sgemm, %.0f%% of logits-shape sgemm)\n",
            steps, seqs / s, pos / s, fl / s / 1e9, 100 * fl / s / 1e9 / g_sq, 100 * fl / s / 1e9 / g_lg);
-    printf("  cpu time %.2f s for %.2f s wall (%.2f cores busy); per step %.1f ms wall\n", cpu_now() - c0, s,
-           (cpu_now() - c0) / s, 1e3 * s / steps);
+    double cs = cpu_now() - c0;
+    printf("  cpu time %.2f s for %.2f s wall (%.2f cores busy); per step %.1f ms wall\n", cs, s, cs / s,
+           1e3 * s / steps);
+    printf("  per cpu-second (load-independent): train %.1f GFLOP, %.0f sequences; sgemm %.1f GFLOP (1024^3), %.1f "
+           "(logits shape): train/sgemm = %.0f%% / %.0f%%\n",
+           fl / cs / 1e9, seqs / cs, c_sq, c_lg, 100 * fl / cs / 1e9 / c_sq, 100 * fl / cs / 1e9 / c_lg);
     trm_model_free(m);
 retrieval:
     dr_data_free(&d);
