@@ -53,16 +53,16 @@ fi
 W="$CACHE/demo"
 mkdir -p "$W"
 TRM_EPOCHS=${DEMO_TRM_EPOCHS:-4}         # preference-aware TRM epochs (batch 64)
-SYNTH_USERS=${DEMO_SYNTH_USERS:-120}     # warm-start trajectories
+SYNTH_USERS=${DEMO_SYNTH_USERS:-340}     # warm-start trajectories (= SFT steps at batch 1)
 VOCAB=${DEMO_VOCAB:-4096}                # tokenizer vocabulary (docs/llm_train.md)
 CORPUS_USERS=${DEMO_CORPUS_USERS:-200}   # users whose histories (titles, categories) go into the corpus
 SFT_EPOCHS=${DEMO_SFT_EPOCHS:-1}
-SFT_BATCH=${DEMO_SFT_BATCH:-2}
+SFT_BATCH=${DEMO_SFT_BATCH:-1}            # batch 1: more steps for the same tokens (learnt the layout faster)
 SFT_LR=${DEMO_SFT_LR:-2e-3}
-EVAL_USERS=${DEMO_EVAL_USERS:-60}        # test users of each evaluated mode (LLM prefill dominates: ~2-4 s a user)
+EVAL_USERS=${DEMO_EVAL_USERS:-200}       # test users of each evaluated mode (~0.6 s a user per LLM mode)
 EVAL_MODES=${DEMO_EVAL_MODES:-trm,rerank,deeprec}
-MAX_HIST=${DEMO_MAX_HIST:-10}            # history items in the prompt (synth and eval alike)
-TOOL_K=${DEMO_TOOL_K:-20}                # items per tool call
+MAX_HIST=${DEMO_MAX_HIST:-5}             # history items in the prompt (synth and eval alike)
+TOOL_K=${DEMO_TOOL_K:-10}                # items per tool call (20 in the paper; 10 keeps the demo in time)
 MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend
 CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval context cap
 
