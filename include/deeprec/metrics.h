@@ -59,6 +59,8 @@ typedef struct dr_metrics_mean {
     double recall[DR_METRIC_NK], ndcg[DR_METRIC_NK], mrr, mean_rank;
 } dr_metrics_mean;
 void dr_metrics_finish(const dr_metrics *m, dr_metrics_mean *out); /* zeros when n == 0 */
+/* {"recall@1": ..., "ndcg@1": ..., ..., "mrr": ..., "users": n} as a new jansson object. */
+struct json_t *dr_metrics_mean_json(const dr_metrics_mean *mm);
 /* Index of K in dr_metric_ks, or -1. */
 int dr_metrics_k_index(int k);
 

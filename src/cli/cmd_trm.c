@@ -7,19 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json_t *metrics_obj(const dr_metrics_mean *mm) {
-    json_t *j = json_object();
-    char k[32];
-    for (int i = 0; i < DR_METRIC_NK; i++) {
-        snprintf(k, sizeof k, "recall@%d", dr_metric_ks[i]);
-        json_object_set_new(j, k, json_real(mm->recall[i]));
-        snprintf(k, sizeof k, "ndcg@%d", dr_metric_ks[i]);
-        json_object_set_new(j, k, json_real(mm->ndcg[i]));
-    }
-    json_object_set_new(j, "mrr", json_real(mm->mrr));
-    json_object_set_new(j, "users", json_integer(mm->n));
-    return j;
-}
 
 static void print_metrics(FILE *out, const char *label, const dr_metrics_mean *mm) {
     fprintf(out, "%s (%lld users):", label, (long long)mm->n);
@@ -151,8 +138,8 @@ static int cmd_train(int argc, char **argv) {
         json_object_set_new(j, "epochs_run", json_integer(res.epochs_run));
         json_object_set_new(j, "best_epoch", json_integer(res.best_epoch));
         json_object_set_new(j, "best_valid_ndcg@10", json_real(res.best_valid_ndcg10));
-        json_object_set_new(j, "test", metrics_obj(&test));
-        if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", metrics_obj(&test_o));
+        json_object_set_new(j, "test", dr_metrics_mean_json(&test));
+        if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(&test_o));
         json_object_set_new(j, "seconds", json_real(wall));
         print_json(j);
     } else {
@@ -208,7 +195,7 @@ static int cmd_eval(int argc, char **argv) {
         return cli_fail();
     }
     if (json) {
-        json_t *j = metrics_obj(&mm);
+        json_t *j = dr_metrics_mean_json(&mm);
         json_object_set_new(j, "split", json_string(split));
         json_object_set_new(j, "mask_history", json_boolean(!no_mask));
         json_object_set_new(j, "pref", json_string(oracle ? "oracle" : "empty"));

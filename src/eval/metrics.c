@@ -1,5 +1,6 @@
 /* Full-catalog ranking metrics: pessimistic rank, Recall@K, NDCG@K, MRR. */
 #include "deeprec/metrics.h"
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,4 +125,18 @@ void dr_metrics_finish(const dr_metrics *m, dr_metrics_mean *out) {
     }
     out->mrr = m->mrr / n;
     out->mean_rank = m->rank_sum / n;
+}
+
+json_t *dr_metrics_mean_json(const dr_metrics_mean *mm) {
+    json_t *j = json_object();
+    char k[32];
+    for (int i = 0; i < DR_METRIC_NK; i++) {
+        snprintf(k, sizeof k, "recall@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->recall[i]));
+        snprintf(k, sizeof k, "ndcg@%d", dr_metric_ks[i]);
+        json_object_set_new(j, k, json_real(mm->ndcg[i]));
+    }
+    json_object_set_new(j, "mrr", json_real(mm->mrr));
+    json_object_set_new(j, "users", json_integer(mm->n));
+    return j;
 }

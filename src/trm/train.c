@@ -465,19 +465,6 @@ static char *path_with(const char *base, const char *suffix) {
     return p;
 }
 
-static json_t *metrics_json(const dr_metrics_mean *mm) {
-    json_t *j = json_object();
-    char k[32];
-    for (int i = 0; i < DR_METRIC_NK; i++) {
-        snprintf(k, sizeof k, "recall@%d", dr_metric_ks[i]);
-        json_object_set_new(j, k, json_real(mm->recall[i]));
-        snprintf(k, sizeof k, "ndcg@%d", dr_metric_ks[i]);
-        json_object_set_new(j, k, json_real(mm->ndcg[i]));
-    }
-    json_object_set_new(j, "mrr", json_real(mm->mrr));
-    json_object_set_new(j, "users", json_integer(mm->n));
-    return j;
-}
 
 int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
     memset(res, 0, sizeof *res);
@@ -561,7 +548,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
             }
             evaluated = 1;
             double nd = mm.ndcg[dr_metrics_k_index(10)];
-            json_object_set_new(j, "valid", metrics_json(&mm));
+            json_object_set_new(j, "valid", dr_metrics_mean_json(&mm));
             if (nd > st.best) {
                 st.best = nd;
                 st.best_epoch = ep + 1;
