@@ -7,6 +7,7 @@
  * usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types bf16,q8_0] [--small] [--cpu-time] [--json]
  * Threads: DEEPREC_THREADS (the issue's figures are for 2). */
 #include "deeprec/base.h"
+#include "bench_common.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include <cblas.h>
@@ -68,25 +69,7 @@ static double read_bandwidth(void) {
     return best;
 }
 
-static double sgemm_gflops(void) {
-    const int M = 512, N = 4864, K = 896;
-    float *a = dr_aligned_alloc((size_t)M * K * 4), *b = dr_aligned_alloc((size_t)N * K * 4),
-          *c = dr_aligned_alloc((size_t)M * N * 4);
-    if (!a || !b || !c) return 0;
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 13) * 0.01f;
-    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 7) * 0.01f;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        double g = 2.0 * M * N * K / (now() - t0) / 1e9;
-        if (g > best) best = g;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
+static double sgemm_gflops(void) { return bench_sgemm_gflops(512, 4864, 896); }
 
 typedef struct result {
     const char *type;

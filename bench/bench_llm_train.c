@@ -13,27 +13,12 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
+#include "bench_common.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-static double sgemm_gflops(void) {
-    const int M = 512, N = 4864, K = 896;
-    float *a = dr_aligned_alloc((size_t)M * K * 4), *b = dr_aligned_alloc((size_t)N * K * 4),
-          *c = dr_aligned_alloc((size_t)M * N * 4);
-    if (!a || !b || !c) return 0;
-    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 13) * 0.01f;
-    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 7) * 0.01f;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = dr_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        double g = 2.0 * M * N * K / (dr_now() - t0) / 1e9;
-        if (g > best) best = g;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
+static double sgemm_gflops(void) { return bench_sgemm_gflops(512, 4864, 896); }
 
 static double peak_rss_mb(void) {
     struct rusage ru;
