@@ -35,43 +35,50 @@ else
 fi
 "$BIN" data stats "$data"
 
+
 # ---------------------------------------------------------------------------------------------
 # The DeepRec pipeline on the imported data (artifacts in $CACHE/demo/, reused on reruns: a
 # stage runs again only when its output is missing or older than one of its inputs).
-#   1. the preference-aware TRM (trm train --model pref), its test metrics, one retrieval
-#   2. warm-start trajectories on training users (agent synth, through the TRM)
-#   3. tokenizer on a corpus of the catalog (the titles + categories of the first
-#      $DEMO_CORPUS_USERS users' histories, `data show`)
-#      and the trajectories (protocol text, prompts, tool results)
-#      [synth runs before the tokenizer because the trajectories carry the protocol text]
-#   4. the tiny qwen2 model (llm init, docs/llm_train.md) and its warm-up (llm sft)
-#   5. evaluation of trm, rerank and deeprec on test users (eval), one full trace (recommend)
+#   1. the preference-aware TRM (trm train --model pref --batch 64), its test metrics
+#   2. warm-start trajectories on all training users (agent synth, through the TRM), 3 seeds
+#   3. tokenizer (4k BPE) on a corpus of trajectories (protocol text, titles, categories)
+#   4. the tiny qwen2 model (d=128, 2 layers) and its warm-up: SFT in two runs (docs/warmstart.md)
+#   5. evaluation before RL: trm, rerank, deeprec (eval --json on the same seeded test users)
+#   6. RL stage 1 (tool use) then stage 2 (recommendation), docs/rl.md
+#   7. evaluation after RL (deeprec), the four-row table, the reward curve, one full trace
 # A stage whose command this build lacks is skipped with a message (and so are the stages
 # that need its output). Sizes can be changed through the environment (DEMO_*), see below.
-# Later stages (RL) are appended after stage 5.
+# Per-stage wall and CPU times go to $CACHE/demo/times.txt (when /usr/bin/time exists).
 # ---------------------------------------------------------------------------------------------
 W="$CACHE/demo"
 mkdir -p "$W"
-TRM_EPOCHS=${DEMO_TRM_EPOCHS:-4}         # preference-aware TRM epochs (batch 64)
-SYNTH_USERS=${DEMO_SYNTH_USERS:-340}     # warm-start trajectories (= SFT steps at batch 1)
+TRM_EPOCHS=${DEMO_TRM_EPOCHS:-12}        # preference-aware TRM: at most this many epochs (batch 64)
+TRM_PATIENCE=${DEMO_TRM_PATIENCE:-3}     # early stop after this many epochs without valid gain
+SYNTH_SEEDS=${DEMO_SYNTH_SEEDS:-"1 3 4"} # one synth run (all 671 training users) per seed
 VOCAB=${DEMO_VOCAB:-4096}                # tokenizer vocabulary (docs/llm_train.md)
-CORPUS_USERS=${DEMO_CORPUS_USERS:-200}   # users whose histories (titles, categories) go into the corpus
-SFT_EPOCHS=${DEMO_SFT_EPOCHS:-1}
-SFT_BATCH=${DEMO_SFT_BATCH:-1}            # batch 1: more steps for the same tokens (learnt the layout faster)
-SFT_LR=${DEMO_SFT_LR:-2e-3}
-EVAL_USERS=${DEMO_EVAL_USERS:-200}       # test users of each evaluated mode (~0.6 s a user per LLM mode)
-EVAL_MODES=${DEMO_EVAL_MODES:-trm,rerank,deeprec}
-MAX_HIST=${DEMO_MAX_HIST:-5}             # history items in the prompt (synth and eval alike)
+SFT_LR1=${DEMO_SFT_LR1:-3e-3}            # SFT run 1 (all seeds but the last), batch 4
+SFT_LR2=${DEMO_SFT_LR2:-1e-3}            # SFT run 2 (the last seed), from run 1's model
+SFT_BATCH=${DEMO_SFT_BATCH:-4}
+SFT_MAXLEN=${DEMO_SFT_MAXLEN:-1536}      # covers every trajectory at tool-k 10 / 10 history items
+EVAL_USERS=${DEMO_EVAL_USERS:-100}       # test users of each evaluated mode (seeded selection)
+MAX_HIST=${DEMO_MAX_HIST:-10}            # history items in the prompt (synth, eval, rl alike)
 TOOL_K=${DEMO_TOOL_K:-10}                # items per tool call (20 in the paper; 10 keeps the demo in time)
-MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend
-CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval context cap
+MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend / rl
+CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval / rl context cap
+RL1_STEPS=${DEMO_RL1_STEPS:-4}           # RL stage 1 steps
+RL2_STEPS=${DEMO_RL2_STEPS:-6}           # RL stage 2 steps
+RL_PROMPTS=${DEMO_RL_PROMPTS:-8}         # users per RL step
+RL_SAMPLES=${DEMO_RL_SAMPLES:-4}         # samples per user (group size)
+RL_LR=${DEMO_RL_LR:-5e-5}
 
 # OpenMP threads wait passively: on a machine shared with other jobs, spinning threads made
 # the LLM 5-50x slower in our measurements (llm bench, 2 threads, load ~13); idle, it costs little.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
+command -v jq >/dev/null 2>&1 || { echo "demo: error: jq is needed (apt-get install jq)" >&2; exit 1; }
 T0=$(date +%s)
 SKIPPED=""
+TIMES="$W/times.txt"
 stage() { echo; echo "==== demo: $* ($(( $(date +%s) - T0 )) s so far)"; }
 skip() { echo "demo: SKIPPED $1: $2" >&2; SKIPPED="$SKIPPED
   - $1: $2"; }
@@ -85,10 +92,19 @@ fresh() {
   return 0
 }
 reuse() { echo "demo: reusing $1 (newer than its inputs)" >&2; }
+# timed LABEL CMD...: run CMD, append its wall / CPU seconds to $TIMES
+timed() {
+  label=$1; shift
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -a -o "$TIMES" -f "$label	%e s wall	%U s user	%S s sys" "$@"
+  else
+    "$@"
+  fi
+}
 
 # ---- 1. the preference-aware TRM
 trm="$W/trm.gguf"
-stage "1/5 preference-aware TRM"
+stage "1/7 preference-aware TRM"
 if ! has_cmd "trm train"; then
   skip "trm train" "no 'trm train' command in this build"; trm=""
 elif fresh "$trm" "$data"; then
@@ -98,61 +114,61 @@ elif fresh "$trm" "$data"; then
 else
   rm -f "$trm.resume.gguf"
   # (trm train ends with the test metrics of the best checkpoint)
-  "$BIN" trm train --data "$data" --out "$trm" --model pref --epochs "$TRM_EPOCHS" --patience 0 --batch 64 \
-    --lr 2e-3 --seed 1
+  timed trm_train "$BIN" trm train --data "$data" --out "$trm" --model pref --epochs "$TRM_EPOCHS" \
+    --patience "$TRM_PATIENCE" --batch 64 --seed 1
 fi
-if [ -n "$trm" ]; then
-  if has_cmd "trm retrieve"; then
-    echo "-- one user's retrieval (test history; the held-out target is marked), preference 'Comedy; Romance'"
-    "$BIN" trm retrieve --data "$data" --model "$trm" --index 0 --history test -k 10 --pref "Comedy; Romance"
-  fi
+if [ -n "$trm" ] && has_cmd "trm retrieve"; then
+  echo "-- one user's retrieval (test history; the held-out target is marked), preference 'Comedy; Romance'"
+  "$BIN" trm retrieve --data "$data" --model "$trm" --index 0 --history test -k 10 --pref "Comedy; Romance"
 fi
 
-# ---- 2. warm-start trajectories
-traj="$W/traj.jsonl"
-stage "2/5 warm-start trajectories"
+# ---- 2. warm-start trajectories (one file per seed; the last seed feeds SFT run 2)
+stage "2/7 warm-start trajectories (seeds $SYNTH_SEEDS, all training users)"
+trajs=""
 if [ -z "$trm" ]; then
-  skip "agent synth" "no TRM"; traj=""
+  skip "agent synth" "no TRM"
 elif ! has_cmd "agent synth"; then
-  skip "agent synth" "no 'agent synth' command in this build"; traj=""
-elif fresh "$traj" "$trm" "$data"; then
-  reuse "$traj"
+  skip "agent synth" "no 'agent synth' command in this build"
 else
-  "$BIN" agent synth --data "$data" --trm "$trm" --out "$traj" --users "$SYNTH_USERS" --seed 1 \
-    --tool-k "$TOOL_K" --max-hist "$MAX_HIST"
+  for s in $SYNTH_SEEDS; do
+    t="$W/traj_s$s.jsonl"
+    if fresh "$t" "$trm" "$data"; then
+      reuse "$t"
+    else
+      timed "synth_s$s" "$BIN" agent synth --data "$data" --trm "$trm" --out "$t" --users 0 --seed "$s" \
+        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --quiet
+    fi
+    trajs="$trajs $t"
+  done
 fi
+traj_last=""; traj_first=""
+for t in $trajs; do traj_last=$t; done
+for t in $trajs; do [ "$t" != "$traj_last" ] && traj_first="$traj_first $t"; done
 
 # ---- 3. tokenizer
 tok="$W/tok.gguf"
 corpus="$W/corpus.txt"
-stage "3/5 tokenizer"
-if [ -z "$traj" ]; then
+stage "3/7 tokenizer"
+if [ -z "$trajs" ]; then
   skip "llm train-tokenizer" "no trajectories"; tok=""
 elif ! has_cmd "llm train-tokenizer"; then
   skip "llm train-tokenizer" "no 'llm train-tokenizer' command in this build"; tok=""
-elif fresh "$tok" "$traj" "$data"; then
+elif fresh "$tok" $trajs "$data"; then
   reuse "$tok"
 else
-  n_users=$("$BIN" data stats "$data" | awk '$1 == "users" { print $2 }')
-  [ "$n_users" -gt "$CORPUS_USERS" ] && n_users=$CORPUS_USERS
-  echo "demo: building the tokenizer corpus $corpus (titles and categories of $n_users users' histories + the trajectories)" >&2
-  {
-    i=0
-    while [ "$i" -lt "$n_users" ]; do
-      "$BIN" data show "$data" --index "$i" | sed -e '1d' -e 's/^ *[0-9]*\. \[[a-z]*\] //' -e 's/  (id [0-9]*, t=[0-9-]*)$//' \
-        -e 's/^ *- categories/  - categories/'
-      i=$((i + 1))
-    done
-    # JSON lines -> text: the escapes jansson writes for newlines, quotes and backslashes
-    sed -e 's/\\n/\n/g' -e 's/\\"/"/g' -e 's/\\\\/\\/g' "$traj"
-  } > "$corpus.tmp" && mv "$corpus.tmp" "$corpus"
-  "$BIN" llm train-tokenizer --corpus "$corpus" --vocab-size "$VOCAB" --out "$tok"
+  # corpus: the text (prompt + completion) of the first seed's trajectories plus one synth run
+  # with 20 history items and 20 items per call, for more titles (docs/warmstart.md)
+  set -- $trajs
+  "$BIN" agent synth --data "$data" --trm "$trm" --out "$W/traj_corpus.jsonl" --users 0 --seed 2 --quiet
+  jq -r '.prompt + .completion' "$W/traj_corpus.jsonl" "$1" > "$corpus.tmp" && mv "$corpus.tmp" "$corpus"
+  timed tokenizer "$BIN" llm train-tokenizer --corpus "$corpus" --vocab-size "$VOCAB" --out "$tok"
 fi
 
 # ---- 4. tiny model and warm-up
 tiny0="$W/tiny0.gguf"
+tiny1="$W/tiny_sft1.gguf"
 tiny="$W/tiny_sft.gguf"
-stage "4/5 tiny model: init and warm-up (SFT on the trajectories)"
+stage "4/7 tiny model: init and warm-up (SFT on the trajectories, two runs)"
 if [ -z "$tok" ]; then
   skip "llm init" "no tokenizer"; tiny0=""
 elif ! has_cmd "llm init"; then
@@ -160,55 +176,126 @@ elif ! has_cmd "llm init"; then
 elif fresh "$tiny0" "$tok"; then
   reuse "$tiny0"
 else
-  "$BIN" llm init --arch qwen2 --dim 256 --layers 4 --heads 4 --kv-heads 2 --ffn 768 --vocab-from "$tok" \
+  "$BIN" llm init --arch qwen2 --dim 128 --layers 2 --heads 2 --kv-heads 1 --ffn 384 --vocab-from "$tok" \
     --context "$CTX" --std 0.02 --seed 1 --out "$tiny0"
 fi
 if [ -z "$tiny0" ]; then
   skip "llm sft" "no initial model"; tiny=""
 elif ! has_cmd "llm sft"; then
   skip "llm sft" "no 'llm sft' command in this build"; tiny=""
-elif fresh "$tiny" "$tiny0" "$traj"; then
-  reuse "$tiny"
 else
-  "$BIN" llm sft --model "$tiny0" --data "$traj" --out "$tiny" --epochs "$SFT_EPOCHS" --batch "$SFT_BATCH" \
-    --lr "$SFT_LR" --max-len "$CTX" --seed 1 --metrics "$W/sft.metrics.jsonl"
+  # run 1: lr 3e-3 over all seeds but the last (2 x 671 trajectories, 336 steps of 4)
+  if fresh "$tiny1" "$tiny0" $traj_first; then
+    reuse "$tiny1"
+  else
+    cat $traj_first > "$W/traj_sft1.jsonl"
+    timed sft1 "$BIN" llm sft --model "$tiny0" --data "$W/traj_sft1.jsonl" --out "$tiny1" --epochs 1 \
+      --batch "$SFT_BATCH" --lr "$SFT_LR1" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft1.metrics.jsonl"
+  fi
+  # run 2: lr 1e-3 on fresh trajectories (the last seed, 168 steps of 4)
+  if fresh "$tiny" "$tiny1" "$traj_last"; then
+    reuse "$tiny"
+  else
+    timed sft2 "$BIN" llm sft --model "$tiny1" --data "$traj_last" --out "$tiny" --epochs 1 \
+      --batch "$SFT_BATCH" --lr "$SFT_LR2" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft2.metrics.jsonl"
+  fi
 fi
 
-# ---- 5. evaluation and one trace
-stage "5/5 evaluation ($EVAL_MODES on $EVAL_USERS test users) and one trace"
+# eval_json OUT MODE [LLM]: deeprec eval --json on the demo's test users, reused when fresh
+EVAL_KEY="$EVAL_USERS $MAX_HIST $TOOL_K $MAX_TOKENS $CTX"
+eval_json() {
+  out=$1; mode=$2; llm=${3:-}
+  if fresh "$out" "$trm" "$data" ${llm:+"$llm"} && [ "$(cat "$out.key" 2>/dev/null)" = "$EVAL_KEY" ]; then
+    reuse "$out"; return 0
+  fi
+  timed "eval_$(basename "$out" .json)" "$BIN" eval --data "$data" --trm "$trm" ${llm:+--llm "$llm"} --mode "$mode" \
+    --users "$EVAL_USERS" --seed 1 --temp 0 --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" \
+    --ctx "$CTX" --json > "$out.tmp"
+  mv "$out.tmp" "$out"
+  echo "$EVAL_KEY" > "$out.key"
+}
+
+# ---- 5. evaluation before RL
+stage "5/7 evaluation before RL (trm, rerank, deeprec on $EVAL_USERS test users)"
 if [ -z "$trm" ]; then
   skip "eval" "no TRM"
 elif ! has_cmd "eval"; then
   skip "eval" "no 'eval' command in this build"
 else
-  modes=$EVAL_MODES
-  if [ -z "$tiny" ]; then
-    modes=trm
+  eval_json "$W/eval_trm.json" trm
+  if [ -n "$tiny" ]; then
+    eval_json "$W/eval_rerank.json" rerank "$tiny"
+    eval_json "$W/eval_deeprec_warm.json" deeprec "$tiny"
+  else
     skip "eval rerank/deeprec" "no warmed-up model (only the trm baseline is evaluated)"
   fi
-  table="$W/eval_table.txt"
-  if fresh "$table" "$trm" ${tiny:+"$tiny"} "$data" && [ "$(cat "$W/eval_table.key" 2>/dev/null)" = "$modes $EVAL_USERS $MAX_HIST $TOOL_K $MAX_TOKENS" ]; then
-    reuse "$table"
-  else
-    "$BIN" eval --data "$data" --trm "$trm" ${tiny:+--llm "$tiny"} --mode "$modes" --users "$EVAL_USERS" --seed 1 \
-      --temp 0 --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --ctx "$CTX" > "$table.tmp"
-    mv "$table.tmp" "$table"
-    echo "$modes $EVAL_USERS $MAX_HIST $TOOL_K $MAX_TOKENS" > "$W/eval_table.key"
-  fi
-  cat "$table"
 fi
-if [ -n "$tiny" ] && [ -n "$trm" ]; then
-  if has_cmd "recommend"; then
-    echo "-- one full trace (user #0, test split)"
-    "$BIN" recommend --data "$data" --trm "$trm" --llm "$tiny" --user "#0" --temp 0 --max-hist "$MAX_HIST" \
-      --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --ctx "$CTX"
-  else
-    skip "recommend" "no 'recommend' command in this build"
+
+# ---- 6. RL: stage 1 then stage 2
+# rl_stage N IN OUT STEPS: deeprec rl, reused when OUT is newer than its inputs; an interrupted
+# run continues (--resume) unless its checkpoint is older than the inputs
+rl_stage() {
+  n=$1; in_=$2; out=$3; steps=$4
+  if fresh "$out" "$in_" "$trm" "$data"; then
+    reuse "$out"; return 0
   fi
+  ck="${out%.gguf}.ckpt.json"
+  if [ -f "$ck" ] && ! fresh "$ck" "$in_" "$trm" "$data"; then rm -f "$ck"; fi
+  timed "rl_stage$n" "$BIN" rl --stage "$n" --data "$data" --trm "$trm" --llm "$in_" --out "$out" \
+    --steps "$steps" --prompts "$RL_PROMPTS" --samples "$RL_SAMPLES" --lr "$RL_LR" --updates 1 --micro 2 --seed 1 \
+    --ctx "$CTX" --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --resume
+}
+pol1="$W/policy1.gguf"
+pol2="$W/policy2.gguf"
+stage "6/7 RL stage 1 ($RL1_STEPS steps) and stage 2 ($RL2_STEPS steps), $RL_PROMPTS users x $RL_SAMPLES samples"
+if [ -z "$tiny" ]; then
+  skip "rl" "no warmed-up model"; pol2=""
+elif ! has_cmd "rl"; then
+  skip "rl" "no 'rl' command in this build"; pol2=""
+else
+  rl_stage 1 "$tiny" "$pol1" "$RL1_STEPS"
+  rl_stage 2 "$pol1" "$pol2" "$RL2_STEPS"
+  echo "-- RL steps (${pol1%.gguf}.metrics.jsonl, ${pol2%.gguf}.metrics.jsonl)"
+  printf '%-6s %-4s %9s %7s %6s %6s %9s %9s %10s\n' stage step reward valid calls hit listwise pointwise cpu_s
+  for m in "${pol1%.gguf}.metrics.jsonl" "${pol2%.gguf}.metrics.jsonl"; do
+    jq -r '[.stage, .step, .reward, .valid_rate, .mean_calls, .hit_rate, (.listwise // "-"), (.pointwise // "-"),
+            ((.rollout_cpu_s + .update_cpu_s) * 10 | round / 10)] | @tsv' "$m" |
+      awk -F'\t' '{ printf "%-6s %-4s %9.3f %7.3f %6.2f %6.3f %9s %9s %10s\n", $1, $2, $3, $4, $5, $6,
+                   ($7 == "-" ? "-" : sprintf("%.3f", $7)), ($8 == "-" ? "-" : sprintf("%.3f", $8)), $9 }'
+  done
+  echo "reward curve (both stages): ${pol2%.gguf}.rewards.svg"
+fi
+
+# ---- 7. evaluation after RL, the table, one trace
+stage "7/7 evaluation after RL, the table and one trace"
+if [ -n "$pol2" ] && [ -n "$trm" ] && has_cmd "eval"; then
+  eval_json "$W/eval_deeprec_rl.json" deeprec "$pol2"
+fi
+echo "-- $EVAL_USERS test users (seed 1, greedy), exact-title resolution; failures count as misses"
+printf '%-20s %8s %8s %8s %8s %8s %8s %8s %6s\n' row R@1 R@5 R@10 NDCG@5 NDCG@10 MRR valid calls
+for row in "trm:eval_trm" "rerank:eval_rerank" "deeprec before RL:eval_deeprec_warm" "deeprec after RL:eval_deeprec_rl"; do
+  f="$W/${row#*:}.json"
+  [ -s "$f" ] || continue
+  jq -r '[.metrics.exact["recall@1"], .metrics.exact["recall@5"], .metrics.exact["recall@10"],
+          .metrics.exact["ndcg@5"], .metrics.exact["ndcg@10"], .metrics.exact.mrr,
+          (.format_valid_rate // "-"), (.mean_tool_calls // "-")] | @tsv' "$f" |
+    awk -F'\t' -v name="${row%%:*}" '{ printf "%-20s %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8s %6s\n",
+                                       name, $1, $2, $3, $4, $5, $6,
+                                       ($7 == "-" ? "-" : sprintf("%.3f", $7)), ($8 == "-" ? "-" : sprintf("%.2f", $8)) }'
+done
+final=${pol2:-$tiny}
+if [ -n "$final" ] && [ -n "$trm" ] && has_cmd "recommend"; then
+  echo "-- one full trace (user #0, test split, $(basename "$final"))"
+  "$BIN" recommend --data "$data" --trm "$trm" --llm "$final" --user "#0" --temp 0 --max-hist "$MAX_HIST" \
+    --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --ctx "$CTX"
 fi
 
 echo
 echo "==== demo: done in $(( $(date +%s) - T0 )) s (pipeline after the data import; artifacts in $W)"
+[ -s "$TIMES" ] && { echo "-- per-command times ($TIMES)"; cat "$TIMES"; }
+if [ -n "$pol2" ] && [ -s "${pol2%.gguf}.rewards.svg" ]; then
+  echo "reward curve: ${pol2%.gguf}.rewards.svg (steps as JSON lines: ${pol1%.gguf}.metrics.jsonl, ${pol2%.gguf}.metrics.jsonl)"
+fi
 if [ -n "$SKIPPED" ]; then
   echo "skipped stages:$SKIPPED"
 fi
