@@ -2,6 +2,7 @@
 #include "cli.h"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct { const char *name; const char *summary; cli_fn fn; } command;
 static command commands[64];
@@ -35,7 +36,19 @@ int cli_usage_error(const char *fmt, ...) {
     return 2;
 }
 
+/* OpenMP workers spin between parallel regions by default; when the machine is shared
+ * (or OpenBLAS and our loops alternate) the spinning steals the cores doing the work: a
+ * SASRec step on 2 threads ran at 13% of sgemm with a second job on the machine, 42% with
+ * passive waiting. libgomp reads OMP_WAIT_POLICY when it loads, before main, so the
+ * policy is set by re-executing once. An explicit OMP_WAIT_POLICY is respected. */
+static void prefer_passive_waiting(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: carry on as we are */
+}
+
 int main(int argc, char **argv) {
+    prefer_passive_waiting(argv);
     qsort(commands, (size_t)n_commands, sizeof *commands, cmp_cmd);
     dr_log_set_sink(dr_log_stderr_sink, NULL, getenv("DEEPREC_DEBUG") ? DR_LOG_DEBUG : DR_LOG_INFO);
     dr_threads_init();
