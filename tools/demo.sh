@@ -185,7 +185,9 @@ elif ! has_cmd "llm sft"; then
   skip "llm sft" "no 'llm sft' command in this build"; tiny=""
 else
   # run 1: lr 3e-3 over all seeds but the last (4 x 671 trajectories, 671 steps of 4)
-  if fresh "$tiny1" "$tiny0" $traj_first; then
+  if [ -z "$traj_first" ]; then
+    tiny1=$tiny0   # one seed only: run 2 alone
+  elif fresh "$tiny1" "$tiny0" $traj_first; then
     reuse "$tiny1"
   else
     cat $traj_first > "$W/traj_sft1.jsonl"
