@@ -54,7 +54,7 @@ W="$CACHE/demo"
 mkdir -p "$W"
 TRM_EPOCHS=${DEMO_TRM_EPOCHS:-12}        # preference-aware TRM: at most this many epochs (batch 64)
 TRM_PATIENCE=${DEMO_TRM_PATIENCE:-3}     # early stop after this many epochs without valid gain
-SYNTH_SEEDS=${DEMO_SYNTH_SEEDS:-"1 3 4 5 6"} # one synth run (all 671 training users) per seed (docs/demo.md)
+SYNTH_SEEDS=${DEMO_SYNTH_SEEDS:-"1 3 4 5 6 7 8"} # one synth run (all 671 training users) per seed (docs/demo.md)
 VOCAB=${DEMO_VOCAB:-4096}                # tokenizer vocabulary (docs/llm_train.md)
 SFT_LR1=${DEMO_SFT_LR1:-3e-3}            # SFT run 1 (all seeds but the last), batch 4
 SFT_LR2=${DEMO_SFT_LR2:-1e-3}            # SFT run 2 (the last seed), from run 1's model
@@ -184,7 +184,7 @@ if [ -z "$tiny0" ]; then
 elif ! has_cmd "llm sft"; then
   skip "llm sft" "no 'llm sft' command in this build"; tiny=""
 else
-  # run 1: lr 3e-3 over all seeds but the last (4 x 671 trajectories, 671 steps of 4)
+  # run 1: lr 3e-3 over all seeds but the last (6 x 671 trajectories, 1007 steps of 4)
   if [ -z "$traj_first" ]; then
     tiny1=$tiny0   # one seed only: run 2 alone
   elif fresh "$tiny1" "$tiny0" $traj_first; then
