@@ -136,6 +136,7 @@ deps-check:
 	@tools/deps.sh $(DEB_PACKAGES)
 
 demo: all
+	@tools/deps.sh jq
 	@tools/demo.sh
 
 clean:
