@@ -142,7 +142,7 @@ static void ref_test(const char *name, double tol) {
     ref r;
     snprintf(path, sizeof path, FIXDIR "/%s.ref", name);
     ref_load(&r, path);
-    snprintf(path, sizeof path, FIXDIR "/%s.gguf", name);
+    snprintf(path, sizeof path, FIXDIR "/%s.gguf.fixture", name);
     llm_model *m;
     CHECK_OK(llm_model_load(&m, path));
     double e = check_model(m, &r, tol, name);
@@ -153,7 +153,7 @@ static void ref_test(const char *name, double tol) {
 
 TEST(llm_qwen2_matches_reference) {
     llm_model *m;
-    CHECK_OK(llm_model_load(&m, FIXDIR "/qwen2_tiny.gguf"));
+    CHECK_OK(llm_model_load(&m, FIXDIR "/qwen2_tiny.gguf.fixture"));
     CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_QWEN2);
     CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_NEOX);
     CHECK_EQ_INT(m->cfg.tied_output, 1);
@@ -166,7 +166,7 @@ TEST(llm_qwen2_matches_reference) {
 
 TEST(llm_llama_matches_reference) {
     llm_model *m;
-    CHECK_OK(llm_model_load(&m, FIXDIR "/llama_tiny.gguf"));
+    CHECK_OK(llm_model_load(&m, FIXDIR "/llama_tiny.gguf.fixture"));
     CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_LLAMA);
     CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_ADJACENT);
     CHECK_EQ_INT(m->cfg.tied_output, 0);
@@ -186,7 +186,7 @@ static void type_test(const char *name, uint32_t type, double tol_ref) {
     ref r;
     snprintf(path, sizeof path, FIXDIR "/%s.ref", name);
     ref_load(&r, path);
-    snprintf(path, sizeof path, FIXDIR "/%s.gguf", name);
+    snprintf(path, sizeof path, FIXDIR "/%s.gguf.fixture", name);
     llm_model *m, *mr;
     CHECK_OK(llm_model_load(&m, path));
     CHECK_OK(llm_model_convert(m, type));

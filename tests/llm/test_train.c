@@ -477,8 +477,8 @@ static float *grad_by_name(llm_train *t, const char *name, size_t *n) {
  * within 2e-4 + 2e-3 * loss (fp32 vs fp64 trajectories drift slowly). */
 static void torch_case(const char *arch) {
     char mp[256], fp[256];
-    snprintf(mp, sizeof mp, "tests/fixtures/llm/%s_tiny.gguf", arch);
-    snprintf(fp, sizeof fp, "tests/fixtures/llm/train_%s.gguf", arch);
+    snprintf(mp, sizeof mp, "tests/fixtures/llm/%s_tiny.gguf.fixture", arch);
+    snprintf(fp, sizeof fp, "tests/fixtures/llm/train_%s.gguf.fixture", arch);
     gguf_file f;
     CHECK_OK(gguf_open(&f, fp));
     llm_model *m;

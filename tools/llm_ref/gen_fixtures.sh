@@ -7,5 +7,5 @@ $PY tools/llm_ref/qwen2_ref.py gen --arch qwen2 --out $F/qwen2_tiny --seed 1234
 $PY tools/llm_ref/qwen2_ref.py gen --arch llama --out $F/llama_tiny --seed 77
 # a model written by `deeprec llm init`, evaluated by the reference's own GGUF reader
 build/deeprec llm init --arch qwen2 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ffn 128 --vocab 300 \
-    --context 128 --std 0.15 --seed 21 --out $F/qwen2_init.gguf
-$PY tools/llm_ref/qwen2_ref.py eval --model $F/qwen2_init.gguf --out $F/qwen2_init.ref
+    --context 128 --std 0.15 --seed 21 --out $F/qwen2_init.gguf.fixture
+$PY tools/llm_ref/qwen2_ref.py eval --model $F/qwen2_init.gguf.fixture --out $F/qwen2_init.ref

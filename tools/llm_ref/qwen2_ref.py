@@ -9,7 +9,7 @@ Two modes:
   gen    generate a tiny random model from a seed, write it as an F32 GGUF (own minimal writer)
          and the expected logits for a few token sequences:
            qwen2_ref.py gen --arch qwen2 --out tests/fixtures/llm/qwen2_tiny
-         writes qwen2_tiny.gguf and qwen2_tiny.ref (see write_ref for the layout).
+         writes qwen2_tiny.gguf.fixture and qwen2_tiny.ref (see write_ref for the layout).
   eval   read a GGUF written by `deeprec llm init --type f32` (own minimal reader) and write the
          expected logits for random token sequences:
            qwen2_ref.py eval --model M.gguf --out M.ref [--seed S]
@@ -263,8 +263,8 @@ def gen(arch, out, seed):
            (f"{arch}.attention.head_count", T_U32, H), (f"{arch}.attention.head_count_kv", T_U32, K),
            (f"{arch}.attention.layer_norm_rms_epsilon", T_F32, s["eps"]),
            (f"{arch}.rope.freq_base", T_F32, s["theta"])]
-    write_gguf(out + ".gguf", kvs, [(n, W[n]) for n in order])
-    kv, W2 = read_gguf(out + ".gguf")  # read back: the reference sees exactly the file
+    write_gguf(out + ".gguf.fixture", kvs, [(n, W[n]) for n in order])
+    kv, W2 = read_gguf(out + ".gguf.fixture")  # read back: the reference sees exactly the file
     evaluate(kv, W2, out + ".ref", seed + 1)
 
 
@@ -283,7 +283,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen")
     g.add_argument("--arch", choices=sorted(SHAPES), required=True)
-    g.add_argument("--out", required=True, help="path prefix: writes PREFIX.gguf and PREFIX.ref")
+    g.add_argument("--out", required=True, help="path prefix: writes PREFIX.gguf.fixture and PREFIX.ref")
     g.add_argument("--seed", type=int, default=1234)
     e = sub.add_parser("eval")
     e.add_argument("--model", required=True)

@@ -12,8 +12,8 @@ Writes everything as F32 tensors in a GGUF (own minimal writer from qwen2_ref.py
   batch.tokens [B*T], batch.len [B], batch.weight [B*T], batch.mask [B*T] (as floats),
   loss [1], grad.<tensor name> (same shape as the tensor), adam.losses [10].
 
-  /usr/bin/python3 tools/llm_ref/train_ref.py --model tests/fixtures/llm/qwen2_tiny.gguf \
-      --out tests/fixtures/llm/train_qwen2.gguf
+  /usr/bin/python3 tools/llm_ref/train_ref.py --model tests/fixtures/llm/qwen2_tiny.gguf.fixture \
+      --out tests/fixtures/llm/train_qwen2.gguf.fixture
 """
 import argparse
 import os
