@@ -42,6 +42,18 @@ static int emit_ids(const tokenizer *t, const char *s, size_t n, int flags, FILE
     return DR_OK;
 }
 
+/* The tokenizer named on the command line and all of stdin; returns an exit code (0 = ok). */
+static int tok_and_stdin(const char *model, const char *tokjson, tokenizer **t, char **in, size_t *n) {
+    int rc = load_tok(model, tokjson, t);
+    if (rc) return rc;
+    if (read_stdin(in, n)) {
+        tok_free(*t);
+        *t = NULL;
+        return cli_fail();
+    }
+    return 0;
+}
+
 static int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *tokjson = NULL;
     int lines = 0, no_special = 0, add_bos = 0;
@@ -57,11 +69,10 @@ static int cmd_tokenize(int argc, char **argv) {
                        argc, argv, opts, 5, NULL, 0, &np);
     if (pr) return pr > 0 ? 0 : 2;
     tokenizer *t = NULL;
-    int rc = load_tok(model, tokjson, &t);
-    if (rc) return rc;
     char *in = NULL;
     size_t n = 0;
-    if (read_stdin(&in, &n)) { tok_free(t); return cli_fail(); }
+    int rc = tok_and_stdin(model, tokjson, &t, &in, &n);
+    if (rc) return rc;
     int flags = (no_special ? TOK_ENC_NO_SPECIAL : 0) | (add_bos ? TOK_ENC_ADD_BOS : 0);
     int err = 0;
     if (lines) {
@@ -136,11 +147,10 @@ static int cmd_detokenize(int argc, char **argv) {
                        argc, argv, opts, 4, NULL, 0, &np);
     if (pr) return pr > 0 ? 0 : 2;
     tokenizer *t = NULL;
-    int rc = load_tok(model, tokjson, &t);
-    if (rc) return rc;
     char *in = NULL;
     size_t n = 0;
-    if (read_stdin(&in, &n)) { tok_free(t); return cli_fail(); }
+    int rc = tok_and_stdin(model, tokjson, &t, &in, &n);
+    if (rc) return rc;
     int err = 0;
     if (lines) {
         for (size_t a = 0; a < n && !err;) {
