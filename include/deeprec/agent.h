@@ -310,6 +310,10 @@ typedef struct agent_synth_opts {
     int max_hist;        /* prompt history (<= 0: AGENT_MAX_HIST) */
     int tool_k;          /* <= 0: AGENT_TOOL_K */
     uint64_t seed;
+    /* NULL, or the "rerank" form: ONE call with this preference made for the model, written
+     * exactly as agent_rollout writes a forced call ("<think>" + the call + its result, all
+     * one masked span), then the reasoning and the answer from that call alone. */
+    const char *forced_preference;
 } agent_synth_opts;
 
 /* One trajectory: the prompt and a completion with the tool results of `tool` inserted
@@ -333,7 +337,9 @@ void agent_synth_traj_free(agent_synth_traj *t);
  * top-10 is the reciprocal-rank fusion over the calls (score = sum of 1 / (60 + rank),
  * rank 1-based; ties: first retrieved first), history items excluded. The result passes
  * agent_format_check (else DR_ERR_FORMAT, e.g. a title with a newline); fewer than 10
- * candidates: DR_ERR_RANGE. Callers skip users on these two codes. */
+ * candidates: DR_ERR_RANGE. Callers skip users on these two codes. With o->forced_preference
+ * the trajectory is the rerank form (one forced call, no intro sentence; tool_spans[0]
+ * starts at 0 and covers "<think>", the call and its result). */
 int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
                     const agent_synth_opts *o, agent_synth_traj *out);
 /* The JSON line of a trajectory: {"prompt", "completion", "mask": [[begin, end], ...]}

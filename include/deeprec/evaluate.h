@@ -58,6 +58,8 @@ typedef struct eval_acc {
     double mrr[EVAL_N_RULES];
     int64_t outcomes[AGENT_N_OUTCOMES];
     int64_t format_valid;
+    int64_t format_fails[AGENT_FMT_N]; /* episodes per first broken rule ([AGENT_FMT_OK] unused) */
+    int64_t with_call;                 /* episodes with >= 1 tool call */
     int64_t tool_calls;
     int64_t gen_tokens;
 } eval_acc;
@@ -80,6 +82,8 @@ typedef struct eval_result {
     double recall[EVAL_N_RULES][3], ndcg[EVAL_N_RULES][2], mrr[EVAL_N_RULES];
     int64_t outcomes[AGENT_N_OUTCOMES];
     double format_valid_rate;     /* llm only */
+    int64_t format_fails[AGENT_FMT_N]; /* llm only: episodes per first broken format rule */
+    double with_call_rate;        /* llm only: share of episodes with >= 1 tool call */
     double mean_tool_calls;       /* llm only */
     double mean_gen_tokens;       /* llm only */
     double seconds, seconds_per_user;

@@ -133,6 +133,17 @@ void rl_ppo_loss(const rl_ppo_opts *o, int64_t n, const float *logp, const float
 int rl_ref_logprobs(const struct llm_model *m, const agent_episode *e, float *out);
 
 /* ---------------------------------------------------------------- trainer */
+/* The held-out probe: the current policy on a fixed set of selected users that never enter
+ * training, one episode each with a fixed sampling seed (greedy by default), scored with the
+ * stage's reward. Same users and seed at every probe, so changes come from the policy. */
+typedef struct rl_probe_stats {
+    int n_users;
+    double reward, format, count, diversity, listwise, pointwise; /* means over the probe users */
+    double valid_rate, mean_calls, hit_rate, mean_gen;
+    int format_fails[AGENT_FMT_N];
+    double seconds;
+} rl_probe_stats;
+
 typedef struct rl_step_stats {
     int stage;
     int64_t step;          /* 1-based RL step */
@@ -143,6 +154,7 @@ typedef struct rl_step_stats {
     double mean_calls;
     double hit_rate;       /* target in the answer (listwise rank >= 0) */
     int outcomes[AGENT_N_OUTCOMES];
+    int format_fails[AGENT_FMT_N]; /* episodes per first broken format rule of a finished episode */
     double mean_gen;       /* generated tokens per episode */
     int64_t n_tokens;      /* generated tokens in the batch */
     int64_t n_seq_tokens;  /* all tokens of the batch's sequences (prompt, generated, tool) */
@@ -151,6 +163,10 @@ typedef struct rl_step_stats {
     double logp_diff;      /* mean |rollout log-prob - trainer log-prob| at the first update (engine drift) */
     double rollout_s, update_s, step_s;          /* wall seconds */
     double rollout_cpu_s, update_cpu_s;          /* process CPU seconds (all threads) */
+    int probed;              /* probe: the policy after this step's updates (rl_opts.probe_users > 0) */
+    rl_probe_stats probe;
+    int probed_start;        /* probe_start: the input policy, before any update (first step of a run) */
+    rl_probe_stats probe_start;
 } rl_step_stats;
 
 /* One compact JSON object of the stats (new reference). */
@@ -187,6 +203,8 @@ typedef struct rl_opts {
     /* data */
     int select_k;              /* train on users whose target is in the TRM's top select_k (100; 0 = all) */
     int substring_hit;         /* list-wise reward by the substring rule */
+    int probe_users;           /* held-out probe users (0 = no probe); taken out of the selection */
+    float probe_temperature;   /* probe sampling temperature (0 = greedy) */
     uint64_t seed;             /* 1 */
     /* output */
     const char *out;           /* policy GGUF (required) */
@@ -220,6 +238,10 @@ typedef struct rl_result {
     int64_t start_step;       /* steps already done when this call began */
     int n_selected;           /* users passing the data selection */
     double first_reward, last_reward;
+    int n_probe;              /* held-out probe users (0 = none) */
+    int probed_start, probed_last;
+    double probe_start;       /* probe reward of the input policy (runs that start at step 0) */
+    double probe_last;        /* probe reward after the last step of this call */
     double seconds;
 } rl_result;
 
@@ -238,7 +260,9 @@ int rl_select_users(const struct dr_dataset *d, struct trm_model *m, int k, int3
 
 /* ---------------------------------------------------------------- reward curve
  * A polyline SVG with axes: mean reward per step, one polyline per stage (stage 1 first, then
- * stage 2 continuing on the x axis). Reads JSON lines with "stage", "step", "reward". */
+ * stage 2 continuing on the x axis). Reads JSON lines with "stage", "step", "reward"; when a
+ * line has "probe" / "probe_start" objects (held-out probe), their "reward" is drawn as a
+ * dashed polyline per stage (probe_start at step 0 of its stage). */
 int rl_curve_svg(const char *const *jsonl_paths, int n_paths, const char *svg_path);
 
 #endif

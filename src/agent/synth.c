@@ -191,7 +191,12 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     snprintf(cand_prefs[2], sizeof cand_prefs[2], "%s", pair);
     if (!cand_prefs[0][0]) snprintf(cand_prefs[0], sizeof cand_prefs[0], "popular; well liked");
     int want = 1 + (int)dr_rng_below(&rng, 3);
-    for (int i = 0; i < 3 && n_prefs < want; i++) {
+    int forced = o->forced_preference != NULL;
+    if (forced) {
+        snprintf(prefs[0], sizeof prefs[0], "%s", o->forced_preference);
+        n_prefs = 1;
+    }
+    for (int i = 0; i < 3 && n_prefs < want && !forced; i++) {
         if (!cand_prefs[i][0]) continue;
         int dup = 0;
         for (int j = 0; j < n_prefs; j++) dup |= !strcmp(prefs[j], cand_prefs[i]);
@@ -215,9 +220,12 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         "Looking at the history: %s dominate, the most recent items are %s.",
     };
     agent_buf_str(&comp, AGENT_TAG_THINK);
-    agent_buf_printf(&comp, intro_fmt[dr_rng_below(&rng, 3)], dom_words, rec_words);
-    agent_buf_str(&comp, n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
-                                     : " I will search for the main taste.\n");
+    int intro = (int)dr_rng_below(&rng, 3); /* drawn in both forms so the rest stays seeded alike */
+    if (!forced) {
+        agent_buf_printf(&comp, intro_fmt[intro], dom_words, rec_words);
+        agent_buf_str(&comp, n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
+                                         : " I will search for the main taste.\n");
+    }
     static const char *const next_text[3] = {"", "Next, the recent interest.\n", "Now a combination inside one item.\n"};
     int n_spans = 0;
     for (int p = 0; p < n_prefs; p++) {
@@ -235,7 +243,8 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         }
         char *tt;
         if ((rc = agent_tool_result_text(c, ids, n, &tt))) goto done;
-        spans[n_spans][0] = (int64_t)comp.n;
+        /* a forced call is masked from the start of the completion, as the rollout masks it */
+        spans[n_spans][0] = forced ? 0 : (int64_t)comp.n;
         agent_buf_str(&comp, tt);
         spans[n_spans][1] = (int64_t)comp.n;
         n_spans++;

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
+#include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
 #include "deeprec/tokenizer.h"
 #include "deeprec/trm.h"
@@ -21,10 +22,13 @@ static int cmd_synth(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *out = NULL;
     int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
     int64_t seed = 1;
+    double rerank_share = 0.0;
     cli_opt opts[] = {
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM checkpoint (.gguf)"},
         {"--out", CLI_STR, &out, "trajectories, JSON lines {prompt, completion, mask}"},
+        {"--rerank-share", CLI_FLOAT, &rerank_share,
+         "share of users written in the rerank form: one forced call with the history preference (0)"},
         {"--users", CLI_INT, &users, "training users to sample (0 = all)"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
         {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
@@ -40,6 +44,8 @@ static int cmd_synth(int argc, char **argv) {
     if (!data_path || !trm_path || !out) return cli_usage_error("agent synth needs --data, --trm and --out");
     if (users < 0 || tool_k < AGENT_N_REC || max_hist < 1)
         return cli_usage_error("agent synth: --users >= 0, --tool-k >= %d, --max-hist >= 1", AGENT_N_REC);
+    if (!(rerank_share >= 0.0 && rerank_share <= 1.0))
+        return cli_usage_error("agent synth: --rerank-share must be in [0, 1]");
     double t0 = dr_now();
     dr_dataset d;
     memset(&d, 0, sizeof d);
@@ -70,17 +76,25 @@ static int cmd_synth(int argc, char **argv) {
     if ((rc = dr_afile_open(&af, out))) goto fail;
     dr_progress prog;
     dr_progress_start(&prog, quiet || json ? NULL : stderr, "synth", n_use, "users");
-    int64_t written = 0, skipped = 0, calls = 0, hits = 0, retrieved_hits = 0;
+    int64_t written = 0, skipped = 0, calls = 0, hits = 0, retrieved_hits = 0, reranked = 0;
     for (int i = 0; i < n_use; i++) {
         int32_t u = order[i];
         const int32_t *tr;
         int64_t n_tr = dr_data_train(&d, u, &tr);
         int32_t target = tr[n_tr - 1];
-        agent_synth_opts so = {chat, max_hist, tool_k, 0};
+        agent_synth_opts so = {chat, max_hist, tool_k, 0, NULL};
         dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
         so.seed = dr_rng_u64(&ur);
+        char *forced = NULL;
+        /* the draw comes after the per-user seed, so rerank_share 0 writes the same files as before */
+        if (rerank_share > 0.0 && dr_rng_double(&ur) < rerank_share) {
+            if ((rc = eval_history_preference(cat, tr, n_tr - 1, &forced))) goto fail_prog;
+            so.forced_preference = forced;
+            reranked++;
+        }
         agent_synth_traj t;
         rc = agent_synth_one(cat, &tool, tr, n_tr - 1, &so, &t);
+        free(forced);
         if (rc == DR_ERR_RANGE || rc == DR_ERR_FORMAT) {
             dr_log(DR_LOG_DEBUG, "synth: user %s skipped: %s", d.user_ids[u], dr_error_message());
             dr_error_clear();
@@ -119,14 +133,14 @@ static int cmd_synth(int argc, char **argv) {
     double secs = dr_now() - t0;
     double wn = written ? (double)written : 1.0;
     if (json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "out", out, "written", (json_int_t)written,
-                              "skipped", (json_int_t)skipped, "mean_calls", (double)calls / wn, "target_in_top10",
+        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", out, "written", (json_int_t)written,
+                              "skipped", (json_int_t)skipped, "rerank_form", (json_int_t)reranked, "mean_calls", (double)calls / wn, "target_in_top10",
                               (double)hits / wn, "target_in_text", (double)retrieved_hits / wn, "seconds", secs);
         print_json(j);
     } else {
-        printf("agent synth: %lld trajectories -> %s (%lld users skipped), %.2f tool calls each, target in the "
-               "top-10 %.1f%%, in the text %.1f%%, %.1f s\n",
-               (long long)written, out, (long long)skipped, (double)calls / wn, 100.0 * (double)hits / wn,
+        printf("agent synth: %lld trajectories -> %s (%lld users skipped, %lld drawn for the rerank form), %.2f tool "
+               "calls each, target in the top-10 %.1f%%, in the text %.1f%%, %.1f s\n",
+               (long long)written, out, (long long)skipped, (long long)reranked, (double)calls / wn, 100.0 * (double)hits / wn,
                100.0 * (double)retrieved_hits / wn, secs);
     }
     free(order);

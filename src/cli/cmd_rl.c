@@ -16,8 +16,8 @@ static int cmd_rl(int argc, char **argv) {
                *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
     int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
         micro = 0, slots = 0, ctx = 0, max_turn = 0, tool_k = 0, max_calls = 0, max_hist = 0, chat = 0, select_k = -1,
-        save_every = 0, substring = 0, recompute = 0, quiet = 0;
-    double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1;
+        save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0;
+    double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1, probe_temp = 0;
     int64_t seed = 1;
     cli_opt opts[] = {
         {"--stage", CLI_INT, &stage, "1 (tool use: format + count + diversity) | 2 (recommendation: format + list-wise + point-wise)"},
@@ -53,6 +53,8 @@ static int cmd_rl(int argc, char **argv) {
         {"--chat", CLI_FLAG, &chat, "ChatML prompts"},
         {"--select-k", CLI_INT, &select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
         {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
+        {"--probe", CLI_INT, &probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
+        {"--probe-temp", CLI_FLOAT, &probe_temp, "probe sampling temperature (0 = greedy)"},
         {"--seed", CLI_I64, &seed, "seed of user order and sampling (1)"},
         {"--save-every", CLI_INT, &save_every, "checkpoint every N steps (1)"},
         {"--type", CLI_STR, &type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},
@@ -101,6 +103,9 @@ static int cmd_rl(int argc, char **argv) {
     o.chat = chat;
     if (select_k >= 0) o.select_k = select_k;
     o.substring_hit = substring;
+    if (probe < 0 || probe_temp < 0) return cli_usage_error("--probe and --probe-temp must be >= 0");
+    o.probe_users = probe;
+    o.probe_temperature = (float)probe_temp;
     o.seed = (uint64_t)seed;
     if (save_every) o.save_every = save_every;
     o.resume = resume;
@@ -134,6 +139,11 @@ static int cmd_rl(int argc, char **argv) {
                               (json_int_t)res.steps_done, "resumed_from", (json_int_t)res.start_step, "users_selected",
                               res.n_selected, "first_reward", res.first_reward, "last_reward", res.last_reward, "seconds",
                               res.seconds);
+        if (res.n_probe > 0) {
+            json_object_set_new(j, "probe_users", json_integer(res.n_probe));
+            json_object_set_new(j, "probe_start_reward", res.probed_start ? json_real(res.probe_start) : json_null());
+            json_object_set_new(j, "probe_last_reward", res.probed_last ? json_real(res.probe_last) : json_null());
+        }
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
         if (s) printf("%s\n", s);
         free(s);
@@ -142,6 +152,9 @@ static int cmd_rl(int argc, char **argv) {
         printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
                (long long)res.steps_done, (long long)res.start_step, res.n_selected, res.first_reward, res.last_reward,
                res.seconds, out);
+        if (res.n_probe > 0 && res.probed_start && res.probed_last)
+            printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
+                   stage, res.n_probe, res.probe_start, res.probe_last);
     }
     tok_free(tok);
     llm_model_free(lm);

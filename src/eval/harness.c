@@ -44,6 +44,8 @@ void eval_acc_add_episode(eval_acc *a, const agent_episode *e) {
     eval_acc_add_ranks(a, fin ? e->hit_rank : -1, fin ? e->hit_rank_substr : -1);
     if (e->outcome >= 0 && e->outcome < AGENT_N_OUTCOMES) a->outcomes[e->outcome]++;
     a->format_valid += e->format == AGENT_FMT_OK;
+    if (e->format > AGENT_FMT_OK && e->format < AGENT_FMT_N) a->format_fails[e->format]++;
+    a->with_call += e->n_calls > 0;
     a->tool_calls += e->n_calls;
     a->gen_tokens += e->n_generated;
 }
@@ -57,6 +59,8 @@ void eval_acc_merge(eval_acc *a, const eval_acc *b) {
     }
     for (int i = 0; i < AGENT_N_OUTCOMES; i++) a->outcomes[i] += b->outcomes[i];
     a->format_valid += b->format_valid;
+    for (int i = 0; i < AGENT_FMT_N; i++) a->format_fails[i] += b->format_fails[i];
+    a->with_call += b->with_call;
     a->tool_calls += b->tool_calls;
     a->gen_tokens += b->gen_tokens;
 }
@@ -71,6 +75,7 @@ void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, 
     r->seconds = seconds;
     r->seconds_per_user = n_users > 0 ? seconds / (double)n_users : 0.0;
     memcpy(r->outcomes, a->outcomes, sizeof r->outcomes);
+    memcpy(r->format_fails, a->format_fails, sizeof r->format_fails);
     if (a->n_episodes <= 0) return;
     double n = (double)a->n_episodes;
     for (int q = 0; q < EVAL_N_RULES; q++) {
@@ -79,6 +84,7 @@ void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, 
         r->mrr[q] = a->mrr[q] / n;
     }
     r->format_valid_rate = (double)a->format_valid / n;
+    r->with_call_rate = (double)a->with_call / n;
     r->mean_tool_calls = (double)a->tool_calls / n;
     r->mean_gen_tokens = (double)a->gen_tokens / n;
 }

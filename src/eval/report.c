@@ -54,11 +54,18 @@ json_t *eval_result_json(const eval_result *r) {
         for (int k = 0; k < AGENT_N_OUTCOMES; k++) json_object_set_new(o, agent_outcome_name(k), json_integer(r->outcomes[k]));
         json_object_set_new(j, "outcomes", o);
         json_object_set_new(j, "format_valid_rate", json_real(r->format_valid_rate));
+        json_t *ff = json_object();
+        for (int k = AGENT_FMT_OK + 1; k < AGENT_FMT_N; k++)
+            if (r->format_fails[k]) json_object_set_new(ff, agent_format_name(k), json_integer(r->format_fails[k]));
+        json_object_set_new(j, "format_failures", ff);
+        json_object_set_new(j, "with_tool_call_rate", json_real(r->with_call_rate));
         json_object_set_new(j, "mean_tool_calls", json_real(r->mean_tool_calls));
         json_object_set_new(j, "mean_generated_tokens", json_real(r->mean_gen_tokens));
     } else {
         json_object_set_new(j, "outcomes", json_null());
         json_object_set_new(j, "format_valid_rate", json_null());
+        json_object_set_new(j, "format_failures", json_null());
+        json_object_set_new(j, "with_tool_call_rate", json_null());
         json_object_set_new(j, "mean_tool_calls", json_null());
         json_object_set_new(j, "mean_generated_tokens", json_null());
     }

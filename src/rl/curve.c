@@ -5,12 +5,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pt { int stage; int64_t step; double r; } pt;
+/* kind 0: the step's mean reward over its rollout batch; kind 1: the held-out probe ("probe"
+ * after the step, "probe_start" at step 0). */
+typedef struct pt { int kind, stage; int64_t step; double r; } pt;
 
 static int cmp_pt(const void *a, const void *b) {
     const pt *x = a, *y = b;
+    if (x->kind != y->kind) return x->kind < y->kind ? -1 : 1;
     if (x->stage != y->stage) return x->stage < y->stage ? -1 : 1;
     return x->step < y->step ? -1 : x->step > y->step;
+}
+
+static int push(pt **pts, int *n, int *cap, pt v) {
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 64;
+        pt *p = dr_realloc(*pts, (size_t)c, sizeof *p);
+        if (!p) return dr_error_code();
+        *pts = p;
+        *cap = c;
+    }
+    (*pts)[(*n)++] = v;
+    return DR_OK;
+}
+
+static double probe_reward(json_t *j, const char *key, int *ok) {
+    json_t *r = json_object_get(json_object_get(j, key), "reward");
+    *ok = json_is_number(r);
+    return *ok ? json_number_value(r) : 0.0;
 }
 
 static int read_points(const char *path, pt **pts, int *n, int *cap) {
@@ -25,18 +46,17 @@ static int read_points(const char *path, pt **pts, int *n, int *cap) {
         if (!j) continue;
         json_t *st = json_object_get(j, "stage"), *sp = json_object_get(j, "step"), *rw = json_object_get(j, "reward");
         if (json_is_integer(st) && json_is_integer(sp) && json_is_number(rw)) {
-            if (*n == *cap) {
-                int c = *cap ? 2 * *cap : 64;
-                pt *p = dr_realloc(*pts, (size_t)c, sizeof *p);
-                if (!p) {
-                    rc = dr_error_code();
-                    json_decref(j);
-                    break;
-                }
-                *pts = p;
-                *cap = c;
-            }
-            (*pts)[(*n)++] = (pt){(int)json_integer_value(st), (int64_t)json_integer_value(sp), json_number_value(rw)};
+            int stage = (int)json_integer_value(st), ok;
+            int64_t step = (int64_t)json_integer_value(sp);
+            rc = push(pts, n, cap, (pt){0, stage, step, json_number_value(rw)});
+            double v = probe_reward(j, "probe_start", &ok);
+            if (!rc && ok) rc = push(pts, n, cap, (pt){1, stage, 0, v});
+            v = probe_reward(j, "probe", &ok);
+            if (!rc && ok) rc = push(pts, n, cap, (pt){1, stage, step, v});
+        }
+        if (rc) {
+            json_decref(j);
+            break;
         }
         json_decref(j);
     }
@@ -61,15 +81,15 @@ int rl_curve_svg(const char *const *paths, int n_paths, const char *svg) {
         free(p);
         return dr_error_code();
     }
-    double off = 0, last = 0, xmax = 1, ymin = 0, ymax = 0;
-    int cur = n ? p[0].stage : 0;
+    /* stage s starts where the steps of the earlier stages end */
+    double last_step[8] = {0}, off[8] = {0}, xmax = 1, ymin = 0, ymax = 0;
+    for (int i = 0; i < n; i++)
+        if (p[i].kind == 0 && (double)p[i].step > last_step[p[i].stage & 7]) last_step[p[i].stage & 7] = (double)p[i].step;
+    for (int k = 1; k < 8; k++) off[k] = off[k - 1] + (k > 1 ? last_step[k - 1] : 0.0);
+    int n_steps = 0;
     for (int i = 0; i < n; i++) {
-        if (p[i].stage != cur) {
-            off = last;
-            cur = p[i].stage;
-        }
-        x[i] = off + (double)p[i].step;
-        last = x[i];
+        n_steps += p[i].kind == 0;
+        x[i] = off[p[i].stage & 7] + (double)p[i].step;
         if (x[i] > xmax) xmax = x[i];
         if (i == 0 || p[i].r < ymin) ymin = p[i].r;
         if (i == 0 || p[i].r > ymax) ymax = p[i].r;
@@ -116,24 +136,27 @@ int rl_curve_svg(const char *const *paths, int n_paths, const char *svg) {
     fprintf(f, "<text x=\"16\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 16 %.1f)\">mean reward</text>\n",
             T + ph / 2, T + ph / 2);
     static const char *const colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+    static const char *const probe_colors[] = {"#17becf", "#ff7f0e", "#bcbd22", "#e377c2"};
     int legend = 0;
     for (int i = 0; i < n;) {
         int j = i;
-        while (j < n && p[j].stage == p[i].stage) j++;
-        const char *col = colors[(p[i].stage - 1) & 3];
-        if (i > 0) /* stage boundary */
+        while (j < n && p[j].stage == p[i].stage && p[j].kind == p[i].kind) j++;
+        const char *col = p[i].kind ? probe_colors[(p[i].stage - 1) & 3] : colors[(p[i].stage - 1) & 3];
+        if (i > 0 && p[i].kind == 0) /* stage boundary */
             fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n",
                     SX(x[i - 1]), T, SX(x[i - 1]), T + ph);
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col);
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col,
+                p[i].kind ? " stroke-dasharray=\"6 3\"" : "");
         for (int k = i; k < j; k++) fprintf(f, "%s%.1f,%.1f", k > i ? " " : "", SX(x[k]), SY(p[k].r));
         fprintf(f, "\"/>\n");
         for (int k = i; k < j; k++) fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", SX(x[k]), SY(p[k].r), col);
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%s\"/>", L + 12, T + 8 + 16.0 * legend, col);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">stage %d</text>\n", L + 30, T + 13 + 16.0 * legend, p[i].stage);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">stage %d%s</text>\n", L + 30, T + 13 + 16.0 * legend, p[i].stage,
+                p[i].kind ? ", held-out probe (dashed)" : ", rollout batch");
         legend++;
         i = j;
     }
-    if (!n) fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">no steps yet</text>\n", L + pw / 2, T + ph / 2);
+    if (!n_steps) fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">no steps yet</text>\n", L + pw / 2, T + ph / 2);
     fprintf(f, "</svg>\n");
 #undef SX
 #undef SY

@@ -46,6 +46,34 @@ void rl_opts_default(rl_opts *o, int stage) {
     o->save_every = 1;
 }
 
+static json_t *fails_json(const int *fails) {
+    json_t *ff = json_object();
+    for (int i = AGENT_FMT_OK + 1; i < AGENT_FMT_N; i++)
+        if (fails[i]) json_object_set_new(ff, agent_format_name(i), json_integer(fails[i]));
+    return ff;
+}
+
+static json_t *probe_json(int stage, const rl_probe_stats *p) {
+    json_t *j = json_object();
+    json_object_set_new(j, "users", json_integer(p->n_users));
+    json_object_set_new(j, "reward", json_real(p->reward));
+    json_object_set_new(j, "format", json_real(p->format));
+    if (stage == RL_STAGE_1) {
+        json_object_set_new(j, "count", json_real(p->count));
+        json_object_set_new(j, "diversity", json_real(p->diversity));
+    } else {
+        json_object_set_new(j, "listwise", json_real(p->listwise));
+        json_object_set_new(j, "pointwise", json_real(p->pointwise));
+    }
+    json_object_set_new(j, "valid_rate", json_real(p->valid_rate));
+    json_object_set_new(j, "mean_calls", json_real(p->mean_calls));
+    json_object_set_new(j, "hit_rate", json_real(p->hit_rate));
+    json_object_set_new(j, "mean_gen_tokens", json_real(p->mean_gen));
+    json_object_set_new(j, "format_failures", fails_json(p->format_fails));
+    json_object_set_new(j, "seconds", json_real(p->seconds));
+    return j;
+}
+
 json_t *rl_step_json(const rl_step_stats *s) {
     json_t *j = json_object();
     json_object_set_new(j, "stage", json_integer(s->stage));
@@ -66,6 +94,7 @@ json_t *rl_step_json(const rl_step_stats *s) {
     json_t *oc = json_object();
     for (int i = 0; i < AGENT_N_OUTCOMES; i++) json_object_set_new(oc, agent_outcome_name(i), json_integer(s->outcomes[i]));
     json_object_set_new(j, "outcomes", oc);
+    json_object_set_new(j, "format_failures", fails_json(s->format_fails));
     json_object_set_new(j, "episodes", json_integer(s->n_episodes));
     json_object_set_new(j, "users", json_integer(s->n_users));
     json_object_set_new(j, "mean_gen_tokens", json_real(s->mean_gen));
@@ -85,6 +114,8 @@ json_t *rl_step_json(const rl_step_stats *s) {
     json_object_set_new(j, "step_s", json_real(s->step_s));
     json_object_set_new(j, "rollout_cpu_s", json_real(s->rollout_cpu_s));
     json_object_set_new(j, "update_cpu_s", json_real(s->update_cpu_s));
+    if (s->probed_start) json_object_set_new(j, "probe_start", probe_json(s->stage, &s->probe_start));
+    if (s->probed) json_object_set_new(j, "probe", probe_json(s->stage, &s->probe));
     return j;
 }
 
@@ -162,6 +193,8 @@ typedef struct run {
     llm_model *resume_src; /* full FT resume: the checkpoint model the trainer was built from */
     int32_t *sel;
     int n_sel;
+    int32_t *probe;         /* held-out probe users (dataset order) */
+    int n_probe;
     int32_t *perm;          /* permutation of the current pass */
     int64_t perm_pass;
     char *base, *marker, *metrics, *curve, *prev;
@@ -199,6 +232,12 @@ static uint64_t step_seed(const rl_opts *o, int64_t s, uint64_t stream) {
     return dr_rng_u64(&x);
 }
 
+/* What a resumed run must share with the checkpoint besides stage and seed: the batch shape and
+ * the probe size (which decides the training users). Probe 0 keeps the older encoding. */
+static int64_t run_shape(const rl_opts *o) {
+    return ((int64_t)o->probe_users << 40) + (int64_t)o->prompts * 1000 + o->samples;
+}
+
 /* Write the slot the marker does not point at, then commit by rewriting the marker: a kill at
  * any moment leaves the previous checkpoint intact. */
 static int save_checkpoint(run *r, int64_t step) {
@@ -207,7 +246,7 @@ static int save_checkpoint(run *r, int64_t step) {
     u[0] = step;
     u[1] = r->o->stage;
     u[2] = (int64_t)r->o->seed;
-    u[3] = r->o->prompts * 1000 + r->o->samples;
+    u[3] = run_shape(r->o);
     int rc = llm_train_save_model(r->tr, r->tok, GGML_TYPE_F32, r->slot_model[slot]);
     if (!rc) rc = llm_train_save_state(r->tr, r->slot_state[slot]);
     if (rc) return rc;
@@ -260,6 +299,8 @@ static void sum_stats(rl_step_stats *st, const agent_episode *eps, const rl_rewa
         st->mean_calls += eps[i].n_calls;
         st->hit_rate += x->hit_rank >= 0;
         if (eps[i].outcome >= 0 && eps[i].outcome < AGENT_N_OUTCOMES) st->outcomes[eps[i].outcome]++;
+        if (eps[i].outcome == AGENT_FINISHED && eps[i].format > AGENT_FMT_OK && eps[i].format < AGENT_FMT_N)
+            st->format_fails[eps[i].format]++;
         st->mean_gen += eps[i].n_generated;
         st->n_tokens += eps[i].n_generated;
         st->n_seq_tokens += eps[i].n_tokens;
@@ -508,6 +549,101 @@ done:
     return rc;
 }
 
+/* Roll out the current policy on the probe users (one episode each, fixed seed) and score it. */
+static int run_probe(run *r, rl_probe_stats *out) {
+    const rl_opts *o = r->o;
+    const dr_dataset *d = r->env->data;
+    const int P = r->n_probe;
+    double t0 = dr_now();
+    llm_model *pm = NULL;
+    agent_model am = {0};
+    agent_episode *eps = NULL;
+    rl_reward *rw = dr_calloc((size_t)P, sizeof *rw);
+    agent_request *req = dr_calloc((size_t)P, sizeof *req);
+    int rc = DR_OK;
+    if (!rw || !req) {
+        rc = dr_error_code();
+        goto done;
+    }
+    for (int i = 0; i < P; i++) {
+        const int32_t *tr;
+        int64_t nt = dr_data_train(d, r->probe[i], &tr);
+        req[i] = (agent_request){r->probe[i], tr, nt - 1, tr[nt - 1], NULL};
+    }
+    if ((rc = llm_train_export_model(r->tr, &pm))) goto done;
+    agent_llm_opts lo = {P < 64 ? P : 64, r->max_ctx, o->probe_temperature, 0, o->top_p, step_seed(o, 0, 3)};
+    if ((rc = agent_model_llm_new(&am, pm, r->tok, &lo))) goto done;
+    agent_rollout_opts ro = {0};
+    ro.chat = o->chat;
+    ro.max_hist = o->max_hist;
+    ro.tool_k = o->tool_k;
+    ro.max_calls = o->max_calls;
+    ro.samples = 1;
+    ro.max_turn_tokens = o->max_turn_tokens;
+    ro.max_ctx = r->max_ctx;
+    if ((rc = agent_rollout(&am, &r->tool, r->cat, req, P, &ro, &eps))) goto done;
+    for (int i = 0; i < P; i++) {
+        if ((rc = rl_reward_score(r->rw, o->stage, o->substring_hit, &eps[i], &rw[i]))) goto done;
+        if (o->reward_hook && (rc = o->reward_hook(o->reward_hook_ctx, &eps[i], &rw[i]))) goto done;
+    }
+    rl_step_stats st;
+    memset(&st, 0, sizeof st);
+    sum_stats(&st, eps, rw, P);
+    memset(out, 0, sizeof *out);
+    out->n_users = P;
+    out->reward = st.reward;
+    out->format = st.format;
+    out->count = st.count;
+    out->diversity = st.diversity;
+    out->listwise = st.listwise;
+    out->pointwise = st.pointwise;
+    out->valid_rate = st.valid_rate;
+    out->mean_calls = st.mean_calls;
+    out->hit_rate = st.hit_rate;
+    out->mean_gen = st.mean_gen;
+    memcpy(out->format_fails, st.format_fails, sizeof out->format_fails);
+    out->seconds = dr_now() - t0;
+done:
+    if (am.ctx) agent_model_llm_free(&am);
+    llm_model_free(pm);
+    if (eps) agent_episodes_free(eps, P);
+    free(rw);
+    free(req);
+    return rc;
+}
+
+/* Move probe_users selected users (a seeded draw, kept in dataset order) out of the selection;
+ * at most half of the selection, so training keeps users. */
+static int split_probe(run *r) {
+    int n = r->o->probe_users;
+    if (n <= 0) return DR_OK;
+    if (n > r->n_sel / 2) n = r->n_sel / 2;
+    if (n <= 0) return dr_error(DR_ERR_RANGE, "rl: %d selected users are too few for a held-out probe", r->n_sel);
+    int32_t *shuf = dr_calloc((size_t)r->n_sel, sizeof *shuf);
+    uint8_t *is_probe = dr_calloc((size_t)r->env->data->n_users + 1, 1);
+    r->probe = dr_calloc((size_t)n, sizeof *r->probe);
+    if (!shuf || !is_probe || !r->probe) {
+        free(shuf);
+        free(is_probe);
+        return dr_error_code();
+    }
+    memcpy(shuf, r->sel, (size_t)r->n_sel * sizeof *shuf);
+    dr_rng g;
+    dr_rng_seed(&g, step_seed(r->o, 0, 4));
+    dr_rng_shuffle_i32(&g, shuf, (size_t)r->n_sel);
+    for (int i = 0; i < n; i++) is_probe[shuf[i]] = 1;
+    int np = 0, nk = 0;
+    for (int i = 0; i < r->n_sel; i++) {
+        if (is_probe[r->sel[i]]) r->probe[np++] = r->sel[i];
+        else r->sel[nk++] = r->sel[i];
+    }
+    r->n_probe = np;
+    r->n_sel = nk;
+    free(shuf);
+    free(is_probe);
+    return DR_OK;
+}
+
 static int check_opts(const rl_env *env, const rl_opts *o) {
     if (!env || !env->data || !env->trm || !env->llm) return dr_error(DR_ERR_ARG, "rl: missing dataset, TRM or LLM");
     if (o->stage != 1 && o->stage != 2) return dr_error(DR_ERR_ARG, "rl: --stage must be 1 or 2 (got %d)", o->stage);
@@ -529,6 +665,7 @@ static void run_free(run *r) {
     llm_train_free(r->tr);
     llm_model_free(r->resume_src);
     free(r->sel);
+    free(r->probe);
     free(r->perm);
     free(r->base);
     free(r->marker);
@@ -594,7 +731,9 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
         (rc = agent_tool_trm_new(&r.tool, env->trm, 1)))
         goto done;
     if ((rc = rl_select_users(env->data, env->trm, o->select_k, &r.sel, &r.n_sel))) goto done;
+    if (r.n_sel > 0 && (rc = split_probe(&r))) goto done;
     res->n_selected = r.n_sel;
+    res->n_probe = r.n_probe;
     if (r.n_sel == 0) {
         rc = dr_error(DR_ERR_RANGE, "rl: no training user passes the data selection (target in the TRM's top %d)",
                       o->select_k);
@@ -647,8 +786,8 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     if (resuming) {
         if ((rc = llm_train_load_state(r.tr, r.slot_state[ci.slot]))) goto done;
         const int64_t *u = llm_train_user(r.tr);
-        if (u[0] != ci.step || u[1] != o->stage || u[3] != o->prompts * 1000 + o->samples) {
-            rc = dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples",
+        if (u[0] != ci.step || u[1] != o->stage || u[3] != run_shape(o)) {
+            rc = dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples/--probe",
                           r.slot_state[ci.slot]);
             goto done;
         }
@@ -669,6 +808,15 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     dr_progress_update(&prog, start);
     int done_here = 0;
     const char *cpaths[2] = {r.prev, r.metrics};
+    rl_probe_stats p0;
+    int have_p0 = 0;
+    if (r.n_probe > 0 && start == 0 && start < o->steps) {
+        if ((rc = run_probe(&r, &p0))) {
+            dr_error_context("rl probe before step 1");
+            goto prog_done;
+        }
+        have_p0 = 1;
+    }
     for (int64_t s = start + 1; s <= o->steps; s++) {
         if (o->stop_after > 0 && done_here >= o->stop_after) break;
         rl_step_stats st;
@@ -676,21 +824,46 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
             dr_error_context("rl step %lld", (long long)s);
             break;
         }
+        if (have_p0) {
+            st.probed_start = 1;
+            st.probe_start = p0;
+            have_p0 = 0;
+        }
+        if (r.n_probe > 0) {
+            if ((rc = run_probe(&r, &st.probe))) {
+                dr_error_context("rl probe after step %lld", (long long)s);
+                break;
+            }
+            st.probed = 1;
+        }
         json_t *j = rl_step_json(&st);
         rc = dr_jsonl_write(&r.jl, j);
         json_decref(j);
         if (rc) break;
         if (s == start + 1) res->first_reward = st.reward;
         res->last_reward = st.reward;
+        if (st.probed_start) {
+            res->probed_start = 1;
+            res->probe_start = st.probe_start.reward;
+        }
+        if (st.probed) {
+            res->probed_last = 1;
+            res->probe_last = st.probe.reward;
+        }
         res->steps_done = s;
         done_here++;
         if (o->on_step) o->on_step(o->on_step_ctx, &st);
-        dr_progress_set_extra(&prog, "reward %.3f valid %.0f%% calls %.2f clip %.3f", st.reward, 100.0 * st.valid_rate,
-                              st.mean_calls, st.clip_frac);
+        if (st.probed)
+            dr_progress_set_extra(&prog, "reward %.3f valid %.0f%% calls %.2f clip %.3f probe %.3f", st.reward,
+                                  100.0 * st.valid_rate, st.mean_calls, st.clip_frac, st.probe.reward);
+        else
+            dr_progress_set_extra(&prog, "reward %.3f valid %.0f%% calls %.2f clip %.3f", st.reward,
+                                  100.0 * st.valid_rate, st.mean_calls, st.clip_frac);
         dr_progress_update(&prog, s);
         if ((s % o->save_every == 0 || s == o->steps) && (rc = save_checkpoint(&r, s))) break;
         if ((rc = rl_curve_svg(cpaths, 2, r.curve))) break;
     }
+prog_done:
     dr_progress_finish(&prog);
     if (rc) goto done;
     if (res->steps_done >= o->steps && (rc = llm_train_save_model(r.tr, r.tok, o->out_type, o->out))) goto done;

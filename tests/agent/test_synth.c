@@ -89,7 +89,7 @@ static void run_synth(int with_cats, int chat) {
     fx_hash_tool_init(&ht, &tool, 120);
     int calls_seen[4] = {0};
     for (int32_t u = 0; u < d.n_users; u++) {
-        agent_synth_opts o = {chat, 0, 0, 1000 + (uint64_t)u};
+        agent_synth_opts o = {chat, 0, 0, 1000 + (uint64_t)u, NULL};
         agent_synth_traj t;
         CHECK_OK(agent_synth_one(c, &tool, dr_data_seq(&d, u), dr_data_seq_len(&d, u), &o, &t));
         calls_seen[t.n_calls]++;
@@ -141,7 +141,7 @@ TEST(agent_synth_content) {
     agent_synth_traj t;
     int seen[4] = {0};
     for (uint64_t s = 0; s < 12; s++) {
-        agent_synth_opts o = {0, 0, 0, s};
+        agent_synth_opts o = {0, 0, 0, s, NULL};
         CHECK_OK(agent_synth_one(c, &tool, h, nh, &o, &t));
         CHECK(t.n_calls == 1 || t.n_calls == 2);
         seen[t.n_calls]++;
@@ -156,9 +156,66 @@ TEST(agent_synth_content) {
     /* too few candidates: a tool that returns 3 items */
     fx_tool ft;
     fx_tool_init(&ft, &tool);
-    agent_synth_opts o = {0, 0, 0, 1};
+    agent_synth_opts o = {0, 0, 0, 1, NULL};
     CHECK_ERR(agent_synth_one(c, &tool, h, nh, &o, &t), DR_ERR_RANGE);
     CHECK(t.completion == NULL && t.prompt == NULL);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
+/* The rerank form: one forced call written as the rollout writes it, masked from byte 0; a
+ * model replaying the generated tail under agent_request.forced_preference reproduces it. */
+TEST(agent_synth_forced_rerank_form) {
+    dr_dataset d;
+    fx_dataset_big(&d, 120, 12, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    fx_hash_tool ht;
+    agent_tool tool;
+    fx_hash_tool_init(&ht, &tool, 120);
+    const char *pref = "romance; drama";
+    for (int32_t u = 0; u < 4; u++) {
+        agent_synth_opts o = {0, 0, 0, 7 + (uint64_t)u, pref};
+        agent_synth_traj t;
+        const int32_t *h = dr_data_seq(&d, u);
+        int64_t nh = dr_data_seq_len(&d, u);
+        CHECK_OK(agent_synth_one(c, &tool, h, nh, &o, &t));
+        const char *comp = t.completion;
+        size_t n = strlen(comp);
+        CHECK_EQ_INT(agent_format_check(comp, n), AGENT_FMT_OK);
+        CHECK_EQ_INT(t.n_calls, 1);
+        CHECK_EQ_INT(t.n_spans, 1);
+        CHECK_EQ_INT(t.tool_spans[0][0], 0);
+        const char *head = AGENT_TAG_THINK AGENT_TAG_PREF "romance; drama" AGENT_TAG_PREF_END AGENT_TAG_LIST "\n";
+        CHECK(!strncmp(comp, head, strlen(head)));
+        /* replay: the script is the text after the forced span */
+        size_t tail = n - (size_t)t.tool_spans[0][1];
+        char *script = calloc(tail + 2, 1);
+        memcpy(script, comp + t.tool_spans[0][1], tail);
+        const char *scripts[] = {script};
+        fx_model fm;
+        agent_model m;
+        fx_model_init(&fm, &m, 1, scripts, 1);
+        agent_request rq = {u, h, nh, 0, pref};
+        agent_rollout_opts ro = {0};
+        ro.max_calls = 1;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &tool, c, &rq, 1, &ro, &e));
+        CHECK_EQ_INT(e->outcome, AGENT_FINISHED);
+        CHECK_EQ_INT(e->n_calls, 1);
+        CHECK_STR(e->text + e->prompt_len, comp);
+        int k = 0;
+        for (int i = 0; i < e->n_segs; i++)
+            if (e->segs[i].kind == AGENT_SEG_TOOL) {
+                CHECK_EQ_INT(e->segs[i].chr_begin - (int64_t)e->prompt_len, t.tool_spans[0][0]);
+                CHECK_EQ_INT(e->segs[i].chr_end - (int64_t)e->prompt_len, t.tool_spans[0][1]);
+                k++;
+            }
+        CHECK_EQ_INT(k, 1);
+        agent_episodes_free(e, 1);
+        free(script);
+        agent_synth_traj_free(&t);
+    }
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
