@@ -65,11 +65,14 @@ MAX_HIST=${DEMO_MAX_HIST:-10}            # history items in the prompt (synth, e
 TOOL_K=${DEMO_TOOL_K:-10}                # items per tool call (20 in the paper; 10 keeps the demo in time)
 MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend / rl
 CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval / rl context cap
-RL1_STEPS=${DEMO_RL1_STEPS:-4}           # RL stage 1 steps
-RL2_STEPS=${DEMO_RL2_STEPS:-6}           # RL stage 2 steps
+RERANK_SHARE=${DEMO_RERANK_SHARE:-0.1}   # share of synth trajectories in the rerank form (one forced call)
+RL1_STEPS=${DEMO_RL1_STEPS:-8}           # RL stage 1 steps
+RL2_STEPS=${DEMO_RL2_STEPS:-12}          # RL stage 2 steps
 RL_PROMPTS=${DEMO_RL_PROMPTS:-8}         # users per RL step
 RL_SAMPLES=${DEMO_RL_SAMPLES:-4}         # samples per user (group size)
-RL_LR=${DEMO_RL_LR:-5e-5}
+RL_LR1=${DEMO_RL_LR1:-1e-4}              # stage 1 learning rate (docs/rl.md: tiny-model settings)
+RL_LR2=${DEMO_RL_LR2:-5e-5}              # stage 2 learning rate
+RL_PROBE=${DEMO_RL_PROBE:-32}            # held-out probe users (greedy), scored before step 1 and after each step
 
 # OpenMP threads wait passively: on a machine shared with other jobs, spinning threads made
 # the LLM 5-50x slower in our measurements (llm bench, 2 threads, load ~13); idle, it costs little.
@@ -91,6 +94,9 @@ fresh() {
   for in_ in "$@"; do [ "$out" -nt "$in_" ] || return 1; done
   return 0
 }
+# keyed OUT KEY: OUT was made with these settings (OUT.key holds them; settings = DEMO_* values)
+keyed() { [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
+setkey() { echo "$2" > "$1.key"; }
 reuse() { echo "demo: reusing $1 (newer than its inputs)" >&2; }
 # timed LABEL CMD...: run CMD, append its wall / CPU seconds to $TIMES
 timed() {
@@ -132,11 +138,13 @@ elif ! has_cmd "agent synth"; then
 else
   for s in $SYNTH_SEEDS; do
     t="$W/traj_s$s.jsonl"
-    if fresh "$t" "$trm" "$data"; then
+    key="synth $TOOL_K $MAX_HIST $RERANK_SHARE"
+    if fresh "$t" "$trm" "$data" && keyed "$t" "$key"; then
       reuse "$t"
     else
       timed "synth_s$s" "$BIN" agent synth --data "$data" --trm "$trm" --out "$t" --users 0 --seed "$s" \
-        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --quiet
+        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$RERANK_SHARE" --quiet
+      setkey "$t" "$key"
     fi
     trajs="$trajs $t"
   done
@@ -187,19 +195,21 @@ else
   # run 1: lr 3e-3 over all seeds but the last (6 x 671 trajectories, 1007 steps of 4)
   if [ -z "$traj_first" ]; then
     tiny1=$tiny0   # one seed only: run 2 alone
-  elif fresh "$tiny1" "$tiny0" $traj_first; then
+  elif fresh "$tiny1" "$tiny0" $traj_first && keyed "$tiny1" "sft $SFT_LR1 $SFT_BATCH $SFT_MAXLEN"; then
     reuse "$tiny1"
   else
     cat $traj_first > "$W/traj_sft1.jsonl"
     timed sft1 "$BIN" llm sft --model "$tiny0" --data "$W/traj_sft1.jsonl" --out "$tiny1" --epochs 1 \
       --batch "$SFT_BATCH" --lr "$SFT_LR1" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft1.metrics.jsonl"
+    setkey "$tiny1" "sft $SFT_LR1 $SFT_BATCH $SFT_MAXLEN"
   fi
   # run 2: lr 1e-3 on fresh trajectories (the last seed, 168 steps of 4)
-  if fresh "$tiny" "$tiny1" "$traj_last"; then
+  if fresh "$tiny" "$tiny1" "$traj_last" && keyed "$tiny" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"; then
     reuse "$tiny"
   else
     timed sft2 "$BIN" llm sft --model "$tiny1" --data "$traj_last" --out "$tiny" --epochs 1 \
       --batch "$SFT_BATCH" --lr "$SFT_LR2" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft2.metrics.jsonl"
+    setkey "$tiny" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"
   fi
 fi
 
@@ -234,18 +244,21 @@ else
 fi
 
 # ---- 6. RL: stage 1 then stage 2
-# rl_stage N IN OUT STEPS: deeprec rl, reused when OUT is newer than its inputs; an interrupted
+# rl_stage N IN OUT STEPS LR: deeprec rl, reused when OUT is newer than its inputs; an interrupted
 # run continues (--resume) unless its checkpoint is older than the inputs
 rl_stage() {
-  n=$1; in_=$2; out=$3; steps=$4
-  if fresh "$out" "$in_" "$trm" "$data"; then
+  n=$1; in_=$2; out=$3; steps=$4; lr=$5
+  key="rl $n $steps $lr $RL_PROMPTS $RL_SAMPLES $RL_PROBE $CTX $MAX_HIST $TOOL_K $MAX_TOKENS"
+  if fresh "$out" "$in_" "$trm" "$data" && keyed "$out" "$key"; then
     reuse "$out"; return 0
   fi
   ck="${out%.gguf}.ckpt.json"
-  if [ -f "$ck" ] && ! fresh "$ck" "$in_" "$trm" "$data"; then rm -f "$ck"; fi
+  # a checkpoint of other inputs or settings is dropped (--resume would refuse or mix runs)
+  if [ -f "$ck" ] && { ! fresh "$ck" "$in_" "$trm" "$data" || ! keyed "$out" "$key"; }; then rm -f "$ck"; fi
+  rm -f "$out"; setkey "$out" "$key"
   timed "rl_stage$n" "$BIN" rl --stage "$n" --data "$data" --trm "$trm" --llm "$in_" --out "$out" \
-    --steps "$steps" --prompts "$RL_PROMPTS" --samples "$RL_SAMPLES" --lr "$RL_LR" --updates 1 --micro 2 --seed 1 \
-    --ctx "$CTX" --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --resume
+    --steps "$steps" --prompts "$RL_PROMPTS" --samples "$RL_SAMPLES" --lr "$lr" --updates 1 --micro 2 --seed 1 \
+    --probe "$RL_PROBE" --ctx "$CTX" --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --resume
 }
 pol1="$W/policy1.gguf"
 pol2="$W/policy2.gguf"
@@ -255,15 +268,25 @@ if [ -z "$tiny" ]; then
 elif ! has_cmd "rl"; then
   skip "rl" "no 'rl' command in this build"; pol2=""
 else
-  rl_stage 1 "$tiny" "$pol1" "$RL1_STEPS"
-  rl_stage 2 "$pol1" "$pol2" "$RL2_STEPS"
+  rl_stage 1 "$tiny" "$pol1" "$RL1_STEPS" "$RL_LR1"
+  # the stage-1 policy on the evaluation users: tool calls and format before stage 2
+  [ -s "$pol1" ] && eval_json "$W/eval_deeprec_rl1.json" deeprec "$pol1"
+  rl_stage 2 "$pol1" "$pol2" "$RL2_STEPS" "$RL_LR2"
   echo "-- RL steps (${pol1%.gguf}.metrics.jsonl, ${pol2%.gguf}.metrics.jsonl)"
-  printf '%-6s %-4s %9s %7s %6s %6s %9s %9s %10s\n' stage step reward valid calls hit listwise pointwise cpu_s
+  echo "   batch: this step's $RL_PROMPTS users x $RL_SAMPLES samples (temperature 1; other users every step);"
+  echo "   probe: the same $RL_PROBE held-out users every time, greedy, after the step (step 0: before RL)"
+  printf '%-6s %-4s | %8s %6s %6s %6s %9s %9s | %8s %6s %6s %6s | %6s\n' stage step reward valid calls hit listwise \
+    pointwise probe valid calls hit cpu_s
   for m in "${pol1%.gguf}.metrics.jsonl" "${pol2%.gguf}.metrics.jsonl"; do
-    jq -r '[.stage, .step, .reward, .valid_rate, .mean_calls, .hit_rate, (.listwise // "-"), (.pointwise // "-"),
-            ((.rollout_cpu_s + .update_cpu_s) * 10 | round / 10)] | @tsv' "$m" |
-      awk -F'\t' '{ printf "%-6s %-4s %9.3f %7.3f %6.2f %6.3f %9s %9s %10s\n", $1, $2, $3, $4, $5, $6,
-                   ($7 == "-" ? "-" : sprintf("%.3f", $7)), ($8 == "-" ? "-" : sprintf("%.3f", $8)), $9 }'
+    jq -r 'def f3: if . == null then "-" else (. * 1000 | round / 1000 | tostring) end;
+           (if .probe_start then [.stage, 0, "-", "-", "-", "-", "-", "-", (.probe_start.reward | f3),
+              (.probe_start.valid_rate | f3), (.probe_start.mean_calls | f3), (.probe_start.hit_rate | f3), "-"]
+            else empty end),
+           [.stage, .step, (.reward | f3), (.valid_rate | f3), (.mean_calls | f3), (.hit_rate | f3), (.listwise | f3),
+            (.pointwise | f3), (.probe.reward | f3), (.probe.valid_rate | f3), (.probe.mean_calls | f3),
+            (.probe.hit_rate | f3), ((.rollout_cpu_s + .update_cpu_s) * 10 | round / 10)] | @tsv' "$m" |
+      awk -F'\t' '{ printf "%-6s %-4s | %8s %6s %6s %6s %9s %9s | %8s %6s %6s %6s | %6s\n",
+                   $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }'
   done
   echo "reward curve (both stages): ${pol2%.gguf}.rewards.svg"
 fi
@@ -274,14 +297,15 @@ if [ -n "$pol2" ] && [ -n "$trm" ] && has_cmd "eval"; then
   eval_json "$W/eval_deeprec_rl.json" deeprec "$pol2"
 fi
 echo "-- $EVAL_USERS test users (seed 1, greedy), exact-title resolution; failures count as misses"
-printf '%-20s %8s %8s %8s %8s %8s %8s %8s %6s\n' row R@1 R@5 R@10 NDCG@5 NDCG@10 MRR valid calls
-for row in "trm:eval_trm" "rerank:eval_rerank" "deeprec before RL:eval_deeprec_warm" "deeprec after RL:eval_deeprec_rl"; do
+printf '%-22s %8s %8s %8s %8s %8s %8s %8s %6s\n' row R@1 R@5 R@10 NDCG@5 NDCG@10 MRR valid calls
+for row in "trm:eval_trm" "rerank:eval_rerank" "deeprec before RL:eval_deeprec_warm" \
+           "deeprec after RL st.1:eval_deeprec_rl1" "deeprec after RL:eval_deeprec_rl"; do
   f="$W/${row#*:}.json"
   [ -s "$f" ] || continue
   jq -r '[.metrics.exact["recall@1"], .metrics.exact["recall@5"], .metrics.exact["recall@10"],
           .metrics.exact["ndcg@5"], .metrics.exact["ndcg@10"], .metrics.exact.mrr,
           (.format_valid_rate // "-"), (.mean_tool_calls // "-")] | @tsv' "$f" |
-    awk -F'\t' -v name="${row%%:*}" '{ printf "%-20s %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8s %6s\n",
+    awk -F'\t' -v name="${row%%:*}" '{ printf "%-22s %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %8s %6s\n",
                                        name, $1, $2, $3, $4, $5, $6,
                                        ($7 == "-" ? "-" : sprintf("%.3f", $7)), ($8 == "-" ? "-" : sprintf("%.2f", $8)) }'
 done
