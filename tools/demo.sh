@@ -65,7 +65,7 @@ MAX_HIST=${DEMO_MAX_HIST:-10}            # history items in the prompt (synth, e
 TOOL_K=${DEMO_TOOL_K:-10}                # items per tool call (20 in the paper; 10 keeps the demo in time)
 MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend / rl
 CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval / rl context cap
-RERANK_SHARE=${DEMO_RERANK_SHARE:-0.1}   # share of synth trajectories in the rerank form (one forced call)
+RERANK_SHARE=${DEMO_RERANK_SHARE:-0}     # share of the LAST seed's trajectories in the rerank form (docs/demo.md)
 RL1_STEPS=${DEMO_RL1_STEPS:-8}           # RL stage 1 steps
 RL2_STEPS=${DEMO_RL2_STEPS:-12}          # RL stage 2 steps
 RL_PROMPTS=${DEMO_RL_PROMPTS:-8}         # users per RL step
@@ -136,14 +136,19 @@ if [ -z "$trm" ]; then
 elif ! has_cmd "agent synth"; then
   skip "agent synth" "no 'agent synth' command in this build"
 else
+  last_seed=""
+  for s in $SYNTH_SEEDS; do last_seed=$s; done
   for s in $SYNTH_SEEDS; do
     t="$W/traj_s$s.jsonl"
-    key="synth $TOOL_K $MAX_HIST $RERANK_SHARE"
+    # rerank-form examples only in the last seed (SFT run 2): in run 1 they cost format validity
+    share=0
+    [ "$s" = "$last_seed" ] && share=$RERANK_SHARE
+    key="synth $TOOL_K $MAX_HIST $share"
     if fresh "$t" "$trm" "$data" && keyed "$t" "$key"; then
       reuse "$t"
     else
       timed "synth_s$s" "$BIN" agent synth --data "$data" --trm "$trm" --out "$t" --users 0 --seed "$s" \
-        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$RERANK_SHARE" --quiet
+        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$share" --quiet
       setkey "$t" "$key"
     fi
     trajs="$trajs $t"
