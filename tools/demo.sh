@@ -72,7 +72,9 @@ RL_PROMPTS=${DEMO_RL_PROMPTS:-8}         # users per RL step
 RL_SAMPLES=${DEMO_RL_SAMPLES:-4}         # samples per user (group size)
 RL_LR1=${DEMO_RL_LR1:-1e-4}              # stage 1 learning rate (docs/rl.md: tiny-model settings)
 RL_LR2=${DEMO_RL_LR2:-5e-5}              # stage 2 learning rate
-RL_PROBE=${DEMO_RL_PROBE:-32}            # held-out probe users (greedy), scored before step 1 and after each step
+RL_PROBE=${DEMO_RL_PROBE:-32}            # held-out probe users, scored before step 1 and after each step
+RL_PROBE1=${DEMO_RL_PROBE1:-"0 1"}       # stage 1 probe: temperature, episodes per user (greedy)
+RL_PROBE2=${DEMO_RL_PROBE2:-"1 4"}       # stage 2 probe: sampled like the rollouts, 4 episodes per user
 
 # OpenMP threads wait passively: on a machine shared with other jobs, spinning threads made
 # the LLM 5-50x slower in our measurements (llm bench, 2 threads, load ~13); idle, it costs little.
@@ -249,11 +251,13 @@ else
 fi
 
 # ---- 6. RL: stage 1 then stage 2
-# rl_stage N IN OUT STEPS LR: deeprec rl, reused when OUT is newer than its inputs; an interrupted
+# rl_stage N IN OUT STEPS LR "PROBE_TEMP PROBE_SAMPLES": deeprec rl, reused when OUT is newer than its inputs; an interrupted
 # run continues (--resume) unless its checkpoint is older than the inputs
 rl_stage() {
   n=$1; in_=$2; out=$3; steps=$4; lr=$5
-  key="rl $n $steps $lr $RL_PROMPTS $RL_SAMPLES $RL_PROBE $CTX $MAX_HIST $TOOL_K $MAX_TOKENS"
+  set -- $6
+  ptemp=$1; psamples=$2
+  key="rl $n $steps $lr $RL_PROMPTS $RL_SAMPLES $RL_PROBE $ptemp $psamples $CTX $MAX_HIST $TOOL_K $MAX_TOKENS"
   if fresh "$out" "$in_" "$trm" "$data" && keyed "$out" "$key"; then
     reuse "$out"; return 0
   fi
@@ -263,7 +267,7 @@ rl_stage() {
   rm -f "$out"; setkey "$out" "$key"
   timed "rl_stage$n" "$BIN" rl --stage "$n" --data "$data" --trm "$trm" --llm "$in_" --out "$out" \
     --steps "$steps" --prompts "$RL_PROMPTS" --samples "$RL_SAMPLES" --lr "$lr" --updates 1 --micro 2 --seed 1 \
-    --probe "$RL_PROBE" --ctx "$CTX" --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --resume
+    --probe "$RL_PROBE" --probe-temp "$ptemp" --probe-samples "$psamples" --ctx "$CTX" --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" --resume
 }
 pol1="$W/policy1.gguf"
 pol2="$W/policy2.gguf"
@@ -273,13 +277,14 @@ if [ -z "$tiny" ]; then
 elif ! has_cmd "rl"; then
   skip "rl" "no 'rl' command in this build"; pol2=""
 else
-  rl_stage 1 "$tiny" "$pol1" "$RL1_STEPS" "$RL_LR1"
+  rl_stage 1 "$tiny" "$pol1" "$RL1_STEPS" "$RL_LR1" "$RL_PROBE1"
   # the stage-1 policy on the evaluation users: tool calls and format before stage 2
   [ -s "$pol1" ] && eval_json "$W/eval_deeprec_rl1.json" deeprec "$pol1"
-  rl_stage 2 "$pol1" "$pol2" "$RL2_STEPS" "$RL_LR2"
+  rl_stage 2 "$pol1" "$pol2" "$RL2_STEPS" "$RL_LR2" "$RL_PROBE2"
   echo "-- RL steps (${pol1%.gguf}.metrics.jsonl, ${pol2%.gguf}.metrics.jsonl)"
   echo "   batch: this step's $RL_PROMPTS users x $RL_SAMPLES samples (temperature 1; other users every step);"
-  echo "   probe: the same $RL_PROBE held-out users every time, greedy, after the step (step 0: before RL)"
+  echo "   probe: the same $RL_PROBE held-out users every time, after the step (step 0: before the stage);"
+  echo "   stage 1 (temperature, episodes per user): $RL_PROBE1; stage 2: $RL_PROBE2 (same sampling seeds each time)"
   printf '%-6s %-4s | %8s %6s %6s %6s %9s %9s | %8s %6s %6s %6s | %6s\n' stage step reward valid calls hit listwise \
     pointwise probe valid calls hit cpu_s
   for m in "${pol1%.gguf}.metrics.jsonl" "${pol2%.gguf}.metrics.jsonl"; do

@@ -137,7 +137,7 @@ int rl_ref_logprobs(const struct llm_model *m, const agent_episode *e, float *ou
  * training, one episode each with a fixed sampling seed (greedy by default), scored with the
  * stage's reward. Same users and seed at every probe, so changes come from the policy. */
 typedef struct rl_probe_stats {
-    int n_users;
+    int n_users, n_episodes;
     double reward, format, count, diversity, listwise, pointwise; /* means over the probe users */
     double valid_rate, mean_calls, hit_rate, mean_gen;
     int format_fails[AGENT_FMT_N];
@@ -205,6 +205,7 @@ typedef struct rl_opts {
     int substring_hit;         /* list-wise reward by the substring rule */
     int probe_users;           /* held-out probe users (0 = no probe); taken out of the selection */
     float probe_temperature;   /* probe sampling temperature (0 = greedy) */
+    int probe_samples;         /* episodes per probe user (<= 1: one; only useful with a temperature) */
     uint64_t seed;             /* 1 */
     /* output */
     const char *out;           /* policy GGUF (required) */

@@ -16,7 +16,7 @@ static int cmd_rl(int argc, char **argv) {
                *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
     int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
         micro = 0, slots = 0, ctx = 0, max_turn = 0, tool_k = 0, max_calls = 0, max_hist = 0, chat = 0, select_k = -1,
-        save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0;
+        save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0, probe_samples = 0;
     double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1, probe_temp = 0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -55,6 +55,7 @@ static int cmd_rl(int argc, char **argv) {
         {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
         {"--probe", CLI_INT, &probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
         {"--probe-temp", CLI_FLOAT, &probe_temp, "probe sampling temperature (0 = greedy)"},
+        {"--probe-samples", CLI_INT, &probe_samples, "episodes per probe user with --probe-temp > 0 (1)"},
         {"--seed", CLI_I64, &seed, "seed of user order and sampling (1)"},
         {"--save-every", CLI_INT, &save_every, "checkpoint every N steps (1)"},
         {"--type", CLI_STR, &type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},
@@ -103,7 +104,11 @@ static int cmd_rl(int argc, char **argv) {
     o.chat = chat;
     if (select_k >= 0) o.select_k = select_k;
     o.substring_hit = substring;
-    if (probe < 0 || probe_temp < 0) return cli_usage_error("--probe and --probe-temp must be >= 0");
+    if (probe < 0 || probe_temp < 0 || probe_samples < 0)
+        return cli_usage_error("--probe, --probe-temp and --probe-samples must be >= 0");
+    if (probe_samples > 1 && probe_temp <= 0)
+        return cli_usage_error("--probe-samples > 1 needs --probe-temp > 0 (greedy episodes are all the same)");
+    o.probe_samples = probe_samples;
     o.probe_users = probe;
     o.probe_temperature = (float)probe_temp;
     o.seed = (uint64_t)seed;

@@ -56,6 +56,7 @@ static json_t *fails_json(const int *fails) {
 static json_t *probe_json(int stage, const rl_probe_stats *p) {
     json_t *j = json_object();
     json_object_set_new(j, "users", json_integer(p->n_users));
+    json_object_set_new(j, "episodes", json_integer(p->n_episodes));
     json_object_set_new(j, "reward", json_real(p->reward));
     json_object_set_new(j, "format", json_real(p->format));
     if (stage == RL_STAGE_1) {
@@ -235,6 +236,7 @@ static uint64_t step_seed(const rl_opts *o, int64_t s, uint64_t stream) {
 /* What a resumed run must share with the checkpoint besides stage and seed: the batch shape and
  * the probe size (which decides the training users). Probe 0 keeps the older encoding. */
 static int64_t run_shape(const rl_opts *o) {
+    /* (the probe's temperature and samples change what is logged, not the training) */
     return ((int64_t)o->probe_users << 40) + (int64_t)o->prompts * 1000 + o->samples;
 }
 
@@ -553,12 +555,12 @@ done:
 static int run_probe(run *r, rl_probe_stats *out) {
     const rl_opts *o = r->o;
     const dr_dataset *d = r->env->data;
-    const int P = r->n_probe;
+    const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
     double t0 = dr_now();
     llm_model *pm = NULL;
     agent_model am = {0};
     agent_episode *eps = NULL;
-    rl_reward *rw = dr_calloc((size_t)P, sizeof *rw);
+    rl_reward *rw = dr_calloc((size_t)n_ep, sizeof *rw);
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
     int rc = DR_OK;
     if (!rw || !req) {
@@ -571,26 +573,29 @@ static int run_probe(run *r, rl_probe_stats *out) {
         req[i] = (agent_request){r->probe[i], tr, nt - 1, tr[nt - 1], NULL};
     }
     if ((rc = llm_train_export_model(r->tr, &pm))) goto done;
-    agent_llm_opts lo = {P < 64 ? P : 64, r->max_ctx, o->probe_temperature, 0, o->top_p, step_seed(o, 0, 3)};
+    int slots = n_ep < 64 ? n_ep : 64;
+    if (slots < S) slots = S;
+    agent_llm_opts lo = {slots, r->max_ctx, o->probe_temperature, 0, o->top_p, step_seed(o, 0, 3)};
     if ((rc = agent_model_llm_new(&am, pm, r->tok, &lo))) goto done;
     agent_rollout_opts ro = {0};
     ro.chat = o->chat;
     ro.max_hist = o->max_hist;
     ro.tool_k = o->tool_k;
     ro.max_calls = o->max_calls;
-    ro.samples = 1;
+    ro.samples = S;
     ro.max_turn_tokens = o->max_turn_tokens;
     ro.max_ctx = r->max_ctx;
     if ((rc = agent_rollout(&am, &r->tool, r->cat, req, P, &ro, &eps))) goto done;
-    for (int i = 0; i < P; i++) {
+    for (int i = 0; i < n_ep; i++) {
         if ((rc = rl_reward_score(r->rw, o->stage, o->substring_hit, &eps[i], &rw[i]))) goto done;
         if (o->reward_hook && (rc = o->reward_hook(o->reward_hook_ctx, &eps[i], &rw[i]))) goto done;
     }
     rl_step_stats st;
     memset(&st, 0, sizeof st);
-    sum_stats(&st, eps, rw, P);
+    sum_stats(&st, eps, rw, n_ep);
     memset(out, 0, sizeof *out);
     out->n_users = P;
+    out->n_episodes = n_ep;
     out->reward = st.reward;
     out->format = st.format;
     out->count = st.count;
@@ -606,7 +611,7 @@ static int run_probe(run *r, rl_probe_stats *out) {
 done:
     if (am.ctx) agent_model_llm_free(&am);
     llm_model_free(pm);
-    if (eps) agent_episodes_free(eps, P);
+    if (eps) agent_episodes_free(eps, n_ep);
     free(rw);
     free(req);
     return rc;

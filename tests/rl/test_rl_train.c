@@ -364,3 +364,38 @@ TEST(rl_train_probe_held_out) {
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     fx_free(&f);
 }
+
+/* A sampled probe with several episodes per user: P x S episodes per probe, all of probe users. */
+TEST(rl_train_probe_sampled_episodes) {
+    fx f;
+    fx_init(&f);
+    rl_env env = {&f.d, f.trm, f.llm, f.tok};
+    char a[512];
+    snprintf(a, sizeof a, "%s/ps.gguf", dr_test_tmpdir());
+    rl_opts o;
+    tiny_opts(&o, 2, a);
+    o.steps = 1;
+    o.probe_users = 3;
+    o.probe_temperature = 1.0f;
+    o.probe_samples = 2;
+    seen_ctx sc = {0};
+    o.reward_hook = seen_hook;
+    o.reward_hook_ctx = &sc;
+    log_ctx l = {0};
+    o.on_step = on_step;
+    o.on_step_ctx = &l;
+    rl_result res;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(sc.n_calls, 6 + 4 + 6);
+    CHECK_EQ_INT(l.s[0].probe.n_users, 3);
+    CHECK_EQ_INT(l.s[0].probe.n_episodes, 6);
+    CHECK_EQ_INT(l.s[0].probe_start.n_episodes, 6);
+    /* the probe users, two samples each, in request order, the same before and after */
+    for (int i = 0; i < 6; i++) {
+        CHECK_EQ_INT(sc.users[i], sc.users[(i / 2) * 2]);
+        CHECK_EQ_INT(sc.users[10 + i], sc.users[i]);
+    }
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 6; i++) CHECK(sc.users[6 + k] != sc.users[i]);
+    fx_free(&f);
+}
