@@ -66,6 +66,7 @@ TOOL_K=${DEMO_TOOL_K:-10}                # items per tool call (20 in the paper;
 MAX_TOKENS=${DEMO_MAX_TOKENS:-384}       # generated tokens per turn in eval / recommend / rl
 CTX=${DEMO_CTX:-2048}                    # model context (llm init) and eval / rl context cap
 RERANK_SHARE=${DEMO_RERANK_SHARE:-0}     # share of the LAST seed's trajectories in the rerank form (docs/demo.md)
+RERANK_WARM=${DEMO_RERANK_WARM:-0.5}     # the rerank baseline's own SFT run 2: this share in the rerank form (0 = use the agent's model)
 RL1_STEPS=${DEMO_RL1_STEPS:-8}           # RL stage 1 steps
 RL2_STEPS=${DEMO_RL2_STEPS:-12}          # RL stage 2 steps
 RL_PROMPTS=${DEMO_RL_PROMPTS:-8}         # users per RL step
@@ -183,7 +184,7 @@ fi
 tiny0="$W/tiny0.gguf"
 tiny1="$W/tiny_sft1.gguf"
 tiny="$W/tiny_sft.gguf"
-stage "4/7 tiny model: init and warm-up (SFT on the trajectories, two runs)"
+stage "4/7 tiny model: init and warm-up (SFT on the trajectories, two runs; run 2 again for the rerank baseline)"
 if [ -z "$tok" ]; then
   skip "llm init" "no tokenizer"; tiny0=""
 elif ! has_cmd "llm init"; then
@@ -219,6 +220,28 @@ else
     setkey "$tiny" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"
   fi
 fi
+# the rerank baseline's model: SFT run 2 again from run 1's model, on the last seed written with
+# RERANK_WARM of its users in the rerank form (one forced call, then the answer), so the
+# baseline is measured with a model that has seen its prompt shape; the agent is not touched
+tiny_rr=$tiny
+if [ -n "$tiny" ] && [ -n "$trajs" ] && [ "$RERANK_WARM" != 0 ]; then
+  tiny_rr="$W/tiny_sft_rerank.gguf"
+  traj_rr="$W/traj_rerank.jsonl"
+  key="synth $TOOL_K $MAX_HIST $RERANK_WARM ${traj_last##*_s}"
+  if ! { fresh "$traj_rr" "$trm" "$data" && keyed "$traj_rr" "$key"; }; then
+    seed_rr=${traj_last##*_s}; seed_rr=${seed_rr%.jsonl}
+    "$BIN" agent synth --data "$data" --trm "$trm" --out "$traj_rr" --users 0 --seed "$seed_rr" \
+      --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$RERANK_WARM" --quiet
+    setkey "$traj_rr" "$key"
+  fi
+  if fresh "$tiny_rr" "$tiny1" "$traj_rr" && keyed "$tiny_rr" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"; then
+    reuse "$tiny_rr"
+  else
+    timed sft2_rerank "$BIN" llm sft --model "$tiny1" --data "$traj_rr" --out "$tiny_rr" --epochs 1 \
+      --batch "$SFT_BATCH" --lr "$SFT_LR2" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft2_rerank.metrics.jsonl"
+    setkey "$tiny_rr" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"
+  fi
+fi
 
 # eval_json OUT MODE [LLM]: deeprec eval --json on the demo's test users, reused when fresh
 EVAL_KEY="$EVAL_USERS $MAX_HIST $TOOL_K $MAX_TOKENS $CTX"
@@ -243,7 +266,7 @@ elif ! has_cmd "eval"; then
 else
   eval_json "$W/eval_trm.json" trm
   if [ -n "$tiny" ]; then
-    eval_json "$W/eval_rerank.json" rerank "$tiny"
+    eval_json "$W/eval_rerank.json" rerank "$tiny_rr"
     eval_json "$W/eval_deeprec_warm.json" deeprec "$tiny"
   else
     skip "eval rerank/deeprec" "no warmed-up model (only the trm baseline is evaluated)"
