@@ -456,6 +456,52 @@ done:
     return rc;
 }
 
+/* Requests for users: history = train[:-1], target = train[-1]. */
+static void user_requests(const dr_dataset *d, const int32_t *users, int n, agent_request *req) {
+    for (int i = 0; i < n; i++) {
+        const int32_t *tr;
+        int64_t nt = dr_data_train(d, users[i], &tr);
+        req[i] = (agent_request){users[i], tr, nt - 1, tr[nt - 1], NULL};
+    }
+}
+
+/* Roll out the trainer's current weights: `samples` episodes per request on `slots` decode
+ * slots (at least `samples`), sampling at `temperature` (0 = greedy) from `seed`. */
+static int policy_rollout(run *r, const agent_request *req, int n_req, int samples, int slots, float temperature,
+                          uint64_t seed, agent_episode **eps) {
+    const rl_opts *o = r->o;
+    llm_model *pm = NULL;
+    agent_model am = {0};
+    int rc = llm_train_export_model(r->tr, &pm);
+    if (rc) return rc;
+    agent_llm_opts lo = {slots < samples ? samples : slots, r->max_ctx, temperature, 0, o->top_p, seed};
+    if (!(rc = agent_model_llm_new(&am, pm, r->tok, &lo))) {
+        agent_rollout_opts ro = {0};
+        ro.chat = o->chat;
+        ro.max_hist = o->max_hist;
+        ro.tool_k = o->tool_k;
+        ro.max_calls = o->max_calls;
+        ro.samples = samples;
+        ro.max_turn_tokens = o->max_turn_tokens;
+        ro.max_ctx = r->max_ctx;
+        rc = agent_rollout(&am, &r->tool, r->cat, req, n_req, &ro, eps);
+        agent_model_llm_free(&am);
+    }
+    llm_model_free(pm);
+    return rc;
+}
+
+/* The stage's reward of every episode (then the optional hook). */
+static int score_episodes(run *r, const agent_episode *eps, int n, rl_reward *rw) {
+    const rl_opts *o = r->o;
+    for (int i = 0; i < n; i++) {
+        int rc = rl_reward_score(r->rw, o->stage, o->substring_hit, &eps[i], &rw[i]);
+        if (!rc && o->reward_hook) rc = o->reward_hook(o->reward_hook_ctx, &eps[i], &rw[i]);
+        if (rc) return rc;
+    }
+    return DR_OK;
+}
+
 static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_step_stats *st) {
     const rl_opts *o = r->o;
     const dr_dataset *d = r->env->data;
@@ -468,36 +514,15 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     double t0 = dr_now(), c0 = cpu_now();
     int rc = DR_OK;
     step_users(r, s, users);
-    for (int i = 0; i < P; i++) {
-        const int32_t *tr;
-        int64_t nt = dr_data_train(d, users[i], &tr);
-        req[i] = (agent_request){users[i], tr, nt - 1, tr[nt - 1], NULL};
-    }
-    /* rollout with the current policy */
-    llm_model *pm = NULL;
-    agent_model am = {0};
+    user_requests(d, users, P, req);
     agent_episode *eps = NULL;
     rl_reward *rw = NULL;
     double *rv = NULL;
     int32_t *ng = NULL;
     float *adv = NULL, **ref = NULL;
-    if ((rc = llm_train_export_model(r->tr, &pm))) goto done;
+    /* rollout with the current policy */
     int slots = o->slots > 0 ? o->slots : (n_ep < 64 ? n_ep : 64);
-    if (slots < G) slots = G;
-    agent_llm_opts lo = {slots, r->max_ctx, o->temperature, 0, o->top_p, step_seed(o, s, 1)};
-    if ((rc = agent_model_llm_new(&am, pm, r->tok, &lo))) goto done;
-    agent_rollout_opts ro = {0};
-    ro.chat = o->chat;
-    ro.max_hist = o->max_hist;
-    ro.tool_k = o->tool_k;
-    ro.max_calls = o->max_calls;
-    ro.samples = G;
-    ro.max_turn_tokens = o->max_turn_tokens;
-    ro.max_ctx = r->max_ctx;
-    if ((rc = agent_rollout(&am, &r->tool, r->cat, req, P, &ro, &eps))) goto done;
-    agent_model_llm_free(&am);
-    llm_model_free(pm);
-    pm = NULL;
+    if ((rc = policy_rollout(r, req, P, G, slots, o->temperature, step_seed(o, s, 1), &eps))) goto done;
     /* rewards and advantages */
     rw = dr_calloc((size_t)n_ep, sizeof *rw);
     rv = dr_calloc((size_t)n_ep, sizeof *rv);
@@ -507,9 +532,8 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
         rc = dr_error_code();
         goto done;
     }
+    if ((rc = score_episodes(r, eps, n_ep, rw))) goto done;
     for (int i = 0; i < n_ep; i++) {
-        if ((rc = rl_reward_score(r->rw, o->stage, o->substring_hit, &eps[i], &rw[i]))) goto done;
-        if (o->reward_hook && (rc = o->reward_hook(o->reward_hook_ctx, &eps[i], &rw[i]))) goto done;
         rv[i] = rw[i].total;
         ng[i] = eps[i].n_generated;
     }
@@ -538,8 +562,6 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     st->update_cpu_s = cpu_now() - c1;
     st->step_s = dr_now() - t0;
 done:
-    if (am.ctx) agent_model_llm_free(&am);
-    llm_model_free(pm);
     if (eps) agent_episodes_free(eps, n_ep);
     if (ref)
         for (int i = 0; i < n_ep; i++) free(ref[i]);
@@ -551,14 +573,11 @@ done:
     return rc;
 }
 
-/* Roll out the current policy on the probe users (one episode each, fixed seed) and score it. */
+/* Roll out the current policy on the probe users (S episodes each, fixed seed) and score it. */
 static int run_probe(run *r, rl_probe_stats *out) {
     const rl_opts *o = r->o;
-    const dr_dataset *d = r->env->data;
     const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
     double t0 = dr_now();
-    llm_model *pm = NULL;
-    agent_model am = {0};
     agent_episode *eps = NULL;
     rl_reward *rw = dr_calloc((size_t)n_ep, sizeof *rw);
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
@@ -567,29 +586,10 @@ static int run_probe(run *r, rl_probe_stats *out) {
         rc = dr_error_code();
         goto done;
     }
-    for (int i = 0; i < P; i++) {
-        const int32_t *tr;
-        int64_t nt = dr_data_train(d, r->probe[i], &tr);
-        req[i] = (agent_request){r->probe[i], tr, nt - 1, tr[nt - 1], NULL};
-    }
-    if ((rc = llm_train_export_model(r->tr, &pm))) goto done;
-    int slots = n_ep < 64 ? n_ep : 64;
-    if (slots < S) slots = S;
-    agent_llm_opts lo = {slots, r->max_ctx, o->probe_temperature, 0, o->top_p, step_seed(o, 0, 3)};
-    if ((rc = agent_model_llm_new(&am, pm, r->tok, &lo))) goto done;
-    agent_rollout_opts ro = {0};
-    ro.chat = o->chat;
-    ro.max_hist = o->max_hist;
-    ro.tool_k = o->tool_k;
-    ro.max_calls = o->max_calls;
-    ro.samples = S;
-    ro.max_turn_tokens = o->max_turn_tokens;
-    ro.max_ctx = r->max_ctx;
-    if ((rc = agent_rollout(&am, &r->tool, r->cat, req, P, &ro, &eps))) goto done;
-    for (int i = 0; i < n_ep; i++) {
-        if ((rc = rl_reward_score(r->rw, o->stage, o->substring_hit, &eps[i], &rw[i]))) goto done;
-        if (o->reward_hook && (rc = o->reward_hook(o->reward_hook_ctx, &eps[i], &rw[i]))) goto done;
-    }
+    user_requests(r->env->data, r->probe, P, req);
+    if ((rc = policy_rollout(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, step_seed(o, 0, 3), &eps)) ||
+        (rc = score_episodes(r, eps, n_ep, rw)))
+        goto done;
     rl_step_stats st;
     memset(&st, 0, sizeof st);
     sum_stats(&st, eps, rw, n_ep);
@@ -609,8 +609,6 @@ static int run_probe(run *r, rl_probe_stats *out) {
     memcpy(out->format_fails, st.format_fails, sizeof out->format_fails);
     out->seconds = dr_now() - t0;
 done:
-    if (am.ctx) agent_model_llm_free(&am);
-    llm_model_free(pm);
     if (eps) agent_episodes_free(eps, n_ep);
     free(rw);
     free(req);
