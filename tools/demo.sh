@@ -111,6 +111,28 @@ timed() {
   fi
 }
 
+# synth_run LABEL OUT SEED SHARE: agent synth on all training users (SHARE of them in the rerank
+# form), reused when OUT is newer than the TRM and data and was made with these settings
+synth_run() {
+  key="synth $TOOL_K $MAX_HIST $4"
+  if fresh "$2" "$trm" "$data" && keyed "$2" "$key"; then reuse "$2"; return 0; fi
+  timed "$1" "$BIN" agent synth --data "$data" --trm "$trm" --out "$2" --users 0 --seed "$3" \
+    --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$4" --quiet
+  setkey "$2" "$key"
+}
+# sft_run LABEL MODEL OUT LR TRAJ...: one epoch of llm sft from MODEL on the trajectories
+# (concatenated when several), reused when OUT is newer than its inputs and made with these settings
+sft_run() {
+  label=$1; model=$2; out=$3; lr=$4; shift 4
+  key="sft $lr $SFT_BATCH $SFT_MAXLEN"
+  if fresh "$out" "$model" "$@" && keyed "$out" "$key"; then reuse "$out"; return 0; fi
+  sft_data=$1
+  if [ $# -gt 1 ]; then sft_data="$W/traj_$label.jsonl"; cat "$@" > "$sft_data"; fi
+  timed "$label" "$BIN" llm sft --model "$model" --data "$sft_data" --out "$out" --epochs 1 \
+    --batch "$SFT_BATCH" --lr "$lr" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/$label.metrics.jsonl"
+  setkey "$out" "$key"
+}
+
 # ---- 1. the preference-aware TRM
 trm="$W/trm.gguf"
 stage "1/7 preference-aware TRM"
@@ -146,14 +168,7 @@ else
     # rerank-form examples only in the last seed (SFT run 2): in run 1 they cost format validity
     share=0
     [ "$s" = "$last_seed" ] && share=$RERANK_SHARE
-    key="synth $TOOL_K $MAX_HIST $share"
-    if fresh "$t" "$trm" "$data" && keyed "$t" "$key"; then
-      reuse "$t"
-    else
-      timed "synth_s$s" "$BIN" agent synth --data "$data" --trm "$trm" --out "$t" --users 0 --seed "$s" \
-        --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$share" --quiet
-      setkey "$t" "$key"
-    fi
+    synth_run "synth_s$s" "$t" "$s" "$share"
     trajs="$trajs $t"
   done
 fi
@@ -203,22 +218,11 @@ else
   # run 1: lr 3e-3 over all seeds but the last (6 x 671 trajectories, 1007 steps of 4)
   if [ -z "$traj_first" ]; then
     tiny1=$tiny0   # one seed only: run 2 alone
-  elif fresh "$tiny1" "$tiny0" $traj_first && keyed "$tiny1" "sft $SFT_LR1 $SFT_BATCH $SFT_MAXLEN"; then
-    reuse "$tiny1"
   else
-    cat $traj_first > "$W/traj_sft1.jsonl"
-    timed sft1 "$BIN" llm sft --model "$tiny0" --data "$W/traj_sft1.jsonl" --out "$tiny1" --epochs 1 \
-      --batch "$SFT_BATCH" --lr "$SFT_LR1" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft1.metrics.jsonl"
-    setkey "$tiny1" "sft $SFT_LR1 $SFT_BATCH $SFT_MAXLEN"
+    sft_run sft1 "$tiny0" "$tiny1" "$SFT_LR1" $traj_first
   fi
   # run 2: lr 1e-3 on fresh trajectories (the last seed, 168 steps of 4)
-  if fresh "$tiny" "$tiny1" "$traj_last" && keyed "$tiny" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"; then
-    reuse "$tiny"
-  else
-    timed sft2 "$BIN" llm sft --model "$tiny1" --data "$traj_last" --out "$tiny" --epochs 1 \
-      --batch "$SFT_BATCH" --lr "$SFT_LR2" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft2.metrics.jsonl"
-    setkey "$tiny" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"
-  fi
+  sft_run sft2 "$tiny1" "$tiny" "$SFT_LR2" "$traj_last"
 fi
 # the rerank baseline's model: SFT run 2 again from run 1's model, on the last seed written with
 # RERANK_WARM of its users in the rerank form (one forced call, then the answer), so the
@@ -226,35 +230,24 @@ fi
 tiny_rr=$tiny
 if [ -n "$tiny" ] && [ -n "$trajs" ] && [ "$RERANK_WARM" != 0 ]; then
   tiny_rr="$W/tiny_sft_rerank.gguf"
-  traj_rr="$W/traj_rerank.jsonl"
-  key="synth $TOOL_K $MAX_HIST $RERANK_WARM ${traj_last##*_s}"
-  if ! { fresh "$traj_rr" "$trm" "$data" && keyed "$traj_rr" "$key"; }; then
-    seed_rr=${traj_last##*_s}; seed_rr=${seed_rr%.jsonl}
-    "$BIN" agent synth --data "$data" --trm "$trm" --out "$traj_rr" --users 0 --seed "$seed_rr" \
-      --tool-k "$TOOL_K" --max-hist "$MAX_HIST" --rerank-share "$RERANK_WARM" --quiet
-    setkey "$traj_rr" "$key"
-  fi
-  if fresh "$tiny_rr" "$tiny1" "$traj_rr" && keyed "$tiny_rr" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"; then
-    reuse "$tiny_rr"
-  else
-    timed sft2_rerank "$BIN" llm sft --model "$tiny1" --data "$traj_rr" --out "$tiny_rr" --epochs 1 \
-      --batch "$SFT_BATCH" --lr "$SFT_LR2" --max-len "$SFT_MAXLEN" --seed 1 --metrics "$W/sft2_rerank.metrics.jsonl"
-    setkey "$tiny_rr" "sft $SFT_LR2 $SFT_BATCH $SFT_MAXLEN"
-  fi
+  seed_rr=${traj_last##*_s}; seed_rr=${seed_rr%.jsonl}
+  traj_rr="$W/traj_rerank_s$seed_rr.jsonl"
+  synth_run synth_rerank "$traj_rr" "$seed_rr" "$RERANK_WARM"
+  sft_run sft2_rerank "$tiny1" "$tiny_rr" "$SFT_LR2" "$traj_rr"
 fi
 
 # eval_json OUT MODE [LLM]: deeprec eval --json on the demo's test users, reused when fresh
 EVAL_KEY="$EVAL_USERS $MAX_HIST $TOOL_K $MAX_TOKENS $CTX"
 eval_json() {
   out=$1; mode=$2; llm=${3:-}
-  if fresh "$out" "$trm" "$data" ${llm:+"$llm"} && [ "$(cat "$out.key" 2>/dev/null)" = "$EVAL_KEY" ]; then
+  if fresh "$out" "$trm" "$data" ${llm:+"$llm"} && keyed "$out" "$EVAL_KEY"; then
     reuse "$out"; return 0
   fi
   timed "eval_$(basename "$out" .json)" "$BIN" eval --data "$data" --trm "$trm" ${llm:+--llm "$llm"} --mode "$mode" \
     --users "$EVAL_USERS" --seed 1 --temp 0 --max-hist "$MAX_HIST" --tool-k "$TOOL_K" --max-tokens "$MAX_TOKENS" \
     --ctx "$CTX" --json > "$out.tmp"
   mv "$out.tmp" "$out"
-  echo "$EVAL_KEY" > "$out.key"
+  setkey "$out" "$EVAL_KEY"
 }
 
 # ---- 5. evaluation before RL
