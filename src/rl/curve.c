@@ -85,7 +85,7 @@ int rl_curve_svg(const char *const *paths, int n_paths, const char *svg) {
     double last_step[8] = {0}, off[8] = {0}, xmax = 1, ymin = 0, ymax = 0;
     for (int i = 0; i < n; i++)
         if (p[i].kind == 0 && (double)p[i].step > last_step[p[i].stage & 7]) last_step[p[i].stage & 7] = (double)p[i].step;
-    for (int k = 1; k < 8; k++) off[k] = off[k - 1] + (k > 1 ? last_step[k - 1] : 0.0);
+    for (int k = 1; k < 8; k++) off[k] = off[k - 1] + last_step[k - 1];
     int n_steps = 0;
     for (int i = 0; i < n; i++) {
         n_steps += p[i].kind == 0;
