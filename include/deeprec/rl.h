@@ -295,6 +295,15 @@ int rl_best_of(const double *r, int n);
  * exactly as the RL trainer scores rollouts. */
 int rl_warmstart_score(rl_reward_ctx *rc, const agent_catalog *c, const agent_synth_traj *t, int32_t target,
                        rl_reward *out);
+/* Best of n candidates for one position: agent_synth_one(hist[0..n_prefix), base with seed =
+ * seeds[k] and target = target) scored by rl_warmstart_score; rewards[k] gets each total (NaN when
+ * the candidate could not be built: too few items, an odd title). *best gets the highest-reward
+ * trajectory (ties: the earlier) and *best_index its index (-1 when no candidate was built:
+ * *best empty). The target also orders each candidate's list (agent_synth_opts.target); pass
+ * 0 to score lists that were not ordered by it. */
+int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
+                      int64_t n_prefix, int32_t target, const agent_synth_opts *base, const uint64_t *seeds, int n,
+                      agent_synth_traj *best, double *rewards, int *best_index);
 int rl_warmstart_synth(const struct dr_dataset *d, struct trm_model *trm, const agent_catalog *c,
                        const rl_warmstart_opts *o, const char *out_path, rl_warmstart_stats *st);
 

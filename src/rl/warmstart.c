@@ -68,6 +68,50 @@ static int pick_positions(dr_rng *r, int64_t n_train, int min_prefix, int want, 
     return n;
 }
 
+int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
+                      int64_t n_prefix, int32_t target, const agent_synth_opts *base, const uint64_t *seeds, int n,
+                      agent_synth_traj *best, double *rewards, int *best_index) {
+    memset(best, 0, sizeof *best);
+    *best_index = -1;
+    int b = -1, rc = DR_OK;
+    double br = 0.0;
+    for (int k = 0; k < n && !rc; k++) {
+        agent_synth_opts so = *base;
+        so.seed = seeds[k];
+        so.target = target;
+        rewards[k] = NAN;
+        agent_synth_traj t;
+        int r = agent_synth_one(c, tool, hist, n_prefix, &so, &t);
+        if (r == DR_ERR_RANGE || r == DR_ERR_FORMAT) { /* too few items or an odd title: no candidate */
+            dr_error_clear();
+            continue;
+        }
+        if (r) {
+            agent_synth_traj_free(best);
+            return r;
+        }
+        rl_reward w;
+        if (!(rc = rl_warmstart_score(rctx, c, &t, target, &w))) {
+            rewards[k] = w.total;
+            /* strictly greater: ties keep the earlier candidate, as rl_best_of */
+            if (b < 0 || w.total > br) {
+                agent_synth_traj_free(best);
+                *best = t;
+                memset(&t, 0, sizeof t);
+                b = k;
+                br = w.total;
+            }
+        }
+        agent_synth_traj_free(&t);
+    }
+    if (rc) {
+        agent_synth_traj_free(best);
+        return rc;
+    }
+    *best_index = b;
+    return DR_OK;
+}
+
 int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog *c, const rl_warmstart_opts *o,
                        const char *out_path, rl_warmstart_stats *st) {
     memset(st, 0, sizeof *st);
@@ -79,7 +123,7 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
     rl_reward_ctx *rctx = NULL;
     int32_t *order = NULL;
     int64_t *pos = NULL;
-    agent_synth_traj *cand = NULL;
+    uint64_t *seeds = NULL;
     double *rew = NULL;
     dr_afile af = {0};
     int rc;
@@ -87,9 +131,9 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
     if ((rc = rl_reward_ctx_new(&rctx, c, trm))) goto done;
     order = dr_calloc((size_t)d->n_users + 1, sizeof *order);
     pos = dr_calloc((size_t)o->positions, sizeof *pos);
-    cand = dr_calloc((size_t)o->best_of, sizeof *cand);
+    seeds = dr_calloc((size_t)o->best_of, sizeof *seeds);
     rew = dr_calloc((size_t)o->best_of, sizeof *rew);
-    if (!order || !pos || !cand || !rew) {
+    if (!order || !pos || !seeds || !rew) {
         rc = dr_error_code();
         goto done;
     }
@@ -115,43 +159,33 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
         int np = pick_positions(&ur, n_tr, o->min_prefix, o->positions, pos);
         for (int p = 0; p < np && !rc; p++) {
             int32_t target = tr[pos[p]];
-            int n_ok = 0;
-            for (int k = 0; k < o->best_of; k++) {
-                agent_synth_opts so = o->synth;
-                so.seed = dr_rng_u64(&ur);
-                so.target = o->order_by_target ? target : 0;
-                rew[k] = NAN;
-                int r = agent_synth_one(c, &tool, tr, pos[p], &so, &cand[k]);
-                if (r == DR_ERR_RANGE || r == DR_ERR_FORMAT) { /* too few items or an odd title: no candidate */
-                    dr_error_clear();
-                    continue;
-                }
-                if (r) {
-                    rc = r;
+            for (int k = 0; k < o->best_of; k++) seeds[k] = dr_rng_u64(&ur);
+            agent_synth_traj best;
+            int b;
+            if ((rc = rl_warmstart_best(c, &tool, rctx, tr, pos[p], o->order_by_target ? target : 0, &o->synth, seeds,
+                                        o->best_of, &best, rew, &b)))
+                break;
+            for (int k = 0; k < o->best_of; k++)
+                if (!isnan(rew[k])) {
+                    sum_first += rew[k];
                     break;
                 }
-                rl_reward w;
-                if ((rc = rl_warmstart_score(rctx, c, &cand[k], target, &w))) break;
-                rew[k] = w.total;
-                if (n_ok++ == 0) sum_first += w.total;
-            }
-            int b = rc ? -1 : rl_best_of(rew, o->best_of);
             if (b >= 0) {
                 char *line = NULL;
-                if (!(rc = agent_synth_json(&cand[b], &line))) {
+                if (!(rc = agent_synth_json(&best, &line))) {
                     fputs(line, af.fp);
                     fputc('\n', af.fp);
                     st->written++;
                     sum_r += rew[b];
-                    calls += cand[b].n_calls;
-                    retrieved += cand[b].target_retrieved;
-                    for (int k = 0; k < AGENT_N_REC; k++) hits += cand[b].answer[k] == target;
+                    calls += best.n_calls;
+                    retrieved += best.target_retrieved;
+                    for (int k = 0; k < AGENT_N_REC; k++) hits += best.answer[k] == target;
                 }
                 free(line);
-            } else if (!rc) {
+                agent_synth_traj_free(&best);
+            } else {
                 st->skipped++;
             }
-            for (int k = 0; k < o->best_of; k++) agent_synth_traj_free(&cand[k]);
         }
         dr_progress_set_extra(&prog, "%lld kept", (long long)st->written);
         dr_progress_update(&prog, i + 1);
@@ -170,9 +204,7 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
 done:
     if (rc && af.fp) dr_afile_abort(&af);
     st->seconds = dr_now() - t0;
-    if (cand)
-        for (int k = 0; k < o->best_of; k++) agent_synth_traj_free(&cand[k]);
-    free(cand);
+    free(seeds);
     free(rew);
     free(pos);
     free(order);
