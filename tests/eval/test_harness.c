@@ -196,6 +196,7 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_EQ_INT(r0.n_users, 60);
     CHECK_EQ_INT(r0.n_episodes, 60);
     CHECK_EQ_INT(r0.llm, 0);
+    eval_result_free(&r0);
 
     trm_train_opts to;
     trm_train_opts_default(&to);
@@ -219,22 +220,38 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_OK(trm_session_new(&s, tm));
     int hits = 0;
     double mrr = 0;
-    for (int32_t u = 0; u < d.n_users; u++) {
+    for (int32_t k = 0; k < (int32_t)r.n_users; k++) {
+        int32_t u = r.users[k];
         const int32_t *hist;
         int64_t nh;
         int32_t t = dr_data_test(&d, u, &hist, &nh);
         int32_t ids[10];
         float sc[10];
-        int n;
+        int n, rank = -1;
         CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
-        for (int i = 0; i < n; i++)
-            if (ids[i] == t) {
-                hits++;
-                mrr += 1.0 / (i + 1);
-                break;
-            }
+        for (int i = 0; i < n && rank < 0; i++)
+            if (ids[i] == t) rank = i;
+        CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][k], rank); /* the per-user score is that user's rank */
+        if (rank >= 0) {
+            hits++;
+            mrr += 1.0 / (rank + 1);
+        }
     }
     trm_session_free(s);
+    /* per-user values reproduce every aggregate, and the interval holds the mean */
+    double x[60];
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        for (int m = 0; m < EVAL_N_METRICS; m++) {
+            const double agg[EVAL_N_METRICS] = {r.recall[q][0], r.recall[q][1], r.recall[q][2],
+                                                r.ndcg[q][0],   r.ndcg[q][1],   r.mrr[q]};
+            double want = agg[m], sum = 0;
+            CHECK_OK(eval_user_values(&r, q, m, x));
+            for (int u = 0; u < 60; u++) sum += x[u];
+            CHECK_NEAR(sum / 60, want, 1e-12);
+            CHECK_NEAR(r.ci[q][m].mean, want, 1e-12);
+            CHECK(r.ci[q][m].lo <= want + 1e-12 && want <= r.ci[q][m].hi + 1e-12);
+        }
+    CHECK_EQ_INT(r.bootstrap, 1000);
     CHECK_NEAR(r.recall[EVAL_RULE_EXACT][2], hits / 60.0, 1e-12);
     CHECK_NEAR(r.mrr[EVAL_RULE_EXACT], mrr / 60.0, 1e-12);
     /* every title is unique here, and no title is a substring of another listed one except
@@ -250,6 +267,19 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_OK(eval_run(&in, &o, &r3));
     CHECK_EQ_INT(r2.n_users, 25);
     CHECK_NEAR(r2.mrr[0], r3.mrr[0], 0);
+    CHECK_NEAR(r2.ci[0][EVAL_M_MRR].lo, r3.ci[0][EVAL_M_MRR].lo, 0); /* seeded bootstrap */
+    CHECK_NEAR(r2.ci[0][EVAL_M_MRR].hi, r3.ci[0][EVAL_M_MRR].hi, 0);
+    /* a mode paired with itself: every difference is exactly 0, interval [0, 0] */
+    eval_paired pd;
+    CHECK_OK(eval_paired_diff(&r2, &r3, 200, 3, &pd));
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        for (int m = 0; m < EVAL_N_METRICS; m++) {
+            CHECK(pd.diff[q][m].mean == 0.0 && pd.diff[q][m].lo == 0.0 && pd.diff[q][m].hi == 0.0);
+        }
+    CHECK_ERR(eval_paired_diff(&r2, &r, 200, 3, &pd), DR_ERR_ARG); /* other users */
+    eval_result_free(&r);
+    eval_result_free(&r2);
+    eval_result_free(&r3);
     /* trm needs a trm */
     in.trm = NULL;
     CHECK_ERR(eval_run(&in, &o, &r2), DR_ERR_ARG);
@@ -334,6 +364,12 @@ TEST(harness_llm_modes_tiny_random) {
         if (modes[k] == EVAL_RERANK) CHECK(r.mean_tool_calls >= 1); /* the forced call */
         if (modes[k] == EVAL_DIRECT) CHECK_NEAR(r.mean_tool_calls, r.outcomes[AGENT_RECALL_ERROR] / 6.0, 1e-12);
         CHECK(r.seconds >= 0);
+        /* per-episode ranks (misses unless finished) give the aggregates */
+        double x[6], xsum = 0;
+        CHECK_OK(eval_user_values(&r, EVAL_RULE_SUBSTR, EVAL_M_MRR, x));
+        for (int u = 0; u < 6; u++) xsum += x[u];
+        CHECK_NEAR(xsum / 6, r.mrr[EVAL_RULE_SUBSTR], 1e-12);
+        eval_result_free(&r);
     }
     /* deeprec needs an llm; direct works without a trm */
     eval_opts o;
@@ -349,6 +385,7 @@ TEST(harness_llm_modes_tiny_random) {
     o.max_hist = 3;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_EQ_INT(r.n_episodes, 2);
+    eval_result_free(&r);
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
@@ -420,10 +457,18 @@ TEST(harness_cli_eval) {
     o.mode = EVAL_TRM;
     o.users = 7;
     o.seed = 2;
+    o.bootstrap_seed = 2; /* the CLI seeds the bootstrap with --seed */
     eval_result r;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_NEAR(json_real_value(json_object_get(json_object_get(json_object_get(j, "metrics"), "exact"), "mrr")),
                r.mrr[0], 1e-6);
+    /* the same interval as the library (bootstrap seeded by --seed) */
+    json_t *ci = json_object_get(json_object_get(json_object_get(j, "metrics_ci"), "exact"), "ndcg@10");
+    CHECK_NEAR(json_real_value(json_object_get(ci, "mean")), r.ci[0][EVAL_M_NDCG10].mean, 1e-6);
+    CHECK_NEAR(json_real_value(json_object_get(ci, "lo")), r.ci[0][EVAL_M_NDCG10].lo, 1e-6);
+    CHECK_NEAR(json_real_value(json_object_get(ci, "hi")), r.ci[0][EVAL_M_NDCG10].hi, 1e-6);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "bootstrap"), "resamples")), 1000);
+    eval_result_free(&r);
     json_decref(j);
 
     /* two modes in one run: one object keyed by mode; outcome counts sum to the users */
@@ -455,7 +500,7 @@ TEST(harness_cli_eval) {
     size_t n = fread(buf, 1, sizeof buf - 1, p);
     buf[n] = 0;
     CHECK_EQ_INT(pclose(p), 0);
-    CHECK_MSG(strstr(buf, "trm      exact") && strstr(buf, "trm      substring") && strstr(buf, "n/a"), "%s", buf);
+    CHECK_MSG(strstr(buf, "trm      NDCG@10") && strstr(buf, "exact [95% CI]") && strstr(buf, "n/a"), "%s", buf);
 
     /* usage errors: exit status 2; a missing file: 1 */
     snprintf(cmd, sizeof cmd, "%s eval --data %s --mode trm 2>/dev/null", b, data);
