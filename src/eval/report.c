@@ -8,25 +8,28 @@ static const char *const rule_names[EVAL_N_RULES] = {"exact", "substring"};
 static const char *const metric_labels[EVAL_N_METRICS] = {"R@1", "R@5", "R@10", "NDCG@5", "NDCG@10", "MRR@10"};
 
 /* "0.0374 [0.0290, 0.0461]", or the mean alone when no bootstrap ran. */
-static void put_ci(FILE *out, const eval_ci *c, int B, int sign) {
-    char buf[64];
+static void fmt_ci(char *buf, size_t cap, const eval_ci *c, int B, int sign) {
     if (B > 0)
-        snprintf(buf, sizeof buf, sign ? "%+.4f [%+.4f, %+.4f]" : "%.4f [%.4f, %.4f]", c->mean, c->lo, c->hi);
+        snprintf(buf, cap, sign ? "%+.4f [%+.4f, %+.4f]" : "%.4f [%.4f, %.4f]", c->mean, c->lo, c->hi);
     else
-        snprintf(buf, sizeof buf, sign ? "%+.4f" : "%.4f", c->mean);
-    fprintf(out, "  %-27s", buf);
+        snprintf(buf, cap, sign ? "%+.4f" : "%.4f", c->mean);
+}
+
+/* One metric of one mode: the exact and the substring rule side by side. */
+static void put_row(FILE *out, int mode, int metric, int64_t users, const eval_ci ci[EVAL_N_RULES][EVAL_N_METRICS],
+                    int B, int sign) {
+    char ex[64], ss[64];
+    fmt_ci(ex, sizeof ex, &ci[EVAL_RULE_EXACT][metric], B, sign);
+    fmt_ci(ss, sizeof ss, &ci[EVAL_RULE_SUBSTR][metric], B, sign);
+    fprintf(out, "%-8s %-8s %6lld  %-27s  %s\n", eval_mode_name(mode), metric_labels[metric], (long long)users, ex, ss);
 }
 
 void eval_report_table(const eval_result *r, int n, FILE *out) {
     int B = n > 0 ? r[0].bootstrap : 0;
-    fprintf(out, "%-8s %-8s %6s  %-27s  %-27s\n", "mode", "metric", "users", B > 0 ? "exact [95% CI]" : "exact",
+    fprintf(out, "%-8s %-8s %6s  %-27s  %s\n", "mode", "metric", "users", B > 0 ? "exact [95% CI]" : "exact",
             B > 0 ? "substring [95% CI]" : "substring");
     for (int i = 0; i < n; i++)
-        for (int m = 0; m < EVAL_N_METRICS; m++) {
-            fprintf(out, "%-8s %-8s %6lld", eval_mode_name(r[i].mode), metric_labels[m], (long long)r[i].n_users);
-            for (int q = 0; q < EVAL_N_RULES; q++) put_ci(out, &r[i].ci[q][m], r[i].bootstrap, 0);
-            fprintf(out, "\n");
-        }
+        for (int m = 0; m < EVAL_N_METRICS; m++) put_row(out, r[i].mode, m, r[i].n_users, r[i].ci, r[i].bootstrap, 0);
     if (B > 0)
         fprintf(out, "(95%% percentile bootstrap over users, %d resamples)\n", B);
     fprintf(out, "\n%-8s %8s %6s %6s %6s %6s %6s %6s %8s %7s %8s %8s\n", "mode", "episodes", "fin", "many", "ctx",
@@ -51,13 +54,9 @@ void eval_report_paired(const eval_paired *p, int n, FILE *out) {
     if (n <= 0) return;
     fprintf(out, "\npaired difference against %s (per user, mode minus %s, same users)\n", eval_mode_name(p[0].ref),
             eval_mode_name(p[0].ref));
-    fprintf(out, "%-8s %-8s %6s  %-27s  %-27s\n", "mode", "metric", "users", "exact [95% CI]", "substring [95% CI]");
+    fprintf(out, "%-8s %-8s %6s  %-27s  %s\n", "mode", "metric", "users", "exact [95% CI]", "substring [95% CI]");
     for (int i = 0; i < n; i++)
-        for (int m = 0; m < EVAL_N_METRICS; m++) {
-            fprintf(out, "%-8s %-8s %6lld", eval_mode_name(p[i].mode), metric_labels[m], (long long)p[i].n_users);
-            for (int q = 0; q < EVAL_N_RULES; q++) put_ci(out, &p[i].diff[q][m], p[i].bootstrap, 1);
-            fprintf(out, "\n");
-        }
+        for (int m = 0; m < EVAL_N_METRICS; m++) put_row(out, p[i].mode, m, p[i].n_users, p[i].diff, p[i].bootstrap, 1);
 }
 
 static json_t *ci_json(const eval_ci *c) {
