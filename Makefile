@@ -137,7 +137,6 @@ deps-check:
 	@tools/deps.sh $(DEB_PACKAGES)
 
 demo: all
-	@tools/deps.sh jq
 	@tools/demo.sh
 
 clean:
