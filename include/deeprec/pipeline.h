@@ -100,7 +100,7 @@ const char *pipeline_budget_names(void);
 typedef struct pipeline_stage_info {
     int stage;
     int reused;          /* every output reused (nothing computed) */
-    int resumed;         /* continued from the stage's checkpoint */
+    int resumed;         /* continued from the stage's checkpoint (TRM, RL) */
     int skipped;         /* not applicable with these settings (e.g. no teacher mode) */
     double wall_s, cpu_s;
 } pipeline_stage_info;

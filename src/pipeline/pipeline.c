@@ -110,7 +110,6 @@ int pl_step_begin(pl_run *p, const char *out, const pl_key *k, int *reuse, int *
     remove(kp);
     if (!*resume && (rc = dr_write_file_atomic(pp, k->s, k->n))) goto done;
     p->info->reused = 0;
-    if (*resume) p->info->resumed = 1;
 done:
     free(key);
     free(pend);

@@ -35,6 +35,7 @@ static int stage_trm(pl_run *p, int kind, const char *name) {
     char rp[PL_PATH + 32];
     snprintf(rp, sizeof rp, "%s.resume.gguf", out);
     if (!resume) remove(rp); /* a state of an earlier attempt: start over */
+    else if (dr_file_exists(rp)) p->info->resumed = 1;
     trm_config c;
     trm_config_default(&c);
     c.model = kind;
@@ -347,6 +348,7 @@ static int stage_rl(pl_run *p, int stage) {
     char ck[PL_PATH + 32];
     snprintf(ck, sizeof ck, "%.*s.ckpt.json", (int)(strlen(out) - 5), out);
     if (!resume) remove(ck); /* an earlier attempt's checkpoint: start over */
+    else if (dr_file_exists(ck)) p->info->resumed = 1;
     rl_opts o;
     rl_opts_default(&o, stage);
     o.steps = steps, o.prompts = b->rl_prompts, o.samples = b->rl_samples, o.lr = (float)lr, o.updates = b->rl_updates;
