@@ -13,7 +13,7 @@ SAN     ?= 0
 PORTABLE ?= 0
 
 # The modules in dependency order (higher first); a module's lib links with those after it.
-MODULES := cli eval rl agent llm trm text data nn gguf base
+MODULES := cli pipeline eval rl agent llm trm text data nn gguf base
 # Per-module dependencies, used to link each module's test binary.
 DEPS_base  :=
 DEPS_gguf  := base
@@ -25,6 +25,7 @@ DEPS_trm   := eval data nn gguf base
 DEPS_llm   := text nn gguf base
 DEPS_agent := llm trm eval text data nn gguf base
 DEPS_rl    := agent llm trm eval text data nn gguf base
+DEPS_pipeline := eval rl agent llm trm text data nn gguf base
 
 NATIVE := $(shell if [ "$(PORTABLE)" != 1 ] && echo 'int main(void){return 0;}' | $(CC) -march=native -x c - -o /dev/null 2>/dev/null; then echo -march=native; fi)
 
@@ -136,7 +137,6 @@ deps-check:
 	@tools/deps.sh $(DEB_PACKAGES)
 
 demo: all
-	@tools/deps.sh jq
 	@tools/demo.sh
 
 clean:

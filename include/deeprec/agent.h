@@ -357,4 +357,35 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
  * from the SFT loss). Heap string without newline. */
 int agent_synth_json(const agent_synth_traj *t, char **out);
 
+/* ---------------------------------------------------------------- warm-start runs
+ * agent synth over many users into one JSON-lines file (src/agent/synth_run.c): the training
+ * users with >= 2 train items (history = train[:-1], target = train[-1]) in dataset order,
+ * shuffled by dr_rng(seed); the first `users` of them (0 = all). Per user, an rng split from
+ * the run's by user id gives the trajectory seed, then (only when rerank_share > 0) the draw
+ * for the rerank form, so rerank_share 0 writes the same file as a run without it. Users
+ * whose trajectory cannot be built (DR_ERR_RANGE / DR_ERR_FORMAT) are skipped and counted.
+ * The file is written atomically. */
+typedef int (*agent_synth_pref_fn)(void *ctx, const agent_catalog *c, const int32_t *hist, int64_t n_hist,
+                                   char **pref);
+typedef struct agent_synth_run_opts {
+    agent_synth_opts synth;  /* per-trajectory options; seed and forced_preference are set per user */
+    int users;               /* users to sample (0 = all) */
+    uint64_t seed;
+    double rerank_share;     /* share of users in the rerank form (needs rerank_pref) */
+    /* The rerank form's fixed preference for a history (heap string). A callback because the
+     * rule lives above this module (eval_history_preference). */
+    agent_synth_pref_fn rerank_pref;
+    void *rerank_pref_ctx;
+    FILE *progress;          /* progress bar sink or NULL */
+} agent_synth_run_opts;
+typedef struct agent_synth_run_result {
+    int64_t written, skipped, rerank_form;
+    int64_t calls;           /* tool calls over the written trajectories */
+    int64_t hits;            /* the target among the answer's resolved lines */
+    int64_t text_hits;       /* the target's title anywhere in the completion */
+    double seconds;
+} agent_synth_run_result;
+int agent_synth_run(const struct dr_dataset *d, const agent_catalog *c, const agent_tool *tool,
+                    const agent_synth_run_opts *o, const char *out, agent_synth_run_result *res);
+
 #endif

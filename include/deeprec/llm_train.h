@@ -182,4 +182,43 @@ typedef struct llm_sft_data {
 int llm_sft_load(llm_sft_data *d, const char *path, const struct tokenizer *tok, int max_len, int32_t eos);
 void llm_sft_free(llm_sft_data *d);
 
+/* ---- one SFT run (llm sft; src/llm/sft_run.c) ----
+ * Load `model`, tokenize `data` (llm_sft_load), train `epochs` passes in micro-batches of
+ * `batch` (accum per optimizer step; examples shuffled per epoch by an rng split of the
+ * trainer's by epoch), save the model to `out` (and the optimizer state to save_state).
+ * The lr schedule spans all epochs; max_steps only stops early. A one-line summary and the
+ * progress bar go to `progress` (NULL = silent); one JSON line per step to `metrics`. */
+typedef struct llm_sft_run_opts {
+    const char *model, *data, *out;
+    int lora;                /* rank; 0 = full fine-tuning */
+    float lora_alpha;        /* 0: 2 x rank */
+    unsigned lora_targets;   /* 0: q,k,v,o */
+    int epochs;              /* 1 */
+    int64_t max_steps;       /* 0 = all epochs */
+    float lr;                /* 0: 1e-3 full, 2e-4 LoRA */
+    int sched;               /* enum llm_lr_sched (cosine) */
+    int64_t warmup;          /* < 0: 5% of the steps */
+    float min_lr_ratio;      /* 0.1 */
+    float weight_decay;      /* 0 */
+    float grad_clip;         /* 1 */
+    int batch, accum;        /* 8, 1 */
+    int max_len;             /* 0: min(512, context) */
+    int recompute;
+    uint64_t seed;           /* 1 */
+    uint32_t out_type;       /* GGML type of the saved model (F32) */
+    const char *metrics;     /* JSON lines per step, or NULL */
+    const char *save_state;  /* optimizer state at the end, or NULL */
+    const char *resume;      /* optimizer state to continue from, or NULL */
+    FILE *progress;
+} llm_sft_run_opts;
+void llm_sft_run_opts_default(llm_sft_run_opts *o);
+typedef struct llm_sft_run_result {
+    double first_loss, last_loss, best_loss; /* NaN / NaN / inf when no step ran */
+    double tokens_per_s, seconds;
+    int64_t steps, tokens;
+    int examples;
+    size_t params;
+} llm_sft_run_result;
+int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res);
+
 #endif

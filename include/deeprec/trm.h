@@ -70,6 +70,10 @@ typedef struct trm_train_opts {
     FILE *progress;       /* progress bars (NULL = silent) */
     int max_steps;        /* testing: stop each epoch after this many steps (0 = all) */
     int quiet_eval;       /* unused (reserved) */
+    /* Called after every epoch once its resume state is saved (may be NULL): a hook for
+     * callers that watch or interrupt training (the pipeline's kill test). */
+    void (*on_epoch)(void *ctx, int epoch);
+    void *on_epoch_ctx;
 } trm_train_opts;
 
 void trm_train_opts_default(trm_train_opts *o);

@@ -19,6 +19,11 @@ static void print_json(json_t *j) {
 }
 
 /* ------------------------------------------------------------------ agent synth */
+static int synth_rerank_pref(void *ctx, const agent_catalog *c, const int32_t *hist, int64_t n_hist, char **pref) {
+    (void)ctx;
+    return eval_history_preference(c, hist, n_hist, pref);
+}
+
 static int cmd_synth(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *out = NULL;
     int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
@@ -59,14 +64,11 @@ static int cmd_synth(int argc, char **argv) {
         return cli_usage_error("agent synth: --best-of >= 0, --positions >= 1, --calls in 0..3");
     if (best_of > 0 && rerank_share > 0.0)
         return cli_usage_error("agent synth: --rerank-share does not combine with --best-of");
-    double t0 = dr_now();
     dr_dataset d;
     memset(&d, 0, sizeof d);
     trm_model *tm = NULL;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
-    int32_t *order = NULL;
-    dr_afile af = {0};
     int rc;
     if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
         (rc = agent_tool_trm_new(&tool, tm, 1)))
@@ -106,102 +108,31 @@ static int cmd_synth(int argc, char **argv) {
         dr_data_free(&d);
         return 0;
     }
-    /* training users with at least two train items: history = train[:-1], target = train[-1] */
-    order = dr_calloc((size_t)d.n_users + 1, sizeof *order);
-    if (!order) {
-        rc = dr_error_code();
-        goto fail;
-    }
-    int n_cand = 0;
-    for (int32_t u = 0; u < d.n_users; u++) {
-        const int32_t *tr;
-        if (dr_data_train(&d, u, &tr) >= 2) order[n_cand++] = u;
-    }
-    dr_rng rng;
-    dr_rng_seed(&rng, (uint64_t)seed);
-    dr_rng_shuffle_i32(&rng, order, (size_t)n_cand);
-    int n_use = users > 0 && users < n_cand ? users : n_cand;
-    if ((rc = dr_afile_open(&af, out))) goto fail;
-    dr_progress prog;
-    dr_progress_start(&prog, quiet || json ? NULL : stderr, "synth", n_use, "users");
-    int64_t written = 0, skipped = 0, calls = 0, hits = 0, retrieved_hits = 0, reranked = 0;
-    for (int i = 0; i < n_use; i++) {
-        int32_t u = order[i];
-        const int32_t *tr;
-        int64_t n_tr = dr_data_train(&d, u, &tr);
-        int32_t target = tr[n_tr - 1];
-        agent_synth_opts so = {.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls};
-        dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
-        so.seed = dr_rng_u64(&ur);
-        char *forced = NULL;
-        /* the draw comes after the per-user seed, so rerank_share 0 writes the same files as before */
-        if (rerank_share > 0.0 && dr_rng_double(&ur) < rerank_share) {
-            if ((rc = eval_history_preference(cat, tr, n_tr - 1, &forced))) goto fail_prog;
-            so.forced_preference = forced;
-            reranked++;
-        }
-        agent_synth_traj t;
-        rc = agent_synth_one(cat, &tool, tr, n_tr - 1, &so, &t);
-        free(forced);
-        if (rc == DR_ERR_RANGE || rc == DR_ERR_FORMAT) {
-            dr_log(DR_LOG_DEBUG, "synth: user %s skipped: %s", d.user_ids[u], dr_error_message());
-            dr_error_clear();
-            skipped++;
-            dr_progress_update(&prog, i + 1);
-            continue;
-        }
-        if (rc) goto fail_prog;
-        char *line;
-        if ((rc = agent_synth_json(&t, &line))) {
-            agent_synth_traj_free(&t);
-            goto fail_prog;
-        }
-        fputs(line, af.fp);
-        fputc('\n', af.fp);
-        free(line);
-        written++;
-        calls += t.n_calls;
-        agent_answer a;
-        if (!agent_answer_parse(t.completion, strlen(t.completion), &a)) {
-            for (int k = 0; k < a.n_lines; k++)
-                if (agent_catalog_find(cat, a.lines[k], -1) == target) hits++;
-            agent_answer_free(&a);
-        }
-        if (strstr(t.completion, agent_catalog_title(cat, target))) retrieved_hits++;
-        agent_synth_traj_free(&t);
-        dr_progress_set_extra(&prog, "%lld written", (long long)written);
-        dr_progress_update(&prog, i + 1);
-    }
-    dr_progress_finish(&prog);
-    if (ferror(af.fp)) {
-        rc = dr_error_at(DR_ERR_IO, out, 0, "write failed");
-        goto fail;
-    }
-    if ((rc = dr_afile_commit(&af))) goto fail;
-    double secs = dr_now() - t0;
+    agent_synth_run_opts ro = {{.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls}, users, (uint64_t)seed, rerank_share,
+                               synth_rerank_pref, NULL, quiet || json ? NULL : stderr};
+    agent_synth_run_result res;
+    if ((rc = agent_synth_run(&d, cat, &tool, &ro, out, &res))) goto fail;
+    int64_t written = res.written;
+    double secs = res.seconds;
     double wn = written ? (double)written : 1.0;
     if (json) {
         json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", out, "written", (json_int_t)written,
-                              "skipped", (json_int_t)skipped, "rerank_form", (json_int_t)reranked, "mean_calls", (double)calls / wn, "target_in_top10",
-                              (double)hits / wn, "target_in_text", (double)retrieved_hits / wn, "seconds", secs);
+                              "skipped", (json_int_t)res.skipped, "rerank_form", (json_int_t)res.rerank_form, "mean_calls",
+                              (double)res.calls / wn, "target_in_top10", (double)res.hits / wn, "target_in_text",
+                              (double)res.text_hits / wn, "seconds", secs);
         print_json(j);
     } else {
         printf("agent synth: %lld trajectories -> %s (%lld users skipped, %lld drawn for the rerank form), %.2f tool "
                "calls each, target in the top-10 %.1f%%, in the text %.1f%%, %.1f s\n",
-               (long long)written, out, (long long)skipped, (long long)reranked, (double)calls / wn, 100.0 * (double)hits / wn,
-               100.0 * (double)retrieved_hits / wn, secs);
+               (long long)written, out, (long long)res.skipped, (long long)res.rerank_form, (double)res.calls / wn,
+               100.0 * (double)res.hits / wn, 100.0 * (double)res.text_hits / wn, secs);
     }
-    free(order);
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
     trm_model_free(tm);
     dr_data_free(&d);
     return 0;
-fail_prog:
-    dr_progress_finish(&prog);
 fail:
-    if (af.fp) dr_afile_abort(&af);
-    free(order);
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
     trm_model_free(tm);

@@ -70,145 +70,30 @@ static int cmd_sft(int argc, char **argv) {
     unsigned targets = 0;
     if (lora && llm_lora_parse_targets(targets_s, &targets)) return cli_fail();
 
-    llm_model *m = NULL;
-    llm_train *t = NULL;
-    llm_sft_data d = {0};
-    int32_t *perm = NULL, *tok = NULL, *lens = NULL;
-    uint8_t *mask = NULL;
-    dr_jsonl metrics = {0};
-    dr_progress prog;
-    int rc = llm_model_load(&m, model_path);
-    if (rc) goto fail;
-    if (!m->tok) {
-        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", model_path);
-        goto fail;
-    }
-    if (!max_len) max_len = m->cfg.context < 512 ? m->cfg.context : 512;
-    if ((rc = llm_sft_load(&d, data_path, m->tok, max_len, tok_eos(m->tok)))) goto fail;
-    int T = 2;
-    for (int i = 0; i < d.n; i++) T = d.ex[i].len > T ? d.ex[i].len : T;
-    if (batch > d.n) batch = d.n;
-    const int64_t per_epoch = (d.n + (int64_t)batch * accum - 1) / ((int64_t)batch * accum);
-    const int64_t total = per_epoch * epochs; /* the schedule's length (--max-steps only stops early) */
-    const int64_t stop = max_steps > 0 && max_steps < total ? max_steps : total;
-
-    llm_train_config tc;
-    llm_train_config_default(&tc);
-    tc.max_batch = batch, tc.max_len = T, tc.recompute = recompute, tc.lora_rank = lora, tc.lora_alpha = (float)alpha;
-    tc.lora_targets = targets, tc.seed = (uint64_t)seed;
-    tc.lr = (float)(lr > 0 ? lr : lora ? 2e-4 : 1e-3);
-    tc.weight_decay = (float)wd, tc.grad_clip = (float)clip, tc.sched = sched, tc.total_steps = total;
-    tc.warmup_steps = warmup >= 0 ? warmup : total / 20;
-    tc.min_lr_ratio = (float)min_ratio;
-    if ((rc = llm_train_new(&t, m, &tc))) goto fail;
-    if (resume && (rc = llm_train_load_state(t, resume))) goto fail;
-    if (metrics_path && (rc = dr_jsonl_open(&metrics, metrics_path, resume != NULL))) goto fail;
-    perm = dr_calloc((size_t)d.n, sizeof *perm);
-    tok = dr_calloc((size_t)batch * T, sizeof *tok);
-    mask = dr_calloc((size_t)batch * T, 1);
-    lens = dr_calloc((size_t)batch, sizeof *lens);
-    if (!perm || !tok || !mask || !lens) {
-        rc = DR_ERR_NOMEM;
-        goto fail;
-    }
-    if (!quiet) fprintf(stderr, "llm sft: %d examples (%lld tokens, %lld in the loss), %s, %zu trainable parameters, "
-                                "%lld steps, activations+state %.1f MB\n",
-                        d.n, (long long)d.n_tokens, (long long)d.n_targets, lora ? "LoRA" : "full fine-tuning",
-                        llm_train_n_params(t), (long long)total, llm_train_memory_bytes(t) / 1e6);
-    dr_progress_start(&prog, quiet ? NULL : stderr, "sft", stop, "steps");
-    dr_progress_update(&prog, llm_train_steps(t));
-    double first = NAN, last = NAN, best = INFINITY;
-    int64_t tokens = 0;
-    double t0 = dr_now();
-    dr_rng order_root = *llm_train_rng(t);
-    int64_t *user = llm_train_user(t); /* user[0] = epoch, user[1] = next example index in the epoch order */
-    while (llm_train_steps(t) < stop && user[0] < epochs) {
-        for (int i = 0; i < d.n; i++) perm[i] = i;
-        dr_rng er = dr_rng_split(&order_root, (uint64_t)user[0]);
-        dr_rng_shuffle_i32(&er, perm, (size_t)d.n);
-        while (user[1] < d.n && llm_train_steps(t) < stop) {
-            /* total weight of the step (token mean over all its micro-batches) */
-            int64_t pos = user[1], end = pos + (int64_t)batch * accum;
-            if (end > d.n) end = d.n;
-            double wtot = 0;
-            for (int64_t i = pos; i < end; i++) {
-                const llm_sft_example *e = &d.ex[perm[i]];
-                for (int k = 1; k < e->len; k++) wtot += e->mask[k];
-            }
-            double ce_step = 0, w_step = 0;
-            for (int64_t p0 = pos; p0 < end; p0 += batch) {
-                int nb = (int)(end - p0 < batch ? end - p0 : batch), bt = 2;
-                for (int b = 0; b < nb; b++) bt = d.ex[perm[p0 + b]].len > bt ? d.ex[perm[p0 + b]].len : bt;
-                memset(mask, 0, (size_t)nb * bt);
-                for (int b = 0; b < nb; b++) {
-                    const llm_sft_example *e = &d.ex[perm[p0 + b]];
-                    memcpy(tok + (size_t)b * bt, e->tokens, (size_t)e->len * sizeof *tok);
-                    memcpy(mask + (size_t)b * bt, e->mask, (size_t)e->len);
-                    lens[b] = e->len;
-                    tokens += e->len;
-                }
-                llm_batch bb = {nb, bt, tok, lens, NULL, mask};
-                double ce, w;
-                if ((rc = llm_train_sft(t, &bb, (float)wtot, &ce, &w))) goto fail;
-                ce_step += ce, w_step += w;
-            }
-            float gnorm = 0, lr_used = llm_train_lr(t);
-            rc = llm_train_step(t, &gnorm);
-            if (rc == DR_ERR_RANGE) {
-                dr_log(DR_LOG_WARN, "%s", dr_error_message());
-                rc = DR_OK;
-            } else if (rc) goto fail;
-            user[1] = end;
-            double loss = w_step > 0 ? ce_step / w_step : 0;
-            if (isnan(first)) first = loss;
-            last = loss;
-            if (loss < best) best = loss;
-            double el = dr_now() - t0;
-            dr_progress_set_extra(&prog, "loss %.4f lr %.2e", loss, lr_used);
-            dr_progress_update(&prog, llm_train_steps(t));
-            if (metrics.fp) {
-                json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "step", (json_int_t)llm_train_steps(t),
-                                      "epoch", (json_int_t)user[0], "loss", loss, "lr", (double)lr_used, "grad_norm",
-                                      (double)gnorm, "tokens", (json_int_t)tokens, "tokens_per_s",
-                                      el > 0 ? tokens / el : 0.0);
-                if (j) {
-                    dr_jsonl_write(&metrics, j);
-                    json_decref(j);
-                }
-            }
-        }
-        if (user[1] >= d.n) user[0]++, user[1] = 0;
-    }
-    dr_progress_finish(&prog);
-    double el = dr_now() - t0;
-    if ((rc = llm_train_save_model(t, m->tok, type, out))) goto fail;
-    if (save_state && (rc = llm_train_save_state(t, save_state))) goto fail;
+    llm_sft_run_opts so;
+    llm_sft_run_opts_default(&so);
+    so.model = model_path, so.data = data_path, so.out = out;
+    so.lora = lora, so.lora_alpha = (float)alpha, so.lora_targets = targets;
+    so.epochs = epochs, so.max_steps = max_steps, so.lr = (float)lr, so.sched = sched, so.warmup = warmup;
+    so.min_lr_ratio = (float)min_ratio, so.weight_decay = (float)wd, so.grad_clip = (float)clip;
+    so.batch = batch, so.accum = accum, so.max_len = max_len, so.recompute = recompute, so.seed = (uint64_t)seed;
+    so.out_type = type, so.metrics = metrics_path, so.save_state = save_state, so.resume = resume;
+    /* --json keeps stderr's summary lines as before: only --quiet silences them */
+    so.progress = quiet ? NULL : stderr;
+    llm_sft_run_result res;
+    if (llm_sft_run(&so, &res)) return cli_fail();
     if (json) {
-        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:s}", "first_loss", isnan(first) ? 0.0 : first,
-                              "last_loss", isnan(last) ? 0.0 : last, "best_loss", isinf(best) ? 0.0 : best,
-                              "tokens_per_s", el > 0 ? tokens / el : 0.0, "steps", (json_int_t)llm_train_steps(t),
-                              "examples", d.n, "tokens", (json_int_t)tokens, "params", (json_int_t)llm_train_n_params(t),
-                              "out", out);
+        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:s}", "first_loss",
+                              isnan(res.first_loss) ? 0.0 : res.first_loss, "last_loss",
+                              isnan(res.last_loss) ? 0.0 : res.last_loss, "best_loss",
+                              isinf(res.best_loss) ? 0.0 : res.best_loss, "tokens_per_s", res.tokens_per_s, "steps",
+                              (json_int_t)res.steps, "examples", res.examples, "tokens", (json_int_t)res.tokens,
+                              "params", (json_int_t)res.params, "out", out);
         char *s = json_dumps(j, JSON_COMPACT);
         printf("%s\n", s);
         free(s);
         json_decref(j);
-    } else if (!quiet) {
-        fprintf(stderr, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", first, last, best,
-                el > 0 ? tokens / el : 0.0, out);
     }
-    dr_jsonl_close(&metrics);
-    free(perm), free(tok), free(mask), free(lens);
-    llm_sft_free(&d);
-    llm_train_free(t);
-    llm_model_free(m);
     return 0;
-fail:
-    if (metrics.fp) dr_jsonl_close(&metrics);
-    free(perm), free(tok), free(mask), free(lens);
-    llm_sft_free(&d);
-    llm_train_free(t);
-    llm_model_free(m);
-    return cli_fail();
 }
 CLI_COMMAND(llm_sft, "llm sft", "supervised fine-tuning (full or LoRA) on prompt/completion JSON lines", cmd_sft)

@@ -574,6 +574,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         res->epochs_run++;
         if (evaluated && o->patience > 0 && st.bad >= o->patience) st.done = 1;
         if ((rc = save_state(&t, rpath, &st))) goto out;
+        if (o->on_epoch) o->on_epoch(o->on_epoch_ctx, st.epoch);
     }
     res->best_epoch = st.best_epoch;
     res->best_valid_ndcg10 = st.best;

@@ -1,0 +1,76 @@
+/* deeprec pipeline: the whole method on one dataset (TRMs, warm start, tokenizer, tiny model,
+ * SFT, RL stages 1 and 2, evaluation, report), resumable stage by stage. */
+#include "cli.h"
+#include "deeprec/pipeline.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct stage_print {
+    FILE *out;
+} stage_print;
+
+static void on_stage(void *ctx, int stage, const pipeline_stage_info *in) {
+    stage_print *sp = ctx;
+    if (!sp->out) return;
+    if (!in) {
+        fprintf(sp->out, "==== pipeline %d/%d: %s\n", stage + 1, PIPELINE_N_STAGES, pipeline_stage_name(stage));
+        return;
+    }
+    fprintf(sp->out, "==== pipeline %d/%d: %s %s, %.1f s wall, %.1f s CPU\n", stage + 1, PIPELINE_N_STAGES,
+            pipeline_stage_name(stage), in->reused ? "reused" : in->resumed ? "resumed and done" : "done", in->wall_s,
+            in->cpu_s);
+}
+
+static int cmd_pipeline(int argc, char **argv) {
+    const char *data = NULL, *out = NULL, *budget_s = "demo";
+    int resume = 0, force = 0, json = 0, quiet = 0;
+    cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "dataset with titles (.gguf, from `deeprec data import`)"},
+        {"--out", CLI_STR, &out, "output directory (created; outputs of earlier runs with the same settings are reused)"},
+        {"--budget", CLI_STR, &budget_s, "demo (default), full or test: the sizes of every stage (docs/pipeline.md)"},
+        {"--resume", CLI_FLAG, &resume, "an interrupted stage continues from its checkpoint (TRM, RL) instead of restarting"},
+        {"--force", CLI_FLAG, &force, "rebuild outputs made with other settings instead of refusing"},
+        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
+        {"--json", CLI_FLAG, &json, "print report.json's object on stdout (instead of the markdown table)"},
+    };
+    int np = 0;
+    int r = cli_parse("deeprec pipeline --data D.gguf --out DIR [--budget demo|full|test] [--resume] [--force] [--json]",
+                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!data || !out) return cli_usage_error("pipeline needs --data and --out");
+    pipeline_opts o;
+    pipeline_opts_default(&o);
+    o.budget = pipeline_budget_get(budget_s);
+    if (!o.budget) return cli_usage_error("--budget must be one of %s (got '%s')", pipeline_budget_names(), budget_s);
+    /* testing hook (tests/pipeline): SIGKILL in the middle of this stage */
+    const char *kill_at = getenv("DEEPREC_PIPELINE_KILL_AT");
+    if (kill_at && *kill_at) {
+        o.kill_at = pipeline_stage_from_name(kill_at);
+        if (o.kill_at < 0) return cli_usage_error("DEEPREC_PIPELINE_KILL_AT: unknown stage '%s'", kill_at);
+    }
+    stage_print sp = {quiet ? NULL : stderr};
+    o.data = data;
+    o.out_dir = out;
+    o.resume = resume;
+    o.force = force;
+    o.progress = quiet ? NULL : stderr;
+    o.on_stage = on_stage;
+    o.on_stage_ctx = &sp;
+    pipeline_result res;
+    if (pipeline_run(&o, &res)) return cli_fail();
+    if (json) {
+        char *s = json_dumps(res.report, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (s) printf("%s\n", s);
+        free(s);
+    } else {
+        fputs(res.report_md, stdout);
+    }
+    if (!quiet)
+        fprintf(stderr, "pipeline: done in %.1f s wall, %.1f s CPU; %s/report.json, %s/report.md, %s/times.json\n",
+                res.wall_s, res.cpu_s, out, out, out);
+    pipeline_result_free(&res);
+    return 0;
+}
+CLI_COMMAND(pipeline, "pipeline", "the whole method on one dataset: TRMs, warm start, SFT, RL 1 and 2, eval, report",
+            cmd_pipeline)

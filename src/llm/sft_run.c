@@ -1,0 +1,167 @@
+/* llm_sft_run: one supervised fine-tuning run from files to a saved model (the loop of
+ * `deeprec llm sft`, shared with the pipeline). */
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "deeprec/llm_train.h"
+#include "deeprec/tokenizer.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void llm_sft_run_opts_default(llm_sft_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->epochs = 1;
+    o->sched = LLM_SCHED_COSINE;
+    o->warmup = -1;
+    o->min_lr_ratio = 0.1f;
+    o->grad_clip = 1.0f;
+    o->batch = 8;
+    o->accum = 1;
+    o->seed = 1;
+    o->out_type = GGML_TYPE_F32;
+}
+
+int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
+    memset(res, 0, sizeof *res);
+    res->first_loss = res->last_loss = NAN;
+    res->best_loss = INFINITY;
+    if (!o->model || !o->data || !o->out) return dr_error(DR_ERR_ARG, "llm sft: model, data and out are required");
+    if (o->lora < 0 || o->epochs <= 0 || o->batch <= 0 || o->accum <= 0 || o->max_len < 0)
+        return dr_error(DR_ERR_ARG, "llm sft: lora >= 0, epochs, batch, accum > 0 and max_len >= 0 required");
+    llm_model *m = NULL;
+    llm_train *t = NULL;
+    llm_sft_data d = {0};
+    int32_t *perm = NULL, *tok = NULL, *lens = NULL;
+    uint8_t *mask = NULL;
+    dr_jsonl metrics = {0};
+    dr_progress prog;
+    int prog_on = 0;
+    int batch = o->batch, accum = o->accum, max_len = o->max_len, epochs = o->epochs;
+    int rc = llm_model_load(&m, o->model);
+    if (rc) goto out;
+    if (!m->tok) {
+        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", o->model);
+        goto out;
+    }
+    if (!max_len) max_len = m->cfg.context < 512 ? m->cfg.context : 512;
+    if ((rc = llm_sft_load(&d, o->data, m->tok, max_len, tok_eos(m->tok)))) goto out;
+    int T = 2;
+    for (int i = 0; i < d.n; i++) T = d.ex[i].len > T ? d.ex[i].len : T;
+    if (batch > d.n) batch = d.n;
+    const int64_t per_epoch = (d.n + (int64_t)batch * accum - 1) / ((int64_t)batch * accum);
+    const int64_t total = per_epoch * epochs; /* the schedule's length (max_steps only stops early) */
+    const int64_t stop = o->max_steps > 0 && o->max_steps < total ? o->max_steps : total;
+
+    llm_train_config tc;
+    llm_train_config_default(&tc);
+    tc.max_batch = batch, tc.max_len = T, tc.recompute = o->recompute, tc.lora_rank = o->lora;
+    tc.lora_alpha = o->lora_alpha, tc.lora_targets = o->lora_targets, tc.seed = o->seed;
+    tc.lr = o->lr > 0 ? o->lr : o->lora ? 2e-4f : 1e-3f;
+    tc.weight_decay = o->weight_decay, tc.grad_clip = o->grad_clip, tc.sched = o->sched, tc.total_steps = total;
+    tc.warmup_steps = o->warmup >= 0 ? o->warmup : total / 20;
+    tc.min_lr_ratio = o->min_lr_ratio;
+    if ((rc = llm_train_new(&t, m, &tc))) goto out;
+    if (o->resume && (rc = llm_train_load_state(t, o->resume))) goto out;
+    if (o->metrics && (rc = dr_jsonl_open(&metrics, o->metrics, o->resume != NULL))) goto out;
+    perm = dr_calloc((size_t)d.n, sizeof *perm);
+    tok = dr_calloc((size_t)batch * T, sizeof *tok);
+    mask = dr_calloc((size_t)batch * T, 1);
+    lens = dr_calloc((size_t)batch, sizeof *lens);
+    if (!perm || !tok || !mask || !lens) {
+        rc = DR_ERR_NOMEM;
+        goto out;
+    }
+    res->examples = d.n;
+    res->params = llm_train_n_params(t);
+    if (o->progress)
+        fprintf(o->progress, "llm sft: %d examples (%lld tokens, %lld in the loss), %s, %zu trainable parameters, "
+                             "%lld steps, activations+state %.1f MB\n",
+                d.n, (long long)d.n_tokens, (long long)d.n_targets, o->lora ? "LoRA" : "full fine-tuning",
+                llm_train_n_params(t), (long long)total, llm_train_memory_bytes(t) / 1e6);
+    dr_progress_start(&prog, o->progress, "sft", stop, "steps");
+    prog_on = 1;
+    dr_progress_update(&prog, llm_train_steps(t));
+    int64_t tokens = 0;
+    double t0 = dr_now();
+    dr_rng order_root = *llm_train_rng(t);
+    int64_t *user = llm_train_user(t); /* user[0] = epoch, user[1] = next example index in the epoch order */
+    while (llm_train_steps(t) < stop && user[0] < epochs) {
+        for (int i = 0; i < d.n; i++) perm[i] = i;
+        dr_rng er = dr_rng_split(&order_root, (uint64_t)user[0]);
+        dr_rng_shuffle_i32(&er, perm, (size_t)d.n);
+        while (user[1] < d.n && llm_train_steps(t) < stop) {
+            /* total weight of the step (token mean over all its micro-batches) */
+            int64_t pos = user[1], end = pos + (int64_t)batch * accum;
+            if (end > d.n) end = d.n;
+            double wtot = 0;
+            for (int64_t i = pos; i < end; i++) {
+                const llm_sft_example *e = &d.ex[perm[i]];
+                for (int k = 1; k < e->len; k++) wtot += e->mask[k];
+            }
+            double ce_step = 0, w_step = 0;
+            for (int64_t p0 = pos; p0 < end; p0 += batch) {
+                int nb = (int)(end - p0 < batch ? end - p0 : batch), bt = 2;
+                for (int b = 0; b < nb; b++) bt = d.ex[perm[p0 + b]].len > bt ? d.ex[perm[p0 + b]].len : bt;
+                memset(mask, 0, (size_t)nb * bt);
+                for (int b = 0; b < nb; b++) {
+                    const llm_sft_example *e = &d.ex[perm[p0 + b]];
+                    memcpy(tok + (size_t)b * bt, e->tokens, (size_t)e->len * sizeof *tok);
+                    memcpy(mask + (size_t)b * bt, e->mask, (size_t)e->len);
+                    lens[b] = e->len;
+                    tokens += e->len;
+                }
+                llm_batch bb = {nb, bt, tok, lens, NULL, mask};
+                double ce, w;
+                if ((rc = llm_train_sft(t, &bb, (float)wtot, &ce, &w))) goto out;
+                ce_step += ce, w_step += w;
+            }
+            float gnorm = 0, lr_used = llm_train_lr(t);
+            rc = llm_train_step(t, &gnorm);
+            if (rc == DR_ERR_RANGE) {
+                dr_log(DR_LOG_WARN, "%s", dr_error_message());
+                dr_error_clear();
+                rc = DR_OK;
+            } else if (rc) goto out;
+            user[1] = end;
+            double loss = w_step > 0 ? ce_step / w_step : 0;
+            if (isnan(res->first_loss)) res->first_loss = loss;
+            res->last_loss = loss;
+            if (loss < res->best_loss) res->best_loss = loss;
+            double el = dr_now() - t0;
+            dr_progress_set_extra(&prog, "loss %.4f lr %.2e", loss, lr_used);
+            dr_progress_update(&prog, llm_train_steps(t));
+            if (metrics.fp) {
+                json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "step", (json_int_t)llm_train_steps(t),
+                                      "epoch", (json_int_t)user[0], "loss", loss, "lr", (double)lr_used, "grad_norm",
+                                      (double)gnorm, "tokens", (json_int_t)tokens, "tokens_per_s",
+                                      el > 0 ? tokens / el : 0.0);
+                if (j) {
+                    dr_jsonl_write(&metrics, j);
+                    json_decref(j);
+                }
+            }
+        }
+        if (user[1] >= d.n) user[0]++, user[1] = 0;
+    }
+    dr_progress_finish(&prog);
+    prog_on = 0;
+    double el = dr_now() - t0;
+    res->seconds = el;
+    res->tokens = tokens;
+    res->tokens_per_s = el > 0 ? tokens / el : 0.0;
+    res->steps = llm_train_steps(t);
+    if ((rc = llm_train_save_model(t, m->tok, o->out_type, o->out))) goto out;
+    if (o->save_state && (rc = llm_train_save_state(t, o->save_state))) goto out;
+    if (o->progress)
+        fprintf(o->progress, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", res->first_loss,
+                res->last_loss, res->best_loss, res->tokens_per_s, o->out);
+out:
+    if (prog_on) dr_progress_finish(&prog);
+    if (metrics.fp) dr_jsonl_close(&metrics);
+    free(perm), free(tok), free(mask), free(lens);
+    llm_sft_free(&d);
+    llm_train_free(t);
+    llm_model_free(m);
+    return rc;
+}

@@ -1,0 +1,457 @@
+/* The stages of the pipeline: each makes its outputs through the library (trm_train,
+ * agent_synth_run, tok_train_file, llm_model_init_random, llm_sft_run, rl_train, eval_run),
+ * one step per output file, reusing the outputs whose keys match. */
+#include "pipeline/internal.h"
+#include "deeprec/evaluate.h"
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "deeprec/llm_train.h"
+#include "deeprec/metrics.h"
+#include "deeprec/rl.h"
+#include "deeprec/tokenizer.h"
+#include "deeprec/trm.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ TRMs */
+static void on_epoch(void *ctx, int epoch) {
+    (void)epoch;
+    pl_kill_point(ctx);
+}
+
+static int stage_trm(pl_run *p, int kind, const char *name) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH];
+    pl_path(p, name, out);
+    pl_key k;
+    pl_key_init(&k, name);
+    pl_key_add(&k, "model %s loss ce epochs %d patience %d batch %d dim %d layers %d max_len %d max_steps %d seed 1\n",
+               kind == TRM_PREF ? "pref" : "sasrec", b->trm_max_epochs, b->trm_patience, b->trm_batch, b->trm_dim,
+               b->trm_layers, b->trm_max_len, b->trm_max_steps);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
+    if (reuse) return DR_OK;
+    char rp[PL_PATH + 32];
+    snprintf(rp, sizeof rp, "%s.resume.gguf", out);
+    if (!resume) remove(rp); /* a state of an earlier attempt: start over */
+    else if (dr_file_exists(rp)) p->info->resumed = 1;
+    trm_config c;
+    trm_config_default(&c);
+    c.model = kind;
+    c.dim = b->trm_dim;
+    c.layers = b->trm_layers;
+    c.max_len = b->trm_max_len;
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.loss = TRM_LOSS_CE;
+    o.batch = b->trm_batch;
+    o.epochs = b->trm_max_epochs;
+    o.patience = b->trm_patience;
+    o.seed = 1;
+    o.resume = resume;
+    o.out = out;
+    o.progress = p->o->progress;
+    o.max_steps = b->trm_max_steps;
+    o.on_epoch = on_epoch;
+    o.on_epoch_ctx = p;
+    trm_model *m = NULL;
+    trm_train_result tr;
+    if ((rc = trm_model_new(&m, &c, &p->d, 1)) || (rc = trm_train(m, &p->d, &o, &tr))) {
+        trm_model_free(m);
+        return rc;
+    }
+    trm_model_free(m);
+    return pl_step_commit(p, out);
+}
+
+int pl_stage_trm_sasrec(pl_run *p) { return stage_trm(p, TRM_SASREC, "sasrec.gguf"); }
+int pl_stage_trm_pref(pl_run *p) { return stage_trm(p, TRM_PREF, "trm.gguf"); }
+
+/* ------------------------------------------------------------------ warm-start data */
+static int rerank_pref(void *ctx, const agent_catalog *c, const int32_t *hist, int64_t n_hist, char **pref) {
+    (void)ctx;
+    return eval_history_preference(c, hist, n_hist, pref);
+}
+
+typedef struct synth_state {
+    trm_model *tm;
+    agent_tool tool;
+    int ready;
+} synth_state;
+
+static int synth_step(pl_run *p, synth_state *s, const char *name, int seed, int tool_k, int max_hist, double share) {
+    char out[PL_PATH], trm[PL_PATH];
+    pl_path(p, name, out);
+    pl_path(p, "trm.gguf", trm);
+    pl_key k;
+    pl_key_init(&k, name);
+    pl_key_add(&k, "synth seed %d users %d tool_k %d max_hist %d rerank_share %.17g chat 0\n", seed, p->b->synth_users,
+               tool_k, max_hist, share);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
+    if (reuse) return DR_OK;
+    if (!s->ready) {
+        if ((rc = pl_catalog(p)) || (rc = trm_load(&s->tm, trm)) || (rc = agent_tool_trm_new(&s->tool, s->tm, 1)))
+            return rc;
+        s->ready = 1;
+    }
+    agent_synth_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.synth.max_hist = max_hist;
+    o.synth.tool_k = tool_k;
+    o.users = p->b->synth_users;
+    o.seed = (uint64_t)seed;
+    o.rerank_share = share;
+    o.rerank_pref = rerank_pref;
+    o.progress = p->o->progress;
+    agent_synth_run_result r;
+    if ((rc = agent_synth_run(&p->d, p->cat, &s->tool, &o, out, &r))) return rc;
+    if (r.written == 0) return dr_error(DR_ERR_RANGE, "pipeline: agent synth wrote no trajectory into %s", out);
+    return pl_step_commit(p, out);
+}
+
+int pl_stage_synth(pl_run *p) {
+    const pipeline_budget *b = p->b;
+    synth_state s;
+    memset(&s, 0, sizeof s);
+    int rc = DR_OK, last = b->synth_seeds[b->n_synth_seeds - 1];
+    char name[64];
+    for (int i = 0; i < b->n_synth_seeds && !rc; i++) {
+        /* rerank-form examples only in the last seed (SFT run 2): in run 1 they cost format validity */
+        snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[i]);
+        rc = synth_step(p, &s, name, b->synth_seeds[i], b->tool_k, b->max_hist,
+                        i == b->n_synth_seeds - 1 ? b->rerank_share : 0.0);
+    }
+    /* the tokenizer's extra run: the agent's default sizes show more titles */
+    if (!rc) rc = synth_step(p, &s, "traj_corpus.jsonl", b->corpus_seed, AGENT_TOOL_K, AGENT_MAX_HIST, 0.0);
+    if (!rc && b->rerank_warm > 0) {
+        snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", last);
+        rc = synth_step(p, &s, name, last, b->tool_k, b->max_hist, b->rerank_warm);
+    }
+    if (s.ready) agent_tool_trm_free(&s.tool);
+    trm_model_free(s.tm);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ tokenizer */
+/* prompt + completion of every line of `in`, one text per line, appended to fp */
+static int corpus_add(FILE *fp, const char *in) {
+    FILE *f = fopen(in, "rb");
+    if (!f) return dr_error_at(DR_ERR_IO, in, 0, "cannot open");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = DR_OK;
+    long ln = 0;
+    while (!rc && (n = getline(&line, &cap, f)) > 0) {
+        ln++;
+        json_error_t e;
+        json_t *j = json_loadb(line, (size_t)n, 0, &e);
+        const char *pr = j ? json_string_value(json_object_get(j, "prompt")) : NULL;
+        const char *co = j ? json_string_value(json_object_get(j, "completion")) : NULL;
+        if (!pr || !co) rc = dr_error_at(DR_ERR_FORMAT, in, ln, "not a trajectory line {prompt, completion}");
+        else {
+            fputs(pr, fp);
+            fputs(co, fp);
+            fputc('\n', fp);
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int pl_stage_tokenizer(pl_run *p) {
+    const pipeline_budget *b = p->b;
+    char corpus[PL_PATH], tok[PL_PATH], extra[PL_PATH], first[PL_PATH], name[64];
+    pl_path(p, "corpus.txt", corpus);
+    pl_path(p, "tok.gguf", tok);
+    pl_path(p, "traj_corpus.jsonl", extra);
+    snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[0]);
+    pl_path(p, name, first);
+    /* corpus: the extra run (more titles) and the first seed's trajectories */
+    pl_key k;
+    pl_key_init(&k, "corpus.txt");
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, extra)) || (rc = pl_key_input(&k, first)) ||
+        (rc = pl_step_begin(p, corpus, &k, &reuse, &resume)))
+        return rc;
+    if (!reuse) {
+        dr_afile af = {0};
+        if ((rc = dr_afile_open(&af, corpus))) return rc;
+        if ((rc = corpus_add(af.fp, extra)) || (rc = corpus_add(af.fp, first))) {
+            dr_afile_abort(&af);
+            return rc;
+        }
+        if (ferror(af.fp)) {
+            dr_afile_abort(&af);
+            return dr_error_at(DR_ERR_IO, corpus, 0, "write failed");
+        }
+        if ((rc = dr_afile_commit(&af)) || (rc = pl_step_commit(p, corpus))) return rc;
+    }
+    pl_key_init(&k, "tok.gguf");
+    pl_key_add(&k, "bpe vocab %d min_count 2\n", b->vocab);
+    if ((rc = pl_key_input(&k, corpus)) || (rc = pl_step_begin(p, tok, &k, &reuse, &resume))) return rc;
+    if (reuse) return DR_OK;
+    tok_train_opts to = {.vocab_size = b->vocab, .min_pair_count = 2, .progress = p->o->progress};
+    tokenizer *t = NULL;
+    if ((rc = tok_train_file(corpus, &to, &t))) return rc;
+    rc = tok_save_gguf(t, tok);
+    tok_free(t);
+    return rc ? rc : pl_step_commit(p, tok);
+}
+
+/* ------------------------------------------------------------------ tiny model */
+int pl_stage_init(pl_run *p) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH], tokp[PL_PATH];
+    pl_path(p, "tiny0.gguf", out);
+    pl_path(p, "tok.gguf", tokp);
+    pl_key k;
+    pl_key_init(&k, "tiny0.gguf");
+    pl_key_add(&k, "init qwen2 dim %d layers %d heads %d kv_heads %d ffn %d context %d std 0.02 seed 1 f32\n", b->llm_dim,
+               b->llm_layers, b->llm_heads, b->llm_kv_heads, b->llm_ffn, b->ctx);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, tokp)) || (rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
+    if (reuse) return DR_OK;
+    tokenizer *tok = NULL;
+    if ((rc = tok_load_path(&tok, tokp))) return rc;
+    llm_config c;
+    llm_config_default(&c, LLM_ARCH_QWEN2);
+    c.dim = b->llm_dim, c.n_layers = b->llm_layers, c.n_heads = b->llm_heads, c.n_kv_heads = b->llm_kv_heads;
+    c.head_dim = b->llm_dim / b->llm_heads, c.ffn = b->llm_ffn, c.vocab = tok_vocab_size(tok), c.context = b->ctx;
+    llm_model *m = NULL;
+    rc = llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.02f, 1);
+    if (!rc) rc = llm_model_save(m, tok, out);
+    llm_model_free(m);
+    tok_free(tok);
+    return rc ? rc : pl_step_commit(p, out);
+}
+
+/* ------------------------------------------------------------------ SFT */
+static int concat_files(const char *out, char paths[][PL_PATH], int n) {
+    dr_afile af = {0};
+    int rc = dr_afile_open(&af, out);
+    if (rc) return rc;
+    for (int i = 0; i < n && !rc; i++) {
+        char *s = NULL;
+        size_t len;
+        if ((rc = dr_read_file(paths[i], &s, &len))) break;
+        if (fwrite(s, 1, len, af.fp) != len) rc = dr_error_at(DR_ERR_IO, out, 0, "write failed");
+        free(s);
+    }
+    if (rc) {
+        dr_afile_abort(&af);
+        return rc;
+    }
+    return dr_afile_commit(&af);
+}
+
+/* one epoch-bounded SFT run from `model` on the trajectory files */
+static int sft_step(pl_run *p, const char *label, const char *model, const char *outname, double lr,
+                    char trajs[][PL_PATH], int n) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH], data[PL_PATH], metrics[PL_PATH], name[64];
+    pl_path(p, outname, out);
+    pl_key k;
+    pl_key_init(&k, outname);
+    pl_key_add(&k, "sft lr %.17g batch %d max_len %d epochs %d max_steps %d seed 1 cosine clip 1\n", lr, b->sft_batch,
+               b->sft_max_len, b->sft_epochs, b->sft_max_steps);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, model))) return rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = pl_key_input(&k, trajs[i]))) return rc;
+    if ((rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
+    if (reuse) return DR_OK;
+    if (n > 1) {
+        snprintf(name, sizeof name, "traj_%s.jsonl", label);
+        pl_path(p, name, data);
+        if ((rc = concat_files(data, trajs, n))) return rc;
+    } else {
+        snprintf(data, sizeof data, "%s", trajs[0]);
+    }
+    snprintf(name, sizeof name, "%s.metrics.jsonl", label);
+    pl_path(p, name, metrics);
+    llm_sft_run_opts o;
+    llm_sft_run_opts_default(&o);
+    o.model = model, o.data = data, o.out = out, o.lr = (float)lr, o.batch = b->sft_batch, o.max_len = b->sft_max_len;
+    o.epochs = b->sft_epochs, o.max_steps = b->sft_max_steps, o.seed = 1, o.metrics = metrics;
+    o.progress = p->o->progress;
+    llm_sft_run_result r;
+    if ((rc = llm_sft_run(&o, &r))) return rc;
+    return pl_step_commit(p, out);
+}
+
+int pl_stage_sft(pl_run *p) {
+    const pipeline_budget *b = p->b;
+    char (*trajs)[PL_PATH] = dr_calloc(PIPELINE_MAX_SEEDS, PL_PATH);
+    if (!trajs) return dr_error_code();
+    char tiny0[PL_PATH], tiny1[PL_PATH], name[64];
+    pl_path(p, "tiny0.gguf", tiny0);
+    int ns = b->n_synth_seeds, rc = DR_OK;
+    for (int i = 0; i < ns; i++) {
+        snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[i]);
+        pl_path(p, name, trajs[i]);
+    }
+    /* run 1: all seeds but the last; with one seed, run 2 alone from the initial model */
+    if (ns > 1) {
+        pl_path(p, "tiny_sft1.gguf", tiny1);
+        rc = sft_step(p, "sft1", tiny0, "tiny_sft1.gguf", b->sft_lr1, trajs, ns - 1);
+    } else {
+        snprintf(tiny1, sizeof tiny1, "%s", tiny0);
+    }
+    /* run 2: fresh trajectories (the last seed) at a lower rate */
+    if (!rc) rc = sft_step(p, "sft2", tiny1, "tiny_sft.gguf", b->sft_lr2, trajs + ns - 1, 1);
+    /* the rerank baseline's model: run 2 again on the last seed written partly in the rerank
+     * form, so the baseline is measured with a model that has seen its prompt shape */
+    if (!rc && b->rerank_warm > 0) {
+        snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", b->synth_seeds[ns - 1]);
+        pl_path(p, name, trajs[0]);
+        rc = sft_step(p, "sft2_rerank", tiny1, "tiny_sft_rerank.gguf", b->sft_lr2, trajs, 1);
+    }
+    free(trajs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ RL */
+static void on_rl_step(void *ctx, const rl_step_stats *s) {
+    /* after step 2 the checkpoint of step 1 is committed: a kill here tests --resume */
+    if (s->step >= 2) pl_kill_point(ctx);
+}
+
+static int stage_rl(pl_run *p, int stage) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH], in[PL_PATH], trm[PL_PATH];
+    pl_path(p, stage == 1 ? "policy1.gguf" : "policy2.gguf", out);
+    pl_path(p, stage == 1 ? "tiny_sft.gguf" : "policy1.gguf", in);
+    pl_path(p, "trm.gguf", trm);
+    int steps = stage == 1 ? b->rl1_steps : b->rl2_steps;
+    double lr = stage == 1 ? b->rl_lr1 : b->rl_lr2;
+    double ptemp = stage == 1 ? b->rl_probe_temp1 : b->rl_probe_temp2;
+    int psamples = stage == 1 ? b->rl_probe_samples1 : b->rl_probe_samples2;
+    pl_key k;
+    pl_key_init(&k, stage == 1 ? "policy1.gguf" : "policy2.gguf");
+    pl_key_add(&k,
+               "rl stage %d steps %d prompts %d samples %d lr %.17g updates %d micro %d select_k %d seed 1 probe %d "
+               "probe_temp %.17g probe_samples %d ctx %d max_hist %d tool_k %d max_tokens %d\n",
+               stage, steps, b->rl_prompts, b->rl_samples, lr, b->rl_updates, b->rl_micro, b->rl_select_k, b->rl_probe,
+               ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (rc = pl_key_input(&k, in)) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
+    if (reuse) return DR_OK;
+    char ck[PL_PATH + 32];
+    snprintf(ck, sizeof ck, "%.*s.ckpt.json", (int)(strlen(out) - 5), out);
+    if (!resume) remove(ck); /* an earlier attempt's checkpoint: start over */
+    else if (dr_file_exists(ck)) p->info->resumed = 1;
+    rl_opts o;
+    rl_opts_default(&o, stage);
+    o.steps = steps, o.prompts = b->rl_prompts, o.samples = b->rl_samples, o.lr = (float)lr, o.updates = b->rl_updates;
+    o.micro = b->rl_micro, o.seed = 1, o.select_k = b->rl_select_k;
+    o.probe_users = b->rl_probe, o.probe_temperature = (float)ptemp, o.probe_samples = psamples;
+    o.max_ctx = b->ctx, o.max_hist = b->max_hist, o.tool_k = b->tool_k, o.max_turn_tokens = b->max_tokens;
+    o.resume = resume;
+    o.out = out;
+    o.llm_path = in;
+    o.progress = p->o->progress;
+    o.on_step = on_rl_step;
+    o.on_step_ctx = p;
+    trm_model *tm = NULL;
+    llm_model *lm = NULL;
+    if ((rc = trm_load(&tm, trm)) || (rc = llm_model_load(&lm, in))) goto out;
+    rl_env env = {&p->d, tm, lm, NULL};
+    rl_result r;
+    if ((rc = rl_train(&env, &o, &r))) goto out;
+    rc = pl_step_commit(p, out);
+out:
+    llm_model_free(lm);
+    trm_model_free(tm);
+    return rc;
+}
+
+int pl_stage_rl1(pl_run *p) { return stage_rl(p, 1); }
+int pl_stage_rl2(pl_run *p) { return stage_rl(p, 2); }
+
+/* ------------------------------------------------------------------ evaluation */
+/* validation metrics of a TRM (picks the best TRM of the table) */
+static int valid_step(pl_run *p, const char *trm_name, const char *outname) {
+    char out[PL_PATH], trm[PL_PATH];
+    pl_path(p, outname, out);
+    pl_path(p, trm_name, trm);
+    pl_key k;
+    pl_key_init(&k, outname);
+    pl_key_add(&k, "trm valid split, history masked, empty preference\n");
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
+    if (reuse) return DR_OK;
+    trm_model *m = NULL;
+    dr_metrics_mean mm;
+    if ((rc = trm_load(&m, trm)) || (rc = trm_evaluate(m, &p->d, 0, 1, 0, &mm))) {
+        trm_model_free(m);
+        return rc;
+    }
+    trm_model_free(m);
+    json_t *j = dr_metrics_mean_json(&mm);
+    rc = dr_json_write_file(out, j);
+    json_decref(j);
+    return rc ? rc : pl_step_commit(p, out);
+}
+
+static int eval_step(pl_run *p, const pl_row *row) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH], trm[PL_PATH], llm[PL_PATH], name[64];
+    snprintf(name, sizeof name, "eval_%s.json", row->id);
+    pl_path(p, name, out);
+    pl_path(p, row->trm, trm);
+    if (row->llm) pl_path(p, row->llm, llm);
+    int mode = eval_mode_from_name(row->mode);
+    if (mode < 0) return dr_error(DR_ERR_INTERNAL, "pipeline: no eval mode %s", row->mode);
+    pl_key k;
+    pl_key_init(&k, name);
+    pl_key_add(&k, "eval mode %s users %d seed 1 temp 0 max_hist %d tool_k %d max_tokens %d ctx %d batch %d\n", row->mode,
+               b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (row->llm && (rc = pl_key_input(&k, llm))) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
+    if (reuse) return DR_OK;
+    trm_model *tm = NULL;
+    llm_model *lm = NULL;
+    if ((rc = pl_catalog(p)) || (rc = trm_load(&tm, trm)) || (row->llm && (rc = llm_model_load(&lm, llm)))) goto out;
+    eval_opts eo;
+    eval_opts_default(&eo);
+    eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.tool_k = b->tool_k;
+    eo.max_hist = b->max_hist, eo.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
+    eo.progress = p->o->progress;
+    eval_inputs in = {&p->d, p->cat, tm, lm, NULL};
+    eval_result r;
+    if ((rc = eval_run(&in, &eo, &r))) goto out;
+    json_t *j = eval_result_json(&r);
+    json_object_set_new(j, "trm", json_string(row->trm));
+    json_object_set_new(j, "llm", row->llm ? json_string(row->llm) : json_null());
+    rc = dr_json_write_file(out, j);
+    json_decref(j);
+    if (!rc) rc = pl_step_commit(p, out);
+out:
+    llm_model_free(lm);
+    trm_model_free(tm);
+    return rc;
+}
+
+int pl_stage_eval(pl_run *p) {
+    int rc;
+    if ((rc = valid_step(p, "sasrec.gguf", "valid_sasrec.json")) || (rc = valid_step(p, "trm.gguf", "valid_trm.json")))
+        return rc;
+    pl_row rows[16];
+    int n = pl_rows(p, rows, 16);
+    for (int i = 0; i < n; i++)
+        if ((rc = eval_step(p, &rows[i]))) return rc;
+    return DR_OK;
+}
