@@ -109,6 +109,7 @@ typedef struct eval_opts {
     int batch;             /* model slots = sequences decoded together (16) */
     int chunk;             /* users per agent_rollout call (0: max(256, 4 x batch)) */
     FILE *progress;        /* progress sink (stderr in the CLI) or NULL */
+    int constrain_titles;  /* agent_rollout_opts.constrain_titles for deeprec / rerank (1) */
 } eval_opts;
 void eval_opts_default(eval_opts *o);
 

@@ -147,7 +147,7 @@ static int cmd_sft(int argc, char **argv) {
                     lens[b] = e->len;
                     tokens += e->len;
                 }
-                llm_batch bb = {nb, bt, tok, lens, NULL, mask};
+                llm_batch bb = {nb, bt, tok, lens, NULL, mask, NULL, NULL, NULL};
                 double ce, w;
                 if ((rc = llm_train_sft(t, &bb, (float)wtot, &ce, &w))) goto fail;
                 ce_step += ce, w_step += w;

@@ -82,7 +82,7 @@ TEST(agent_llm_adapter_logprobs_fork_append) {
         for (int step = 0; step < 6; step++) {
             int32_t t[2];
             float l[2];
-            CHECK_OK(am.decode(am.ctx, slots, 2, t, l));
+            CHECK_OK(am.decode(am.ctx, slots, 2, NULL, t, l));
             for (int k = 0; k < 2; k++) {
                 CHECK(l[k] <= 0);
                 seq[k][n[k]] = t[k];
