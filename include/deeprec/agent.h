@@ -340,6 +340,14 @@ typedef struct agent_synth_opts {
      * exactly as agent_rollout writes a forced call ("<think>" + the call + its result, all
      * one masked span), then the reasoning and the answer from that call alone. */
     const char *forced_preference;
+    /* The outcome-aware warm start (rl_warmstart_synth) varies these per candidate: */
+    int varied;          /* 1: preferences drawn from a wider pool (SYNTH_KIND_*: dominant, recent, pair,
+                            last item, aspects of the TRM's own top items, a less frequent aspect, the
+                            dominant one alone), each call introduced by a sentence naming its kind;
+                            0: the classic three (dominant, recent, pair) in that order */
+    int n_calls;         /* 1..3 calls (0: drawn from seed) */
+    int32_t target;      /* > 0: the known next item (training positions only): when retrieved it is
+                            put first in the answer, the rest keep the fusion order */
 } agent_synth_opts;
 
 /* One trajectory: the prompt and a completion with the tool results of `tool` inserted
@@ -351,6 +359,8 @@ typedef struct agent_synth_traj {
     int64_t (*tool_spans)[2];
     int n_spans;
     int n_calls;
+    int32_t answer[AGENT_N_REC]; /* the ids of the answer lines, in order */
+    int target_retrieved;        /* opts.target was among the retrieved items */
 } agent_synth_traj;
 void agent_synth_traj_free(agent_synth_traj *t);
 

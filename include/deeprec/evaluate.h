@@ -12,7 +12,17 @@
  *            ends the episode as many_recall);
  *   direct   the LLM recommends 10 titles without the tool (the direct-baseline prompt,
  *            agent_prompt_instructions_direct); a tool call it still makes fails
- *            (recall_error).
+ *            (recall_error);
+ *   teacher  the warm-start teacher's own list: agent_synth_one on the test history with the
+ *            TRM tool (eval_opts.synth, or zero options + chat / max_hist / tool_k), its
+ *            answer resolved as the agent's (agent_answer_parse + agent_resolve_line); no LLM.
+ *            The teacher's seed per user is dr_rng_u64(dr_rng_split(seed, user)) with seed =
+ *            synth->seed (or eval_opts.seed). A user it cannot serve (DR_ERR_RANGE: fewer
+ *            than 10 new items retrieved; DR_ERR_FORMAT) is a miss.
+ *
+ * The TRM may be the preference model or a plain SASRec checkpoint; SASRec ignores the
+ * preference text (trm_user_vector), so trm mode is the same for both and the tool-calling
+ * modes then retrieve by history alone.
  *
  * Users (documented selection): every user with a test target (>= 3 interactions), in
  * dataset order, shuffled with dr_rng seeded by `seed` (dr_rng_shuffle_i32); the first
@@ -27,7 +37,14 @@
  *             then the token-overlap fallback among the episode's retrieved items);
  *   substring the paper's rule: the line contains the target's normalised title.
  * For trm, list entries are item ids: exact = id match, substring = the target's title is a
- * substring of the listed item's title. */
+ * substring of the listed item's title.
+ *
+ * Uncertainty (eval_result.ci, eval_paired): every metric is also a value per USER (the mean
+ * over that user's episodes), so users are the unit of resampling. The 95% interval is the
+ * percentile bootstrap (eval_bootstrap) over B resamples of the users, drawn from one seed: the
+ * same resampled user sets for every metric, rule and mode, which makes paired differences
+ * (mode minus reference, user by user; the users are selected alike for every mode) a joint
+ * resampling of the users. */
 #ifndef DEEPREC_EVALUATE_H
 #define DEEPREC_EVALUATE_H
 
@@ -42,10 +59,10 @@ struct llm_model;
 struct tokenizer;
 struct json_t;
 
-enum eval_mode { EVAL_DEEPREC = 0, EVAL_TRM, EVAL_RERANK, EVAL_DIRECT, EVAL_N_MODES };
-const char *eval_mode_name(int mode);        /* "deeprec", "trm", "rerank", "direct" */
+enum eval_mode { EVAL_DEEPREC = 0, EVAL_TRM, EVAL_RERANK, EVAL_DIRECT, EVAL_TEACHER, EVAL_N_MODES };
+const char *eval_mode_name(int mode);        /* "deeprec", "trm", "rerank", "direct", "teacher" */
 int eval_mode_from_name(const char *name);   /* -1 if unknown */
-int eval_mode_uses_llm(int mode);            /* all but trm */
+int eval_mode_uses_llm(int mode);            /* all but trm and teacher */
 
 /* ---------------------------------------------------------------- accumulation */
 enum eval_rule { EVAL_RULE_EXACT = 0, EVAL_RULE_SUBSTR = 1, EVAL_N_RULES };
@@ -73,6 +90,25 @@ void eval_acc_add_ranks(eval_acc *a, int rank_exact, int rank_substr);
 void eval_acc_add_episode(eval_acc *a, const agent_episode *e);
 void eval_acc_merge(eval_acc *a, const eval_acc *b);
 
+/* ---------------------------------------------------------------- per-user metrics */
+enum eval_metric { EVAL_M_R1 = 0, EVAL_M_R5, EVAL_M_R10, EVAL_M_NDCG5, EVAL_M_NDCG10, EVAL_M_MRR, EVAL_N_METRICS };
+const char *eval_metric_name(int metric); /* "recall@1" .. "mrr" (the JSON keys) */
+/* The value of one metric for one episode whose target sits at 0-based `rank` of the top-10
+ * (-1 or >= AGENT_N_REC: a miss, 0). */
+double eval_metric_value(int metric, int rank);
+
+/* A mean with its 95% interval (lo = hi = mean when no bootstrap was run). */
+typedef struct eval_ci {
+    double mean, lo, hi;
+} eval_ci;
+
+/* Percentile bootstrap of the mean of x[n]: B resamples of n values drawn with replacement
+ * (index = dr_rng_below(rng, n), resample by resample, value by value, rng = dr_rng_seed(seed));
+ * lo / hi are the 2.5% / 97.5% quantiles of the B resample means, sorted, interpolated
+ * linearly between order statistics (position q * (B - 1), 0-based). B = 0 or n = 0: lo = hi =
+ * mean (0 when n = 0). The same (n, B, seed) gives the same resamples for any x. */
+int eval_bootstrap(const double *x, int64_t n, int B, uint64_t seed, eval_ci *out);
+
 /* ---------------------------------------------------------------- results */
 typedef struct eval_result {
     int mode;
@@ -87,9 +123,32 @@ typedef struct eval_result {
     double mean_tool_calls;       /* llm only */
     double mean_gen_tokens;       /* llm only */
     double seconds, seconds_per_user;
+    /* Per-episode scores (eval_run; NULL from eval_acc_finish), owned: eval_result_free.
+     * Episode e belongs to users[e / samples] (sample e % samples). */
+    int32_t *users;               /* [n_users] evaluated user ids, in selection order */
+    int *rank[EVAL_N_RULES];      /* [n_episodes] 0-based rank of the target in the list, -1 = miss */
+    int bootstrap;                /* resamples behind ci (0: none) */
+    eval_ci ci[EVAL_N_RULES][EVAL_N_METRICS]; /* over users; index with enum eval_metric */
 } eval_result;
-/* Means from the sums (zeros when empty). */
+/* Means from the sums (zeros when empty); no per-episode scores, ci = the means. */
 void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, double seconds, eval_result *r);
+void eval_result_free(eval_result *r); /* the owned arrays; the struct can be reused */
+
+/* x[n_users] = each user's mean of `metric` over its episodes (needs the per-episode scores). */
+int eval_user_values(const eval_result *r, int rule, int metric, double *x);
+/* r->ci of every rule and metric from the per-user values: B resamples from `seed`. */
+int eval_result_bootstrap(eval_result *r, int B, uint64_t seed);
+
+/* Paired difference of two results on the same users: per user, a's value minus ref's,
+ * its mean and 95% bootstrap interval (eval_bootstrap over the differences). The users must
+ * be the same, in the same order (else DR_ERR_ARG); samples may differ. */
+typedef struct eval_paired {
+    int mode, ref;
+    int64_t n_users;
+    int bootstrap;
+    eval_ci diff[EVAL_N_RULES][EVAL_N_METRICS];
+} eval_paired;
+int eval_paired_diff(const eval_result *a, const eval_result *ref, int B, uint64_t seed, eval_paired *out);
 
 /* ---------------------------------------------------------------- running */
 typedef struct eval_opts {
@@ -108,6 +167,11 @@ typedef struct eval_opts {
     int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
     int batch;             /* model slots = sequences decoded together (16) */
     int chunk;             /* users per agent_rollout call (0: max(256, 4 x batch)) */
+    int bootstrap;         /* resamples of the 95% intervals (1000; 0 = none) */
+    uint64_t bootstrap_seed; /* their seed (1) */
+    /* teacher: NULL = zero options + chat, max_hist, tool_k and seed from here; else used as
+     * given (its seed is the base of the per-user seeds) */
+    const agent_synth_opts *synth;
     FILE *progress;        /* progress sink (stderr in the CLI) or NULL */
     int constrain_titles;  /* agent_rollout_opts.constrain_titles for deeprec / rerank (1) */
 } eval_opts;
@@ -136,14 +200,29 @@ int eval_history_preference(const agent_catalog *c, const int32_t *hist, int64_t
 int eval_trm_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist, int32_t target,
                  int *rank_exact, int *rank_substr);
 
+/* The teacher for one history: 0-based ranks of target in agent_synth_one's answer under both
+ * rules (-1 = missed; also when synth gives DR_ERR_RANGE / DR_ERR_FORMAT, error cleared).
+ * o->seed is used as is (eval_run derives it per user). */
+int eval_teacher_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
+                     int32_t target, const agent_synth_opts *o, int *rank_exact, int *rank_substr);
+
 /* Evaluate o->mode on the selected test users. Episodes of the LLM modes go through
- * agent_rollout in chunks of o->chunk users with o->batch model slots. */
+ * agent_rollout in chunks of o->chunk users with o->batch model slots. *r owns the
+ * per-episode scores (eval_result_free, also after an error). */
 int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r);
 
 /* ---------------------------------------------------------------- reports */
 /* A table (rows = results x rules, then an outcome/cost table) for a terminal. */
 void eval_report_table(const eval_result *r, int n, FILE *out);
-/* JSON object of one result (LLM-only fields null for trm). New reference. */
+/* Paired differences against p->ref, one row per (mode, metric), for a terminal. */
+void eval_report_paired(const eval_paired *p, int n, FILE *out);
+/* JSON object of one result (LLM-only fields null for trm and teacher). New reference.
+ * "metrics": {"exact": {"recall@1": mean, ...}, "substring": {...}} (plain means) and
+ * "metrics_ci": {"exact": {"recall@1": {"mean", "lo", "hi"}, ...}, "substring": {...}},
+ * "bootstrap": {"resamples": B, "level": 0.95}. */
 struct json_t *eval_result_json(const eval_result *r);
+/* {"ref": mode, "users": n, "resamples": B, "exact": {"recall@1": {"mean", "lo", "hi"}, ...},
+ *  "substring": {...}}. New reference. */
+struct json_t *eval_paired_json(const eval_paired *p);
 
 #endif

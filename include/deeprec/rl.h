@@ -263,6 +263,54 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res);
  * k <= 0: all such users. users: heap array of user ids (may be NULL when *n == 0). */
 int rl_select_users(const struct dr_dataset *d, struct trm_model *m, int k, int32_t **users, int *n);
 
+/* ---------------------------------------------------------------- outcome-aware warm start
+ * The TRM-based rollout done offline (issue 12): for each of `positions` training positions of
+ * every training user (prefix train[:j], target train[j]; the validation and test items are
+ * never a target), draw `best_of` candidate trajectories with agent_synth_one (varied
+ * preference kinds and numbers of calls, one seed each), score each with the stage-2 reward of
+ * DESIGN §7 against the known next item (exactly as RL scores an episode) and keep the best
+ * (rl_best_of). order_by_target: the candidates' final lists put the target first when it was
+ * retrieved (the known next item may order a training list). The kept trajectories are written
+ * as agent synth's JSON lines. */
+typedef struct rl_warmstart_opts {
+    agent_synth_opts synth;  /* chat, max_hist, tool_k; varied (1 recommended); seed = base seed */
+    int positions;           /* training positions per user (1: the last train item only) */
+    int best_of;             /* candidates per position (1: no selection) */
+    int order_by_target;     /* see above */
+    int min_prefix;          /* shortest prefix used (2) */
+    int users;               /* training users (0 = all; else the first N of a seeded shuffle) */
+    FILE *progress;
+} rl_warmstart_opts;
+void rl_warmstart_opts_default(rl_warmstart_opts *o);
+
+typedef struct rl_warmstart_stats {
+    int64_t written, skipped;     /* trajectories kept / positions without a valid candidate */
+    double mean_reward;           /* stage-2 reward of the kept trajectories */
+    double mean_first_reward;     /* ... of the first candidate (what best-of-1 would keep) */
+    double hit_rate;              /* target in the kept answer */
+    double retrieved_rate;        /* target among the kept trajectory's retrieved items */
+    double mean_calls;
+    double seconds;
+} rl_warmstart_stats;
+
+/* Index of the highest reward in r[0..n) (ties: the first); -1 when n <= 0. NaN never wins. */
+int rl_best_of(const double *r, int n);
+/* Stage-2 reward of one synth trajectory against `target`, scored through a finished episode
+ * exactly as the RL trainer scores rollouts. */
+int rl_warmstart_score(rl_reward_ctx *rc, const agent_catalog *c, const agent_synth_traj *t, int32_t target,
+                       rl_reward *out);
+/* Best of n candidates for one position: agent_synth_one(hist[0..n_prefix), base with seed =
+ * seeds[k] and target = target) scored by rl_warmstart_score; rewards[k] gets each total (NaN when
+ * the candidate could not be built: too few items, an odd title). *best gets the highest-reward
+ * trajectory (ties: the earlier) and *best_index its index (-1 when no candidate was built:
+ * *best empty). The target also orders each candidate's list (agent_synth_opts.target); pass
+ * 0 to score lists that were not ordered by it. */
+int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
+                      int64_t n_prefix, int32_t target, const agent_synth_opts *base, const uint64_t *seeds, int n,
+                      agent_synth_traj *best, double *rewards, int *best_index);
+int rl_warmstart_synth(const struct dr_dataset *d, struct trm_model *trm, const agent_catalog *c,
+                       const rl_warmstart_opts *o, const char *out_path, rl_warmstart_stats *st);
+
 /* ---------------------------------------------------------------- reward curve
  * A polyline SVG with axes: mean reward per step, one polyline per stage (stage 1 first, then
  * stage 2 continuing on the x axis). Reads JSON lines with "stage", "step", "reward"; when a

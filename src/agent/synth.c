@@ -153,6 +153,42 @@ static int cmp_cand(const void *x, const void *y) {
     return a->first - b->first;
 }
 
+/* The kinds of preference of the varied pool. Each call of a varied trajectory is introduced
+ * by its kind's sentence, so a student can learn which kind it is writing and when. */
+enum synth_kind {
+    SYNTH_KIND_DOMINANT = 0, /* the two most frequent aspects of the shown history */
+    SYNTH_KIND_RECENT,       /* the two of the last three items */
+    SYNTH_KIND_PAIR,         /* the most frequent pair inside one item */
+    SYNTH_KIND_LAST,         /* the aspects of the last item */
+    SYNTH_KIND_TOP,          /* what the previous call's top three share (a refinement) */
+    SYNTH_KIND_MINOR,        /* a less frequent aspect of the history */
+    SYNTH_KIND_DOMINANT1,    /* the most frequent aspect alone */
+    SYNTH_N_KINDS
+};
+static const char *const kind_lead[SYNTH_N_KINDS] = {
+    "First the main taste.\n",
+    "Now the recent interest.\n",
+    "Now a combination inside one item.\n",
+    "Now what the last item was about.\n",
+    "Refining on what the best results share.\n",
+    "Now a side interest from the history.\n",
+    "Now the single strongest aspect.\n",
+};
+
+/* The dominant two aspects of items[0..n) (at most 2, "a; b"), into out. */
+static int top_aspects_pref(const agent_catalog *c, const int32_t *items, int n, int use_cats, char *out,
+                            size_t cap) {
+    aspects s = {0};
+    int rc = DR_OK;
+    for (int i = 0; i < n && !rc; i++) rc = item_aspects(c, items[i], use_cats, &s, i);
+    if (!rc) {
+        qsort(s.a, (size_t)s.n, sizeof(aspect), cmp_aspect);
+        join2(&s, out, cap);
+    }
+    aspects_free(&s);
+    return rc;
+}
+
 int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
                     const agent_synth_opts *o, agent_synth_traj *out) {
     memset(out, 0, sizeof *out);
@@ -191,12 +227,57 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     snprintf(cand_prefs[2], sizeof cand_prefs[2], "%s", pair);
     if (!cand_prefs[0][0]) snprintf(cand_prefs[0], sizeof cand_prefs[0], "popular; well liked");
     int want = 1 + (int)dr_rng_below(&rng, 3);
+    if (o->n_calls > 0) want = o->n_calls < 3 ? o->n_calls : 3;
     int forced = o->forced_preference != NULL;
+    int varied = o->varied && !forced;
+    int kinds[3] = {0, 0, 0};
+    if (varied) {
+        /* distinct kinds in a seeded order; the refinement (TOP) needs a previous result */
+        int pool[SYNTH_N_KINDS], n_pool = 0;
+        for (int kd = 0; kd < SYNTH_N_KINDS; kd++) pool[n_pool++] = kd;
+        for (int i = n_pool - 1; i > 0; i--) {
+            int j = (int)dr_rng_below(&rng, (uint64_t)i + 1), t = pool[i];
+            pool[i] = pool[j];
+            pool[j] = t;
+        }
+        int used = 0;
+        for (int i = 0; i < n_pool && n_prefs < want; i++) {
+            if (pool[i] == SYNTH_KIND_TOP && n_prefs == 0) continue;
+            kinds[n_prefs++] = pool[i];
+            used |= 1 << pool[i];
+        }
+        if (n_prefs < want && !(used & (1 << SYNTH_KIND_TOP))) kinds[n_prefs++] = SYNTH_KIND_TOP;
+        char minor[300] = "";
+        if (dom.n > 2) {
+            int m = 2 + (int)dr_rng_below(&rng, (uint64_t)(dom.n - 2));
+            snprintf(minor, sizeof minor, "%s", dom.a[m].name);
+        }
+        for (int p = 0; p < n_prefs; p++) {
+            char *dst = prefs[p];
+            dst[0] = 0;
+            switch (kinds[p]) {
+            case SYNTH_KIND_DOMINANT: snprintf(dst, sizeof prefs[p], "%s", cand_prefs[0]); break;
+            case SYNTH_KIND_RECENT: snprintf(dst, sizeof prefs[p], "%s", cand_prefs[1]); break;
+            case SYNTH_KIND_PAIR: snprintf(dst, sizeof prefs[p], "%s", cand_prefs[2]); break;
+            case SYNTH_KIND_LAST:
+                if (n_shown > 0 && (rc = top_aspects_pref(c, shown + n_shown - 1, 1, use_cats, dst, sizeof prefs[p])))
+                    goto done;
+                break;
+            case SYNTH_KIND_MINOR: snprintf(dst, sizeof prefs[p], "%s", minor); break;
+            case SYNTH_KIND_DOMINANT1:
+                if (dom.n) snprintf(dst, sizeof prefs[p], "%s", dom.a[0].name);
+                break;
+            default: break; /* TOP: filled from the previous result at call time */
+            }
+            /* an empty aspect would end the episode (preference_error): use the main taste */
+            if (kinds[p] != SYNTH_KIND_TOP && !dst[0]) snprintf(dst, sizeof prefs[p], "%s", cand_prefs[0]);
+        }
+    }
     if (forced) {
         snprintf(prefs[0], sizeof prefs[0], "%s", o->forced_preference);
         n_prefs = 1;
     }
-    for (int i = 0; i < 3 && n_prefs < want && !forced; i++) {
+    for (int i = 0; i < 3 && n_prefs < want && !forced && !varied; i++) {
         if (!cand_prefs[i][0]) continue;
         int dup = 0;
         for (int j = 0; j < n_prefs; j++) dup |= !strcmp(prefs[j], cand_prefs[i]);
@@ -227,9 +308,17 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                                          : " I will search for the main taste.\n");
     }
     static const char *const next_text[3] = {"", "Next, the recent interest.\n", "Now a combination inside one item.\n"};
-    int n_spans = 0;
+    int n_spans = 0, prev_n = 0;
     for (int p = 0; p < n_prefs; p++) {
-        if (p) {
+        if (varied) {
+            if (kinds[p] == SYNTH_KIND_TOP) {
+                /* the previous call's top three (ids still hold its result) */
+                if ((rc = top_aspects_pref(c, ids, prev_n < 3 ? prev_n : 3, use_cats, prefs[p], sizeof prefs[p])))
+                    goto done;
+                if (!prefs[p][0]) snprintf(prefs[p], sizeof prefs[p], "%s", cand_prefs[0]);
+            }
+            agent_buf_str(&comp, kind_lead[kinds[p]]);
+        } else if (p) {
             agent_buf_str(&comp, next_text[p < 3 ? p : 2]);
         }
         agent_buf_str(&comp, AGENT_TAG_PREF);
@@ -237,6 +326,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         agent_buf_str(&comp, AGENT_TAG_PREF_END);
         int n = 0;
         if ((rc = tool->retrieve(tool->ctx, hist, n_hist, prefs[p], k, ids, scores, &n))) goto done;
+        prev_n = n;
         if (n < 0 || n > k) {
             rc = dr_error(DR_ERR_INTERNAL, "synth: the tool returned %d items for k = %d", n, k);
             goto done;
@@ -280,10 +370,23 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         goto done;
     }
     qsort(cands, (size_t)n_cands, sizeof *cands, cmp_cand);
+    if (o->target > 0)
+        for (int i = 0; i < n_cands; i++)
+            if (cands[i].item == o->target) {
+                /* training only: the known next item first, the others keep their fusion order */
+                cand t = cands[i];
+                memmove(cands + 1, cands, (size_t)i * sizeof *cands);
+                cands[0] = t;
+                out->target_retrieved = 1;
+                break;
+            }
     agent_buf_printf(&comp, "I gathered %d items. Those found by several searches and near the top of a list come first.\n",
                      n_cands);
     agent_buf_str(&comp, AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n");
-    for (int i = 0; i < AGENT_N_REC; i++) agent_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));
+    for (int i = 0; i < AGENT_N_REC; i++) {
+        agent_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));
+        out->answer[i] = cands[i].item;
+    }
     agent_buf_str(&comp, AGENT_TAG_ANSWER_END);
     if (comp.err) {
         rc = DR_ERR_NOMEM;

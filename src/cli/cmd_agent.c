@@ -4,6 +4,7 @@
 #include "deeprec/data.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
+#include "deeprec/rl.h"
 #include "deeprec/tokenizer.h"
 #include "deeprec/trm.h"
 #include <jansson.h>
@@ -23,7 +24,15 @@ static int cmd_synth(int argc, char **argv) {
     int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
     int64_t seed = 1;
     double rerank_share = 0.0;
+    int best_of = 0, positions = 1, varied = 0, order_by_target = 1, n_calls = 0;
     cli_opt opts[] = {
+        {"--best-of", CLI_INT, &best_of,
+         "outcome-aware warm start: keep the best of N candidates per training position by the stage-2 reward (0 = off)"},
+        {"--positions", CLI_INT, &positions, "with --best-of: training positions per user (1 = the last train item)"},
+        {"--varied", CLI_FLAG, &varied, "draw preferences from the wider pool of kinds (docs/warmstart.md)"},
+        {"--order-by-target", CLI_INT, &order_by_target,
+         "with --best-of: 1 puts the known next item first in the answer when retrieved (1)"},
+        {"--calls", CLI_INT, &n_calls, "tool calls per trajectory, 1..3 (0 = drawn)"},
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM checkpoint (.gguf)"},
         {"--out", CLI_STR, &out, "trajectories, JSON lines {prompt, completion, mask}"},
@@ -46,6 +55,10 @@ static int cmd_synth(int argc, char **argv) {
         return cli_usage_error("agent synth: --users >= 0, --tool-k >= %d, --max-hist >= 1", AGENT_N_REC);
     if (!(rerank_share >= 0.0 && rerank_share <= 1.0))
         return cli_usage_error("agent synth: --rerank-share must be in [0, 1]");
+    if (best_of < 0 || positions < 1 || n_calls < 0 || n_calls > 3)
+        return cli_usage_error("agent synth: --best-of >= 0, --positions >= 1, --calls in 0..3");
+    if (best_of > 0 && rerank_share > 0.0)
+        return cli_usage_error("agent synth: --rerank-share does not combine with --best-of");
     double t0 = dr_now();
     dr_dataset d;
     memset(&d, 0, sizeof d);
@@ -58,6 +71,41 @@ static int cmd_synth(int argc, char **argv) {
     if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
         (rc = agent_tool_trm_new(&tool, tm, 1)))
         goto fail;
+    if (best_of > 0) {
+        rl_warmstart_opts wo;
+        rl_warmstart_opts_default(&wo);
+        wo.synth.chat = chat;
+        wo.synth.max_hist = max_hist;
+        wo.synth.tool_k = tool_k;
+        wo.synth.varied = varied;
+        wo.synth.n_calls = n_calls;
+        wo.synth.seed = (uint64_t)seed;
+        wo.positions = positions;
+        wo.best_of = best_of;
+        wo.order_by_target = order_by_target != 0;
+        wo.users = users;
+        wo.progress = quiet || json ? NULL : stderr;
+        rl_warmstart_stats ws;
+        if ((rc = rl_warmstart_synth(&d, tm, cat, &wo, out, &ws))) goto fail;
+        if (json) {
+            print_json(json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", out, "written",
+                                 (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",
+                                 ws.mean_reward, "mean_first_reward", ws.mean_first_reward, "target_in_top10",
+                                 ws.hit_rate, "target_retrieved", ws.retrieved_rate, "mean_calls", ws.mean_calls,
+                                 "seconds", ws.seconds));
+        } else {
+            printf("agent synth (best of %d, %d positions per user): %lld trajectories -> %s (%lld positions "
+                   "skipped), stage-2 reward %.3f (first candidate %.3f), target in the top-10 %.1f%%, retrieved "
+                   "%.1f%%, %.2f tool calls each, %.1f s\n",
+                   best_of, positions, (long long)ws.written, out, (long long)ws.skipped, ws.mean_reward,
+                   ws.mean_first_reward, 100.0 * ws.hit_rate, 100.0 * ws.retrieved_rate, ws.mean_calls, ws.seconds);
+        }
+        agent_tool_trm_free(&tool);
+        agent_catalog_free(cat);
+        trm_model_free(tm);
+        dr_data_free(&d);
+        return 0;
+    }
     /* training users with at least two train items: history = train[:-1], target = train[-1] */
     order = dr_calloc((size_t)d.n_users + 1, sizeof *order);
     if (!order) {
@@ -82,7 +130,7 @@ static int cmd_synth(int argc, char **argv) {
         const int32_t *tr;
         int64_t n_tr = dr_data_train(&d, u, &tr);
         int32_t target = tr[n_tr - 1];
-        agent_synth_opts so = {chat, max_hist, tool_k, 0, NULL};
+        agent_synth_opts so = {.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls};
         dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
         so.seed = dr_rng_u64(&ur);
         char *forced = NULL;

@@ -11,7 +11,7 @@
 
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
-               *constrain = "on";
+               *paired = NULL, *constrain = "on";
     eval_opts eo;
     eval_opts_default(&eo);
     int chat = 0, json = 0, quiet = 0, threads = 0, max_turn = eo.max_turn_tokens, ctx = 0, top_k = 0;
@@ -19,12 +19,14 @@ static int cmd_eval(int argc, char **argv) {
     int64_t seed = 1;
     cli_opt opts[] = {
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
-        {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf); not needed for --mode direct"},
-        {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama); not needed for --mode trm"},
+        {"--trm", CLI_STR, &trm_path, "TRM (.gguf: pref model, or sasrec = no preference); not for --mode direct"},
+        {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama); not needed for --mode trm or teacher"},
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
-        {"--mode", CLI_STR, &modes, "deeprec | trm | rerank | direct, or a comma list (deeprec)"},
-        {"--users", CLI_INT, &eo.users, "test users (0 = all; the first N after a seeded shuffle)"},
-        {"--seed", CLI_I64, &seed, "user selection and sampling seed (1)"},
+        {"--mode", CLI_STR, &modes, "deeprec | trm | rerank | direct | teacher, or a comma list (deeprec)"},
+        {"--users", CLI_INT, &eo.users, "test users (0 = all, the default; N = the first N after a seeded shuffle)"},
+        {"--seed", CLI_I64, &seed, "user selection, sampling, teacher and bootstrap seed (1)"},
+        {"--bootstrap", CLI_INT, &eo.bootstrap, "resamples of users for the 95% intervals (1000; 0 = off)"},
+        {"--paired", CLI_STR, &paired, "MODE: per-user differences of every mode against MODE (one of --mode)"},
         {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
         {"--top-k", CLI_INT, &top_k, "sampling top-k (0 = off)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
@@ -42,8 +44,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
     int np = 0;
-    int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct "
-                      "[--users N] [--seed S] [--temp 0] [--samples 1] [--chat] [--tool-k 20] [--json]",
+    int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
+                      "[--users N] [--seed S] [--bootstrap 1000] [--paired MODE] [--temp 0] [--samples 1] [--chat] "
+                      "[--tool-k 20] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
@@ -57,8 +60,9 @@ static int cmd_eval(int argc, char **argv) {
             memcpy(name, p, len);
             name[len] = 0;
             int m = eval_mode_from_name(name);
-            if (m < 0) return cli_usage_error("--mode: unknown mode '%s' (deeprec, trm, rerank, direct)", name);
-            if (n_modes == EVAL_N_MODES) return cli_usage_error("--mode: too many modes");
+            if (m < 0) return cli_usage_error("--mode: unknown mode '%s' (deeprec, trm, rerank, direct, teacher)", name);
+            for (int i = 0; i < n_modes; i++)
+                if (mode_list[i] == m) return cli_usage_error("--mode: '%s' is listed twice", name);
             mode_list[n_modes++] = m;
             need_llm |= eval_mode_uses_llm(m);
             need_trm |= m != EVAL_DIRECT;
@@ -66,17 +70,25 @@ static int cmd_eval(int argc, char **argv) {
         }
         if (!n_modes) return cli_usage_error("--mode is empty");
     }
+    int ref = -1;
+    if (paired) {
+        int m = eval_mode_from_name(paired);
+        for (int i = 0; i < n_modes && m >= 0; i++)
+            if (mode_list[i] == m) ref = i;
+        if (ref < 0) return cli_usage_error("--paired %s: the reference must be one of the --mode list (%s)", paired, modes);
+    }
     if (!data_path) return cli_usage_error("eval needs --data");
     if (need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
     if (need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
     if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.max_hist < 1 || eo.max_calls < 1 || max_turn < 1 ||
-        ctx < 0 || eo.tool_k < AGENT_N_REC || temp < 0)
+        ctx < 0 || eo.tool_k < AGENT_N_REC || temp < 0 || eo.bootstrap < 0)
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --max-hist >= 1, --max-calls >= 1, "
-                               "--max-tokens >= 1, --ctx >= 0, --tool-k >= %d, --temp >= 0",
+                               "--max-tokens >= 1, --ctx >= 0, --tool-k >= %d, --temp >= 0, --bootstrap >= 0",
                                AGENT_N_REC);
     if ((eo.constrain_titles = cli_on_off(constrain)) < 0) return cli_usage_error("--constrain must be on or off");
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
+    eo.bootstrap_seed = (uint64_t)seed;
     eo.temperature = (float)temp;
     eo.top_k = top_k;
     eo.top_p = (float)top_p;
@@ -92,9 +104,14 @@ static int cmd_eval(int argc, char **argv) {
     tokenizer *tok = NULL;
     agent_catalog *cat = NULL;
     eval_result res[EVAL_N_MODES];
+    eval_paired pair[EVAL_N_MODES];
+    memset(res, 0, sizeof res);
     int rc;
     if ((rc = dr_data_load(&d, data_path)) || (rc = agent_catalog_build(&d, &cat))) goto fail;
     if (need_trm && (rc = trm_load(&tm, trm_path))) goto fail;
+    if (tm && trm_model_config(tm)->model == TRM_SASREC && !quiet && !json)
+        fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
+                        "(the preference text is ignored)\n", trm_path);
     if (need_llm && (rc = llm_model_load(&lm, llm_path))) goto fail;
     if (need_llm && tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if (need_llm && !tok && !lm->tok) {
@@ -111,14 +128,21 @@ static int cmd_eval(int argc, char **argv) {
             goto fail;
         }
     }
+    for (int i = 0; i < n_modes && ref >= 0; i++)
+        if ((rc = eval_paired_diff(&res[i], &res[ref], eo.bootstrap, eo.bootstrap_seed, &pair[i]))) goto fail;
     if (json) {
         json_t *j;
         if (n_modes == 1) {
             j = eval_result_json(&res[0]);
+            if (ref >= 0) json_object_set_new(j, "paired", eval_paired_json(&pair[0]));
         } else {
             j = json_object();
             json_t *a = json_object();
-            for (int i = 0; i < n_modes; i++) json_object_set_new(a, eval_mode_name(res[i].mode), eval_result_json(&res[i]));
+            for (int i = 0; i < n_modes; i++) {
+                json_t *m = eval_result_json(&res[i]);
+                if (ref >= 0) json_object_set_new(m, "paired", eval_paired_json(&pair[i]));
+                json_object_set_new(a, eval_mode_name(res[i].mode), m);
+            }
             json_object_set_new(j, "modes", a);
         }
         json_object_set_new(j, "data", json_string(data_path));
@@ -133,7 +157,9 @@ static int cmd_eval(int argc, char **argv) {
                "constrained titles %s)\n",
                data_path, (long long)seed, eo.constrain_titles ? "on" : "off");
         eval_report_table(res, n_modes, stdout);
+        if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
     }
+    for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
     tok_free(tok);
     llm_model_free(lm);
@@ -141,6 +167,7 @@ static int cmd_eval(int argc, char **argv) {
     dr_data_free(&d);
     return 0;
 fail:
+    for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
     tok_free(tok);
     llm_model_free(lm);
@@ -148,4 +175,4 @@ fail:
     dr_data_free(&d);
     return cli_fail();
 }
-CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct) on test users", cmd_eval)
+CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct, teacher) on test users, with 95% CIs", cmd_eval)

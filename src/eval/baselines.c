@@ -1,5 +1,5 @@
-/* Baselines of the evaluation: the fixed history preference of "rerank" and the
- * retriever-alone "trm" top-10. */
+/* Baselines of the evaluation: the fixed history preference of "rerank", the
+ * retriever-alone "trm" top-10 and the warm-start teacher's list ("teacher"). */
 #include "deeprec/evaluate.h"
 #include <ctype.h>
 #include <stdlib.h>
@@ -131,5 +131,28 @@ int eval_trm_one(const agent_catalog *c, const agent_tool *tool, const int32_t *
         if (*rank_exact < 0 && ids[i] == target) *rank_exact = i;
         if (*rank_substr < 0 && agent_line_mentions(c, agent_catalog_title(c, ids[i]), target)) *rank_substr = i;
     }
+    return DR_OK;
+}
+
+int eval_teacher_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
+                     int32_t target, const agent_synth_opts *o, int *rank_exact, int *rank_substr) {
+    *rank_exact = *rank_substr = -1;
+    agent_synth_traj t;
+    int rc = agent_synth_one(c, tool, hist, n_hist, o, &t);
+    if (rc == DR_ERR_RANGE || rc == DR_ERR_FORMAT) { /* the warm start skips such users; here a miss */
+        dr_error_clear();
+        return DR_OK;
+    }
+    if (rc) return rc;
+    agent_answer a;
+    rc = agent_answer_parse(t.completion, strlen(t.completion), &a);
+    agent_synth_traj_free(&t);
+    if (rc) return rc;
+    /* the lines are catalog titles: the exact step resolves them, no fallback list needed */
+    for (int i = 0; i < a.n_lines; i++) {
+        if (*rank_exact < 0 && agent_resolve_line(c, a.lines[i], NULL, 0, NULL) == target) *rank_exact = i;
+        if (*rank_substr < 0 && agent_line_mentions(c, a.lines[i], target)) *rank_substr = i;
+    }
+    agent_answer_free(&a);
     return DR_OK;
 }

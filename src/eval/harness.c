@@ -1,5 +1,5 @@
 /* The evaluation harness: user selection, metric accumulation over episodes, and the run
- * of one mode (deeprec / trm / rerank / direct) over the selected test users. */
+ * of one mode (deeprec / trm / rerank / direct / teacher) over the selected test users. */
 #include "deeprec/evaluate.h"
 #include "deeprec/data.h"
 #include "deeprec/llm.h"
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mode_names[EVAL_N_MODES] = {"deeprec", "trm", "rerank", "direct"};
+static const char *const mode_names[EVAL_N_MODES] = {"deeprec", "trm", "rerank", "direct", "teacher"};
 
 const char *eval_mode_name(int mode) { return mode >= 0 && mode < EVAL_N_MODES ? mode_names[mode] : "?"; }
 
@@ -18,7 +18,7 @@ int eval_mode_from_name(const char *name) {
     return -1;
 }
 
-int eval_mode_uses_llm(int mode) { return mode != EVAL_TRM; }
+int eval_mode_uses_llm(int mode) { return mode != EVAL_TRM && mode != EVAL_TEACHER; }
 
 /* ---------------------------------------------------------------- accumulation */
 void eval_acc_init(eval_acc *a) { memset(a, 0, sizeof *a); }
@@ -83,10 +83,25 @@ void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, 
         for (int k = 0; k < 2; k++) r->ndcg[q][k] = a->ndcg[q][k] / n;
         r->mrr[q] = a->mrr[q] / n;
     }
+    for (int q = 0; q < EVAL_N_RULES; q++) {
+        const double v[EVAL_N_METRICS] = {r->recall[q][0], r->recall[q][1], r->recall[q][2],
+                                          r->ndcg[q][0],   r->ndcg[q][1],   r->mrr[q]};
+        for (int m = 0; m < EVAL_N_METRICS; m++) r->ci[q][m] = (eval_ci){v[m], v[m], v[m]};
+    }
     r->format_valid_rate = (double)a->format_valid / n;
     r->with_call_rate = (double)a->with_call / n;
     r->mean_tool_calls = (double)a->tool_calls / n;
     r->mean_gen_tokens = (double)a->gen_tokens / n;
+}
+
+void eval_result_free(eval_result *r) {
+    if (!r) return;
+    free(r->users);
+    r->users = NULL;
+    for (int q = 0; q < EVAL_N_RULES; q++) {
+        free(r->rank[q]);
+        r->rank[q] = NULL;
+    }
 }
 
 /* ---------------------------------------------------------------- options, users */
@@ -101,6 +116,8 @@ void eval_opts_default(eval_opts *o) {
     o->max_turn_tokens = 1024;
     o->batch = 16;
     o->constrain_titles = 1;
+    o->bootstrap = 1000;
+    o->bootstrap_seed = 1;
 }
 
 int eval_select_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out) {
@@ -121,6 +138,28 @@ int eval_select_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users
 }
 
 /* ---------------------------------------------------------------- running */
+/* Where a run puts its episodes: the sums, and the ranks in episode order. */
+typedef struct sink {
+    eval_acc acc;
+    int *rank[EVAL_N_RULES];
+    int64_t n, cap;
+} sink;
+
+static void sink_ranks(sink *s, int rank_exact, int rank_substr) {
+    if (s->n >= s->cap) return; /* cannot happen: cap = users x samples */
+    s->rank[EVAL_RULE_EXACT][s->n] = rank_exact;
+    s->rank[EVAL_RULE_SUBSTR][s->n] = rank_substr;
+    s->n++;
+}
+
+/* The same ranks for each of the user's samples (trm and teacher are deterministic). */
+static void sink_user(sink *s, int samples, int rank_exact, int rank_substr) {
+    for (int g = 0; g < samples; g++) {
+        eval_acc_add_ranks(&s->acc, rank_exact, rank_substr);
+        sink_ranks(s, rank_exact, rank_substr);
+    }
+}
+
 /* The direct baseline has no tool: a call the model still makes fails (recall_error). */
 static int no_tool(void *ctx, const int32_t *hist, int64_t n_hist, const char *pref, int k, int32_t *items,
                    float *scores, int *n_out) {
@@ -128,7 +167,7 @@ static int no_tool(void *ctx, const int32_t *hist, int64_t n_hist, const char *p
     return dr_error(DR_ERR_UNSUPPORTED, "the direct baseline has no retrieval tool");
 }
 
-static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, eval_acc *acc) {
+static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
     agent_tool tool = {0};
     int rc = agent_tool_trm_new(&tool, in->trm, 1);
     if (rc) return rc;
@@ -140,7 +179,7 @@ static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *use
         int32_t target = dr_data_test(in->data, users[i], &hist, &n_hist);
         int re, rs;
         if ((rc = eval_trm_one(in->catalog, &tool, hist, n_hist, target, &re, &rs))) break;
-        for (int g = 0; g < (o->samples > 0 ? o->samples : 1); g++) eval_acc_add_ranks(acc, re, rs);
+        sink_user(out, o->samples > 0 ? o->samples : 1, re, rs);
         dr_progress_update(&p, i + 1);
     }
     dr_progress_finish(&p);
@@ -148,7 +187,41 @@ static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     return rc;
 }
 
-static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, eval_acc *acc) {
+static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
+    agent_synth_opts so = {0};
+    if (o->synth) {
+        so = *o->synth;
+    } else {
+        so.chat = o->chat;
+        so.max_hist = o->max_hist;
+        so.tool_k = o->tool_k;
+        so.seed = o->seed;
+    }
+    dr_rng base;
+    dr_rng_seed(&base, so.seed);
+    agent_tool tool = {0};
+    int rc = agent_tool_trm_new(&tool, in->trm, 1);
+    if (rc) return rc;
+    dr_progress p;
+    dr_progress_start(&p, o->progress, "eval teacher", n, "users");
+    for (int i = 0; i < n && !rc; i++) {
+        const int32_t *hist;
+        int64_t n_hist;
+        int32_t target = dr_data_test(in->data, users[i], &hist, &n_hist);
+        /* per user, not per position: the same user gets the same list in any selection */
+        dr_rng ur = dr_rng_split(&base, (uint64_t)users[i]);
+        so.seed = dr_rng_u64(&ur);
+        int re, rs;
+        if ((rc = eval_teacher_one(in->catalog, &tool, hist, n_hist, target, &so, &re, &rs))) break;
+        sink_user(out, o->samples > 0 ? o->samples : 1, re, rs);
+        dr_progress_update(&p, i + 1);
+    }
+    dr_progress_finish(&p);
+    agent_tool_trm_free(&tool);
+    return rc;
+}
+
+static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
     int G = o->samples > 0 ? o->samples : 1;
     int slots = o->batch > 0 ? o->batch : 16;
     if (slots < G) slots = G;
@@ -199,7 +272,12 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
         int m = n - b < chunk ? n - b : chunk;
         agent_episode *eps = NULL;
         if ((rc = agent_rollout(&model, &tool, in->catalog, req + b, m, &ro, &eps))) goto done;
-        for (int i = 0; i < m * G; i++) eval_acc_add_episode(acc, &eps[i]);
+        for (int i = 0; i < m * G; i++) {
+            /* request r's samples at [r G, (r + 1) G): the sink's episode order */
+            int fin = eps[i].outcome == AGENT_FINISHED;
+            eval_acc_add_episode(&out->acc, &eps[i]);
+            sink_ranks(out, fin ? eps[i].hit_rank : -1, fin ? eps[i].hit_rank_substr : -1);
+        }
         agent_episodes_free(eps, m * G);
     }
 done:
@@ -216,7 +294,9 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     memset(r, 0, sizeof *r);
     if (!in || !in->data || !in->catalog) return dr_error(DR_ERR_ARG, "eval_run: missing dataset or catalog");
     if (o->mode < 0 || o->mode >= EVAL_N_MODES) return dr_error(DR_ERR_ARG, "eval_run: unknown mode %d", o->mode);
-    if (o->mode == EVAL_TRM && !in->trm) return dr_error(DR_ERR_ARG, "eval trm: a TRM is needed (--trm)");
+    if ((o->mode == EVAL_TRM || o->mode == EVAL_TEACHER) && !in->trm)
+        return dr_error(DR_ERR_ARG, "eval %s: a TRM is needed (--trm)", eval_mode_name(o->mode));
+    if (o->bootstrap < 0) return dr_error(DR_ERR_ARG, "eval: bootstrap resamples must be >= 0, got %d", o->bootstrap);
     if (eval_mode_uses_llm(o->mode) && !in->llm)
         return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm)", eval_mode_name(o->mode));
     if (o->tool_k < AGENT_N_REC && o->mode != EVAL_TRM && o->mode != EVAL_DIRECT)
@@ -225,13 +305,31 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     int n;
     int rc = eval_select_users(in->data, o->users, o->seed, &users, &n);
     if (rc) return rc;
-    eval_acc acc;
-    eval_acc_init(&acc);
+    int G = o->samples > 0 ? o->samples : 1;
+    sink out = {0};
+    eval_acc_init(&out.acc);
+    out.cap = (int64_t)n * G;
+    for (int q = 0; q < EVAL_N_RULES; q++) out.rank[q] = dr_calloc((size_t)(out.cap > 0 ? out.cap : 1), sizeof(int));
+    if (!out.rank[EVAL_RULE_EXACT] || !out.rank[EVAL_RULE_SUBSTR]) {
+        rc = dr_error_code();
+        goto fail;
+    }
     double t0 = dr_now();
-    rc = o->mode == EVAL_TRM ? run_trm(in, o, users, n, &acc) : run_llm(in, o, users, n, &acc);
+    if (o->mode == EVAL_TRM) rc = run_trm(in, o, users, n, &out);
+    else if (o->mode == EVAL_TEACHER) rc = run_teacher(in, o, users, n, &out);
+    else rc = run_llm(in, o, users, n, &out);
     double secs = dr_now() - t0;
+    if (rc) goto fail;
+    if (out.n != out.cap) {
+        rc = dr_error(DR_ERR_INTERNAL, "eval: %lld episodes for %d users x %d samples", (long long)out.n, n, G);
+        goto fail;
+    }
+    eval_acc_finish(&out.acc, o->mode, n, G, secs, r);
+    r->users = users;
+    for (int q = 0; q < EVAL_N_RULES; q++) r->rank[q] = out.rank[q];
+    return eval_result_bootstrap(r, o->bootstrap, o->bootstrap_seed);
+fail:
     free(users);
-    if (rc) return rc;
-    eval_acc_finish(&acc, o->mode, n, o->samples > 0 ? o->samples : 1, secs, r);
-    return DR_OK;
+    for (int q = 0; q < EVAL_N_RULES; q++) free(out.rank[q]);
+    return rc;
 }

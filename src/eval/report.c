@@ -5,14 +5,33 @@
 
 static const char *const rule_names[EVAL_N_RULES] = {"exact", "substring"};
 
+static const char *const metric_labels[EVAL_N_METRICS] = {"R@1", "R@5", "R@10", "NDCG@5", "NDCG@10", "MRR@10"};
+
+/* "0.0374 [0.0290, 0.0461]", or the mean alone when no bootstrap ran. */
+static void fmt_ci(char *buf, size_t cap, const eval_ci *c, int B, int sign) {
+    if (B > 0)
+        snprintf(buf, cap, sign ? "%+.4f [%+.4f, %+.4f]" : "%.4f [%.4f, %.4f]", c->mean, c->lo, c->hi);
+    else
+        snprintf(buf, cap, sign ? "%+.4f" : "%.4f", c->mean);
+}
+
+/* One metric of one mode: the exact and the substring rule side by side. */
+static void put_row(FILE *out, int mode, int metric, int64_t users, const eval_ci ci[EVAL_N_RULES][EVAL_N_METRICS],
+                    int B, int sign) {
+    char ex[64], ss[64];
+    fmt_ci(ex, sizeof ex, &ci[EVAL_RULE_EXACT][metric], B, sign);
+    fmt_ci(ss, sizeof ss, &ci[EVAL_RULE_SUBSTR][metric], B, sign);
+    fprintf(out, "%-8s %-8s %6lld  %-27s  %s\n", eval_mode_name(mode), metric_labels[metric], (long long)users, ex, ss);
+}
+
 void eval_report_table(const eval_result *r, int n, FILE *out) {
-    fprintf(out, "%-8s %-9s %6s %8s %8s %8s %8s %8s %8s\n", "mode", "rule", "users", "R@1", "R@5", "R@10", "NDCG@5",
-            "NDCG@10", "MRR@10");
+    int B = n > 0 ? r[0].bootstrap : 0;
+    fprintf(out, "%-8s %-8s %6s  %-27s  %s\n", "mode", "metric", "users", B > 0 ? "exact [95% CI]" : "exact",
+            B > 0 ? "substring [95% CI]" : "substring");
     for (int i = 0; i < n; i++)
-        for (int q = 0; q < EVAL_N_RULES; q++)
-            fprintf(out, "%-8s %-9s %6lld %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f\n", eval_mode_name(r[i].mode),
-                    rule_names[q], (long long)r[i].n_users, r[i].recall[q][0], r[i].recall[q][1], r[i].recall[q][2],
-                    r[i].ndcg[q][0], r[i].ndcg[q][1], r[i].mrr[q]);
+        for (int m = 0; m < EVAL_N_METRICS; m++) put_row(out, r[i].mode, m, r[i].n_users, r[i].ci, r[i].bootstrap, 0);
+    if (B > 0)
+        fprintf(out, "(95%% percentile bootstrap over users, %d resamples)\n", B);
     fprintf(out, "\n%-8s %8s %6s %6s %6s %6s %6s %6s %8s %7s %8s %8s\n", "mode", "episodes", "fin", "many", "ctx",
             "pref", "shot", "recall", "fmt-ok", "calls", "gen-tok", "s/user");
     for (int i = 0; i < n; i++) {
@@ -29,6 +48,38 @@ void eval_report_table(const eval_result *r, int n, FILE *out) {
     }
     fprintf(out, "(outcomes: fin = finished, many = many_recall, ctx = context_too_long, pref = preference_error, "
                  "shot = shot_down, recall = recall_error; failures count as misses)\n");
+}
+
+void eval_report_paired(const eval_paired *p, int n, FILE *out) {
+    if (n <= 0) return;
+    fprintf(out, "\npaired difference against %s (per user, mode minus %s, same users)\n", eval_mode_name(p[0].ref),
+            eval_mode_name(p[0].ref));
+    fprintf(out, "%-8s %-8s %6s  %-27s  %s\n", "mode", "metric", "users", "exact [95% CI]", "substring [95% CI]");
+    for (int i = 0; i < n; i++)
+        for (int m = 0; m < EVAL_N_METRICS; m++) put_row(out, p[i].mode, m, p[i].n_users, p[i].diff, p[i].bootstrap, 1);
+}
+
+static json_t *ci_json(const eval_ci *c) {
+    return json_pack("{s:f, s:f, s:f}", "mean", c->mean, "lo", c->lo, "hi", c->hi);
+}
+
+/* {"exact": {"recall@1": {"mean", "lo", "hi"}, ...}, "substring": {...}} */
+static json_t *ci_table_json(const eval_ci ci[EVAL_N_RULES][EVAL_N_METRICS]) {
+    json_t *j = json_object();
+    for (int q = 0; q < EVAL_N_RULES; q++) {
+        json_t *m = json_object();
+        for (int k = 0; k < EVAL_N_METRICS; k++) json_object_set_new(m, eval_metric_name(k), ci_json(&ci[q][k]));
+        json_object_set_new(j, rule_names[q], m);
+    }
+    return j;
+}
+
+json_t *eval_paired_json(const eval_paired *p) {
+    json_t *j = ci_table_json(p->diff);
+    json_object_set_new(j, "ref", json_string(eval_mode_name(p->ref)));
+    json_object_set_new(j, "users", json_integer(p->n_users));
+    json_object_set_new(j, "resamples", json_integer(p->bootstrap));
+    return j;
 }
 
 json_t *eval_result_json(const eval_result *r) {
@@ -49,6 +100,8 @@ json_t *eval_result_json(const eval_result *r) {
         json_object_set_new(metrics, rule_names[q], m);
     }
     json_object_set_new(j, "metrics", metrics);
+    json_object_set_new(j, "metrics_ci", ci_table_json(r->ci));
+    json_object_set_new(j, "bootstrap", json_pack("{s:i, s:f}", "resamples", r->bootstrap, "level", 0.95));
     if (r->llm) {
         json_t *o = json_object();
         for (int k = 0; k < AGENT_N_OUTCOMES; k++) json_object_set_new(o, agent_outcome_name(k), json_integer(r->outcomes[k]));

@@ -196,6 +196,7 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_EQ_INT(r0.n_users, 60);
     CHECK_EQ_INT(r0.n_episodes, 60);
     CHECK_EQ_INT(r0.llm, 0);
+    eval_result_free(&r0);
 
     trm_train_opts to;
     trm_train_opts_default(&to);
@@ -219,22 +220,38 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_OK(trm_session_new(&s, tm));
     int hits = 0;
     double mrr = 0;
-    for (int32_t u = 0; u < d.n_users; u++) {
+    for (int32_t k = 0; k < (int32_t)r.n_users; k++) {
+        int32_t u = r.users[k];
         const int32_t *hist;
         int64_t nh;
         int32_t t = dr_data_test(&d, u, &hist, &nh);
         int32_t ids[10];
         float sc[10];
-        int n;
+        int n, rank = -1;
         CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
-        for (int i = 0; i < n; i++)
-            if (ids[i] == t) {
-                hits++;
-                mrr += 1.0 / (i + 1);
-                break;
-            }
+        for (int i = 0; i < n && rank < 0; i++)
+            if (ids[i] == t) rank = i;
+        CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][k], rank); /* the per-user score is that user's rank */
+        if (rank >= 0) {
+            hits++;
+            mrr += 1.0 / (rank + 1);
+        }
     }
     trm_session_free(s);
+    /* per-user values reproduce every aggregate, and the interval holds the mean */
+    double x[60];
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        for (int m = 0; m < EVAL_N_METRICS; m++) {
+            const double agg[EVAL_N_METRICS] = {r.recall[q][0], r.recall[q][1], r.recall[q][2],
+                                                r.ndcg[q][0],   r.ndcg[q][1],   r.mrr[q]};
+            double want = agg[m], sum = 0;
+            CHECK_OK(eval_user_values(&r, q, m, x));
+            for (int u = 0; u < 60; u++) sum += x[u];
+            CHECK_NEAR(sum / 60, want, 1e-12);
+            CHECK_NEAR(r.ci[q][m].mean, want, 1e-12);
+            CHECK(r.ci[q][m].lo <= want + 1e-12 && want <= r.ci[q][m].hi + 1e-12);
+        }
+    CHECK_EQ_INT(r.bootstrap, 1000);
     CHECK_NEAR(r.recall[EVAL_RULE_EXACT][2], hits / 60.0, 1e-12);
     CHECK_NEAR(r.mrr[EVAL_RULE_EXACT], mrr / 60.0, 1e-12);
     /* every title is unique here, and no title is a substring of another listed one except
@@ -250,9 +267,188 @@ TEST(harness_trm_baseline_tiny_trained) {
     CHECK_OK(eval_run(&in, &o, &r3));
     CHECK_EQ_INT(r2.n_users, 25);
     CHECK_NEAR(r2.mrr[0], r3.mrr[0], 0);
+    CHECK_NEAR(r2.ci[0][EVAL_M_MRR].lo, r3.ci[0][EVAL_M_MRR].lo, 0); /* seeded bootstrap */
+    CHECK_NEAR(r2.ci[0][EVAL_M_MRR].hi, r3.ci[0][EVAL_M_MRR].hi, 0);
+    /* a mode paired with itself: every difference is exactly 0, interval [0, 0] */
+    eval_paired pd;
+    CHECK_OK(eval_paired_diff(&r2, &r3, 200, 3, &pd));
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        for (int m = 0; m < EVAL_N_METRICS; m++) {
+            CHECK(pd.diff[q][m].mean == 0.0 && pd.diff[q][m].lo == 0.0 && pd.diff[q][m].hi == 0.0);
+        }
+    CHECK_ERR(eval_paired_diff(&r2, &r, 200, 3, &pd), DR_ERR_ARG); /* other users */
+    eval_result_free(&r);
+    eval_result_free(&r2);
+    eval_result_free(&r3);
     /* trm needs a trm */
     in.trm = NULL;
     CHECK_ERR(eval_run(&in, &o, &r2), DR_ERR_ARG);
+    trm_model_free(tm);
+    agent_catalog_free(c);
+    dr_data_free(&d);
+}
+
+/* A plain SASRec checkpoint as the TRM: trm mode is its empty-preference top-10, and a
+ * preference text changes nothing (sasrec ignores it). */
+TEST(harness_trm_mode_sasrec) {
+    dr_dataset d;
+    tiny_data(&d, 40, 20, 12);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    trm_config cfg;
+    trm_config_default(&cfg);
+    cfg.model = TRM_SASREC;
+    cfg.n_items = d.n_items;
+    cfg.dim = 16;
+    cfg.layers = 1;
+    cfg.heads = 1;
+    cfg.max_len = 12;
+    trm_model *tm;
+    CHECK_OK(trm_model_new(&tm, &cfg, &d, 3));
+    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_opts o;
+    eval_opts_default(&o);
+    o.mode = EVAL_TRM;
+    eval_result r;
+    CHECK_OK(eval_run(&in, &o, &r));
+    CHECK_EQ_INT(r.n_users, 20);
+    trm_session *s;
+    CHECK_OK(trm_session_new(&s, tm));
+    int hits = 0;
+    for (int k = 0; k < 20; k++) {
+        const int32_t *hist;
+        int64_t nh;
+        int32_t t = dr_data_test(&d, r.users[k], &hist, &nh);
+        int32_t ids[10], ids2[10];
+        float sc[10], sc2[10];
+        int n, n2, rank = -1;
+        CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
+        CHECK_OK(trm_retrieve(s, hist, nh, "Drama; Comedy", 10, 1, ids2, sc2, &n2));
+        CHECK_EQ_INT(n, 10);
+        CHECK_EQ_INT(n2, 10);
+        for (int i = 0; i < n; i++) {
+            CHECK_EQ_INT(ids2[i], ids[i]);
+            if (rank < 0 && ids[i] == t) rank = i;
+        }
+        CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][k], rank);
+        hits += rank >= 0;
+    }
+    CHECK_NEAR(r.recall[EVAL_RULE_EXACT][2], hits / 20.0, 1e-12);
+    trm_session_free(s);
+    eval_result_free(&r);
+    trm_model_free(tm);
+    agent_catalog_free(c);
+    dr_data_free(&d);
+}
+
+/* The teacher's rank for one user, computed from agent_synth_one's text by title. */
+static int teacher_rank(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t nh, int32_t t,
+                        agent_synth_opts so) {
+    agent_synth_traj tr;
+    int rc = agent_synth_one(c, tool, hist, nh, &so, &tr);
+    if (rc) {
+        dr_error_clear();
+        return -2; /* skipped by the warm start */
+    }
+    const char *ans = strstr(tr.completion, AGENT_TAG_ANSWER);
+    int rank = -1;
+    for (int i = 0; i < AGENT_N_REC && rank < 0; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "\n%d. %s\n", i + 1, agent_catalog_title(c, t));
+        if (strstr(ans, want)) rank = i;
+    }
+    agent_synth_traj_free(&tr);
+    return rank;
+}
+
+TEST(harness_teacher_mode_tiny) {
+    dr_dataset d;
+    tiny_data(&d, 40, 12, 10);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    trm_config cfg;
+    trm_config_default(&cfg);
+    cfg.model = TRM_PREF;
+    cfg.n_items = d.n_items;
+    cfg.dim = 16;
+    cfg.layers = 1;
+    cfg.heads = 1;
+    cfg.max_len = 10;
+    cfg.text_buckets = 1 << 10;
+    trm_model *tm;
+    CHECK_OK(trm_model_new(&tm, &cfg, &d, 5));
+    agent_tool tool;
+    CHECK_OK(agent_tool_trm_new(&tool, tm, 1));
+    eval_inputs in = {&d, c, tm, NULL, NULL}; /* no LLM needed */
+    /* the eval options' own settings, then other teacher settings through o.synth */
+    agent_synth_opts other = {0};
+    other.tool_k = 10;
+    other.max_hist = 5;
+    other.seed = 77;
+    for (int v = 0; v < 2; v++) {
+        eval_opts o;
+        eval_opts_default(&o);
+        o.mode = EVAL_TEACHER;
+        o.seed = 4;
+        o.samples = 2;
+        o.synth = v ? &other : NULL;
+        eval_result r;
+        CHECK_OK(eval_run(&in, &o, &r));
+        CHECK_EQ_INT(r.n_users, 12);
+        CHECK_EQ_INT(r.n_episodes, 24);
+        CHECK_EQ_INT(r.llm, 0);
+        int hits = 0;
+        for (int k = 0; k < 12; k++) {
+            const int32_t *hist;
+            int64_t nh;
+            int32_t t = dr_data_test(&d, r.users[k], &hist, &nh);
+            agent_synth_opts so = {0};
+            if (v) so = other;
+            else so.chat = o.chat, so.max_hist = o.max_hist, so.tool_k = o.tool_k, so.seed = o.seed;
+            dr_rng base;
+            dr_rng_seed(&base, so.seed);
+            dr_rng ur = dr_rng_split(&base, (uint64_t)r.users[k]);
+            so.seed = dr_rng_u64(&ur);
+            int want = teacher_rank(c, &tool, hist, nh, t, so);
+            CHECK(want >= -1); /* 30 new items for 10 lines: never skipped here */
+            CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][2 * k], want);
+            CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][2 * k + 1], want);
+            /* the target's title is in its own line: the substring rule finds it there or earlier */
+            if (want >= 0) CHECK(r.rank[EVAL_RULE_SUBSTR][2 * k] >= 0 && r.rank[EVAL_RULE_SUBSTR][2 * k] <= want);
+            hits += want >= 0;
+        }
+        fprintf(stderr, "  teacher (%s): %d of 12 users hit, recall@10 %.3f\n", v ? "o.synth" : "eval options", hits,
+                r.recall[EVAL_RULE_EXACT][2]);
+        CHECK(hits > 0);
+        CHECK_NEAR(r.recall[EVAL_RULE_EXACT][2], hits / 12.0, 1e-12);
+        json_t *j = eval_result_json(&r);
+        CHECK_STR(json_string_value(json_object_get(j, "mode")), "teacher");
+        CHECK(json_is_null(json_object_get(j, "format_valid_rate")));
+        json_decref(j);
+        eval_result_free(&r);
+    }
+    agent_tool_trm_free(&tool);
+    trm_model_free(tm);
+    agent_catalog_free(c);
+    dr_data_free(&d);
+
+    /* 12 items, histories of 9: 3 new items, too few for a list: every user a miss, no error */
+    tiny_data(&d, 12, 6, 10);
+    CHECK_OK(agent_catalog_build(&d, &c));
+    cfg.n_items = d.n_items;
+    CHECK_OK(trm_model_new(&tm, &cfg, &d, 5));
+    eval_inputs in2 = {&d, c, tm, NULL, NULL};
+    eval_opts o;
+    eval_opts_default(&o);
+    o.mode = EVAL_TEACHER;
+    eval_result r;
+    CHECK_OK(eval_run(&in2, &o, &r));
+    CHECK_EQ_INT(r.n_episodes, 6);
+    for (int k = 0; k < 6; k++) CHECK_EQ_INT(r.rank[EVAL_RULE_SUBSTR][k], -1);
+    CHECK_NEAR(r.recall[EVAL_RULE_SUBSTR][2], 0, 0);
+    eval_result_free(&r);
+    in2.trm = NULL; /* the teacher needs the TRM */
+    CHECK_ERR(eval_run(&in2, &o, &r), DR_ERR_ARG);
     trm_model_free(tm);
     agent_catalog_free(c);
     dr_data_free(&d);
@@ -334,6 +530,12 @@ TEST(harness_llm_modes_tiny_random) {
         if (modes[k] == EVAL_RERANK) CHECK(r.mean_tool_calls >= 1); /* the forced call */
         if (modes[k] == EVAL_DIRECT) CHECK_NEAR(r.mean_tool_calls, r.outcomes[AGENT_RECALL_ERROR] / 6.0, 1e-12);
         CHECK(r.seconds >= 0);
+        /* per-episode ranks (misses unless finished) give the aggregates */
+        double x[6], xsum = 0;
+        CHECK_OK(eval_user_values(&r, EVAL_RULE_SUBSTR, EVAL_M_MRR, x));
+        for (int u = 0; u < 6; u++) xsum += x[u];
+        CHECK_NEAR(xsum / 6, r.mrr[EVAL_RULE_SUBSTR], 1e-12);
+        eval_result_free(&r);
     }
     /* deeprec needs an llm; direct works without a trm */
     eval_opts o;
@@ -349,6 +551,7 @@ TEST(harness_llm_modes_tiny_random) {
     o.max_hist = 3;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_EQ_INT(r.n_episodes, 2);
+    eval_result_free(&r);
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
@@ -421,10 +624,18 @@ TEST(harness_cli_eval) {
     o.mode = EVAL_TRM;
     o.users = 7;
     o.seed = 2;
+    o.bootstrap_seed = 2; /* the CLI seeds the bootstrap with --seed */
     eval_result r;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_NEAR(json_real_value(json_object_get(json_object_get(json_object_get(j, "metrics"), "exact"), "mrr")),
                r.mrr[0], 1e-6);
+    /* the same interval as the library (bootstrap seeded by --seed) */
+    json_t *ci = json_object_get(json_object_get(json_object_get(j, "metrics_ci"), "exact"), "ndcg@10");
+    CHECK_NEAR(json_real_value(json_object_get(ci, "mean")), r.ci[0][EVAL_M_NDCG10].mean, 1e-6);
+    CHECK_NEAR(json_real_value(json_object_get(ci, "lo")), r.ci[0][EVAL_M_NDCG10].lo, 1e-6);
+    CHECK_NEAR(json_real_value(json_object_get(ci, "hi")), r.ci[0][EVAL_M_NDCG10].hi, 1e-6);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "bootstrap"), "resamples")), 1000);
+    eval_result_free(&r);
     json_decref(j);
 
     /* two modes in one run: one object keyed by mode; outcome counts sum to the users */
@@ -456,9 +667,73 @@ TEST(harness_cli_eval) {
     size_t n = fread(buf, 1, sizeof buf - 1, p);
     buf[n] = 0;
     CHECK_EQ_INT(pclose(p), 0);
-    CHECK_MSG(strstr(buf, "trm      exact") && strstr(buf, "trm      substring") && strstr(buf, "n/a"), "%s", buf);
+    CHECK_MSG(strstr(buf, "trm      NDCG@10") && strstr(buf, "exact [95% CI]") && strstr(buf, "n/a"), "%s", buf);
+
+    /* the teacher paired against trm: a mode minus itself is exactly 0, the teacher's mean
+       difference is the difference of the means */
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm,teacher --paired trm --users 6 "
+             "--bootstrap 50 --json",
+             b, data, trm);
+    j = run_json(cmd);
+    modes = json_object_get(j, "modes");
+    json_t *tj = json_object_get(modes, "trm"), *hj = json_object_get(modes, "teacher");
+    CHECK(tj && hj);
+    json_t *self = json_object_get(json_object_get(json_object_get(tj, "paired"), "exact"), "mrr");
+    CHECK(json_real_value(json_object_get(self, "mean")) == 0 && json_real_value(json_object_get(self, "lo")) == 0 &&
+          json_real_value(json_object_get(self, "hi")) == 0);
+    json_t *hp = json_object_get(hj, "paired");
+    CHECK_STR(json_string_value(json_object_get(hp, "ref")), "trm");
+    CHECK_EQ_INT(json_integer_value(json_object_get(hp, "users")), 6);
+    CHECK_EQ_INT(json_integer_value(json_object_get(hp, "resamples")), 50);
+    double dm = json_real_value(json_object_get(json_object_get(json_object_get(hp, "substring"), "ndcg@10"), "mean"));
+    double mt = json_real_value(json_object_get(json_object_get(json_object_get(tj, "metrics"), "substring"), "ndcg@10"));
+    double mh = json_real_value(json_object_get(json_object_get(json_object_get(hj, "metrics"), "substring"), "ndcg@10"));
+    CHECK_NEAR(dm, mh - mt, 1e-5);
+    CHECK(json_is_null(json_object_get(hj, "outcomes"))); /* no LLM in the teacher */
+    json_decref(j);
+
+    /* text: mean [lo, hi], and the paired block; --bootstrap 0: means alone */
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm,teacher --paired trm --users 4 --quiet", b,
+             data, trm);
+    p = popen(cmd, "r");
+    CHECK(p);
+    n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_MSG(strstr(buf, "paired difference against trm") && strstr(buf, "trm      MRR@10        4  +0.0000 [+0.0000, +0.0000]"),
+              "%s", buf);
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm --bootstrap 0 --quiet", b,
+             data, trm);
+    p = popen(cmd, "r");
+    CHECK(p);
+    n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    CHECK_EQ_INT(pclose(p), 0);
+    CHECK_MSG(strstr(buf, "trm      R@10") && !strstr(buf, " [0."), "%s", buf);
+
+    /* a plain SASRec checkpoint serves trm and teacher */
+    trm_config scfg = cfg;
+    scfg.model = TRM_SASREC;
+    trm_model *sm;
+    CHECK_OK(trm_model_new(&sm, &scfg, &d, 6));
+    char sas[512];
+    snprintf(sas, sizeof sas, "%s", dr_test_path(dir, "sasrec.gguf"));
+    CHECK_OK(trm_save(sm, sas));
+    trm_model_free(sm);
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s eval --data %s --trm %s --mode trm,teacher --json", b, data,
+             sas);
+    j = run_json(cmd);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_object_get(j, "modes"), "trm"), "users")),
+                 10); /* all test users by default */
+    json_decref(j);
 
     /* usage errors: exit status 2; a missing file: 1 */
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode trm --paired teacher 2>/dev/null", b, data, trm);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode trm --bootstrap -1 2>/dev/null", b, data, trm);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
     snprintf(cmd, sizeof cmd, "%s eval --data %s --mode trm 2>/dev/null", b, data);
     CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
     snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode deeprec 2>/dev/null", b, data, trm);
