@@ -48,7 +48,7 @@ static int run(const llm_config *c, uint32_t type, int lora, int B, int T, int s
     dr_rng_seed(&g, 3);
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)c->vocab);
     for (int i = 0; i < B; i++) len[i] = T;
-    llm_batch b = {B, T, tok, len, NULL, NULL};
+    llm_batch b = {B, T, tok, len, NULL, NULL, NULL, NULL, NULL};
     double best = 1e30;
     for (int s = 0; s < steps + 1 && !rc; s++) { /* first step is warm-up */
         double t0 = dr_now();

@@ -182,6 +182,13 @@ typedef struct agent_episode {
     uint8_t *mask;
     float *logprob;
     int32_t n_tokens, n_prompt_tokens, n_generated;
+    /* Title-constrained answers (agent_rollout_opts.constrain_titles): token i was sampled
+     * from the allowed set allow_ids[allow_off[i] .. allow_off[i] + allow_n[i]) (restricted
+     * softmax; logprob[i] is the log-softmax over that set at temperature 1); allow_n[i] = 0:
+     * the whole vocabulary. The RL update recomputes log-probs with the same sets. */
+    int32_t *allow_off, *allow_n;
+    int32_t *allow_ids;
+    int32_t n_allow_ids;
     agent_segment *segs;
     int n_segs;
     agent_call *calls;
@@ -197,7 +204,7 @@ typedef struct agent_episode {
     int hit_rank_substr;      /* same with the substring rule */
     /* internal cap bookkeeping */
     size_t text_cap;
-    int32_t tok_cap, seg_cap, call_cap;
+    int32_t tok_cap, seg_cap, call_cap, allow_cap;
 } agent_episode;
 void agent_episode_free(agent_episode *e);
 void agent_episodes_free(agent_episode *e, int n); /* frees each, then the array */
@@ -217,6 +224,12 @@ typedef struct agent_tool {
                     float *scores, int *n_out);
 } agent_tool;
 
+/* An allowed set for one decode slot: the token must be one of ids[0..n); n == 0: any token. */
+typedef struct agent_allow {
+    const int32_t *ids;
+    int n;
+} agent_allow;
+
 /* A generator with n_slots sequence slots (each a growing context):
  *   encode: text -> token ids (protocol tags matched as special tokens where the vocabulary has them);
  *   piece:  bytes of one token (return value as tok_token_to_piece: length, -1 invalid);
@@ -226,6 +239,9 @@ typedef struct agent_tool {
  *   decode: for each listed slot, sample the next token from its context, append it,
  *           and return it with its log-probability under the sampling distribution
  *           (the policy's log-softmax at temperature 1 when the adapter is built for RL);
+ *           allow NULL, or allow[i] restricts slot slots[i] to a set of tokens: the token is
+ *           sampled from the softmax renormalised over the set and its log-probability is the
+ *           log-softmax over the set (temperature 1);
  *   release: free a slot. */
 typedef struct agent_model {
     void *ctx;
@@ -236,7 +252,7 @@ typedef struct agent_model {
     int (*is_eos)(void *ctx, int32_t id);
     int (*append)(void *ctx, int slot, const int32_t *ids, int n);
     int (*fork)(void *ctx, int src, int dst);
-    int (*decode)(void *ctx, const int *slots, int n, int32_t *tokens, float *logprobs);
+    int (*decode)(void *ctx, const int *slots, int n, const agent_allow *allow, int32_t *tokens, float *logprobs);
     void (*release)(void *ctx, int slot);
 } agent_model;
 
@@ -251,6 +267,16 @@ typedef struct agent_rollout_opts {
     int32_t max_ctx;     /* total tokens per episode (<= 0: the model's n_ctx, else 8192) */
     FILE *progress;      /* progress sink or NULL */
     int direct;          /* prompts of the direct baseline (agent_prompt_opts.direct) */
+    /* 1: title-constrained answers. Once the model has written AGENT_TAG_ANSWER, the rollout
+     * writes the structure of every line ("\nN.") and the closing tag itself (forced tokens:
+     * mask 0, log-prob 0) and the model only chooses, token by token, among the titles of the
+     * items retrieved in this episode that are not listed yet (a token trie; a token with one
+     * possible continuation is forced too). Every line then resolves exactly and no line
+     * repeats. Fewer than 10 distinct titles: all of them are listed, then the block closes
+     * (the format check then fails on the line count, as for a model that stopped early).
+     * The answer is bounded, so the per-turn budget does not apply to it (the context cap
+     * does). Ignored with direct. */
+    int constrain_titles;
 } agent_rollout_opts;
 
 typedef struct agent_request {

@@ -173,6 +173,7 @@ typedef struct eval_opts {
      * given (its seed is the base of the per-user seeds) */
     const agent_synth_opts *synth;
     FILE *progress;        /* progress sink (stderr in the CLI) or NULL */
+    int constrain_titles;  /* agent_rollout_opts.constrain_titles for deeprec / rerank (1) */
 } eval_opts;
 void eval_opts_default(eval_opts *o);
 

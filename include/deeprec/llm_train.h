@@ -86,6 +86,15 @@ typedef struct llm_batch {
     const int32_t *len;    /* [B], 1 <= len[b] <= T (len[b] == 0 allowed: an empty row) */
     const float *weight;   /* [B*T] per-target weight, or NULL */
     const uint8_t *mask;   /* [B*T] 1 = the target counts, or NULL */
+    /* Restricted targets, or allow_n NULL (every target over the whole vocabulary): target k
+     * with allow_n[k] > 0 is scored under the softmax renormalised over the distinct ids
+     * allow_ids[allow_off[k] .. allow_off[k] + allow_n[k]), which must hold the target:
+     * logp = logit[target] - logsumexp(logit[allowed]), entropy over that set, and the
+     * backward's dlogits = dlogp (onehot - softmax over the set) on the set, 0 elsewhere.
+     * (Title-constrained answers: the log-probs of the distribution actually sampled.) */
+    const int32_t *allow_n;   /* [B*T] */
+    const int32_t *allow_off; /* [B*T] */
+    const int32_t *allow_ids;
 } llm_batch;
 
 typedef struct llm_train llm_train;

@@ -129,7 +129,9 @@ void rl_ppo_loss(const rl_ppo_opts *o, int64_t n, const float *logp, const float
                  const float *adv, const uint8_t *mask, double norm, float *dlogp, rl_ppo_stats *st);
 
 /* Log-probabilities of an episode's tokens under a (frozen reference) model, by chunked
- * prefill: out[i] = log p(tokens[i] | tokens[< i]) for generated tokens (mask 1), 0 elsewhere. */
+ * prefill: out[i] = log p(tokens[i] | tokens[< i]) for generated tokens (mask 1), 0 elsewhere;
+ * a title-constrained token (allow_n[i] > 0) under the softmax over its allowed set, as the
+ * policy's log-prob, so the k3 KL compares the same distributions. */
 int rl_ref_logprobs(const struct llm_model *m, const agent_episode *e, float *out);
 
 /* ---------------------------------------------------------------- trainer */
@@ -200,6 +202,8 @@ typedef struct rl_opts {
     int32_t max_ctx;           /* tokens per episode (0: min(model context, 4096)) */
     int32_t max_turn_tokens;   /* generated tokens per turn (1024) */
     int tool_k, max_calls, max_hist, chat;
+    int constrain_titles;      /* agent_rollout_opts.constrain_titles (1; the update scores constrained
+                                  tokens under their allowed sets, as sampled) */
     /* data */
     int select_k;              /* train on users whose target is in the TRM's top select_k (100; 0 = all) */
     int substring_hit;         /* list-wise reward by the substring rule */

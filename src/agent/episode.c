@@ -38,15 +38,41 @@ int agent_ep_add_tokens(agent_episode *e, const int32_t *ids, int n, int generat
         float *l = dr_realloc(e->logprob, (size_t)cap, sizeof *l);
         if (!l) return dr_error_code();
         e->logprob = l;
+        int32_t *ao = dr_realloc(e->allow_off, (size_t)cap, sizeof *ao);
+        if (!ao) return dr_error_code();
+        e->allow_off = ao;
+        int32_t *an = dr_realloc(e->allow_n, (size_t)cap, sizeof *an);
+        if (!an) return dr_error_code();
+        e->allow_n = an;
         e->tok_cap = cap;
     }
     for (int i = 0; i < n; i++) {
         e->tokens[e->n_tokens + i] = ids[i];
         e->mask[e->n_tokens + i] = (uint8_t)(generated ? 1 : 0);
         e->logprob[e->n_tokens + i] = generated && lps ? lps[i] : 0.0f;
+        e->allow_off[e->n_tokens + i] = 0;
+        e->allow_n[e->n_tokens + i] = 0;
     }
     e->n_tokens += n;
     if (generated) e->n_generated += n;
+    return DR_OK;
+}
+
+int agent_ep_add_choice(agent_episode *e, int32_t id, float lp, const int32_t *allowed, int n_allowed) {
+    if (n_allowed > 0 && e->n_allow_ids + n_allowed > e->allow_cap) {
+        int32_t cap = e->allow_cap ? e->allow_cap : 256;
+        while (cap < e->n_allow_ids + n_allowed) cap *= 2;
+        int32_t *a = dr_realloc(e->allow_ids, (size_t)cap, sizeof *a);
+        if (!a) return dr_error_code();
+        e->allow_ids = a;
+        e->allow_cap = cap;
+    }
+    int rc = agent_ep_add_tokens(e, &id, 1, 1, &lp);
+    if (rc || n_allowed <= 0) return rc;
+    memcpy(e->allow_ids + e->n_allow_ids, allowed, (size_t)n_allowed * sizeof *allowed);
+    e->allow_off[e->n_tokens - 1] = e->n_allow_ids;
+    e->allow_n[e->n_tokens - 1] = n_allowed;
+    e->n_allow_ids += n_allowed;
     return DR_OK;
 }
 
@@ -105,6 +131,9 @@ void agent_episode_free(agent_episode *e) {
     free(e->tokens);
     free(e->mask);
     free(e->logprob);
+    free(e->allow_off);
+    free(e->allow_n);
+    free(e->allow_ids);
     free(e->segs);
     for (int i = 0; i < e->n_calls; i++) {
         free(e->calls[i].preference);

@@ -19,6 +19,7 @@ typedef struct llm_ctx {
     llm_sampler_params sp;
     void *scratch;
     int32_t *toks;
+    float *masked;      /* vocab: logits outside an allowed set at -inf */
 } llm_ctx;
 
 static int lm_encode(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n) {
@@ -57,10 +58,40 @@ static float log_softmax_at(const float *x, int n, int32_t k) {
     for (int i = 0; i < n; i++) s += exp((double)(x[i] - mx));
     return (float)((double)(x[k] - mx) - log(s));
 }
-static int lm_decode(void *ctx, const int *slots, int n, int32_t *out, float *lps) {
+/* log-softmax of x restricted to ids[0..n) at token k */
+static float log_softmax_set(const float *x, const int32_t *ids, int n, int32_t k) {
+    float mx = x[ids[0]];
+    for (int i = 1; i < n; i++) mx = x[ids[i]] > mx ? x[ids[i]] : mx;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)(x[ids[i]] - mx));
+    return (float)((double)(x[k] - mx) - log(s));
+}
+
+/* Sample from the allowed set: the sampler (temperature, top-k, top-p) sees the logits with
+ * every other token at -inf, so it draws from the distribution renormalised over the set. */
+static int sample_allowed(llm_ctx *c, int slot, const float *lg, const agent_allow *a, int32_t *out, float *lp) {
+    for (int i = 0; i < a->n; i++)
+        if (a->ids[i] < 0 || a->ids[i] >= c->vocab)
+            return dr_error(DR_ERR_RANGE, "agent llm: allowed token %d outside the vocabulary", (int)a->ids[i]);
+    for (int v = 0; v < c->vocab; v++) c->masked[v] = -INFINITY;
+    for (int i = 0; i < a->n; i++) c->masked[a->ids[i]] = lg[a->ids[i]];
+    int32_t t = llm_sample(c->masked, c->vocab, &c->sp, &c->rngs[slot], c->scratch);
+    if (t < 0 || t >= c->vocab || c->masked[t] == -INFINITY)
+        return dr_error(DR_ERR_INTERNAL, "agent llm: sampler returned %d outside the allowed set", (int)t);
+    *out = t;
+    *lp = log_softmax_set(lg, a->ids, a->n, t);
+    return DR_OK;
+}
+
+static int lm_decode(void *ctx, const int *slots, int n, const agent_allow *allow, int32_t *out, float *lps) {
     llm_ctx *c = ctx;
     for (int i = 0; i < n; i++) {
         const float *lg = c->logits + (size_t)slots[i] * c->vocab;
+        if (allow && allow[i].n > 0) {
+            int rc = sample_allowed(c, slots[i], lg, &allow[i], &out[i], &lps[i]);
+            if (rc) return rc;
+            continue;
+        }
         int32_t t = llm_sample(lg, c->vocab, &c->sp, &c->rngs[slots[i]], c->scratch);
         if (t < 0 || t >= c->vocab) return dr_error(DR_ERR_INTERNAL, "agent llm: sampler returned %d", (int)t);
         out[i] = t;
@@ -105,7 +136,8 @@ int agent_model_llm_new(agent_model *out, const llm_model *m, const tokenizer *t
     c->batch = dr_calloc(lv, sizeof(float));
     c->rngs = dr_calloc((size_t)c->n_slots, sizeof(dr_rng));
     c->scratch = dr_malloc(llm_sample_scratch_bytes(c->vocab));
-    if (!c->logits || !c->batch || !c->rngs || !c->scratch) {
+    c->masked = dr_calloc((size_t)c->vocab, sizeof(float));
+    if (!c->logits || !c->batch || !c->rngs || !c->scratch || !c->masked) {
         rc = dr_error_code() ? dr_error_code() : DR_ERR_NOMEM;
         goto fail;
     }
@@ -117,6 +149,7 @@ fail:
     free(c->batch);
     free(c->rngs);
     free(c->scratch);
+    free(c->masked);
     free(c);
     return rc;
 }
@@ -129,6 +162,7 @@ void agent_model_llm_free(agent_model *mm) {
     free(c->batch);
     free(c->rngs);
     free(c->scratch);
+    free(c->masked);
     free(c);
     memset(mm, 0, sizeof *mm);
 }

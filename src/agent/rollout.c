@@ -12,6 +12,13 @@ typedef struct seq {
     const agent_request *r;
     size_t turn_start;   /* byte offset in e->text where the current turn's generation began */
     int32_t turn_tokens;
+    /* title-constrained answer */
+    int answering;
+    agent_trie trie;     /* candidate titles of the episode */
+    int32_t node;        /* trie node of the title being written */
+    int line;            /* titles listed so far */
+    int32_t *allowed;    /* the pending choice (n_allowed >= 2 while answering and active) */
+    int n_allowed;
 } seq;
 
 typedef struct rollout {
@@ -22,7 +29,17 @@ typedef struct rollout {
     int32_t max_turn, max_ctx;
     int32_t *ids_buf;
     float *scores_buf;
+    int constrain;
+    int32_t nl_tok;      /* the one token of "\n": ends a title in a constrained answer */
 } rollout;
+
+static void answer_free(seq *s) {
+    agent_trie_free(&s->trie);
+    free(s->allowed);
+    s->allowed = NULL;
+    s->n_allowed = 0;
+    s->answering = 0;
+}
 
 /* End an episode: close its segment, finalise, free its slot. */
 static int finish(rollout *ro, seq *s, int outcome, int *slot_used) {
@@ -32,7 +49,166 @@ static int finish(rollout *ro, seq *s, int outcome, int *slot_used) {
     ro->m->release(ro->m->ctx, s->slot);
     slot_used[s->slot] = 0;
     s->active = 0;
+    answer_free(s);
     return rc;
+}
+
+/* Append the text of token tok to the episode. */
+static int add_piece(const agent_model *m, agent_episode *e, int32_t tok) {
+    char piece[256];
+    int pl = m->piece(m->ctx, tok, piece, sizeof piece);
+    if (pl < 0) return dr_error(DR_ERR_RANGE, "agent_rollout: the model produced an invalid token id %d", (int)tok);
+    if (pl <= (int)sizeof piece) return agent_ep_add_text(e, piece, (size_t)pl);
+    char *big = malloc((size_t)pl);
+    if (!big) return dr_error(DR_ERR_NOMEM, "out of memory");
+    m->piece(m->ctx, tok, big, (size_t)pl);
+    int rc = agent_ep_add_text(e, big, (size_t)pl);
+    free(big);
+    return rc;
+}
+
+/* ---- title-constrained answers ---- */
+
+/* Tokens of a title as it follows "N." in an answer line. Encoding "1. title" and removing
+ * the tokens of "1." keeps the merges the model sees in context (the leading space joins the
+ * first word); when "1." does not survive as a prefix, " title" alone. */
+static int title_tokens(const rollout *ro, const char *title, int32_t **ids, size_t *n) {
+    const agent_model *m = ro->m;
+    agent_buf b = {0};
+    agent_buf_str(&b, "1. ");
+    agent_buf_str(&b, title);
+    char *full = agent_buf_take(&b);
+    if (!full) return dr_error_code();
+    int32_t *p = NULL, *f = NULL;
+    size_t np = 0, nf = 0;
+    int rc = m->encode(m->ctx, "1.", 2, &p, &np);
+    if (!rc) rc = m->encode(m->ctx, full, strlen(full), &f, &nf);
+    if (!rc && nf > np && !memcmp(p, f, np * sizeof *p)) {
+        memmove(f, f + np, (nf - np) * sizeof *f);
+        *ids = f;
+        *n = nf - np;
+        f = NULL;
+    } else if (!rc) {
+        rc = m->encode(m->ctx, full + 2, strlen(full + 2), ids, n);
+    }
+    free(full);
+    free(p);
+    free(f);
+    return rc;
+}
+
+/* The trie of the titles retrieved so far, one per normalised title (duplicates would resolve
+ * to the same item), titles with a newline left out (they cannot fit one line). */
+static int build_trie(const rollout *ro, seq *s) {
+    int32_t *items = NULL;
+    int n = 0, n_titles = 0;
+    int rc = agent_episode_retrieved(s->e, &items, &n);
+    if (rc) return rc;
+    char **norm = dr_calloc((size_t)(n ? n : 1), sizeof *norm);
+    if (!norm) rc = dr_error_code();
+    for (int i = 0; i < n && !rc; i++) {
+        const char *title = agent_catalog_title(ro->c, items[i]);
+        if (!*title || strchr(title, '\n')) continue;
+        char *nt = agent_title_normalize(title, -1);
+        if (!nt) {
+            rc = dr_error_code();
+            break;
+        }
+        int dup = !*nt;
+        for (int k = 0; k < n_titles && !dup; k++) dup = !strcmp(norm[k], nt);
+        if (dup) {
+            free(nt);
+            continue;
+        }
+        norm[n_titles] = nt;
+        int32_t *ids = NULL;
+        size_t nid = 0;
+        if (!(rc = title_tokens(ro, title, &ids, &nid)) && nid > 0) rc = agent_trie_add(&s->trie, ids, (int)nid, n_titles);
+        free(ids);
+        n_titles++;
+    }
+    for (int k = 0; k < n_titles; k++) free(norm[k]);
+    free(norm);
+    free(items);
+    if (!rc && !(s->allowed = dr_calloc((size_t)n_titles + 2, sizeof *s->allowed))) rc = dr_error_code();
+    return rc;
+}
+
+/* Append tokens the model did not choose (mask 0, like tool text). Ends the episode at the
+ * context cap. */
+static int force_ids(rollout *ro, seq *s, const int32_t *ids, int n, int *slot_used) {
+    agent_episode *e = s->e;
+    if ((int64_t)e->n_tokens + n >= ro->max_ctx) return finish(ro, s, AGENT_CONTEXT_TOO_LONG, slot_used);
+    int rc = agent_ep_add_tokens(e, ids, n, 0, NULL);
+    for (int i = 0; i < n && !rc; i++) rc = add_piece(ro->m, e, ids[i]);
+    return rc ? rc : ro->m->append(ro->m->ctx, s->slot, ids, n);
+}
+
+static int force_text(rollout *ro, seq *s, const char *text, int *slot_used) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = ro->m->encode(ro->m->ctx, text, strlen(text), &ids, &n);
+    if (!rc && n) rc = force_ids(ro, s, ids, (int)n, slot_used);
+    free(ids);
+    return rc;
+}
+
+static int start_line(rollout *ro, seq *s, int *slot_used);
+
+/* Follow the trie from s->node, forcing tokens while only one is allowed, until a choice
+ * between several remains (left in s->allowed for the next decode) or the title ends. */
+static int descend(rollout *ro, seq *s, int *slot_used) {
+    for (;;) {
+        int n = agent_trie_allowed(&s->trie, s->node, ro->nl_tok, s->allowed);
+        if (n == 0) return dr_error(DR_ERR_INTERNAL, "agent_rollout: constrained answer without a continuation");
+        if (n >= 2) {
+            s->n_allowed = n;
+            return DR_OK;
+        }
+        s->n_allowed = 0;
+        int32_t tok = s->allowed[0];
+        int rc = force_ids(ro, s, &tok, 1, slot_used);
+        if (rc || !s->active) return rc;
+        if (tok == ro->nl_tok) {
+            agent_trie_use(&s->trie, s->node);
+            s->line++;
+            return start_line(ro, s, slot_used);
+        }
+        s->node = agent_trie_child(&s->trie, s->node, tok);
+    }
+}
+
+/* Next line "N." and its title, or the closing tag after the last title. */
+static int start_line(rollout *ro, seq *s, int *slot_used) {
+    char buf[64];
+    const char *nl = s->line == 0 ? "\n" : "";
+    int more = s->line < AGENT_N_REC && s->trie.n > 0 && s->trie.nodes[0].avail > 0;
+    if (more) snprintf(buf, sizeof buf, "%s%d.", nl, s->line + 1);
+    else snprintf(buf, sizeof buf, "%s%s", nl, AGENT_TAG_ANSWER_END);
+    int rc = force_text(ro, s, buf, slot_used);
+    if (rc || !s->active) return rc;
+    if (!more) return finish(ro, s, AGENT_FINISHED, slot_used);
+    s->node = 0;
+    return descend(ro, s, slot_used);
+}
+
+/* The model has just written the answer tag: from here the rollout drives the answer. */
+static int enter_answer(rollout *ro, seq *s, int *slot_used) {
+    s->answering = 1;
+    s->line = 0;
+    int rc = build_trie(ro, s);
+    return rc ? rc : start_line(ro, s, slot_used);
+}
+
+/* A token the model chose in a constrained answer (already in the episode and the slot). */
+static int answer_take(rollout *ro, seq *s, int32_t tok, int *slot_used) {
+    if (tok == ro->nl_tok) {
+        agent_trie_use(&s->trie, s->node);
+        s->line++;
+        return start_line(ro, s, slot_used);
+    }
+    s->node = agent_trie_child(&s->trie, s->node, tok);
+    return descend(ro, s, slot_used);
 }
 
 /* A turn ended at the stop string: serve the tool call or end the episode.
@@ -104,21 +280,34 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         return dr_error(DR_ERR_ARG, "agent_rollout: %d samples per user need at least %d model slots, model has %d",
                         G, G, m->n_slots);
     rollout ro = {m, t, c, o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K, o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
-                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL};
+                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1};
     ro.max_ctx = o->max_ctx > 0 ? o->max_ctx : (m->n_ctx > 0 ? m->n_ctx : 8192);
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
     if (!dr_mul_ok((size_t)n_req, (size_t)G, &n_ep)) return dr_error(DR_ERR_NOMEM, "too many episodes");
+    if (o->constrain_titles && !o->direct) {
+        int32_t *nl = NULL;
+        size_t n_nl = 0;
+        int rc = m->encode(m->ctx, "\n", 1, &nl, &n_nl);
+        if (!rc && n_nl == 1) ro.nl_tok = nl[0];
+        free(nl);
+        if (rc) return rc;
+        if (n_nl != 1)
+            return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: constrained titles need \"\\n\" to be one token (it is %d)",
+                            (int)n_nl);
+        ro.constrain = 1;
+    }
     agent_episode *eps = dr_calloc(n_ep ? n_ep : 1, sizeof *eps);
     seq *seqs = dr_calloc((size_t)m->n_slots, sizeof *seqs);
     int *slot_used = dr_calloc((size_t)m->n_slots, sizeof(int));
     int *active_slots = dr_calloc((size_t)m->n_slots, sizeof(int));
     int32_t *toks = dr_calloc((size_t)m->n_slots, sizeof(int32_t));
     float *lps = dr_calloc((size_t)m->n_slots, sizeof(float));
+    agent_allow *allow = dr_calloc((size_t)m->n_slots, sizeof *allow);
     ro.ids_buf = dr_calloc((size_t)ro.tool_k, sizeof(int32_t));
     ro.scores_buf = dr_calloc((size_t)ro.tool_k, sizeof(float));
     int rc = DR_OK;
-    if (!eps || !seqs || !slot_used || !active_slots || !toks || !lps || !ro.ids_buf || !ro.scores_buf) {
+    if (!eps || !seqs || !slot_used || !active_slots || !toks || !lps || !allow || !ro.ids_buf || !ro.scores_buf) {
         rc = dr_error(DR_ERR_NOMEM, "out of memory (rollout of %d requests)", n_req);
         goto done;
     }
@@ -127,7 +316,6 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     dr_progress_start(&prog, o->progress, "rollout", (int64_t)n_ep, "ep");
     int64_t n_done = 0;
     int next_req = 0;
-    char piece[256];
     for (;;) {
         /* admit requests while G slots are free */
         while (next_req < n_req) {
@@ -216,7 +404,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 if (rc) break;
                 if (first < 0) first = slot;
                 slot_used[slot] = 1;
-                seqs[slot] = (seq){1, slot, e, r, e->text_len, 0};
+                seqs[slot] = (seq){.active = 1, .slot = slot, .e = e, .r = r, .turn_start = e->text_len};
             }
         admit_done:
             free(prompt);
@@ -227,16 +415,37 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             if (rc) goto done;
             next_req++;
         }
-        int n_act = 0;
+        int n_act = 0, any_allow = 0;
         for (int i = 0; i < m->n_slots; i++)
-            if (seqs[i].active) active_slots[n_act++] = i;
+            if (seqs[i].active) {
+                allow[n_act] = seqs[i].answering ? (agent_allow){seqs[i].allowed, seqs[i].n_allowed} : (agent_allow){NULL, 0};
+                any_allow |= seqs[i].answering;
+                active_slots[n_act++] = i;
+            }
         dr_progress_update(&prog, n_done);
         if (!n_act) break;
-        if ((rc = m->decode(m->ctx, active_slots, n_act, toks, lps))) goto done;
+        if ((rc = m->decode(m->ctx, active_slots, n_act, any_allow ? allow : NULL, toks, lps))) goto done;
         for (int a = 0; a < n_act; a++) {
             seq *s = &seqs[active_slots[a]];
             agent_episode *e = s->e;
             int32_t tok = toks[a];
+            if (s->answering) {
+                int ok = 0;
+                for (int k = 0; k < s->n_allowed && !ok; k++) ok = s->allowed[k] == tok;
+                if (!ok) {
+                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d outside the allowed titles",
+                                  (int)tok);
+                    goto done;
+                }
+                if ((rc = agent_ep_add_choice(e, tok, lps[a], s->allowed, s->n_allowed)) ||
+                    (rc = add_piece(m, e, tok)))
+                    goto done;
+                if (e->n_tokens >= ro.max_ctx) rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used);
+                else rc = answer_take(&ro, s, tok, slot_used);
+                if (rc) goto done;
+                if (!s->active) n_done++;
+                continue;
+            }
             if ((rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]))) goto done;
             s->turn_tokens++;
             if (m->is_eos(m->ctx, tok)) {
@@ -246,30 +455,16 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 n_done++;
                 continue;
             }
-            int pl = m->piece(m->ctx, tok, piece, sizeof piece);
-            if (pl < 0) {
-                rc = dr_error(DR_ERR_RANGE, "agent_rollout: the model produced an invalid token id %d", (int)tok);
-                goto done;
-            }
             size_t old = e->text_len;
-            if (pl > (int)sizeof piece) {
-                char *big = malloc((size_t)pl);
-                if (!big) {
-                    rc = dr_error(DR_ERR_NOMEM, "out of memory");
-                    goto done;
-                }
-                m->piece(m->ctx, tok, big, (size_t)pl);
-                rc = agent_ep_add_text(e, big, (size_t)pl);
-                free(big);
-            } else {
-                rc = agent_ep_add_text(e, piece, (size_t)pl);
-            }
-            if (rc) goto done;
+            if ((rc = add_piece(m, e, tok))) goto done;
             if (tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER_END)) {
                 if ((rc = finish(&ro, s, AGENT_FINISHED, slot_used))) goto done;
                 n_done++;
             } else if (tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF_END)) {
                 if ((rc = serve_call(&ro, s, slot_used))) goto done;
+                if (!s->active) n_done++;
+            } else if (ro.constrain && e->n_tokens < ro.max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER)) {
+                if ((rc = enter_answer(&ro, s, slot_used))) goto done;
                 if (!s->active) n_done++;
             } else if (e->n_tokens >= ro.max_ctx || s->turn_tokens >= ro.max_turn) {
                 if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
@@ -280,8 +475,10 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     dr_progress_finish(&prog);
 done:
     if (rc) {
-        for (int i = 0; m && seqs && i < m->n_slots; i++)
+        for (int i = 0; m && seqs && i < m->n_slots; i++) {
             if (seqs[i].active) m->release(m->ctx, i);
+            answer_free(&seqs[i]);
+        }
         if (eps) agent_episodes_free(eps, (int)n_ep);
         eps = NULL;
     }
@@ -290,6 +487,7 @@ done:
     free(active_slots);
     free(toks);
     free(lps);
+    free(allow);
     free(ro.ids_buf);
     free(ro.scores_buf);
     *out = eps;

@@ -25,6 +25,8 @@ typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
  * usage error (message printed). */
 int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
               int *npos);
+/* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
+int cli_on_off(const char *s);
 /* Report the library's last error on stderr and return the exit code 1. */
 int cli_fail(void);
 /* Print a usage error and return 2. */

@@ -158,7 +158,7 @@ static const char *seg_name(int k) { return k == AGENT_SEG_PROMPT ? "prompt" : k
 
 static int cmd_recommend(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *user = NULL,
-               *split = "test";
+               *split = "test", *constrain = "on";
     int chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, max_calls = AGENT_MAX_CALLS, json = 0,
         max_turn = 1024, ctx = 0, show_prompt = 0;
     double temp = 0.0, top_p = 1.0;
@@ -171,6 +171,7 @@ static int cmd_recommend(int argc, char **argv) {
         {"--user", CLI_STR, &user, "user id (as in the source data; '#N' = the N-th user)"},
         {"--split", CLI_STR, &split, "test (history seq[:-1]) | valid (seq[:-2])"},
         {"--chat", CLI_FLAG, &chat, "ChatML prompt (default: plain base-model prompt)"},
+        {"--constrain", CLI_STR, &constrain, "on | off: answer lines only from the retrieved titles, no repeats (on)"},
         {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--seed", CLI_I64, &seed, "sampling seed (1)"},
@@ -189,6 +190,8 @@ static int cmd_recommend(int argc, char **argv) {
     if (!data_path || !trm_path || !llm_path || !user)
         return cli_usage_error("recommend needs --data, --trm, --llm and --user");
     if (strcmp(split, "test") && strcmp(split, "valid")) return cli_usage_error("--split must be test or valid");
+    int constrained = cli_on_off(constrain);
+    if (constrained < 0) return cli_usage_error("--constrain must be on or off");
     dr_dataset d;
     memset(&d, 0, sizeof d);
     trm_model *tm = NULL;
@@ -231,6 +234,7 @@ static int cmd_recommend(int argc, char **argv) {
     ro.max_calls = max_calls;
     ro.samples = 1;
     ro.max_turn_tokens = max_turn;
+    ro.constrain_titles = constrained;
     double t0 = dr_now();
     if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro, &ep))) goto fail;
     double secs = dr_now() - t0;
@@ -272,6 +276,7 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "hit_rank", json_integer(ep->hit_rank));
         json_object_set_new(j, "hit_rank_substring", json_integer(ep->hit_rank_substr));
         json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
+        json_object_set_new(j, "constrain", json_boolean(constrained));
         json_object_set_new(j, "seconds", json_real(secs));
         print_json(j);
     } else {

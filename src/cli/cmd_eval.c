@@ -11,7 +11,7 @@
 
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
-               *paired = NULL;
+               *paired = NULL, *constrain = "on";
     eval_opts eo;
     eval_opts_default(&eo);
     int chat = 0, json = 0, quiet = 0, threads = 0, max_turn = eo.max_turn_tokens, ctx = 0, top_k = 0;
@@ -32,6 +32,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--samples", CLI_INT, &eo.samples, "episodes per user (1)"},
         {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
+        {"--constrain", CLI_STR, &constrain, "on | off: deeprec / rerank answer lines only from the episode's retrieved titles, no repeats (on)"},
         {"--tool-k", CLI_INT, &eo.tool_k, "items per tool call (20)"},
         {"--max-hist", CLI_INT, &eo.max_hist, "history items in the prompt (20)"},
         {"--max-calls", CLI_INT, &eo.max_calls, "tool calls allowed in deeprec mode (8)"},
@@ -84,6 +85,7 @@ static int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --max-hist >= 1, --max-calls >= 1, "
                                "--max-tokens >= 1, --ctx >= 0, --tool-k >= %d, --temp >= 0, --bootstrap >= 0",
                                AGENT_N_REC);
+    if ((eo.constrain_titles = cli_on_off(constrain)) < 0) return cli_usage_error("--constrain must be on or off");
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
     eo.bootstrap_seed = (uint64_t)seed;
@@ -145,13 +147,15 @@ static int cmd_eval(int argc, char **argv) {
         }
         json_object_set_new(j, "data", json_string(data_path));
         json_object_set_new(j, "seed", json_integer(seed));
+        json_object_set_new(j, "constrain", json_boolean(eo.constrain_titles));
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
         if (s) printf("%s\n", s);
         free(s);
         json_decref(j);
     } else {
-        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld)\n",
-               data_path, (long long)seed);
+        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
+               "constrained titles %s)\n",
+               data_path, (long long)seed, eo.constrain_titles ? "on" : "off");
         eval_report_table(res, n_modes, stdout);
         if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
     }

@@ -13,7 +13,8 @@
 
 static int cmd_rl(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *out = NULL, *adv = "reinforce++",
-               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
+               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32",
+               *constrain = "on";
     int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
         micro = 0, slots = 0, ctx = 0, max_turn = 0, tool_k = 0, max_calls = 0, max_hist = 0, chat = 0, select_k = -1,
         save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0, probe_samples = 0;
@@ -51,6 +52,7 @@ static int cmd_rl(int argc, char **argv) {
         {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
         {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
         {"--chat", CLI_FLAG, &chat, "ChatML prompts"},
+        {"--constrain", CLI_STR, &constrain, "on | off: answer lines only from the episode's retrieved titles, no repeats (on)"},
         {"--select-k", CLI_INT, &select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
         {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
         {"--probe", CLI_INT, &probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
@@ -102,6 +104,7 @@ static int cmd_rl(int argc, char **argv) {
     if (max_calls) o.max_calls = max_calls;
     if (max_hist) o.max_hist = max_hist;
     o.chat = chat;
+    if ((o.constrain_titles = cli_on_off(constrain)) < 0) return cli_usage_error("--constrain must be on or off");
     if (select_k >= 0) o.select_k = select_k;
     o.substring_hit = substring;
     if (probe < 0 || probe_temp < 0 || probe_samples < 0)

@@ -85,3 +85,9 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
     if (npos) *npos = np;
     return 0;
 }
+
+int cli_on_off(const char *s) {
+    if (s && !strcmp(s, "on")) return 1;
+    if (s && !strcmp(s, "off")) return 0;
+    return -1;
+}

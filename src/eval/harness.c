@@ -115,6 +115,7 @@ void eval_opts_default(eval_opts *o) {
     o->max_calls = AGENT_MAX_CALLS;
     o->max_turn_tokens = 1024;
     o->batch = 16;
+    o->constrain_titles = 1;
     o->bootstrap = 1000;
     o->bootstrap_seed = 1;
 }
@@ -266,6 +267,7 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     ro.max_turn_tokens = o->max_turn_tokens;
     ro.progress = o->progress;
     ro.direct = o->mode == EVAL_DIRECT;
+    ro.constrain_titles = o->constrain_titles;
     for (int b = 0; b < n; b += chunk) {
         int m = n - b < chunk ? n - b : chunk;
         agent_episode *eps = NULL;

@@ -111,7 +111,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                     lens[b] = e->len;
                     tokens += e->len;
                 }
-                llm_batch bb = {nb, bt, tok, lens, NULL, mask};
+                llm_batch bb = {nb, bt, tok, lens, NULL, mask, NULL, NULL, NULL};
                 double ce, w;
                 if ((rc = llm_train_sft(t, &bb, (float)wtot, &ce, &w))) goto out;
                 ce_step += ce, w_step += w;

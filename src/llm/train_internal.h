@@ -68,6 +68,10 @@ struct llm_train {
     size_t act_bytes;
     /* last forward */
     int fB, fT, have_fwd;
+    /* restricted targets of the last forward (per source row; rn 0 = whole vocabulary) */
+    int32_t *roff, *rn, *rids;
+    size_t rids_cap;
+    int restricted;
     /* optimizer / bookkeeping */
     int64_t step;
     dr_rng rng;

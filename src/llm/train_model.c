@@ -68,6 +68,9 @@ void llm_train_free(llm_train *t) {
     free(t->layers);
     free(t->acts);
     free(t->block);
+    free(t->roff);
+    free(t->rn);
+    free(t->rids);
     free(t);
 }
 
@@ -475,6 +478,70 @@ static void rows_logp(const float *logits, const int32_t *tgt, int n, int V, flo
     }
 }
 
+/* logp (and entropy) of row x restricted to ids[0..n) at target tgt */
+static void row_logp_set(const float *x, const int32_t *ids, int n, int32_t tgt, float *logp, float *ent) {
+    float mx = x[ids[0]];
+    for (int i = 1; i < n; i++) mx = x[ids[i]] > mx ? x[ids[i]] : mx;
+    double s = 0, sx = 0;
+    for (int i = 0; i < n; i++) {
+        double e = exp((double)(x[ids[i]] - mx));
+        s += e;
+        sx += e * (x[ids[i]] - mx);
+    }
+    double lse = log(s);
+    *logp = (float)((x[tgt] - mx) - lse);
+    if (ent) *ent = (float)(lse - sx / s);
+}
+
+/* Copy the batch's restricted targets onto source rows (row k - 1 predicts target k), after
+ * checking that every set lies in the vocabulary and holds its target. */
+static int take_restrictions(llm_train *t, const llm_batch *b) {
+    t->restricted = 0;
+    if (!b->allow_n) return DR_OK;
+    if (!b->allow_off || !b->allow_ids) return dr_error(DR_ERR_ARG, "batch with allow_n but no allow_off / allow_ids");
+    const int B = b->B, T = b->T, V = t->c.vocab;
+    if (!t->rn) {
+        t->rn = dr_calloc((size_t)t->Nmax, sizeof *t->rn);
+        t->roff = dr_calloc((size_t)t->Nmax, sizeof *t->roff);
+        if (!t->rn || !t->roff) return dr_error_code();
+    }
+    memset(t->rn, 0, (size_t)B * T * sizeof *t->rn);
+    size_t pool = 0;
+    for (int i = 0; i < B; i++)
+        for (int j = 1; j < b->len[i]; j++) {
+            size_t k = (size_t)i * T + j;
+            if (b->allow_n[k] <= 0) continue;
+            if (b->allow_off[k] < 0) return dr_error(DR_ERR_ARG, "batch row %d position %d: negative allow_off", i, j);
+            size_t end = (size_t)b->allow_off[k] + (size_t)b->allow_n[k];
+            if (end > pool) pool = end;
+        }
+    if (pool > t->rids_cap) {
+        int32_t *r = dr_realloc(t->rids, pool, sizeof *r);
+        if (!r) return dr_error_code();
+        t->rids = r;
+        t->rids_cap = pool;
+    }
+    if (pool) memcpy(t->rids, b->allow_ids, pool * sizeof *t->rids);
+    for (int i = 0; i < B; i++)
+        for (int j = 1; j < b->len[i]; j++) {
+            size_t k = (size_t)i * T + j;
+            int n = b->allow_n[k], has = 0;
+            if (n <= 0) continue;
+            const int32_t *ids = t->rids + b->allow_off[k];
+            for (int a = 0; a < n; a++) {
+                if (ids[a] < 0 || ids[a] >= V)
+                    return dr_error(DR_ERR_RANGE, "batch row %d position %d: allowed token %d outside [0, %d)", i, j,
+                                    (int)ids[a], V);
+                has |= ids[a] == b->tokens[k];
+            }
+            if (!has) return dr_error(DR_ERR_ARG, "batch row %d position %d: the target is not in its allowed set", i, j);
+            t->rn[k - 1] = n;
+            t->roff[k - 1] = b->allow_off[k];
+            t->restricted = 1;
+        }
+    return DR_OK;
+}
+
 static int check_batch(llm_train *t, const llm_batch *b) {
     if (b->B <= 0 || b->T <= 1 || b->B > t->tc.max_batch || b->T > t->tc.max_len)
         return dr_error(DR_ERR_ARG, "batch %d x %d exceeds the trainer's plan (%d x %d) or is empty", b->B, b->T,
@@ -507,6 +574,7 @@ int llm_train_forward(llm_train *t, const llm_batch *b, float *logp, float *entr
             t->tgt[k] = j + 1 < b->len[i] ? b->tokens[k + 1] : -1;
         }
     }
+    if ((rc = take_restrictions(t, b))) return rc;
     /* embedding */
     if (t->w_embd) {
         if ((rc = nn_embedding_forward(t->xs, t->w_embd, t->ids, N, V, D))) return rc;
@@ -526,6 +594,10 @@ int llm_train_forward(llm_train *t, const llm_batch *b, float *logp, float *entr
         float *lg = t->keep_logits ? t->logits + (size_t)r0 * V : t->logits;
         head_logits(t, r0, n, lg);
         rows_logp(lg, t->tgt + r0, n, V, t->rowlogp + r0, ent_rows ? ent_rows + r0 : NULL);
+        for (int r = r0; t->restricted && r < r0 + n; r++)
+            if (t->rn[r] > 0 && t->tgt[r] >= 0)
+                row_logp_set(lg + (size_t)(r - r0) * V, t->rids + t->roff[r], t->rn[r], t->tgt[r], t->rowlogp + r,
+                             ent_rows ? ent_rows + r : NULL);
     }
     /* per-target outputs: row b*T+t predicts position t+1 */
     for (int i = 0; i < B; i++)
@@ -583,6 +655,13 @@ static int layer_backward(llm_train *t, int l, tacts *A, int B, int T) {
     return DR_OK;
 }
 
+/* d += g (onehot(tgt) - softmax over ids), with the forward's restricted logp for the lse */
+static void restricted_backward(float *d, float g, const float *x, const int32_t *ids, int n, int32_t tgt, float logp) {
+    double lse = (double)x[tgt] - (double)logp;
+    for (int a = 0; a < n; a++) d[ids[a]] -= (float)(g * exp((double)x[ids[a]] - lse));
+    d[tgt] += g;
+}
+
 int llm_train_backward(llm_train *t, const float *dlogp) {
     if (!t->have_fwd) return dr_error(DR_ERR_ARG, "llm_train_backward without a forward");
     const llm_config *c = &t->c;
@@ -605,6 +684,12 @@ int llm_train_backward(llm_train *t, const float *dlogp) {
         float *lg = t->logits + (t->keep_logits ? (size_t)r0 * V : 0);
         if (!t->keep_logits) head_logits(t, r0, n, lg);
         zero(t->dlogits, (size_t)n * V);
+        for (int r = r0; t->restricted && r < r0 + n; r++) {
+            if (t->rn[r] <= 0 || t->tgt[r] < 0 || drow[r] == 0.0f) continue;
+            restricted_backward(t->dlogits + (size_t)(r - r0) * V, drow[r], lg + (size_t)(r - r0) * V,
+                                t->rids + t->roff[r], t->rn[r], t->tgt[r], t->rowlogp[r]);
+            drow[r] = 0.0f; /* done: the full-vocabulary gradient below must skip the row */
+        }
         if ((rc = nn_logprob_gather_backward(t->dlogits, drow + r0, lg, t->tgt + r0, t->rowlogp + r0, n, V))) return rc;
         llm_train_mat_backward_x(&t->output, t->dlogits, n, t->tmp + (size_t)r0 * D, t->tile, t->tile_floats);
         if (t->g_out)

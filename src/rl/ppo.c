@@ -127,10 +127,13 @@ int rl_ref_logprobs(const llm_model *m, const agent_episode *e, float *out) {
             int t = p0 + j + 1;
             if (!e->mask[t]) continue;
             const float *x = lg + (size_t)j * V;
-            float mx = x[0];
-            for (int v = 1; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+            int na = e->allow_n ? e->allow_n[t] : 0;
+            const int32_t *ids = na > 0 ? e->allow_ids + e->allow_off[t] : NULL;
+            int nv = na > 0 ? na : V;
+            float mx = -INFINITY;
+            for (int v = 0; v < nv; v++) mx = x[ids ? ids[v] : v] > mx ? x[ids ? ids[v] : v] : mx;
             double z = 0;
-            for (int v = 0; v < V; v++) z += exp((double)(x[v] - mx));
+            for (int v = 0; v < nv; v++) z += exp((double)(x[ids ? ids[v] : v] - mx));
             out[t] = (float)((double)(x[e->tokens[t]] - mx) - log(z));
         }
     }

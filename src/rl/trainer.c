@@ -41,6 +41,7 @@ void rl_opts_default(rl_opts *o, int stage) {
     o->max_calls = AGENT_MAX_CALLS;
     o->max_hist = AGENT_MAX_HIST;
     o->select_k = 100;
+    o->constrain_titles = 1;
     o->seed = 1;
     o->out_type = GGML_TYPE_F32;
     o->save_every = 1;
@@ -341,8 +342,11 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
     float *logp = dr_calloc(cells, sizeof(float)), *ent = dr_calloc(cells, sizeof(float)),
           *old = dr_calloc(cells, sizeof(float)), *av = dr_calloc(cells, sizeof(float)),
           *rf = dr_calloc(cells, sizeof(float)), *dl = dr_calloc(cells, sizeof(float));
+    /* allowed sets of title-constrained tokens: the update scores them as they were sampled */
+    int32_t *an = dr_calloc(cells, sizeof *an), *ao = dr_calloc(cells, sizeof *ao), *aids = NULL;
+    size_t aids_cap = 0;
     int rc = DR_OK;
-    if (!order || !toks || !lens || !mask || !logp || !ent || !old || !av || !rf || !dl) {
+    if (!order || !toks || !lens || !mask || !logp || !ent || !old || !av || !rf || !dl || !an || !ao) {
         rc = dr_error_code();
         goto done;
     }
@@ -382,6 +386,7 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
                 for (int k = 0; k < B; k++)
                     if (eps[order[m0 + k]].n_tokens > T) T = eps[order[m0 + k]].n_tokens;
                 int any = 0;
+                size_t n_aids = 0;
                 for (int k = 0; k < B; k++) {
                     const agent_episode *e = &eps[order[m0 + k]];
                     size_t off = (size_t)k * T;
@@ -391,6 +396,7 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
                     memset(old + off, 0, (size_t)T * sizeof(float));
                     memset(av + off, 0, (size_t)T * sizeof(float));
                     memset(rf + off, 0, (size_t)T * sizeof(float));
+                    memset(an + off, 0, (size_t)T * sizeof *an);
                     memcpy(toks + off, e->tokens, (size_t)e->n_tokens * sizeof *toks);
                     for (int t = 1; t < e->n_tokens; t++) {
                         if (!e->mask[t]) continue;
@@ -398,11 +404,29 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
                         old[off + t] = e->logprob[t];
                         av[off + t] = adv[order[m0 + k]];
                         if (ref) rf[off + t] = ref[order[m0 + k]][t];
+                        if (e->allow_n && e->allow_n[t] > 0) {
+                            an[off + t] = e->allow_n[t];
+                            ao[off + t] = (int32_t)n_aids + e->allow_off[t];
+                        }
                         any = 1;
+                    }
+                    if (e->n_allow_ids > 0) {
+                        if (n_aids + (size_t)e->n_allow_ids > aids_cap) {
+                            size_t cap = 2 * (n_aids + (size_t)e->n_allow_ids);
+                            int32_t *p = dr_realloc(aids, cap, sizeof *p);
+                            if (!p) {
+                                rc = dr_error_code();
+                                goto done;
+                            }
+                            aids = p;
+                            aids_cap = cap;
+                        }
+                        memcpy(aids + n_aids, e->allow_ids, (size_t)e->n_allow_ids * sizeof *aids);
+                        n_aids += (size_t)e->n_allow_ids;
                     }
                 }
                 if (!any) continue;
-                llm_batch bt = {B, T, toks, lens, NULL, mask};
+                llm_batch bt = {B, T, toks, lens, NULL, mask, n_aids ? an : NULL, ao, aids};
                 if ((rc = llm_train_forward(r->tr, &bt, logp, ep == 0 ? ent : NULL))) goto done;
                 size_t n = (size_t)B * T;
                 for (size_t i = 0; i < n; i++) {
@@ -453,6 +477,9 @@ done:
     free(av);
     free(rf);
     free(dl);
+    free(an);
+    free(ao);
+    free(aids);
     return rc;
 }
 
@@ -484,6 +511,7 @@ static int policy_rollout(run *r, const agent_request *req, int n_req, int sampl
         ro.samples = samples;
         ro.max_turn_tokens = o->max_turn_tokens;
         ro.max_ctx = r->max_ctx;
+        ro.constrain_titles = o->constrain_titles;
         rc = agent_rollout(&am, &r->tool, r->cat, req, n_req, &ro, eps);
         agent_model_llm_free(&am);
     }

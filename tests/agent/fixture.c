@@ -1,4 +1,5 @@
 #include "fixture.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,12 +100,20 @@ static int fx_fork(void *ctx, int src, int dst) {
     fm->slot_pos[dst] = 0;
     return 0;
 }
-static int fx_decode(void *ctx, const int *slots, int n, int32_t *toks, float *lps) {
+static int fx_decode(void *ctx, const int *slots, int n, const agent_allow *allow, int32_t *toks, float *lps) {
     fx_model *fm = ctx;
     if (n > fm->max_batch_seen) fm->max_batch_seen = n;
     for (int i = 0; i < n; i++) {
         int s = slots[i];
         if (!fm->slot_used[s]) return dr_error(DR_ERR_INTERNAL, "decode on free slot %d", s);
+        if (allow && allow[i].n > 0) {
+            /* a uniform pick among the allowed tokens */
+            fm->n_constrained++;
+            int k = (int)dr_rng_below(&fm->pick, (uint64_t)allow[i].n);
+            toks[i] = allow[i].ids[k];
+            lps[i] = -logf((float)allow[i].n);
+            continue;
+        }
         size_t len;
         char end;
         const char *t = fx_turn(fm->scripts[fm->slot_script[s]], fm->slot_turn[s], &len, &end);
@@ -124,6 +133,7 @@ void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const 
     memset(fm, 0, sizeof *fm);
     fm->scripts = scripts;
     fm->n_scripts = n_scripts;
+    dr_rng_seed(&fm->pick, 1);
     *m = (agent_model){fm, n_slots, 0, fx_encode, fx_piece, fx_is_eos, fx_append, fx_fork, fx_decode, fx_release};
 }
 

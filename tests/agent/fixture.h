@@ -16,7 +16,8 @@ void fx_dataset_big(dr_dataset *d, int n_items, int n_users, int with_cats);
 typedef struct fx_hash_tool { int n_items; int calls; } fx_hash_tool;
 void fx_hash_tool_init(fx_hash_tool *ht, agent_tool *t, int n_items);
 
-/* Scripted model: byte tokens (id = byte), EOS = 256. Episode k (in the order the rollout
+/* Scripted model: byte tokens (id = byte), EOS = 256. Under an allowed set it picks one of
+ * the allowed tokens uniformly (log-prob -log n). Episode k (in the order the rollout
  * starts them) plays scripts[k]: a NUL-separated list of turns ending with "\x01" meaning
  * "emit EOS after this turn" or "\x02" "stop emitting (loop on spaces)". Each append after
  * the prompt (a tool result) moves to the next turn. */
@@ -27,6 +28,8 @@ typedef struct fx_model {
     int slot_script[64], slot_turn[64], slot_pos[64], slot_used[64];
     int max_batch_seen;
     int n_appends, n_forks;
+    int n_constrained;   /* decode choices made under an allowed set */
+    dr_rng pick;         /* uniform picks among allowed tokens (seed 1; reseed after init) */
 } fx_model;
 void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const *scripts, int n_scripts);
 

@@ -82,7 +82,7 @@ TEST(agent_llm_adapter_logprobs_fork_append) {
         for (int step = 0; step < 6; step++) {
             int32_t t[2];
             float l[2];
-            CHECK_OK(am.decode(am.ctx, slots, 2, t, l));
+            CHECK_OK(am.decode(am.ctx, slots, 2, NULL, t, l));
             for (int k = 0; k < 2; k++) {
                 CHECK(l[k] <= 0);
                 seq[k][n[k]] = t[k];
@@ -174,6 +174,54 @@ TEST(agent_llm_adapter_rollout) {
     agent_episodes_free(a, 4);
     agent_catalog_free(c);
     fx_dataset_free(&d);
+    llm_model_free(m);
+    tok_free(tok);
+}
+
+/* Decoding under allowed sets: greedy takes the argmax over the set, sampling stays inside it,
+ * and the recorded log-prob is the log-softmax over the set of a fresh prefill's logits. */
+TEST(agent_llm_adapter_allowed_sets) {
+    llm_model *m;
+    tokenizer *tok;
+    tiny(&m, &tok);
+    const int V = m->cfg.vocab;
+    const char *prompt = "The user's history:\n1. Heat\n";
+    int32_t *ids;
+    size_t nid;
+    CHECK_OK(tok_encode(tok, prompt, strlen(prompt), 0, &ids, &nid));
+    llm_session *s;
+    CHECK_OK(llm_session_new(&s, m, 1, (int)nid + 1));
+    float *lg = malloc((size_t)V * sizeof(float));
+    CHECK_OK(llm_prefill(s, 0, ids, (int)nid, lg, 0));
+    int32_t set[5] = {7, 40, 41, 99, 250};
+    for (int greedy = 1; greedy >= 0; greedy--) {
+        agent_model am;
+        agent_llm_opts o = {2, 256, greedy ? 0.0f : 1.0f, 0, 1.0f, 5};
+        CHECK_OK(agent_model_llm_new(&am, m, tok, &o));
+        for (int trial = 0; trial < (greedy ? 1 : 20); trial++) {
+            CHECK_OK(am.append(am.ctx, 0, ids, (int)nid));
+            int slot = 0;
+            agent_allow a = {set, 5};
+            int32_t t;
+            float lp;
+            CHECK_OK(am.decode(am.ctx, &slot, 1, &a, &t, &lp));
+            int best = 0, in = 0;
+            for (int k = 0; k < 5; k++) {
+                if (lg[set[k]] > lg[set[best]]) best = k;
+                in |= set[k] == t;
+            }
+            CHECK(in);
+            if (greedy) CHECK_EQ_INT(t, set[best]);
+            double mx = lg[set[best]], z = 0;
+            for (int k = 0; k < 5; k++) z += exp(lg[set[k]] - mx);
+            CHECK_NEAR(lp, lg[t] - mx - log(z), 2e-4);
+            am.release(am.ctx, 0);
+        }
+        agent_model_llm_free(&am);
+    }
+    free(lg);
+    free(ids);
+    llm_session_free(s);
     llm_model_free(m);
     tok_free(tok);
 }

@@ -617,6 +617,7 @@ TEST(harness_cli_eval) {
     CHECK_EQ_INT(json_integer_value(json_object_get(j, "users")), 7);
     CHECK(json_is_null(json_object_get(j, "format_valid_rate")));
     CHECK(json_is_null(json_object_get(j, "mean_generated_tokens")));
+    CHECK(json_is_true(json_object_get(j, "constrain"))); /* title-constrained answers: on by default */
     eval_inputs in = {&d, c, tm, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
@@ -738,6 +739,8 @@ TEST(harness_cli_eval) {
     snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode deeprec 2>/dev/null", b, data, trm);
     CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
     snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode nope 2>/dev/null", b, data, trm);
+    CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode trm --constrain maybe 2>/dev/null", b, data, trm);
     CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 2);
     snprintf(cmd, sizeof cmd, "%s eval --data %s --trm %s --mode trm 2>/dev/null", b, data,
              dr_test_path(dir, "missing.gguf"));

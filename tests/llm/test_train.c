@@ -42,7 +42,7 @@ static void make_batch(tbatch *tb, int B, int T, int V, uint64_t seed) {
             tb->coef[k] = 2.0f * dr_rng_float(&r) - 1.0f;
         }
     }
-    tb->b = (llm_batch){B, T, tb->tok, tb->len, tb->w, tb->mask};
+    tb->b = (llm_batch){B, T, tb->tok, tb->len, tb->w, tb->mask, NULL, NULL, NULL};
 }
 
 /* objective: sum_i coef_i * mask_i * logp_i */
@@ -302,7 +302,8 @@ TEST(llm_train_accumulation) {
     float *g = malloc(n * sizeof(float));
     memcpy(g, g0, n * sizeof(float));
     llm_train_zero_grad(t);
-    llm_batch h0 = {1, 9, tb.tok, tb.len, tb.w, tb.mask}, h1 = {1, 9, tb.tok + 9, tb.len + 1, tb.w + 9, tb.mask + 9};
+    llm_batch h0 = {1, 9, tb.tok, tb.len, tb.w, tb.mask, NULL, NULL, NULL},
+              h1 = {1, 9, tb.tok + 9, tb.len + 1, tb.w + 9, tb.mask + 9, NULL, NULL, NULL};
     double ce0, w0, ce1, w1;
     CHECK_OK(llm_train_sft(t, &h0, (float)w, &ce0, &w0));
     CHECK_OK(llm_train_sft(t, &h1, (float)w, &ce1, &w1));
@@ -431,7 +432,7 @@ TEST(llm_train_memorise) {
     CHECK_OK(llm_train_new(&t, m, &tc));
     int32_t tok[128], len = T;
     for (int i = 0; i < T; i++) tok[i] = (unsigned char)text[i];
-    llm_batch b = {1, T, tok, &len, NULL, NULL};
+    llm_batch b = {1, T, tok, &len, NULL, NULL, NULL, NULL, NULL};
     double first = 0, loss = 0;
     int step;
     for (step = 0; step < 150; step++) {
@@ -494,7 +495,7 @@ static void torch_case(const char *arch) {
     const float *fw = gguf_find_tensor(&f, "batch.weight")->data, *fm = gguf_find_tensor(&f, "batch.mask")->data;
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)ft[i], w[i] = fw[i], mask[i] = fm[i] != 0;
     for (int i = 0; i < B; i++) len[i] = (int32_t)fl[i];
-    llm_batch b = {B, T, tok, len, w, mask};
+    llm_batch b = {B, T, tok, len, w, mask, NULL, NULL, NULL};
     llm_train_config tc;
     llm_train_config_default(&tc);
     tc.max_batch = B, tc.max_len = T, tc.lr = 1e-2f, tc.weight_decay = 0.1f, tc.grad_clip = 1.0f;

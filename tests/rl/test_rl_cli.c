@@ -76,6 +76,9 @@ TEST(rl_cli_two_stages) {
     snprintf(cmd, sizeof cmd, "%s rl --stage 1 --data %s --trm %s --llm %s --out %s/x.gguf --adv ppo >/dev/null 2>&1", b,
              data, trm, llm, dir);
     CHECK(system(cmd) != 0);
+    snprintf(cmd, sizeof cmd, "%s rl --stage 1 --data %s --trm %s --llm %s --out %s/x.gguf --constrain yes >/dev/null 2>&1",
+             b, data, trm, llm, dir);
+    CHECK(system(cmd) != 0);
     llm_model_free(m);
     tok_free(tok);
     trm_model_free(tm);

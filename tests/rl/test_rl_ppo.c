@@ -158,7 +158,7 @@ TEST(rl_ppo_gradient_through_llm) {
         /* prompt 0..5, generated 6..11, tool 12..15, generated 16.. */
         mask[i] = p >= 6 && p < len[b] && !(p >= 12 && p < 16);
     }
-    llm_batch bt = {B, T, toks, len, NULL, mask};
+    llm_batch bt = {B, T, toks, len, NULL, mask, NULL, NULL, NULL};
     CHECK_OK(llm_train_forward(t, &bt, lp, NULL));
     static const float ratios[4] = {0.6f, 0.9f, 1.1f, 1.5f};
     for (int i = 0; i < B * T; i++) {
@@ -244,7 +244,7 @@ TEST(rl_ppo_update_direction) {
         mask[i] = i % T >= 6;
         adv[i] = i / T == 0 ? 1.0f : -1.0f;
     }
-    llm_batch bt = {B, T, toks, len, NULL, mask};
+    llm_batch bt = {B, T, toks, len, NULL, mask, NULL, NULL, NULL};
     CHECK_OK(llm_train_forward(t, &bt, lp, NULL));
     rl_ppo_opts o = {0.2f, 0.28f, 0};
     rl_ppo_loss(&o, B * T, lp, lp, NULL, adv, mask, 20.0, g, NULL);

@@ -1,0 +1,190 @@
+/* Title-constrained answers: the token trie, and rollouts of the scripted byte-level model
+ * (uniform picks among the allowed tokens) where every line must resolve exactly to a distinct
+ * retrieved title, forced tokens carry mask 0, and constrained ones record their allowed set. */
+#include "harness.h"
+#include "fixture.h"
+#include "agent/internal.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T "\0"
+
+static void add_str(agent_trie *t, const char *s, int title) {
+    int32_t ids[64];
+    int n = (int)strlen(s);
+    for (int i = 0; i < n; i++) ids[i] = (unsigned char)s[i];
+    CHECK_OK(agent_trie_add(t, ids, n, title));
+}
+
+static int32_t walk(const agent_trie *t, const char *s) {
+    int32_t node = 0;
+    for (const char *p = s; *p && node >= 0; p++) node = agent_trie_child(t, node, (unsigned char)*p);
+    return node;
+}
+
+/* "Heat" is a prefix of "Heat Wave": after "Heat" both the space and the end ('\n') are
+ * allowed; a listed title is no longer offered, nor a branch left without titles. */
+TEST(agent_constrain_trie) {
+    agent_trie t = {0};
+    add_str(&t, "Heat", 0);
+    add_str(&t, "Heat Wave", 1);
+    add_str(&t, "Babe", 2);
+    add_str(&t, "Babe", 3); /* same sequence: once */
+    CHECK_EQ_INT(t.nodes[0].avail, 3);
+    int32_t out[8];
+    CHECK_EQ_INT(agent_trie_allowed(&t, 0, '\n', out), 2);
+    CHECK_EQ_INT(out[0], 'H');
+    CHECK_EQ_INT(out[1], 'B');
+    int32_t heat = walk(&t, "Heat");
+    CHECK(heat > 0);
+    CHECK_EQ_INT(agent_trie_allowed(&t, heat, '\n', out), 2);
+    CHECK_EQ_INT(out[0], ' ');
+    CHECK_EQ_INT(out[1], '\n');
+    CHECK_EQ_INT(agent_trie_allowed(&t, walk(&t, "Hea"), '\n', out), 1);
+    CHECK_EQ_INT(out[0], 't');
+    agent_trie_use(&t, heat);
+    CHECK_EQ_INT(agent_trie_allowed(&t, heat, '\n', out), 1);
+    CHECK_EQ_INT(out[0], ' ');
+    agent_trie_use(&t, walk(&t, "Heat Wave"));
+    CHECK_EQ_INT(agent_trie_allowed(&t, 0, '\n', out), 1);
+    CHECK_EQ_INT(out[0], 'B');
+    int32_t babe = walk(&t, "Babe");
+    CHECK_EQ_INT(t.nodes[babe].title, 2);
+    CHECK_EQ_INT(agent_trie_allowed(&t, babe, '\n', out), 1);
+    CHECK_EQ_INT(out[0], '\n');
+    agent_trie_use(&t, babe);
+    CHECK_EQ_INT(t.nodes[0].avail, 0);
+    CHECK_EQ_INT(agent_trie_allowed(&t, 0, '\n', out), 0);
+    agent_trie_free(&t);
+}
+
+static const char s_answer[] = AGENT_TAG_THINK "x" AGENT_TAG_PREF "crime; heist" AGENT_TAG_PREF_END T
+    "more" AGENT_TAG_PREF "quiet drama" AGENT_TAG_PREF_END T "ok\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER T;
+
+/* Checks of one constrained episode of the byte model: tokens spell the text, forced tokens
+ * (prompt, tools, answer structure, single continuations) have mask 0 and log-prob 0, every
+ * constrained token has mask 1, lies in its recorded set (>= 2 distinct ids) and log-prob
+ * -log(set size) (the scripted model's uniform pick). */
+static void check_constrained(const agent_episode *e, int *n_constrained, int *n_forced_answer) {
+    CHECK_EQ_INT((int64_t)e->n_tokens, (int64_t)e->text_len);
+    for (int32_t k = 0; k < e->n_tokens; k++) CHECK_EQ_INT(e->tokens[k], (unsigned char)e->text[k]);
+    const char *tag = strstr(e->text + e->prompt_len, AGENT_TAG_ANSWER);
+    CHECK(tag != NULL);
+    int32_t ans = (int32_t)(tag - e->text) + (int32_t)strlen(AGENT_TAG_ANSWER);
+    for (int32_t k = 0; k < e->n_tokens; k++) {
+        if (e->allow_n[k] > 0) {
+            CHECK(k >= ans);
+            CHECK_EQ_INT(e->mask[k], 1);
+            int n = e->allow_n[k], has = 0;
+            CHECK(n >= 2);
+            const int32_t *ids = e->allow_ids + e->allow_off[k];
+            for (int a = 0; a < n; a++) {
+                has |= ids[a] == e->tokens[k];
+                for (int b = 0; b < a; b++) CHECK(ids[a] != ids[b]);
+            }
+            CHECK(has);
+            CHECK_NEAR(e->logprob[k], -logf((float)n), 1e-6);
+            (*n_constrained)++;
+        } else if (k >= ans) {
+            CHECK_EQ_INT(e->mask[k], 0);
+            CHECK(e->logprob[k] == 0.0f);
+            (*n_forced_answer)++;
+        }
+    }
+}
+
+/* Many seeds at "temperature 1" (uniform picks): every answer is 10 exact, distinct titles of
+ * items retrieved in the episode, and the format is valid. */
+TEST(agent_constrain_scripted_many_seeds) {
+    dr_dataset d;
+    fx_dataset_big(&d, 60, 6, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    int n_constrained = 0, n_forced = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        fx_model fm;
+        agent_model m;
+        const char *sc[] = {s_answer};
+        fx_model_init(&fm, &m, 4, sc, 1);
+        dr_rng_seed(&fm.pick, seed);
+        fx_hash_tool ht;
+        agent_tool t;
+        fx_hash_tool_init(&ht, &t, 60);
+        agent_request rq[2];
+        for (int r = 0; r < 2; r++)
+            rq[r] = (agent_request){r, dr_data_seq(&d, r), dr_data_seq_len(&d, r) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.samples = 2;
+        o.max_turn_tokens = 64; /* the answer is not bound by the turn budget */
+        o.constrain_titles = 1;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, rq, 2, &o, &e));
+        CHECK(fm.n_constrained > 0);
+        for (int i = 0; i < 4; i++) {
+            CHECK_STR(agent_outcome_name(e[i].outcome), "finished");
+            CHECK_STR(agent_format_name(e[i].format), "ok");
+            CHECK_EQ_INT(e[i].answer.n_lines, AGENT_N_REC);
+            int32_t *ret;
+            int n_ret;
+            CHECK_OK(agent_episode_retrieved(&e[i], &ret, &n_ret));
+            for (int l = 0; l < AGENT_N_REC; l++) {
+                CHECK_EQ_INT(e[i].how[l], AGENT_RESOLVE_EXACT);
+                CHECK_STR(e[i].answer.lines[l], agent_catalog_title(c, e[i].resolved[l]));
+                int in = 0;
+                for (int q = 0; q < n_ret; q++) in |= ret[q] == e[i].resolved[l];
+                CHECK(in);
+                for (int q = 0; q < l; q++) CHECK(e[i].resolved[q] != e[i].resolved[l]);
+            }
+            free(ret);
+            check_constrained(&e[i], &n_constrained, &n_forced);
+        }
+        agent_episodes_free(e, 4);
+    }
+    CHECK(n_constrained > 0 && n_forced > 0);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
+/* Fewer distinct titles than lines: "Toy Story" twice (items 1 and 11) and "Apollo 13" give
+ * two lines, then the block closes; the format check reports the short list. Off: the model's
+ * own text is kept (the scripted answer after the tag). */
+TEST(agent_constrain_few_titles_and_off) {
+    dr_dataset d;
+    fx_dataset(&d);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    /* preference of length 10: items 11, 12, 1 */
+    static const char s_few[] = AGENT_TAG_THINK "x" AGENT_TAG_PREF "abcdefghij" AGENT_TAG_PREF_END T
+        "ok\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n1. Heat\n" AGENT_TAG_ANSWER_END T;
+    for (int on = 0; on <= 1; on++) {
+        fx_model fm;
+        agent_model m;
+        const char *sc[] = {s_few};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        fx_tool ft;
+        agent_tool t;
+        fx_tool_init(&ft, &t);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.constrain_titles = on;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        CHECK_STR(agent_outcome_name(e->outcome), "finished");
+        const char *ans = strstr(e->text + e->prompt_len, AGENT_TAG_ANSWER);
+        if (on) {
+            CHECK_EQ_INT(e->answer.n_lines, 2);
+            int toy_first = !strcmp(e->answer.lines[0], "Toy Story");
+            CHECK_STR(ans, toy_first ? AGENT_TAG_ANSWER "\n1. Toy Story\n2. Apollo 13\n" AGENT_TAG_ANSWER_END
+                                     : AGENT_TAG_ANSWER "\n1. Apollo 13\n2. Toy Story\n" AGENT_TAG_ANSWER_END);
+            CHECK_STR(agent_format_name(e->format), "answer_lines");
+            CHECK_EQ_INT(fm.n_constrained, 1); /* the first title; the second is the only one left */
+        } else {
+            CHECK_STR(ans, AGENT_TAG_ANSWER "\n1. Heat\n" AGENT_TAG_ANSWER_END);
+            CHECK_EQ_INT(fm.n_constrained, 0);
+        }
+        agent_episodes_free(e, 1);
+    }
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
