@@ -192,7 +192,8 @@ TEST(pipeline_budget_set_by_name) {
 
 TEST(pipeline_run_rerun_and_settings) {
     const char *dir = dr_test_tmpdir();
-    const char *data = tiny_data(dir);
+    char data[1024]; /* dr_test_path's buffers rotate */
+    snprintf(data, sizeof data, "%s", tiny_data(dir));
     char out[512];
     snprintf(out, sizeof out, "%s/run", dir);
     pipeline_opts o;
@@ -203,6 +204,10 @@ TEST(pipeline_run_rerun_and_settings) {
     pipeline_result r1;
     CHECK_OK(pipeline_run(&o, &r1));
     check_report(r1.report);
+    /* the outcome-aware warm start: one trajectory file, one SFT run (no run 1) */
+    CHECK(dr_file_exists(dr_test_path(out, "traj_ws.jsonl")) && !dr_file_exists(dr_test_path(out, "traj_s1.jsonl")));
+    CHECK(!dr_file_exists(dr_test_path(out, "tiny_sft1.gguf")) && dr_file_exists(dr_test_path(out, "tiny_sft_rerank.gguf")));
+    CHECK(strstr(r1.report_md, "(pending)") == NULL && strstr(r1.report_md, "+0.0000 [+0.0000, +0.0000]"));
     CHECK(strstr(r1.report_md, "| SASRec (CE) alone") && strstr(r1.report_md, "DeepRec after RL stage 2"));
     for (int s = 0; s < PIPELINE_REPORT; s++) CHECK_MSG(!r1.stages[s].reused, "stage %d reused on a fresh run", s);
     CHECK(dr_file_exists(dr_test_path(out, "report.md")) && dr_file_exists(dr_test_path(out, "times.json")));
@@ -286,4 +291,41 @@ TEST(pipeline_cli_kill_in_each_stage_resumes) {
     free(c);
     json_decref(ref);
     json_decref(k);
+}
+
+/* --set: the classic recipe (ws_best_of=0) runs through the CLI with the per-seed files and no
+ * warm-start file; an unknown key is a usage error that lists the keys */
+TEST(pipeline_cli_set_classic_recipe) {
+    const char *b = bin();
+    const char *dir = dr_test_tmpdir();
+    const char *data = tiny_data(dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s pipeline --data %s --out %s/c --budget test --set nope=1 --quiet >/dev/null 2>%s/bad.err",
+             b, data, dir, dir);
+    int st = run_cli(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *err = NULL;
+    size_t n;
+    CHECK_OK(dr_read_file(dr_test_path(dir, "bad.err"), &err, &n));
+    CHECK(strstr(err, "nope") && strstr(err, "ws_best_of") && strstr(err, "trm_pref_empty"));
+    free(err);
+    CHECK(!dr_file_exists(dr_test_path(dir, "c/trm.gguf")));
+    snprintf(cmd, sizeof cmd,
+             "%s pipeline --data %s --out %s/c --budget test --set ws_best_of=0 --set trm_pref_empty=0.5 --quiet --json "
+             "> %s/c.json 2>%s/c.err",
+             b, data, dir, dir, dir);
+    CHECK_MSG(run_cli(cmd) == 0, "classic run failed (%s/c.err)", dir);
+    json_t *rep = json_load_file(dr_test_path(dir, "c.json"), 0, NULL);
+    CHECK(rep != NULL);
+    check_report(rep);
+    json_t *set = json_object_get(rep, "settings");
+    CHECK_EQ_INT(json_integer_value(json_object_get(set, "ws_best_of")), 0);
+    CHECK(json_number_value(json_object_get(set, "trm_pref_empty")) == 0.5);
+    json_decref(rep);
+    CHECK(dr_file_exists(dr_test_path(dir, "c/traj_s1.jsonl")) && dr_file_exists(dr_test_path(dir, "c/traj_s3.jsonl")));
+    CHECK(dr_file_exists(dr_test_path(dir, "c/tiny_sft1.gguf")) && !dr_file_exists(dr_test_path(dir, "c/traj_ws.jsonl")));
+    char *key = NULL;
+    CHECK_OK(dr_read_file(dr_test_path(dir, "c/trm.gguf.key"), &key, &n));
+    CHECK(strstr(key, "pref_empty 0.5\n") != NULL);
+    free(key);
 }
