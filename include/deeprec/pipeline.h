@@ -3,16 +3,19 @@
  * Stages, in order (each writes files into the output directory; see docs/pipeline.md):
  *   trm_sasrec  SASRec (full-softmax CE), early stopping on valid NDCG@10   -> sasrec.gguf
  *   trm_pref    the preference-aware TRM (the agent's tool)                 -> trm.gguf
- *   synth       warm-start trajectories on the training users, one file per seed, the
- *               tokenizer's extra corpus run, the rerank baseline's run     -> traj_*.jsonl
+ *   synth       the outcome-aware warm start (rl_warmstart_synth; or, with ws_best_of = 0, the
+ *               classic runs, one file per seed), the tokenizer's extra corpus run, the rerank
+ *               baseline's run                                            -> traj_*.jsonl
  *   tokenizer   byte-level BPE on prompt + completion text of trajectories  -> corpus.txt, tok.gguf
  *   init        the tiny qwen2 model with random weights                    -> tiny0.gguf
- *   sft         warm-up: run 1 (all seeds but the last), run 2 (the last seed), and run 2 again
- *               on the rerank-form trajectories for the rerank baseline     -> tiny_sft*.gguf
+ *   sft         warm-up: one run over traj_ws.jsonl at lr1 (classic: run 1 on all seeds but the
+ *               last, run 2 on the last seed), then a run at lr2 from the agent's model on the
+ *               rerank-form trajectories for the rerank baseline            -> tiny_sft*.gguf
  *   rl1, rl2    RL stage 1 (tool use) then stage 2 (recommendation), with the held-out probe
  *                                                                           -> policy1.gguf, policy2.gguf
- *   eval        every table row on the test users                           -> eval_<row>.json
- *   report      the table                                                   -> report.json, report.md
+ *   eval        every table row on the test users (with per-user ranks)     -> eval_<row>.json
+ *   report      the table with 95% bootstrap CIs and paired differences against the best TRM
+ *                                                                           -> report.json, report.md
  * and times.json (each stage's wall / CPU seconds and whether it was reused).
  *
  * Skip rule: every output file OUT has a settings key OUT.key (text: the stage's settings and
@@ -62,12 +65,22 @@ typedef struct pipeline_budget {
     int trm_batch;
     int trm_dim, trm_layers, trm_max_len;
     int trm_max_steps;      /* per epoch (0 = all batches; tests only) */
-    /* warm start */
+    double trm_pref_empty;  /* pref TRM: probability of an empty pseudo-preference in training */
+    /* outcome-aware warm start (rl_warmstart_synth): ONE file traj_ws.jsonl for SFT.
+     * ws_best_of = 0: the classic recipe instead (one agent_synth_run per synth seed, SFT runs
+     * 1 and 2 below) */
+    int ws_best_of;         /* candidates per training position, the best kept by the stage-2 reward */
+    int ws_positions;       /* training positions per user */
+    int ws_varied;          /* preferences from the wider pool of kinds */
+    int ws_order_by_target; /* the known next item first in the kept answer when retrieved */
+    int ws_seed;            /* base seed of the candidates */
+    /* classic warm start (and the tokenizer's / rerank baseline's synth runs) */
     int synth_seeds[PIPELINE_MAX_SEEDS];
-    int n_synth_seeds;      /* one run per seed over the training users; the last feeds SFT run 2 */
+    int n_synth_seeds;      /* one run per seed over the training users; the last feeds SFT run 2
+                               (classic recipe) and the rerank baseline's warm-up */
     int synth_users;        /* training users per run (0 = all) */
     int corpus_seed;        /* the tokenizer's extra synth run (AGENT_MAX_HIST history, AGENT_TOOL_K items) */
-    double rerank_share;    /* share of the LAST seed's trajectories in the rerank form */
+    double rerank_share;    /* classic recipe only: share of the LAST seed's trajectories in the rerank form */
     double rerank_warm;     /* the rerank baseline's own SFT run 2: this share in the rerank form (0 = none) */
     /* tokenizer and model */
     int vocab;
@@ -95,6 +108,16 @@ typedef struct pipeline_budget {
 const pipeline_budget *pipeline_budget_get(const char *name);
 /* "demo, full, test" */
 const char *pipeline_budget_names(void);
+
+/* Set one field by its name (the C field name, e.g. "ws_best_of", "llm_dim", "sft_lr1") from
+ * text: integer fields take a base-10 integer, real fields a finite number; every value must
+ * be >= 0. "synth_seeds" takes a comma-separated list of 1..PIPELINE_MAX_SEEDS seeds (and sets
+ * n_synth_seeds). Unknown key or bad value: DR_ERR_ARG, b unchanged, the hint lists the keys. */
+int pipeline_budget_set(pipeline_budget *b, const char *key, const char *value);
+/* The settable field names in order, NULL after the last. */
+const char *pipeline_budget_field(int i);
+/* Every settable field of b as a JSON object {name: value} (new reference). */
+struct json_t *pipeline_budget_json(const pipeline_budget *b);
 
 /* One stage's outcome in this run. */
 typedef struct pipeline_stage_info {

@@ -25,24 +25,38 @@ static void on_stage(void *ctx, int stage, const pipeline_stage_info *in) {
 static int cmd_pipeline(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *budget_s = "demo";
     int resume = 0, force = 0, json = 0, quiet = 0;
+    cli_strs sets = {0};
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset with titles (.gguf, from `deeprec data import`)"},
         {"--out", CLI_STR, &out, "output directory (created; outputs of earlier runs with the same settings are reused)"},
         {"--budget", CLI_STR, &budget_s, "demo (default), full or test: the sizes of every stage (docs/pipeline.md)"},
+        {"--set", CLI_STRS, &sets,
+         "KEY=VALUE: override one budget field by name (repeatable; e.g. ws_best_of=0, llm_dim=192)"},
         {"--resume", CLI_FLAG, &resume, "an interrupted stage continues from its checkpoint (TRM, RL) instead of restarting"},
         {"--force", CLI_FLAG, &force, "rebuild outputs made with other settings instead of refusing"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "print report.json's object on stdout (instead of the markdown table)"},
     };
     int np = 0;
-    int r = cli_parse("deeprec pipeline --data D.gguf --out DIR [--budget demo|full|test] [--resume] [--force] [--json]",
+    int r = cli_parse("deeprec pipeline --data D.gguf --out DIR [--budget demo|full|test] [--set KEY=VALUE]... [--resume] [--force] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data || !out) return cli_usage_error("pipeline needs --data and --out");
     pipeline_opts o;
     pipeline_opts_default(&o);
-    o.budget = pipeline_budget_get(budget_s);
-    if (!o.budget) return cli_usage_error("--budget must be one of %s (got '%s')", pipeline_budget_names(), budget_s);
+    const pipeline_budget *named = pipeline_budget_get(budget_s);
+    if (!named) return cli_usage_error("--budget must be one of %s (got '%s')", pipeline_budget_names(), budget_s);
+    pipeline_budget budget = *named;
+    for (int i = 0; i < sets.n; i++) {
+        const char *eq = strchr(sets.v[i], '=');
+        char key[64];
+        if (!eq || eq == sets.v[i] || (size_t)(eq - sets.v[i]) >= sizeof key)
+            return cli_usage_error("--set needs KEY=VALUE (got '%s')", sets.v[i]);
+        memcpy(key, sets.v[i], (size_t)(eq - sets.v[i]));
+        key[eq - sets.v[i]] = 0;
+        if (pipeline_budget_set(&budget, key, eq + 1)) return cli_usage_error("--set %s: %s", sets.v[i], dr_error_message());
+    }
+    o.budget = &budget;
     /* testing hook (tests/pipeline): SIGKILL in the middle of this stage */
     const char *kill_at = getenv("DEEPREC_PIPELINE_KILL_AT");
     if (kill_at && *kill_at) {

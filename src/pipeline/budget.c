@@ -2,11 +2,18 @@
  * replaced it; full = a longer recipe whose values are placeholders to tune by measurement;
  * test = the smallest sizes that still exercise every stage (tests/pipeline). */
 #include "deeprec/pipeline.h"
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const pipeline_budget budget_demo = {
     .name = "demo",
     .trm_max_epochs = 12, .trm_patience = 3, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
+    .trm_pref_empty = 0.7,
+    .ws_best_of = 8, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 4096,
@@ -23,6 +30,8 @@ static const pipeline_budget budget_demo = {
 static const pipeline_budget budget_full = {
     .name = "full",
     .trm_max_epochs = 200, .trm_patience = 10, .trm_batch = 128, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
+    .trm_pref_empty = 0.7,
+    .ws_best_of = 8, .ws_positions = 12, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, .n_synth_seeds = 12, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 8192,
@@ -38,6 +47,8 @@ static const pipeline_budget budget_full = {
 static const pipeline_budget budget_test = {
     .name = "test",
     .trm_max_epochs = 2, .trm_patience = 2, .trm_batch = 16, .trm_dim = 16, .trm_layers = 1, .trm_max_len = 20,
+    .trm_pref_empty = 0.3,
+    .ws_best_of = 2, .ws_positions = 2, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
     .synth_seeds = {1, 3}, .n_synth_seeds = 2, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 600,
@@ -59,3 +70,113 @@ const pipeline_budget *pipeline_budget_get(const char *name) {
 }
 
 const char *pipeline_budget_names(void) { return "demo, full, test"; }
+
+/* ------------------------------------------------------------------ fields by name */
+typedef struct field {
+    const char *name;
+    size_t off;
+    int real; /* double, else int */
+} field;
+#define FI(f) {#f, offsetof(pipeline_budget, f), 0}
+#define FD(f) {#f, offsetof(pipeline_budget, f), 1}
+static const field fields[] = {
+    FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
+    FI(trm_max_steps), FD(trm_pref_empty),
+    FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_seed),
+    {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
+    FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),
+    FI(vocab), FI(llm_dim), FI(llm_layers), FI(llm_heads), FI(llm_kv_heads), FI(llm_ffn), FI(ctx),
+    FD(sft_lr1), FD(sft_lr2), FI(sft_batch), FI(sft_max_len), FI(sft_epochs), FI(sft_max_steps),
+    FI(max_hist), FI(tool_k), FI(max_tokens),
+    FI(rl1_steps), FI(rl2_steps), FI(rl_prompts), FI(rl_samples), FI(rl_micro), FI(rl_updates), FI(rl_select_k),
+    FD(rl_lr1), FD(rl_lr2), FI(rl_probe), FD(rl_probe_temp1), FD(rl_probe_temp2), FI(rl_probe_samples1),
+    FI(rl_probe_samples2),
+    FI(eval_users), FI(eval_batch),
+};
+#define N_FIELDS ((int)(sizeof fields / sizeof *fields))
+
+const char *pipeline_budget_field(int i) { return i >= 0 && i < N_FIELDS ? fields[i].name : NULL; }
+
+static int parse_int(const char *s, int *v) {
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (!*s || *end || errno || x < 0 || x > 1000000000L) return 0;
+    *v = (int)x;
+    return 1;
+}
+
+static int hint_keys(void) {
+    char list[1536];
+    size_t n = 0;
+    list[0] = 0;
+    for (int i = 0; i < N_FIELDS && n < sizeof list; i++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", fields[i].name);
+    return dr_error_hint("budget fields: %s", list);
+}
+
+int pipeline_budget_set(pipeline_budget *b, const char *key, const char *value) {
+    if (!b || !key || !value) return dr_error(DR_ERR_ARG, "pipeline: budget_set needs a budget, a key and a value");
+    const field *f = NULL;
+    for (int i = 0; i < N_FIELDS && !f; i++)
+        if (!strcmp(fields[i].name, key)) f = &fields[i];
+    if (!f) {
+        dr_error(DR_ERR_ARG, "pipeline: unknown budget field '%s'", key);
+        return hint_keys();
+    }
+    char *base = (char *)b + f->off;
+    if (f->real == 1) {
+        char *end;
+        errno = 0;
+        double x = strtod(value, &end);
+        if (!*value || *end || errno || !isfinite(x) || x < 0)
+            return dr_error(DR_ERR_ARG, "pipeline: budget field %s needs a finite number >= 0, got '%s'", key, value);
+        *(double *)(void *)base = x;
+    } else if (f->real == 0) {
+        int x;
+        if (!parse_int(value, &x))
+            return dr_error(DR_ERR_ARG, "pipeline: budget field %s needs an integer >= 0, got '%s'", key, value);
+        *(int *)(void *)base = x;
+    } else { /* synth_seeds: "1,3,4" */
+        int seeds[PIPELINE_MAX_SEEDS], n = 0;
+        const char *s = value;
+        char tok[32];
+        while (1) {
+            size_t len = strcspn(s, ",");
+            if (n == PIPELINE_MAX_SEEDS || len == 0 || len >= sizeof tok) break;
+            memcpy(tok, s, len);
+            tok[len] = 0;
+            if (!parse_int(tok, &seeds[n])) break;
+            n++;
+            if (!s[len]) {
+                s = NULL;
+                break;
+            }
+            s += len + 1;
+        }
+        if (s || n < 1)
+            return dr_error(DR_ERR_ARG, "pipeline: synth_seeds needs 1..%d comma-separated integers >= 0, got '%s'",
+                            PIPELINE_MAX_SEEDS, value);
+        memset(b->synth_seeds, 0, sizeof b->synth_seeds);
+        memcpy(b->synth_seeds, seeds, (size_t)n * sizeof *seeds);
+        b->n_synth_seeds = n;
+    }
+    return DR_OK;
+}
+
+json_t *pipeline_budget_json(const pipeline_budget *b) {
+    json_t *j = json_object();
+    for (int i = 0; i < N_FIELDS; i++) {
+        const char *base = (const char *)b + fields[i].off;
+        json_t *v;
+        if (fields[i].real == 1) v = json_real(*(const double *)(const void *)base);
+        else if (fields[i].real == 0) v = json_integer(*(const int *)(const void *)base);
+        else {
+            v = json_array();
+            for (int k = 0; k < b->n_synth_seeds && k < PIPELINE_MAX_SEEDS; k++)
+                json_array_append_new(v, json_integer(b->synth_seeds[k]));
+        }
+        json_object_set_new(j, fields[i].name, v);
+    }
+    return j;
+}

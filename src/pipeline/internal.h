@@ -8,6 +8,7 @@
 
 #define PL_PATH 1024
 #define PL_KEY 8192
+#define PL_WS_FILE "traj_ws.jsonl" /* the outcome-aware warm start's trajectories */
 
 typedef struct pl_run {
     const pipeline_opts *o;
@@ -52,5 +53,16 @@ typedef struct pl_row {
     const char *llm;   /* file name of the model, NULL for trm rows */
 } pl_row;
 int pl_rows(const pl_run *p, pl_row *rows, int max); /* rows of this budget (teacher when the mode exists) */
+
+/* Resamples of the 95% bootstrap intervals (CI and paired differences; seed 1). */
+#define PL_BOOTSTRAP 1000
+struct eval_result;
+/* {"user_ids": [...], "ranks_exact": [...], "ranks_substring": [...]}: the evaluated users in
+ * selection order and each episode's 0-based rank of the target (-1 = miss), episode e of
+ * user e / samples; the eval JSON's "per_user" (new reference) */
+struct json_t *pl_ranks_json(const struct eval_result *r);
+/* An eval_result with users, samples and ranks read back from an eval JSON's "per_user"
+ * (eval_result_free); enough for eval_result_bootstrap / eval_paired_diff. */
+int pl_ranks_load(struct json_t *eval, struct eval_result *r);
 
 #endif

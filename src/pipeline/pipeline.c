@@ -150,6 +150,12 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
     const pipeline_budget *b = o->budget;
     if (b->n_synth_seeds < 1 || b->n_synth_seeds > PIPELINE_MAX_SEEDS)
         return dr_error(DR_ERR_ARG, "pipeline: budget %s needs 1..%d synth seeds", b->name, PIPELINE_MAX_SEEDS);
+    if (b->ws_best_of > 0 && b->ws_positions < 1)
+        return dr_error(DR_ERR_ARG, "pipeline: the warm start (ws_best_of %d) needs ws_positions >= 1", b->ws_best_of);
+    if (b->ws_best_of > 0 && b->rerank_share > 0)
+        return dr_error(DR_ERR_ARG, "pipeline: rerank_share applies to the classic warm start only (ws_best_of = 0)");
+    if (!(b->trm_pref_empty >= 0 && b->trm_pref_empty <= 1))
+        return dr_error(DR_ERR_ARG, "pipeline: trm_pref_empty must be in [0, 1], got %g", b->trm_pref_empty);
     if (mkdir(o->out_dir, 0777) && errno != EEXIST)
         return dr_error_at(DR_ERR_IO, o->out_dir, 0, "pipeline: cannot create the directory: %s", strerror(errno));
     pl_run p;

@@ -26,6 +26,47 @@ int pl_rows(const pl_run *p, pl_row *rows, int max) {
     return n;
 }
 
+json_t *pl_ranks_json(const eval_result *r) {
+    json_t *u = json_array(), *ex = json_array(), *ss = json_array();
+    for (int64_t i = 0; i < r->n_users; i++) json_array_append_new(u, json_integer(r->users[i]));
+    for (int64_t e = 0; e < r->n_episodes; e++) {
+        json_array_append_new(ex, json_integer(r->rank[EVAL_RULE_EXACT][e]));
+        json_array_append_new(ss, json_integer(r->rank[EVAL_RULE_SUBSTR][e]));
+    }
+    return json_pack("{s:o, s:o, s:o}", "user_ids", u, "ranks_exact", ex, "ranks_substring", ss);
+}
+
+int pl_ranks_load(json_t *e, eval_result *r) {
+    memset(r, 0, sizeof *r);
+    json_t *pu = json_object_get(e, "per_user");
+    json_t *u = json_object_get(pu, "user_ids");
+    json_t *rk[EVAL_N_RULES] = {json_object_get(pu, "ranks_exact"), json_object_get(pu, "ranks_substring")};
+    int samples = (int)json_integer_value(json_object_get(e, "samples"));
+    r->mode = eval_mode_from_name(json_string_value(json_object_get(e, "mode")));
+    r->samples = samples > 0 ? samples : 1;
+    if (!json_is_array(u) || !json_is_array(rk[0]) || !json_is_array(rk[1]) || r->mode < 0)
+        return dr_error(DR_ERR_FORMAT, "pipeline report: an eval output without per-user ranks (per_user)");
+    r->n_users = (int64_t)json_array_size(u);
+    r->n_episodes = (int64_t)json_array_size(rk[0]);
+    if ((int64_t)json_array_size(rk[1]) != r->n_episodes || r->n_episodes != r->n_users * r->samples)
+        return dr_error(DR_ERR_FORMAT, "pipeline report: per_user has %lld users, %lld / %lld ranks, %d samples",
+                        (long long)r->n_users, (long long)r->n_episodes, (long long)json_array_size(rk[1]), r->samples);
+    r->users = dr_calloc((size_t)(r->n_users > 0 ? r->n_users : 1), sizeof *r->users);
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        r->rank[q] = dr_calloc((size_t)(r->n_episodes > 0 ? r->n_episodes : 1), sizeof(int));
+    if (!r->users || !r->rank[0] || !r->rank[1]) {
+        eval_result_free(r);
+        return dr_error_code();
+    }
+    for (int64_t i = 0; i < r->n_users; i++) r->users[i] = (int32_t)json_integer_value(json_array_get(u, (size_t)i));
+    for (int q = 0; q < EVAL_N_RULES; q++)
+        for (int64_t i = 0; i < r->n_episodes; i++) {
+            json_t *v = json_array_get(rk[q], (size_t)i);
+            r->rank[q][i] = json_is_integer(v) ? (int)json_integer_value(v) : -1;
+        }
+    return DR_OK;
+}
+
 static json_t *load_json(const pl_run *p, const char *name) {
     char path[PL_PATH];
     pl_path(p, name, path);
@@ -82,6 +123,7 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     json_object_set_new(r, "data", json_string(p->o->data));
     json_object_set_new(r, "budget", json_string(p->b->name));
     json_object_set_new(r, "eval_users", json_integer(p->b->eval_users));
+    json_object_set_new(r, "settings", pipeline_budget_json(p->b));
     json_object_set_new(r, "best_trm", json_pack("{s:s, s:f, s:{s:O, s:O}}", "row", best, "valid_ndcg@10",
                                                  np > ns ? np : ns, "valid", "sasrec", vs, "trm", vp));
     json_t *rows = json_array();
@@ -94,24 +136,43 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     sb_add(&b, "|---|---:|---:|---:|---:|---:|---:|---|---|\n");
     pl_row list[16];
     int n = pl_rows(p, list, 16), rc = DR_OK;
-    for (int i = 0; i < n; i++) {
+    /* every row's eval output and per-user ranks; the reference of the paired differences is
+     * the best TRM's row */
+    json_t *evals[16] = {0};
+    eval_result ranks[16];
+    memset(ranks, 0, sizeof ranks);
+    int ibest = -1;
+    for (int i = 0; i < n && !rc; i++) {
         char name[64];
         snprintf(name, sizeof name, "eval_%s.json", list[i].id);
-        json_t *e = load_json(p, name);
-        if (!e) {
-            rc = dr_error_code();
+        if (!(evals[i] = load_json(p, name))) rc = dr_error_code();
+        else if ((rc = pl_ranks_load(evals[i], &ranks[i]))) dr_error_context("%s/%s", p->o->out_dir, name);
+        if (!strcmp(list[i].id, best)) ibest = i;
+    }
+    if (!rc && ibest < 0) rc = dr_error(DR_ERR_INTERNAL, "pipeline report: no row for the best TRM %s", best);
+    for (int i = 0; i < n && !rc; i++) {
+        json_t *e = evals[i];
+        json_t *ex = json_object_get(json_object_get(e, "metrics"), "exact");
+        /* the 95% interval: eval_run's percentile bootstrap over users (PL_BOOTSTRAP resamples) */
+        json_t *mci = json_object_get(e, "metrics_ci");
+        json_t *ci = json_pack("{s:O, s:f, s:O, s:O}", "resamples",
+                               json_object_get(json_object_get(e, "bootstrap"), "resamples"), "level", 0.95, "exact",
+                               json_object_get(mci, "exact"), "substring", json_object_get(mci, "substring"));
+        /* paired difference, user by user, against the best TRM (same users, same order) */
+        eval_paired pd;
+        if ((rc = eval_paired_diff(&ranks[i], &ranks[ibest], PL_BOOTSTRAP, 1, &pd))) {
+            json_decref(ci);
+            dr_error_context("pipeline report: row %s vs %s", list[i].id, best);
             break;
         }
-        json_t *ex = json_object_get(json_object_get(e, "metrics"), "exact");
-        /* CI and paired difference: filled from eval_result once the eval module has them
-         * ("ci" / "paired" in its JSON; another branch); null until then */
-        json_t *ci = json_object_get(e, "ci"), *paired = json_object_get(e, "paired");
-        json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:b}", "id", list[i].id,
+        json_t *paired = eval_paired_json(&pd);
+        json_object_set_new(paired, "ref", json_string(best));
+        json_t *row = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:o, s:b}", "id", list[i].id,
                                 "label", list[i].label, "mode", list[i].mode, "trm", list[i].trm, "users",
                                 json_object_get(e, "users"), "recall@10", json_object_get(ex, "recall@10"), "ndcg@10",
                                 json_object_get(ex, "ndcg@10"), "mrr", json_object_get(ex, "mrr"), "format_valid",
                                 json_object_get(e, "format_valid_rate"), "calls", json_object_get(e, "mean_tool_calls"),
-                                "ci", ci ? ci : json_null(), "paired_vs_best_trm", paired ? paired : json_null(),
+                                "ci", ci, "paired_vs_best_trm", paired,
                                 "best_trm", !strcmp(list[i].id, best));
         json_object_set_new(row, "llm", list[i].llm ? json_string(list[i].llm) : json_null());
         json_object_set(row, "eval", e);
@@ -122,15 +183,28 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
         fmt(mrr, sizeof mrr, json_object_get(ex, "mrr"), "%.4f");
         fmt(fv, sizeof fv, json_object_get(e, "format_valid_rate"), "%.3f");
         fmt(calls, sizeof calls, json_object_get(e, "mean_tool_calls"), "%.2f");
+        json_t *c10 = json_object_get(json_object_get(mci, "exact"), "ndcg@10");
+        const eval_ci *d10 = &pd.diff[EVAL_RULE_EXACT][EVAL_M_NDCG10];
+        char cis[96], pds[96];
+        if (json_is_object(c10))
+            snprintf(cis, sizeof cis, "%.4f [%.4f, %.4f]", num(c10, "mean"), num(c10, "lo"), num(c10, "hi"));
+        else
+            snprintf(cis, sizeof cis, "-");
+        snprintf(pds, sizeof pds, "%+.4f [%+.4f, %+.4f]", d10->mean, d10->lo, d10->hi);
         sb_add(&b, "| %s%s | %lld | %s | %s | %s | %s | %s | %s | %s |\n", list[i].label,
                !strcmp(list[i].id, best) ? " (best TRM)" : "", (long long)json_integer_value(json_object_get(e, "users")),
-               r10, n10, mrr, fv, calls, ci ? "see report.json" : "(pending)", paired ? "see report.json" : "(pending)");
-        json_decref(e);
+               r10, n10, mrr, fv, calls, cis, pds);
+    }
+    for (int i = 0; i < n; i++) {
+        json_decref(evals[i]);
+        eval_result_free(&ranks[i]);
     }
     if (eval_mode_from_name("teacher") < 0)
         sb_add(&b, "\nThe warm-start teacher row needs the eval mode `teacher` (not in this build).\n");
     sb_add(&b, "\nExact-title resolution, greedy decoding, the same seeded test users for every row; failures count "
-               "as misses. Reward curve (both RL stages): `policy2.rewards.svg`.\n");
+               "as misses. 95%% intervals: percentile bootstrap over the test users (%d resamples, seed 1); the "
+               "paired difference is the row minus the best TRM, user by user (NDCG@10). Reward curve (both RL "
+               "stages): `policy2.rewards.svg`.\n", PL_BOOTSTRAP);
     json_object_set_new(r, "reward_curve", json_string("policy2.rewards.svg"));
     json_t *st = json_array();
     for (int i = 0; i < PIPELINE_REPORT; i++)

@@ -29,6 +29,7 @@ static int stage_trm(pl_run *p, int kind, const char *name) {
     pl_key_add(&k, "model %s loss ce epochs %d patience %d batch %d dim %d layers %d max_len %d max_steps %d seed 1\n",
                kind == TRM_PREF ? "pref" : "sasrec", b->trm_max_epochs, b->trm_patience, b->trm_batch, b->trm_dim,
                b->trm_layers, b->trm_max_len, b->trm_max_steps);
+    if (kind == TRM_PREF) pl_key_add(&k, "pref_empty %.17g\n", b->trm_pref_empty);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
     if (reuse) return DR_OK;
@@ -53,6 +54,7 @@ static int stage_trm(pl_run *p, int kind, const char *name) {
     o.out = out;
     o.progress = p->o->progress;
     o.max_steps = b->trm_max_steps;
+    if (kind == TRM_PREF) o.pref_empty_p = (float)b->trm_pref_empty;
     o.on_epoch = on_epoch;
     o.on_epoch_ctx = p;
     trm_model *m = NULL;
@@ -113,13 +115,54 @@ static int synth_step(pl_run *p, synth_state *s, const char *name, int seed, int
     return pl_step_commit(p, out);
 }
 
+/* the outcome-aware warm start: one file of the best of ws_best_of candidates per training position */
+static int warmstart_step(pl_run *p, synth_state *s) {
+    const pipeline_budget *b = p->b;
+    char out[PL_PATH], trm[PL_PATH];
+    pl_path(p, PL_WS_FILE, out);
+    pl_path(p, "trm.gguf", trm);
+    pl_key k;
+    pl_key_init(&k, PL_WS_FILE);
+    pl_key_add(&k,
+               "warmstart seed %d users %d positions %d best_of %d varied %d order_by_target %d min_prefix 2 tool_k %d "
+               "max_hist %d chat 0\n",
+               b->ws_seed, b->synth_users, b->ws_positions, b->ws_best_of, b->ws_varied, b->ws_order_by_target,
+               b->tool_k, b->max_hist);
+    int rc, reuse, resume;
+    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
+    if (reuse) return DR_OK;
+    if (!s->ready) {
+        if ((rc = pl_catalog(p)) || (rc = trm_load(&s->tm, trm)) || (rc = agent_tool_trm_new(&s->tool, s->tm, 1)))
+            return rc;
+        s->ready = 1;
+    }
+    rl_warmstart_opts o;
+    rl_warmstart_opts_default(&o);
+    o.synth.max_hist = b->max_hist;
+    o.synth.tool_k = b->tool_k;
+    o.synth.varied = b->ws_varied != 0;
+    o.synth.seed = (uint64_t)b->ws_seed;
+    o.positions = b->ws_positions;
+    o.best_of = b->ws_best_of;
+    o.order_by_target = b->ws_order_by_target != 0;
+    o.users = b->synth_users;
+    o.progress = p->o->progress;
+    rl_warmstart_stats st;
+    if ((rc = rl_warmstart_synth(&p->d, s->tm, p->cat, &o, out, &st))) return rc;
+    if (st.written == 0) return dr_error(DR_ERR_RANGE, "pipeline: the warm start wrote no trajectory into %s", out);
+    return pl_step_commit(p, out);
+}
+
 int pl_stage_synth(pl_run *p) {
     const pipeline_budget *b = p->b;
     synth_state s;
     memset(&s, 0, sizeof s);
     int rc = DR_OK, last = b->synth_seeds[b->n_synth_seeds - 1];
     char name[64];
-    for (int i = 0; i < b->n_synth_seeds && !rc; i++) {
+    if (b->ws_best_of > 0) rc = warmstart_step(p, &s);
+    for (int i = 0; b->ws_best_of == 0 && i < b->n_synth_seeds && !rc; i++) {
         /* rerank-form examples only in the last seed (SFT run 2): in run 1 they cost format validity */
         snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[i]);
         rc = synth_step(p, &s, name, b->synth_seeds[i], b->tool_k, b->max_hist,
@@ -171,9 +214,11 @@ int pl_stage_tokenizer(pl_run *p) {
     pl_path(p, "corpus.txt", corpus);
     pl_path(p, "tok.gguf", tok);
     pl_path(p, "traj_corpus.jsonl", extra);
-    snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[0]);
+    if (b->ws_best_of > 0) snprintf(name, sizeof name, "%s", PL_WS_FILE);
+    else snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[0]);
     pl_path(p, name, first);
-    /* corpus: the extra run (more titles) and the first seed's trajectories */
+    /* corpus: the extra run (more titles) and the first training file (the warm start's, or
+     * the first seed's) */
     pl_key k;
     pl_key_init(&k, "corpus.txt");
     int rc, reuse, resume;
@@ -293,6 +338,21 @@ int pl_stage_sft(pl_run *p) {
     char tiny0[PL_PATH], tiny1[PL_PATH], name[64];
     pl_path(p, "tiny0.gguf", tiny0);
     int ns = b->n_synth_seeds, rc = DR_OK;
+    if (b->ws_best_of > 0) {
+        /* the outcome-aware warm start: ONE run over traj_ws.jsonl at lr1 from the initial
+         * model; the rerank baseline's warm-up continues from the agent's model at lr2 */
+        char agent[PL_PATH];
+        pl_path(p, PL_WS_FILE, trajs[0]);
+        pl_path(p, "tiny_sft.gguf", agent);
+        rc = sft_step(p, "sft", tiny0, "tiny_sft.gguf", b->sft_lr1, trajs, 1);
+        if (!rc && b->rerank_warm > 0) {
+            snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", b->synth_seeds[ns - 1]);
+            pl_path(p, name, trajs[0]);
+            rc = sft_step(p, "sft2_rerank", agent, "tiny_sft_rerank.gguf", b->sft_lr2, trajs, 1);
+        }
+        free(trajs);
+        return rc;
+    }
     for (int i = 0; i < ns; i++) {
         snprintf(name, sizeof name, "traj_s%d.jsonl", b->synth_seeds[i]);
         pl_path(p, name, trajs[i]);
@@ -415,8 +475,13 @@ static int eval_step(pl_run *p, const pl_row *row) {
     if (mode < 0) return dr_error(DR_ERR_INTERNAL, "pipeline: no eval mode %s", row->mode);
     pl_key k;
     pl_key_init(&k, name);
-    pl_key_add(&k, "eval mode %s users %d seed 1 temp 0 max_hist %d tool_k %d max_tokens %d ctx %d batch %d\n", row->mode,
-               b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch);
+    pl_key_add(&k,
+               "eval mode %s users %d seed 1 temp 0 max_hist %d tool_k %d max_tokens %d ctx %d batch %d bootstrap %d "
+               "seed 1, per-user ranks\n",
+               row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
+    /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
+    int varied = b->ws_best_of > 0 && b->ws_varied;
+    if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (row->llm && (rc = pl_key_input(&k, llm))) ||
         (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
@@ -429,13 +494,24 @@ static int eval_step(pl_run *p, const pl_row *row) {
     eval_opts_default(&eo);
     eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.tool_k = b->tool_k;
     eo.max_hist = b->max_hist, eo.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
+    eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
     eo.progress = p->o->progress;
+    agent_synth_opts so;
+    memset(&so, 0, sizeof so);
+    so.max_hist = b->max_hist, so.tool_k = b->tool_k, so.seed = 1, so.varied = varied;
+    if (mode == EVAL_TEACHER) eo.synth = &so;
     eval_inputs in = {&p->d, p->cat, tm, lm, NULL};
     eval_result r;
-    if ((rc = eval_run(&in, &eo, &r))) goto out;
+    memset(&r, 0, sizeof r);
+    if ((rc = eval_run(&in, &eo, &r))) {
+        eval_result_free(&r);
+        goto out;
+    }
     json_t *j = eval_result_json(&r);
     json_object_set_new(j, "trm", json_string(row->trm));
     json_object_set_new(j, "llm", row->llm ? json_string(row->llm) : json_null());
+    json_object_set_new(j, "per_user", pl_ranks_json(&r));
+    eval_result_free(&r);
     rc = dr_json_write_file(out, j);
     json_decref(j);
     if (!rc) rc = pl_step_commit(p, out);

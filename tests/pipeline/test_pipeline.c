@@ -6,6 +6,7 @@
 #include "deeprec/evaluate.h"
 #include "deeprec/pipeline.h"
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,13 +80,46 @@ static void check_report(json_t *rep) {
         CHECK(json_is_number(json_object_get(r, "ndcg@10")));
         CHECK(nd >= 0 && nd <= rc + 1e-12 && rc <= 1);
         CHECK_EQ_INT(json_integer_value(json_object_get(r, "users")), 6);
-        int is_trm = !strcmp(json_string_value(json_object_get(r, "mode")), "trm");
-        /* LLM-only columns are null for the TRM rows, numbers for the others */
-        CHECK(is_trm == json_is_null(json_object_get(r, "format_valid")));
-        CHECK(json_is_null(json_object_get(r, "ci")) || json_is_object(json_object_get(r, "ci")));
+        int llm = eval_mode_uses_llm(eval_mode_from_name(json_string_value(json_object_get(r, "mode"))));
+        /* LLM-only columns are null for the TRM and teacher rows, numbers for the others */
+        CHECK(!llm == json_is_null(json_object_get(r, "format_valid")));
+        /* the 95% interval of every row's NDCG@10 holds its mean, which is the table's value */
+        json_t *ci = json_object_get(json_object_get(json_object_get(r, "ci"), "exact"), "ndcg@10");
+        CHECK(json_is_object(ci));
+        double m = json_number_value(json_object_get(ci, "mean"));
+        CHECK(fabs(m - nd) < 1e-12);
+        CHECK(json_number_value(json_object_get(ci, "lo")) <= m + 1e-12 && m <= json_number_value(json_object_get(ci, "hi")) + 1e-12);
+        CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(r, "ci"), "resamples")), 1000);
+        /* the paired difference against the best TRM row */
+        json_t *pd = json_object_get(r, "paired_vs_best_trm");
+        json_t *d = json_object_get(json_object_get(pd, "exact"), "ndcg@10");
+        CHECK(json_is_object(d));
+        double dm = json_number_value(json_object_get(d, "mean"));
+        CHECK(json_number_value(json_object_get(d, "lo")) <= dm + 1e-12 && dm <= json_number_value(json_object_get(d, "hi")) + 1e-12);
+        CHECK_EQ_INT(json_integer_value(json_object_get(pd, "resamples")), 1000);
+        CHECK_EQ_INT(json_integer_value(json_object_get(pd, "users")), 6);
+        /* per-user ranks travel in the row's eval output: users x samples episodes */
+        json_t *pu = json_object_get(json_object_get(r, "eval"), "per_user");
+        CHECK_EQ_INT(json_array_size(json_object_get(pu, "user_ids")), 6);
+        CHECK_EQ_INT(json_array_size(json_object_get(pu, "ranks_exact")), 6);
     }
     const char *best = json_string_value(json_object_get(json_object_get(rep, "best_trm"), "row"));
     CHECK(best && (!strcmp(best, "sasrec") || !strcmp(best, "trm")));
+    /* the best TRM row against itself: exactly 0 */
+    int seen = 0;
+    json_array_foreach(rows, i, r) {
+        if (strcmp(json_string_value(json_object_get(r, "id")), best)) continue;
+        seen = 1;
+        CHECK(json_is_true(json_object_get(r, "best_trm")));
+        json_t *pd = json_object_get(r, "paired_vs_best_trm");
+        CHECK(!strcmp(json_string_value(json_object_get(pd, "ref")), best));
+        json_t *d = json_object_get(json_object_get(pd, "exact"), "ndcg@10");
+        CHECK(json_number_value(json_object_get(d, "mean")) == 0.0);
+        CHECK(json_number_value(json_object_get(d, "lo")) == 0.0 && json_number_value(json_object_get(d, "hi")) == 0.0);
+    }
+    CHECK(seen);
+    /* the settings of the run */
+    CHECK(json_is_object(json_object_get(rep, "settings")));
 }
 
 TEST(pipeline_budgets_and_stages) {
@@ -99,11 +133,67 @@ TEST(pipeline_budgets_and_stages) {
     CHECK_EQ_INT(b->eval_users, 0); /* all test users */
     for (int s = 0; s < PIPELINE_N_STAGES; s++) CHECK_EQ_INT(pipeline_stage_from_name(pipeline_stage_name(s)), s);
     CHECK_EQ_INT(pipeline_stage_from_name("nope"), -1);
+    /* the outcome-aware warm start and the pref TRM's empty-preference rate */
+    CHECK_EQ_INT(b->ws_best_of, 8);
+    CHECK_EQ_INT(b->ws_positions, 4);
+    CHECK_EQ_INT(b->ws_varied, 1);
+    CHECK_EQ_INT(b->ws_order_by_target, 1);
+    CHECK_EQ_INT(b->ws_seed, 1);
+    CHECK(b->trm_pref_empty == 0.7);
+    CHECK_EQ_INT(pipeline_budget_get("full")->ws_positions, 12);
+    CHECK_EQ_INT(pipeline_budget_get("test")->ws_best_of, 2);
+    CHECK(pipeline_budget_get("test")->trm_pref_empty == 0.3);
+}
+
+TEST(pipeline_budget_set_by_name) {
+    pipeline_budget b = *pipeline_budget_get("demo");
+    CHECK_OK(pipeline_budget_set(&b, "ws_best_of", "0"));
+    CHECK_EQ_INT(b.ws_best_of, 0);
+    CHECK_OK(pipeline_budget_set(&b, "llm_dim", "192"));
+    CHECK_EQ_INT(b.llm_dim, 192);
+    CHECK_EQ_INT(b.llm_layers, 2); /* the neighbours are untouched */
+    CHECK_OK(pipeline_budget_set(&b, "sft_lr1", "2.5e-3"));
+    CHECK(b.sft_lr1 == 2.5e-3);
+    CHECK(b.sft_lr2 == 1e-3);
+    CHECK_OK(pipeline_budget_set(&b, "trm_pref_empty", "0.5"));
+    CHECK(b.trm_pref_empty == 0.5);
+    CHECK_OK(pipeline_budget_set(&b, "synth_seeds", "5,9,11"));
+    CHECK_EQ_INT(b.n_synth_seeds, 3);
+    CHECK(b.synth_seeds[0] == 5 && b.synth_seeds[1] == 9 && b.synth_seeds[2] == 11 && b.synth_seeds[3] == 0);
+    /* errors leave the budget as it was and name the keys */
+    json_t *bj = pipeline_budget_json(&b);
+    char *before = json_dumps(bj, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(bj);
+    CHECK_ERR(pipeline_budget_set(&b, "no_such_field", "1"), DR_ERR_ARG);
+    CHECK(strstr(dr_error_message(), "no_such_field") && strstr(dr_error_message(), "ws_best_of"));
+    CHECK_ERR(pipeline_budget_set(&b, "llm_dim", "12x"), DR_ERR_ARG);
+    CHECK_ERR(pipeline_budget_set(&b, "llm_dim", ""), DR_ERR_ARG);
+    CHECK_ERR(pipeline_budget_set(&b, "llm_dim", "-4"), DR_ERR_ARG);
+    CHECK_ERR(pipeline_budget_set(&b, "sft_lr1", "nan"), DR_ERR_ARG);
+    CHECK_ERR(pipeline_budget_set(&b, "synth_seeds", "1,,2"), DR_ERR_ARG);
+    CHECK_ERR(pipeline_budget_set(&b, "synth_seeds", "1,2,"), DR_ERR_ARG);
+    bj = pipeline_budget_json(&b);
+    char *after = json_dumps(bj, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(bj);
+    CHECK(before && after && !strcmp(before, after));
+    free(before);
+    free(after);
+    /* every named field is settable and appears in the settings object */
+    json_t *j = pipeline_budget_json(&b);
+    int n = 0;
+    for (const char *f; (f = pipeline_budget_field(n)); n++) {
+        CHECK_MSG(json_object_get(j, f) != NULL, "field %s missing from the settings", f);
+        if (strcmp(f, "synth_seeds")) CHECK_OK(pipeline_budget_set(&b, f, "1"));
+    }
+    CHECK(n > 40 && (size_t)n == json_object_size(j));
+    CHECK_EQ_INT(json_integer_value(json_object_get(j, "llm_dim")), 192);
+    json_decref(j);
 }
 
 TEST(pipeline_run_rerun_and_settings) {
     const char *dir = dr_test_tmpdir();
-    const char *data = tiny_data(dir);
+    char data[1024]; /* dr_test_path's buffers rotate */
+    snprintf(data, sizeof data, "%s", tiny_data(dir));
     char out[512];
     snprintf(out, sizeof out, "%s/run", dir);
     pipeline_opts o;
@@ -114,6 +204,10 @@ TEST(pipeline_run_rerun_and_settings) {
     pipeline_result r1;
     CHECK_OK(pipeline_run(&o, &r1));
     check_report(r1.report);
+    /* the outcome-aware warm start: one trajectory file, one SFT run (no run 1) */
+    CHECK(dr_file_exists(dr_test_path(out, "traj_ws.jsonl")) && !dr_file_exists(dr_test_path(out, "traj_s1.jsonl")));
+    CHECK(!dr_file_exists(dr_test_path(out, "tiny_sft1.gguf")) && dr_file_exists(dr_test_path(out, "tiny_sft_rerank.gguf")));
+    CHECK(strstr(r1.report_md, "(pending)") == NULL && strstr(r1.report_md, "+0.0000 [+0.0000, +0.0000]"));
     CHECK(strstr(r1.report_md, "| SASRec (CE) alone") && strstr(r1.report_md, "DeepRec after RL stage 2"));
     for (int s = 0; s < PIPELINE_REPORT; s++) CHECK_MSG(!r1.stages[s].reused, "stage %d reused on a fresh run", s);
     CHECK(dr_file_exists(dr_test_path(out, "report.md")) && dr_file_exists(dr_test_path(out, "times.json")));
@@ -197,4 +291,41 @@ TEST(pipeline_cli_kill_in_each_stage_resumes) {
     free(c);
     json_decref(ref);
     json_decref(k);
+}
+
+/* --set: the classic recipe (ws_best_of=0) runs through the CLI with the per-seed files and no
+ * warm-start file; an unknown key is a usage error that lists the keys */
+TEST(pipeline_cli_set_classic_recipe) {
+    const char *b = bin();
+    const char *dir = dr_test_tmpdir();
+    const char *data = tiny_data(dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s pipeline --data %s --out %s/c --budget test --set nope=1 --quiet >/dev/null 2>%s/bad.err",
+             b, data, dir, dir);
+    int st = run_cli(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *err = NULL;
+    size_t n;
+    CHECK_OK(dr_read_file(dr_test_path(dir, "bad.err"), &err, &n));
+    CHECK(strstr(err, "nope") && strstr(err, "ws_best_of") && strstr(err, "trm_pref_empty"));
+    free(err);
+    CHECK(!dr_file_exists(dr_test_path(dir, "c/trm.gguf")));
+    snprintf(cmd, sizeof cmd,
+             "%s pipeline --data %s --out %s/c --budget test --set ws_best_of=0 --set trm_pref_empty=0.5 --quiet --json "
+             "> %s/c.json 2>%s/c.err",
+             b, data, dir, dir, dir);
+    CHECK_MSG(run_cli(cmd) == 0, "classic run failed (%s/c.err)", dir);
+    json_t *rep = json_load_file(dr_test_path(dir, "c.json"), 0, NULL);
+    CHECK(rep != NULL);
+    check_report(rep);
+    json_t *set = json_object_get(rep, "settings");
+    CHECK_EQ_INT(json_integer_value(json_object_get(set, "ws_best_of")), 0);
+    CHECK(json_number_value(json_object_get(set, "trm_pref_empty")) == 0.5);
+    json_decref(rep);
+    CHECK(dr_file_exists(dr_test_path(dir, "c/traj_s1.jsonl")) && dr_file_exists(dr_test_path(dir, "c/traj_s3.jsonl")));
+    CHECK(dr_file_exists(dr_test_path(dir, "c/tiny_sft1.gguf")) && !dr_file_exists(dr_test_path(dir, "c/traj_ws.jsonl")));
+    char *key = NULL;
+    CHECK_OK(dr_read_file(dr_test_path(dir, "c/trm.gguf.key"), &key, &n));
+    CHECK(strstr(key, "pref_empty 0.5\n") != NULL);
+    free(key);
 }
