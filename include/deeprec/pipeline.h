@@ -143,6 +143,9 @@ typedef struct pipeline_opts {
     /* Testing: SIGKILL this process in the middle of this stage (after its first unit of work
      * has been committed: a TRM epoch, an RL step, a synth / SFT / eval output); -1 = never. */
     int kill_at;
+    /* Stop after this stage (e.g. PIPELINE_TRM_PREF: only the TRMs; the report is not made);
+     * -1 = run every stage. Later runs reuse what it made. */
+    int until;
 } pipeline_opts;
 void pipeline_opts_default(pipeline_opts *o);
 

@@ -23,7 +23,7 @@ static void on_stage(void *ctx, int stage, const pipeline_stage_info *in) {
 }
 
 static int cmd_pipeline(int argc, char **argv) {
-    const char *data = NULL, *out = NULL, *budget_s = "demo";
+    const char *data = NULL, *out = NULL, *budget_s = "demo", *until = NULL;
     int resume = 0, force = 0, json = 0, quiet = 0;
     cli_strs sets = {0};
     cli_opt opts[] = {
@@ -33,6 +33,7 @@ static int cmd_pipeline(int argc, char **argv) {
         {"--set", CLI_STRS, &sets,
          "KEY=VALUE: override one budget field by name (repeatable; e.g. ws_best_of=0, llm_dim=192)"},
         {"--resume", CLI_FLAG, &resume, "an interrupted stage continues from its checkpoint (TRM, RL) instead of restarting"},
+        {"--until", CLI_STR, &until, "stop after this stage (trm_sasrec, trm_pref, synth, tokenizer, init, sft, rl1, rl2, eval)"},
         {"--force", CLI_FLAG, &force, "rebuild outputs made with other settings instead of refusing"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "print report.json's object on stdout (instead of the markdown table)"},
@@ -63,6 +64,10 @@ static int cmd_pipeline(int argc, char **argv) {
         o.kill_at = pipeline_stage_from_name(kill_at);
         if (o.kill_at < 0) return cli_usage_error("DEEPREC_PIPELINE_KILL_AT: unknown stage '%s'", kill_at);
     }
+    if (until) {
+        o.until = pipeline_stage_from_name(until);
+        if (o.until < 0 || o.until >= PIPELINE_REPORT) return cli_usage_error("--until: unknown stage '%s'", until);
+    }
     stage_print sp = {quiet ? NULL : stderr};
     o.data = data;
     o.out_dir = out;
@@ -73,14 +78,16 @@ static int cmd_pipeline(int argc, char **argv) {
     o.on_stage_ctx = &sp;
     pipeline_result res;
     if (pipeline_run(&o, &res)) return cli_fail();
-    if (json) {
+    if (o.until >= 0) {
+        if (!quiet) fprintf(stderr, "pipeline: stopped after stage %s (--until), %.1f s wall\n", until, res.wall_s);
+    } else if (json) {
         char *s = json_dumps(res.report, JSON_COMPACT | JSON_REAL_PRECISION(6));
         if (s) printf("%s\n", s);
         free(s);
     } else {
         fputs(res.report_md, stdout);
     }
-    if (!quiet)
+    if (!quiet && o.until < 0)
         fprintf(stderr, "pipeline: done in %.1f s wall, %.1f s CPU; %s/report.json, %s/report.md, %s/times.json\n",
                 res.wall_s, res.cpu_s, out, out, out);
     pipeline_result_free(&res);

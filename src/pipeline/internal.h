@@ -51,6 +51,7 @@ typedef struct pl_row {
     const char *id, *label, *mode;
     const char *trm;   /* file name of the TRM */
     const char *llm;   /* file name of the model, NULL for trm rows */
+    int unconstrained; /* 1: answers written freely (title-constrained decoding off: the ablation row) */
 } pl_row;
 int pl_rows(const pl_run *p, pl_row *rows, int max); /* rows of this budget (teacher when the mode exists) */
 

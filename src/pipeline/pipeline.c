@@ -37,6 +37,7 @@ void pipeline_opts_default(pipeline_opts *o) {
     memset(o, 0, sizeof *o);
     o->budget = pipeline_budget_get("demo");
     o->kill_at = -1;
+    o->until = -1;
 }
 
 double pipeline_cpu_seconds(void) {
@@ -196,6 +197,7 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
             break;
         }
         if (o->on_stage) o->on_stage(o->on_stage_ctx, s, in);
+        if (o->until >= 0 && s == o->until) break;
     }
     res->wall_s = dr_now() - w0;
     res->cpu_s = pipeline_cpu_seconds() - c0;

@@ -11,18 +11,22 @@ int pl_rows(const pl_run *p, pl_row *rows, int max) {
     int n = 0;
     const char *rr = p->b->rerank_warm > 0 ? "tiny_sft_rerank.gguf" : "tiny_sft.gguf";
     const pl_row all[] = {
-        {"sasrec", "SASRec (CE) alone", "trm", "sasrec.gguf", NULL},
-        {"trm", "pref TRM, empty preference", "trm", "trm.gguf", NULL},
-        {"rerank", "rerank (one call, then rank)", "rerank", "trm.gguf", rr},
-        /* the warm-start teacher comes with its eval mode (another branch); listed when the
-         * build has it */
-        {"teacher", "warm-start teacher", "teacher", "trm.gguf", "tiny_sft.gguf"},
-        {"deeprec_warm", "DeepRec before RL", "deeprec", "trm.gguf", "tiny_sft.gguf"},
-        {"deeprec_rl1", "DeepRec after RL stage 1", "deeprec", "trm.gguf", "policy1.gguf"},
-        {"deeprec_rl2", "DeepRec after RL stage 2", "deeprec", "trm.gguf", "policy2.gguf"},
+        {"sasrec", "SASRec (CE) alone", "trm", "sasrec.gguf", NULL, 0},
+        {"trm", "pref TRM, empty preference", "trm", "trm.gguf", NULL, 0},
+        {"rerank", "rerank (one call, then rank)", "rerank", "trm.gguf", rr, 0},
+        /* the warm-start teacher's own list (no LLM) */
+        {"teacher", "warm-start teacher", "teacher", "trm.gguf", "tiny_sft.gguf", 0},
+        {"deeprec_warm_free", "DeepRec before RL, titles unconstrained", "deeprec", "trm.gguf", "tiny_sft.gguf", 1},
+        {"deeprec_warm", "DeepRec before RL", "deeprec", "trm.gguf", "tiny_sft.gguf", 0},
+        {"deeprec_rl1", "DeepRec after RL stage 1", "deeprec", "trm.gguf", "policy1.gguf", 0},
+        {"deeprec_rl2", "DeepRec after RL stage 2", "deeprec", "trm.gguf", "policy2.gguf", 0},
     };
-    for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
+    for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++) {
+        /* a stage run with 0 steps is skipped, and so is its row */
+        if (!strcmp(all[i].id, "deeprec_rl1") && p->b->rl1_steps <= 0) continue;
+        if (!strcmp(all[i].id, "deeprec_rl2") && p->b->rl2_steps <= 0) continue;
         if (eval_mode_from_name(all[i].mode) >= 0) rows[n++] = all[i];
+    }
     return n;
 }
 

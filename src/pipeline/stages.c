@@ -387,9 +387,14 @@ static int stage_rl(pl_run *p, int stage) {
     const pipeline_budget *b = p->b;
     char out[PL_PATH], in[PL_PATH], trm[PL_PATH];
     pl_path(p, stage == 1 ? "policy1.gguf" : "policy2.gguf", out);
-    pl_path(p, stage == 1 ? "tiny_sft.gguf" : "policy1.gguf", in);
+    /* stage 2 starts from stage 1's policy, or from the warm start when stage 1 has no steps */
+    pl_path(p, stage == 1 || b->rl1_steps <= 0 ? "tiny_sft.gguf" : "policy1.gguf", in);
     pl_path(p, "trm.gguf", trm);
     int steps = stage == 1 ? b->rl1_steps : b->rl2_steps;
+    if (steps <= 0) { /* no RL in this run (an ablation): nothing to make */
+        p->info->skipped = 1;
+        return DR_OK;
+    }
     double lr = stage == 1 ? b->rl_lr1 : b->rl_lr2;
     double ptemp = stage == 1 ? b->rl_probe_temp1 : b->rl_probe_temp2;
     int psamples = stage == 1 ? b->rl_probe_samples1 : b->rl_probe_samples2;
@@ -479,6 +484,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
                "eval mode %s users %d seed 1 temp 0 max_hist %d tool_k %d max_tokens %d ctx %d batch %d bootstrap %d "
                "seed 1, per-user ranks\n",
                row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
+    if (row->unconstrained) pl_key_add(&k, "titles unconstrained\n");
     /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
     int varied = b->ws_best_of > 0 && b->ws_varied;
     if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
@@ -495,6 +501,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.tool_k = b->tool_k;
     eo.max_hist = b->max_hist, eo.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
     eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
+    eo.constrain_titles = !row->unconstrained;
     eo.progress = p->o->progress;
     agent_synth_opts so;
     memset(&so, 0, sizeof so);

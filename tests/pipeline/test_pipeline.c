@@ -50,7 +50,8 @@ static const char *tiny_data(const char *dir) {
     return path;
 }
 
-static int n_rows_expected(void) { return eval_mode_from_name("teacher") >= 0 ? 7 : 6; }
+/* sasrec, trm, rerank, teacher, deeprec before RL unconstrained and constrained, after RL 1, 2 */
+static int n_rows_expected(void) { return 8; }
 
 /* the table's numbers (no times): equal reports have equal strings */
 static char *rows_text(json_t *report) {
@@ -251,6 +252,47 @@ static int run_cli(const char *cmd) {
     int st = system(cmd);
     CHECK(st != -1);
     return st;
+}
+
+/* --until stops after a stage (nothing of the later stages is made, no report); a run without RL
+ * steps skips both RL stages and their rows and reuses what --until made */
+TEST(pipeline_until_and_no_rl) {
+    const char *dir = dr_test_tmpdir();
+    char data[1024], out[512];
+    snprintf(data, sizeof data, "%s", tiny_data(dir));
+    snprintf(out, sizeof out, "%s/run", dir);
+    pipeline_budget b = *pipeline_budget_get("test");
+    b.rl1_steps = 0;
+    b.rl2_steps = 0;
+    pipeline_opts o;
+    pipeline_opts_default(&o);
+    o.data = data;
+    o.out_dir = out;
+    o.budget = &b;
+    o.until = PIPELINE_TRM_PREF;
+    pipeline_result r;
+    CHECK_OK(pipeline_run(&o, &r));
+    CHECK(r.report == NULL && r.report_md == NULL);
+    CHECK(dr_file_exists(dr_test_path(out, "sasrec.gguf")) && dr_file_exists(dr_test_path(out, "trm.gguf")));
+    CHECK(!dr_file_exists(dr_test_path(out, "traj_ws.jsonl")) && !dr_file_exists(dr_test_path(out, "report.json")));
+    pipeline_result_free(&r);
+    o.until = -1;
+    CHECK_OK(pipeline_run(&o, &r));
+    CHECK(r.stages[PIPELINE_TRM_SASREC].reused && r.stages[PIPELINE_TRM_PREF].reused);
+    CHECK(r.stages[PIPELINE_RL1].skipped && r.stages[PIPELINE_RL2].skipped);
+    CHECK(!dr_file_exists(dr_test_path(out, "policy1.gguf")) && !dr_file_exists(dr_test_path(out, "policy2.gguf")));
+    json_t *rows = json_object_get(r.report, "rows");
+    CHECK_EQ_INT((int)json_array_size(rows), n_rows_expected() - 2);
+    size_t i;
+    json_t *row;
+    int free_row = 0;
+    json_array_foreach(rows, i, row) {
+        const char *id = json_string_value(json_object_get(row, "id"));
+        CHECK(id && strncmp(id, "deeprec_rl", 10));
+        free_row += id && !strcmp(id, "deeprec_warm_free");
+    }
+    CHECK_EQ_INT(free_row, 1);
+    pipeline_result_free(&r);
 }
 
 TEST(pipeline_cli_kill_in_each_stage_resumes) {
