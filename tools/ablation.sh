@@ -13,7 +13,7 @@ DATA=$1
 ROOT=$2
 THREADS=${3:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-COMMON="--budget demo --set rl1_steps=0 --set rl2_steps=0 --set rerank_warm=0 --quiet --resume"
+COMMON="--budget ${ABLATION_BUDGET:-demo} --set rl1_steps=0 --set rl2_steps=0 --set rerank_warm=0 --quiet --resume"
 
 # name | what is switched off | --set arguments
 VARIANTS='full|nothing (all mechanisms on)|
@@ -25,7 +25,7 @@ deeper|size: 3 layers instead of 2|--set llm_layers=3'
 
 mkdir -p "$ROOT"
 echo "ablation: TRMs once in $ROOT/base" >&2
-DEEPREC_THREADS=$THREADS "$BIN" pipeline --data "$DATA" --out "$ROOT/base" $COMMON --until trm_pref >&2
+DEEPREC_THREADS=${BASE_THREADS:-$THREADS} "$BIN" pipeline --data "$DATA" --out "$ROOT/base" $COMMON --until trm_pref >&2
 
 echo "$VARIANTS" > "$ROOT/variants.txt"
 # (the loop reads a file, not a pipe: a piped loop runs in a subshell and `wait` would not see its jobs)
