@@ -203,13 +203,14 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
         json_decref(evals[i]);
         eval_result_free(&ranks[i]);
     }
-    if (eval_mode_from_name("teacher") < 0)
-        sb_add(&b, "\nThe warm-start teacher row needs the eval mode `teacher` (not in this build).\n");
     sb_add(&b, "\nExact-title resolution, greedy decoding, the same seeded test users for every row; failures count "
                "as misses. 95%% intervals: percentile bootstrap over the test users (%d resamples, seed 1); the "
-               "paired difference is the row minus the best TRM, user by user (NDCG@10). Reward curve (both RL "
-               "stages): `policy2.rewards.svg`.\n", PL_BOOTSTRAP);
-    json_object_set_new(r, "reward_curve", json_string("policy2.rewards.svg"));
+               "paired difference is the row minus the best TRM, user by user (NDCG@10).", PL_BOOTSTRAP);
+    int rl = p->b->rl2_steps > 0 || p->b->rl1_steps > 0;
+    const char *curve = p->b->rl2_steps > 0 ? "policy2.rewards.svg" : "policy1.rewards.svg";
+    if (rl) sb_add(&b, " Reward curve (RL): `%s`.", curve);
+    sb_add(&b, "\n");
+    json_object_set_new(r, "reward_curve", rl ? json_string(curve) : json_null());
     json_t *st = json_array();
     for (int i = 0; i < PIPELINE_REPORT; i++)
         json_array_append_new(st, json_pack("{s:s, s:b, s:b, s:f, s:f}", "stage", pipeline_stage_name(i), "reused",
