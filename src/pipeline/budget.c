@@ -11,7 +11,7 @@
 
 static const pipeline_budget budget_demo = {
     .name = "demo",
-    .trm_max_epochs = 12, .trm_patience = 3, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
+    .trm_max_epochs = 200, .trm_patience = 5, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
     .trm_pref_empty = 0.7,
     .ws_best_of = 8, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2,
