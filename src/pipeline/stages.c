@@ -82,6 +82,20 @@ typedef struct synth_state {
     int ready;
 } synth_state;
 
+/* Begin a synth output (its key covers the data and the TRM); unless it is reused, load the
+ * catalog and the TRM tool once for all the synth outputs of the stage. */
+static int synth_begin(pl_run *p, synth_state *s, pl_key *k, const char *out, const char *trm, int *reuse) {
+    int rc, resume;
+    if ((rc = pl_key_input(k, p->o->data)) || (rc = pl_key_input(k, trm)) ||
+        (rc = pl_step_begin(p, out, k, reuse, &resume)))
+        return rc;
+    if (*reuse || s->ready) return DR_OK;
+    if ((rc = pl_catalog(p)) || (rc = trm_load(&s->tm, trm)) || (rc = agent_tool_trm_new(&s->tool, s->tm, 1)))
+        return rc;
+    s->ready = 1;
+    return DR_OK;
+}
+
 static int synth_step(pl_run *p, synth_state *s, const char *name, int seed, int tool_k, int max_hist, double share) {
     char out[PL_PATH], trm[PL_PATH];
     pl_path(p, name, out);
@@ -90,16 +104,9 @@ static int synth_step(pl_run *p, synth_state *s, const char *name, int seed, int
     pl_key_init(&k, name);
     pl_key_add(&k, "synth seed %d users %d tool_k %d max_hist %d rerank_share %.17g chat 0\n", seed, p->b->synth_users,
                tool_k, max_hist, share);
-    int rc, reuse, resume;
-    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) ||
-        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
-        return rc;
+    int rc, reuse;
+    if ((rc = synth_begin(p, s, &k, out, trm, &reuse))) return rc;
     if (reuse) return DR_OK;
-    if (!s->ready) {
-        if ((rc = pl_catalog(p)) || (rc = trm_load(&s->tm, trm)) || (rc = agent_tool_trm_new(&s->tool, s->tm, 1)))
-            return rc;
-        s->ready = 1;
-    }
     agent_synth_run_opts o;
     memset(&o, 0, sizeof o);
     o.synth.max_hist = max_hist;
@@ -128,16 +135,9 @@ static int warmstart_step(pl_run *p, synth_state *s) {
                "max_hist %d chat 0\n",
                b->ws_seed, b->synth_users, b->ws_positions, b->ws_best_of, b->ws_varied, b->ws_order_by_target,
                b->tool_k, b->max_hist);
-    int rc, reuse, resume;
-    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) ||
-        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
-        return rc;
+    int rc, reuse;
+    if ((rc = synth_begin(p, s, &k, out, trm, &reuse))) return rc;
     if (reuse) return DR_OK;
-    if (!s->ready) {
-        if ((rc = pl_catalog(p)) || (rc = trm_load(&s->tm, trm)) || (rc = agent_tool_trm_new(&s->tool, s->tm, 1)))
-            return rc;
-        s->ready = 1;
-    }
     rl_warmstart_opts o;
     rl_warmstart_opts_default(&o);
     o.synth.max_hist = b->max_hist;

@@ -126,8 +126,9 @@ static void check_report(json_t *rep) {
 TEST(pipeline_budgets_and_stages) {
     const pipeline_budget *b = pipeline_budget_get("demo");
     CHECK(b && pipeline_budget_get("full") && pipeline_budget_get("test") && !pipeline_budget_get("huge"));
-    /* demo = tools/demo.sh's defaults before this command */
-    CHECK_EQ_INT(b->trm_max_epochs, 12);
+    /* demo: TRMs to convergence (early stopping, not a fixed epoch count), the shell demo's RL */
+    CHECK_EQ_INT(b->trm_max_epochs, 200);
+    CHECK_EQ_INT(b->trm_patience, 5);
     CHECK_EQ_INT(b->n_synth_seeds, 7);
     CHECK_EQ_INT(b->rl1_steps, 8);
     CHECK_EQ_INT(b->rl2_steps, 12);

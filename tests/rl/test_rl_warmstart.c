@@ -11,6 +11,29 @@
 #include <string.h>
 #include <unistd.h>
 
+/* the fixture dataset, its random pref TRM as the tool, and the reward context */
+typedef struct ws_env {
+    dr_dataset d;
+    trm_model *m;
+    agent_catalog *c;
+    agent_tool tool;
+    rl_reward_ctx *rc;
+} ws_env;
+static void ws_env_init(ws_env *e, int n_users) {
+    rlx_dataset(&e->d, n_users);
+    e->m = rlx_trm(&e->d);
+    CHECK_OK(agent_catalog_build(&e->d, &e->c));
+    CHECK_OK(agent_tool_trm_new(&e->tool, e->m, 1));
+    CHECK_OK(rl_reward_ctx_new(&e->rc, e->c, e->m));
+}
+static void ws_env_free(ws_env *e) {
+    rl_reward_ctx_free(e->rc);
+    agent_tool_trm_free(&e->tool);
+    agent_catalog_free(e->c);
+    trm_model_free(e->m);
+    dr_data_free(&e->d);
+}
+
 TEST(rl_best_of_index) {
     const double a[] = {1.0, 3.0, 3.0, 2.0};
     CHECK_EQ_INT(rl_best_of(a, 4), 1); /* ties keep the earlier */
@@ -24,15 +47,12 @@ TEST(rl_best_of_index) {
 /* For positions of several users, the kept trajectory is byte-identical to the candidate with
  * the highest reward, recomputed independently with agent_synth_one + rl_warmstart_score. */
 TEST(rl_warmstart_best_keeps_highest_reward) {
-    dr_dataset d;
-    rlx_dataset(&d, 30);
-    trm_model *m = rlx_trm(&d);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    agent_tool tool;
-    CHECK_OK(agent_tool_trm_new(&tool, m, 1));
-    rl_reward_ctx *rc;
-    CHECK_OK(rl_reward_ctx_new(&rc, c, m));
+    ws_env E;
+    ws_env_init(&E, 30);
+    dr_dataset d = E.d;
+    agent_catalog *c = E.c;
+    agent_tool tool = E.tool;
+    rl_reward_ctx *rc = E.rc;
     agent_synth_opts base = {0};
     base.tool_k = 10;
     base.varied = 1;
@@ -92,25 +112,18 @@ TEST(rl_warmstart_best_keeps_highest_reward) {
     CHECK_MSG(checked >= 20, "only %d positions checked", checked);
     /* the selection is not trivial: candidates of many positions differ in reward */
     CHECK_MSG(distinct_positions >= 5, "only %d positions with differing rewards", distinct_positions);
-    rl_reward_ctx_free(rc);
-    agent_tool_trm_free(&tool);
-    agent_catalog_free(c);
-    trm_model_free(m);
-    dr_data_free(&d);
+    ws_env_free(&E);
 }
 
 /* The known target goes first in a training list when it was retrieved; the score of such a
  * list is the list-wise reward of rank 0 plus its point-wise reward. */
 TEST(rl_warmstart_target_first) {
-    dr_dataset d;
-    rlx_dataset(&d, 20);
-    trm_model *m = rlx_trm(&d);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    agent_tool tool;
-    CHECK_OK(agent_tool_trm_new(&tool, m, 1));
-    rl_reward_ctx *rc;
-    CHECK_OK(rl_reward_ctx_new(&rc, c, m));
+    ws_env E;
+    ws_env_init(&E, 20);
+    dr_dataset d = E.d;
+    agent_catalog *c = E.c;
+    agent_tool tool = E.tool;
+    rl_reward_ctx *rc = E.rc;
     int firsts = 0;
     for (int32_t u = 0; u < d.n_users; u++) {
         const int32_t *tr;
@@ -139,11 +152,7 @@ TEST(rl_warmstart_target_first) {
         agent_synth_traj_free(&t);
     }
     CHECK(firsts > 0);
-    rl_reward_ctx_free(rc);
-    agent_tool_trm_free(&tool);
-    agent_catalog_free(c);
-    trm_model_free(m);
-    dr_data_free(&d);
+    ws_env_free(&E);
 }
 
 /* The file: one JSON line per position with a valid candidate, each a valid trajectory whose
