@@ -234,11 +234,14 @@ static uint64_t step_seed(const rl_opts *o, int64_t s, uint64_t stream) {
     return dr_rng_u64(&x);
 }
 
-/* What a resumed run must share with the checkpoint besides stage and seed: the batch shape and
- * the probe size (which decides the training users). Probe 0 keeps the older encoding. */
+/* What a resumed run must share with the checkpoint besides stage and seed: the batch shape,
+ * the probe size (which decides the training users) and the title constraint (which decides
+ * the distribution the rollouts sample from). Probe 0 without the constraint keeps the oldest
+ * encoding. */
 static int64_t run_shape(const rl_opts *o) {
     /* (the probe's temperature and samples change what is logged, not the training) */
-    return ((int64_t)o->probe_users << 40) + (int64_t)o->prompts * 1000 + o->samples;
+    return ((int64_t)o->probe_users << 40) + ((int64_t)(o->constrain_titles != 0) << 39) +
+           (int64_t)o->prompts * 1000 + o->samples;
 }
 
 /* Write the slot the marker does not point at, then commit by rewriting the marker: a kill at
@@ -818,7 +821,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
         if ((rc = llm_train_load_state(r.tr, r.slot_state[ci.slot]))) goto done;
         const int64_t *u = llm_train_user(r.tr);
         if (u[0] != ci.step || u[1] != o->stage || u[3] != run_shape(o)) {
-            rc = dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples/--probe",
+            rc = dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples/--probe/--constrain",
                           r.slot_state[ci.slot]);
             goto done;
         }

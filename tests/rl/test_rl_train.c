@@ -362,6 +362,11 @@ TEST(rl_train_probe_held_out) {
     /* a resume with another probe size is refused (it would train on other users) */
     o.probe_users = 2;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
+    /* and so is one with the other title-constraint setting (other sampled distributions) */
+    o.probe_users = 3;
+    o.constrain_titles = !o.constrain_titles;
+    CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
+    CHECK(strstr(dr_error_message(), "--constrain") != NULL);
     fx_free(&f);
 }
 
