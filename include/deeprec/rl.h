@@ -288,7 +288,8 @@ typedef struct rl_warmstart_stats {
     double mean_reward;           /* stage-2 reward of the kept trajectories */
     double mean_first_reward;     /* ... of the first candidate (what best-of-1 would keep) */
     double hit_rate;              /* target in the kept answer */
-    double retrieved_rate;        /* target among the kept trajectory's retrieved items */
+    double retrieved_rate;        /* target among the kept trajectory's retrieved items (counted with
+                                     order_by_target only) */
     double mean_calls;
     double seconds;
 } rl_warmstart_stats;
@@ -300,14 +301,14 @@ int rl_best_of(const double *r, int n);
 int rl_warmstart_score(rl_reward_ctx *rc, const agent_catalog *c, const agent_synth_traj *t, int32_t target,
                        rl_reward *out);
 /* Best of n candidates for one position: agent_synth_one(hist[0..n_prefix), base with seed =
- * seeds[k] and target = target) scored by rl_warmstart_score; rewards[k] gets each total (NaN when
+ * seeds[k]) scored by rl_warmstart_score against `target`; rewards[k] gets each total (NaN when
  * the candidate could not be built: too few items, an odd title). *best gets the highest-reward
  * trajectory (ties: the earlier) and *best_index its index (-1 when no candidate was built:
- * *best empty). The target also orders each candidate's list (agent_synth_opts.target); pass
- * 0 to score lists that were not ordered by it. */
+ * *best empty). order_by_target: the target also orders each candidate's list
+ * (agent_synth_opts.target). */
 int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
-                      int64_t n_prefix, int32_t target, const agent_synth_opts *base, const uint64_t *seeds, int n,
-                      agent_synth_traj *best, double *rewards, int *best_index);
+                      int64_t n_prefix, int32_t target, int order_by_target, const agent_synth_opts *base,
+                      const uint64_t *seeds, int n, agent_synth_traj *best, double *rewards, int *best_index);
 int rl_warmstart_synth(const struct dr_dataset *d, struct trm_model *trm, const agent_catalog *c,
                        const rl_warmstart_opts *o, const char *out_path, rl_warmstart_stats *st);
 

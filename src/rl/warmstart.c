@@ -69,8 +69,8 @@ static int pick_positions(dr_rng *r, int64_t n_train, int min_prefix, int want, 
 }
 
 int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
-                      int64_t n_prefix, int32_t target, const agent_synth_opts *base, const uint64_t *seeds, int n,
-                      agent_synth_traj *best, double *rewards, int *best_index) {
+                      int64_t n_prefix, int32_t target, int order_by_target, const agent_synth_opts *base,
+                      const uint64_t *seeds, int n, agent_synth_traj *best, double *rewards, int *best_index) {
     memset(best, 0, sizeof *best);
     *best_index = -1;
     int b = -1, rc = DR_OK;
@@ -78,7 +78,7 @@ int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_
     for (int k = 0; k < n && !rc; k++) {
         agent_synth_opts so = *base;
         so.seed = seeds[k];
-        so.target = target;
+        so.target = order_by_target ? target : 0; /* the score always uses the target */
         rewards[k] = NAN;
         agent_synth_traj t;
         int r = agent_synth_one(c, tool, hist, n_prefix, &so, &t);
@@ -162,7 +162,7 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
             for (int k = 0; k < o->best_of; k++) seeds[k] = dr_rng_u64(&ur);
             agent_synth_traj best;
             int b;
-            if ((rc = rl_warmstart_best(c, &tool, rctx, tr, pos[p], o->order_by_target ? target : 0, &o->synth, seeds,
+            if ((rc = rl_warmstart_best(c, &tool, rctx, tr, pos[p], target, o->order_by_target, &o->synth, seeds,
                                         o->best_of, &best, rew, &b)))
                 break;
             for (int k = 0; k < o->best_of; k++)

@@ -45,8 +45,9 @@ TEST(rl_best_of_index) {
 }
 
 /* For positions of several users, the kept trajectory is byte-identical to the candidate with
- * the highest reward, recomputed independently with agent_synth_one + rl_warmstart_score. */
-TEST(rl_warmstart_best_keeps_highest_reward) {
+ * the highest reward, recomputed independently with agent_synth_one + rl_warmstart_score; with
+ * and without the target ordering (the score uses the target either way). */
+static void check_best_keeps_highest(int order) {
     ws_env E;
     ws_env_init(&E, 30);
     dr_dataset d = E.d;
@@ -67,14 +68,14 @@ TEST(rl_warmstart_best_keeps_highest_reward) {
             agent_synth_traj best;
             double rew[N];
             int bi;
-            CHECK_OK(rl_warmstart_best(c, &tool, rc, tr, j, tr[j], &base, seeds, N, &best, rew, &bi));
+            CHECK_OK(rl_warmstart_best(c, &tool, rc, tr, j, tr[j], order, &base, seeds, N, &best, rew, &bi));
             /* the reference: every candidate built and scored on its own */
             double ref[N];
             char *texts[N] = {0};
             for (int k = 0; k < N; k++) {
                 agent_synth_opts so = base;
                 so.seed = seeds[k];
-                so.target = tr[j];
+                so.target = order ? tr[j] : 0;
                 agent_synth_traj t;
                 int r = agent_synth_one(c, &tool, tr, j, &so, &t);
                 if (r) {
@@ -114,6 +115,8 @@ TEST(rl_warmstart_best_keeps_highest_reward) {
     CHECK_MSG(distinct_positions >= 5, "only %d positions with differing rewards", distinct_positions);
     ws_env_free(&E);
 }
+TEST(rl_warmstart_best_keeps_highest_reward) { check_best_keeps_highest(1); }
+TEST(rl_warmstart_best_keeps_highest_reward_unordered) { check_best_keeps_highest(0); }
 
 /* The known target goes first in a training list when it was retrieved; the score of such a
  * list is the list-wise reward of rank 0 plus its point-wise reward. */
