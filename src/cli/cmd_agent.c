@@ -72,7 +72,7 @@ static int cmd_synth(int argc, char **argv) {
     int rc;
     if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
         (rc = agent_tool_trm_new(&tool, tm, 1)))
-        goto fail;
+        goto done;
     if (best_of > 0) {
         rl_warmstart_opts wo;
         rl_warmstart_opts_default(&wo);
@@ -88,7 +88,7 @@ static int cmd_synth(int argc, char **argv) {
         wo.users = users;
         wo.progress = quiet || json ? NULL : stderr;
         rl_warmstart_stats ws;
-        if ((rc = rl_warmstart_synth(&d, tm, cat, &wo, out, &ws))) goto fail;
+        if ((rc = rl_warmstart_synth(&d, tm, cat, &wo, out, &ws))) goto done;
         if (json) {
             print_json(json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", out, "written",
                                  (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",
@@ -102,16 +102,12 @@ static int cmd_synth(int argc, char **argv) {
                    best_of, positions, (long long)ws.written, out, (long long)ws.skipped, ws.mean_reward,
                    ws.mean_first_reward, 100.0 * ws.hit_rate, 100.0 * ws.retrieved_rate, ws.mean_calls, ws.seconds);
         }
-        agent_tool_trm_free(&tool);
-        agent_catalog_free(cat);
-        trm_model_free(tm);
-        dr_data_free(&d);
-        return 0;
+        goto done;
     }
     agent_synth_run_opts ro = {{.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls}, users, (uint64_t)seed, rerank_share,
                                synth_rerank_pref, NULL, quiet || json ? NULL : stderr};
     agent_synth_run_result res;
-    if ((rc = agent_synth_run(&d, cat, &tool, &ro, out, &res))) goto fail;
+    if ((rc = agent_synth_run(&d, cat, &tool, &ro, out, &res))) goto done;
     int64_t written = res.written;
     double secs = res.seconds;
     double wn = written ? (double)written : 1.0;
@@ -127,17 +123,12 @@ static int cmd_synth(int argc, char **argv) {
                (long long)written, out, (long long)res.skipped, (long long)res.rerank_form, (double)res.calls / wn,
                100.0 * (double)res.hits / wn, 100.0 * (double)res.text_hits / wn, secs);
     }
+done: /* rc != 0 on the failure paths */
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
     trm_model_free(tm);
     dr_data_free(&d);
-    return 0;
-fail:
-    agent_tool_trm_free(&tool);
-    agent_catalog_free(cat);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return cli_fail();
+    return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(agent_synth, "agent synth", "build protocol-valid warm-start trajectories with the TRM (JSON lines)",
             cmd_synth)

@@ -331,6 +331,18 @@ static int sft_step(pl_run *p, const char *label, const char *model, const char 
     return pl_step_commit(p, out);
 }
 
+/* The rerank baseline's model: a run at lr2 from `base` on the last seed written partly in the
+ * rerank form, so the baseline is measured with a model that has seen its prompt shape (none
+ * when rerank_warm is 0). trajs[0] is used as the path buffer. */
+static int rerank_sft_step(pl_run *p, const char *base, char (*trajs)[PL_PATH]) {
+    const pipeline_budget *b = p->b;
+    if (b->rerank_warm <= 0) return DR_OK;
+    char name[64];
+    snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", b->synth_seeds[b->n_synth_seeds - 1]);
+    pl_path(p, name, trajs[0]);
+    return sft_step(p, "sft2_rerank", base, "tiny_sft_rerank.gguf", b->sft_lr2, trajs, 1);
+}
+
 int pl_stage_sft(pl_run *p) {
     const pipeline_budget *b = p->b;
     char (*trajs)[PL_PATH] = dr_calloc(PIPELINE_MAX_SEEDS, PL_PATH);
@@ -345,11 +357,7 @@ int pl_stage_sft(pl_run *p) {
         pl_path(p, PL_WS_FILE, trajs[0]);
         pl_path(p, "tiny_sft.gguf", agent);
         rc = sft_step(p, "sft", tiny0, "tiny_sft.gguf", b->sft_lr1, trajs, 1);
-        if (!rc && b->rerank_warm > 0) {
-            snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", b->synth_seeds[ns - 1]);
-            pl_path(p, name, trajs[0]);
-            rc = sft_step(p, "sft2_rerank", agent, "tiny_sft_rerank.gguf", b->sft_lr2, trajs, 1);
-        }
+        if (!rc) rc = rerank_sft_step(p, agent, trajs);
         free(trajs);
         return rc;
     }
@@ -366,13 +374,7 @@ int pl_stage_sft(pl_run *p) {
     }
     /* run 2: fresh trajectories (the last seed) at a lower rate */
     if (!rc) rc = sft_step(p, "sft2", tiny1, "tiny_sft.gguf", b->sft_lr2, trajs + ns - 1, 1);
-    /* the rerank baseline's model: run 2 again on the last seed written partly in the rerank
-     * form, so the baseline is measured with a model that has seen its prompt shape */
-    if (!rc && b->rerank_warm > 0) {
-        snprintf(name, sizeof name, "traj_rerank_s%d.jsonl", b->synth_seeds[ns - 1]);
-        pl_path(p, name, trajs[0]);
-        rc = sft_step(p, "sft2_rerank", tiny1, "tiny_sft_rerank.gguf", b->sft_lr2, trajs, 1);
-    }
+    if (!rc) rc = rerank_sft_step(p, tiny1, trajs);
     free(trajs);
     return rc;
 }
