@@ -309,8 +309,11 @@ int rl_warmstart_score(rl_reward_ctx *rc, const agent_catalog *c, const agent_sy
 int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_ctx *rctx, const int32_t *hist,
                       int64_t n_prefix, int32_t target, int order_by_target, const agent_synth_opts *base,
                       const uint64_t *seeds, int n, agent_synth_traj *best, double *rewards, int *best_index);
+/* tool: the TRM tool the candidates call (agent_tool_trm_new on trm, history masked); trm: the
+ * same model, for the reward's embeddings. */
 int rl_warmstart_synth(const struct dr_dataset *d, struct trm_model *trm, const agent_catalog *c,
-                       const rl_warmstart_opts *o, const char *out_path, rl_warmstart_stats *st);
+                       const agent_tool *tool, const rl_warmstart_opts *o, const char *out_path,
+                       rl_warmstart_stats *st);
 
 /* ---------------------------------------------------------------- reward curve
  * A polyline SVG with axes: mean reward per step, one polyline per stage (stage 1 first, then

@@ -88,7 +88,7 @@ static int cmd_synth(int argc, char **argv) {
         wo.users = users;
         wo.progress = quiet || json ? NULL : stderr;
         rl_warmstart_stats ws;
-        if ((rc = rl_warmstart_synth(&d, tm, cat, &wo, out, &ws))) goto done;
+        if ((rc = rl_warmstart_synth(&d, tm, cat, &tool, &wo, out, &ws))) goto done;
         if (json) {
             print_json(json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", out, "written",
                                  (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",

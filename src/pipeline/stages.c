@@ -150,7 +150,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
     o.users = b->synth_users;
     o.progress = p->o->progress;
     rl_warmstart_stats st;
-    if ((rc = rl_warmstart_synth(&p->d, s->tm, p->cat, &o, out, &st))) return rc;
+    if ((rc = rl_warmstart_synth(&p->d, s->tm, p->cat, &s->tool, &o, out, &st))) return rc;
     if (st.written == 0) return dr_error(DR_ERR_RANGE, "pipeline: the warm start wrote no trajectory into %s", out);
     return pl_step_commit(p, out);
 }

@@ -112,14 +112,13 @@ int rl_warmstart_best(const agent_catalog *c, const agent_tool *tool, rl_reward_
     return DR_OK;
 }
 
-int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog *c, const rl_warmstart_opts *o,
-                       const char *out_path, rl_warmstart_stats *st) {
+int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog *c, const agent_tool *tool,
+                       const rl_warmstart_opts *o, const char *out_path, rl_warmstart_stats *st) {
     memset(st, 0, sizeof *st);
     if (o->positions < 1 || o->best_of < 1 || o->min_prefix < 1)
         return dr_error(DR_ERR_ARG, "warm start: positions, best_of and min_prefix must be >= 1 (got %d, %d, %d)",
                         o->positions, o->best_of, o->min_prefix);
     double t0 = dr_now();
-    agent_tool tool = {0};
     rl_reward_ctx *rctx = NULL;
     int32_t *order = NULL;
     int64_t *pos = NULL;
@@ -127,7 +126,6 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
     double *rew = NULL;
     dr_afile af = {0};
     int rc;
-    if ((rc = agent_tool_trm_new(&tool, trm, 1))) return rc;
     if ((rc = rl_reward_ctx_new(&rctx, c, trm))) goto done;
     order = dr_calloc((size_t)d->n_users + 1, sizeof *order);
     pos = dr_calloc((size_t)o->positions, sizeof *pos);
@@ -162,7 +160,7 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
             for (int k = 0; k < o->best_of; k++) seeds[k] = dr_rng_u64(&ur);
             agent_synth_traj best;
             int b;
-            if ((rc = rl_warmstart_best(c, &tool, rctx, tr, pos[p], target, o->order_by_target, &o->synth, seeds,
+            if ((rc = rl_warmstart_best(c, tool, rctx, tr, pos[p], target, o->order_by_target, &o->synth, seeds,
                                         o->best_of, &best, rew, &b)))
                 break;
             for (int k = 0; k < o->best_of; k++)
@@ -209,6 +207,5 @@ done:
     free(pos);
     free(order);
     rl_reward_ctx_free(rctx);
-    agent_tool_trm_free(&tool);
     return rc;
 }

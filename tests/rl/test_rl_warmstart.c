@@ -166,6 +166,8 @@ TEST(rl_warmstart_file) {
     trm_model *m = rlx_trm(&d);
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
+    agent_tool tool;
+    CHECK_OK(agent_tool_trm_new(&tool, m, 1));
     rl_warmstart_opts o;
     rl_warmstart_opts_default(&o);
     o.synth.tool_k = 10;
@@ -175,8 +177,8 @@ TEST(rl_warmstart_file) {
     close(mkstemp(p1));
     close(mkstemp(p2));
     rl_warmstart_stats s1, s2;
-    CHECK_OK(rl_warmstart_synth(&d, m, c, &o, p1, &s1));
-    CHECK_OK(rl_warmstart_synth(&d, m, c, &o, p2, &s2));
+    CHECK_OK(rl_warmstart_synth(&d, m, c, &tool, &o, p1, &s1));
+    CHECK_OK(rl_warmstart_synth(&d, m, c, &tool, &o, p2, &s2));
     CHECK(s1.written > 0);
     CHECK_EQ_INT((int)s1.written, (int)s2.written);
     CHECK(s1.mean_reward >= s1.mean_first_reward);
@@ -203,7 +205,8 @@ TEST(rl_warmstart_file) {
     remove(p2);
     /* bad options are refused */
     o.best_of = 0;
-    CHECK_ERR(rl_warmstart_synth(&d, m, c, &o, p1, &s1), DR_ERR_ARG);
+    CHECK_ERR(rl_warmstart_synth(&d, m, c, &tool, &o, p1, &s1), DR_ERR_ARG);
+    agent_tool_trm_free(&tool);
     agent_catalog_free(c);
     trm_model_free(m);
     dr_data_free(&d);
