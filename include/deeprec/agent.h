@@ -282,6 +282,13 @@ typedef struct agent_rollout_opts {
      * The answer is bounded, so the per-turn budget does not apply to it (the context cap
      * does). Ignored with direct. */
     int constrain_titles;
+    /* 1: a preference is one line. While a preference is open (AGENT_TAG_PREF written, its end
+     * tag not yet), the model chooses only among the tokens whose text holds no newline and no
+     * protocol tag other than AGENT_TAG_PREF_END; each such token is recorded with that allowed
+     * set (agent_episode.allow_*), so RL scores it under the distribution it was sampled from.
+     * The set is about the vocabulary's size per token: cheap for the built-in vocabularies,
+     * about 0.6 MB per preference token for a 151k vocabulary. Ignored with direct. */
+    int constrain_prefs;
 } agent_rollout_opts;
 
 typedef struct agent_request {

@@ -19,6 +19,7 @@ typedef struct seq {
     int line;            /* titles listed so far */
     int32_t *allowed;    /* the pending choice (n_allowed >= 2 while answering and active) */
     int n_allowed;
+    int in_pref;         /* a preference is open (its begin tag written, its end tag not yet) */
 } seq;
 
 typedef struct rollout {
@@ -31,7 +32,14 @@ typedef struct rollout {
     float *scores_buf;
     int constrain;
     int32_t nl_tok;      /* the one token of "\n": ends a title in a constrained answer */
+    int32_t *pref_ok;    /* constrain_prefs: the tokens a preference may use, ascending */
+    int n_pref_ok;
 } rollout;
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
 
 static void answer_free(seq *s) {
     agent_trie_free(&s->trie);
@@ -39,6 +47,7 @@ static void answer_free(seq *s) {
     s->allowed = NULL;
     s->n_allowed = 0;
     s->answering = 0;
+    s->in_pref = 0;
 }
 
 /* End an episode: close its segment, finalise, free its slot. */
@@ -261,6 +270,44 @@ static int serve_call(rollout *ro, seq *s, int *slot_used) {
     return rc;
 }
 
+/* The tokens allowed inside a preference: every token whose text has no newline and holds no
+ * protocol tag but the end of the preference. Without them a small model can run one call
+ * into the next ("a; b.\nNow c.\n<|begin_of_preference|>c<|end_of_preference|>"), which breaks
+ * the balanced-tags rule; a preference is one line of phrases (DESIGN §6). */
+static int build_pref_ok(rollout *ro) {
+    static const char *const tags[] = {AGENT_TAG_THINK,  AGENT_TAG_THINK_END, AGENT_TAG_PREF,       AGENT_TAG_LIST,
+                                       AGENT_TAG_LIST_END, AGENT_TAG_ANSWER,  AGENT_TAG_ANSWER_END, NULL};
+    int cap = 1024, n = 0;
+    int32_t *ok = dr_malloc((size_t)cap * sizeof *ok);
+    char piece[256];
+    if (!ok) return dr_error_code();
+    for (int32_t id = 0;; id++) {
+        int pl = ro->m->piece(ro->m->ctx, id, piece, sizeof piece - 1);
+        if (pl < 0) break;
+        if (pl > (int)sizeof piece - 1) continue; /* longer than any phrase we allow */
+        piece[pl] = 0;
+        int bad = memchr(piece, '\n', (size_t)pl) != NULL;
+        for (int k = 0; tags[k] && !bad; k++) bad = strstr(piece, tags[k]) != NULL;
+        if (bad) continue;
+        if (n == cap) {
+            int32_t *g = dr_realloc(ok, (size_t)(cap *= 2), sizeof *ok);
+            if (!g) {
+                free(ok);
+                return dr_error_code();
+            }
+            ok = g;
+        }
+        ok[n++] = id;
+    }
+    if (n == 0) {
+        free(ok);
+        return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: no token can be part of a preference");
+    }
+    ro->pref_ok = ok;
+    ro->n_pref_ok = n;
+    return DR_OK;
+}
+
 /* Text added at [old_len, text_len) of the turn: did `tag` appear ending in it? */
 static int tag_in_new(const agent_episode *e, size_t turn_start, size_t old_len, const char *tag) {
     size_t m = strlen(tag);
@@ -280,7 +327,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         return dr_error(DR_ERR_ARG, "agent_rollout: %d samples per user need at least %d model slots, model has %d",
                         G, G, m->n_slots);
     rollout ro = {m, t, c, o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K, o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
-                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1};
+                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1, NULL, 0};
     ro.max_ctx = o->max_ctx > 0 ? o->max_ctx : (m->n_ctx > 0 ? m->n_ctx : 8192);
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
@@ -296,6 +343,10 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: constrained titles need \"\\n\" to be one token (it is %d)",
                             (int)n_nl);
         ro.constrain = 1;
+    }
+    if (o->constrain_prefs && !o->direct) {
+        int rc = build_pref_ok(&ro);
+        if (rc) return rc;
     }
     agent_episode *eps = dr_calloc(n_ep ? n_ep : 1, sizeof *eps);
     seq *seqs = dr_calloc((size_t)m->n_slots, sizeof *seqs);
@@ -418,8 +469,10 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         int n_act = 0, any_allow = 0;
         for (int i = 0; i < m->n_slots; i++)
             if (seqs[i].active) {
-                allow[n_act] = seqs[i].answering ? (agent_allow){seqs[i].allowed, seqs[i].n_allowed} : (agent_allow){NULL, 0};
-                any_allow |= seqs[i].answering;
+                allow[n_act] = seqs[i].answering ? (agent_allow){seqs[i].allowed, seqs[i].n_allowed}
+                               : seqs[i].in_pref ? (agent_allow){ro.pref_ok, ro.n_pref_ok}
+                                                 : (agent_allow){NULL, 0};
+                any_allow |= seqs[i].answering || seqs[i].in_pref;
                 active_slots[n_act++] = i;
             }
         dr_progress_update(&prog, n_done);
@@ -446,7 +499,19 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 if (!s->active) n_done++;
                 continue;
             }
-            if ((rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]))) goto done;
+            if (s->in_pref) {
+                /* a preference token: recorded with its allowed set, as a title token */
+                int32_t *hit = bsearch(&tok, ro.pref_ok, (size_t)ro.n_pref_ok, sizeof *ro.pref_ok, cmp_i32);
+                if (!hit) {
+                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d, not allowed in a preference",
+                                  (int)tok);
+                    goto done;
+                }
+                rc = agent_ep_add_choice(e, tok, lps[a], ro.pref_ok, ro.n_pref_ok);
+            } else {
+                rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]);
+            }
+            if (rc) goto done;
             s->turn_tokens++;
             if (m->is_eos(m->ctx, tok)) {
                 const char *comp = e->text + e->prompt_len;
@@ -461,6 +526,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 if ((rc = finish(&ro, s, AGENT_FINISHED, slot_used))) goto done;
                 n_done++;
             } else if (tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF_END)) {
+                s->in_pref = 0;
                 if ((rc = serve_call(&ro, s, slot_used))) goto done;
                 if (!s->active) n_done++;
             } else if (ro.constrain && e->n_tokens < ro.max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER)) {
@@ -469,6 +535,8 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             } else if (e->n_tokens >= ro.max_ctx || s->turn_tokens >= ro.max_turn) {
                 if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
                 n_done++;
+            } else if (ro.pref_ok && !s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF)) {
+                s->in_pref = 1;
             }
         }
     }
@@ -490,6 +558,7 @@ done:
     free(allow);
     free(ro.ids_buf);
     free(ro.scores_buf);
+    free(ro.pref_ok);
     *out = eps;
     return rc;
 }

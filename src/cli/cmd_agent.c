@@ -228,6 +228,7 @@ static int cmd_recommend(int argc, char **argv) {
     ro.samples = 1;
     ro.max_turn_tokens = max_turn;
     ro.constrain_titles = constrained;
+    ro.constrain_prefs = constrained;
     double t0 = dr_now();
     if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro, &ep))) goto fail;
     double secs = dr_now() - t0;

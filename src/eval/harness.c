@@ -268,6 +268,7 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     ro.progress = o->progress;
     ro.direct = o->mode == EVAL_DIRECT;
     ro.constrain_titles = o->constrain_titles;
+    ro.constrain_prefs = o->constrain_titles; /* one switch: --constrain */
     for (int b = 0; b < n; b += chunk) {
         int m = n - b < chunk ? n - b : chunk;
         agent_episode *eps = NULL;

@@ -515,6 +515,7 @@ static int policy_rollout(run *r, const agent_request *req, int n_req, int sampl
         ro.max_turn_tokens = o->max_turn_tokens;
         ro.max_ctx = r->max_ctx;
         ro.constrain_titles = o->constrain_titles;
+        ro.constrain_prefs = o->constrain_titles; /* one switch: --constrain */
         rc = agent_rollout(&am, &r->tool, r->cat, req, n_req, &ro, eps);
         agent_model_llm_free(&am);
     }

@@ -106,6 +106,23 @@ static int fx_decode(void *ctx, const int *slots, int n, const agent_allow *allo
     for (int i = 0; i < n; i++) {
         int s = slots[i];
         if (!fm->slot_used[s]) return dr_error(DR_ERR_INTERNAL, "decode on free slot %d", s);
+        if (allow && allow[i].n > 0 && fm->follow_script) {
+            size_t len;
+            char end;
+            const char *t = fx_turn(fm->scripts[fm->slot_script[s]], fm->slot_turn[s], &len, &end);
+            int32_t tok = -1;
+            while (tok < 0) {
+                int p = fm->slot_pos[s]++;
+                int32_t want = (size_t)p < len ? (unsigned char)t[p] : (end == 2 ? ' ' : 256);
+                for (int k = 0; k < allow[i].n && tok < 0; k++)
+                    if (allow[i].ids[k] == want) tok = want;
+                if ((size_t)p >= len && tok < 0) return dr_error(DR_ERR_INTERNAL, "script end not allowed");
+            }
+            fm->n_constrained++;
+            toks[i] = tok;
+            lps[i] = -logf((float)allow[i].n);
+            continue;
+        }
         if (allow && allow[i].n > 0) {
             /* a uniform pick among the allowed tokens */
             fm->n_constrained++;

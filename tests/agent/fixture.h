@@ -30,6 +30,9 @@ typedef struct fx_model {
     int n_appends, n_forks;
     int n_constrained;   /* decode choices made under an allowed set */
     dr_rng pick;         /* uniform picks among allowed tokens (seed 1; reseed after init) */
+    /* 1: under an allowed set, follow the script, skipping scripted bytes outside the set (a
+     * model whose likeliest token is forbidden takes its next one); 0: a uniform pick */
+    int follow_script;
 } fx_model;
 void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const *scripts, int n_scripts);
 

@@ -2,6 +2,7 @@
  * token masks, segments, old log-probs, batching. */
 #include "harness.h"
 #include "fixture.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -329,6 +330,75 @@ TEST(agent_rollout_forced_preference) {
     CHECK_OK(agent_rollout(&m, &t, c, rq, 1, &o, &e));
     CHECK_EQ_INT(e->outcome, AGENT_MANY_RECALL);
     agent_episodes_free(e, 1);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
+/* constrain_prefs: inside an open preference no newline can be chosen (the scripted model then
+ * takes its next byte); those tokens carry the allowed set, the others none; off, the same
+ * script runs one call's text into the next line. */
+static const char s_newline_pref[] = AGENT_TAG_THINK "Look.\n" AGENT_TAG_PREF "drama\nNow" AGENT_TAG_PREF_END T
+    "Ranked.\n" ANSWER T;
+
+TEST(agent_rollout_preference_is_one_line) {
+    dr_dataset d;
+    agent_catalog *c;
+    setup(&d, &c);
+    for (int on = 0; on < 2; on++) {
+        fx_model fm;
+        fx_tool ft;
+        agent_model m;
+        agent_tool t;
+        const char *sc[] = {s_newline_pref};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        fm.follow_script = 1;
+        fx_tool_init(&ft, &t);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.constrain_prefs = on;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        check_episode_invariants(e);
+        CHECK_STR(agent_outcome_name(e->outcome), "finished");
+        CHECK_EQ_INT(e->n_calls, 1);
+        CHECK_STR(e->calls[0].preference, on ? "dramaNow" : "drama Now");
+        /* the allowed sets: on the preference's bytes and its end tag only, without '\n' */
+        const char *pb = strstr(e->text + e->prompt_len, AGENT_TAG_PREF) + strlen(AGENT_TAG_PREF);
+        int64_t first = pb - e->text, last = strstr(pb, AGENT_TAG_PREF_END) - e->text + (int64_t)strlen(AGENT_TAG_PREF_END);
+        int n_set = 0;
+        for (int32_t k = 0; k < e->n_tokens; k++) {
+            int na = e->allow_n ? e->allow_n[k] : 0;
+            if (!on) {
+                CHECK_EQ_INT(na, 0);
+                continue;
+            }
+            /* byte model: token k of the generated segment spells text byte k (no EOS inside) */
+            int in_pref = 0;
+            for (int sg = 0; sg < e->n_segs; sg++) {
+                const agent_segment *s = &e->segs[sg];
+                if (k >= s->tok_begin && k < s->tok_end && s->kind == AGENT_SEG_GEN) {
+                    int64_t ch = s->chr_begin + (k - s->tok_begin);
+                    in_pref = ch >= first && ch < last; /* up to the end tag's last byte, which closes it */
+                }
+            }
+            if (!in_pref) {
+                CHECK_EQ_INT(na, 0);
+                continue;
+            }
+            n_set++;
+            CHECK(na > 200);
+            const int32_t *ids = e->allow_ids + e->allow_off[k];
+            int has_nl = 0, has_tok = 0;
+            for (int q = 0; q < na; q++) {
+                has_nl |= ids[q] == '\n';
+                has_tok |= ids[q] == e->tokens[k];
+            }
+            CHECK(!has_nl && has_tok);
+            CHECK_NEAR(e->logprob[k], -logf((float)na), 1e-6);
+        }
+        if (on) CHECK_EQ_INT(n_set, (int)strlen("dramaNow") + (int)strlen(AGENT_TAG_PREF_END));
+        agent_episodes_free(e, 1);
+    }
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
