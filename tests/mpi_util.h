@@ -1,0 +1,57 @@
+/* For the data-parallel equivalence tests: run $DEEPREC_BIN alone or under mpirun, and
+ * compare weights. Header-only (static), included by the tests of each module. */
+#ifndef DEEPREC_TEST_MPI_UTIL_H
+#define DEEPREC_TEST_MPI_UTIL_H
+
+#include "harness.h"
+#include "deeprec/dist.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* The CLI, and mpirun when the build has MPI and the machine has OpenMPI; skips otherwise. */
+static const char *mpi_bin(void) {
+    const char *b = getenv("DEEPREC_BIN");
+    if (!b || !dr_file_exists(b)) SKIP("DEEPREC_BIN not set (make test sets it)");
+    if (!dr_dist_compiled()) SKIP("built without MPI (install libopenmpi-dev openmpi-bin, or make MPI=1)");
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) SKIP("mpirun not found (apt-get install openmpi-bin)");
+    return b;
+}
+
+/* Runs "BIN args" with np ranks (np 0: plain, without mpirun); one thread per rank, no core
+ * binding (the machine is shared), root allowed (CI containers). Returns the exit status. */
+static int mpi_run(int np, const char *args) {
+    const char *b = getenv("DEEPREC_BIN");
+    char cmd[8192];
+    const char *env = "OMP_WAIT_POLICY=passive DEEPREC_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 "
+                      "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                      " OMPI_MCA_rmaps_base_oversubscribe=1";
+    if (np > 0)
+        snprintf(cmd, sizeof cmd, "%s mpirun --oversubscribe --bind-to none -np %d %s %s", env, np, b, args);
+    else
+        snprintf(cmd, sizeof cmd, "%s %s %s", env, b, args);
+    int st = system(cmd);
+    return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Largest |a - b| over the largest |a|: the weights of one run against another's. */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double mx = 0, dx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = fabs((double)a[i]), d = fabs((double)a[i] - (double)b[i]);
+        if (x > mx) mx = x;
+        if (d > dx || d != d) dx = d != d ? INFINITY : d;
+    }
+    return mx > 0 ? dx / mx : dx;
+}
+
+static char *read_text(const char *path) {
+    char *t = NULL;
+    size_t n;
+    if (dr_read_file(path, &t, &n)) return NULL;
+    return t;
+}
+
+#endif
