@@ -9,7 +9,7 @@
 float *trm_debug_params(trm_model *m, size_t *n);
 
 /* Users with sequences of 4..13 items over 30 items, so batches mix lengths. */
-static void synth(const char *path) {
+static void synth(const char *path, int n_users) {
     dr_data_builder *b = dr_data_builder_new();
     CHECK(b);
     dr_rng r;
@@ -21,7 +21,7 @@ static void synth(const char *path) {
         CHECK_OK(dr_data_builder_add(b, "u_all", 5, is, strlen(is), i, 5.0));
         CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), title, -1, i % 2 ? "Drama" : "Comedy|Action", -1));
     }
-    for (int u = 0; u < 70; u++) {
+    for (int u = 0; u < n_users; u++) {
         snprintf(us, sizeof us, "u%d", u);
         int len = 4 + (int)dr_rng_below(&r, 10), cur = (int)dr_rng_below(&r, 30);
         for (int t = 0; t < len; t++) {
@@ -70,7 +70,7 @@ static void train_equiv(const char *model, const char *loss) {
     const char *dir = dr_test_tmpdir();
     char data[512], args[4096], out[4][600];
     snprintf(data, sizeof data, "%s", dr_test_path(dir, "data.gguf"));
-    synth(data);
+    synth(data, 70);
     const int nps[3] = {0, 2, 3};
     for (int k = 0; k < 3; k++) {
         snprintf(out[k], sizeof out[k], "%s/m%d.gguf", dir, nps[k]);
@@ -102,7 +102,7 @@ TEST(dist_trm_resume) {
     const char *dir = dr_test_tmpdir();
     char data[512], args[2048], a[600], b[600];
     snprintf(data, sizeof data, "%s", dr_test_path(dir, "data.gguf"));
-    synth(data);
+    synth(data, 70);
     snprintf(a, sizeof a, "%s/full.gguf", dir);
     snprintf(b, sizeof b, "%s/part.gguf", dir);
     const char *common = "--model sasrec --dim 16 --layers 1 --heads 2 --max-len 8 --dropout 0.3 --batch 16 "
@@ -125,4 +125,59 @@ TEST(dist_trm_resume) {
     for (char *p = t; *p; p++) lines += *p == '\n';
     free(t);
     CHECK_EQ_INT(lines, 3);
+}
+
+/* trm eval: 600 users are 3 batches of scoring, split 2/1 and 1/1/1 over the ranks; the
+ * metrics are identical (the printed JSON differs in the seconds only). */
+static json_t *eval_json(const char *path) {
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    CHECK_MSG(j, "%s: %s", path, e.text);
+    json_object_del(j, "seconds");
+    return j;
+}
+
+TEST(dist_trm_eval) {
+    mpi_bin();
+    const char *dir = dr_test_tmpdir();
+    char data[512], model[512], args[4096], out[3][600];
+    snprintf(data, sizeof data, "%s", dr_test_path(dir, "data.gguf"));
+    snprintf(model, sizeof model, "%s", dr_test_path(dir, "trm.gguf"));
+    synth(data, 600);
+    dr_dataset d;
+    CHECK_OK(dr_data_load(&d, data));
+    for (int kind = 0; kind < 2; kind++) {
+        trm_config c;
+        trm_config_default(&c);
+        c.model = kind ? TRM_PREF : TRM_SASREC;
+        c.n_items = d.n_items;
+        c.dim = 16;
+        c.layers = 1;
+        c.max_len = 8;
+        c.text_buckets = 256;
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 7));
+        CHECK_OK(trm_save(m, model));
+        trm_model_free(m);
+        const int nps[3] = {0, 2, 3};
+        for (int k = 0; k < 3; k++) {
+            snprintf(out[k], sizeof out[k], "%s/eval%d.json", dir, nps[k]);
+            snprintf(args, sizeof args, "trm eval --data %s --model %s --json %s > %s", data, model,
+                     kind ? "--pref-oracle" : "", out[k]);
+            CHECK_EQ_INT(mpi_run(nps[k], args), 0);
+        }
+        json_t *j0 = eval_json(out[0]);
+        CHECK(json_integer_value(json_object_get(j0, "users")) > 512);
+        for (int k = 1; k < 3; k++) {
+            json_t *j = eval_json(out[k]);
+            char *a = json_dumps(j0, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+            char *b = json_dumps(j, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+            CHECK_MSG(!strcmp(a, b), "-np %d: %s\nvs one process: %s", nps[k], b, a);
+            free(a);
+            free(b);
+            json_decref(j);
+        }
+        json_decref(j0);
+    }
+    dr_data_free(&d);
 }
