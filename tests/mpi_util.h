@@ -37,7 +37,7 @@ static int mpi_run(int np, const char *args) {
 }
 
 /* Largest |a - b| over the largest |a|: the weights of one run against another's. */
-static double rel_diff(const float *a, const float *b, size_t n) {
+__attribute__((unused)) static double rel_diff(const float *a, const float *b, size_t n) {
     double mx = 0, dx = 0;
     for (size_t i = 0; i < n; i++) {
         double x = fabs((double)a[i]), d = fabs((double)a[i] - (double)b[i]);
@@ -47,7 +47,7 @@ static double rel_diff(const float *a, const float *b, size_t n) {
     return mx > 0 ? dx / mx : dx;
 }
 
-static char *read_text(const char *path) {
+__attribute__((unused)) static char *read_text(const char *path) {
     char *t = NULL;
     size_t n;
     if (dr_read_file(path, &t, &n)) return NULL;
