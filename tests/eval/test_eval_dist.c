@@ -86,7 +86,8 @@ static char *json_no_seconds(const char *path) {
     return s;
 }
 
-static void equiv(const char *dir, const char *args) {
+/* Returns one process's JSON (without the seconds). */
+static json_t *equiv(const char *dir, const char *args) {
     char cmd[4096], out[600];
     char *ref = NULL;
     const int nps[3] = {0, 2, 3};
@@ -102,7 +103,10 @@ static void equiv(const char *dir, const char *args) {
         CHECK_MSG(!strcmp(ref, s), "-np %d (%s):\n%s\none process:\n%s", nps[k], args, s, ref);
         free(s);
     }
+    json_t *j = json_loads(ref, 0, NULL);
     free(ref);
+    CHECK(j);
+    return j;
 }
 
 TEST(dist_eval_modes) {
@@ -134,13 +138,20 @@ TEST(dist_eval_modes) {
     /* trm and teacher: 23 users (uneven over 2 and 3 ranks), 2 samples each, paired */
     snprintf(args, sizeof args, "--data %s --trm %s --mode trm,teacher --paired trm --samples 2 --bootstrap 200", dp,
              tp);
-    equiv(dir, args);
+    json_t *j = equiv(dir, args);
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_object_get(j, "modes"), "trm"), "episodes")),
+                 46);
+    json_decref(j);
     /* the LLM modes, greedy: 7 users, small batches so that ranks decode different batch mixes */
     snprintf(args, sizeof args,
              "--data %s --trm %s --llm %s --mode deeprec,rerank,direct --users 7 --max-hist 3 --max-tokens 24 "
              "--ctx 2048 --batch 2 --bootstrap 100",
              dp, tp, lp);
-    equiv(dir, args);
+    j = equiv(dir, args);
+    json_t *dj = json_object_get(json_object_get(j, "modes"), "deeprec");
+    printf("  deeprec mode: %s\n", json_dumps(dj, JSON_COMPACT));
+    CHECK(json_real_value(json_object_get(dj, "mean_generated_tokens")) > 0);
+    json_decref(j);
     agent_catalog_free(c);
     dr_data_free(&d);
 }
