@@ -222,7 +222,7 @@ static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t 
     return rc;
 }
 
-static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
+static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, int64_t first, sink *out) {
     int G = o->samples > 0 ? o->samples : 1;
     int slots = o->batch > 0 ? o->batch : 16;
     if (slots < G) slots = G;
@@ -240,11 +240,10 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
         if ((rc = agent_tool_trm_new(&tool, in->trm, 1))) return rc;
         have_trm_tool = 1;
     }
-    /* Under MPI the sampling streams of a rank start from its own seed: a stream is split per
-     * started episode, and which episodes start before a user's depends on other ranks'
-     * users. Greedy decoding (the default) does not draw, so it equals one process. */
-    uint64_t seed = o->seed + (uint64_t)dr_dist_rank() * 0x9E3779B97F4A7C15ull;
-    agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, seed};
+    /* Under MPI this rank's users come after `first` users of other ranks: its sampling
+     * streams start after theirs (exact unless an earlier user's episodes ended before
+     * sampling, e.g. a prompt over the context: docs/distributed.md). */
+    agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, o->seed, (uint64_t)first * (uint64_t)G};
     if ((rc = agent_model_llm_new(&model, in->llm, in->tok, &lo))) goto done;
     int chunk = o->chunk > 0 ? o->chunk : 1024;
     if (chunk < 1) chunk = 1;
@@ -378,7 +377,7 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     double t0 = dr_now();
     if (o->mode == EVAL_TRM) rc = run_trm(in, o, users + lo, (int)(hi - lo), &out);
     else if (o->mode == EVAL_TEACHER) rc = run_teacher(in, o, users + lo, (int)(hi - lo), &out);
-    else rc = run_llm(in, o, users + lo, (int)(hi - lo), &out);
+    else rc = run_llm(in, o, users + lo, (int)(hi - lo), lo, &out);
     double secs = dr_now() - t0;
     if (rc) goto fail;
     if (out.n != out.cap) {
