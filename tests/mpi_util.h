@@ -23,7 +23,7 @@ static const char *mpi_bin(void) {
 
 /* Runs "BIN args" with np ranks (np 0: plain, without mpirun); one thread per rank, no core
  * binding (the machine is shared), root allowed (CI containers). Returns the exit status. */
-static int mpi_run(int np, const char *args) {
+__attribute__((unused)) static int mpi_run(int np, const char *args) {
     const char *b = getenv("DEEPREC_BIN");
     char cmd[8192];
     const char *env = "OMP_WAIT_POLICY=passive DEEPREC_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 "

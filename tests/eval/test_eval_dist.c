@@ -152,6 +152,13 @@ TEST(dist_eval_modes) {
     printf("  deeprec mode: %s\n", json_dumps(dj, JSON_COMPACT));
     CHECK(json_real_value(json_object_get(dj, "mean_generated_tokens")) > 0);
     json_decref(j);
+    /* sampled: each rank's sampling streams start where the earlier ranks' episodes end */
+    snprintf(args, sizeof args,
+             "--data %s --trm %s --llm %s --mode deeprec,direct --users 5 --samples 2 --temp 1 --max-hist 3 "
+             "--max-tokens 16 --ctx 2048 --batch 3 --bootstrap 0",
+             dp, tp, lp);
+    j = equiv(dir, args);
+    json_decref(j);
     agent_catalog_free(c);
     dr_data_free(&d);
 }
