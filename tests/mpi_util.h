@@ -30,7 +30,7 @@ __attribute__((unused)) static int mpi_run(int np, const char *args) {
                       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none"
                       " OMPI_MCA_rmaps_base_oversubscribe=1";
     if (np > 0)
-        snprintf(cmd, sizeof cmd, "%s mpirun --oversubscribe --bind-to none -np %d %s %s", env, np, b, args);
+        snprintf(cmd, sizeof cmd, "%s timeout 600 mpirun --oversubscribe --bind-to none -np %d %s %s", env, np, b, args);
     else
         snprintf(cmd, sizeof cmd, "%s %s %s", env, b, args);
     int st = system(cmd);

@@ -181,3 +181,60 @@ TEST(dist_trm_eval) {
     }
     dr_data_free(&d);
 }
+
+/* One rank's error ends every rank with that rank's message, never a hang: rank 1 reads a
+ * corrupt dataset while rank 0 goes on into the evaluation's collective; rank 0 writing into a
+ * missing directory while the others train on. */
+TEST(dist_error_ends_all_ranks) {
+    mpi_bin();
+    const char *dir = dr_test_tmpdir();
+    char data0[512], data1[512], model[512], args[4096], log[600];
+    snprintf(data0, sizeof data0, "%s", dr_test_path(dir, "data0.gguf"));
+    snprintf(data1, sizeof data1, "%s", dr_test_path(dir, "data1.gguf"));
+    snprintf(model, sizeof model, "%s", dr_test_path(dir, "trm.gguf"));
+    snprintf(log, sizeof log, "%s", dr_test_path(dir, "err.log"));
+    synth(data0, 70);
+    CHECK_OK(dr_write_file_atomic(data1, "GGUF but not really", 19));
+    dr_dataset d;
+    CHECK_OK(dr_data_load(&d, data0));
+    trm_config c;
+    trm_config_default(&c);
+    c.n_items = d.n_items;
+    c.dim = 16;
+    c.layers = 1;
+    c.max_len = 8;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_save(m, model));
+    trm_model_free(m);
+    dr_data_free(&d);
+    /* each rank execs the CLI with its own --data (OMPI_COMM_WORLD_RANK is set by mpirun) */
+    char b[1024];
+    snprintf(b, sizeof b, "%s", getenv("DEEPREC_BIN"));
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive DEEPREC_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 120 mpirun --oversubscribe "
+             "--bind-to none -np 2 sh -c 'exec %s trm eval --data %s/data$OMPI_COMM_WORLD_RANK.gguf --model %s' "
+             ">/dev/null 2>%s",
+             b, dir, model, log);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st));
+    CHECK_MSG(WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 124, "exit %d (124: hung until the timeout)",
+              WEXITSTATUS(st));
+    char *t = read_text(log);
+    CHECK(t);
+    CHECK_MSG(strstr(t, "error (rank 1 of 2)") && strstr(t, "data1.gguf"), "stderr: %s", t);
+    free(t);
+    /* rank 0 cannot write its checkpoint; rank 1 is already in the next step's allreduce */
+    snprintf(args, sizeof args,
+             "trm train --data %s --out %s/missing/dir/m.gguf --dim 16 --layers 1 --max-len 8 --batch 16 --epochs 3 "
+             "--quiet >/dev/null 2>%s",
+             data0, dir, log);
+    st = mpi_run(2, args);
+    CHECK_MSG(st != 0 && st != 124, "exit %d", st);
+    t = read_text(log);
+    CHECK(t);
+    CHECK_MSG(strstr(t, "error (rank 0 of 2)") && strstr(t, "missing/dir"), "stderr: %s", t);
+    free(t);
+}
