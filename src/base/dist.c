@@ -8,7 +8,7 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_local = 1, g_on = 0;
+static int g_rank = 0, g_size = 1, g_local = 1;
 static dr_dist_stats g_stats;
 
 int dr_dist_rank(void) { return g_rank; }
@@ -27,6 +27,8 @@ void dr_dist_share(int64_t n, int64_t *lo, int64_t *hi) { dr_dist_share_of(n, g_
 void dr_dist_get_stats(dr_dist_stats *s) { *s = g_stats; }
 
 #ifdef DR_MPI
+static int g_on = 0; /* MPI_Init done */
+
 int dr_dist_compiled(void) { return 1; }
 
 /* Started by a launcher? OpenMPI's mpirun sets OMPI_COMM_WORLD_SIZE; srun with PMIx or PMI2
