@@ -38,7 +38,9 @@ fi
 "$BIN" data stats "$data"
 
 # The whole method (TRMs, warm start, tokenizer, tiny model, SFT, RL stages 1 and 2, evaluation
-# on all test users, report); --resume continues a stage that an earlier run left unfinished.
+# on all test users, report); --resume continues a stage that an earlier run left unfinished;
+# --force rebuilds the stages whose settings changed since the last run (a newer checkout's
+# defaults) and reuses the others: cache/demo belongs to the demo.
 # DEMO_BUDGET=full runs the longer recipe (docs/pipeline.md).
 W="$CACHE/demo"
 # a cache/demo of the earlier shell demo has no pipeline keys (the pipeline would refuse it):
@@ -47,4 +49,4 @@ if [ -d "$W" ] && [ ! -e "$W/sasrec.gguf.key" ] && [ ! -e "$W/sasrec.gguf.pendin
   echo "demo: moving the earlier script's $W aside to $W.pre-pipeline" >&2
   rm -rf "$W.pre-pipeline" && mv "$W" "$W.pre-pipeline"
 fi
-exec "$BIN" pipeline --data "$data" --out "$W" --budget "${DEMO_BUDGET:-demo}" --resume
+exec "$BIN" pipeline --data "$data" --out "$W" --budget "${DEMO_BUDGET:-demo}" --resume --force

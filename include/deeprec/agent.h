@@ -37,6 +37,11 @@ struct dr_dataset;
 #define AGENT_MAX_HIST 20   /* history items shown in the prompt */
 #define AGENT_MAX_CALLS 8   /* tool calls allowed; the 9th is many_recall */
 #define AGENT_TOOL_K 20     /* items per tool result */
+/* The open preference: the TRM tool answers it as the empty preference, i.e. with what the
+ * history alone suggests (its own list). The protocol ends an episode on an empty preference,
+ * so asking for the TRM's own list needs a word (compared case-insensitively, trimmed). */
+#define AGENT_PREF_ANY "anything"
+int agent_pref_is_any(const char *pref);
 #define AGENT_FALLBACK_JACCARD 0.5 /* minimum word-set Jaccard of the title fallback */
 
 /* The template placeholders the prompt shows in its output layout; a completion that
@@ -352,6 +357,9 @@ typedef struct agent_synth_opts {
     int n_calls;         /* 1..3 calls (0: drawn from seed) */
     int32_t target;      /* > 0: the known next item (training positions only): when retrieved it is
                             put first in the answer, the rest keep the fusion order */
+    int anchor;          /* 1: first an open call (AGENT_PREF_ANY: the TRM's own list), then the
+                            aspect calls; the answer fuses by 2/rank for the open list and 0.5/rank
+                            shared by the others (rank 1-based), not RRF */
 } agent_synth_opts;
 
 /* One trajectory: the prompt and a completion with the tool results of `tool` inserted

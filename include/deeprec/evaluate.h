@@ -206,6 +206,34 @@ int eval_trm_one(const agent_catalog *c, const agent_tool *tool, const int32_t *
 int eval_teacher_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
                      int32_t target, const agent_synth_opts *o, int *rank_exact, int *rank_substr);
 
+/* The fusion bound (src/eval/fusion.c): what fusing preference-conditioned TRM calls could gain
+ * over the empty preference, with exact scores over the whole catalog. For every user of the
+ * split (0 = valid, 1 = test; history masked, as trm_evaluate): the empty preference; the
+ * categories of the last max_hist history items, each as a preference, fused by a mixture of
+ * softmaxes (p0 + 0.5 * sum_c w_c p_c, w = category frequency) or log-linearly
+ * (0.5 s0 + 0.5 * sum_c w_c s_c); the TRM's own posterior mass per category, its top 3 as
+ * preferences, 0.5 p0 + 0.5 * their renormalised mixture; and RRF (k = 60) of the top-20 lists
+ * of the empty preference and those 3. NDCG@10 with its bootstrap CI and the paired difference
+ * against the empty preference (B resamples from seed). Needs the pref model and categories. */
+enum eval_fusion_policy {
+    EVAL_FUSION_EMPTY = 0,
+    EVAL_FUSION_HIST_MIX,
+    EVAL_FUSION_HIST_LOGLIN,
+    EVAL_FUSION_POSTERIOR_MIX,
+    EVAL_FUSION_RRF,
+    EVAL_FUSION_N
+};
+typedef struct eval_fusion_result {
+    int64_t n_users;
+    int bootstrap;
+    eval_ci ndcg10[EVAL_FUSION_N], diff[EVAL_FUSION_N]; /* diff: policy minus empty, per user */
+    double recall10[EVAL_FUSION_N];
+} eval_fusion_result;
+struct trm_model;
+int eval_pref_fusion(struct trm_model *m, const struct dr_dataset *d, int split, int max_hist, int B, uint64_t seed,
+                     eval_fusion_result *out);
+const char *eval_fusion_name(int policy);
+
 /* Evaluate o->mode on the selected test users. Episodes of the LLM modes go through
  * agent_rollout in chunks of o->chunk users with o->batch model slots. *r owns the
  * per-episode scores (eval_result_free, also after an error). */

@@ -73,6 +73,7 @@ typedef struct pipeline_budget {
     int ws_positions;       /* training positions per user */
     int ws_varied;          /* preferences from the wider pool of kinds */
     int ws_order_by_target; /* the known next item first in the kept answer when retrieved */
+    int ws_anchor;          /* an open first call (the TRM's own list) leading the answer */
     int ws_seed;            /* base seed of the candidates */
     /* classic warm start (and the tokenizer's / rerank baseline's synth runs) */
     int synth_seeds[PIPELINE_MAX_SEEDS];

@@ -204,7 +204,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     int use_cats = agent_catalog_has_categories(c);
 
     aspects dom = {0}, rec = {0};
-    char pair[260] = "", prefs[3][300], dom_words[300], rec_words[300];
+    char pair[260] = "", prefs[4][300], dom_words[300], rec_words[300];
     int rc = DR_OK, n_prefs = 0;
     for (int64_t i = 0; i < n_shown && !rc; i++) rc = item_aspects(c, shown[i], use_cats, &dom, (int)i);
     for (int64_t i = n_shown > 3 ? n_shown - 3 : 0; i < n_shown && !rc; i++)
@@ -230,7 +230,10 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     if (o->n_calls > 0) want = o->n_calls < 3 ? o->n_calls : 3;
     int forced = o->forced_preference != NULL;
     int varied = o->varied && !forced;
-    int kinds[3] = {0, 0, 0};
+    /* the anchored form: the open call plus 1-2 aspect calls (2-3 calls in all, as the others) */
+    int anchor = o->anchor && !forced;
+    if (anchor) want = want > 1 ? want - 1 : 1;
+    int kinds[4] = {0, 0, 0, 0};
     if (varied) {
         /* distinct kinds in a seeded order; the refinement (TOP) needs a previous result */
         int pool[SYNTH_N_KINDS], n_pool = 0;
@@ -283,6 +286,16 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         for (int j = 0; j < n_prefs; j++) dup |= !strcmp(prefs[j], cand_prefs[i]);
         if (!dup) memcpy(prefs[n_prefs++], cand_prefs[i], sizeof prefs[0]);
     }
+    /* the anchored form: first the open call (the TRM's own list), then the aspects */
+    if (anchor) {
+        for (int p = n_prefs; p > 0; p--) {
+            memcpy(prefs[p], prefs[p - 1], sizeof prefs[0]);
+            kinds[p] = kinds[p - 1];
+        }
+        snprintf(prefs[0], sizeof prefs[0], "%s", AGENT_PREF_ANY);
+        kinds[0] = -1;
+        n_prefs++;
+    }
     words2(&dom, dom_words, sizeof dom_words);
     words2(&rec, rec_words, sizeof rec_words);
 
@@ -290,7 +303,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     if ((rc = agent_prompt_build(c, hist, n_hist, &po, &out->prompt))) goto done;
     ids = dr_calloc((size_t)k, sizeof *ids);
     scores = dr_calloc((size_t)k, sizeof *scores);
-    spans = dr_calloc(3, sizeof *spans);
+    spans = dr_calloc(4, sizeof *spans);
     if (!ids || !scores || !spans) {
         rc = dr_error_code();
         goto done;
@@ -304,13 +317,16 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     int intro = (int)dr_rng_below(&rng, 3); /* drawn in both forms so the rest stays seeded alike */
     if (!forced) {
         agent_buf_printf(&comp, intro_fmt[intro], dom_words, rec_words);
-        agent_buf_str(&comp, n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
-                                         : " I will search for the main taste.\n");
+        agent_buf_str(&comp, anchor ? " I will ask for what the history alone suggests, then search aspects.\n"
+                             : n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
+                                           : " I will search for the main taste.\n");
     }
     static const char *const next_text[3] = {"", "Next, the recent interest.\n", "Now a combination inside one item.\n"};
     int n_spans = 0, prev_n = 0;
     for (int p = 0; p < n_prefs; p++) {
-        if (varied) {
+        if (anchor && p == 0) {
+            agent_buf_str(&comp, "First what the history alone suggests.\n");
+        } else if (varied) {
             if (kinds[p] == SYNTH_KIND_TOP) {
                 /* the previous call's top three (ids still hold its result) */
                 if ((rc = top_aspects_pref(c, ids, prev_n < 3 ? prev_n : 3, use_cats, prefs[p], sizeof prefs[p])))
@@ -318,8 +334,10 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 if (!prefs[p][0]) snprintf(prefs[p], sizeof prefs[p], "%s", cand_prefs[0]);
             }
             agent_buf_str(&comp, kind_lead[kinds[p]]);
-        } else if (p) {
-            agent_buf_str(&comp, next_text[p < 3 ? p : 2]);
+        } else if (p > anchor) {
+            agent_buf_str(&comp, next_text[p - anchor < 3 ? p - anchor : 2]);
+        } else if (anchor) {
+            agent_buf_str(&comp, "Now the main taste.\n");
         }
         agent_buf_str(&comp, AGENT_TAG_PREF);
         agent_buf_str(&comp, prefs[p]);
@@ -357,7 +375,12 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 }
                 cands[n_cands++] = (cand){it, 0.0, n_cands};
             }
-            cands[j].score += 1.0 / (RRF_K + (double)(i + 1));
+            /* anchored: the open call's list leads, 2 / rank against 0.5 / rank shared by the
+             * aspect calls (the best rank-only fusion measured, docs/ablation.md); else RRF */
+            if (anchor)
+                cands[j].score += (p == 0 ? 2.0 : 0.5 / (double)(n_prefs - 1)) / (double)(i + 1);
+            else
+                cands[j].score += 1.0 / (RRF_K + (double)(i + 1));
         }
         if (n > 0)
             agent_buf_printf(&comp, "%s is the closest match%s.\n", agent_catalog_title(c, ids[0]),
@@ -380,8 +403,12 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 out->target_retrieved = 1;
                 break;
             }
-    agent_buf_printf(&comp, "I gathered %d items. Those found by several searches and near the top of a list come first.\n",
-                     n_cands);
+    if (anchor)
+        agent_buf_printf(&comp, "I gathered %d items. The first list leads; the aspects add what fits them.\n", n_cands);
+    else
+        agent_buf_printf(&comp,
+                         "I gathered %d items. Those found by several searches and near the top of a list come first.\n",
+                         n_cands);
     agent_buf_str(&comp, AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n");
     for (int i = 0; i < AGENT_N_REC; i++) {
         agent_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));

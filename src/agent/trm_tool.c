@@ -1,7 +1,17 @@
 /* The TRM as the agent's tool. */
 #include "deeprec/agent.h"
 #include "deeprec/trm.h"
+#include <ctype.h>
 #include <stdlib.h>
+#include <string.h>
+
+int agent_pref_is_any(const char *pref) {
+    if (!pref) return 0;
+    while (isspace((unsigned char)*pref)) pref++;
+    size_t n = strlen(pref), k = strlen(AGENT_PREF_ANY);
+    while (n > 0 && isspace((unsigned char)pref[n - 1])) n--;
+    return n == k && !strncasecmp(pref, AGENT_PREF_ANY, k);
+}
 
 typedef struct trm_tool_ctx {
     trm_session *s;
@@ -11,7 +21,8 @@ typedef struct trm_tool_ctx {
 static int trm_tool_retrieve(void *ctx, const int32_t *hist, int64_t n_hist, const char *pref, int k, int32_t *items,
                              float *scores, int *n_out) {
     trm_tool_ctx *c = ctx;
-    return trm_retrieve(c->s, hist, n_hist, pref, k, c->mask_history, items, scores, n_out);
+    return trm_retrieve(c->s, hist, n_hist, agent_pref_is_any(pref) ? "" : pref, k, c->mask_history, items, scores,
+                        n_out);
 }
 
 int agent_tool_trm_new(agent_tool *t, trm_model *m, int mask_history) {

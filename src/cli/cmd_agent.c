@@ -29,7 +29,7 @@ static int cmd_synth(int argc, char **argv) {
     int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
     int64_t seed = 1;
     double rerank_share = 0.0;
-    int best_of = 0, positions = 1, varied = 0, order_by_target = 1, n_calls = 0;
+    int best_of = 0, positions = 1, varied = 0, order_by_target = 1, n_calls = 0, anchor = 0;
     cli_opt opts[] = {
         {"--best-of", CLI_INT, &best_of,
          "outcome-aware warm start: keep the best of N candidates per training position by the stage-2 reward (0 = off)"},
@@ -38,6 +38,7 @@ static int cmd_synth(int argc, char **argv) {
         {"--order-by-target", CLI_INT, &order_by_target,
          "with --best-of: 1 puts the known next item first in the answer when retrieved (1)"},
         {"--calls", CLI_INT, &n_calls, "tool calls per trajectory, 1..3 (0 = drawn)"},
+        {"--anchor", CLI_FLAG, &anchor, "first an open call (\"" AGENT_PREF_ANY "\": the TRM's own list) that leads the answer"},
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM checkpoint (.gguf)"},
         {"--out", CLI_STR, &out, "trajectories, JSON lines {prompt, completion, mask}"},
@@ -81,6 +82,7 @@ static int cmd_synth(int argc, char **argv) {
         wo.synth.tool_k = tool_k;
         wo.synth.varied = varied;
         wo.synth.n_calls = n_calls;
+        wo.synth.anchor = anchor;
         wo.synth.seed = (uint64_t)seed;
         wo.positions = positions;
         wo.best_of = best_of;
@@ -104,7 +106,7 @@ static int cmd_synth(int argc, char **argv) {
         }
         goto done;
     }
-    agent_synth_run_opts ro = {{.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls}, users, (uint64_t)seed, rerank_share,
+    agent_synth_run_opts ro = {{.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls, .anchor = anchor}, users, (uint64_t)seed, rerank_share,
                                synth_rerank_pref, NULL, quiet || json ? NULL : stderr};
     agent_synth_run_result res;
     if ((rc = agent_synth_run(&d, cat, &tool, &ro, out, &res))) goto done;

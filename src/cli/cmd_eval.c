@@ -14,6 +14,7 @@ static int cmd_eval(int argc, char **argv) {
                *paired = NULL, *constrain = "on";
     eval_opts eo;
     eval_opts_default(&eo);
+    int teacher_varied = 0, teacher_anchor = 0;
     int chat = 0, json = 0, quiet = 0, threads = 0, max_turn = eo.max_turn_tokens, ctx = 0, top_k = 0;
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
@@ -39,6 +40,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
         {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         {"--batch", CLI_INT, &eo.batch, "sequences decoded together (16)"},
+        {"--teacher-varied", CLI_FLAG, &teacher_varied, "teacher mode: preferences from the wider pool of kinds"},
+        {"--teacher-anchor", CLI_FLAG, &teacher_anchor,
+         "teacher mode: an open first call (the TRM's own list) leads the answer (docs/warmstart.md)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
@@ -96,6 +100,9 @@ static int cmd_eval(int argc, char **argv) {
     eo.max_turn_tokens = max_turn;
     eo.n_ctx = ctx;
     eo.progress = quiet || json ? NULL : stderr;
+    agent_synth_opts so = {.chat = chat, .max_hist = eo.max_hist, .tool_k = eo.tool_k, .seed = eo.seed,
+                           .varied = teacher_varied, .anchor = teacher_anchor};
+    if (teacher_varied || teacher_anchor) eo.synth = &so;
 
     dr_dataset d;
     memset(&d, 0, sizeof d);

@@ -13,7 +13,7 @@ static const pipeline_budget budget_demo = {
     .name = "demo",
     .trm_max_epochs = 200, .trm_patience = 5, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
     .trm_pref_empty = 0.7,
-    .ws_best_of = 1, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
+    .ws_best_of = 1, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_seed = 1,
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 4096,
@@ -26,29 +26,31 @@ static const pipeline_budget budget_demo = {
     .eval_users = 0, .eval_batch = 16,
 };
 
-/* TODO(lead): tune by measurement; every value here is a placeholder of the right order. */
+/* The longer recipe, sized to finish ml-100k in about an hour on 2 idle cores: the demo's
+ * measured choices (best-of-1, target ordering, the 2-layer d128 model: docs/ablation.md) with
+ * twice the training positions and the paper's 20 + 80 RL steps at 8 prompts x 8 samples
+ * (the paper's 128 prompts per step would take days here). */
 static const pipeline_budget budget_full = {
     .name = "full",
-    .trm_max_epochs = 200, .trm_patience = 10, .trm_batch = 128, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
+    .trm_max_epochs = 200, .trm_patience = 10, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50,
     .trm_pref_empty = 0.7,
-    .ws_best_of = 1, .ws_positions = 12, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
-    .synth_seeds = {1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, .n_synth_seeds = 12, .synth_users = 0, .corpus_seed = 2,
+    .ws_best_of = 1, .ws_positions = 8, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_seed = 1,
+    .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
-    .vocab = 8192,
-    .llm_dim = 256, .llm_layers = 4, .llm_heads = 4, .llm_kv_heads = 2, .llm_ffn = 768, .ctx = 4096,
-    .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 8, .sft_max_len = 2048, .sft_epochs = 2,
-    .max_hist = 20, .tool_k = 20, .max_tokens = 512,
-    .rl1_steps = 20, .rl2_steps = 80, .rl_prompts = 32, .rl_samples = 8, .rl_micro = 4, .rl_updates = 2,
-    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 64,
+    .vocab = 4096,
+    .llm_dim = 128, .llm_layers = 2, .llm_heads = 2, .llm_kv_heads = 1, .llm_ffn = 384, .ctx = 2048,
+    .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 4, .sft_max_len = 1536, .sft_epochs = 1,
+    .max_hist = 10, .tool_k = 10, .max_tokens = 384,
+    .rl1_steps = 20, .rl2_steps = 80, .rl_prompts = 8, .rl_samples = 8, .rl_micro = 2, .rl_updates = 1,
+    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 32,
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 4,
     .eval_users = 0, .eval_batch = 16,
 };
-
 static const pipeline_budget budget_test = {
     .name = "test",
     .trm_max_epochs = 2, .trm_patience = 2, .trm_batch = 16, .trm_dim = 16, .trm_layers = 1, .trm_max_len = 20,
     .trm_pref_empty = 0.3,
-    .ws_best_of = 2, .ws_positions = 2, .ws_varied = 1, .ws_order_by_target = 1, .ws_seed = 1,
+    .ws_best_of = 2, .ws_positions = 2, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_seed = 1,
     .synth_seeds = {1, 3}, .n_synth_seeds = 2, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 600,
@@ -82,7 +84,7 @@ typedef struct field {
 static const field fields[] = {
     FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
     FI(trm_max_steps), FD(trm_pref_empty),
-    FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_seed),
+    FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_seed),
     {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
     FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),
     FI(vocab), FI(llm_dim), FI(llm_layers), FI(llm_heads), FI(llm_kv_heads), FI(llm_ffn), FI(ctx),

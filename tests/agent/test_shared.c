@@ -83,6 +83,25 @@ TEST(agent_shared_ml100k_catalog_and_synth) {
     }
     CHECK(n_ok >= 30);
     CHECK(sp.calls >= n_ok);
+    /* the open preference is the empty one: the TRM's own list, scores and all */
+    {
+        const int32_t *tr;
+        int64_t n = dr_data_train(&d, 3, &tr);
+        int32_t a[20], b[20];
+        float sa[20], sb[20];
+        int na = 0, nb = 0;
+        trm_session *ts;
+        CHECK_OK(trm_session_new(&ts, tm));
+        CHECK_OK(sp.inner.retrieve(sp.inner.ctx, tr, n, " Anything ", 20, a, sa, &na));
+        CHECK_OK(trm_retrieve(ts, tr, n, "", 20, 1, b, sb, &nb));
+        CHECK_EQ_INT(na, nb);
+        for (int k = 0; k < na; k++) CHECK(a[k] == b[k] && sa[k] == sb[k]);
+        CHECK_OK(sp.inner.retrieve(sp.inner.ctx, tr, n, "comedy", 20, a, sa, &na));
+        int same = 1;
+        for (int k = 0; k < na; k++) same &= sa[k] == sb[k];
+        CHECK(!same); /* a real preference moves the scores */
+        trm_session_free(ts);
+    }
     CHECK_EQ_INT(sp.bad, 0); /* history items are masked */
     dr_log(DR_LOG_INFO, "ml-100k: %d duplicate titles", dup);
     agent_tool_trm_free(&sp.inner);

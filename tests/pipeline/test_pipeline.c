@@ -142,7 +142,7 @@ TEST(pipeline_budgets_and_stages) {
     CHECK_EQ_INT(b->ws_order_by_target, 1);
     CHECK_EQ_INT(b->ws_seed, 1);
     CHECK(b->trm_pref_empty == 0.7);
-    CHECK_EQ_INT(pipeline_budget_get("full")->ws_positions, 12);
+    CHECK_EQ_INT(pipeline_budget_get("full")->ws_positions, 8);
     CHECK_EQ_INT(pipeline_budget_get("test")->ws_best_of, 2);
     CHECK(pipeline_budget_get("test")->trm_pref_empty == 0.3);
 }
