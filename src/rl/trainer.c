@@ -612,13 +612,14 @@ out:
 
 /* Roll out and score this rank's share of n_req requests x G samples (all of them in one
  * process); under MPI also gather the whole step's episode summaries into ae/ar. *lo: the
- * first request of this rank's share. */
+ * first request of this rank's share; *n_out: its episodes (set before anything can fail). */
 static int rollout_share(run *r, const agent_request *req, int n_req, int G, int slots, float temperature,
-                         uint64_t seed, int64_t *lo, agent_episode **eps, rl_reward **rw, agent_episode **ae,
-                         rl_reward **ar) {
+                         uint64_t seed, int64_t *lo, int *n_out, agent_episode **eps, rl_reward **rw,
+                         agent_episode **ae, rl_reward **ar) {
     int64_t hi;
     dr_dist_share(n_req, lo, &hi);
     const int n_loc = (int)(hi - *lo) * G, n_all = n_req * G;
+    *n_out = n_loc;
     *eps = NULL;
     *rw = *ar = NULL;
     *ae = NULL;
@@ -669,13 +670,9 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     int n_loc = 0;
     /* rollout with the current policy, rewards */
     int slots = o->slots > 0 ? o->slots : (n_ep < 64 ? n_ep : 64);
-    rc = rollout_share(r, req, P, G, slots, o->temperature, step_seed(o, s, 1), &plo, &eps, &rw, &ae, &ar);
-    {
-        int64_t lo, hi;
-        dr_dist_share(P, &lo, &hi);
-        n_loc = (int)(hi - lo) * G;
-    }
-    if (rc) goto done;
+    if ((rc = rollout_share(r, req, P, G, slots, o->temperature, step_seed(o, s, 1), &plo, &n_loc, &eps, &rw, &ae,
+                            &ar)))
+        goto done;
     /* advantages over the whole step */
     rv = dr_calloc((size_t)n_ep, sizeof *rv);
     ng = dr_calloc((size_t)n_ep, sizeof *ng);
@@ -731,16 +728,15 @@ static int run_probe(run *r, rl_probe_stats *out) {
     agent_episode *eps = NULL, *ae = NULL;
     rl_reward *rw = NULL, *ar = NULL;
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
-    int64_t plo = 0, phi = 0;
-    dr_dist_share(P, &plo, &phi);
-    int rc = DR_OK;
+    int64_t plo = 0;
+    int n_loc = 0, rc = DR_OK;
     if (!req) {
         rc = dr_error_code();
         goto done;
     }
     user_requests(r->env->data, r->probe, P, req);
-    if ((rc = rollout_share(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, step_seed(o, 0, 3), &plo, &eps,
-                            &rw, &ae, &ar)))
+    if ((rc = rollout_share(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, step_seed(o, 0, 3), &plo,
+                            &n_loc, &eps, &rw, &ae, &ar)))
         goto done;
     rl_step_stats st;
     memset(&st, 0, sizeof st);
@@ -761,7 +757,7 @@ static int run_probe(run *r, rl_probe_stats *out) {
     memcpy(out->format_fails, st.format_fails, sizeof out->format_fails);
     out->seconds = dr_now() - t0;
 done:
-    rollout_share_free(eps, rw, ae, ar, (int)(phi - plo) * S);
+    rollout_share_free(eps, rw, ae, ar, n_loc);
     free(req);
     return rc;
 }
