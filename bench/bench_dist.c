@@ -91,6 +91,30 @@ static double sgemm_gflops(void) {
     return 2.0 * n * n * n * 10 / s / 1e9;
 }
 
+/* The allreduce alone (ranks in step after a barrier): what overlapping it with the backward
+ * could hide at most, without the waiting for a slower rank that the jobs' figures include. */
+static void bench_allreduce(size_t n_floats, const char *what) {
+    if (dr_dist_size() == 1) return;
+    float *g = calloc(n_floats, sizeof(float));
+    if (!g) die("allreduce buffer");
+    for (size_t i = 0; i < n_floats; i++) g[i] = (float)(i % 13) * 1e-3f;
+    const int reps = 10;
+    double best = 1e30, sum = 0;
+    for (int r = 0; r < reps; r++) {
+        dr_dist_barrier();
+        double t0 = dr_now();
+        if (dr_dist_sum_f32(g, n_floats)) die("allreduce");
+        double t = dr_now() - t0, mx[1] = {t};
+        dr_dist_max_f64(mx, 1);
+        sum += mx[0];
+        if (mx[0] < best) best = mx[0];
+    }
+    if (!dr_dist_rank())
+        printf("  the allreduce alone (%s, %.2f MB, %d ranks): best %.2f ms, mean %.2f ms of %d\n", what,
+               n_floats * 4.0 / 1e6, dr_dist_size(), best * 1e3, sum / reps * 1e3, reps);
+    free(g);
+}
+
 /* ---------------------------------------------------------------- 1. SASRec epoch */
 static void bench_trm(int steps) {
     const char *path = "../shared/data/s3rec/Beauty.txt";
@@ -123,6 +147,7 @@ static void bench_trm(int steps) {
     snprintf(job, sizeof job, "sasrec on Beauty (%d users, %d items; an epoch is %d steps of 256)", d.n_users,
              d.n_items, epoch);
     meas_report(&ms, job, steps, "sequences", (double)seqs);
+    bench_allreduce(trm_num_params(m), "the SASRec gradient");
     trm_model_free(m);
     dr_data_free(&d);
 }
@@ -204,6 +229,7 @@ static void bench_sft(const char *dir, const dr_dataset *d, llm_model *lm, token
     if (llm_sft_run(&o, &res)) die("llm_sft_run");
     double tok_all[1] = {(double)res.tokens};
     meas_report(&ms, "sft (qwen2 dim 256 x 4 layers, batch 8)", (int)res.steps, "tokens", tok_all[0]);
+    bench_allreduce(res.params, "the qwen2 gradient");
 }
 
 static void bench_rl(const char *dir, const dr_dataset *d, llm_model *lm, tokenizer *tok, int steps) {
