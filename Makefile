@@ -6,6 +6,8 @@
 #   make fuzz       libFuzzer targets (clang), each run FUZZ_SECONDS
 #   make deps       install missing Debian packages (as root) or print the command
 # PORTABLE=1 disables -march=native.
+# MPI=1 builds the data-parallel layer with OpenMPI (default: on when mpicc is found);
+# MPI=0 builds the single-process stand-ins (docs/distributed.md).
 
 CC      ?= gcc
 BUILD   ?= build
@@ -49,6 +51,22 @@ BLAS_LIBS := $(if $(wildcard $(BLAS_DIR)/libopenblas.so),-L$(BLAS_DIR) -Wl$(comm
 CFLAGS_BASE += $(if $(wildcard $(BLAS_INC)/cblas.h),-I$(BLAS_INC))
 CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT)
 LDLIBS  := $(BLAS_LIBS) -ljansson -lz -lm -fopenmp $(LDFLAGS_SAN)
+
+.DEFAULT_GOAL := all
+# MPI: only src/base/dist.c includes mpi.h; everything links libmpi.
+MPI ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+  ifeq ($(shell command -v mpicc 2>/dev/null),)
+    $(error MPI=1 needs mpicc: apt-get install libopenmpi-dev openmpi-bin (or make deps))
+  endif
+  MPI_CFLAGS := -DDR_MPI $(shell mpicc --showme:compile 2>/dev/null)
+  LDLIBS += $(shell mpicc --showme:link 2>/dev/null)
+endif
+$(BUILD)/obj/base/dist.o: CFLAGS += $(MPI_CFLAGS)
+# A switch of MPI must rebuild dist.o: the choice is recorded in a stamp it depends on.
+$(BUILD)/obj/base/dist.o: $(BUILD)/mpi.$(MPI)
+$(BUILD)/mpi.$(MPI):
+	@mkdir -p $(dir $@) && rm -f $(BUILD)/mpi.* && touch $@
 
 # Modules that have sources.
 LIB_MODULES := $(filter-out cli,$(foreach m,$(MODULES),$(if $(wildcard src/$(m)/*.c),$(m))))
@@ -131,8 +149,11 @@ fuzz: $(FUZZ_BINS)
 
 # ---- set-up ----
 DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev
+# Optional: `make deps` installs them, the build only uses them when present.
+DEB_OPTIONAL := libopenmpi-dev openmpi-bin
 deps:
 	@tools/deps.sh $(DEB_PACKAGES)
+	@tools/deps.sh $(DEB_OPTIONAL) || echo "deeprec: OpenMPI is optional (data-parallel runs, docs/distributed.md)" >&2
 deps-check:
 	@tools/deps.sh $(DEB_PACKAGES)
 

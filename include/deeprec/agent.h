@@ -337,6 +337,10 @@ typedef struct agent_llm_opts {
     int top_k;           /* 0 = all */
     float top_p;         /* >= 1 or 0 = all */
     uint64_t seed;
+    /* Sampling streams are split from the seed, one per started episode in start order; the
+     * first gets this number (0). A data-parallel rank starts where the episodes of the ranks
+     * before it end, so its samples are those one process would draw (dist.h). */
+    uint64_t first_stream;
 } agent_llm_opts;
 int agent_model_llm_new(agent_model *out, const struct llm_model *m, const struct tokenizer *tok,
                         const agent_llm_opts *o);

@@ -126,6 +126,7 @@ int agent_model_llm_new(agent_model *out, const llm_model *m, const tokenizer *t
     c->sp.top_k = o->top_k;
     c->sp.top_p = o->top_p > 0 ? o->top_p : 1.0f;
     dr_rng_seed(&c->base, o->seed);
+    c->n_started = o->first_stream;
     size_t lv;
     int rc = DR_OK;
     if (!dr_mul_ok((size_t)c->n_slots, (size_t)c->vocab, &lv)) {

@@ -1,5 +1,6 @@
 /* Progress display: a redrawn bar on a terminal, sparse plain lines in logs. */
 #include "deeprec/base.h"
+#include "deeprec/dist.h"
 #include <string.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@ static void fmt_time(char *buf, size_t n, double s) {
 
 void dr_progress_start(dr_progress *p, FILE *out, const char *label, int64_t total, const char *unit) {
     memset(p, 0, sizeof *p);
+    if (dr_dist_rank() > 0) out = NULL; /* data-parallel runs: rank 0 alone reports */
     p->out = out;
     p->tty = out ? isatty(fileno(out)) : 0;
     snprintf(p->label, sizeof p->label, "%s", label ? label : "");

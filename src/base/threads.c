@@ -1,5 +1,6 @@
 /* Thread count: DEEPREC_THREADS or the number of cores, applied to OpenMP and OpenBLAS. */
 #include "deeprec/base.h"
+#include "deeprec/dist.h"
 #include <stdlib.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -15,6 +16,8 @@ int dr_threads(void) {
         if (n > 0) return n;
     }
     long c = sysconf(_SC_NPROCESSORS_ONLN);
+    /* ranks sharing a machine share its cores */
+    c /= dr_dist_local_size();
     return c > 0 ? (int)c : 1;
 }
 

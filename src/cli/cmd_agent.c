@@ -217,7 +217,7 @@ static int cmd_recommend(int argc, char **argv) {
     if ((rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path))) goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto fail;
-    agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed};
+    agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
     if ((rc = agent_model_llm_new(&model, lm, tok, &lo))) goto fail;
     agent_request rq = {u, hist, n_hist, target, NULL};
     agent_rollout_opts ro = {0};

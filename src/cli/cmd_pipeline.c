@@ -1,5 +1,6 @@
 /* deeprec pipeline: the whole method on one dataset (TRMs, warm start, tokenizer, tiny model,
  * SFT, RL stages 1 and 2, evaluation, report), resumable stage by stage. */
+#include "deeprec/dist.h"
 #include "cli.h"
 #include "deeprec/pipeline.h"
 #include <jansson.h>
@@ -43,6 +44,9 @@ static int cmd_pipeline(int argc, char **argv) {
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data || !out) return cli_usage_error("pipeline needs --data and --out");
+    if (dr_dist_size() > 1) /* its file stages would run on every rank: docs/distributed.md */
+        return cli_usage_error("pipeline does not run under mpirun; run its stages trm train, llm sft, rl and eval "
+                               "under mpirun instead");
     pipeline_opts o;
     pipeline_opts_default(&o);
     const pipeline_budget *named = pipeline_budget_get(budget_s);

@@ -1,5 +1,6 @@
 /* deeprec: entry point and subcommand dispatch. */
 #include "cli.h"
+#include "deeprec/dist.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,7 +23,10 @@ static void usage(FILE *out) {
 }
 
 int cli_fail(void) {
-    fprintf(stderr, "deeprec: error: %s\n", dr_error_message());
+    if (dr_dist_size() > 1) /* which rank failed: the others are ended with it (main) */
+        fprintf(stderr, "deeprec: error (rank %d of %d): %s\n", dr_dist_rank(), dr_dist_size(), dr_error_message());
+    else
+        fprintf(stderr, "deeprec: error: %s\n", dr_error_message());
     return 1;
 }
 
@@ -47,10 +51,26 @@ static void prefer_passive_waiting(char **argv) {
     execv("/proc/self/exe", argv); /* returns only on failure: carry on as we are */
 }
 
+/* Under MPI: rank 0 alone prints results and logs; a command failing on any rank ends
+ * every rank (the others may be waiting for it in a collective). */
+static int run_command(cli_fn fn, int argc, char **argv) {
+    int rc = fn(argc, argv);
+    if (rc && dr_dist_size() > 1) dr_dist_abort(rc);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     prefer_passive_waiting(argv);
     qsort(commands, (size_t)n_commands, sizeof *commands, cmp_cmd);
-    dr_log_set_sink(dr_log_stderr_sink, NULL, getenv("DEEPREC_DEBUG") ? DR_LOG_DEBUG : DR_LOG_INFO);
+    if (dr_dist_init(&argc, &argv)) {
+        fprintf(stderr, "deeprec: error: %s\n", dr_error_message());
+        return 1;
+    }
+    atexit(dr_dist_finalize); /* every way out of main, usage errors included */
+    int quiet = dr_dist_rank() > 0;
+    if (quiet && !freopen("/dev/null", "w", stdout)) dr_dist_abort(1);
+    dr_log_set_sink(dr_log_stderr_sink, NULL,
+                    quiet ? DR_LOG_WARN : getenv("DEEPREC_DEBUG") ? DR_LOG_DEBUG : DR_LOG_INFO);
     dr_threads_init();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
@@ -61,10 +81,10 @@ int main(int argc, char **argv) {
         char two[128];
         snprintf(two, sizeof two, "%s %s", argv[1], argv[2]);
         for (int i = 0; i < n_commands; i++)
-            if (!strcmp(commands[i].name, two)) return commands[i].fn(argc - 2, argv + 2);
+            if (!strcmp(commands[i].name, two)) return run_command(commands[i].fn, argc - 2, argv + 2);
     }
     for (int i = 0; i < n_commands; i++)
-        if (!strcmp(commands[i].name, argv[1])) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(commands[i].name, argv[1])) return run_command(commands[i].fn, argc - 1, argv + 1);
     fprintf(stderr, "deeprec: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -2,6 +2,7 @@
  * of one mode (deeprec / trm / rerank / direct / teacher) over the selected test users. */
 #include "deeprec/evaluate.h"
 #include "deeprec/data.h"
+#include "deeprec/dist.h"
 #include "deeprec/llm.h"
 #include "deeprec/trm.h"
 #include <math.h>
@@ -221,7 +222,7 @@ static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t 
     return rc;
 }
 
-static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
+static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, int64_t first, sink *out) {
     int G = o->samples > 0 ? o->samples : 1;
     int slots = o->batch > 0 ? o->batch : 16;
     if (slots < G) slots = G;
@@ -239,7 +240,10 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
         if ((rc = agent_tool_trm_new(&tool, in->trm, 1))) return rc;
         have_trm_tool = 1;
     }
-    agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, o->seed};
+    /* Under MPI this rank's users come after `first` users of other ranks: its sampling
+     * streams start after theirs (exact unless an earlier user's episodes ended before
+     * sampling, e.g. a prompt over the context: docs/distributed.md). */
+    agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, o->seed, (uint64_t)first * (uint64_t)G};
     if ((rc = agent_model_llm_new(&model, in->llm, in->tok, &lo))) goto done;
     int chunk = o->chunk > 0 ? o->chunk : 1024;
     if (chunk < 1) chunk = 1;
@@ -291,6 +295,59 @@ done:
     return rc;
 }
 
+/* Under MPI: every rank ran its share of the users into `s`; after this every rank holds the
+ * whole run's sink, the sums rebuilt from the ranks in episode order (the order one process
+ * adds them in), so the metrics are bit for bit those of one process. */
+static int gather_sink(sink *s, int n, int G, double *secs) {
+    const int size = dr_dist_size();
+    int64_t *counts = dr_calloc((size_t)size, sizeof *counts);
+    int *all[EVAL_N_RULES] = {0};
+    int rc = DR_OK;
+    for (int q = 0; q < EVAL_N_RULES; q++) all[q] = dr_calloc((size_t)n * G + 1, sizeof(int));
+    if (!counts || !all[EVAL_RULE_EXACT] || !all[EVAL_RULE_SUBSTR]) {
+        rc = dr_error_code();
+        goto out;
+    }
+    for (int r = 0; r < size; r++) {
+        int64_t lo, hi;
+        dr_dist_share_of(n, r, size, &lo, &hi);
+        counts[r] = (hi - lo) * G;
+    }
+    _Static_assert(sizeof(int) == sizeof(int32_t), "ranks are gathered as int32");
+    for (int q = 0; q < EVAL_N_RULES && !rc; q++)
+        rc = dr_dist_allgather_i32((const int32_t *)s->rank[q], (int32_t *)all[q], counts);
+    if (rc) goto out;
+    /* the counters are integers: summed in any order they are exact */
+    eval_acc *a = &s->acc;
+    int64_t c[AGENT_N_OUTCOMES + AGENT_FMT_N + 4], k = 0;
+    for (int i = 0; i < AGENT_N_OUTCOMES; i++) c[k++] = a->outcomes[i];
+    for (int i = 0; i < AGENT_FMT_N; i++) c[k++] = a->format_fails[i];
+    c[k++] = a->format_valid;
+    c[k++] = a->with_call;
+    c[k++] = a->tool_calls;
+    c[k++] = a->gen_tokens;
+    if ((rc = dr_dist_sum_i64(c, (size_t)k)) || (rc = dr_dist_max_f64(secs, 1))) goto out;
+    eval_acc_init(a);
+    for (int64_t i = 0; i < (int64_t)n * G; i++) eval_acc_add_ranks(a, all[EVAL_RULE_EXACT][i], all[EVAL_RULE_SUBSTR][i]);
+    k = 0;
+    for (int i = 0; i < AGENT_N_OUTCOMES; i++) a->outcomes[i] = c[k++];
+    for (int i = 0; i < AGENT_FMT_N; i++) a->format_fails[i] = c[k++];
+    a->format_valid = c[k++];
+    a->with_call = c[k++];
+    a->tool_calls = c[k++];
+    a->gen_tokens = c[k++];
+    for (int q = 0; q < EVAL_N_RULES; q++) {
+        free(s->rank[q]);
+        s->rank[q] = all[q];
+        all[q] = NULL;
+    }
+    s->n = s->cap = (int64_t)n * G;
+out:
+    free(counts);
+    for (int q = 0; q < EVAL_N_RULES; q++) free(all[q]);
+    return rc;
+}
+
 int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     memset(r, 0, sizeof *r);
     if (!in || !in->data || !in->catalog) return dr_error(DR_ERR_ARG, "eval_run: missing dataset or catalog");
@@ -307,24 +364,29 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     int rc = eval_select_users(in->data, o->users, o->seed, &users, &n);
     if (rc) return rc;
     int G = o->samples > 0 ? o->samples : 1;
+    /* under MPI each rank runs its share of the users (dist.h's rule) */
+    int64_t lo = 0, hi = n;
+    dr_dist_share(n, &lo, &hi);
     sink out = {0};
     eval_acc_init(&out.acc);
-    out.cap = (int64_t)n * G;
+    out.cap = (hi - lo) * G;
     for (int q = 0; q < EVAL_N_RULES; q++) out.rank[q] = dr_calloc((size_t)(out.cap > 0 ? out.cap : 1), sizeof(int));
     if (!out.rank[EVAL_RULE_EXACT] || !out.rank[EVAL_RULE_SUBSTR]) {
         rc = dr_error_code();
         goto fail;
     }
     double t0 = dr_now();
-    if (o->mode == EVAL_TRM) rc = run_trm(in, o, users, n, &out);
-    else if (o->mode == EVAL_TEACHER) rc = run_teacher(in, o, users, n, &out);
-    else rc = run_llm(in, o, users, n, &out);
+    if (o->mode == EVAL_TRM) rc = run_trm(in, o, users + lo, (int)(hi - lo), &out);
+    else if (o->mode == EVAL_TEACHER) rc = run_teacher(in, o, users + lo, (int)(hi - lo), &out);
+    else rc = run_llm(in, o, users + lo, (int)(hi - lo), lo, &out);
     double secs = dr_now() - t0;
     if (rc) goto fail;
     if (out.n != out.cap) {
-        rc = dr_error(DR_ERR_INTERNAL, "eval: %lld episodes for %d users x %d samples", (long long)out.n, n, G);
+        rc = dr_error(DR_ERR_INTERNAL, "eval: %lld episodes for %d users x %d samples", (long long)out.n,
+                      (int)(hi - lo), G);
         goto fail;
     }
+    if (dr_dist_size() > 1 && (rc = gather_sink(&out, n, G, &secs))) goto fail;
     eval_acc_finish(&out.acc, o->mode, n, G, secs, r);
     r->users = users;
     for (int q = 0; q < EVAL_N_RULES; q++) r->rank[q] = out.rank[q];

@@ -1,5 +1,12 @@
 /* llm_sft_run: one supervised fine-tuning run from files to a saved model (the loop of
- * `deeprec llm sft`, shared with the pipeline). */
+ * `deeprec llm sft`, shared with the pipeline).
+ *
+ * Under MPI (dist.h) it is data-parallel: every rank loads the model and the data, takes its
+ * share of each step's examples (the same shuffled order everywhere), and the gradients are
+ * summed before the one optimizer step all ranks take alike. Each rank's loss is normalised
+ * by the whole step's target weight, so the sum is the single-process gradient. Rank 0 alone
+ * writes the model, the state, the metrics and the progress. */
+#include "deeprec/dist.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "deeprec/llm_train.h"
@@ -38,6 +45,8 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     dr_progress prog;
     int prog_on = 0;
     int batch = o->batch, accum = o->accum, max_len = o->max_len, epochs = o->epochs;
+    const int lead = dr_dist_rank() == 0;
+    FILE *progress = lead ? o->progress : NULL;
     int rc = llm_model_load(&m, o->model);
     if (rc) goto out;
     if (!m->tok) {
@@ -63,7 +72,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     tc.min_lr_ratio = o->min_lr_ratio;
     if ((rc = llm_train_new(&t, m, &tc))) goto out;
     if (o->resume && (rc = llm_train_load_state(t, o->resume))) goto out;
-    if (o->metrics && (rc = dr_jsonl_open(&metrics, o->metrics, o->resume != NULL))) goto out;
+    if (lead && o->metrics && (rc = dr_jsonl_open(&metrics, o->metrics, o->resume != NULL))) goto out;
     perm = dr_calloc((size_t)d.n, sizeof *perm);
     tok = dr_calloc((size_t)batch * T, sizeof *tok);
     mask = dr_calloc((size_t)batch * T, 1);
@@ -74,12 +83,12 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     }
     res->examples = d.n;
     res->params = llm_train_n_params(t);
-    if (o->progress)
-        fprintf(o->progress, "llm sft: %d examples (%lld tokens, %lld in the loss), %s, %zu trainable parameters, "
+    if (progress)
+        fprintf(progress, "llm sft: %d examples (%lld tokens, %lld in the loss), %s, %zu trainable parameters, "
                              "%lld steps, activations+state %.1f MB\n",
                 d.n, (long long)d.n_tokens, (long long)d.n_targets, o->lora ? "LoRA" : "full fine-tuning",
                 llm_train_n_params(t), (long long)total, llm_train_memory_bytes(t) / 1e6);
-    dr_progress_start(&prog, o->progress, "sft", stop, "steps");
+    dr_progress_start(&prog, progress, "sft", stop, "steps");
     prog_on = 1;
     dr_progress_update(&prog, llm_train_steps(t));
     int64_t tokens = 0;
@@ -99,9 +108,12 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                 const llm_sft_example *e = &d.ex[perm[i]];
                 for (int k = 1; k < e->len; k++) wtot += e->mask[k];
             }
-            double ce_step = 0, w_step = 0;
-            for (int64_t p0 = pos; p0 < end; p0 += batch) {
-                int nb = (int)(end - p0 < batch ? end - p0 : batch), bt = 2;
+            double sums[3] = {0, 0, 0}; /* ce, weight, tokens of the step */
+            int64_t mlo = pos, mhi = end; /* this rank's examples of the step */
+            dr_dist_share(end - pos, &mlo, &mhi);
+            mlo += pos, mhi += pos;
+            for (int64_t p0 = mlo; p0 < mhi; p0 += batch) {
+                int nb = (int)(mhi - p0 < batch ? mhi - p0 : batch), bt = 2;
                 for (int b = 0; b < nb; b++) bt = d.ex[perm[p0 + b]].len > bt ? d.ex[perm[p0 + b]].len : bt;
                 memset(mask, 0, (size_t)nb * bt);
                 for (int b = 0; b < nb; b++) {
@@ -109,13 +121,20 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                     memcpy(tok + (size_t)b * bt, e->tokens, (size_t)e->len * sizeof *tok);
                     memcpy(mask + (size_t)b * bt, e->mask, (size_t)e->len);
                     lens[b] = e->len;
-                    tokens += e->len;
+                    sums[2] += e->len;
                 }
                 llm_batch bb = {nb, bt, tok, lens, NULL, mask, NULL, NULL, NULL};
                 double ce, w;
                 if ((rc = llm_train_sft(t, &bb, (float)wtot, &ce, &w))) goto out;
-                ce_step += ce, w_step += w;
+                sums[0] += ce, sums[1] += w;
             }
+            if (dr_dist_size() > 1) {
+                size_t ng;
+                float *g = llm_train_grads(t, &ng);
+                if ((rc = dr_dist_sum_f32(g, ng)) || (rc = dr_dist_sum_f64(sums, 3))) goto out;
+            }
+            double ce_step = sums[0], w_step = sums[1];
+            tokens += (int64_t)sums[2];
             float gnorm = 0, lr_used = llm_train_lr(t);
             rc = llm_train_step(t, &gnorm);
             if (rc == DR_ERR_RANGE) {
@@ -151,10 +170,10 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     res->tokens = tokens;
     res->tokens_per_s = el > 0 ? tokens / el : 0.0;
     res->steps = llm_train_steps(t);
-    if ((rc = llm_train_save_model(t, m->tok, o->out_type, o->out))) goto out;
-    if (o->save_state && (rc = llm_train_save_state(t, o->save_state))) goto out;
-    if (o->progress)
-        fprintf(o->progress, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", res->first_loss,
+    if (lead && (rc = llm_train_save_model(t, m->tok, o->out_type, o->out))) goto out;
+    if (lead && o->save_state && (rc = llm_train_save_state(t, o->save_state))) goto out;
+    if (progress)
+        fprintf(progress, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", res->first_loss,
                 res->last_loss, res->best_loss, res->tokens_per_s, o->out);
 out:
     if (prog_on) dr_progress_finish(&prog);

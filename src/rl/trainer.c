@@ -1,7 +1,15 @@
 /* The RL trainer: rollout with the current policy, rewards, advantages, PPO updates through the
- * LLM trainer, checkpoints with exact resume, JSON lines and the reward curve. */
+ * LLM trainer, checkpoints with exact resume, JSON lines and the reward curve.
+ *
+ * Under MPI (dist.h) a step is data-parallel: each rank rolls out its share of the step's
+ * prompts (all G samples of a prompt on one rank, its sampling streams numbered as one process
+ * numbers them), scores them, and the per-episode rewards and lengths are gathered so that
+ * every rank computes the advantages and statistics of the whole step. In each PPO update a
+ * rank backpropagates the episodes it rolled out; the gradients are summed before the one
+ * optimizer step every rank takes. Rank 0 alone writes checkpoints, metrics and the curve. */
 #include "deeprec/rl.h"
 #include "deeprec/data.h"
+#include "deeprec/dist.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "deeprec/llm_train.h"
@@ -253,6 +261,10 @@ static int save_checkpoint(run *r, int64_t step) {
     u[1] = r->o->stage;
     u[2] = (int64_t)r->o->seed;
     u[3] = run_shape(r->o);
+    if (dr_dist_rank() > 0) { /* rank 0 writes; the others follow which slot is committed */
+        r->cur_slot = slot;
+        return DR_OK;
+    }
     int rc = llm_train_save_model(r->tr, r->tok, GGML_TYPE_F32, r->slot_model[slot]);
     if (!rc) rc = llm_train_save_state(r->tr, r->slot_state[slot]);
     if (rc) return rc;
@@ -333,11 +345,14 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
-/* PPO updates over the rollout batch. */
-static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float *const *ref, int64_t step,
-                  rl_step_stats *st) {
+/* PPO updates over the rollout batch. meta[n_ep]: lengths of every episode of the step (the
+ * order and the token normaliser of the updates); eps[0, n_loc): this rank's episodes, the step's
+ * [e0, e0 + n_loc) (all of them in one process); adv[n_ep]; ref[n_loc] or NULL. */
+static int update(run *r, agent_episode *eps, int64_t e0, int n_loc, const agent_episode *meta, int n_ep,
+                  const float *adv, float *const *ref, int64_t step, rl_step_stats *st) {
     const rl_opts *o = r->o;
     int *order = dr_calloc((size_t)(n_ep ? n_ep : 1), sizeof *order), *pool = NULL;
+    int *mine = dr_calloc((size_t)(n_ep ? n_ep : 1), sizeof *mine);
     int M = o->micro;
     size_t cells = (size_t)M * r->max_ctx;
     int32_t *toks = dr_calloc(cells, sizeof *toks), *lens = dr_calloc((size_t)M, sizeof *lens);
@@ -349,14 +364,14 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
     int32_t *an = dr_calloc(cells, sizeof *an), *ao = dr_calloc(cells, sizeof *ao), *aids = NULL;
     size_t aids_cap = 0;
     int rc = DR_OK;
-    if (!order || !toks || !lens || !mask || !logp || !ent || !old || !av || !rf || !dl || !an || !ao) {
+    if (!order || !mine || !toks || !lens || !mask || !logp || !ent || !old || !av || !rf || !dl || !an || !ao) {
         rc = dr_error_code();
         goto done;
     }
     /* episodes without generated tokens (e.g. a prompt over the context cap) are not trained on */
     int n_tr = 0;
     for (int i = 0; i < n_ep; i++)
-        if (eps[i].n_generated > 0 && eps[i].n_tokens <= r->max_ctx) order[n_tr++] = i;
+        if (meta[i].n_generated > 0 && meta[i].n_tokens <= r->max_ctx) order[n_tr++] = i;
     pool = dr_calloc((size_t)(n_tr ? n_tr : 1), sizeof *pool);
     if (!pool) {
         rc = dr_error_code();
@@ -379,19 +394,23 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
         int U = o->updates < n_tr ? o->updates : n_tr;
         for (int u = 0; u < U; u++) {
             int a = (int)((int64_t)n_tr * u / U), b = (int)((int64_t)n_tr * (u + 1) / U);
-            qsort_r(order + a, (size_t)(b - a), sizeof *order, cmp_len_desc, eps);
+            qsort_r(order + a, (size_t)(b - a), sizeof *order, cmp_len_desc, (void *)meta);
             double norm = 0;
-            for (int i = a; i < b; i++) norm += eps[order[i]].n_generated;
+            for (int i = a; i < b; i++) norm += meta[order[i]].n_generated;
             if (norm <= 0) continue;
             n_mb++;
-            for (int m0 = a; m0 < b; m0 += M) {
-                int B = b - m0 < M ? b - m0 : M, T = 1;
+            /* this rank's episodes of the update, in the update's order */
+            int n_mine = 0;
+            for (int i = a; i < b; i++)
+                if (order[i] >= e0 && order[i] < e0 + n_loc) mine[n_mine++] = order[i];
+            for (int m0 = 0; m0 < n_mine; m0 += M) {
+                int B = n_mine - m0 < M ? n_mine - m0 : M, T = 1;
                 for (int k = 0; k < B; k++)
-                    if (eps[order[m0 + k]].n_tokens > T) T = eps[order[m0 + k]].n_tokens;
+                    if (meta[mine[m0 + k]].n_tokens > T) T = meta[mine[m0 + k]].n_tokens;
                 int any = 0;
                 size_t n_aids = 0;
                 for (int k = 0; k < B; k++) {
-                    const agent_episode *e = &eps[order[m0 + k]];
+                    const agent_episode *e = &eps[mine[m0 + k] - e0];
                     size_t off = (size_t)k * T;
                     lens[k] = e->n_tokens;
                     memset(toks + off, 0, (size_t)T * sizeof *toks);
@@ -405,8 +424,8 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
                         if (!e->mask[t]) continue;
                         mask[off + t] = 1;
                         old[off + t] = e->logprob[t];
-                        av[off + t] = adv[order[m0 + k]];
-                        if (ref) rf[off + t] = ref[order[m0 + k]][t];
+                        av[off + t] = adv[mine[m0 + k]];
+                        if (ref) rf[off + t] = ref[mine[m0 + k] - e0][t];
                         if (e->allow_n && e->allow_n[t] > 0) {
                             an[off + t] = e->allow_n[t];
                             ao[off + t] = (int32_t)n_aids + e->allow_off[t];
@@ -446,6 +465,11 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
                 rl_ppo_loss(&o->ppo, (int64_t)n, logp, old, ref ? rf : NULL, av, mask, norm, dl, &ps);
                 if ((rc = llm_train_backward(r->tr, dl))) goto done;
             }
+            if (dr_dist_size() > 1) {
+                size_t ng;
+                float *g = llm_train_grads(r->tr, &ng);
+                if ((rc = dr_dist_sum_f32(g, ng))) goto done;
+            }
             st->lr = llm_train_lr(r->tr);
             float gn = 0;
             rc = llm_train_step(r->tr, &gn);
@@ -460,6 +484,13 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
             n_steps++;
         }
     }
+    if (dr_dist_size() > 1) { /* the logged sums over every rank's tokens */
+        double v[9] = {ps.loss, ps.kl, ps.ratio, (double)ps.n_tokens, (double)ps.n_clipped,
+                       ent_sum, (double)ent_n, diff_sum, (double)diff_n};
+        if ((rc = dr_dist_sum_f64(v, 9))) goto done;
+        ps.loss = v[0], ps.kl = v[1], ps.ratio = v[2], ps.n_tokens = (int64_t)v[3], ps.n_clipped = (int64_t)v[4];
+        ent_sum = v[5], ent_n = (int64_t)v[6], diff_sum = v[7], diff_n = (int64_t)v[8];
+    }
     st->n_updates = n_steps;
     st->grad_norm = n_steps ? gn_sum / n_steps : 0.0;
     st->loss = n_mb ? ps.loss / n_mb : 0.0;
@@ -470,6 +501,7 @@ static int update(run *r, agent_episode *eps, int n_ep, const float *adv, float 
     st->logp_diff = diff_n ? diff_sum / (double)diff_n : 0.0;
 done:
     free(pool);
+    free(mine);
     free(order);
     free(toks);
     free(lens);
@@ -498,13 +530,13 @@ static void user_requests(const dr_dataset *d, const int32_t *users, int n, agen
 /* Roll out the trainer's current weights: `samples` episodes per request on `slots` decode
  * slots (at least `samples`), sampling at `temperature` (0 = greedy) from `seed`. */
 static int policy_rollout(run *r, const agent_request *req, int n_req, int samples, int slots, float temperature,
-                          uint64_t seed, agent_episode **eps) {
+                          uint64_t seed, uint64_t first_stream, agent_episode **eps) {
     const rl_opts *o = r->o;
     llm_model *pm = NULL;
     agent_model am = {0};
     int rc = llm_train_export_model(r->tr, &pm);
     if (rc) return rc;
-    agent_llm_opts lo = {slots < samples ? samples : slots, r->max_ctx, temperature, 0, o->top_p, seed};
+    agent_llm_opts lo = {slots < samples ? samples : slots, r->max_ctx, temperature, 0, o->top_p, seed, first_stream};
     if (!(rc = agent_model_llm_new(&am, pm, r->tok, &lo))) {
         agent_rollout_opts ro = {0};
         ro.chat = o->chat;
@@ -534,6 +566,89 @@ static int score_episodes(run *r, const agent_episode *eps, int n, rl_reward *rw
     return DR_OK;
 }
 
+/* Under MPI: every rank's episodes [n_loc] and rewards into the whole step's (n_all, in episode
+ * order), as far as the statistics and the advantages read them (sum_stats, rl_advantages,
+ * update's ordering): lengths, outcome, format, calls and the reward parts. */
+enum { R_TOTAL, R_FORMAT, R_COUNT, R_DIV, R_LIST, R_POINT, R_VALID, R_HIT, R_CALLS, R_OUTCOME, R_FMT, R_GEN, R_TOK, R_N };
+static int gather_episodes(const agent_episode *eps, const rl_reward *rw, int n_loc, int n_groups, int G,
+                           agent_episode *ae, rl_reward *ar) {
+    const int size = dr_dist_size(), n_all = n_groups * G;
+    double *mine = dr_calloc((size_t)n_loc * R_N + 1, sizeof *mine), *all = dr_calloc((size_t)n_all * R_N + 1, sizeof *all);
+    int64_t *counts = dr_calloc((size_t)size, sizeof *counts);
+    int rc = DR_OK;
+    if (!mine || !all || !counts) {
+        rc = dr_error_code();
+        goto out;
+    }
+    for (int q = 0; q < size; q++) {
+        int64_t lo, hi;
+        dr_dist_share_of(n_groups, q, size, &lo, &hi);
+        counts[q] = (hi - lo) * G * R_N;
+    }
+    for (int i = 0; i < n_loc; i++) {
+        double *x = mine + (size_t)i * R_N;
+        x[R_TOTAL] = rw[i].total, x[R_FORMAT] = rw[i].format, x[R_COUNT] = rw[i].count;
+        x[R_DIV] = rw[i].diversity, x[R_LIST] = rw[i].listwise, x[R_POINT] = rw[i].pointwise;
+        x[R_VALID] = rw[i].valid, x[R_HIT] = rw[i].hit_rank, x[R_CALLS] = eps[i].n_calls;
+        x[R_OUTCOME] = eps[i].outcome, x[R_FMT] = eps[i].format;
+        x[R_GEN] = eps[i].n_generated, x[R_TOK] = eps[i].n_tokens;
+    }
+    if ((rc = dr_dist_allgather_f64(mine, all, counts))) goto out;
+    for (int i = 0; i < n_all; i++) {
+        const double *x = all + (size_t)i * R_N;
+        memset(&ae[i], 0, sizeof ae[i]);
+        memset(&ar[i], 0, sizeof ar[i]);
+        ar[i].total = x[R_TOTAL], ar[i].format = x[R_FORMAT], ar[i].count = x[R_COUNT];
+        ar[i].diversity = x[R_DIV], ar[i].listwise = x[R_LIST], ar[i].pointwise = x[R_POINT];
+        ar[i].valid = (int)x[R_VALID], ar[i].hit_rank = (int)x[R_HIT], ar[i].n_calls = (int)x[R_CALLS];
+        ae[i].n_calls = (int)x[R_CALLS], ae[i].outcome = (int)x[R_OUTCOME], ae[i].format = (int)x[R_FMT];
+        ae[i].n_generated = (int32_t)x[R_GEN], ae[i].n_tokens = (int32_t)x[R_TOK];
+    }
+out:
+    free(mine);
+    free(all);
+    free(counts);
+    return rc;
+}
+
+/* Roll out and score this rank's share of n_req requests x G samples (all of them in one
+ * process); under MPI also gather the whole step's episode summaries into ae/ar. *lo: the
+ * first request of this rank's share; *n_out: its episodes (set before anything can fail). */
+static int rollout_share(run *r, const agent_request *req, int n_req, int G, int slots, float temperature,
+                         uint64_t seed, int64_t *lo, int *n_out, agent_episode **eps, rl_reward **rw,
+                         agent_episode **ae, rl_reward **ar) {
+    int64_t hi;
+    dr_dist_share(n_req, lo, &hi);
+    const int n_loc = (int)(hi - *lo) * G, n_all = n_req * G;
+    *n_out = n_loc;
+    *eps = NULL;
+    *rw = *ar = NULL;
+    *ae = NULL;
+    int rc = DR_OK;
+    if (n_loc > 0 &&
+        (rc = policy_rollout(r, req + *lo, (int)(hi - *lo), G, slots, temperature, seed, (uint64_t)(*lo * G), eps)))
+        return rc;
+    *rw = dr_calloc((size_t)(n_loc > 0 ? n_loc : 1), sizeof **rw);
+    if (!*rw) return dr_error_code();
+    if ((rc = score_episodes(r, *eps, n_loc, *rw))) return rc;
+    if (dr_dist_size() == 1) {
+        *ae = *eps;
+        *ar = *rw;
+        return DR_OK;
+    }
+    *ae = dr_calloc((size_t)n_all + 1, sizeof **ae);
+    *ar = dr_calloc((size_t)n_all + 1, sizeof **ar);
+    if (!*ae || !*ar) return dr_error_code();
+    return gather_episodes(*eps, *rw, n_loc, n_req, G, *ae, *ar);
+}
+
+static void rollout_share_free(agent_episode *eps, rl_reward *rw, agent_episode *ae, rl_reward *ar, int n_loc) {
+    if (ae != eps) free(ae);
+    if (ar != rw) free(ar);
+    if (eps) agent_episodes_free(eps, n_loc);
+    free(rw);
+}
+
 static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_step_stats *st) {
     const rl_opts *o = r->o;
     const dr_dataset *d = r->env->data;
@@ -547,40 +662,42 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
     int rc = DR_OK;
     step_users(r, s, users);
     user_requests(d, users, P, req);
-    agent_episode *eps = NULL;
-    rl_reward *rw = NULL;
+    agent_episode *eps = NULL, *ae = NULL; /* this rank's episodes; the step's (summaries under MPI) */
+    rl_reward *rw = NULL, *ar = NULL;
     double *rv = NULL;
     int32_t *ng = NULL;
     float *adv = NULL, **ref = NULL;
-    /* rollout with the current policy */
+    int64_t plo = 0;
+    int n_loc = 0;
+    /* rollout with the current policy, rewards */
     int slots = o->slots > 0 ? o->slots : (n_ep < 64 ? n_ep : 64);
-    if ((rc = policy_rollout(r, req, P, G, slots, o->temperature, step_seed(o, s, 1), &eps))) goto done;
-    /* rewards and advantages */
-    rw = dr_calloc((size_t)n_ep, sizeof *rw);
+    if ((rc = rollout_share(r, req, P, G, slots, o->temperature, step_seed(o, s, 1), &plo, &n_loc, &eps, &rw, &ae,
+                            &ar)))
+        goto done;
+    /* advantages over the whole step */
     rv = dr_calloc((size_t)n_ep, sizeof *rv);
     ng = dr_calloc((size_t)n_ep, sizeof *ng);
     adv = dr_calloc((size_t)n_ep, sizeof *adv);
-    if (!rw || !rv || !ng || !adv) {
+    if (!rv || !ng || !adv) {
         rc = dr_error_code();
         goto done;
     }
-    if ((rc = score_episodes(r, eps, n_ep, rw))) goto done;
     for (int i = 0; i < n_ep; i++) {
-        rv[i] = rw[i].total;
-        ng[i] = eps[i].n_generated;
+        rv[i] = ar[i].total;
+        ng[i] = ae[i].n_generated;
     }
     if ((rc = rl_advantages(rv, ng, P, G, o->adv, adv))) goto done;
-    sum_stats(st, eps, rw, n_ep);
+    sum_stats(st, ae, ar, n_ep);
     st->rollout_s = dr_now() - t0;
     double t1 = dr_now(), c1 = cpu_now();
     st->rollout_cpu_s = c1 - c0;
     if (o->ppo.kl_beta != 0.0f) {
-        ref = dr_calloc((size_t)n_ep, sizeof *ref);
+        ref = dr_calloc((size_t)(n_loc > 0 ? n_loc : 1), sizeof *ref);
         if (!ref) {
             rc = dr_error_code();
             goto done;
         }
-        for (int i = 0; i < n_ep; i++) {
+        for (int i = 0; i < n_loc; i++) {
             ref[i] = dr_calloc((size_t)(eps[i].n_tokens > 0 ? eps[i].n_tokens : 1), sizeof(float));
             if (!ref[i]) {
                 rc = dr_error_code();
@@ -589,16 +706,15 @@ static int one_step(run *r, int64_t s, int32_t *users, agent_request *req, rl_st
             if ((rc = rl_ref_logprobs(r->env->llm, &eps[i], ref[i]))) goto done;
         }
     }
-    if ((rc = update(r, eps, n_ep, adv, ref, s, st))) goto done;
+    if ((rc = update(r, eps, plo * G, n_loc, ae, n_ep, adv, ref, s, st))) goto done;
     st->update_s = dr_now() - t1;
     st->update_cpu_s = cpu_now() - c1;
     st->step_s = dr_now() - t0;
 done:
-    if (eps) agent_episodes_free(eps, n_ep);
     if (ref)
-        for (int i = 0; i < n_ep; i++) free(ref[i]);
+        for (int i = 0; i < n_loc; i++) free(ref[i]);
+    rollout_share_free(eps, rw, ae, ar, n_loc);
     free(ref);
-    free(rw);
     free(rv);
     free(ng);
     free(adv);
@@ -610,21 +726,22 @@ static int run_probe(run *r, rl_probe_stats *out) {
     const rl_opts *o = r->o;
     const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
     double t0 = dr_now();
-    agent_episode *eps = NULL;
-    rl_reward *rw = dr_calloc((size_t)n_ep, sizeof *rw);
+    agent_episode *eps = NULL, *ae = NULL;
+    rl_reward *rw = NULL, *ar = NULL;
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
-    int rc = DR_OK;
-    if (!rw || !req) {
+    int64_t plo = 0;
+    int n_loc = 0, rc = DR_OK;
+    if (!req) {
         rc = dr_error_code();
         goto done;
     }
     user_requests(r->env->data, r->probe, P, req);
-    if ((rc = policy_rollout(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, step_seed(o, 0, 3), &eps)) ||
-        (rc = score_episodes(r, eps, n_ep, rw)))
+    if ((rc = rollout_share(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, step_seed(o, 0, 3), &plo,
+                            &n_loc, &eps, &rw, &ae, &ar)))
         goto done;
     rl_step_stats st;
     memset(&st, 0, sizeof st);
-    sum_stats(&st, eps, rw, n_ep);
+    sum_stats(&st, ae, ar, n_ep);
     memset(out, 0, sizeof *out);
     out->n_users = P;
     out->n_episodes = n_ep;
@@ -641,8 +758,7 @@ static int run_probe(run *r, rl_probe_stats *out) {
     memcpy(out->format_fails, st.format_fails, sizeof out->format_fails);
     out->seconds = dr_now() - t0;
 done:
-    if (eps) agent_episodes_free(eps, n_ep);
-    free(rw);
+    rollout_share_free(eps, rw, ae, ar, n_loc);
     free(req);
     return rc;
 }
@@ -720,6 +836,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     memset(res, 0, sizeof *res);
     int rc = check_opts(env, o);
     if (rc) return rc;
+    const int lead = dr_dist_rank() == 0; /* writes the files */
     double t_start = dr_now();
     run r;
     memset(&r, 0, sizeof r);
@@ -827,11 +944,11 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
             goto done;
         }
         start = ci.step;
-        if ((rc = trim_metrics(r.metrics, start))) goto done;
+        if (lead && (rc = trim_metrics(r.metrics, start))) goto done;
     }
     res->start_step = start;
     res->steps_done = start;
-    if ((rc = dr_jsonl_open(&r.jl, r.metrics, resuming))) goto done;
+    if (lead && (rc = dr_jsonl_open(&r.jl, r.metrics, resuming))) goto done;
     char selw[64];
     if (o->select_k > 0) snprintf(selw, sizeof selw, "target in the TRM's top %d", o->select_k);
     else snprintf(selw, sizeof selw, "no selection");
@@ -871,10 +988,12 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
             }
             st.probed = 1;
         }
-        json_t *j = rl_step_json(&st);
-        rc = dr_jsonl_write(&r.jl, j);
-        json_decref(j);
-        if (rc) break;
+        if (lead) {
+            json_t *j = rl_step_json(&st);
+            rc = dr_jsonl_write(&r.jl, j);
+            json_decref(j);
+            if (rc) break;
+        }
         if (s == start + 1) res->first_reward = st.reward;
         res->last_reward = st.reward;
         if (st.probed_start) {
@@ -896,13 +1015,14 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
                                   100.0 * st.valid_rate, st.mean_calls, st.clip_frac);
         dr_progress_update(&prog, s);
         if ((s % o->save_every == 0 || s == o->steps) && (rc = save_checkpoint(&r, s))) break;
-        if ((rc = rl_curve_svg(cpaths, 2, r.curve))) break;
+        if (lead && (rc = rl_curve_svg(cpaths, 2, r.curve))) break;
     }
 prog_done:
     dr_progress_finish(&prog);
     if (rc) goto done;
-    if (res->steps_done >= o->steps && (rc = llm_train_save_model(r.tr, r.tok, o->out_type, o->out))) goto done;
-    if ((rc = rl_curve_svg(cpaths, 2, r.curve))) goto done;
+    if (lead && res->steps_done >= o->steps && (rc = llm_train_save_model(r.tr, r.tok, o->out_type, o->out)))
+        goto done;
+    if (lead && (rc = rl_curve_svg(cpaths, 2, r.curve))) goto done;
 done:
     res->seconds = dr_now() - t_start;
     free(users);

@@ -1,6 +1,7 @@
 /* Full-ranking evaluation of a TRM on the valid or test split (metrics module). */
 #include "internal.h"
 #include "deeprec/data.h"
+#include "deeprec/dist.h"
 #include "deeprec/metrics.h"
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     if (!m->F_ok) trm__refresh_tables(m);
     const int Bcap = 256, d_ = m->cfg.dim, V = m->V;
     trm_acts a;
+    int64_t *counts = NULL;   /* MPI: users per rank */
+    int32_t *lranks = NULL, *aranks = NULL; /* MPI: this rank's ranks, everyone's */
     int rc = trm__acts_alloc(&a, m, Bcap);
     if (rc) return rc;
     ulen *us = dr_calloc((size_t)d->n_users + 1, sizeof *us);
@@ -72,7 +75,29 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     a.train = 0;
     a.last_only = 1;
     dr_rng_seed(&a.rng, 0);
-    for (int s = 0; s < nu; s += Bcap) {
+    /* Under MPI each rank scores its share of the batches (the same batches as one process,
+     * so the same scores); the ranks of every user are gathered and added in user order on
+     * every rank, so the sums are those of one process, bit for bit. */
+    const int size = dr_dist_size();
+    const int64_t nbat = (nu + Bcap - 1) / Bcap;
+    int64_t blo = 0, bhi = nbat;
+    if (size > 1) {
+        dr_dist_share(nbat, &blo, &bhi);
+        lranks = dr_calloc((size_t)nu + 1, sizeof *lranks);
+        aranks = dr_calloc((size_t)nu + 1, sizeof *aranks);
+        counts = dr_calloc((size_t)size, sizeof *counts);
+        if (!lranks || !aranks || !counts) {
+            rc = dr_error_code();
+            goto done;
+        }
+        for (int r = 0; r < size; r++) {
+            int64_t lo, hi;
+            dr_dist_share_of(nbat, r, size, &lo, &hi);
+            counts[r] = (hi * Bcap < nu ? hi * Bcap : nu) - (lo * Bcap < nu ? lo * Bcap : nu);
+        }
+    }
+    const int s0 = (int)(blo * Bcap), s1 = bhi * Bcap < nu ? (int)(bhi * Bcap) : nu;
+    for (int s = s0; s < s1; s += Bcap) {
         int B = nu - s < Bcap ? nu - s : Bcap;
         int64_t mn = 0;
         for (int b = 0; b < B; b++) {
@@ -107,10 +132,25 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
         const float *o = trm__forward(m, &a);
         last_rows(m, &a, o, U);
         nn_matmul(S, U, m->F, B, V, d_, 0, 1, 1.0f, 0.0f);
-        dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
+        if (size == 1) {
+            dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
+            continue;
+        }
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int b = 0; b < B; b++)
+            lranks[s - s0 + b] = (int32_t)dr_metrics_rank(S + (size_t)b * V, m->cfg.n_items, targets[b],
+                                                          mask_history ? mitems + moff[b] : NULL,
+                                                          mask_history ? moff[b + 1] - moff[b] : 0);
+    }
+    if (size > 1) {
+        if ((rc = dr_dist_allgather_i32(lranks, aranks, counts))) goto done;
+        for (int i = 0; i < nu; i++) dr_metrics_add_rank(&acc, aranks[i]);
     }
     dr_metrics_finish(&acc, out);
 done:
+    free(lranks);
+    free(aranks);
+    free(counts);
     trm__acts_free(&a);
     free(us);
     free(U);

@@ -7,6 +7,7 @@
  * not depend on scheduling and a resumed run equals an uninterrupted one. */
 #include "internal.h"
 #include "deeprec/data.h"
+#include "deeprec/dist.h"
 #include "deeprec/gguf.h"
 #include "deeprec/metrics.h"
 #include <jansson.h>
@@ -59,6 +60,11 @@ typedef struct trainer {
     float *bce_logits, *bce_dl, *bce_lab;
     int64_t step;
     char *pbuf;
+    /* Data-parallel shard of the global batch (dist.h): this rank computes rows of users
+     * [lo, hi) laid out as in the whole batch (length Lb), keys its random draws by global
+     * row / valid-row index, and scales its loss by the whole batch's count of targets.
+     * shard < 0: the whole batch (single process). */
+    int shard, Lb, row_off, valid_off, n_norm;
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -88,6 +94,7 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
     t->m = m;
     t->d = d;
     t->o = o;
+    t->shard = -1;
     int rc = trm__acts_alloc(&t->a, m, o->batch);
     if (rc) return rc;
     size_t np = m->n_params, N = (size_t)t->a.Ncap, dd = (size_t)m->cfg.dim, V = (size_t)m->V;
@@ -141,6 +148,9 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     memset(t->dUv, 0, (size_t)n * d * sizeof(float));
     double loss = 0;
     int rc = DR_OK;
+    /* the mean is over the whole batch's targets (nn), of which this shard holds n */
+    const int nn = t->n_norm > 0 ? t->n_norm : n;
+    const float share = (float)n / (float)nn; /* exactly 1 for a whole batch */
     if (t->o->loss == TRM_LOSS_CE) {
         for (int s = 0; s < n; s += CE_CHUNK) {
             int R = n - s < CE_CHUNK ? n - s : CE_CHUNK;
@@ -149,9 +159,9 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
             for (int i = 0; i < R; i++) t->logits[(size_t)i * V] = -1e30f; /* padding is never a candidate */
             memset(t->dlogits, 0, (size_t)R * V * sizeof(float));
             float lc = 0;
-            rc = nn_cross_entropy(&lc, t->dlogits, t->logits, t->vtg + s, NULL, R, V, -1, (float)R / (float)n);
+            rc = nn_cross_entropy(&lc, t->dlogits, t->logits, t->vtg + s, NULL, R, V, -1, (float)R / (float)nn);
             if (rc) return rc;
-            loss += (double)lc * R / n;
+            loss += (double)lc * R / nn;
             nn_matmul(t->dUv + (size_t)s * d, t->dlogits, F, R, d, V, 0, 0, 1.0f, 0.0f);
             nn_matmul(dF, t->dlogits, Uc, V, d, R, 1, 0, 1.0f, 1.0f);
         }
@@ -159,16 +169,16 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
         int K = t->o->n_neg;
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
-            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)i);
+            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)(t->valid_off + i));
             for (int k = 0; k < K; k++) t->neg[(size_t)i * K + k] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
         }
         float l = 0;
-        rc = nn_sampled_softmax_ce(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, NULL, n, K, d, V, -1, 1.0f, t->work);
+        rc = nn_sampled_softmax_ce(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, NULL, n, K, d, V, -1, share, t->work);
         if (rc) return rc;
-        loss = l;
+        loss = (double)l * n / nn;
     } else {
         for (int i = 0; i < n; i++) {
-            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)i);
+            dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)(t->valid_off + i));
             int32_t ng = t->vtg[i];
             if (ni > 1)
                 while (ng == t->vtg[i]) ng = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
@@ -190,8 +200,8 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
         memset(t->bce_dl, 0, (size_t)2 * n * sizeof(float));
         float l = 0;
         /* SASRec's loss: per position -log s(pos) - log(1 - s(neg)), mean over positions (= 2x the mean over values) */
-        nn_bce_with_logits(&l, t->bce_dl, t->bce_logits, t->bce_lab, NULL, (size_t)2 * n, 2.0f);
-        loss = 2.0 * l;
+        nn_bce_with_logits(&l, t->bce_dl, t->bce_logits, t->bce_lab, NULL, (size_t)2 * n, 2.0f * share);
+        loss = 2.0 * l * n / nn;
         for (int i = 0; i < n; i++) {
             float gp = t->bce_dl[2 * i], gn = t->bce_dl[2 * i + 1];
             const float *u = t->Uv + (size_t)i * d, *fp = F + (size_t)t->vtg[i] * d, *fn = F + (size_t)t->neg[i] * d;
@@ -242,9 +252,12 @@ int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_
         lp[b] = user_train(t->d, users[b], L, &in);
         sp[b] = (int32_t *)in;
     }
-    trm__fill_batch(m, a, B, 0, sp, lp);
+    trm__fill_batch(m, a, B, t->shard >= 0 ? t->Lb : 0, sp, lp);
     a->train = train;
     a->rng = dr_rng_split(step_rng, 1);
+    /* Dropout masks are drawn per block of the flat activations, so a shard cannot draw the
+     * whole batch's masks: each shard draws its own (docs/distributed.md). */
+    if (t->shard >= 0) a->rng = dr_rng_split(&a->rng, 1 + (uint64_t)t->shard);
     const int Lb = a->L;
     /* targets */
     int n = 0;
@@ -272,7 +285,7 @@ int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_
         for (int row = 0; row < a->N; row++) {
             int k = 0;
             if (t->tg[row] > 0) {
-                dr_rng r = dr_rng_split(step_rng, 2000000 + (uint64_t)row);
+                dr_rng r = dr_rng_split(step_rng, 2000000 + (uint64_t)(t->row_off + row));
                 trm__pseudo_pref(t->d, t->tg[row], &r, t->o->pref_empty_p, t->pbuf, 1024);
                 if (t->pbuf[0] && off + PREF_MAX_FEATS <= a->ptok_cap)
                     k = trm__pref_tokens(m, t->pbuf, a->ptok + off, PREF_MAX_FEATS);
@@ -316,6 +329,55 @@ static void adam_step(trainer *t) {
     nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, o->lr, o->beta1, o->beta2, o->eps,
                   o->weight_decay);
     trm__refresh_tables(t->m);
+}
+
+/* Targets of one user's train window that count in the loss (as trm__batch_loss counts). */
+static int user_targets(const trainer *t, int32_t u) {
+    const int32_t *in;
+    int64_t k = user_train(t->d, u, t->m->cfg.max_len, &in);
+    int n = 0;
+    for (int64_t i = 1; i <= k; i++) n += in[i] > 0 && in[i] <= t->m->cfg.n_items;
+    return n;
+}
+
+/* Loss and gradient of one global batch. Single process: the batch itself. Under MPI each
+ * rank takes its share of the users (dr_dist_share), the gradients are summed over ranks,
+ * and every rank ends with the whole batch's gradient, mean loss and target count. */
+static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srng, double *loss, int *nv) {
+    const int size = dr_dist_size();
+    if (size == 1) return trm__batch_loss(t, users, B, srng, 1, loss, nv);
+    int64_t lo, hi;
+    dr_dist_share(B, &lo, &hi);
+    const int maxL = t->m->cfg.max_len;
+    int Lb = 1, before = 0, total = 0;
+    for (int b = 0; b < B; b++) {
+        const int32_t *in;
+        int64_t k = user_train(t->d, users[b], maxL, &in);
+        if (k > Lb) Lb = (int)(k < maxL ? k : maxL);
+        int c = user_targets(t, users[b]);
+        if (b < lo) before += c;
+        total += c;
+    }
+    t->shard = dr_dist_rank();
+    t->Lb = Lb;
+    t->row_off = (int)lo * Lb;
+    t->valid_off = before;
+    t->n_norm = total;
+    double l = 0;
+    int n = 0, rc = DR_OK;
+    if (hi > lo) {
+        rc = trm__batch_loss(t, users + lo, (int)(hi - lo), srng, 1, &l, &n);
+    } else {
+        memset(t->grad, 0, t->m->n_params * sizeof(float));
+    }
+    t->shard = -1;
+    t->n_norm = t->row_off = t->valid_off = 0;
+    if (rc) return rc;
+    if ((rc = dr_dist_sum_f32(t->grad, t->m->n_params))) return rc;
+    if ((rc = dr_dist_sum_f64(&l, 1))) return rc;
+    *loss = l;
+    *nv = total;
+    return DR_OK;
 }
 
 /* ---------- exposed for tests: loss and gradient of one batch ---------- */
@@ -502,11 +564,23 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     }
     train_state st = {0, -1, 0, -1.0, 0};
     int resumed = 0;
-    if (o->resume && dr_file_exists(rpath)) {
+    /* Under MPI rank 0 alone touches files (the others may be on machines that do not see
+     * them); it reads the resume state and hands it to the others. */
+    const int lead = dr_dist_rank() == 0;
+    if (lead && o->resume && dr_file_exists(rpath)) {
         if ((rc = load_state(&t, rpath, &st))) goto out;
         resumed = 1;
     }
-    if (mpath[0] && (rc = dr_jsonl_open(&jl, mpath, resumed))) goto out;
+    if ((rc = dr_dist_bcast(&resumed, sizeof resumed, 0))) goto out;
+    if (resumed && dr_dist_size() > 1) {
+        size_t np = m->n_params * sizeof(float);
+        if ((rc = dr_dist_bcast(&st, sizeof st, 0)) || (rc = dr_dist_bcast(&t.step, sizeof t.step, 0)) ||
+            (rc = dr_dist_bcast(m->mem, np, 0)) || (rc = dr_dist_bcast(t.am, np, 0)) ||
+            (rc = dr_dist_bcast(t.av, np, 0)))
+            goto out;
+        trm__refresh_tables(m);
+    }
+    if (lead && mpath[0] && (rc = dr_jsonl_open(&jl, mpath, resumed))) goto out;
     dr_rng master;
     dr_rng_seed(&master, o->seed);
     for (int ep = st.epoch; ep < o->epochs && !st.done; ep++) {
@@ -525,7 +599,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
             dr_rng srng = dr_rng_split(&erng, 100 + (uint64_t)bi);
             double l;
             int nv;
-            if ((rc = trm__batch_loss(&t, order + s, B, &srng, 1, &l, &nv))) goto out;
+            if ((rc = batch_grad(&t, order + s, B, &srng, &l, &nv))) goto out;
             adam_step(&t);
             lsum += l * nv;
             npos += nv;
@@ -553,14 +627,14 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
                 st.best = nd;
                 st.best_epoch = ep + 1;
                 st.bad = 0;
-                if ((rc = trm_save(m, o->out))) {
+                if (lead && (rc = trm_save(m, o->out))) {
                     json_decref(j);
                     goto out;
                 }
             } else {
                 st.bad++;
             }
-            if (o->progress)
+            if (o->progress && lead)
                 fprintf(o->progress, "epoch %d: loss %.4f, valid NDCG@10 %.4f Recall@10 %.4f (best %.4f at epoch %d)\n",
                         ep + 1, npos ? lsum / (double)npos : 0.0, nd, mm.recall[dr_metrics_k_index(10)], st.best,
                         st.best_epoch);
@@ -573,13 +647,16 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         st.epoch = ep + 1;
         res->epochs_run++;
         if (evaluated && o->patience > 0 && st.bad >= o->patience) st.done = 1;
-        if ((rc = save_state(&t, rpath, &st))) goto out;
+        if (lead && (rc = save_state(&t, rpath, &st))) goto out;
         if (o->on_epoch) o->on_epoch(o->on_epoch_ctx, st.epoch);
     }
     res->best_epoch = st.best_epoch;
     res->best_valid_ndcg10 = st.best;
-    /* end with the best weights */
-    if (st.best_epoch > 0) {
+    /* end with the best weights (under MPI: read by rank 0, sent to the others) */
+    if (st.best_epoch > 0 && !lead) {
+        if ((rc = dr_dist_bcast(m->mem, m->n_params * sizeof(float), 0))) goto out;
+        trm__refresh_tables(m);
+    } else if (st.best_epoch > 0) {
         trm_model *best = NULL;
         if ((rc = trm_load(&best, o->out))) goto out;
         if (best->n_params != m->n_params) {
@@ -589,8 +666,9 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         }
         memcpy(m->mem, best->mem, m->n_params * sizeof(float));
         trm_model_free(best);
+        if ((rc = dr_dist_bcast(m->mem, m->n_params * sizeof(float), 0))) goto out;
         trm__refresh_tables(m);
-    } else if ((rc = trm_save(m, o->out))) {
+    } else if (lead && (rc = trm_save(m, o->out))) {
         goto out;
     }
 out:
@@ -636,7 +714,7 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
             dr_rng srng = dr_rng_split(&erng, 100 + (uint64_t)bi);
             double l;
             int nv;
-            rc = trm__batch_loss(&t, order + s, B, &srng, 1, &l, &nv);
+            rc = batch_grad(&t, order + s, B, &srng, &l, &nv);
             if (rc) break;
             adam_step(&t);
             double N = t.a.N, L = t.a.L;

@@ -59,7 +59,7 @@ TEST(agent_llm_adapter_logprobs_fork_append) {
     tokenizer *tok;
     tiny(&m, &tok);
     agent_model am;
-    agent_llm_opts o = {4, 256, 1.0f, 0, 1.0f, 42};
+    agent_llm_opts o = {4, 256, 1.0f, 0, 1.0f, 42, 0};
     CHECK_OK(agent_model_llm_new(&am, m, tok, &o));
     int32_t seq[2][200];
     uint8_t mask[2][200];
@@ -111,7 +111,7 @@ TEST(agent_llm_adapter_logprobs_fork_append) {
 static agent_episode *roll(const llm_model *m, const tokenizer *tok, agent_catalog *c, const dr_dataset *d, float temp,
                            uint64_t seed) {
     agent_model am;
-    agent_llm_opts o = {4, 0, temp, 0, 1.0f, seed};
+    agent_llm_opts o = {4, 0, temp, 0, 1.0f, seed, 0};
     CHECK_OK(agent_model_llm_new(&am, m, tok, &o));
     fx_tool ft;
     agent_tool t;
@@ -196,7 +196,7 @@ TEST(agent_llm_adapter_allowed_sets) {
     int32_t set[5] = {7, 40, 41, 99, 250};
     for (int greedy = 1; greedy >= 0; greedy--) {
         agent_model am;
-        agent_llm_opts o = {2, 256, greedy ? 0.0f : 1.0f, 0, 1.0f, 5};
+        agent_llm_opts o = {2, 256, greedy ? 0.0f : 1.0f, 0, 1.0f, 5, 0};
         CHECK_OK(agent_model_llm_new(&am, m, tok, &o));
         for (int trial = 0; trial < (greedy ? 1 : 20); trial++) {
             CHECK_OK(am.append(am.ctx, 0, ids, (int)nid));

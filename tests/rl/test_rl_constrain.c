@@ -203,7 +203,7 @@ TEST(rl_constrain_rollout_old_equals_new) {
     rlx_llm(&m, &tok);
     const int V = m->cfg.vocab;
     lead ld = {0};
-    agent_llm_opts lo = {4, 1536, 1.0f, 0, 1.0f, 3};
+    agent_llm_opts lo = {4, 1536, 1.0f, 0, 1.0f, 3, 0};
     CHECK_OK(agent_model_llm_new(&ld.in, m, tok, &lo));
     const char *script = "ok\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER;
     int32_t *sids;
