@@ -122,7 +122,7 @@ static int get_bool(json_t *o, const char *f, int *out, serve_err *e) {
 }
 static int parse_object(const char *body, size_t len, json_t **out, serve_err *e) {
     json_error_t je;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!j) return bad_json(e, &je);
     if (!json_is_object(j)) {
         json_decref(j);
