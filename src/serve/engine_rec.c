@@ -1,7 +1,13 @@
 /* The recommendation engine: queued /v1/recommend jobs go through agent_rollout (the same
- * episode code as `deeprec recommend` and `deeprec eval`). Greedy requests of one mode are
- * rolled out together, up to the slot count, so they share decode steps; a sampled request
- * runs alone, so its seed gives the same list as `deeprec recommend --seed`. */
+ * episode code as `deeprec recommend` and `deeprec eval`).
+ *   - greedy deeprec requests stream into one running rollout (agent_rollout_stream): a
+ *     request takes a slot as soon as one is free and leaves when its episode ends, so it never
+ *     waits for another episode while a slot is free (continuous batching);
+ *   - greedy rerank requests are rolled out together, up to the slot count;
+ *   - a sampled request runs alone, so its seed gives the list `deeprec recommend --seed` gives;
+ *   - trm requests are one tool call.
+ * The queue is served in order: a stream stops admitting when the head of the queue is a
+ * request of another kind, which then runs once the stream's episodes end. */
 #include "internal.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
@@ -159,6 +165,104 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
     agent_model_llm_free(&model);
 }
 
+/* ---------------------------------------------------------------- the greedy deeprec stream */
+typedef struct rec_stream {
+    serve_shared *sh;
+    serve_job *first;        /* the job that opened the stream */
+    serve_job **live;        /* [cap] jobs with a running episode, by id */
+    int cap;
+} rec_stream;
+
+static int streamable(const serve_job *j) { return j->rec.mode == SERVE_DEEPREC && j->rec.temperature == 0; }
+
+static const agent_request *st_next(void *ctx, int *id) {
+    rec_stream *rs = ctx;
+    serve_shared *sh = rs->sh;
+    int k = 0;
+    while (k < rs->cap && rs->live[k]) k++;
+    if (k == rs->cap) return NULL;
+    serve_job *j = rs->first;
+    rs->first = NULL;
+    pthread_mutex_lock(&sh->mu);
+    while (!j && sh->q_rec && !sh->stop) {
+        serve_job *h = sh->q_rec;
+        double now = dr_now();
+        if (h->cancelled || now > h->deadline) {
+            sh->q_rec = h->next;
+            sh->n_q_rec--;
+            h->t_start = h->t_end = now;
+            timeout_err(sh, h);
+            serve_job_unref(h);
+            continue;
+        }
+        if (!streamable(h)) break; /* in order: the other kind runs when this stream ends */
+        sh->q_rec = h->next;
+        sh->n_q_rec--;
+        h->next = NULL;
+        h->t_start = now;
+        j = h;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (!j) return NULL;
+    j->areq = (agent_request){j->user >= 0 ? j->user : 0, j->hist, j->n_hist, j->target, NULL};
+    rs->live[k] = j;
+    *id = k;
+    return &j->areq;
+}
+
+static void st_done(void *ctx, agent_episode *e) {
+    rec_stream *rs = ctx;
+    serve_shared *sh = rs->sh;
+    serve_job *j = e->request >= 0 && e->request < rs->cap ? rs->live[e->request] : NULL;
+    if (j) {
+        rs->live[e->request] = NULL;
+        j->t_end = dr_now();
+        char *body = serve_rec_json(sh, j, e, NULL, NULL, 0);
+        serve_metrics_tokens(&sh->metrics, 0, e->n_generated);
+        serve_metrics_episodes(&sh->metrics, 1, e->n_calls);
+        pthread_mutex_lock(&sh->mu);
+        if (dr_now() > j->deadline) timeout_err(sh, j);
+        else {
+            j->out.n = 0;
+            if (body) sbuf_str(&j->out, body);
+            serve_job_finish(sh, j, body ? 200 : 500);
+        }
+        serve_job_unref(j);
+        pthread_mutex_unlock(&sh->mu);
+        free(body);
+    }
+    agent_episode_free(e);
+    free(e);
+}
+
+static void run_stream(serve_shared *sh, const agent_model *greedy, serve_job *first, serve_job **live, int cap) {
+    rec_stream rs = {sh, first, live, cap};
+    agent_rollout_stream st = {st_next, st_done, &rs};
+    agent_rollout_opts ro = {0};
+    ro.chat = sh->opts.chat;
+    ro.samples = 1;
+    ro.max_calls = AGENT_MAX_CALLS;
+    ro.constrain_titles = sh->opts.constrain_titles;
+    ro.max_ctx = sh->opts.n_ctx;
+    ro.stream = &st;
+    agent_episode *eps = NULL;
+    int rc = agent_rollout(greedy, &sh->tool, sh->cat, NULL, 0, &ro, &eps);
+    agent_episodes_free(eps, 0);
+    if (rc || rs.first) { /* the jobs whose episodes did not end */
+        serve_err e;
+        serve_fail(&e, 500, "server_error", "internal", NULL, -1, "the rollout failed: %s", dr_error_message());
+        pthread_mutex_lock(&sh->mu);
+        if (rs.first) rs.live[0] = rs.first; /* never admitted (an error before the first request) */
+        for (int k = 0; k < cap; k++)
+            if (live[k]) {
+                finish_err(sh, live[k], &e);
+                serve_job_unref(live[k]);
+                live[k] = NULL;
+            }
+        pthread_mutex_unlock(&sh->mu);
+    }
+}
+
 /* Can b share a rollout with a? Same mode and prompts; greedy (a sampled request's list
  * depends on the order its sequence starts, so it runs alone). */
 static int compatible(const serve_job *a, const serve_job *b) {
@@ -170,6 +274,12 @@ void *serve_rec_engine(void *arg) {
     serve_shared *sh = arg;
     int cap = sh->opts.batching ? sh->opts.slots : 1;
     serve_job **batch = calloc((size_t)cap, sizeof *batch);
+    serve_job **live = calloc((size_t)cap, sizeof *live);
+    /* the greedy model of the stream lives as long as the engine */
+    agent_model greedy = {0};
+    agent_llm_opts lo = {cap, sh->opts.n_ctx, 0.0f, 0, 1.0f, 1};
+    int have_greedy = sh->opts.batching && live && agent_model_llm_new(&greedy, sh->llm, sh->tok, &lo) == DR_OK;
+    dr_error_clear();
     pthread_mutex_lock(&sh->mu);
     for (;;) {
         while (!sh->stop && !sh->q_rec) pthread_cond_wait(&sh->cv_work, &sh->mu);
@@ -196,16 +306,25 @@ void *serve_rec_engine(void *arg) {
             j->next = NULL;
             j->t_start = now;
             batch[n++] = j;
-            if (j->rec.mode == SERVE_TRM || j->rec.temperature != 0) break;
+            /* trm and sampled requests run alone; a greedy deeprec one opens a stream that takes the
+             * following ones from the queue itself */
+            if (j->rec.mode == SERVE_TRM || j->rec.temperature != 0 || (have_greedy && streamable(j))) break;
         }
         if (!n) continue;
         pthread_mutex_unlock(&sh->mu);
+        if (have_greedy && streamable(batch[0])) {
+            run_stream(sh, &greedy, batch[0], live, cap);
+            pthread_mutex_lock(&sh->mu);
+            continue;
+        }
         if (batch[0]->rec.mode == SERVE_TRM) run_trm(sh, batch[0]);
         else run_agent(sh, batch, n);
         pthread_mutex_lock(&sh->mu);
         for (int i = 0; i < n; i++) serve_job_unref(batch[i]);
     }
     pthread_mutex_unlock(&sh->mu);
+    agent_model_llm_free(&greedy);
     free(batch);
+    free(live);
     return NULL;
 }

@@ -131,6 +131,7 @@ struct serve_job {
     int32_t *hist;           /* resolved history */
     int64_t n_hist;
     int32_t target;
+    agent_request areq;      /* what the streamed rollout reads while the episode runs */
     /* generate */
     serve_gen_req gen;
     int32_t *prompt_ids;
