@@ -6,6 +6,7 @@
 #include "harness.h"
 #include "serve/internal.h"
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,4 +463,55 @@ TEST(serve_limits_time_queue_sessions) {
     }
     CHECK(ok);
     CHECK_EQ_INT(sv_stop(&s), 0);
+}
+
+typedef struct par {
+    int port, i, status, ok;
+} par;
+static void *par_req(void *arg) {
+    par *p = arg;
+    char body[256];
+    int st = 0;
+    json_t *j;
+    if (p->i % 2) {
+        snprintf(body, sizeof body, "{\"user\": \"#%d\", \"trace\": true}", p->i);
+        j = sv_post_json(p->port, "/v1/recommend", body, &st);
+        p->ok = j && known_outcome(str(j, "outcome")) && json_is_array(json_object_get(json_object_get(j, "trace"), "segments"));
+    } else {
+        snprintf(body, sizeof body, "{\"prompt\": \"Heat\", \"max_tokens\": 6, \"seed\": %d}", p->i);
+        j = sv_post_json(p->port, "/v1/completions", body, &st);
+        p->ok = j && json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")) >= 1;
+    }
+    p->status = st;
+    json_decref(j);
+    return NULL;
+}
+
+/* Concurrent requests share the engines (continuous batching): all are answered, and every
+ * episode and token is counted; --batch off serves the same requests one at a time. */
+TEST(serve_concurrent) {
+    const char *modes[2] = {"--slots 4", "--batch off"};
+    for (int m = 0; m < 2; m++) {
+        sv_server s;
+        sv_start(&s, dr_test_tmpdir(), modes[m]);
+        pthread_t th[12];
+        par p[12];
+        for (int i = 0; i < 12; i++) {
+            p[i] = (par){s.port, i, 0, 0};
+            CHECK(pthread_create(&th[i], NULL, par_req, &p[i]) == 0);
+        }
+        for (int i = 0; i < 12; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 12; i++) {
+            CHECK_MSG(p[i].status == 200, "request %d (%s): status %d", i, modes[m], p[i].status);
+            CHECK_MSG(p[i].ok, "request %d (%s): incomplete answer", i, modes[m]);
+        }
+        sv_resp r;
+        sv_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
+        CHECK_MSG(strstr(r.body, "deeprec_episodes_total 6\n") != NULL, "%s", r.body);
+        CHECK(strstr(r.body, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"2xx\"} 6\n") != NULL);
+        CHECK(strstr(r.body, "deeprec_requests_total{endpoint=\"/v1/completions\",code=\"2xx\"} 6\n") != NULL);
+        CHECK(strstr(r.body, "deeprec_queue_depth 0\n") && strstr(r.body, "deeprec_active_sequences 0\n"));
+        sv_resp_free(&r);
+        CHECK_EQ_INT(sv_stop(&s), 0);
+    }
 }
