@@ -60,6 +60,8 @@ TEST(rollout_stream_admits_and_hands_over) {
     o.stream = &st;
     agent_episode *eps = NULL;
     CHECK_OK(agent_rollout(&m, &t, c, NULL, 0, &o, &eps));
+    agent_episodes_free(eps, 0); /* no listed requests: an empty array */
+    eps = NULL;
     CHECK_EQ_INT(s.done_n, 7);
     CHECK_EQ_INT(s.max_live, 2); /* never more than the slots */
     CHECK_EQ_INT(fm.max_batch_seen, 2);
