@@ -515,3 +515,49 @@ TEST(serve_concurrent) {
         CHECK_EQ_INT(sv_stop(&s), 0);
     }
 }
+
+/* The server's greedy episode is `deeprec recommend`'s: the same outcome, tool calls and
+ * generated tokens. (The comparison uses the CLI's text output: the random model's text is not
+ * UTF-8, which its --json output cannot carry.) */
+TEST(serve_recommend_matches_cli) {
+    const char *dir = dr_test_tmpdir();
+    sv_server s;
+    sv_start(&s, dir, NULL);
+    int st;
+    json_t *srv = sv_post_json(s.port, "/v1/recommend", "{\"user\": \"u7\", \"trace\": true}", &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_EQ_INT(sv_stop(&s), 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s recommend --data %s/data.gguf --trm %s/trm.gguf --llm %s/llm.gguf --user u7 2>/dev/null",
+             getenv("DEEPREC_BIN"), dir, dir, dir);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    CHECK_EQ_INT(pclose(p), 0);
+    const char *last = strstr(buf, "\noutcome ");
+    CHECK_MSG(last != NULL, "no outcome line in: %.200s", buf);
+    char outcome[64];
+    int calls = -1, gen = -1;
+    CHECK(sscanf(last, "\noutcome %63[^,], format %*[^,], %d tool calls, %d generated tokens", outcome, &calls, &gen) == 3);
+    CHECK_STR(outcome, str(srv, "outcome"));
+    json_t *usage = json_object_get(srv, "usage");
+    CHECK_EQ_INT(calls, json_integer_value(json_object_get(usage, "tool_calls")));
+    CHECK_EQ_INT(gen, json_integer_value(json_object_get(usage, "generated_tokens")));
+    fprintf(stderr, "  u7: %s, %d tool calls, %d generated tokens (server and CLI)\n", outcome, calls, gen);
+    /* every model segment's token count, in order */
+    json_t *segs = json_object_get(json_object_get(srv, "trace"), "segments");
+    const char *q = buf;
+    for (size_t i = 0; i < json_array_size(segs); i++) {
+        json_t *sg = json_array_get(segs, i);
+        if (strcmp(str(sg, "kind"), "model")) continue;
+        q = strstr(q, "\n== model (");
+        CHECK(q != NULL);
+        int nt = -1;
+        CHECK(sscanf(q, "\n== model (%d tokens)", &nt) == 1);
+        CHECK_EQ_INT(nt, json_integer_value(json_object_get(sg, "tokens")));
+        q++;
+    }
+    json_decref(srv);
+}
