@@ -15,7 +15,7 @@ SAN     ?= 0
 PORTABLE ?= 0
 
 # The modules in dependency order (higher first); a module's lib links with those after it.
-MODULES := cli pipeline eval rl agent llm trm text data nn gguf base
+MODULES := cli serve pipeline eval rl agent llm trm text data nn gguf base
 # Per-module dependencies, used to link each module's test binary.
 DEPS_base  :=
 DEPS_gguf  := base
@@ -28,6 +28,7 @@ DEPS_llm   := text nn gguf base
 DEPS_agent := llm trm eval text data nn gguf base
 DEPS_rl    := agent llm trm eval text data nn gguf base
 DEPS_pipeline := eval rl agent llm trm text data nn gguf base
+DEPS_serve := eval agent llm trm text data nn gguf base
 
 NATIVE := $(shell if [ "$(PORTABLE)" != 1 ] && echo 'int main(void){return 0;}' | $(CC) -march=native -x c - -o /dev/null 2>/dev/null; then echo -march=native; fi)
 
@@ -50,7 +51,7 @@ comma := ,
 BLAS_LIBS := $(if $(wildcard $(BLAS_DIR)/libopenblas.so),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
 CFLAGS_BASE += $(if $(wildcard $(BLAS_INC)/cblas.h),-I$(BLAS_INC))
 CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT)
-LDLIBS  := $(BLAS_LIBS) -ljansson -lz -lm -fopenmp $(LDFLAGS_SAN)
+LDLIBS  := $(BLAS_LIBS) -lmicrohttpd -ljansson -lz -lm -fopenmp -lpthread $(LDFLAGS_SAN)
 
 .DEFAULT_GOAL := all
 # MPI: only src/base/dist.c includes mpi.h; everything links libmpi.
@@ -140,7 +141,7 @@ build/fuzz/libdeeprec.a: $(FUZZ_LIB_OBJS)
 # Linked through an archive so each target pulls only the objects it uses.
 build/fuzz/%: fuzz/%.c build/fuzz/libdeeprec.a
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -ljansson -lz -lm -fopenmp
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -lmicrohttpd -ljansson -lz -lm -fopenmp
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=""; [ -d fuzz/seeds/$$n ] && seeds=fuzz/seeds/$$n; \
@@ -148,7 +149,7 @@ fuzz: $(FUZZ_BINS)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' || exit 1; done
 
 # ---- set-up ----
-DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev
+DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev libmicrohttpd-dev
 # Optional: `make deps` installs them, the build only uses them when present.
 DEB_OPTIONAL := libopenmpi-dev openmpi-bin
 deps:

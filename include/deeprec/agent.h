@@ -289,7 +289,21 @@ typedef struct agent_rollout_opts {
      * The set is about the vocabulary's size per token: cheap for the built-in vocabularies,
      * about 0.6 MB per preference token for a 151k vocabulary. Ignored with direct. */
     int constrain_prefs;
+    /* NULL, or requests that keep arriving (a server): see agent_rollout_stream. */
+    const struct agent_rollout_stream *stream;
 } agent_rollout_opts;
+
+/* Streaming admission (continuous batching for a server; samples must be 1): once the listed
+ * requests are all admitted, next is called whenever a slot is free; it returns a request
+ * (valid until its episode is handed to done) and an id stored in the episode's `request`,
+ * or NULL when none waits now. Each streamed episode is handed to done when it ends (the
+ * callee owns it: agent_episode_free, then free). agent_rollout returns when no sequence is
+ * active and next gives nothing; on an error, streamed episodes not yet handed over are freed. */
+typedef struct agent_rollout_stream {
+    const struct agent_request *(*next)(void *ctx, int *id);
+    void (*done)(void *ctx, struct agent_episode *e);
+    void *ctx;
+} agent_rollout_stream;
 
 typedef struct agent_request {
     int32_t user;

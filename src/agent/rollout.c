@@ -20,6 +20,7 @@ typedef struct seq {
     int32_t *allowed;    /* the pending choice (n_allowed >= 2 while answering and active) */
     int n_allowed;
     int in_pref;         /* a preference is open (its begin tag written, its end tag not yet) */
+    int streamed;        /* e came from opts.stream: handed to stream->done when it ends */
 } seq;
 
 typedef struct rollout {
@@ -34,6 +35,7 @@ typedef struct rollout {
     int32_t nl_tok;      /* the one token of "\n": ends a title in a constrained answer */
     int32_t *pref_ok;    /* constrain_prefs: the tokens a preference may use, ascending */
     int n_pref_ok;
+    const agent_rollout_stream *stream;
 } rollout;
 
 static int cmp_i32(const void *a, const void *b) {
@@ -59,6 +61,10 @@ static int finish(rollout *ro, seq *s, int outcome, int *slot_used) {
     slot_used[s->slot] = 0;
     s->active = 0;
     answer_free(s);
+    if (s->streamed && !rc) {
+        s->streamed = 0;
+        ro->stream->done(ro->stream->ctx, s->e);
+    }
     return rc;
 }
 
@@ -327,7 +333,9 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         return dr_error(DR_ERR_ARG, "agent_rollout: %d samples per user need at least %d model slots, model has %d",
                         G, G, m->n_slots);
     rollout ro = {m, t, c, o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K, o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
-                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1, NULL, 0};
+                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1, NULL, 0, o->stream};
+    if (o->stream && (G != 1 || !o->stream->next || !o->stream->done))
+        return dr_error(DR_ERR_ARG, "agent_rollout: streamed requests need samples = 1, next and done");
     ro.max_ctx = o->max_ctx > 0 ? o->max_ctx : (m->n_ctx > 0 ? m->n_ctx : 8192);
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
@@ -369,11 +377,21 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     int next_req = 0;
     for (;;) {
         /* admit requests while G slots are free */
-        while (next_req < n_req) {
+        for (;;) {
             int n_free = 0;
             for (int i = 0; i < m->n_slots; i++) n_free += !slot_used[i];
             if (n_free < G) break;
-            const agent_request *r = &req[next_req];
+            const agent_request *r = NULL;
+            agent_episode *streamed = NULL; /* a streamed request's own episode */
+            int rid = next_req;
+            if (next_req < n_req) r = &req[next_req];
+            else if (o->stream && (r = o->stream->next(o->stream->ctx, &rid)) != NULL) {
+                if (!(streamed = dr_calloc(1, sizeof *streamed))) {
+                    rc = dr_error_code();
+                    goto done;
+                }
+            } else
+                break;
             char *prompt = NULL, *forced = NULL;
             int32_t *ids = NULL, *fids = NULL, *all = NULL;
             size_t n_ids = 0, n_fids = 0;
@@ -417,11 +435,11 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             for (int g = 0; g < G && !rc; g++) {
                 int slot = 0;
                 while (slot_used[slot]) slot++;
-                agent_episode *e = &eps[(size_t)next_req * G + g];
+                agent_episode *e = streamed ? streamed : &eps[(size_t)next_req * G + g];
                 e->user = r->user;
                 e->target = r->target;
                 e->sample = g;
-                e->request = next_req;
+                e->request = rid;
                 e->direct = o->direct;
                 e->hit_rank = e->hit_rank_substr = -1;
                 if ((rc = agent_ep_open_seg(e, AGENT_SEG_PROMPT)) || (rc = agent_ep_add_text(e, prompt, strlen(prompt))) ||
@@ -448,6 +466,10 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                     agent_ep_close_seg(e);
                     if ((rc = agent_episode_finalize(e, c))) break;
                     n_done++;
+                    if (streamed) {
+                        o->stream->done(o->stream->ctx, streamed);
+                        streamed = NULL;
+                    }
                     continue;
                 }
                 if ((rc = agent_ep_open_seg(e, AGENT_SEG_GEN))) break;
@@ -455,7 +477,9 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 if (rc) break;
                 if (first < 0) first = slot;
                 slot_used[slot] = 1;
-                seqs[slot] = (seq){.active = 1, .slot = slot, .e = e, .r = r, .turn_start = e->text_len};
+                seqs[slot] = (seq){.active = 1, .slot = slot, .e = e, .r = r, .turn_start = e->text_len,
+                                   .streamed = streamed != NULL};
+                streamed = NULL; /* the sequence holds it now */
             }
         admit_done:
             free(prompt);
@@ -463,8 +487,12 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             free(ids);
             free(fids);
             free(all);
+            if (streamed) {
+                agent_episode_free(streamed);
+                free(streamed);
+            }
             if (rc) goto done;
-            next_req++;
+            if (next_req < n_req) next_req++;
         }
         int n_act = 0, any_allow = 0;
         for (int i = 0; i < m->n_slots; i++)
@@ -545,6 +573,10 @@ done:
     if (rc) {
         for (int i = 0; m && seqs && i < m->n_slots; i++) {
             if (seqs[i].active) m->release(m->ctx, i);
+            if (seqs[i].streamed) {
+                agent_episode_free(seqs[i].e);
+                free(seqs[i].e);
+            }
             answer_free(&seqs[i]);
         }
         if (eps) agent_episodes_free(eps, (int)n_ep);

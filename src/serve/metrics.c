@@ -1,0 +1,88 @@
+/* Counters and latency histograms, rendered in the Prometheus text format. */
+#include "internal.h"
+#include <stdio.h>
+#include <string.h>
+
+static const double bucket_le[SERVE_N_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const char *const ep_names[EP_N] = {"/v1/recommend", "/v1/completions", "/v1/chat/completions", "/v1/models",
+                                           "/v1/users", "/health", "/metrics", "/", "other"};
+static const char *const class_names[6] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
+
+const char *serve_endpoint_name(int ep) { return ep >= 0 && ep < EP_N ? ep_names[ep] : "other"; }
+
+void serve_metrics_init(serve_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+}
+void serve_metrics_destroy(serve_metrics *m) { pthread_mutex_destroy(&m->mu); }
+
+void serve_metrics_request(serve_metrics *m, int ep, int status, double seconds) {
+    if (ep < 0 || ep >= EP_N) ep = EP_OTHER;
+    int cls = status >= 100 && status < 600 ? status / 100 - 1 : 5;
+    pthread_mutex_lock(&m->mu);
+    m->requests[ep][cls]++;
+    m->lat_count[ep]++;
+    m->lat_sum[ep] += seconds;
+    for (int b = 0; b < SERVE_N_BUCKETS; b++)
+        if (seconds <= bucket_le[b]) {
+            m->lat_bucket[ep][b]++;
+            break;
+        }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void serve_metrics_tokens(serve_metrics *m, long long prompt, long long gen) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += prompt;
+    m->gen_tokens += gen;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void serve_metrics_episodes(serve_metrics *m, long long episodes, long long calls) {
+    pthread_mutex_lock(&m->mu);
+    m->episodes += episodes;
+    m->tool_calls += calls;
+    pthread_mutex_unlock(&m->mu);
+}
+
+int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, sbuf *out) {
+    char line[256];
+    int rc = 0;
+#define OUT(...) (snprintf(line, sizeof line, __VA_ARGS__), rc = rc ? rc : sbuf_str(out, line))
+    pthread_mutex_lock(&m->mu);
+    OUT("# HELP deeprec_requests_total HTTP requests answered, by endpoint and status class.\n");
+    OUT("# TYPE deeprec_requests_total counter\n");
+    for (int e = 0; e < EP_N; e++)
+        for (int c = 0; c < 6; c++)
+            if (m->requests[e][c]) OUT("deeprec_requests_total{endpoint=\"%s\",code=\"%s\"} %lld\n", ep_names[e], class_names[c], m->requests[e][c]);
+    OUT("# HELP deeprec_request_seconds Wall time from the request's arrival to its last byte queued.\n");
+    OUT("# TYPE deeprec_request_seconds histogram\n");
+    for (int e = 0; e < EP_N; e++) {
+        if (!m->lat_count[e]) continue;
+        long long cum = 0;
+        for (int b = 0; b < SERVE_N_BUCKETS; b++) {
+            cum += m->lat_bucket[e][b];
+            OUT("deeprec_request_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %lld\n", ep_names[e], bucket_le[b], cum);
+        }
+        OUT("deeprec_request_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lld\n", ep_names[e], m->lat_count[e]);
+        OUT("deeprec_request_seconds_sum{endpoint=\"%s\"} %.6f\n", ep_names[e], m->lat_sum[e]);
+        OUT("deeprec_request_seconds_count{endpoint=\"%s\"} %lld\n", ep_names[e], m->lat_count[e]);
+    }
+    OUT("# HELP deeprec_prompt_tokens_total Prompt tokens of completion requests.\n# TYPE deeprec_prompt_tokens_total counter\n");
+    OUT("deeprec_prompt_tokens_total %lld\n", m->prompt_tokens);
+    OUT("# HELP deeprec_generated_tokens_total Tokens generated (completions and agent episodes).\n# TYPE deeprec_generated_tokens_total counter\n");
+    OUT("deeprec_generated_tokens_total %lld\n", m->gen_tokens);
+    OUT("# HELP deeprec_episodes_total Agent episodes rolled out.\n# TYPE deeprec_episodes_total counter\n");
+    OUT("deeprec_episodes_total %lld\n", m->episodes);
+    OUT("# HELP deeprec_tool_calls_total TRM tool calls made by agent episodes.\n# TYPE deeprec_tool_calls_total counter\n");
+    OUT("deeprec_tool_calls_total %lld\n", m->tool_calls);
+    pthread_mutex_unlock(&m->mu);
+    OUT("# HELP deeprec_queue_depth Engine jobs waiting for a slot.\n# TYPE deeprec_queue_depth gauge\n");
+    OUT("deeprec_queue_depth %d\n", queue_depth);
+    OUT("# HELP deeprec_active_sequences Completion sequences in the decode batch.\n# TYPE deeprec_active_sequences gauge\n");
+    OUT("deeprec_active_sequences %d\n", active_sequences);
+    OUT("# HELP deeprec_sessions Open client connections.\n# TYPE deeprec_sessions gauge\n");
+    OUT("deeprec_sessions %d\n", sessions);
+#undef OUT
+    return rc;
+}
