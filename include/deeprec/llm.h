@@ -123,6 +123,13 @@ int llm_is_eos(const llm_model *m, int32_t id);
 /* y[n x rows] = x[n x cols] * W^T  (y_i = W x_i). Any llm_mat type; small n reads the
  * compact weights directly (AVX2), larger n converts weight tiles to fp32 for sgemm. */
 void llm_matmul(const llm_mat *w, const float *x, int n, float *y);
+/* The same with the activations rounded to int8 blocks (as llama.cpp does) for the block-quantised
+ * types at batches below the sgemm crossover: faster, off by ~1e-2 relative. Float types and
+ * large batches: exactly llm_matmul. */
+void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y);
+/* The integer dot-product kernel chosen for this CPU: "avx-vnni", "avx2" or "c"
+ * (DEEPREC_KERNEL=c|avx2 forces a lesser one). */
+const char *llm_kernel_name(void);
 /* Row r of W as fp32 (embedding lookup). */
 void llm_mat_row(const llm_mat *w, int r, float *dst);
 
@@ -133,6 +140,10 @@ typedef struct llm_session llm_session;
 int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ctx);
 void llm_session_free(llm_session *s);
 const llm_model *llm_session_model(const llm_session *s);
+/* Exact (the default: fp32 activations everywhere, for tests and RL log-probs) or fast
+ * (int8 activations on the block-quantised weights, see llm_matmul_fast). */
+void llm_session_set_fast(llm_session *s, int fast);
+int llm_session_fast(const llm_session *s);
 int llm_session_slots(const llm_session *s);
 int llm_session_ctx(const llm_session *s);
 /* Tokens currently in a slot. */

@@ -224,16 +224,20 @@ static int load_mat(llm_model *m, const gguf_file *f, const char *name, int rows
     if (rc || !t) return rc;
     out->rows = rows;
     out->cols = cols;
-    if (llm_mat_type_ok(t->type) && ((uintptr_t)t->data % 4) == 0) {
+    /* every llama.cpp weight type is used in place from the mmap (F32 needs aligned rows) */
+    if (dr_dequantize_supported(t->type) && (t->type != GGML_TYPE_F32 || ((uintptr_t)t->data % 4) == 0)) {
         out->type = t->type;
         out->data = t->data;
         out->row_bytes = (size_t)ggml_row_bytes(t->type, (uint64_t)cols);
+        if (!out->row_bytes)
+            return dr_error(DR_ERR_FORMAT, "tensor %s: a row of %d values is not a whole number of %s blocks", name, cols,
+                            ggml_type_name(t->type));
         return DR_OK;
     }
-    if (t->type != GGML_TYPE_Q4_K && t->type != GGML_TYPE_Q6_K && t->type != GGML_TYPE_F64 && !llm_mat_type_ok(t->type))
+    if (t->type != GGML_TYPE_F64 && t->type != GGML_TYPE_F32)
         return dr_error(DR_ERR_UNSUPPORTED, "tensor %s has type %s, which is not supported", name, ggml_type_name(t->type)),
-               dr_error_hint("supported: F32, F16, BF16, Q8_0 (in place), Q4_K, Q6_K (dequantised at load); "
-                             "re-quantise the model to Q8_0 or BF16");
+               dr_error_hint("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                             "IQ4_NL, IQ4_XS; re-quantise the model to one of them");
     size_t n;
     if (!dr_mul_ok((size_t)rows, (size_t)cols, &n)) return dr_error(DR_ERR_NOMEM, "tensor %s too large", name);
     float *buf = dr_calloc(n, sizeof(float));

@@ -34,7 +34,11 @@ struct llm_session {
     float *scores;       /* per thread n_ctx (decode) or chunk x n_ctx (prefill, grown) */
     size_t scores_cap;
     int n_threads;
+    int fast;            /* 1: int8 activations for the block-quantised weights (llm_matmul_fast) */
 };
+
+void llm_session_set_fast(llm_session *s, int fast) { s->fast = fast != 0; }
+int llm_session_fast(const llm_session *s) { return s->fast; }
 
 static float *kv_at(const llm_session *s, float *base, int layer, int slot, int pos) {
     const llm_config *c = &s->m->cfg;
@@ -282,12 +286,13 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         }
     }
     const int use_sgemm_attn = same_slot && n >= ATTN_SGEMM_MIN;
+    void (*const mm)(const llm_mat *, const float *, int, float *) = s->fast ? llm_matmul_fast : llm_matmul;
     for (int l = 0; l < c->n_layers; l++) {
         const llm_layer *L = &m->layers[l];
         for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->attn_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&L->wq, s->h, n, s->q);
-        llm_matmul(&L->wk, s->h, n, s->k);
-        llm_matmul(&L->wv, s->h, n, s->v);
+        mm(&L->wq, s->h, n, s->q);
+        mm(&L->wk, s->h, n, s->k);
+        mm(&L->wv, s->h, n, s->v);
         add_bias(s->q, L->bq, n, qd);
         add_bias(s->k, L->bk, n, kvd);
         add_bias(s->v, L->bv, n, kvd);
@@ -309,23 +314,23 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
                 attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
             }
         }
-        llm_matmul(&L->wo, s->att, n, s->h);
+        mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->ffn_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&L->w_gate, s->h, n, s->g);
-        llm_matmul(&L->w_up, s->h, n, s->u);
+        mm(&L->w_gate, s->h, n, s->g);
+        mm(&L->w_up, s->h, n, s->u);
         for (size_t i = 0; i < (size_t)n * F; i++) {
             float gv = s->g[i];
             s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
         }
-        llm_matmul(&L->w_down, s->g, n, s->h);
+        mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
     }
     if (logits && logits_from < n) {
         int nl = n - logits_from;
         for (int i = 0; i < nl; i++)
             rmsnorm(s->x + (size_t)(logits_from + i) * D, m->output_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&m->output, s->h, nl, logits);
+        mm(&m->output, s->h, nl, logits);
     }
     return DR_OK;
 }

@@ -624,7 +624,7 @@ TEST(llm_generate_batch) {
     llm_model_free(m);
 }
 
-/* Q6_K weights are dequantised to F32 at load; Q4_0 is refused with a clear error. */
+/* Q6_K weights are used in place; Q8_1 (not a weight type of llama.cpp models) is refused with a clear error. */
 TEST(llm_kquant_load) {
     llm_config c;
     llm_config_default(&c, LLM_ARCH_QWEN2);
@@ -650,18 +650,22 @@ TEST(llm_kquant_load) {
     CHECK_OK(llm_model_save(m, NULL, path));
     llm_model *m2;
     CHECK_OK(llm_model_load(&m2, path));
-    CHECK_EQ_INT(m2->layers[0].w_gate.type, GGML_TYPE_F32);
-    float *want = malloc((size_t)rows * cols * 4);
+    CHECK_EQ_INT(m2->layers[0].w_gate.type, GGML_TYPE_Q6_K);
+    float *want = malloc((size_t)rows * cols * 4), *got = malloc((size_t)cols * 4);
     dr_dequantize_q6_k(q, want, (uint64_t)rows * cols);
-    CHECK(!memcmp(want, m2->layers[0].w_gate.data, (size_t)rows * cols * 4));
+    for (int r = 0; r < rows; r++) {
+        llm_mat_row(&m2->layers[0].w_gate, r, got);
+        for (int i = 0; i < cols; i++) CHECK(want[(size_t)r * cols + i] == got[i]); /* -0 and +0 alike */
+    }
+    free(got);
     llm_model_free(m2);
-    /* Q4_0: unsupported */
-    size_t rb4 = ggml_row_bytes(GGML_TYPE_Q4_0, (uint64_t)cols);
+    /* Q8_1: unsupported */
+    size_t rb4 = ggml_row_bytes(GGML_TYPE_Q8_1, (uint64_t)cols);
     uint8_t *q4 = calloc(rows, rb4);
-    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q4_0, rows, cols, rb4};
+    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q8_1, rows, cols, rb4};
     CHECK_OK(llm_model_save(m, NULL, path));
     CHECK_ERR(llm_model_load(&m2, path), DR_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q4_0"), "%s",
+    CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q8_1"), "%s",
               dr_error_message());
     m->layers[0].w_gate = saved;
     llm_model_free(m);

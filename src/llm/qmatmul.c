@@ -1,0 +1,210 @@
+/* Matmuls on the block-quantised types (Q4_0 ... IQ4_XS), read in place.
+ *
+ * Both paths unpack one weight row at a time into the common form of src/gguf/blocks.c
+ * (32 int8 values, a scale and an offset per half) in a per-thread buffer that stays in
+ * L1, and use it for every activation row of the batch:
+ *   exact: the row is expanded to fp32 and multiplied with fp32 activations (what tests
+ *          and RL log-probs use: it matches a float64 reference to ~1e-6 relative);
+ *   fast:  the activations are rounded to int8 blocks of 32 (one fp32 scale each, as
+ *          llama.cpp does) and each block is one integer dot product:
+ *            sum_i w_i a_i = da * sum_h d_h * sum_{i in h} q_i qa_i + sum_h m_h * (da * sum_{i in h} qa_i).
+ *          The integer part uses AVX2 (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU
+ *          has them, chosen at run time; a portable C loop otherwise. */
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "llm_internal.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LLM_X86 1
+#endif
+
+/* ---------------------------------------------------------------- activations */
+void llm_quantize_act(const float *x, int n, llm_ablk *out) {
+    for (int b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)lrintf(v[i] * id);
+            out[b].q[i] = (int8_t)q;
+            if (i < 16) s0 += q;
+            else s1 += q;
+        }
+        out[b].d = d;
+        out[b].s[0] = d * (float)s0;
+        out[b].s[1] = d * (float)s1;
+    }
+}
+
+/* ---------------------------------------------------------------- block dot products */
+static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 16; i++) s0 += w[b].q[i] * a[b].q[i];
+        for (int i = 16; i < 32; i++) s1 += w[b].q[i] * a[b].q[i];
+        acc += a[b].d * (w[b].d[0] * (float)s0 + w[b].d[1] * (float)s1) + w[b].m[0] * a[b].s[0] + w[b].m[1] * a[b].s[1];
+    }
+    return acc;
+}
+
+#ifdef LLM_X86
+/* 8 int32 sums of 4 products each: lanes 0..3 cover values 0..15 of the unit, 4..7 values 16..31.
+ * vpmaddubsw multiplies unsigned by signed bytes, so the sign of w moves onto a; |q| <= 127 on
+ * both sides keeps the pairwise int16 sums from saturating. */
+#define DOT_BODY(IDOT)                                                                                      \
+    __m256 acc = _mm256_setzero_ps();                                                                       \
+    __m128 macc = _mm_setzero_ps();                                           \
+    for (int b = 0; b < nb; b++) {                                                                          \
+        __m256i qw = _mm256_loadu_si256((const __m256i *)w[b].q), qa = _mm256_loadu_si256((const __m256i *)a[b].q); \
+        __m256i p = IDOT(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));                              \
+        __m128 dd = _mm_castpd_ps(_mm_load_sd((const double *)w[b].d));   /* d0 d1 */                      \
+        __m128 mm = _mm_castpd_ps(_mm_load_sd((const double *)w[b].m));   /* m0 m1 */                      \
+        __m256 sc = _mm256_mul_ps(_mm256_set_m128(_mm_shuffle_ps(dd, dd, 0x55), _mm_shuffle_ps(dd, dd, 0)), \
+                                  _mm256_set1_ps(a[b].d));                                                  \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc);                                              \
+        macc = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)a[b].s)), macc);                  \
+    }                                                                                                       \
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                      \
+    s = _mm_add_ps(s, macc);                                                        \
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                 \
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                  \
+    return _mm_cvtss_f32(s);
+
+__attribute__((target("avx2,fma"))) static inline __m256i idot_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+__attribute__((target("avx2,fma"))) static float dot_avx2(const dr_wblk *w, const llm_ablk *a, int nb) {
+    DOT_BODY(idot_avx2)
+}
+#if defined(__GNUC__) && (__GNUC__ >= 11)
+__attribute__((target("avx2,fma,avxvnni"))) static inline __m256i idot_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+}
+__attribute__((target("avx2,fma,avxvnni"))) static float dot_vnni(const dr_wblk *w, const llm_ablk *a, int nb) {
+    DOT_BODY(idot_vnni)
+}
+#define LLM_HAVE_VNNI 1
+#endif
+#endif
+
+typedef float (*dot_fn)(const dr_wblk *, const llm_ablk *, int);
+
+static dot_fn pick_dot(void) {
+    const char *force = getenv("DEEPREC_KERNEL"); /* "c", "avx2", "vnni": for tests and benches */
+#ifdef LLM_X86
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#ifdef LLM_HAVE_VNNI
+    int vnni = avx2 && __builtin_cpu_supports("avxvnni");
+#else
+    int vnni = 0;
+#endif
+    if (force && !strcmp(force, "c")) return dot_c;
+    if (force && !strcmp(force, "avx2") && avx2) return dot_avx2;
+#ifdef LLM_HAVE_VNNI
+    if (vnni) return dot_vnni;
+#endif
+    if (avx2) return dot_avx2;
+    (void)vnni;
+#endif
+    (void)force;
+    return dot_c;
+}
+
+static dot_fn g_dot;
+
+const char *llm_kernel_name(void) {
+    if (!g_dot) g_dot = pick_dot();
+#ifdef LLM_X86
+    if (g_dot == dot_avx2) return "avx2";
+#ifdef LLM_HAVE_VNNI
+    if (g_dot == dot_vnni) return "avx-vnni";
+#endif
+#endif
+    return "c";
+}
+
+int llm_kernel_force(const char *name) {
+    dot_fn want = NULL;
+    if (!strcmp(name, "c")) want = dot_c;
+#ifdef LLM_X86
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(name, "avx2") && avx2) want = dot_avx2;
+#ifdef LLM_HAVE_VNNI
+    if (!strcmp(name, "avx-vnni") && avx2 && __builtin_cpu_supports("avxvnni")) want = dot_vnni;
+#endif
+#endif
+    if (!want) return -1;
+    g_dot = want;
+    return 0;
+}
+
+float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb) {
+    if (!g_dot) g_dot = pick_dot();
+    return g_dot(w, a, nb);
+}
+
+/* ---------------------------------------------------------------- matmuls */
+/* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */
+static inline float fdot(const float *a, const float *b, int n) {
+    float p[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int i = 0; i < 8; i++) p[i] += a[k + i] * b[k + i];
+    float s = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols;
+    double work = (double)rows * cols * n;
+#pragma omp parallel if (work > 65536)
+    {
+        float *row = malloc((size_t)cols * sizeof(float));
+        if (row) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < rows; r++) {
+                llm_mat_row(w, r, row);
+                for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = fdot(row, x + (size_t)j * cols, cols);
+            }
+        }
+        free(row);
+    }
+}
+
+int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols, nb = cols / 32;
+    if (!dr_unpack_supported(w->type) || cols % 32) return -1;
+    if (!g_dot) g_dot = pick_dot();
+    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+    if (!xa) return -1;
+    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+    const dot_fn dot = g_dot;
+    int failed = 0;
+    double work = (double)rows * cols * n;
+#pragma omp parallel if (work > 65536)
+    {
+        dr_wblk *u = malloc((size_t)nb * sizeof *u);
+        if (!u) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            if (!u) continue;
+            dr_unpack(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, (uint64_t)cols, u);
+            for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot(u, xa + (size_t)j * nb, nb);
+        }
+        free(u);
+    }
+    free(xa);
+    return failed ? -1 : 0;
+}
