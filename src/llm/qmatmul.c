@@ -55,11 +55,11 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
 
 #ifdef LLM_X86
 /* 8 int32 sums of 4 products each: lanes 0..3 cover values 0..15 of the unit, 4..7 values 16..31.
- * vpmaddubsw multiplies unsigned by signed bytes, so the sign of w moves onto a; |q| <= 127 on
- * both sides keeps the pairwise int16 sums from saturating. */
+ * vpmaddubsw multiplies unsigned by signed bytes, so the sign of w moves onto a; |qa| <= 127 and
+ * |qw| <= 128 keep the pairwise int16 sums from saturating. */
 #define DOT_BODY(IDOT)                                                                                      \
     __m256 acc = _mm256_setzero_ps();                                                                       \
-    __m128 macc = _mm_setzero_ps();                                           \
+    __m128 macc = _mm_setzero_ps();                                                                         \
     for (int b = 0; b < nb; b++) {                                                                          \
         __m256i qw = _mm256_loadu_si256((const __m256i *)w[b].q), qa = _mm256_loadu_si256((const __m256i *)a[b].q); \
         __m256i p = IDOT(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));                              \
@@ -71,7 +71,7 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
         macc = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)a[b].s)), macc);                  \
     }                                                                                                       \
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                      \
-    s = _mm_add_ps(s, macc);                                                        \
+    s = _mm_add_ps(s, macc);                                                                                \
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                 \
     s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                  \
     return _mm_cvtss_f32(s);
@@ -82,6 +82,18 @@ __attribute__((target("avx2,fma"))) static inline __m256i idot_avx2(__m256i u, _
 __attribute__((target("avx2,fma"))) static float dot_avx2(const dr_wblk *w, const llm_ablk *a, int nb) {
     DOT_BODY(idot_avx2)
 }
+
+/* Fused row kernels (qkern_x86.h): y[j * ys] = row . a_j for j < J <= 8. */
+typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
+static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+#define KSUF avx2
+#define KTGT "avx2,fma,f16c"
+#define KIDOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#include "qkern_x86.h"
+#undef KSUF
+#undef KTGT
+#undef KIDOT
+
 #if defined(__GNUC__) && (__GNUC__ >= 11)
 __attribute__((target("avx2,fma,avxvnni"))) static inline __m256i idot_vnni(__m256i u, __m256i s) {
     return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
@@ -89,6 +101,13 @@ __attribute__((target("avx2,fma,avxvnni"))) static inline __m256i idot_vnni(__m2
 __attribute__((target("avx2,fma,avxvnni"))) static float dot_vnni(const dr_wblk *w, const llm_ablk *a, int nb) {
     DOT_BODY(idot_vnni)
 }
+#define KSUF vnni
+#define KTGT "avx2,fma,f16c,avxvnni"
+#define KIDOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#include "qkern_x86.h"
+#undef KSUF
+#undef KTGT
+#undef KIDOT
 #define LLM_HAVE_VNNI 1
 #endif
 #endif
@@ -146,6 +165,17 @@ int llm_kernel_force(const char *name) {
     return 0;
 }
 
+#ifdef LLM_X86
+static row_fn row_kernel(uint32_t type) {
+    if (!g_dot) g_dot = pick_dot();
+#ifdef LLM_HAVE_VNNI
+    if (g_dot == dot_vnni) return row_kernel_vnni(type);
+#endif
+    if (g_dot == dot_avx2) return row_kernel_avx2(type);
+    return NULL;
+}
+#endif
+
 float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb) {
     if (!g_dot) g_dot = pick_dot();
     return g_dot(w, a, nb);
@@ -188,19 +218,32 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
     const dot_fn dot = g_dot;
+#ifdef LLM_X86
+    const row_fn rk = row_kernel(w->type);
+#else
+    const void *rk = NULL;
+#endif
     int failed = 0;
     double work = (double)rows * cols * n;
 #pragma omp parallel if (work > 65536)
     {
-        dr_wblk *u = malloc((size_t)nb * sizeof *u);
-        if (!u) {
+        dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
+        if (!rk && !u) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+#ifdef LLM_X86
+            if (rk) {
+                for (int j = 0; j < n; j += 8)
+                    rk(row, xa + (size_t)j * nb, (size_t)nb, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
+                continue;
+            }
+#endif
             if (!u) continue;
-            dr_unpack(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, (uint64_t)cols, u);
+            dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot(u, xa + (size_t)j * nb, nb);
         }
         free(u);
