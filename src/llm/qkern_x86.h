@@ -60,7 +60,7 @@ static inline KATTR void KFN(finish)(const __m256 *acc, const float *macc, int J
 }
 
 /* y[j * ys] = row . a_j for j < J <= 8; nb units of 32 in the row. */
-static KATTR void KFN(row_q8_0)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q8_0_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -72,7 +72,7 @@ static KATTR void KFN(row_q8_0)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_q4_0)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q4_0_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -85,7 +85,7 @@ static KATTR void KFN(row_q4_0)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_q4_1)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q4_1_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -98,7 +98,7 @@ static KATTR void KFN(row_q4_1)(const uint8_t *p, const llm_ablk *a, size_t as, 
 }
 
 /* Q5_0: nibble | 0xF0 where the fifth bit is clear is (nibble | bit << 4) - 16 as a signed byte. */
-static KATTR void KFN(row_q5_0)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q5_0_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -112,7 +112,7 @@ static KATTR void KFN(row_q5_0)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_q5_1)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q5_1_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -126,7 +126,7 @@ static KATTR void KFN(row_q5_1)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_iq4_nl)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_iq4_nl_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -138,7 +138,7 @@ static KATTR void KFN(row_iq4_nl)(const uint8_t *p, const llm_ablk *a, size_t as
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_q4_k)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q4_k_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -164,7 +164,7 @@ static KATTR void KFN(row_q4_k)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_q6_k)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_q6_k_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -192,7 +192,7 @@ static KATTR void KFN(row_q6_k)(const uint8_t *p, const llm_ablk *a, size_t as, 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static KATTR void KFN(row_iq4_xs)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) KATTR void KFN(row_iq4_xs_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
@@ -209,6 +209,31 @@ static KATTR void KFN(row_iq4_xs)(const uint8_t *p, const llm_ablk *a, size_t as
     }
     KFN(finish)(acc, macc, J, y, ys);
 }
+
+/* The batch size as a constant in each instance: the accumulators stay in registers. */
+#define KDISPATCH(name, tname)                                                                               \
+    static KATTR void KFN(name)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) { \
+        switch (J) {                                                                                         \
+        case 1: KFN(tname)(p, a, as, 1, nb, y, ys); break;                                                   \
+        case 2: KFN(tname)(p, a, as, 2, nb, y, ys); break;                                                   \
+        case 3: KFN(tname)(p, a, as, 3, nb, y, ys); break;                                                   \
+        case 4: KFN(tname)(p, a, as, 4, nb, y, ys); break;                                                   \
+        case 5: KFN(tname)(p, a, as, 5, nb, y, ys); break;                                                   \
+        case 6: KFN(tname)(p, a, as, 6, nb, y, ys); break;                                                   \
+        case 7: KFN(tname)(p, a, as, 7, nb, y, ys); break;                                                   \
+        default: KFN(tname)(p, a, as, 8, nb, y, ys); break;                                                  \
+        }                                                                                                    \
+    }
+KDISPATCH(row_q8_0, row_q8_0_t)
+KDISPATCH(row_q4_0, row_q4_0_t)
+KDISPATCH(row_q4_1, row_q4_1_t)
+KDISPATCH(row_q5_0, row_q5_0_t)
+KDISPATCH(row_q5_1, row_q5_1_t)
+KDISPATCH(row_iq4_nl, row_iq4_nl_t)
+KDISPATCH(row_q4_k, row_q4_k_t)
+KDISPATCH(row_q6_k, row_q6_k_t)
+KDISPATCH(row_iq4_xs, row_iq4_xs_t)
+#undef KDISPATCH
 
 static row_fn KFN(row_kernel)(uint32_t type) {
     switch (type) {
