@@ -11,6 +11,8 @@
  *   prefill P and decode batch B: model GFLOP/s vs sgemm GFLOP/s (target >= 50%)
  * usage: bench_llm [--prompt P] [--batch B] [--steps N] [--types f32,bf16,q8_0,q4_k_m,q4_0] [--exact] [--small]
  *                  [--cpu-time] [--json]
+ *        bench_llm --mem-7b DIR   (writes a 3.9 GB 7B-shaped Q4_K_M to DIR, runs it, compares the resident
+ *                                  size with file + KV cache + 10%, removes the file)
  * Threads: DEEPREC_THREADS (the issue's figures are for 2). */
 #include "deeprec/base.h"
 #include "bench_common.h"
@@ -266,6 +268,119 @@ static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int 
     return rc;
 }
 
+/* ---------------------------------------------------------------- memory of a 7B Q4_K_M */
+static long status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl)) v = atol(line + kl);
+    if (f) fclose(f);
+    return v;
+}
+
+/* A Llama-2-7B-shaped model (d 4096, 32 layers, 32 heads, ffn 11008, vocab 32000) laid out
+ * as llama-quantize's Q4_K_M (Q6_K for attn_v and ffn_down in the layers given more bits and
+ * for output.weight, Q4_K elsewhere) with random blocks, written to dir; then loaded, 64
+ * tokens prefilled and 8 decoded, and the resident size compared with file + KV cache. */
+static int mem_check(const char *dir) {
+    const int D = 4096, L = 32, F = 11008, V = 32000, ctx = 512;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/llama7b-q4_k_m.gguf", dir);
+    gguf_writer *w = gguf_writer_new();
+    if (!w) return DR_ERR_NOMEM;
+    int rc = gguf_set_str(w, "general.architecture", "llama");
+    const char *keys[] = {"llama.embedding_length", "llama.block_count", "llama.attention.head_count",
+                          "llama.attention.head_count_kv", "llama.feed_forward_length", "llama.context_length"};
+    const uint32_t vals[] = {(uint32_t)D, (uint32_t)L, 32, 32, (uint32_t)F, 4096};
+    for (int i = 0; i < 6 && !rc; i++) rc = gguf_set_u32(w, keys[i], vals[i]);
+    if (!rc) rc = gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    /* one random buffer per (type, shape), borrowed by every tensor of that kind */
+    struct { uint32_t type; int rows, cols; uint8_t *p; } kinds[] = {
+        {GGML_TYPE_Q4_K, D, D, NULL}, {GGML_TYPE_Q6_K, D, D, NULL}, {GGML_TYPE_Q4_K, F, D, NULL},
+        {GGML_TYPE_Q4_K, D, F, NULL}, {GGML_TYPE_Q6_K, D, F, NULL}, {GGML_TYPE_Q4_K, V, D, NULL},
+        {GGML_TYPE_Q6_K, V, D, NULL}};
+    const int NK = (int)(sizeof kinds / sizeof *kinds);
+    dr_rng g;
+    dr_rng_seed(&g, 5);
+    for (int k = 0; k < NK && !rc; k++) {
+        size_t bytes = ggml_row_bytes(kinds[k].type, (uint64_t)kinds[k].cols) * (size_t)kinds[k].rows;
+        kinds[k].p = malloc(bytes);
+        if (!kinds[k].p) rc = DR_ERR_NOMEM;
+        else random_blocks(kinds[k].type, kinds[k].p, bytes / ggml_type_size(kinds[k].type), &g);
+    }
+    float *ones = malloc((size_t)D * sizeof(float));
+    if (!ones) rc = DR_ERR_NOMEM;
+    for (int i = 0; !rc && i < D; i++) ones[i] = 1.0f;
+#define ADD(name, k) gguf_add_tensor_borrowed(w, name, kinds[k].type, 2, (uint64_t[]){(uint64_t)kinds[k].cols, (uint64_t)kinds[k].rows}, kinds[k].p)
+    if (!rc) rc = ADD("token_embd.weight", 5);
+    for (int l = 0; l < L && !rc; l++) {
+        int more = l < L / 8 || l >= 7 * L / 8 || (l - L / 8) % 3 == 2;
+        char n[96];
+#define NM(s) (snprintf(n, sizeof n, "blk.%d.%s", l, s), n)
+        if ((rc = gguf_add_tensor_borrowed(w, NM("attn_norm.weight"), GGML_TYPE_F32, 1, (uint64_t[]){(uint64_t)D}, ones)) ||
+            (rc = ADD(NM("attn_q.weight"), 0)) || (rc = ADD(NM("attn_k.weight"), 0)) ||
+            (rc = ADD(NM("attn_v.weight"), more ? 1 : 0)) || (rc = ADD(NM("attn_output.weight"), 0)) ||
+            (rc = gguf_add_tensor_borrowed(w, NM("ffn_norm.weight"), GGML_TYPE_F32, 1, (uint64_t[]){(uint64_t)D}, ones)) ||
+            (rc = ADD(NM("ffn_gate.weight"), 2)) || (rc = ADD(NM("ffn_up.weight"), 2)) ||
+            (rc = ADD(NM("ffn_down.weight"), more ? 4 : 3)))
+            break;
+#undef NM
+    }
+    if (!rc) rc = gguf_add_tensor_borrowed(w, "output_norm.weight", GGML_TYPE_F32, 1, (uint64_t[]){(uint64_t)D}, ones);
+    if (!rc) rc = ADD("output.weight", 6);
+#undef ADD
+    double t0 = dr_now();
+    if (!rc) rc = gguf_write(w, path);
+    gguf_writer_free(w);
+    for (int k = 0; k < NK; k++) free(kinds[k].p);
+    free(ones);
+    if (rc) return rc;
+    printf("wrote %s in %.1f s\n", path, dr_now() - t0);
+    FILE *f = fopen(path, "rb");
+    long file_bytes = 0;
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        file_bytes = ftell(f);
+        fclose(f);
+    }
+    long rss0 = status_kb("VmRSS:");
+    llm_model *m;
+    if ((rc = llm_model_load(&m, path))) return rc;
+    llm_session *s;
+    if ((rc = llm_session_new(&s, m, 1, ctx))) {
+        llm_model_free(m);
+        return rc;
+    }
+    llm_session_set_fast(s, 1);
+    int32_t tok[64];
+    for (int i = 0; i < 64; i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
+    float *lg = malloc((size_t)V * sizeof(float));
+    t0 = dr_now();
+    double c0 = cpu_now();
+    rc = lg ? llm_prefill(s, 0, tok, 64, lg, 0) : DR_ERR_NOMEM;
+    double tp = dr_now() - t0;
+    int slot = 0;
+    t0 = dr_now();
+    for (int i = 0; i < 8 && !rc; i++) rc = llm_decode(s, &slot, &tok[i], 1, lg);
+    double td = dr_now() - t0, cpu = cpu_now() - c0;
+    long rss = status_kb("VmRSS:"), hwm = status_kb("VmHWM:");
+    double kv = 2.0 * L * ctx * D * sizeof(float);
+    if (!rc) {
+        printf("7B Q4_K_M: file %.2f GB, KV cache %.2f GB (%d tokens, fp32)\n", file_bytes / 1e9, kv / 1e9, ctx);
+        printf("  prefill 64: %.1f s; decode 8 tokens: %.1f s (%.2f tokens/s); CPU %.1f s\n", tp, td, 8 / td, cpu);
+        printf("  resident: %.2f GB after load+run (%.2f GB before load, peak %.2f GB); limit file + KV + 10%% = %.2f GB: %s\n",
+               rss / 1e6 * 1.024, rss0 / 1e6 * 1.024, hwm / 1e6 * 1.024, (file_bytes + kv) * 1.1 / 1e9,
+               (rss - rss0) * 1024.0 <= (file_bytes + kv) * 1.1 ? "within" : "OVER");
+    }
+    free(lg);
+    llm_session_free(s);
+    llm_model_free(m);
+    remove(path);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int P = 512, B = 8, steps = 8, json = 0, small = 0, exact = 0;
     const char *types = "f32,bf16,q8_0,q4_k_m,q4_0";
@@ -276,6 +391,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--exact")) exact = 1;
+        else if (!strcmp(argv[i], "--mem-7b") && i + 1 < argc) {
+            dr_threads_init();
+            if (mem_check(argv[++i])) {
+                fprintf(stderr, "bench_llm: %s\n", dr_error_message());
+                return 1;
+            }
+            return 0;
+        }
         else if (!strcmp(argv[i], "--small")) small = 1;
         else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
         else {

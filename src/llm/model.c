@@ -8,12 +8,15 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- config */
-const char *llm_arch_name(int arch) { return arch == LLM_ARCH_LLAMA ? "llama" : arch == LLM_ARCH_QWEN2 ? "qwen2" : "?"; }
+const char *llm_arch_name(int arch) {
+    return arch == LLM_ARCH_LLAMA ? "llama" : arch == LLM_ARCH_QWEN2 ? "qwen2" : arch == LLM_ARCH_QWEN3 ? "qwen3" : "?";
+}
 
 int llm_arch_from_name(const char *name) {
     if (!name) return -1;
     if (!strcmp(name, "qwen2")) return LLM_ARCH_QWEN2;
     if (!strcmp(name, "llama")) return LLM_ARCH_LLAMA;
+    if (!strcmp(name, "qwen3")) return LLM_ARCH_QWEN3;
     return -1;
 }
 
@@ -31,12 +34,13 @@ void llm_config_default(llm_config *c, int arch) {
         c->rope_theta = 1000000.0f;
         c->rope_pairing = LLM_ROPE_NEOX;
         c->tied_output = 1;
-        c->qkv_bias = 1;
+        c->qkv_bias = arch == LLM_ARCH_QWEN2;
     }
 }
 
 int llm_config_check(const llm_config *c) {
-    if (c->arch != LLM_ARCH_QWEN2 && c->arch != LLM_ARCH_LLAMA) return dr_error(DR_ERR_ARG, "unknown architecture %d", c->arch);
+    if (c->arch != LLM_ARCH_QWEN2 && c->arch != LLM_ARCH_LLAMA && c->arch != LLM_ARCH_QWEN3)
+        return dr_error(DR_ERR_ARG, "unknown architecture %d", c->arch);
     if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn <= 0 ||
         c->vocab <= 0 || c->context <= 0)
         return dr_error(DR_ERR_ARG,
@@ -284,7 +288,7 @@ static int load_all(llm_model **out, gguf_file *f) {
     if (arch < 0) {
         dr_error(DR_ERR_UNSUPPORTED, "unknown architecture '%s'", arch_s);
         free(arch_s);
-        return dr_error_hint("supported architectures: qwen2, llama");
+        return dr_error_hint("supported architectures: qwen2, qwen3, llama (llama 2 and 3)");
     }
     const char *a = llm_arch_name(arch);
     free(arch_s);
@@ -361,6 +365,9 @@ static int load_all(llm_model **out, gguf_file *f) {
             (rc = load_mat(m, f, NAME("ffn_up.weight"), c.ffn, c.dim, 1, &L->w_up)) ||
             (rc = load_mat(m, f, NAME("ffn_down.weight"), c.dim, c.ffn, 1, &L->w_down)))
             break;
+        if (c.arch == LLM_ARCH_QWEN3 && ((rc = load_vec(m, f, NAME("attn_q_norm.weight"), c.head_dim, 1, &L->q_norm)) ||
+                                         (rc = load_vec(m, f, NAME("attn_k_norm.weight"), c.head_dim, 1, &L->k_norm))))
+            break;
         if (c.qkv_bias && ((rc = load_vec(m, f, NAME("attn_q.bias"), qd, 1, &L->bq)) ||
                            (rc = load_vec(m, f, NAME("attn_k.bias"), kvd, 1, &L->bk)) ||
                            (rc = load_vec(m, f, NAME("attn_v.bias"), kvd, 1, &L->bv))))
@@ -368,6 +375,7 @@ static int load_all(llm_model **out, gguf_file *f) {
 #undef NAME
     }
     if (!rc) rc = load_vec(m, f, "output_norm.weight", c.dim, 1, &m->output_norm);
+    if (!rc) rc = load_vec(m, f, "rope_freqs.weight", c.head_dim / 2, 0, &m->rope_freqs);
     if (!rc) {
         if (c.tied_output) m->output = m->tok_embd;
         else rc = load_mat(m, f, "output.weight", c.vocab, c.dim, 1, &m->output);
@@ -517,6 +525,10 @@ int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, f
             RVEC(&L->bk, kvd, 0.0f);
             RVEC(&L->bv, kvd, 0.0f);
         }
+        if (c->arch == LLM_ARCH_QWEN3) {
+            RVEC(&L->q_norm, c->head_dim, 1.0f);
+            RVEC(&L->k_norm, c->head_dim, 1.0f);
+        }
         RMAT(&L->wo, c->dim, qd);
         RVEC(&L->ffn_norm, c->dim, 1.0f);
         RMAT(&L->w_gate, c->ffn, c->dim);
@@ -629,6 +641,9 @@ int llm_model_write(const llm_model *m, const tokenizer *tok, gguf_writer *w) {
             (rc = add_mat(w, NAME("attn_q.weight"), &L->wq)) || (rc = add_mat(w, NAME("attn_k.weight"), &L->wk)) ||
             (rc = add_mat(w, NAME("attn_v.weight"), &L->wv)))
             return rc;
+        if (L->q_norm && ((rc = add_vec(w, NAME("attn_q_norm.weight"), L->q_norm, c->head_dim)) ||
+                          (rc = add_vec(w, NAME("attn_k_norm.weight"), L->k_norm, c->head_dim))))
+            return rc;
         if (L->bq && ((rc = add_vec(w, NAME("attn_q.bias"), L->bq, qd)) ||
                       (rc = add_vec(w, NAME("attn_k.bias"), L->bk, kvd)) ||
                       (rc = add_vec(w, NAME("attn_v.bias"), L->bv, kvd))))
@@ -641,6 +656,7 @@ int llm_model_write(const llm_model *m, const tokenizer *tok, gguf_writer *w) {
 #undef NAME
     }
     if ((rc = add_vec(w, "output_norm.weight", m->output_norm, c->dim))) return rc;
+    if (m->rope_freqs && (rc = add_vec(w, "rope_freqs.weight", m->rope_freqs, c->head_dim / 2))) return rc;
     if (!c->tied_output && (rc = add_mat(w, "output.weight", &m->output))) return rc;
     return DR_OK;
 }

@@ -152,7 +152,10 @@ int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ct
         return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
                         2.0 * (double)total * 4 / 1048576.0);
     }
-    for (int i = 0; i < c->head_dim / 2; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (m->rope_freqs) s->inv_freq[i] /= m->rope_freqs[i];
+    }
     *out = s;
     return DR_OK;
 }
@@ -296,6 +299,17 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         add_bias(s->q, L->bq, n, qd);
         add_bias(s->k, L->bk, n, kvd);
         add_bias(s->v, L->bv, n, kvd);
+        if (L->q_norm)
+            for (int i = 0; i < n; i++) {
+                for (int h = 0; h < c->n_heads; h++) {
+                    float *qh = s->q + (size_t)i * qd + (size_t)h * hd;
+                    rmsnorm(qh, L->q_norm, hd, c->rms_eps, qh);
+                }
+                for (int h = 0; h < c->n_kv_heads; h++) {
+                    float *kh = s->k + (size_t)i * kvd + (size_t)h * hd;
+                    rmsnorm(kh, L->k_norm, hd, c->rms_eps, kh);
+                }
+            }
         for (int i = 0; i < n; i++) {
             const float *cs = s->cos_t + (size_t)i * (hd / 2), *sn = s->sin_t + (size_t)i * (hd / 2);
             rope(s->q + (size_t)i * qd, c->n_heads, hd, cs, sn, c->rope_pairing);

@@ -176,6 +176,37 @@ TEST(llm_llama_matches_reference) {
     ref_test("llama_tiny", 1e-4);
 }
 
+/* qwen3: q/k RMSNorm per head, no biases, head_dim 24 with 4 heads on width 64. */
+TEST(llm_qwen3_matches_reference) {
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, FIXDIR "/qwen3_tiny.gguf.fixture"));
+    CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_QWEN3);
+    CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_NEOX);
+    CHECK_EQ_INT(m->cfg.qkv_bias, 0);
+    CHECK_EQ_INT(m->cfg.head_dim, 24);
+    CHECK(m->layers[1].q_norm && m->layers[1].k_norm && !m->rope_freqs);
+    /* a save / load round trip keeps the norms */
+    const char *path = dr_test_path(dr_test_tmpdir(), "qwen3.gguf");
+    CHECK_OK(llm_model_save(m, NULL, path));
+    llm_model *m2;
+    CHECK_OK(llm_model_load(&m2, path));
+    CHECK(m2->layers[1].k_norm && m2->layers[1].k_norm[3] == m->layers[1].k_norm[3]);
+    llm_model_free(m2);
+    llm_model_free(m);
+    ref_test("qwen3_tiny", 1e-4);
+}
+
+/* llama 3.1+: rope_freqs.weight divides the RoPE frequencies. */
+TEST(llm_llama3_matches_reference) {
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, FIXDIR "/llama3_tiny.gguf.fixture"));
+    CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_LLAMA);
+    CHECK(m->rope_freqs != NULL);
+    CHECK(m->rope_freqs[m->cfg.head_dim / 2 - 1] > 7.9f);
+    llm_model_free(m);
+    ref_test("llama3_tiny", 1e-4);
+}
+
 /* A model written by `deeprec llm init` (our GGUF writer), evaluated by the reference's reader. */
 TEST(llm_init_model_matches_reference) { ref_test("qwen2_init", 1e-4); }
 
