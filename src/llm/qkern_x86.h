@@ -210,6 +210,89 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_iq4_xs_t)(const 
     KFN(finish)(acc, macc, J, y, ys);
 }
 
+static inline __attribute__((always_inline)) KATTR void KFN(row_q5_k_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+    __m256 acc[8];
+    float macc[8] = {0};
+    for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    for (int b = 0; b < nb; b += 8, p += 176) {
+        _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + 1088, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + 1152, _MM_HINT_T0);
+        float d = KFN(f16)(p), dmin = KFN(f16)(p + 2);
+        const uint8_t *s = p + 4;
+        const __m256i H = _mm256_loadu_si256((const __m256i *)(p + 16));
+        for (int c = 0; c < 4; c++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(p + 48 + 32 * c));
+            for (int h = 0; h < 2; h++) {
+                int jj = 2 * c + h, sc, m;
+                if (jj < 4) sc = s[jj] & 63, m = s[jj + 4] & 63;
+                else sc = (s[jj + 4] & 15) | ((s[jj - 4] >> 6) << 4), m = (s[jj + 4] >> 4) | ((s[jj] >> 6) << 4);
+                __m256i lo = _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(H, jj), one);
+                KFN(consume)(_mm256_or_si256(lo, _mm256_slli_epi16(hb, 4)), _mm256_set1_ps(d * (float)sc), a + b + jj, as, J, acc);
+                float mm = -dmin * (float)m;
+                KFN(mins)(mm, mm, a + b + jj, as, J, macc);
+            }
+        }
+    }
+    KFN(finish)(acc, macc, J, y, ys);
+}
+
+/* Q3_K: 2 low bits from qs, minus 4 unless the unit's bit of hmask is set; 16 signed 6-bit scales. */
+static inline __attribute__((always_inline)) KATTR void KFN(row_q3_k_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+    __m256 acc[8];
+    float macc[8] = {0};
+    for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
+    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int b = 0; b < nb; b += 8, p += 110) {
+        _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + 1088, _MM_HINT_T0);
+        const uint8_t *s = p + 96;
+        float d = KFN(f16)(p + 108);
+        float sc[16];
+        for (int i = 0; i < 16; i++) {
+            int lo = i < 8 ? s[i] & 15 : s[i - 8] >> 4;
+            int hi = (s[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
+            sc[i] = d * (float)((lo | hi << 4) - 32);
+        }
+        const __m256i HM = _mm256_loadu_si256((const __m256i *)p);
+        for (int n = 0; n < 2; n++) {
+            __m256i Q = _mm256_loadu_si256((const __m256i *)(p + 32 + 32 * n));
+            for (int j = 0; j < 4; j++) {
+                __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m2);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(HM, 4 * n + j), one);
+                __m256i q = _mm256_sub_epi8(q2, _mm256_slli_epi16(_mm256_xor_si256(hb, one), 2));
+                KFN(consume)(q, KFN(dsplat)(sc[8 * n + 2 * j], sc[8 * n + 2 * j + 1]), a + b + 4 * n + j, as, J, acc);
+            }
+        }
+    }
+    KFN(finish)(acc, macc, J, y, ys);
+}
+
+/* Q2_K: 2-bit q; each 16-value half has its own 4-bit scale and min. */
+static inline __attribute__((always_inline)) KATTR void KFN(row_q2_k_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+    __m256 acc[8];
+    float macc[8] = {0};
+    for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
+    const __m256i m2 = _mm256_set1_epi8(3);
+    for (int b = 0; b < nb; b += 8, p += 84) {
+        _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + 1088, _MM_HINT_T0);
+        float d = KFN(f16)(p + 80), dmin = KFN(f16)(p + 82);
+        for (int n = 0; n < 2; n++) {
+            __m256i Q = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * n));
+            for (int j = 0; j < 4; j++) {
+                int s0 = p[8 * n + 2 * j], s1 = p[8 * n + 2 * j + 1];
+                __m256i q = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m2);
+                KFN(consume)(q, KFN(dsplat)(d * (float)(s0 & 15), d * (float)(s1 & 15)), a + b + 4 * n + j, as, J, acc);
+                KFN(mins)(-dmin * (float)(s0 >> 4), -dmin * (float)(s1 >> 4), a + b + 4 * n + j, as, J, macc);
+            }
+        }
+    }
+    KFN(finish)(acc, macc, J, y, ys);
+}
+
 /* The batch size as a constant in each instance: the accumulators stay in registers. */
 #define KDISPATCH(name, tname)                                                                               \
     static KATTR void KFN(name)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) { \
@@ -233,6 +316,9 @@ KDISPATCH(row_iq4_nl, row_iq4_nl_t)
 KDISPATCH(row_q4_k, row_q4_k_t)
 KDISPATCH(row_q6_k, row_q6_k_t)
 KDISPATCH(row_iq4_xs, row_iq4_xs_t)
+KDISPATCH(row_q5_k, row_q5_k_t)
+KDISPATCH(row_q3_k, row_q3_k_t)
+KDISPATCH(row_q2_k, row_q2_k_t)
 #undef KDISPATCH
 
 static row_fn KFN(row_kernel)(uint32_t type) {
@@ -246,6 +332,9 @@ static row_fn KFN(row_kernel)(uint32_t type) {
     case GGML_TYPE_Q4_K: return KFN(row_q4_k);
     case GGML_TYPE_Q6_K: return KFN(row_q6_k);
     case GGML_TYPE_IQ4_XS: return KFN(row_iq4_xs);
+    case GGML_TYPE_Q5_K: return KFN(row_q5_k);
+    case GGML_TYPE_Q3_K: return KFN(row_q3_k);
+    case GGML_TYPE_Q2_K: return KFN(row_q2_k);
     default: return NULL;
     }
 }
