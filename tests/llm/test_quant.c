@@ -237,3 +237,40 @@ TEST(quant_unpack_matches_kquants) {
     float dummy[32];
     CHECK_EQ_INT(dr_dequantize(GGML_TYPE_Q8_1, q81, dummy, 32), -1);
 }
+
+/* `deeprec llm logits --exact --json` on a quantised fixture gives the reference's logits;
+ * a bad token list is refused with the item named. */
+TEST(quant_cli_logits) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    const char *b = getenv("DEEPREC_BIN");
+    if (!b || !dr_file_exists(b)) SKIP("DEEPREC_BIN not set (make test sets it)");
+    json_t *ref = load_ref(dir, "Q5_K_M");
+    json_t *toks = json_array_get(json_object_get(ref, "tokens"), 1);
+    char list[512] = "";
+    for (size_t i = 0; i < json_array_size(toks); i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%lld", i ? " " : "",
+                 (long long)json_integer_value(json_array_get(toks, i)));
+    const char *tmp = dr_test_tmpdir();
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm logits --model %s/tiny-Q5_K_M.gguf --tokens '%s' --exact --json > %s",
+             b, dir, list, dr_test_path(tmp, "out.json"));
+    CHECK_EQ_INT(system(cmd), 0);
+    json_error_t err;
+    json_t *out = json_load_file(dr_test_path(tmp, "out.json"), 0, &err);
+    CHECK_MSG(out, "%s", err.text);
+    json_t *got = json_object_get(out, "logits"), *want = json_array_get(json_object_get(ref, "last_logits"), 1);
+    CHECK_EQ_INT(json_array_size(got), json_array_size(want));
+    for (size_t v = 0; v < json_array_size(want); v++)
+        CHECK_NEAR(json_number_value(json_array_get(got, v)), json_number_value(json_array_get(want, v)), 1e-4);
+    json_decref(out);
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm logits --model %s/tiny-Q5_K_M.gguf --tokens '1 x' 2> %s", b,
+             dir, dr_test_path(tmp, "err.txt"));
+    CHECK(system(cmd) != 0);
+    char *msg = NULL;
+    size_t n = 0;
+    CHECK_OK(dr_read_file(dr_test_path(tmp, "err.txt"), &msg, &n));
+    CHECK_MSG(strstr(msg, "item 2"), "%s", msg);
+    free(msg);
+    json_decref(ref);
+}
