@@ -25,5 +25,9 @@ float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb);
 void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y);
 /* Block types with int8 activations; -1 (nothing written) for other types or no memory. */
 int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y);
+/* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
+ * BF16, the CPU lacks the instructions, or no memory (nothing written). */
+int llm_bf16dp_available(void);
+int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
 
 #endif

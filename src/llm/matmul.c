@@ -468,6 +468,7 @@ void llm_matmul(const llm_mat *w, const float *x, int n, float *y) {
 
 void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y) {
     if (n <= 0 || w->rows <= 0) return;
+    if (w->type == GGML_TYPE_BF16 && llm_matmul_bf16dp(w, x, n, y) == 0) return;
     if (n < SGEMM_MIN_N && dr_unpack_supported(w->type) && llm_matmul_q8act(w, x, n, y) == 0) return;
     llm_matmul(w, x, n, y);
 }

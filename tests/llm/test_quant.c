@@ -118,7 +118,7 @@ TEST(quant_fixture_logits) {
         t = gguf_find_tensor(m->file, "token_embd.weight");
         CHECK(t && m->tok_embd.type == t->type && m->tok_embd.data == t->data);
         double exact = fixture_logit_error(m, ref, 0), fast = fixture_logit_error(m, ref, 1);
-        printf("  %-10s exact %.2e  fast (int8 activations, %s) %.2e\n", FIXTURES[fi], exact, llm_kernel_name(), fast);
+        printf("  %-10s exact %.2e  fast %.2e (int8 kernel %s, bf16 dot %s)\n", FIXTURES[fi], exact, fast, llm_kernel_name(), llm_bf16dp_available() ? "avx512-bf16" : "none");
         CHECK_MSG(exact <= 1e-4, "%s: exact logits off by %g", FIXTURES[fi], exact);
         CHECK_MSG(fast <= 0.1, "%s: fast logits off by %g", FIXTURES[fi], fast); /* logits reach ~5 */
         llm_model_free(m);
@@ -273,4 +273,44 @@ TEST(quant_cli_logits) {
     CHECK_MSG(strstr(msg, "item 2"), "%s", msg);
     free(msg);
     json_decref(ref);
+}
+
+/* BF16 weights on the fast path (AVX512_BF16 when the CPU has it): against a double loop over the
+ * weights and the bf16-rounded activations; column tails, 37 rows, batches 1..20 and two
+ * prefill sizes. Without the instructions the fast path is the exact one. */
+TEST(quant_bf16_fast_kernel) {
+    dr_rng g;
+    dr_rng_seed(&g, 13);
+    const int rows = 37, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 64, 70};
+    const int rounded = llm_bf16dp_available();
+    for (int pass = 0; pass < 2; pass++) {
+        const int cols = pass ? 203 : 224;
+        uint16_t *wb = malloc((size_t)rows * cols * 2);
+        for (int i = 0; i < rows * cols; i++) wb[i] = dr_f32_to_bf16(dr_rng_normal(&g));
+        llm_mat w = {wb, GGML_TYPE_BF16, rows, cols, (size_t)cols * 2};
+        float *x = malloc((size_t)70 * cols * sizeof(float)), *y = malloc((size_t)70 * rows * sizeof(float));
+        for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            const int n = ns[ni];
+            llm_matmul_fast(&w, x, n, y);
+            double worst = 0;
+            for (int j = 0; j < n; j++)
+                for (int r = 0; r < rows; r++) {
+                    double s = 0, mag = 0;
+                    for (int k = 0; k < cols; k++) {
+                        float xv = x[(size_t)j * cols + k];
+                        if (rounded) xv = dr_bf16_to_f32(dr_f32_to_bf16(xv));
+                        double p = (double)dr_bf16_to_f32(wb[(size_t)r * cols + k]) * xv;
+                        s += p;
+                        mag += fabs(p);
+                    }
+                    double e = fabs(s - y[(size_t)j * rows + r]) / (mag + 1e-30);
+                    if (!(e <= worst)) worst = e;
+                }
+            CHECK_MSG(worst < 1e-5, "BF16 fast cols=%d n=%d: relative error %g", cols, n, worst);
+        }
+        free(wb);
+        free(x);
+        free(y);
+    }
 }
