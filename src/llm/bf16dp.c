@@ -1,5 +1,8 @@
 /* BF16 weights times activations rounded to bf16, with AVX512_BF16 (vdpbf16ps: 32 products
  * per instruction, twice fp32 FMA), for the fast path on CPUs that have it (chosen at run time).
+ * Prefill batches of the block-quantised types use it too: each block of 64 rows is expanded to
+ * fp32 and rounded to bf16 in a per-thread buffer first (the "dequantised tiles" path, with a
+ * bf16 product instead of sgemm: measured about twice as fast here).
  *
  * The activations are rounded to bf16 once per call (round to nearest even); each output is
  * the dot product of a weight row with an activation row, accumulated in 16 fp32 lanes and
@@ -86,30 +89,55 @@ int llm_bf16dp_available(void) {
 }
 
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {
-    if (w->type != GGML_TYPE_BF16 || !llm_bf16dp_available()) return -1;
-    const int rows = w->rows, K = w->cols;
+    /* other types: each block of 64 rows is dequantised and rounded to bf16 first (prefill) */
+    if (!llm_bf16dp_available() || (w->type != GGML_TYPE_BF16 && !dr_dequantize_supported(w->type))) return -1;
+    const int rows = w->rows, K = w->cols, direct = w->type == GGML_TYPE_BF16;
     uint16_t *xb = malloc((size_t)n * K * sizeof *xb);
     if (!xb) return -1;
     to_bf16(x, (size_t)n * K, xb);
-    const uint16_t *wb = w->data;
-    const size_t ldw = w->row_bytes / 2;
+    const size_t ldw = direct ? w->row_bytes / 2 : (size_t)K;
     const int nblk = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     double work = (double)rows * K * n;
-#pragma omp parallel for schedule(dynamic, 1) if (work > 65536)
+    int failed = 0;
+#pragma omp parallel if (work > 65536)
+    {
+    uint16_t *blk = NULL;
+    float *frow = NULL;
+    if (!direct) {
+        blk = malloc((size_t)ROWS_PER_BLOCK * K * sizeof *blk);
+        frow = malloc((size_t)K * sizeof *frow);
+        if (!blk || !frow) {
+#pragma omp atomic write
+            failed = 1;
+        }
+    }
+#pragma omp for schedule(dynamic, 1)
     for (int b = 0; b < nblk; b++) {
         int r0 = b * ROWS_PER_BLOCK, r1 = r0 + ROWS_PER_BLOCK < rows ? r0 + ROWS_PER_BLOCK : rows;
+        const uint16_t *wb = (const uint16_t *)w->data + (size_t)r0 * ldw; /* row r0 */
+        if (!direct) {
+            if (!blk || !frow) continue;
+            for (int r = r0; r < r1; r++) {
+                llm_mat_row(w, r, frow);
+                to_bf16(frow, (size_t)K, blk + (size_t)(r - r0) * K);
+            }
+            wb = blk;
+        }
         for (int j0 = 0; j0 < n; j0 += TILE_J) {
             int J = n - j0 < TILE_J ? n - j0 : TILE_J;
             const uint16_t *xj = xb + (size_t)j0 * K;
             int r = r0;
             for (; r + TILE_R <= r1; r += TILE_R)
-                tile4(wb + (size_t)r * ldw, ldw, xj, (size_t)K, J, K, y + (size_t)j0 * rows + r, (size_t)rows);
+                tile4(wb + (size_t)(r - r0) * ldw, ldw, xj, (size_t)K, J, K, y + (size_t)j0 * rows + r, (size_t)rows);
             for (int j = 0; j < J && r < r1; j++)
-                tail_rows(wb + (size_t)r * ldw, ldw, xj + (size_t)j * K, r1 - r, K, y + (size_t)(j0 + j) * rows + r);
+                tail_rows(wb + (size_t)(r - r0) * ldw, ldw, xj + (size_t)j * K, r1 - r, K, y + (size_t)(j0 + j) * rows + r);
         }
     }
+    free(blk);
+    free(frow);
+    }
     free(xb);
-    return 0;
+    return failed ? -1 : 0;
 }
 #else
 int llm_bf16dp_available(void) { return 0; }

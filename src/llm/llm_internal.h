@@ -28,6 +28,8 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y);
 /* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
  * BF16, the CPU lacks the instructions, or no memory (nothing written). */
 int llm_bf16dp_available(void);
+/* The batch size from which the block types take the prefill path (sgemm, or bf16 tiles when fast). */
+int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
 
 #endif

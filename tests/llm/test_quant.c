@@ -153,7 +153,12 @@ static double check_kernel(const llm_mat *w, const float *x, int n, int fast) {
     const int rows = w->rows, cols = w->cols;
     float *y = malloc((size_t)n * rows * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
     float *xr = malloc((size_t)n * cols * sizeof(float));
-    if (fast) { /* the reference multiplies by the int8-rounded activations the kernel sees */
+    /* prefill batches on the fast path: weights and activations rounded to bf16 (AVX512_BF16) */
+    const int bf = fast && n >= llm_sgemm_min_n() && llm_bf16dp_available();
+    if (bf) {
+        for (int i = 0; i < n * cols; i++) xr[i] = dr_bf16_to_f32(dr_f32_to_bf16(x[i]));
+        llm_matmul_fast(w, x, n, y);
+    } else if (fast) { /* the reference multiplies by the int8-rounded activations the kernel sees */
         llm_ablk *a = malloc((size_t)cols / 32 * sizeof *a);
         for (int j = 0; j < n; j++) {
             llm_quantize_act(x + (size_t)j * cols, cols, a);
@@ -168,6 +173,8 @@ static double check_kernel(const llm_mat *w, const float *x, int n, int fast) {
     double worst = 0;
     for (int r = 0; r < rows; r++) {
         llm_mat_row(w, r, row);
+        if (bf)
+            for (int k = 0; k < cols; k++) row[k] = dr_bf16_to_f32(dr_f32_to_bf16(row[k]));
         for (int j = 0; j < n; j++) {
             double s = 0, mag = 0;
             for (int k = 0; k < cols; k++) {
@@ -201,15 +208,15 @@ TEST(quant_kernels) {
         uint8_t *buf = malloc(w.row_bytes * rows);
         random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), &g);
         w.data = buf;
-        float *x = malloc((size_t)20 * cols * sizeof(float));
-        for (int i = 0; i < 20 * cols; i++) x[i] = dr_rng_normal(&g);
-        for (int n = 1; n <= 20; n++) {
+        float *x = malloc((size_t)70 * cols * sizeof(float));
+        for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
+        for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: decode and prefill paths */
             double e = check_kernel(&w, x, n, 0);
             CHECK_MSG(e < 1e-5, "%s exact n=%d: relative error %g", ggml_type_name(type), n, e);
         }
         for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
             if (llm_kernel_force(kernels[ki])) continue;
-            for (int n = 1; n <= 20; n++) {
+            for (int n = 1; n <= (ki ? 20 : 70); n = n < 20 ? n + 1 : n + 25) { /* prefill sizes: kernel-independent */
                 double e = check_kernel(&w, x, n, 1);
                 CHECK_MSG(e < 1e-5, "%s fast (%s) n=%d: relative error %g", ggml_type_name(type), kernels[ki], n, e);
             }
