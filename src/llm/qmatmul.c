@@ -8,8 +8,9 @@
  *   fast:  the activations are rounded to int8 blocks of 32 (one fp32 scale each, as
  *          llama.cpp does) and each block is one integer dot product:
  *            sum_i w_i a_i = da * sum_h d_h * sum_{i in h} q_i qa_i + sum_h m_h * (da * sum_{i in h} qa_i).
- *          The integer part uses AVX2 (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU
- *          has them, chosen at run time; a portable C loop otherwise. */
+ *          Fused per-type kernels (qkern_x86.h) use AVX2 (vpmaddubsw) or AVX-VNNI (vpdpbusd)
+ *          when the CPU has them, chosen at run time; a portable C loop over the unpacked
+ *          row otherwise. */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
@@ -54,36 +55,10 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
 }
 
 #ifdef LLM_X86
-/* 8 int32 sums of 4 products each: lanes 0..3 cover values 0..15 of the unit, 4..7 values 16..31.
- * vpmaddubsw multiplies unsigned by signed bytes, so the sign of w moves onto a; |qa| <= 127 and
- * |qw| <= 128 keep the pairwise int16 sums from saturating. */
-#define DOT_BODY(IDOT)                                                                                      \
-    __m256 acc = _mm256_setzero_ps();                                                                       \
-    __m128 macc = _mm_setzero_ps();                                                                         \
-    for (int b = 0; b < nb; b++) {                                                                          \
-        __m256i qw = _mm256_loadu_si256((const __m256i *)w[b].q), qa = _mm256_loadu_si256((const __m256i *)a[b].q); \
-        __m256i p = IDOT(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));                              \
-        __m128 dd = _mm_castpd_ps(_mm_load_sd((const double *)w[b].d));   /* d0 d1 */                      \
-        __m128 mm = _mm_castpd_ps(_mm_load_sd((const double *)w[b].m));   /* m0 m1 */                      \
-        __m256 sc = _mm256_mul_ps(_mm256_set_m128(_mm_shuffle_ps(dd, dd, 0x55), _mm_shuffle_ps(dd, dd, 0)), \
-                                  _mm256_set1_ps(a[b].d));                                                  \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc);                                              \
-        macc = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)a[b].s)), macc);                  \
-    }                                                                                                       \
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                      \
-    s = _mm_add_ps(s, macc);                                                                                \
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                 \
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                  \
-    return _mm_cvtss_f32(s);
-
-__attribute__((target("avx2,fma"))) static inline __m256i idot_avx2(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-__attribute__((target("avx2,fma"))) static float dot_avx2(const dr_wblk *w, const llm_ablk *a, int nb) {
-    DOT_BODY(idot_avx2)
-}
-
-/* Fused row kernels (qkern_x86.h): y[j * ys] = row . a_j for j < J <= 8. */
+/* Fused row kernels (qkern_x86.h): y[j * ys] = row . a_j for j < J <= 8. KIDOT gives 8 int32
+ * sums of 4 products each (lanes 0..3: values 0..15 of the unit, 4..7: values 16..31) of
+ * unsigned by signed bytes: the sign of w moves onto a, and |qa| <= 127, |qw| <= 128 keep
+ * vpmaddubsw's pairwise int16 sums from saturating. */
 typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
 static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 #define KSUF avx2
@@ -93,14 +68,7 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #undef KSUF
 #undef KTGT
 #undef KIDOT
-
 #if defined(__GNUC__) && (__GNUC__ >= 11)
-__attribute__((target("avx2,fma,avxvnni"))) static inline __m256i idot_vnni(__m256i u, __m256i s) {
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-}
-__attribute__((target("avx2,fma,avxvnni"))) static float dot_vnni(const dr_wblk *w, const llm_ablk *a, int nb) {
-    DOT_BODY(idot_vnni)
-}
 #define KSUF vnni
 #define KTGT "avx2,fma,f16c,avxvnni"
 #define KIDOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
@@ -112,74 +80,56 @@ __attribute__((target("avx2,fma,avxvnni"))) static float dot_vnni(const dr_wblk 
 #endif
 #endif
 
-typedef float (*dot_fn)(const dr_wblk *, const llm_ablk *, int);
+/* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches). */
+enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI };
+static int g_kern = KERN_UNSET;
+static const char *KERN_NAMES[] = {"c", "avx2", "avx-vnni"};
 
-static dot_fn pick_dot(void) {
-    const char *force = getenv("DEEPREC_KERNEL"); /* "c", "avx2", "vnni": for tests and benches */
+static int kern_supported(int k) {
+    if (k == KERN_C) return 1;
 #ifdef LLM_X86
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (k == KERN_AVX2) return avx2;
 #ifdef LLM_HAVE_VNNI
-    int vnni = avx2 && __builtin_cpu_supports("avxvnni");
-#else
-    int vnni = 0;
+    if (k == KERN_VNNI) return avx2 && __builtin_cpu_supports("avxvnni");
 #endif
-    if (force && !strcmp(force, "c")) return dot_c;
-    if (force && !strcmp(force, "avx2") && avx2) return dot_avx2;
-#ifdef LLM_HAVE_VNNI
-    if (vnni) return dot_vnni;
 #endif
-    if (avx2) return dot_avx2;
-    (void)vnni;
-#endif
-    (void)force;
-    return dot_c;
+    return 0;
 }
 
-static dot_fn g_dot;
-
-const char *llm_kernel_name(void) {
-    if (!g_dot) g_dot = pick_dot();
-#ifdef LLM_X86
-    if (g_dot == dot_avx2) return "avx2";
-#ifdef LLM_HAVE_VNNI
-    if (g_dot == dot_vnni) return "avx-vnni";
-#endif
-#endif
-    return "c";
+static int kern(void) {
+    if (g_kern == KERN_UNSET) {
+        const char *force = getenv("DEEPREC_KERNEL"); /* "c" or "avx2": a lesser kernel, for benches */
+        int k = KERN_VNNI;
+        while (!kern_supported(k)) k--;
+        if (force && !strcmp(force, "c")) k = KERN_C;
+        if (force && !strcmp(force, "avx2") && kern_supported(KERN_AVX2)) k = KERN_AVX2;
+        g_kern = k;
+    }
+    return g_kern;
 }
+
+const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
 
 int llm_kernel_force(const char *name) {
-    dot_fn want = NULL;
-    if (!strcmp(name, "c")) want = dot_c;
-#ifdef LLM_X86
-    __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (!strcmp(name, "avx2") && avx2) want = dot_avx2;
-#ifdef LLM_HAVE_VNNI
-    if (!strcmp(name, "avx-vnni") && avx2 && __builtin_cpu_supports("avxvnni")) want = dot_vnni;
-#endif
-#endif
-    if (!want) return -1;
-    g_dot = want;
-    return 0;
+    for (int k = KERN_C; k <= KERN_VNNI; k++)
+        if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
+            g_kern = k;
+            return 0;
+        }
+    return -1;
 }
 
 #ifdef LLM_X86
 static row_fn row_kernel(uint32_t type) {
-    if (!g_dot) g_dot = pick_dot();
 #ifdef LLM_HAVE_VNNI
-    if (g_dot == dot_vnni) return row_kernel_vnni(type);
+    if (kern() == KERN_VNNI) return row_kernel_vnni(type);
 #endif
-    if (g_dot == dot_avx2) return row_kernel_avx2(type);
+    if (kern() == KERN_AVX2) return row_kernel_avx2(type);
     return NULL;
 }
 #endif
-
-float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb) {
-    if (!g_dot) g_dot = pick_dot();
-    return g_dot(w, a, nb);
-}
 
 /* ---------------------------------------------------------------- matmuls */
 /* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */
@@ -213,11 +163,9 @@ void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y) {
 int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     const int rows = w->rows, cols = w->cols, nb = cols / 32;
     if (!dr_unpack_supported(w->type) || cols % 32) return -1;
-    if (!g_dot) g_dot = pick_dot();
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
-    const dot_fn dot = g_dot;
 #ifdef LLM_X86
     const row_fn rk = row_kernel(w->type);
 #else
@@ -244,7 +192,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #endif
             if (!u) continue;
             dr_unpack(w->type, row, (uint64_t)cols, u);
-            for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot(u, xa + (size_t)j * nb, nb);
+            for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }
         free(u);
     }
