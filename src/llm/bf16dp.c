@@ -79,13 +79,15 @@ BF_TGT static void tail_rows(const uint16_t *w, size_t ldw, const uint16_t *x, i
 }
 
 int llm_bf16dp_available(void) {
-    static int have = -1;
-    if (have < 0) {
+    static int have = -1; /* relaxed atomics: racing callers store the same value */
+    int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
+    if (h < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512bf16");
+        h = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512bf16");
+        __atomic_store_n(&have, h, __ATOMIC_RELAXED);
     }
-    return have;
+    return h;
 }
 
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {

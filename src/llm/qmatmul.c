@@ -98,16 +98,17 @@ static int kern_supported(int k) {
     return 0;
 }
 
+/* Sessions on several threads may race to set it: relaxed atomics, every racer stores the same value. */
 static int kern(void) {
-    if (g_kern == KERN_UNSET) {
-        const char *force = getenv("DEEPREC_KERNEL"); /* "c" or "avx2": a lesser kernel, for benches */
-        int k = KERN_VNNI;
-        while (!kern_supported(k)) k--;
-        if (force && !strcmp(force, "c")) k = KERN_C;
-        if (force && !strcmp(force, "avx2") && kern_supported(KERN_AVX2)) k = KERN_AVX2;
-        g_kern = k;
-    }
-    return g_kern;
+    int k0 = __atomic_load_n(&g_kern, __ATOMIC_RELAXED);
+    if (k0 != KERN_UNSET) return k0;
+    const char *force = getenv("DEEPREC_KERNEL"); /* "c" or "avx2": a lesser kernel, for benches */
+    int k = KERN_VNNI;
+    while (!kern_supported(k)) k--;
+    if (force && !strcmp(force, "c")) k = KERN_C;
+    if (force && !strcmp(force, "avx2") && kern_supported(KERN_AVX2)) k = KERN_AVX2;
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
+    return k;
 }
 
 const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
@@ -115,7 +116,7 @@ const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_VNNI; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
-            g_kern = k;
+            __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
             return 0;
         }
     return -1;
