@@ -1,16 +1,15 @@
-/* Matmuls on the block-quantised types (Q4_0 ... IQ4_XS), read in place.
- *
- * Both paths unpack one weight row at a time into the common form of src/gguf/blocks.c
- * (32 int8 values, a scale and an offset per half) in a per-thread buffer that stays in
- * L1, and use it for every activation row of the batch:
- *   exact: the row is expanded to fp32 and multiplied with fp32 activations (what tests
- *          and RL log-probs use: it matches a float64 reference to ~1e-6 relative);
+/* Matmuls on the block-quantised types (Q4_0 ... IQ4_XS), read in place, one weight row at a
+ * time for every activation row of the batch:
+ *   exact: the row is expanded to fp32 in a per-thread buffer that stays in L1 and multiplied
+ *          with fp32 activations (what tests and RL log-probs use: it matches a float64
+ *          reference to ~1e-6 relative);
  *   fast:  the activations are rounded to int8 blocks of 32 (one fp32 scale each, as
  *          llama.cpp does) and each block is one integer dot product:
  *            sum_i w_i a_i = da * sum_h d_h * sum_{i in h} q_i qa_i + sum_h m_h * (da * sum_{i in h} qa_i).
- *          Fused per-type kernels (qkern_x86.h) use AVX2 (vpmaddubsw) or AVX-VNNI (vpdpbusd)
- *          when the CPU has them, chosen at run time; a portable C loop over the unpacked
- *          row otherwise. */
+ *          Fused per-type kernels (qkern_x86.h) decode each block in registers and use AVX2
+ *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
+ *          otherwise a portable C loop over the row unpacked into the common form of
+ *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
