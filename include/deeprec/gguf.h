@@ -20,7 +20,7 @@ enum ggml_type {
     GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3,
     GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8, GGML_TYPE_Q8_1 = 9,
     GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13,
-    GGML_TYPE_Q6_K = 14, GGML_TYPE_Q8_K = 15,
+    GGML_TYPE_Q6_K = 14, GGML_TYPE_Q8_K = 15, GGML_TYPE_IQ4_NL = 20, GGML_TYPE_IQ4_XS = 23,
     GGML_TYPE_I8 = 24, GGML_TYPE_I16 = 25, GGML_TYPE_I32 = 26, GGML_TYPE_I64 = 27,
     GGML_TYPE_F64 = 28, GGML_TYPE_BF16 = 30
 };
@@ -91,7 +91,7 @@ int gguf_get_strdup(const gguf_file *f, const char *key, char **out);
 int gguf_get_arr(const gguf_file *f, const char *key, uint32_t want_type, uint64_t *n, const void **data);
 int gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t *n, const gguf_str **strs);
 
-/* Tensor data as fp32: converts F32/F16/BF16/Q8_0/Q4_K/Q6_K/F64 into dst (n_elements floats).
+/* Tensor data as fp32: converts F32/F16/BF16/F64 and every type of dr_dequantize into dst (n_elements floats).
  * (also I8/I16/I32/I64, converted by value; other types: DR_ERR_UNSUPPORTED) */
 int gguf_tensor_to_f32(const gguf_tensor_info *t, float *dst);
 /* Checks name exists with the given type and shape (ne[0..n_dims-1]); error names the tensor.
@@ -124,6 +124,16 @@ void dr_quantize_q8_0(const float *src, void *dst, uint64_t n);
 void dr_dequantize_q8_0(const void *src, float *dst, uint64_t n);
 void dr_dequantize_q4_k(const void *src, float *dst, uint64_t n);
 void dr_dequantize_q6_k(const void *src, float *dst, uint64_t n);
+/* Any weight type llama.cpp models use: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
+ * Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. n must be a whole number of blocks. Returns 0 on success,
+ * -1 for a type it does not know (nothing written). */
+int dr_dequantize(uint32_t type, const void *src, float *dst, uint64_t n);
+int dr_dequantize_supported(uint32_t type);
+/* The common form of the quantised types (src/gguf/blocks.c): 32 weights w_i = d[i/16] * q[i] + m[i/16]. */
+typedef struct dr_wblk { int8_t q[32]; float d[2], m[2]; } dr_wblk;
+int dr_unpack_supported(uint32_t type); /* the block types above, not F32/F16/BF16 */
+/* n values (a whole number of blocks) from src into n / 32 units. */
+void dr_unpack(uint32_t type, const void *src, uint64_t n, dr_wblk *out);
 
 /* ---- writing ---- */
 typedef struct gguf_writer gguf_writer;

@@ -5,8 +5,10 @@
  *   x = token_embd[tok]
  *   per layer:  h = rmsnorm(x) * attn_norm
  *               q = Wq h (+bq), k = Wk h (+bk), v = Wv h (+bv)      (biases: qwen2)
+ *               qwen3: each head of q and k RMS-normalised with attn_q_norm / attn_k_norm
  *               q, k rotated by RoPE at the token's position (pairing NEOX for qwen2:
- *                 (i, i+hd/2); ADJACENT for llama GGUFs: (2i, 2i+1); freq_i = theta^(-2i/hd))
+ *                 (i, i+hd/2); ADJACENT for llama GGUFs: (2i, 2i+1); freq_i = theta^(-2i/hd),
+ *                 divided by rope_freqs[i] when the file has rope_freqs.weight (llama 3.1+))
  *               causal attention, GQA (query head h uses kv head h / (n_heads/n_kv_heads)),
  *                 scale 1/sqrt(head_dim)
  *               x += Wo attn
@@ -15,9 +17,10 @@
  * rmsnorm(x) = x / sqrt(mean(x^2) + eps).
  *
  * Weight matrices follow GGUF: a tensor with ne = [in, out] is `out` rows of `in`
- * values (row-major), y = W x. F32/F16/BF16/Q8_0 weights are used in place (from the
- * file's mmap, or from heap buffers the model owns); Q4_K/Q6_K are dequantised to
- * F32 at load. Norm weights and biases are always held as F32.
+ * values (row-major), y = W x. Every llama.cpp weight type (F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) is used in place (from
+ * the file's mmap, or from heap buffers the model owns); F64 is converted to F32 at load;
+ * any other type is refused. Norm weights and biases are always held as F32.
  *
  * Threading: matmuls use OpenMP over output rows (and OpenBLAS sgemm for batches);
  * a model is immutable after loading and may be shared by sessions; one session
@@ -34,7 +37,7 @@ struct gguf_writer;
 struct tokenizer;
 
 /* ---------- configuration ---------- */
-enum llm_arch { LLM_ARCH_QWEN2 = 0, LLM_ARCH_LLAMA = 1 };
+enum llm_arch { LLM_ARCH_QWEN2 = 0, LLM_ARCH_LLAMA = 1, LLM_ARCH_QWEN3 = 2 };
 enum llm_rope_pairing { LLM_ROPE_NEOX = 0, LLM_ROPE_ADJACENT = 1 };
 
 typedef struct llm_config {
@@ -59,14 +62,14 @@ typedef struct llm_config {
 void llm_config_default(llm_config *c, int arch);
 /* Checks sizes (positive, heads divide, head_dim even, ...). */
 int llm_config_check(const llm_config *c);
-const char *llm_arch_name(int arch);     /* "qwen2" / "llama" */
+const char *llm_arch_name(int arch);     /* "qwen2" / "llama" / "qwen3" */
 int llm_arch_from_name(const char *name); /* -1 if unknown */
 
 /* ---------- weights ---------- */
 /* A weight matrix: rows x cols, row r at (const uint8_t *)data + r * row_bytes. */
 typedef struct llm_mat {
     const void *data;
-    uint32_t type;     /* GGML_TYPE_F32 / F16 / BF16 / Q8_0 */
+    uint32_t type;     /* GGML_TYPE_*: any type dr_dequantize_supported accepts */
     int rows, cols;    /* out features, in features (cols = GGUF ne[0]) */
     size_t row_bytes;
 } llm_mat;
@@ -75,6 +78,7 @@ typedef struct llm_layer {
     const float *attn_norm;            /* [dim] */
     llm_mat wq, wk, wv, wo;            /* [H*hd x dim], [K*hd x dim], [K*hd x dim], [dim x H*hd] */
     const float *bq, *bk, *bv;         /* [H*hd], [K*hd], [K*hd]; NULL without qkv_bias */
+    const float *q_norm, *k_norm;      /* [head_dim]: RMSNorm of each q / k head before RoPE (qwen3); else NULL */
     const float *ffn_norm;             /* [dim] */
     llm_mat w_gate, w_up, w_down;      /* [ffn x dim], [ffn x dim], [dim x ffn] */
 } llm_layer;
@@ -84,6 +88,7 @@ typedef struct llm_model {
     llm_mat tok_embd;          /* [vocab x dim] */
     llm_layer *layers;         /* n_layers */
     const float *output_norm;  /* [dim] */
+    const float *rope_freqs;   /* [head_dim / 2] or NULL: llama 3.1+ RoPE scaling, frequency i divided by rope_freqs[i] */
     llm_mat output;            /* [vocab x dim]; a copy of tok_embd's descriptor when tied */
     int32_t *eos_ids;          /* end-of-generation ids from metadata (eos, eot, <|im_end|>, ...) */
     int n_eos;
@@ -123,6 +128,14 @@ int llm_is_eos(const llm_model *m, int32_t id);
 /* y[n x rows] = x[n x cols] * W^T  (y_i = W x_i). Any llm_mat type; small n reads the
  * compact weights directly (AVX2), larger n converts weight tiles to fp32 for sgemm. */
 void llm_matmul(const llm_mat *w, const float *x, int n, float *y);
+/* The same with the activations rounded to int8 blocks (as llama.cpp does) for the block-quantised
+ * types at batches below the sgemm crossover, and to bf16 for BF16 weights on CPUs with
+ * AVX512_BF16 (every batch size): faster, off by ~1e-2 relative (int8) / ~4e-3 (bf16).
+ * F32/F16 weights and large batches of block types: exactly llm_matmul. */
+void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y);
+/* The integer dot-product kernel chosen for this CPU: "avx-vnni", "avx2" or "c"
+ * (DEEPREC_KERNEL=c|avx2 forces a lesser one). */
+const char *llm_kernel_name(void);
 /* Row r of W as fp32 (embedding lookup). */
 void llm_mat_row(const llm_mat *w, int r, float *dst);
 
@@ -133,6 +146,10 @@ typedef struct llm_session llm_session;
 int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ctx);
 void llm_session_free(llm_session *s);
 const llm_model *llm_session_model(const llm_session *s);
+/* Exact (the default: fp32 activations everywhere, for tests and RL log-probs) or fast
+ * (int8 activations on the block-quantised weights, see llm_matmul_fast). */
+void llm_session_set_fast(llm_session *s, int fast);
+int llm_session_fast(const llm_session *s);
 int llm_session_slots(const llm_session *s);
 int llm_session_ctx(const llm_session *s);
 /* Tokens currently in a slot. */

@@ -208,6 +208,11 @@ int gguf_tensor_to_f32(const gguf_tensor_info *t, float *dst) {
         dr_dequantize_q6_k(p, dst, n);
         return DR_OK;
     default:
+        if (dr_unpack_supported(t->type)) {
+            if (n % ggml_block_size(t->type)) break;
+            dr_dequantize(t->type, p, dst, n);
+            return DR_OK;
+        }
         return dr_error(DR_ERR_UNSUPPORTED, "tensor '%.*s': conversion of type %s to f32 is not supported",
                         (int)(t->name.len > 200 ? 200 : t->name.len), t->name.ptr ? t->name.ptr : "",
                         ggml_type_name(t->type));

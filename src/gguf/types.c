@@ -48,7 +48,8 @@ static const type_info *tinfo(uint32_t type) {
                            t_q8_0 = {"Q8_0", 32, 2 + 32}, t_q8_1 = {"Q8_1", 32, 4 + 32},
                            t_q2_k = {"Q2_K", 256, 16 + 64 + 4}, t_q3_k = {"Q3_K", 256, 32 + 64 + 12 + 2},
                            t_q4_k = {"Q4_K", 256, 4 + 12 + 128}, t_q5_k = {"Q5_K", 256, 4 + 12 + 32 + 128},
-                           t_q6_k = {"Q6_K", 256, 128 + 64 + 16 + 2}, t_q8_k = {"Q8_K", 256, 4 + 256 + 32};
+                           t_q6_k = {"Q6_K", 256, 128 + 64 + 16 + 2}, t_q8_k = {"Q8_K", 256, 4 + 256 + 32},
+                           t_iq4_nl = {"IQ4_NL", 32, 2 + 16}, t_iq4_xs = {"IQ4_XS", 256, 2 + 2 + 4 + 128};
     switch (type) {
     case GGML_TYPE_F32: return &t_f32;
     case GGML_TYPE_F16: return &t_f16;
@@ -70,6 +71,8 @@ static const type_info *tinfo(uint32_t type) {
     case GGML_TYPE_Q5_K: return &t_q5_k;
     case GGML_TYPE_Q6_K: return &t_q6_k;
     case GGML_TYPE_Q8_K: return &t_q8_k;
+    case GGML_TYPE_IQ4_NL: return &t_iq4_nl;
+    case GGML_TYPE_IQ4_XS: return &t_iq4_xs;
     default: return NULL;
     }
 }

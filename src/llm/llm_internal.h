@@ -2,6 +2,7 @@
 #ifndef DEEPREC_LLM_INTERNAL_H
 #define DEEPREC_LLM_INTERNAL_H
 
+#include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 
 /* Register a heap buffer as owned by the model (freed by llm_model_free). */
@@ -11,5 +12,24 @@ void llm_model_disown_free(llm_model *m, const void *p);
 /* Bytes of a rows x cols matrix of type (0 if invalid). */
 size_t llm_mat_bytes(uint32_t type, int rows, int cols);
 int llm_mat_type_ok(uint32_t type); /* F32/F16/BF16/Q8_0 */
+
+
+/* Activations rounded to int8 in blocks of 32: x_i ~ d * q_i; s[h] = d * sum of q over half h. */
+typedef struct llm_ablk { int8_t q[32]; float d; float s[2]; } llm_ablk;
+void llm_quantize_act(const float *x, int n, llm_ablk *out); /* n a multiple of 32 */
+/* sum over nb units of w . a (portable C; the reference the fused kernels are tested against). */
+/* Use the named kernel ("c", "avx2", "avx-vnni") from now on; -1 if this CPU lacks it. */
+int llm_kernel_force(const char *name);
+float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb);
+/* Any in-place type: rows expanded to fp32, fp32 dot products (exact path of the block types). */
+void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y);
+/* Block types with int8 activations; -1 (nothing written) for other types or no memory. */
+int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y);
+/* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
+ * BF16, the CPU lacks the instructions, or no memory (nothing written). */
+int llm_bf16dp_available(void);
+/* The batch size from which the block types take the prefill path (sgemm, or bf16 tiles when fast). */
+int llm_sgemm_min_n(void);
+int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
 
 #endif

@@ -71,7 +71,9 @@ void llm_mat_row(const llm_mat *w, int r, float *dst) {
         }
         break;
     }
-    default: memset(dst, 0, (size_t)n * sizeof(float)); break;
+    default:
+        if (dr_dequantize(w->type, row, dst, (uint64_t)n)) memset(dst, 0, (size_t)n * sizeof(float));
+        break;
     }
 }
 
@@ -453,8 +455,23 @@ static void matmul_sgemm(const llm_mat *w, const float *x, int n, float *y) {
     free(buf);
 }
 
+int llm_sgemm_min_n(void) { return SGEMM_MIN_N; }
+
+static int direct_type(uint32_t t) {
+    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || t == GGML_TYPE_Q8_0;
+}
+
 void llm_matmul(const llm_mat *w, const float *x, int n, float *y) {
     if (n <= 0 || w->rows <= 0) return;
     if (n >= SGEMM_MIN_N) matmul_sgemm(w, x, n, y);
-    else matmul_direct(w, x, n, y);
+    else if (direct_type(w->type)) matmul_direct(w, x, n, y);
+    else llm_matmul_rows_exact(w, x, n, y);
+}
+
+void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y) {
+    if (n <= 0 || w->rows <= 0) return;
+    if (w->type == GGML_TYPE_BF16 && llm_matmul_bf16dp(w, x, n, y) == 0) return;
+    if (n < SGEMM_MIN_N && dr_unpack_supported(w->type) && llm_matmul_q8act(w, x, n, y) == 0) return;
+    if (n >= SGEMM_MIN_N && dr_unpack_supported(w->type) && llm_matmul_bf16dp(w, x, n, y) == 0) return;
+    llm_matmul(w, x, n, y);
 }

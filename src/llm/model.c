@@ -8,12 +8,15 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------- config */
-const char *llm_arch_name(int arch) { return arch == LLM_ARCH_LLAMA ? "llama" : arch == LLM_ARCH_QWEN2 ? "qwen2" : "?"; }
+const char *llm_arch_name(int arch) {
+    return arch == LLM_ARCH_LLAMA ? "llama" : arch == LLM_ARCH_QWEN2 ? "qwen2" : arch == LLM_ARCH_QWEN3 ? "qwen3" : "?";
+}
 
 int llm_arch_from_name(const char *name) {
     if (!name) return -1;
     if (!strcmp(name, "qwen2")) return LLM_ARCH_QWEN2;
     if (!strcmp(name, "llama")) return LLM_ARCH_LLAMA;
+    if (!strcmp(name, "qwen3")) return LLM_ARCH_QWEN3;
     return -1;
 }
 
@@ -31,12 +34,13 @@ void llm_config_default(llm_config *c, int arch) {
         c->rope_theta = 1000000.0f;
         c->rope_pairing = LLM_ROPE_NEOX;
         c->tied_output = 1;
-        c->qkv_bias = 1;
+        c->qkv_bias = arch == LLM_ARCH_QWEN2;
     }
 }
 
 int llm_config_check(const llm_config *c) {
-    if (c->arch != LLM_ARCH_QWEN2 && c->arch != LLM_ARCH_LLAMA) return dr_error(DR_ERR_ARG, "unknown architecture %d", c->arch);
+    if (c->arch != LLM_ARCH_QWEN2 && c->arch != LLM_ARCH_LLAMA && c->arch != LLM_ARCH_QWEN3)
+        return dr_error(DR_ERR_ARG, "unknown architecture %d", c->arch);
     if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn <= 0 ||
         c->vocab <= 0 || c->context <= 0)
         return dr_error(DR_ERR_ARG,
@@ -224,16 +228,20 @@ static int load_mat(llm_model *m, const gguf_file *f, const char *name, int rows
     if (rc || !t) return rc;
     out->rows = rows;
     out->cols = cols;
-    if (llm_mat_type_ok(t->type) && ((uintptr_t)t->data % 4) == 0) {
+    /* every llama.cpp weight type is used in place from the mmap (F32 needs aligned rows) */
+    if (dr_dequantize_supported(t->type) && (t->type != GGML_TYPE_F32 || ((uintptr_t)t->data % 4) == 0)) {
         out->type = t->type;
         out->data = t->data;
         out->row_bytes = (size_t)ggml_row_bytes(t->type, (uint64_t)cols);
+        if (!out->row_bytes)
+            return dr_error(DR_ERR_FORMAT, "tensor %s: a row of %d values is not a whole number of %s blocks", name, cols,
+                            ggml_type_name(t->type));
         return DR_OK;
     }
-    if (t->type != GGML_TYPE_Q4_K && t->type != GGML_TYPE_Q6_K && t->type != GGML_TYPE_F64 && !llm_mat_type_ok(t->type))
+    if (t->type != GGML_TYPE_F64 && t->type != GGML_TYPE_F32)
         return dr_error(DR_ERR_UNSUPPORTED, "tensor %s has type %s, which is not supported", name, ggml_type_name(t->type)),
-               dr_error_hint("supported: F32, F16, BF16, Q8_0 (in place), Q4_K, Q6_K (dequantised at load); "
-                             "re-quantise the model to Q8_0 or BF16");
+               dr_error_hint("supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                             "IQ4_NL, IQ4_XS; re-quantise the model to one of them");
     size_t n;
     if (!dr_mul_ok((size_t)rows, (size_t)cols, &n)) return dr_error(DR_ERR_NOMEM, "tensor %s too large", name);
     float *buf = dr_calloc(n, sizeof(float));
@@ -280,7 +288,7 @@ static int load_all(llm_model **out, gguf_file *f) {
     if (arch < 0) {
         dr_error(DR_ERR_UNSUPPORTED, "unknown architecture '%s'", arch_s);
         free(arch_s);
-        return dr_error_hint("supported architectures: qwen2, llama");
+        return dr_error_hint("supported architectures: qwen2, qwen3, llama (llama 2 and 3)");
     }
     const char *a = llm_arch_name(arch);
     free(arch_s);
@@ -357,6 +365,9 @@ static int load_all(llm_model **out, gguf_file *f) {
             (rc = load_mat(m, f, NAME("ffn_up.weight"), c.ffn, c.dim, 1, &L->w_up)) ||
             (rc = load_mat(m, f, NAME("ffn_down.weight"), c.dim, c.ffn, 1, &L->w_down)))
             break;
+        if (c.arch == LLM_ARCH_QWEN3 && ((rc = load_vec(m, f, NAME("attn_q_norm.weight"), c.head_dim, 1, &L->q_norm)) ||
+                                         (rc = load_vec(m, f, NAME("attn_k_norm.weight"), c.head_dim, 1, &L->k_norm))))
+            break;
         if (c.qkv_bias && ((rc = load_vec(m, f, NAME("attn_q.bias"), qd, 1, &L->bq)) ||
                            (rc = load_vec(m, f, NAME("attn_k.bias"), kvd, 1, &L->bk)) ||
                            (rc = load_vec(m, f, NAME("attn_v.bias"), kvd, 1, &L->bv))))
@@ -364,6 +375,7 @@ static int load_all(llm_model **out, gguf_file *f) {
 #undef NAME
     }
     if (!rc) rc = load_vec(m, f, "output_norm.weight", c.dim, 1, &m->output_norm);
+    if (!rc) rc = load_vec(m, f, "rope_freqs.weight", c.head_dim / 2, 0, &m->rope_freqs);
     if (!rc) {
         if (c.tied_output) m->output = m->tok_embd;
         else rc = load_mat(m, f, "output.weight", c.vocab, c.dim, 1, &m->output);
@@ -513,6 +525,10 @@ int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, f
             RVEC(&L->bk, kvd, 0.0f);
             RVEC(&L->bv, kvd, 0.0f);
         }
+        if (c->arch == LLM_ARCH_QWEN3) {
+            RVEC(&L->q_norm, c->head_dim, 1.0f);
+            RVEC(&L->k_norm, c->head_dim, 1.0f);
+        }
         RMAT(&L->wo, c->dim, qd);
         RVEC(&L->ffn_norm, c->dim, 1.0f);
         RMAT(&L->w_gate, c->ffn, c->dim);
@@ -625,6 +641,9 @@ int llm_model_write(const llm_model *m, const tokenizer *tok, gguf_writer *w) {
             (rc = add_mat(w, NAME("attn_q.weight"), &L->wq)) || (rc = add_mat(w, NAME("attn_k.weight"), &L->wk)) ||
             (rc = add_mat(w, NAME("attn_v.weight"), &L->wv)))
             return rc;
+        if (L->q_norm && ((rc = add_vec(w, NAME("attn_q_norm.weight"), L->q_norm, c->head_dim)) ||
+                          (rc = add_vec(w, NAME("attn_k_norm.weight"), L->k_norm, c->head_dim))))
+            return rc;
         if (L->bq && ((rc = add_vec(w, NAME("attn_q.bias"), L->bq, qd)) ||
                       (rc = add_vec(w, NAME("attn_k.bias"), L->bk, kvd)) ||
                       (rc = add_vec(w, NAME("attn_v.bias"), L->bv, kvd))))
@@ -637,6 +656,7 @@ int llm_model_write(const llm_model *m, const tokenizer *tok, gguf_writer *w) {
 #undef NAME
     }
     if ((rc = add_vec(w, "output_norm.weight", m->output_norm, c->dim))) return rc;
+    if (m->rope_freqs && (rc = add_vec(w, "rope_freqs.weight", m->rope_freqs, c->head_dim / 2))) return rc;
     if (!c->tied_output && (rc = add_mat(w, "output.weight", &m->output))) return rc;
     return DR_OK;
 }

@@ -34,7 +34,11 @@ struct llm_session {
     float *scores;       /* per thread n_ctx (decode) or chunk x n_ctx (prefill, grown) */
     size_t scores_cap;
     int n_threads;
+    int fast;            /* 1: int8 activations for the block-quantised weights (llm_matmul_fast) */
 };
+
+void llm_session_set_fast(llm_session *s, int fast) { s->fast = fast != 0; }
+int llm_session_fast(const llm_session *s) { return s->fast; }
 
 static float *kv_at(const llm_session *s, float *base, int layer, int slot, int pos) {
     const llm_config *c = &s->m->cfg;
@@ -148,7 +152,10 @@ int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ct
         return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
                         2.0 * (double)total * 4 / 1048576.0);
     }
-    for (int i = 0; i < c->head_dim / 2; i++) s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (m->rope_freqs) s->inv_freq[i] /= m->rope_freqs[i];
+    }
     *out = s;
     return DR_OK;
 }
@@ -282,15 +289,27 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         }
     }
     const int use_sgemm_attn = same_slot && n >= ATTN_SGEMM_MIN;
+    void (*const mm)(const llm_mat *, const float *, int, float *) = s->fast ? llm_matmul_fast : llm_matmul;
     for (int l = 0; l < c->n_layers; l++) {
         const llm_layer *L = &m->layers[l];
         for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->attn_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&L->wq, s->h, n, s->q);
-        llm_matmul(&L->wk, s->h, n, s->k);
-        llm_matmul(&L->wv, s->h, n, s->v);
+        mm(&L->wq, s->h, n, s->q);
+        mm(&L->wk, s->h, n, s->k);
+        mm(&L->wv, s->h, n, s->v);
         add_bias(s->q, L->bq, n, qd);
         add_bias(s->k, L->bk, n, kvd);
         add_bias(s->v, L->bv, n, kvd);
+        if (L->q_norm)
+            for (int i = 0; i < n; i++) {
+                for (int h = 0; h < c->n_heads; h++) {
+                    float *qh = s->q + (size_t)i * qd + (size_t)h * hd;
+                    rmsnorm(qh, L->q_norm, hd, c->rms_eps, qh);
+                }
+                for (int h = 0; h < c->n_kv_heads; h++) {
+                    float *kh = s->k + (size_t)i * kvd + (size_t)h * hd;
+                    rmsnorm(kh, L->k_norm, hd, c->rms_eps, kh);
+                }
+            }
         for (int i = 0; i < n; i++) {
             const float *cs = s->cos_t + (size_t)i * (hd / 2), *sn = s->sin_t + (size_t)i * (hd / 2);
             rope(s->q + (size_t)i * qd, c->n_heads, hd, cs, sn, c->rope_pairing);
@@ -309,23 +328,23 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
                 attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
             }
         }
-        llm_matmul(&L->wo, s->att, n, s->h);
+        mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->ffn_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&L->w_gate, s->h, n, s->g);
-        llm_matmul(&L->w_up, s->h, n, s->u);
+        mm(&L->w_gate, s->h, n, s->g);
+        mm(&L->w_up, s->h, n, s->u);
         for (size_t i = 0; i < (size_t)n * F; i++) {
             float gv = s->g[i];
             s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
         }
-        llm_matmul(&L->w_down, s->g, n, s->h);
+        mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
     }
     if (logits && logits_from < n) {
         int nl = n - logits_from;
         for (int i = 0; i < nl; i++)
             rmsnorm(s->x + (size_t)(logits_from + i) * D, m->output_norm, D, c->rms_eps, s->h + (size_t)i * D);
-        llm_matmul(&m->output, s->h, nl, logits);
+        mm(&m->output, s->h, nl, logits);
     }
     return DR_OK;
 }

@@ -232,6 +232,9 @@ int llm_train_new(llm_train **out, const llm_model *m, const llm_train_config *c
     if (!tc.logit_budget) tc.logit_budget = (size_t)256 << 20;
     int rc = llm_config_check(&m->cfg);
     if (rc) return rc;
+    if (m->cfg.arch == LLM_ARCH_QWEN3 || m->rope_freqs) /* the trainer's forward has no q/k norms nor RoPE factors */
+        return dr_error(DR_ERR_UNSUPPORTED, "training a %s model%s is not supported (qwen2 and llama 2 are)",
+                        llm_arch_name(m->cfg.arch), m->rope_freqs ? " with rope_freqs (llama 3.1+)" : "");
     llm_train *t = dr_calloc(1, sizeof *t);
     if (!t) return DR_ERR_NOMEM;
     t->c = m->cfg;

@@ -295,7 +295,7 @@ TEST(gguf_from_f32_and_to_f32) {
     int32_t i32[3] = {-7, 0, 123456};
     CHECK_OK(gguf_add_tensor(w, "f64", GGML_TYPE_F64, 1, (uint64_t[]){3}, d64));
     CHECK_OK(gguf_add_tensor(w, "i32", GGML_TYPE_I32, 1, (uint64_t[]){3}, i32));
-    CHECK_OK(gguf_add_tensor(w, "q40", GGML_TYPE_Q4_0, 1, (uint64_t[]){32}, (uint8_t[18]){0}));
+    CHECK_OK(gguf_add_tensor(w, "q81", GGML_TYPE_Q8_1, 1, (uint64_t[]){32}, (uint8_t[36]){0}));
     uint8_t *out;
     size_t size;
     CHECK_OK(gguf_write_memory(w, &out, &size));
@@ -314,8 +314,8 @@ TEST(gguf_from_f32_and_to_f32) {
     CHECK(back[0] == 1.5f && back[1] == -2.0f && back[2] == 1e10f);
     CHECK_OK(gguf_tensor_to_f32(gguf_find_tensor(&f, "i32"), back));
     CHECK(back[0] == -7.0f && back[1] == 0.0f && back[2] == 123456.0f);
-    CHECK_ERR(gguf_tensor_to_f32(gguf_find_tensor(&f, "q40"), back), DR_ERR_UNSUPPORTED);
-    CHECK(strstr(dr_error_message(), "q40") && strstr(dr_error_message(), "Q4_0"));
+    CHECK_ERR(gguf_tensor_to_f32(gguf_find_tensor(&f, "q81"), back), DR_ERR_UNSUPPORTED);
+    CHECK(strstr(dr_error_message(), "q81") && strstr(dr_error_message(), "Q8_1"));
     gguf_close(&f);
     free(out);
 }

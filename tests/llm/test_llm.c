@@ -176,6 +176,37 @@ TEST(llm_llama_matches_reference) {
     ref_test("llama_tiny", 1e-4);
 }
 
+/* qwen3: q/k RMSNorm per head, no biases, head_dim 24 with 4 heads on width 64. */
+TEST(llm_qwen3_matches_reference) {
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, FIXDIR "/qwen3_tiny.gguf.fixture"));
+    CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_QWEN3);
+    CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_NEOX);
+    CHECK_EQ_INT(m->cfg.qkv_bias, 0);
+    CHECK_EQ_INT(m->cfg.head_dim, 24);
+    CHECK(m->layers[1].q_norm && m->layers[1].k_norm && !m->rope_freqs);
+    /* a save / load round trip keeps the norms */
+    const char *path = dr_test_path(dr_test_tmpdir(), "qwen3.gguf");
+    CHECK_OK(llm_model_save(m, NULL, path));
+    llm_model *m2;
+    CHECK_OK(llm_model_load(&m2, path));
+    CHECK(m2->layers[1].k_norm && m2->layers[1].k_norm[3] == m->layers[1].k_norm[3]);
+    llm_model_free(m2);
+    llm_model_free(m);
+    ref_test("qwen3_tiny", 1e-4);
+}
+
+/* llama 3.1+: rope_freqs.weight divides the RoPE frequencies. */
+TEST(llm_llama3_matches_reference) {
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, FIXDIR "/llama3_tiny.gguf.fixture"));
+    CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_LLAMA);
+    CHECK(m->rope_freqs != NULL);
+    CHECK(m->rope_freqs[m->cfg.head_dim / 2 - 1] > 7.9f);
+    llm_model_free(m);
+    ref_test("llama3_tiny", 1e-4);
+}
+
 /* A model written by `deeprec llm init` (our GGUF writer), evaluated by the reference's reader. */
 TEST(llm_init_model_matches_reference) { ref_test("qwen2_init", 1e-4); }
 
@@ -624,7 +655,7 @@ TEST(llm_generate_batch) {
     llm_model_free(m);
 }
 
-/* Q6_K weights are dequantised to F32 at load; Q4_0 is refused with a clear error. */
+/* Q6_K weights are used in place; Q8_1 (not a weight type of llama.cpp models) is refused with a clear error. */
 TEST(llm_kquant_load) {
     llm_config c;
     llm_config_default(&c, LLM_ARCH_QWEN2);
@@ -650,18 +681,22 @@ TEST(llm_kquant_load) {
     CHECK_OK(llm_model_save(m, NULL, path));
     llm_model *m2;
     CHECK_OK(llm_model_load(&m2, path));
-    CHECK_EQ_INT(m2->layers[0].w_gate.type, GGML_TYPE_F32);
-    float *want = malloc((size_t)rows * cols * 4);
+    CHECK_EQ_INT(m2->layers[0].w_gate.type, GGML_TYPE_Q6_K);
+    float *want = malloc((size_t)rows * cols * 4), *got = malloc((size_t)cols * 4);
     dr_dequantize_q6_k(q, want, (uint64_t)rows * cols);
-    CHECK(!memcmp(want, m2->layers[0].w_gate.data, (size_t)rows * cols * 4));
+    for (int r = 0; r < rows; r++) {
+        llm_mat_row(&m2->layers[0].w_gate, r, got);
+        for (int i = 0; i < cols; i++) CHECK(want[(size_t)r * cols + i] == got[i]); /* -0 and +0 alike */
+    }
+    free(got);
     llm_model_free(m2);
-    /* Q4_0: unsupported */
-    size_t rb4 = ggml_row_bytes(GGML_TYPE_Q4_0, (uint64_t)cols);
+    /* Q8_1: unsupported */
+    size_t rb4 = ggml_row_bytes(GGML_TYPE_Q8_1, (uint64_t)cols);
     uint8_t *q4 = calloc(rows, rb4);
-    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q4_0, rows, cols, rb4};
+    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q8_1, rows, cols, rb4};
     CHECK_OK(llm_model_save(m, NULL, path));
     CHECK_ERR(llm_model_load(&m2, path), DR_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q4_0"), "%s",
+    CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q8_1"), "%s",
               dr_error_message());
     m->layers[0].w_gate = saved;
     llm_model_free(m);

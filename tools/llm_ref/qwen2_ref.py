@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for deeprec's LLM forward (qwen2 and llama), written from the math.
+"""PyTorch reference for deeprec's LLM forward (qwen2, qwen3 and llama 2 / 3), written from the math.
 
 No Hugging Face code: the transformer below follows DESIGN.md section 5 / include/deeprec/llm.h
 (RMSNorm, RoPE with NEOX or adjacent pairing, GQA causal attention, SwiGLU MLP, tied or separate
@@ -148,8 +148,9 @@ def cfg_from_kv(kv, tensors):
     c.head_dim = kv.get(f"{a}.attention.key_length", c.dim // c.n_heads)
     c.eps = kv[f"{a}.attention.layer_norm_rms_epsilon"]
     c.theta = kv.get(f"{a}.rope.freq_base", 1e6 if a == "qwen2" else 1e4)
-    c.neox = (a == "qwen2")
+    c.neox = a in ("qwen2", "qwen3")
     c.vocab = tensors["token_embd.weight"].shape[0]
+    c.rope_freqs = tensors.get("rope_freqs.weight")
     return c
 
 
@@ -157,12 +158,14 @@ def rmsnorm(x, w, eps):
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
 
 
-def rope(x, pos, theta, neox):
-    """x: [T, H, hd]; pos: [T]."""
+def rope(x, pos, theta, neox, factors=None):
+    """x: [T, H, hd]; pos: [T]; factors: llama 3.1+ rope_freqs (frequency i divided by factors[i])."""
     hd = x.shape[-1]
     half = hd // 2
     i = torch.arange(half, dtype=torch.float64)
     freq = theta ** (-2.0 * i / hd)
+    if factors is not None:
+        freq = freq / torch.from_numpy(np.array(factors, dtype=np.float64))
     ang = pos[:, None].double() * freq[None, :]          # [T, half]
     cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
     if neox:
@@ -191,8 +194,11 @@ def forward(c, W, tokens):
         q, k, v = h @ t(p + "attn_q.weight").T, h @ t(p + "attn_k.weight").T, h @ t(p + "attn_v.weight").T
         if p + "attn_q.bias" in W:
             q, k, v = q + t(p + "attn_q.bias"), k + t(p + "attn_k.bias"), v + t(p + "attn_v.bias")
-        q = rope(q.view(T, H, hd), pos, c.theta, c.neox)
-        k = rope(k.view(T, K, hd), pos, c.theta, c.neox)
+        q, k = q.view(T, H, hd), k.view(T, K, hd)
+        if p + "attn_q_norm.weight" in W:  # qwen3: RMSNorm of every head before RoPE
+            q, k = rmsnorm(q, t(p + "attn_q_norm.weight"), c.eps), rmsnorm(k, t(p + "attn_k_norm.weight"), c.eps)
+        q = rope(q, pos, c.theta, c.neox, c.rope_freqs)
+        k = rope(k, pos, c.theta, c.neox, c.rope_freqs)
         v = v.view(T, K, hd)
         rep = H // K
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -224,14 +230,21 @@ SHAPES = {
     # llama: adjacent rope, no biases, MQA 4:1, separate output matrix
     "llama": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, ffn=96, vocab=300, context=128,
                   eps=1e-5, theta=1e4, bias=False, tied=False),
+    # qwen3: NEOX rope, no biases, q/k RMSNorm per head, head_dim 24 (q width 96 != dim), tied
+    "qwen3": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=160, vocab=300, context=128,
+                  eps=1e-6, theta=1e6, bias=False, tied=True, head_dim=24, qk_norm=True),
+    # llama 3.1: architecture "llama" with a rope_freqs tensor, GQA 4:2, theta 5e5, separate output
+    "llama3": dict(arch="llama", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=96, vocab=300, context=128,
+                   eps=1e-5, theta=5e5, bias=False, tied=False, rope_freqs=True),
 }
 
 
 def gen(arch, out, seed):
     s = SHAPES[arch]
+    arch = s.get("arch", arch)
     rng = np.random.default_rng(seed)
     d, H, K, F, V = s["dim"], s["n_heads"], s["n_kv_heads"], s["ffn"], s["vocab"]
-    hd = d // H
+    hd = s.get("head_dim", d // H)
     std = 0.1
     nrm = lambda *shape: (rng.standard_normal(shape) * std).astype(np.float32)
     W = {"token_embd.weight": (rng.standard_normal((V, d)) * 0.5).astype(np.float32)}
@@ -246,6 +259,9 @@ def gen(arch, out, seed):
             W[p + "attn_q.bias"] = nrm(H * hd)
             W[p + "attn_k.bias"] = nrm(K * hd)
             W[p + "attn_v.bias"] = nrm(K * hd)
+        if s.get("qk_norm"):
+            W[p + "attn_q_norm.weight"] = (1 + 3 * nrm(hd)).astype(np.float32)
+            W[p + "attn_k_norm.weight"] = (1 + 3 * nrm(hd)).astype(np.float32)
         W[p + "attn_output.weight"] = nrm(d, H * hd)
         W[p + "ffn_norm.weight"] = (1 + nrm(d)).astype(np.float32)
         W[p + "ffn_gate.weight"] = nrm(F, d)
@@ -254,6 +270,9 @@ def gen(arch, out, seed):
         order += [k for k in W if k.startswith(p)]
     W["output_norm.weight"] = (1 + nrm(d)).astype(np.float32)
     order.append("output_norm.weight")
+    if s.get("rope_freqs"):  # factors 1 (high frequencies) to 8 (low), as llama 3.1's scaling gives
+        W["rope_freqs.weight"] = np.geomspace(1.0, 8.0, hd // 2).astype(np.float32)
+        order.append("rope_freqs.weight")
     if not s["tied"]:
         W["output.weight"] = nrm(V, d) * 5
         order.append("output.weight")
@@ -263,6 +282,8 @@ def gen(arch, out, seed):
            (f"{arch}.attention.head_count", T_U32, H), (f"{arch}.attention.head_count_kv", T_U32, K),
            (f"{arch}.attention.layer_norm_rms_epsilon", T_F32, s["eps"]),
            (f"{arch}.rope.freq_base", T_F32, s["theta"])]
+    if hd * H != d:
+        kvs += [(f"{arch}.attention.key_length", T_U32, hd), (f"{arch}.attention.value_length", T_U32, hd)]
     write_gguf(out + ".gguf.fixture", kvs, [(n, W[n]) for n in order])
     kv, W2 = read_gguf(out + ".gguf.fixture")  # read back: the reference sees exactly the file
     evaluate(kv, W2, out + ".ref", seed + 1)

@@ -1,0 +1,201 @@
+/* Matmuls on the block-quantised types (Q4_0 ... IQ4_XS), read in place, one weight row at a
+ * time for every activation row of the batch:
+ *   exact: the row is expanded to fp32 in a per-thread buffer that stays in L1 and multiplied
+ *          with fp32 activations (what tests and RL log-probs use: it matches a float64
+ *          reference to ~1e-6 relative);
+ *   fast:  the activations are rounded to int8 blocks of 32 (one fp32 scale each, as
+ *          llama.cpp does) and each block is one integer dot product:
+ *            sum_i w_i a_i = da * sum_h d_h * sum_{i in h} q_i qa_i + sum_h m_h * (da * sum_{i in h} qa_i).
+ *          Fused per-type kernels (qkern_x86.h) decode each block in registers and use AVX2
+ *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
+ *          otherwise a portable C loop over the row unpacked into the common form of
+ *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). */
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "llm_internal.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LLM_X86 1
+#endif
+
+/* ---------------------------------------------------------------- activations */
+void llm_quantize_act(const float *x, int n, llm_ablk *out) {
+    for (int b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)lrintf(v[i] * id);
+            out[b].q[i] = (int8_t)q;
+            if (i < 16) s0 += q;
+            else s1 += q;
+        }
+        out[b].d = d;
+        out[b].s[0] = d * (float)s0;
+        out[b].s[1] = d * (float)s1;
+    }
+}
+
+/* ---------------------------------------------------------------- block dot products */
+static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 16; i++) s0 += w[b].q[i] * a[b].q[i];
+        for (int i = 16; i < 32; i++) s1 += w[b].q[i] * a[b].q[i];
+        acc += a[b].d * (w[b].d[0] * (float)s0 + w[b].d[1] * (float)s1) + w[b].m[0] * a[b].s[0] + w[b].m[1] * a[b].s[1];
+    }
+    return acc;
+}
+
+#ifdef LLM_X86
+/* Fused row kernels (qkern_x86.h): y[j * ys] = row . a_j for j < J <= 8. KIDOT gives 8 int32
+ * sums of 4 products each (lanes 0..3: values 0..15 of the unit, 4..7: values 16..31) of
+ * unsigned by signed bytes: the sign of w moves onto a, and |qa| <= 127, |qw| <= 128 keep
+ * vpmaddubsw's pairwise int16 sums from saturating. */
+typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
+static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+#define KSUF avx2
+#define KTGT "avx2,fma,f16c"
+#define KIDOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#include "qkern_x86.h"
+#undef KSUF
+#undef KTGT
+#undef KIDOT
+#if defined(__GNUC__) && (__GNUC__ >= 11)
+#define KSUF vnni
+#define KTGT "avx2,fma,f16c,avxvnni"
+#define KIDOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#include "qkern_x86.h"
+#undef KSUF
+#undef KTGT
+#undef KIDOT
+#define LLM_HAVE_VNNI 1
+#endif
+#endif
+
+/* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches). */
+enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI };
+static int g_kern = KERN_UNSET;
+static const char *KERN_NAMES[] = {"c", "avx2", "avx-vnni"};
+
+static int kern_supported(int k) {
+    if (k == KERN_C) return 1;
+#ifdef LLM_X86
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (k == KERN_AVX2) return avx2;
+#ifdef LLM_HAVE_VNNI
+    if (k == KERN_VNNI) return avx2 && __builtin_cpu_supports("avxvnni");
+#endif
+#endif
+    return 0;
+}
+
+/* Sessions on several threads may race to set it: relaxed atomics, every racer stores the same value. */
+static int kern(void) {
+    int k0 = __atomic_load_n(&g_kern, __ATOMIC_RELAXED);
+    if (k0 != KERN_UNSET) return k0;
+    const char *force = getenv("DEEPREC_KERNEL"); /* "c" or "avx2": a lesser kernel, for benches */
+    int k = KERN_VNNI;
+    while (!kern_supported(k)) k--;
+    if (force && !strcmp(force, "c")) k = KERN_C;
+    if (force && !strcmp(force, "avx2") && kern_supported(KERN_AVX2)) k = KERN_AVX2;
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
+    return k;
+}
+
+const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
+
+int llm_kernel_force(const char *name) {
+    for (int k = KERN_C; k <= KERN_VNNI; k++)
+        if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
+            __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
+            return 0;
+        }
+    return -1;
+}
+
+#ifdef LLM_X86
+static row_fn row_kernel(uint32_t type) {
+#ifdef LLM_HAVE_VNNI
+    if (kern() == KERN_VNNI) return row_kernel_vnni(type);
+#endif
+    if (kern() == KERN_AVX2) return row_kernel_avx2(type);
+    return NULL;
+}
+#endif
+
+/* ---------------------------------------------------------------- matmuls */
+/* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */
+static inline float fdot(const float *a, const float *b, int n) {
+    float p[8] = {0};
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int i = 0; i < 8; i++) p[i] += a[k + i] * b[k + i];
+    float s = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols;
+    double work = (double)rows * cols * n;
+#pragma omp parallel if (work > 65536)
+    {
+        float *row = malloc((size_t)cols * sizeof(float));
+        if (row) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < rows; r++) {
+                llm_mat_row(w, r, row);
+                for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = fdot(row, x + (size_t)j * cols, cols);
+            }
+        }
+        free(row);
+    }
+}
+
+int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
+    const int rows = w->rows, cols = w->cols, nb = cols / 32;
+    if (!dr_unpack_supported(w->type) || cols % 32) return -1;
+    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+    if (!xa) return -1;
+    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+#ifdef LLM_X86
+    const row_fn rk = row_kernel(w->type);
+#else
+    const void *rk = NULL;
+#endif
+    int failed = 0;
+    double work = (double)rows * cols * n;
+#pragma omp parallel if (work > 65536)
+    {
+        dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
+        if (!rk && !u) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+#ifdef LLM_X86
+            if (rk) {
+                for (int j = 0; j < n; j += 8)
+                    rk(row, xa + (size_t)j * nb, (size_t)nb, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
+                continue;
+            }
+#endif
+            if (!u) continue;
+            dr_unpack(w->type, row, (uint64_t)cols, u);
+            for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
+        }
+        free(u);
+    }
+    free(xa);
+    return failed ? -1 : 0;
+}

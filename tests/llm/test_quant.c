@@ -1,0 +1,323 @@
+/* Weight types used in place: the llama.cpp-quantised fixtures of ../shared/fixtures/quant
+ * (per-tensor sums of gguf-py's dequantisation, float64 last-token logits), and every block
+ * kernel against a double loop over its dequantised rows, batches 1..20. */
+#include "harness.h"
+#include "deeprec/gguf.h"
+#include "deeprec/llm.h"
+#include "llm/llm_internal.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *quant_dir(void) {
+    static char buf[1024];
+    const char *e = getenv("DEEPREC_QUANT_FIXTURES");
+    snprintf(buf, sizeof buf, "%s", e && *e ? e : "../shared/fixtures/quant");
+    struct stat st;
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? buf : NULL;
+}
+
+static const char *FIXTURES[] = {"F32",    "F16",       "BF16",   "Q8_0",      "Q4_0",   "Q4_1",
+                                 "Q5_0",   "Q5_1",      "Q2_K",   "Q3_K-pure", "Q3_K_M", "Q4_K-pure",
+                                 "Q4_K_M", "Q5_K-pure", "Q5_K_M", "Q6_K",      "IQ4_NL", "IQ4_XS"};
+#define N_FIXTURES (int)(sizeof FIXTURES / sizeof *FIXTURES)
+
+static json_t *load_ref(const char *dir, const char *name) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/tiny-%s.ref.json", dir, name);
+    json_error_t err;
+    json_t *j = json_load_file(p, 0, &err);
+    CHECK_MSG(j, "%s: %s (line %d)", p, err.text, err.line);
+    return j;
+}
+
+/* Every tensor: its type, and the sum, sum of squares and first 8 values of its dequantised
+ * weights against gguf-py's. */
+TEST(quant_fixture_tensors) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    for (int fi = 0; fi < N_FIXTURES; fi++) {
+        json_t *ref = load_ref(dir, FIXTURES[fi]);
+        char p[1200];
+        snprintf(p, sizeof p, "%s/tiny-%s.gguf", dir, FIXTURES[fi]);
+        gguf_file f;
+        CHECK_OK(gguf_open(&f, p));
+        const char *name;
+        json_t *tj;
+        int n_tensors = 0;
+        json_object_foreach(json_object_get(ref, "tensors"), name, tj) {
+            const gguf_tensor_info *t = gguf_find_tensor(&f, name);
+            CHECK_MSG(t, "%s: no tensor %s", p, name);
+            CHECK_STR(ggml_type_name(t->type), json_string_value(json_object_get(tj, "type")));
+            float *v = malloc(t->n_elements * sizeof(float));
+            CHECK_OK(gguf_tensor_to_f32(t, v));
+            double sum = 0, sumsq = 0;
+            for (uint64_t i = 0; i < t->n_elements; i++) {
+                sum += v[i];
+                sumsq += (double)v[i] * v[i];
+            }
+            double rsum = json_real_value(json_object_get(tj, "sum")), rsq = json_real_value(json_object_get(tj, "sumsq"));
+            /* the same fp32 values summed in another order: a few ulps of the total magnitude */
+            double scale = sqrt(rsq * (double)t->n_elements) + 1e-30;
+            CHECK_MSG(fabs(sum - rsum) <= 1e-9 * scale + 1e-12, "%s %s: sum %.12g vs %.12g", p, name, sum, rsum);
+            CHECK_MSG(fabs(sumsq - rsq) <= 1e-9 * rsq + 1e-12, "%s %s: sumsq %.12g vs %.12g", p, name, sumsq, rsq);
+            json_t *f8 = json_object_get(tj, "first8");
+            for (size_t i = 0; i < json_array_size(f8); i++)
+                CHECK_MSG(v[i] == (float)json_number_value(json_array_get(f8, i)), "%s %s: value %zu is %.9g, want %.9g", p,
+                          name, i, v[i], json_number_value(json_array_get(f8, i)));
+            free(v);
+            n_tensors++;
+        }
+        CHECK_EQ_INT(n_tensors, f.n_tensors);
+        gguf_close(&f);
+        json_decref(ref);
+    }
+}
+
+/* Worst |logit - reference| over the three sequences, exact or fast. */
+static double fixture_logit_error(const llm_model *m, json_t *ref, int fast) {
+    json_t *toks = json_object_get(ref, "tokens"), *want = json_object_get(ref, "last_logits");
+    const int V = m->cfg.vocab;
+    float *lg = malloc((size_t)V * sizeof(float));
+    double worst = 0;
+    for (size_t si = 0; si < json_array_size(toks); si++) {
+        json_t *ts = json_array_get(toks, si), *ws = json_array_get(want, si);
+        int n = (int)json_array_size(ts);
+        int32_t *tok = malloc((size_t)n * sizeof *tok);
+        for (int i = 0; i < n; i++) tok[i] = (int32_t)json_integer_value(json_array_get(ts, (size_t)i));
+        llm_session *s;
+        CHECK_OK(llm_session_new(&s, m, 1, n));
+        llm_session_set_fast(s, fast);
+        CHECK_OK(llm_prefill(s, 0, tok, n, lg, 0));
+        CHECK_EQ_INT(json_array_size(ws), V);
+        for (int v = 0; v < V; v++) {
+            double e = fabs(lg[v] - json_real_value(json_array_get(ws, (size_t)v)));
+            if (!(e <= worst)) worst = e;
+        }
+        llm_session_free(s);
+        free(tok);
+    }
+    free(lg);
+    return worst;
+}
+
+/* Every fixture loads with its matrices in place (same type, pointing into the file's map);
+ * exact logits within 1e-4 of the float64 reference; the fast path's error printed and bounded. */
+TEST(quant_fixture_logits) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    for (int fi = 0; fi < N_FIXTURES; fi++) {
+        json_t *ref = load_ref(dir, FIXTURES[fi]);
+        char p[1200];
+        snprintf(p, sizeof p, "%s/tiny-%s.gguf", dir, FIXTURES[fi]);
+        llm_model *m;
+        CHECK_OK(llm_model_load(&m, p));
+        const gguf_tensor_info *t = gguf_find_tensor(m->file, "blk.1.ffn_down.weight");
+        CHECK(t && m->layers[1].w_down.type == t->type && m->layers[1].w_down.data == t->data);
+        t = gguf_find_tensor(m->file, "token_embd.weight");
+        CHECK(t && m->tok_embd.type == t->type && m->tok_embd.data == t->data);
+        double exact = fixture_logit_error(m, ref, 0), fast = fixture_logit_error(m, ref, 1);
+        printf("  %-10s exact %.2e  fast %.2e (int8 kernel %s, bf16 dot %s)\n", FIXTURES[fi], exact, fast, llm_kernel_name(), llm_bf16dp_available() ? "avx512-bf16" : "none");
+        CHECK_MSG(exact <= 1e-4, "%s: exact logits off by %g", FIXTURES[fi], exact);
+        CHECK_MSG(fast <= 0.1, "%s: fast logits off by %g", FIXTURES[fi], fast); /* logits reach ~5 */
+        llm_model_free(m);
+        json_decref(ref);
+    }
+}
+
+/* ---------------------------------------------------------------- kernels */
+/* Random blocks are valid blocks of every type once their fp16 scale fields hold sane values. */
+static void random_blocks(uint32_t type, uint8_t *p, size_t n_blocks, dr_rng *g) {
+    const size_t bs = ggml_type_size(type);
+    int off[2] = {-1, -1};
+    switch (type) {
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: off[0] = 0, off[1] = 2; break;
+    case GGML_TYPE_Q2_K: off[0] = 80, off[1] = 82; break;
+    case GGML_TYPE_Q3_K: off[0] = 108; break;
+    case GGML_TYPE_Q6_K: off[0] = 208; break;
+    default: off[0] = 0; break; /* Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS */
+    }
+    for (size_t b = 0; b < n_blocks; b++) {
+        uint8_t *blk = p + b * bs;
+        for (size_t i = 0; i < bs; i++) blk[i] = (uint8_t)dr_rng_below(g, 256);
+        for (int k = 0; k < 2; k++)
+            if (off[k] >= 0) {
+                uint16_t h = dr_f32_to_f16((0.002f + 0.01f * dr_rng_float(g)) * (k ? 1.0f : (dr_rng_below(g, 8) ? 1 : -1)));
+                memcpy(blk + off[k], &h, 2);
+            }
+    }
+}
+
+static double check_kernel(const llm_mat *w, const float *x, int n, int fast) {
+    const int rows = w->rows, cols = w->cols;
+    float *y = malloc((size_t)n * rows * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
+    float *xr = malloc((size_t)n * cols * sizeof(float));
+    /* prefill batches on the fast path: weights and activations rounded to bf16 (AVX512_BF16) */
+    const int bf = fast && n >= llm_sgemm_min_n() && llm_bf16dp_available();
+    if (bf) {
+        for (int i = 0; i < n * cols; i++) xr[i] = dr_bf16_to_f32(dr_f32_to_bf16(x[i]));
+        llm_matmul_fast(w, x, n, y);
+    } else if (fast) { /* the reference multiplies by the int8-rounded activations the kernel sees */
+        llm_ablk *a = malloc((size_t)cols / 32 * sizeof *a);
+        for (int j = 0; j < n; j++) {
+            llm_quantize_act(x + (size_t)j * cols, cols, a);
+            for (int k = 0; k < cols; k++) xr[(size_t)j * cols + k] = a[k / 32].d * (float)a[k / 32].q[k % 32];
+        }
+        free(a);
+        llm_matmul_fast(w, x, n, y);
+    } else {
+        memcpy(xr, x, (size_t)n * cols * sizeof(float));
+        llm_matmul(w, x, n, y);
+    }
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        llm_mat_row(w, r, row);
+        if (bf)
+            for (int k = 0; k < cols; k++) row[k] = dr_bf16_to_f32(dr_f32_to_bf16(row[k]));
+        for (int j = 0; j < n; j++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < cols; k++) {
+                s += (double)row[k] * xr[(size_t)j * cols + k];
+                mag += fabs((double)row[k] * xr[(size_t)j * cols + k]);
+            }
+            double e = fabs(s - y[(size_t)j * rows + r]) / (mag + 1e-30);
+            if (!(e <= worst)) worst = e;
+        }
+    }
+    free(y);
+    free(row);
+    free(xr);
+    return worst;
+}
+
+TEST(quant_kernels) {
+    static const uint32_t types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+                                     GGML_TYPE_Q8_0, GGML_TYPE_IQ4_NL, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
+                                     GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_XS};
+    static const char *kernels[] = {"c", "avx2", "avx-vnni"};
+    dr_rng g;
+    dr_rng_seed(&g, 5);
+    const int rows = 37; /* not a multiple of any tile or thread share */
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const uint32_t type = types[ti];
+        const int cols = ggml_block_size(type) == 256 ? 768 : 224; /* 3 super-blocks / 7 blocks */
+        llm_mat w = {0};
+        w.type = type, w.rows = rows, w.cols = cols;
+        w.row_bytes = ggml_row_bytes(type, (uint64_t)cols);
+        uint8_t *buf = malloc(w.row_bytes * rows);
+        random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), &g);
+        w.data = buf;
+        float *x = malloc((size_t)70 * cols * sizeof(float));
+        for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
+        for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: decode and prefill paths */
+            double e = check_kernel(&w, x, n, 0);
+            CHECK_MSG(e < 1e-5, "%s exact n=%d: relative error %g", ggml_type_name(type), n, e);
+        }
+        for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
+            if (llm_kernel_force(kernels[ki])) continue;
+            for (int n = 1; n <= (ki ? 20 : 70); n = n < 20 ? n + 1 : n + 25) { /* prefill sizes: kernel-independent */
+                double e = check_kernel(&w, x, n, 1);
+                CHECK_MSG(e < 1e-5, "%s fast (%s) n=%d: relative error %g", ggml_type_name(type), kernels[ki], n, e);
+            }
+        }
+        free(x);
+        free(buf);
+    }
+}
+
+/* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
+TEST(quant_unpack_matches_kquants) {
+    dr_rng g;
+    dr_rng_seed(&g, 9);
+    uint32_t types[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    for (int ti = 0; ti < 2; ti++) {
+        uint8_t buf[4 * 210];
+        random_blocks(types[ti], buf, 4, &g);
+        float a[1024], b[1024];
+        CHECK_EQ_INT(dr_dequantize(types[ti], buf, a, 1024), 0);
+        if (types[ti] == GGML_TYPE_Q4_K) dr_dequantize_q4_k(buf, b, 1024);
+        else dr_dequantize_q6_k(buf, b, 1024);
+        for (int i = 0; i < 1024; i++) CHECK_MSG(a[i] == b[i], "%s value %d: %g vs %g", ggml_type_name(types[ti]), i, a[i], b[i]);
+    }
+    uint8_t q81[36] = {0};
+    float dummy[32];
+    CHECK_EQ_INT(dr_dequantize(GGML_TYPE_Q8_1, q81, dummy, 32), -1);
+}
+
+/* `deeprec llm logits --exact --json` on a quantised fixture gives the reference's logits;
+ * a bad token list is refused with the item named. */
+TEST(quant_cli_logits) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    const char *b = getenv("DEEPREC_BIN");
+    if (!b || !dr_file_exists(b)) SKIP("DEEPREC_BIN not set (make test sets it)");
+    json_t *ref = load_ref(dir, "Q5_K_M");
+    json_t *toks = json_array_get(json_object_get(ref, "tokens"), 1);
+    char list[512] = "";
+    for (size_t i = 0; i < json_array_size(toks); i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%lld", i ? " " : "",
+                 (long long)json_integer_value(json_array_get(toks, i)));
+    const char *tmp = dr_test_tmpdir();
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm logits --model %s/tiny-Q5_K_M.gguf --tokens '%s' --exact --json > %s",
+             b, dir, list, dr_test_path(tmp, "out.json"));
+    CHECK_EQ_INT(system(cmd), 0);
+    json_error_t err;
+    json_t *out = json_load_file(dr_test_path(tmp, "out.json"), 0, &err);
+    CHECK_MSG(out, "%s", err.text);
+    json_t *got = json_object_get(out, "logits"), *want = json_array_get(json_object_get(ref, "last_logits"), 1);
+    CHECK_EQ_INT(json_array_size(got), json_array_size(want));
+    for (size_t v = 0; v < json_array_size(want); v++)
+        CHECK_NEAR(json_number_value(json_array_get(got, v)), json_number_value(json_array_get(want, v)), 1e-4);
+    json_decref(out);
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm logits --model %s/tiny-Q5_K_M.gguf --tokens '1 x' 2> %s", b,
+             dir, dr_test_path(tmp, "err.txt"));
+    CHECK(system(cmd) != 0);
+    char *msg = NULL;
+    size_t n = 0;
+    CHECK_OK(dr_read_file(dr_test_path(tmp, "err.txt"), &msg, &n));
+    CHECK_MSG(strstr(msg, "item 2"), "%s", msg);
+    free(msg);
+    json_decref(ref);
+}
+
+/* BF16 weights on the fast path (AVX512_BF16 when the CPU has it): against a double loop over the
+ * weights and the bf16-rounded activations; column tails, 37 rows, batches 1..20 and two
+ * prefill sizes. Without the instructions the fast path is the exact one. */
+TEST(quant_bf16_fast_kernel) {
+    dr_rng g;
+    dr_rng_seed(&g, 13);
+    const int rows = 37, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 64, 70};
+    const int rounded = llm_bf16dp_available();
+    for (int pass = 0; pass < 2; pass++) {
+        const int cols = pass ? 203 : 224;
+        uint16_t *wb = malloc((size_t)rows * cols * 2);
+        for (int i = 0; i < rows * cols; i++) wb[i] = dr_f32_to_bf16(dr_rng_normal(&g));
+        llm_mat w = {wb, GGML_TYPE_BF16, rows, cols, (size_t)cols * 2};
+        float *x = malloc((size_t)70 * cols * sizeof(float)), *y = malloc((size_t)70 * rows * sizeof(float));
+        for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
+        for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+            const int n = ns[ni];
+            llm_matmul_fast(&w, x, n, y);
+            double worst = 0;
+            for (int j = 0; j < n; j++)
+                for (int r = 0; r < rows; r++) {
+                    double s = 0, mag = 0;
+                    for (int k = 0; k < cols; k++) {
+                        float xv = x[(size_t)j * cols + k];
+                        if (rounded) xv = dr_bf16_to_f32(dr_f32_to_bf16(xv));
+                        double p = (double)dr_bf16_to_f32(wb[(size_t)r * cols + k]) * xv;
+                        s += p;
+                        mag += fabs(p);
+                    }
+                    double e = fabs(s - y[(size_t)j * rows + r]) / (mag + 1e-30);
+                    if (!(e <= worst)) worst = e;
+                }
+            CHECK_MSG(worst < 1e-5, "BF16 fast cols=%d n=%d: relative error %g", cols, n, worst);
+        }
+        free(wb);
+        free(x);
+        free(y);
+    }
+}
