@@ -409,6 +409,7 @@ static int stage_rl(pl_run *p, int stage) {
                "probe_temp %.17g probe_samples %d ctx %d max_hist %d tool_k %d max_tokens %d\n",
                stage, steps, b->rl_prompts, b->rl_samples, lr, b->rl_updates, b->rl_micro, b->rl_select_k, b->rl_probe,
                ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
+    pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (rc = pl_key_input(&k, in)) ||
         (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
@@ -489,6 +490,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
                "seed 1, per-user ranks\n",
                row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
     if (row->unconstrained) pl_key_add(&k, "titles unconstrained\n");
+    else if (row->llm) pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
     /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
     int varied = b->ws_best_of > 0 && b->ws_varied;
     if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
