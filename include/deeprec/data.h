@@ -199,8 +199,6 @@ int dr_rdata_lazy_mem(const uint8_t *rdx, size_t rdx_n, const uint8_t *rdb, size
                       dr_rframe *out);
 
 /* ---- text helpers (exposed for tests/fuzzing) ---- */
-/* Copy src[0..n) into a new NUL-terminated UTF-8 string; invalid sequences -> U+FFFD. */
-char *dr_utf8_sanitize(const char *src, size_t n);
 /* Latin-1 bytes -> UTF-8 (new string). */
 char *dr_latin1_to_utf8(const char *src, size_t n);
 

@@ -25,6 +25,10 @@ typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
  * usage error (message printed). */
 int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
               int *npos);
+/* Claims an output path before the work (deeprec/base.h dr_output_claim: lock, out !=
+ * inputs, regular target, writable folder). NULL out: nothing to claim. Returns 0, or
+ * the exit code 1 with the error printed. */
+int cli_claim_output(const char *out, const char *const *inputs, int n_inputs);
 /* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
 int cli_on_off(const char *s);
 /* Report the library's last error on stderr and return the exit code 1. */

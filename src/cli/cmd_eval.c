@@ -145,7 +145,7 @@ static int cmd_eval(int argc, char **argv) {
             }
             json_object_set_new(j, "modes", a);
         }
-        json_object_set_new(j, "data", json_string(data_path));
+        json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
         json_object_set_new(j, "constrain", json_boolean(eo.constrain_titles));
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));

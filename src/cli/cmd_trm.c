@@ -106,6 +106,7 @@ static int cmd_train(int argc, char **argv) {
     o.metrics = metrics;
     o.max_steps = max_steps;
     o.progress = quiet ? NULL : stderr;
+    if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     trm_model *m = NULL;
@@ -269,16 +270,16 @@ static int cmd_retrieve(int argc, char **argv) {
     double ms = (dr_now() - t0) * 1e3;
     if (json) {
         json_t *j = json_object(), *arr = json_array();
-        json_object_set_new(j, "user", json_string(d.user_ids[u]));
-        json_object_set_new(j, "pref", json_string(pref ? pref : ""));
+        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
+        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
         json_object_set_new(j, "history_len", json_integer(hn));
-        if (test) json_object_set_new(j, "target", json_string(d.item_ids[target]));
+        if (test) json_object_set_new(j, "target", dr_json_text(d.item_ids[target], (size_t)-1));
         for (int i = 0; i < n; i++) {
             json_t *it = json_object();
             json_object_set_new(it, "rank", json_integer(i + 1));
-            json_object_set_new(it, "item", json_string(d.item_ids[ids[i]]));
-            json_object_set_new(it, "title", json_string(d.titles[ids[i]]));
-            json_object_set_new(it, "categories", json_string(d.categories[ids[i]]));
+            json_object_set_new(it, "item", dr_json_text(d.item_ids[ids[i]], (size_t)-1));
+            json_object_set_new(it, "title", dr_json_text(d.titles[ids[i]], (size_t)-1));
+            json_object_set_new(it, "categories", dr_json_text(d.categories[ids[i]], (size_t)-1));
             json_object_set_new(it, "score", json_real(sc[i]));
             json_array_append_new(arr, it);
         }
