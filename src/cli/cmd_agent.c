@@ -71,7 +71,8 @@ static int cmd_synth(int argc, char **argv) {
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
+        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = agent_catalog_build(&d, &cat)) ||
         (rc = agent_tool_trm_new(&tool, tm, 1)))
         goto done;
     if (best_of > 0) {
@@ -213,7 +214,9 @@ static int cmd_recommend(int argc, char **argv) {
         n_hist = dr_data_seq_len(&d, u);
         hist = dr_data_seq(&d, u);
     }
-    if ((rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path))) goto fail;
+    if ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)) ||
+        (rc = llm_model_load(&lm, llm_path)))
+        goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto fail;
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed};

@@ -108,7 +108,7 @@ static int cmd_eval(int argc, char **argv) {
     memset(res, 0, sizeof res);
     int rc;
     if ((rc = dr_data_load(&d, data_path)) || (rc = agent_catalog_build(&d, &cat))) goto fail;
-    if (need_trm && (rc = trm_load(&tm, trm_path))) goto fail;
+    if (need_trm && ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)))) goto fail;
     if (tm && trm_model_config(tm)->model == TRM_SASREC && !quiet && !json)
         fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
                         "(the preference text is ignored)\n", trm_path);

@@ -137,7 +137,8 @@ static int cmd_rl(int argc, char **argv) {
     llm_model *lm = NULL;
     tokenizer *tok = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path)))
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
+        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = llm_model_load(&lm, llm_path)))
         goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     rl_env env = {&d, tm, lm, tok};

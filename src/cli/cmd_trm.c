@@ -181,6 +181,11 @@ static int cmd_eval(int argc, char **argv) {
         dr_data_free(&d);
         return cli_fail();
     }
+    if (trm_check_dataset(m, &d, model, data)) {
+        trm_model_free(m);
+        dr_data_free(&d);
+        return cli_fail();
+    }
     if (oracle && trm_model_config(m)->model != TRM_PREF) {
         trm_model_free(m);
         dr_data_free(&d);
@@ -248,11 +253,7 @@ static int cmd_retrieve(int argc, char **argv) {
         goto out;
     }
     if ((rc = trm_load(&m, model))) goto out;
-    if (trm_model_config(m)->n_items != d.n_items) {
-        rc = dr_error(DR_ERR_ARG, "%s has %d items but %s has %d", model, trm_model_config(m)->n_items, data,
-                      d.n_items);
-        goto out;
-    }
+    if ((rc = trm_check_dataset(m, &d, model, data))) goto out;
     if ((rc = trm_session_new(&s, m))) goto out;
     const int32_t *h = dr_data_seq(&d, u);
     int64_t hn = dr_data_seq_len(&d, u);
