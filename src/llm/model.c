@@ -484,6 +484,7 @@ int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, f
     *out = NULL;
     int rc;
     if ((rc = llm_config_check(c)) || (rc = check_type(type, c))) return rc;
+    if (!(std >= 0 && std <= 10)) return dr_error(DR_ERR_ARG, "the weights' standard deviation must be in [0, 10], got %g", std);
     llm_model *m = model_alloc(c);
     if (!m) return DR_ERR_NOMEM;
     dr_rng root;

@@ -232,6 +232,13 @@ int llm_train_new(llm_train **out, const llm_model *m, const llm_train_config *c
     if (!tc.logit_budget) tc.logit_budget = (size_t)256 << 20;
     int rc = llm_config_check(&m->cfg);
     if (rc) return rc;
+    {
+        /* a rank above a target matrix's smaller side adds parameters and no expressiveness */
+        int kv = m->cfg.n_kv_heads * m->cfg.head_dim, lim = m->cfg.dim < kv ? m->cfg.dim : kv;
+        if (tc.lora_rank > lim)
+            return dr_error(DR_ERR_ARG, "LoRA rank %d is above the model's smallest projection size %d (dim %d, kv %d)",
+                            tc.lora_rank, lim, m->cfg.dim, kv);
+    }
     llm_train *t = dr_calloc(1, sizeof *t);
     if (!t) return DR_ERR_NOMEM;
     t->c = m->cfg;
