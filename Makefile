@@ -86,6 +86,10 @@ $(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard
 	$(CC) -o $$@ $$(filter %.o,$$^) -Wl,--start-group $$(filter %.a,$$^) -Wl,--end-group $(LDLIBS)
 endef
 $(foreach m,$(filter-out cli,$(MODULES)),$(eval $(call MODULE_RULES,$(m))))
+# The CLI's tests drive $(DEEPREC_BIN) as a user would; they link only the base library.
+$(BUILD)/tests/test_cli: $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/cli/*.c) tests/harness.c) $(call libs_for,base) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $(filter %.o,$^) $(call libs_for,base) $(LDLIBS)
 
 $(BUILD)/libdeeprec.a: $(ALL_LIB_OBJS)
 	@mkdir -p $(dir $@)
