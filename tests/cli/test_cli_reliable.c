@@ -6,6 +6,7 @@
 #include "harness.h"
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,8 +78,9 @@ TEST(cli_sft_resume_checks_the_run) {
 TEST(cli_sft_out_checked_before_training) {
     const char *dir = dr_test_tmpdir();
     llm_fixture(dir);
-    char *m0 = path(dir, "m0.gguf"), *d = path(dir, "data.jsonl");
-    const char *outs[] = {"/nonexistent-deeprec-dir/m1.gguf", "/dev/null", d};
+    char *m0 = path(dir, "m0.gguf"), *d = path(dir, "data.jsonl"), *fifo = path(dir, "fifo");
+    CHECK(mkfifo(fifo, 0600) == 0); /* a special file, as /dev/full was (never /dev itself in a test) */
+    const char *outs[] = {"/nonexistent-deeprec-dir/m1.gguf", fifo, d};
     const char *want[] = {"cannot", "not a regular file", "same file as the input"};
     for (int i = 0; i < 3; i++) {
         cli_result r = cli_run((const char *[]){"llm", "sft", "--model", m0, "--data", d, "--out", outs[i], NULL});
@@ -92,7 +94,7 @@ TEST(cli_sft_out_checked_before_training) {
     CHECK_OK(dr_read_file(d, &txt, &n));
     CHECK_STR(txt, SFT_DATA);
     free(txt);
-    free(m0), free(d);
+    free(m0), free(d), free(fifo);
 }
 
 TEST(cli_non_finite_settings_refused) {

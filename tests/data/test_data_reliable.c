@@ -102,3 +102,30 @@ TEST(data_load_refuses_invalid_utf8_strings) {
     CHECK_ERR(dr_data_load(&d, out), DR_ERR_FORMAT);
     CHECK_MSG(strstr(dr_error_message(), "deeprec.data.titles[1] is not valid UTF-8"), "%s", dr_error_message());
 }
+
+TEST(data_gzip_truncated_ml100k_as_in_the_issue) {
+    /* the reported case: the first 400,000 bytes of a gzip of ml-100k.inter imported as
+     * "748 users, 48,363 interactions" with exit code 0 */
+    const char *sd = dr_test_shared_data();
+    if (!sd) SKIP("../shared/data not present");
+    char src[512];
+    snprintf(src, sizeof src, "%s/ml-100k/ml-100k.inter", sd);
+    char *text = NULL;
+    size_t n = 0;
+    CHECK_OK(dr_read_file(src, &text, &n));
+    const char *dir = dr_test_tmpdir();
+    const char *p = dr_test_path(dir, "ml-100k.inter.gz");
+    gzFile g = gzopen(p, "wb");
+    CHECK(g != NULL);
+    CHECK(gzwrite(g, text, (unsigned)n) == (int)n);
+    CHECK(gzclose(g) == Z_OK);
+    free(text);
+    CHECK(truncate(p, 400000) == 0);
+    dr_data_import_opts o = {0};
+    o.format = "recbole";
+    o.inputs = &p;
+    o.n_inputs = 1;
+    dr_dataset d;
+    CHECK_ERR(dr_data_import(&o, &d), DR_ERR_FORMAT);
+    CHECK_MSG(strstr(dr_error_message(), "truncated gzip"), "%s", dr_error_message());
+}
