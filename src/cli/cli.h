@@ -39,6 +39,10 @@ int cli_range_check(const char *name, double v, const char *text);
  * inputs, regular target, writable folder). NULL out: nothing to claim. Returns 0, or
  * the exit code 1 with the error printed. */
 int cli_claim_output(const char *out, const char *const *inputs, int n_inputs);
+/* s for printing on stdout: unchanged into a file or pipe; on a terminal, control
+ * characters escaped as \xNN (newlines and tabs kept when keep_newlines). The result
+ * lives until 8 more calls. */
+const char *cli_text(const char *s, int keep_newlines);
 /* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
 int cli_on_off(const char *s);
 /* Report the library's last error on stderr and return the exit code 1. */

@@ -197,11 +197,6 @@ static int cmd_recommend(int argc, char **argv) {
     int rc;
     if ((rc = dr_data_load(&d, data_path))) goto fail;
     int32_t u = dr_data_find_user(&d, user);
-    if (u < 0 && user[0] == '#') {
-        char *end;
-        long k = strtol(user + 1, &end, 10);
-        if (*end == 0 && k >= 0 && k < d.n_users) u = (int32_t)k;
-    }
     if (u < 0) {
         rc = dr_error(DR_ERR_ARG, "user '%s' is not in %s", user, data_path);
         dr_error_hint("give the user id of the source data, or '#N' for the N-th user (0..%d)", (int)d.n_users - 1);
@@ -275,34 +270,39 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "seconds", json_real(secs));
         print_json(j);
     } else {
-        printf("user %s (%s split), %lld history items; held-out target: %s\n", d.user_ids[u], split,
-               (long long)n_hist, target ? agent_catalog_title(cat, target) : "(none)");
-        if (show_prompt) printf("\n== prompt\n%.*s\n", (int)ep->prompt_len, ep->text);
+        printf("user %s (%s split), %lld history items; held-out target: %s\n", cli_text(d.user_ids[u], 0), split,
+               (long long)n_hist, target ? cli_text(agent_catalog_title(cat, target), 0) : "(none)");
+        if (show_prompt) {
+            char *txt = strndup(ep->text, (size_t)ep->prompt_len);
+            printf("\n== prompt\n%s\n", txt ? cli_text(txt, 1) : "");
+            free(txt);
+        }
         printf("\n== history (last %lld, oldest first)\n", (long long)(n_hist - shown0));
         for (int64_t i = shown0; i < n_hist; i++) {
             const char *cats = agent_catalog_categories(cat, hist[i]);
-            printf("%3lld. %s%s%s%s\n", (long long)(i - shown0 + 1), agent_catalog_title(cat, hist[i]),
-                   *cats ? "  [" : "", cats, *cats ? "]" : "");
+            printf("%3lld. %s%s%s%s\n", (long long)(i - shown0 + 1), cli_text(agent_catalog_title(cat, hist[i]), 0),
+                   *cats ? "  [" : "", cli_text(cats, 0), *cats ? "]" : "");
         }
         int call = 0;
         for (int i = 1; i < ep->n_segs; i++) {
             const agent_segment *s = &ep->segs[i];
             if (s->kind == AGENT_SEG_GEN) {
-                printf("\n== model (%d tokens)\n%.*s\n", (int)(s->tok_end - s->tok_begin), (int)(s->chr_end - s->chr_begin),
-                       ep->text + s->chr_begin);
+                char *txt = strndup(ep->text + s->chr_begin, (size_t)(s->chr_end - s->chr_begin));
+                printf("\n== model (%d tokens)\n%s\n", (int)(s->tok_end - s->tok_begin), txt ? cli_text(txt, 1) : "");
+                free(txt);
             } else if (s->kind == AGENT_SEG_TOOL && call < ep->n_calls) {
                 const agent_call *c = &ep->calls[call++];
-                printf("\n== tool call %d: \"%s\" -> %d items\n", call, c->preference, c->n_items);
+                printf("\n== tool call %d: \"%s\" -> %d items\n", call, cli_text(c->preference, 0), c->n_items);
                 for (int k = 0; k < c->n_items; k++)
                     printf("  %s%2d. %s (id %d, score %.3f)\n", c->items[k] == target ? "* " : "  ", k + 1,
-                           agent_catalog_title(cat, c->items[k]), (int)c->items[k], c->scores[k]);
+                           cli_text(agent_catalog_title(cat, c->items[k]), 0), (int)c->items[k], c->scores[k]);
             }
         }
         printf("\n== final list\n");
         for (int i = 0; i < ep->answer.n_lines; i++) {
             static const char *const how[] = {"unresolved", "exact", "fallback"};
             printf("  %s%2d. %s -> ", ep->resolved[i] && ep->resolved[i] == target ? "* " : "  ", i + 1,
-                   ep->answer.lines[i]);
+                   cli_text(ep->answer.lines[i], 0));
             if (ep->resolved[i])
                 printf("id %d (%s)\n", (int)ep->resolved[i], how[ep->how[i]]);
             else

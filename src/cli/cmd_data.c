@@ -147,7 +147,7 @@ static int cmd_stats(int argc, char **argv) {
 static int cmd_show(int argc, char **argv) {
     const char *user = NULL;
     int json = 0, index = -1;
-    cli_opt opts[] = {{"--user", CLI_STR, &user, "original user id"},
+    cli_opt opts[] = {{"--user", CLI_STR, &user, "original user id ('#N' = the N-th user)"},
                       {"--index", CLI_INT, &index, "internal user number (0-based) instead of --user"},
                       {"--json", CLI_FLAG, &json, "one JSON object on stdout"}};
     const char *pos[1];
@@ -190,18 +190,18 @@ static int cmd_show(int argc, char **argv) {
         free(txt);
         json_decref(j);
     } else {
-        printf("user %s (#%d): %lld interactions%s\n", d.user_ids[u], u, (long long)n,
+        printf("user %s (#%d): %lld interactions%s\n", cli_text(d.user_ids[u], 0), u, (long long)n,
                n >= 3 ? "" : " (fewer than 3: train only)");
         for (int64_t i = 0; i < n; i++) {
             int32_t it = seq[i];
             const char *tag = n >= 3 && i == n - 1 ? "test " : n >= 3 && i == n - 2 ? "valid" : "train";
-            printf("%4lld. [%s] %s", (long long)i + 1, tag, d.titles[it][0] ? d.titles[it] : "(no title)");
-            printf("  (id %s", d.item_ids[it]);
+            printf("%4lld. [%s] %s", (long long)i + 1, tag, d.titles[it][0] ? cli_text(d.titles[it], 0) : "(no title)");
+            printf("  (id %s", cli_text(d.item_ids[it], 0));
             if (ts) printf(", t=%lld", (long long)ts[i]);
             printf(")\n");
             if (d.categories[it][0]) {
                 printf("        - categories: ");
-                for (const char *c = d.categories[it]; *c; c++) {
+                for (const char *c = cli_text(d.categories[it], 0); *c; c++) {
                     if (*c == '|') fputs(", ", stdout);
                     else fputc(*c, stdout);
                 }

@@ -224,7 +224,7 @@ static int cmd_retrieve(int argc, char **argv) {
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset (.gguf)"},
         {"--model", CLI_STR, &model, "TRM checkpoint (.gguf)"},
-        {"--user", CLI_STR, &user, "original user id"},
+        {"--user", CLI_STR, &user, "original user id ('#N' = the N-th user)"},
         {"--index", CLI_INT, &index, "internal user number instead of --user"},
         {"--pref", CLI_STR, &pref, "preference text (pref model)"},
         {"-k", CLI_INT, &k, "number of items (20)"},
@@ -290,10 +290,10 @@ static int cmd_retrieve(int argc, char **argv) {
     } else {
         printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
                pref ? pref : "", ms);
-        if (test) printf("target: %s %s\n", d.item_ids[target], d.titles[target]);
+        if (test) printf("target: %s %s\n", cli_text(d.item_ids[target], 0), cli_text(d.titles[target], 0));
         for (int i = 0; i < n; i++)
-            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, d.item_ids[ids[i]], sc[i], d.titles[ids[i]],
-                   d.categories[ids[i]][0] ? "  [" : "", d.categories[ids[i]], d.categories[ids[i]][0] ? "]" : "");
+            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d.item_ids[ids[i]], 0), sc[i], cli_text(d.titles[ids[i]], 0),
+                   d.categories[ids[i]][0] ? "  [" : "", cli_text(d.categories[ids[i]], 0), d.categories[ids[i]][0] ? "]" : "");
     }
 out:
     free(ids);

@@ -165,6 +165,12 @@ static int line_append(dr_lines *r, size_t *len, const char *s, size_t n) {
     return 0;
 }
 
+/* A UTF-8 byte order mark before the first line (spreadsheet exports) is not data: it
+ * would otherwise be part of the first column's name. */
+static void strip_bom(dr_lines *r, char **s, size_t *n) {
+    if (r->line_no == 1 && *n >= 3 && !memcmp(*s, "\xef\xbb\xbf", 3)) *s += 3, *n -= 3;
+}
+
 int dr_lines_next(dr_lines *r, char **s, size_t *n) {
     if (r->eof) return 0;
     size_t len = 0;
@@ -198,6 +204,7 @@ int dr_lines_next(dr_lines *r, char **s, size_t *n) {
                 r->line_no++;
                 *s = b;
                 *n = k;
+                strip_bom(r, s, n);
                 return 1;
             }
             if (line_append(r, &len, b, k) < 0) return -dr_error(DR_ERR_NOMEM, "out of memory");
@@ -212,6 +219,7 @@ int dr_lines_next(dr_lines *r, char **s, size_t *n) {
     r->line_no++;
     *s = r->line;
     *n = len;
+    strip_bom(r, s, n);
     return 1;
 }
 

@@ -274,6 +274,14 @@ static int load_eos(llm_model *m, const gguf_file *f) {
 
 static int load_all(llm_model **out, gguf_file *f) {
     char *arch_s = NULL;
+    if (!gguf_find_kv(f, "general.architecture") && gguf_find_kv(f, "deeprec.kind")) {
+        /* one of our other files (a dataset, a TRM, an optimizer state) given as the model */
+        char *kind = NULL;
+        gguf_get_strdup(f, "deeprec.kind", &kind);
+        dr_error(DR_ERR_ARG, "this is a deeprec %s file, not a language model", kind ? kind : "(unknown kind)");
+        free(kind);
+        return DR_ERR_ARG;
+    }
     int rc = gguf_get_strdup(f, "general.architecture", &arch_s);
     if (rc) return rc;
     int arch = llm_arch_from_name(arch_s);
@@ -386,7 +394,7 @@ int llm_model_load_gguf(llm_model **out, gguf_file *f) {
     *out = NULL;
     int rc = load_all(out, f);
     if (rc) {
-        if (f->path) dr_error_context("%s", f->path);
+        if (f->path && strncmp(dr_error_message(), f->path, strlen(f->path))) dr_error_context("%s", f->path);
         gguf_close(f);
         free(f);
     }
@@ -404,7 +412,8 @@ int llm_model_load(llm_model **out, const char *path) {
     }
     rc = load_all(out, f);
     if (rc) {
-        dr_error_context("%s", path);
+        /* gguf errors already start with the path */
+        if (strncmp(dr_error_message(), path, strlen(path))) dr_error_context("%s", path);
         gguf_close(f);
         free(f);
     }
