@@ -32,7 +32,7 @@ static void llm_fixture(const char *dir) {
     CHECK_OK(dr_write_file_atomic(d, SFT_DATA, strlen(SFT_DATA)));
     run_ok((const char *[]){"llm", "train-tokenizer", "--corpus", c, "--vocab-size", "300", "--out", tok, NULL});
     run_ok((const char *[]){"llm", "init", "--dim", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab-from",
-                            tok, "--context", "128", "--out", m0, NULL});
+                            tok, "--context", "4096", "--out", m0, NULL});
     free(c), free(tok), free(m0), free(d);
 }
 
@@ -221,4 +221,19 @@ TEST(cli_generate_json_never_drops_text) {
     printf("  64 samples, %d with U+FFFD\n", fffd);
     cli_result_free(&r);
     free(m0);
+}
+
+TEST(cli_recommend_json_keeps_segments) {
+    /* a random policy writes bytes that are not UTF-8; "segments" used to come out empty */
+    const char *dir = dr_test_tmpdir();
+    trm_fixture(dir);
+    llm_fixture(dir);
+    char *da = path(dir, "a.gguf"), *t = path(dir, "a.trm.gguf"), *m0 = path(dir, "m0.gguf");
+    cli_result r = cli_run((const char *[]){"recommend", "--data", da, "--trm", t, "--llm", m0, "--user", "#0",
+                                            "--max-tokens", "64", "--temp", "2", "--json", NULL});
+    CHECK_MSG(r.rc == 0, "exit %d: %s", r.rc, r.err);
+    const char *s = strstr(r.out, "\"segments\":[");
+    CHECK_MSG(s && strncmp(s, "\"segments\":[]", 13) && strstr(s, "\"kind\":\"model\""), "%s", r.out);
+    cli_result_free(&r);
+    free(da), free(t), free(m0);
 }
