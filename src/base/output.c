@@ -16,7 +16,8 @@
 int dr_output_target(const char *path, char **resolved) {
     *resolved = NULL;
     char cur[PATH_MAX], link[PATH_MAX];
-    if (snprintf(cur, sizeof cur, "%s", path) >= (int)sizeof cur) return dr_error_at(DR_ERR_ARG, path, 0, "path too long");
+    if (snprintf(cur, sizeof cur, "%s", path) >= (int)sizeof cur)
+        return dr_error_at(DR_ERR_ARG, path, 0, "path too long");
     struct stat st;
     for (int depth = 0;; depth++) {
         if (lstat(cur, &st) != 0) {

@@ -92,7 +92,8 @@ static int cmd_synth(int argc, char **argv) {
         rl_warmstart_stats ws;
         if ((rc = rl_warmstart_synth(&d, tm, cat, &tool, &wo, out, &ws))) goto done;
         if (json) {
-            print_json(json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "written",
+            print_json(json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1),
+                                 "written",
                                  (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",
                                  ws.mean_reward, "mean_first_reward", ws.mean_first_reward, "target_in_top10",
                                  ws.hit_rate, "target_retrieved", ws.retrieved_rate, "mean_calls", ws.mean_calls,
@@ -114,7 +115,8 @@ static int cmd_synth(int argc, char **argv) {
     double secs = res.seconds;
     double wn = written ? (double)written : 1.0;
     if (json) {
-        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "written", (json_int_t)written,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "written",
+                              (json_int_t)written,
                               "skipped", (json_int_t)res.skipped, "rerank_form", (json_int_t)res.rerank_form, "mean_calls",
                               (double)res.calls / wn, "target_in_top10", (double)res.hits / wn, "target_in_text",
                               (double)res.text_hits / wn, "seconds", secs);
@@ -139,7 +141,8 @@ CLI_COMMAND(agent_synth, "agent synth", "build protocol-valid warm-start traject
 static json_t *items_json(const agent_catalog *c, const int32_t *ids, const float *scores, int n, int32_t target) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++) {
-        json_t *o = json_pack("{s:i, s:o}", "id", (int)ids[i], "title", dr_json_text(agent_catalog_title(c, ids[i]), (size_t)-1));
+        json_t *o = json_pack("{s:i, s:o}", "id", (int)ids[i], "title",
+                              dr_json_text(agent_catalog_title(c, ids[i]), (size_t)-1));
         if (scores) json_object_set_new(o, "score", json_real(scores[i]));
         if (ids[i] == target) json_object_set_new(o, "target", json_true());
         json_array_append_new(a, o);
@@ -248,16 +251,19 @@ static int cmd_recommend(int argc, char **argv) {
         json_t *calls = json_array();
         for (int i = 0; i < ep->n_calls; i++) {
             const agent_call *c = &ep->calls[i];
-            json_array_append_new(calls, json_pack("{s:o, s:o}", "preference", dr_json_text(c->preference, (size_t)-1), "items",
+            json_array_append_new(calls, json_pack("{s:o, s:o}", "preference", dr_json_text(c->preference, (size_t)-1),
+                                                   "items",
                                                    items_json(cat, c->items, c->scores, c->n_items, target)));
         }
         json_object_set_new(j, "calls", calls);
         json_t *ans = json_array();
         for (int i = 0; i < ep->answer.n_lines; i++) {
             static const char *const how[] = {"none", "exact", "fallback"};
-            json_t *o = json_pack("{s:o, s:i, s:s}", "line", dr_json_text(ep->answer.lines[i], (size_t)-1), "id", (int)ep->resolved[i], "how",
+            json_t *o = json_pack("{s:o, s:i, s:s}", "line", dr_json_text(ep->answer.lines[i], (size_t)-1), "id",
+                                  (int)ep->resolved[i], "how",
                                   how[ep->how[i]]);
-            if (ep->resolved[i]) json_object_set_new(o, "title", dr_json_text(agent_catalog_title(cat, ep->resolved[i]), (size_t)-1));
+            if (ep->resolved[i])
+                json_object_set_new(o, "title", dr_json_text(agent_catalog_title(cat, ep->resolved[i]), (size_t)-1));
             json_array_append_new(ans, o);
         }
         json_object_set_new(j, "answer", ans);

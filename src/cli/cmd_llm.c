@@ -49,8 +49,8 @@ static int cmd_init(int argc, char **argv) {
     if (!dim || !layers || !heads || !ffn) return cli_usage_error("llm init: --dim, --layers, --heads and --ffn are required");
     if (!!vocab_from == !!vocab) return cli_usage_error("llm init: give exactly one of --vocab-from TOKENIZER or --vocab N");
     if (!head_dim && heads > 0 && dim % heads)
-        return cli_usage_error("llm init: --dim %d is not a multiple of --heads %d (give --head-dim to choose the head size)",
-                               dim, heads);
+        return cli_usage_error("llm init: --dim %d is not a multiple of --heads %d (give --head-dim to choose the "
+                               "head size)", dim, heads);
     int arch = llm_arch_from_name(arch_s);
     if (arch < 0) return cli_usage_error("llm init: unknown --arch '%s' (qwen2 or llama)", arch_s);
     uint32_t type;

@@ -74,7 +74,8 @@ static int cmd_sft(int argc, char **argv) {
     if (cli_claim_output(out, ins, 3) || cli_claim_output(save_state, ins, 3) ||
         cli_claim_output(metrics_path, ins, 3))
         return 1;
-    if (save_state && !strcmp(save_state, out)) return cli_usage_error("llm sft: --save-state and --out are the same path");
+    if (save_state && !strcmp(save_state, out))
+        return cli_usage_error("llm sft: --save-state and --out are the same path");
     llm_sft_run_opts so;
     llm_sft_run_opts_default(&so);
     so.model = model_path, so.data = data_path, so.out = out;
