@@ -81,7 +81,7 @@ TEST_MODULES := $(foreach m,$(MODULES),$(if $(wildcard tests/$(m)/*.c),$(m)))
 TEST_BINS := $(foreach m,$(TEST_MODULES),$(BUILD)/tests/test_$(m))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all test test-normal test-san demo bench fuzz deps clean tests-bin
+.PHONY: all test test-normal test-san demo bench fuzz fuzz-merge deps clean tests-bin
 all: deps-check $(BUILD)/deeprec $(BUILD)/libdeeprec.a
 
 $(BUILD)/obj/%.o: src/%.c
@@ -105,6 +105,10 @@ $(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard
 	$(CC) -o $$@ $$(filter %.o,$$^) -Wl,--start-group $$(filter %.a,$$^) -Wl,--end-group $(LDLIBS)
 endef
 $(foreach m,$(filter-out cli,$(MODULES)),$(eval $(call MODULE_RULES,$(m))))
+# The CLI's tests drive $(DEEPREC_BIN) as a user would; they link only the base library.
+$(BUILD)/tests/test_cli: $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/cli/*.c) tests/harness.c) $(call libs_for,base) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $(filter %.o,$^) $(call libs_for,base) $(LDLIBS)
 
 $(BUILD)/libdeeprec.a: $(ALL_LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -142,11 +146,20 @@ build/fuzz/libdeeprec.a: $(FUZZ_LIB_OBJS)
 build/fuzz/%: fuzz/%.c build/fuzz/libdeeprec.a
 	@mkdir -p $(dir $@)
 	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -lmicrohttpd -ljansson -lz -lm -fopenmp
+# The corpora live in fuzz/corpus/TARGET (kept in the repository); a run reads them and
+# writes what it finds to build/fuzz/corpus/TARGET (the first directory given is the one
+# libFuzzer adds to). `make fuzz-merge` folds new coverage back into fuzz/corpus.
+# A crash, leak or sanitizer report stops the run with a non-zero status.
 fuzz: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
-	  seeds=""; [ -d fuzz/seeds/$$n ] && seeds=fuzz/seeds/$$n; \
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n fuzz/corpus/$$n; \
 	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n $$seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' || exit 1; done
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- \
+	    build/fuzz/corpus/$$n fuzz/corpus/$$n > build/fuzz/$$n.log 2>&1; rc=$$?; \
+	  grep -E 'stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY' build/fuzz/$$n.log; \
+	  [ $$rc -eq 0 ] || { echo "$$n failed (exit $$rc): build/fuzz/$$n.log"; exit 1; }; done
+fuzz-merge: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  $$f -merge=1 fuzz/corpus/$$n build/fuzz/corpus/$$n 2>&1 | grep -E 'MERGE-OUTER: [0-9]+ new' || true; done
 
 # ---- set-up ----
 DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev libmicrohttpd-dev

@@ -88,6 +88,17 @@ int dr_afile_commit(dr_afile *af);
 void dr_afile_abort(dr_afile *af);
 /* Whole-buffer convenience. */
 int dr_write_file_atomic(const char *path, const void *data, size_t n);
+/* The file a write to `path` really replaces: path itself, or a symbolic link's resolved
+ * target (written through, not replaced). An existing target that is not a regular
+ * file (device, directory, FIFO) is an error. dr_afile_open uses it, and it also removes
+ * PATH.tmp.PID files of processes that no longer run (logged as a warning). */
+int dr_output_target(const char *path, char **resolved);
+/* Claims an output before the work starts: refuses out == one of inputs[] (same file,
+ * whatever the path), a non-regular target or a folder where the temporary file cannot
+ * be created, and takes an advisory lock (flock on OUT.lock, left in place) that fails
+ * at once when another process holds it. *lock_fd stays open for the lock's lifetime
+ * (process exit releases it). */
+int dr_output_claim(const char *out, const char *const *inputs, int n_inputs, int *lock_fd);
 
 /* Read-only memory map of a whole file. An empty file maps to data=NULL,size=0. */
 typedef struct dr_mmap {
@@ -124,10 +135,21 @@ void dr_threads_set(int n);
 /* ---------- timers ---------- */
 double dr_now(void); /* monotonic seconds */
 
+/* ---------- text ---------- */
+/* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or code points > U+10FFFF). */
+int dr_utf8_valid(const char *s, size_t n);
+/* Copy src[0..n) into a new NUL-terminated UTF-8 string; invalid sequences and NUL
+ * bytes -> U+FFFD. NULL when out of memory. */
+char *dr_utf8_sanitize(const char *src, size_t n);
+
 /* ---------- json ---------- */
 /* JSON uses jansson (json_t). These helpers add atomic writes and JSON lines. */
 struct json_t;
 int dr_json_write_file(const char *path, struct json_t *j);
+/* A JSON string of s[0..n) (n == (size_t)-1: strlen) with invalid UTF-8 replaced by
+ * U+FFFD: never NULL for a non-NULL s, so a field is never silently dropped. NULL s
+ * gives JSON null. */
+struct json_t *dr_json_text(const char *s, size_t n);
 /* JSON-lines metrics: one compact object per line, flushed each write. */
 typedef struct dr_jsonl { FILE *fp; } dr_jsonl;
 int dr_jsonl_open(dr_jsonl *m, const char *path, int append);

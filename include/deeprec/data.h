@@ -109,7 +109,9 @@ typedef struct dr_data_stats {
 void dr_data_compute_stats(const dr_dataset *d, dr_data_stats *s);
 
 /* Lookups (linear-time hash built lazily is not kept: these are O(n) scans; fine for CLI use). */
-int32_t dr_data_find_user(const dr_dataset *d, const char *user_id);  /* -1 if absent */
+/* The user with this id, or "#N" for the N-th user (0-based) when no id is "#N";
+ * -1 if absent. */
+int32_t dr_data_find_user(const dr_dataset *d, const char *user_id);
 int32_t dr_data_find_item(const dr_dataset *d, const char *item_id);  /* 0 if absent */
 
 /* ---- dataset file (GGUF) ----
@@ -199,8 +201,6 @@ int dr_rdata_lazy_mem(const uint8_t *rdx, size_t rdx_n, const uint8_t *rdb, size
                       dr_rframe *out);
 
 /* ---- text helpers (exposed for tests/fuzzing) ---- */
-/* Copy src[0..n) into a new NUL-terminated UTF-8 string; invalid sequences -> U+FFFD. */
-char *dr_utf8_sanitize(const char *src, size_t n);
 /* Latin-1 bytes -> UTF-8 (new string). */
 char *dr_latin1_to_utf8(const char *src, size_t n);
 

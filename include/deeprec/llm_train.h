@@ -143,7 +143,10 @@ float *llm_train_params(llm_train *t, size_t *n);
 float *llm_train_grads(llm_train *t, size_t *n);
 /* The trainer's rng (seeded from cfg.seed; saved/restored with the state; for data order). */
 dr_rng *llm_train_rng(llm_train *t);
-/* Four user integers saved with the state (e.g. epoch, position in the data). */
+/* LLM_TRAIN_USER_N user integers saved with the state (e.g. epoch, position in the data,
+ * what the run was made with, for checks on resume). States of older versions had 4: the
+ * rest load as 0. */
+#define LLM_TRAIN_USER_N 8
 int64_t *llm_train_user(llm_train *t);
 
 /* ---- checkpoints ----

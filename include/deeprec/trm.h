@@ -85,6 +85,9 @@ typedef struct trm_model trm_model;
 int trm_model_new(trm_model **out, const trm_config *cfg, const struct dr_dataset *d, uint64_t seed);
 void trm_model_free(trm_model *m);
 const trm_config *trm_model_config(const trm_model *m);
+/* DR_OK when m was made for dataset d (same item count), else DR_ERR_ARG naming both
+ * files (paths may be NULL). Every command that takes a TRM and a dataset calls it. */
+int trm_check_dataset(const trm_model *m, const struct dr_dataset *d, const char *model_path, const char *data_path);
 int trm_save(const trm_model *m, const char *path);     /* atomic GGUF */
 int trm_load(trm_model **out, const char *path);
 size_t trm_num_params(const trm_model *m);

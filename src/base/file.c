@@ -7,15 +7,50 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+
+/* Temporary files NAME.tmp.PID whose process is gone were left by a kill -9 or a crash:
+ * remove them now (a live PID's file may be another writer's: leave it). */
+static void remove_stale_temps(const char *target) {
+    char *copy = dr_strdup(target), *copy2 = dr_strdup(target);
+    if (!copy || !copy2) { free(copy); free(copy2); return; }
+    const char *dir = dirname(copy), *base = basename(copy2);
+    size_t bl = strlen(base);
+    DIR *dp = opendir(dir);
+    if (dp) {
+        struct dirent *e;
+        while ((e = readdir(dp))) {
+            const char *nm = e->d_name;
+            if (strncmp(nm, base, bl) || strncmp(nm + bl, ".tmp.", 5)) continue;
+            char *end;
+            long pid = strtol(nm + bl + 5, &end, 10);
+            if (*end || pid <= 0 || pid == (long)getpid()) continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s%s%s", strcmp(dir, ".") ? dir : "", strcmp(dir, ".") ? "/" : "", nm);
+            if (unlink(path) == 0)
+                dr_log(DR_LOG_WARN, "removed %s: a temporary file left by process %ld, which no longer runs", path, pid);
+        }
+        closedir(dp);
+    }
+    free(copy);
+    free(copy2);
+}
 
 int dr_afile_open(dr_afile *af, const char *path) {
     memset(af, 0, sizeof *af);
-    size_t n = strlen(path);
-    af->path = dr_strdup(path);
+    char *target = NULL;
+    int rc = dr_output_target(path, &target);
+    if (rc) return rc;
+    remove_stale_temps(target);
+    size_t n = strlen(target);
+    af->path = target;
     af->tmp_path = dr_malloc(n + 32);
-    if (!af->path || !af->tmp_path) { free(af->path); free(af->tmp_path); return DR_ERR_NOMEM; }
-    snprintf(af->tmp_path, n + 32, "%s.tmp.%ld", path, (long)getpid());
+    if (!af->tmp_path) { free(af->path); af->path = NULL; return DR_ERR_NOMEM; }
+    snprintf(af->tmp_path, n + 32, "%s.tmp.%ld", target, (long)getpid());
     af->fp = fopen(af->tmp_path, "wb");
     if (!af->fp) {
         int e = errno;

@@ -36,3 +36,15 @@ void dr_jsonl_close(dr_jsonl *m) {
     if (m->fp) fclose(m->fp);
     m->fp = NULL;
 }
+
+json_t *dr_json_text(const char *s, size_t n) {
+    if (!s) return json_null();
+    if (n == (size_t)-1) n = strlen(s);
+    json_t *j = json_stringn(s, n);
+    if (j) return j;
+    char *clean = dr_utf8_sanitize(s, n);
+    if (!clean) return NULL;
+    j = json_string(clean);
+    free(clean);
+    return j;
+}

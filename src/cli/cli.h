@@ -25,6 +25,24 @@ typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
  * usage error (message printed). */
 int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
               int *npos);
+/* The accepted range of a numeric option (src/cli/ranges.c), shared by every command. */
+typedef struct cli_range {
+    const char *name;
+    double lo, hi;
+    unsigned char lo_open, hi_open; /* 1: the bound itself is excluded */
+} cli_range;
+const cli_range *cli_range_find(const char *name);
+void cli_range_format(const cli_range *r, char *buf, size_t n); /* "[0, 100]", "(0, 1]" */
+/* 0 when v (as typed: text) is in name's range; else prints the error and returns -1. */
+int cli_range_check(const char *name, double v, const char *text);
+/* Claims an output path before the work (deeprec/base.h dr_output_claim: lock, out !=
+ * inputs, regular target, writable folder). NULL out: nothing to claim. Returns 0, or
+ * the exit code 1 with the error printed. */
+int cli_claim_output(const char *out, const char *const *inputs, int n_inputs);
+/* s for printing on stdout: unchanged into a file or pipe; on a terminal, control
+ * characters escaped as \xNN (newlines and tabs kept when keep_newlines). The result
+ * lives until 8 more calls. */
+const char *cli_text(const char *s, int keep_newlines);
 /* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
 int cli_on_off(const char *s);
 /* Report the library's last error on stderr and return the exit code 1. */

@@ -65,13 +65,15 @@ static int cmd_synth(int argc, char **argv) {
         return cli_usage_error("agent synth: --best-of >= 0, --positions >= 1, --calls in 0..3");
     if (best_of > 0 && rerank_share > 0.0)
         return cli_usage_error("agent synth: --rerank-share does not combine with --best-of");
+    if (cli_claim_output(out, (const char *[]){data_path, trm_path}, 2)) return 1;
     dr_dataset d;
     memset(&d, 0, sizeof d);
     trm_model *tm = NULL;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = agent_catalog_build(&d, &cat)) ||
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
+        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = agent_catalog_build(&d, &cat)) ||
         (rc = agent_tool_trm_new(&tool, tm, 1)))
         goto done;
     if (best_of > 0) {
@@ -92,7 +94,8 @@ static int cmd_synth(int argc, char **argv) {
         rl_warmstart_stats ws;
         if ((rc = rl_warmstart_synth(&d, tm, cat, &tool, &wo, out, &ws))) goto done;
         if (json) {
-            print_json(json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", out, "written",
+            print_json(json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1),
+                                 "written",
                                  (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",
                                  ws.mean_reward, "mean_first_reward", ws.mean_first_reward, "target_in_top10",
                                  ws.hit_rate, "target_retrieved", ws.retrieved_rate, "mean_calls", ws.mean_calls,
@@ -114,7 +117,8 @@ static int cmd_synth(int argc, char **argv) {
     double secs = res.seconds;
     double wn = written ? (double)written : 1.0;
     if (json) {
-        json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", out, "written", (json_int_t)written,
+        json_t *j = json_pack("{s:o, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "written",
+                              (json_int_t)written,
                               "skipped", (json_int_t)res.skipped, "rerank_form", (json_int_t)res.rerank_form, "mean_calls",
                               (double)res.calls / wn, "target_in_top10", (double)res.hits / wn, "target_in_text",
                               (double)res.text_hits / wn, "seconds", secs);
@@ -139,7 +143,8 @@ CLI_COMMAND(agent_synth, "agent synth", "build protocol-valid warm-start traject
 static json_t *items_json(const agent_catalog *c, const int32_t *ids, const float *scores, int n, int32_t target) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++) {
-        json_t *o = json_pack("{s:i, s:s}", "id", (int)ids[i], "title", agent_catalog_title(c, ids[i]));
+        json_t *o = json_pack("{s:i, s:o}", "id", (int)ids[i], "title",
+                              dr_json_text(agent_catalog_title(c, ids[i]), (size_t)-1));
         if (scores) json_object_set_new(o, "score", json_real(scores[i]));
         if (ids[i] == target) json_object_set_new(o, "target", json_true());
         json_array_append_new(a, o);
@@ -197,11 +202,6 @@ static int cmd_recommend(int argc, char **argv) {
     int rc;
     if ((rc = dr_data_load(&d, data_path))) goto fail;
     int32_t u = dr_data_find_user(&d, user);
-    if (u < 0 && user[0] == '#') {
-        char *end;
-        long k = strtol(user + 1, &end, 10);
-        if (*end == 0 && k >= 0 && k < d.n_users) u = (int32_t)k;
-    }
     if (u < 0) {
         rc = dr_error(DR_ERR_ARG, "user '%s' is not in %s", user, data_path);
         dr_error_hint("give the user id of the source data, or '#N' for the N-th user (0..%d)", (int)d.n_users - 1);
@@ -214,7 +214,9 @@ static int cmd_recommend(int argc, char **argv) {
         n_hist = dr_data_seq_len(&d, u);
         hist = dr_data_seq(&d, u);
     }
-    if ((rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path))) goto fail;
+    if ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)) ||
+        (rc = llm_model_load(&lm, llm_path)))
+        goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto fail;
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
@@ -235,33 +237,36 @@ static int cmd_recommend(int argc, char **argv) {
     int64_t shown0 = n_hist > max_hist ? n_hist - max_hist : 0;
     if (json) {
         json_t *j = json_object();
-        json_object_set_new(j, "user", json_string(d.user_ids[u]));
+        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
         json_object_set_new(j, "split", json_string(split));
-        json_object_set_new(j, "target", target ? json_pack("{s:i, s:s}", "id", (int)target, "title",
-                                                            agent_catalog_title(cat, target))
+        json_object_set_new(j, "target", target ? json_pack("{s:i, s:o}", "id", (int)target, "title",
+                                                            dr_json_text(agent_catalog_title(cat, target), (size_t)-1))
                                                 : json_null());
         json_object_set_new(j, "history", items_json(cat, hist + shown0, NULL, (int)(n_hist - shown0), target));
         json_t *segs = json_array();
         for (int i = 1; i < ep->n_segs; i++) {
             const agent_segment *s = &ep->segs[i];
-            json_array_append_new(segs, json_pack("{s:s, s:s%, s:i}", "kind", seg_name(s->kind), "text",
-                                                  ep->text + s->chr_begin, (size_t)(s->chr_end - s->chr_begin),
+            json_array_append_new(segs, json_pack("{s:s, s:o, s:i}", "kind", seg_name(s->kind), "text",
+                                                  dr_json_text(ep->text + s->chr_begin, (size_t)(s->chr_end - s->chr_begin)),
                                                   "tokens", (int)(s->tok_end - s->tok_begin)));
         }
         json_object_set_new(j, "segments", segs);
         json_t *calls = json_array();
         for (int i = 0; i < ep->n_calls; i++) {
             const agent_call *c = &ep->calls[i];
-            json_array_append_new(calls, json_pack("{s:s, s:o}", "preference", c->preference, "items",
+            json_array_append_new(calls, json_pack("{s:o, s:o}", "preference", dr_json_text(c->preference, (size_t)-1),
+                                                   "items",
                                                    items_json(cat, c->items, c->scores, c->n_items, target)));
         }
         json_object_set_new(j, "calls", calls);
         json_t *ans = json_array();
         for (int i = 0; i < ep->answer.n_lines; i++) {
             static const char *const how[] = {"none", "exact", "fallback"};
-            json_t *o = json_pack("{s:s, s:i, s:s}", "line", ep->answer.lines[i], "id", (int)ep->resolved[i], "how",
+            json_t *o = json_pack("{s:o, s:i, s:s}", "line", dr_json_text(ep->answer.lines[i], (size_t)-1), "id",
+                                  (int)ep->resolved[i], "how",
                                   how[ep->how[i]]);
-            if (ep->resolved[i]) json_object_set_new(o, "title", json_string(agent_catalog_title(cat, ep->resolved[i])));
+            if (ep->resolved[i])
+                json_object_set_new(o, "title", dr_json_text(agent_catalog_title(cat, ep->resolved[i]), (size_t)-1));
             json_array_append_new(ans, o);
         }
         json_object_set_new(j, "answer", ans);
@@ -274,34 +279,39 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "seconds", json_real(secs));
         print_json(j);
     } else {
-        printf("user %s (%s split), %lld history items; held-out target: %s\n", d.user_ids[u], split,
-               (long long)n_hist, target ? agent_catalog_title(cat, target) : "(none)");
-        if (show_prompt) printf("\n== prompt\n%.*s\n", (int)ep->prompt_len, ep->text);
+        printf("user %s (%s split), %lld history items; held-out target: %s\n", cli_text(d.user_ids[u], 0), split,
+               (long long)n_hist, target ? cli_text(agent_catalog_title(cat, target), 0) : "(none)");
+        if (show_prompt) {
+            char *txt = strndup(ep->text, (size_t)ep->prompt_len);
+            printf("\n== prompt\n%s\n", txt ? cli_text(txt, 1) : "");
+            free(txt);
+        }
         printf("\n== history (last %lld, oldest first)\n", (long long)(n_hist - shown0));
         for (int64_t i = shown0; i < n_hist; i++) {
             const char *cats = agent_catalog_categories(cat, hist[i]);
-            printf("%3lld. %s%s%s%s\n", (long long)(i - shown0 + 1), agent_catalog_title(cat, hist[i]),
-                   *cats ? "  [" : "", cats, *cats ? "]" : "");
+            printf("%3lld. %s%s%s%s\n", (long long)(i - shown0 + 1), cli_text(agent_catalog_title(cat, hist[i]), 0),
+                   *cats ? "  [" : "", cli_text(cats, 0), *cats ? "]" : "");
         }
         int call = 0;
         for (int i = 1; i < ep->n_segs; i++) {
             const agent_segment *s = &ep->segs[i];
             if (s->kind == AGENT_SEG_GEN) {
-                printf("\n== model (%d tokens)\n%.*s\n", (int)(s->tok_end - s->tok_begin), (int)(s->chr_end - s->chr_begin),
-                       ep->text + s->chr_begin);
+                char *txt = strndup(ep->text + s->chr_begin, (size_t)(s->chr_end - s->chr_begin));
+                printf("\n== model (%d tokens)\n%s\n", (int)(s->tok_end - s->tok_begin), txt ? cli_text(txt, 1) : "");
+                free(txt);
             } else if (s->kind == AGENT_SEG_TOOL && call < ep->n_calls) {
                 const agent_call *c = &ep->calls[call++];
-                printf("\n== tool call %d: \"%s\" -> %d items\n", call, c->preference, c->n_items);
+                printf("\n== tool call %d: \"%s\" -> %d items\n", call, cli_text(c->preference, 0), c->n_items);
                 for (int k = 0; k < c->n_items; k++)
                     printf("  %s%2d. %s (id %d, score %.3f)\n", c->items[k] == target ? "* " : "  ", k + 1,
-                           agent_catalog_title(cat, c->items[k]), (int)c->items[k], c->scores[k]);
+                           cli_text(agent_catalog_title(cat, c->items[k]), 0), (int)c->items[k], c->scores[k]);
             }
         }
         printf("\n== final list\n");
         for (int i = 0; i < ep->answer.n_lines; i++) {
             static const char *const how[] = {"unresolved", "exact", "fallback"};
             printf("  %s%2d. %s -> ", ep->resolved[i] && ep->resolved[i] == target ? "* " : "  ", i + 1,
-                   ep->answer.lines[i]);
+                   cli_text(ep->answer.lines[i], 0));
             if (ep->resolved[i])
                 printf("id %d (%s)\n", (int)ep->resolved[i], how[ep->how[i]]);
             else

@@ -9,8 +9,8 @@
 
 static json_t *stats_json(const dr_dataset *d, const dr_data_stats *s) {
     json_t *j = json_object();
-    json_object_set_new(j, "format", json_string(d->format ? d->format : ""));
-    json_object_set_new(j, "source", json_string(d->source ? d->source : ""));
+    json_object_set_new(j, "format", dr_json_text(d->format ? d->format : "", (size_t)-1));
+    json_object_set_new(j, "source", dr_json_text(d->source ? d->source : "", (size_t)-1));
     json_object_set_new(j, "users", json_integer(s->n_users));
     json_object_set_new(j, "items", json_integer(s->n_items));
     json_object_set_new(j, "interactions", json_integer(s->n_inter));
@@ -79,6 +79,7 @@ static int cmd_import(int argc, char **argv) {
     if (!nin) return cli_usage_error("data import: --input is required");
     if (!out) return cli_usage_error("data import: --out is required");
     if (min_u < 0 || min_i < 0 || max_len < 0) return cli_usage_error("data import: counts must be >= 0");
+    if (cli_claim_output(out, in, nin)) return 1;
     dr_progress prog;
     dr_progress_start(&prog, stderr, "import", 0, "B");
     if (!strcmp(format, "dslabs")) snprintf(prog.unit, sizeof prog.unit, "rows");
@@ -146,7 +147,7 @@ static int cmd_stats(int argc, char **argv) {
 static int cmd_show(int argc, char **argv) {
     const char *user = NULL;
     int json = 0, index = -1;
-    cli_opt opts[] = {{"--user", CLI_STR, &user, "original user id"},
+    cli_opt opts[] = {{"--user", CLI_STR, &user, "original user id ('#N' = the N-th user)"},
                       {"--index", CLI_INT, &index, "internal user number (0-based) instead of --user"},
                       {"--json", CLI_FLAG, &json, "one JSON object on stdout"}};
     const char *pos[1];
@@ -169,16 +170,16 @@ static int cmd_show(int argc, char **argv) {
     const int64_t *ts = d.timestamps ? d.timestamps + d.offsets[u] : NULL;
     if (json) {
         json_t *j = json_object(), *h = json_array();
-        json_object_set_new(j, "user", json_string(d.user_ids[u]));
+        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
         json_object_set_new(j, "index", json_integer(u));
         json_object_set_new(j, "length", json_integer(n));
         for (int64_t i = 0; i < n; i++) {
             json_t *e = json_object();
             int32_t it = seq[i];
             json_object_set_new(e, "item", json_integer(it));
-            json_object_set_new(e, "id", json_string(d.item_ids[it]));
-            json_object_set_new(e, "title", json_string(d.titles[it]));
-            json_object_set_new(e, "categories", json_string(d.categories[it]));
+            json_object_set_new(e, "id", dr_json_text(d.item_ids[it], (size_t)-1));
+            json_object_set_new(e, "title", dr_json_text(d.titles[it], (size_t)-1));
+            json_object_set_new(e, "categories", dr_json_text(d.categories[it], (size_t)-1));
             if (ts) json_object_set_new(e, "timestamp", json_integer(ts[i]));
             json_object_set_new(e, "split", json_string(n >= 3 && i == n - 1 ? "test" : n >= 3 && i == n - 2 ? "valid" : "train"));
             json_array_append_new(h, e);
@@ -189,18 +190,18 @@ static int cmd_show(int argc, char **argv) {
         free(txt);
         json_decref(j);
     } else {
-        printf("user %s (#%d): %lld interactions%s\n", d.user_ids[u], u, (long long)n,
+        printf("user %s (#%d): %lld interactions%s\n", cli_text(d.user_ids[u], 0), u, (long long)n,
                n >= 3 ? "" : " (fewer than 3: train only)");
         for (int64_t i = 0; i < n; i++) {
             int32_t it = seq[i];
             const char *tag = n >= 3 && i == n - 1 ? "test " : n >= 3 && i == n - 2 ? "valid" : "train";
-            printf("%4lld. [%s] %s", (long long)i + 1, tag, d.titles[it][0] ? d.titles[it] : "(no title)");
-            printf("  (id %s", d.item_ids[it]);
+            printf("%4lld. [%s] %s", (long long)i + 1, tag, d.titles[it][0] ? cli_text(d.titles[it], 0) : "(no title)");
+            printf("  (id %s", cli_text(d.item_ids[it], 0));
             if (ts) printf(", t=%lld", (long long)ts[i]);
             printf(")\n");
             if (d.categories[it][0]) {
                 printf("        - categories: ");
-                for (const char *c = d.categories[it]; *c; c++) {
+                for (const char *c = cli_text(d.categories[it], 0); *c; c++) {
                     if (*c == '|') fputs(", ", stdout);
                     else fputc(*c, stdout);
                 }

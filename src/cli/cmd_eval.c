@@ -115,7 +115,7 @@ static int cmd_eval(int argc, char **argv) {
     memset(res, 0, sizeof res);
     int rc;
     if ((rc = dr_data_load(&d, data_path)) || (rc = agent_catalog_build(&d, &cat))) goto fail;
-    if (need_trm && (rc = trm_load(&tm, trm_path))) goto fail;
+    if (need_trm && ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)))) goto fail;
     if (tm && trm_model_config(tm)->model == TRM_SASREC && !quiet && !json)
         fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
                         "(the preference text is ignored)\n", trm_path);
@@ -152,7 +152,7 @@ static int cmd_eval(int argc, char **argv) {
             }
             json_object_set_new(j, "modes", a);
         }
-        json_object_set_new(j, "data", json_string(data_path));
+        json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
         json_object_set_new(j, "constrain", json_boolean(eo.constrain_titles));
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));

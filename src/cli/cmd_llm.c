@@ -48,10 +48,14 @@ static int cmd_init(int argc, char **argv) {
     if (!out) return cli_usage_error("llm init: --out is required");
     if (!dim || !layers || !heads || !ffn) return cli_usage_error("llm init: --dim, --layers, --heads and --ffn are required");
     if (!!vocab_from == !!vocab) return cli_usage_error("llm init: give exactly one of --vocab-from TOKENIZER or --vocab N");
+    if (!head_dim && heads > 0 && dim % heads)
+        return cli_usage_error("llm init: --dim %d is not a multiple of --heads %d (give --head-dim to choose the "
+                               "head size)", dim, heads);
     int arch = llm_arch_from_name(arch_s);
     if (arch < 0) return cli_usage_error("llm init: unknown --arch '%s' (qwen2 or llama)", arch_s);
     uint32_t type;
     if (parse_type(type_s, &type)) return cli_usage_error("llm init: unknown --type '%s' (f32, f16, bf16, q8_0)", type_s);
+    if (cli_claim_output(out, (const char *[]){vocab_from}, 1)) return 1;
     tokenizer *tok = NULL;
     if (vocab_from) {
         if (tok_load_path(&tok, vocab_from)) return cli_fail();
@@ -203,7 +207,7 @@ static int cmd_generate(int argc, char **argv) {
         json_t *o = json_object(), *arr = json_array();
         for (int i = 0; i < samples; i++) {
             json_t *e = json_object();
-            json_object_set_new(e, "text", json_stringn(res[i].text, res[i].len));
+            json_object_set_new(e, "text", dr_json_text(res[i].text, res[i].len));
             json_object_set_new(e, "tokens", json_integer(res[i].n_ids));
             json_object_set_new(e, "finish", json_string(finish_name(res[i].finish)));
             json_array_append_new(arr, e);
@@ -297,7 +301,7 @@ static int cmd_bench(int argc, char **argv) {
     if (!rc) {
         if (json) {
             json_t *o = json_object();
-            json_object_set_new(o, "model", json_string(model_path));
+            json_object_set_new(o, "model", dr_json_text(model_path, (size_t)-1));
             json_object_set_new(o, "threads", json_integer(dr_threads()));
             json_object_set_new(o, "prompt_tokens", json_integer(P));
             json_object_set_new(o, "batch", json_integer(B));

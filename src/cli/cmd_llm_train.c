@@ -70,6 +70,12 @@ static int cmd_sft(int argc, char **argv) {
     unsigned targets = 0;
     if (lora && llm_lora_parse_targets(targets_s, &targets)) return cli_fail();
 
+    const char *ins[] = {model_path, data_path, resume};
+    if (cli_claim_output(out, ins, 3) || cli_claim_output(save_state, ins, 3) ||
+        cli_claim_output(metrics_path, ins, 3))
+        return 1;
+    if (save_state && !strcmp(save_state, out))
+        return cli_usage_error("llm sft: --save-state and --out are the same path");
     llm_sft_run_opts so;
     llm_sft_run_opts_default(&so);
     so.model = model_path, so.data = data_path, so.out = out;
@@ -83,12 +89,12 @@ static int cmd_sft(int argc, char **argv) {
     llm_sft_run_result res;
     if (llm_sft_run(&so, &res)) return cli_fail();
     if (json) {
-        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:s}", "first_loss",
+        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:o}", "first_loss",
                               isnan(res.first_loss) ? 0.0 : res.first_loss, "last_loss",
                               isnan(res.last_loss) ? 0.0 : res.last_loss, "best_loss",
                               isinf(res.best_loss) ? 0.0 : res.best_loss, "tokens_per_s", res.tokens_per_s, "steps",
                               (json_int_t)res.steps, "examples", res.examples, "tokens", (json_int_t)res.tokens,
-                              "params", (json_int_t)res.params, "out", out);
+                              "params", (json_int_t)res.params, "out", dr_json_text(out, (size_t)-1));
         char *s = json_dumps(j, JSON_COMPACT);
         printf("%s\n", s);
         free(s);

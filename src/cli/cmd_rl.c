@@ -130,20 +130,22 @@ static int cmd_rl(int argc, char **argv) {
     else return cli_usage_error("--type must be f32, f16, bf16 or q8_0");
     if (o.tool_k < AGENT_N_REC) return cli_usage_error("--tool-k must be >= %d", AGENT_N_REC);
 
+    if (cli_claim_output(out, (const char *[]){data_path, trm_path, llm_path, tok_path}, 4)) return 1;
     dr_dataset d;
     memset(&d, 0, sizeof d);
     trm_model *tm = NULL;
     llm_model *lm = NULL;
     tokenizer *tok = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path)))
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
+        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = llm_model_load(&lm, llm_path)))
         goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     rl_env env = {&d, tm, lm, tok};
     rl_result res;
     if ((rc = rl_train(&env, &o, &res))) goto fail;
     if (json) {
-        json_t *j = json_pack("{s:s, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", out, "stage", stage, "steps",
+        json_t *j = json_pack("{s:o, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "stage", stage, "steps",
                               (json_int_t)res.steps_done, "resumed_from", (json_int_t)res.start_step, "users_selected",
                               res.n_selected, "first_reward", res.first_reward, "last_reward", res.last_reward, "seconds",
                               res.seconds);

@@ -184,6 +184,7 @@ static int cmd_train_tokenizer(int argc, char **argv) {
                        NULL, 0, &np);
     if (pr) return pr > 0 ? 0 : 2;
     if (!corpus || !out || vocab <= 0) return cli_usage_error("--corpus, --vocab-size and --out are required");
+    if (cli_claim_output(out, &corpus, 1)) return 1;
     tok_train_opts o = {.vocab_size = vocab, .min_pair_count = min_count, .progress = json ? NULL : stderr};
     tokenizer *t = NULL;
     double t0 = dr_now();
@@ -192,7 +193,7 @@ static int cmd_train_tokenizer(int argc, char **argv) {
     if (tok_save_gguf(t, out)) { tok_free(t); return cli_fail(); }
     int32_t nv = tok_vocab_size(t);
     if (json) {
-        json_t *j = json_pack("{s:s, s:i, s:f}", "out", out, "vocab_size", (json_int_t)nv, "seconds", secs);
+        json_t *j = json_pack("{s:o, s:i, s:f}", "out", dr_json_text(out, (size_t)-1), "vocab_size", (json_int_t)nv, "seconds", secs);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (s) puts(s);
         free(s);

@@ -106,6 +106,7 @@ static int cmd_train(int argc, char **argv) {
     o.metrics = metrics;
     o.max_steps = max_steps;
     o.progress = quiet ? NULL : stderr;
+    if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     trm_model *m = NULL;
@@ -180,6 +181,11 @@ static int cmd_eval(int argc, char **argv) {
         dr_data_free(&d);
         return cli_fail();
     }
+    if (trm_check_dataset(m, &d, model, data)) {
+        trm_model_free(m);
+        dr_data_free(&d);
+        return cli_fail();
+    }
     if (oracle && trm_model_config(m)->model != TRM_PREF) {
         trm_model_free(m);
         dr_data_free(&d);
@@ -218,7 +224,7 @@ static int cmd_retrieve(int argc, char **argv) {
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset (.gguf)"},
         {"--model", CLI_STR, &model, "TRM checkpoint (.gguf)"},
-        {"--user", CLI_STR, &user, "original user id"},
+        {"--user", CLI_STR, &user, "original user id ('#N' = the N-th user)"},
         {"--index", CLI_INT, &index, "internal user number instead of --user"},
         {"--pref", CLI_STR, &pref, "preference text (pref model)"},
         {"-k", CLI_INT, &k, "number of items (20)"},
@@ -247,11 +253,7 @@ static int cmd_retrieve(int argc, char **argv) {
         goto out;
     }
     if ((rc = trm_load(&m, model))) goto out;
-    if (trm_model_config(m)->n_items != d.n_items) {
-        rc = dr_error(DR_ERR_ARG, "%s has %d items but %s has %d", model, trm_model_config(m)->n_items, data,
-                      d.n_items);
-        goto out;
-    }
+    if ((rc = trm_check_dataset(m, &d, model, data))) goto out;
     if ((rc = trm_session_new(&s, m))) goto out;
     const int32_t *h = dr_data_seq(&d, u);
     int64_t hn = dr_data_seq_len(&d, u);
@@ -269,16 +271,16 @@ static int cmd_retrieve(int argc, char **argv) {
     double ms = (dr_now() - t0) * 1e3;
     if (json) {
         json_t *j = json_object(), *arr = json_array();
-        json_object_set_new(j, "user", json_string(d.user_ids[u]));
-        json_object_set_new(j, "pref", json_string(pref ? pref : ""));
+        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
+        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
         json_object_set_new(j, "history_len", json_integer(hn));
-        if (test) json_object_set_new(j, "target", json_string(d.item_ids[target]));
+        if (test) json_object_set_new(j, "target", dr_json_text(d.item_ids[target], (size_t)-1));
         for (int i = 0; i < n; i++) {
             json_t *it = json_object();
             json_object_set_new(it, "rank", json_integer(i + 1));
-            json_object_set_new(it, "item", json_string(d.item_ids[ids[i]]));
-            json_object_set_new(it, "title", json_string(d.titles[ids[i]]));
-            json_object_set_new(it, "categories", json_string(d.categories[ids[i]]));
+            json_object_set_new(it, "item", dr_json_text(d.item_ids[ids[i]], (size_t)-1));
+            json_object_set_new(it, "title", dr_json_text(d.titles[ids[i]], (size_t)-1));
+            json_object_set_new(it, "categories", dr_json_text(d.categories[ids[i]], (size_t)-1));
             json_object_set_new(it, "score", json_real(sc[i]));
             json_array_append_new(arr, it);
         }
@@ -288,10 +290,10 @@ static int cmd_retrieve(int argc, char **argv) {
     } else {
         printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
                pref ? pref : "", ms);
-        if (test) printf("target: %s %s\n", d.item_ids[target], d.titles[target]);
+        if (test) printf("target: %s %s\n", cli_text(d.item_ids[target], 0), cli_text(d.titles[target], 0));
         for (int i = 0; i < n; i++)
-            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, d.item_ids[ids[i]], sc[i], d.titles[ids[i]],
-                   d.categories[ids[i]][0] ? "  [" : "", d.categories[ids[i]], d.categories[ids[i]][0] ? "]" : "");
+            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d.item_ids[ids[i]], 0), sc[i], cli_text(d.titles[ids[i]], 0),
+                   d.categories[ids[i]][0] ? "  [" : "", cli_text(d.categories[ids[i]], 0), d.categories[ids[i]][0] ? "]" : "");
     }
 out:
     free(ids);

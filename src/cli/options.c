@@ -4,10 +4,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One line per option: its name, the kind of value (N integer, X number, S text), the
+ * help and, for numbers, the accepted range ({...}; tests/cli reads it). */
 static void print_usage(const char *usage, const cli_opt *opts, int nopts) {
     printf("usage: %s\n", usage);
     if (nopts) printf("options:\n");
-    for (int i = 0; i < nopts; i++) printf("  %-20s %s\n", opts[i].name, opts[i].help ? opts[i].help : "");
+    for (int i = 0; i < nopts; i++) {
+        const cli_opt *o = &opts[i];
+        const char *kind = o->kind == CLI_INT || o->kind == CLI_I64 ? " N" : o->kind == CLI_FLOAT ? " X"
+                         : o->kind == CLI_FLAG ? "" : " S";
+        char name[64], range[96] = "";
+        snprintf(name, sizeof name, "%s%s", o->name, kind);
+        const cli_range *r = cli_range_find(o->name);
+        if (r && (o->kind == CLI_INT || o->kind == CLI_I64 || o->kind == CLI_FLOAT)) {
+            char rb[80];
+            cli_range_format(r, rb, sizeof rb);
+            snprintf(range, sizeof range, " {%s}", rb);
+        }
+        printf("  %-22s %s%s\n", name, o->help ? o->help : "", range);
+    }
 }
 
 int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
@@ -59,6 +74,7 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
                 fprintf(stderr, "deeprec: option %s expects an integer, got '%s'\n", a, v);
                 return -1;
             }
+            if (cli_range_check(a, (double)x, v)) return -1;
             *(int *)o->dst = (int)x;
             break;
         }
@@ -68,6 +84,7 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
                 fprintf(stderr, "deeprec: option %s expects an integer, got '%s'\n", a, v);
                 return -1;
             }
+            if (cli_range_check(a, (double)x, v)) return -1;
             *(int64_t *)o->dst = x;
             break;
         }
@@ -77,6 +94,7 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
                 fprintf(stderr, "deeprec: option %s expects a number, got '%s'\n", a, v);
                 return -1;
             }
+            if (cli_range_check(a, x, v)) return -1;
             *(double *)o->dst = x;
             break;
         }

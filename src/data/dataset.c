@@ -110,6 +110,13 @@ void dr_data_compute_stats(const dr_dataset *d, dr_data_stats *s) {
 int32_t dr_data_find_user(const dr_dataset *d, const char *user_id) {
     for (int32_t u = 0; u < d->n_users; u++)
         if (d->user_ids[u] && !strcmp(d->user_ids[u], user_id)) return u;
+    /* "#N": the N-th user (0-based), for every command that takes --user; a real id
+     * spelled "#N" wins above */
+    if (user_id[0] == '#' && user_id[1] >= '0' && user_id[1] <= '9') {
+        char *end;
+        long k = strtol(user_id + 1, &end, 10);
+        if (!*end && k >= 0 && k < d->n_users) return (int32_t)k;
+    }
     return -1;
 }
 

@@ -63,6 +63,11 @@ static int copy_strs(const gguf_file *f, const char *key, int64_t want, char ***
     if ((int64_t)n != want)
         return dr_error_at(DR_ERR_FORMAT, f->path, 0, "%s has %llu entries, expected %lld", key,
                            (unsigned long long)n, (long long)want);
+    /* importers write UTF-8 only; a file with other bytes was made elsewhere or damaged,
+     * and such strings would later vanish from JSON output or reach a terminal raw */
+    for (uint64_t i = 0; i < n; i++)
+        if (!dr_utf8_valid(s[i].ptr, (size_t)s[i].len) || memchr(s[i].ptr, 0, (size_t)s[i].len))
+            return dr_error_at(DR_ERR_FORMAT, f->path, 0, "%s[%llu] is not valid UTF-8 text", key, (unsigned long long)i);
     char **v = calloc((size_t)(n ? n : 1), sizeof *v);
     if (!v) return dr_error(DR_ERR_NOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++) {

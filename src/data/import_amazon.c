@@ -41,6 +41,14 @@ static int json_err(amzctx *c, dr_lines *r, const char *s, size_t n) {
 
 static const dr_jfield *need(amzctx *c, dr_lines *r, const char *key, int kind, int *rc) {
     const dr_jfield *f = dr_json_get(&c->o, key);
+    if (f && kind == DR_JV_NUM && f->kind == DR_JV_STR) {
+        /* "unixReviewTime": "5" used to read "expected a number, got '5'" */
+        char *v = dr_utf8_sanitize(f->str, f->str_len > 40 ? 40 : f->str_len);
+        *rc = dr_error_at(DR_ERR_FORMAT, c->path, r->line_no, "field '%s': expected a JSON number, got the string \"%s\"",
+                          key, v ? v : "");
+        free(v);
+        return NULL;
+    }
     if (!f || f->kind != kind || (kind == DR_JV_STR && f->str_len == 0)) {
         *rc = dr_field_error(c->path, r->line_no, 0, key, kind == DR_JV_STR ? "a non-empty string" : "a number",
                              f ? (dr_span){f->str, f->kind == DR_JV_STR || f->kind == DR_JV_NUM ? f->str_len : 0}

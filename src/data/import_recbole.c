@@ -72,7 +72,10 @@ static int rb_line(void *ctx, dr_lines *r, char *s, size_t n) {
     }
     if (n == 0) return DR_OK;
     dr_span *f = c->f;
-    int k = dr_split(s, n, '\t', f, c->ncol);
+    int k = dr_split(s, n, '\t', f, RB_MAX_COLS);
+    if (k > c->ncol)
+        return dr_error_at(DR_ERR_FORMAT, c->path, r->line_no, "%d tab-separated fields, the header has %d columns",
+                           k, c->ncol);
     if (k < c->ncol)
         return dr_error_at(DR_ERR_FORMAT, c->path, r->line_no, "field %d (%s): missing (line has %d of %d fields)",
                            k + 1, c->names[k], k, c->ncol);

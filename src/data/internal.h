@@ -9,7 +9,7 @@
 
 /* ---- line reader: gzip or plain (zlib's gzread reads plain files transparently) ---- */
 typedef struct dr_lines {
-    void *gz;          /* gzFile */
+    void *gz;          /* lines_src (lines.c): the file and its inflate state */
     const char *path;
     char *buf;         /* read buffer */
     size_t cap, beg, end;
@@ -54,7 +54,6 @@ int dr_field_error(const char *path, long line, int field_no, const char *field_
                    dr_span got);
 
 /* ---- strings ---- */
-int dr_utf8_valid(const char *s, size_t n);
 /* Valid UTF-8 is kept; anything else is taken as Latin-1 (old MovieLens files). New string. */
 char *dr_text_utf8_or_latin1(const char *s, size_t n);
 /* Append helpers for a growable byte buffer. */

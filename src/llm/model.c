@@ -282,6 +282,14 @@ static int load_eos(llm_model *m, const gguf_file *f) {
 
 static int load_all(llm_model **out, gguf_file *f) {
     char *arch_s = NULL;
+    if (!gguf_find_kv(f, "general.architecture") && gguf_find_kv(f, "deeprec.kind")) {
+        /* one of our other files (a dataset, a TRM, an optimizer state) given as the model */
+        char *kind = NULL;
+        gguf_get_strdup(f, "deeprec.kind", &kind);
+        dr_error(DR_ERR_ARG, "this is a deeprec %s file, not a language model", kind ? kind : "(unknown kind)");
+        free(kind);
+        return DR_ERR_ARG;
+    }
     int rc = gguf_get_strdup(f, "general.architecture", &arch_s);
     if (rc) return rc;
     int arch = llm_arch_from_name(arch_s);
@@ -398,7 +406,7 @@ int llm_model_load_gguf(llm_model **out, gguf_file *f) {
     *out = NULL;
     int rc = load_all(out, f);
     if (rc) {
-        if (f->path) dr_error_context("%s", f->path);
+        if (f->path && strncmp(dr_error_message(), f->path, strlen(f->path))) dr_error_context("%s", f->path);
         gguf_close(f);
         free(f);
     }
@@ -416,7 +424,8 @@ int llm_model_load(llm_model **out, const char *path) {
     }
     rc = load_all(out, f);
     if (rc) {
-        dr_error_context("%s", path);
+        /* gguf errors already start with the path */
+        if (strncmp(dr_error_message(), path, strlen(path))) dr_error_context("%s", path);
         gguf_close(f);
         free(f);
     }
@@ -496,6 +505,7 @@ int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, f
     *out = NULL;
     int rc;
     if ((rc = llm_config_check(c)) || (rc = check_type(type, c))) return rc;
+    if (!(std >= 0 && std <= 10)) return dr_error(DR_ERR_ARG, "the weights' standard deviation must be in [0, 10], got %g", std);
     llm_model *m = model_alloc(c);
     if (!m) return DR_ERR_NOMEM;
     dr_rng root;

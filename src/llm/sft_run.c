@@ -15,6 +15,42 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
+
+/* What the optimizer state records of the run (llm_train_user slots), so --resume with
+ * other data, another model or other batch settings is refused, as trm train and rl do. */
+enum { U_EPOCH, U_POS, U_BATCH, U_ACCUM, U_MAXLEN, U_DATA, U_MODEL, U_SEED };
+
+/* A file's content fingerprint: CRC-32 and Adler-32 (zlib, fast) of the bytes, never 0. */
+static int file_fingerprint(const char *path, int64_t *fp) {
+    dr_mmap m;
+    int rc = dr_mmap_open(&m, path);
+    if (rc) return rc;
+    uLong c = crc32(0L, Z_NULL, 0), a = adler32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < m.size; off += 1u << 30) {
+        uInt k = (uInt)(m.size - off < (1u << 30) ? m.size - off : (1u << 30));
+        c = crc32(c, m.data + off, k);
+        a = adler32(a, m.data + off, k);
+    }
+    dr_mmap_close(&m);
+    *fp = (int64_t)(((uint64_t)c << 32) | (uint64_t)a) | 1;
+    return DR_OK;
+}
+
+static int check_resume(const llm_sft_run_opts *o, const int64_t *u, const int64_t *now) {
+    static const char *what[] = {"", "", "--batch", "--accum", "--max-len", "--data file", "--model file", "--seed"};
+    for (int k = U_BATCH; k <= U_SEED; k++) {
+        if (u[k] == now[k]) continue;
+        dr_error(DR_ERR_ARG, "%s: the state was saved by a run with another %s", o->resume, what[k]);
+        if (k == U_MODEL)
+            dr_error_hint(o->lora ? "LoRA resumes on the same base --model as the run that saved the state"
+                                  : "full fine-tuning resumes from the model that run wrote (its --out)");
+        else if (k <= U_MAXLEN || k == U_SEED)
+            dr_error_hint("the state's run used %s %lld", what[k], (long long)u[k]);
+        return DR_ERR_ARG;
+    }
+    return DR_OK;
+}
 
 void llm_sft_run_opts_default(llm_sft_run_opts *o) {
     memset(o, 0, sizeof *o);
@@ -55,6 +91,14 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     }
     if (!max_len) max_len = m->cfg.context < 512 ? m->cfg.context : 512;
     if ((rc = llm_sft_load(&d, o->data, m->tok, max_len, tok_eos(m->tok)))) goto out;
+    if (d.n_targets == 0) {
+        /* every completion was cut away: a run would "succeed" with loss 0 and learn nothing */
+        rc = dr_error(DR_ERR_ARG, "%s: no completion token is left to train on (%d examples, %lld tokens)", o->data, d.n,
+                      (long long)d.n_tokens);
+        dr_error_hint("with --max-len %d every example ends inside its prompt: raise --max-len or shorten the prompts",
+                      max_len);
+        goto out;
+    }
     int T = 2;
     for (int i = 0; i < d.n; i++) T = d.ex[i].len > T ? d.ex[i].len : T;
     if (batch > d.n) batch = d.n;
@@ -71,7 +115,21 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     tc.warmup_steps = o->warmup >= 0 ? o->warmup : total / 20;
     tc.min_lr_ratio = o->min_lr_ratio;
     if ((rc = llm_train_new(&t, m, &tc))) goto out;
-    if (o->resume && (rc = llm_train_load_state(t, o->resume))) goto out;
+    int64_t *user = llm_train_user(t); /* user[0] = epoch, user[1] = next example index in the epoch order */
+    int64_t now[LLM_TRAIN_USER_N] = {0};
+    now[U_BATCH] = o->batch, now[U_ACCUM] = accum, now[U_MAXLEN] = max_len, now[U_SEED] = (int64_t)o->seed;
+    if ((rc = file_fingerprint(o->data, &now[U_DATA])) || (rc = file_fingerprint(o->model, &now[U_MODEL]))) goto out;
+    if (o->resume) {
+        if ((rc = llm_train_load_state(t, o->resume))) goto out;
+        if (!user[U_DATA]) {
+            rc = dr_error(DR_ERR_ARG, "%s: the state has no record of its run's data and model (an older version "
+                          "wrote it): cannot check that resuming continues the same run", o->resume);
+            goto out;
+        }
+        if ((rc = check_resume(o, user, now))) goto out;
+    } else {
+        for (int k = U_BATCH; k <= U_SEED; k++) user[k] = now[k];
+    }
     if (lead && o->metrics && (rc = dr_jsonl_open(&metrics, o->metrics, o->resume != NULL))) goto out;
     perm = dr_calloc((size_t)d.n, sizeof *perm);
     tok = dr_calloc((size_t)batch * T, sizeof *tok);
@@ -94,7 +152,6 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     int64_t tokens = 0;
     double t0 = dr_now();
     dr_rng order_root = *llm_train_rng(t);
-    int64_t *user = llm_train_user(t); /* user[0] = epoch, user[1] = next example index in the epoch order */
     while (llm_train_steps(t) < stop && user[0] < epochs) {
         for (int i = 0; i < d.n; i++) perm[i] = i;
         dr_rng er = dr_rng_split(&order_root, (uint64_t)user[0]);
@@ -136,14 +193,19 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
             double ce_step = sums[0], w_step = sums[1];
             tokens += (int64_t)sums[2];
             float gnorm = 0, lr_used = llm_train_lr(t);
-            rc = llm_train_step(t, &gnorm);
-            if (rc == DR_ERR_RANGE) {
-                dr_log(DR_LOG_WARN, "%s", dr_error_message());
-                dr_error_clear();
-                rc = DR_OK;
-            } else if (rc) goto out;
-            user[1] = end;
             double loss = w_step > 0 ? ce_step / w_step : 0;
+            /* NaN/Inf stops the run: the --out of an earlier run is left as it was */
+            if (!isfinite(loss)) {
+                rc = dr_error(DR_ERR_RANGE, "llm sft: the loss is not finite at step %lld (lr %.3g): nothing written",
+                              (long long)llm_train_steps(t) + 1, (double)lr_used);
+                dr_error_hint("lower --lr or keep --clip on");
+                goto out;
+            }
+            if ((rc = llm_train_step(t, &gnorm))) {
+                dr_error_context("llm sft (lr %.3g): nothing written", (double)lr_used);
+                goto out;
+            }
+            user[1] = end;
             if (isnan(res->first_loss)) res->first_loss = loss;
             res->last_loss = loss;
             if (loss < res->best_loss) res->best_loss = loss;
@@ -171,6 +233,8 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     res->tokens_per_s = el > 0 ? tokens / el : 0.0;
     res->steps = llm_train_steps(t);
     if (lead && (rc = llm_train_save_model(t, m->tok, o->out_type, o->out))) goto out;
+    /* full fine-tuning continues from the model just written: that is the --model a resume must give */
+    if (lead && o->save_state && !o->lora && (rc = file_fingerprint(o->out, &user[U_MODEL]))) goto out;
     if (lead && o->save_state && (rc = llm_train_save_state(t, o->save_state))) goto out;
     if (progress)
         fprintf(progress, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", res->first_loss,

@@ -235,6 +235,13 @@ int llm_train_new(llm_train **out, const llm_model *m, const llm_train_config *c
     if (m->cfg.arch == LLM_ARCH_QWEN3 || m->rope_freqs) /* the trainer's forward has no q/k norms nor RoPE factors */
         return dr_error(DR_ERR_UNSUPPORTED, "training a %s model%s is not supported (qwen2 and llama 2 are)",
                         llm_arch_name(m->cfg.arch), m->rope_freqs ? " with rope_freqs (llama 3.1+)" : "");
+    {
+        /* a rank above a target matrix's smaller side adds parameters and no expressiveness */
+        int kv = m->cfg.n_kv_heads * m->cfg.head_dim, lim = m->cfg.dim < kv ? m->cfg.dim : kv;
+        if (tc.lora_rank > lim)
+            return dr_error(DR_ERR_ARG, "LoRA rank %d is above the model's smallest projection size %d (dim %d, kv %d)",
+                            tc.lora_rank, lim, m->cfg.dim, kv);
+    }
     llm_train *t = dr_calloc(1, sizeof *t);
     if (!t) return DR_ERR_NOMEM;
     t->c = m->cfg;

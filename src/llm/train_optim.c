@@ -44,6 +44,14 @@ int llm_train_step(llm_train *t, float *grad_norm) {
     }
     t->step++;
     llm_train_zero_grad(t);
+    /* a finite gradient with a huge learning rate can still overflow the weights; the
+     * next forward would turn everything into NaN, so stop at the step that did it */
+    int bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static)
+    for (size_t i = 0; i < t->n_params; i++) bad |= !isfinite(t->params[i]);
+    if (bad)
+        return dr_error(DR_ERR_ARG, "the weights became non-finite at step %lld (learning rate %.3g too high?)",
+                        (long long)t->step, (double)lr);
     return DR_OK;
 }
 
@@ -193,7 +201,7 @@ int llm_train_save_state(const llm_train *t, const char *path) {
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.version", 1);
     if (!rc) rc = gguf_set_i64(w, "deeprec.train.step", t->step);
     if (!rc) rc = gguf_set_arr(w, "deeprec.train.rng", GGUF_TYPE_UINT64, t->rng.s, 4);
-    if (!rc) rc = gguf_set_arr(w, "deeprec.train.user", GGUF_TYPE_INT64, t->user, 4);
+    if (!rc) rc = gguf_set_arr(w, "deeprec.train.user", GGUF_TYPE_INT64, t->user, LLM_TRAIN_USER_N);
     if (!rc) rc = gguf_set_u64(w, "deeprec.train.n_params", (uint64_t)t->n_params);
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.lora_rank", (uint32_t)t->lora);
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.lora_targets", t->lora ? t->tc.lora_targets : 0);
@@ -232,7 +240,7 @@ int llm_train_load_state(llm_train *t, const char *path) {
         if ((rc = gguf_get_i64(&f, "deeprec.train.n_params", &nn))) goto done;
         n = (uint64_t)nn;
     }
-    if ((int)rank != t->lora || (t->lora && targets != t->tc.lora_targets) || n != t->n_params || nr != 4 || nu != 4) {
+    if ((int)rank != t->lora || (t->lora && targets != t->tc.lora_targets) || n != t->n_params || nr != 4 || nu < 4 || nu > LLM_TRAIN_USER_N) {
         rc = dr_error(DR_ERR_ARG,
                       "%s: the state is for another setup (LoRA rank %u, targets %#x, %llu parameters; this trainer: "
                       "rank %d, targets %#x, %zu parameters)",
@@ -247,7 +255,8 @@ int llm_train_load_state(llm_train *t, const char *path) {
         memcpy(dst[i], ti->data, t->n_params * sizeof(float));
     }
     memcpy(t->rng.s, rngd, sizeof t->rng.s);
-    memcpy(t->user, userd, sizeof t->user);
+    memset(t->user, 0, sizeof t->user); /* states written before there were 8 keep 4 */
+    memcpy(t->user, userd, (size_t)nu * sizeof *t->user);
     t->step = step;
     llm_train_zero_grad(t);
 done:

@@ -20,6 +20,7 @@ extern size_t nn_par_min;
  * x is clamped at 88 (e^88 ~ 1.6e38). */
 static inline float nn_vexp(float x) {
     float xc = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
+    xc = xc == xc ? xc : 0.0f; /* NaN (a diverged run): no float-to-int of NaN below; NaN is returned */
     float t = xc * 1.44269504088896341f + 12582912.0f;
     float n = t - 12582912.0f;
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
@@ -33,7 +34,7 @@ static inline float nn_vexp(float x) {
     p = p * z + r + 1.0f;
     union { int32_t i; float f; } sc;
     sc.i = ((int32_t)n + 127) << 23;
-    return x < -87.3f ? 0.0f : p * sc.f;
+    return x < -87.3f ? 0.0f : (x == x ? p * sc.f : x);
 }
 
 static inline float nn_vsigmoid(float x) { return 1.0f / (1.0f + nn_vexp(-x)); }

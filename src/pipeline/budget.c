@@ -55,7 +55,7 @@ static const pipeline_budget budget_test = {
     .rerank_share = 0.0, .rerank_warm = 0.5,
     .vocab = 600,
     .llm_dim = 32, .llm_layers = 1, .llm_heads = 2, .llm_kv_heads = 1, .llm_ffn = 64, .ctx = 1024,
-    .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 2, .sft_max_len = 512, .sft_epochs = 1, .sft_max_steps = 2,
+    .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 2, .sft_max_len = 1024, .sft_epochs = 1, .sft_max_steps = 2,
     .max_hist = 4, .tool_k = 10, .max_tokens = 8,
     .rl1_steps = 2, .rl2_steps = 2, .rl_prompts = 2, .rl_samples = 2, .rl_micro = 2, .rl_updates = 1,
     .rl_select_k = 0, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 2,

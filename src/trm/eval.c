@@ -36,8 +36,7 @@ int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text) {
 int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
                  dr_metrics_mean *out) {
     memset(out, 0, sizeof *out);
-    if (d->n_items != m->cfg.n_items)
-        return dr_error(DR_ERR_ARG, "trm: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
+    if (trm_check_dataset(m, d, NULL, NULL)) return DR_ERR_ARG;
     if (!m->F_ok) trm__refresh_tables(m);
     const int Bcap = 256, d_ = m->cfg.dim, V = m->V;
     trm_acts a;

@@ -90,6 +90,8 @@ int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap);
 void trm__acts_free(trm_acts *a);
 /* Scoring tables from the parameters (call after every update). */
 void trm__refresh_tables(trm_model *m);
+/* Index of the first non-finite weight, or (size_t)-1 when all are finite. */
+size_t trm__first_nonfinite(const trm_model *m);
 /* Forward: a->ids/pos/key_mask/ptok filled by the caller for (B, L). Returns the user
  * vectors [N, d] (pointer into a). */
 float *trm__forward(trm_model *m, trm_acts *a);

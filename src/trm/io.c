@@ -1,6 +1,7 @@
 /* TRM checkpoints (GGUF): deeprec.trm.* hyperparameters, tensors by name. */
 #include "internal.h"
 #include "deeprec/gguf.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,13 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     return DR_OK;
 }
 
+size_t trm__first_nonfinite(const trm_model *m) {
+    const float *w = m->mem;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!isfinite(w[i])) return i;
+    return (size_t)-1;
+}
+
 int trm__load_file(trm_model **out, const gguf_file *f);
 int trm__load_file(trm_model **out, const gguf_file *f) {
     *out = NULL;
@@ -116,6 +124,15 @@ int trm__load_file(trm_model **out, const gguf_file *f) {
     trm_model *m = trm__model_blank(&c, &rc);
     if (!m) return rc;
     if ((rc = trm__read_tensors(m, f, "", m->mem))) goto fail;
+    {
+        /* a NaN weight ranks nothing (every score NaN): refuse the file, not answer empty */
+        size_t bad = trm__first_nonfinite(m);
+        if (bad != (size_t)-1) {
+            rc = dr_error(DR_ERR_FORMAT, "%s: weight %zu of %zu is not finite (a diverged training run?)", f->path, bad,
+                          m->n_params);
+            goto fail;
+        }
+    }
     if (c.model == TRM_PREF) {
         const gguf_tensor_info *to = gguf_find_tensor(f, "text.item_offsets"), *ti = gguf_find_tensor(f, "text.item_ids");
         if (!to || !ti || to->type != GGML_TYPE_I32 || ti->type != GGML_TYPE_I32 ||

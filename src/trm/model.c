@@ -36,17 +36,31 @@ static void add_t(trm_model *m, size_t *off, const char *name, uint64_t ne0, uin
     *off += (t->n + 15) & ~(size_t)15; /* 64-byte aligned tensors */
 }
 
+/* The first bad field by name, before anything is allocated (a file claiming dim 100000
+ * used to ask for 241 GB first). The upper limits are far above any useful TRM. */
+static int check_config(const trm_config *c) {
+#define BAD(...) return dr_error(DR_ERR_ARG, "trm: invalid configuration: " __VA_ARGS__)
+    if (c->model != TRM_SASREC && c->model != TRM_PREF) BAD("model kind %d", c->model);
+    if (c->n_items < 1) BAD("items %d (need >= 1)", c->n_items);
+    if (c->dim < 2 || c->dim > 8192) BAD("dim %d (need 2..8192)", c->dim);
+    if (c->layers < 1 || c->layers > TRM_MAX_LAYERS) BAD("layers %d (need 1..%d)", c->layers, TRM_MAX_LAYERS);
+    if (c->heads < 1 || c->dim % c->heads) BAD("heads %d (need >= 1 and dividing dim %d)", c->heads, c->dim);
+    if (c->max_len < 1 || c->max_len > 65536) BAD("max_len %d (need 1..65536)", c->max_len);
+    if (c->ffn_dim < 1 || c->ffn_dim > 65536) BAD("ffn %d (need 1..65536)", c->ffn_dim);
+    if (!(c->dropout >= 0 && c->dropout < 1)) BAD("dropout %g (need 0 <= dropout < 1)", c->dropout);
+    if (c->model == TRM_PREF && (c->text_buckets < 1 || c->text_buckets > (1 << 26)))
+        BAD("text buckets %d (need 1..%d)", c->text_buckets, 1 << 26);
+    if (c->model == TRM_PREF && c->sep_out) BAD("sep_out is for sasrec models only");
+    /* the item table alone: refuse what cannot be meant rather than try to allocate it */
+    if ((double)c->n_items * c->dim * 4.0 > 64e9) BAD("items %d x dim %d is over 64 GB of weights", c->n_items, c->dim);
+    return DR_OK;
+#undef BAD
+}
+
 int trm__layout(trm_model *m) {
     const trm_config *c = &m->cfg;
-    if (c->n_items < 1 || c->dim < 2 || c->layers < 1 || c->layers > TRM_MAX_LAYERS || c->heads < 1 ||
-        c->dim % c->heads || c->max_len < 1 || c->ffn_dim < 1 || c->dropout < 0 || c->dropout >= 1 ||
-        (c->model != TRM_SASREC && c->model != TRM_PREF) || (c->model == TRM_PREF && c->text_buckets < 1) ||
-        (c->model == TRM_PREF && c->sep_out))
-        return dr_error(DR_ERR_ARG,
-                        "trm: invalid configuration (items %d, dim %d, layers %d, heads %d, max_len %d, ffn %d, "
-                        "dropout %g, model %d, sep_out %d)",
-                        c->n_items, c->dim, c->layers, c->heads, c->max_len, c->ffn_dim, c->dropout, c->model,
-                        c->sep_out);
+    int rc = check_config(c);
+    if (rc) return rc;
     uint64_t d = (uint64_t)c->dim, f = (uint64_t)c->ffn_dim, V = (uint64_t)c->n_items + 1;
     size_t off = 0;
     char nm[48];

@@ -528,15 +528,29 @@ static char *path_with(const char *base, const char *suffix) {
 }
 
 
+/* Training that produced a NaN/Inf stops here: nothing more is saved, so the best
+ * checkpoint and the resume state of the last good epoch stay as they are. */
+static int diverged(const train_state *st, const trm_train_opts *o, int ep, int bi, const char *what) {
+    dr_error(DR_ERR_RANGE, "trm train diverged at epoch %d, batch %d: %s", ep + 1, bi + 1, what);
+    if (st->best_epoch > 0)
+        dr_error_hint("%s keeps the best model (epoch %d); lower --lr (%g) or set --clip", o->out, st->best_epoch, o->lr);
+    else
+        dr_error_hint("nothing was saved; lower --lr (%g) or set --clip", o->lr);
+    return DR_ERR_RANGE;
+}
+
 int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
     memset(res, 0, sizeof *res);
     if (!o->out) return dr_error(DR_ERR_ARG, "trm_train: no output path");
     if (d->n_items != m->cfg.n_items)
         return dr_error(DR_ERR_ARG, "trm_train: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
-    if (o->batch < 1 || o->epochs < 0 || o->lr <= 0 || (o->loss == TRM_LOSS_SAMPLED && o->n_neg < 1) ||
-        o->loss < 0 || o->loss > 2)
-        return dr_error(DR_ERR_ARG, "trm_train: invalid options (batch %d, epochs %d, lr %g, negatives %d)",
-                        o->batch, o->epochs, o->lr, o->n_neg);
+    if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0 && isfinite(o->lr)) || !(o->weight_decay >= 0) ||
+        !(o->grad_clip >= 0) || !(o->pref_empty_p >= 0 && o->pref_empty_p <= 1) ||
+        (o->loss == TRM_LOSS_SAMPLED && o->n_neg < 1) || o->loss < 0 || o->loss > 2)
+        return dr_error(DR_ERR_ARG,
+                        "trm_train: invalid options (batch %d >= 1, epochs %d >= 1, lr %g > 0, weight decay %g >= 0, "
+                        "clip %g >= 0, pref-empty %g in [0, 1], negatives %d >= 1 needed)",
+                        o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
     double t0 = dr_now();
     trainer t;
     char *rpath = NULL, *mpath = NULL;
@@ -600,6 +614,11 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
             double l;
             int nv;
             if ((rc = batch_grad(&t, order + s, B, &srng, &l, &nv))) goto out;
+            if (!isfinite(l)) {
+                dr_progress_finish(&pr);
+                rc = diverged(&st, o, ep, bi, "the loss is not finite");
+                goto out;
+            }
             adam_step(&t);
             lsum += l * nv;
             npos += nv;
@@ -608,6 +627,10 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         }
         dr_progress_finish(&pr);
         double train_s = dr_now() - te;
+        if (trm__first_nonfinite(m) != (size_t)-1) {
+            rc = diverged(&st, o, ep, nb - 1, "a weight is not finite");
+            goto out;
+        }
         json_t *j = json_object();
         json_object_set_new(j, "epoch", json_integer(ep + 1));
         json_object_set_new(j, "loss", json_real(npos ? lsum / (double)npos : 0.0));

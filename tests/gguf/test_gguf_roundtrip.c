@@ -337,7 +337,7 @@ TEST(gguf_type_tables) {
 }
 
 /* Fuzz seeds: with DEEPREC_WRITE_FUZZ_SEEDS=DIR this writes small valid files covering every
- * metadata type and tensor type into DIR (fuzz/seeds/fuzz_gguf); otherwise it just checks them. */
+ * metadata type and tensor type into DIR (fuzz/corpus/fuzz_gguf); otherwise it just checks them. */
 static void seed(const char *dir, const char *name, gguf_writer *w) {
     uint8_t *out;
     size_t size;
