@@ -84,7 +84,7 @@ int llm_bf16dp_available(void) {
     if (h < 0) {
         __builtin_cpu_init();
         h = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512bf16");
+            llm_cpu_avx512bf16();
         __atomic_store_n(&have, h, __ATOMIC_RELAXED);
     }
     return h;

@@ -32,4 +32,9 @@ int llm_bf16dp_available(void);
 int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
 
+/* CPUID features (src/llm/cpu.c): 1 when the CPU has them */
+int llm_cpu_f16c(void);
+int llm_cpu_avxvnni(void);
+int llm_cpu_avx512bf16(void);
+
 #endif

@@ -88,10 +88,10 @@ static int kern_supported(int k) {
     if (k == KERN_C) return 1;
 #ifdef LLM_X86
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && llm_cpu_f16c();
     if (k == KERN_AVX2) return avx2;
 #ifdef LLM_HAVE_VNNI
-    if (k == KERN_VNNI) return avx2 && __builtin_cpu_supports("avxvnni");
+    if (k == KERN_VNNI) return avx2 && llm_cpu_avxvnni();
 #endif
 #endif
     return 0;
