@@ -87,6 +87,12 @@ static const cli_range ranges[] = {
     {"--order-by-target", 0, 1, 0, 0},
     {"--rerank-share", 0, 1, 0, 0},
     {"--stage", 1, 2, 0, 0},
+    /* serving */
+    {"--port", 0, 65535, 0, 0},        /* 0 = any free port */
+    {"--max-body", 1, 1 << 30, 0, 0},
+    {"--timeout", 0, 86400, 1, 0},
+    {"--max-queue", 0, 1e6, 0, 0},     /* 0 = nothing waits: busy is 503 at once */
+    {"--max-sessions", 1, 65536, 0, 0},
     /* machine */
     {"--threads", 0, 4096, 0, 0},      /* 0 = DEEPREC_THREADS or all cores */
     {"--prompt-tokens", 1, 1 << 20, 0, 0},
