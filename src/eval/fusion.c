@@ -150,7 +150,7 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
     float *u = NULL, *s0 = NULL, *sc = NULL, *fused = NULL;
     int32_t *lists = NULL;
     char *mask = NULL;
-    int *users_idx = NULL, *cats = NULL;
+    int *cats = NULL; /* the categories scored for a user: the history's [0, nc), then the posterior's */
     if (rc || (rc = trm_session_new(&sess, m))) goto done;
     vals = dr_calloc((size_t)EVAL_FUSION_N * (size_t)d->n_users, sizeof *vals);
     w = dr_calloc((size_t)ct.n + 1, sizeof *w);
@@ -161,9 +161,8 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
     fused = dr_calloc((size_t)V + 1, sizeof *fused);
     lists = dr_calloc(4 * FUSION_RRF_LIST, sizeof *lists);
     mask = dr_calloc((size_t)V + 1, 1);
-    users_idx = dr_calloc((size_t)ct.n + 1, sizeof *users_idx);
     cats = dr_calloc((size_t)ct.n + 1, sizeof *cats);
-    if (!vals || !w || !logz || !u || !s0 || !sc || !fused || !lists || !mask || !users_idx || !cats) {
+    if (!vals || !w || !logz || !u || !s0 || !sc || !fused || !lists || !mask || !cats) {
         rc = dr_error_code();
         goto done;
     }
@@ -183,9 +182,9 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
         for (int64_t i = nh > max_hist ? nh - max_hist : 0; i < nh; i++)
             for (int k = ct.item_off[h[i]]; k < ct.item_off[h[i] + 1]; k++) {
                 int c = ct.item_cat[k], j = 0;
-                while (j < nc && users_idx[j] != c) j++;
+                while (j < nc && cats[j] != c) j++;
                 if (j == nc) {
-                    users_idx[nc] = c;
+                    cats[nc] = c;
                     w[nc++] = 0;
                 }
                 w[j] += 1;
@@ -216,12 +215,13 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
                     break;
                 }
         /* scores under every category of the history and the posterior's top 3 */
-        int ncats = 0;
-        for (int j = 0; j < nc; j++) cats[ncats++] = users_idx[j];
+        int ncats = nc, top_at[3] = {-1, -1, -1}; /* top_at[r]: where top[r] is in cats */
         for (int r = 0; r < 3; r++) {
-            int have = 0;
-            for (int j = 0; j < ncats; j++) have |= top[r] >= 0 && cats[j] == top[r];
-            if (top[r] >= 0 && !have) cats[ncats++] = top[r];
+            if (top[r] < 0) continue;
+            int j = 0;
+            while (j < ncats && cats[j] != top[r]) j++;
+            if (j == ncats) cats[ncats++] = top[r];
+            top_at[r] = j;
         }
         for (int j = 0; j < ncats && !rc; j++) {
             score_all(m, sess, h, nh, ct.name[cats[j]], u, sc + (size_t)j * (V + 1), &rc);
@@ -243,8 +243,7 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
                 for (int r = 0; r < n0; r++) fused[lists[r]] = (float)(1.0 / (FUSION_RRF_K + r + 1));
                 for (int q = 0; q < 3; q++) {
                     if (top[q] < 0) continue;
-                    int j = 0;
-                    while (cats[j] != top[q]) j++;
+                    int j = top_at[q];
                     int32_t *L = lists + (q + 1) * FUSION_RRF_LIST;
                     int n = top_list(sc + (size_t)j * (V + 1), V, mask, FUSION_RRF_LIST, L);
                     for (int r = 0; r < n; r++)
@@ -262,8 +261,7 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
                     } else { /* posterior mixture over the top 3 categories, renormalised, half-half */
                         for (int q = 0; q < 3; q++) {
                             if (top[q] < 0) continue;
-                            int j = 0;
-                            while (cats[j] != top[q]) j++;
+                            int j = top_at[q];
                             acc += pc[top[q]] * exp(sc[(size_t)j * (V + 1) + i] - logz[j]);
                         }
                         acc = 0.5 * exp(s0[i] - lz0) + 0.5 * (ptop > 0 ? acc / ptop : exp(s0[i] - lz0));
@@ -308,7 +306,6 @@ done:
     free(fused);
     free(lists);
     free(mask);
-    free(users_idx);
     free(cats);
     return rc;
 }
