@@ -178,4 +178,19 @@ fail:
     dr_data_free(&d);
     return cli_fail();
 }
+/* The reward curve on demand: rl_train draws it once, at the end. */
+static int cmd_rl_curve(int argc, char **argv) {
+    const char *out = NULL, *pos[8];
+    cli_opt opts[] = {{"--out", CLI_STR, &out, "SVG to write"}};
+    int np = 0;
+    int r = cli_parse("deeprec rl curve METRICS.jsonl [STAGE2.metrics.jsonl ...] --out CURVE.svg", argc, argv, opts,
+                      (int)(sizeof opts / sizeof *opts), pos, 8, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!out || np < 1) return cli_usage_error("rl curve needs the JSON lines of rl (stage 1 first) and --out");
+    if (cli_claim_output(out, pos, np)) return 1;
+    if (rl_curve_svg(pos, np, out)) return cli_fail();
+    return 0;
+}
+CLI_COMMAND(rl_curve, "rl curve", "the reward curve (SVG) of rl's JSON lines, e.g. while a run goes on", cmd_rl_curve)
+
 CLI_COMMAND(rl, "rl", "RL of the agent: stage 1 (tool use) or stage 2 (recommendation), REINFORCE++ / GRPO", cmd_rl)
