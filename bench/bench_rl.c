@@ -159,9 +159,9 @@ int main(int argc, char **argv) {
     o.micro = micro;
     o.updates = 1;
     o.lora_rank = lora;
-    o.max_turn_tokens = max_tokens;
+    o.rollout.max_turn_tokens = max_tokens;
     o.max_ctx = ctx;
-    o.max_hist = max_hist;
+    o.rollout.max_hist = max_hist;
     o.select_k = 0;
     o.out = out;
     o.save_every = 1000000; /* checkpoint only at the end: time the steps alone */

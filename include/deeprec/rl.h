@@ -198,10 +198,10 @@ typedef struct rl_opts {
     float top_p;               /* 0.95 */
     int slots;                 /* decode slots (0: min(prompts * samples, 64), at least samples) */
     int32_t max_ctx;           /* tokens per episode (0: min(model context, 4096)) */
-    int32_t max_turn_tokens;   /* generated tokens per turn (1024) */
-    int tool_k, max_calls, max_hist, chat;
-    int constrain_titles;      /* agent_rollout_opts.constrain_titles (1; the update scores constrained
-                                  tokens under their allowed sets, as sampled) */
+    /* the agent's options (agent_rollout_opts_default): chat, max_hist, tool_k, max_calls,
+     * max_turn_tokens, constrain_titles / constrain_prefs (the update scores constrained tokens
+     * under their allowed sets, as sampled); samples, max_ctx and progress are the trainer's */
+    agent_rollout_opts rollout;
     /* data */
     int select_k;              /* train on users whose target is in the TRM's top select_k (100; 0 = all) */
     int substring_hit;         /* list-wise reward by the substring rule */

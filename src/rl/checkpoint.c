@@ -118,7 +118,7 @@ static int read_marker(const char *path, ckpt_info *ci) {
  * the distribution the rollouts sample from). Probe 0 without the constraint keeps the oldest
  * encoding. (The probe's temperature and samples change what is logged, not the training.) */
 static int64_t resume_key(const rl_opts *o) {
-    return ((int64_t)o->probe_users << 40) + ((int64_t)(o->constrain_titles != 0) << 39) +
+    return ((int64_t)o->probe_users << 40) + ((int64_t)(o->rollout.constrain_titles != 0) << 39) +
            (int64_t)o->prompts * 1000 + o->samples;
 }
 

@@ -28,16 +28,10 @@ static int policy_rollout(rl_run *r, const agent_request *req, int n_req, int sa
     if (!r->policy && (rc = llm_train_export_model(r->tr, &merged))) return rc;
     agent_llm_opts lo = {slots < samples ? samples : slots, r->max_ctx, temperature, 0, o->top_p, seed, first_stream};
     if (!(rc = agent_model_llm_new(&am, r->policy ? r->policy : merged, r->tok, &lo))) {
-        agent_rollout_opts ro = {0};
-        ro.chat = o->chat;
-        ro.max_hist = o->max_hist;
-        ro.tool_k = o->tool_k;
-        ro.max_calls = o->max_calls;
+        agent_rollout_opts ro = o->rollout;
         ro.samples = samples;
-        ro.max_turn_tokens = o->max_turn_tokens;
         ro.max_ctx = r->max_ctx;
-        ro.constrain_titles = o->constrain_titles;
-        ro.constrain_prefs = o->constrain_titles; /* one switch: --constrain */
+        ro.progress = NULL;
         rc = agent_rollout(&am, &r->tool, r->cat, req, n_req, &ro, eps);
         agent_model_llm_free(&am);
     }

@@ -31,12 +31,8 @@ void rl_opts_default(rl_opts *o, int stage) {
     o->grad_clip = 1.0f;
     o->temperature = 1.0f;
     o->top_p = 0.95f;
-    o->max_turn_tokens = 1024;
-    o->tool_k = AGENT_TOOL_K;
-    o->max_calls = AGENT_MAX_CALLS;
-    o->max_hist = AGENT_MAX_HIST;
+    agent_rollout_opts_default(&o->rollout);
     o->select_k = 100;
-    o->constrain_titles = 1;
     o->seed = 1;
     o->out_type = GGML_TYPE_F32;
     o->save_every = 1;
@@ -146,7 +142,7 @@ static int check_opts(const rl_env *env, const rl_opts *o) {
         return dr_error(DR_ERR_ARG, "rl: lr > 0, clip_low in [0, 1), clip_high >= 0, kl_beta >= 0");
     if (o->save_every < 1) return dr_error(DR_ERR_ARG, "rl: save_every must be >= 1");
     if (o->lora_rank < 0) return dr_error(DR_ERR_ARG, "rl: LoRA rank must be >= 0");
-    return DR_OK;
+    return agent_rollout_opts_check(&o->rollout);
 }
 
 static void run_free(rl_run *r) {

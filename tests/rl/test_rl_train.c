@@ -90,8 +90,8 @@ static void tiny_opts(rl_opts *o, int stage, const char *out) {
     o->lr = 1e-3f;
     o->updates = 2;
     o->micro = 2;
-    o->max_hist = 4;
-    o->max_turn_tokens = 10;
+    o->rollout.max_hist = 4;
+    o->rollout.max_turn_tokens = 10;
     o->max_ctx = 560;
     o->select_k = 0;
     o->seed = 7;
@@ -364,7 +364,7 @@ TEST(rl_train_probe_held_out) {
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     /* and so is one with the other title-constraint setting (other sampled distributions) */
     o.probe_users = 3;
-    o.constrain_titles = !o.constrain_titles;
+    o.rollout.constrain_titles = o.rollout.constrain_prefs = !o.rollout.constrain_titles;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     CHECK(strstr(dr_error_message(), "--constrain") != NULL);
     fx_free(&f);
