@@ -156,9 +156,10 @@ static const char *seg_name(int k) { return k == AGENT_SEG_PROMPT ? "prompt" : k
 
 static int cmd_recommend(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *user = NULL,
-               *split = "test", *constrain = "on";
-    int chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, max_calls = AGENT_MAX_CALLS, json = 0,
-        max_turn = 1024, ctx = 0, show_prompt = 0;
+               *split = "test";
+    int json = 0, ctx = 0, show_prompt = 0;
+    cli_rollout ro;
+    cli_rollout_init(&ro);
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -168,15 +169,11 @@ static int cmd_recommend(int argc, char **argv) {
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
         {"--user", CLI_STR, &user, "user id (as in the source data; '#N' = the N-th user)"},
         {"--split", CLI_STR, &split, "test (history seq[:-1]) | valid (seq[:-2])"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompt (default: plain base-model prompt)"},
-        {"--constrain", CLI_STR, &constrain, "on | off: answer lines only from the retrieved titles, no repeats (on)"},
+        CLI_ROLLOUT_FLAGS(ro),
+        CLI_ROLLOUT_TURN_FLAG(ro),
         {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--seed", CLI_I64, &seed, "sampling seed (1)"},
-        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
-        {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
-        {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
-        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
         {"--ctx", CLI_INT, &ctx, "context cap in tokens (0 = min(model, 4096))"},
         {"--show-prompt", CLI_FLAG, &show_prompt, "print the whole prompt too"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
@@ -188,8 +185,7 @@ static int cmd_recommend(int argc, char **argv) {
     if (!data_path || !trm_path || !llm_path || !user)
         return cli_usage_error("recommend needs --data, --trm, --llm and --user");
     if (strcmp(split, "test") && strcmp(split, "valid")) return cli_usage_error("--split must be test or valid");
-    int constrained = cli_on_off(constrain);
-    if (constrained < 0) return cli_usage_error("--constrain must be on or off");
+    if (cli_rollout_finish(&ro)) return 2;
     dr_dataset d;
     memset(&d, 0, sizeof d);
     trm_model *tm = NULL;
@@ -222,18 +218,10 @@ static int cmd_recommend(int argc, char **argv) {
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
     if ((rc = agent_model_llm_new(&model, lm, tok, &lo))) goto fail;
     agent_request rq = {u, hist, n_hist, target, NULL};
-    agent_rollout_opts ro = {0};
-    ro.chat = chat;
-    ro.max_hist = max_hist;
-    ro.tool_k = tool_k;
-    ro.max_calls = max_calls;
-    ro.samples = 1;
-    ro.max_turn_tokens = max_turn;
-    ro.constrain_titles = constrained;
-    ro.constrain_prefs = constrained;
     double t0 = dr_now();
-    if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro, &ep))) goto fail;
+    if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro.ro, &ep))) goto fail;
     double secs = dr_now() - t0;
+    const int max_hist = ro.ro.max_hist;
     int64_t shown0 = n_hist > max_hist ? n_hist - max_hist : 0;
     if (json) {
         json_t *j = json_object();
@@ -275,7 +263,7 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "hit_rank", json_integer(ep->hit_rank));
         json_object_set_new(j, "hit_rank_substring", json_integer(ep->hit_rank_substr));
         json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
-        json_object_set_new(j, "constrain", json_boolean(constrained));
+        json_object_set_new(j, "constrain", json_boolean(ro.ro.constrain_titles));
         json_object_set_new(j, "seconds", json_real(secs));
         print_json(j);
     } else {

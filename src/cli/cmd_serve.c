@@ -14,9 +14,11 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts so;
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
-               *constrain = "on", *key_env = "DEEPREC_API_KEY";
+               *key_env = "DEEPREC_API_KEY";
     int port = so.port, max_queue = so.max_queue, max_sessions = so.max_sessions, max_tokens = so.max_tokens,
-        slots = so.slots, chat = 0, ctx = 0;
+        slots = so.slots, ctx = 0;
+    cli_rollout ro; /* /v1/recommend's agent */
+    cli_rollout_init(&ro);
     int64_t max_body = (int64_t)so.max_body;
     double timeout = so.timeout_s;
     cli_opt opts[] = {
@@ -36,8 +38,7 @@ static int cmd_serve(int argc, char **argv) {
         {"--max-tokens", CLI_INT, &max_tokens, "max_tokens one completion may ask for (2048)"},
         {"--slots", CLI_INT, &slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompts for /v1/recommend (default: plain base-model prompts)"},
-        {"--constrain", CLI_STR, &constrain, "on | off: /v1/recommend answers only from retrieved titles (on)"},
+        CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
     };
     int np = 0;
@@ -45,9 +46,9 @@ static int cmd_serve(int argc, char **argv) {
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data_path || !trm_path || !llm_path) return cli_usage_error("serve needs --data, --trm and --llm");
-    int on = cli_on_off(batch), con = cli_on_off(constrain);
+    int on = cli_on_off(batch);
     if (on < 0) return cli_usage_error("--batch must be on or off");
-    if (con < 0) return cli_usage_error("--constrain must be on or off");
+    if (cli_rollout_finish(&ro)) return 2;
     if (port < 0 || port > 65535) return cli_usage_error("--port must be in 0..65535");
     if (slots < 1 || slots > 64) return cli_usage_error("--slots must be in 1..64");
     if (max_body < 1 || max_queue < 0 || max_sessions < 1 || max_tokens < 1 || !(timeout > 0) || ctx < 0)
@@ -62,9 +63,8 @@ static int cmd_serve(int argc, char **argv) {
     so.max_tokens = max_tokens;
     so.slots = slots;
     so.batching = on;
-    so.chat = chat;
     so.n_ctx = ctx;
-    so.constrain_titles = con;
+    so.rollout = ro.ro;
 
     dr_dataset d;
     memset(&d, 0, sizeof d);
