@@ -234,8 +234,6 @@ int remote_http_wait(remote_http *h, double wait_s, int *done, int *n_done) {
             if (c->state == CALL_WAITING && c->not_before <= now) {
                 int rc = try_start(h, i);
                 if (rc) return rc;
-            } else if (c->state == CALL_WAITING && c->not_before < next) {
-                next = c->not_before;
             }
         }
         int running = 0;
@@ -254,7 +252,11 @@ int remote_http_wait(remote_http *h, double wait_s, int *done, int *n_done) {
         now = dr_now();
         if (now >= until) return DR_OK;
         int waiting = running;
-        for (int i = 0; i < h->o.n_ids && !waiting; i++) waiting = h->calls[i].state == CALL_WAITING;
+        for (int i = 0; i < h->o.n_ids; i++)
+            if (h->calls[i].state == CALL_WAITING) {
+                waiting = 1;
+                if (h->calls[i].not_before < next) next = h->calls[i].not_before;
+            }
         if (!waiting) return DR_OK; /* nothing in flight: nothing to wait for */
         double ms = (next - now) * 1000;
         if (ms > 1000) ms = 1000;

@@ -13,6 +13,7 @@ typedef struct remote_completion {
     /* The stop string that ended the text when the server names it (vLLM's stop_reason,
      * llama.cpp's stopping_word); NULL when it does not say (or it was not a string). */
     char *stop;
+    int stop_said;           /* the server has the field (null or "": no stop string ended the text) */
     /* Per-token text and log-probability when the server sent them (the completions form
      * {tokens, token_logprobs} or the chat form {content: [{token, logprob}]}); 0 tokens else. */
     char **tokens;

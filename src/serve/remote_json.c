@@ -90,8 +90,9 @@ int remote_completion_parse(const char *body, size_t len, remote_completion *c) 
     json_t *fin = json_object_get(choice, "finish_reason");
     if (json_is_string(fin) && !(c->finish = dup_json_str(fin, NULL))) rc = dr_error(DR_ERR_NOMEM, "out of memory");
     json_t *stop = json_object_get(choice, "stop_reason");
-    if (!json_is_string(stop)) stop = json_object_get(choice, "stopping_word");
-    if (!json_is_string(stop)) stop = json_object_get(j, "stopping_word");
+    if (!stop) stop = json_object_get(choice, "stopping_word");
+    if (!stop) stop = json_object_get(j, "stopping_word");
+    c->stop_said = stop != NULL;
     if (!rc && json_is_string(stop) && json_string_length(stop) > 0 && !(c->stop = dup_json_str(stop, NULL)))
         rc = dr_error(DR_ERR_NOMEM, "out of memory");
     json_t *lp = json_object_get(choice, "logprobs");

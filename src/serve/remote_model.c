@@ -219,19 +219,18 @@ static int open_in(const char *t, size_t n, const char *open, const char *close)
     return o && !memmem(o, n - (size_t)(o - t), close, strlen(close));
 }
 
-/* Which protocol stop ended a turn that stopped: the server's word when it names it; else one
- * the server left at the end of the text (*len shortened); else the tag this turn left open
- * (an answer block, then a preference); else none: the model ended (EOS). */
+/* Which protocol stop ended a turn that stopped: the server's word when it has the field (none
+ * named: the model ended, EOS); else one the server left at the end of the text (*len
+ * shortened); else the tag this turn left open (an answer block, then a preference), which is
+ * a guess: a model that ends (EOS) inside an open tag reads as having closed it. */
 static const char *ended_by(const remote_completion *r, size_t *len) {
     const char *s = our_stop(r->stop);
-    if (s) return s;
-    for (int i = 0; i < N_STOPS; i++) {
+    for (int i = 0; i < N_STOPS && !s && !r->stop_said; i++) {
         size_t k = strlen(k_stops[i]);
-        if (*len >= k && !memcmp(r->text + *len - k, k_stops[i], k)) {
-            *len -= k;
-            return k_stops[i];
-        }
+        if (*len >= k && !memcmp(r->text + *len - k, k_stops[i], k)) s = k_stops[i];
     }
+    if (s && *len >= strlen(s) && !memcmp(r->text + *len - strlen(s), s, strlen(s))) *len -= strlen(s);
+    if (s || r->stop_said) return s;
     if (open_in(r->text, *len, AGENT_TAG_ANSWER, AGENT_TAG_ANSWER_END)) return AGENT_TAG_ANSWER_END;
     if (open_in(r->text, *len, AGENT_TAG_PREF, AGENT_TAG_PREF_END)) return AGENT_TAG_PREF_END;
     return NULL;
