@@ -69,15 +69,18 @@ int remote_url_check(const char *url, char **out) {
         rc = dr_error(DR_ERR_ARG, "'%s': a query or fragment has no place in the base URL", url);
     else if (user)
         rc = dr_error(DR_ERR_ARG, "'%s': credentials in the URL are not supported (use --api-key-env)", url);
+    char *full = NULL; /* curl's own spelling: the scheme lowercased, the path normalised */
+    if (!rc && (curl_url_get(u, CURLUPART_URL, &full, 0) || !full)) rc = dr_error(DR_ERR_ARG, "'%s' is not a URL", url);
     if (!rc) {
-        size_t n = strlen(url);
-        while (n > 0 && url[n - 1] == '/') n--;
+        size_t n = strlen(full);
+        while (n > 0 && full[n - 1] == '/') n--;
         if (!(*out = malloc(n + 1))) rc = dr_error(DR_ERR_NOMEM, "out of memory");
         else {
-            memcpy(*out, url, n);
+            memcpy(*out, full, n);
             (*out)[n] = 0;
         }
     }
+    curl_free(full);
     if (rc) dr_error_hint("the base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8081/v1");
 out:
     curl_free(scheme);
