@@ -41,11 +41,16 @@ typedef struct serve_opts {
 } serve_opts;
 void serve_opts_default(serve_opts *o);
 
+struct serve_remote_opts;
 typedef struct serve_inputs {
     const struct dr_dataset *data;
     struct trm_model *trm;
     const struct llm_model *llm;
     const struct tokenizer *tok; /* NULL: the model's own */
+    /* Instead of llm: /v1/recommend's episodes run on this OpenAI-compatible server (the
+     * request's temperature, top_p and seed are passed on; constrain_titles must be off), and
+     * the completion endpoints answer 404 (ask that server). Copied at start. */
+    const struct serve_remote_opts *remote;
 } serve_inputs;
 
 typedef struct serve_server serve_server;

@@ -105,8 +105,10 @@ void sv_start(sv_server *s, const char *dir, const char *extra) {
     static int n_started;
     snprintf(s->log, sizeof s->log, "%s/serve%d.log", dir, n_started++);
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec %s serve --data %s/data.gguf --trm %s/trm.gguf --llm %s/llm.gguf --port 0 %s 2>%s",
-             bin, dir, dir, dir, extra ? extra : "", s->log);
+    char llm[1100] = ""; /* none when the LLM is remote */
+    if (!extra || !strstr(extra, "--llm-url")) snprintf(llm, sizeof llm, "--llm %s/llm.gguf", dir);
+    snprintf(cmd, sizeof cmd, "exec %s serve --data %s/data.gguf --trm %s/trm.gguf %s --port 0 %s 2>%s", bin, dir, dir,
+             llm, extra ? extra : "", s->log);
     int fd[2];
     CHECK(pipe(fd) == 0);
     pid_t pid = fork();

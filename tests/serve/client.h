@@ -16,8 +16,9 @@ typedef struct sv_server {
     int port;
     char log[512];
 } sv_server;
-/* Starts $DEEPREC_BIN serve on 127.0.0.1 port 0 with the fixture plus extra options; reads the
- * port from its first line. SKIPs when DEEPREC_BIN is unset. */
+/* Starts $DEEPREC_BIN serve on 127.0.0.1 port 0 with the fixture plus extra options (the
+ * fixture's LLM unless they give --llm-url); reads the port from its first line. SKIPs when
+ * DEEPREC_BIN is unset. */
 void sv_start(sv_server *s, const char *dir, const char *extra);
 /* SIGTERM, then the exit status (0 = clean shutdown). */
 int sv_stop(sv_server *s);

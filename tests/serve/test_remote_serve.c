@@ -82,11 +82,11 @@ static const char *const compared[] = {"segments", "calls", "answer", "outcome",
 TEST(remote_serve_same_episodes) {
     const char *dir = byte_fixture(dr_test_tmpdir());
     sv_server s;
-    sv_start(&s, dir, "--ctx 8192");
+    sv_start(&s, dir, "--ctx 8192 --constrain off");
     const char *bin = getenv("DEEPREC_BIN");
     int n_calls = 0, n_outcomes[AGENT_N_OUTCOMES] = {0};
     for (int u = 0; u < 6; u++) {
-        char cmd[4096], common[2048];
+        char cmd[8192], common[4096];
         snprintf(common, sizeof common, "%s recommend --data %s/data.gguf --trm %s/trm.gguf --user u%d --max-tokens 96 "
                                         "--json --seed 3",
                  bin, dir, dir, u);
@@ -122,7 +122,7 @@ TEST(remote_serve_same_episodes) {
 
     /* eval: rerank makes a tool call for the model, so the server also continues after a tool
      * result; every count and metric is the local model's */
-    char cmd[4096], common[2048];
+    char cmd[8192], common[4096];
     snprintf(common, sizeof common, "%s eval --data %s/data.gguf --trm %s/trm.gguf --mode deeprec,rerank --users 12 "
                                     "--max-tokens 64 --bootstrap 0 --json --tool-k 10",
              bin, dir, dir);
@@ -154,6 +154,28 @@ TEST(remote_serve_same_episodes) {
     json_decref(b);
     free(remote);
     free(local);
+
+    /* serve --llm-url: a second server whose episodes run on the first gives the CLI's episode */
+    sv_server s2;
+    char extra[256];
+    snprintf(extra, sizeof extra, "--llm-url http://127.0.0.1:%d/v1", s.port);
+    sv_start(&s2, dir, extra);
+    json_t *r2 = sv_post_json(s2.port, "/v1/recommend", "{\"user\": \"u2\", \"mode\": \"rerank\"}", &st);
+    CHECK_EQ_INT(st, 200);
+    json_t *r1 = sv_post_json(s.port, "/v1/recommend", "{\"user\": \"u2\", \"mode\": \"rerank\"}", &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_STR(json_string_value(json_object_get(r2, "outcome")), json_string_value(json_object_get(r1, "outcome")));
+    json_t *u1 = json_object_get(r1, "usage"), *u2 = json_object_get(r2, "usage");
+    CHECK_EQ_INT(json_integer_value(json_object_get(u2, "generated_tokens")),
+                 json_integer_value(json_object_get(u1, "generated_tokens")));
+    CHECK_EQ_INT(json_integer_value(json_object_get(u2, "tool_calls")), 1);
+    json_decref(r1);
+    json_decref(r2);
+    sv_resp rr;
+    sv_request(s2.port, "POST", "/v1/completions", NULL, "{\"prompt\": \"x\"}", 15, &rr);
+    CHECK_EQ_INT(rr.status, 404); /* the completions are the first server's */
+    sv_resp_free(&rr);
+    CHECK_EQ_INT(sv_stop(&s2), 0);
     CHECK_EQ_INT(sv_stop(&s), 0);
 }
 
