@@ -24,6 +24,18 @@ static const char *const cats[12] = {"Action|Crime|Thriller", "Crime|Drama", "My
                                      "Adventure|Children", "Comedy", "Animation|Children|Comedy",
                                      "Adventure|Drama", "Crime|Drama|Thriller", "Horror|Sci-Fi"};
 
+void sv_tiny_config(llm_config *c, int vocab, int context) {
+    llm_config_default(c, LLM_ARCH_QWEN2);
+    c->dim = 32;
+    c->n_layers = 2;
+    c->n_heads = 4;
+    c->n_kv_heads = 2;
+    c->head_dim = 8;
+    c->ffn = 64;
+    c->vocab = vocab;
+    c->context = context;
+}
+
 void sv_fixture(const char *dir) {
     if (dr_file_exists(dr_test_path(dir, "llm.gguf"))) return;
     dr_data_builder *b = dr_data_builder_new();
@@ -81,15 +93,7 @@ void sv_fixture(const char *dir) {
     tokenizer *tok;
     CHECK_OK(tok_train(corpus, strlen(corpus), &to, &tok));
     llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(tok);
-    c.context = 2048;
+    sv_tiny_config(&c, tok_vocab_size(tok), 2048);
     llm_model *m;
     CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.2f, 5));
     CHECK_OK(llm_model_save(m, tok, dr_test_path(dir, "llm.gguf")));

@@ -155,40 +155,39 @@ TEST(remote_retries_then_answers) {
     fake_llm_stop(&f);
 }
 
-TEST(remote_gives_up_on_500) {
-    fake_reply script[] = {{500, "{\"error\": {\"message\": \"the GPU caught fire\"}}"}};
+/* A server that answers only `status`: the turn fails with an error naming the URL, the status
+ * and the server's message (and `tries` when it retried) after `posts` requests. */
+static void check_failure(int status, const char *body, const char *model, const char *key, const char *tries,
+                          int posts, const char *says) {
+    fake_reply script[] = {{status, body}};
     fake_llm f;
     fake_llm_start(&f, script, 1);
     agent_model m;
-    open_model(&m, &f, NULL, NULL); /* the model name from GET /models */
-    CHECK_EQ_INT(f.n_gets, 1);
-    char text[512] = "";
+    open_model(&m, &f, model, key);
+    CHECK_EQ_INT(f.n_gets, model ? 0 : 1); /* no name given: GET /models */
+    char text[512] = "", want[32];
     int32_t last;
     CHECK_ERR(turn_text(&m, text, sizeof text, &last), DR_ERR_IO);
     const char *msg = dr_error_message();
-    CHECK_MSG(strstr(msg, fake_llm_url(&f)) && strstr(msg, "HTTP 500") && strstr(msg, "4 tries") &&
-                  strstr(msg, "the GPU caught fire"),
+    snprintf(want, sizeof want, "HTTP %d", status);
+    CHECK_MSG(strstr(msg, fake_llm_url(&f)) && strstr(msg, want) && (!tries || strstr(msg, tries)) && strstr(msg, says),
               "message: %s", msg);
-    CHECK_EQ_INT(f.n_posts, 4);
-    CHECK_STR(f.auth, "");
+    CHECK_EQ_INT(f.n_posts, posts);
+    char auth[64] = "";
+    if (key) snprintf(auth, sizeof auth, "Bearer %s", key);
+    CHECK_STR(f.auth, auth);
     serve_remote_model_free(&m);
     fake_llm_stop(&f);
 }
 
+TEST(remote_gives_up_on_500) {
+    check_failure(500, "{\"error\": {\"message\": \"the GPU caught fire\"}}", NULL, NULL, "4 tries", 4,
+                  "the GPU caught fire");
+}
+
 TEST(remote_no_retry_on_401) {
-    fake_reply script[] = {{401, "{\"error\": {\"message\": \"invalid API key\", \"code\": \"unauthorized\"}}"}};
-    fake_llm f;
-    fake_llm_start(&f, script, 1);
-    agent_model m;
-    open_model(&m, &f, "fake", "wrong");
-    char text[512] = "";
-    int32_t last;
-    CHECK_ERR(turn_text(&m, text, sizeof text, &last), DR_ERR_IO);
-    const char *msg = dr_error_message();
-    CHECK_MSG(strstr(msg, "HTTP 401") && strstr(msg, "invalid API key"), "message: %s", msg);
-    CHECK_EQ_INT(f.n_posts, 1);
-    serve_remote_model_free(&m);
-    fake_llm_stop(&f);
+    check_failure(401, "{\"error\": {\"message\": \"invalid API key\", \"code\": \"unauthorized\"}}", "fake", "wrong",
+                  NULL, 1, "invalid API key");
 }
 
 /* A prompt over the server's context ends the episode (the "full" marker), not the run; a

@@ -38,15 +38,7 @@ static const char *byte_fixture(const char *dir) {
     tokenizer *tok;
     CHECK_OK(tok_train(text, strlen(text), &to, &tok));
     llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(tok);
-    c.context = 8192;
+    sv_tiny_config(&c, tok_vocab_size(tok), 8192);
     llm_model *m;
     CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.2f, 9));
     CHECK(m->output.type == GGML_TYPE_F32);
@@ -77,6 +69,23 @@ static char *run(const char *cmd, int *status) {
     return buf;
 }
 
+/* The JSON outputs of one command run twice, through the server (remote_args) and with the
+ * local model (the fixture's, --constrain off); both must succeed. */
+static void run_both(const char *common, const char *remote_args, const char *dir, json_t **remote, json_t **local) {
+    char cmd[8192];
+    json_t **out[2] = {remote, local};
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) snprintf(cmd, sizeof cmd, "%s %s", common, remote_args);
+        else snprintf(cmd, sizeof cmd, "%s --llm %s/llm.gguf --ctx 8192 --constrain off", common, dir);
+        int st;
+        char *o = run(cmd, &st);
+        CHECK_MSG(st == 0, "%s: exit %d", cmd, st);
+        *out[k] = json_loads(o, 0, NULL);
+        CHECK_MSG(*out[k] != NULL, "%s: not JSON: %.200s", cmd, o);
+        free(o);
+    }
+}
+
 static const char *const compared[] = {"segments", "calls", "answer", "outcome", "format", "generated_tokens", "hit_rank"};
 
 TEST(remote_serve_same_episodes) {
@@ -85,20 +94,14 @@ TEST(remote_serve_same_episodes) {
     sv_start(&s, dir, "--ctx 8192 --constrain off");
     const char *bin = getenv("DEEPREC_BIN");
     int n_calls = 0, n_outcomes[AGENT_N_OUTCOMES] = {0};
+    char common[4096], url[128];
+    snprintf(url, sizeof url, "--llm-url http://127.0.0.1:%d/v1 --llm-parallel 2", s.port);
     for (int u = 0; u < 6; u++) {
-        char cmd[8192], common[4096];
         snprintf(common, sizeof common, "%s recommend --data %s/data.gguf --trm %s/trm.gguf --user u%d --max-tokens 96 "
                                         "--json --seed 3",
                  bin, dir, dir, u);
-        snprintf(cmd, sizeof cmd, "%s --llm-url http://127.0.0.1:%d/v1 --llm-parallel 2", common, s.port);
-        int st;
-        char *remote = run(cmd, &st);
-        CHECK_MSG(st == 0, "%s: exit %d", cmd, st);
-        snprintf(cmd, sizeof cmd, "%s --llm %s/llm.gguf --ctx 8192 --constrain off", common, dir);
-        char *local = run(cmd, &st);
-        CHECK_MSG(st == 0, "%s: exit %d", cmd, st);
-        json_t *a = json_loads(remote, 0, NULL), *b = json_loads(local, 0, NULL);
-        CHECK(a && b);
+        json_t *a, *b;
+        run_both(common, url, dir, &a, &b);
         for (size_t k = 0; k < sizeof compared / sizeof *compared; k++) {
             char *x = json_dumps(json_object_get(a, compared[k]), JSON_ENCODE_ANY | JSON_COMPACT);
             char *y = json_dumps(json_object_get(b, compared[k]), JSON_ENCODE_ANY | JSON_COMPACT);
@@ -112,8 +115,6 @@ TEST(remote_serve_same_episodes) {
         CHECK(json_array_size(json_object_get(a, "segments")) >= 1);
         json_decref(a);
         json_decref(b);
-        free(remote);
-        free(local);
     }
     fprintf(stderr, "  6 users, the same episodes through the server: %d tool calls;", n_calls);
     for (int o = 0; o < AGENT_N_OUTCOMES; o++)
@@ -122,19 +123,11 @@ TEST(remote_serve_same_episodes) {
 
     /* eval: rerank makes a tool call for the model, so the server also continues after a tool
      * result; every count and metric is the local model's */
-    char cmd[8192], common[4096];
     snprintf(common, sizeof common, "%s eval --data %s/data.gguf --trm %s/trm.gguf --mode deeprec,rerank --users 12 "
                                     "--max-tokens 64 --bootstrap 0 --json --tool-k 10",
              bin, dir, dir);
-    snprintf(cmd, sizeof cmd, "%s --llm-url http://127.0.0.1:%d/v1 --llm-parallel 4", common, s.port);
-    int st;
-    char *remote = run(cmd, &st);
-    CHECK_MSG(st == 0, "%s: exit %d", cmd, st);
-    snprintf(cmd, sizeof cmd, "%s --llm %s/llm.gguf --ctx 8192 --constrain off", common, dir);
-    char *local = run(cmd, &st);
-    CHECK_MSG(st == 0, "%s: exit %d", cmd, st);
-    json_t *a = json_loads(remote, 0, NULL), *b = json_loads(local, 0, NULL);
-    CHECK(a && b);
+    json_t *a, *b;
+    run_both(common, url, dir, &a, &b);
     CHECK(json_string_value(json_object_get(a, "llm_url")) && strstr(json_string_value(json_object_get(a, "llm_url")), "127.0.0.1"));
     CHECK(json_is_false(json_object_get(a, "constrain")));
     const char *modes[] = {"deeprec", "rerank"};
@@ -152,14 +145,13 @@ TEST(remote_serve_same_episodes) {
     }
     json_decref(a);
     json_decref(b);
-    free(remote);
-    free(local);
 
     /* serve --llm-url: a second server whose episodes run on the first gives the CLI's episode */
     sv_server s2;
     char extra[256];
     snprintf(extra, sizeof extra, "--llm-url http://127.0.0.1:%d/v1", s.port);
     sv_start(&s2, dir, extra);
+    int st;
     json_t *r2 = sv_post_json(s2.port, "/v1/recommend", "{\"user\": \"u2\", \"mode\": \"rerank\"}", &st);
     CHECK_EQ_INT(st, 200);
     json_t *r1 = sv_post_json(s.port, "/v1/recommend", "{\"user\": \"u2\", \"mode\": \"rerank\"}", &st);
