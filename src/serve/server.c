@@ -490,14 +490,21 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
             free(srv);
             return rc;
         }
+        /* owned copies: the caller's strings need not outlive this call */
         sh->remote_model = strdup(serve_remote_model_name(&probe));
         serve_remote_model_free(&probe);
-        sh->remote.model = sh->remote_model;
-        sh->remote.url = NULL; /* set below: the caller's string may not outlive the call */
         sh->remote_url = strdup(ro->url);
+        sh->remote_key = ro->api_key ? strdup(ro->api_key) : NULL;
+        if (!sh->remote_model || !sh->remote_url || (ro->api_key && !sh->remote_key)) {
+            free(sh->remote_model);
+            free(sh->remote_url);
+            free(sh->remote_key);
+            free(srv);
+            return dr_error(DR_ERR_NOMEM, "out of memory");
+        }
+        sh->remote.model = sh->remote_model;
         sh->remote.url = sh->remote_url;
-        sh->remote.api_key = NULL;
-        if (ro->api_key) sh->remote.api_key = sh->remote_key = strdup(ro->api_key);
+        sh->remote.api_key = sh->remote_key;
     }
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->cv_work, NULL);
