@@ -1,5 +1,7 @@
 /* deeprec agent synth | recommend: the DeepRec agent from the command line. */
 #include "cli.h"
+#include "llm_url.h"
+#include "deeprec/serve.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/evaluate.h"
@@ -157,7 +159,8 @@ static const char *seg_name(int k) { return k == AGENT_SEG_PROMPT ? "prompt" : k
 static int cmd_recommend(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *user = NULL,
                *split = "test";
-    int json = 0, ctx = 0, show_prompt = 0;
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
+    int json = 0, ctx = 0, show_prompt = 0, constrained;
     cli_rollout ro;
     cli_rollout_init(&ro);
     double temp = 0.0, top_p = 1.0;
@@ -177,14 +180,17 @@ static int cmd_recommend(int argc, char **argv) {
         {"--ctx", CLI_INT, &ctx, "context cap in tokens (0 = min(model, 4096))"},
         {"--show-prompt", CLI_FLAG, &show_prompt, "print the whole prompt too"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec recommend --data DATA.gguf --trm TRM.gguf --llm M.gguf --user U [--json]", argc, argv,
                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (!data_path || !trm_path || !llm_path || !user)
-        return cli_usage_error("recommend needs --data, --trm, --llm and --user");
+    if (!data_path || !trm_path || !(llm_path || url.url) || !user)
+        return cli_usage_error("recommend needs --data, --trm, --llm (or --llm-url) and --user");
     if (strcmp(split, "test") && strcmp(split, "valid")) return cli_usage_error("--split must be test or valid");
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, json, &constrained))) return r;
+    if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
     dr_dataset d;
     memset(&d, 0, sizeof d);
@@ -211,12 +217,14 @@ static int cmd_recommend(int argc, char **argv) {
         hist = dr_data_seq(&d, u);
     }
     if ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)) ||
-        (rc = llm_model_load(&lm, llm_path)))
+        (llm_path && (rc = llm_model_load(&lm, llm_path))))
         goto fail;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto fail;
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
-    if ((rc = agent_model_llm_new(&model, lm, tok, &lo))) goto fail;
+    if (url.url ? cli_llm_url_model(&url, temp, top_p, (uint64_t)seed, ro.ro.max_turn_tokens, &model) != 0
+                : (rc = agent_model_llm_new(&model, lm, tok, &lo)) != 0)
+        goto fail_printed;
     agent_request rq = {u, hist, n_hist, target, NULL};
     double t0 = dr_now();
     if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro.ro, &ep))) goto fail;
@@ -264,6 +272,7 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "hit_rank_substring", json_integer(ep->hit_rank_substr));
         json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
         json_object_set_new(j, "constrain", json_boolean(ro.ro.constrain_titles));
+        if (url.url) json_object_set_new(j, "llm_url", json_string(url.url));
         json_object_set_new(j, "seconds", json_real(secs));
         print_json(j);
     } else {
@@ -310,25 +319,24 @@ static int cmd_recommend(int argc, char **argv) {
                agent_outcome_name(ep->outcome), agent_format_name(ep->format), ep->n_calls, (int)ep->n_generated, secs,
                ep->hit_rank + 1, ep->hit_rank_substr + 1);
     }
-    agent_episodes_free(ep, 1);
-    agent_model_llm_free(&model);
-    agent_tool_trm_free(&tool);
-    agent_catalog_free(cat);
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return 0;
+    rc = 0;
+    goto out;
 fail:
+    rc = cli_fail();
+    goto out;
+fail_printed:
+    rc = 1;
+out:
     agent_episodes_free(ep, 1);
-    agent_model_llm_free(&model);
+    if (url.url) serve_remote_model_free(&model);
+    else agent_model_llm_free(&model);
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
     dr_data_free(&d);
-    return cli_fail();
+    return rc;
 }
 CLI_COMMAND(recommend, "recommend", "one user's whole DeepRec trace (history, thoughts, tool calls, final list)",
             cmd_recommend)

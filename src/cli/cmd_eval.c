@@ -1,5 +1,7 @@
 /* deeprec eval: the DeepRec agent and its baselines on test users (include/deeprec/evaluate.h). */
 #include "cli.h"
+#include "llm_url.h"
+#include "deeprec/serve.h"
 #include "deeprec/data.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
@@ -12,6 +14,7 @@
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
                *paired = NULL;
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
     eval_opts eo;
     eval_opts_default(&eo);
     cli_rollout ro;
@@ -44,6 +47,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
@@ -51,7 +55,6 @@ static int cmd_eval(int argc, char **argv) {
                       "[--tool-k 20] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (cli_rollout_finish(&ro)) return 2;
     int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
     {
         const char *p = modes;
@@ -82,10 +85,14 @@ static int cmd_eval(int argc, char **argv) {
     }
     if (!data_path) return cli_usage_error("eval needs --data");
     if (need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
-    if (need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
+    if (need_llm && !llm_path && !url.url) return cli_usage_error("eval --mode %s needs --llm or --llm-url", modes);
     if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || ctx < 0 || temp < 0 || eo.bootstrap < 0)
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --ctx >= 0, --temp >= 0, "
                                "--bootstrap >= 0");
+    int constrained;
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, quiet || json, &constrained))) return r;
+    if (url.url) ro.constrain = "off";
+    if (cli_rollout_finish(&ro)) return 2;
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
     eo.bootstrap_seed = (uint64_t)seed;
@@ -105,6 +112,7 @@ static int cmd_eval(int argc, char **argv) {
     llm_model *lm = NULL;
     tokenizer *tok = NULL;
     agent_catalog *cat = NULL;
+    agent_model remote = {0};
     eval_result res[EVAL_N_MODES];
     eval_paired pair[EVAL_N_MODES];
     memset(res, 0, sizeof res);
@@ -114,6 +122,14 @@ static int cmd_eval(int argc, char **argv) {
     if (tm && trm_model_config(tm)->model == TRM_SASREC && !quiet && !json)
         fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
                         "(the preference text is ignored)\n", trm_path);
+    if (need_llm && url.url) {
+        if (cli_llm_url_model(&url, temp, top_p, eo.seed, eo.rollout.max_turn_tokens, &remote)) goto fail_printed;
+        if (remote.n_slots < eo.samples) {
+            rc = dr_error(DR_ERR_ARG, "--samples %d needs --llm-parallel >= %d", eo.samples, eo.samples);
+            goto fail;
+        }
+        need_llm = 0; /* nothing local to load */
+    }
     if (need_llm && (rc = llm_model_load(&lm, llm_path))) goto fail;
     if (need_llm && tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
     if (need_llm && !tok && !lm->tok) {
@@ -121,7 +137,7 @@ static int cmd_eval(int argc, char **argv) {
         dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
         goto fail;
     }
-    eval_inputs in = {&d, cat, tm, lm, tok};
+    eval_inputs in = {&d, cat, tm, lm, tok, remote.ctx ? &remote : NULL};
     for (int i = 0; i < n_modes; i++) {
         eo.mode = mode_list[i];
         if (eo.progress) fprintf(stderr, "eval: mode %s\n", eval_mode_name(eo.mode));
@@ -150,6 +166,7 @@ static int cmd_eval(int argc, char **argv) {
         json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
         json_object_set_new(j, "constrain", json_boolean(eo.rollout.constrain_titles));
+        if (url.url) json_object_set_new(j, "llm_url", json_string(url.url));
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
         if (s) printf("%s\n", s);
         free(s);
@@ -157,24 +174,30 @@ static int cmd_eval(int argc, char **argv) {
     } else {
         printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
                "constrained titles %s)\n",
-               data_path, (long long)seed, eo.rollout.constrain_titles ? "on" : "off");
+               data_path, (long long)seed,
+               eo.rollout.constrain_titles ? "on" : url.url ? "off (a remote LLM gives no logits)" : "off");
+        if (url.url) printf("LLM: %s at %s\n", serve_remote_model_name(&remote), url.url);
         eval_report_table(res, n_modes, stdout);
         if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
     }
     for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
+    serve_remote_model_free(&remote);
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
     dr_data_free(&d);
     return 0;
 fail:
+    rc = cli_fail();
+fail_printed:
     for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
+    serve_remote_model_free(&remote);
     tok_free(tok);
     llm_model_free(lm);
     trm_model_free(tm);
     dr_data_free(&d);
-    return cli_fail();
+    return rc ? rc : 1;
 }
 CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct, teacher) on test users, with 95% CIs", cmd_eval)

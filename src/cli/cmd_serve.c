@@ -1,5 +1,6 @@
 /* deeprec serve: the agent and its LLM behind HTTP until SIGINT / SIGTERM. */
 #include "cli.h"
+#include "llm_url.h"
 #include "deeprec/data.h"
 #include "deeprec/llm.h"
 #include "deeprec/serve.h"
@@ -15,6 +16,7 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
                *key_env = "DEEPREC_API_KEY";
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
     int port = so.port, max_queue = so.max_queue, max_sessions = so.max_sessions, max_tokens = so.max_tokens,
         slots = so.slots, ctx = 0;
     cli_rollout ro; /* /v1/recommend's agent */
@@ -40,14 +42,18 @@ static int cmd_serve(int argc, char **argv) {
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
         CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        CLI_LLM_URL_OPTS(url, "--llm-api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec serve --data DATA.gguf --trm TRM.gguf --llm M.gguf [--host 127.0.0.1] [--port 8080]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (!data_path || !trm_path || !llm_path) return cli_usage_error("serve needs --data, --trm and --llm");
-    int on = cli_on_off(batch);
+    if (!data_path || !trm_path || !(llm_path || url.url))
+        return cli_usage_error("serve needs --data, --trm and --llm (or --llm-url)");
+    int on = cli_on_off(batch), con;
     if (on < 0) return cli_usage_error("--batch must be on or off");
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, 0, &con))) return r;
+    if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
     if (port < 0 || port > 65535) return cli_usage_error("--port must be in 0..65535");
     if (slots < 1 || slots > 64) return cli_usage_error("--slots must be in 1..64");
@@ -61,7 +67,7 @@ static int cmd_serve(int argc, char **argv) {
     so.max_queue = max_queue;
     so.max_sessions = max_sessions;
     so.max_tokens = max_tokens;
-    so.slots = slots;
+    so.slots = url.url ? url.parallel : slots; /* with a remote LLM a slot is a request in flight */
     so.batching = on;
     so.n_ctx = ctx;
     so.rollout = ro.ro;
@@ -73,7 +79,8 @@ static int cmd_serve(int argc, char **argv) {
     tokenizer *tok = NULL;
     serve_server *srv = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path)))
+    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
+        (llm_path && (rc = llm_model_load(&lm, llm_path))))
         goto done;
     if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto done;
     /* the signals are waited for here; block them before the server's threads inherit the mask */
@@ -83,10 +90,15 @@ static int cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    serve_inputs in = {&d, tm, lm, tok};
+    serve_remote_opts remote = {0};
+    remote.url = url.url;
+    remote.model = url.model;
+    remote.api_key = url.key_env ? getenv(url.key_env) : NULL;
+    remote.parallel = url.parallel;
+    serve_inputs in = {&d, tm, lm, tok, url.url ? &remote : NULL};
     if ((rc = serve_start(&srv, &in, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path, slots, on ? "on" : "off",
+           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path ? llm_path : url.url, slots, on ? "on" : "off",
            so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;

@@ -515,7 +515,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     so.max_hist = b->max_hist, so.tool_k = b->tool_k, so.seed = 1, so.varied = varied;
     so.anchor = b->ws_anchor != 0;
     if (mode == EVAL_TEACHER) eo.synth = &so;
-    eval_inputs in = {&p->d, p->cat, tm, lm, NULL};
+    eval_inputs in = {&p->d, p->cat, tm, lm, NULL, NULL};
     eval_result r;
     memset(&r, 0, sizeof r);
     if ((rc = eval_run(&in, &eo, &r))) {
