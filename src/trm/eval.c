@@ -1,4 +1,4 @@
-/* Full-ranking evaluation of a TRM on the valid or test split (metrics module). */
+/* Full-ranking evaluation of a TRM on the valid or test split (deeprec/metrics.h). */
 #include "internal.h"
 #include "deeprec/data.h"
 #include "deeprec/dist.h"
