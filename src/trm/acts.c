@@ -134,7 +134,6 @@ int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t gu
     memset(a->fmem, guard ? SENTINEL : 0, w.nf * sizeof(float));
     memset(a->bmem, guard ? SENTINEL : 1, w.nb);
     memset(a->imem, guard ? SENTINEL : 0, w.ni * sizeof(int32_t));
-    a->bytes = w.nf * sizeof(float) + w.nb + w.ni * sizeof(int32_t);
     a->guard = guard;
     a->Bcap = Bcap;
     a->Lcap = c->max_len;

@@ -62,7 +62,6 @@ typedef struct trm_acts {
     float *fmem;
     uint8_t *bmem;
     int32_t *imem;
-    size_t bytes;               /* of fmem, bmem and imem together */
     size_t guard;               /* sentinel elements after each buffer (tests), or 0 */
     /* current batch */
     int B, L, N;
@@ -136,5 +135,9 @@ float *trm_debug_params(trm_model *m, size_t *n);
 void trm_debug_refresh(trm_model *m);
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
+/* For benches: `steps` timed training steps of epoch 0 (seconds, flops, sequences and
+ * positions done). */
+int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
+                     double *flops, int64_t *seqs, int64_t *positions);
 
 #endif

@@ -697,8 +697,6 @@ out:
 
 /* ---------- benchmark hook: timed training steps of epoch 0 ---------- */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
-                     double *flops, int64_t *seqs, int64_t *positions);
-int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions) {
     trainer t;
     int rc = trainer_init(&t, m, d, o);
