@@ -1,6 +1,7 @@
 # deeprec — GNU Make build.
 #   make            CLI (build/deeprec) and library (build/libdeeprec.a)
-#   make test       unit tests, normal build and ASan+UBSan build
+#   make test       check-layers, then unit tests, normal build and ASan+UBSan build
+#   make check-layers  includes against the layering (DESIGN.md section 2, DEPS_* below)
 #   make demo       the main job on the embedded default dataset
 #   make bench      benchmark programs in build/bench/
 #   make fuzz       libFuzzer targets (clang), each run FUZZ_SECONDS
@@ -23,10 +24,10 @@ DEPS_nn    := base
 DEPS_data  := gguf base
 DEPS_text  := gguf base
 DEPS_eval  := agent llm trm text data gguf nn base
-DEPS_trm   := eval data nn gguf base
+DEPS_trm   := data nn gguf base
 DEPS_llm   := text nn gguf base
-DEPS_agent := llm trm eval text data nn gguf base
-DEPS_rl    := agent llm trm eval text data nn gguf base
+DEPS_agent := llm trm text data nn gguf base
+DEPS_rl    := agent llm trm text data nn gguf base
 DEPS_pipeline := eval rl agent llm trm text data nn gguf base
 DEPS_serve := eval agent llm trm text data nn gguf base
 
@@ -81,7 +82,7 @@ TEST_MODULES := $(foreach m,$(MODULES),$(if $(wildcard tests/$(m)/*.c),$(m)))
 TEST_BINS := $(foreach m,$(TEST_MODULES),$(BUILD)/tests/test_$(m))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all test test-normal test-san demo bench fuzz fuzz-merge deps clean tests-bin
+.PHONY: all test test-normal test-san demo bench fuzz fuzz-merge deps clean tests-bin check-layers
 all: deps-check $(BUILD)/deeprec $(BUILD)/libdeeprec.a
 
 $(BUILD)/obj/%.o: src/%.c
@@ -123,8 +124,14 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(call libs_for,$(LIB_MODULES)) Makefil
 
 tests-bin: $(TEST_BINS) $(BUILD)/deeprec
 
-# The suite twice: optimised build and ASan+UBSan build; one summary line at the end.
-test: deps-check
+# Includes against the layering of ../shared/DESIGN.md section 2 (and the DEPS above), then
+# the checker's own test on small trees with each kind of violation.
+check-layers:
+	@tools/check_layers.sh . && tools/check_layers_test.sh && echo "check-layers: ok"
+
+# The layering first; then the suite twice: optimised build and ASan+UBSan build; one summary
+# line at the end.
+test: deps-check check-layers
 	$(MAKE) --no-print-directory tests-bin
 	$(MAKE) --no-print-directory tests-bin BUILD=build/san SAN=1
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DEEPREC_BIN=$(CURDIR)/build/deeprec \

@@ -17,14 +17,12 @@
 #include "deeprec/rl.h"
 #include "deeprec/tokenizer.h"
 #include "deeprec/trm.h"
+#include "trm/internal.h"
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
-                     double *flops, int64_t *seqs, int64_t *positions);
 
 static double cpu_now(void) {
     struct timespec ts;

@@ -6,6 +6,7 @@
 #include "deeprec/base.h"
 #include "deeprec/data.h"
 #include "deeprec/trm.h"
+#include "trm/internal.h"
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,6 @@ static double cpu_now(void) {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
-
-int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
-                     double *flops, int64_t *seqs, int64_t *positions);
 
 static double last_sgemm_cpu_gflops;
 static double cpu_now(void);

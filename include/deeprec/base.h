@@ -37,6 +37,28 @@ const char *dr_error_message(void);
 const char *dr_error_name(int code);
 void dr_error_clear(void);
 
+/* Errors raised on an OpenMP worker land in that thread's own slot, which the caller never
+ * reads. A parallel region that can fail declares a dr_par_error before it (dr_par_error_init),
+ * hands each failure to dr_par_error_keep on the thread that raised it, and after the region
+ * dr_par_error_raise puts the kept one in the caller's slot. Of several failures it keeps the
+ * one with the lowest index (e.g. the loop iteration), so the message does not depend on
+ * scheduling. */
+#define DR_ERROR_CAP 2048
+typedef struct dr_par_error {
+    int code; /* DR_OK while nothing failed */
+    int64_t index;
+    char msg[DR_ERROR_CAP];
+} dr_par_error;
+void dr_par_error_init(dr_par_error *e);
+/* Keeps this thread's current error (code, as returned by the failing call) for `index`.
+ * Returns code, so a worker writes `dr_par_error_keep(&pe, i, dr_error(...))`. */
+int dr_par_error_keep(dr_par_error *e, int64_t index, int code);
+/* Whether some worker failed already (lets the others skip their remaining work). */
+int dr_par_error_failed(const dr_par_error *e);
+/* On the calling thread, after the region: the kept error becomes the current one and its
+ * code is returned; DR_OK (and the slot untouched) when nothing failed. */
+int dr_par_error_raise(const dr_par_error *e);
+
 /* ---------- memory ---------- */
 /* Allocation with overflow-checked sizes; on failure set DR_ERR_NOMEM and return NULL. */
 void *dr_malloc(size_t n);

@@ -1,4 +1,4 @@
-/* deeprec metrics: full-catalog ranking metrics, Recall@K (= HR@K with one
+/* deeprec metrics (part of the data module): full-catalog ranking metrics, Recall@K (= HR@K with one
  * target), NDCG@K and MRR, for K in {1, 5, 10, 20}.
  *
  * Scores. One float per item id 0..n_items (row length n_items + 1, the

@@ -1,8 +1,9 @@
-/* Thread-local error slot: library calls leave code + message here. */
+/* Thread-local error slot: library calls leave code + message here; dr_par_error carries one
+ * out of an OpenMP worker to the thread that started the region. */
 #include "deeprec/base.h"
 #include <string.h>
 
-#define ERR_CAP 2048
+#define ERR_CAP DR_ERROR_CAP
 static _Thread_local int err_code;
 static _Thread_local char err_msg[ERR_CAP];
 
@@ -65,6 +66,32 @@ int dr_error_context(const char *fmt, ...) {
 int dr_error_code(void) { return err_code; }
 const char *dr_error_message(void) { return err_msg[0] ? err_msg : "no error"; }
 void dr_error_clear(void) { err_code = DR_OK; err_msg[0] = 0; }
+
+void dr_par_error_init(dr_par_error *e) {
+    e->code = DR_OK;
+    e->index = INT64_MAX;
+    e->msg[0] = 0;
+}
+
+int dr_par_error_keep(dr_par_error *e, int64_t index, int code) {
+    if (code == DR_OK) return code;
+#pragma omp critical(dr_par_error)
+    if (e->code == DR_OK || index < e->index) {
+        memcpy(e->msg, err_msg, ERR_CAP);
+        e->index = index;
+        __atomic_store_n(&e->code, code, __ATOMIC_RELEASE);
+    }
+    return code;
+}
+
+int dr_par_error_failed(const dr_par_error *e) { return __atomic_load_n(&e->code, __ATOMIC_ACQUIRE) != DR_OK; }
+
+int dr_par_error_raise(const dr_par_error *e) {
+    if (e->code == DR_OK) return DR_OK;
+    err_code = e->code;
+    memcpy(err_msg, e->msg, ERR_CAP);
+    return err_code;
+}
 
 const char *dr_error_name(int code) {
     switch (code) {

@@ -403,9 +403,10 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
 #else
 static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
     const int rows = w->rows, cols = w->cols;
+    /* on each worker's stack: a failed malloc here had no way to reach the caller */
 #pragma omp parallel
     {
-        float *row = malloc((size_t)cols * sizeof(float));
+        float row[cols];
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             llm_mat_row(w, r, row);
@@ -416,7 +417,6 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
                 y[(size_t)j * rows + r] = s;
             }
         }
-        free(row);
     }
 }
 #endif

@@ -468,11 +468,12 @@ static int random_mat(llm_model *m, llm_mat *w, int rows, int cols, uint32_t typ
     w->rows = rows;
     w->cols = cols;
     w->row_bytes = bytes / (size_t)rows;
-    int fail = 0;
+    dr_par_error pe;
+    dr_par_error_init(&pe);
 #pragma omp parallel
     {
-        float *tmp = malloc((size_t)cols * sizeof(float));
-        if (!tmp) fail = 1;
+        float *tmp = dr_malloc((size_t)cols * sizeof(float));
+        if (!tmp) dr_par_error_keep(&pe, 0, dr_error_code());
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             if (!tmp) continue;
@@ -490,7 +491,7 @@ static int random_mat(llm_model *m, llm_mat *w, int rows, int cols, uint32_t typ
         }
         free(tmp);
     }
-    return fail ? dr_error(DR_ERR_NOMEM, "out of memory") : DR_OK;
+    return dr_par_error_raise(&pe);
 }
 
 static int random_vec(llm_model *m, const float **out, int n, float mean, float std, dr_rng *rng) {
@@ -567,11 +568,12 @@ static int convert_mat(llm_model *m, llm_mat *w, uint32_t type) {
     int rc = llm_model_own(m, buf);
     if (rc) return rc;
     size_t rb = bytes / (size_t)w->rows;
-    int fail = 0;
+    dr_par_error pe;
+    dr_par_error_init(&pe);
 #pragma omp parallel
     {
-        float *tmp = malloc((size_t)w->cols * sizeof(float));
-        if (!tmp) fail = 1;
+        float *tmp = dr_malloc((size_t)w->cols * sizeof(float));
+        if (!tmp) dr_par_error_keep(&pe, 0, dr_error_code());
 #pragma omp for schedule(static)
         for (int r = 0; r < w->rows; r++) {
             if (!tmp) continue;
@@ -580,7 +582,7 @@ static int convert_mat(llm_model *m, llm_mat *w, uint32_t type) {
         }
         free(tmp);
     }
-    if (fail) return dr_error(DR_ERR_NOMEM, "out of memory");
+    if ((rc = dr_par_error_raise(&pe))) return rc;
     llm_model_disown_free(m, w->data);
     w->data = buf;
     w->type = type;

@@ -146,17 +146,16 @@ static inline float fdot(const float *a, const float *b, int n) {
 void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y) {
     const int rows = w->rows, cols = w->cols;
     double work = (double)rows * cols * n;
+    /* The row lives on each worker's stack (cols is a model width: tens of KB at most): a
+     * worker whose malloc failed used to skip its rows and leave y unwritten, unnoticed. */
 #pragma omp parallel if (work > 65536)
     {
-        float *row = malloc((size_t)cols * sizeof(float));
-        if (row) {
+        float row[cols];
 #pragma omp for schedule(static)
-            for (int r = 0; r < rows; r++) {
-                llm_mat_row(w, r, row);
-                for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = fdot(row, x + (size_t)j * cols, cols);
-            }
+        for (int r = 0; r < rows; r++) {
+            llm_mat_row(w, r, row);
+            for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = fdot(row, x + (size_t)j * cols, cols);
         }
-        free(row);
     }
 }
 

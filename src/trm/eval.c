@@ -1,12 +1,10 @@
-/* Full-ranking evaluation of a TRM on the valid or test split (metrics module). */
+/* Full-ranking evaluation of a TRM on the valid or test split (deeprec/metrics.h). */
 #include "internal.h"
 #include "deeprec/data.h"
 #include "deeprec/dist.h"
 #include "deeprec/metrics.h"
 #include <stdlib.h>
 #include <string.h>
-
-int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
 
 typedef struct { int64_t len; int32_t u; } ulen;
 static int cmp_ulen(const void *a, const void *b) {
@@ -23,7 +21,6 @@ static void last_rows(const trm_model *m, const trm_acts *a, const float *out, f
                (size_t)d * sizeof(float));
 }
 
-int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
 int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text) {
     /* only the last row of sequence b carries a preference; rows are filled in order */
     int row = b * a->L + a->L - 1;

@@ -4,6 +4,8 @@
 
 #include "deeprec/trm.h"
 #include "deeprec/nn.h"
+#include "deeprec/data.h"
+#include "deeprec/gguf.h"
 
 #define TRM_MAX_LAYERS 16
 #define TRM_MAX_TENSORS (16 + 16 * TRM_MAX_LAYERS)
@@ -60,6 +62,7 @@ typedef struct trm_acts {
     float *fmem;
     uint8_t *bmem;
     int32_t *imem;
+    size_t guard;               /* sentinel elements after each buffer (tests), or 0 */
     /* current batch */
     int B, L, N;
     int train;
@@ -87,6 +90,10 @@ typedef struct trm_acts {
 int trm__layout(trm_model *m);                 /* fills tensors + pointers for m->mem */
 void trm__bind(const trm_model *m, float *base, trm_params *p);
 int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap);
+/* Tests: `guard` sentinel elements after every buffer; trm__acts_check then names the first
+ * buffer written past its end (DR_ERR_INTERNAL), or returns DR_OK. */
+int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard);
+int trm__acts_check(const trm_acts *a, const trm_model *m);
 void trm__acts_free(trm_acts *a);
 /* Scoring tables from the parameters (call after every update). */
 void trm__refresh_tables(trm_model *m);
@@ -105,5 +112,32 @@ int trm__max_feats(void);
 /* text */
 int trm__item_text_build(trm_model *m, const struct dr_dataset *d);
 int trm__pref_tokens(const trm_model *m, const char *text, int32_t *ids, int max_ids);
+/* The preference of sequence b (its last row) from free text; rows are filled in order.
+ * Returns the number of feature ids it kept. */
+int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
+
+/* pref.c: preferences made from an item's text (categories, title words) */
+int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty, char *buf, size_t cap);
+int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
+
+/* io.c: checkpoints */
+trm_model *trm__model_blank(const trm_config *cfg, int *rc); /* model.c; NULL with *rc set on failure */
+gguf_writer *trm__writer(const trm_model *m);
+int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
+int trm__load_file(trm_model **out, const gguf_file *f);
+
+/* For tests: the training loss and gradient of a fixed batch, the flat parameters, the
+ * scoring tables after editing them, the user vector through the full forward (every row of
+ * the last block), and the top-k selection on its own. */
+int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users,
+                        int B, uint64_t seed, double *loss, float *grad);
+float *trm_debug_params(trm_model *m, size_t *n);
+void trm_debug_refresh(trm_model *m);
+int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
+int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
+/* For benches: `steps` timed training steps of epoch 0 (seconds, flops, sequences and
+ * positions done). */
+int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
+                     double *flops, int64_t *seqs, int64_t *positions);
 
 #endif

@@ -5,10 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-trm_model *trm__model_blank(const trm_config *cfg, int *rc);
-gguf_writer *trm__writer(const trm_model *m);
-int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
-
 gguf_writer *trm__writer(const trm_model *m) {
     gguf_writer *w = gguf_writer_new();
     if (!w) return NULL;
@@ -115,7 +111,6 @@ size_t trm__first_nonfinite(const trm_model *m) {
     return (size_t)-1;
 }
 
-int trm__load_file(trm_model **out, const gguf_file *f);
 int trm__load_file(trm_model **out, const gguf_file *f) {
     *out = NULL;
     trm_config c;

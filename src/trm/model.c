@@ -167,7 +167,6 @@ static int model_alloc(trm_model *m) {
     return DR_OK;
 }
 
-trm_model *trm__model_blank(const trm_config *cfg, int *rc);
 trm_model *trm__model_blank(const trm_config *cfg, int *rc) {
     trm_model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -267,125 +266,6 @@ void trm__refresh_tables(trm_model *m) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < vd; i++) m->F[i] += m->p.item_emb[i];
     m->F_ok = 1;
-}
-
-/* ---------------- activations ---------------- */
-
-void trm__acts_free(trm_acts *a) {
-    free(a->fmem);
-    free(a->bmem);
-    free(a->imem);
-    memset(a, 0, sizeof *a);
-}
-
-int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap) {
-    memset(a, 0, sizeof *a);
-    const trm_config *c = &m->cfg;
-    size_t B = (size_t)Bcap, L = (size_t)c->max_len, N = B * L, d = (size_t)c->dim, f = (size_t)c->ffn_dim,
-           H = (size_t)c->heads, nl = (size_t)c->layers;
-    size_t att = B * H * L * L;
-    size_t per_layer = 9 * N * d + 4 * N + 2 * N * f + att;
-    size_t nf = 2 * N * d + nl * per_layer + N * d + 2 * N + 3 * N * d + 2 * N + 7 * N * d + 2 * N * f + att;
-    size_t nb = N * d + nl * (2 * N * d + N * f) + N;
-    a->ptok_cap = (int)(N * 24 + 64);
-    size_t ni = 3 * N + (N + 1) + (size_t)a->ptok_cap;
-    a->fmem = dr_aligned_alloc(nf * sizeof(float));
-    a->bmem = dr_aligned_alloc(nb);
-    a->imem = dr_aligned_alloc(ni * sizeof(int32_t));
-    if (!a->fmem || !a->bmem || !a->imem) {
-        trm__acts_free(a);
-        return dr_error(DR_ERR_NOMEM, "trm: cannot allocate activations for batch %d", Bcap);
-    }
-    memset(a->fmem, 0, nf * sizeof(float));
-    memset(a->bmem, 1, nb);
-    memset(a->imem, 0, ni * sizeof(int32_t));
-    a->Bcap = Bcap;
-    a->Lcap = c->max_len;
-    a->Ncap = (int)N;
-    float *fp = a->fmem;
-    uint8_t *bp = a->bmem;
-    int32_t *ip = a->imem;
-#define F(n) (fp += (n), fp - (n))
-#define U8(n) (bp += (n), bp - (n))
-#define I(n) (ip += (n), ip - (n))
-    a->x0 = F(N * d);
-    a->res0 = F(N * d);
-    a->em = U8(N * d);
-    for (size_t l = 0; l < nl; l++) {
-        trm_layer_a *A = &a->l[l];
-        A->ln1o = F(N * d);
-        A->ln1m = F(N);
-        A->ln1r = F(N);
-        A->q = F(N * d);
-        A->k = F(N * d);
-        A->v = F(N * d);
-        A->att = F(att);
-        A->y = F(N * d);
-        A->s1 = F(N * d);
-        A->ln2o = F(N * d);
-        A->ln2m = F(N);
-        A->ln2r = F(N);
-        A->f = F(N * f);
-        A->gd = F(N * f);
-        A->s2 = F(N * d);
-        A->om = U8(N * d);
-        A->gm = U8(N * f);
-        A->hm = U8(N * d);
-    }
-    a->lnfo = F(N * d);
-    a->lnfm = F(N);
-    a->lnfr = F(N);
-    a->pbag = F(N * d);
-    a->z = F(N * d);
-    a->u = F(N * d);
-    a->lnum = F(N);
-    a->lnur = F(N);
-    a->d0 = F(N * d);
-    a->d1 = F(N * d);
-    a->d2 = F(N * d);
-    a->dq = F(N * d);
-    a->dk = F(N * d);
-    a->dv = F(N * d);
-    a->dU = F(N * d);
-    a->df1 = F(N * f);
-    a->df2 = F(N * f);
-    a->datt = F(att);
-    a->key_mask = U8(N);
-    a->ids = I(N);
-    a->ids_bwd = I(N);
-    a->pos = I(N);
-    a->ptok_off = I(N + 1);
-    a->ptok = I((size_t)a->ptok_cap);
-#undef F
-#undef U8
-#undef I
-    return DR_OK;
-}
-
-void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens) {
-    int maxL = m->cfg.max_len;
-    if (L <= 0) {
-        L = 1;
-        for (int b = 0; b < B; b++)
-            if (lens[b] > L) L = (int)(lens[b] < maxL ? lens[b] : maxL);
-    }
-    a->B = B;
-    a->L = L;
-    a->N = B * L;
-    for (int b = 0; b < B; b++) {
-        int64_t n = lens[b] < L ? lens[b] : L;
-        const int32_t *s = seqs[b] + (lens[b] - n);
-        int pad = L - (int)n;
-        for (int t = 0; t < L; t++) {
-            int32_t id = t < pad ? 0 : s[t - pad];
-            if (id < 0 || id > m->cfg.n_items) id = 0;
-            a->ids[b * L + t] = id;
-            a->ids_bwd[b * L + t] = id > 0 ? id : -1;
-            a->pos[b * L + t] = maxL - L + t;
-            a->key_mask[b * L + t] = id > 0;
-        }
-    }
-    for (int i = 0; i <= a->N; i++) a->ptok_off[i] = 0;
 }
 
 static dr_rng site_rng(const trm_acts *a, int layer, int site) {

@@ -5,9 +5,6 @@
 #include "deeprec/data.h"
 #include <string.h>
 
-int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty, char *buf, size_t cap);
-int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
-
 static void append(char *buf, size_t cap, size_t *n, const char *s, size_t len) {
     if (*n && *n + 3 < cap) {
         memcpy(buf + *n, " ; ", 3);

@@ -7,8 +7,6 @@
 #include <omp.h>
 #endif
 
-int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
-
 struct trm_session {
     trm_model *m;
     trm_acts a;
@@ -48,36 +46,30 @@ void trm_session_free(trm_session *s) {
     free(s);
 }
 
-/* One user at a time is too little work to share between threads: run the
- * kernels on the calling thread only (no fork/join, no spinning). */
-static int single_begin(void) {
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-    omp_set_num_threads(1);
-    return n;
-#else
-    return 1;
-#endif
-}
-static void single_end(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
+/* full: every row of the last block too (tests compare it with the last-row-only path). */
+static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u);
 
-static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
-int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
-    int nt = single_begin();
-    int rc = user_vector(s, hist, n_hist, pref, u);
-    single_end(nt);
+/* One user at a time is too little work to share between threads: the kernels run on the
+ * calling thread only (no fork/join, no spinning). The thread count is an ICV of the calling
+ * thread's task (OpenMP 5.2, section 2.4), so no other thread sees the change, and it is put
+ * back before returning: the caller's later parallel regions keep their width. */
+static int user_vector_serial(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+#ifdef _OPENMP
+    int width = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    int rc = user_vector(s, hist, n_hist, pref, 0, u);
+#ifdef _OPENMP
+    omp_set_num_threads(width);
+#endif
     return rc;
 }
 
-static int full_forward; /* tests: compute every row of the last block too */
+int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+    return user_vector_serial(s, hist, n_hist, pref, u);
+}
 
-static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
+static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u) {
     trm_model *m = s->m;
     int L = m->cfg.max_len;
     int32_t buf[1024], *tmp = buf;
@@ -102,11 +94,11 @@ static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, cons
     trm__fill_batch(m, &s->a, 1, (int)len, &sp, &len);
     if (n == 0) s->a.key_mask[0] = 1; /* let the lone padding row attend to itself */
     s->a.train = 0;
-    s->a.last_only = !full_forward;
+    s->a.last_only = !full;
     if (m->cfg.model == TRM_PREF && pref && *pref) trm__set_last_pref(m, &s->a, 0, pref);
     const float *o = trm__forward(m, &s->a);
     /* last_only: row 0 is the last position */
-    memcpy(u, o + (full_forward ? (size_t)(s->a.L - 1) * m->cfg.dim : 0), (size_t)m->cfg.dim * sizeof(float));
+    memcpy(u, o + (full ? (size_t)(s->a.L - 1) * m->cfg.dim : 0), (size_t)m->cfg.dim * sizeof(float));
     if (tmp != buf) free(tmp);
     return DR_OK;
 }
@@ -130,7 +122,6 @@ static void sift_down(float *hs, int32_t *hi, int n, int i) {
     }
 }
 
-int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
 int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores) {
     int n = 0;
     for (int32_t i = 1; i <= n_items; i++) {
@@ -169,9 +160,7 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     trm_model *m = s->m;
     *n_out = 0;
     if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve: k must be positive (got %d)", k);
-    int nt = single_begin();
-    int rc = user_vector(s, hist, n_hist, pref, s->u);
-    single_end(nt);
+    int rc = user_vector_serial(s, hist, n_hist, pref, s->u);
     if (rc) return rc;
     int d = m->cfg.dim, V = m->V;
     /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups) */
@@ -219,11 +208,6 @@ int trm_text_embedding(trm_model *m, const char *text, float *out) {
     return DR_OK;
 }
 
-/* Tests: the user vector through the full forward (every row of every block). */
-int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
-    full_forward = 1;
-    int rc = user_vector(s, hist, n_hist, pref, u);
-    full_forward = 0;
-    return rc;
+    return user_vector(s, hist, n_hist, pref, 1, u);
 }

@@ -8,9 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text);
-int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
-
 /* Users per forward: the activations of 256 x max_len rows and a 256 x V score block stay
  * a few tens of MB at the catalog sizes we meet (V = 25,000: 25.6 MB). */
 #define TRM_BATCH_CHUNK 256

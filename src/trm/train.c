@@ -16,11 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-gguf_writer *trm__writer(const trm_model *m);
-int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
-int trm__load_file(trm_model **out, const gguf_file *f);
-int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty, char *buf, size_t cap);
-
 #define CE_CHUNK 1024
 #define PREF_MAX_FEATS 24
 
@@ -228,10 +223,8 @@ static int64_t user_train(const dr_dataset *d, int32_t u, int L, const int32_t *
 }
 
 /* Forward + loss + backward for one batch of users; grads accumulated into t->grad (zeroed here). */
-int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_rng, int train, double *loss_out,
-                    int *n_valid_out);
-int trm__batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_rng, int train, double *loss_out,
-                    int *n_valid_out) {
+static int batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *step_rng, int train, double *loss_out,
+                      int *n_valid_out) {
     trm_model *m = t->m;
     trm_acts *a = &t->a;
     const int d = m->cfg.dim, L = m->cfg.max_len;
@@ -331,7 +324,7 @@ static void adam_step(trainer *t) {
     trm__refresh_tables(t->m);
 }
 
-/* Targets of one user's train window that count in the loss (as trm__batch_loss counts). */
+/* Targets of one user's train window that count in the loss (as batch_loss counts). */
 static int user_targets(const trainer *t, int32_t u) {
     const int32_t *in;
     int64_t k = user_train(t->d, u, t->m->cfg.max_len, &in);
@@ -345,7 +338,7 @@ static int user_targets(const trainer *t, int32_t u) {
  * and every rank ends with the whole batch's gradient, mean loss and target count. */
 static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srng, double *loss, int *nv) {
     const int size = dr_dist_size();
-    if (size == 1) return trm__batch_loss(t, users, B, srng, 1, loss, nv);
+    if (size == 1) return batch_loss(t, users, B, srng, 1, loss, nv);
     int64_t lo, hi;
     dr_dist_share(B, &lo, &hi);
     const int maxL = t->m->cfg.max_len;
@@ -366,7 +359,7 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
     double l = 0;
     int n = 0, rc = DR_OK;
     if (hi > lo) {
-        rc = trm__batch_loss(t, users + lo, (int)(hi - lo), srng, 1, &l, &n);
+        rc = batch_loss(t, users + lo, (int)(hi - lo), srng, 1, &l, &n);
     } else {
         memset(t->grad, 0, t->m->n_params * sizeof(float));
     }
@@ -382,8 +375,6 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
 
 /* ---------- exposed for tests: loss and gradient of one batch ---------- */
 int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
-                        uint64_t seed, double *loss, float *grad);
-int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
                         uint64_t seed, double *loss, float *grad) {
     trm_train_opts oo = *o;
     oo.batch = B;
@@ -393,18 +384,16 @@ int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts 
         dr_rng r;
         dr_rng_seed(&r, seed);
         trm__refresh_tables(m);
-        rc = trm__batch_loss(&t, users, B, &r, 0, loss, NULL);
+        rc = batch_loss(&t, users, B, &r, 0, loss, NULL);
         if (!rc && grad) memcpy(grad, t.grad, m->n_params * sizeof(float));
     }
     trainer_free(&t);
     return rc;
 }
-float *trm_debug_params(trm_model *m, size_t *n);
 float *trm_debug_params(trm_model *m, size_t *n) {
     *n = m->n_params;
     return m->mem;
 }
-void trm_debug_refresh(trm_model *m);
 void trm_debug_refresh(trm_model *m) { trm__refresh_tables(m); }
 
 /* ---------- batches ---------- */
@@ -707,8 +696,6 @@ out:
 }
 
 /* ---------- benchmark hook: timed training steps of epoch 0 ---------- */
-int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
-                     double *flops, int64_t *seqs, int64_t *positions);
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions) {
     trainer t;

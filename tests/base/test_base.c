@@ -16,6 +16,26 @@ TEST(base_error_message_has_place_and_hint) {
     CHECK_EQ_INT(dr_error_code(), DR_OK);
 }
 
+/* A failure on a worker thread reaches the thread that started the region: the one of the
+ * lowest index, whichever thread ran it and whenever. */
+TEST(base_error_in_parallel_region_reaches_caller) {
+    dr_par_error pe;
+    dr_par_error_init(&pe);
+#pragma omp parallel for num_threads(4) schedule(dynamic, 1)
+    for (int i = 0; i < 64; i++)
+        if (i % 10 == 7) dr_par_error_keep(&pe, 63 - i, dr_error(DR_ERR_FORMAT, "item %d is bad", i));
+    CHECK(dr_par_error_failed(&pe));
+    CHECK_ERR(dr_par_error_raise(&pe), DR_ERR_FORMAT);
+    CHECK_STR(dr_error_message(), "item 57 is bad"); /* index 63 - 57 = 6, the lowest */
+    /* a region where nothing fails leaves the caller's slot as it was */
+    dr_par_error_init(&pe);
+#pragma omp parallel for num_threads(4)
+    for (int i = 0; i < 64; i++) dr_par_error_keep(&pe, i, DR_OK);
+    CHECK_EQ_INT(dr_par_error_raise(&pe), DR_OK);
+    CHECK_STR(dr_error_message(), "item 57 is bad");
+    dr_error_clear();
+}
+
 TEST(base_alloc_overflow_is_an_error) {
     void *p = dr_calloc(SIZE_MAX / 2, 4);
     CHECK(p == NULL);

@@ -5,15 +5,13 @@
 #include "deeprec/data.h"
 #include "deeprec/metrics.h"
 #include "deeprec/nn.h"
+#include "trm/internal.h"
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
-int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
-                        uint64_t seed, double *loss, float *grad);
-float *trm_debug_params(trm_model *m, size_t *n);
-void trm_debug_refresh(trm_model *m);
-int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
-int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
 
 static const char *genres[] = {"Action", "Comedy", "Drama", "Horror", "Sci-Fi", "Romance"};
 static const char *words[] = {"star", "night", "love", "dark", "city", "blue", "war", "girl", "dead", "space"};
@@ -317,6 +315,92 @@ TEST(trm_retrieve_matches_bruteforce) {
         trm_model_free(m);
     }
     dr_data_free(&d);
+}
+
+/* One training step (forward with dropout, backward) on activations from `alloc`; returns the
+ * user vectors [N, d] (malloc'd) so that two allocations can be compared. */
+static float *train_step(trm_model *m, trm_acts *a, const trm_config *c) {
+    int32_t s0[12] = {3, 9, 27, 81, 5, 15, 45, 135, 7, 21, 63, 189}, s1[3] = {2, 4, 8}, s2[1] = {11};
+    int32_t *seqs[3] = {s0, s1, s2};
+    int64_t lens[3] = {12, 3, 1};
+    trm__fill_batch(m, a, 3, 0, seqs, lens);
+    a->train = 1;
+    dr_rng_seed(&a->rng, 7);
+    if (c->model == TRM_PREF)
+        for (int b = 0; b < 3; b++) CHECK(trm__set_last_pref(m, a, b, "comedy ; dark night star") > 0);
+    const float *U = trm__forward(m, a);
+    size_t nd = (size_t)a->N * c->dim;
+    float *out = malloc(nd * sizeof(float));
+    memcpy(out, U, nd * sizeof(float));
+    for (size_t i = 0; i < nd; i++) a->dU[i] = 0.01f * (float)(i % 7) - 0.03f;
+    float *grad = calloc(m->n_params, sizeof(float));
+    size_t vd = (size_t)m->V * c->dim;
+    float *dF = calloc(vd, sizeof(float)), *dbag = calloc(vd, sizeof(float));
+    trm_params g;
+    trm__bind(m, grad, &g);
+    trm__backward(m, a, &g, dF, dbag);
+    free(grad);
+    free(dF);
+    free(dbag);
+    return out;
+}
+
+TEST(trm_acts_no_overrun) {
+    dr_dataset d;
+    make_synth(&d, 20, 200, 5, 12, 3, 0.3);
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        c.layers = 2;
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 5));
+        trm_acts plain, guarded;
+        CHECK_OK(trm__acts_alloc(&plain, m, 4));
+        CHECK_OK(trm__acts_alloc_guarded(&guarded, m, 4, 64));
+        float *u0 = train_step(m, &plain, &c), *u1 = train_step(m, &guarded, &c);
+        CHECK_OK(trm__acts_check(&guarded, m));
+        /* the sentinels change nothing a step computes */
+        CHECK(memcmp(u0, u1, (size_t)plain.N * c.dim * sizeof(float)) == 0);
+        /* and the check sees one element written past a buffer */
+        guarded.l[1].q[(size_t)guarded.Ncap * c.dim] = 0.0f;
+        CHECK_ERR(trm__acts_check(&guarded, m), DR_ERR_INTERNAL);
+        CHECK(strstr(dr_error_message(), "l[1].q"));
+        free(u0);
+        free(u1);
+        trm__acts_free(&plain);
+        trm__acts_free(&guarded);
+        trm_model_free(m);
+    }
+    dr_data_free(&d);
+}
+
+/* A single-user call narrows OpenMP to the calling thread only while it runs. */
+TEST(trm_retrieve_keeps_thread_count) {
+#ifdef _OPENMP
+    dr_dataset d;
+    make_synth(&d, 10, 50, 5, 8, 3, 0.3);
+    trm_config c;
+    small_cfg(&c, TRM_PREF);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 5));
+    trm_session *s;
+    CHECK_OK(trm_session_new(&s, m));
+    int before = omp_get_max_threads();
+    omp_set_num_threads(3);
+    int32_t hist[3] = {4, 5, 6}, ids[5];
+    float sc[5], u[16];
+    int n;
+    CHECK_OK(trm_retrieve(s, hist, 3, "comedy", 5, 1, ids, sc, &n));
+    CHECK_EQ_INT(omp_get_max_threads(), 3);
+    CHECK_OK(trm_user_vector(s, hist, 3, NULL, u));
+    CHECK_EQ_INT(omp_get_max_threads(), 3);
+    omp_set_num_threads(before);
+    trm_session_free(s);
+    trm_model_free(m);
+    dr_data_free(&d);
+#else
+    SKIP("built without OpenMP");
+#endif
 }
 
 TEST(trm_topk_ties_and_mask) {

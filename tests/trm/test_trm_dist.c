@@ -4,9 +4,8 @@
 #include "mpi_util.h"
 #include "deeprec/data.h"
 #include "deeprec/trm.h"
+#include "trm/internal.h"
 #include <jansson.h>
-
-float *trm_debug_params(trm_model *m, size_t *n);
 
 /* Users with sequences of 4..13 items over 30 items, so batches mix lengths. */
 static void synth(const char *path, int n_users) {

@@ -3,6 +3,7 @@
 #include "harness.h"
 #include "deeprec/data.h"
 #include "deeprec/trm.h"
+#include "trm/internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +103,6 @@ TEST(trm_train_refuses_nan_lr_and_zero_epochs) {
     trm_model_free(m);
     dr_data_free(&d);
 }
-
-float *trm_debug_params(trm_model *m, size_t *n);
 
 TEST(trm_load_refuses_non_finite_weights) {
     dr_dataset d;

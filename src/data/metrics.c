@@ -1,4 +1,5 @@
-/* Full-catalog ranking metrics: pessimistic rank, Recall@K, NDCG@K, MRR. */
+/* Full-catalog ranking metrics: pessimistic rank, Recall@K, NDCG@K, MRR. Pure functions in data,
+ * below the TRM, which validates with them while it trains. */
 #include "deeprec/metrics.h"
 #include <jansson.h>
 #include <math.h>
