@@ -29,8 +29,8 @@ static void chunk(trm_model *m, trm_acts *a, int B, const int32_t *const *hists,
                  const char *const *prefs, int k, int mask_history, int32_t *tails, float *U, float *S, int32_t *ids,
                  float *scores, int *n_out) {
     const int L = m->cfg.max_len, d = m->cfg.dim, V = m->V;
-    int32_t *seqs[TRM_BATCH_CHUNK];
-    int64_t lens[TRM_BATCH_CHUNK];
+    int32_t *seqs[TRM_BATCH_CHUNK] = {0}; /* {0}: gcc cannot see that B >= 1 fills them */
+    int64_t lens[TRM_BATCH_CHUNK] = {0};
     uint8_t empty[TRM_BATCH_CHUNK];
     int Lb = 1;
     for (int b = 0; b < B; b++) {
