@@ -45,6 +45,15 @@ int cli_claim_output(const char *out, const char *const *inputs, int n_inputs);
 const char *cli_text(const char *s, int keep_newlines);
 /* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
 int cli_on_off(const char *s);
+/* The weight type of a written model, by --type name: f32 (also for NULL), f16, bf16,
+ * q8_0. Returns 0, or prints a usage error naming `cmd` and returns 2. */
+int cli_weight_type(const char *cmd, const char *name, uint32_t *type);
+/* --json output: j on stdout as one text (flags: jansson's; CLI_JSON is the house form,
+ * compact with 6 significant digits), then freed. Returns 0, or DR_ERR_NOMEM with the
+ * error set when j is NULL or cannot be serialised. */
+#define CLI_JSON (JSON_COMPACT | JSON_REAL_PRECISION(6))
+struct json_t;
+int cli_print_json(struct json_t *j, size_t flags);
 /* Report the library's last error on stderr and return the exit code 1. */
 int cli_fail(void);
 /* Print a usage error and return 2. */

@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void print_json(json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    if (s) printf("%s\n", s);
-    free(s);
-    json_decref(j);
-}
-
 /* ------------------------------------------------------------------ agent synth */
 static int synth_rerank_pref(void *ctx, const agent_catalog *c, const int32_t *hist, int64_t n_hist, char **pref) {
     (void)ctx;
@@ -94,12 +87,13 @@ static int cmd_synth(int argc, char **argv) {
         rl_warmstart_stats ws;
         if ((rc = rl_warmstart_synth(&d, tm, cat, &tool, &wo, out, &ws))) goto done;
         if (json) {
-            print_json(json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1),
+            cli_print_json(json_pack("{s:o, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1),
                                  "written",
                                  (json_int_t)ws.written, "skipped", (json_int_t)ws.skipped, "mean_reward",
                                  ws.mean_reward, "mean_first_reward", ws.mean_first_reward, "target_in_top10",
                                  ws.hit_rate, "target_retrieved", ws.retrieved_rate, "mean_calls", ws.mean_calls,
-                                 "seconds", ws.seconds));
+                                 "seconds", ws.seconds),
+                           CLI_JSON);
         } else {
             printf("agent synth (best of %d, %d positions per user): %lld trajectories -> %s (%lld positions "
                    "skipped), stage-2 reward %.3f (first candidate %.3f), target in the top-10 %.1f%%, retrieved "
@@ -122,7 +116,7 @@ static int cmd_synth(int argc, char **argv) {
                               "skipped", (json_int_t)res.skipped, "rerank_form", (json_int_t)res.rerank_form, "mean_calls",
                               (double)res.calls / wn, "target_in_top10", (double)res.hits / wn, "target_in_text",
                               (double)res.text_hits / wn, "seconds", secs);
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("agent synth: %lld trajectories -> %s (%lld users skipped, %lld drawn for the rerank form), %.2f tool "
                "calls each, target in the top-10 %.1f%%, in the text %.1f%%, %.1f s\n",
@@ -187,7 +181,8 @@ static int cmd_recommend(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     if (!data_path || !trm_path || !llm_path || !user)
         return cli_usage_error("recommend needs --data, --trm, --llm and --user");
-    if (strcmp(split, "test") && strcmp(split, "valid")) return cli_usage_error("--split must be test or valid");
+    int split_id = dr_data_split_from_name(split);
+    if (split_id != DR_SPLIT_TEST && split_id != DR_SPLIT_VALID) return cli_usage_error("--split must be test or valid");
     int constrained = cli_on_off(constrain);
     if (constrained < 0) return cli_usage_error("--constrain must be on or off");
     dr_dataset d;
@@ -200,20 +195,11 @@ static int cmd_recommend(int argc, char **argv) {
     agent_model model = {0};
     agent_episode *ep = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path))) goto fail;
-    int32_t u = dr_data_find_user(&d, user);
-    if (u < 0) {
-        rc = dr_error(DR_ERR_ARG, "user '%s' is not in %s", user, data_path);
-        dr_error_hint("give the user id of the source data, or '#N' for the N-th user (0..%d)", (int)d.n_users - 1);
-        goto fail;
-    }
+    int32_t u;
+    if ((rc = dr_data_load(&d, data_path)) || (rc = dr_data_user_lookup(&d, user, -1, data_path, &u))) goto fail;
     const int32_t *hist;
     int64_t n_hist;
-    int32_t target = !strcmp(split, "test") ? dr_data_test(&d, u, &hist, &n_hist) : dr_data_valid(&d, u, &hist, &n_hist);
-    if (!target) {
-        n_hist = dr_data_seq_len(&d, u);
-        hist = dr_data_seq(&d, u);
-    }
+    int32_t target = dr_data_split_history(&d, u, split_id, &hist, &n_hist);
     if ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)) ||
         (rc = llm_model_load(&lm, llm_path)))
         goto fail;
@@ -277,7 +263,7 @@ static int cmd_recommend(int argc, char **argv) {
         json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
         json_object_set_new(j, "constrain", json_boolean(constrained));
         json_object_set_new(j, "seconds", json_real(secs));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("user %s (%s split), %lld history items; held-out target: %s\n", cli_text(d.user_ids[u], 0), split,
                (long long)n_hist, target ? cli_text(agent_catalog_title(cat, target), 0) : "(none)");

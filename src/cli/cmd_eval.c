@@ -155,10 +155,7 @@ static int cmd_eval(int argc, char **argv) {
         json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
         json_object_set_new(j, "constrain", json_boolean(eo.constrain_titles));
-        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        if (s) printf("%s\n", s);
-        free(s);
-        json_decref(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
                "constrained titles %s)\n",

@@ -7,15 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_type(const char *s, uint32_t *t) {
-    if (!s || !strcmp(s, "f32")) *t = GGML_TYPE_F32;
-    else if (!strcmp(s, "f16")) *t = GGML_TYPE_F16;
-    else if (!strcmp(s, "bf16")) *t = GGML_TYPE_BF16;
-    else if (!strcmp(s, "q8_0")) *t = GGML_TYPE_Q8_0;
-    else return -1;
-    return 0;
-}
-
 /* ---------------------------------------------------------------- llm init */
 static int cmd_init(int argc, char **argv) {
     const char *arch_s = "qwen2", *vocab_from = NULL, *type_s = "f32", *out = NULL;
@@ -54,7 +45,7 @@ static int cmd_init(int argc, char **argv) {
     int arch = llm_arch_from_name(arch_s);
     if (arch < 0) return cli_usage_error("llm init: unknown --arch '%s' (qwen2 or llama)", arch_s);
     uint32_t type;
-    if (parse_type(type_s, &type)) return cli_usage_error("llm init: unknown --type '%s' (f32, f16, bf16, q8_0)", type_s);
+    if (cli_weight_type("llm init", type_s, &type)) return 2;
     if (cli_claim_output(out, (const char *[]){vocab_from}, 1)) return 1;
     tokenizer *tok = NULL;
     if (vocab_from) {
@@ -216,10 +207,7 @@ static int cmd_generate(int argc, char **argv) {
         json_object_set_new(o, "samples", arr);
         json_object_set_new(o, "prefill_s", json_real(t1 - t0));
         json_object_set_new(o, "decode_s", json_real(t2 - t1));
-        char *d = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", d);
-        free(d);
-        json_decref(o);
+        cli_print_json(o, JSON_COMPACT);
     } else if (samples > 1) {
         for (int i = 0; i < samples; i++) {
             printf("--- sample %d (%d tokens, %s) ---\n", i + 1, res[i].n_ids, finish_name(res[i].finish));
@@ -309,10 +297,7 @@ static int cmd_bench(int argc, char **argv) {
             json_object_set_new(o, "decode1_tokens_per_s", json_real(d1_tps));
             json_object_set_new(o, "decodeB_tokens_per_s", json_real(dB_tps));
             json_object_set_new(o, "weight_bytes", json_integer((json_int_t)llm_model_weight_bytes(m)));
-            char *d = json_dumps(o, JSON_COMPACT);
-            printf("%s\n", d);
-            free(d);
-            json_decref(o);
+            cli_print_json(o, JSON_COMPACT);
         } else {
             printf("prefill %d tokens: %.1f tokens/s\n", P, pre_tps);
             printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", d1_tps,

@@ -9,15 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_type(const char *s, uint32_t *t) {
-    if (!s || !strcmp(s, "f32")) *t = GGML_TYPE_F32;
-    else if (!strcmp(s, "f16")) *t = GGML_TYPE_F16;
-    else if (!strcmp(s, "bf16")) *t = GGML_TYPE_BF16;
-    else if (!strcmp(s, "q8_0")) *t = GGML_TYPE_Q8_0;
-    else return -1;
-    return 0;
-}
-
 static int cmd_sft(int argc, char **argv) {
     const char *model_path = NULL, *data_path = NULL, *out = NULL, *metrics_path = NULL, *resume = NULL;
     const char *save_state = NULL, *sched_s = "cosine", *targets_s = "q,k,v,o", *type_s = "f32";
@@ -61,7 +52,7 @@ static int cmd_sft(int argc, char **argv) {
     if (lora < 0 || epochs <= 0 || batch <= 0 || accum <= 0 || max_len < 0)
         return cli_usage_error("llm sft: --lora >= 0, --epochs, --batch, --accum > 0 and --max-len >= 0 required");
     uint32_t type;
-    if (parse_type(type_s, &type)) return cli_usage_error("llm sft: unknown --type '%s'", type_s);
+    if (cli_weight_type("llm sft", type_s, &type)) return 2;
     int sched = !strcmp(sched_s, "constant") ? LLM_SCHED_CONSTANT
               : !strcmp(sched_s, "linear")   ? LLM_SCHED_LINEAR
               : !strcmp(sched_s, "cosine")   ? LLM_SCHED_COSINE
@@ -95,10 +86,7 @@ static int cmd_sft(int argc, char **argv) {
                               isinf(res.best_loss) ? 0.0 : res.best_loss, "tokens_per_s", res.tokens_per_s, "steps",
                               (json_int_t)res.steps, "examples", res.examples, "tokens", (json_int_t)res.tokens,
                               "params", (json_int_t)res.params, "out", dr_json_text(out, (size_t)-1));
-        char *s = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-        json_decref(j);
+        cli_print_json(j, JSON_COMPACT);
     }
     return 0;
 }

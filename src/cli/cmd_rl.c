@@ -123,11 +123,7 @@ static int cmd_rl(int argc, char **argv) {
     o.llm_path = llm_path;
     o.out = out;
     o.progress = quiet || json ? NULL : stderr;
-    if (!strcmp(type, "f32")) o.out_type = GGML_TYPE_F32;
-    else if (!strcmp(type, "f16")) o.out_type = GGML_TYPE_F16;
-    else if (!strcmp(type, "bf16")) o.out_type = GGML_TYPE_BF16;
-    else if (!strcmp(type, "q8_0")) o.out_type = GGML_TYPE_Q8_0;
-    else return cli_usage_error("--type must be f32, f16, bf16 or q8_0");
+    if (cli_weight_type("rl", type, &o.out_type)) return 2;
     if (o.tool_k < AGENT_N_REC) return cli_usage_error("--tool-k must be >= %d", AGENT_N_REC);
 
     if (cli_claim_output(out, (const char *[]){data_path, trm_path, llm_path, tok_path}, 4)) return 1;
@@ -154,10 +150,7 @@ static int cmd_rl(int argc, char **argv) {
             json_object_set_new(j, "probe_start_reward", res.probed_start ? json_real(res.probe_start) : json_null());
             json_object_set_new(j, "probe_last_reward", res.probed_last ? json_real(res.probe_last) : json_null());
         }
-        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        if (s) printf("%s\n", s);
-        free(s);
-        json_decref(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
                (long long)res.steps_done, (long long)res.start_step, res.n_selected, res.first_reward, res.last_reward,

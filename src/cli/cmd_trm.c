@@ -17,13 +17,6 @@ static void print_metrics(FILE *out, const char *label, const dr_metrics_mean *m
     fprintf(out, " MRR %.4f\n", mm->mrr);
 }
 
-static void print_json(json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    if (s) printf("%s\n", s);
-    free(s);
-    json_decref(j);
-}
-
 static int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL;
     int dim = 64, layers = 2, heads = 2, max_len = 50, batch = 256, epochs = 200, patience = 10, resume = 0,
@@ -143,7 +136,7 @@ static int cmd_train(int argc, char **argv) {
         json_object_set_new(j, "test", dr_metrics_mean_json(&test));
         if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(&test_o));
         json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res.best_epoch,
                res.best_valid_ndcg10, res.epochs_run, wall);
@@ -207,7 +200,7 @@ static int cmd_eval(int argc, char **argv) {
         json_object_set_new(j, "mask_history", json_boolean(!no_mask));
         json_object_set_new(j, "pref", json_string(oracle ? "oracle" : "empty"));
         json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         char label[96];
         snprintf(label, sizeof label, "%s%s%s", split, no_mask ? "" : " (history masked)",
@@ -248,18 +241,14 @@ static int cmd_retrieve(int argc, char **argv) {
     trm_session *s = NULL;
     int32_t *ids = NULL;
     float *sc = NULL;
-    int32_t u = user ? dr_data_find_user(&d, user) : index;
-    if (u < 0 || u >= d.n_users) {
-        rc = dr_error(DR_ERR_ARG, "user '%s' not in %s", user ? user : "(index)", data);
-        goto out;
-    }
+    int32_t u;
+    if ((rc = dr_data_user_lookup(&d, user, index, data, &u))) goto out;
     if ((rc = trm_load(&m, model))) goto out;
     if ((rc = trm_check_dataset(m, &d, model, data))) goto out;
     if ((rc = trm_session_new(&s, m))) goto out;
-    const int32_t *h = dr_data_seq(&d, u);
-    int64_t hn = dr_data_seq_len(&d, u);
-    int32_t target = 0;
-    if (test) target = dr_data_test(&d, u, &h, &hn);
+    const int32_t *h;
+    int64_t hn;
+    int32_t target = dr_data_split_history(&d, u, test ? DR_SPLIT_TEST : DR_SPLIT_ALL, &h, &hn);
     ids = malloc((size_t)k * sizeof *ids);
     sc = malloc((size_t)k * sizeof *sc);
     if (!ids || !sc) {
@@ -287,7 +276,7 @@ static int cmd_retrieve(int argc, char **argv) {
         }
         json_object_set_new(j, "items", arr);
         json_object_set_new(j, "ms", json_real(ms));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
                pref ? pref : "", ms);
@@ -354,7 +343,7 @@ static int cmd_fusion(int argc, char **argv) {
                                                   fr.diff[p].hi));
         json_object_set_new(j, "policies", rows);
         json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("fusion bound, %s split, %lld users (history masked; exact scores over the catalog; %.1f s)\n", split,
                (long long)fr.n_users, wall);
