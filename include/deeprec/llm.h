@@ -103,9 +103,6 @@ typedef struct llm_model {
  * tensor names). Errors name the file and the key/tensor (missing, wrong shape/type,
  * unknown architecture, vocabulary vs embedding mismatch). */
 int llm_model_load(llm_model **out, const char *path);
-/* Same from an already open GGUF; f must be heap-allocated (malloc/dr_calloc): the model
- * takes ownership of it (gguf_close + free by llm_model_free, or here on error). */
-int llm_model_load_gguf(llm_model **out, struct gguf_file *f);
 void llm_model_free(llm_model *m);
 
 /* A model with random weights in memory: embeddings/matrices ~N(0, std^2) (a sum of four
@@ -150,7 +147,6 @@ const llm_model *llm_session_model(const llm_session *s);
  * (int8 activations on the block-quantised weights, see llm_matmul_fast). */
 void llm_session_set_fast(llm_session *s, int fast);
 int llm_session_fast(const llm_session *s);
-int llm_session_slots(const llm_session *s);
 int llm_session_ctx(const llm_session *s);
 /* Tokens currently in a slot. */
 int llm_slot_len(const llm_session *s, int slot);

@@ -256,7 +256,7 @@ static int64_t run_shape(const rl_opts *o) {
  * any moment leaves the previous checkpoint intact. */
 static int save_checkpoint(run *r, int64_t step) {
     int slot = r->cur_slot == 0 ? 1 : 0;
-    int64_t *u = llm_train_user(r->tr);
+    int64_t *u = llm_train_run_state(r->tr);
     u[0] = step;
     u[1] = r->o->stage;
     u[2] = (int64_t)r->o->seed;
@@ -936,7 +936,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     int64_t start = 0;
     if (resuming) {
         if ((rc = llm_train_load_state(r.tr, r.slot_state[ci.slot]))) goto done;
-        const int64_t *u = llm_train_user(r.tr);
+        const int64_t *u = llm_train_run_state(r.tr);
         if (u[0] != ci.step || u[1] != o->stage || u[3] != run_shape(o)) {
             rc = dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples/--probe/--constrain",
                           r.slot_state[ci.slot]);
