@@ -241,4 +241,15 @@ int llm_generate(llm_session *s, const struct tokenizer *tok, const int *slots, 
                  const llm_gen_params *p, dr_rng *rngs, llm_gen_result *res, llm_gen_cb cb, void *cb_ctx);
 void llm_gen_result_free(llm_gen_result *r);
 
+/* n samples of one prompt (m->tok required): encode it (with BOS when the model file's
+ * tokenizer.ggml.add_bos_token says so), prefill it once, fork it to n slots, generate.
+ * ctx 0: prompt + p->max_tokens, at most the model's context. fast: llm_session_set_fast.
+ * res: n results, zeroed first; the caller frees each with llm_gen_result_free. */
+typedef struct llm_complete_stats {
+    size_t prompt_tokens;
+    double prefill_s, decode_s;
+} llm_complete_stats;
+int llm_complete(const llm_model *m, const char *prompt, int n, int ctx, int fast, const llm_gen_params *p,
+                 llm_gen_cb cb, void *cb_ctx, llm_gen_result *res, llm_complete_stats *st);
+
 #endif
