@@ -17,42 +17,69 @@ static void print_metrics(FILE *out, const char *label, const dr_metrics_mean *m
     fprintf(out, " MRR %.4f\n", mm->mrr);
 }
 
+static void print_train(const char *out, const char *model, const char *loss, const trm_model *m,
+                        const trm_train_result *res, const dr_metrics_mean *test, const dr_metrics_mean *test_o,
+                        double wall, int json) {
+    int pref = trm_model_config(m)->model == TRM_PREF;
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "out", json_string(out));
+        json_object_set_new(j, "model", json_string(model));
+        json_object_set_new(j, "loss", json_string(loss));
+        json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
+        json_object_set_new(j, "epochs_run", json_integer(res->epochs_run));
+        json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
+        json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_valid_ndcg10));
+        json_object_set_new(j, "test", dr_metrics_mean_json(test));
+        if (pref) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(test_o));
+        json_object_set_new(j, "seconds", json_real(wall));
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res->best_epoch,
+               res->best_valid_ndcg10, res->epochs_run, wall);
+        print_metrics(stdout, "test (history masked)", test);
+        if (pref) print_metrics(stdout, "test, oracle preference", test_o);
+    }
+}
+
 static int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL;
-    int dim = 64, layers = 2, heads = 2, max_len = 50, batch = 256, epochs = 200, patience = 10, resume = 0,
-        json = 0, post_ln = 0, sep_out = 0, scale_emb = 0, n_neg = 100, ffn = 0, threads = 0, buckets = 1 << 16,
-        quiet = 0, max_steps = 0;
+    int json = 0, threads = 0, quiet = 0;
     double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3;
     int64_t seed = 1;
+    trm_config c;
+    trm_config_default(&c);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset (.gguf, from `deeprec data import`)"},
         {"--out", CLI_STR, &out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
         {"--model", CLI_STR, &model, "sasrec | pref (preference-aware retriever)"},
         {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
-        {"--neg", CLI_INT, &n_neg, "negatives per position for --loss sampled (100)"},
-        {"--dim", CLI_INT, &dim, "hidden size (64)"},
-        {"--layers", CLI_INT, &layers, "transformer blocks (2)"},
-        {"--heads", CLI_INT, &heads, "attention heads (2)"},
-        {"--ffn", CLI_INT, &ffn, "FFN inner size (0 = 4 x dim)"},
-        {"--max-len", CLI_INT, &max_len, "history length (50)"},
+        {"--neg", CLI_INT, &o.n_neg, "negatives per position for --loss sampled (100)"},
+        {"--dim", CLI_INT, &c.dim, "hidden size (64)"},
+        {"--layers", CLI_INT, &c.layers, "transformer blocks (2)"},
+        {"--heads", CLI_INT, &c.heads, "attention heads (2)"},
+        {"--ffn", CLI_INT, &c.ffn_dim, "FFN inner size (0 = 4 x dim)"},
+        {"--max-len", CLI_INT, &c.max_len, "history length (50)"},
         {"--dropout", CLI_FLOAT, &dropout, "dropout (0.5)"},
         {"--act", CLI_STR, &act, "gelu | relu"},
-        {"--post-ln", CLI_FLAG, &post_ln, "post-LN blocks (default pre-LN)"},
-        {"--sep-out", CLI_FLAG, &sep_out, "separate output item table (sasrec)"},
-        {"--scale-emb", CLI_FLAG, &scale_emb, "scale item embeddings by sqrt(dim)"},
-        {"--text-buckets", CLI_INT, &buckets, "pref: hashed text feature buckets (65536)"},
+        {"--post-ln", CLI_FLAG, &c.post_ln, "post-LN blocks (default pre-LN)"},
+        {"--sep-out", CLI_FLAG, &c.sep_out, "separate output item table (sasrec)"},
+        {"--scale-emb", CLI_FLAG, &c.scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--text-buckets", CLI_INT, &c.text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
         {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
-        {"--batch", CLI_INT, &batch, "sequences per step (256)"},
-        {"--epochs", CLI_INT, &epochs, "maximum epochs (200)"},
-        {"--patience", CLI_INT, &patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
+        {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
+        {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
-        {"--resume", CLI_FLAG, &resume, "continue from OUT.resume.gguf"},
+        {"--resume", CLI_FLAG, &o.resume, "continue from OUT.resume.gguf"},
         {"--metrics", CLI_STR, &metrics, "JSON-lines metrics per epoch (default OUT.metrics.jsonl)"},
-        {"--max-steps", CLI_INT, &max_steps, "limit steps per epoch (testing)"},
+        {"--max-steps", CLI_INT, &o.max_steps, "limit steps per epoch (testing)"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
@@ -61,91 +88,33 @@ static int cmd_train(int argc, char **argv) {
                       (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data || !out) return cli_usage_error("trm train needs --data and --out");
-    trm_config c;
-    trm_config_default(&c);
-    if (!strcmp(model, "sasrec")) c.model = TRM_SASREC;
-    else if (!strcmp(model, "pref")) c.model = TRM_PREF;
-    else return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
-    trm_train_opts o;
-    trm_train_opts_default(&o);
-    if (!strcmp(loss, "ce")) o.loss = TRM_LOSS_CE;
-    else if (!strcmp(loss, "sampled")) o.loss = TRM_LOSS_SAMPLED;
-    else if (!strcmp(loss, "bce")) o.loss = TRM_LOSS_BCE;
-    else return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
-    if (!strcmp(act, "gelu")) c.act = TRM_ACT_GELU;
-    else if (!strcmp(act, "relu")) c.act = TRM_ACT_RELU;
-    else return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if ((c.model = trm_model_kind_from_name(model)) < 0)
+        return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
+    if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
+    if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
     if (threads > 0) dr_threads_set(threads);
-    c.dim = dim;
-    c.layers = layers;
-    c.heads = heads;
-    c.ffn_dim = ffn;
-    c.max_len = max_len;
     c.dropout = (float)dropout;
-    c.post_ln = post_ln;
-    c.sep_out = sep_out;
-    c.scale_emb = scale_emb;
-    c.text_buckets = buckets;
-    o.n_neg = n_neg;
-    o.lr = (float)lr;
-    o.weight_decay = (float)wd;
-    o.grad_clip = (float)clip;
-    o.batch = batch;
-    o.epochs = epochs;
-    o.patience = patience;
-    o.seed = (uint64_t)seed;
-    o.pref_empty_p = (float)pref_empty;
-    o.resume = resume;
-    o.out = out;
-    o.metrics = metrics;
-    o.max_steps = max_steps;
-    o.progress = quiet ? NULL : stderr;
+    o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;
+    o.seed = (uint64_t)seed, o.out = out, o.metrics = metrics, o.progress = quiet ? NULL : stderr;
     if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
-    dr_dataset d;
-    if (dr_data_load(&d, data)) return cli_fail();
+    dr_dataset d = {0};
     trm_model *m = NULL;
-    int rc = trm_model_new(&m, &c, &d, (uint64_t)seed);
-    if (rc) {
-        dr_data_free(&d);
-        return cli_fail();
-    }
+    trm_train_result res;
+    dr_metrics_mean test, test_o;
+    int rc;
+    if ((rc = dr_data_load(&d, data)) || (rc = trm_model_new(&m, &c, &d, (uint64_t)seed))) goto done;
     if (!quiet)
         fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", model,
                 trm_num_params(m), d.n_users, d.n_items, loss, threads > 0 ? threads : dr_threads());
-    trm_train_result res;
     double t0 = dr_now();
-    rc = trm_train(m, &d, &o, &res);
-    dr_metrics_mean test, test_o;
-    if (!rc) rc = trm_evaluate(m, &d, 1, 1, 0, &test);
-    if (!rc && c.model == TRM_PREF) rc = trm_evaluate(m, &d, 1, 1, 1, &test_o);
-    double wall = dr_now() - t0;
-    if (rc) {
-        trm_model_free(m);
-        dr_data_free(&d);
-        return cli_fail();
-    }
-    if (json) {
-        json_t *j = json_object();
-        json_object_set_new(j, "out", json_string(out));
-        json_object_set_new(j, "model", json_string(model));
-        json_object_set_new(j, "loss", json_string(loss));
-        json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
-        json_object_set_new(j, "epochs_run", json_integer(res.epochs_run));
-        json_object_set_new(j, "best_epoch", json_integer(res.best_epoch));
-        json_object_set_new(j, "best_valid_ndcg@10", json_real(res.best_valid_ndcg10));
-        json_object_set_new(j, "test", dr_metrics_mean_json(&test));
-        if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(&test_o));
-        json_object_set_new(j, "seconds", json_real(wall));
-        cli_print_json(j, CLI_JSON);
-    } else {
-        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res.best_epoch,
-               res.best_valid_ndcg10, res.epochs_run, wall);
-        print_metrics(stdout, "test (history masked)", &test);
-        if (c.model == TRM_PREF) print_metrics(stdout, "test, oracle preference", &test_o);
-    }
+    if ((rc = trm_train(m, &d, &o, &res)) || (rc = trm_evaluate(m, &d, 1, 1, 0, &test)) ||
+        (c.model == TRM_PREF && (rc = trm_evaluate(m, &d, 1, 1, 1, &test_o))))
+        goto done;
+    print_train(out, model, loss, m, &res, &test, &test_o, dr_now() - t0, json);
+done: /* rc != 0 on the failure paths */
     trm_model_free(m);
     dr_data_free(&d);
-    return 0;
+    return rc ? cli_fail() : 0;
 }
 
 static int cmd_eval(int argc, char **argv) {
