@@ -15,30 +15,27 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
                *constrain = "on", *key_env = "DEEPREC_API_KEY";
-    int port = so.port, max_queue = so.max_queue, max_sessions = so.max_sessions, max_tokens = so.max_tokens,
-        slots = so.slots, chat = 0, ctx = 0;
     int64_t max_body = (int64_t)so.max_body;
-    double timeout = so.timeout_s;
     cli_opt opts[] = {
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf)"},
         {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama)"},
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
         {"--host", CLI_STR, &so.host, "IPv4 address to listen on (127.0.0.1; 0.0.0.0 = every interface)"},
-        {"--port", CLI_INT, &port, "port (8080; 0 = any free port, printed at start)"},
+        {"--port", CLI_INT, &so.port, "port (8080; 0 = any free port, printed at start)"},
         {"--api-key", CLI_STR, &so.api_key, "require \"Authorization: Bearer KEY\" on /v1/... and /metrics"},
         {"--api-key-env", CLI_STR, &key_env, "environment variable read for the key when --api-key is absent (DEEPREC_API_KEY)"},
         {"--model-name", CLI_STR, &so.model_name, "model id shown by /v1/models (deeprec)"},
         {"--max-body", CLI_I64, &max_body, "request body limit in bytes (1048576)"},
-        {"--timeout", CLI_FLOAT, &timeout, "seconds per request, queue wait included (300)"},
-        {"--max-queue", CLI_INT, &max_queue, "requests waiting for the engine (64)"},
-        {"--max-sessions", CLI_INT, &max_sessions, "open client connections (32)"},
-        {"--max-tokens", CLI_INT, &max_tokens, "max_tokens one completion may ask for (2048)"},
-        {"--slots", CLI_INT, &slots, "sequences decoded together (8)"},
+        {"--timeout", CLI_FLOAT, &so.timeout_s, "seconds per request, queue wait included (300)"},
+        {"--max-queue", CLI_INT, &so.max_queue, "requests waiting for the engine (64)"},
+        {"--max-sessions", CLI_INT, &so.max_sessions, "open client connections (32)"},
+        {"--max-tokens", CLI_INT, &so.max_tokens, "max_tokens one completion may ask for (2048)"},
+        {"--slots", CLI_INT, &so.slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompts for /v1/recommend (default: plain base-model prompts)"},
+        {"--chat", CLI_FLAG, &so.chat, "ChatML prompts for /v1/recommend (default: plain base-model prompts)"},
         {"--constrain", CLI_STR, &constrain, "on | off: /v1/recommend answers only from retrieved titles (on)"},
-        {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
     };
     int np = 0;
     int r = cli_parse("deeprec serve --data DATA.gguf --trm TRM.gguf --llm M.gguf [--host 127.0.0.1] [--port 8080]",
@@ -48,26 +45,17 @@ static int cmd_serve(int argc, char **argv) {
     int on = cli_on_off(batch), con = cli_on_off(constrain);
     if (on < 0) return cli_usage_error("--batch must be on or off");
     if (con < 0) return cli_usage_error("--constrain must be on or off");
-    if (port < 0 || port > 65535) return cli_usage_error("--port must be in 0..65535");
-    if (slots < 1 || slots > 64) return cli_usage_error("--slots must be in 1..64");
-    if (max_body < 1 || max_queue < 0 || max_sessions < 1 || max_tokens < 1 || !(timeout > 0) || ctx < 0)
+    if (so.port < 0 || so.port > 65535) return cli_usage_error("--port must be in 0..65535");
+    if (so.slots < 1 || so.slots > 64) return cli_usage_error("--slots must be in 1..64");
+    if (max_body < 1 || so.max_queue < 0 || so.max_sessions < 1 || so.max_tokens < 1 || !(so.timeout_s > 0) ||
+        so.n_ctx < 0)
         return cli_usage_error("--max-body, --max-sessions, --max-tokens and --timeout must be positive, "
                                "--max-queue and --ctx >= 0");
     if (!so.api_key && key_env && getenv(key_env)) so.api_key = getenv(key_env);
-    so.port = port;
     so.max_body = (size_t)max_body;
-    so.timeout_s = timeout;
-    so.max_queue = max_queue;
-    so.max_sessions = max_sessions;
-    so.max_tokens = max_tokens;
-    so.slots = slots;
     so.batching = on;
-    so.chat = chat;
-    so.n_ctx = ctx;
     so.constrain_titles = con;
-
-    dr_dataset d;
-    memset(&d, 0, sizeof d);
+    dr_dataset d = {0};
     trm_model *tm = NULL;
     llm_model *lm = NULL;
     tokenizer *tok = NULL;
@@ -86,7 +74,7 @@ static int cmd_serve(int argc, char **argv) {
     serve_inputs in = {&d, tm, lm, tok};
     if ((rc = serve_start(&srv, &in, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path, slots, on ? "on" : "off",
+           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path, so.slots, on ? "on" : "off",
            so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;
