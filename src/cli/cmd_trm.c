@@ -181,6 +181,37 @@ static int cmd_eval(int argc, char **argv) {
     return 0;
 }
 
+/* target < 0: no held-out item to show (--history all). */
+static void print_retrieved(const dr_dataset *d, int32_t u, const char *pref, int64_t hn, int32_t target,
+                            const int32_t *ids, const float *sc, int n, double ms, int json) {
+    if (json) {
+        json_t *j = json_object(), *arr = json_array();
+        json_object_set_new(j, "user", dr_json_text(d->user_ids[u], (size_t)-1));
+        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
+        json_object_set_new(j, "history_len", json_integer(hn));
+        if (target >= 0) json_object_set_new(j, "target", dr_json_text(d->item_ids[target], (size_t)-1));
+        for (int i = 0; i < n; i++) {
+            json_t *it = json_object();
+            json_object_set_new(it, "rank", json_integer(i + 1));
+            json_object_set_new(it, "item", dr_json_text(d->item_ids[ids[i]], (size_t)-1));
+            json_object_set_new(it, "title", dr_json_text(d->titles[ids[i]], (size_t)-1));
+            json_object_set_new(it, "categories", dr_json_text(d->categories[ids[i]], (size_t)-1));
+            json_object_set_new(it, "score", json_real(sc[i]));
+            json_array_append_new(arr, it);
+        }
+        json_object_set_new(j, "items", arr);
+        json_object_set_new(j, "ms", json_real(ms));
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d->user_ids[u], (long long)hn,
+               pref ? pref : "", ms);
+        if (target >= 0) printf("target: %s %s\n", cli_text(d->item_ids[target], 0), cli_text(d->titles[target], 0));
+        for (int i = 0; i < n; i++)
+            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d->item_ids[ids[i]], 0), sc[i], cli_text(d->titles[ids[i]], 0),
+                   d->categories[ids[i]][0] ? "  [" : "", cli_text(d->categories[ids[i]], 0), d->categories[ids[i]][0] ? "]" : "");
+    }
+}
+
 static int cmd_retrieve(int argc, char **argv) {
     const char *data = NULL, *model = NULL, *user = NULL, *pref = NULL, *history = "all";
     int k = 20, json = 0, no_mask = 0, index = -1;
@@ -201,8 +232,8 @@ static int cmd_retrieve(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     if (!data || !model || (!user && index < 0)) return cli_usage_error("trm retrieve needs --data, --model, --user");
     if (k < 1 || k > 100000) return cli_usage_error("-k must be in 1..100000");
-    int test = !strcmp(history, "test");
-    if (!test && strcmp(history, "all")) return cli_usage_error("--history must be all or test");
+    int split = dr_data_split_from_name(history), test = split == DR_SPLIT_TEST;
+    if (!test && split != DR_SPLIT_ALL) return cli_usage_error("--history must be all or test");
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     int rc = 0;
@@ -217,7 +248,7 @@ static int cmd_retrieve(int argc, char **argv) {
     if ((rc = trm_session_new(&s, m))) goto out;
     const int32_t *h;
     int64_t hn;
-    int32_t target = dr_data_split_history(&d, u, test ? DR_SPLIT_TEST : DR_SPLIT_ALL, &h, &hn);
+    int32_t target = dr_data_split_history(&d, u, split, &h, &hn);
     ids = malloc((size_t)k * sizeof *ids);
     sc = malloc((size_t)k * sizeof *sc);
     if (!ids || !sc) {
@@ -228,32 +259,7 @@ static int cmd_retrieve(int argc, char **argv) {
     double t0 = dr_now();
     if ((rc = trm_retrieve(s, h, hn, pref, k, !no_mask, ids, sc, &n))) goto out;
     double ms = (dr_now() - t0) * 1e3;
-    if (json) {
-        json_t *j = json_object(), *arr = json_array();
-        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
-        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
-        json_object_set_new(j, "history_len", json_integer(hn));
-        if (test) json_object_set_new(j, "target", dr_json_text(d.item_ids[target], (size_t)-1));
-        for (int i = 0; i < n; i++) {
-            json_t *it = json_object();
-            json_object_set_new(it, "rank", json_integer(i + 1));
-            json_object_set_new(it, "item", dr_json_text(d.item_ids[ids[i]], (size_t)-1));
-            json_object_set_new(it, "title", dr_json_text(d.titles[ids[i]], (size_t)-1));
-            json_object_set_new(it, "categories", dr_json_text(d.categories[ids[i]], (size_t)-1));
-            json_object_set_new(it, "score", json_real(sc[i]));
-            json_array_append_new(arr, it);
-        }
-        json_object_set_new(j, "items", arr);
-        json_object_set_new(j, "ms", json_real(ms));
-        cli_print_json(j, CLI_JSON);
-    } else {
-        printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
-               pref ? pref : "", ms);
-        if (test) printf("target: %s %s\n", cli_text(d.item_ids[target], 0), cli_text(d.titles[target], 0));
-        for (int i = 0; i < n; i++)
-            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d.item_ids[ids[i]], 0), sc[i], cli_text(d.titles[ids[i]], 0),
-                   d.categories[ids[i]][0] ? "  [" : "", cli_text(d.categories[ids[i]], 0), d.categories[ids[i]][0] ? "]" : "");
-    }
+    print_retrieved(&d, u, pref, hn, test ? target : -1, ids, sc, n, ms, json);
 out:
     free(ids);
     free(sc);
