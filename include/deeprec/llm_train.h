@@ -49,6 +49,8 @@ enum llm_lora_target {
 int llm_lora_parse_targets(const char *s, unsigned *out);
 
 enum llm_lr_sched { LLM_SCHED_CONSTANT = 0, LLM_SCHED_LINEAR = 1, LLM_SCHED_COSINE = 2 };
+/* "constant" | "linear" | "cosine"; -1 when unknown. */
+int llm_lr_sched_from_name(const char *s);
 
 typedef struct llm_train_config {
     int max_batch;        /* sequences per micro-batch (activation plan) */

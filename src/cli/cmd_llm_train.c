@@ -9,6 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* No step ran: the losses print as 0 (JSON has no NaN or infinity). */
+static void print_sft_json(const llm_sft_run_result *res, const char *out) {
+    cli_print_json(json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:o}", "first_loss",
+                             isnan(res->first_loss) ? 0.0 : res->first_loss, "last_loss",
+                             isnan(res->last_loss) ? 0.0 : res->last_loss, "best_loss",
+                             isinf(res->best_loss) ? 0.0 : res->best_loss, "tokens_per_s", res->tokens_per_s, "steps",
+                             (json_int_t)res->steps, "examples", res->examples, "tokens", (json_int_t)res->tokens,
+                             "params", (json_int_t)res->params, "out", dr_json_text(out, (size_t)-1)),
+                   JSON_COMPACT);
+}
+
 static int cmd_sft(int argc, char **argv) {
     const char *model_path = NULL, *data_path = NULL, *out = NULL, *metrics_path = NULL, *resume = NULL;
     const char *save_state = NULL, *sched_s = "cosine", *targets_s = "q,k,v,o", *type_s = "f32";
@@ -53,10 +64,7 @@ static int cmd_sft(int argc, char **argv) {
         return cli_usage_error("llm sft: --lora >= 0, --epochs, --batch, --accum > 0 and --max-len >= 0 required");
     uint32_t type;
     if (cli_weight_type("llm sft", type_s, &type)) return 2;
-    int sched = !strcmp(sched_s, "constant") ? LLM_SCHED_CONSTANT
-              : !strcmp(sched_s, "linear")   ? LLM_SCHED_LINEAR
-              : !strcmp(sched_s, "cosine")   ? LLM_SCHED_COSINE
-                                             : -1;
+    int sched = llm_lr_sched_from_name(sched_s);
     if (sched < 0) return cli_usage_error("llm sft: unknown --sched '%s' (constant, linear, cosine)", sched_s);
     unsigned targets = 0;
     if (lora && llm_lora_parse_targets(targets_s, &targets)) return cli_fail();
@@ -79,15 +87,7 @@ static int cmd_sft(int argc, char **argv) {
     so.progress = quiet ? NULL : stderr;
     llm_sft_run_result res;
     if (llm_sft_run(&so, &res)) return cli_fail();
-    if (json) {
-        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:o}", "first_loss",
-                              isnan(res.first_loss) ? 0.0 : res.first_loss, "last_loss",
-                              isnan(res.last_loss) ? 0.0 : res.last_loss, "best_loss",
-                              isinf(res.best_loss) ? 0.0 : res.best_loss, "tokens_per_s", res.tokens_per_s, "steps",
-                              (json_int_t)res.steps, "examples", res.examples, "tokens", (json_int_t)res.tokens,
-                              "params", (json_int_t)res.params, "out", dr_json_text(out, (size_t)-1));
-        cli_print_json(j, JSON_COMPACT);
-    }
+    if (json) print_sft_json(&res, out);
     return 0;
 }
 CLI_COMMAND(llm_sft, "llm sft", "supervised fine-tuning (full or LoRA) on prompt/completion JSON lines", cmd_sft)

@@ -12,6 +12,12 @@
 
 void llm_train_zero_grad(llm_train *t) { memset(t->grads, 0, t->n_params * sizeof(float)); }
 
+int llm_lr_sched_from_name(const char *s) {
+    return !strcmp(s, "constant") ? LLM_SCHED_CONSTANT : !strcmp(s, "linear") ? LLM_SCHED_LINEAR
+                                  : !strcmp(s, "cosine") ? LLM_SCHED_COSINE
+                                                         : -1;
+}
+
 float llm_train_lr(const llm_train *t) {
     const llm_train_config *c = &t->tc;
     int64_t s = t->step;

@@ -254,6 +254,10 @@ TEST(llm_train_logp_matches_inference) {
 }
 
 TEST(llm_train_lr_schedule) {
+    CHECK_EQ_INT(llm_lr_sched_from_name("constant"), LLM_SCHED_CONSTANT);
+    CHECK_EQ_INT(llm_lr_sched_from_name("linear"), LLM_SCHED_LINEAR);
+    CHECK_EQ_INT(llm_lr_sched_from_name("cosine"), LLM_SCHED_COSINE);
+    CHECK_EQ_INT(llm_lr_sched_from_name("step"), -1);
     llm_config c;
     tiny_cfg(&c, LLM_ARCH_QWEN2);
     llm_model *m;
