@@ -3,6 +3,7 @@
 #define DEEPREC_CLI_H
 
 #include "deeprec/base.h"
+#include "deeprec/data.h"
 
 typedef int (*cli_fn)(int argc, char **argv); /* argv[0] is the subcommand name */
 void cli_register(const char *name, const char *summary, cli_fn fn);
@@ -58,5 +59,17 @@ int cli_print_json(struct json_t *j, size_t flags);
 int cli_fail(void);
 /* Print a usage error and return 2. */
 int cli_usage_error(const char *fmt, ...) DR_PRINTF(1, 2);
+
+/* A dataset and what is used with it; NULL paths are not loaded (then NULL here). The
+ * TRM is checked against the dataset (trm_check_dataset). Returns the library's error
+ * (reported with cli_fail); cli_inputs_free frees what was loaded either way. */
+typedef struct cli_inputs {
+    dr_dataset data;
+    struct trm_model *trm;
+    struct llm_model *llm;
+    struct tokenizer *tok;
+} cli_inputs;
+int cli_inputs_load(cli_inputs *in, const char *data, const char *trm, const char *llm, const char *tok);
+void cli_inputs_free(cli_inputs *in);
 
 #endif

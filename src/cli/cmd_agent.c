@@ -94,14 +94,12 @@ static int cmd_synth(int argc, char **argv) {
     if (best_of > 0 && rerank_share > 0.0)
         return cli_usage_error("agent synth: --rerank-share does not combine with --best-of");
     if (cli_claim_output(out, (const char *[]){data_path, trm_path}, 2)) return 1;
-    dr_dataset d = {0};
-    trm_model *tm = NULL;
+    cli_inputs in;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
-        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = agent_catalog_build(&d, &cat)) ||
-        (rc = agent_tool_trm_new(&tool, tm, 1)))
+    if ((rc = cli_inputs_load(&in, data_path, trm_path, NULL, NULL)) || (rc = agent_catalog_build(&in.data, &cat)) ||
+        (rc = agent_tool_trm_new(&tool, in.trm, 1)))
         goto done;
     if (best_of > 0) {
         rl_warmstart_opts wo;
@@ -119,18 +117,17 @@ static int cmd_synth(int argc, char **argv) {
         wo.users = users;
         wo.progress = quiet || json ? NULL : stderr;
         rl_warmstart_stats ws;
-        if (!(rc = rl_warmstart_synth(&d, tm, cat, &tool, &wo, out, &ws))) print_best_of(&wo, &ws, out, json);
+        if (!(rc = rl_warmstart_synth(&in.data, in.trm, cat, &tool, &wo, out, &ws))) print_best_of(&wo, &ws, out, json);
         goto done;
     }
     agent_synth_run_opts ro = {{.chat = chat, .max_hist = max_hist, .tool_k = tool_k, .varied = varied, .n_calls = n_calls, .anchor = anchor}, users, (uint64_t)seed, rerank_share,
                                synth_rerank_pref, NULL, quiet || json ? NULL : stderr};
     agent_synth_run_result res;
-    if (!(rc = agent_synth_run(&d, cat, &tool, &ro, out, &res))) print_synth(&res, out, json);
+    if (!(rc = agent_synth_run(&in.data, cat, &tool, &ro, out, &res))) print_synth(&res, out, json);
 done: /* rc != 0 on the failure paths */
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
-    trm_model_free(tm);
-    dr_data_free(&d);
+    cli_inputs_free(&in);
     return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(agent_synth, "agent synth", "build protocol-valid warm-start trajectories with the TRM (JSON lines)",
@@ -303,25 +300,20 @@ static int cmd_recommend(int argc, char **argv) {
     if (split_id != DR_SPLIT_TEST && split_id != DR_SPLIT_VALID) return cli_usage_error("--split must be test or valid");
     int constrained = cli_on_off(constrain);
     if (constrained < 0) return cli_usage_error("--constrain must be on or off");
-    dr_dataset d = {0};
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
+    cli_inputs in;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     agent_model model = {0};
     agent_episode *ep = NULL;
-    rec_view v = {&d, NULL, NULL, split, -1, 0, NULL, 0, 0, constrained, show_prompt, 0};
+    rec_view v = {&in.data, NULL, NULL, split, -1, 0, NULL, 0, 0, constrained, show_prompt, 0};
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = dr_data_user_lookup(&d, user, -1, data_path, &v.u))) goto done;
-    v.target = dr_data_split_history(&d, v.u, split_id, &v.hist, &v.n_hist);
-    if ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)) ||
-        (rc = llm_model_load(&lm, llm_path)))
+    if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path)) ||
+        (rc = dr_data_user_lookup(&in.data, user, -1, data_path, &v.u)))
         goto done;
-    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto done;
-    if ((rc = agent_catalog_build(&d, &cat)) || (rc = agent_tool_trm_new(&tool, tm, 1))) goto done;
+    v.target = dr_data_split_history(&in.data, v.u, split_id, &v.hist, &v.n_hist);
+    if ((rc = agent_catalog_build(&in.data, &cat)) || (rc = agent_tool_trm_new(&tool, in.trm, 1))) goto done;
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
-    if ((rc = agent_model_llm_new(&model, lm, tok, &lo))) goto done;
+    if ((rc = agent_model_llm_new(&model, in.llm, in.tok, &lo))) goto done;
     agent_request rq = {v.u, v.hist, v.n_hist, v.target, NULL};
     agent_rollout_opts ro = {0};
     ro.chat = chat;
@@ -344,10 +336,7 @@ done: /* rc != 0 on the failure paths */
     agent_model_llm_free(&model);
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
+    cli_inputs_free(&in);
     return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(recommend, "recommend", "one user's whole DeepRec trace (history, thoughts, tool calls, final list)",

@@ -9,6 +9,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void print_eval(const eval_result *res, const eval_paired *pair, int n_modes, int ref, const eval_opts *eo,
+                       const char *data_path, int64_t seed, int json) {
+    if (json) {
+        json_t *j;
+        if (n_modes == 1) {
+            j = eval_result_json(&res[0]);
+            if (ref >= 0) json_object_set_new(j, "paired", eval_paired_json(&pair[0]));
+        } else {
+            j = json_object();
+            json_t *a = json_object();
+            for (int i = 0; i < n_modes; i++) {
+                json_t *m = eval_result_json(&res[i]);
+                if (ref >= 0) json_object_set_new(m, "paired", eval_paired_json(&pair[i]));
+                json_object_set_new(a, eval_mode_name(res[i].mode), m);
+            }
+            json_object_set_new(j, "modes", a);
+        }
+        json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
+        json_object_set_new(j, "seed", json_integer(seed));
+        json_object_set_new(j, "constrain", json_boolean(eo->constrain_titles));
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
+               "constrained titles %s)\n",
+               data_path, (long long)seed, eo->constrain_titles ? "on" : "off");
+        eval_report_table(res, n_modes, stdout);
+        if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
+    }
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
                *paired = NULL, *constrain = "on";
@@ -54,26 +84,8 @@ static int cmd_eval(int argc, char **argv) {
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
-    {
-        const char *p = modes;
-        while (*p) {
-            const char *e = strchr(p, ',');
-            size_t len = e ? (size_t)(e - p) : strlen(p);
-            char name[32];
-            if (len == 0 || len >= sizeof name) return cli_usage_error("--mode: bad mode list '%s'", modes);
-            memcpy(name, p, len);
-            name[len] = 0;
-            int m = eval_mode_from_name(name);
-            if (m < 0) return cli_usage_error("--mode: unknown mode '%s' (deeprec, trm, rerank, direct, teacher)", name);
-            for (int i = 0; i < n_modes; i++)
-                if (mode_list[i] == m) return cli_usage_error("--mode: '%s' is listed twice", name);
-            mode_list[n_modes++] = m;
-            need_llm |= eval_mode_uses_llm(m);
-            need_trm |= m != EVAL_DIRECT;
-            p = e ? e + 1 : p + len;
-        }
-        if (!n_modes) return cli_usage_error("--mode is empty");
-    }
+    if (eval_modes_parse(modes, mode_list, &n_modes)) return cli_usage_error("--mode: %s", dr_error_message());
+    for (int i = 0; i < n_modes; i++) need_llm |= eval_mode_uses_llm(mode_list[i]), need_trm |= mode_list[i] != EVAL_DIRECT;
     int ref = -1;
     if (paired) {
         int m = eval_mode_from_name(paired);
@@ -104,79 +116,29 @@ static int cmd_eval(int argc, char **argv) {
                            .varied = teacher_varied, .anchor = teacher_anchor};
     if (teacher_varied || teacher_anchor) eo.synth = &so;
 
-    dr_dataset d;
-    memset(&d, 0, sizeof d);
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
+    cli_inputs in;
     agent_catalog *cat = NULL;
     eval_result res[EVAL_N_MODES];
     eval_paired pair[EVAL_N_MODES];
     memset(res, 0, sizeof res);
-    int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = agent_catalog_build(&d, &cat))) goto fail;
-    if (need_trm && ((rc = trm_load(&tm, trm_path)) || (rc = trm_check_dataset(tm, &d, trm_path, data_path)))) goto fail;
-    if (tm && trm_model_config(tm)->model == TRM_SASREC && !quiet && !json)
+    int rc = cli_inputs_load(&in, data_path, need_trm ? trm_path : NULL, need_llm ? llm_path : NULL,
+                             need_llm ? tok_path : NULL);
+    if (rc || (rc = agent_catalog_build(&in.data, &cat))) goto done;
+    if (in.trm && trm_model_config(in.trm)->model == TRM_SASREC && !quiet && !json)
         fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
                         "(the preference text is ignored)\n", trm_path);
-    if (need_llm && (rc = llm_model_load(&lm, llm_path))) goto fail;
-    if (need_llm && tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
-    if (need_llm && !tok && !lm->tok) {
+    if (need_llm && !in.tok && !in.llm->tok) {
         rc = dr_error(DR_ERR_ARG, "%s has no tokenizer", llm_path);
         dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
-        goto fail;
+        goto done;
     }
-    eval_inputs in = {&d, cat, tm, lm, tok};
-    for (int i = 0; i < n_modes; i++) {
-        eo.mode = mode_list[i];
-        if (eo.progress) fprintf(stderr, "eval: mode %s\n", eval_mode_name(eo.mode));
-        if ((rc = eval_run(&in, &eo, &res[i]))) {
-            dr_error_context("eval --mode %s", eval_mode_name(eo.mode));
-            goto fail;
-        }
-    }
-    for (int i = 0; i < n_modes && ref >= 0; i++)
-        if ((rc = eval_paired_diff(&res[i], &res[ref], eo.bootstrap, eo.bootstrap_seed, &pair[i]))) goto fail;
-    if (json) {
-        json_t *j;
-        if (n_modes == 1) {
-            j = eval_result_json(&res[0]);
-            if (ref >= 0) json_object_set_new(j, "paired", eval_paired_json(&pair[0]));
-        } else {
-            j = json_object();
-            json_t *a = json_object();
-            for (int i = 0; i < n_modes; i++) {
-                json_t *m = eval_result_json(&res[i]);
-                if (ref >= 0) json_object_set_new(m, "paired", eval_paired_json(&pair[i]));
-                json_object_set_new(a, eval_mode_name(res[i].mode), m);
-            }
-            json_object_set_new(j, "modes", a);
-        }
-        json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
-        json_object_set_new(j, "seed", json_integer(seed));
-        json_object_set_new(j, "constrain", json_boolean(eo.constrain_titles));
-        cli_print_json(j, CLI_JSON);
-    } else {
-        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
-               "constrained titles %s)\n",
-               data_path, (long long)seed, eo.constrain_titles ? "on" : "off");
-        eval_report_table(res, n_modes, stdout);
-        if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
-    }
+    eval_inputs ein = {&in.data, cat, in.trm, in.llm, in.tok};
+    if (!(rc = eval_run_modes(&ein, &eo, mode_list, n_modes, ref, res, pair)))
+        print_eval(res, pair, n_modes, ref, &eo, data_path, seed, json);
+done: /* rc != 0 on the failure paths */
     for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return 0;
-fail:
-    for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
-    agent_catalog_free(cat);
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return cli_fail();
+    cli_inputs_free(&in);
+    return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct, teacher) on test users, with 95% CIs", cmd_eval)

@@ -11,6 +11,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void print_rl(const rl_result *res, int stage, const char *out, int json) {
+    if (json) {
+        json_t *j = json_pack("{s:o, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "stage", stage, "steps",
+                              (json_int_t)res->steps_done, "resumed_from", (json_int_t)res->start_step, "users_selected",
+                              res->n_selected, "first_reward", res->first_reward, "last_reward", res->last_reward, "seconds",
+                              res->seconds);
+        if (res->n_probe > 0) {
+            json_object_set_new(j, "probe_users", json_integer(res->n_probe));
+            json_object_set_new(j, "probe_start_reward", res->probed_start ? json_real(res->probe_start) : json_null());
+            json_object_set_new(j, "probe_last_reward", res->probed_last ? json_real(res->probe_last) : json_null());
+        }
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
+               (long long)res->steps_done, (long long)res->start_step, res->n_selected, res->first_reward, res->last_reward,
+               res->seconds, out);
+        if (res->n_probe > 0 && res->probed_start && res->probed_last)
+            printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
+                   stage, res->n_probe, res->probe_start, res->probe_last);
+    }
+}
+
 static int cmd_rl(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *out = NULL, *adv = "reinforce++",
                *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32",
@@ -127,48 +149,14 @@ static int cmd_rl(int argc, char **argv) {
     if (o.tool_k < AGENT_N_REC) return cli_usage_error("--tool-k must be >= %d", AGENT_N_REC);
 
     if (cli_claim_output(out, (const char *[]){data_path, trm_path, llm_path, tok_path}, 4)) return 1;
-    dr_dataset d;
-    memset(&d, 0, sizeof d);
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
-    int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
-        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = llm_model_load(&lm, llm_path)))
-        goto fail;
-    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
-    rl_env env = {&d, tm, lm, tok};
+    cli_inputs in;
     rl_result res;
-    if ((rc = rl_train(&env, &o, &res))) goto fail;
-    if (json) {
-        json_t *j = json_pack("{s:o, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "stage", stage, "steps",
-                              (json_int_t)res.steps_done, "resumed_from", (json_int_t)res.start_step, "users_selected",
-                              res.n_selected, "first_reward", res.first_reward, "last_reward", res.last_reward, "seconds",
-                              res.seconds);
-        if (res.n_probe > 0) {
-            json_object_set_new(j, "probe_users", json_integer(res.n_probe));
-            json_object_set_new(j, "probe_start_reward", res.probed_start ? json_real(res.probe_start) : json_null());
-            json_object_set_new(j, "probe_last_reward", res.probed_last ? json_real(res.probe_last) : json_null());
-        }
-        cli_print_json(j, CLI_JSON);
-    } else {
-        printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
-               (long long)res.steps_done, (long long)res.start_step, res.n_selected, res.first_reward, res.last_reward,
-               res.seconds, out);
-        if (res.n_probe > 0 && res.probed_start && res.probed_last)
-            printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
-                   stage, res.n_probe, res.probe_start, res.probe_last);
+    int rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path);
+    if (!rc) {
+        rl_env env = {&in.data, in.trm, in.llm, in.tok};
+        if (!(rc = rl_train(&env, &o, &res))) print_rl(&res, stage, out, json);
     }
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return 0;
-fail:
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return cli_fail();
+    cli_inputs_free(&in);
+    return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(rl, "rl", "RL of the agent: stage 1 (tool use) or stage 2 (recommendation), REINFORCE++ / GRPO", cmd_rl)

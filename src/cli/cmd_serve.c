@@ -55,15 +55,10 @@ static int cmd_serve(int argc, char **argv) {
     so.max_body = (size_t)max_body;
     so.batching = on;
     so.constrain_titles = con;
-    dr_dataset d = {0};
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
+    cli_inputs in;
     serve_server *srv = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) || (rc = llm_model_load(&lm, llm_path)))
-        goto done;
-    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto done;
+    if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path))) goto done;
     /* the signals are waited for here; block them before the server's threads inherit the mask */
     sigset_t set;
     sigemptyset(&set);
@@ -71,10 +66,10 @@ static int cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    serve_inputs in = {&d, tm, lm, tok};
-    if ((rc = serve_start(&srv, &in, &so))) goto done;
+    serve_inputs sin = {&in.data, in.trm, in.llm, in.tok};
+    if ((rc = serve_start(&srv, &sin, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path, so.slots, on ? "on" : "off",
+           serve_port(srv), (int)in.data.n_users, (int)in.data.n_items, llm_path, so.slots, on ? "on" : "off",
            so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;
@@ -82,10 +77,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "deeprec serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     serve_stop(srv);
 done:
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
+    cli_inputs_free(&in);
     return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(serve, "serve", "HTTP server: /v1/recommend with traces, OpenAI-compatible completions, a trace page",
