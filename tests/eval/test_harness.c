@@ -290,21 +290,27 @@ TEST(harness_trm_baseline_tiny_trained) {
 
 /* A plain SASRec checkpoint as the TRM: trm mode is its empty-preference top-10, and a
  * preference text changes nothing (sasrec ignores it). */
+/* An untrained one-layer TRM of width 16 for dataset d. */
+static trm_model *tiny_trm(const dr_dataset *d, int kind) {
+    trm_config cfg;
+    trm_config_default(&cfg);
+    cfg.model = kind;
+    cfg.n_items = d->n_items;
+    cfg.dim = 16;
+    cfg.layers = 1;
+    cfg.heads = 1;
+    cfg.max_len = 12;
+    trm_model *tm = NULL;
+    CHECK_OK(trm_model_new(&tm, &cfg, d, 3));
+    return tm;
+}
+
 TEST(harness_trm_mode_sasrec) {
     dr_dataset d;
     tiny_data(&d, 40, 20, 12);
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
-    trm_config cfg;
-    trm_config_default(&cfg);
-    cfg.model = TRM_SASREC;
-    cfg.n_items = d.n_items;
-    cfg.dim = 16;
-    cfg.layers = 1;
-    cfg.heads = 1;
-    cfg.max_len = 12;
-    trm_model *tm;
-    CHECK_OK(trm_model_new(&tm, &cfg, &d, 3));
+    trm_model *tm = tiny_trm(&d, TRM_SASREC);
     eval_inputs in = {&d, c, tm, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
@@ -770,13 +776,7 @@ TEST(harness_mode_list_and_runs) {
     tiny_data(&d, 40, 20, 12);
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
-    trm_config cfg;
-    trm_config_default(&cfg);
-    cfg.model = TRM_PREF;
-    cfg.n_items = d.n_items;
-    cfg.dim = 16, cfg.layers = 1, cfg.heads = 1, cfg.max_len = 12;
-    trm_model *tm;
-    CHECK_OK(trm_model_new(&tm, &cfg, &d, 3));
+    trm_model *tm = tiny_trm(&d, TRM_PREF);
     eval_inputs in = {&d, c, tm, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
