@@ -241,6 +241,13 @@ int llm_generate(llm_session *s, const struct tokenizer *tok, const int *slots, 
                  const llm_gen_params *p, dr_rng *rngs, llm_gen_result *res, llm_gen_cb cb, void *cb_ctx);
 void llm_gen_result_free(llm_gen_result *r);
 
+/* Tokens per second of m: a prefill of P random tokens, then `steps` decode steps (after
+ * one warm-up) at batch 1 and at batch B. fast: llm_session_set_fast. */
+typedef struct llm_speed_result {
+    double prefill_tps, decode1_tps, decodeB_tps;
+} llm_speed_result;
+int llm_speed(const llm_model *m, int P, int B, int steps, int fast, llm_speed_result *r);
+
 /* n samples of one prompt (m->tok required): encode it (with BOS when the model file's
  * tokenizer.ggml.add_bos_token says so), prefill it once, fork it to n slots, generate.
  * ctx 0: prompt + p->max_tokens, at most the model's context. fast: llm_session_set_fast.

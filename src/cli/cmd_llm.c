@@ -222,62 +222,27 @@ static int cmd_bench(int argc, char **argv) {
     if (!model_path) return cli_usage_error("llm bench: --model is required");
     if (P <= 0 || B <= 0 || steps <= 0) return cli_usage_error("llm bench: sizes must be > 0");
     llm_model *m = NULL;
-    llm_session *s = NULL;
+    llm_speed_result sp;
     int rc = llm_model_load(&m, model_path);
-    if (rc) return cli_fail();
-    const int V = m->cfg.vocab;
-    int ctx = P + steps + 2;
-    int32_t *tok = dr_calloc((size_t)(P > B ? P : B), sizeof(int32_t));
-    float *lg = dr_calloc((size_t)B * V, sizeof(float));
-    int *slots = dr_calloc((size_t)B, sizeof(int));
-    if (!tok || !lg || !slots) rc = DR_ERR_NOMEM;
-    if (!rc) rc = llm_session_new(&s, m, B, ctx);
-    if (!rc) llm_session_set_fast(s, !exact);
-    double pre_tps = 0, d1_tps = 0, dB_tps = 0;
-    if (!rc) {
-        dr_rng g;
-        dr_rng_seed(&g, 1);
-        for (int i = 0; i < (P > B ? P : B); i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
-        double t0 = dr_now();
-        rc = llm_prefill(s, 0, tok, P, lg, 0);
-        pre_tps = P / (dr_now() - t0);
-    }
-    for (int pass = 0; pass < 2 && !rc; pass++) {
-        int nb = pass ? B : 1;
-        for (int i = 0; i < nb; i++) {
-            slots[i] = i;
-            llm_slot_truncate(s, i, 0);
-        }
-        rc = llm_decode(s, slots, tok, nb, lg); /* warm-up */
-        double t0 = dr_now();
-        for (int st = 0; st < steps && !rc; st++) rc = llm_decode(s, slots, tok, nb, lg);
-        double tps = (double)nb * steps / (dr_now() - t0);
-        if (pass) dB_tps = tps;
-        else d1_tps = tps;
-    }
-    if (!rc) {
+    if (!rc && !(rc = llm_speed(m, P, B, steps, !exact, &sp))) {
         if (json) {
             json_t *o = json_object();
             json_object_set_new(o, "model", dr_json_text(model_path, (size_t)-1));
             json_object_set_new(o, "threads", json_integer(dr_threads()));
             json_object_set_new(o, "prompt_tokens", json_integer(P));
             json_object_set_new(o, "batch", json_integer(B));
-            json_object_set_new(o, "prefill_tokens_per_s", json_real(pre_tps));
-            json_object_set_new(o, "decode1_tokens_per_s", json_real(d1_tps));
-            json_object_set_new(o, "decodeB_tokens_per_s", json_real(dB_tps));
+            json_object_set_new(o, "prefill_tokens_per_s", json_real(sp.prefill_tps));
+            json_object_set_new(o, "decode1_tokens_per_s", json_real(sp.decode1_tps));
+            json_object_set_new(o, "decodeB_tokens_per_s", json_real(sp.decodeB_tps));
             json_object_set_new(o, "weight_bytes", json_integer((json_int_t)llm_model_weight_bytes(m)));
             cli_print_json(o, JSON_COMPACT);
         } else {
-            printf("prefill %d tokens: %.1f tokens/s\n", P, pre_tps);
-            printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", d1_tps,
-                   d1_tps * (double)llm_model_weight_bytes(m) / 1e9);
-            printf("decode batch %d: %.2f tokens/s\n", B, dB_tps);
+            printf("prefill %d tokens: %.1f tokens/s\n", P, sp.prefill_tps);
+            printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", sp.decode1_tps,
+                   sp.decode1_tps * (double)llm_model_weight_bytes(m) / 1e9);
+            printf("decode batch %d: %.2f tokens/s\n", B, sp.decodeB_tps);
         }
     }
-    free(tok);
-    free(lg);
-    free(slots);
-    llm_session_free(s);
     llm_model_free(m);
     return rc ? cli_fail() : 0;
 }

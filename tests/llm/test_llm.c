@@ -753,3 +753,15 @@ TEST(llm_complete_matches_forked_generate) {
     llm_model_free(m);
     tok_free(tok);
 }
+
+TEST(llm_speed_measures_every_phase) {
+    llm_config c = tiny_cfg(LLM_ARCH_QWEN2);
+    llm_model *m;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.3f, 9));
+    llm_speed_result r;
+    CHECK_OK(llm_speed(m, 8, 3, 2, 1, &r));
+    CHECK(r.prefill_tps > 0 && r.decode1_tps > 0 && r.decodeB_tps > 0);
+    CHECK_ERR(llm_speed(m, 8, 0, 2, 1, &r), DR_ERR_ARG);
+    dr_error_clear();
+    llm_model_free(m);
+}
