@@ -1,5 +1,5 @@
-/* Several modes in one evaluation: the --mode list, and the runs with their paired
- * differences against a reference mode (deeprec eval, the pipeline's table). */
+/* Several modes in one evaluation (deeprec eval --mode a,b --paired a): the mode list,
+ * and the runs with their paired differences against a reference mode. */
 #include "deeprec/evaluate.h"
 #include <string.h>
 
