@@ -244,7 +244,7 @@ static void bench_rl(const char *dir, const dr_dataset *d, llm_model *lm, tokeni
     rl_opts o;
     rl_opts_default(&o, 1);
     o.steps = steps, o.prompts = 4, o.samples = 2, o.lr = 1e-4f, o.micro = 2, o.updates = 1;
-    o.max_turn_tokens = 64, o.max_ctx = 1024, o.max_hist = 10, o.select_k = 0, o.out = out;
+    o.rollout.max_turn_tokens = 64, o.max_ctx = 1024, o.rollout.max_hist = 10, o.select_k = 0, o.out = out;
     o.save_every = 1000000;
     rl_env env = {d, tm, lm, tok};
     rl_result res;

@@ -58,19 +58,19 @@ static void synth_data(dr_dataset *d) {
 
 static void step_cb(void *ctx, const rl_step_stats *s) {
     double *acc = ctx;
-    acc[0] += s->rollout_s;
+    acc[0] += s->batch.seconds;
     acc[1] += s->update_s;
-    acc[2] += (double)s->n_tokens;
-    acc[3] += s->mean_gen;
+    acc[2] += (double)s->batch.n_tokens;
+    acc[3] += s->batch.mean_gen;
     acc[4] += 1;
-    acc[5] += (double)s->n_seq_tokens;
-    acc[6] += s->rollout_cpu_s;
+    acc[5] += (double)s->batch.n_seq_tokens;
+    acc[6] += s->batch.cpu_seconds;
     acc[7] += s->update_cpu_s;
     fprintf(stderr,
             "  step %lld: rollout %.2f s (CPU %.2f s), update %.2f s (CPU %.2f s), %lld generated tokens (%.0f per "
             "episode), %lld sequence tokens, reward %.3f\n",
-            (long long)s->step, s->rollout_s, s->rollout_cpu_s, s->update_s, s->update_cpu_s, (long long)s->n_tokens,
-            s->mean_gen, (long long)s->n_seq_tokens, s->reward);
+            (long long)s->step, s->batch.seconds, s->batch.cpu_seconds, s->update_s, s->update_cpu_s,
+            (long long)s->batch.n_tokens, s->batch.mean_gen, (long long)s->batch.n_seq_tokens, s->batch.reward);
 }
 
 int main(int argc, char **argv) {
@@ -159,9 +159,9 @@ int main(int argc, char **argv) {
     o.micro = micro;
     o.updates = 1;
     o.lora_rank = lora;
-    o.max_turn_tokens = max_tokens;
+    o.rollout.max_turn_tokens = max_tokens;
     o.max_ctx = ctx;
-    o.max_hist = max_hist;
+    o.rollout.max_hist = max_hist;
     o.select_k = 0;
     o.out = out;
     o.save_every = 1000000; /* checkpoint only at the end: time the steps alone */

@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
         o.port = 0;
         o.slots = slots;
         o.batching = batching;
-        o.chat = chat;
+        o.rollout.chat = chat;
         o.max_queue = 1024;
         o.max_sessions = 256;
         serve_inputs in = {&d, tm, lm, NULL};

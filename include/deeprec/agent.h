@@ -293,6 +293,16 @@ typedef struct agent_rollout_opts {
     const struct agent_rollout_stream *stream;
 } agent_rollout_opts;
 
+/* The defaults, set once for every caller (rl_opts and eval_opts embed these options): the
+ * AGENT_* limits, one sample, 1024 tokens per turn, the model's context, and both constraints
+ * on (one switch, --constrain). A zeroed struct means the same except the constraints (off). */
+void agent_rollout_opts_default(agent_rollout_opts *o);
+/* DR_ERR_ARG when the options cannot make an episode: a tool call that shows fewer items than
+ * the answer lists (0 < tool_k < AGENT_N_REC; direct has no tool), negative limits, or a
+ * stream with samples > 1. agent_rollout checks its options with it; callers that do other
+ * work first (eval, rl) call it up front. */
+int agent_rollout_opts_check(const agent_rollout_opts *o);
+
 /* Streaming admission (continuous batching for a server; samples must be 1): once the listed
  * requests are all admitted, next is called whenever a slot is free; it returns a request
  * (valid until its episode is handed to done) and an id stored in the episode's `request`,

@@ -159,21 +159,19 @@ typedef struct eval_opts {
     int top_k;             /* 0 = all */
     float top_p;           /* 0 or >= 1 = all */
     int samples;           /* episodes per user (1) */
-    int chat;              /* ChatML prompts */
-    int tool_k;            /* items per tool call (AGENT_TOOL_K) */
-    int max_hist;          /* history items in the prompt (AGENT_MAX_HIST) */
-    int max_calls;         /* deeprec: tool calls allowed (AGENT_MAX_CALLS) */
-    int32_t max_turn_tokens; /* generated tokens per turn (1024) */
+    /* the agent's options (agent_rollout_opts_default): chat, max_hist, tool_k, max_calls
+     * (deeprec; rerank makes one call), max_turn_tokens, constrain_titles / constrain_prefs
+     * (deeprec, rerank); samples, direct and progress are the harness's */
+    agent_rollout_opts rollout;
     int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
     int batch;             /* model slots = sequences decoded together (16) */
     int chunk;             /* users per agent_rollout call (0: max(256, 4 x batch)) */
     int bootstrap;         /* resamples of the 95% intervals (1000; 0 = none) */
     uint64_t bootstrap_seed; /* their seed (1) */
-    /* teacher: NULL = zero options + chat, max_hist, tool_k and seed from here; else used as
-     * given (its seed is the base of the per-user seeds) */
+    /* teacher: NULL = zero options + chat, max_hist, tool_k (of rollout) and seed from here;
+     * else used as given (its seed is the base of the per-user seeds) */
     const agent_synth_opts *synth;
     FILE *progress;        /* progress sink (stderr in the CLI) or NULL */
-    int constrain_titles;  /* agent_rollout_opts.constrain_titles for deeprec / rerank (1) */
 } eval_opts;
 void eval_opts_default(eval_opts *o);
 

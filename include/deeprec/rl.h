@@ -135,21 +135,12 @@ void rl_ppo_loss(const rl_ppo_opts *o, int64_t n, const float *logp, const float
 int rl_ref_logprobs(const struct llm_model *m, const agent_episode *e, float *out);
 
 /* ---------------------------------------------------------------- trainer */
-/* The held-out probe: the current policy on a fixed set of selected users that never enter
- * training, one episode each with a fixed sampling seed (greedy by default), scored with the
- * stage's reward. Same users and seed at every probe, so changes come from the policy. */
-typedef struct rl_probe_stats {
+/* What one batch of rollouts scored: a step's training batch and the held-out probe alike.
+ * The probe: the current policy on a fixed set of selected users that never enter training,
+ * one episode each with a fixed sampling seed (greedy by default), scored with the stage's
+ * reward; same users and seed at every probe, so changes come from the policy. */
+typedef struct rl_rollout_stats {
     int n_users, n_episodes;
-    double reward, format, count, diversity, listwise, pointwise; /* means over the probe users */
-    double valid_rate, mean_calls, hit_rate, mean_gen;
-    int format_fails[AGENT_FMT_N];
-    double seconds;
-} rl_probe_stats;
-
-typedef struct rl_step_stats {
-    int stage;
-    int64_t step;          /* 1-based RL step */
-    int n_episodes, n_users;
     double reward, format, count, diversity, listwise, pointwise; /* means over episodes */
     double reward_std;
     double valid_rate;     /* format-valid fraction */
@@ -158,17 +149,24 @@ typedef struct rl_step_stats {
     int outcomes[AGENT_N_OUTCOMES];
     int format_fails[AGENT_FMT_N]; /* episodes per first broken format rule of a finished episode */
     double mean_gen;       /* generated tokens per episode */
-    int64_t n_tokens;      /* generated tokens in the batch */
+    int64_t n_tokens;      /* generated tokens of the batch */
     int64_t n_seq_tokens;  /* all tokens of the batch's sequences (prompt, generated, tool) */
+    double seconds, cpu_seconds; /* rollout and scoring: wall, process CPU (all threads) */
+} rl_rollout_stats;
+
+typedef struct rl_step_stats {
+    int stage;
+    int64_t step;          /* 1-based RL step */
+    rl_rollout_stats batch; /* the step's rollouts (seconds: also the advantages) */
     double loss, clip_frac, entropy, kl, grad_norm, ratio, lr;
     int n_updates;         /* optimizer steps taken */
     double logp_diff;      /* mean |rollout log-prob - trainer log-prob| at the first update (engine drift) */
-    double rollout_s, update_s, step_s;          /* wall seconds */
-    double rollout_cpu_s, update_cpu_s;          /* process CPU seconds (all threads) */
+    double update_s, step_s; /* wall seconds */
+    double update_cpu_s;   /* process CPU seconds (all threads) */
     int probed;              /* probe: the policy after this step's updates (rl_opts.probe_users > 0) */
-    rl_probe_stats probe;
+    rl_rollout_stats probe;
     int probed_start;        /* probe_start: the input policy, before any update (first step of a run) */
-    rl_probe_stats probe_start;
+    rl_rollout_stats probe_start;
 } rl_step_stats;
 
 /* One compact JSON object of the stats (new reference). */
@@ -200,10 +198,10 @@ typedef struct rl_opts {
     float top_p;               /* 0.95 */
     int slots;                 /* decode slots (0: min(prompts * samples, 64), at least samples) */
     int32_t max_ctx;           /* tokens per episode (0: min(model context, 4096)) */
-    int32_t max_turn_tokens;   /* generated tokens per turn (1024) */
-    int tool_k, max_calls, max_hist, chat;
-    int constrain_titles;      /* agent_rollout_opts.constrain_titles (1; the update scores constrained
-                                  tokens under their allowed sets, as sampled) */
+    /* the agent's options (agent_rollout_opts_default): chat, max_hist, tool_k, max_calls,
+     * max_turn_tokens, constrain_titles / constrain_prefs (the update scores constrained tokens
+     * under their allowed sets, as sampled); samples, max_ctx and progress are the trainer's */
+    agent_rollout_opts rollout;
     /* data */
     int select_k;              /* train on users whose target is in the TRM's top select_k (100; 0 = all) */
     int substring_hit;         /* list-wise reward by the substring rule */
@@ -217,7 +215,7 @@ typedef struct rl_opts {
     int save_every;            /* checkpoint every N steps (1) */
     int resume;                /* continue from the last checkpoint of `out` */
     const char *metrics;       /* JSON lines (NULL: <out base>.metrics.jsonl) */
-    const char *curve;         /* SVG (NULL: <out base>.rewards.svg) */
+    const char *curve;         /* SVG written at the end (NULL: <out base>.rewards.svg) */
     const char *prev_metrics;  /* earlier stage's JSON lines for the curve (NULL: <llm base>.metrics.jsonl if any) */
     const char *llm_path;      /* path of the input model (for prev_metrics lookup; may be NULL) */
     FILE *progress;            /* progress display (NULL = silent) */
@@ -251,8 +249,8 @@ typedef struct rl_result {
 } rl_result;
 
 /* Train. Per step: sample `prompts` selected users (a fixed permutation per pass over the
- * selection, from seed), roll out `samples` episodes each with the current policy, score,
- * advantages, `epochs` x `updates` PPO updates in micro-batches, AdamW (0.9, 0.95), clip.
+ * selection, from seed), roll out `samples` episodes each with the current policy (full
+ * fine-tuning: through a view of the trained weights, no copy), score, advantages, `epochs` x `updates` PPO updates in micro-batches, AdamW (0.9, 0.95), clip.
  * Checkpoints (every save_every steps and at the end): <out base>.ckpt-{a,b}.gguf (policy)
  * + .state.gguf (optimizer, rng, step), committed by <out base>.ckpt.json; the final policy is
  * written to `out`. resume: continue exactly from the committed checkpoint. */
@@ -316,6 +314,7 @@ int rl_warmstart_synth(const struct dr_dataset *d, struct trm_model *trm, const 
                        rl_warmstart_stats *st);
 
 /* ---------------------------------------------------------------- reward curve
+ * rl_train draws it once, at the end; `deeprec rl curve` on demand.
  * A polyline SVG with axes: mean reward per step, one polyline per stage (stage 1 first, then
  * stage 2 continuing on the x axis). Reads JSON lines with "stage", "step", "reward"; when a
  * line has "probe" / "probe_start" objects (held-out probe), their "reward" is drawn as a

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "deeprec/agent.h"
 #include "deeprec/base.h"
 
 struct dr_dataset;
@@ -35,9 +36,11 @@ typedef struct serve_opts {
     int slots;             /* sequences decoded together (8); the continuous batch of completions
                               and the largest rollout batch of /v1/recommend */
     int batching;          /* 1: requests share decode steps; 0: one request at a time */
-    int chat;              /* /v1/recommend prompts in ChatML (0: plain base-model prompts) */
     int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
-    int constrain_titles;  /* /v1/recommend: title-constrained answers (1) */
+    /* /v1/recommend's agent (agent_rollout_opts_default): chat prompts, max_hist, tool_k,
+     * max_calls (rerank: 1), max_turn_tokens, both constraints; samples, max_ctx (= n_ctx)
+     * and stream are the engine's */
+    agent_rollout_opts rollout;
 } serve_opts;
 void serve_opts_default(serve_opts *o);
 

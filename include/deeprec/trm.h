@@ -125,6 +125,16 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
  * Ordered by score descending (ties: smaller id first). */
 int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
                  int32_t *ids, float *scores, int *n_out);
+/* The same top-k for many users at once: one batched forward and one sgemm per chunk of up to
+ * 256 users, threads over the top-k. A trm_batch holds the workspace for max_users (allocated
+ * once: reuse it across calls). hists[i], n_hists[i], prefs[i] (prefs may be NULL); ids/scores
+ * are [n_users, k] row-major, n_out[n_users]. Scores agree with trm_retrieve's to rounding
+ * (another summation order), so the order of near-ties may differ. */
+typedef struct trm_batch trm_batch;
+int trm_batch_new(trm_batch **out, trm_model *m, int max_users);
+void trm_batch_free(trm_batch *b);
+int trm_retrieve_batch(trm_batch *b, int n_users, const int32_t *const *hists, const int64_t *n_hists,
+                       const char *const *prefs, int k, int mask_history, int32_t *ids, float *scores, int *n_out);
 /* The item table used for scoring, [n_items + 1, dim] row-major (row 0 = 0). */
 const float *trm_item_embeddings(trm_model *m);
 /* Text embedding of a string (mean embedding bag of hashed unigrams+bigrams,

@@ -322,6 +322,30 @@ static int tag_in_new(const agent_episode *e, size_t turn_start, size_t old_len,
     return agent_memmem(e->text + from, e->text_len - from, tag) != NULL;
 }
 
+void agent_rollout_opts_default(agent_rollout_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->max_hist = AGENT_MAX_HIST;
+    o->tool_k = AGENT_TOOL_K;
+    o->max_calls = AGENT_MAX_CALLS;
+    o->samples = 1;
+    o->max_turn_tokens = 1024;
+    o->constrain_titles = 1;
+    o->constrain_prefs = 1;
+}
+
+int agent_rollout_opts_check(const agent_rollout_opts *o) {
+    if (!o->direct && o->tool_k > 0 && o->tool_k < AGENT_N_REC)
+        return dr_error(DR_ERR_ARG, "agent: tool_k must be >= %d (the answer lists %d items), got %d", AGENT_N_REC,
+                        AGENT_N_REC, o->tool_k);
+    if (o->max_hist < 0 || o->tool_k < 0 || o->max_calls < 0 || o->samples < 0 || o->max_turn_tokens < 0 ||
+        o->max_ctx < 0)
+        return dr_error(DR_ERR_ARG, "agent: max_hist, tool_k, max_calls, samples, max_turn_tokens and max_ctx must be "
+                                    ">= 0 (0: the default)");
+    if (o->stream && (o->samples > 1 || !o->stream->next || !o->stream->done))
+        return dr_error(DR_ERR_ARG, "agent_rollout: streamed requests need samples = 1, next and done");
+    return DR_OK;
+}
+
 int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog *c, const agent_request *req,
                   int n_req, const agent_rollout_opts *o, agent_episode **out) {
     *out = NULL;
@@ -329,13 +353,13 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     if (!o) o = &def;
     int G = o->samples > 0 ? o->samples : 1;
     if (!m || !t || !c || n_req < 0) return dr_error(DR_ERR_ARG, "agent_rollout: missing model, tool or catalog");
+    int rc = agent_rollout_opts_check(o);
+    if (rc) return rc;
     if (m->n_slots < G)
         return dr_error(DR_ERR_ARG, "agent_rollout: %d samples per user need at least %d model slots, model has %d",
                         G, G, m->n_slots);
     rollout ro = {m, t, c, o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K, o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
                   o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1, NULL, 0, o->stream};
-    if (o->stream && (G != 1 || !o->stream->next || !o->stream->done))
-        return dr_error(DR_ERR_ARG, "agent_rollout: streamed requests need samples = 1, next and done");
     ro.max_ctx = o->max_ctx > 0 ? o->max_ctx : (m->n_ctx > 0 ? m->n_ctx : 8192);
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
@@ -343,7 +367,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     if (o->constrain_titles && !o->direct) {
         int32_t *nl = NULL;
         size_t n_nl = 0;
-        int rc = m->encode(m->ctx, "\n", 1, &nl, &n_nl);
+        rc = m->encode(m->ctx, "\n", 1, &nl, &n_nl);
         if (!rc && n_nl == 1) ro.nl_tok = nl[0];
         free(nl);
         if (rc) return rc;
@@ -353,7 +377,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         ro.constrain = 1;
     }
     if (o->constrain_prefs && !o->direct) {
-        int rc = build_pref_ok(&ro);
+        rc = build_pref_ok(&ro);
         if (rc) return rc;
     }
     agent_episode *eps = dr_calloc(n_ep ? n_ep : 1, sizeof *eps);
@@ -365,7 +389,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     agent_allow *allow = dr_calloc((size_t)m->n_slots, sizeof *allow);
     ro.ids_buf = dr_calloc((size_t)ro.tool_k, sizeof(int32_t));
     ro.scores_buf = dr_calloc((size_t)ro.tool_k, sizeof(float));
-    int rc = DR_OK;
+    rc = DR_OK;
     if (!eps || !seqs || !slot_used || !active_slots || !toks || !lps || !allow || !ro.ids_buf || !ro.scores_buf) {
         rc = dr_error(DR_ERR_NOMEM, "out of memory (rollout of %d requests)", n_req);
         goto done;

@@ -2,6 +2,7 @@
 #ifndef DEEPREC_CLI_H
 #define DEEPREC_CLI_H
 
+#include "deeprec/agent.h"
 #include "deeprec/base.h"
 #include "deeprec/data.h"
 
@@ -55,6 +56,26 @@ int cli_weight_type(const char *cmd, const char *name, uint32_t *type);
 #define CLI_JSON (JSON_COMPACT | JSON_REAL_PRECISION(6))
 struct json_t;
 int cli_print_json(struct json_t *j, size_t flags);
+/* The agent's rollout flags, declared once for every command that rolls the agent out (rl,
+ * eval, recommend, serve) into an agent_rollout_opts: cli_rollout_init sets the defaults
+ * (agent_rollout_opts_default), the table gets CLI_ROLLOUT_FLAGS (and, where the model writes
+ * turns, CLI_ROLLOUT_TURN_FLAG), and cli_rollout_finish applies --constrain and checks the
+ * options the agent's way (agent_rollout_opts_check). */
+typedef struct cli_rollout {
+    agent_rollout_opts ro;
+    const char *constrain; /* "on" | "off": answer titles and one-line preferences, one switch */
+} cli_rollout;
+void cli_rollout_init(cli_rollout *r);
+#define CLI_ROLLOUT_FLAGS(r)                                                                                          \
+    {"--chat", CLI_FLAG, &(r).ro.chat, "ChatML prompts (default: plain base-model prompts)"},                          \
+    {"--constrain", CLI_STR, &(r).constrain,                                                                           \
+     "on | off: answer lines only from the episode's retrieved titles, no repeats; one-line preferences (on)"},         \
+    {"--tool-k", CLI_INT, &(r).ro.tool_k, "items per tool call (20)"},                                                 \
+    {"--max-hist", CLI_INT, &(r).ro.max_hist, "history items in the prompt (20)"},                                     \
+    {"--max-calls", CLI_INT, &(r).ro.max_calls, "tool calls allowed (8; rerank: 1)"}
+#define CLI_ROLLOUT_TURN_FLAG(r) {"--max-tokens", CLI_INT, &(r).ro.max_turn_tokens, "generated tokens per turn (1024)"}
+/* 0, or the usage exit code 2 with the message printed. */
+int cli_rollout_finish(cli_rollout *r);
 /* Report the library's last error on stderr and return the exit code 1. */
 int cli_fail(void);
 /* Print a usage error and return 2. */

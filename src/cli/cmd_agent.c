@@ -265,9 +265,10 @@ static void recommend_text(const rec_view *v) {
 
 static int cmd_recommend(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *user = NULL,
-               *split = "test", *constrain = "on";
-    int chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, max_calls = AGENT_MAX_CALLS, json = 0,
-        max_turn = 1024, ctx = 0, show_prompt = 0;
+               *split = "test";
+    int json = 0, ctx = 0, show_prompt = 0;
+    cli_rollout ro;
+    cli_rollout_init(&ro);
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -277,15 +278,11 @@ static int cmd_recommend(int argc, char **argv) {
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
         {"--user", CLI_STR, &user, "user id (as in the source data; '#N' = the N-th user)"},
         {"--split", CLI_STR, &split, "test (history seq[:-1]) | valid (seq[:-2])"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompt (default: plain base-model prompt)"},
-        {"--constrain", CLI_STR, &constrain, "on | off: answer lines only from the retrieved titles, no repeats (on)"},
+        CLI_ROLLOUT_FLAGS(ro),
+        CLI_ROLLOUT_TURN_FLAG(ro),
         {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--seed", CLI_I64, &seed, "sampling seed (1)"},
-        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
-        {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
-        {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
-        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
         {"--ctx", CLI_INT, &ctx, "context cap in tokens (0 = min(model, 4096))"},
         {"--show-prompt", CLI_FLAG, &show_prompt, "print the whole prompt too"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
@@ -298,14 +295,13 @@ static int cmd_recommend(int argc, char **argv) {
         return cli_usage_error("recommend needs --data, --trm, --llm and --user");
     int split_id = dr_data_split_from_name(split);
     if (split_id != DR_SPLIT_TEST && split_id != DR_SPLIT_VALID) return cli_usage_error("--split must be test or valid");
-    int constrained = cli_on_off(constrain);
-    if (constrained < 0) return cli_usage_error("--constrain must be on or off");
+    if (cli_rollout_finish(&ro)) return 2;
     cli_inputs in;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     agent_model model = {0};
     agent_episode *ep = NULL;
-    rec_view v = {&in.data, NULL, NULL, split, -1, 0, NULL, 0, 0, constrained, show_prompt, 0};
+    rec_view v = {&in.data, NULL, NULL, split, -1, 0, NULL, 0, 0, ro.ro.constrain_titles, show_prompt, 0};
     int rc;
     if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path)) ||
         (rc = dr_data_user_lookup(&in.data, user, -1, data_path, &v.u)))
@@ -315,20 +311,11 @@ static int cmd_recommend(int argc, char **argv) {
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
     if ((rc = agent_model_llm_new(&model, in.llm, in.tok, &lo))) goto done;
     agent_request rq = {v.u, v.hist, v.n_hist, v.target, NULL};
-    agent_rollout_opts ro = {0};
-    ro.chat = chat;
-    ro.max_hist = max_hist;
-    ro.tool_k = tool_k;
-    ro.max_calls = max_calls;
-    ro.samples = 1;
-    ro.max_turn_tokens = max_turn;
-    ro.constrain_titles = constrained;
-    ro.constrain_prefs = constrained;
     double t0 = dr_now();
-    if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro, &ep))) goto done;
+    if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro.ro, &ep))) goto done;
     v.secs = dr_now() - t0;
     v.cat = cat, v.ep = ep;
-    v.shown0 = v.n_hist > max_hist ? v.n_hist - max_hist : 0;
+    v.shown0 = v.n_hist > ro.ro.max_hist ? v.n_hist - ro.ro.max_hist : 0;
     if (json) recommend_json(&v);
     else recommend_text(&v);
 done: /* rc != 0 on the failure paths */

@@ -28,12 +28,12 @@ static void print_eval(const eval_result *res, const eval_paired *pair, int n_mo
         }
         json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
-        json_object_set_new(j, "constrain", json_boolean(eo->constrain_titles));
+        json_object_set_new(j, "constrain", json_boolean(eo->rollout.constrain_titles));
         cli_print_json(j, CLI_JSON);
     } else {
         printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
                "constrained titles %s)\n",
-               data_path, (long long)seed, eo->constrain_titles ? "on" : "off");
+               data_path, (long long)seed, eo->rollout.constrain_titles ? "on" : "off");
         eval_report_table(res, n_modes, stdout);
         if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
     }
@@ -41,11 +41,13 @@ static void print_eval(const eval_result *res, const eval_paired *pair, int n_mo
 
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
-               *paired = NULL, *constrain = "on";
+               *paired = NULL;
     eval_opts eo;
     eval_opts_default(&eo);
+    cli_rollout ro;
+    cli_rollout_init(&ro);
     int teacher_varied = 0, teacher_anchor = 0;
-    int chat = 0, json = 0, quiet = 0, threads = 0, max_turn = eo.max_turn_tokens, ctx = 0, top_k = 0;
+    int json = 0, quiet = 0, threads = 0, ctx = 0, top_k = 0;
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -62,12 +64,8 @@ static int cmd_eval(int argc, char **argv) {
         {"--top-k", CLI_INT, &top_k, "sampling top-k (0 = off)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--samples", CLI_INT, &eo.samples, "episodes per user (1)"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
-        {"--constrain", CLI_STR, &constrain, "on | off: deeprec / rerank answer lines only from the episode's retrieved titles, no repeats (on)"},
-        {"--tool-k", CLI_INT, &eo.tool_k, "items per tool call (20)"},
-        {"--max-hist", CLI_INT, &eo.max_hist, "history items in the prompt (20)"},
-        {"--max-calls", CLI_INT, &eo.max_calls, "tool calls allowed in deeprec mode (8)"},
-        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
+        CLI_ROLLOUT_FLAGS(ro),
+        CLI_ROLLOUT_TURN_FLAG(ro),
         {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         {"--batch", CLI_INT, &eo.batch, "sequences decoded together (16)"},
         {"--teacher-varied", CLI_FLAG, &teacher_varied, "teacher mode: preferences from the wider pool of kinds"},
@@ -83,6 +81,7 @@ static int cmd_eval(int argc, char **argv) {
                       "[--tool-k 20] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
+    if (cli_rollout_finish(&ro)) return 2;
     int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
     if (eval_modes_parse(modes, mode_list, &n_modes)) return cli_usage_error("--mode: %s", dr_error_message());
     for (int i = 0; i < n_modes; i++) need_llm |= eval_mode_uses_llm(mode_list[i]), need_trm |= mode_list[i] != EVAL_DIRECT;
@@ -96,23 +95,19 @@ static int cmd_eval(int argc, char **argv) {
     if (!data_path) return cli_usage_error("eval needs --data");
     if (need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
     if (need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
-    if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.max_hist < 1 || eo.max_calls < 1 || max_turn < 1 ||
-        ctx < 0 || eo.tool_k < AGENT_N_REC || temp < 0 || eo.bootstrap < 0)
-        return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --max-hist >= 1, --max-calls >= 1, "
-                               "--max-tokens >= 1, --ctx >= 0, --tool-k >= %d, --temp >= 0, --bootstrap >= 0",
-                               AGENT_N_REC);
-    if ((eo.constrain_titles = cli_on_off(constrain)) < 0) return cli_usage_error("--constrain must be on or off");
+    if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || ctx < 0 || temp < 0 || eo.bootstrap < 0)
+        return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --ctx >= 0, --temp >= 0, "
+                               "--bootstrap >= 0");
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
     eo.bootstrap_seed = (uint64_t)seed;
     eo.temperature = (float)temp;
     eo.top_k = top_k;
     eo.top_p = (float)top_p;
-    eo.chat = chat;
-    eo.max_turn_tokens = max_turn;
+    eo.rollout = ro.ro;
     eo.n_ctx = ctx;
     eo.progress = quiet || json ? NULL : stderr;
-    agent_synth_opts so = {.chat = chat, .max_hist = eo.max_hist, .tool_k = eo.tool_k, .seed = eo.seed,
+    agent_synth_opts so = {.chat = ro.ro.chat, .max_hist = ro.ro.max_hist, .tool_k = ro.ro.tool_k, .seed = eo.seed,
                            .varied = teacher_varied, .anchor = teacher_anchor};
     if (teacher_varied || teacher_anchor) eo.synth = &so;
 

@@ -35,11 +35,12 @@ static void print_rl(const rl_result *res, int stage, const char *out, int json)
 
 static int cmd_rl(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *out = NULL, *adv = "reinforce++",
-               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32",
-               *constrain = "on";
+               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
     int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
-        micro = 0, slots = 0, ctx = 0, max_turn = 0, tool_k = 0, max_calls = 0, max_hist = 0, chat = 0, select_k = -1,
-        save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0, probe_samples = 0;
+        micro = 0, slots = 0, ctx = 0, select_k = -1, save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0,
+        probe_samples = 0;
+    cli_rollout ro;
+    cli_rollout_init(&ro);
     double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1, probe_temp = 0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -69,12 +70,8 @@ static int cmd_rl(int argc, char **argv) {
         {"--top-p", CLI_FLOAT, &top_p, "rollout nucleus mass (0.95)"},
         {"--slots", CLI_INT, &slots, "decode slots (min(prompts x samples, 64))"},
         {"--ctx", CLI_INT, &ctx, "tokens per episode (min(model context, 4096))"},
-        {"--max-tokens", CLI_INT, &max_turn, "generated tokens per turn (1024)"},
-        {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
-        {"--max-calls", CLI_INT, &max_calls, "tool calls allowed (8)"},
-        {"--max-hist", CLI_INT, &max_hist, "history items in the prompt (20)"},
-        {"--chat", CLI_FLAG, &chat, "ChatML prompts"},
-        {"--constrain", CLI_STR, &constrain, "on | off: answer lines only from the episode's retrieved titles, no repeats (on)"},
+        CLI_ROLLOUT_TURN_FLAG(ro),
+        CLI_ROLLOUT_FLAGS(ro),
         {"--select-k", CLI_INT, &select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
         {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
         {"--probe", CLI_INT, &probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
@@ -96,6 +93,7 @@ static int cmd_rl(int argc, char **argv) {
                       "[--resume] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
+    if (cli_rollout_finish(&ro)) return 2;
     if (stage != 1 && stage != 2) return cli_usage_error("rl needs --stage 1 or --stage 2");
     if (!data_path || !trm_path || !llm_path || !out) return cli_usage_error("rl needs --data, --trm, --llm and --out");
     rl_opts o;
@@ -121,12 +119,7 @@ static int cmd_rl(int argc, char **argv) {
     if (top_p >= 0) o.top_p = (float)top_p;
     o.slots = slots;
     o.max_ctx = ctx;
-    if (max_turn) o.max_turn_tokens = max_turn;
-    if (tool_k) o.tool_k = tool_k;
-    if (max_calls) o.max_calls = max_calls;
-    if (max_hist) o.max_hist = max_hist;
-    o.chat = chat;
-    if ((o.constrain_titles = cli_on_off(constrain)) < 0) return cli_usage_error("--constrain must be on or off");
+    o.rollout = ro.ro;
     if (select_k >= 0) o.select_k = select_k;
     o.substring_hit = substring;
     if (probe < 0 || probe_temp < 0 || probe_samples < 0)
@@ -146,7 +139,6 @@ static int cmd_rl(int argc, char **argv) {
     o.out = out;
     o.progress = quiet || json ? NULL : stderr;
     if (cli_weight_type("rl", type, &o.out_type)) return 2;
-    if (o.tool_k < AGENT_N_REC) return cli_usage_error("--tool-k must be >= %d", AGENT_N_REC);
 
     if (cli_claim_output(out, (const char *[]){data_path, trm_path, llm_path, tok_path}, 4)) return 1;
     cli_inputs in;
@@ -159,4 +151,19 @@ static int cmd_rl(int argc, char **argv) {
     cli_inputs_free(&in);
     return rc ? cli_fail() : 0;
 }
+/* The reward curve on demand: rl_train draws it once, at the end. */
+static int cmd_rl_curve(int argc, char **argv) {
+    const char *out = NULL, *pos[8];
+    cli_opt opts[] = {{"--out", CLI_STR, &out, "SVG to write"}};
+    int np = 0;
+    int r = cli_parse("deeprec rl curve METRICS.jsonl [STAGE2.metrics.jsonl ...] --out CURVE.svg", argc, argv, opts,
+                      (int)(sizeof opts / sizeof *opts), pos, 8, &np);
+    if (r) return r > 0 ? 0 : 2;
+    if (!out || np < 1) return cli_usage_error("rl curve needs the JSON lines of rl (stage 1 first) and --out");
+    if (cli_claim_output(out, pos, np)) return 1;
+    if (rl_curve_svg(pos, np, out)) return cli_fail();
+    return 0;
+}
+CLI_COMMAND(rl_curve, "rl curve", "the reward curve (SVG) of rl's JSON lines, e.g. while a run goes on", cmd_rl_curve)
+
 CLI_COMMAND(rl, "rl", "RL of the agent: stage 1 (tool use) or stage 2 (recommendation), REINFORCE++ / GRPO", cmd_rl)

@@ -14,7 +14,9 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts so;
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
-               *constrain = "on", *key_env = "DEEPREC_API_KEY";
+               *key_env = "DEEPREC_API_KEY";
+    cli_rollout ro; /* /v1/recommend's agent */
+    cli_rollout_init(&ro);
     int64_t max_body = (int64_t)so.max_body;
     cli_opt opts[] = {
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
@@ -33,8 +35,7 @@ static int cmd_serve(int argc, char **argv) {
         {"--max-tokens", CLI_INT, &so.max_tokens, "max_tokens one completion may ask for (2048)"},
         {"--slots", CLI_INT, &so.slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
-        {"--chat", CLI_FLAG, &so.chat, "ChatML prompts for /v1/recommend (default: plain base-model prompts)"},
-        {"--constrain", CLI_STR, &constrain, "on | off: /v1/recommend answers only from retrieved titles (on)"},
+        CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
     };
     int np = 0;
@@ -42,9 +43,9 @@ static int cmd_serve(int argc, char **argv) {
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data_path || !trm_path || !llm_path) return cli_usage_error("serve needs --data, --trm and --llm");
-    int on = cli_on_off(batch), con = cli_on_off(constrain);
+    int on = cli_on_off(batch);
     if (on < 0) return cli_usage_error("--batch must be on or off");
-    if (con < 0) return cli_usage_error("--constrain must be on or off");
+    if (cli_rollout_finish(&ro)) return 2;
     if (so.port < 0 || so.port > 65535) return cli_usage_error("--port must be in 0..65535");
     if (so.slots < 1 || so.slots > 64) return cli_usage_error("--slots must be in 1..64");
     if (max_body < 1 || so.max_queue < 0 || so.max_sessions < 1 || so.max_tokens < 1 || !(so.timeout_s > 0) ||
@@ -54,7 +55,7 @@ static int cmd_serve(int argc, char **argv) {
     if (!so.api_key && key_env && getenv(key_env)) so.api_key = getenv(key_env);
     so.max_body = (size_t)max_body;
     so.batching = on;
-    so.constrain_titles = con;
+    so.rollout = ro.ro;
     cli_inputs in;
     serve_server *srv = NULL;
     int rc;

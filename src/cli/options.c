@@ -119,3 +119,19 @@ int cli_on_off(const char *s) {
     if (s && !strcmp(s, "off")) return 0;
     return -1;
 }
+
+/* CLI_INT writes an int: max_turn_tokens is an int32_t */
+_Static_assert(sizeof(int32_t) == sizeof(int), "CLI_INT into an int32_t field");
+
+void cli_rollout_init(cli_rollout *r) {
+    agent_rollout_opts_default(&r->ro);
+    r->constrain = "on";
+}
+
+int cli_rollout_finish(cli_rollout *r) {
+    int on = cli_on_off(r->constrain);
+    if (on < 0) return cli_usage_error("--constrain must be on or off");
+    r->ro.constrain_titles = r->ro.constrain_prefs = on;
+    if (agent_rollout_opts_check(&r->ro)) return cli_usage_error("%s", dr_error_message());
+    return 0;
+}

@@ -111,12 +111,8 @@ void eval_opts_default(eval_opts *o) {
     o->mode = EVAL_DEEPREC;
     o->seed = 1;
     o->samples = 1;
-    o->tool_k = AGENT_TOOL_K;
-    o->max_hist = AGENT_MAX_HIST;
-    o->max_calls = AGENT_MAX_CALLS;
-    o->max_turn_tokens = 1024;
+    agent_rollout_opts_default(&o->rollout);
     o->batch = 16;
-    o->constrain_titles = 1;
     o->bootstrap = 1000;
     o->bootstrap_seed = 1;
 }
@@ -193,9 +189,9 @@ static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t 
     if (o->synth) {
         so = *o->synth;
     } else {
-        so.chat = o->chat;
-        so.max_hist = o->max_hist;
-        so.tool_k = o->tool_k;
+        so.chat = o->rollout.chat;
+        so.max_hist = o->rollout.max_hist;
+        so.tool_k = o->rollout.tool_k;
         so.seed = o->seed;
     }
     dr_rng base;
@@ -262,17 +258,11 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
             q->forced_preference = prefs[i];
         }
     }
-    agent_rollout_opts ro = {0};
-    ro.chat = o->chat;
-    ro.max_hist = o->max_hist;
-    ro.tool_k = o->tool_k;
-    ro.max_calls = o->mode == EVAL_RERANK ? 1 : o->max_calls;
+    agent_rollout_opts ro = o->rollout;
+    if (o->mode == EVAL_RERANK) ro.max_calls = 1;
     ro.samples = G;
-    ro.max_turn_tokens = o->max_turn_tokens;
     ro.progress = o->progress;
     ro.direct = o->mode == EVAL_DIRECT;
-    ro.constrain_titles = o->constrain_titles;
-    ro.constrain_prefs = o->constrain_titles; /* one switch: --constrain */
     for (int b = 0; b < n; b += chunk) {
         int m = n - b < chunk ? n - b : chunk;
         agent_episode *eps = NULL;
@@ -357,8 +347,12 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     if (o->bootstrap < 0) return dr_error(DR_ERR_ARG, "eval: bootstrap resamples must be >= 0, got %d", o->bootstrap);
     if (eval_mode_uses_llm(o->mode) && !in->llm)
         return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm)", eval_mode_name(o->mode));
-    if (o->tool_k < AGENT_N_REC && o->mode != EVAL_TRM && o->mode != EVAL_DIRECT)
-        return dr_error(DR_ERR_ARG, "eval: tool_k must be >= %d, got %d", AGENT_N_REC, o->tool_k);
+    if (o->mode != EVAL_TRM) { /* the agent's rules, before the users are drawn */
+        agent_rollout_opts ro = o->rollout;
+        ro.direct = o->mode == EVAL_DIRECT;
+        int rc = agent_rollout_opts_check(&ro);
+        if (rc) return rc;
+    }
     int32_t *users;
     int n;
     int rc = eval_select_users(in->data, o->users, o->seed, &users, &n);

@@ -190,7 +190,9 @@ int llm_train_view_model(llm_train *t, llm_model **out) {
 
 int llm_train_save_model(llm_train *t, const struct tokenizer *tok, uint32_t type, const char *path) {
     llm_model *m;
-    int rc = llm_train_export_model(t, &m);
+    /* fp32 weights of a full fine-tuning are written as they are; a merge or a conversion needs a copy */
+    int as_is = !t->lora && type == GGML_TYPE_F32;
+    int rc = as_is ? llm_train_view_model(t, &m) : llm_train_export_model(t, &m);
     if (rc) return rc;
     if (type != GGML_TYPE_F32) rc = llm_model_convert(m, type);
     if (!rc) rc = llm_model_save(m, tok ? tok : t->src->tok, path);

@@ -424,7 +424,7 @@ static int stage_rl(pl_run *p, int stage) {
     o.steps = steps, o.prompts = b->rl_prompts, o.samples = b->rl_samples, o.lr = (float)lr, o.updates = b->rl_updates;
     o.micro = b->rl_micro, o.seed = 1, o.select_k = b->rl_select_k;
     o.probe_users = b->rl_probe, o.probe_temperature = (float)ptemp, o.probe_samples = psamples;
-    o.max_ctx = b->ctx, o.max_hist = b->max_hist, o.tool_k = b->tool_k, o.max_turn_tokens = b->max_tokens;
+    o.max_ctx = b->ctx, o.rollout.max_hist = b->max_hist, o.rollout.tool_k = b->tool_k, o.rollout.max_turn_tokens = b->max_tokens;
     o.resume = resume;
     o.out = out;
     o.llm_path = in;
@@ -505,10 +505,10 @@ static int eval_step(pl_run *p, const pl_row *row) {
     if ((rc = pl_catalog(p)) || (rc = trm_load(&tm, trm)) || (row->llm && (rc = llm_model_load(&lm, llm)))) goto out;
     eval_opts eo;
     eval_opts_default(&eo);
-    eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.tool_k = b->tool_k;
-    eo.max_hist = b->max_hist, eo.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
+    eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.rollout.tool_k = b->tool_k;
+    eo.rollout.max_hist = b->max_hist, eo.rollout.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
     eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
-    eo.constrain_titles = !row->unconstrained;
+    eo.rollout.constrain_titles = eo.rollout.constrain_prefs = !row->unconstrained;
     eo.progress = p->o->progress;
     agent_synth_opts so;
     memset(&so, 0, sizeof so);

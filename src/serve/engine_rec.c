@@ -119,12 +119,9 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
         gm.fork = g_fork;
         gm.decode = g_decode;
         gm.release = g_release;
-        agent_rollout_opts ro = {0};
-        ro.chat = sh->opts.chat;
+        agent_rollout_opts ro = sh->opts.rollout;
         ro.samples = 1;
-        ro.max_calls = r0->mode == SERVE_RERANK ? 1 : AGENT_MAX_CALLS;
-        ro.constrain_titles = sh->opts.constrain_titles;
-        ro.constrain_prefs = sh->opts.constrain_titles;
+        if (r0->mode == SERVE_RERANK) ro.max_calls = 1;
         ro.max_ctx = sh->opts.n_ctx;
         rc = agent_rollout(&gm, &sh->tool, sh->cat, reqs, n, &ro, &eps);
     }
@@ -239,12 +236,8 @@ static void st_done(void *ctx, agent_episode *e) {
 static void run_stream(serve_shared *sh, const agent_model *greedy, serve_job *first, serve_job **live, int cap) {
     rec_stream rs = {sh, first, live, cap};
     agent_rollout_stream st = {st_next, st_done, &rs};
-    agent_rollout_opts ro = {0};
-    ro.chat = sh->opts.chat;
+    agent_rollout_opts ro = sh->opts.rollout;
     ro.samples = 1;
-    ro.max_calls = AGENT_MAX_CALLS;
-    ro.constrain_titles = sh->opts.constrain_titles;
-    ro.constrain_prefs = sh->opts.constrain_titles;
     ro.max_ctx = sh->opts.n_ctx;
     ro.stream = &st;
     agent_episode *eps = NULL;

@@ -70,7 +70,7 @@ char *serve_rec_json(const serve_shared *sh, const serve_job *j, const agent_epi
     json_object_set_new(o, "user", j->user >= 0 ? json_string(sh->data->user_ids[j->user]) : json_null());
     json_object_set_new(o, "split", j->user >= 0 ? json_string(split_names[r->split]) : json_null());
     json_object_set_new(o, "target", j->target ? item_json(c, j->target, 0) : json_null());
-    int max_hist = AGENT_MAX_HIST;
+    int max_hist = sh->opts.rollout.max_hist > 0 ? sh->opts.rollout.max_hist : AGENT_MAX_HIST; /* as the prompt shows it */
     int64_t h0 = j->n_hist > max_hist ? j->n_hist - max_hist : 0;
     json_t *hist = json_array();
     for (int64_t i = h0; i < j->n_hist; i++) json_array_append_new(hist, item_json(c, j->hist[i], 0));

@@ -37,7 +37,7 @@ void serve_opts_default(serve_opts *o) {
     o->max_tokens = 2048;
     o->slots = 8;
     o->batching = 1;
-    o->constrain_titles = 1;
+    agent_rollout_opts_default(&o->rollout);
 }
 
 /* ---------------------------------------------------------------- jobs */

@@ -402,3 +402,37 @@ TEST(agent_rollout_preference_is_one_line) {
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
+
+/* The options are checked by the agent itself, whoever calls it (rl, eval, serve, recommend). */
+TEST(agent_rollout_checks_its_options) {
+    dr_dataset d;
+    agent_catalog *c;
+    setup(&d, &c);
+    agent_rollout_opts o;
+    agent_rollout_opts_default(&o);
+    CHECK_EQ_INT(o.tool_k, AGENT_TOOL_K);
+    CHECK_EQ_INT(o.max_calls, AGENT_MAX_CALLS);
+    CHECK_EQ_INT(o.max_hist, AGENT_MAX_HIST);
+    CHECK(o.constrain_titles && o.constrain_prefs);
+    CHECK_OK(agent_rollout_opts_check(&o));
+    o.tool_k = AGENT_N_REC - 1; /* a tool result shorter than the answer */
+    CHECK_ERR(agent_rollout_opts_check(&o), DR_ERR_ARG);
+    fx_model fm;
+    fx_tool ft;
+    agent_model m;
+    agent_tool t;
+    const char *sc[] = {s_finished};
+    fx_model_init(&fm, &m, 1, sc, 1);
+    fx_tool_init(&ft, &t);
+    agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+    agent_episode *eps = NULL;
+    CHECK_ERR(agent_rollout(&m, &t, c, &rq, 1, &o, &eps), DR_ERR_ARG);
+    CHECK(eps == NULL && ft.calls == 0);
+    o.direct = 1; /* no tool: tool_k does not matter */
+    CHECK_OK(agent_rollout_opts_check(&o));
+    o = (agent_rollout_opts){0};
+    o.max_calls = -1;
+    CHECK_ERR(agent_rollout_opts_check(&o), DR_ERR_ARG);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}

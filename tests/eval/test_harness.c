@@ -410,7 +410,7 @@ TEST(harness_teacher_mode_tiny) {
             int32_t t = dr_data_test(&d, r.users[k], &hist, &nh);
             agent_synth_opts so = {0};
             if (v) so = other;
-            else so.chat = o.chat, so.max_hist = o.max_hist, so.tool_k = o.tool_k, so.seed = o.seed;
+            else so.chat = o.rollout.chat, so.max_hist = o.rollout.max_hist, so.tool_k = o.rollout.tool_k, so.seed = o.seed;
             dr_rng base;
             dr_rng_seed(&base, so.seed);
             dr_rng ur = dr_rng_split(&base, (uint64_t)r.users[k]);
@@ -517,8 +517,8 @@ TEST(harness_llm_modes_tiny_random) {
         o.users = 6;
         o.batch = 4;
         o.chunk = 4;          /* two rollout calls */
-        o.max_hist = 4;
-        o.max_turn_tokens = 48;
+        o.rollout.max_hist = 4;
+        o.rollout.max_turn_tokens = 48;
         o.n_ctx = 3072;
         o.temperature = k == 0 ? 1.0f : 0.0f;
         o.samples = k == 0 ? 2 : 1;
@@ -553,8 +553,8 @@ TEST(harness_llm_modes_tiny_random) {
     in.llm = lm;
     in.trm = NULL;
     o.mode = EVAL_DIRECT;
-    o.max_turn_tokens = 16;
-    o.max_hist = 3;
+    o.rollout.max_turn_tokens = 16;
+    o.rollout.max_hist = 3;
     CHECK_OK(eval_run(&in, &o, &r));
     CHECK_EQ_INT(r.n_episodes, 2);
     eval_result_free(&r);

@@ -575,6 +575,29 @@ TEST(llm_train_view_follows_updates) {
         for (int k = 0; k < c.vocab; k++) se += exp(x[k] - mx);
         CHECK_NEAR(lp[j], x[tb.tok[j]] - mx - log(se), 1e-4);
     }
+    /* what RL relies on: the view decodes and saves exactly as an exported copy would */
+    llm_model *cp;
+    CHECK_OK(llm_train_export_model(t, &cp));
+    llm_session *sc;
+    float lc[9 * 40];
+    CHECK_OK(llm_session_new(&sc, cp, 1, 16));
+    CHECK_OK(llm_prefill(sc, 0, tb.tok, tb.len[0], lc, 1));
+    CHECK(memcmp(lg, lc, (size_t)(tb.len[0] - 1) * c.vocab * sizeof(float)) == 0);
+    llm_session_free(sc);
+    const char *dir = dr_test_tmpdir();
+    char pv[512], pc[512];
+    snprintf(pv, sizeof pv, "%s/view.gguf", dir);
+    snprintf(pc, sizeof pc, "%s/copy.gguf", dir);
+    CHECK_OK(llm_train_save_model(t, NULL, GGML_TYPE_F32, pv)); /* through the view */
+    CHECK_OK(llm_model_save(cp, NULL, pc));
+    char *bv, *bc;
+    size_t nv, nc;
+    CHECK_OK(dr_read_file(pv, &bv, &nv));
+    CHECK_OK(dr_read_file(pc, &bc, &nc));
+    CHECK(nv == nc && memcmp(bv, bc, nv) == 0);
+    free(bv);
+    free(bc);
+    llm_model_free(cp);
     llm_session_free(s);
     llm_model_free(v);
     llm_train *tl = make_trainer(m, 0, 2);

@@ -64,6 +64,14 @@ TEST(rl_cli_two_stages) {
     size_t n;
     CHECK_OK(dr_read_file(dr_test_path(dir, "p2.rewards.svg"), &svg, &n));
     CHECK(strstr(svg, "stage 1") && strstr(svg, "stage 2")); /* stage 1's log found beside p1.gguf */
+    /* on demand: the same curve from the two logs */
+    snprintf(cmd, sizeof cmd, "%s rl curve %s/p1.metrics.jsonl %s/p2.metrics.jsonl --out %s/c.svg", b, dir, dir, dir);
+    CHECK_EQ_INT(system(cmd), 0);
+    char *svg2;
+    size_t n2;
+    CHECK_OK(dr_read_file(dr_test_path(dir, "c.svg"), &svg2, &n2));
+    CHECK(n2 == n && memcmp(svg, svg2, n) == 0);
+    free(svg2);
     free(svg);
     char *ml;
     CHECK_OK(dr_read_file(dr_test_path(dir, "p2.metrics.jsonl"), &ml, &n));

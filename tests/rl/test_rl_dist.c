@@ -46,7 +46,7 @@ TEST(dist_rl_worker) {
     rl_opts o;
     rl_opts_default(&o, RL_STAGE_1);
     o.steps = env_int("DEEPREC_RL_STEPS", 1), o.prompts = 5, o.samples = 2, o.lr = 1e-3f, o.updates = 2, o.micro = 2;
-    o.max_hist = 4, o.max_turn_tokens = 10, o.max_ctx = 560, o.select_k = 0, o.seed = 7;
+    o.rollout.max_hist = 4, o.rollout.max_turn_tokens = 10, o.max_ctx = 560, o.select_k = 0, o.seed = 7;
     o.probe_users = 3;
     o.stop_after = env_int("DEEPREC_RL_STOP", 0);
     o.resume = env_int("DEEPREC_RL_RESUME", 0);

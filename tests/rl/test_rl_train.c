@@ -90,8 +90,8 @@ static void tiny_opts(rl_opts *o, int stage, const char *out) {
     o->lr = 1e-3f;
     o->updates = 2;
     o->micro = 2;
-    o->max_hist = 4;
-    o->max_turn_tokens = 10;
+    o->rollout.max_hist = 4;
+    o->rollout.max_turn_tokens = 10;
     o->max_ctx = 560;
     o->select_k = 0;
     o->seed = 7;
@@ -161,15 +161,15 @@ TEST(rl_train_resume_reproduces_uninterrupted_run) {
     for (int i = 0; i < 3; i++) {
         const rl_step_stats *s = &la.s[i];
         CHECK_EQ_INT(s->step, i + 1);
-        CHECK_EQ_INT(s->n_episodes, 4);
-        CHECK(s->n_tokens > 0 && s->mean_gen > 0);
+        CHECK_EQ_INT(s->batch.n_episodes, 4);
+        CHECK(s->batch.n_tokens > 0 && s->batch.mean_gen > 0);
         CHECK_EQ_INT(s->n_updates, 2);
         CHECK(s->grad_norm > 0 && isfinite(s->loss) && s->entropy > 0);
         CHECK(s->clip_frac >= 0 && s->clip_frac <= 1);
         CHECK(s->logp_diff < 1e-3); /* the trainer and the inference engine agree */
-        CHECK_NEAR(s->format, -1.0, 0); /* a random model never answers validly */
+        CHECK_NEAR(s->batch.format, -1.0, 0); /* a random model never answers validly */
         int tot = 0;
-        for (int k = 0; k < AGENT_N_OUTCOMES; k++) tot += s->outcomes[k];
+        for (int k = 0; k < AGENT_N_OUTCOMES; k++) tot += s->batch.outcomes[k];
         CHECK_EQ_INT(tot, 4);
     }
     CHECK(la.s[0].ratio != 1.0); /* the second mini-batch sees the moved policy */
@@ -203,7 +203,7 @@ TEST(rl_train_resume_reproduces_uninterrupted_run) {
     CHECK_EQ_INT(res.start_step, 2);
     CHECK_EQ_INT(res.steps_done, 3);
     CHECK_EQ_INT(lb.n, 1);
-    CHECK(lb.s[0].reward == la.s[2].reward);
+    CHECK(lb.s[0].batch.reward == la.s[2].batch.reward);
     CHECK(lb.s[0].loss == la.s[2].loss);
     CHECK(lb.s[0].grad_norm == la.s[2].grad_norm);
     check_same_file(a, b);
@@ -364,7 +364,7 @@ TEST(rl_train_probe_held_out) {
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     /* and so is one with the other title-constraint setting (other sampled distributions) */
     o.probe_users = 3;
-    o.constrain_titles = !o.constrain_titles;
+    o.rollout.constrain_titles = o.rollout.constrain_prefs = !o.rollout.constrain_titles;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     CHECK(strstr(dr_error_message(), "--constrain") != NULL);
     fx_free(&f);

@@ -1,0 +1,62 @@
+/* The held-out probe: selected users kept out of training, on which the current policy is
+ * rolled out before step 1 and after every step with the same sampling seeds, so that two
+ * probes differ only by the policy (rl.h). */
+#include "internal.h"
+#include "deeprec/data.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* At most half of the selection, so training keeps users. */
+int rl_probe_split(rl_run *r) {
+    int n = r->o->probe_users;
+    if (n <= 0) return DR_OK;
+    if (n > r->n_sel / 2) n = r->n_sel / 2;
+    if (n <= 0) return dr_error(DR_ERR_RANGE, "rl: %d selected users are too few for a held-out probe", r->n_sel);
+    int32_t *shuf = dr_calloc((size_t)r->n_sel, sizeof *shuf);
+    uint8_t *is_probe = dr_calloc((size_t)r->env->data->n_users + 1, 1);
+    r->probe = dr_calloc((size_t)n, sizeof *r->probe);
+    if (!shuf || !is_probe || !r->probe) {
+        free(shuf);
+        free(is_probe);
+        return dr_error_code();
+    }
+    memcpy(shuf, r->sel, (size_t)r->n_sel * sizeof *shuf);
+    dr_rng g;
+    dr_rng_seed(&g, rl_step_seed(r->o, 0, 4));
+    dr_rng_shuffle_i32(&g, shuf, (size_t)r->n_sel);
+    for (int i = 0; i < n; i++) is_probe[shuf[i]] = 1;
+    int np = 0, nk = 0;
+    for (int i = 0; i < r->n_sel; i++) {
+        if (is_probe[r->sel[i]]) r->probe[np++] = r->sel[i];
+        else r->sel[nk++] = r->sel[i];
+    }
+    r->n_probe = np;
+    r->n_sel = nk;
+    free(shuf);
+    free(is_probe);
+    return DR_OK;
+}
+
+/* S episodes per probe user from a fixed seed, scored with the stage's reward. */
+int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
+    const rl_opts *o = r->o;
+    const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
+    double t0 = dr_now(), c0 = rl_cpu_now();
+    memset(out, 0, sizeof *out);
+    rl_share sh = {0};
+    agent_request *req = dr_calloc((size_t)P, sizeof *req);
+    int rc = DR_OK;
+    if (!req) return dr_error_code();
+    rl_user_requests(r->env->data, r->probe, P, req);
+    if ((rc = rl_rollout_share(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, rl_step_seed(o, 0, 3), &sh)))
+        goto done;
+    out->n_users = P;
+    out->n_episodes = n_ep;
+    rl_rollout_stats_sum(out, sh.all, sh.all_rw, n_ep);
+    out->seconds = dr_now() - t0;
+    out->cpu_seconds = rl_cpu_now() - c0;
+done:
+    rl_share_free(&sh);
+    free(req);
+    return rc;
+}
