@@ -39,6 +39,53 @@ static void print_eval(const eval_result *res, const eval_paired *pair, int n_mo
     }
 }
 
+/* The modes of a --mode list, the index of --paired's mode in it (-1: none), and what they need. */
+typedef struct eval_plan {
+    int modes[EVAL_N_MODES], n, ref, need_llm, need_trm;
+} eval_plan;
+
+/* 0, or the usage exit code 2 with the message printed. */
+static int plan_modes(const char *modes, const char *paired, eval_plan *pl) {
+    memset(pl, 0, sizeof *pl);
+    pl->ref = -1;
+    if (eval_modes_parse(modes, pl->modes, &pl->n)) return cli_usage_error("--mode: %s", dr_error_message());
+    for (int i = 0; i < pl->n; i++) pl->need_llm |= eval_mode_uses_llm(pl->modes[i]), pl->need_trm |= pl->modes[i] != EVAL_DIRECT;
+    if (paired) {
+        int m = eval_mode_from_name(paired);
+        for (int i = 0; i < pl->n && m >= 0; i++)
+            if (pl->modes[i] == m) pl->ref = i;
+        if (pl->ref < 0) return cli_usage_error("--paired %s: the reference must be one of the --mode list (%s)", paired, modes);
+    }
+    return 0;
+}
+
+/* Load paths[] (data, trm, llm, tokenizer; NULL = not needed), run the plan, print. */
+static int run_eval(const char *const paths[4], const eval_plan *pl, const eval_opts *eo, int64_t seed, int quiet, int json) {
+    cli_inputs in;
+    agent_catalog *cat = NULL;
+    eval_result res[EVAL_N_MODES];
+    eval_paired pair[EVAL_N_MODES];
+    memset(res, 0, sizeof res);
+    int rc = cli_inputs_load(&in, paths[0], paths[1], paths[2], paths[3]);
+    if (rc || (rc = agent_catalog_build(&in.data, &cat))) goto done;
+    if (in.trm && trm_model_config(in.trm)->model == TRM_SASREC && !quiet)
+        fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
+                        "(the preference text is ignored)\n", paths[1]);
+    if (pl->need_llm && !in.tok && !in.llm->tok) {
+        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer", paths[2]);
+        dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
+        goto done;
+    }
+    eval_inputs ein = {&in.data, cat, in.trm, in.llm, in.tok};
+    if (!(rc = eval_run_modes(&ein, eo, pl->modes, pl->n, pl->ref, res, pair)))
+        print_eval(res, pair, pl->n, pl->ref, eo, paths[0], seed, json);
+done: /* rc != 0 on the failure paths */
+    for (int i = 0; i < pl->n; i++) eval_result_free(&res[i]);
+    agent_catalog_free(cat);
+    cli_inputs_free(&in);
+    return rc;
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
                *paired = NULL;
@@ -47,7 +94,7 @@ static int cmd_eval(int argc, char **argv) {
     cli_rollout ro;
     cli_rollout_init(&ro);
     int teacher_varied = 0, teacher_anchor = 0;
-    int json = 0, quiet = 0, threads = 0, ctx = 0, top_k = 0;
+    int json = 0, quiet = 0, threads = 0;
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -61,12 +108,12 @@ static int cmd_eval(int argc, char **argv) {
         {"--bootstrap", CLI_INT, &eo.bootstrap, "resamples of users for the 95% intervals (1000; 0 = off)"},
         {"--paired", CLI_STR, &paired, "MODE: per-user differences of every mode against MODE (one of --mode)"},
         {"--temp", CLI_FLOAT, &temp, "sampling temperature (0 = greedy)"},
-        {"--top-k", CLI_INT, &top_k, "sampling top-k (0 = off)"},
+        {"--top-k", CLI_INT, &eo.top_k, "sampling top-k (0 = off)"},
         {"--top-p", CLI_FLOAT, &top_p, "nucleus sampling mass (1 = off)"},
         {"--samples", CLI_INT, &eo.samples, "episodes per user (1)"},
         CLI_ROLLOUT_FLAGS(ro),
         CLI_ROLLOUT_TURN_FLAG(ro),
-        {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        {"--ctx", CLI_INT, &eo.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         {"--batch", CLI_INT, &eo.batch, "sequences decoded together (16)"},
         {"--teacher-varied", CLI_FLAG, &teacher_varied, "teacher mode: preferences from the wider pool of kinds"},
         {"--teacher-anchor", CLI_FLAG, &teacher_anchor,
@@ -82,58 +129,26 @@ static int cmd_eval(int argc, char **argv) {
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (cli_rollout_finish(&ro)) return 2;
-    int mode_list[EVAL_N_MODES], n_modes = 0, need_llm = 0, need_trm = 0;
-    if (eval_modes_parse(modes, mode_list, &n_modes)) return cli_usage_error("--mode: %s", dr_error_message());
-    for (int i = 0; i < n_modes; i++) need_llm |= eval_mode_uses_llm(mode_list[i]), need_trm |= mode_list[i] != EVAL_DIRECT;
-    int ref = -1;
-    if (paired) {
-        int m = eval_mode_from_name(paired);
-        for (int i = 0; i < n_modes && m >= 0; i++)
-            if (mode_list[i] == m) ref = i;
-        if (ref < 0) return cli_usage_error("--paired %s: the reference must be one of the --mode list (%s)", paired, modes);
-    }
+    eval_plan pl;
+    if ((r = plan_modes(modes, paired, &pl))) return r;
     if (!data_path) return cli_usage_error("eval needs --data");
-    if (need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
-    if (need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
-    if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || ctx < 0 || temp < 0 || eo.bootstrap < 0)
+    if (pl.need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
+    if (pl.need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
+    if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.n_ctx < 0 || temp < 0 || eo.bootstrap < 0)
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --ctx >= 0, --temp >= 0, "
                                "--bootstrap >= 0");
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
     eo.bootstrap_seed = (uint64_t)seed;
     eo.temperature = (float)temp;
-    eo.top_k = top_k;
     eo.top_p = (float)top_p;
     eo.rollout = ro.ro;
-    eo.n_ctx = ctx;
     eo.progress = quiet || json ? NULL : stderr;
     agent_synth_opts so = {.chat = ro.ro.chat, .max_hist = ro.ro.max_hist, .tool_k = ro.ro.tool_k, .seed = eo.seed,
                            .varied = teacher_varied, .anchor = teacher_anchor};
     if (teacher_varied || teacher_anchor) eo.synth = &so;
-
-    cli_inputs in;
-    agent_catalog *cat = NULL;
-    eval_result res[EVAL_N_MODES];
-    eval_paired pair[EVAL_N_MODES];
-    memset(res, 0, sizeof res);
-    int rc = cli_inputs_load(&in, data_path, need_trm ? trm_path : NULL, need_llm ? llm_path : NULL,
-                             need_llm ? tok_path : NULL);
-    if (rc || (rc = agent_catalog_build(&in.data, &cat))) goto done;
-    if (in.trm && trm_model_config(in.trm)->model == TRM_SASREC && !quiet && !json)
-        fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
-                        "(the preference text is ignored)\n", trm_path);
-    if (need_llm && !in.tok && !in.llm->tok) {
-        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer", llm_path);
-        dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
-        goto done;
-    }
-    eval_inputs ein = {&in.data, cat, in.trm, in.llm, in.tok};
-    if (!(rc = eval_run_modes(&ein, &eo, mode_list, n_modes, ref, res, pair)))
-        print_eval(res, pair, n_modes, ref, &eo, data_path, seed, json);
-done: /* rc != 0 on the failure paths */
-    for (int i = 0; i < n_modes; i++) eval_result_free(&res[i]);
-    agent_catalog_free(cat);
-    cli_inputs_free(&in);
-    return rc ? cli_fail() : 0;
+    const char *paths[4] = {data_path, pl.need_trm ? trm_path : NULL, pl.need_llm ? llm_path : NULL,
+                            pl.need_llm ? tok_path : NULL};
+    return run_eval(paths, &pl, &eo, seed, quiet || json, json) ? cli_fail() : 0;
 }
 CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct, teacher) on test users, with 95% CIs", cmd_eval)
