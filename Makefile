@@ -51,7 +51,7 @@ comma := ,
 BLAS_LIBS := $(if $(wildcard $(BLAS_DIR)/libopenblas.so),-L$(BLAS_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_DIR)) -lopenblas
 CFLAGS_BASE += $(if $(wildcard $(BLAS_INC)/cblas.h),-I$(BLAS_INC))
 CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT)
-LDLIBS  := $(BLAS_LIBS) -lmicrohttpd -ljansson -lz -lm -fopenmp -lpthread $(LDFLAGS_SAN)
+LDLIBS  := $(BLAS_LIBS) -lmicrohttpd -lcurl -ljansson -lz -lm -fopenmp -lpthread $(LDFLAGS_SAN)
 
 .DEFAULT_GOAL := all
 # MPI: only src/base/dist.c includes mpi.h; everything links libmpi.
@@ -145,7 +145,7 @@ build/fuzz/libdeeprec.a: $(FUZZ_LIB_OBJS)
 # Linked through an archive so each target pulls only the objects it uses.
 build/fuzz/%: fuzz/%.c build/fuzz/libdeeprec.a
 	@mkdir -p $(dir $@)
-	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -lmicrohttpd -ljansson -lz -lm -fopenmp
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< build/fuzz/libdeeprec.a $(BLAS_LIBS) -lmicrohttpd -lcurl -ljansson -lz -lm -fopenmp
 # The corpora live in fuzz/corpus/TARGET (kept in the repository); a run reads them and
 # writes what it finds to build/fuzz/corpus/TARGET (the first directory given is the one
 # libFuzzer adds to). `make fuzz-merge` folds new coverage back into fuzz/corpus.
@@ -162,7 +162,7 @@ fuzz-merge: $(FUZZ_BINS)
 	  $$f -merge=1 fuzz/corpus/$$n build/fuzz/corpus/$$n 2>&1 | grep -E 'MERGE-OUTER: [0-9]+ new' || true; done
 
 # ---- set-up ----
-DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev libmicrohttpd-dev
+DEB_PACKAGES := gcc make libopenblas-openmp-dev libjansson-dev zlib1g-dev libmicrohttpd-dev libcurl4-openssl-dev
 # Optional: `make deps` installs them, the build only uses them when present.
 DEB_OPTIONAL := libopenmpi-dev openmpi-bin
 deps:

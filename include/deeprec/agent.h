@@ -246,8 +246,15 @@ typedef struct agent_allow {
  *           (the policy's log-softmax at temperature 1 when the adapter is built for RL);
  *           allow NULL, or allow[i] restricts slot slots[i] to a set of tokens: the token is
  *           sampled from the softmax renormalised over the set and its log-probability is the
- *           log-softmax over the set (temperature 1);
- *   release: free a slot. */
+ *           log-softmax over the set (temperature 1); a model that generates elsewhere (a remote
+ *           server) may answer AGENT_TOKEN_NONE for a slot whose text is not back yet (the rollout
+ *           asks again at the next step), but gives at least one token per call;
+ *   release: free a slot.
+ * is_eos answers AGENT_EOS_FULL for a token that ends generation because the model's context
+ * or its per-turn length ran out where the rollout cannot count it (a remote server that
+ * stopped on "length"): the episode ends as AGENT_CONTEXT_TOO_LONG, the token not recorded. */
+#define AGENT_TOKEN_NONE (-1)
+#define AGENT_EOS_FULL 2
 typedef struct agent_model {
     void *ctx;
     int n_slots;

@@ -105,6 +105,11 @@ int32_t dr_data_split_history(const dr_dataset *d, int32_t u, int split, const i
 /* Last min(len, max_len) items of a prefix (max_len <= 0: all). Returns new length, adjusts *items. */
 int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len);
 
+/* A deep copy of d without each user's last n items (a user with at most n keeps none); the
+ * catalog (ids, titles, categories) is unchanged. For a TRM that has never seen a user's last
+ * items as targets (src/data/holdout.c says why). */
+int dr_data_drop_last(const dr_dataset *d, int n, dr_dataset *out);
+
 typedef struct dr_data_stats {
     int32_t n_users, n_items;
     int64_t n_inter;

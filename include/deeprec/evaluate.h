@@ -181,6 +181,10 @@ typedef struct eval_inputs {
     struct trm_model *trm;          /* required except for direct */
     const struct llm_model *llm;    /* required except for trm */
     const struct tokenizer *tok;    /* NULL: the model's own tokenizer */
+    /* NULL: an agent_model_llm on llm (above). Else the agent's model as given, e.g. a remote
+     * server (serve_remote_model_new, which lives above this module); its n_slots bound the
+     * batch, and constrain_titles must be off (it has no logits). */
+    const agent_model *model;
 } eval_inputs;
 
 /* The evaluated users (see the top of this file): *users (heap) gets min(n, available) ids. */

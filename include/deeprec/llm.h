@@ -193,11 +193,14 @@ typedef struct llm_textstream {
     size_t len, cap;
     size_t released;    /* bytes of text handed out so far */
     int stopped;        /* 1 once a stop string was seen */
+    int stop_index;     /* which one (index into stops) once stopped */
     int skip_special;   /* do not append special tokens' text (set by llm_textstream_init_tok) */
     const struct tokenizer *tok;
 } llm_textstream;
 void llm_textstream_init(llm_textstream *ts, llm_piece_fn piece, void *ctx, const char *const *stops, int n_stops);
-/* With a tokenizer: pieces from tok_token_to_piece; special tokens (<|im_end|>) give no text. */
+/* With a tokenizer: pieces from tok_token_to_piece; control tokens (<|im_end|>) give no text.
+ * Added tokens (the protocol tags) are text, as Hugging Face and llama.cpp render them: a
+ * client driving the agent protocol through a server must see its tags. */
 void llm_textstream_init_tok(llm_textstream *ts, const struct tokenizer *tok, const char *const *stops, int n_stops);
 /* Add a token. *out / *out_len: the newly releasable text (points into ts->text). */
 int llm_textstream_push(llm_textstream *ts, int32_t id, const char **out, size_t *out_len);

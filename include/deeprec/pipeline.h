@@ -66,6 +66,10 @@ typedef struct pipeline_budget {
     int trm_dim, trm_layers, trm_max_len;
     int trm_max_steps;      /* per epoch (0 = all batches; tests only) */
     double trm_pref_empty;  /* pref TRM: probability of an empty pseudo-preference in training */
+    int env_holdout;        /* > 0: the warm start and RL use env_trm.gguf, a pref TRM trained without
+                               each user's last 2 + env_holdout items, and the warm start's positions
+                               are among the last env_holdout train items, so the agent trains against
+                               a tool that has not seen its targets, as at test time; 0: trm.gguf */
     /* outcome-aware warm start (rl_warmstart_synth): ONE file traj_ws.jsonl for SFT.
      * ws_best_of = 0: the classic recipe instead (one agent_synth_run per synth seed, SFT runs
      * 1 and 2 below) */

@@ -276,6 +276,8 @@ typedef struct rl_warmstart_opts {
     int best_of;             /* candidates per position (1: no selection) */
     int order_by_target;     /* see above */
     int min_prefix;          /* shortest prefix used (2) */
+    int recent;              /* > 0: positions only among the last `recent` train items (the ones a
+                                TRM trained on dr_data_drop_last(d, 2 + recent) never saw); 0: any */
     int users;               /* training users (0 = all; else the first N of a seeded shuffle) */
     FILE *progress;
 } rl_warmstart_opts;

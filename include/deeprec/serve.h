@@ -44,11 +44,16 @@ typedef struct serve_opts {
 } serve_opts;
 void serve_opts_default(serve_opts *o);
 
+struct serve_remote_opts;
 typedef struct serve_inputs {
     const struct dr_dataset *data;
     struct trm_model *trm;
     const struct llm_model *llm;
     const struct tokenizer *tok; /* NULL: the model's own */
+    /* Instead of llm: /v1/recommend's episodes run on this OpenAI-compatible server (the
+     * request's temperature, top_p and seed are passed on; constrain_titles must be off), and
+     * the completion endpoints answer 404 (ask that server). Copied at start. */
+    const struct serve_remote_opts *remote;
 } serve_inputs;
 
 typedef struct serve_server serve_server;
@@ -58,5 +63,37 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
 int serve_port(const serve_server *s); /* the bound port */
 /* Stops accepting, finishes nothing further, joins the threads, frees the server. */
 void serve_stop(serve_server *s);
+
+/* ---------------------------------------------------------------- a remote LLM as the agent's model
+ * (src/serve/remote_model.c, docs/serve.md "Remote LLMs"). An agent_model whose turns are
+ * POST {url}/completions on any OpenAI-compatible server (llama.cpp's llama-server, vLLM,
+ * Ollama, deeprec serve), the whole episode text as the prompt and the protocol's end tags
+ * (AGENT_TAG_PREF_END, AGENT_TAG_ANSWER_END) as stop strings, so agent_rollout runs the
+ * protocol unchanged. Up to `parallel` turns are in flight (libcurl multi). Connection errors,
+ * 5xx, 408 and 429 are retried with exponential back-off; other statuses fail at once with the
+ * server's message, except a prompt over the server's context, which ends that episode as
+ * context_too_long. A server gives no logits: constrained answers (agent_rollout_opts
+ * constrain_titles / constrain_prefs) fail with DR_ERR_UNSUPPORTED; run them off. Token ids are
+ * the adapter's own (the episode's prompt and tool texts count one per byte; generated tokens
+ * are the server's when it returns log-probs, else one per turn), and RL cannot use them. */
+struct agent_model;
+typedef struct serve_remote_opts {
+    const char *url;          /* base URL: http://HOST:PORT/v1 (remote_url_check's rules) */
+    const char *model;        /* "model" of the requests; NULL: the first id GET {url}/models lists */
+    const char *api_key;      /* NULL: none; else "Authorization: Bearer KEY" */
+    int parallel;             /* requests in flight = the model's slots (<= 0: 4) */
+    int max_attempts;         /* tries per request (<= 0: 5) */
+    double backoff_s;         /* first wait between tries, doubled after each (<= 0: 0.25) */
+    double timeout_s;         /* per try (<= 0: 600) */
+    float temperature;        /* 0 = greedy */
+    float top_p;              /* <= 0 or >= 1: 1 */
+    uint64_t seed;            /* each sequence's turns get seeds from dr_rng_split(seed, k) */
+    int32_t max_tokens;       /* per turn: the rollout's max_turn_tokens (<= 0: 1024) */
+} serve_remote_opts;
+int serve_remote_model_new(struct agent_model *out, const serve_remote_opts *o);
+void serve_remote_model_free(struct agent_model *m);
+const char *serve_remote_model_name(const struct agent_model *m); /* the model the requests name */
+/* DR_OK when url is a usable base URL, else DR_ERR_ARG saying what is wrong (for option checks). */
+int serve_remote_url_ok(const char *url);
 
 #endif

@@ -534,6 +534,13 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             seq *s = &seqs[active_slots[a]];
             agent_episode *e = s->e;
             int32_t tok = toks[a];
+            if (tok == AGENT_TOKEN_NONE) continue;
+            if (!s->answering && m->is_eos(m->ctx, tok) == AGENT_EOS_FULL) {
+                /* not a token of the model's: nothing is recorded */
+                if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
+                n_done++;
+                continue;
+            }
             if (s->answering) {
                 int ok = 0;
                 for (int k = 0; k < s->n_allowed && !ok; k++) ok = s->allowed[k] == tok;

@@ -1,5 +1,7 @@
 /* deeprec agent synth | recommend: the DeepRec agent from the command line. */
 #include "cli.h"
+#include "llm_url.h"
+#include "deeprec/serve.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/evaluate.h"
@@ -159,6 +161,7 @@ typedef struct rec_view {
     int64_t n_hist, shown0; /* the prompt shows hist[shown0..] */
     int constrained, show_prompt;
     double secs;
+    const char *llm_url; /* NULL: a local model */
 } rec_view;
 
 static void recommend_json(const rec_view *v) {
@@ -205,6 +208,7 @@ static void recommend_json(const rec_view *v) {
     json_object_set_new(j, "hit_rank_substring", json_integer(ep->hit_rank_substr));
     json_object_set_new(j, "generated_tokens", json_integer(ep->n_generated));
     json_object_set_new(j, "constrain", json_boolean(v->constrained));
+    if (v->llm_url) json_object_set_new(j, "llm_url", json_string(v->llm_url));
     json_object_set_new(j, "seconds", json_real(v->secs));
     cli_print_json(j, CLI_JSON);
 }
@@ -269,6 +273,8 @@ static int cmd_recommend(int argc, char **argv) {
     int json = 0, ctx = 0, show_prompt = 0;
     cli_rollout ro;
     cli_rollout_init(&ro);
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
+    int constrained;
     double temp = 0.0, top_p = 1.0;
     int64_t seed = 1;
     cli_opt opts[] = {
@@ -286,22 +292,25 @@ static int cmd_recommend(int argc, char **argv) {
         {"--ctx", CLI_INT, &ctx, "context cap in tokens (0 = min(model, 4096))"},
         {"--show-prompt", CLI_FLAG, &show_prompt, "print the whole prompt too"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec recommend --data DATA.gguf --trm TRM.gguf --llm M.gguf --user U [--json]", argc, argv,
                       opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (!data_path || !trm_path || !llm_path || !user)
-        return cli_usage_error("recommend needs --data, --trm, --llm and --user");
+    if (!data_path || !trm_path || !(llm_path || url.url) || !user)
+        return cli_usage_error("recommend needs --data, --trm, --llm (or --llm-url) and --user");
     int split_id = dr_data_split_from_name(split);
     if (split_id != DR_SPLIT_TEST && split_id != DR_SPLIT_VALID) return cli_usage_error("--split must be test or valid");
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, json, &constrained))) return r;
+    if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
     cli_inputs in;
     agent_catalog *cat = NULL;
     agent_tool tool = {0};
     agent_model model = {0};
     agent_episode *ep = NULL;
-    rec_view v = {&in.data, NULL, NULL, split, -1, 0, NULL, 0, 0, ro.ro.constrain_titles, show_prompt, 0};
+    rec_view v = {&in.data, NULL, NULL, split, -1, 0, NULL, 0, 0, ro.ro.constrain_titles, show_prompt, 0, url.url};
     int rc;
     if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path)) ||
         (rc = dr_data_user_lookup(&in.data, user, -1, data_path, &v.u)))
@@ -309,7 +318,11 @@ static int cmd_recommend(int argc, char **argv) {
     v.target = dr_data_split_history(&in.data, v.u, split_id, &v.hist, &v.n_hist);
     if ((rc = agent_catalog_build(&in.data, &cat)) || (rc = agent_tool_trm_new(&tool, in.trm, 1))) goto done;
     agent_llm_opts lo = {1, ctx, (float)temp, 0, (float)top_p, (uint64_t)seed, 0};
-    if ((rc = agent_model_llm_new(&model, in.llm, in.tok, &lo))) goto done;
+    if (url.url && cli_llm_url_model(&url, temp, top_p, (uint64_t)seed, ro.ro.max_turn_tokens, &model)) {
+        rc = -1; /* printed */
+        goto done;
+    }
+    if (!url.url && (rc = agent_model_llm_new(&model, in.llm, in.tok, &lo))) goto done;
     agent_request rq = {v.u, v.hist, v.n_hist, v.target, NULL};
     double t0 = dr_now();
     if ((rc = agent_rollout(&model, &tool, cat, &rq, 1, &ro.ro, &ep))) goto done;
@@ -320,11 +333,12 @@ static int cmd_recommend(int argc, char **argv) {
     else recommend_text(&v);
 done: /* rc != 0 on the failure paths */
     agent_episodes_free(ep, 1);
-    agent_model_llm_free(&model);
+    if (url.url) serve_remote_model_free(&model);
+    else agent_model_llm_free(&model);
     agent_tool_trm_free(&tool);
     agent_catalog_free(cat);
     cli_inputs_free(&in);
-    return rc ? cli_fail() : 0;
+    return rc < 0 ? 1 : rc ? cli_fail() : 0;
 }
 CLI_COMMAND(recommend, "recommend", "one user's whole DeepRec trace (history, thoughts, tool calls, final list)",
             cmd_recommend)

@@ -1,5 +1,7 @@
 /* deeprec eval: the DeepRec agent and its baselines on test users (include/deeprec/evaluate.h). */
 #include "cli.h"
+#include "llm_url.h"
+#include "deeprec/serve.h"
 #include "deeprec/data.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
@@ -10,7 +12,7 @@
 #include <string.h>
 
 static void print_eval(const eval_result *res, const eval_paired *pair, int n_modes, int ref, const eval_opts *eo,
-                       const char *data_path, int64_t seed, int json) {
+                       const char *data_path, int64_t seed, const char *url, const agent_model *remote, int json) {
     if (json) {
         json_t *j;
         if (n_modes == 1) {
@@ -29,11 +31,14 @@ static void print_eval(const eval_result *res, const eval_paired *pair, int n_mo
         json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
         json_object_set_new(j, "constrain", json_boolean(eo->rollout.constrain_titles));
+        if (url) json_object_set_new(j, "llm_url", json_string(url));
         cli_print_json(j, CLI_JSON);
     } else {
         printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
                "constrained titles %s)\n",
-               data_path, (long long)seed, eo->rollout.constrain_titles ? "on" : "off");
+               data_path, (long long)seed,
+               eo->rollout.constrain_titles ? "on" : url ? "off (a remote LLM gives no logits)" : "off");
+        if (url) printf("LLM: %s at %s\n", serve_remote_model_name(remote), url);
         eval_report_table(res, n_modes, stdout);
         if (ref >= 0) eval_report_paired(pair, n_modes, stdout);
     }
@@ -59,10 +64,13 @@ static int plan_modes(const char *modes, const char *paired, eval_plan *pl) {
     return 0;
 }
 
-/* Load paths[] (data, trm, llm, tokenizer; NULL = not needed), run the plan, print. */
-static int run_eval(const char *const paths[4], const eval_plan *pl, const eval_opts *eo, int64_t seed, int quiet, int json) {
+/* Load paths[] (data, trm, llm, tokenizer; NULL = not needed) or connect to url's LLM, run
+ * the plan, print. The exit code: 0, or 1 with the error printed. */
+static int run_eval(const char *const paths[4], const cli_llm_url *url, double temp, double top_p, const eval_plan *pl,
+                    const eval_opts *eo, int64_t seed, int quiet, int json) {
     cli_inputs in;
     agent_catalog *cat = NULL;
+    agent_model remote = {0};
     eval_result res[EVAL_N_MODES];
     eval_paired pair[EVAL_N_MODES];
     memset(res, 0, sizeof res);
@@ -71,19 +79,29 @@ static int run_eval(const char *const paths[4], const eval_plan *pl, const eval_
     if (in.trm && trm_model_config(in.trm)->model == TRM_SASREC && !quiet)
         fprintf(stderr, "eval: note: %s is a plain SASRec model: tool calls retrieve by history alone "
                         "(the preference text is ignored)\n", paths[1]);
-    if (pl->need_llm && !in.tok && !in.llm->tok) {
+    if (pl->need_llm && url->url) {
+        if (cli_llm_url_model(url, temp, top_p, eo->seed, eo->rollout.max_turn_tokens, &remote)) {
+            rc = -1; /* printed */
+            goto done;
+        }
+        if (remote.n_slots < eo->samples) {
+            rc = dr_error(DR_ERR_ARG, "--samples %d needs --llm-parallel >= %d", eo->samples, eo->samples);
+            goto done;
+        }
+    } else if (pl->need_llm && !in.tok && !in.llm->tok) {
         rc = dr_error(DR_ERR_ARG, "%s has no tokenizer", paths[2]);
         dr_error_hint("pass --tokenizer TOK.gguf (or a tokenizer.json)");
         goto done;
     }
-    eval_inputs ein = {&in.data, cat, in.trm, in.llm, in.tok};
+    eval_inputs ein = {&in.data, cat, in.trm, in.llm, in.tok, remote.ctx ? &remote : NULL};
     if (!(rc = eval_run_modes(&ein, eo, pl->modes, pl->n, pl->ref, res, pair)))
-        print_eval(res, pair, pl->n, pl->ref, eo, paths[0], seed, json);
+        print_eval(res, pair, pl->n, pl->ref, eo, paths[0], seed, url->url, &remote, json);
 done: /* rc != 0 on the failure paths */
     for (int i = 0; i < pl->n; i++) eval_result_free(&res[i]);
     agent_catalog_free(cat);
+    serve_remote_model_free(&remote);
     cli_inputs_free(&in);
-    return rc;
+    return rc < 0 ? 1 : rc ? cli_fail() : 0;
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -93,6 +111,7 @@ static int cmd_eval(int argc, char **argv) {
     eval_opts_default(&eo);
     cli_rollout ro;
     cli_rollout_init(&ro);
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
     int teacher_varied = 0, teacher_anchor = 0;
     int json = 0, quiet = 0, threads = 0;
     double temp = 0.0, top_p = 1.0;
@@ -121,6 +140,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
@@ -128,15 +148,18 @@ static int cmd_eval(int argc, char **argv) {
                       "[--tool-k 20] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (cli_rollout_finish(&ro)) return 2;
     eval_plan pl;
     if ((r = plan_modes(modes, paired, &pl))) return r;
     if (!data_path) return cli_usage_error("eval needs --data");
     if (pl.need_trm && !trm_path) return cli_usage_error("eval --mode %s needs --trm", modes);
-    if (pl.need_llm && !llm_path) return cli_usage_error("eval --mode %s needs --llm", modes);
+    if (pl.need_llm && !llm_path && !url.url) return cli_usage_error("eval --mode %s needs --llm or --llm-url", modes);
     if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.n_ctx < 0 || temp < 0 || eo.bootstrap < 0)
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --ctx >= 0, --temp >= 0, "
                                "--bootstrap >= 0");
+    int constrained;
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, quiet || json, &constrained))) return r;
+    if (url.url) ro.constrain = "off";
+    if (cli_rollout_finish(&ro)) return 2;
     if (threads > 0) dr_threads_set(threads);
     eo.seed = (uint64_t)seed;
     eo.bootstrap_seed = (uint64_t)seed;
@@ -147,8 +170,8 @@ static int cmd_eval(int argc, char **argv) {
     agent_synth_opts so = {.chat = ro.ro.chat, .max_hist = ro.ro.max_hist, .tool_k = ro.ro.tool_k, .seed = eo.seed,
                            .varied = teacher_varied, .anchor = teacher_anchor};
     if (teacher_varied || teacher_anchor) eo.synth = &so;
-    const char *paths[4] = {data_path, pl.need_trm ? trm_path : NULL, pl.need_llm ? llm_path : NULL,
-                            pl.need_llm ? tok_path : NULL};
-    return run_eval(paths, &pl, &eo, seed, quiet || json, json) ? cli_fail() : 0;
+    int local = pl.need_llm && !url.url; /* a remote LLM: nothing local to load */
+    const char *paths[4] = {data_path, pl.need_trm ? trm_path : NULL, local ? llm_path : NULL, local ? tok_path : NULL};
+    return run_eval(paths, &url, temp, top_p, &pl, &eo, seed, quiet || json, json);
 }
 CLI_COMMAND(eval, "eval", "evaluate the DeepRec agent or a baseline (trm, rerank, direct, teacher) on test users, with 95% CIs", cmd_eval)

@@ -1,5 +1,6 @@
 /* deeprec serve: the agent and its LLM behind HTTP until SIGINT / SIGTERM. */
 #include "cli.h"
+#include "llm_url.h"
 #include "deeprec/data.h"
 #include "deeprec/llm.h"
 #include "deeprec/serve.h"
@@ -15,6 +16,7 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
                *key_env = "DEEPREC_API_KEY";
+    cli_llm_url url = CLI_LLM_URL_DEFAULT;
     cli_rollout ro; /* /v1/recommend's agent */
     cli_rollout_init(&ro);
     int64_t max_body = (int64_t)so.max_body;
@@ -37,14 +39,18 @@ static int cmd_serve(int argc, char **argv) {
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
         CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        CLI_LLM_URL_OPTS(url, "--llm-api-key-env"),
     };
     int np = 0;
     int r = cli_parse("deeprec serve --data DATA.gguf --trm TRM.gguf --llm M.gguf [--host 127.0.0.1] [--port 8080]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (!data_path || !trm_path || !llm_path) return cli_usage_error("serve needs --data, --trm and --llm");
-    int on = cli_on_off(batch);
+    if (!data_path || !trm_path || !(llm_path || url.url))
+        return cli_usage_error("serve needs --data, --trm and --llm (or --llm-url)");
+    int on = cli_on_off(batch), con;
     if (on < 0) return cli_usage_error("--batch must be on or off");
+    if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, 0, &con))) return r;
+    if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
     if (so.port < 0 || so.port > 65535) return cli_usage_error("--port must be in 0..65535");
     if (so.slots < 1 || so.slots > 64) return cli_usage_error("--slots must be in 1..64");
@@ -53,7 +59,9 @@ static int cmd_serve(int argc, char **argv) {
         return cli_usage_error("--max-body, --max-sessions, --max-tokens and --timeout must be positive, "
                                "--max-queue and --ctx >= 0");
     if (!so.api_key && key_env && getenv(key_env)) so.api_key = getenv(key_env);
+    int slots = so.slots; /* as asked: the listening line shows it */
     so.max_body = (size_t)max_body;
+    if (url.url) so.slots = url.parallel; /* with a remote LLM a slot is a request in flight */
     so.batching = on;
     so.rollout = ro.ro;
     cli_inputs in;
@@ -67,10 +75,15 @@ static int cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    serve_inputs sin = {&in.data, in.trm, in.llm, in.tok};
+    serve_remote_opts remote = {0};
+    remote.url = url.url;
+    remote.model = url.model;
+    remote.api_key = url.key_env ? getenv(url.key_env) : NULL;
+    remote.parallel = url.parallel;
+    serve_inputs sin = {&in.data, in.trm, in.llm, in.tok, url.url ? &remote : NULL};
     if ((rc = serve_start(&srv, &sin, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)in.data.n_users, (int)in.data.n_items, llm_path, so.slots, on ? "on" : "off",
+           serve_port(srv), (int)in.data.n_users, (int)in.data.n_items, llm_path ? llm_path : url.url, slots, on ? "on" : "off",
            so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;

@@ -125,11 +125,11 @@ _Static_assert(sizeof(int32_t) == sizeof(int), "CLI_INT into an int32_t field");
 
 void cli_rollout_init(cli_rollout *r) {
     agent_rollout_opts_default(&r->ro);
-    r->constrain = "on";
+    r->constrain = NULL; /* not given: on (NULL tells --llm-url's check that it was not asked for) */
 }
 
 int cli_rollout_finish(cli_rollout *r) {
-    int on = cli_on_off(r->constrain);
+    int on = cli_on_off(r->constrain ? r->constrain : "on");
     if (on < 0) return cli_usage_error("--constrain must be on or off");
     r->ro.constrain_titles = r->ro.constrain_prefs = on;
     if (agent_rollout_opts_check(&r->ro)) return cli_usage_error("%s", dr_error_message());

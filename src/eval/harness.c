@@ -240,7 +240,8 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
      * streams start after theirs (exact unless an earlier user's episodes ended before
      * sampling, e.g. a prompt over the context: docs/distributed.md). */
     agent_llm_opts lo = {slots, o->n_ctx, o->temperature, o->top_k, o->top_p, o->seed, (uint64_t)first * (uint64_t)G};
-    if ((rc = agent_model_llm_new(&model, in->llm, in->tok, &lo))) goto done;
+    if (!in->model && (rc = agent_model_llm_new(&model, in->llm, in->tok, &lo))) goto done;
+    const agent_model *am = in->model ? in->model : &model;
     int chunk = o->chunk > 0 ? o->chunk : 1024;
     if (chunk < 1) chunk = 1;
     req = dr_calloc((size_t)(n > 0 ? n : 1), sizeof *req);
@@ -266,7 +267,7 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     for (int b = 0; b < n; b += chunk) {
         int m = n - b < chunk ? n - b : chunk;
         agent_episode *eps = NULL;
-        if ((rc = agent_rollout(&model, &tool, in->catalog, req + b, m, &ro, &eps))) goto done;
+        if ((rc = agent_rollout(am, &tool, in->catalog, req + b, m, &ro, &eps))) goto done;
         for (int i = 0; i < m * G; i++) {
             /* request r's samples at [r G, (r + 1) G): the sink's episode order */
             int fin = eps[i].outcome == AGENT_FINISHED;
@@ -345,8 +346,8 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     if ((o->mode == EVAL_TRM || o->mode == EVAL_TEACHER) && !in->trm)
         return dr_error(DR_ERR_ARG, "eval %s: a TRM is needed (--trm)", eval_mode_name(o->mode));
     if (o->bootstrap < 0) return dr_error(DR_ERR_ARG, "eval: bootstrap resamples must be >= 0, got %d", o->bootstrap);
-    if (eval_mode_uses_llm(o->mode) && !in->llm)
-        return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm)", eval_mode_name(o->mode));
+    if (eval_mode_uses_llm(o->mode) && !in->llm && !in->model)
+        return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm or --llm-url)", eval_mode_name(o->mode));
     if (o->mode != EVAL_TRM) { /* the agent's rules, before the users are drawn */
         agent_rollout_opts ro = o->rollout;
         ro.direct = o->mode == EVAL_DIRECT;

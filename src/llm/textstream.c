@@ -54,7 +54,7 @@ int llm_textstream_push(llm_textstream *ts, int32_t id, const char **out, size_t
     *out = ts->text ? ts->text + ts->released : "";
     *out_len = 0;
     if (ts->stopped) return DR_OK;
-    if (!(ts->skip_special && ts->tok && tok_is_special(ts->tok, id))) {
+    if (!(ts->skip_special && ts->tok && tok_type_of(ts->tok, id) == TOK_TYPE_CONTROL)) {
         char small[64];
         int nb = ts->piece(ts->piece_ctx, id, small, sizeof small);
         if (nb < 0) return dr_error(DR_ERR_RANGE, "token id %d has no text", id);
@@ -77,7 +77,10 @@ int llm_textstream_push(llm_textstream *ts, int32_t id, const char **out, size_t
         size_t sl = strlen(ts->stops[i]);
         if (!sl || sl > avail) continue;
         const char *hit = memmem(base, avail, ts->stops[i], sl);
-        if (hit && (size_t)(hit - base) < cut) cut = (size_t)(hit - base);
+        if (hit && (size_t)(hit - base) < cut) {
+            cut = (size_t)(hit - base);
+            ts->stop_index = i;
+        }
     }
     if (cut != (size_t)-1) {
         ts->stopped = 1;

@@ -49,7 +49,7 @@ static const pipeline_budget budget_full = {
 static const pipeline_budget budget_test = {
     .name = "test",
     .trm_max_epochs = 2, .trm_patience = 2, .trm_batch = 16, .trm_dim = 16, .trm_layers = 1, .trm_max_len = 20,
-    .trm_pref_empty = 0.3,
+    .trm_pref_empty = 0.3, .env_holdout = 1,
     .ws_best_of = 2, .ws_positions = 2, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_seed = 1,
     .synth_seeds = {1, 3}, .n_synth_seeds = 2, .synth_users = 0, .corpus_seed = 2,
     .rerank_share = 0.0, .rerank_warm = 0.5,
@@ -83,7 +83,7 @@ typedef struct field {
 #define FD(f) {#f, offsetof(pipeline_budget, f), 1}
 static const field fields[] = {
     FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
-    FI(trm_max_steps), FD(trm_pref_empty),
+    FI(trm_max_steps), FD(trm_pref_empty), FI(env_holdout),
     FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_seed),
     {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
     FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),

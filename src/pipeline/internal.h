@@ -9,6 +9,7 @@
 #define PL_PATH 1024
 #define PL_KEY 8192
 #define PL_WS_FILE "traj_ws.jsonl" /* the outcome-aware warm start's trajectories */
+#define PL_ENV_TRM "env_trm.gguf"  /* the held-out TRM the agent trains against (budget env_holdout) */
 
 typedef struct pl_run {
     const pipeline_opts *o;

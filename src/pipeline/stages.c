@@ -20,7 +20,9 @@ static void on_epoch(void *ctx, int epoch) {
     pl_kill_point(ctx);
 }
 
-static int stage_trm(pl_run *p, int kind, const char *name) {
+/* holdout > 0: the agent's training tool, trained without each user's last 2 + holdout items
+ * (src/data/holdout.c says why) */
+static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     const pipeline_budget *b = p->b;
     char out[PL_PATH];
     pl_path(p, name, out);
@@ -30,6 +32,7 @@ static int stage_trm(pl_run *p, int kind, const char *name) {
                kind == TRM_PREF ? "pref" : "sasrec", b->trm_max_epochs, b->trm_patience, b->trm_batch, b->trm_dim,
                b->trm_layers, b->trm_max_len, b->trm_max_steps);
     if (kind == TRM_PREF) pl_key_add(&k, "pref_empty %.17g\n", b->trm_pref_empty);
+    if (holdout > 0) pl_key_add(&k, "trained without each user's last %d items\n", 2 + holdout);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
     if (reuse) return DR_OK;
@@ -57,18 +60,31 @@ static int stage_trm(pl_run *p, int kind, const char *name) {
     if (kind == TRM_PREF) o.pref_empty_p = (float)b->trm_pref_empty;
     o.on_epoch = on_epoch;
     o.on_epoch_ctx = p;
+    dr_dataset held = {0};
+    const dr_dataset *d = &p->d;
+    if (holdout > 0) {
+        if ((rc = dr_data_drop_last(&p->d, 2 + holdout, &held))) return rc;
+        d = &held;
+    }
     trm_model *m = NULL;
     trm_train_result tr;
-    if ((rc = trm_model_new(&m, &c, &p->d, 1)) || (rc = trm_train(m, &p->d, &o, &tr))) {
-        trm_model_free(m);
-        return rc;
-    }
+    rc = trm_model_new(&m, &c, d, 1);
+    if (!rc) rc = trm_train(m, d, &o, &tr);
     trm_model_free(m);
-    return pl_step_commit(p, out);
+    dr_data_free(&held);
+    return rc ? rc : pl_step_commit(p, out);
 }
 
-int pl_stage_trm_sasrec(pl_run *p) { return stage_trm(p, TRM_SASREC, "sasrec.gguf"); }
-int pl_stage_trm_pref(pl_run *p) { return stage_trm(p, TRM_PREF, "trm.gguf"); }
+int pl_stage_trm_sasrec(pl_run *p) { return stage_trm(p, TRM_SASREC, "sasrec.gguf", 0); }
+int pl_stage_trm_pref(pl_run *p) {
+    int rc = stage_trm(p, TRM_PREF, "trm.gguf", 0);
+    if (!rc && p->b->env_holdout > 0) rc = stage_trm(p, TRM_PREF, PL_ENV_TRM, p->b->env_holdout);
+    return rc;
+}
+
+/* The TRM the agent is trained against (warm start, RL): the held-out one when there is one.
+ * Evaluation always uses trm.gguf. */
+static const char *train_tool(const pl_run *p) { return p->b->env_holdout > 0 ? PL_ENV_TRM : "trm.gguf"; }
 
 /* ------------------------------------------------------------------ warm-start data */
 static int rerank_pref(void *ctx, const agent_catalog *c, const int32_t *hist, int64_t n_hist, char **pref) {
@@ -127,7 +143,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
     const pipeline_budget *b = p->b;
     char out[PL_PATH], trm[PL_PATH];
     pl_path(p, PL_WS_FILE, out);
-    pl_path(p, "trm.gguf", trm);
+    pl_path(p, train_tool(p), trm);
     pl_key k;
     pl_key_init(&k, PL_WS_FILE);
     pl_key_add(&k,
@@ -136,6 +152,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
                b->ws_seed, b->synth_users, b->ws_positions, b->ws_best_of, b->ws_varied, b->ws_order_by_target,
                b->tool_k, b->max_hist);
     if (b->ws_anchor) pl_key_add(&k, "anchor 1\n");
+    if (b->env_holdout > 0) pl_key_add(&k, "positions among the last %d train items\n", b->env_holdout);
     int rc, reuse;
     if ((rc = synth_begin(p, s, &k, out, trm, &reuse))) return rc;
     if (reuse) return DR_OK;
@@ -147,6 +164,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
     o.synth.anchor = b->ws_anchor != 0;
     o.synth.seed = (uint64_t)b->ws_seed;
     o.positions = b->ws_positions;
+    o.recent = b->env_holdout;
     o.best_of = b->ws_best_of;
     o.order_by_target = b->ws_order_by_target != 0;
     o.users = b->synth_users;
@@ -393,7 +411,7 @@ static int stage_rl(pl_run *p, int stage) {
     pl_path(p, stage == 1 ? "policy1.gguf" : "policy2.gguf", out);
     /* stage 2 starts from stage 1's policy, or from the warm start when stage 1 has no steps */
     pl_path(p, stage == 1 || b->rl1_steps <= 0 ? "tiny_sft.gguf" : "policy1.gguf", in);
-    pl_path(p, "trm.gguf", trm);
+    pl_path(p, train_tool(p), trm);
     int steps = stage == 1 ? b->rl1_steps : b->rl2_steps;
     if (steps <= 0) { /* no RL in this run (an ablation): nothing to make */
         p->info->skipped = 1;
@@ -515,7 +533,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     so.max_hist = b->max_hist, so.tool_k = b->tool_k, so.seed = 1, so.varied = varied;
     so.anchor = b->ws_anchor != 0;
     if (mode == EVAL_TEACHER) eo.synth = &so;
-    eval_inputs in = {&p->d, p->cat, tm, lm, NULL};
+    eval_inputs in = {&p->d, p->cat, tm, lm, NULL, NULL};
     eval_result r;
     memset(&r, 0, sizeof r);
     if ((rc = eval_run(&in, &eo, &r))) {

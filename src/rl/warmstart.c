@@ -53,14 +53,16 @@ int rl_warmstart_score(rl_reward_ctx *rc, const agent_catalog *c, const agent_sy
 }
 
 /* The positions j (target train[j], prefix train[:j]) of one user: the last train item always,
- * then distinct others drawn uniformly from [min_prefix, n_train - 1). */
-static int pick_positions(dr_rng *r, int64_t n_train, int min_prefix, int want, int64_t *pos) {
+ * then distinct others drawn uniformly from [lo, n_train - 1), lo = min_prefix, or the start of
+ * the last `recent` items when that is later. */
+static int pick_positions(dr_rng *r, int64_t n_train, int min_prefix, int recent, int want, int64_t *pos) {
     int n = 0;
     if (n_train <= min_prefix) return 0;
     pos[n++] = n_train - 1;
-    int64_t span = n_train - 1 - min_prefix; /* candidates min_prefix .. n_train - 2 */
+    int64_t lo = recent > 0 && n_train - recent > min_prefix ? n_train - recent : min_prefix;
+    int64_t span = n_train - 1 - lo; /* candidates lo .. n_train - 2 */
     for (int tries = 0; n < want && span > 0 && tries < 8 * want; tries++) {
-        int64_t j = min_prefix + (int64_t)dr_rng_below(r, (uint64_t)span);
+        int64_t j = lo + (int64_t)dr_rng_below(r, (uint64_t)span);
         int dup = 0;
         for (int i = 0; i < n && !dup; i++) dup = pos[i] == j;
         if (!dup) pos[n++] = j;
@@ -154,7 +156,7 @@ int rl_warmstart_synth(const dr_dataset *d, trm_model *trm, const agent_catalog 
         const int32_t *tr;
         int64_t n_tr = dr_data_train(d, u, &tr);
         dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
-        int np = pick_positions(&ur, n_tr, o->min_prefix, o->positions, pos);
+        int np = pick_positions(&ur, n_tr, o->min_prefix, o->recent, o->positions, pos);
         for (int p = 0; p < np && !rc; p++) {
             int32_t target = tr[pos[p]];
             for (int k = 0; k < o->best_of; k++) seeds[k] = dr_rng_u64(&ur);

@@ -152,6 +152,13 @@ static json_t *usage_json(const serve_job *j, int n_gen) {
                      j->n_prompt + n_gen);
 }
 
+/* The stop string that ended the text (vLLM's stop_reason): a client that gave several stops
+ * (the agent protocol's end tags) learns which one the model wrote, since the text leaves it out. */
+static json_t *stop_reason(const gen_seq *q) {
+    if (!q->ts.stopped || q->ts.stop_index < 0 || q->ts.stop_index >= q->j->gen.n_stops) return json_null();
+    return json_string(q->j->gen.stops[q->ts.stop_index]);
+}
+
 /* End a sequence: the last text, the answer (whole JSON or the final events), the slot freed.
  * Server mutex held. */
 static void seq_end(gen_engine *g, gen_seq *q) {
@@ -179,6 +186,7 @@ static void seq_end(gen_engine *g, gen_seq *q) {
         json_t *choice = j->gen.chat ? json_pack("{s:i, s:{}, s:n}", "index", 0, "delta", "logprobs")
                                      : json_pack("{s:i, s:s, s:n}", "index", 0, "text", "", "logprobs");
         json_object_set_new(choice, "finish_reason", json_string(q->finish));
+        json_object_set_new(choice, "stop_reason", stop_reason(q));
         json_object_set_new(ev, "choices", json_pack("[o]", choice));
         json_object_set_new(ev, "usage", usage_json(j, q->n_gen));
         emit_event(j, ev);
@@ -195,6 +203,7 @@ static void seq_end(gen_engine *g, gen_seq *q) {
             choice = json_pack("{s:i, s:o}", "index", 0, "text", serve_json_text(q->ts.text, q->ts.len));
         json_object_set_new(choice, "logprobs", q->lp ? json_incref(q->lp) : json_null());
         json_object_set_new(choice, "finish_reason", json_string(q->finish));
+        json_object_set_new(choice, "stop_reason", stop_reason(q));
         json_object_set_new(r, "choices", json_pack("[o]", choice));
         json_object_set_new(r, "usage", usage_json(j, q->n_gen));
         char *s = json_dumps(r, JSON_COMPACT);

@@ -55,6 +55,23 @@ static int g_decode(void *c, const int *slots, int n, const agent_allow *allow, 
     return g->inner.decode(g->inner.ctx, slots, n, allow, tokens, lps);
 }
 
+int serve_agent_model_new(const serve_shared *sh, int n, float temperature, float top_p, uint64_t seed, agent_model *m) {
+    if (sh->llm) {
+        agent_llm_opts lo = {n, sh->opts.n_ctx, temperature, 0, top_p, seed, 0};
+        return agent_model_llm_new(m, sh->llm, sh->tok, &lo);
+    }
+    serve_remote_opts o = sh->remote;
+    o.parallel = n;
+    o.temperature = temperature;
+    o.top_p = top_p;
+    o.seed = seed;
+    return serve_remote_model_new(m, &o);
+}
+void serve_agent_model_free(const serve_shared *sh, agent_model *m) {
+    if (sh->llm) agent_model_llm_free(m);
+    else serve_remote_model_free(m);
+}
+
 static void finish_err(serve_shared *sh, serve_job *j, serve_err *e) {
     char *b = serve_err_json(e);
     j->out.n = 0;
@@ -106,8 +123,7 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
             reqs[i].forced_preference = prefs[i];
         }
     }
-    agent_llm_opts lo = {n, sh->opts.n_ctx, (float)r0->temperature, 0, (float)r0->top_p, r0->seed};
-    if (!rc) rc = agent_model_llm_new(&model, sh->llm, sh->tok, &lo);
+    if (!rc) rc = serve_agent_model_new(sh, n, (float)r0->temperature, (float)r0->top_p, r0->seed, &model);
     if (!rc) {
         guard g = {model, jobs, n};
         agent_model gm = model;
@@ -160,7 +176,7 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
     free(prefs);
     free(reqs);
     if (eps) agent_episodes_free(eps, n);
-    agent_model_llm_free(&model);
+    serve_agent_model_free(sh, &model);
 }
 
 /* ---------------------------------------------------------------- the greedy deeprec stream */
@@ -272,8 +288,7 @@ void *serve_rec_engine(void *arg) {
     serve_job **live = calloc((size_t)cap, sizeof *live);
     /* the greedy model of the stream lives as long as the engine */
     agent_model greedy = {0};
-    agent_llm_opts lo = {cap, sh->opts.n_ctx, 0.0f, 0, 1.0f, 1};
-    int have_greedy = sh->opts.batching && live && agent_model_llm_new(&greedy, sh->llm, sh->tok, &lo) == DR_OK;
+    int have_greedy = sh->opts.batching && live && serve_agent_model_new(sh, cap, 0.0f, 1.0f, 1, &greedy) == DR_OK;
     dr_error_clear();
     pthread_mutex_lock(&sh->mu);
     for (;;) {
@@ -318,7 +333,7 @@ void *serve_rec_engine(void *arg) {
         for (int i = 0; i < n; i++) serve_job_unref(batch[i]);
     }
     pthread_mutex_unlock(&sh->mu);
-    agent_model_llm_free(&greedy);
+    serve_agent_model_free(sh, &greedy);
     free(batch);
     free(live);
     return NULL;

@@ -155,13 +155,19 @@ typedef struct serve_shared {
     serve_opts opts;
     const struct dr_dataset *data;
     struct trm_model *trm;
-    const struct llm_model *llm;
+    const struct llm_model *llm;   /* NULL with a remote LLM */
     const struct tokenizer *tok;
+    serve_remote_opts remote;      /* remote.url NULL: the local llm */
+    char *remote_model, *remote_url, *remote_key; /* owned copies behind remote */
     agent_catalog *cat;
     agent_tool tool;
     int32_t im_end;          /* "<|im_end|>" token or -1 */
     serve_metrics metrics;
 } serve_shared;
+
+/* The agent's model for n sequences: the local LLM, or the remote server. */
+int serve_agent_model_new(const serve_shared *sh, int n, float temperature, float top_p, uint64_t seed, agent_model *m);
+void serve_agent_model_free(const serve_shared *sh, agent_model *m);
 
 /* engine_rec.c / engine_gen.c: the two worker loops (thread entry points, arg = serve_shared). */
 void *serve_rec_engine(void *arg);

@@ -405,8 +405,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     switch (ep) {
     case EP_RECOMMEND: return do_recommend(srv, c, r);
-    case EP_COMPLETIONS: return do_generate(srv, c, r, 0);
-    case EP_CHAT: return do_generate(srv, c, r, 1);
+    case EP_COMPLETIONS:
+    case EP_CHAT:
+        if (!sh->llm) {
+            serve_fail(&e, 404, "invalid_request_error", "not_found", NULL, -1,
+                       "this server's LLM is remote (%.200s): ask it for completions", sh->remote.url);
+            return send_err(c, r, &e);
+        }
+        return do_generate(srv, c, r, ep == EP_CHAT);
     case EP_MODELS:
         return send_jobj(c, r, 200,
                          json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", sh->opts.model_name,
@@ -439,13 +445,17 @@ static void notify_conn(void *cls, struct MHD_Connection *c, void **socket_ctx, 
 /* ---------------------------------------------------------------- start / stop */
 int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o) {
     *out = NULL;
-    if (!in->data || !in->trm || !in->llm) return dr_error(DR_ERR_ARG, "serve needs a dataset, a TRM and an LLM");
+    const serve_remote_opts *ro = in->remote && in->remote->url ? in->remote : NULL;
+    if (!in->data || !in->trm || !(in->llm || ro))
+        return dr_error(DR_ERR_ARG, "serve needs a dataset, a TRM and an LLM (local or remote)");
+    if (ro && o->rollout.constrain_titles)
+        return dr_error(DR_ERR_ARG, "serve: constrained answers need the model's logits, which a remote LLM does not give");
     if (o->slots < 1 || o->slots > 64) return dr_error(DR_ERR_ARG, "serve: slots must be in 1..64 (got %d)", o->slots);
     if (o->max_tokens < 1 || o->max_queue < 0 || o->max_sessions < 1 || !(o->timeout_s > 0) || o->max_body < 1)
         return dr_error(DR_ERR_ARG, "serve: limits must be positive (max_tokens, max_sessions, timeout, max_body; "
                                     "max_queue >= 0)");
-    const tokenizer *tok = in->tok ? in->tok : in->llm->tok;
-    if (!tok) return dr_error(DR_ERR_ARG, "the LLM has no tokenizer (give one with --tokenizer)");
+    const tokenizer *tok = in->tok ? in->tok : in->llm ? in->llm->tok : NULL;
+    if (!tok && !ro) return dr_error(DR_ERR_ARG, "the LLM has no tokenizer (give one with --tokenizer)");
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -458,8 +468,9 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
     serve_shared *sh = &srv->sh;
     sh->opts = *o;
     if (!sh->opts.model_name) sh->opts.model_name = "deeprec";
-    int32_t mctx = in->llm->cfg.context;
+    int32_t mctx = in->llm ? in->llm->cfg.context : 0;
     if (sh->opts.n_ctx <= 0) sh->opts.n_ctx = mctx > 0 && mctx < 4096 ? mctx : 4096;
+    if (ro) sh->opts.n_ctx = 0; /* the remote server keeps its context; the rollout would count prompt bytes */
     sh->data = in->data;
     sh->trm = in->trm;
     sh->llm = in->llm;
@@ -467,25 +478,49 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
     sh->im_end = -1;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (tok_encode(tok, "<|im_end|>", 10, TOK_ENC_DEFAULT, &ids, &n) == DR_OK && n == 1) sh->im_end = ids[0];
+    if (tok && tok_encode(tok, "<|im_end|>", 10, TOK_ENC_DEFAULT, &ids, &n) == DR_OK && n == 1) sh->im_end = ids[0];
     free(ids);
     dr_error_clear();
+    int rc;
+    if (ro) {
+        /* one model now: the URL answers and the server's model name is known before any request */
+        sh->remote = *ro;
+        agent_model probe;
+        if ((rc = serve_remote_model_new(&probe, ro))) {
+            free(srv);
+            return rc;
+        }
+        /* owned copies: the caller's strings need not outlive this call */
+        sh->remote_model = strdup(serve_remote_model_name(&probe));
+        serve_remote_model_free(&probe);
+        sh->remote_url = strdup(ro->url);
+        sh->remote_key = ro->api_key ? strdup(ro->api_key) : NULL;
+        if (!sh->remote_model || !sh->remote_url || (ro->api_key && !sh->remote_key)) {
+            free(sh->remote_model);
+            free(sh->remote_url);
+            free(sh->remote_key);
+            free(srv);
+            return dr_error(DR_ERR_NOMEM, "out of memory");
+        }
+        sh->remote.model = sh->remote_model;
+        sh->remote.url = sh->remote_url;
+        sh->remote.api_key = sh->remote_key;
+    }
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->cv_work, NULL);
     pthread_cond_init(&sh->cv_done, NULL);
     serve_metrics_init(&sh->metrics);
-    int rc;
     if ((rc = agent_catalog_build(in->data, &sh->cat)) || (rc = agent_tool_trm_new(&sh->tool, in->trm, 1))) goto fail;
     if (pthread_create(&srv->t_rec, NULL, serve_rec_engine, sh)) {
         rc = dr_error(DR_ERR_INTERNAL, "serve: could not start the recommendation engine thread");
         goto fail;
     }
     srv->threads = 1;
-    if (pthread_create(&srv->t_gen, NULL, serve_gen_engine, sh)) {
+    if (sh->llm && pthread_create(&srv->t_gen, NULL, serve_gen_engine, sh)) {
         rc = dr_error(DR_ERR_INTERNAL, "serve: could not start the completion engine thread");
         goto fail;
     }
-    srv->threads = 2;
+    if (sh->llm) srv->threads = 2;
     srv->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, (uint16_t)o->port, NULL,
                               NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                               MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, srv,
@@ -526,6 +561,9 @@ void serve_stop(serve_server *srv) {
         }
     agent_tool_trm_free(&sh->tool);
     agent_catalog_free(sh->cat);
+    free(sh->remote_model);
+    free(sh->remote_url);
+    free(sh->remote_key);
     serve_metrics_destroy(&sh->metrics);
     pthread_cond_destroy(&sh->cv_work);
     pthread_cond_destroy(&sh->cv_done);

@@ -101,6 +101,34 @@ TEST(data_split_rules) {
     dr_data_free(&d);
 }
 
+/* drop_last: every user loses its last n items, the catalog stays, the copy owns its memory
+ * (the original is freed first) */
+TEST(data_drop_last_keeps_prefixes_and_catalog) {
+    dr_data_builder *b = dr_data_builder_new();
+    const char *items[] = {"i1", "i2", "i3", "i4", "i5"};
+    for (int k = 0; k < 5; k++) add(b, "long", items[k], k);
+    add(b, "two", "i1", 0);
+    add(b, "two", "i2", 1);
+    CHECK_OK(dr_data_builder_item_text(b, "i3", 2, "Three (1999)", -1, "Drama|Comedy", -1));
+    dr_dataset d, h;
+    CHECK_OK(dr_data_builder_finish(b, NULL, &d));
+    dr_data_builder_free(b);
+    CHECK_ERR(dr_data_drop_last(&d, -1, &h), DR_ERR_ARG);
+    CHECK_OK(dr_data_drop_last(&d, 3, &h));
+    dr_data_free(&d);
+    CHECK_EQ_INT(h.n_users, 2);
+    CHECK_EQ_INT(h.n_items, 5);
+    CHECK_EQ_INT(h.n_inter, 2);
+    CHECK_EQ_INT(dr_data_seq_len(&h, 0), 2); /* long: 1 2 3 4 5 -> 1 2 */
+    CHECK_EQ_INT(dr_data_seq(&h, 0)[1], 2);
+    CHECK_EQ_INT(h.timestamps[1], 1);
+    CHECK_EQ_INT(dr_data_seq_len(&h, 1), 0); /* two: 2 items <= 3 -> none */
+    CHECK_STR(h.user_ids[1], "two");
+    CHECK_STR(h.titles[3], "Three (1999)");
+    CHECK_STR(h.categories[3], "Drama|Comedy");
+    dr_data_free(&h);
+}
+
 TEST(data_kcore_repeats_until_stable) {
     /* u1: a b c ; u2: a b ; u3: c d. With min 2/2: d has 1 -> dropped; then u3 has 1 -> dropped;
      * then c has 1 (u1) -> dropped; u1 keeps a b; result: u1 a b, u2 a b. */

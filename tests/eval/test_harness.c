@@ -508,7 +508,7 @@ TEST(harness_llm_modes_tiny_random) {
     llm_model *lm;
     tokenizer *tok;
     tiny_llm(c, &lm, &tok);
-    eval_inputs in = {&d, c, tm, lm, tok};
+    eval_inputs in = {&d, c, tm, lm, tok, NULL};
     const int modes[3] = {EVAL_DEEPREC, EVAL_RERANK, EVAL_DIRECT};
     for (int k = 0; k < 3; k++) {
         eval_opts o;

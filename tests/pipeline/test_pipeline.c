@@ -214,6 +214,19 @@ TEST(pipeline_run_rerun_and_settings) {
     for (int s = 0; s < PIPELINE_REPORT; s++) CHECK_MSG(!r1.stages[s].reused, "stage %d reused on a fresh run", s);
     CHECK(dr_file_exists(dr_test_path(out, "report.md")) && dr_file_exists(dr_test_path(out, "times.json")));
     CHECK(dr_file_exists(dr_test_path(out, "policy2.rewards.svg")));
+    /* env_holdout (1 in the test budget): the warm start and RL name the held-out TRM as their
+     * input, the evaluation the full one */
+    CHECK(dr_file_exists(dr_test_path(out, "env_trm.gguf")));
+    const char *uses[][2] = {{"traj_ws.jsonl.key", "env_trm.gguf"}, {"policy1.gguf.key", "env_trm.gguf"},
+                             {"policy2.gguf.key", "env_trm.gguf"}, {"eval_deeprec_rl2.json.key", "trm.gguf"}};
+    for (int i = 0; i < 4; i++) {
+        char *key = NULL;
+        size_t n;
+        CHECK_OK(dr_read_file(dr_test_path(out, uses[i][0]), &key, &n));
+        CHECK_MSG(strstr(key, uses[i][1]) != NULL, "%s does not name %s", uses[i][0], uses[i][1]);
+        if (!strcmp(uses[i][1], "trm.gguf")) CHECK(strstr(key, "env_trm.gguf") == NULL);
+        free(key);
+    }
     /* a rerun computes nothing */
     pipeline_result r2;
     CHECK_OK(pipeline_run(&o, &r2));

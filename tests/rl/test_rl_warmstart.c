@@ -201,6 +201,12 @@ TEST(rl_warmstart_file) {
     CHECK_EQ_INT(lines, (int)s1.written);
     fclose(f1);
     fclose(f2);
+    /* recent = 1: the last train item is the only position, so at most one line per user */
+    CHECK(s2.written > d.n_users);
+    o.recent = 1;
+    CHECK_OK(rl_warmstart_synth(&d, m, c, &tool, &o, p1, &s1));
+    CHECK(s1.written > 0 && s1.written <= d.n_users);
+    o.recent = 0;
     remove(p1);
     remove(p2);
     /* bad options are refused */

@@ -24,6 +24,18 @@ static const char *const cats[12] = {"Action|Crime|Thriller", "Crime|Drama", "My
                                      "Adventure|Children", "Comedy", "Animation|Children|Comedy",
                                      "Adventure|Drama", "Crime|Drama|Thriller", "Horror|Sci-Fi"};
 
+void sv_tiny_config(llm_config *c, int vocab, int context) {
+    llm_config_default(c, LLM_ARCH_QWEN2);
+    c->dim = 32;
+    c->n_layers = 2;
+    c->n_heads = 4;
+    c->n_kv_heads = 2;
+    c->head_dim = 8;
+    c->ffn = 64;
+    c->vocab = vocab;
+    c->context = context;
+}
+
 void sv_fixture(const char *dir) {
     if (dr_file_exists(dr_test_path(dir, "llm.gguf"))) return;
     dr_data_builder *b = dr_data_builder_new();
@@ -81,15 +93,7 @@ void sv_fixture(const char *dir) {
     tokenizer *tok;
     CHECK_OK(tok_train(corpus, strlen(corpus), &to, &tok));
     llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(tok);
-    c.context = 2048;
+    sv_tiny_config(&c, tok_vocab_size(tok), 2048);
     llm_model *m;
     CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.2f, 5));
     CHECK_OK(llm_model_save(m, tok, dr_test_path(dir, "llm.gguf")));
@@ -105,8 +109,10 @@ void sv_start(sv_server *s, const char *dir, const char *extra) {
     static int n_started;
     snprintf(s->log, sizeof s->log, "%s/serve%d.log", dir, n_started++);
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec %s serve --data %s/data.gguf --trm %s/trm.gguf --llm %s/llm.gguf --port 0 %s 2>%s",
-             bin, dir, dir, dir, extra ? extra : "", s->log);
+    char llm[1100] = ""; /* none when the LLM is remote */
+    if (!extra || !strstr(extra, "--llm-url")) snprintf(llm, sizeof llm, "--llm %s/llm.gguf", dir);
+    snprintf(cmd, sizeof cmd, "exec %s serve --data %s/data.gguf --trm %s/trm.gguf %s --port 0 %s 2>%s", bin, dir, dir,
+             llm, extra ? extra : "", s->log);
     int fd[2];
     CHECK(pipe(fd) == 0);
     pid_t pid = fork();

@@ -10,14 +10,18 @@
 /* data.gguf, trm.gguf, llm.gguf (12 titled movies, 30 users, a random pref TRM, a random tiny
  * qwen2 with a trained BPE tokenizer) in dir; built once per test binary. */
 void sv_fixture(const char *dir);
+/* The fixtures' tiny qwen2 shape (dim 32, 2 layers, 4 heads, 2 KV heads). */
+#include "deeprec/llm.h"
+void sv_tiny_config(llm_config *c, int vocab, int context);
 
 typedef struct sv_server {
     pid_t pid;
     int port;
     char log[512];
 } sv_server;
-/* Starts $DEEPREC_BIN serve on 127.0.0.1 port 0 with the fixture plus extra options; reads the
- * port from its first line. SKIPs when DEEPREC_BIN is unset. */
+/* Starts $DEEPREC_BIN serve on 127.0.0.1 port 0 with the fixture plus extra options (the
+ * fixture's LLM unless they give --llm-url); reads the port from its first line. SKIPs when
+ * DEEPREC_BIN is unset. */
 void sv_start(sv_server *s, const char *dir, const char *extra);
 /* SIGTERM, then the exit status (0 = clean shutdown). */
 int sv_stop(sv_server *s);
