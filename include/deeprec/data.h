@@ -91,6 +91,17 @@ int64_t dr_data_train(const dr_dataset *d, int32_t u, const int32_t **items);
 int32_t dr_data_valid(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len);
 /* Test: prefix seq[:-1], returns target seq[-1]; 0 when no split. */
 int32_t dr_data_test(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len);
+/* Training example: history = train[:-1], target = train[-1] (the last train item: valid
+ * and test stay unseen). Returns the target, or 0 (PAD) when the train part has fewer than
+ * 2 items; *hist and *hist_len are set either way. */
+int32_t dr_data_train_example(const dr_dataset *d, int32_t u, const int32_t **hist, int64_t *hist_len);
+/* The history a request or command shows for a split, by name "test" | "valid" | "all". */
+enum dr_data_split { DR_SPLIT_TEST, DR_SPLIT_VALID, DR_SPLIT_ALL };
+int dr_data_split_from_name(const char *name); /* -1 when unknown */
+/* test: seq[:-1] before target seq[-1]; valid: seq[:-2] before seq[-2]; all: the whole
+ * sequence. Returns the target, or 0 for "all" and for users too short to hold one out
+ * (then *hist is the whole sequence too). */
+int32_t dr_data_split_history(const dr_dataset *d, int32_t u, int split, const int32_t **hist, int64_t *hist_len);
 /* Last min(len, max_len) items of a prefix (max_len <= 0: all). Returns new length, adjusts *items. */
 int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len);
 
@@ -117,6 +128,10 @@ void dr_data_compute_stats(const dr_dataset *d, dr_data_stats *s);
 /* The user with this id, or "#N" for the N-th user (0-based) when no id is "#N";
  * -1 if absent. */
 int32_t dr_data_find_user(const dr_dataset *d, const char *user_id);
+/* The user a command or request names: by `user` (dr_data_find_user) or, when user is NULL,
+ * the user at 0-based `index`. DR_ERR_ARG naming `where` (the dataset's path) and, with a
+ * hint on how to name one, when there is none. */
+int dr_data_user_lookup(const dr_dataset *d, const char *user, int64_t index, const char *where, int32_t *u);
 int32_t dr_data_find_item(const dr_dataset *d, const char *item_id);  /* 0 if absent */
 
 /* ---- dataset file (GGUF) ----
@@ -139,7 +154,6 @@ int dr_data_builder_add(dr_data_builder *b, const char *user, size_t user_len, c
  * Later calls for the same item overwrite. title/cats may be NULL (= leave as is). len < 0: strlen. */
 int dr_data_builder_item_text(dr_data_builder *b, const char *item, size_t item_len, const char *title,
                               long title_len, const char *cats, long cats_len);
-int64_t dr_data_builder_count(const dr_data_builder *b);
 
 typedef struct dr_data_filter {
     int32_t min_user_count;  /* 0/1: none */

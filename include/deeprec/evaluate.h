@@ -241,6 +241,16 @@ const char *eval_fusion_name(int policy);
  * per-episode scores (eval_result_free, also after an error). */
 int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r);
 
+/* Several modes: "deeprec,trm" -> modes[] in list order (room for EVAL_N_MODES), *n.
+ * DR_ERR_ARG when a name is empty, unknown or listed twice, or the list is empty. */
+int eval_modes_parse(const char *list, int *modes, int *n);
+/* eval_run for each of modes[0..n) (o->mode ignored; a line per mode to o->progress),
+ * then, when ref >= 0, pair[i] = eval_paired_diff of res[i] against res[ref] with
+ * o->bootstrap resamples. res[0..n) is zeroed first; eval_result_free each, also after
+ * an error. */
+int eval_run_modes(const eval_inputs *in, const eval_opts *o, const int *modes, int n, int ref, eval_result *res,
+                   eval_paired *pair);
+
 /* ---------------------------------------------------------------- reports */
 /* A table (rows = results x rules, then an outcome/cost table) for a terminal. */
 void eval_report_table(const eval_result *r, int n, FILE *out);

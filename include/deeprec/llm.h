@@ -103,9 +103,6 @@ typedef struct llm_model {
  * tensor names). Errors name the file and the key/tensor (missing, wrong shape/type,
  * unknown architecture, vocabulary vs embedding mismatch). */
 int llm_model_load(llm_model **out, const char *path);
-/* Same from an already open GGUF; f must be heap-allocated (malloc/dr_calloc): the model
- * takes ownership of it (gguf_close + free by llm_model_free, or here on error). */
-int llm_model_load_gguf(llm_model **out, struct gguf_file *f);
 void llm_model_free(llm_model *m);
 
 /* A model with random weights in memory: embeddings/matrices ~N(0, std^2) (a sum of four
@@ -150,7 +147,6 @@ const llm_model *llm_session_model(const llm_session *s);
  * (int8 activations on the block-quantised weights, see llm_matmul_fast). */
 void llm_session_set_fast(llm_session *s, int fast);
 int llm_session_fast(const llm_session *s);
-int llm_session_slots(const llm_session *s);
 int llm_session_ctx(const llm_session *s);
 /* Tokens currently in a slot. */
 int llm_slot_len(const llm_session *s, int slot);
@@ -247,5 +243,23 @@ typedef int (*llm_gen_cb)(void *ctx, int i, const char *text, size_t len);
 int llm_generate(llm_session *s, const struct tokenizer *tok, const int *slots, const int32_t *pending, int n,
                  const llm_gen_params *p, dr_rng *rngs, llm_gen_result *res, llm_gen_cb cb, void *cb_ctx);
 void llm_gen_result_free(llm_gen_result *r);
+
+/* Tokens per second of m: a prefill of P random tokens, then `steps` decode steps (after
+ * one warm-up) at batch 1 and at batch B. fast: llm_session_set_fast. */
+typedef struct llm_speed_result {
+    double prefill_tps, decode1_tps, decodeB_tps;
+} llm_speed_result;
+int llm_speed(const llm_model *m, int P, int B, int steps, int fast, llm_speed_result *r);
+
+/* n samples of one prompt (m->tok required): encode it (with BOS when the model file's
+ * tokenizer.ggml.add_bos_token says so), prefill it once, fork it to n slots, generate.
+ * ctx 0: prompt + p->max_tokens, at most the model's context. fast: llm_session_set_fast.
+ * res: n results, zeroed first; the caller frees each with llm_gen_result_free. */
+typedef struct llm_complete_stats {
+    size_t prompt_tokens;
+    double prefill_s, decode_s;
+} llm_complete_stats;
+int llm_complete(const llm_model *m, const char *prompt, int n, int ctx, int fast, const llm_gen_params *p,
+                 llm_gen_cb cb, void *cb_ctx, llm_gen_result *res, llm_complete_stats *st);
 
 #endif

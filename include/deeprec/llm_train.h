@@ -49,6 +49,8 @@ enum llm_lora_target {
 int llm_lora_parse_targets(const char *s, unsigned *out);
 
 enum llm_lr_sched { LLM_SCHED_CONSTANT = 0, LLM_SCHED_LINEAR = 1, LLM_SCHED_COSINE = 2 };
+/* "constant" | "linear" | "cosine"; -1 when unknown. */
+int llm_lr_sched_from_name(const char *s);
 
 typedef struct llm_train_config {
     int max_batch;        /* sequences per micro-batch (activation plan) */
@@ -103,7 +105,6 @@ typedef struct llm_train llm_train;
  * into fp32; LoRA keeps a pointer to m (which must outlive the trainer). */
 int llm_train_new(llm_train **out, const llm_model *m, const llm_train_config *c);
 void llm_train_free(llm_train *t);
-const llm_config *llm_train_model_config(const llm_train *t);
 /* Trainable parameter count and bytes of the planned buffers (params+grads+Adam+activations). */
 size_t llm_train_n_params(const llm_train *t);
 size_t llm_train_memory_bytes(const llm_train *t);
@@ -127,8 +128,6 @@ int llm_train_logprobs(llm_train *t, const llm_batch *b, float *logp, float *ent
  * *ce_sum = sum w_i ce_i and *w_sum = sum w_i over counted targets (either may be NULL).
  * A batch with no counted target adds nothing. */
 int llm_train_sft(llm_train *t, const llm_batch *b, float norm, double *ce_sum, double *w_sum);
-/* Loss only (forward, no gradient): the same sums. */
-int llm_train_sft_eval(llm_train *t, const llm_batch *b, double *ce_sum, double *w_sum);
 
 /* ---- optimizer ---- */
 void llm_train_zero_grad(llm_train *t);
@@ -143,11 +142,12 @@ float *llm_train_params(llm_train *t, size_t *n);
 float *llm_train_grads(llm_train *t, size_t *n);
 /* The trainer's rng (seeded from cfg.seed; saved/restored with the state; for data order). */
 dr_rng *llm_train_rng(llm_train *t);
-/* LLM_TRAIN_USER_N user integers saved with the state (e.g. epoch, position in the data,
- * what the run was made with, for checks on resume). States of older versions had 4: the
- * rest load as 0. */
-#define LLM_TRAIN_USER_N 8
-int64_t *llm_train_user(llm_train *t);
+/* The run's own record: LLM_TRAIN_RUN_STATE_N integers that the caller (sft, rl) writes
+ * and that are saved and restored with the optimizer state (e.g. epoch, position in the
+ * data, what the run was made with, for checks on resume; GGUF key deeprec.train.user).
+ * States of older versions had 4: the rest load as 0. */
+#define LLM_TRAIN_RUN_STATE_N 8
+int64_t *llm_train_run_state(llm_train *t);
 
 /* ---- checkpoints ----
  * Model: GGUF with the standard keys and tensor names (llm_model_load / llama.cpp), matrices

@@ -82,7 +82,6 @@ int32_t tok_vocab_size(const tokenizer *t);
 int tok_type_of(const tokenizer *t, int32_t id); /* enum tok_type; -1 if invalid */
 int tok_is_special(const tokenizer *t, int32_t id); /* CONTROL or USER_DEFINED (added) */
 int32_t tok_eos(const tokenizer *t); /* -1 if none */
-int32_t tok_bos(const tokenizer *t);
 int32_t tok_pad(const tokenizer *t);
 int tok_pre(const tokenizer *t);     /* enum tok_pre */
 /* Override special ids (-1 = none) */

@@ -29,6 +29,10 @@ struct dr_dataset;
 enum trm_model_kind { TRM_SASREC = 0, TRM_PREF = 1 };
 enum trm_loss { TRM_LOSS_CE = 0, TRM_LOSS_SAMPLED = 1, TRM_LOSS_BCE = 2 };
 enum trm_act { TRM_ACT_GELU = 0, TRM_ACT_RELU = 1 };
+/* By name: "sasrec" | "pref", "ce" | "sampled" | "bce", "gelu" | "relu"; -1 when unknown. */
+int trm_model_kind_from_name(const char *s);
+int trm_loss_from_name(const char *s);
+int trm_act_from_name(const char *s);
 
 typedef struct trm_config {
     int model;        /* enum trm_model_kind */

@@ -15,8 +15,9 @@ int agent_synth_run(const dr_dataset *d, const agent_catalog *cat, const agent_t
     if (!order) return dr_error_code();
     int n_cand = 0;
     for (int32_t u = 0; u < d->n_users; u++) {
-        const int32_t *tr;
-        if (dr_data_train(d, u, &tr) >= 2) order[n_cand++] = u;
+        const int32_t *hist;
+        int64_t n_hist;
+        if (dr_data_train_example(d, u, &hist, &n_hist)) order[n_cand++] = u;
     }
     dr_rng rng;
     dr_rng_seed(&rng, o->seed);
@@ -32,9 +33,9 @@ int agent_synth_run(const dr_dataset *d, const agent_catalog *cat, const agent_t
     dr_progress_start(&prog, o->progress, "synth", n_use, "users");
     for (int i = 0; i < n_use; i++) {
         int32_t u = order[i];
-        const int32_t *tr;
-        int64_t n_tr = dr_data_train(d, u, &tr);
-        int32_t target = tr[n_tr - 1];
+        const int32_t *hist;
+        int64_t n_hist;
+        int32_t target = dr_data_train_example(d, u, &hist, &n_hist);
         agent_synth_opts so = o->synth;
         dr_rng ur = dr_rng_split(&rng, (uint64_t)u);
         so.seed = dr_rng_u64(&ur);
@@ -42,12 +43,12 @@ int agent_synth_run(const dr_dataset *d, const agent_catalog *cat, const agent_t
         char *forced = NULL;
         /* the draw comes after the per-user seed, so rerank_share 0 writes the same files as before */
         if (o->rerank_share > 0.0 && dr_rng_double(&ur) < o->rerank_share) {
-            if ((rc = o->rerank_pref(o->rerank_pref_ctx, cat, tr, n_tr - 1, &forced))) goto fail;
+            if ((rc = o->rerank_pref(o->rerank_pref_ctx, cat, hist, n_hist, &forced))) goto fail;
             so.forced_preference = forced;
             res->rerank_form++;
         }
         agent_synth_traj t;
-        rc = agent_synth_one(cat, tool, tr, n_tr - 1, &so, &t);
+        rc = agent_synth_one(cat, tool, hist, n_hist, &so, &t);
         free(forced);
         if (rc == DR_ERR_RANGE || rc == DR_ERR_FORMAT) {
             dr_log(DR_LOG_DEBUG, "synth: user %s skipped: %s", d->user_ids[u], dr_error_message());

@@ -35,9 +35,9 @@ int dr_output_target(const char *path, char **resolved) {
         } else {
             /* relative to the folder of the link */
             char *slash = strrchr(cur, '/');
-            size_t dl = slash ? (size_t)(slash - cur) + 1 : 0;
-            if (dl + (size_t)k + 1 > sizeof cur) return dr_error_at(DR_ERR_ARG, path, 0, "path too long");
-            memcpy(cur + dl, link, (size_t)k + 1);
+            size_t dir_len = slash ? (size_t)(slash - cur) + 1 : 0;
+            if (dir_len + (size_t)k + 1 > sizeof cur) return dr_error_at(DR_ERR_ARG, path, 0, "path too long");
+            memcpy(cur + dir_len, link, (size_t)k + 1);
         }
     }
     if (!S_ISREG(st.st_mode))

@@ -4,6 +4,7 @@
 
 #include "deeprec/agent.h"
 #include "deeprec/base.h"
+#include "deeprec/data.h"
 
 typedef int (*cli_fn)(int argc, char **argv); /* argv[0] is the subcommand name */
 void cli_register(const char *name, const char *summary, cli_fn fn);
@@ -46,6 +47,15 @@ int cli_claim_output(const char *out, const char *const *inputs, int n_inputs);
 const char *cli_text(const char *s, int keep_newlines);
 /* "on" -> 1, "off" -> 0, else -1 (for switches that default to on, like --constrain). */
 int cli_on_off(const char *s);
+/* The weight type of a written model, by --type name: f32 (also for NULL), f16, bf16,
+ * q8_0. Returns 0, or prints a usage error naming `cmd` and returns 2. */
+int cli_weight_type(const char *cmd, const char *name, uint32_t *type);
+/* --json output: j on stdout as one text (flags: jansson's; CLI_JSON is the house form,
+ * compact with 6 significant digits), then freed. Returns 0, or DR_ERR_NOMEM with the
+ * error set when j is NULL or cannot be serialised. */
+#define CLI_JSON (JSON_COMPACT | JSON_REAL_PRECISION(6))
+struct json_t;
+int cli_print_json(struct json_t *j, size_t flags);
 /* The agent's rollout flags, declared once for every command that rolls the agent out (rl,
  * eval, recommend, serve) into an agent_rollout_opts: cli_rollout_init sets the defaults
  * (agent_rollout_opts_default), the table gets CLI_ROLLOUT_FLAGS (and, where the model writes
@@ -70,5 +80,17 @@ int cli_rollout_finish(cli_rollout *r);
 int cli_fail(void);
 /* Print a usage error and return 2. */
 int cli_usage_error(const char *fmt, ...) DR_PRINTF(1, 2);
+
+/* A dataset and what is used with it; NULL paths are not loaded (then NULL here). The
+ * TRM is checked against the dataset (trm_check_dataset). Returns the library's error
+ * (reported with cli_fail); cli_inputs_free frees what was loaded either way. */
+typedef struct cli_inputs {
+    dr_dataset data;
+    struct trm_model *trm;
+    struct llm_model *llm;
+    struct tokenizer *tok;
+} cli_inputs;
+int cli_inputs_load(cli_inputs *in, const char *data, const char *trm, const char *llm, const char *tok);
+void cli_inputs_free(cli_inputs *in);
 
 #endif

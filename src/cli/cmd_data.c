@@ -108,10 +108,7 @@ static int cmd_import(int argc, char **argv) {
         json_t *j = stats_json(&d, &s);
         json_object_set_new(j, "out", json_string(out));
         json_object_set_new(j, "seconds", json_real(dt));
-        char *txt = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", txt);
-        free(txt);
-        json_decref(j);
+        cli_print_json(j, JSON_COMPACT);
     } else {
         printf("wrote %s: %d users, %d items, %lld interactions (%.2f s)\n", out, s.n_users, s.n_items,
                (long long)s.n_inter, dt);
@@ -134,10 +131,7 @@ static int cmd_stats(int argc, char **argv) {
     dr_data_compute_stats(&d, &s);
     if (json) {
         json_t *j = stats_json(&d, &s);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", txt);
-        free(txt);
-        json_decref(j);
+        cli_print_json(j, JSON_COMPACT);
     } else
         stats_text(&d, &s);
     dr_data_free(&d);
@@ -158,10 +152,8 @@ static int cmd_show(int argc, char **argv) {
     if (!user && index < 0) return cli_usage_error("data show: --user U (or --index N) is required");
     dr_dataset d;
     if (dr_data_load(&d, pos[0])) return cli_fail();
-    int32_t u = user ? dr_data_find_user(&d, user) : (index < d.n_users ? index : -1);
-    if (u < 0) {
-        dr_error(DR_ERR_ARG, "no user %s%s in %s", user ? "" : "#", user ? user : "?", pos[0]);
-        if (!user) dr_error(DR_ERR_ARG, "user number %d out of range (0..%d)", index, d.n_users - 1);
+    int32_t u;
+    if (dr_data_user_lookup(&d, user, index, pos[0], &u)) {
         dr_data_free(&d);
         return cli_fail();
     }
@@ -185,10 +177,7 @@ static int cmd_show(int argc, char **argv) {
             json_array_append_new(h, e);
         }
         json_object_set_new(j, "history", h);
-        char *txt = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", txt);
-        free(txt);
-        json_decref(j);
+        cli_print_json(j, JSON_COMPACT);
     } else {
         printf("user %s (#%d): %lld interactions%s\n", cli_text(d.user_ids[u], 0), u, (long long)n,
                n >= 3 ? "" : " (fewer than 3: train only)");

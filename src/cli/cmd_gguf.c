@@ -266,16 +266,10 @@ static int cmd_gguf_info(int argc, char **argv) {
     gguf_file f;
     if (gguf_open(&f, pos[0])) return cli_fail();
     if (as_json) {
-        json_t *o = json_info(&f);
-        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        json_decref(o);
-        if (!s) {
+        if (cli_print_json(json_info(&f), JSON_INDENT(2) | JSON_PRESERVE_ORDER)) {
             gguf_close(&f);
-            dr_error(DR_ERR_INTERNAL, "cannot serialise the JSON output");
             return cli_fail();
         }
-        puts(s);
-        free(s);
     } else {
         print_text(&f);
     }

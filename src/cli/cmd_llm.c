@@ -7,15 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_type(const char *s, uint32_t *t) {
-    if (!s || !strcmp(s, "f32")) *t = GGML_TYPE_F32;
-    else if (!strcmp(s, "f16")) *t = GGML_TYPE_F16;
-    else if (!strcmp(s, "bf16")) *t = GGML_TYPE_BF16;
-    else if (!strcmp(s, "q8_0")) *t = GGML_TYPE_Q8_0;
-    else return -1;
-    return 0;
-}
-
 /* ---------------------------------------------------------------- llm init */
 static int cmd_init(int argc, char **argv) {
     const char *arch_s = "qwen2", *vocab_from = NULL, *type_s = "f32", *out = NULL;
@@ -54,7 +45,7 @@ static int cmd_init(int argc, char **argv) {
     int arch = llm_arch_from_name(arch_s);
     if (arch < 0) return cli_usage_error("llm init: unknown --arch '%s' (qwen2 or llama)", arch_s);
     uint32_t type;
-    if (parse_type(type_s, &type)) return cli_usage_error("llm init: unknown --type '%s' (f32, f16, bf16, q8_0)", type_s);
+    if (cli_weight_type("llm init", type_s, &type)) return 2;
     if (cli_claim_output(out, (const char *[]){vocab_from}, 1)) return 1;
     tokenizer *tok = NULL;
     if (vocab_from) {
@@ -102,6 +93,37 @@ static const char *finish_name(int f) {
     }
 }
 
+static void print_samples(const llm_gen_result *res, int samples, const llm_complete_stats *st, int json) {
+    long total = 0;
+    for (int i = 0; i < samples; i++) total += res[i].n_ids;
+    if (json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (int i = 0; i < samples; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "text", dr_json_text(res[i].text, res[i].len));
+            json_object_set_new(e, "tokens", json_integer(res[i].n_ids));
+            json_object_set_new(e, "finish", json_string(finish_name(res[i].finish)));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)st->prompt_tokens));
+        json_object_set_new(o, "samples", arr);
+        json_object_set_new(o, "prefill_s", json_real(st->prefill_s));
+        json_object_set_new(o, "decode_s", json_real(st->decode_s));
+        cli_print_json(o, JSON_COMPACT);
+    } else if (samples > 1) {
+        for (int i = 0; i < samples; i++) {
+            printf("--- sample %d (%d tokens, %s) ---\n", i + 1, res[i].n_ids, finish_name(res[i].finish));
+            fwrite(res[i].text, 1, res[i].len, stdout);
+            printf("\n");
+        }
+    } else {
+        printf("\n");
+    }
+    double dt = st->decode_s;
+    fprintf(stderr, "[prompt %zu tokens in %.2f s; %ld new tokens in %.2f s, %.1f tokens/s]\n", st->prompt_tokens,
+            st->prefill_s, total, dt, total / (dt > 0 ? dt : 1e-9));
+}
+
 static int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL;
     int chat = 0, n_new = 128, top_k = 0, samples = 1, json = 0, ctx = 0, exact = 0;
@@ -141,13 +163,8 @@ static int cmd_generate(int argc, char **argv) {
         prompt = file_text;
     }
     llm_model *m = NULL;
-    llm_session *s = NULL;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    llm_gen_result *res = NULL;
-    int *slots = NULL;
-    int32_t *pend = NULL;
-    int rc = llm_model_load(&m, model_path);
+    llm_gen_result *res = dr_calloc((size_t)samples, sizeof *res);
+    int rc = res ? llm_model_load(&m, model_path) : DR_ERR_NOMEM;
     if (rc) goto fail;
     if (!m->tok) {
         rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", model_path);
@@ -162,33 +179,6 @@ static int cmd_generate(int argc, char **argv) {
         if ((rc = tok_chat_format(msgs, nm, 1, &chat_text))) goto fail;
         prompt = chat_text;
     }
-    int add_bos = 0;
-    if (m->file && gguf_find_kv(m->file, "tokenizer.ggml.add_bos_token")) gguf_get_bool(m->file, "tokenizer.ggml.add_bos_token", &add_bos);
-    if ((rc = tok_encode(m->tok, prompt, strlen(prompt), add_bos ? TOK_ENC_ADD_BOS : 0, &ids, &n_ids))) goto fail;
-    if (n_ids == 0) {
-        rc = dr_error(DR_ERR_ARG, "the prompt is empty");
-        goto fail;
-    }
-    if (!ctx) ctx = (int)n_ids + n_new;
-    if (ctx > m->cfg.context) ctx = m->cfg.context;
-    if ((int)n_ids >= ctx) {
-        rc = dr_error(DR_ERR_RANGE, "the prompt has %zu tokens; the context is %d", n_ids, ctx);
-        goto fail;
-    }
-    if ((rc = llm_session_new(&s, m, samples, ctx))) goto fail;
-    llm_session_set_fast(s, !exact);
-    slots = dr_calloc((size_t)samples, sizeof *slots);
-    pend = dr_calloc((size_t)samples, sizeof *pend);
-    res = dr_calloc((size_t)samples, sizeof *res);
-    if (!slots || !pend || !res) {
-        rc = DR_ERR_NOMEM;
-        goto fail;
-    }
-    double t0 = dr_now();
-    if (n_ids > 1 && (rc = llm_prefill(s, 0, ids, (int)n_ids - 1, NULL, 0))) goto fail;
-    for (int i = 0; i < samples; i++) slots[i] = i, pend[i] = ids[n_ids - 1];
-    if (samples > 1 && (rc = llm_slot_fork(s, 0, slots + 1, samples - 1))) goto fail;
-    double t1 = dr_now();
     llm_gen_params p = {0};
     p.max_tokens = n_new;
     p.sampler.temperature = (float)temp;
@@ -199,48 +189,15 @@ static int cmd_generate(int argc, char **argv) {
     p.stops = stops.v;
     p.n_stops = stops.n;
     gen_ctx g = {.stream = !json && samples == 1};
-    if ((rc = llm_generate(s, m->tok, slots, pend, samples, &p, NULL, res, on_text, &g))) goto fail;
-    double t2 = dr_now();
-    long total = 0;
-    for (int i = 0; i < samples; i++) total += res[i].n_ids;
-    if (json) {
-        json_t *o = json_object(), *arr = json_array();
-        for (int i = 0; i < samples; i++) {
-            json_t *e = json_object();
-            json_object_set_new(e, "text", dr_json_text(res[i].text, res[i].len));
-            json_object_set_new(e, "tokens", json_integer(res[i].n_ids));
-            json_object_set_new(e, "finish", json_string(finish_name(res[i].finish)));
-            json_array_append_new(arr, e);
-        }
-        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)n_ids));
-        json_object_set_new(o, "samples", arr);
-        json_object_set_new(o, "prefill_s", json_real(t1 - t0));
-        json_object_set_new(o, "decode_s", json_real(t2 - t1));
-        char *d = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", d);
-        free(d);
-        json_decref(o);
-    } else if (samples > 1) {
-        for (int i = 0; i < samples; i++) {
-            printf("--- sample %d (%d tokens, %s) ---\n", i + 1, res[i].n_ids, finish_name(res[i].finish));
-            fwrite(res[i].text, 1, res[i].len, stdout);
-            printf("\n");
-        }
-    } else {
-        printf("\n");
-    }
-    fprintf(stderr, "[prompt %zu tokens in %.2f s; %ld new tokens in %.2f s, %.1f tokens/s]\n", n_ids, t1 - t0, total,
-            t2 - t1, total / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+    llm_complete_stats st;
+    if ((rc = llm_complete(m, prompt, samples, ctx, !exact, &p, on_text, &g, res, &st))) goto fail;
+    print_samples(res, samples, &st, json);
 fail:
     if (res)
         for (int i = 0; i < samples; i++) llm_gen_result_free(&res[i]);
     free(res);
-    free(slots);
-    free(pend);
-    free(ids);
     free(chat_text);
     free(file_text);
-    llm_session_free(s);
     llm_model_free(m);
     return rc ? cli_fail() : 0;
 }
@@ -265,65 +222,27 @@ static int cmd_bench(int argc, char **argv) {
     if (!model_path) return cli_usage_error("llm bench: --model is required");
     if (P <= 0 || B <= 0 || steps <= 0) return cli_usage_error("llm bench: sizes must be > 0");
     llm_model *m = NULL;
-    llm_session *s = NULL;
+    llm_speed_result sp;
     int rc = llm_model_load(&m, model_path);
-    if (rc) return cli_fail();
-    const int V = m->cfg.vocab;
-    int ctx = P + steps + 2;
-    int32_t *tok = dr_calloc((size_t)(P > B ? P : B), sizeof(int32_t));
-    float *lg = dr_calloc((size_t)B * V, sizeof(float));
-    int *slots = dr_calloc((size_t)B, sizeof(int));
-    if (!tok || !lg || !slots) rc = DR_ERR_NOMEM;
-    if (!rc) rc = llm_session_new(&s, m, B, ctx);
-    if (!rc) llm_session_set_fast(s, !exact);
-    double pre_tps = 0, d1_tps = 0, dB_tps = 0;
-    if (!rc) {
-        dr_rng g;
-        dr_rng_seed(&g, 1);
-        for (int i = 0; i < (P > B ? P : B); i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
-        double t0 = dr_now();
-        rc = llm_prefill(s, 0, tok, P, lg, 0);
-        pre_tps = P / (dr_now() - t0);
-    }
-    for (int pass = 0; pass < 2 && !rc; pass++) {
-        int nb = pass ? B : 1;
-        for (int i = 0; i < nb; i++) {
-            slots[i] = i;
-            llm_slot_truncate(s, i, 0);
-        }
-        rc = llm_decode(s, slots, tok, nb, lg); /* warm-up */
-        double t0 = dr_now();
-        for (int st = 0; st < steps && !rc; st++) rc = llm_decode(s, slots, tok, nb, lg);
-        double tps = (double)nb * steps / (dr_now() - t0);
-        if (pass) dB_tps = tps;
-        else d1_tps = tps;
-    }
-    if (!rc) {
+    if (!rc && !(rc = llm_speed(m, P, B, steps, !exact, &sp))) {
         if (json) {
             json_t *o = json_object();
             json_object_set_new(o, "model", dr_json_text(model_path, (size_t)-1));
             json_object_set_new(o, "threads", json_integer(dr_threads()));
             json_object_set_new(o, "prompt_tokens", json_integer(P));
             json_object_set_new(o, "batch", json_integer(B));
-            json_object_set_new(o, "prefill_tokens_per_s", json_real(pre_tps));
-            json_object_set_new(o, "decode1_tokens_per_s", json_real(d1_tps));
-            json_object_set_new(o, "decodeB_tokens_per_s", json_real(dB_tps));
+            json_object_set_new(o, "prefill_tokens_per_s", json_real(sp.prefill_tps));
+            json_object_set_new(o, "decode1_tokens_per_s", json_real(sp.decode1_tps));
+            json_object_set_new(o, "decodeB_tokens_per_s", json_real(sp.decodeB_tps));
             json_object_set_new(o, "weight_bytes", json_integer((json_int_t)llm_model_weight_bytes(m)));
-            char *d = json_dumps(o, JSON_COMPACT);
-            printf("%s\n", d);
-            free(d);
-            json_decref(o);
+            cli_print_json(o, JSON_COMPACT);
         } else {
-            printf("prefill %d tokens: %.1f tokens/s\n", P, pre_tps);
-            printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", d1_tps,
-                   d1_tps * (double)llm_model_weight_bytes(m) / 1e9);
-            printf("decode batch %d: %.2f tokens/s\n", B, dB_tps);
+            printf("prefill %d tokens: %.1f tokens/s\n", P, sp.prefill_tps);
+            printf("decode batch 1: %.2f tokens/s (%.1f GB/s of weights)\n", sp.decode1_tps,
+                   sp.decode1_tps * (double)llm_model_weight_bytes(m) / 1e9);
+            printf("decode batch %d: %.2f tokens/s\n", B, sp.decodeB_tps);
         }
     }
-    free(tok);
-    free(lg);
-    free(slots);
-    llm_session_free(s);
     llm_model_free(m);
     return rc ? cli_fail() : 0;
 }

@@ -80,11 +80,7 @@ static int cmd_logits(int argc, char **argv) {
             json_object_set_new(o, "tokens", json_integer(n));
             json_object_set_new(o, "exact", json_boolean(exact));
             json_object_set_new(o, "logits", arr);
-            char *d = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
-            if (d) printf("%s\n", d);
-            else rc = DR_ERR_NOMEM;
-            free(d);
-            json_decref(o);
+            rc = cli_print_json(o, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* 9 digits: every float exact */
         } else {
             for (int v = 0; v < m->cfg.vocab; v++) printf("%.9g\n", lg[v]);
         }

@@ -9,13 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_type(const char *s, uint32_t *t) {
-    if (!s || !strcmp(s, "f32")) *t = GGML_TYPE_F32;
-    else if (!strcmp(s, "f16")) *t = GGML_TYPE_F16;
-    else if (!strcmp(s, "bf16")) *t = GGML_TYPE_BF16;
-    else if (!strcmp(s, "q8_0")) *t = GGML_TYPE_Q8_0;
-    else return -1;
-    return 0;
+/* No step ran: the losses print as 0 (JSON has no NaN or infinity). */
+static void print_sft_json(const llm_sft_run_result *res, const char *out) {
+    cli_print_json(json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:o}", "first_loss",
+                             isnan(res->first_loss) ? 0.0 : res->first_loss, "last_loss",
+                             isnan(res->last_loss) ? 0.0 : res->last_loss, "best_loss",
+                             isinf(res->best_loss) ? 0.0 : res->best_loss, "tokens_per_s", res->tokens_per_s, "steps",
+                             (json_int_t)res->steps, "examples", res->examples, "tokens", (json_int_t)res->tokens,
+                             "params", (json_int_t)res->params, "out", dr_json_text(out, (size_t)-1)),
+                   JSON_COMPACT);
 }
 
 static int cmd_sft(int argc, char **argv) {
@@ -61,11 +63,8 @@ static int cmd_sft(int argc, char **argv) {
     if (lora < 0 || epochs <= 0 || batch <= 0 || accum <= 0 || max_len < 0)
         return cli_usage_error("llm sft: --lora >= 0, --epochs, --batch, --accum > 0 and --max-len >= 0 required");
     uint32_t type;
-    if (parse_type(type_s, &type)) return cli_usage_error("llm sft: unknown --type '%s'", type_s);
-    int sched = !strcmp(sched_s, "constant") ? LLM_SCHED_CONSTANT
-              : !strcmp(sched_s, "linear")   ? LLM_SCHED_LINEAR
-              : !strcmp(sched_s, "cosine")   ? LLM_SCHED_COSINE
-                                             : -1;
+    if (cli_weight_type("llm sft", type_s, &type)) return 2;
+    int sched = llm_lr_sched_from_name(sched_s);
     if (sched < 0) return cli_usage_error("llm sft: unknown --sched '%s' (constant, linear, cosine)", sched_s);
     unsigned targets = 0;
     if (lora && llm_lora_parse_targets(targets_s, &targets)) return cli_fail();
@@ -88,18 +87,7 @@ static int cmd_sft(int argc, char **argv) {
     so.progress = quiet ? NULL : stderr;
     llm_sft_run_result res;
     if (llm_sft_run(&so, &res)) return cli_fail();
-    if (json) {
-        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I, s:i, s:I, s:I, s:o}", "first_loss",
-                              isnan(res.first_loss) ? 0.0 : res.first_loss, "last_loss",
-                              isnan(res.last_loss) ? 0.0 : res.last_loss, "best_loss",
-                              isinf(res.best_loss) ? 0.0 : res.best_loss, "tokens_per_s", res.tokens_per_s, "steps",
-                              (json_int_t)res.steps, "examples", res.examples, "tokens", (json_int_t)res.tokens,
-                              "params", (json_int_t)res.params, "out", dr_json_text(out, (size_t)-1));
-        char *s = json_dumps(j, JSON_COMPACT);
-        printf("%s\n", s);
-        free(s);
-        json_decref(j);
-    }
+    if (json) print_sft_json(&res, out);
     return 0;
 }
 CLI_COMMAND(llm_sft, "llm sft", "supervised fine-tuning (full or LoRA) on prompt/completion JSON lines", cmd_sft)

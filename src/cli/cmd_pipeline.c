@@ -85,9 +85,7 @@ static int cmd_pipeline(int argc, char **argv) {
     if (o.until >= 0) {
         if (!quiet) fprintf(stderr, "pipeline: stopped after stage %s (--until), %.1f s wall\n", until, res.wall_s);
     } else if (json) {
-        char *s = json_dumps(res.report, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        if (s) printf("%s\n", s);
-        free(s);
+        cli_print_json(json_incref(res.report), CLI_JSON);
     } else {
         fputs(res.report_md, stdout);
     }

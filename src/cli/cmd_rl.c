@@ -11,59 +11,133 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmd_rl(int argc, char **argv) {
-    const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *out = NULL, *adv = "reinforce++",
-               *metrics = NULL, *curve = NULL, *prev = NULL, *lora_targets = NULL, *type = "f32";
-    int stage = 0, steps = 0, prompts = 0, samples = 0, lora = 0, json = 0, resume = 0, updates = 0, epochs = 0,
-        micro = 0, slots = 0, ctx = 0, select_k = -1, save_every = 0, substring = 0, recompute = 0, quiet = 0, probe = 0,
-        probe_samples = 0;
+static void print_rl(const rl_result *res, int stage, const char *out, int json) {
+    if (json) {
+        json_t *j = json_pack("{s:o, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "stage", stage, "steps",
+                              (json_int_t)res->steps_done, "resumed_from", (json_int_t)res->start_step, "users_selected",
+                              res->n_selected, "first_reward", res->first_reward, "last_reward", res->last_reward, "seconds",
+                              res->seconds);
+        if (res->n_probe > 0) {
+            json_object_set_new(j, "probe_users", json_integer(res->n_probe));
+            json_object_set_new(j, "probe_start_reward", res->probed_start ? json_real(res->probe_start) : json_null());
+            json_object_set_new(j, "probe_last_reward", res->probed_last ? json_real(res->probe_last) : json_null());
+        }
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
+               (long long)res->steps_done, (long long)res->start_step, res->n_selected, res->first_reward, res->last_reward,
+               res->seconds, out);
+        if (res->n_probe > 0 && res->probed_start && res->probed_last)
+            printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
+                   stage, res->n_probe, res->probe_start, res->probe_last);
+    }
+}
+
+/* The flags as given: 0, -1 or NULL where not given, so that the stage's defaults
+ * (rl_opts_default) stay. */
+typedef struct rl_flags {
+    const char *data_path, *trm_path, *llm_path, *tok_path, *out, *adv, *metrics, *curve, *prev, *lora_targets, *type;
+    int stage, steps, prompts, samples, lora, json, resume, updates, epochs, micro, slots, ctx, select_k, save_every,
+        substring, recompute, quiet, probe, probe_samples;
+    double lr, kl, temp, top_p, clip_low, clip_high, lora_alpha, grad_clip, probe_temp;
+    int64_t seed;
     cli_rollout ro;
-    cli_rollout_init(&ro);
-    double lr = 0, kl = -1, temp = -1, top_p = -1, clip_low = -1, clip_high = -1, lora_alpha = 0, grad_clip = -1, probe_temp = 0;
-    int64_t seed = 1;
+} rl_flags;
+
+/* 0, or the exit code (2: usage error, 1: library error) with the message printed. */
+static int rl_opts_from_flags(const rl_flags *f, rl_opts *o) {
+    rl_opts_default(o, f->stage);
+    if (f->steps) o->steps = f->steps;
+    if (f->prompts) o->prompts = f->prompts;
+    if (f->samples) o->samples = f->samples;
+    if (f->lr) o->lr = (float)f->lr;
+    o->lora_rank = f->lora;
+    o->lora_alpha = (float)f->lora_alpha;
+    if (f->lora_targets && llm_lora_parse_targets(f->lora_targets, &o->lora_targets)) return cli_fail();
+    o->adv = rl_adv_from_name(f->adv);
+    if (o->adv < 0) return cli_usage_error("--adv must be reinforce++ or grpo (got '%s')", f->adv);
+    if (f->kl >= 0) o->ppo.kl_beta = (float)f->kl;
+    if (f->clip_low >= 0) o->ppo.clip_low = (float)f->clip_low;
+    if (f->clip_high >= 0) o->ppo.clip_high = (float)f->clip_high;
+    if (f->grad_clip >= 0) o->grad_clip = (float)f->grad_clip;
+    if (f->updates) o->updates = f->updates;
+    if (f->epochs) o->epochs = f->epochs;
+    if (f->micro) o->micro = f->micro;
+    o->recompute = f->recompute;
+    if (f->temp >= 0) o->temperature = (float)f->temp;
+    if (f->top_p >= 0) o->top_p = (float)f->top_p;
+    o->slots = f->slots;
+    o->max_ctx = f->ctx;
+    o->rollout = f->ro.ro;
+    if (f->select_k >= 0) o->select_k = f->select_k;
+    o->substring_hit = f->substring;
+    if (f->probe < 0 || f->probe_temp < 0 || f->probe_samples < 0)
+        return cli_usage_error("--probe, --probe-temp and --probe-samples must be >= 0");
+    if (f->probe_samples > 1 && f->probe_temp <= 0)
+        return cli_usage_error("--probe-samples > 1 needs --probe-temp > 0 (greedy episodes are all the same)");
+    o->probe_samples = f->probe_samples;
+    o->probe_users = f->probe;
+    o->probe_temperature = (float)f->probe_temp;
+    o->seed = (uint64_t)f->seed;
+    if (f->save_every) o->save_every = f->save_every;
+    o->resume = f->resume;
+    o->metrics = f->metrics;
+    o->curve = f->curve;
+    o->prev_metrics = f->prev;
+    o->llm_path = f->llm_path;
+    o->out = f->out;
+    o->progress = f->quiet || f->json ? NULL : stderr;
+    if (cli_weight_type("rl", f->type, &o->out_type)) return 2;
+    return 0;
+}
+
+static int cmd_rl(int argc, char **argv) {
+    rl_flags f = {.adv = "reinforce++", .type = "f32", .select_k = -1, .kl = -1, .temp = -1, .top_p = -1,
+                  .clip_low = -1, .clip_high = -1, .grad_clip = -1, .seed = 1};
+    cli_rollout_init(&f.ro);
     cli_opt opts[] = {
-        {"--stage", CLI_INT, &stage, "1 (tool use: format + count + diversity) | 2 (recommendation: format + list-wise + point-wise)"},
-        {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
-        {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf): the tool and the reward embeddings"},
-        {"--llm", CLI_STR, &llm_path, "initial policy (.gguf; stage 2: stage 1's output); also the KL reference / LoRA base"},
-        {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none"},
-        {"--out", CLI_STR, &out, "policy to write (.gguf, loadable by llm_model_load / llama.cpp)"},
-        {"--steps", CLI_INT, &steps, "RL steps (stage 1: 20, stage 2: 80)"},
-        {"--prompts", CLI_INT, &prompts, "users per step (128)"},
-        {"--samples", CLI_INT, &samples, "samples per user, G (8)"},
-        {"--lr", CLI_FLOAT, &lr, "learning rate (1e-6; tiny models: 1e-4 .. 5e-5)"},
-        {"--lora", CLI_INT, &lora, "LoRA rank (0 = full fine-tuning)"},
-        {"--lora-alpha", CLI_FLOAT, &lora_alpha, "LoRA alpha (2 x rank)"},
-        {"--lora-targets", CLI_STR, &lora_targets, "q,k,v,o,gate,up,down | all (q,k,v,o)"},
-        {"--adv", CLI_STR, &adv, "reinforce++ (group baseline + token whitening) | grpo"},
-        {"--kl-beta", CLI_FLOAT, &kl, "k3 KL coefficient to the frozen --llm (0)"},
-        {"--clip-low", CLI_FLOAT, &clip_low, "PPO clip below 1 (0.2)"},
-        {"--clip-high", CLI_FLOAT, &clip_high, "PPO clip above 1 (0.28)"},
-        {"--grad-clip", CLI_FLOAT, &grad_clip, "global gradient-norm clip (1.0)"},
-        {"--updates", CLI_INT, &updates, "optimizer steps (mini-batches) per RL step (2)"},
-        {"--epochs", CLI_INT, &epochs, "passes over each rollout batch (1)"},
-        {"--micro", CLI_INT, &micro, "sequences per micro-batch (4)"},
-        {"--recompute", CLI_FLAG, &recompute, "activation checkpointing (less memory, one more forward)"},
-        {"--temp", CLI_FLOAT, &temp, "rollout temperature (1.0)"},
-        {"--top-p", CLI_FLOAT, &top_p, "rollout nucleus mass (0.95)"},
-        {"--slots", CLI_INT, &slots, "decode slots (min(prompts x samples, 64))"},
-        {"--ctx", CLI_INT, &ctx, "tokens per episode (min(model context, 4096))"},
-        CLI_ROLLOUT_TURN_FLAG(ro),
-        CLI_ROLLOUT_FLAGS(ro),
-        {"--select-k", CLI_INT, &select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
-        {"--substring-hit", CLI_FLAG, &substring, "list-wise reward by the paper's substring rule"},
-        {"--probe", CLI_INT, &probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
-        {"--probe-temp", CLI_FLOAT, &probe_temp, "probe sampling temperature (0 = greedy)"},
-        {"--probe-samples", CLI_INT, &probe_samples, "episodes per probe user with --probe-temp > 0 (1)"},
-        {"--seed", CLI_I64, &seed, "seed of user order and sampling (1)"},
-        {"--save-every", CLI_INT, &save_every, "checkpoint every N steps (1)"},
-        {"--type", CLI_STR, &type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},
-        {"--resume", CLI_FLAG, &resume, "continue from the last checkpoint of --out"},
-        {"--metrics", CLI_STR, &metrics, "JSON lines per step (OUT.metrics.jsonl)"},
-        {"--curve", CLI_STR, &curve, "reward curve SVG (OUT.rewards.svg)"},
-        {"--prev-metrics", CLI_STR, &prev, "earlier stage's JSON lines for the curve (LLM.metrics.jsonl when present)"},
-        {"--quiet", CLI_FLAG, &quiet, "no progress display"},
-        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        {"--stage", CLI_INT, &f.stage, "1 (tool use: format + count + diversity) | 2 (recommendation: format + list-wise + point-wise)"},
+        {"--data", CLI_STR, &f.data_path, "dataset (.gguf)"},
+        {"--trm", CLI_STR, &f.trm_path, "preference-aware TRM (.gguf): the tool and the reward embeddings"},
+        {"--llm", CLI_STR, &f.llm_path, "initial policy (.gguf; stage 2: stage 1's output); also the KL reference / LoRA base"},
+        {"--tokenizer", CLI_STR, &f.tok_path, "tokenizer when the model has none"},
+        {"--out", CLI_STR, &f.out, "policy to write (.gguf, loadable by llm_model_load / llama.cpp)"},
+        {"--steps", CLI_INT, &f.steps, "RL steps (stage 1: 20, stage 2: 80)"},
+        {"--prompts", CLI_INT, &f.prompts, "users per step (128)"},
+        {"--samples", CLI_INT, &f.samples, "samples per user, G (8)"},
+        {"--lr", CLI_FLOAT, &f.lr, "learning rate (1e-6; tiny models: 1e-4 .. 5e-5)"},
+        {"--lora", CLI_INT, &f.lora, "LoRA rank (0 = full fine-tuning)"},
+        {"--lora-alpha", CLI_FLOAT, &f.lora_alpha, "LoRA alpha (2 x rank)"},
+        {"--lora-targets", CLI_STR, &f.lora_targets, "q,k,v,o,gate,up,down | all (q,k,v,o)"},
+        {"--adv", CLI_STR, &f.adv, "reinforce++ (group baseline + token whitening) | grpo"},
+        {"--kl-beta", CLI_FLOAT, &f.kl, "k3 KL coefficient to the frozen --llm (0)"},
+        {"--clip-low", CLI_FLOAT, &f.clip_low, "PPO clip below 1 (0.2)"},
+        {"--clip-high", CLI_FLOAT, &f.clip_high, "PPO clip above 1 (0.28)"},
+        {"--grad-clip", CLI_FLOAT, &f.grad_clip, "global gradient-norm clip (1.0)"},
+        {"--updates", CLI_INT, &f.updates, "optimizer steps (mini-batches) per RL step (2)"},
+        {"--epochs", CLI_INT, &f.epochs, "passes over each rollout batch (1)"},
+        {"--micro", CLI_INT, &f.micro, "sequences per micro-batch (4)"},
+        {"--recompute", CLI_FLAG, &f.recompute, "activation checkpointing (less memory, one more forward)"},
+        {"--temp", CLI_FLOAT, &f.temp, "rollout temperature (1.0)"},
+        {"--top-p", CLI_FLOAT, &f.top_p, "rollout nucleus mass (0.95)"},
+        {"--slots", CLI_INT, &f.slots, "decode slots (min(prompts x samples, 64))"},
+        {"--ctx", CLI_INT, &f.ctx, "tokens per episode (min(model context, 4096))"},
+        CLI_ROLLOUT_TURN_FLAG(f.ro),
+        CLI_ROLLOUT_FLAGS(f.ro),
+        {"--select-k", CLI_INT, &f.select_k, "train on users whose target is in the TRM's top K (100; 0 = all)"},
+        {"--substring-hit", CLI_FLAG, &f.substring, "list-wise reward by the paper's substring rule"},
+        {"--probe", CLI_INT, &f.probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
+        {"--probe-temp", CLI_FLOAT, &f.probe_temp, "probe sampling temperature (0 = greedy)"},
+        {"--probe-samples", CLI_INT, &f.probe_samples, "episodes per probe user with --probe-temp > 0 (1)"},
+        {"--seed", CLI_I64, &f.seed, "seed of user order and sampling (1)"},
+        {"--save-every", CLI_INT, &f.save_every, "checkpoint every N steps (1)"},
+        {"--type", CLI_STR, &f.type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},
+        {"--resume", CLI_FLAG, &f.resume, "continue from the last checkpoint of --out"},
+        {"--metrics", CLI_STR, &f.metrics, "JSON lines per step (OUT.metrics.jsonl)"},
+        {"--curve", CLI_STR, &f.curve, "reward curve SVG (OUT.rewards.svg)"},
+        {"--prev-metrics", CLI_STR, &f.prev, "earlier stage's JSON lines for the curve (LLM.metrics.jsonl when present)"},
+        {"--quiet", CLI_FLAG, &f.quiet, "no progress display"},
+        {"--json", CLI_FLAG, &f.json, "one JSON object on stdout"},
     };
     int np = 0;
     int r = cli_parse("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [--steps N] "
@@ -71,104 +145,22 @@ static int cmd_rl(int argc, char **argv) {
                       "[--resume] [--json]",
                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
-    if (cli_rollout_finish(&ro)) return 2;
-    if (stage != 1 && stage != 2) return cli_usage_error("rl needs --stage 1 or --stage 2");
-    if (!data_path || !trm_path || !llm_path || !out) return cli_usage_error("rl needs --data, --trm, --llm and --out");
+    if (cli_rollout_finish(&f.ro)) return 2;
+    if (f.stage != 1 && f.stage != 2) return cli_usage_error("rl needs --stage 1 or --stage 2");
+    if (!f.data_path || !f.trm_path || !f.llm_path || !f.out) return cli_usage_error("rl needs --data, --trm, --llm and --out");
     rl_opts o;
-    rl_opts_default(&o, stage);
-    if (steps) o.steps = steps;
-    if (prompts) o.prompts = prompts;
-    if (samples) o.samples = samples;
-    if (lr) o.lr = (float)lr;
-    o.lora_rank = lora;
-    o.lora_alpha = (float)lora_alpha;
-    if (lora_targets && llm_lora_parse_targets(lora_targets, &o.lora_targets)) return cli_fail();
-    o.adv = rl_adv_from_name(adv);
-    if (o.adv < 0) return cli_usage_error("--adv must be reinforce++ or grpo (got '%s')", adv);
-    if (kl >= 0) o.ppo.kl_beta = (float)kl;
-    if (clip_low >= 0) o.ppo.clip_low = (float)clip_low;
-    if (clip_high >= 0) o.ppo.clip_high = (float)clip_high;
-    if (grad_clip >= 0) o.grad_clip = (float)grad_clip;
-    if (updates) o.updates = updates;
-    if (epochs) o.epochs = epochs;
-    if (micro) o.micro = micro;
-    o.recompute = recompute;
-    if (temp >= 0) o.temperature = (float)temp;
-    if (top_p >= 0) o.top_p = (float)top_p;
-    o.slots = slots;
-    o.max_ctx = ctx;
-    o.rollout = ro.ro;
-    if (select_k >= 0) o.select_k = select_k;
-    o.substring_hit = substring;
-    if (probe < 0 || probe_temp < 0 || probe_samples < 0)
-        return cli_usage_error("--probe, --probe-temp and --probe-samples must be >= 0");
-    if (probe_samples > 1 && probe_temp <= 0)
-        return cli_usage_error("--probe-samples > 1 needs --probe-temp > 0 (greedy episodes are all the same)");
-    o.probe_samples = probe_samples;
-    o.probe_users = probe;
-    o.probe_temperature = (float)probe_temp;
-    o.seed = (uint64_t)seed;
-    if (save_every) o.save_every = save_every;
-    o.resume = resume;
-    o.metrics = metrics;
-    o.curve = curve;
-    o.prev_metrics = prev;
-    o.llm_path = llm_path;
-    o.out = out;
-    o.progress = quiet || json ? NULL : stderr;
-    if (!strcmp(type, "f32")) o.out_type = GGML_TYPE_F32;
-    else if (!strcmp(type, "f16")) o.out_type = GGML_TYPE_F16;
-    else if (!strcmp(type, "bf16")) o.out_type = GGML_TYPE_BF16;
-    else if (!strcmp(type, "q8_0")) o.out_type = GGML_TYPE_Q8_0;
-    else return cli_usage_error("--type must be f32, f16, bf16 or q8_0");
+    if ((r = rl_opts_from_flags(&f, &o))) return r;
 
-    if (cli_claim_output(out, (const char *[]){data_path, trm_path, llm_path, tok_path}, 4)) return 1;
-    dr_dataset d;
-    memset(&d, 0, sizeof d);
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
-    int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
-        (rc = trm_check_dataset(tm, &d, trm_path, data_path)) || (rc = llm_model_load(&lm, llm_path)))
-        goto fail;
-    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto fail;
-    rl_env env = {&d, tm, lm, tok};
+    if (cli_claim_output(f.out, (const char *[]){f.data_path, f.trm_path, f.llm_path, f.tok_path}, 4)) return 1;
+    cli_inputs in;
     rl_result res;
-    if ((rc = rl_train(&env, &o, &res))) goto fail;
-    if (json) {
-        json_t *j = json_pack("{s:o, s:i, s:I, s:I, s:i, s:f, s:f, s:f}", "out", dr_json_text(out, (size_t)-1), "stage", stage, "steps",
-                              (json_int_t)res.steps_done, "resumed_from", (json_int_t)res.start_step, "users_selected",
-                              res.n_selected, "first_reward", res.first_reward, "last_reward", res.last_reward, "seconds",
-                              res.seconds);
-        if (res.n_probe > 0) {
-            json_object_set_new(j, "probe_users", json_integer(res.n_probe));
-            json_object_set_new(j, "probe_start_reward", res.probed_start ? json_real(res.probe_start) : json_null());
-            json_object_set_new(j, "probe_last_reward", res.probed_last ? json_real(res.probe_last) : json_null());
-        }
-        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        if (s) printf("%s\n", s);
-        free(s);
-        json_decref(j);
-    } else {
-        printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
-               (long long)res.steps_done, (long long)res.start_step, res.n_selected, res.first_reward, res.last_reward,
-               res.seconds, out);
-        if (res.n_probe > 0 && res.probed_start && res.probed_last)
-            printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
-                   stage, res.n_probe, res.probe_start, res.probe_last);
+    int rc = cli_inputs_load(&in, f.data_path, f.trm_path, f.llm_path, f.tok_path);
+    if (!rc) {
+        rl_env env = {&in.data, in.trm, in.llm, in.tok};
+        if (!(rc = rl_train(&env, &o, &res))) print_rl(&res, f.stage, f.out, f.json);
     }
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return 0;
-fail:
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
-    return cli_fail();
+    cli_inputs_free(&in);
+    return rc ? cli_fail() : 0;
 }
 /* The reward curve on demand: rl_train draws it once, at the end. */
 static int cmd_rl_curve(int argc, char **argv) {

@@ -17,31 +17,28 @@ static int cmd_serve(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
                *key_env = "DEEPREC_API_KEY";
     cli_llm_url url = CLI_LLM_URL_DEFAULT;
-    int port = so.port, max_queue = so.max_queue, max_sessions = so.max_sessions, max_tokens = so.max_tokens,
-        slots = so.slots, ctx = 0;
     cli_rollout ro; /* /v1/recommend's agent */
     cli_rollout_init(&ro);
     int64_t max_body = (int64_t)so.max_body;
-    double timeout = so.timeout_s;
     cli_opt opts[] = {
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM (.gguf)"},
         {"--llm", CLI_STR, &llm_path, "policy model (.gguf, qwen2/llama)"},
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
         {"--host", CLI_STR, &so.host, "IPv4 address to listen on (127.0.0.1; 0.0.0.0 = every interface)"},
-        {"--port", CLI_INT, &port, "port (8080; 0 = any free port, printed at start)"},
+        {"--port", CLI_INT, &so.port, "port (8080; 0 = any free port, printed at start)"},
         {"--api-key", CLI_STR, &so.api_key, "require \"Authorization: Bearer KEY\" on /v1/... and /metrics"},
         {"--api-key-env", CLI_STR, &key_env, "environment variable read for the key when --api-key is absent (DEEPREC_API_KEY)"},
         {"--model-name", CLI_STR, &so.model_name, "model id shown by /v1/models (deeprec)"},
         {"--max-body", CLI_I64, &max_body, "request body limit in bytes (1048576)"},
-        {"--timeout", CLI_FLOAT, &timeout, "seconds per request, queue wait included (300)"},
-        {"--max-queue", CLI_INT, &max_queue, "requests waiting for the engine (64)"},
-        {"--max-sessions", CLI_INT, &max_sessions, "open client connections (32)"},
-        {"--max-tokens", CLI_INT, &max_tokens, "max_tokens one completion may ask for (2048)"},
-        {"--slots", CLI_INT, &slots, "sequences decoded together (8)"},
+        {"--timeout", CLI_FLOAT, &so.timeout_s, "seconds per request, queue wait included (300)"},
+        {"--max-queue", CLI_INT, &so.max_queue, "requests waiting for the engine (64)"},
+        {"--max-sessions", CLI_INT, &so.max_sessions, "open client connections (32)"},
+        {"--max-tokens", CLI_INT, &so.max_tokens, "max_tokens one completion may ask for (2048)"},
+        {"--slots", CLI_INT, &so.slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
         CLI_ROLLOUT_FLAGS(ro),
-        {"--ctx", CLI_INT, &ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         CLI_LLM_URL_OPTS(url, "--llm-api-key-env"),
     };
     int np = 0;
@@ -55,34 +52,22 @@ static int cmd_serve(int argc, char **argv) {
     if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, 0, &con))) return r;
     if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
-    if (port < 0 || port > 65535) return cli_usage_error("--port must be in 0..65535");
-    if (slots < 1 || slots > 64) return cli_usage_error("--slots must be in 1..64");
-    if (max_body < 1 || max_queue < 0 || max_sessions < 1 || max_tokens < 1 || !(timeout > 0) || ctx < 0)
+    if (so.port < 0 || so.port > 65535) return cli_usage_error("--port must be in 0..65535");
+    if (so.slots < 1 || so.slots > 64) return cli_usage_error("--slots must be in 1..64");
+    if (max_body < 1 || so.max_queue < 0 || so.max_sessions < 1 || so.max_tokens < 1 || !(so.timeout_s > 0) ||
+        so.n_ctx < 0)
         return cli_usage_error("--max-body, --max-sessions, --max-tokens and --timeout must be positive, "
                                "--max-queue and --ctx >= 0");
     if (!so.api_key && key_env && getenv(key_env)) so.api_key = getenv(key_env);
-    so.port = port;
+    int slots = so.slots; /* as asked: the listening line shows it */
     so.max_body = (size_t)max_body;
-    so.timeout_s = timeout;
-    so.max_queue = max_queue;
-    so.max_sessions = max_sessions;
-    so.max_tokens = max_tokens;
-    so.slots = url.url ? url.parallel : slots; /* with a remote LLM a slot is a request in flight */
+    if (url.url) so.slots = url.parallel; /* with a remote LLM a slot is a request in flight */
     so.batching = on;
-    so.n_ctx = ctx;
     so.rollout = ro.ro;
-
-    dr_dataset d;
-    memset(&d, 0, sizeof d);
-    trm_model *tm = NULL;
-    llm_model *lm = NULL;
-    tokenizer *tok = NULL;
+    cli_inputs in;
     serve_server *srv = NULL;
     int rc;
-    if ((rc = dr_data_load(&d, data_path)) || (rc = trm_load(&tm, trm_path)) ||
-        (llm_path && (rc = llm_model_load(&lm, llm_path))))
-        goto done;
-    if (tok_path && (rc = tok_load_path(&tok, tok_path))) goto done;
+    if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path))) goto done;
     /* the signals are waited for here; block them before the server's threads inherit the mask */
     sigset_t set;
     sigemptyset(&set);
@@ -95,10 +80,10 @@ static int cmd_serve(int argc, char **argv) {
     remote.model = url.model;
     remote.api_key = url.key_env ? getenv(url.key_env) : NULL;
     remote.parallel = url.parallel;
-    serve_inputs in = {&d, tm, lm, tok, url.url ? &remote : NULL};
-    if ((rc = serve_start(&srv, &in, &so))) goto done;
+    serve_inputs sin = {&in.data, in.trm, in.llm, in.tok, url.url ? &remote : NULL};
+    if ((rc = serve_start(&srv, &sin, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)d.n_users, (int)d.n_items, llm_path ? llm_path : url.url, slots, on ? "on" : "off",
+           serve_port(srv), (int)in.data.n_users, (int)in.data.n_items, llm_path ? llm_path : url.url, slots, on ? "on" : "off",
            so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;
@@ -106,10 +91,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "deeprec serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     serve_stop(srv);
 done:
-    tok_free(tok);
-    llm_model_free(lm);
-    trm_model_free(tm);
-    dr_data_free(&d);
+    cli_inputs_free(&in);
     return rc ? cli_fail() : 0;
 }
 CLI_COMMAND(serve, "serve", "HTTP server: /v1/recommend with traces, OpenAI-compatible completions, a trace page",

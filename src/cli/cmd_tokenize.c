@@ -194,10 +194,7 @@ static int cmd_train_tokenizer(int argc, char **argv) {
     int32_t nv = tok_vocab_size(t);
     if (json) {
         json_t *j = json_pack("{s:o, s:i, s:f}", "out", dr_json_text(out, (size_t)-1), "vocab_size", (json_int_t)nv, "seconds", secs);
-        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-        if (s) puts(s);
-        free(s);
-        json_decref(j);
+        cli_print_json(j, JSON_COMPACT);
     } else {
         fprintf(stderr, "wrote %s: vocabulary %d (%.2f s)%s\n", out, nv, secs,
                 nv < vocab ? " (fewer pairs than asked reached --min-count)" : "");

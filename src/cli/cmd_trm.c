@@ -17,49 +17,69 @@ static void print_metrics(FILE *out, const char *label, const dr_metrics_mean *m
     fprintf(out, " MRR %.4f\n", mm->mrr);
 }
 
-static void print_json(json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    if (s) printf("%s\n", s);
-    free(s);
-    json_decref(j);
+static void print_train(const char *out, const char *model, const char *loss, const trm_model *m,
+                        const trm_train_result *res, const dr_metrics_mean *test, const dr_metrics_mean *test_o,
+                        double wall, int json) {
+    int pref = trm_model_config(m)->model == TRM_PREF;
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "out", json_string(out));
+        json_object_set_new(j, "model", json_string(model));
+        json_object_set_new(j, "loss", json_string(loss));
+        json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
+        json_object_set_new(j, "epochs_run", json_integer(res->epochs_run));
+        json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
+        json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_valid_ndcg10));
+        json_object_set_new(j, "test", dr_metrics_mean_json(test));
+        if (pref) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(test_o));
+        json_object_set_new(j, "seconds", json_real(wall));
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res->best_epoch,
+               res->best_valid_ndcg10, res->epochs_run, wall);
+        print_metrics(stdout, "test (history masked)", test);
+        if (pref) print_metrics(stdout, "test, oracle preference", test_o);
+    }
 }
 
 static int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL;
-    int dim = 64, layers = 2, heads = 2, max_len = 50, batch = 256, epochs = 200, patience = 10, resume = 0,
-        json = 0, post_ln = 0, sep_out = 0, scale_emb = 0, n_neg = 100, ffn = 0, threads = 0, buckets = 1 << 16,
-        quiet = 0, max_steps = 0;
+    int json = 0, threads = 0, quiet = 0;
     double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3;
     int64_t seed = 1;
+    trm_config c;
+    trm_config_default(&c);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset (.gguf, from `deeprec data import`)"},
         {"--out", CLI_STR, &out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
         {"--model", CLI_STR, &model, "sasrec | pref (preference-aware retriever)"},
         {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
-        {"--neg", CLI_INT, &n_neg, "negatives per position for --loss sampled (100)"},
-        {"--dim", CLI_INT, &dim, "hidden size (64)"},
-        {"--layers", CLI_INT, &layers, "transformer blocks (2)"},
-        {"--heads", CLI_INT, &heads, "attention heads (2)"},
-        {"--ffn", CLI_INT, &ffn, "FFN inner size (0 = 4 x dim)"},
-        {"--max-len", CLI_INT, &max_len, "history length (50)"},
+        {"--neg", CLI_INT, &o.n_neg, "negatives per position for --loss sampled (100)"},
+        {"--dim", CLI_INT, &c.dim, "hidden size (64)"},
+        {"--layers", CLI_INT, &c.layers, "transformer blocks (2)"},
+        {"--heads", CLI_INT, &c.heads, "attention heads (2)"},
+        {"--ffn", CLI_INT, &c.ffn_dim, "FFN inner size (0 = 4 x dim)"},
+        {"--max-len", CLI_INT, &c.max_len, "history length (50)"},
         {"--dropout", CLI_FLOAT, &dropout, "dropout (0.5)"},
         {"--act", CLI_STR, &act, "gelu | relu"},
-        {"--post-ln", CLI_FLAG, &post_ln, "post-LN blocks (default pre-LN)"},
-        {"--sep-out", CLI_FLAG, &sep_out, "separate output item table (sasrec)"},
-        {"--scale-emb", CLI_FLAG, &scale_emb, "scale item embeddings by sqrt(dim)"},
-        {"--text-buckets", CLI_INT, &buckets, "pref: hashed text feature buckets (65536)"},
+        {"--post-ln", CLI_FLAG, &c.post_ln, "post-LN blocks (default pre-LN)"},
+        {"--sep-out", CLI_FLAG, &c.sep_out, "separate output item table (sasrec)"},
+        {"--scale-emb", CLI_FLAG, &c.scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--text-buckets", CLI_INT, &c.text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
         {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
-        {"--batch", CLI_INT, &batch, "sequences per step (256)"},
-        {"--epochs", CLI_INT, &epochs, "maximum epochs (200)"},
-        {"--patience", CLI_INT, &patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
+        {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
+        {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
-        {"--resume", CLI_FLAG, &resume, "continue from OUT.resume.gguf"},
+        {"--resume", CLI_FLAG, &o.resume, "continue from OUT.resume.gguf"},
         {"--metrics", CLI_STR, &metrics, "JSON-lines metrics per epoch (default OUT.metrics.jsonl)"},
-        {"--max-steps", CLI_INT, &max_steps, "limit steps per epoch (testing)"},
+        {"--max-steps", CLI_INT, &o.max_steps, "limit steps per epoch (testing)"},
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
@@ -68,91 +88,33 @@ static int cmd_train(int argc, char **argv) {
                       (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
     if (r) return r > 0 ? 0 : 2;
     if (!data || !out) return cli_usage_error("trm train needs --data and --out");
-    trm_config c;
-    trm_config_default(&c);
-    if (!strcmp(model, "sasrec")) c.model = TRM_SASREC;
-    else if (!strcmp(model, "pref")) c.model = TRM_PREF;
-    else return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
-    trm_train_opts o;
-    trm_train_opts_default(&o);
-    if (!strcmp(loss, "ce")) o.loss = TRM_LOSS_CE;
-    else if (!strcmp(loss, "sampled")) o.loss = TRM_LOSS_SAMPLED;
-    else if (!strcmp(loss, "bce")) o.loss = TRM_LOSS_BCE;
-    else return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
-    if (!strcmp(act, "gelu")) c.act = TRM_ACT_GELU;
-    else if (!strcmp(act, "relu")) c.act = TRM_ACT_RELU;
-    else return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if ((c.model = trm_model_kind_from_name(model)) < 0)
+        return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
+    if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
+    if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
     if (threads > 0) dr_threads_set(threads);
-    c.dim = dim;
-    c.layers = layers;
-    c.heads = heads;
-    c.ffn_dim = ffn;
-    c.max_len = max_len;
     c.dropout = (float)dropout;
-    c.post_ln = post_ln;
-    c.sep_out = sep_out;
-    c.scale_emb = scale_emb;
-    c.text_buckets = buckets;
-    o.n_neg = n_neg;
-    o.lr = (float)lr;
-    o.weight_decay = (float)wd;
-    o.grad_clip = (float)clip;
-    o.batch = batch;
-    o.epochs = epochs;
-    o.patience = patience;
-    o.seed = (uint64_t)seed;
-    o.pref_empty_p = (float)pref_empty;
-    o.resume = resume;
-    o.out = out;
-    o.metrics = metrics;
-    o.max_steps = max_steps;
-    o.progress = quiet ? NULL : stderr;
+    o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;
+    o.seed = (uint64_t)seed, o.out = out, o.metrics = metrics, o.progress = quiet ? NULL : stderr;
     if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
-    dr_dataset d;
-    if (dr_data_load(&d, data)) return cli_fail();
+    dr_dataset d = {0};
     trm_model *m = NULL;
-    int rc = trm_model_new(&m, &c, &d, (uint64_t)seed);
-    if (rc) {
-        dr_data_free(&d);
-        return cli_fail();
-    }
+    trm_train_result res;
+    dr_metrics_mean test, test_o;
+    int rc;
+    if ((rc = dr_data_load(&d, data)) || (rc = trm_model_new(&m, &c, &d, (uint64_t)seed))) goto done;
     if (!quiet)
         fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", model,
                 trm_num_params(m), d.n_users, d.n_items, loss, threads > 0 ? threads : dr_threads());
-    trm_train_result res;
     double t0 = dr_now();
-    rc = trm_train(m, &d, &o, &res);
-    dr_metrics_mean test, test_o;
-    if (!rc) rc = trm_evaluate(m, &d, 1, 1, 0, &test);
-    if (!rc && c.model == TRM_PREF) rc = trm_evaluate(m, &d, 1, 1, 1, &test_o);
-    double wall = dr_now() - t0;
-    if (rc) {
-        trm_model_free(m);
-        dr_data_free(&d);
-        return cli_fail();
-    }
-    if (json) {
-        json_t *j = json_object();
-        json_object_set_new(j, "out", json_string(out));
-        json_object_set_new(j, "model", json_string(model));
-        json_object_set_new(j, "loss", json_string(loss));
-        json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
-        json_object_set_new(j, "epochs_run", json_integer(res.epochs_run));
-        json_object_set_new(j, "best_epoch", json_integer(res.best_epoch));
-        json_object_set_new(j, "best_valid_ndcg@10", json_real(res.best_valid_ndcg10));
-        json_object_set_new(j, "test", dr_metrics_mean_json(&test));
-        if (c.model == TRM_PREF) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(&test_o));
-        json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
-    } else {
-        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res.best_epoch,
-               res.best_valid_ndcg10, res.epochs_run, wall);
-        print_metrics(stdout, "test (history masked)", &test);
-        if (c.model == TRM_PREF) print_metrics(stdout, "test, oracle preference", &test_o);
-    }
+    if ((rc = trm_train(m, &d, &o, &res)) || (rc = trm_evaluate(m, &d, 1, 1, 0, &test)) ||
+        (c.model == TRM_PREF && (rc = trm_evaluate(m, &d, 1, 1, 1, &test_o))))
+        goto done;
+    print_train(out, model, loss, m, &res, &test, &test_o, dr_now() - t0, json);
+done: /* rc != 0 on the failure paths */
     trm_model_free(m);
     dr_data_free(&d);
-    return 0;
+    return rc ? cli_fail() : 0;
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -207,7 +169,7 @@ static int cmd_eval(int argc, char **argv) {
         json_object_set_new(j, "mask_history", json_boolean(!no_mask));
         json_object_set_new(j, "pref", json_string(oracle ? "oracle" : "empty"));
         json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         char label[96];
         snprintf(label, sizeof label, "%s%s%s", split, no_mask ? "" : " (history masked)",
@@ -217,6 +179,37 @@ static int cmd_eval(int argc, char **argv) {
     trm_model_free(m);
     dr_data_free(&d);
     return 0;
+}
+
+/* target < 0: no held-out item to show (--history all). */
+static void print_retrieved(const dr_dataset *d, int32_t u, const char *pref, int64_t hn, int32_t target,
+                            const int32_t *ids, const float *sc, int n, double ms, int json) {
+    if (json) {
+        json_t *j = json_object(), *arr = json_array();
+        json_object_set_new(j, "user", dr_json_text(d->user_ids[u], (size_t)-1));
+        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
+        json_object_set_new(j, "history_len", json_integer(hn));
+        if (target >= 0) json_object_set_new(j, "target", dr_json_text(d->item_ids[target], (size_t)-1));
+        for (int i = 0; i < n; i++) {
+            json_t *it = json_object();
+            json_object_set_new(it, "rank", json_integer(i + 1));
+            json_object_set_new(it, "item", dr_json_text(d->item_ids[ids[i]], (size_t)-1));
+            json_object_set_new(it, "title", dr_json_text(d->titles[ids[i]], (size_t)-1));
+            json_object_set_new(it, "categories", dr_json_text(d->categories[ids[i]], (size_t)-1));
+            json_object_set_new(it, "score", json_real(sc[i]));
+            json_array_append_new(arr, it);
+        }
+        json_object_set_new(j, "items", arr);
+        json_object_set_new(j, "ms", json_real(ms));
+        cli_print_json(j, CLI_JSON);
+    } else {
+        printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d->user_ids[u], (long long)hn,
+               pref ? pref : "", ms);
+        if (target >= 0) printf("target: %s %s\n", cli_text(d->item_ids[target], 0), cli_text(d->titles[target], 0));
+        for (int i = 0; i < n; i++)
+            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d->item_ids[ids[i]], 0), sc[i], cli_text(d->titles[ids[i]], 0),
+                   d->categories[ids[i]][0] ? "  [" : "", cli_text(d->categories[ids[i]], 0), d->categories[ids[i]][0] ? "]" : "");
+    }
 }
 
 static int cmd_retrieve(int argc, char **argv) {
@@ -239,8 +232,8 @@ static int cmd_retrieve(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     if (!data || !model || (!user && index < 0)) return cli_usage_error("trm retrieve needs --data, --model, --user");
     if (k < 1 || k > 100000) return cli_usage_error("-k must be in 1..100000");
-    int test = !strcmp(history, "test");
-    if (!test && strcmp(history, "all")) return cli_usage_error("--history must be all or test");
+    int split = dr_data_split_from_name(history), test = split == DR_SPLIT_TEST;
+    if (!test && split != DR_SPLIT_ALL) return cli_usage_error("--history must be all or test");
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     int rc = 0;
@@ -248,18 +241,14 @@ static int cmd_retrieve(int argc, char **argv) {
     trm_session *s = NULL;
     int32_t *ids = NULL;
     float *sc = NULL;
-    int32_t u = user ? dr_data_find_user(&d, user) : index;
-    if (u < 0 || u >= d.n_users) {
-        rc = dr_error(DR_ERR_ARG, "user '%s' not in %s", user ? user : "(index)", data);
-        goto out;
-    }
+    int32_t u;
+    if ((rc = dr_data_user_lookup(&d, user, index, data, &u))) goto out;
     if ((rc = trm_load(&m, model))) goto out;
     if ((rc = trm_check_dataset(m, &d, model, data))) goto out;
     if ((rc = trm_session_new(&s, m))) goto out;
-    const int32_t *h = dr_data_seq(&d, u);
-    int64_t hn = dr_data_seq_len(&d, u);
-    int32_t target = 0;
-    if (test) target = dr_data_test(&d, u, &h, &hn);
+    const int32_t *h;
+    int64_t hn;
+    int32_t target = dr_data_split_history(&d, u, split, &h, &hn);
     ids = malloc((size_t)k * sizeof *ids);
     sc = malloc((size_t)k * sizeof *sc);
     if (!ids || !sc) {
@@ -270,32 +259,7 @@ static int cmd_retrieve(int argc, char **argv) {
     double t0 = dr_now();
     if ((rc = trm_retrieve(s, h, hn, pref, k, !no_mask, ids, sc, &n))) goto out;
     double ms = (dr_now() - t0) * 1e3;
-    if (json) {
-        json_t *j = json_object(), *arr = json_array();
-        json_object_set_new(j, "user", dr_json_text(d.user_ids[u], (size_t)-1));
-        json_object_set_new(j, "pref", dr_json_text(pref ? pref : "", (size_t)-1));
-        json_object_set_new(j, "history_len", json_integer(hn));
-        if (test) json_object_set_new(j, "target", dr_json_text(d.item_ids[target], (size_t)-1));
-        for (int i = 0; i < n; i++) {
-            json_t *it = json_object();
-            json_object_set_new(it, "rank", json_integer(i + 1));
-            json_object_set_new(it, "item", dr_json_text(d.item_ids[ids[i]], (size_t)-1));
-            json_object_set_new(it, "title", dr_json_text(d.titles[ids[i]], (size_t)-1));
-            json_object_set_new(it, "categories", dr_json_text(d.categories[ids[i]], (size_t)-1));
-            json_object_set_new(it, "score", json_real(sc[i]));
-            json_array_append_new(arr, it);
-        }
-        json_object_set_new(j, "items", arr);
-        json_object_set_new(j, "ms", json_real(ms));
-        print_json(j);
-    } else {
-        printf("user %s, %lld history items, preference \"%s\" (%.3f ms)\n", d.user_ids[u], (long long)hn,
-               pref ? pref : "", ms);
-        if (test) printf("target: %s %s\n", cli_text(d.item_ids[target], 0), cli_text(d.titles[target], 0));
-        for (int i = 0; i < n; i++)
-            printf("%3d. %-8s %8.4f  %s%s%s%s\n", i + 1, cli_text(d.item_ids[ids[i]], 0), sc[i], cli_text(d.titles[ids[i]], 0),
-                   d.categories[ids[i]][0] ? "  [" : "", cli_text(d.categories[ids[i]], 0), d.categories[ids[i]][0] ? "]" : "");
-    }
+    print_retrieved(&d, u, pref, hn, test ? target : -1, ids, sc, n, ms, json);
 out:
     free(ids);
     free(sc);
@@ -354,7 +318,7 @@ static int cmd_fusion(int argc, char **argv) {
                                                   fr.diff[p].hi));
         json_object_set_new(j, "policies", rows);
         json_object_set_new(j, "seconds", json_real(wall));
-        print_json(j);
+        cli_print_json(j, CLI_JSON);
     } else {
         printf("fusion bound, %s split, %lld users (history masked; exact scores over the catalog; %.1f s)\n", split,
                (long long)fr.n_users, wall);

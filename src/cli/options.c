@@ -1,5 +1,6 @@
 /* Declarative option parsing shared by every subcommand. */
 #include "cli.h"
+#include "deeprec/gguf.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,15 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
         }
     }
     if (npos) *npos = np;
+    return 0;
+}
+
+int cli_weight_type(const char *cmd, const char *name, uint32_t *type) {
+    if (!name || !strcmp(name, "f32")) *type = GGML_TYPE_F32;
+    else if (!strcmp(name, "f16")) *type = GGML_TYPE_F16;
+    else if (!strcmp(name, "bf16")) *type = GGML_TYPE_BF16;
+    else if (!strcmp(name, "q8_0")) *type = GGML_TYPE_Q8_0;
+    else return cli_usage_error("%s: unknown --type '%s' (f32, f16, bf16, q8_0)", cmd, name);
     return 0;
 }
 

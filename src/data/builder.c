@@ -150,8 +150,6 @@ void dr_data_builder_free(dr_data_builder *b) {
     free(b);
 }
 
-int64_t dr_data_builder_count(const dr_data_builder *b) { return b->n; }
-
 static int ensure_text(dr_data_builder *b, int32_t idx) {
     if (idx < b->text_cap) return DR_OK;
     int32_t nc = b->text_cap ? b->text_cap : 1024;

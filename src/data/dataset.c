@@ -54,6 +54,33 @@ int32_t dr_data_test(const dr_dataset *d, int32_t u, const int32_t **prefix, int
     return s[n - 1];
 }
 
+int32_t dr_data_train_example(const dr_dataset *d, int32_t u, const int32_t **hist, int64_t *hist_len) {
+    int64_t n = dr_data_train(d, u, hist);
+    if (n < 2) {
+        *hist_len = n;
+        return DR_DATA_PAD;
+    }
+    *hist_len = n - 1;
+    return (*hist)[n - 1];
+}
+
+int dr_data_split_from_name(const char *name) {
+    return !strcmp(name, "test") ? DR_SPLIT_TEST : !strcmp(name, "valid") ? DR_SPLIT_VALID
+                                                 : !strcmp(name, "all")   ? DR_SPLIT_ALL
+                                                                          : -1;
+}
+
+int32_t dr_data_split_history(const dr_dataset *d, int32_t u, int split, const int32_t **hist, int64_t *hist_len) {
+    int32_t target = split == DR_SPLIT_TEST ? dr_data_test(d, u, hist, hist_len)
+                   : split == DR_SPLIT_VALID ? dr_data_valid(d, u, hist, hist_len)
+                                             : DR_DATA_PAD;
+    if (!target) {
+        *hist = dr_data_seq(d, u);
+        *hist_len = dr_data_seq_len(d, u);
+    }
+    return target;
+}
+
 int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len) {
     if (max_len <= 0 || len <= max_len) return len;
     *items += len - max_len;
@@ -118,6 +145,15 @@ int32_t dr_data_find_user(const dr_dataset *d, const char *user_id) {
         if (!*end && k >= 0 && k < d->n_users) return (int32_t)k;
     }
     return -1;
+}
+
+int dr_data_user_lookup(const dr_dataset *d, const char *user, int64_t index, const char *where, int32_t *u) {
+    *u = user ? dr_data_find_user(d, user) : index >= 0 && index < d->n_users ? (int32_t)index : -1;
+    if (*u >= 0) return DR_OK;
+    int rc = user ? dr_error(DR_ERR_ARG, "user '%s' is not in %s", user, where)
+                  : dr_error(DR_ERR_ARG, "user number %lld is not in %s", (long long)index, where);
+    dr_error_hint("give the user id of the source data, or '#N' for the N-th user (0..%d)", (int)d->n_users - 1);
+    return rc;
 }
 
 int32_t dr_data_find_item(const dr_dataset *d, const char *item_id) {

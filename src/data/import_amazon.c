@@ -135,9 +135,9 @@ static int amz_line(void *ctx, dr_lines *r, char *s, size_t n) {
     if (dr_parse_ts((dr_span){tf->str, tf->str_len}, &ts))
         return dr_field_error(c->path, r->line_no, 0, tkey, "an integer timestamp", (dr_span){tf->str, tf->str_len});
     double rating = 0;
-    const dr_jfield *rf = dr_json_get(&c->o, rkey);
-    if (rf && rf->kind == DR_JV_NUM && dr_parse_f64((dr_span){rf->str, rf->str_len}, &rating))
-        return dr_field_error(c->path, r->line_no, 0, rkey, "a number", (dr_span){rf->str, rf->str_len});
+    const dr_jfield *rating_f = dr_json_get(&c->o, rkey);
+    if (rating_f && rating_f->kind == DR_JV_NUM && dr_parse_f64((dr_span){rating_f->str, rating_f->str_len}, &rating))
+        return dr_field_error(c->path, r->line_no, 0, rkey, "a number", (dr_span){rating_f->str, rating_f->str_len});
     return dr_data_builder_add(c->b, user->str, user->str_len, item->str, item->str_len, ts, rating);
 }
 

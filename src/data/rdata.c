@@ -419,8 +419,8 @@ static int read_header(rreader *r) {
         return dr_error(DR_ERR_FORMAT, "R data: not an R serialization (expected 'X\\n')");
     }
     r->pos = 2;
-    int32_t ver = 0, rv, minv;
-    if (rd_int(r, &ver) || rd_int(r, &rv) || rd_int(r, &minv)) return dr_error_code();
+    int32_t ver = 0, writer_version, min_reader_version; /* both unused: R's own versions */
+    if (rd_int(r, &ver) || rd_int(r, &writer_version) || rd_int(r, &min_reader_version)) return dr_error_code();
     if (ver != 2 && ver != 3) return dr_error(DR_ERR_UNSUPPORTED, "R data: serialization version %d not supported", ver);
     r->version = ver;
     if (ver == 3) {

@@ -82,7 +82,7 @@ static void unpack_q2_k(const uint8_t *b, dr_wblk *u) {
 }
 
 static void unpack_q3_k(const uint8_t *b, dr_wblk *u) {
-    const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
+    const uint8_t *hmask = b, *qs = b + 32, *s = b + 96; /* hmask: the high bit of each 3-bit quant */
     float d = h2f(b + 108);
     int8_t sc[16]; /* the 12 bytes: low 4 bits of scales 0..7 then 8..15 in bytes 0..7, high 2 bits in 8..11 */
     for (int i = 0; i < 16; i++) {
@@ -98,7 +98,7 @@ static void unpack_q3_k(const uint8_t *b, dr_wblk *u) {
             w->d[1] = d * (float)sc[8 * n + 2 * j + 1];
             w->m[0] = w->m[1] = 0;
             for (int l = 0; l < 32; l++)
-                w->q[l] = (int8_t)(((qs[32 * n + l] >> (2 * j)) & 3) - ((hm[l] & bit) ? 0 : 4));
+                w->q[l] = (int8_t)(((qs[32 * n + l] >> (2 * j)) & 3) - ((hmask[l] & bit) ? 0 : 4));
         }
 }
 

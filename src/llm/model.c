@@ -402,17 +402,6 @@ static int load_all(llm_model **out, gguf_file *f) {
     return DR_OK;
 }
 
-int llm_model_load_gguf(llm_model **out, gguf_file *f) {
-    *out = NULL;
-    int rc = load_all(out, f);
-    if (rc) {
-        if (f->path && strncmp(dr_error_message(), f->path, strlen(f->path))) dr_error_context("%s", f->path);
-        gguf_close(f);
-        free(f);
-    }
-    return rc;
-}
-
 int llm_model_load(llm_model **out, const char *path) {
     *out = NULL;
     gguf_file *f = dr_calloc(1, sizeof *f);

@@ -47,7 +47,6 @@ static float *kv_at(const llm_session *s, float *base, int layer, int slot, int 
 }
 
 const llm_model *llm_session_model(const llm_session *s) { return s->m; }
-int llm_session_slots(const llm_session *s) { return s->n_slots; }
 int llm_session_ctx(const llm_session *s) { return s->n_ctx; }
 
 int llm_slot_len(const llm_session *s, int slot) {

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <zlib.h>
 
-/* What the optimizer state records of the run (llm_train_user slots), so --resume with
+/* What the optimizer state records of the run (llm_train_run_state slots), so --resume with
  * other data, another model or other batch settings is refused, as trm train and rl do. */
 enum { U_EPOCH, U_POS, U_BATCH, U_ACCUM, U_MAXLEN, U_DATA, U_MODEL, U_SEED };
 
@@ -115,20 +115,20 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     tc.warmup_steps = o->warmup >= 0 ? o->warmup : total / 20;
     tc.min_lr_ratio = o->min_lr_ratio;
     if ((rc = llm_train_new(&t, m, &tc))) goto out;
-    int64_t *user = llm_train_user(t); /* user[0] = epoch, user[1] = next example index in the epoch order */
-    int64_t now[LLM_TRAIN_USER_N] = {0};
+    int64_t *run = llm_train_run_state(t);
+    int64_t now[LLM_TRAIN_RUN_STATE_N] = {0};
     now[U_BATCH] = o->batch, now[U_ACCUM] = accum, now[U_MAXLEN] = max_len, now[U_SEED] = (int64_t)o->seed;
     if ((rc = file_fingerprint(o->data, &now[U_DATA])) || (rc = file_fingerprint(o->model, &now[U_MODEL]))) goto out;
     if (o->resume) {
         if ((rc = llm_train_load_state(t, o->resume))) goto out;
-        if (!user[U_DATA]) {
+        if (!run[U_DATA]) {
             rc = dr_error(DR_ERR_ARG, "%s: the state has no record of its run's data and model (an older version "
                           "wrote it): cannot check that resuming continues the same run", o->resume);
             goto out;
         }
-        if ((rc = check_resume(o, user, now))) goto out;
+        if ((rc = check_resume(o, run, now))) goto out;
     } else {
-        for (int k = U_BATCH; k <= U_SEED; k++) user[k] = now[k];
+        for (int k = U_BATCH; k <= U_SEED; k++) run[k] = now[k];
     }
     if (lead && o->metrics && (rc = dr_jsonl_open(&metrics, o->metrics, o->resume != NULL))) goto out;
     perm = dr_calloc((size_t)d.n, sizeof *perm);
@@ -152,13 +152,13 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     int64_t tokens = 0;
     double t0 = dr_now();
     dr_rng order_root = *llm_train_rng(t);
-    while (llm_train_steps(t) < stop && user[0] < epochs) {
+    while (llm_train_steps(t) < stop && run[U_EPOCH] < epochs) {
         for (int i = 0; i < d.n; i++) perm[i] = i;
-        dr_rng er = dr_rng_split(&order_root, (uint64_t)user[0]);
+        dr_rng er = dr_rng_split(&order_root, (uint64_t)run[U_EPOCH]);
         dr_rng_shuffle_i32(&er, perm, (size_t)d.n);
-        while (user[1] < d.n && llm_train_steps(t) < stop) {
+        while (run[U_POS] < d.n && llm_train_steps(t) < stop) {
             /* total weight of the step (token mean over all its micro-batches) */
-            int64_t pos = user[1], end = pos + (int64_t)batch * accum;
+            int64_t pos = run[U_POS], end = pos + (int64_t)batch * accum;
             if (end > d.n) end = d.n;
             double wtot = 0;
             for (int64_t i = pos; i < end; i++) {
@@ -186,9 +186,9 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                 sums[0] += ce, sums[1] += w;
             }
             if (dr_dist_size() > 1) {
-                size_t ng;
-                float *g = llm_train_grads(t, &ng);
-                if ((rc = dr_dist_sum_f32(g, ng)) || (rc = dr_dist_sum_f64(sums, 3))) goto out;
+                size_t n_grads;
+                float *g = llm_train_grads(t, &n_grads);
+                if ((rc = dr_dist_sum_f32(g, n_grads)) || (rc = dr_dist_sum_f64(sums, 3))) goto out;
             }
             double ce_step = sums[0], w_step = sums[1];
             tokens += (int64_t)sums[2];
@@ -205,7 +205,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                 dr_error_context("llm sft (lr %.3g): nothing written", (double)lr_used);
                 goto out;
             }
-            user[1] = end;
+            run[U_POS] = end;
             if (isnan(res->first_loss)) res->first_loss = loss;
             res->last_loss = loss;
             if (loss < res->best_loss) res->best_loss = loss;
@@ -214,7 +214,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
             dr_progress_update(&prog, llm_train_steps(t));
             if (metrics.fp) {
                 json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "step", (json_int_t)llm_train_steps(t),
-                                      "epoch", (json_int_t)user[0], "loss", loss, "lr", (double)lr_used, "grad_norm",
+                                      "epoch", (json_int_t)run[U_EPOCH], "loss", loss, "lr", (double)lr_used, "grad_norm",
                                       (double)gnorm, "tokens", (json_int_t)tokens, "tokens_per_s",
                                       el > 0 ? tokens / el : 0.0);
                 if (j) {
@@ -223,7 +223,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
                 }
             }
         }
-        if (user[1] >= d.n) user[0]++, user[1] = 0;
+        if (run[U_POS] >= d.n) run[U_EPOCH]++, run[U_POS] = 0;
     }
     dr_progress_finish(&prog);
     prog_on = 0;
@@ -234,7 +234,7 @@ int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {
     res->steps = llm_train_steps(t);
     if (lead && (rc = llm_train_save_model(t, m->tok, o->out_type, o->out))) goto out;
     /* full fine-tuning continues from the model just written: that is the --model a resume must give */
-    if (lead && o->save_state && !o->lora && (rc = file_fingerprint(o->out, &user[U_MODEL]))) goto out;
+    if (lead && o->save_state && !o->lora && (rc = file_fingerprint(o->out, &run[U_MODEL]))) goto out;
     if (lead && o->save_state && (rc = llm_train_save_state(t, o->save_state))) goto out;
     if (progress)
         fprintf(progress, "loss %.4f -> %.4f (best %.4f), %.0f tokens/s; wrote %s\n", res->first_loss,

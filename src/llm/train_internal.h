@@ -75,7 +75,7 @@ struct llm_train {
     /* optimizer / bookkeeping */
     int64_t step;
     dr_rng rng;
-    int64_t user[LLM_TRAIN_USER_N];
+    int64_t run_state[LLM_TRAIN_RUN_STATE_N];
 };
 
 /* train_model.c */

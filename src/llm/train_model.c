@@ -43,7 +43,6 @@ int llm_lora_parse_targets(const char *s, unsigned *out) {
     return DR_OK;
 }
 
-const llm_config *llm_train_model_config(const llm_train *t) { return &t->c; }
 size_t llm_train_n_params(const llm_train *t) { return t->n_params; }
 size_t llm_train_memory_bytes(const llm_train *t) { return t->n_params * 4 * sizeof(float) + t->act_bytes; }
 float *llm_train_params(llm_train *t, size_t *n) {
@@ -55,7 +54,7 @@ float *llm_train_grads(llm_train *t, size_t *n) {
     return t->grads;
 }
 dr_rng *llm_train_rng(llm_train *t) { return &t->rng; }
-int64_t *llm_train_user(llm_train *t) { return t->user; }
+int64_t *llm_train_run_state(llm_train *t) { return t->run_state; }
 int64_t llm_train_steps(const llm_train *t) { return t->step; }
 
 void llm_train_free(llm_train *t) {
@@ -729,29 +728,17 @@ static void sft_dlogp(const llm_batch *b, float norm, const float *logp, float *
             c -= (double)wk * logp[k];
             w += wk;
         }
-    if (dlogp) {
-        float nrm = norm > 0 ? norm : (float)w;
-        memset(dlogp, 0, (size_t)b->B * b->T * sizeof(float));
-        if (nrm > 0)
-            for (int i = 0; i < b->B; i++)
-                for (int j = 1; j < b->len[i]; j++) {
-                    size_t k = (size_t)i * b->T + j;
-                    if (b->mask && !b->mask[k]) continue;
-                    dlogp[k] = -(b->weight ? b->weight[k] : 1.0f) / nrm;
-                }
-    }
+    float nrm = norm > 0 ? norm : (float)w;
+    memset(dlogp, 0, (size_t)b->B * b->T * sizeof(float));
+    if (nrm > 0)
+        for (int i = 0; i < b->B; i++)
+            for (int j = 1; j < b->len[i]; j++) {
+                size_t k = (size_t)i * b->T + j;
+                if (b->mask && !b->mask[k]) continue;
+                dlogp[k] = -(b->weight ? b->weight[k] : 1.0f) / nrm;
+            }
     if (ce) *ce = c;
     if (ws) *ws = w;
-}
-
-int llm_train_sft_eval(llm_train *t, const llm_batch *b, double *ce_sum, double *w_sum) {
-    size_t n = (size_t)b->B * (b->T > 0 ? b->T : 0);
-    float *logp = dr_calloc(n ? n : 1, sizeof(float));
-    if (!logp) return DR_ERR_NOMEM;
-    int rc = llm_train_forward(t, b, logp, NULL);
-    if (!rc) sft_dlogp(b, 0, logp, NULL, ce_sum, w_sum);
-    free(logp);
-    return rc;
 }
 
 int llm_train_sft(llm_train *t, const llm_batch *b, float norm, double *ce_sum, double *w_sum) {

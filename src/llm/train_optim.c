@@ -12,6 +12,12 @@
 
 void llm_train_zero_grad(llm_train *t) { memset(t->grads, 0, t->n_params * sizeof(float)); }
 
+int llm_lr_sched_from_name(const char *s) {
+    return !strcmp(s, "constant") ? LLM_SCHED_CONSTANT : !strcmp(s, "linear") ? LLM_SCHED_LINEAR
+                                  : !strcmp(s, "cosine") ? LLM_SCHED_COSINE
+                                                         : -1;
+}
+
 float llm_train_lr(const llm_train *t) {
     const llm_train_config *c = &t->tc;
     int64_t s = t->step;
@@ -203,7 +209,7 @@ int llm_train_save_state(const llm_train *t, const char *path) {
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.version", 1);
     if (!rc) rc = gguf_set_i64(w, "deeprec.train.step", t->step);
     if (!rc) rc = gguf_set_arr(w, "deeprec.train.rng", GGUF_TYPE_UINT64, t->rng.s, 4);
-    if (!rc) rc = gguf_set_arr(w, "deeprec.train.user", GGUF_TYPE_INT64, t->user, LLM_TRAIN_USER_N);
+    if (!rc) rc = gguf_set_arr(w, "deeprec.train.user", GGUF_TYPE_INT64, t->run_state, LLM_TRAIN_RUN_STATE_N);
     if (!rc) rc = gguf_set_u64(w, "deeprec.train.n_params", (uint64_t)t->n_params);
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.lora_rank", (uint32_t)t->lora);
     if (!rc) rc = gguf_set_u32(w, "deeprec.train.lora_targets", t->lora ? t->tc.lora_targets : 0);
@@ -224,7 +230,7 @@ int llm_train_load_state(llm_train *t, const char *path) {
     uint32_t rank = 0, targets = 0;
     int64_t step;
     uint64_t n = 0;
-    const void *rngd, *userd;
+    const void *rngd, *run_state;
     uint64_t nr = 0, nu = 0;
     if ((rc = gguf_get_str(&f, "deeprec.kind", &kind))) goto done;
     if (!gguf_str_eq(kind, "llm_train_state")) {
@@ -235,14 +241,14 @@ int llm_train_load_state(llm_train *t, const char *path) {
     if ((rc = gguf_get_i64(&f, "deeprec.train.step", &step)) || (rc = gguf_get_u32(&f, "deeprec.train.lora_rank", &rank)) ||
         (rc = gguf_get_u32(&f, "deeprec.train.lora_targets", &targets)) ||
         (rc = gguf_get_arr(&f, "deeprec.train.rng", GGUF_TYPE_UINT64, &nr, &rngd)) ||
-        (rc = gguf_get_arr(&f, "deeprec.train.user", GGUF_TYPE_INT64, &nu, &userd)))
+        (rc = gguf_get_arr(&f, "deeprec.train.user", GGUF_TYPE_INT64, &nu, &run_state)))
         goto done;
     {
         int64_t nn;
         if ((rc = gguf_get_i64(&f, "deeprec.train.n_params", &nn))) goto done;
         n = (uint64_t)nn;
     }
-    if ((int)rank != t->lora || (t->lora && targets != t->tc.lora_targets) || n != t->n_params || nr != 4 || nu < 4 || nu > LLM_TRAIN_USER_N) {
+    if ((int)rank != t->lora || (t->lora && targets != t->tc.lora_targets) || n != t->n_params || nr != 4 || nu < 4 || nu > LLM_TRAIN_RUN_STATE_N) {
         rc = dr_error(DR_ERR_ARG,
                       "%s: the state is for another setup (LoRA rank %u, targets %#x, %llu parameters; this trainer: "
                       "rank %d, targets %#x, %zu parameters)",
@@ -257,8 +263,8 @@ int llm_train_load_state(llm_train *t, const char *path) {
         memcpy(dst[i], ti->data, t->n_params * sizeof(float));
     }
     memcpy(t->rng.s, rngd, sizeof t->rng.s);
-    memset(t->user, 0, sizeof t->user); /* states written before there were 8 keep 4 */
-    memcpy(t->user, userd, (size_t)nu * sizeof *t->user);
+    memset(t->run_state, 0, sizeof t->run_state); /* states written before there were 8 keep 4 */
+    memcpy(t->run_state, run_state, (size_t)nu * sizeof *t->run_state);
     t->step = step;
     llm_train_zero_grad(t);
 done:

@@ -119,12 +119,12 @@ static inline __attribute__((always_inline)) void accum_slices(float *y, const f
 /* y[0..Dh) += sum_j w[j * ws] * x_j with x_j = x + j * xs, j < n. */
 static inline void accum_rows(float *y, const float *w, size_t ws, const float *x, size_t xs, int n, int Dh) {
     if (Dh % VW == 0) {
-        int d0 = 0;
-        for (; d0 + 4 * VW <= Dh; d0 += 4 * VW) accum_slices(y + d0, w, ws, x + d0, xs, n, 4);
-        switch ((Dh - d0) / VW) {
-        case 3: accum_slices(y + d0, w, ws, x + d0, xs, n, 3); break;
-        case 2: accum_slices(y + d0, w, ws, x + d0, xs, n, 2); break;
-        case 1: accum_slices(y + d0, w, ws, x + d0, xs, n, 1); break;
+        int d = 0;
+        for (; d + 4 * VW <= Dh; d += 4 * VW) accum_slices(y + d, w, ws, x + d, xs, n, 4);
+        switch ((Dh - d) / VW) {
+        case 3: accum_slices(y + d, w, ws, x + d, xs, n, 3); break;
+        case 2: accum_slices(y + d, w, ws, x + d, xs, n, 2); break;
+        case 1: accum_slices(y + d, w, ws, x + d, xs, n, 1); break;
         default: break;
         }
     } else {

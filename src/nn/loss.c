@@ -130,13 +130,13 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
         int nblk = (D + blk - 1) / blk;
 #pragma omp parallel for schedule(static) if ((size_t)N * K1 * D >= NN_PAR_MIN)
         for (int cb = 0; cb < nblk; cb++) {
-            int d0 = cb * blk, d1 = d0 + blk < D ? d0 + blk : D;
+            int d_begin = cb * blk, d_end = d_begin + blk < D ? d_begin + blk : D;
             for (size_t i = 0; i < (size_t)N; i++) {
                 const float *g = work + i * K1, *h = hidden + i * D;
                 for (int k = 0; k < K1; k++) {
                     if (g[k] == 0.0f) continue;
                     float *e = dtable + (size_t)(k == 0 ? pos[i] : neg[i * K + k - 1]) * D;
-                    for (int d = d0; d < d1; d++) e[d] += g[k] * h[d];
+                    for (int d = d_begin; d < d_end; d++) e[d] += g[k] * h[d];
                 }
             }
         }

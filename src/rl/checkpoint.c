@@ -127,7 +127,7 @@ enum { U_STEP, U_STAGE, U_SEED, U_KEY };
 
 int rl_ckpt_save(rl_run *r, int64_t step) {
     int slot = r->cur_slot == 0 ? 1 : 0;
-    int64_t *u = llm_train_user(r->tr);
+    int64_t *u = llm_train_run_state(r->tr);
     u[U_STEP] = step;
     u[U_STAGE] = r->o->stage;
     u[U_SEED] = (int64_t)r->o->seed;
@@ -219,7 +219,7 @@ int rl_ckpt_open(rl_run *r, int64_t *start, int *resumed) {
     if ((rc = llm_train_new(&r->tr, r->resume_src ? r->resume_src : lm, &tc))) return rc;
     if (!*resumed) return DR_OK;
     if ((rc = llm_train_load_state(r->tr, r->slot_state[ci.slot]))) return rc;
-    const int64_t *u = llm_train_user(r->tr);
+    const int64_t *u = llm_train_run_state(r->tr);
     if (u[U_STEP] != ci.step || u[U_STAGE] != o->stage || u[U_KEY] != resume_key(o))
         return dr_error(DR_ERR_ARG, "rl --resume: %s does not match its marker or this run's --prompts/--samples/--probe/--constrain",
                         r->slot_state[ci.slot]);

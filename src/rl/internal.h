@@ -43,7 +43,7 @@ typedef struct rl_run {
 uint64_t rl_step_seed(const rl_opts *o, int64_t s, uint64_t stream);
 
 /* rollout.c */
-/* Requests for users: history = train[:-1], target = train[-1]. */
+/* Requests for users: their training examples (dr_data_train_example). */
 void rl_user_requests(const struct dr_dataset *d, const int32_t *users, int n, agent_request *req);
 /* This rank's share of n_req requests x G samples, rolled out with the current policy and
  * scored (all of them in one process). */

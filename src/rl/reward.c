@@ -128,8 +128,8 @@ int rl_item_similarity(rl_reward_ctx *r, int32_t item, int32_t target, double *o
     int rc;
     if ((rc = item_text(r, item, &a)) || (rc = item_text(r, target, &b))) return rc;
     double tc = rl_cosine(a, b, r->dim);
-    const float *F = trm_item_embeddings(r->m);
-    double ic = rl_cosine(F + (size_t)item * r->dim, F + (size_t)target * r->dim, r->dim);
+    const float *emb = trm_item_embeddings(r->m);
+    double ic = rl_cosine(emb + (size_t)item * r->dim, emb + (size_t)target * r->dim, r->dim);
     *out = 0.5 * (tc + ic);
     return DR_OK;
 }

@@ -10,9 +10,8 @@
 
 void rl_user_requests(const dr_dataset *d, const int32_t *users, int n, agent_request *req) {
     for (int i = 0; i < n; i++) {
-        const int32_t *tr;
-        int64_t nt = dr_data_train(d, users[i], &tr);
-        req[i] = (agent_request){users[i], tr, nt - 1, tr[nt - 1], NULL};
+        req[i] = (agent_request){users[i], NULL, 0, 0, NULL};
+        req[i].target = dr_data_train_example(d, users[i], &req[i].hist, &req[i].n_hist);
     }
 }
 

@@ -24,13 +24,14 @@ int rl_select_users(const dr_dataset *d, struct trm_model *m, int k, int32_t **u
     }
     int cnt = 0;
     for (int32_t i = 0; i < d->n_users; i++) {
-        const int32_t *tr;
-        int64_t nt = dr_data_train(d, i, &tr);
-        if (nt < 2) continue;
+        const int32_t *hist;
+        int64_t n_hist;
+        int32_t target = dr_data_train_example(d, i, &hist, &n_hist);
+        if (!target) continue;
         if (k > 0) {
             int got = 0, in = 0;
-            if ((rc = trm_retrieve(s, tr, nt - 1, "", k, 1, ids, sc, &got))) goto done;
-            for (int j = 0; j < got && !in; j++) in = ids[j] == tr[nt - 1];
+            if ((rc = trm_retrieve(s, hist, n_hist, "", k, 1, ids, sc, &got))) goto done;
+            for (int j = 0; j < got && !in; j++) in = ids[j] == target;
             if (!in) continue;
         }
         u[cnt++] = i;

@@ -51,7 +51,7 @@ typedef struct serve_rec_req {
     uint64_t seed;         /* (1) */
     int trace;             /* prompt and segments in the answer (0) */
     int mode;              /* enum serve_mode (deeprec) */
-    int split;             /* 0 test (history seq[:-1], target seq[-1]), 1 valid, 2 all (no target) */
+    int split;             /* enum dr_data_split: test (history seq[:-1], target seq[-1]), valid, all (no target) */
 } serve_rec_req;
 void serve_rec_req_free(serve_rec_req *r);
 

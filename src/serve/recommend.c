@@ -15,25 +15,14 @@ int serve_rec_resolve(const serve_shared *sh, serve_job *j, serve_err *e) {
     j->user = -1;
     j->target = 0;
     if (r->user) {
-        int32_t u = dr_data_find_user(d, r->user);
-        if (u < 0 && r->user[0] == '#') {
-            char *end;
-            long k = strtol(r->user + 1, &end, 10);
-            if (*end == 0 && end != r->user + 1 && k >= 0 && k < d->n_users) u = (int32_t)k;
-        }
+        int32_t u = dr_data_find_user(d, r->user); /* "#N" included */
         if (u < 0)
             return serve_fail(e, 404, "invalid_request_error", "unknown_user", "user", -1,
                               "user '%.100s' is not in the dataset (give a source user id, or \"#N\" for the N-th of %d)",
                               r->user, (int)d->n_users);
         const int32_t *h;
         int64_t n;
-        int32_t target = 0;
-        if (r->split == 0) target = dr_data_test(d, u, &h, &n);
-        else if (r->split == 1) target = dr_data_valid(d, u, &h, &n);
-        if (!target) { /* too short to hold one out (or split "all"): the whole sequence */
-            h = dr_data_seq(d, u);
-            n = dr_data_seq_len(d, u);
-        }
+        int32_t target = dr_data_split_history(d, u, r->split, &h, &n);
         j->user = u;
         j->target = target;
         j->hist = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));

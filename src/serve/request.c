@@ -1,6 +1,7 @@
 /* Request bodies: strict JSON parsing (unknown fields and wrong types are refused, each
  * naming the field) into the structs the engines take. Pure functions: fuzzed. */
 #include "internal.h"
+#include "deeprec/data.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -217,10 +218,7 @@ static int rec_fields(json_t *j, serve_rec_req *r, serve_err *e) {
     if (sp && !json_is_null(sp)) {
         if (!json_is_string(sp)) return wrong_type(e, "split", "a string: test, valid or all");
         const char *s = json_string_value(sp);
-        if (!strcmp(s, "test")) r->split = 0;
-        else if (!strcmp(s, "valid")) r->split = 1;
-        else if (!strcmp(s, "all")) r->split = 2;
-        else return bad_value(e, "split", "one of test, valid, all");
+        if ((r->split = dr_data_split_from_name(s)) < 0) return bad_value(e, "split", "one of test, valid, all");
         if (r->has_history) return bad_value(e, "split", "given only with 'user' (a history has no held-out item)");
     }
     return DR_OK;

@@ -223,7 +223,6 @@ int tok_is_special(const tokenizer *t, int32_t id) {
     return ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED;
 }
 int32_t tok_eos(const tokenizer *t) { return t->eos; }
-int32_t tok_bos(const tokenizer *t) { return t->bos; }
 int32_t tok_pad(const tokenizer *t) { return t->pad; }
 int tok_pre(const tokenizer *t) { return t->pre; }
 void tok_set_special(tokenizer *t, int32_t bos, int32_t eos, int32_t pad) {

@@ -145,9 +145,9 @@ static size_t nfc_region(const uint8_t *u, size_t len, uint32_t *cp, uint8_t *ds
             if (si % TCount) cp[n++] = TBase + si % TCount;
             continue;
         }
-        int dl = 0;
-        const uint32_t *d = (c >= 0xC0 && !(c & TOK_BAD_BYTE)) ? decomp_of(c, &dl) : NULL;
-        if (d && dl <= 4) { for (int k = 0; k < dl; k++) cp[n++] = d[k]; }
+        int n_decomp = 0;
+        const uint32_t *d = (c >= 0xC0 && !(c & TOK_BAD_BYTE)) ? decomp_of(c, &n_decomp) : NULL;
+        if (d && n_decomp <= 4) { for (int k = 0; k < n_decomp; k++) cp[n++] = d[k]; }
         else cp[n++] = c;
     }
     /* canonical ordering: stable sort of each run of non-starters by ccc */
@@ -214,9 +214,9 @@ int tok_nfc(const char *s, size_t len, char **out, size_t *out_len) {
         size_t end = i + (size_t)l;
         while (end < len) {
             uint32_t d;
-            int dl = tok_utf8_next(u, len, end, &d);
+            int d_len = tok_utf8_next(u, len, end, &d);
             if (!is_unsafe(d)) break;
-            end += (size_t)dl;
+            end += (size_t)d_len;
         }
         memcpy(r + o, u + copied, start - copied);
         o += start - copied;

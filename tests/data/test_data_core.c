@@ -70,6 +70,28 @@ TEST(data_split_rules) {
     CHECK_EQ_INT(m, 2);
     CHECK_EQ_INT(p[0], 3);
     CHECK_EQ_INT(p[1], 4);
+    /* training example: history train[:-1], target train[-1] */
+    CHECK_EQ_INT(dr_data_train_example(&d, 0, &p, &n), 3);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(p[1], 2);
+    CHECK_EQ_INT(dr_data_train_example(&d, 1, &p, &n), 2); /* two: train is the whole sequence */
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(dr_data_train_example(&d, 2, &p, &n), 0); /* three: one train item, no example */
+    CHECK_EQ_INT(n, 1);
+    /* split histories by name; "all" and short users show the whole sequence */
+    CHECK_EQ_INT(dr_data_split_from_name("test"), DR_SPLIT_TEST);
+    CHECK_EQ_INT(dr_data_split_from_name("valid"), DR_SPLIT_VALID);
+    CHECK_EQ_INT(dr_data_split_from_name("all"), DR_SPLIT_ALL);
+    CHECK_EQ_INT(dr_data_split_from_name("train"), -1);
+    CHECK_EQ_INT(dr_data_split_history(&d, 0, DR_SPLIT_TEST, &p, &n), 5);
+    CHECK_EQ_INT(n, 4);
+    CHECK_EQ_INT(dr_data_split_history(&d, 0, DR_SPLIT_VALID, &p, &n), 4);
+    CHECK_EQ_INT(n, 3);
+    CHECK_EQ_INT(dr_data_split_history(&d, 0, DR_SPLIT_ALL, &p, &n), 0);
+    CHECK_EQ_INT(n, 5);
+    CHECK_EQ_INT(dr_data_split_history(&d, 1, DR_SPLIT_TEST, &p, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(p[1], 2);
     dr_data_stats s;
     dr_data_compute_stats(&d, &s);
     CHECK_EQ_INT(s.users_split, 2);
@@ -128,6 +150,33 @@ TEST(data_kcore_repeats_until_stable) {
     CHECK_EQ_INT(dr_data_find_item(&d, "c"), 0);
     CHECK_EQ_INT(dr_data_find_user(&d, "u3"), -1);
     CHECK_EQ_INT(d.min_user_count, 2);
+    dr_data_free(&d);
+}
+
+TEST(data_user_lookup_by_id_number_or_index) {
+    dr_data_builder *b = dr_data_builder_new();
+    add(b, "alice", "a", 1);
+    add(b, "bob", "a", 1);
+    add(b, "#0", "b", 1); /* a real id spelled "#0" wins over the number */
+    dr_dataset d;
+    CHECK_OK(dr_data_builder_finish(b, NULL, &d));
+    dr_data_builder_free(b);
+    int32_t u = -2;
+    CHECK_OK(dr_data_user_lookup(&d, "bob", -1, "d.gguf", &u));
+    CHECK_EQ_INT(u, 1);
+    CHECK_OK(dr_data_user_lookup(&d, "#1", -1, "d.gguf", &u));
+    CHECK_EQ_INT(u, 1);
+    CHECK_OK(dr_data_user_lookup(&d, "#0", -1, "d.gguf", &u));
+    CHECK_EQ_INT(u, 2);
+    CHECK_OK(dr_data_user_lookup(&d, NULL, 0, "d.gguf", &u));
+    CHECK_EQ_INT(u, 0);
+    CHECK_ERR(dr_data_user_lookup(&d, "carol", -1, "d.gguf", &u), DR_ERR_ARG);
+    CHECK_EQ_INT(u, -1);
+    CHECK(strstr(dr_error_message(), "carol") && strstr(dr_error_message(), "d.gguf"));
+    CHECK_ERR(dr_data_user_lookup(&d, "#3", -1, "d.gguf", &u), DR_ERR_ARG);
+    CHECK_ERR(dr_data_user_lookup(&d, NULL, 3, "d.gguf", &u), DR_ERR_ARG);
+    CHECK_ERR(dr_data_user_lookup(&d, NULL, -1, "d.gguf", &u), DR_ERR_ARG);
+    dr_error_clear();
     dr_data_free(&d);
 }
 

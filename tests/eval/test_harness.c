@@ -290,21 +290,27 @@ TEST(harness_trm_baseline_tiny_trained) {
 
 /* A plain SASRec checkpoint as the TRM: trm mode is its empty-preference top-10, and a
  * preference text changes nothing (sasrec ignores it). */
+/* An untrained one-layer TRM of width 16 for dataset d. */
+static trm_model *tiny_trm(const dr_dataset *d, int kind) {
+    trm_config cfg;
+    trm_config_default(&cfg);
+    cfg.model = kind;
+    cfg.n_items = d->n_items;
+    cfg.dim = 16;
+    cfg.layers = 1;
+    cfg.heads = 1;
+    cfg.max_len = 12;
+    trm_model *tm = NULL;
+    CHECK_OK(trm_model_new(&tm, &cfg, d, 3));
+    return tm;
+}
+
 TEST(harness_trm_mode_sasrec) {
     dr_dataset d;
     tiny_data(&d, 40, 20, 12);
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
-    trm_config cfg;
-    trm_config_default(&cfg);
-    cfg.model = TRM_SASREC;
-    cfg.n_items = d.n_items;
-    cfg.dim = 16;
-    cfg.layers = 1;
-    cfg.heads = 1;
-    cfg.max_len = 12;
-    trm_model *tm;
-    CHECK_OK(trm_model_new(&tm, &cfg, &d, 3));
+    trm_model *tm = tiny_trm(&d, TRM_SASREC);
     eval_inputs in = {&d, c, tm, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
@@ -748,6 +754,49 @@ TEST(harness_cli_eval) {
 
     tok_free(tok);
     llm_model_free(lm);
+    trm_model_free(tm);
+    agent_catalog_free(c);
+    dr_data_free(&d);
+}
+
+TEST(harness_mode_list_and_runs) {
+    int modes[EVAL_N_MODES], n;
+    CHECK_OK(eval_modes_parse("trm,teacher", modes, &n));
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(modes[0], EVAL_TRM);
+    CHECK_EQ_INT(modes[1], EVAL_TEACHER);
+    CHECK_ERR(eval_modes_parse("trm,,teacher", modes, &n), DR_ERR_ARG);
+    CHECK_ERR(eval_modes_parse("trm,bert", modes, &n), DR_ERR_ARG);
+    CHECK(strstr(dr_error_message(), "bert"));
+    CHECK_ERR(eval_modes_parse("trm,trm", modes, &n), DR_ERR_ARG);
+    CHECK_ERR(eval_modes_parse("", modes, &n), DR_ERR_ARG);
+    dr_error_clear();
+    /* the runs equal eval_run mode by mode; each pairs with the reference (itself: zero) */
+    dr_dataset d;
+    tiny_data(&d, 40, 20, 12);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    trm_model *tm = tiny_trm(&d, TRM_PREF);
+    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_opts o;
+    eval_opts_default(&o);
+    o.bootstrap = 50;
+    CHECK_OK(eval_modes_parse("trm,teacher", modes, &n));
+    eval_result res[2], one;
+    eval_paired pair[2];
+    CHECK_OK(eval_run_modes(&in, &o, modes, n, 0, res, pair));
+    for (int i = 0; i < n; i++) {
+        o.mode = modes[i];
+        CHECK_OK(eval_run(&in, &o, &one));
+        CHECK_EQ_INT(res[i].mode, modes[i]);
+        CHECK_EQ_INT(res[i].n_users, one.n_users);
+        CHECK_NEAR(res[i].ndcg[EVAL_RULE_EXACT][1], one.ndcg[EVAL_RULE_EXACT][1], 0);
+        eval_result_free(&one);
+    }
+    CHECK_EQ_INT(pair[1].mode, EVAL_TEACHER);
+    CHECK_EQ_INT(pair[1].ref, EVAL_TRM);
+    CHECK_NEAR(pair[0].diff[EVAL_RULE_EXACT][0].mean, 0, 0);
+    for (int i = 0; i < n; i++) eval_result_free(&res[i]);
     trm_model_free(tm);
     agent_catalog_free(c);
     dr_data_free(&d);

@@ -4,6 +4,7 @@
 #include "harness.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
+#include "deeprec/tokenizer.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -703,4 +704,64 @@ TEST(llm_kquant_load) {
     free(q);
     free(q4);
     free(want);
+}
+
+/* llm_complete: G samples of one prompt equal llm_generate on a prefill forked by hand,
+ * and the context and empty-prompt limits are errors. */
+TEST(llm_complete_matches_forked_generate) {
+    const char *text = "the cat sat on the mat. the cat ate. the mat sat.";
+    tok_train_opts to = {.vocab_size = 256 + 11 + 8};
+    tokenizer *tok;
+    CHECK_OK(tok_train(text, strlen(text), &to, &tok));
+    llm_config c = tiny_cfg(LLM_ARCH_QWEN2);
+    c.vocab = tok_vocab_size(tok);
+    llm_model *m0, *m;
+    CHECK_OK(llm_model_init_random(&m0, &c, GGML_TYPE_F32, 0.3f, 4));
+    char path[512];
+    snprintf(path, sizeof path, "%s/complete.gguf", dr_test_tmpdir());
+    CHECK_OK(llm_model_save(m0, tok, path));
+    llm_model_free(m0);
+    CHECK_OK(llm_model_load(&m, path));
+    llm_gen_params p = {0};
+    p.max_tokens = 5;
+    p.sampler.temperature = 1.0f, p.sampler.top_p = 1.0f, p.seed = 11;
+    llm_gen_result res[3], ref[3];
+    llm_complete_stats st;
+    CHECK_OK(llm_complete(m, "the cat", 3, 0, 0, &p, NULL, NULL, res, &st));
+    int32_t *ids;
+    size_t n;
+    CHECK_OK(tok_encode(m->tok, "the cat", 7, 0, &ids, &n));
+    CHECK_EQ_INT((int)st.prompt_tokens, (int)n);
+    llm_session *s;
+    CHECK_OK(llm_session_new(&s, m, 3, (int)n + 5));
+    if (n > 1) CHECK_OK(llm_prefill(s, 0, ids, (int)n - 1, NULL, 0));
+    int slots[3] = {0, 1, 2};
+    int32_t pend[3] = {ids[n - 1], ids[n - 1], ids[n - 1]};
+    CHECK_OK(llm_slot_fork(s, 0, slots + 1, 2));
+    CHECK_OK(llm_generate(s, m->tok, slots, pend, 3, &p, NULL, ref, NULL, NULL));
+    for (int k = 0; k < 3; k++) {
+        CHECK_EQ_INT(res[k].n_ids, ref[k].n_ids);
+        CHECK(!memcmp(res[k].ids, ref[k].ids, (size_t)ref[k].n_ids * sizeof(int32_t)));
+        llm_gen_result_free(&res[k]);
+        llm_gen_result_free(&ref[k]);
+    }
+    CHECK_ERR(llm_complete(m, "", 1, 0, 0, &p, NULL, NULL, res, &st), DR_ERR_ARG);
+    CHECK_ERR(llm_complete(m, "the cat", 1, (int)n, 0, &p, NULL, NULL, res, &st), DR_ERR_RANGE);
+    dr_error_clear();
+    free(ids);
+    llm_session_free(s);
+    llm_model_free(m);
+    tok_free(tok);
+}
+
+TEST(llm_speed_measures_every_phase) {
+    llm_config c = tiny_cfg(LLM_ARCH_QWEN2);
+    llm_model *m;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.3f, 9));
+    llm_speed_result r;
+    CHECK_OK(llm_speed(m, 8, 3, 2, 1, &r));
+    CHECK(r.prefill_tps > 0 && r.decode1_tps > 0 && r.decodeB_tps > 0);
+    CHECK_ERR(llm_speed(m, 8, 0, 2, 1, &r), DR_ERR_ARG);
+    dr_error_clear();
+    llm_model_free(m);
 }

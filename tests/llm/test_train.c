@@ -254,6 +254,10 @@ TEST(llm_train_logp_matches_inference) {
 }
 
 TEST(llm_train_lr_schedule) {
+    CHECK_EQ_INT(llm_lr_sched_from_name("constant"), LLM_SCHED_CONSTANT);
+    CHECK_EQ_INT(llm_lr_sched_from_name("linear"), LLM_SCHED_LINEAR);
+    CHECK_EQ_INT(llm_lr_sched_from_name("cosine"), LLM_SCHED_COSINE);
+    CHECK_EQ_INT(llm_lr_sched_from_name("step"), -1);
     llm_config c;
     tiny_cfg(&c, LLM_ARCH_QWEN2);
     llm_model *m;
@@ -346,7 +350,7 @@ static void resume_case(int lora) {
     CHECK_OK(llm_train_new(&b, m, &tc));
     run_steps(b, &tb, 3, &lb);
     dr_rng_u64(llm_train_rng(b));
-    llm_train_user(b)[1] = 42;
+    llm_train_run_state(b)[1] = 42;
     const char *mp = dr_test_path(dr_test_tmpdir(), "m.gguf"), *sp = dr_test_path(dr_test_tmpdir(), "s.gguf");
     CHECK_OK(llm_train_save_model(b, NULL, GGML_TYPE_F32, mp));
     CHECK_OK(llm_train_save_state(b, sp));
@@ -357,7 +361,7 @@ static void resume_case(int lora) {
     CHECK_OK(llm_train_new(&b, lora ? m : m2, &tc));
     CHECK_OK(llm_train_load_state(b, sp));
     CHECK_EQ_INT(llm_train_steps(b), 3);
-    CHECK_EQ_INT(llm_train_user(b)[1], 42);
+    CHECK_EQ_INT(llm_train_run_state(b)[1], 42);
     CHECK(!memcmp(llm_train_rng(b), &rb, sizeof rb));
     run_steps(b, &tb, 5, &lb);
     CHECK_MSG(la == lb, "resumed loss %.9g differs from uninterrupted %.9g", lb, la);

@@ -570,3 +570,16 @@ TEST(trm_learns_beats_popularity) {
     }
     dr_data_free(&d);
 }
+
+TEST(trm_names_parse) {
+    CHECK_EQ_INT(trm_model_kind_from_name("sasrec"), TRM_SASREC);
+    CHECK_EQ_INT(trm_model_kind_from_name("pref"), TRM_PREF);
+    CHECK_EQ_INT(trm_model_kind_from_name("bert4rec"), -1);
+    CHECK_EQ_INT(trm_loss_from_name("ce"), TRM_LOSS_CE);
+    CHECK_EQ_INT(trm_loss_from_name("sampled"), TRM_LOSS_SAMPLED);
+    CHECK_EQ_INT(trm_loss_from_name("bce"), TRM_LOSS_BCE);
+    CHECK_EQ_INT(trm_loss_from_name("CE"), -1);
+    CHECK_EQ_INT(trm_act_from_name("gelu"), TRM_ACT_GELU);
+    CHECK_EQ_INT(trm_act_from_name("relu"), TRM_ACT_RELU);
+    CHECK_EQ_INT(trm_act_from_name(""), -1);
+}

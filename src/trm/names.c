@@ -1,0 +1,13 @@
+/* The names of the TRM's kinds, losses and activations as commands and files spell them. */
+#include "deeprec/trm.h"
+#include <string.h>
+
+int trm_model_kind_from_name(const char *s) {
+    return !strcmp(s, "sasrec") ? TRM_SASREC : !strcmp(s, "pref") ? TRM_PREF : -1;
+}
+
+int trm_loss_from_name(const char *s) {
+    return !strcmp(s, "ce") ? TRM_LOSS_CE : !strcmp(s, "sampled") ? TRM_LOSS_SAMPLED : !strcmp(s, "bce") ? TRM_LOSS_BCE : -1;
+}
+
+int trm_act_from_name(const char *s) { return !strcmp(s, "gelu") ? TRM_ACT_GELU : !strcmp(s, "relu") ? TRM_ACT_RELU : -1; }
