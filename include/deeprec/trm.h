@@ -105,7 +105,8 @@ typedef struct trm_train_result {
 } trm_train_result;
 int trm_train(trm_model *m, const struct dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
 
-/* Full-ranking evaluation (deeprec/metrics.h). split: 0 = valid, 1 = test.
+/* Full-ranking evaluation (deeprec/metrics.h). split: 0 = valid, 1 = test, 2 = each user's last
+ * training item given the training items before it (a target the TRM was trained on).
  * pref_mode: 0 = empty preference, 1 = oracle (the target's category words). */
 struct dr_metrics_mean;
 int trm_evaluate(trm_model *m, const struct dr_dataset *d, int split, int mask_history, int pref_mode,

@@ -123,7 +123,7 @@ static int cmd_eval(int argc, char **argv) {
     cli_opt opts[] = {
         {"--data", CLI_STR, &data, "dataset (.gguf)"},
         {"--model", CLI_STR, &model, "TRM checkpoint (.gguf)"},
-        {"--split", CLI_STR, &split, "test | valid"},
+        {"--split", CLI_STR, &split, "test | valid | train (the last training item: a target the TRM was trained on)"},
         {"--no-mask-history", CLI_FLAG, &no_mask, "rank history items too"},
         {"--pref-oracle", CLI_FLAG, &oracle, "pref model: give the target's category words as the preference"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
@@ -136,7 +136,8 @@ static int cmd_eval(int argc, char **argv) {
     int sp;
     if (!strcmp(split, "test")) sp = 1;
     else if (!strcmp(split, "valid")) sp = 0;
-    else return cli_usage_error("--split must be test or valid, got '%s'", split);
+    else if (!strcmp(split, "train")) sp = 2;
+    else return cli_usage_error("--split must be test, valid or train, got '%s'", split);
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     trm_model *m = NULL;

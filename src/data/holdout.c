@@ -1,6 +1,6 @@
 /* A copy of a dataset without each user's last n items.
  * Why: a TRM ranks the items it was trained on as targets far better than unseen ones (the
- * demo's pref TRM: NDCG@10 0.0998 on each user's last training item against 0.0467 on the test
+ * demo's pref TRM: NDCG@10 0.0997 on each user's last training item against 0.0466 on the test
  * item). An agent trained against that TRM on training targets learns from a tool that is
  * twice as good as the one it meets at test time. A TRM trained on this copy, with n = 2 + P,
  * has never seen the last P training items (nor validation and test) as targets, so on those

@@ -30,6 +30,13 @@ int trm__set_last_pref(trm_model *m, trm_acts *a, int b, const char *text) {
     return n;
 }
 
+/* split 2 (the last training item) measures how much better the TRM ranks items it was trained
+ * on as targets than unseen ones (docs/ablation.md) */
+static int32_t split_target(const dr_dataset *d, int32_t u, int split, const int32_t **pre, int64_t *pl) {
+    if (split == 2) return dr_data_train_example(d, u, pre, pl);
+    return split ? dr_data_test(d, u, pre, pl) : dr_data_valid(d, u, pre, pl);
+}
+
 int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
                  dr_metrics_mean *out) {
     memset(out, 0, sizeof *out);
@@ -59,7 +66,7 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     for (int32_t u = 0; u < d->n_users; u++) {
         const int32_t *pre;
         int64_t pl;
-        int32_t t = split ? dr_data_test(d, u, &pre, &pl) : dr_data_valid(d, u, &pre, &pl);
+        int32_t t = split_target(d, u, split, &pre, &pl);
         if (t <= 0 || pl <= 0) continue;
         us[nu].u = u;
         us[nu].len = pl < m->cfg.max_len ? pl : m->cfg.max_len;
@@ -100,7 +107,7 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
             const int32_t *pre;
             int64_t pl;
             int32_t u = us[s + b].u;
-            targets[b] = split ? dr_data_test(d, u, &pre, &pl) : dr_data_valid(d, u, &pre, &pl);
+            targets[b] = split_target(d, u, split, &pre, &pl);
             seqs[b] = (int32_t *)pre;
             lens[b] = pl;
             moff[b] = mn;

@@ -539,6 +539,30 @@ static double popularity_ndcg(const dr_dataset *d) {
     return mm.ndcg[2];
 }
 
+/* Split 2 (the last training item given the training items before it) is the test split of the
+ * data without each user's last 2 items: the same users, the same ranks, the same metrics. */
+TEST(trm_evaluate_train_split_is_test_of_truncated_data) {
+    dr_dataset d, cut;
+    make_synth(&d, 60, 120, 6, 14, 21, 0.3); /* >= 6 items: every user keeps a split after the cut */
+    CHECK_OK(dr_data_drop_last(&d, 2, &cut));
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 3));
+        dr_metrics_mean tr, te;
+        CHECK_OK(trm_evaluate(m, &d, 2, 1, 0, &tr));
+        CHECK_OK(trm_evaluate(m, &cut, 1, 1, 0, &te));
+        CHECK_EQ_INT((int)tr.n, d.n_users);
+        CHECK_EQ_INT((int)te.n, d.n_users);
+        for (int k = 0; k < DR_METRIC_NK; k++) CHECK(tr.ndcg[k] == te.ndcg[k] && tr.recall[k] == te.recall[k]);
+        CHECK(tr.mrr == te.mrr);
+        trm_model_free(m);
+    }
+    dr_data_free(&cut);
+    dr_data_free(&d);
+}
+
 TEST(trm_learns_beats_popularity) {
     dr_dataset d;
     make_synth(&d, 200, 40, 6, 14, 12, 0.15);
