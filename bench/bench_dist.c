@@ -24,12 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what) {
     fprintf(stderr, "bench_dist (rank %d): %s: %s\n", dr_dist_rank(), what, dr_error_message());
     dr_dist_abort(1);
@@ -44,12 +38,12 @@ typedef struct meas {
 static void meas_start(meas *m) {
     dr_dist_barrier();
     m->t0 = dr_now();
-    m->c0 = cpu_now();
+    m->c0 = dr_cpu_now();
     dr_dist_get_stats(&m->s0);
 }
 
 static void meas_report(const meas *m, const char *job, int steps, const char *unit, double units) {
-    double wall = dr_now() - m->t0, cpu = cpu_now() - m->c0;
+    double wall = dr_now() - m->t0, cpu = dr_cpu_now() - m->c0;
     dr_dist_stats s;
     dr_dist_get_stats(&s);
     double bytes = (double)(s.bytes - m->s0.bytes), comm = s.seconds - m->s0.seconds;

@@ -32,10 +32,7 @@
  * run with DEEPREC_THREADS=1 --cpu-time to measure the work itself (rates per CPU second). */
 static int use_cpu_time;
 static double now(void) {
-    if (!use_cpu_time) return dr_now();
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return use_cpu_time ? dr_cpu_now() : dr_now();
 }
 
 static double read_bandwidth(void) {
@@ -191,12 +188,6 @@ typedef struct result {
     size_t weight_bytes;
 } result;
 
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int P, int B, int steps, result *r) {
     llm_model *m;
     double t0 = dr_now();
@@ -210,7 +201,7 @@ static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int 
     }
     r->init_s = dr_now() - t0;
     r->type = mix == MIX_Q4_K_M ? "Q4_K_M" : ggml_type_name(type);
-    const double wall0 = dr_now(), cpu0 = cpu_now();
+    const double wall0 = dr_now(), cpu0 = dr_cpu_now();
     r->weight_bytes = llm_model_weight_bytes(m);
     const int V = c->vocab, D = c->dim, F = c->ffn, L = c->n_layers;
     const double qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
@@ -277,7 +268,7 @@ static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int 
         }
     }
     r->wall_s = dr_now() - wall0;
-    r->cpu_s = cpu_now() - cpu0;
+    r->cpu_s = dr_cpu_now() - cpu0;
     free(tok);
     free(lg);
     free(slots);
@@ -378,13 +369,13 @@ static int mem_check(const char *dir) {
     for (int i = 0; i < 64; i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
     float *lg = malloc((size_t)V * sizeof(float));
     t0 = dr_now();
-    double c0 = cpu_now();
+    double c0 = dr_cpu_now();
     rc = lg ? llm_prefill(s, 0, tok, 64, lg, 0) : DR_ERR_NOMEM;
     double tp = dr_now() - t0;
     int slot = 0;
     t0 = dr_now();
     for (int i = 0; i < 8 && !rc; i++) rc = llm_decode(s, &slot, &tok[i], 1, lg);
-    double td = dr_now() - t0, cpu = cpu_now() - c0;
+    double td = dr_now() - t0, cpu = dr_cpu_now() - c0;
     long rss = status_kb("VmRSS:"), hwm = status_kb("VmHWM:");
     double kv = 2.0 * L * ctx * D * sizeof(float);
     if (!rc) {

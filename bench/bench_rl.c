@@ -19,12 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void die(const char *what) {
     fprintf(stderr, "bench_rl: %s: %s\n", what, dr_error_message());
     exit(1);
@@ -174,10 +168,10 @@ int main(int argc, char **argv) {
             "micro-batch %d, %s, %d threads\n",
             data_path ? data_path : "synthetic data", prompts, samples, steps, max_hist, max_tokens, ctx, micro,
             lora ? "LoRA" : "full FT", dr_threads());
-    double c0 = cpu_now();
+    double c0 = dr_cpu_now();
     rl_result res;
     if (rl_train(&env, &o, &res)) die("rl_train");
-    double cpu = cpu_now() - c0;
+    double cpu = dr_cpu_now() - c0;
     double n = acc[4] > 0 ? acc[4] : 1;
     printf("bench_rl: per step: wall %.2f s (rollout %.2f + update %.2f), CPU %.2f s (rollout %.2f + update %.2f); "
            "%.0f generated tokens (%.0f per episode), %.0f sequence tokens; update %.0f sequence tokens per CPU second; "

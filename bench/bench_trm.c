@@ -12,24 +12,17 @@
 #include <string.h>
 #include <time.h>
 
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double last_sgemm_cpu_gflops;
-static double cpu_now(void);
 static double sgemm_gflops(int M, int N, int K, int reps) {
     float *A = malloc((size_t)M * K * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float)),
           *C = malloc((size_t)M * N * sizeof(float));
     for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)K * N; i++) B[i] = (float)(i % 5) * 0.1f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 0, C, N);
-    double t0 = dr_now(), c0 = cpu_now();
+    double t0 = dr_now(), c0 = dr_cpu_now();
     for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, A, K, B, N, 0, C, N);
     double s = dr_now() - t0;
-    last_sgemm_cpu_gflops = 2.0 * M * N * K * reps / (cpu_now() - c0) / 1e9;
+    last_sgemm_cpu_gflops = 2.0 * M * N * K * reps / (dr_cpu_now() - c0) / 1e9;
     free(A);
     free(B);
     free(C);
@@ -94,7 +87,7 @@ int main(int argc, char **argv) {
     double s, fl;
     int64_t seqs, pos;
     trm__bench_train(m, &d, &o, 2, &s, &fl, &seqs, &pos); /* warm-up */
-    double c0 = cpu_now();
+    double c0 = dr_cpu_now();
     if (trm__bench_train(m, &d, &o, steps, &s, &fl, &seqs, &pos)) {
         fprintf(stderr, "bench_trm: %s\n", dr_error_message());
         return 1;
@@ -102,7 +95,7 @@ int main(int argc, char **argv) {
     printf("train (sasrec, ce, defaults): %d steps, %.1f sequences/s, %.0f positions/s, %.1f GFLOP/s achieved "
            "(%.0f%% of 1024^3 sgemm, %.0f%% of logits-shape sgemm)\n",
            steps, seqs / s, pos / s, fl / s / 1e9, 100 * fl / s / 1e9 / g_sq, 100 * fl / s / 1e9 / g_lg);
-    double cs = cpu_now() - c0;
+    double cs = dr_cpu_now() - c0;
     printf("  cpu time %.2f s for %.2f s wall (%.2f cores busy); per step %.1f ms wall\n", cs, s, cs / s,
            1e3 * s / steps);
     printf("  per cpu-second (load-independent): train %.1f GFLOP, %.0f sequences; sgemm %.1f GFLOP (1024^3), %.1f "
@@ -133,12 +126,12 @@ retrieval:
         for (int i = 0; i < reps + 50; i++) {
             if (i == 50) {
                 t0 = dr_now();
-                c0 = cpu_now();
+                c0 = dr_cpu_now();
             }
             for (int j = 0; j < 50; j++) hist[j] = 1 + (int32_t)dr_rng_below(&r, 25000);
             trm_retrieve(ss, hist, 50, model ? "dark comedy ; space" : NULL, 20, 1, ids, sc, &n);
         }
-        double ms = (dr_now() - t0) * 1e3 / reps, cms = (cpu_now() - c0) * 1e3 / reps;
+        double ms = (dr_now() - t0) * 1e3 / reps, cms = (dr_cpu_now() - c0) * 1e3 / reps;
         printf("retrieve (%s, 25000 items, d=64, history 50, top 20, masked): %.3f ms/user wall, %.3f ms/user cpu\n",
                model ? "pref, with preference" : "sasrec", ms, cms);
         /* the same users in batches of 256 (trm_retrieve_batch): one forward + one sgemm per batch */
@@ -162,10 +155,10 @@ retrieval:
         }
         trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn); /* warm-up */
         t0 = dr_now();
-        c0 = cpu_now();
+        c0 = dr_cpu_now();
         for (int i = 0; i < ROUNDS; i++) trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn);
         trm_batch_free(tb);
-        double bms = (dr_now() - t0) * 1e3 / (ROUNDS * NB), bcms = (cpu_now() - c0) * 1e3 / (ROUNDS * NB);
+        double bms = (dr_now() - t0) * 1e3 / (ROUNDS * NB), bcms = (dr_cpu_now() - c0) * 1e3 / (ROUNDS * NB);
         printf("retrieve batched (%d users per call): %.4f ms/user wall, %.4f ms/user cpu; %.1fx one at a time "
                "(goal <= 0.1 ms/user)\n",
                NB, bms, bcms, ms / bms);

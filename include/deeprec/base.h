@@ -69,6 +69,7 @@ void *dr_aligned_alloc(size_t n);
 /* Returns 1 and sets *out when a*b does not overflow. */
 int dr_mul_ok(size_t a, size_t b, size_t *out);
 char *dr_strdup(const char *s);
+char *dr_str_concat(const char *a, const char *b); /* a new string a + b (paths: base + suffix); NULL: out of memory */
 
 /* ---------- logging ---------- */
 /* Messages go to a sink the program installs; the default sink drops them,
@@ -156,6 +157,7 @@ void dr_threads_set(int n);
 
 /* ---------- timers ---------- */
 double dr_now(void); /* monotonic seconds */
+double dr_cpu_now(void); /* CPU seconds of the whole process (all threads): beside wall time on shared machines */
 
 /* ---------- text ---------- */
 /* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or code points > U+10FFFF). */

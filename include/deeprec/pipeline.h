@@ -164,7 +164,4 @@ typedef struct pipeline_result {
 int pipeline_run(const pipeline_opts *o, pipeline_result *res);
 void pipeline_result_free(pipeline_result *res);
 
-/* Process CPU seconds (all threads). */
-double pipeline_cpu_seconds(void);
-
 #endif

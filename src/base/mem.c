@@ -47,6 +47,16 @@ void *dr_aligned_alloc(size_t n) {
     return p;
 }
 
+char *dr_str_concat(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *p = dr_malloc(na + nb + 1);
+    if (p) {
+        memcpy(p, a, na);
+        memcpy(p + na, b, nb + 1);
+    }
+    return p;
+}
+
 char *dr_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     char *p = dr_malloc(n);

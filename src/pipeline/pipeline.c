@@ -40,12 +40,6 @@ void pipeline_opts_default(pipeline_opts *o) {
     o->until = -1;
 }
 
-double pipeline_cpu_seconds(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return 0.0;
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------------------ keys */
 void pl_key_init(pl_key *k, const char *step) {
     k->n = 0;
@@ -175,7 +169,7 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
     static int (*const fns[PIPELINE_N_STAGES - 1])(pl_run *) = {
         pl_stage_trm_sasrec, pl_stage_trm_pref, pl_stage_synth, pl_stage_tokenizer, pl_stage_init,
         pl_stage_sft,        pl_stage_rl1,      pl_stage_rl2,   pl_stage_eval};
-    double w0 = dr_now(), c0 = pipeline_cpu_seconds();
+    double w0 = dr_now(), c0 = dr_cpu_now();
     for (int s = 0; s < PIPELINE_N_STAGES; s++) {
         pipeline_stage_info *in = &res->stages[s];
         in->stage = s;
@@ -183,7 +177,7 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
         p.stage = s;
         p.info = in;
         if (o->on_stage) o->on_stage(o->on_stage_ctx, s, NULL);
-        double w = dr_now(), c = pipeline_cpu_seconds();
+        double w = dr_now(), c = dr_cpu_now();
         if (s < PIPELINE_REPORT) {
             rc = fns[s](&p);
         } else {
@@ -191,7 +185,7 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
             rc = pl_report(&p, res->stages, &res->report, &res->report_md);
         }
         in->wall_s = dr_now() - w;
-        in->cpu_s = pipeline_cpu_seconds() - c;
+        in->cpu_s = dr_cpu_now() - c;
         if (rc) {
             dr_error_context("pipeline stage %s", pipeline_stage_name(s));
             break;
@@ -200,7 +194,7 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
         if (o->until >= 0 && s == o->until) break;
     }
     res->wall_s = dr_now() - w0;
-    res->cpu_s = pipeline_cpu_seconds() - c0;
+    res->cpu_s = dr_cpu_now() - c0;
     if (!rc) {
         char tp[PL_PATH];
         pl_path(&p, "times.json", tp);

@@ -19,24 +19,17 @@ static char *path_base(const char *p) {
     }
     return b;
 }
-static char *path_cat(const char *base, const char *suffix) {
-    size_t n = strlen(base) + strlen(suffix) + 1;
-    char *s = dr_malloc(n);
-    if (s) snprintf(s, n, "%s%s", base, suffix);
-    return s;
-}
-
 int rl_ckpt_paths(rl_run *r) {
     const rl_opts *o = r->o;
     r->base = path_base(o->out);
     if (!r->base) return dr_error_code();
-    r->marker = path_cat(r->base, ".ckpt.json");
-    r->metrics = o->metrics ? dr_strdup(o->metrics) : path_cat(r->base, ".metrics.jsonl");
-    r->curve = o->curve ? dr_strdup(o->curve) : path_cat(r->base, ".rewards.svg");
-    r->slot_model[0] = path_cat(r->base, ".ckpt-a.gguf");
-    r->slot_model[1] = path_cat(r->base, ".ckpt-b.gguf");
-    r->slot_state[0] = path_cat(r->base, ".ckpt-a.state.gguf");
-    r->slot_state[1] = path_cat(r->base, ".ckpt-b.state.gguf");
+    r->marker = dr_str_concat(r->base, ".ckpt.json");
+    r->metrics = o->metrics ? dr_strdup(o->metrics) : dr_str_concat(r->base, ".metrics.jsonl");
+    r->curve = o->curve ? dr_strdup(o->curve) : dr_str_concat(r->base, ".rewards.svg");
+    r->slot_model[0] = dr_str_concat(r->base, ".ckpt-a.gguf");
+    r->slot_model[1] = dr_str_concat(r->base, ".ckpt-b.gguf");
+    r->slot_state[0] = dr_str_concat(r->base, ".ckpt-a.state.gguf");
+    r->slot_state[1] = dr_str_concat(r->base, ".ckpt-b.state.gguf");
     if (!r->marker || !r->metrics || !r->curve || !r->slot_model[0] || !r->slot_model[1] || !r->slot_state[0] ||
         !r->slot_state[1])
         return dr_error_code();
@@ -46,7 +39,7 @@ int rl_ckpt_paths(rl_run *r) {
     } else if (o->llm_path && o->stage == RL_STAGE_2) {
         char *lb = path_base(o->llm_path);
         if (lb) {
-            r->prev = path_cat(lb, ".metrics.jsonl");
+            r->prev = dr_str_concat(lb, ".metrics.jsonl");
             free(lb);
         }
         if (r->prev && !dr_file_exists(r->prev)) {

@@ -71,7 +71,6 @@ int rl_update(rl_run *r, const rl_share *sh, int n_ep, const float *adv, float *
               rl_step_stats *st);
 
 /* stats.c: process CPU seconds (all threads). */
-double rl_cpu_now(void);
 /* stats.c: adds n episodes with their rewards into st and takes the means (st zeroed before). */
 void rl_rollout_stats_sum(rl_rollout_stats *st, const agent_episode *eps, const rl_reward *rw, int n);
 

@@ -41,7 +41,7 @@ int rl_probe_split(rl_run *r) {
 int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
     const rl_opts *o = r->o;
     const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
-    double t0 = dr_now(), c0 = rl_cpu_now();
+    double t0 = dr_now(), c0 = dr_cpu_now();
     memset(out, 0, sizeof *out);
     rl_share sh = {0};
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
@@ -54,7 +54,7 @@ int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
     out->n_episodes = n_ep;
     rl_rollout_stats_sum(out, sh.all, sh.all_rw, n_ep);
     out->seconds = dr_now() - t0;
-    out->cpu_seconds = rl_cpu_now() - c0;
+    out->cpu_seconds = dr_cpu_now() - c0;
 done:
     rl_share_free(&sh);
     free(req);

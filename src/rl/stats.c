@@ -5,11 +5,6 @@
 #include <math.h>
 #include <time.h>
 
-double rl_cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 void rl_rollout_stats_sum(rl_rollout_stats *st, const agent_episode *eps, const rl_reward *rw, int n) {
     double s2 = 0;

@@ -75,7 +75,7 @@ static int one_step(rl_run *r, int64_t s, int32_t *users, agent_request *req, rl
     st->step = s;
     st->batch.n_users = P;
     st->batch.n_episodes = n_ep;
-    double t0 = dr_now(), c0 = rl_cpu_now();
+    double t0 = dr_now(), c0 = dr_cpu_now();
     int rc = DR_OK;
     step_users(r, s, users);
     rl_user_requests(r->env->data, users, P, req);
@@ -99,7 +99,7 @@ static int one_step(rl_run *r, int64_t s, int32_t *users, agent_request *req, rl
     if ((rc = rl_advantages(rewards, n_gen, P, G, o->adv, adv))) goto done;
     rl_rollout_stats_sum(&st->batch, sh.all, sh.all_rw, n_ep);
     st->batch.seconds = dr_now() - t0;
-    double t1 = dr_now(), c1 = rl_cpu_now();
+    double t1 = dr_now(), c1 = dr_cpu_now();
     st->batch.cpu_seconds = c1 - c0;
     if (o->ppo.kl_beta != 0.0f) {
         ref = dr_calloc((size_t)(sh.n_loc > 0 ? sh.n_loc : 1), sizeof *ref);
@@ -118,7 +118,7 @@ static int one_step(rl_run *r, int64_t s, int32_t *users, agent_request *req, rl
     }
     if ((rc = rl_update(r, &sh, n_ep, adv, ref, s, st))) goto done;
     st->update_s = dr_now() - t1;
-    st->update_cpu_s = rl_cpu_now() - c1;
+    st->update_cpu_s = dr_cpu_now() - c1;
     st->step_s = dr_now() - t0;
 done:
     if (ref)

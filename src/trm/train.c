@@ -509,13 +509,6 @@ out:
     return rc;
 }
 
-static char *path_with(const char *base, const char *suffix) {
-    size_t n = strlen(base) + strlen(suffix) + 1;
-    char *p = dr_malloc(n);
-    if (p) snprintf(p, n, "%s%s", base, suffix);
-    return p;
-}
-
 
 /* Training that produced a NaN/Inf stops here: nothing more is saved, so the best
  * checkpoint and the resume state of the last good epoch stay as they are. */
@@ -547,8 +540,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     dr_jsonl jl = {0};
     int rc = trainer_init(&t, m, d, o);
     if (rc) goto out;
-    rpath = o->resume_path ? dr_strdup(o->resume_path) : path_with(o->out, ".resume.gguf");
-    mpath = o->metrics ? dr_strdup(o->metrics) : path_with(o->out, ".metrics.jsonl");
+    rpath = o->resume_path ? dr_strdup(o->resume_path) : dr_str_concat(o->out, ".resume.gguf");
+    mpath = o->metrics ? dr_strdup(o->metrics) : dr_str_concat(o->out, ".metrics.jsonl");
     users = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
     order = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
     bstart = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));

@@ -45,6 +45,19 @@ TEST(base_alloc_overflow_is_an_error) {
     CHECK(dr_mul_ok(1000, 1000, &out) && out == 1000000);
 }
 
+TEST(base_str_concat_and_cpu_clock) {
+    char *p = dr_str_concat("out/policy", ".ckpt.json");
+    CHECK_STR(p, "out/policy.ckpt.json");
+    free(p);
+    p = dr_str_concat("", "");
+    CHECK_STR(p, "");
+    free(p);
+    /* the CPU clock counts this thread's work: it moves forward while we compute */
+    double c0 = dr_cpu_now(), x = 0;
+    for (int i = 0; i < 20000000; i++) x += (double)i * 1e-9;
+    CHECK(x > 0 && dr_cpu_now() > c0);
+}
+
 TEST(base_rng_reproducible_and_split) {
     dr_rng a, b;
     dr_rng_seed(&a, 42);
