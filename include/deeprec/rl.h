@@ -146,6 +146,8 @@ typedef struct rl_rollout_stats {
     double valid_rate;     /* format-valid fraction */
     double mean_calls;
     double hit_rate;       /* target in the answer (listwise rank >= 0) */
+    double ndcg10;         /* mean NDCG@10 of the target in the answer (rank r: 1 / log2(r + 2)): the
+                              evaluation's metric, which the stage's reward only partly follows */
     int outcomes[AGENT_N_OUTCOMES];
     int format_fails[AGENT_FMT_N]; /* episodes per first broken format rule of a finished episode */
     double mean_gen;       /* generated tokens per episode */

@@ -20,6 +20,7 @@ void rl_rollout_stats_sum(rl_rollout_stats *st, const agent_episode *eps, const 
         st->valid_rate += x->valid;
         st->mean_calls += eps[i].n_calls;
         st->hit_rate += x->hit_rank >= 0;
+        if (x->hit_rank >= 0 && x->hit_rank < 10) st->ndcg10 += 1.0 / log2(x->hit_rank + 2.0);
         if (eps[i].outcome >= 0 && eps[i].outcome < AGENT_N_OUTCOMES) st->outcomes[eps[i].outcome]++;
         if (eps[i].outcome == AGENT_FINISHED && eps[i].format > AGENT_FMT_OK && eps[i].format < AGENT_FMT_N)
             st->format_fails[eps[i].format]++;
@@ -37,6 +38,7 @@ void rl_rollout_stats_sum(rl_rollout_stats *st, const agent_episode *eps, const 
     st->valid_rate *= inv;
     st->mean_calls *= inv;
     st->hit_rate *= inv;
+    st->ndcg10 *= inv;
     st->mean_gen *= inv;
     double var = s2 * inv - st->reward * st->reward;
     st->reward_std = var > 0 ? sqrt(var) : 0.0;
@@ -64,6 +66,7 @@ static void rollout_json(json_t *j, int stage, const rl_rollout_stats *s) {
     json_object_set_new(j, "valid_rate", json_real(s->valid_rate));
     json_object_set_new(j, "mean_calls", json_real(s->mean_calls));
     json_object_set_new(j, "hit_rate", json_real(s->hit_rate));
+    json_object_set_new(j, "ndcg@10", json_real(s->ndcg10));
     json_t *oc = json_object();
     for (int i = 0; i < AGENT_N_OUTCOMES; i++) json_object_set_new(oc, agent_outcome_name(i), json_integer(s->outcomes[i]));
     json_object_set_new(j, "outcomes", oc);

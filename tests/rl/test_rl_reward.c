@@ -2,6 +2,9 @@
 #include "harness.h"
 #include "rl_fixture.h"
 #include "deeprec/rl.h"
+#include "rl/internal.h"
+#include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -266,4 +269,23 @@ TEST(rl_reward_substring_rule) {
     free(s);
     free(t);
     env_free(&E);
+}
+
+/* The batch statistics carry the evaluation's NDCG@10 beside the reward: ranks 0 and 3 count
+ * 1 and 1/log2(5), a rank past the list and a miss count 0. */
+TEST(rl_stats_ndcg10_is_the_evaluations) {
+    agent_episode eps[4];
+    rl_reward rw[4];
+    memset(eps, 0, sizeof eps);
+    memset(rw, 0, sizeof rw);
+    const int ranks[4] = {0, 3, 12, -1};
+    for (int i = 0; i < 4; i++) rw[i].hit_rank = ranks[i];
+    rl_rollout_stats st;
+    memset(&st, 0, sizeof st);
+    rl_rollout_stats_sum(&st, eps, rw, 4);
+    CHECK_NEAR(st.ndcg10, (1.0 + 1.0 / log2(5.0)) / 4, 1e-12);
+    CHECK_NEAR(st.hit_rate, 0.75, 1e-12);
+    json_t *j = rl_step_json(&(rl_step_stats){.stage = RL_STAGE_2, .step = 1, .batch = st});
+    CHECK_NEAR(json_real_value(json_object_get(j, "ndcg@10")), st.ndcg10, 1e-12);
+    json_decref(j);
 }
