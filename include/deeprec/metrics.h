@@ -40,6 +40,9 @@ void dr_metrics_init(dr_metrics *m);
  * target is never excluded). Returns the pessimistic rank (>= 1), or 0 when
  * target is out of range. */
 int64_t dr_metrics_rank(const float *scores, int32_t n_items, int32_t target, const int32_t *mask, int64_t n_mask);
+/* NDCG@k of one target at 1-based rank: 1 / log2(rank + 1) when 1 <= rank <= k, else 0 (a
+ * 0-based position p is rank p + 1). The one formula every table, reward log and bound uses. */
+double dr_metrics_ndcg_at(int64_t rank, int k);
 /* Add one user with a known rank. */
 void dr_metrics_add_rank(dr_metrics *m, int64_t rank);
 /* Add one user: computes the rank (mask may be NULL / n_mask 0 = no masking). */

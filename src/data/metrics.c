@@ -68,13 +68,15 @@ int64_t dr_metrics_rank(const float *scores, int32_t n_items, int32_t target, co
     return 1 + ahead;
 }
 
+double dr_metrics_ndcg_at(int64_t rank, int k) { return rank >= 1 && rank <= k ? 1.0 / log2((double)rank + 1.0) : 0.0; }
+
 void dr_metrics_add_rank(dr_metrics *m, int64_t rank) {
     if (rank < 1) return;
     m->n++;
     for (int k = 0; k < DR_METRIC_NK; k++)
         if (rank <= dr_metric_ks[k]) {
             m->recall[k] += 1.0;
-            m->ndcg[k] += 1.0 / log2((double)rank + 1.0);
+            m->ndcg[k] += dr_metrics_ndcg_at(rank, dr_metric_ks[k]);
         }
     m->mrr += 1.0 / (double)rank;
     m->rank_sum += (double)rank;

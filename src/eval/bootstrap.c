@@ -1,5 +1,6 @@
 /* Uncertainty of the evaluation: per-user metric values, the percentile bootstrap over
  * users, and paired differences between two modes on the same users. */
+#include "deeprec/metrics.h"
 #include "deeprec/evaluate.h"
 #include <math.h>
 #include <stdlib.h>
@@ -18,8 +19,8 @@ double eval_metric_value(int metric, int rank) {
     case EVAL_M_R1: return rank < 1;
     case EVAL_M_R5: return rank < 5;
     case EVAL_M_R10: return rank < 10;
-    case EVAL_M_NDCG5: return rank < 5 ? 1.0 / log2((double)rank + 2.0) : 0.0;
-    case EVAL_M_NDCG10: return 1.0 / log2((double)rank + 2.0);
+    case EVAL_M_NDCG5: return dr_metrics_ndcg_at(rank + 1, 5);
+    case EVAL_M_NDCG10: return dr_metrics_ndcg_at(rank + 1, 10);
     case EVAL_M_MRR: return 1.0 / ((double)rank + 1.0);
     default: return 0.0;
     }

@@ -126,7 +126,6 @@ static int top_list(const float *s, int V, const char *mask, int k, int32_t *ids
     return n;
 }
 
-static double ndcg10(int64_t rank) { return rank >= 1 && rank <= 10 ? 1.0 / log2((double)rank + 1.0) : 0.0; }
 
 int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist, int B, uint64_t seed,
                      eval_fusion_result *out) {
@@ -271,7 +270,7 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
                 fused[0] = 0;
             }
             int64_t rank = dr_metrics_rank(score, V, t, h, nh);
-            vals[(size_t)pol * d->n_users + nu] = ndcg10(rank);
+            vals[(size_t)pol * d->n_users + nu] = dr_metrics_ndcg_at(rank, 10);
             out->recall10[pol] += rank >= 1 && rank <= 10;
         }
         if (pc != post) free(pc);

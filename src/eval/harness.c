@@ -1,5 +1,6 @@
 /* The evaluation harness: user selection, metric accumulation over episodes, and the run
  * of one mode (deeprec / trm / rerank / direct / teacher) over the selected test users. */
+#include "deeprec/metrics.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/data.h"
 #include "deeprec/dist.h"
@@ -30,7 +31,7 @@ static void add_rank(eval_acc *a, int rule, int rank) {
     for (int k = 0; k < 3; k++)
         if (rank < ks_recall[k]) a->recall[rule][k] += 1.0;
     for (int k = 0; k < 2; k++)
-        if (rank < ks_ndcg[k]) a->ndcg[rule][k] += 1.0 / log2((double)rank + 2.0);
+        a->ndcg[rule][k] += dr_metrics_ndcg_at(rank + 1, ks_ndcg[k]);
     a->mrr[rule] += 1.0 / ((double)rank + 1.0);
 }
 

@@ -1,5 +1,6 @@
 /* Statistics of a batch of scored rollouts (a step's training batch and the probe share them)
  * and the step's JSON line. */
+#include "deeprec/metrics.h"
 #include "internal.h"
 #include <jansson.h>
 #include <math.h>
@@ -20,7 +21,7 @@ void rl_rollout_stats_sum(rl_rollout_stats *st, const agent_episode *eps, const 
         st->valid_rate += x->valid;
         st->mean_calls += eps[i].n_calls;
         st->hit_rate += x->hit_rank >= 0;
-        if (x->hit_rank >= 0 && x->hit_rank < 10) st->ndcg10 += 1.0 / log2(x->hit_rank + 2.0);
+        if (x->hit_rank >= 0) st->ndcg10 += dr_metrics_ndcg_at(x->hit_rank + 1, 10);
         if (eps[i].outcome >= 0 && eps[i].outcome < AGENT_N_OUTCOMES) st->outcomes[eps[i].outcome]++;
         if (eps[i].outcome == AGENT_FINISHED && eps[i].format > AGENT_FMT_OK && eps[i].format < AGENT_FMT_N)
             st->format_fails[eps[i].format]++;
