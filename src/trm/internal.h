@@ -106,6 +106,9 @@ float *trm__forward(trm_model *m, trm_acts *a);
  * scoring table from the loss (pref: also used for the input table), may be NULL. */
 void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *dF_in_scratch);
 /* Fill a batch: seqs[b] (len[b] items, oldest first, only the last L used). */
+/* The last max_len ids of hist that are real items (1..n_items), oldest first, into out
+ * [max_len]; returns their count. The history a retrieval sees. */
+int64_t trm__valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist, int32_t *out);
 void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens);
 int trm__max_feats(void);
 

@@ -69,6 +69,17 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
     return user_vector_serial(s, hist, n_hist, pref, u);
 }
 
+int64_t trm__valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist, int32_t *out) {
+    const int L = m->cfg.max_len;
+    int64_t n = 0;
+    for (int64_t i = n_hist - 1; i >= 0 && n < L; i--)
+        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) n++;
+    int64_t k = n;
+    for (int64_t i = n_hist - 1; i >= 0 && k > 0; i--)
+        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) out[--k] = hist[i];
+    return n;
+}
+
 static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u) {
     trm_model *m = s->m;
     int L = m->cfg.max_len;
@@ -77,14 +88,7 @@ static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, cons
         tmp = dr_malloc((size_t)L * sizeof(int32_t));
         if (!tmp) return dr_error_code();
     }
-    /* keep the last L valid ids */
-    int n = 0;
-    for (int64_t i = n_hist - 1; i >= 0 && n < L; i--)
-        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) n++;
-    int k = n;
-    for (int64_t i = n_hist - 1; i >= 0 && k > 0; i--)
-        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) tmp[--k] = hist[i];
-    int64_t len = n;
+    int64_t n = trm__valid_tail(m, hist, n_hist, tmp), len = n;
     int32_t *sp = tmp;
     int32_t one_pad = 0;
     if (n == 0) { /* no history: a single padding step (position embedding only) */

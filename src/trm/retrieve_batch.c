@@ -6,27 +6,13 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* Users per forward: the activations of 256 x max_len rows and a 256 x V score block stay
  * a few tens of MB at the catalog sizes we meet (V = 25,000: 25.6 MB). */
 #define TRM_BATCH_CHUNK 256
 
-/* The last max_len valid ids of hist (ids outside 1..n_items skipped), oldest first, as
- * trm_retrieve keeps them. Returns their count. */
-static int64_t valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist, int32_t *out) {
-    const int L = m->cfg.max_len;
-    int64_t n = 0;
-    for (int64_t i = n_hist - 1; i >= 0 && n < L; i--)
-        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) n++;
-    int64_t k = n;
-    for (int64_t i = n_hist - 1; i >= 0 && k > 0; i--)
-        if (hist[i] > 0 && hist[i] <= m->cfg.n_items) out[--k] = hist[i];
-    return n;
-}
-
 static void chunk(trm_model *m, trm_acts *a, int B, const int32_t *const *hists, const int64_t *n_hists,
-                 const char *const *prefs, int k, int mask_history, int32_t *tails, float *U, float *S, int32_t *ids,
+                 const char *const *prefs, int k, int mask_history, int32_t *tails, float *S, int32_t *ids,
                  float *scores, int *n_out) {
     const int L = m->cfg.max_len, d = m->cfg.dim, V = m->V;
     int32_t *seqs[TRM_BATCH_CHUNK] = {0}; /* {0}: gcc cannot see that B >= 1 fills them */
@@ -35,7 +21,7 @@ static void chunk(trm_model *m, trm_acts *a, int B, const int32_t *const *hists,
     int Lb = 1;
     for (int b = 0; b < B; b++) {
         seqs[b] = tails + (size_t)b * L;
-        lens[b] = valid_tail(m, hists[b], n_hists[b], seqs[b]);
+        lens[b] = trm__valid_tail(m, hists[b], n_hists[b], seqs[b]);
         /* an empty history is one padding step that attends to itself, as in trm_retrieve */
         empty[b] = lens[b] == 0;
         if (empty[b]) {
@@ -52,8 +38,7 @@ static void chunk(trm_model *m, trm_acts *a, int B, const int32_t *const *hists,
     if (m->cfg.model == TRM_PREF && prefs)
         for (int b = 0; b < B; b++)
             if (prefs[b] && *prefs[b]) trm__set_last_pref(m, a, b, prefs[b]);
-    const float *o = trm__forward(m, a); /* last_only: row b = user b */
-    memcpy(U, o, (size_t)B * d * sizeof(float));
+    const float *U = trm__forward(m, a); /* last_only: row b = user b */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, V, d, 1.0f, U, d, m->F, d, 0.0f, S, V);
 #pragma omp parallel for schedule(dynamic, 4)
     for (int b = 0; b < B; b++) {
@@ -71,7 +56,6 @@ struct trm_batch {
     int cap;       /* users per forward */
     trm_acts a;
     int32_t *tails; /* [cap, max_len] */
-    float *U;       /* [cap, d] */
     float *S;       /* [cap, V] */
 };
 
@@ -82,7 +66,7 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     if (!b) return dr_error_code();
     b->m = m;
     b->cap = max_users < TRM_BATCH_CHUNK ? max_users : TRM_BATCH_CHUNK;
-    const size_t L = (size_t)m->cfg.max_len, d = (size_t)m->cfg.dim, V = (size_t)m->V;
+    const size_t L = (size_t)m->cfg.max_len, V = (size_t)m->V;
     int rc = trm__acts_alloc(&b->a, m, b->cap);
     if (rc) {
         free(b);
@@ -90,9 +74,8 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     }
     dr_rng_seed(&b->a.rng, 0);
     b->tails = dr_malloc((size_t)b->cap * L * sizeof(int32_t));
-    b->U = dr_aligned_alloc((size_t)b->cap * d * sizeof(float));
     b->S = dr_aligned_alloc((size_t)b->cap * V * sizeof(float));
-    if (!b->tails || !b->U || !b->S) {
+    if (!b->tails || !b->S) {
         trm_batch_free(b);
         return dr_error(DR_ERR_NOMEM, "trm_batch_new: out of memory (%d users x %zu items)", max_users, V);
     }
@@ -105,7 +88,6 @@ void trm_batch_free(trm_batch *b) {
     if (!b) return;
     trm__acts_free(&b->a);
     free(b->tails);
-    free(b->U);
     free(b->S);
     free(b);
 }
@@ -118,7 +100,7 @@ int trm_retrieve_batch(trm_batch *b, int n_users, const int32_t *const *hists, c
     for (int start = 0; start < n_users; start += b->cap) {
         int B = n_users - start < b->cap ? n_users - start : b->cap;
         chunk(b->m, &b->a, B, hists + start, n_hists + start, prefs ? prefs + start : NULL, k, mask_history, b->tails,
-              b->U, b->S, ids + (size_t)start * k, scores + (size_t)start * k, n_out + start);
+              b->S, ids + (size_t)start * k, scores + (size_t)start * k, n_out + start);
     }
     return DR_OK;
 }
