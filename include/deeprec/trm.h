@@ -33,6 +33,7 @@ enum trm_act { TRM_ACT_GELU = 0, TRM_ACT_RELU = 1 };
 int trm_model_kind_from_name(const char *s);
 int trm_loss_from_name(const char *s);
 int trm_act_from_name(const char *s);
+int trm_eval_split_from_name(const char *s); /* "valid" 0, "test" 1, "train" 2 (trm_evaluate's split), else -1 */
 
 typedef struct trm_config {
     int model;        /* enum trm_model_kind */

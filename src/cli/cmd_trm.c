@@ -134,10 +134,8 @@ static int cmd_eval(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     if (!data || !model) return cli_usage_error("trm eval needs --data and --model");
     int sp;
-    if (!strcmp(split, "test")) sp = 1;
-    else if (!strcmp(split, "valid")) sp = 0;
-    else if (!strcmp(split, "train")) sp = 2;
-    else return cli_usage_error("--split must be test, valid or train, got '%s'", split);
+    if ((sp = trm_eval_split_from_name(split)) < 0)
+        return cli_usage_error("--split must be test, valid or train, got '%s'", split);
     dr_dataset d;
     if (dr_data_load(&d, data)) return cli_fail();
     trm_model *m = NULL;
@@ -290,9 +288,8 @@ static int cmd_fusion(int argc, char **argv) {
     if (r) return r > 0 ? 0 : 2;
     if (!data || !model) return cli_usage_error("trm fusion needs --data and --model");
     int sp;
-    if (!strcmp(split, "test")) sp = 1;
-    else if (!strcmp(split, "valid")) sp = 0;
-    else return cli_usage_error("--split must be test or valid, got '%s'", split);
+    if ((sp = trm_eval_split_from_name(split)) < 0 || sp > 1)
+        return cli_usage_error("--split must be test or valid, got '%s'", split);
     if (max_hist < 1 || max_hist > 1000) return cli_usage_error("--max-hist must be in 1..1000, got %d", max_hist);
     if (boot < 0 || boot > 100000) return cli_usage_error("--bootstrap must be in 0..100000, got %d", boot);
     dr_dataset d;

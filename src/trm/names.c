@@ -11,3 +11,7 @@ int trm_loss_from_name(const char *s) {
 }
 
 int trm_act_from_name(const char *s) { return !strcmp(s, "gelu") ? TRM_ACT_GELU : !strcmp(s, "relu") ? TRM_ACT_RELU : -1; }
+
+int trm_eval_split_from_name(const char *s) {
+    return !strcmp(s, "valid") ? 0 : !strcmp(s, "test") ? 1 : !strcmp(s, "train") ? 2 : -1;
+}

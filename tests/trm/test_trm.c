@@ -606,4 +606,8 @@ TEST(trm_names_parse) {
     CHECK_EQ_INT(trm_act_from_name("gelu"), TRM_ACT_GELU);
     CHECK_EQ_INT(trm_act_from_name("relu"), TRM_ACT_RELU);
     CHECK_EQ_INT(trm_act_from_name(""), -1);
+    CHECK_EQ_INT(trm_eval_split_from_name("valid"), 0);
+    CHECK_EQ_INT(trm_eval_split_from_name("test"), 1);
+    CHECK_EQ_INT(trm_eval_split_from_name("train"), 2);
+    CHECK_EQ_INT(trm_eval_split_from_name("all"), -1);
 }
