@@ -154,6 +154,7 @@ int eval_paired_diff(const eval_result *a, const eval_result *ref, int B, uint64
 typedef struct eval_opts {
     int mode;              /* enum eval_mode */
     int users;             /* test users to evaluate (0 = all) */
+    int split;             /* DR_SPLIT_TEST (default, 0) or DR_SPLIT_VALID: whose target and history */
     uint64_t seed;         /* user selection and sampling seed (1) */
     float temperature;     /* 0 = greedy (default) */
     int top_k;             /* 0 = all */

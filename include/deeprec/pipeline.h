@@ -104,6 +104,8 @@ typedef struct pipeline_budget {
     int rl_probe;           /* held-out probe users */
     double rl_probe_temp1, rl_probe_temp2;
     int rl_probe_samples1, rl_probe_samples2;
+    int rl_keep_best;       /* validation users that choose each stage's output (rl --keep-best; 0 = the last step's) */
+    int rl_keep_best_every; /* validate every N steps and after the last (0: the input and the last only) */
     /* evaluation */
     int eval_users;         /* test users per row (0 = all) */
     int eval_batch;         /* sequences decoded together */

@@ -169,6 +169,10 @@ typedef struct rl_step_stats {
     rl_rollout_stats probe;
     int probed_start;        /* probe_start: the input policy, before any update (first step of a run) */
     rl_rollout_stats probe_start;
+    int validated;           /* valid: this step's policy on the keep_best validation users */
+    rl_rollout_stats valid;
+    int validated_start;     /* valid_start: the input policy on them (first step of a run) */
+    rl_rollout_stats valid_start;
 } rl_step_stats;
 
 /* One compact JSON object of the stats (new reference). */
@@ -210,6 +214,14 @@ typedef struct rl_opts {
     int probe_users;           /* held-out probe users (0 = no probe); taken out of the selection */
     float probe_temperature;   /* probe sampling temperature (0 = greedy) */
     int probe_samples;         /* episodes per probe user (<= 1: one; only useful with a temperature) */
+    /* Output selection on held-out items ("the held-out probe decides"): > 0 validates the
+     * input policy and the policy after every keep_best_every-th step and the last on this many
+     * users' validation items (a seeded draw of the users with a split, greedy, the evaluation's
+     * episode), and `out` gets the one with the highest NDCG@10 (ties: the earlier). Training
+     * never sees a validation item, so the selection is not fitted to the RL users' targets.
+     * 0 = off: `out` is the last step's policy. */
+    int keep_best_users;
+    int keep_best_every;       /* validate every N steps (0 or >= steps: the input and the last only) */
     uint64_t seed;             /* 1 */
     /* output */
     const char *out;           /* policy GGUF (required) */
@@ -247,6 +259,9 @@ typedef struct rl_result {
     int probed_start, probed_last;
     double probe_start;       /* probe reward of the input policy (runs that start at step 0) */
     double probe_last;        /* probe reward after the last step of this call */
+    int n_valid;              /* keep_best validation users (0 = off) */
+    int64_t best_step;        /* keep_best: the step whose policy is `out` (0 = the input policy) */
+    double best_ndcg10;       /* its validation NDCG@10 */
     double seconds;
 } rl_result;
 

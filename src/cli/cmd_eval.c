@@ -30,13 +30,15 @@ static void print_eval(const eval_result *res, const eval_paired *pair, int n_mo
         }
         json_object_set_new(j, "data", dr_json_text(data_path, (size_t)-1));
         json_object_set_new(j, "seed", json_integer(seed));
+        json_object_set_new(j, "split", json_string(eo->split == DR_SPLIT_VALID ? "valid" : "test"));
         json_object_set_new(j, "constrain", json_boolean(eo->rollout.constrain_titles));
         if (url) json_object_set_new(j, "llm_url", json_string(url));
         cli_print_json(j, CLI_JSON);
     } else {
-        printf("deeprec eval on %s (test split: history seq[:-1], target seq[-1]; top-10 lists; seed %lld; "
-               "constrained titles %s)\n",
-               data_path, (long long)seed,
+        printf("deeprec eval on %s (%s; top-10 lists; seed %lld; constrained titles %s)\n", data_path,
+               eo->split == DR_SPLIT_VALID ? "valid split: history seq[:-2], target seq[-2]"
+                                           : "test split: history seq[:-1], target seq[-1]",
+               (long long)seed,
                eo->rollout.constrain_titles ? "on" : url ? "off (a remote LLM gives no logits)" : "off");
         if (url) printf("LLM: %s at %s\n", serve_remote_model_name(remote), url);
         eval_report_table(res, n_modes, stdout);
@@ -106,7 +108,7 @@ done: /* rc != 0 on the failure paths */
 
 static int cmd_eval(int argc, char **argv) {
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *modes = "deeprec",
-               *paired = NULL;
+               *paired = NULL, *split = "test";
     eval_opts eo;
     eval_opts_default(&eo);
     cli_rollout ro;
@@ -123,6 +125,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--tokenizer", CLI_STR, &tok_path, "tokenizer when the model has none (GGUF or tokenizer.json)"},
         {"--mode", CLI_STR, &modes, "deeprec | trm | rerank | direct | teacher, or a comma list (deeprec)"},
         {"--users", CLI_INT, &eo.users, "test users (0 = all, the default; N = the first N after a seeded shuffle)"},
+        {"--split", CLI_STR, &split, "test | valid: whose target and history (test; valid for model selection)"},
         {"--seed", CLI_I64, &seed, "user selection, sampling, teacher and bootstrap seed (1)"},
         {"--bootstrap", CLI_INT, &eo.bootstrap, "resamples of users for the 95% intervals (1000; 0 = off)"},
         {"--paired", CLI_STR, &paired, "MODE: per-user differences of every mode against MODE (one of --mode)"},
@@ -156,6 +159,8 @@ static int cmd_eval(int argc, char **argv) {
     if (eo.users < 0 || eo.samples < 1 || eo.batch < 1 || eo.n_ctx < 0 || temp < 0 || eo.bootstrap < 0)
         return cli_usage_error("eval: --users >= 0, --samples >= 1, --batch >= 1, --ctx >= 0, --temp >= 0, "
                                "--bootstrap >= 0");
+    eo.split = dr_data_split_from_name(split);
+    if (eo.split != DR_SPLIT_TEST && eo.split != DR_SPLIT_VALID) return cli_usage_error("--split %s: test or valid", split);
     int constrained;
     if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, quiet || json, &constrained))) return r;
     if (url.url) ro.constrain = "off";

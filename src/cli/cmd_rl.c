@@ -22,6 +22,11 @@ static void print_rl(const rl_result *res, int stage, const char *out, int json)
             json_object_set_new(j, "probe_start_reward", res->probed_start ? json_real(res->probe_start) : json_null());
             json_object_set_new(j, "probe_last_reward", res->probed_last ? json_real(res->probe_last) : json_null());
         }
+        if (res->n_valid > 0) {
+            json_object_set_new(j, "keep_best_users", json_integer(res->n_valid));
+            json_object_set_new(j, "best_step", json_integer(res->best_step));
+            json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_ndcg10));
+        }
         cli_print_json(j, CLI_JSON);
     } else {
         printf("rl stage %d: %lld steps (from %lld), %d users selected, mean reward %.4f -> %.4f, %.1f s -> %s\n", stage,
@@ -30,6 +35,9 @@ static void print_rl(const rl_result *res, int stage, const char *out, int json)
         if (res->n_probe > 0 && res->probed_start && res->probed_last)
             printf("rl stage %d: held-out probe (%d users) mean reward %.4f before step 1 -> %.4f after the last step\n",
                    stage, res->n_probe, res->probe_start, res->probe_last);
+        if (res->n_valid > 0)
+            printf("rl stage %d: kept the policy of step %lld (%s), validation NDCG@10 %.4f on %d users\n", stage,
+                   (long long)res->best_step, res->best_step == 0 ? "the input" : "best", res->best_ndcg10, res->n_valid);
     }
 }
 
@@ -38,7 +46,7 @@ static void print_rl(const rl_result *res, int stage, const char *out, int json)
 typedef struct rl_flags {
     const char *data_path, *trm_path, *llm_path, *tok_path, *out, *adv, *metrics, *curve, *prev, *lora_targets, *type;
     int stage, steps, prompts, samples, lora, json, resume, updates, epochs, micro, slots, ctx, select_k, save_every,
-        substring, recompute, quiet, probe, probe_samples;
+        substring, recompute, quiet, probe, probe_samples, keep_best, keep_best_every;
     double lr, kl, temp, top_p, clip_low, clip_high, lora_alpha, grad_clip, probe_temp;
     int64_t seed;
     cli_rollout ro;
@@ -78,6 +86,9 @@ static int rl_opts_from_flags(const rl_flags *f, rl_opts *o) {
     o->probe_samples = f->probe_samples;
     o->probe_users = f->probe;
     o->probe_temperature = (float)f->probe_temp;
+    if (f->keep_best < 0 || f->keep_best_every < 0) return cli_usage_error("--keep-best and --keep-best-every must be >= 0");
+    o->keep_best_users = f->keep_best;
+    o->keep_best_every = f->keep_best_every;
     o->seed = (uint64_t)f->seed;
     if (f->save_every) o->save_every = f->save_every;
     o->resume = f->resume;
@@ -129,6 +140,9 @@ static int cmd_rl(int argc, char **argv) {
         {"--probe", CLI_INT, &f.probe, "held-out probe: N selected users kept out of training, scored before step 1 and after every step (0)"},
         {"--probe-temp", CLI_FLOAT, &f.probe_temp, "probe sampling temperature (0 = greedy)"},
         {"--probe-samples", CLI_INT, &f.probe_samples, "episodes per probe user with --probe-temp > 0 (1)"},
+        {"--keep-best", CLI_INT, &f.keep_best,
+         "N: --out is the policy (input or a validated step) with the best greedy NDCG@10 on N users' validation items (0 = the last step's)"},
+        {"--keep-best-every", CLI_INT, &f.keep_best_every, "with --keep-best: validate every N steps and after the last (0: the last only)"},
         {"--seed", CLI_I64, &f.seed, "seed of user order and sampling (1)"},
         {"--save-every", CLI_INT, &f.save_every, "checkpoint every N steps (1)"},
         {"--type", CLI_STR, &f.type, "matrix type of --out: f32 | f16 | bf16 | q8_0 (f32)"},

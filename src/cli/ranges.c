@@ -58,6 +58,8 @@ static const cli_range ranges[] = {
     {"--prompts", 1, 1e7, 0, 0},
     {"--select-k", 0, 1e6, 0, 0},      /* 0 = all users */
     {"--probe", 0, 1e6, 0, 0},
+    {"--keep-best", 0, 1e9, 0, 0},
+    {"--keep-best-every", 0, 1e9, 0, 0},
     /* model shapes */
     {"--dim", 1, 65536, 0, 0},
     {"--layers", 1, 4096, 0, 0},

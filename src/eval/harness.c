@@ -174,7 +174,7 @@ static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     for (int i = 0; i < n && !rc; i++) {
         const int32_t *hist;
         int64_t n_hist;
-        int32_t target = dr_data_test(in->data, users[i], &hist, &n_hist);
+        int32_t target = dr_data_split_history(in->data, users[i], o->split, &hist, &n_hist);
         int re, rs;
         if ((rc = eval_trm_one(in->catalog, &tool, hist, n_hist, target, &re, &rs))) break;
         sink_user(out, o->samples > 0 ? o->samples : 1, re, rs);
@@ -205,7 +205,7 @@ static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t 
     for (int i = 0; i < n && !rc; i++) {
         const int32_t *hist;
         int64_t n_hist;
-        int32_t target = dr_data_test(in->data, users[i], &hist, &n_hist);
+        int32_t target = dr_data_split_history(in->data, users[i], o->split, &hist, &n_hist);
         /* per user, not per position: the same user gets the same list in any selection */
         dr_rng ur = dr_rng_split(&base, (uint64_t)users[i]);
         so.seed = dr_rng_u64(&ur);
@@ -254,7 +254,7 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
     for (int i = 0; i < n; i++) {
         agent_request *q = &req[i];
         q->user = users[i];
-        q->target = dr_data_test(in->data, users[i], &q->hist, &q->n_hist);
+        q->target = dr_data_split_history(in->data, users[i], o->split, &q->hist, &q->n_hist);
         if (o->mode == EVAL_RERANK) {
             if ((rc = eval_history_preference(in->catalog, q->hist, q->n_hist, &prefs[i]))) goto done;
             q->forced_preference = prefs[i];
@@ -347,6 +347,8 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     if ((o->mode == EVAL_TRM || o->mode == EVAL_TEACHER) && !in->trm)
         return dr_error(DR_ERR_ARG, "eval %s: a TRM is needed (--trm)", eval_mode_name(o->mode));
     if (o->bootstrap < 0) return dr_error(DR_ERR_ARG, "eval: bootstrap resamples must be >= 0, got %d", o->bootstrap);
+    if (o->split != DR_SPLIT_TEST && o->split != DR_SPLIT_VALID)
+        return dr_error(DR_ERR_ARG, "eval: split %d (need DR_SPLIT_TEST or DR_SPLIT_VALID)", o->split);
     if (eval_mode_uses_llm(o->mode) && !in->llm && !in->model)
         return dr_error(DR_ERR_ARG, "eval %s: an LLM is needed (--llm or --llm-url)", eval_mode_name(o->mode));
     if (o->mode != EVAL_TRM) { /* the agent's rules, before the users are drawn */

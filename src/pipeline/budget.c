@@ -21,8 +21,9 @@ static const pipeline_budget budget_demo = {
     .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 4, .sft_max_len = 1536, .sft_epochs = 1,
     .max_hist = 10, .tool_k = 10, .max_tokens = 384,
     .rl1_steps = 8, .rl2_steps = 12, .rl_prompts = 8, .rl_samples = 4, .rl_micro = 2, .rl_updates = 1,
-    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 32,
+    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 0,
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 4,
+    .rl_keep_best = 100000, .rl_keep_best_every = 4,
     .eval_users = 0, .eval_batch = 16,
 };
 
@@ -42,8 +43,9 @@ static const pipeline_budget budget_full = {
     .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 4, .sft_max_len = 1536, .sft_epochs = 1,
     .max_hist = 10, .tool_k = 10, .max_tokens = 384,
     .rl1_steps = 20, .rl2_steps = 80, .rl_prompts = 8, .rl_samples = 8, .rl_micro = 2, .rl_updates = 1,
-    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 32,
+    .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 0,
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 4,
+    .rl_keep_best = 100000, .rl_keep_best_every = 20,
     .eval_users = 0, .eval_batch = 16,
 };
 static const pipeline_budget budget_test = {
@@ -60,6 +62,7 @@ static const pipeline_budget budget_test = {
     .rl1_steps = 2, .rl2_steps = 2, .rl_prompts = 2, .rl_samples = 2, .rl_micro = 2, .rl_updates = 1,
     .rl_select_k = 0, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 2,
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 2,
+    .rl_keep_best = 3, .rl_keep_best_every = 1,
     .eval_users = 6, .eval_batch = 8,
 };
 
@@ -92,7 +95,7 @@ static const field fields[] = {
     FI(max_hist), FI(tool_k), FI(max_tokens),
     FI(rl1_steps), FI(rl2_steps), FI(rl_prompts), FI(rl_samples), FI(rl_micro), FI(rl_updates), FI(rl_select_k),
     FD(rl_lr1), FD(rl_lr2), FI(rl_probe), FD(rl_probe_temp1), FD(rl_probe_temp2), FI(rl_probe_samples1),
-    FI(rl_probe_samples2),
+    FI(rl_probe_samples2), FI(rl_keep_best), FI(rl_keep_best_every),
     FI(eval_users), FI(eval_batch),
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof *fields))

@@ -111,6 +111,45 @@ static void sb_add(sbuf *b, const char *f, ...) {
     b->n += (size_t)k;
 }
 
+/* RL stage `stage`'s kept policy (rl --keep-best): from its checkpoint marker, the step and
+ * validation NDCG@10 of the best; from its first step's record, the input's. Nothing when the
+ * stage did not run or kept no best. */
+static void kept_note(const pl_run *p, int stage, sbuf *b, json_t *r) {
+    char name[32], path[PL_PATH];
+    snprintf(name, sizeof name, "policy%d.ckpt.json", stage);
+    pl_path(p, name, path);
+    json_t *m = json_load_file(path, 0, NULL);
+    json_t *bs = json_object_get(m, "best_step"), *bn = json_object_get(m, "best_ndcg10");
+    if (json_is_integer(bs) && json_is_number(bn)) {
+        double in = -1;
+        long long users = 0;
+        snprintf(name, sizeof name, "policy%d.metrics.jsonl", stage);
+        pl_path(p, name, path);
+        FILE *f = fopen(path, "r");
+        char *line = NULL;
+        size_t cap = 0;
+        if (f && getline(&line, &cap, f) > 0) {
+            json_t *j = json_loads(line, 0, NULL);
+            json_t *vs = json_object_get(j, "valid_start"), *v = json_object_get(vs, "ndcg@10");
+            if (json_is_number(v)) in = json_number_value(v);
+            users = (long long)json_integer_value(json_object_get(vs, "users"));
+            json_decref(j);
+        }
+        free(line);
+        if (f) fclose(f);
+        long long step = (long long)json_integer_value(bs);
+        sb_add(b, " RL stage %d kept %s%lld (validation NDCG@10 %.4f%s", stage, step ? "the policy of step " : "its input, step ",
+               step, json_number_value(bn), in >= 0 ? "; its input " : "");
+        if (in >= 0) sb_add(b, "%.4f", in);
+        if (users > 0) sb_add(b, ", %lld users", users);
+        sb_add(b, ").");
+        snprintf(name, sizeof name, "rl%d_kept_step", stage);
+        json_object_set_new(r, name, json_integer(step));
+    }
+    json_decref(m);
+}
+
+
 int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, char **md) {
     *report = NULL;
     *md = NULL;
@@ -209,6 +248,7 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     int rl = p->b->rl2_steps > 0 || p->b->rl1_steps > 0;
     const char *curve = p->b->rl2_steps > 0 ? "policy2.rewards.svg" : "policy1.rewards.svg";
     if (rl) sb_add(&b, " Reward curve (RL): `%s`.", curve);
+    for (int stage = 1; stage <= 2 && rl; stage++) kept_note(p, stage, &b, r);
     sb_add(&b, "\n");
     json_object_set_new(r, "reward_curve", rl ? json_string(curve) : json_null());
     json_t *st = json_array();

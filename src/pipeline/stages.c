@@ -428,6 +428,7 @@ static int stage_rl(pl_run *p, int stage) {
                stage, steps, b->rl_prompts, b->rl_samples, lr, b->rl_updates, b->rl_micro, b->rl_select_k, b->rl_probe,
                ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
     pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
+    if (b->rl_keep_best > 0) pl_key_add(&k, "keep_best %d every %d\n", b->rl_keep_best, b->rl_keep_best_every);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (rc = pl_key_input(&k, in)) ||
         (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
@@ -442,6 +443,7 @@ static int stage_rl(pl_run *p, int stage) {
     o.steps = steps, o.prompts = b->rl_prompts, o.samples = b->rl_samples, o.lr = (float)lr, o.updates = b->rl_updates;
     o.micro = b->rl_micro, o.seed = 1, o.select_k = b->rl_select_k;
     o.probe_users = b->rl_probe, o.probe_temperature = (float)ptemp, o.probe_samples = psamples;
+    o.keep_best_users = b->rl_keep_best, o.keep_best_every = b->rl_keep_best_every;
     o.max_ctx = b->ctx, o.rollout.max_hist = b->max_hist, o.rollout.tool_k = b->tool_k, o.rollout.max_turn_tokens = b->max_tokens;
     o.resume = resume;
     o.out = out;

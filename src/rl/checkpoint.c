@@ -30,8 +30,10 @@ int rl_ckpt_paths(rl_run *r) {
     r->slot_model[1] = dr_str_concat(r->base, ".ckpt-b.gguf");
     r->slot_state[0] = dr_str_concat(r->base, ".ckpt-a.state.gguf");
     r->slot_state[1] = dr_str_concat(r->base, ".ckpt-b.state.gguf");
+    r->best_model[0] = dr_str_concat(r->base, ".best-a.gguf");
+    r->best_model[1] = dr_str_concat(r->base, ".best-b.gguf");
     if (!r->marker || !r->metrics || !r->curve || !r->slot_model[0] || !r->slot_model[1] || !r->slot_state[0] ||
-        !r->slot_state[1])
+        !r->slot_state[1] || !r->best_model[0] || !r->best_model[1])
         return dr_error_code();
     /* the earlier stage's log beside the input model, for a curve of both stages */
     if (o->prev_metrics) {
@@ -59,6 +61,7 @@ void rl_ckpt_paths_free(rl_run *r) {
     for (int i = 0; i < 2; i++) {
         free(r->slot_model[i]);
         free(r->slot_state[i]);
+        free(r->best_model[i]);
     }
 }
 
@@ -69,6 +72,10 @@ typedef struct ckpt_info {
     int stage;
     uint64_t seed;
     char fp[17]; /* fingerprint of the input model ("" in old markers) */
+    int64_t kb_users, kb_every; /* keep_best settings (0 when off or absent) */
+    int best_slot;              /* -1: none */
+    int64_t best_step;
+    double best_ndcg10;
 } ckpt_info;
 
 /* Fingerprint of the input model: FNV-1a over the configuration and the first rows of the
@@ -101,6 +108,17 @@ static int read_marker(const char *path, ckpt_info *ci) {
         ci->seed = (uint64_t)json_integer_value(sd);
         json_t *fp = json_object_get(j, "llm_fingerprint");
         snprintf(ci->fp, sizeof ci->fp, "%s", json_is_string(fp) ? json_string_value(fp) : "");
+        json_t *ku = json_object_get(j, "keep_best_users"), *ke = json_object_get(j, "keep_best_every"),
+               *bs = json_object_get(j, "best_slot"), *bt = json_object_get(j, "best_step"),
+               *bn = json_object_get(j, "best_ndcg10");
+        ci->kb_users = json_is_integer(ku) ? json_integer_value(ku) : 0;
+        ci->kb_every = json_is_integer(ke) ? json_integer_value(ke) : 0;
+        ci->best_slot = -1;
+        if (json_is_string(bs) && json_is_integer(bt) && json_is_number(bn)) {
+            ci->best_slot = strcmp(json_string_value(bs), "b") == 0;
+            ci->best_step = json_integer_value(bt);
+            ci->best_ndcg10 = json_number_value(bn);
+        }
     }
     json_decref(j);
     return rc;
@@ -136,6 +154,16 @@ int rl_ckpt_save(rl_run *r, int64_t step) {
                           "stage", r->o->stage, "seed", (json_int_t)r->o->seed, "model", r->slot_model[slot], "state",
                           r->slot_state[slot], "llm_fingerprint", r->fp);
     if (!j) return dr_error(DR_ERR_NOMEM, "out of memory");
+    if (r->o->keep_best_users > 0) { /* the best policy is committed with the checkpoint */
+        json_object_set_new(j, "keep_best_users", json_integer(r->o->keep_best_users));
+        json_object_set_new(j, "keep_best_every", json_integer(r->o->keep_best_every));
+        if (r->best_slot >= 0) {
+            json_object_set_new(j, "best_slot", json_string(r->best_slot ? "b" : "a"));
+            json_object_set_new(j, "best_model", json_string(r->best_model[r->best_slot]));
+            json_object_set_new(j, "best_step", json_integer(r->best_step));
+            json_object_set_new(j, "best_ndcg10", json_real(r->best_ndcg10));
+        }
+    }
     rc = dr_json_write_file(r->marker, j);
     json_decref(j);
     if (!rc) r->cur_slot = slot;
@@ -181,6 +209,13 @@ static int resume_marker(rl_run *r, ckpt_info *ci) {
     if (ci->stage != o->stage || ci->seed != o->seed)
         return dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s is for stage %d seed %llu (this run: stage %d seed %llu)",
                         r->marker, ci->stage, (unsigned long long)ci->seed, o->stage, (unsigned long long)o->seed);
+    if (ci->kb_users != o->keep_best_users || ci->kb_every != o->keep_best_every)
+        return dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s was made with --keep-best %lld every %lld (this run: %d every %d)",
+                        r->marker, (long long)ci->kb_users, (long long)ci->kb_every, o->keep_best_users,
+                        o->keep_best_every);
+    r->best_slot = ci->best_slot;
+    r->best_step = ci->best_step;
+    r->best_ndcg10 = ci->best_ndcg10;
     if (o->lora_rank == 0) return llm_model_load(&r->resume_src, r->slot_model[ci->slot]);
     return DR_OK;
 }

@@ -34,6 +34,13 @@ typedef struct rl_run {
     char *base, *marker, *metrics, *curve, *prev;
     char *slot_model[2], *slot_state[2];
     int cur_slot;           /* slot of the committed checkpoint, -1 none */
+    /* keep_best: validation users and the best policy so far (committed with the checkpoint) */
+    int32_t *vusers;
+    int n_vusers;
+    char *best_model[2];
+    int best_slot;          /* -1: none yet */
+    int64_t best_step;
+    double best_ndcg10;
     char fp[17];            /* input model fingerprint */
     dr_jsonl jl;
     int32_t max_ctx;
@@ -64,6 +71,20 @@ void rl_share_free(rl_share *sh);
 /* Move probe_users selected users (a seeded draw, kept in dataset order) out of the selection. */
 int rl_probe_split(rl_run *r);
 int rl_probe_run(rl_run *r, rl_rollout_stats *out);
+/* S episodes per request at `temperature` from `seed` (greedy: 0), scored and summed into *out. */
+int rl_score_requests(rl_run *r, const agent_request *req, int n_req, int S, float temperature, uint64_t seed,
+                      rl_rollout_stats *out);
+
+/* keep_best.c: the output chosen on validation items (rl_opts.keep_best_users). */
+int rl_best_users(rl_run *r);
+/* Greedy episodes of the current policy on the validation users' held-out items. */
+int rl_best_validate(rl_run *r, rl_rollout_stats *out);
+/* After validating the policy of step `step`: a higher NDCG@10 than the best so far (or no
+ * best yet) saves the weights to the free best slot; *improved says so (the caller commits
+ * it with a checkpoint). */
+int rl_best_consider(rl_run *r, int64_t step, const rl_rollout_stats *v, int *improved);
+/* The end of a run: the best slot's policy becomes `out`. */
+int rl_best_finish(rl_run *r);
 
 /* update.c: PPO updates over the step's rollout batch sh (adv over the whole batch; ref[n_loc]
  * reference log-probs or NULL). */

@@ -37,26 +37,33 @@ int rl_probe_split(rl_run *r) {
     return DR_OK;
 }
 
-/* S episodes per probe user from a fixed seed, scored with the stage's reward. */
-int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
-    const rl_opts *o = r->o;
-    const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1, n_ep = P * S;
+/* S episodes per request from a fixed seed, scored with the stage's reward. */
+int rl_score_requests(rl_run *r, const agent_request *req, int n_req, int S, float temperature, uint64_t seed,
+                      rl_rollout_stats *out) {
+    const int n_ep = n_req * S;
     double t0 = dr_now(), c0 = dr_cpu_now();
     memset(out, 0, sizeof *out);
     rl_share sh = {0};
+    int rc = rl_rollout_share(r, req, n_req, S, n_ep < 64 ? n_ep : 64, temperature, seed, &sh);
+    if (!rc) {
+        out->n_users = n_req;
+        out->n_episodes = n_ep;
+        rl_rollout_stats_sum(out, sh.all, sh.all_rw, n_ep);
+        out->seconds = dr_now() - t0;
+        out->cpu_seconds = dr_cpu_now() - c0;
+    }
+    rl_share_free(&sh);
+    return rc;
+}
+
+/* S episodes per probe user (their training examples) from a fixed seed. */
+int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
+    const rl_opts *o = r->o;
+    const int P = r->n_probe, S = o->probe_samples > 1 ? o->probe_samples : 1;
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
-    int rc = DR_OK;
     if (!req) return dr_error_code();
     rl_user_requests(r->env->data, r->probe, P, req);
-    if ((rc = rl_rollout_share(r, req, P, S, n_ep < 64 ? n_ep : 64, o->probe_temperature, rl_step_seed(o, 0, 3), &sh)))
-        goto done;
-    out->n_users = P;
-    out->n_episodes = n_ep;
-    rl_rollout_stats_sum(out, sh.all, sh.all_rw, n_ep);
-    out->seconds = dr_now() - t0;
-    out->cpu_seconds = dr_cpu_now() - c0;
-done:
-    rl_share_free(&sh);
+    int rc = rl_score_requests(r, req, P, S, o->probe_temperature, rl_step_seed(o, 0, 3), out);
     free(req);
     return rc;
 }

@@ -107,5 +107,7 @@ json_t *rl_step_json(const rl_step_stats *s) {
     json_object_set_new(j, "update_cpu_s", json_real(s->update_cpu_s));
     if (s->probed_start) json_object_set_new(j, "probe_start", probe_json(s->stage, &s->probe_start));
     if (s->probed) json_object_set_new(j, "probe", probe_json(s->stage, &s->probe));
+    if (s->validated_start) json_object_set_new(j, "valid_start", probe_json(s->stage, &s->valid_start));
+    if (s->validated) json_object_set_new(j, "valid", probe_json(s->stage, &s->valid));
     return j;
 }

@@ -142,6 +142,8 @@ static int check_opts(const rl_env *env, const rl_opts *o) {
         return dr_error(DR_ERR_ARG, "rl: lr > 0, clip_low in [0, 1), clip_high >= 0, kl_beta >= 0");
     if (o->save_every < 1) return dr_error(DR_ERR_ARG, "rl: save_every must be >= 1");
     if (o->lora_rank < 0) return dr_error(DR_ERR_ARG, "rl: LoRA rank must be >= 0");
+    if (o->keep_best_users < 0 || o->keep_best_every < 0)
+        return dr_error(DR_ERR_ARG, "rl: keep-best users and interval must be >= 0");
     return agent_rollout_opts_check(&o->rollout);
 }
 
@@ -154,6 +156,7 @@ static void run_free(rl_run *r) {
     llm_model_free(r->resume_src);
     free(r->sel);
     free(r->probe);
+    free(r->vusers);
     free(r->perm);
     rl_ckpt_paths_free(r);
     dr_jsonl_close(&r->jl);
@@ -169,6 +172,7 @@ static int select_users(rl_run *r) {
         return rc;
     if ((rc = rl_select_users(env->data, env->trm, o->select_k, &r->sel, &r->n_sel))) return rc;
     if (r->n_sel > 0 && (rc = rl_probe_split(r))) return rc;
+    if ((rc = rl_best_users(r))) return rc;
     if (r->n_sel == 0) {
         rc = dr_error(DR_ERR_RANGE, "rl: no training user passes the data selection (target in the TRM's top %d)",
                       o->select_k);
@@ -208,6 +212,8 @@ static int step_done(rl_run *r, const rl_step_stats *st, int64_t start, rl_resul
         res->probed_last = 1;
         res->probe_last = st->probe.reward;
     }
+    res->best_step = r->best_step;
+    res->best_ndcg10 = r->best_ndcg10;
     res->steps_done = st->step;
     if (o->on_step) o->on_step(o->on_step_ctx, st);
     const rl_rollout_stats *b = &st->batch;
@@ -221,8 +227,34 @@ static int step_done(rl_run *r, const rl_step_stats *st, int64_t start, rl_resul
     return DR_OK;
 }
 
+/* keep_best: validate the input policy (a run from step 0 that has no best yet) and commit
+ * it as the first best with a checkpoint at step 0. */
+static int validate_start(rl_run *r, int64_t start, rl_rollout_stats *v0, int *have) {
+    *have = 0;
+    if (r->n_vusers == 0 || start != 0 || r->best_slot >= 0) return DR_OK;
+    int improved, rc = rl_best_validate(r, v0);
+    if (!rc) rc = rl_best_consider(r, 0, v0, &improved);
+    if (!rc) rc = rl_ckpt_save(r, 0);
+    if (rc) dr_error_context("rl validation before step 1");
+    *have = !rc;
+    return rc;
+}
+
+/* keep_best: validate after step s when it is due (every keep_best_every steps and the last). */
+static int validate_step(rl_run *r, int64_t s, rl_step_stats *st, int *improved) {
+    const rl_opts *o = r->o;
+    *improved = 0;
+    if (r->n_vusers == 0) return DR_OK;
+    if (s != o->steps && !(o->keep_best_every > 0 && s % o->keep_best_every == 0)) return DR_OK;
+    int rc = rl_best_validate(r, &st->valid);
+    if (!rc) rc = rl_best_consider(r, s, &st->valid, improved);
+    if (rc) dr_error_context("rl validation after step %lld", (long long)s);
+    st->validated = !rc;
+    return rc;
+}
+
 /* Steps start+1 .. o->steps (or stop_after of them), with the probe before the first step of
- * a run from step 0 and after every step. */
+ * a run from step 0 and after every step, and the keep_best validations. */
 static int run_steps(rl_run *r, int64_t start, rl_result *res) {
     const rl_opts *o = r->o;
     int32_t *users = dr_calloc((size_t)o->prompts, sizeof *users);
@@ -235,12 +267,13 @@ static int run_steps(rl_run *r, int64_t start, rl_result *res) {
     dr_progress prog;
     dr_progress_start(&prog, o->progress, o->stage == 1 ? "rl stage 1" : "rl stage 2", o->steps, "steps");
     dr_progress_update(&prog, start);
-    int rc = DR_OK, done_here = 0, have_p0 = 0;
-    rl_rollout_stats p0;
+    int rc = DR_OK, done_here = 0, have_p0 = 0, have_v0 = 0;
+    rl_rollout_stats p0, v0;
     if (r->n_probe > 0 && start == 0 && start < o->steps) {
         if ((rc = rl_probe_run(r, &p0))) dr_error_context("rl probe before step 1");
         have_p0 = !rc;
     }
+    if (!rc) rc = validate_start(r, start, &v0, &have_v0);
     for (int64_t s = start + 1; !rc && s <= o->steps; s++) {
         if (o->stop_after > 0 && done_here >= o->stop_after) break;
         rl_step_stats st;
@@ -253,6 +286,11 @@ static int run_steps(rl_run *r, int64_t start, rl_result *res) {
             st.probe_start = p0;
             have_p0 = 0;
         }
+        if (have_v0) {
+            st.validated_start = 1;
+            st.valid_start = v0;
+            have_v0 = 0;
+        }
         if (r->n_probe > 0) {
             if ((rc = rl_probe_run(r, &st.probe))) {
                 dr_error_context("rl probe after step %lld", (long long)s);
@@ -260,9 +298,11 @@ static int run_steps(rl_run *r, int64_t start, rl_result *res) {
             }
             st.probed = 1;
         }
+        int improved;
+        if ((rc = validate_step(r, s, &st, &improved))) break;
         if ((rc = step_done(r, &st, start, res, &prog))) break;
         done_here++;
-        if (s % o->save_every == 0 || s == o->steps) rc = rl_ckpt_save(r, s);
+        if (s % o->save_every == 0 || s == o->steps || improved) rc = rl_ckpt_save(r, s);
     }
     dr_progress_finish(&prog);
     free(users);
@@ -284,6 +324,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     r.o = o;
     r.perm_pass = -1;
     r.cur_slot = -1;
+    r.best_slot = -1;
     r.tok = env->tok ? env->tok : env->llm->tok;
     if (!r.tok) return dr_error(DR_ERR_ARG, "rl: the LLM has no tokenizer (give one with --tokenizer)");
     const llm_model *lm = env->llm;
@@ -294,6 +335,7 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     rc = select_users(&r);
     res->n_selected = r.n_sel;
     res->n_probe = r.n_probe;
+    res->n_valid = r.n_vusers;
     if (rc || (rc = rl_ckpt_open(&r, &start, &resumed))) goto done;
     /* full fine-tuning rolls out through a view of the weights it trains: no copy per rollout */
     if (o->lora_rank == 0 && (rc = llm_train_view_model(r.tr, &r.policy))) goto done;
@@ -302,8 +344,11 @@ int rl_train(const rl_env *env, const rl_opts *o, rl_result *res) {
     if (lead && (rc = dr_jsonl_open(&r.jl, r.metrics, resumed))) goto done;
     log_start(&r, resumed);
     if ((rc = run_steps(&r, start, res))) goto done;
-    if (lead && res->steps_done >= o->steps && (rc = llm_train_save_model(r.tr, r.tok, o->out_type, o->out)))
+    if (lead && res->steps_done >= o->steps &&
+        (rc = r.n_vusers > 0 ? rl_best_finish(&r) : llm_train_save_model(r.tr, r.tok, o->out_type, o->out)))
         goto done;
+    res->best_step = r.best_step;
+    res->best_ndcg10 = r.best_ndcg10;
     /* once, at the end: `deeprec rl curve` draws it on demand (e.g. while a run goes on) */
     const char *logs[2] = {r.prev, r.metrics};
     if (lead && (rc = rl_curve_svg(logs, 2, r.curve))) goto done;

@@ -237,6 +237,34 @@ TEST(harness_trm_baseline_tiny_trained) {
             mrr += 1.0 / (rank + 1);
         }
     }
+    /* --split valid: the same users, each ranked on the validation item with seq[:-2] */
+    eval_result rv;
+    o.split = DR_SPLIT_VALID;
+    CHECK_OK(eval_run(&in, &o, &rv));
+    CHECK_EQ_INT(rv.n_users, 60);
+    int differs = 0;
+    for (int32_t k = 0; k < (int32_t)rv.n_users; k++) {
+        int32_t u = rv.users[k];
+        CHECK_EQ_INT(u, r.users[k]);
+        const int32_t *hist;
+        int64_t nh;
+        int32_t t = dr_data_valid(&d, u, &hist, &nh);
+        int32_t ids[10];
+        float sc[10];
+        int n, rank = -1;
+        CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
+        for (int i = 0; i < n && rank < 0; i++)
+            if (ids[i] == t) rank = i;
+        CHECK_EQ_INT(rv.rank[EVAL_RULE_EXACT][k], rank);
+        const int32_t *th;
+        int64_t nth;
+        differs += t != dr_data_test(&d, u, &th, &nth);
+    }
+    CHECK_EQ_INT(differs, 60); /* another target for every user, not the test split again */
+    eval_result_free(&rv);
+    o.split = DR_SPLIT_ALL; /* no target to score */
+    CHECK_ERR(eval_run(&in, &o, &rv), DR_ERR_ARG);
+    o.split = DR_SPLIT_TEST;
     trm_session_free(s);
     /* per-user values reproduce every aggregate, and the interval holds the mean */
     double x[60];

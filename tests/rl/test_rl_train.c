@@ -129,6 +129,8 @@ static char *metrics_sans_time(const char *p) {
         json_object_del(j, "update_cpu_s");
         json_object_del(json_object_get(j, "probe"), "seconds");
         json_object_del(json_object_get(j, "probe_start"), "seconds");
+        json_object_del(json_object_get(j, "valid"), "seconds");
+        json_object_del(json_object_get(j, "valid_start"), "seconds");
         char *d = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         strcat(out, d);
         strcat(out, "\n");
@@ -402,5 +404,128 @@ TEST(rl_train_probe_sampled_episodes) {
     }
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < 6; i++) CHECK(sc.users[6 + k] != sc.users[i]);
+    fx_free(&f);
+}
+
+/* keep_best: the hook sees, in call order, the validation of the input (V episodes), then per
+ * step the batch (prompts x samples) and, when due, a validation (V). It marks the validation
+ * episodes of one chosen step as hits (rank 1), so that step must be kept; training rewards
+ * stay the hash's. It also records every episode's user and target. */
+typedef struct kb_ctx {
+    int n_calls, hit_from, hit_to; /* calls [hit_from, hit_to) get hit_rank 0 */
+    int32_t users[256], targets[256];
+} kb_ctx;
+static int kb_hook(void *ctx, const agent_episode *e, rl_reward *r) {
+    kb_ctx *k = ctx;
+    if (k->n_calls < 256) k->users[k->n_calls] = e->user, k->targets[k->n_calls] = e->target;
+    if (k->n_calls >= k->hit_from && k->n_calls < k->hit_to) r->hit_rank = 0;
+    k->n_calls++;
+    return hash_reward(NULL, e, r);
+}
+
+static void kb_opts(rl_opts *o, const char *out, kb_ctx *k, log_ctx *l) {
+    tiny_opts(o, 1, out);
+    o->keep_best_users = 5;
+    o->keep_best_every = 2; /* validations: the input, after step 2, after step 3 (the last) */
+    o->reward_hook = kb_hook;
+    o->reward_hook_ctx = k;
+    o->on_step = on_step;
+    o->on_step_ctx = l;
+}
+
+TEST(rl_train_keep_best_on_validation_items) {
+    fx f;
+    fx_init(&f);
+    rl_env env = {&f.d, f.trm, f.llm, f.tok};
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512], c[512], p[600];
+    snprintf(a, sizeof a, "%s/kb_a.gguf", dir);
+    snprintf(b, sizeof b, "%s/kb_b.gguf", dir);
+    snprintf(c, sizeof c, "%s/kb_c.gguf", dir);
+    const int V = 5, B = 4; /* validation users, episodes per step */
+    /* the validation after step 2 is the best: calls V + B + B .. + V */
+    kb_ctx k = {.hit_from = V + 2 * B, .hit_to = V + 2 * B + V};
+    log_ctx la = {0};
+    rl_opts o;
+    kb_opts(&o, a, &k, &la);
+    rl_result res;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(k.n_calls, V + 3 * B + 2 * V);
+    CHECK_EQ_INT(res.n_valid, V);
+    CHECK_EQ_INT(res.best_step, 2);
+    CHECK_NEAR(res.best_ndcg10, 1.0, 0);
+    /* validation episodes: the same V users each time, each with its validation item */
+    const int vstart[3] = {0, V + 2 * B, V + 3 * B + V};
+    for (int v = 0; v < 3; v++)
+        for (int i = 0; i < V; i++) {
+            int e = vstart[v] + i;
+            CHECK_EQ_INT(k.users[e], k.users[i]);
+            const int32_t *h;
+            int64_t nh;
+            CHECK_EQ_INT(k.targets[e], dr_data_valid(&f.d, k.users[e], &h, &nh));
+        }
+    CHECK(la.s[0].validated_start && !la.s[0].validated);
+    CHECK(la.s[1].validated && la.s[2].validated && !la.s[1].validated_start);
+    CHECK_NEAR(la.s[0].valid_start.ndcg10, 0.0, 0);
+    CHECK_NEAR(la.s[1].valid.ndcg10, 1.0, 0);
+    CHECK_NEAR(la.s[2].valid.ndcg10, 0.0, 0);
+    CHECK_EQ_INT(la.s[1].valid.n_users, V);
+    snprintf(p, sizeof p, "%s/kb_a.metrics.jsonl", dir);
+    size_t n;
+    char *ml = (char *)slurp(p, &n);
+    CHECK(strstr(ml, "\"valid_start\":{") && strstr(ml, "\"valid\":{"));
+    free(ml);
+
+    /* `out` is the policy after step 2: the same bytes as a plain 2-step run (validations
+     * do not disturb training) */
+    kb_ctx k2 = {.hit_from = -1, .hit_to = -1};
+    log_ctx lb = {0};
+    tiny_opts(&o, 1, b);
+    o.steps = 2;
+    o.reward_hook = kb_hook;
+    o.reward_hook_ctx = &k2;
+    o.on_step = on_step;
+    o.on_step_ctx = &lb;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK(lb.s[1].batch.reward == la.s[1].batch.reward && lb.s[1].loss == la.s[1].loss);
+    check_same_file(a, b);
+
+    /* killed after step 1 and resumed: the same output and log */
+    kb_ctx k3 = k;
+    k3.n_calls = 0;
+    log_ctx lc = {0};
+    kb_opts(&o, c, &k3, &lc);
+    o.stop_after = 1;
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK(!dr_file_exists(c));
+    kb_opts(&o, c, &k3, &lc);
+    o.resume = 1;
+    k3.n_calls = V + B; /* the resumed run starts after step 1: no validation of the input */
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.start_step, 1);
+    CHECK_EQ_INT(res.best_step, 2);
+    check_same_file(a, c);
+    char ma[600], mc[600];
+    snprintf(ma, sizeof ma, "%s/kb_a.metrics.jsonl", dir);
+    snprintf(mc, sizeof mc, "%s/kb_c.metrics.jsonl", dir);
+    char *xa = metrics_sans_time(ma), *xc = metrics_sans_time(mc);
+    CHECK_STR(xa, xc);
+    free(xa);
+    free(xc);
+    /* no validation beats the input: the input policy is the output */
+    kb_ctx k4 = {.hit_from = -1, .hit_to = -1};
+    log_ctx ld = {0};
+    kb_opts(&o, c, &k4, &ld);
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_EQ_INT(res.best_step, 0);
+    llm_model *pc;
+    CHECK_OK(llm_model_load(&pc, c));
+    CHECK(memcmp(pc->tok_embd.data, f.llm->tok_embd.data, (size_t)f.llm->cfg.vocab * f.llm->cfg.dim * 4) == 0);
+    llm_model_free(pc);
+    /* a resume with other keep-best settings is refused */
+    kb_opts(&o, a, &k4, &ld);
+    o.resume = 1;
+    o.keep_best_every = 1;
+    CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     fx_free(&f);
 }

@@ -1,0 +1,85 @@
+/* The output chosen on held-out items (rl_opts.keep_best_users). The RL reward is measured on
+ * the users' training targets, against a TRM that was trained on them; it can rise while the
+ * evaluation's metric falls (docs/ablation.md). So the policy that leaves the stage is the
+ * best of the input and the validated steps by greedy NDCG@10 on validation items, which
+ * neither the TRM's nor the policy's training saw. The best policy lives in one of two slots
+ * (<out base>.best-{a,b}.gguf) that the checkpoint marker names, so a kill at any moment keeps
+ * a consistent pair of checkpoint and best. */
+#include "internal.h"
+#include "deeprec/data.h"
+#include "deeprec/dist.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* The first keep_best_users of a seeded shuffle of the users with a split (the evaluation's
+ * own draw, with another seed stream), in dataset order. */
+int rl_best_users(rl_run *r) {
+    const rl_opts *o = r->o;
+    const dr_dataset *d = r->env->data;
+    if (o->keep_best_users <= 0) return DR_OK;
+    int32_t *u = dr_calloc((size_t)d->n_users + 1, sizeof *u);
+    if (!u) return dr_error_code();
+    int m = 0;
+    for (int32_t i = 0; i < d->n_users; i++)
+        if (dr_data_has_split(d, i)) u[m++] = i;
+    if (m == 0) {
+        free(u);
+        return dr_error(DR_ERR_RANGE, "rl: keep-best needs users with a validation item (3 or more items); none has");
+    }
+    dr_rng g;
+    dr_rng_seed(&g, rl_step_seed(o, 0, 5));
+    dr_rng_shuffle_i32(&g, u, (size_t)m);
+    int n = o->keep_best_users < m ? o->keep_best_users : m;
+    uint8_t *take = dr_calloc((size_t)d->n_users + 1, 1);
+    if (!take) {
+        free(u);
+        return dr_error_code();
+    }
+    for (int i = 0; i < n; i++) take[u[i]] = 1;
+    int k = 0;
+    for (int32_t i = 0; i < d->n_users; i++)
+        if (take[i]) u[k++] = i;
+    free(take);
+    r->vusers = u;
+    r->n_vusers = n;
+    return DR_OK;
+}
+
+int rl_best_validate(rl_run *r, rl_rollout_stats *out) {
+    const int n = r->n_vusers;
+    agent_request *req = dr_calloc((size_t)n, sizeof *req);
+    if (!req) return dr_error_code();
+    for (int i = 0; i < n; i++) {
+        req[i] = (agent_request){r->vusers[i], NULL, 0, 0, NULL};
+        req[i].target = dr_data_valid(r->env->data, r->vusers[i], &req[i].hist, &req[i].n_hist);
+    }
+    int rc = rl_score_requests(r, req, n, 1, 0.0f, rl_step_seed(r->o, 0, 6), out);
+    free(req);
+    return rc;
+}
+
+int rl_best_consider(rl_run *r, int64_t step, const rl_rollout_stats *v, int *improved) {
+    *improved = 0;
+    if (r->best_slot >= 0 && !(v->ndcg10 > r->best_ndcg10)) return DR_OK;
+    int slot = r->best_slot == 0 ? 1 : 0; /* the slot the marker does not name */
+    if (dr_dist_rank() == 0) {
+        int rc = llm_train_save_model(r->tr, r->tok, r->o->out_type, r->best_model[slot]);
+        if (rc) return rc;
+    }
+    r->best_slot = slot;
+    r->best_step = step;
+    r->best_ndcg10 = v->ndcg10;
+    *improved = 1;
+    return DR_OK;
+}
+
+int rl_best_finish(rl_run *r) {
+    if (dr_dist_rank() > 0) return DR_OK;
+    if (r->best_slot < 0) return dr_error(DR_ERR_INTERNAL, "rl: keep-best has no validated policy to write");
+    dr_mmap m;
+    int rc = dr_mmap_open(&m, r->best_model[r->best_slot]);
+    if (rc) return rc;
+    rc = dr_write_file_atomic(r->o->out, m.data, m.size);
+    dr_mmap_close(&m);
+    return rc;
+}
