@@ -37,6 +37,7 @@ struct dr_dataset;
 #define AGENT_MAX_HIST 20   /* history items shown in the prompt */
 #define AGENT_MAX_CALLS 8   /* tool calls allowed; the 9th is many_recall */
 #define AGENT_TOOL_K 20     /* items per tool result */
+#define AGENT_PREF_MAX_TOKENS 32 /* constrain_prefs: a preference this long is closed for the model */
 /* The open preference: the TRM tool answers it as the empty preference, i.e. with what the
  * history alone suggests (its own list). The protocol ends an episode on an empty preference,
  * so asking for the TRM's own list needs a word (compared case-insensitively, trimmed). */
@@ -294,7 +295,9 @@ typedef struct agent_rollout_opts {
      * protocol tag other than AGENT_TAG_PREF_END; each such token is recorded with that allowed
      * set (agent_episode.allow_*), so RL scores it under the distribution it was sampled from.
      * The set is about the vocabulary's size per token: cheap for the built-in vocabularies,
-     * about 0.6 MB per preference token for a 151k vocabulary. Ignored with direct. */
+     * about 0.6 MB per preference token for a 151k vocabulary. After AGENT_PREF_MAX_TOKENS
+     * such tokens the rollout writes AGENT_TAG_PREF_END itself (not the model's tokens: mask 0,
+     * as tool text) and calls the tool. Ignored with direct. */
     int constrain_prefs;
     /* NULL, or requests that keep arriving (a server): see agent_rollout_stream. */
     const struct agent_rollout_stream *stream;

@@ -20,6 +20,7 @@ typedef struct seq {
     int32_t *allowed;    /* the pending choice (n_allowed >= 2 while answering and active) */
     int n_allowed;
     int in_pref;         /* a preference is open (its begin tag written, its end tag not yet) */
+    int pref_tokens;     /* tokens of the open preference so far */
     int streamed;        /* e came from opts.stream: handed to stream->done when it ends */
 } seq;
 
@@ -567,6 +568,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                     goto done;
                 }
                 rc = agent_ep_add_choice(e, tok, lps[a], ro.pref_ok, ro.n_pref_ok);
+                s->pref_tokens++;
             } else {
                 rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]);
             }
@@ -588,6 +590,16 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 s->in_pref = 0;
                 if ((rc = serve_call(&ro, s, slot_used))) goto done;
                 if (!s->active) n_done++;
+            } else if (s->in_pref && s->pref_tokens >= AGENT_PREF_MAX_TOKENS) {
+                /* the longest preference: its end tag is written for the model (mask 0, as tool
+                 * text); a greedy small model otherwise repeats a phrase until the turn's
+                 * budget ends the episode */
+                if ((rc = force_text(&ro, s, AGENT_TAG_PREF_END, slot_used))) goto done;
+                if (s->active) {
+                    s->in_pref = 0;
+                    if ((rc = serve_call(&ro, s, slot_used))) goto done;
+                }
+                if (!s->active) n_done++;
             } else if (ro.constrain && e->n_tokens < ro.max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER)) {
                 if ((rc = enter_answer(&ro, s, slot_used))) goto done;
                 if (!s->active) n_done++;
@@ -596,6 +608,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 n_done++;
             } else if (ro.pref_ok && !s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF)) {
                 s->in_pref = 1;
+                s->pref_tokens = 0;
             }
         }
     }

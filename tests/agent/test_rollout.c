@@ -403,6 +403,67 @@ TEST(agent_rollout_preference_is_one_line) {
     fx_dataset_free(&d);
 }
 
+/* constrain_prefs: a preference is closed for the model after AGENT_PREF_MAX_TOKENS tokens. The
+ * script's preference never ends (41 bytes, no end tag); the rollout writes the end tag (mask
+ * 0, no allowed set, as forced answer tokens) and calls the tool with the first 32 bytes. For
+ * the scripted model each append is a turn boundary, so the forced tag skips one turn. Off,
+ * the same script never closes its preference and the episode does not finish. */
+static const char s_long_pref[] = AGENT_TAG_THINK "Look.\n" AGENT_TAG_PREF "drama drama drama drama drama drama drama" T
+    "(skipped: the forced end tag is an append)" T "Ranked.\n" ANSWER T;
+
+TEST(agent_rollout_preference_length_cap) {
+    dr_dataset d;
+    agent_catalog *c;
+    setup(&d, &c);
+    for (int on = 0; on < 2; on++) {
+        fx_model fm;
+        fx_tool ft;
+        agent_model m;
+        agent_tool t;
+        const char *sc[] = {s_long_pref};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        fm.follow_script = 1;
+        fx_tool_init(&ft, &t);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.constrain_prefs = on;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        if (!on) {
+            CHECK(e->outcome != AGENT_FINISHED);
+            CHECK_EQ_INT(e->n_calls, 0);
+            agent_episodes_free(e, 1);
+            continue;
+        }
+        CHECK_STR(agent_outcome_name(e->outcome), "finished");
+        CHECK_EQ_INT(e->n_calls, 1);
+        CHECK_EQ_INT(AGENT_PREF_MAX_TOKENS, 32);
+        CHECK_STR(e->calls[0].preference, "drama drama drama drama drama dr");
+        /* 32 chosen preference tokens with their allowed set, then the end tag's bytes forced */
+        const char *pb = strstr(e->text + e->prompt_len, AGENT_TAG_PREF) + strlen(AGENT_TAG_PREF);
+        const char *pe = strstr(pb, AGENT_TAG_PREF_END);
+        CHECK(pe == pb + 32);
+        int n_set = 0, n_forced = 0;
+        for (int sg = 0; sg < e->n_segs; sg++) {
+            const agent_segment *s = &e->segs[sg];
+            if (s->kind != AGENT_SEG_GEN) continue;
+            for (int32_t k = s->tok_begin; k < s->tok_end; k++) {
+                const char *ch = e->text + s->chr_begin + (k - s->tok_begin);
+                if (ch >= pb && ch < pe) {
+                    n_set += e->mask[k] && e->allow_n[k] > 200;
+                } else if (ch >= pe && ch < pe + strlen(AGENT_TAG_PREF_END)) {
+                    n_forced += !e->mask[k] && e->allow_n[k] == 0 && e->logprob[k] == 0;
+                }
+            }
+        }
+        CHECK_EQ_INT(n_set, 32);
+        CHECK_EQ_INT(n_forced, (int)strlen(AGENT_TAG_PREF_END));
+        agent_episodes_free(e, 1);
+    }
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
 /* The options are checked by the agent itself, whoever calls it (rl, eval, serve, recommend). */
 TEST(agent_rollout_checks_its_options) {
     dr_dataset d;
