@@ -23,7 +23,7 @@ static const pipeline_budget budget_demo = {
     .rl1_steps = 8, .rl2_steps = 12, .rl_prompts = 8, .rl_samples = 4, .rl_micro = 2, .rl_updates = 1,
     .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 0,
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 4,
-    .rl_keep_best = 100000, .rl_keep_best_every = 4,
+    .rl_keep_best = 100000, .rl_keep_best_every = 0,
     .eval_users = 0, .eval_batch = 16,
 };
 
