@@ -334,6 +334,25 @@ TEST(agent_rollout_forced_preference) {
     fx_dataset_free(&d);
 }
 
+/* One scripted episode of `script` (the model follows it where a choice is constrained) with
+ * constrain_prefs on or off. */
+static agent_episode *pref_episode(const char *script, int on, const dr_dataset *d, const agent_catalog *c) {
+    fx_model fm;
+    fx_tool ft;
+    agent_model m;
+    agent_tool t;
+    const char *sc[] = {script};
+    fx_model_init(&fm, &m, 1, sc, 1);
+    fm.follow_script = 1;
+    fx_tool_init(&ft, &t);
+    agent_request rq = {0, dr_data_seq(d, 0), dr_data_seq_len(d, 0) - 1, 0, NULL};
+    agent_rollout_opts o = {0};
+    o.constrain_prefs = on;
+    agent_episode *e;
+    CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+    return e;
+}
+
 /* constrain_prefs: inside an open preference no newline can be chosen (the scripted model then
  * takes its next byte); those tokens carry the allowed set, the others none; off, the same
  * script runs one call's text into the next line. */
@@ -345,19 +364,7 @@ TEST(agent_rollout_preference_is_one_line) {
     agent_catalog *c;
     setup(&d, &c);
     for (int on = 0; on < 2; on++) {
-        fx_model fm;
-        fx_tool ft;
-        agent_model m;
-        agent_tool t;
-        const char *sc[] = {s_newline_pref};
-        fx_model_init(&fm, &m, 1, sc, 1);
-        fm.follow_script = 1;
-        fx_tool_init(&ft, &t);
-        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
-        agent_rollout_opts o = {0};
-        o.constrain_prefs = on;
-        agent_episode *e;
-        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        agent_episode *e = pref_episode(s_newline_pref, on, &d, c);
         check_episode_invariants(e);
         CHECK_STR(agent_outcome_name(e->outcome), "finished");
         CHECK_EQ_INT(e->n_calls, 1);
@@ -416,19 +423,7 @@ TEST(agent_rollout_preference_length_cap) {
     agent_catalog *c;
     setup(&d, &c);
     for (int on = 0; on < 2; on++) {
-        fx_model fm;
-        fx_tool ft;
-        agent_model m;
-        agent_tool t;
-        const char *sc[] = {s_long_pref};
-        fx_model_init(&fm, &m, 1, sc, 1);
-        fm.follow_script = 1;
-        fx_tool_init(&ft, &t);
-        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
-        agent_rollout_opts o = {0};
-        o.constrain_prefs = on;
-        agent_episode *e;
-        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        agent_episode *e = pref_episode(s_long_pref, on, &d, c);
         if (!on) {
             CHECK(e->outcome != AGENT_FINISHED);
             CHECK_EQ_INT(e->n_calls, 0);

@@ -170,6 +170,17 @@ TEST(harness_history_preference_and_users) {
     dr_data_free(&d);
 }
 
+/* The target's 0-based rank in the TRM's empty-preference top 10 (history masked), or -1. */
+static int direct_rank(trm_session *s, const int32_t *hist, int64_t nh, int32_t target) {
+    int32_t ids[10];
+    float sc[10];
+    int n, rank = -1;
+    CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
+    for (int i = 0; i < n && rank < 0; i++)
+        if (ids[i] == target) rank = i;
+    return rank;
+}
+
 TEST(harness_trm_baseline_tiny_trained) {
     dr_dataset d;
     tiny_data(&d, 40, 60, 14);
@@ -225,12 +236,7 @@ TEST(harness_trm_baseline_tiny_trained) {
         const int32_t *hist;
         int64_t nh;
         int32_t t = dr_data_test(&d, u, &hist, &nh);
-        int32_t ids[10];
-        float sc[10];
-        int n, rank = -1;
-        CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
-        for (int i = 0; i < n && rank < 0; i++)
-            if (ids[i] == t) rank = i;
+        int rank = direct_rank(s, hist, nh, t);
         CHECK_EQ_INT(r.rank[EVAL_RULE_EXACT][k], rank); /* the per-user score is that user's rank */
         if (rank >= 0) {
             hits++;
@@ -249,13 +255,7 @@ TEST(harness_trm_baseline_tiny_trained) {
         const int32_t *hist;
         int64_t nh;
         int32_t t = dr_data_valid(&d, u, &hist, &nh);
-        int32_t ids[10];
-        float sc[10];
-        int n, rank = -1;
-        CHECK_OK(trm_retrieve(s, hist, nh, "", 10, 1, ids, sc, &n));
-        for (int i = 0; i < n && rank < 0; i++)
-            if (ids[i] == t) rank = i;
-        CHECK_EQ_INT(rv.rank[EVAL_RULE_EXACT][k], rank);
+        CHECK_EQ_INT(rv.rank[EVAL_RULE_EXACT][k], direct_rank(s, hist, nh, t));
         const int32_t *th;
         int64_t nth;
         differs += t != dr_data_test(&d, u, &th, &nth);

@@ -142,6 +142,17 @@ static char *metrics_sans_time(const char *p) {
     return out;
 }
 
+/* DIR/A.metrics.jsonl and DIR/B.metrics.jsonl hold the same lines but for the timings. */
+static void check_same_metrics(const char *dir, const char *a, const char *b) {
+    char ma[600], mb[600];
+    snprintf(ma, sizeof ma, "%s/%s.metrics.jsonl", dir, a);
+    snprintf(mb, sizeof mb, "%s/%s.metrics.jsonl", dir, b);
+    char *xa = metrics_sans_time(ma), *xb = metrics_sans_time(mb);
+    CHECK_STR(xa, xb);
+    free(xa);
+    free(xb);
+}
+
 TEST(rl_train_resume_reproduces_uninterrupted_run) {
     fx f;
     fx_init(&f);
@@ -209,13 +220,7 @@ TEST(rl_train_resume_reproduces_uninterrupted_run) {
     CHECK(lb.s[0].loss == la.s[2].loss);
     CHECK(lb.s[0].grad_norm == la.s[2].grad_norm);
     check_same_file(a, b);
-    char ma[600], mb[600];
-    snprintf(ma, sizeof ma, "%s/a.metrics.jsonl", dir);
-    snprintf(mb, sizeof mb, "%s/b.metrics.jsonl", dir);
-    char *xa = metrics_sans_time(ma), *xb = metrics_sans_time(mb);
-    CHECK_STR(xa, xb);
-    free(xa);
-    free(xb);
+    check_same_metrics(dir, "a", "b");
     /* resuming a finished run is a no-op that rewrites the policy */
     CHECK_OK(rl_train(&env, &o, &res));
     CHECK_EQ_INT(res.start_step, 3);
@@ -354,13 +359,7 @@ TEST(rl_train_probe_held_out) {
     CHECK_EQ_INT(res.start_step, 1);
     CHECK(!res.probed_start && res.probed_last);
     check_same_file(a, b);
-    char ma[600], mb[600];
-    snprintf(ma, sizeof ma, "%s/pa.metrics.jsonl", dir);
-    snprintf(mb, sizeof mb, "%s/pb.metrics.jsonl", dir);
-    char *xa = metrics_sans_time(ma), *xb = metrics_sans_time(mb);
-    CHECK_STR(xa, xb);
-    free(xa);
-    free(xb);
+    check_same_metrics(dir, "pa", "pb");
     /* a resume with another probe size is refused (it would train on other users) */
     o.probe_users = 2;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
@@ -505,13 +504,7 @@ TEST(rl_train_keep_best_on_validation_items) {
     CHECK_EQ_INT(res.start_step, 1);
     CHECK_EQ_INT(res.best_step, 2);
     check_same_file(a, c);
-    char ma[600], mc[600];
-    snprintf(ma, sizeof ma, "%s/kb_a.metrics.jsonl", dir);
-    snprintf(mc, sizeof mc, "%s/kb_c.metrics.jsonl", dir);
-    char *xa = metrics_sans_time(ma), *xc = metrics_sans_time(mc);
-    CHECK_STR(xa, xc);
-    free(xa);
-    free(xc);
+    check_same_metrics(dir, "kb_a", "kb_c");
     /* no validation beats the input: the input policy is the output */
     kb_ctx k4 = {.hit_from = -1, .hit_to = -1};
     log_ctx ld = {0};
