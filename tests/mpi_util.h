@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 
 /* The CLI, and mpirun when the build has MPI and the machine has OpenMPI; skips otherwise. */
-static const char *mpi_bin(void) {
+__attribute__((unused)) static const char *mpi_bin(void) {
 #if defined(__SANITIZE_ADDRESS__)
     SKIP("run in the optimised build's pass (both passes run the same build/deeprec under mpirun)");
 #endif

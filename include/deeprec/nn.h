@@ -11,7 +11,8 @@
  * - No allocation inside: where a kernel needs room it is a caller argument.
  * - Parallel with OpenMP over rows/heads; results do not depend on the thread
  *   count (reductions are done in a fixed order, scatter-adds are partitioned,
- *   dropout streams are derived with dr_rng_split per row block / (batch, head)).
+ *   dropout streams are derived with dr_rng_split per row / (batch row, head), numbered
+ *   from the caller's offset into its whole batch, so a shard draws the whole batch's masks).
  * - Kernels that take ids from data (embedding, losses) validate them and return
  *   DR_ERR_RANGE with a message on an out-of-range id; the others trust their
  *   sizes (void) except where a configuration can be invalid (attention).
@@ -92,7 +93,7 @@ void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
  * garbage there); everything else of q, k, v (and dout) must be finite, padding positions
  * included, because masked entries are multiplied by 0 rather than skipped.
  * Dropout (p = dropout in [0,1)) is applied to the probabilities: out = (P .* M / (1-p)) V, with
- * M drawn from dr_rng_split(rng, b*H + h): row by row (i = 0..Tq-1), one uniform per key j below
+ * M drawn from dr_rng_split(rng, (b0 + b)*H + h): row by row (i = 0..Tq-1), one uniform per key j below
  * the row's end (min of the causal bound and key_len; key_mask does not change it); the
  * backward regenerates the same M from the same rng, so pass the same config to both. */
 typedef struct nn_attn {
@@ -104,6 +105,8 @@ typedef struct nn_attn {
     float scale;              /* score scale; 0 means 1/sqrt(Dh) */
     float dropout;            /* dropout probability on attention probabilities, 0 = off */
     const dr_rng *rng;        /* parent stream for dropout (required when dropout > 0) */
+    int64_t b0;               /* index of batch row 0 in the whole batch (dropout streams; 0 unless
+                                 this is a shard of a larger batch) */
 } nn_attn;
 
 /* Number of floats of att (and of datt): B * H * Tq * Tk. */
@@ -165,10 +168,15 @@ void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int 
 
 /* ---------------- dropout ---------------- */
 /* y = x .* mask / (1 - p), mask[i] = 1 with probability 1 - p. mask (uint8, n) is written by
- * the forward and read by the backward. The stream for elements [b*4096, (b+1)*4096) is
- * dr_rng_split(rng, b), so the mask depends only on rng, n and p. p == 0: y = x, mask all 1
- * (mask may be NULL then). y may equal x. */
-void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, const dr_rng *rng);
+ * the forward and read by the backward. The n elements are rows of `row` (> 0) elements, the
+ * last one possibly shorter; row i draws its mask from dr_rng_split(rng, row0 + i), one
+ * uniform per element in order, so a row's mask depends only on rng, its index row0 + i and
+ * p, not on n or the thread count: a caller holding rows [r0, r1) of a larger tensor passes
+ * row0 = r0 and draws that tensor's masks for those rows (the TRM: a row is one sequence's
+ * activations, row0 its index in the global batch). p == 0: y = x, mask all 1 (mask may be
+ * NULL then). y may equal x. */
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, size_t row, uint64_t row0, float p,
+                        const dr_rng *rng);
 /* dx += dy .* mask / (1 - p) (mask may be NULL when p == 0). */
 void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p);
 

@@ -26,6 +26,7 @@ static int check_cfg(const nn_attn *a) {
         return dr_error(DR_ERR_ARG, "attention: n_kv_heads %d does not divide n_heads %d", a->Hkv, a->H);
     if (!(a->dropout >= 0.0f && a->dropout < 1.0f))
         return dr_error(DR_ERR_ARG, "attention: dropout %g is not in [0, 1)", (double)a->dropout);
+    if (a->b0 < 0) return dr_error(DR_ERR_ARG, "attention: b0 %lld < 0", (long long)a->b0);
     if (a->dropout > 0.0f && !a->rng)
         return dr_error(DR_ERR_ARG, "attention: dropout needs an rng");
     if (a->dropout > 0.0f && a->Tk > (1 << 16)) /* the keep row lives on the stack */
@@ -141,6 +142,11 @@ static inline void axpy(float *y, float a, const float *x, int n) {
     for (int d = 0; d < n; d++) y[d] += a * x[d];
 }
 
+/* The dropout stream of batch row b, head h: numbered in the whole batch (b0 + b). */
+static inline dr_rng dropout_stream(const nn_attn *a, int b, int h) {
+    return dr_rng_split(a->rng, (uint64_t)(a->b0 + b) * (uint64_t)a->H + (uint64_t)h);
+}
+
 /* Dropout keep factors of one row: 0 (dropped) or 1/(1-p), one uniform per key j < n. */
 static inline void dropout_row(dr_rng *r, float p, float *keep, int n) {
     float inv = 1.0f / (1.0f - p);
@@ -178,7 +184,7 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
             }
             /* 2. per row: mask, softmax, dropout, out = P' v */
             dr_rng r;
-            if (p > 0.0f) r = dr_rng_split(a->rng, (uint64_t)bh);
+            if (p > 0.0f) r = dropout_stream(a, b, h);
             const float *vb = v + ((size_t)b * Tk * Hkv + g) * Dh;
             for (int i = 0; i < Tq; i++) {
                 float *pr = attb + (size_t)i * Tk;
@@ -246,7 +252,7 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
             const float *kb = k + ((size_t)b * Tk * Hkv + g) * Dh;
             for (int h = g * group; h < (g + 1) * group; h++) {
                 dr_rng r;
-                if (p > 0.0f) r = dr_rng_split(a->rng, (uint64_t)b * H + h);
+                if (p > 0.0f) r = dropout_stream(a, b, h);
                 for (int i = 0; i < Tq; i++) {
                     const float *pr = att + (((size_t)b * H + h) * Tq + i) * Tk;
                     float *ds = datt + (((size_t)b * H + h) * Tq + i) * Tk;

@@ -34,24 +34,23 @@ void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int 
     }
 }
 
-#define DROPOUT_BLOCK 4096
-
-void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, const dr_rng *rng) {
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, size_t row, uint64_t row0, float p,
+                        const dr_rng *rng) {
     if (p <= 0.0f) {
         if (y != x) memcpy(y, x, sizeof(float) * n);
         if (mask) memset(mask, 1, n);
         return;
     }
     const float inv = 1.0f / (1.0f - p);
-    size_t nblk = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
+    size_t nrow = (n + row - 1) / row;
 #pragma omp parallel for schedule(static) if (n >= NN_PAR_MIN)
-    for (size_t bl = 0; bl < nblk; bl++) {
-        dr_rng r = dr_rng_split(rng, (uint64_t)bl);
-        size_t i1 = (bl + 1) * DROPOUT_BLOCK < n ? (bl + 1) * DROPOUT_BLOCK : n;
-        for (size_t i = bl * DROPOUT_BLOCK; i < i1; i++) {
+    for (size_t i = 0; i < nrow; i++) {
+        dr_rng r = dr_rng_split(rng, row0 + (uint64_t)i);
+        size_t j1 = (i + 1) * row < n ? (i + 1) * row : n;
+        for (size_t j = i * row; j < j1; j++) {
             uint8_t keep = dr_rng_float(&r) >= p;
-            mask[i] = keep;
-            y[i] = keep ? x[i] * inv : 0.0f;
+            mask[j] = keep;
+            y[j] = keep ? x[j] * inv : 0.0f;
         }
     }
 }

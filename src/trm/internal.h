@@ -69,6 +69,10 @@ typedef struct trm_acts {
     int last_only;              /* inference: the last layer computes only each sequence's last row;
                                    the output then has B rows (row b = sequence b) */
     dr_rng rng;                 /* step stream (dropout) */
+    int64_t seq0;               /* index of sequence 0 in the whole batch (a data-parallel shard
+                                   holds sequences [seq0, seq0 + B)): dropout masks are drawn per
+                                   sequence from stream seq0 + b, so a shard draws the whole
+                                   batch's masks for its sequences */
     int32_t *ids;               /* [N] item ids (0 = pad) */
     int32_t *ids_bwd;           /* [N] ids with 0 -> -1 (no gradient to padding) */
     int32_t *pos;               /* [N] position ids */

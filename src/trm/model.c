@@ -272,6 +272,15 @@ static dr_rng site_rng(const trm_acts *a, int layer, int site) {
     return dr_rng_split(&a->rng, (uint64_t)layer * 16 + (uint64_t)site);
 }
 
+/* Dropout at one site on activations [N, cols]: one mask row per sequence (L x cols elements),
+ * drawn from the site's stream split by the sequence's index in the whole batch. */
+static void dropout_site(const trm_acts *a, int layer, int site, float *y, uint8_t *mask, const float *x, int cols,
+                         float p) {
+    dr_rng r = site_rng(a, layer, site);
+    size_t row = (size_t)a->L * (size_t)cols;
+    nn_dropout_forward(y, mask, x, (size_t)a->B * row, row, (uint64_t)a->seq0, p, &r);
+}
+
 static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *ac, dr_rng *r) {
     memset(ac, 0, sizeof *ac);
     ac->B = a->B;
@@ -283,6 +292,7 @@ static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *
     ac->dropout = a->train ? m->cfg.dropout : 0.0f;
     *r = site_rng(a, layer, 4);
     ac->rng = r;
+    ac->b0 = a->seq0;
 }
 
 /* Inference: the last block for the last row of each sequence only (keys and
@@ -366,8 +376,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         const float *pe = m->p.pos_emb + (size_t)a->pos[i] * d;
         for (int j = 0; j < d; j++) x[j] = x[j] * sc + pe[j];
     }
-    dr_rng r = site_rng(a, 99, 0);
-    nn_dropout_forward(a->res0, a->em, a->x0, Nd, p, &r);
+    dropout_site(a, 99, 0, a->res0, a->em, a->x0, d, p);
     const float *x = a->res0;
     const int nfull = a->last_only && !a->train ? c->layers - 1 : c->layers;
     for (int l = 0; l < nfull; l++) {
@@ -386,8 +395,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         attn_cfg(m, a, l, &ac, &ar);
         nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
-        r = site_rng(a, l, 1);
-        nn_dropout_forward(a->d0, A->om, a->d0, Nd, p, &r);
+        dropout_site(a, l, 1, a->d0, A->om, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
         const float *cin, *base;
         if (c->post_ln) {
@@ -401,11 +409,9 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
         else nn_gelu_forward(a->df1, A->f, Nf, NN_GELU_TANH);
-        r = site_rng(a, l, 2);
-        nn_dropout_forward(A->gd, A->gm, a->df1, Nf, p, &r);
+        dropout_site(a, l, 2, A->gd, A->gm, a->df1, f, p);
         nn_linear_forward(a->d0, A->gd, P->w2, P->b2, N, f, d);
-        r = site_rng(a, l, 3);
-        nn_dropout_forward(a->d0, A->hm, a->d0, Nd, p, &r);
+        dropout_site(a, l, 3, a->d0, A->hm, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
         if (c->post_ln) {
             nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, N, d, eps);

@@ -57,9 +57,9 @@ typedef struct trainer {
     char *pbuf;
     /* Data-parallel shard of the global batch (dist.h): this rank computes rows of users
      * [lo, hi) laid out as in the whole batch (length Lb), keys its random draws by global
-     * row / valid-row index, and scales its loss by the whole batch's count of targets.
-     * shard < 0: the whole batch (single process). */
-    int shard, Lb, row_off, valid_off, n_norm;
+     * user (seq_off = lo: dropout) / row / valid-row index, and scales its loss by the whole
+     * batch's count of targets. shard < 0: the whole batch (single process). */
+    int shard, Lb, seq_off, row_off, valid_off, n_norm;
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -248,9 +248,7 @@ static int batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *ste
     trm__fill_batch(m, a, B, t->shard >= 0 ? t->Lb : 0, sp, lp);
     a->train = train;
     a->rng = dr_rng_split(step_rng, 1);
-    /* Dropout masks are drawn per block of the flat activations, so a shard cannot draw the
-     * whole batch's masks: each shard draws its own (docs/distributed.md). */
-    if (t->shard >= 0) a->rng = dr_rng_split(&a->rng, 1 + (uint64_t)t->shard);
+    a->seq0 = t->seq_off; /* dropout masks are keyed by the sequence's index in the whole batch */
     const int Lb = a->L;
     /* targets */
     int n = 0;
@@ -353,6 +351,7 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
     }
     t->shard = dr_dist_rank();
     t->Lb = Lb;
+    t->seq_off = (int)lo;
     t->row_off = (int)lo * Lb;
     t->valid_off = before;
     t->n_norm = total;
@@ -364,7 +363,7 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
         memset(t->grad, 0, t->m->n_params * sizeof(float));
     }
     t->shard = -1;
-    t->n_norm = t->row_off = t->valid_off = 0;
+    t->n_norm = t->seq_off = t->row_off = t->valid_off = 0;
     if (rc) return rc;
     if ((rc = dr_dist_sum_f32(t->grad, t->m->n_params))) return rc;
     if ((rc = dr_dist_sum_f64(&l, 1))) return rc;

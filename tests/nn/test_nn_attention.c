@@ -13,7 +13,7 @@ typedef struct {
 } at_ctx;
 
 /* Straight from the definition: masks, softmax, dropout keep factors drawn from
- * dr_rng_split(rng, b*H + h), one uniform per (i, j) in row-major order. */
+ * dr_rng_split(rng, (b0 + b)*H + h), one uniform per (i, j) in row-major order. */
 static void ref_attention(const nn_attn *a, double *out, const double *q, const double *k, const double *v) {
     int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, Hkv = a->Hkv, Dh = a->Dh;
     double scale = a->scale != 0.0f ? a->scale : 1.0 / sqrt((double)Dh);
@@ -23,7 +23,7 @@ static void ref_attention(const nn_attn *a, double *out, const double *q, const 
         for (int h = 0; h < H; h++) {
             int gkv = h / (H / Hkv);
             dr_rng r;
-            if (a->dropout > 0) r = dr_rng_split(a->rng, (uint64_t)(b * H + h));
+            if (a->dropout > 0) r = dr_rng_split(a->rng, (uint64_t)((a->b0 + b) * H + h));
             for (int i = 0; i < Tq; i++) {
                 double mx = -INFINITY;
                 int any = 0;
@@ -216,6 +216,25 @@ TEST(nn_attention_deterministic_across_threads_and_errors) {
     CHECK(memcmp(res[0][1], res[1][1], nq * sizeof(float)) == 0);
     CHECK(memcmp(res[0][2], res[1][2], nk * sizeof(float)) == 0);
     CHECK(memcmp(res[0][3], res[1][3], nk * sizeof(float)) == 0);
+    /* batch rows [2, 4) alone with b0 = 2 draw the whole batch's masks for those rows */
+    {
+        nn_attn sh = a;
+        sh.B = 2;
+        sh.b0 = 2;
+        sh.key_len = len + 2;
+        size_t oq = nq / 2, ok = nk / 2, nas = nn_attention_att_size(&sh);
+        float *out = nt_zeros(oq), *att = nt_zeros(nas), *datt = nt_zeros(nas);
+        float *dq = nt_zeros(oq), *dk = nt_zeros(ok), *dv = nt_zeros(ok);
+        CHECK_OK(nn_attention_forward(&sh, out, att, q + oq, k + ok, v + ok));
+        CHECK_OK(nn_attention_backward(&sh, dq, dk, dv, datt, dout + oq, q + oq, k + ok, v + ok, att));
+        CHECK(memcmp(res[0][0] + oq, out, oq * sizeof(float)) == 0);
+        CHECK(memcmp(res[0][1] + oq, dq, oq * sizeof(float)) == 0);
+        CHECK(memcmp(res[0][2] + ok, dk, ok * sizeof(float)) == 0);
+        CHECK(memcmp(res[0][3] + ok, dv, ok * sizeof(float)) == 0);
+        sh.b0 = 0; /* numbered from 0 they are other masks */
+        CHECK_OK(nn_attention_forward(&sh, out, att, q + oq, k + ok, v + ok));
+        CHECK(memcmp(res[0][0] + oq, out, oq * sizeof(float)) != 0);
+    }
     /* a different rng gives a different dropout pattern */
     dr_rng rng2;
     dr_rng_seed(&rng2, 78);
@@ -232,6 +251,9 @@ TEST(nn_attention_deterministic_across_threads_and_errors) {
     CHECK_ERR(nn_attention_forward(&bad, out2, att2, q, k, v), DR_ERR_ARG);
     bad.dropout = 1.0f;
     bad.rng = &rng;
+    CHECK_ERR(nn_attention_backward(&bad, NULL, NULL, NULL, att2, q, q, k, v, att2), DR_ERR_ARG);
+    bad.dropout = 0.5f;
+    bad.b0 = -1;
     CHECK_ERR(nn_attention_backward(&bad, NULL, NULL, NULL, att2, q, q, k, v, att2), DR_ERR_ARG);
     nt_free_all();
 }

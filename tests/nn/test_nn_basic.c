@@ -338,27 +338,40 @@ static double do_obj(void *pp) {
 }
 
 /* Tolerances: keep rate within 0.01 of 1-p on 100k values; output exact vs x*mask/(1-p);
- * gradient 1e-6 + 1e-5|fd|; masks bitwise equal on 1 and all threads. */
+ * gradient 1e-6 + 1e-5|fd|; masks bitwise equal on 1 and all threads, to the definition (row i
+ * from dr_rng_split(rng, row0 + i)) and, for rows [r0, r1) drawn alone with row0 = r0, to
+ * those rows of the whole tensor's masks. */
 TEST(nn_dropout_mask_rate_determinism_and_grad) {
     dr_rng g, dr;
     dr_rng_seed(&g, 8);
     dr_rng_seed(&dr, 99);
-    size_t n = 100003;
+    size_t n = 100003, row = 1000; /* 101 rows, the last one 3 elements */
     float p = 0.3f;
     float *x = nt_randn(&g, n, 1), *y = nt_zeros(n), *y1 = nt_zeros(n), *r = nt_randn(&g, n, 1);
     uint8_t *m = nt_alloc(n), *m1 = nt_alloc(n);
-    nn_dropout_forward(y, m, x, n, p, &dr);
+    nn_dropout_forward(y, m, x, n, row, 0, p, &dr);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         kept += m[i];
         CHECK(y[i] == (m[i] ? x[i] * (1.0f / (1.0f - p)) : 0.0f));
     }
     CHECK_NEAR((double)kept / n, 1.0 - p, 0.01);
+    for (size_t i = 0; i * row < n; i++) {
+        dr_rng ri = dr_rng_split(&dr, i);
+        size_t bad = 0;
+        for (size_t j = i * row; j < n && j < (i + 1) * row; j++) bad += m[j] != (dr_rng_float(&ri) >= p);
+        CHECK_MSG(bad == 0, "row %zu: %zu mask entries differ from the definition", i, bad);
+    }
     int nt = omp_get_max_threads();
     omp_set_num_threads(1);
-    nn_dropout_forward(y1, m1, x, n, p, &dr);
+    nn_dropout_forward(y1, m1, x, n, row, 0, p, &dr);
     omp_set_num_threads(nt);
     CHECK(memcmp(m, m1, n) == 0 && memcmp(y, y1, n * sizeof(float)) == 0);
+    /* a shard: rows [37, 101) alone, numbered from 37 */
+    size_t o = 37 * row;
+    memset(m1, 0, n);
+    nn_dropout_forward(y1, m1, x + o, n - o, row, 37, p, &dr);
+    CHECK(memcmp(m + o, m1, n - o) == 0 && memcmp(y + o, y1, (n - o) * sizeof(float)) == 0);
     /* gradient on a small slice */
     size_t ns = 50;
     float *dx = nt_zeros(ns);
@@ -367,7 +380,7 @@ TEST(nn_dropout_mask_rate_determinism_and_grad) {
     GRADCHECK("dropout dx", do_obj, &c, c.x, dx, ns, 1e-6, 1e-5);
     /* p == 0 is the identity, in place allowed */
     memcpy(y, x, n * sizeof(float));
-    nn_dropout_forward(y, NULL, y, n, 0.0f, &dr);
+    nn_dropout_forward(y, NULL, y, n, row, 0, 0.0f, &dr);
     CHECK(memcmp(y, x, n * sizeof(float)) == 0);
     nt_free_all();
 }

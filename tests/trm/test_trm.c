@@ -6,6 +6,7 @@
 #include "deeprec/metrics.h"
 #include "deeprec/nn.h"
 #include "trm/internal.h"
+#include "mpi_util.h" /* rel_diff */
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -343,6 +344,97 @@ static float *train_step(trm_model *m, trm_acts *a, const trm_config *c) {
     free(dF);
     free(dbag);
     return out;
+}
+
+/* Training forward (dropout 0.5) of sequences [s0, s0 + B) of `seqs`, padded to length L, as
+ * sequences [s0, s0 + B) of the whole batch; copies the dropout masks (embedding and each
+ * layer's three sites, in that order) and the user vectors out. */
+typedef struct {
+    uint8_t *mask;
+    float *u;
+} fwd_out;
+
+static fwd_out forward_rows(trm_model *m, trm_acts *a, int32_t *const *seqs, const int64_t *lens, int s0, int B,
+                            int L) {
+    const trm_config *c = &m->cfg;
+    trm__fill_batch(m, a, B, L, seqs + s0, lens + s0);
+    a->train = 1;
+    a->seq0 = s0;
+    dr_rng_seed(&a->rng, 7);
+    const float *U = trm__forward(m, a);
+    size_t nd = (size_t)a->N * c->dim, nf = (size_t)a->N * c->ffn_dim;
+    fwd_out o = {malloc(nd + (size_t)c->layers * (2 * nd + nf)), malloc(nd * sizeof(float))};
+    uint8_t *p = o.mask;
+    memcpy(p, a->em, nd), p += nd;
+    for (int l = 0; l < c->layers; l++) {
+        memcpy(p, a->l[l].om, nd), p += nd;
+        memcpy(p, a->l[l].gm, nf), p += nf;
+        memcpy(p, a->l[l].hm, nd), p += nd;
+    }
+    memcpy(o.u, U, nd * sizeof(float));
+    return o;
+}
+
+/* Dropout masks are a function of the step's stream, the sequence's index in the whole batch
+ * and the position in its activations: sequences [5, 23) of a batch of 32, run alone as a
+ * shard (seq0 = 5), get bitwise the whole batch's masks for those sequences, and user vectors
+ * equal within 1e-5 relative (their attention masks too); the whole batch's masks do not depend
+ * on the thread count (the batch is large enough for the parallel loops). */
+TEST(trm_dropout_masks_by_global_sequence) {
+    dr_dataset d;
+    make_synth(&d, 10, 60, 5, 12, 3, 0.3);
+    trm_config c;
+    trm_config_default(&c); /* dropout 0.5, dim 64 */
+    c.layers = 2;
+    c.max_len = 20;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 5));
+    c = m->cfg; /* ffn_dim resolved */
+    enum { B = 32, L = 20, S0 = 5, S1 = 23 };
+    int32_t buf[B][25], *seqs[B];
+    int64_t lens[B];
+    dr_rng g;
+    dr_rng_seed(&g, 21);
+    for (int b = 0; b < B; b++) {
+        lens[b] = 1 + (int64_t)dr_rng_below(&g, 25);
+        for (int t = 0; t < lens[b]; t++) buf[b][t] = 1 + (int32_t)dr_rng_below(&g, (uint64_t)c.n_items);
+        seqs[b] = buf[b];
+    }
+    trm_acts a;
+    CHECK_OK(trm__acts_alloc(&a, m, B));
+    const size_t nd = (size_t)L * c.dim, nf = (size_t)L * c.ffn_dim; /* one sequence at a site */
+    const size_t per_seq = nd + (size_t)c.layers * (2 * nd + nf), nmask = (size_t)B * per_seq;
+    dr_threads_set(1);
+    fwd_out one = forward_rows(m, &a, seqs, lens, 0, B, L);
+    dr_threads_set(3);
+    fwd_out all = forward_rows(m, &a, seqs, lens, 0, B, L);
+    fwd_out sub = forward_rows(m, &a, seqs, lens, S0, S1 - S0, L);
+    dr_threads_init();
+    CHECK(memcmp(one.mask, all.mask, nmask) == 0);
+    CHECK(rel_diff(one.u, all.u, (size_t)B * nd) <= 1e-5);
+    size_t kept = 0;
+    for (size_t i = 0; i < nmask; i++) kept += one.mask[i];
+    CHECK_NEAR((double)kept / (double)nmask, 0.5, 0.01);
+    /* the shard's masks are sites of (S1 - S0) sequences; the whole batch's sites of B */
+    const size_t site_len[4] = {nd, nd, nf, nd};
+    size_t off_all = 0, off_sub = 0, bad = 0;
+    for (int site = 0; site < 1 + 3 * c.layers; site++) {
+        size_t n = site_len[site == 0 ? 0 : 1 + (site - 1) % 3];
+        bad += memcmp(all.mask + off_all + (size_t)S0 * n, sub.mask + off_sub, (size_t)(S1 - S0) * n) != 0;
+        off_all += (size_t)B * n;
+        off_sub += (size_t)(S1 - S0) * n;
+    }
+    CHECK_MSG(bad == 0, "%zu dropout sites of the shard differ from the whole batch's", bad);
+    double r = rel_diff(all.u + (size_t)S0 * nd, sub.u, (size_t)(S1 - S0) * nd);
+    CHECK_MSG(r <= 1e-5, "shard user vectors differ by %g relative", r);
+    /* numbered from 0 the same sequences get other masks */
+    fwd_out own = forward_rows(m, &a, seqs + S0, lens + S0, 0, S1 - S0, L);
+    CHECK(memcmp(all.mask + (size_t)S0 * nd, own.mask, (size_t)(S1 - S0) * nd) != 0);
+    free(one.mask), free(one.u), free(all.mask), free(all.u), free(sub.mask), free(sub.u), free(own.mask),
+        free(own.u);
+    trm__acts_free(&a);
+    trm_model_free(m);
+    dr_data_free(&d);
 }
 
 TEST(trm_acts_no_overrun) {

@@ -62,9 +62,10 @@ static int same_file(const char *a, const char *b) {
     return eq;
 }
 
-/* 2 epochs x 3 steps of batch 16 (the last batches of an epoch are not all full: 70 users),
- * dropout 0 so that every random draw is keyed by the global batch (docs/distributed.md). */
-static void train_equiv(const char *model, const char *loss) {
+/* 2 epochs x 3 steps of batch 16 (the last batches of an epoch are not all full: 70 users).
+ * Every random draw, dropout masks included, is keyed by the global batch
+ * (docs/distributed.md), so any dropout gives the single process's run. */
+static void train_equiv(const char *model, const char *loss, const char *dropout) {
     mpi_bin();
     const char *dir = dr_test_tmpdir();
     char data[512], args[4096], out[4][600];
@@ -75,9 +76,9 @@ static void train_equiv(const char *model, const char *loss) {
         snprintf(out[k], sizeof out[k], "%s/m%d.gguf", dir, nps[k]);
         snprintf(args, sizeof args,
                  "trm train --data %s --out %s --model %s --loss %s --neg 5 --dim 16 --layers 1 --heads 2 "
-                 "--max-len 8 --dropout 0 --text-buckets 256 --batch 16 --epochs 2 --max-steps 5 --patience 0 "
+                 "--max-len 8 --dropout %s --text-buckets 256 --batch 16 --epochs 2 --max-steps 5 --patience 0 "
                  "--seed 3 --quiet >/dev/null",
-                 data, out[k], model, loss);
+                 data, out[k], model, loss, dropout);
         CHECK_EQ_INT(mpi_run(nps[k], args), 0);
     }
     for (int k = 1; k < 3; k++) {
@@ -85,14 +86,16 @@ static void train_equiv(const char *model, const char *loss) {
         snprintf(a, sizeof a, "%s.resume.gguf", out[0]);
         snprintf(b, sizeof b, "%s.resume.gguf", out[k]);
         double r = weights_diff(a, b);
-        printf("  %s/%s: -np %d final weights differ by %.2e of the largest\n", model, loss, nps[k], r);
+        printf("  %s/%s, dropout %s: -np %d final weights differ by %.2e of the largest\n", model, loss, dropout,
+               nps[k], r);
         CHECK_MSG(r <= 1e-5, "-np %d: weights differ by %g relative", nps[k], r);
     }
 }
 
-TEST(dist_trm_train_sasrec_ce) { train_equiv("sasrec", "ce"); }
-TEST(dist_trm_train_sasrec_sampled) { train_equiv("sasrec", "sampled"); }
-TEST(dist_trm_train_pref_bce) { train_equiv("pref", "bce"); }
+TEST(dist_trm_train_sasrec_ce) { train_equiv("sasrec", "ce", "0.5"); }
+TEST(dist_trm_train_sasrec_ce_no_dropout) { train_equiv("sasrec", "ce", "0"); }
+TEST(dist_trm_train_sasrec_sampled) { train_equiv("sasrec", "sampled", "0.5"); }
+TEST(dist_trm_train_pref_bce) { train_equiv("pref", "bce", "0.5"); }
 
 /* A run stopped after one epoch and resumed under MPI ends in the same state, byte for byte,
  * as the uninterrupted MPI run. Rank 0 alone wrote: one metrics line per epoch. */
