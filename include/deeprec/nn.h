@@ -164,7 +164,8 @@ void nn_relu_backward(float *dx, const float *dy, const float *x, size_t n);
 /* silu(x) = x * sigmoid(x) */
 void nn_silu_forward(float *y, const float *x, size_t n);
 void nn_silu_backward(float *dx, const float *dy, const float *x, size_t n);
-/* swiglu: y = silu(gate) * up (the Llama/Qwen2 MLP). dgate or dup may be NULL. */
+/* swiglu: y = silu(gate) * up (the Llama/Qwen2 MLP); y may equal gate or up when no backward
+ * follows. dgate or dup may be NULL. */
 void nn_swiglu_forward(float *y, const float *gate, const float *up, size_t n);
 void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
                         const float *up, size_t n);

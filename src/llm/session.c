@@ -178,18 +178,6 @@ static inline void axpy(float a, const float *x, float *y, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void softmax_inplace(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* ---------------------------------------------------------------- attention */
 /* One token, all heads, direct loops: q [qd], out [qd]. */
 static void attend_one(const llm_session *s, int layer, int slot, int pos, const float *q, float *out, float *sc, int h) {
@@ -201,7 +189,7 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
     const float *V = kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
     const float *qh = q + (size_t)h * hd;
     for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
-    softmax_inplace(sc, len);
+    nn_softmax_forward(sc, sc, 1, len);
     float *o = out + (size_t)h * hd;
     memset(o, 0, (size_t)hd * sizeof(float));
     for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
@@ -225,7 +213,7 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
         for (int i = 0; i < n; i++) {
             float *row = S + (size_t)i * len;
             int valid = pos0 + i + 1;
-            softmax_inplace(row, valid);
+            nn_softmax_forward(row, row, 1, valid);
             for (int t = valid; t < len; t++) row[t] = 0;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V + (size_t)g * hd, kvd, 0.0f,
@@ -295,10 +283,7 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
         mm(&L->w_gate, s->h, n, s->g);
         mm(&L->w_up, s->h, n, s->u);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float gv = s->g[i];
-            s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
-        }
+        nn_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
         mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
     }
