@@ -173,6 +173,9 @@ void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *
 /* ---------------- softmax over rows ---------------- */
 /* y[N,C] = softmax of each row of x (max-subtracted). y may equal x. */
 void nn_softmax_forward(float *y, const float *x, int N, int C);
+/* One row of C values, on the calling thread (no OpenMP region: for callers already inside a
+ * parallel loop, such as the attention of the inference sessions). y may equal x. */
+void nn_softmax_row(float *y, const float *x, int C);
 /* dx += y .* (dy - sum(dy .* y)) per row, from the forward's output y. */
 void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C);
 

@@ -189,7 +189,7 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
     const float *V = kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
     const float *qh = q + (size_t)h * hd;
     for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
-    nn_softmax_forward(sc, sc, 1, len);
+    nn_softmax_row(sc, sc, len);
     float *o = out + (size_t)h * hd;
     memset(o, 0, (size_t)hd * sizeof(float));
     for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
@@ -213,7 +213,7 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
         for (int i = 0; i < n; i++) {
             float *row = S + (size_t)i * len;
             int valid = pos0 + i + 1;
-            nn_softmax_forward(row, row, 1, valid);
+            nn_softmax_row(row, row, valid);
             for (int t = valid; t < len; t++) row[t] = 0;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V + (size_t)g * hd, kvd, 0.0f,
