@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "deeprec/base.h"
+#include "deeprec/nn.h"
 
 struct gguf_file;
 struct gguf_writer;
@@ -38,7 +39,6 @@ struct tokenizer;
 
 /* ---------- configuration ---------- */
 enum llm_arch { LLM_ARCH_QWEN2 = 0, LLM_ARCH_LLAMA = 1, LLM_ARCH_QWEN3 = 2 };
-enum llm_rope_pairing { LLM_ROPE_NEOX = 0, LLM_ROPE_ADJACENT = 1 };
 
 typedef struct llm_config {
     int arch;          /* enum llm_arch */
@@ -52,7 +52,8 @@ typedef struct llm_config {
     int context;       /* context_length (the longest position the model was trained for) */
     float rms_eps;     /* attention.layer_norm_rms_epsilon */
     float rope_theta;  /* rope.freq_base */
-    int rope_pairing;  /* enum llm_rope_pairing: NEOX for qwen2, ADJACENT for llama */
+    int rope_pairing;  /* enum nn_rope_mode: NN_ROPE_NEOX for qwen2/qwen3, NN_ROPE_ADJACENT for llama
+                          (not stored in GGUF: set by the architecture) */
     int tied_output;   /* 1: no output.weight, logits use token_embd */
     int qkv_bias;      /* 1: attn_q/k/v have biases (qwen2) */
 } llm_config;

@@ -70,7 +70,8 @@ void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                            const float *w, const float *mean, const float *rstd, int N, int C);
 
 /* RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). w may be NULL (ones).
- * rstd[N] saved for the backward (may be NULL when no backward follows). */
+ * rstd[N] saved for the backward (may be NULL when no backward follows). out may equal x (in
+ * place) only when no backward follows. */
 void nn_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
 void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int N, int C);
@@ -124,9 +125,11 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
                           const float *att);
 
 /* ---------------- rotary position embedding ---------------- */
+/* The one RoPE of the project: the trainer and the inference sessions (and the LLM config's
+ * rope_pairing) use this enum and these functions. */
 enum nn_rope_mode {
     NN_ROPE_NEOX = 0,     /* pairs (i, i + rot_dim/2): GPT-NeoX, Qwen2, HF Llama */
-    NN_ROPE_ADJACENT = 1  /* pairs (2i, 2i + 1): original RoPE / GPT-J / Meta Llama */
+    NN_ROPE_ADJACENT = 1  /* pairs (2i, 2i + 1): original RoPE / GPT-J / Meta Llama GGUFs */
 };
 /* Rotates x [N, H, Dh] (N tokens, H heads) in place: for pair index i in [0, rot_dim/2),
  * angle = pos_n * theta^(-2i/rot_dim), (a, b) -> (a cos - b sin, a sin + b cos), where the
@@ -134,13 +137,22 @@ enum nn_rope_mode {
  * pos [N] holds each token's position (use it for offsets, e.g. a KV cache or left padding);
  * pos == NULL: token n has position n % T (a batch of sequences of length T, N = B*T).
  * rot_dim (even, <= Dh) rotates the first rot_dim dims of each head; 0 means Dh.
- * Angles are computed in double (exact for long positions). */
+ * Angles are computed in double (exact for long positions), then cos and sin rounded to float. */
 void nn_rope_forward(float *x, const int32_t *pos, int N, int T, int H, int Dh, int rot_dim,
                      float theta, int mode);
 /* Backward is the inverse rotation: dx += R^T dout. If dx == dout it transforms in place
  * (dx := R^T dout, no accumulation). */
 void nn_rope_backward(float *dx, const float *dout, const int32_t *pos, int N, int T, int H,
                       int Dh, int rot_dim, float theta, int mode);
+/* The same rotation with the angles computed once for several uses (the q and k of every
+ * layer of an inference step). nn_rope_table fills cs and sn [N, rot_dim/2] (rot_dim even,
+ * > 0) with cos and sin of pos_n * theta^(-2i/rot_dim) / factors[i] (pos and T as above;
+ * factors [rot_dim/2] or NULL for 1: llama 3.1's rope_freqs). nn_rope_apply rotates x
+ * [N, H, Dh] in place by such a table; with factors NULL, table + apply gives exactly
+ * nn_rope_forward. */
+void nn_rope_table(float *cs, float *sn, const int32_t *pos, int N, int T, int rot_dim, float theta,
+                   const float *factors);
+void nn_rope_apply(float *x, const float *cs, const float *sn, int N, int H, int Dh, int rot_dim, int mode);
 
 /* ---------------- activations (elementwise over n values) ---------------- */
 enum nn_gelu_mode {
@@ -155,7 +167,8 @@ void nn_relu_backward(float *dx, const float *dy, const float *x, size_t n);
 /* silu(x) = x * sigmoid(x) */
 void nn_silu_forward(float *y, const float *x, size_t n);
 void nn_silu_backward(float *dx, const float *dy, const float *x, size_t n);
-/* swiglu: y = silu(gate) * up (the Llama/Qwen2 MLP). dgate or dup may be NULL. */
+/* swiglu: y = silu(gate) * up (the Llama/Qwen2 MLP); y may equal gate or up when no backward
+ * follows. dgate or dup may be NULL. */
 void nn_swiglu_forward(float *y, const float *gate, const float *up, size_t n);
 void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
                         const float *up, size_t n);
@@ -163,6 +176,9 @@ void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *
 /* ---------------- softmax over rows ---------------- */
 /* y[N,C] = softmax of each row of x (max-subtracted). y may equal x. */
 void nn_softmax_forward(float *y, const float *x, int N, int C);
+/* One row of C values, on the calling thread (no OpenMP region: for callers already inside a
+ * parallel loop, such as the attention of the inference sessions). y may equal x. */
+void nn_softmax_row(float *y, const float *x, int C);
 /* dx += y .* (dy - sum(dy .* y)) per row, from the forward's output y. */
 void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C);
 

@@ -1,6 +1,7 @@
 /* qwen2 / llama model: configuration, loading from GGUF, random init, conversion, saving. */
 #include "deeprec/llm.h"
 #include "deeprec/gguf.h"
+#include "deeprec/nn.h"
 #include "deeprec/tokenizer.h"
 #include "llm_internal.h"
 #include <math.h>
@@ -26,13 +27,13 @@ void llm_config_default(llm_config *c, int arch) {
     if (arch == LLM_ARCH_LLAMA) {
         c->rms_eps = 1e-5f;
         c->rope_theta = 10000.0f;
-        c->rope_pairing = LLM_ROPE_ADJACENT;
+        c->rope_pairing = NN_ROPE_ADJACENT;
         c->tied_output = 0;
         c->qkv_bias = 0;
     } else {
         c->rms_eps = 1e-6f;
         c->rope_theta = 1000000.0f;
-        c->rope_pairing = LLM_ROPE_NEOX;
+        c->rope_pairing = NN_ROPE_NEOX;
         c->tied_output = 1;
         c->qkv_bias = arch == LLM_ARCH_QWEN2;
     }

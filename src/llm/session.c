@@ -8,6 +8,7 @@
  * sgemm per head for the attention scores and the weighted sum. */
 #include "deeprec/llm.h"
 #include "deeprec/gguf.h"
+#include "deeprec/nn.h"
 #include "llm_internal.h"
 #include <cblas.h>
 #include <math.h>
@@ -27,7 +28,6 @@ struct llm_session {
     int *len;            /* tokens cached per slot */
     float *kc, *vc;      /* [layer][slot][pos][kvd] */
     size_t slot_stride;  /* n_ctx * kvd */
-    double *inv_freq;    /* head_dim / 2 */
     /* scratch for up to cap tokens */
     int cap;
     float *x, *h, *q, *k, *v, *att, *g, *u, *cos_t, *sin_t;
@@ -121,7 +121,6 @@ void llm_session_free(llm_session *s) {
     free(s->kc);
     free(s->vc);
     free(s->len);
-    free(s->inv_freq);
     free(s->scores);
     free(s);
 }
@@ -144,42 +143,17 @@ int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ct
     s->kc = dr_aligned_alloc(total * sizeof(float));
     s->vc = dr_aligned_alloc(total * sizeof(float));
     s->len = dr_calloc((size_t)n_slots, sizeof(int));
-    s->inv_freq = dr_calloc((size_t)c->head_dim / 2, sizeof(double));
     s->n_threads = omp_get_max_threads();
-    if (!s->kc || !s->vc || !s->len || !s->inv_freq || ensure_scores(s, (size_t)s->n_threads * n_ctx)) {
+    if (!s->kc || !s->vc || !s->len || ensure_scores(s, (size_t)s->n_threads * n_ctx)) {
         llm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
                         2.0 * (double)total * 4 / 1048576.0);
-    }
-    for (int i = 0; i < c->head_dim / 2; i++) {
-        s->inv_freq[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
-        if (m->rope_freqs) s->inv_freq[i] /= m->rope_freqs[i];
     }
     *out = s;
     return DR_OK;
 }
 
 /* ---------------------------------------------------------------- small ops */
-static void rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float r = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) y[i] = x[i] * r * w[i];
-}
-
-static void rope(float *v, int n_heads, int hd, const float *cs, const float *sn, int pairing) {
-    int half = hd / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *p = v + (size_t)h * hd;
-        for (int i = 0; i < half; i++) {
-            int i0 = pairing == LLM_ROPE_NEOX ? i : 2 * i, i1 = pairing == LLM_ROPE_NEOX ? i + half : 2 * i + 1;
-            float a = p[i0], b = p[i1];
-            p[i0] = a * cs[i] - b * sn[i];
-            p[i1] = a * sn[i] + b * cs[i];
-        }
-    }
-}
-
 static inline float dotf(const float *a, const float *b, int n) {
     int i = 0;
     float s = 0;
@@ -204,18 +178,6 @@ static inline void axpy(float a, const float *x, float *y, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void softmax_inplace(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* ---------------------------------------------------------------- attention */
 /* One token, all heads, direct loops: q [qd], out [qd]. */
 static void attend_one(const llm_session *s, int layer, int slot, int pos, const float *q, float *out, float *sc, int h) {
@@ -227,7 +189,7 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
     const float *V = kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
     const float *qh = q + (size_t)h * hd;
     for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
-    softmax_inplace(sc, len);
+    nn_softmax_row(sc, sc, len);
     float *o = out + (size_t)h * hd;
     memset(o, 0, (size_t)hd * sizeof(float));
     for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
@@ -251,7 +213,7 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
         for (int i = 0; i < n; i++) {
             float *row = S + (size_t)i * len;
             int valid = pos0 + i + 1;
-            softmax_inplace(row, valid);
+            nn_softmax_row(row, row, valid);
             for (int t = valid; t < len; t++) row[t] = 0;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V + (size_t)g * hd, kvd, 0.0f,
@@ -269,7 +231,7 @@ static void add_bias(float *y, const float *b, int n, int d) {
 
 /* Tokens tok[i] at slot[i], position pos[i]. same_slot: all in slot[0] at pos[0]+i.
  * Logits for rows logits_from..n-1 into logits (if non-NULL). */
-static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, const int *pos, int same_slot,
+static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, const int32_t *pos, int same_slot,
                    float *logits, int logits_from) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
@@ -281,38 +243,27 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         if (tok[i] < 0 || tok[i] >= c->vocab)
             return dr_error(DR_ERR_RANGE, "token id %d out of range (vocabulary %d)", tok[i], c->vocab);
         llm_mat_row(&m->tok_embd, tok[i], s->x + (size_t)i * D);
-        for (int j = 0; j < hd / 2; j++) {
-            double ang = (double)pos[i] * s->inv_freq[j];
-            s->cos_t[(size_t)i * (hd / 2) + j] = (float)cos(ang);
-            s->sin_t[(size_t)i * (hd / 2) + j] = (float)sin(ang);
-        }
     }
+    /* the angles of the n positions, shared by q and k of every layer */
+    nn_rope_table(s->cos_t, s->sin_t, pos, n, 0, hd, c->rope_theta, m->rope_freqs);
     const int use_sgemm_attn = same_slot && n >= ATTN_SGEMM_MIN;
     void (*const mm)(const llm_mat *, const float *, int, float *) = s->fast ? llm_matmul_fast : llm_matmul;
     for (int l = 0; l < c->n_layers; l++) {
         const llm_layer *L = &m->layers[l];
-        for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->attn_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        nn_rmsnorm_forward(s->h, NULL, s->x, L->attn_norm, n, D, c->rms_eps);
         mm(&L->wq, s->h, n, s->q);
         mm(&L->wk, s->h, n, s->k);
         mm(&L->wv, s->h, n, s->v);
         add_bias(s->q, L->bq, n, qd);
         add_bias(s->k, L->bk, n, kvd);
         add_bias(s->v, L->bv, n, kvd);
-        if (L->q_norm)
-            for (int i = 0; i < n; i++) {
-                for (int h = 0; h < c->n_heads; h++) {
-                    float *qh = s->q + (size_t)i * qd + (size_t)h * hd;
-                    rmsnorm(qh, L->q_norm, hd, c->rms_eps, qh);
-                }
-                for (int h = 0; h < c->n_kv_heads; h++) {
-                    float *kh = s->k + (size_t)i * kvd + (size_t)h * hd;
-                    rmsnorm(kh, L->k_norm, hd, c->rms_eps, kh);
-                }
-            }
+        if (L->q_norm) { /* every head of every token, in place */
+            nn_rmsnorm_forward(s->q, NULL, s->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
+            nn_rmsnorm_forward(s->k, NULL, s->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
+        }
+        nn_rope_apply(s->q, s->cos_t, s->sin_t, n, c->n_heads, hd, hd, c->rope_pairing);
+        nn_rope_apply(s->k, s->cos_t, s->sin_t, n, c->n_kv_heads, hd, hd, c->rope_pairing);
         for (int i = 0; i < n; i++) {
-            const float *cs = s->cos_t + (size_t)i * (hd / 2), *sn = s->sin_t + (size_t)i * (hd / 2);
-            rope(s->q + (size_t)i * qd, c->n_heads, hd, cs, sn, c->rope_pairing);
-            rope(s->k + (size_t)i * kvd, c->n_kv_heads, hd, cs, sn, c->rope_pairing);
             memcpy(kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, (size_t)kvd * sizeof(float));
             memcpy(kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, (size_t)kvd * sizeof(float));
         }
@@ -329,20 +280,16 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         }
         mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
-        for (int i = 0; i < n; i++) rmsnorm(s->x + (size_t)i * D, L->ffn_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
         mm(&L->w_gate, s->h, n, s->g);
         mm(&L->w_up, s->h, n, s->u);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float gv = s->g[i];
-            s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
-        }
+        nn_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
         mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
     }
     if (logits && logits_from < n) {
         int nl = n - logits_from;
-        for (int i = 0; i < nl; i++)
-            rmsnorm(s->x + (size_t)(logits_from + i) * D, m->output_norm, D, c->rms_eps, s->h + (size_t)i * D);
+        nn_rmsnorm_forward(s->h, NULL, s->x + (size_t)logits_from * D, m->output_norm, nl, D, c->rms_eps);
         mm(&m->output, s->h, nl, logits);
     }
     return DR_OK;
@@ -355,7 +302,7 @@ int llm_prefill(llm_session *s, int slot, const int32_t *tokens, int n, float *l
         return dr_error(DR_ERR_RANGE, "slot %d: %d + %d tokens exceed the session context of %d", slot, s->len[slot], n,
                         s->n_ctx);
     int chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
-    int *pos = dr_calloc((size_t)chunk, sizeof(int));
+    int32_t *pos = dr_calloc((size_t)chunk, sizeof *pos);
     if (!pos) return DR_ERR_NOMEM;
     int rc = DR_OK;
     const int V = s->m->cfg.vocab;
@@ -380,7 +327,7 @@ int llm_prefill(llm_session *s, int slot, const int32_t *tokens, int n, float *l
 
 int llm_decode(llm_session *s, const int *slots, const int32_t *tokens, int n, float *logits) {
     if (n <= 0) return dr_error(DR_ERR_ARG, "decode of %d sequences", n);
-    int *pos = dr_calloc((size_t)n, sizeof(int));
+    int32_t *pos = dr_calloc((size_t)n, sizeof *pos);
     if (!pos) return DR_ERR_NOMEM;
     int rc = DR_OK;
     for (int i = 0; i < n && !rc; i++) {

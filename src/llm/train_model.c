@@ -427,8 +427,6 @@ static nn_attn attn_cfg(const llm_train *t, int B, int T) {
     return a;
 }
 
-static int rope_mode(const llm_train *t) { return t->c.rope_pairing == LLM_ROPE_ADJACENT ? NN_ROPE_ADJACENT : NN_ROPE_NEOX; }
-
 static int layer_forward(llm_train *t, int l, tacts *A, int B, int T) {
     const llm_config *c = &t->c;
     const int N = B * T, D = c->dim, F = c->ffn;
@@ -439,8 +437,8 @@ static int layer_forward(llm_train *t, int l, tacts *A, int B, int T) {
     llm_train_lin_forward(t, &L->lin[TL_Q], A->h1, N, A->q, A->lu[TL_Q]);
     llm_train_lin_forward(t, &L->lin[TL_K], A->h1, N, A->k, A->lu[TL_K]);
     llm_train_lin_forward(t, &L->lin[TL_V], A->h1, N, A->v, A->lu[TL_V]);
-    nn_rope_forward(A->q, NULL, N, T, c->n_heads, c->head_dim, 0, c->rope_theta, rope_mode(t));
-    nn_rope_forward(A->k, NULL, N, T, c->n_kv_heads, c->head_dim, 0, c->rope_theta, rope_mode(t));
+    nn_rope_forward(A->q, NULL, N, T, c->n_heads, c->head_dim, 0, c->rope_theta, c->rope_pairing);
+    nn_rope_forward(A->k, NULL, N, T, c->n_kv_heads, c->head_dim, 0, c->rope_theta, c->rope_pairing);
     nn_attn ac = attn_cfg(t, B, T);
     int rc = nn_attention_forward(&ac, A->ao, A->att, A->q, A->k, A->v);
     if (rc) return rc;
@@ -654,8 +652,8 @@ static int layer_backward(llm_train *t, int l, tacts *A, int B, int T) {
     nn_attn ac = attn_cfg(t, B, T);
     int rc = nn_attention_backward(&ac, t->dq, t->dk, t->dv, t->datt, t->dao, A->q, A->k, A->v, A->att);
     if (rc) return rc;
-    nn_rope_backward(t->dq, t->dq, NULL, N, T, c->n_heads, c->head_dim, 0, c->rope_theta, rope_mode(t));
-    nn_rope_backward(t->dk, t->dk, NULL, N, T, c->n_kv_heads, c->head_dim, 0, c->rope_theta, rope_mode(t));
+    nn_rope_backward(t->dq, t->dq, NULL, N, T, c->n_heads, c->head_dim, 0, c->rope_theta, c->rope_pairing);
+    nn_rope_backward(t->dk, t->dk, NULL, N, T, c->n_kv_heads, c->head_dim, 0, c->rope_theta, c->rope_pairing);
     zero(t->dh, (size_t)N * D);
     llm_train_lin_backward(t, &L->lin[TL_Q], t->dq, A->h1, A->lu[TL_Q], N, t->dh);
     llm_train_lin_backward(t, &L->lin[TL_K], t->dk, A->h1, A->lu[TL_K], N, t->dh);

@@ -12,15 +12,15 @@ size_t nn_par_min = 32768;
 #pragma GCC optimize("fp-contract=fast")
 #endif
 
+void nn_softmax_row(float *y, const float *x, int C) {
+    float sum = nn_expsum(y, x, nn_rowmax(x, C), C);
+    float inv = 1.0f / sum;
+    for (int c = 0; c < C; c++) y[c] *= inv;
+}
+
 void nn_softmax_forward(float *y, const float *x, int N, int C) {
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * C;
-        float *yr = y + (size_t)n * C;
-        float sum = nn_expsum(yr, xr, nn_rowmax(xr, C), C);
-        float inv = 1.0f / sum;
-        for (int c = 0; c < C; c++) yr[c] *= inv;
-    }
+    for (int n = 0; n < N; n++) nn_softmax_row(y + (size_t)n * C, x + (size_t)n * C, C);
 }
 
 void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C) {

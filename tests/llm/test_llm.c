@@ -156,7 +156,7 @@ TEST(llm_qwen2_matches_reference) {
     llm_model *m;
     CHECK_OK(llm_model_load(&m, FIXDIR "/qwen2_tiny.gguf.fixture"));
     CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_QWEN2);
-    CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_NEOX);
+    CHECK_EQ_INT(m->cfg.rope_pairing, NN_ROPE_NEOX);
     CHECK_EQ_INT(m->cfg.tied_output, 1);
     CHECK_EQ_INT(m->cfg.qkv_bias, 1);
     CHECK_EQ_INT(m->cfg.n_kv_heads, 2);
@@ -169,7 +169,7 @@ TEST(llm_llama_matches_reference) {
     llm_model *m;
     CHECK_OK(llm_model_load(&m, FIXDIR "/llama_tiny.gguf.fixture"));
     CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_LLAMA);
-    CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_ADJACENT);
+    CHECK_EQ_INT(m->cfg.rope_pairing, NN_ROPE_ADJACENT);
     CHECK_EQ_INT(m->cfg.tied_output, 0);
     CHECK_EQ_INT(m->cfg.qkv_bias, 0);
     CHECK_EQ_INT(m->cfg.n_kv_heads, 1);
@@ -182,7 +182,7 @@ TEST(llm_qwen3_matches_reference) {
     llm_model *m;
     CHECK_OK(llm_model_load(&m, FIXDIR "/qwen3_tiny.gguf.fixture"));
     CHECK_EQ_INT(m->cfg.arch, LLM_ARCH_QWEN3);
-    CHECK_EQ_INT(m->cfg.rope_pairing, LLM_ROPE_NEOX);
+    CHECK_EQ_INT(m->cfg.rope_pairing, NN_ROPE_NEOX);
     CHECK_EQ_INT(m->cfg.qkv_bias, 0);
     CHECK_EQ_INT(m->cfg.head_dim, 24);
     CHECK(m->layers[1].q_norm && m->layers[1].k_norm && !m->rope_freqs);

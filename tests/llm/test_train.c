@@ -406,7 +406,7 @@ TEST(llm_train_save_merge_load) {
     llm_model *m2;
     CHECK_OK(llm_model_load(&m2, mp));
     CHECK_EQ_INT(m2->cfg.tied_output, 0);
-    CHECK_EQ_INT(m2->cfg.rope_pairing, LLM_ROPE_ADJACENT);
+    CHECK_EQ_INT(m2->cfg.rope_pairing, NN_ROPE_ADJACENT);
     llm_train_config tc2 = tc;
     tc2.lora_rank = 0;
     llm_train *t2;

@@ -345,6 +345,47 @@ TEST(nn_rope_pairings_differ) {
     CHECK_NEAR(b[1], 1 * sin(3.0) + 2 * cos(3.0), 1e-5);
 }
 
+/* The table path of the inference sessions (nn_rope_table + nn_rope_apply) is the same
+ * rotation as nn_rope_forward to the bit, for both pairings, partial rotary dims and more
+ * pairs than nn_rope_forward's angle chunk (Dh 160: 80 pairs); frequency factors divide the
+ * frequencies (factor 2 at position 2p is position p exactly, and against double). */
+TEST(nn_rope_table_matches_forward) {
+    dr_rng g;
+    dr_rng_seed(&g, 21);
+    enum { N = 5, H = 2 };
+    int32_t pos[N] = {0, 3, 17, 4095, 40000}, pos2[N];
+    for (int i = 0; i < N; i++) pos2[i] = 2 * pos[i];
+    struct { int Dh, rot, mode; } cases[] = {{8, 8, NN_ROPE_NEOX}, {8, 8, NN_ROPE_ADJACENT}, {10, 6, NN_ROPE_NEOX},
+                                              {160, 160, NN_ROPE_ADJACENT}, {160, 160, NN_ROPE_NEOX}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int Dh = cases[ci].Dh, rot = cases[ci].rot, half = rot / 2;
+        size_t n = (size_t)N * H * Dh;
+        float *x = nt_randn(&g, n, 1), *a = nt_zeros(n), *b = nt_zeros(n);
+        float *cs = nt_zeros((size_t)N * half), *sn = nt_zeros((size_t)N * half);
+        memcpy(a, x, n * sizeof(float));
+        memcpy(b, x, n * sizeof(float));
+        nn_rope_forward(a, pos, N, 0, H, Dh, rot, 10000.0f, cases[ci].mode);
+        nn_rope_table(cs, sn, pos, N, 0, rot, 10000.0f, NULL);
+        nn_rope_apply(b, cs, sn, N, H, Dh, rot, cases[ci].mode);
+        CHECK(memcmp(a, b, n * sizeof(float)) == 0);
+        /* factors */
+        float *f = nt_zeros((size_t)half), *cs2 = nt_zeros((size_t)N * half), *sn2 = nt_zeros((size_t)N * half);
+        for (int i = 0; i < half; i++) f[i] = 2.0f;
+        nn_rope_table(cs2, sn2, pos2, N, 0, rot, 10000.0f, f);
+        CHECK(memcmp(cs, cs2, (size_t)N * half * sizeof(float)) == 0);
+        CHECK(memcmp(sn, sn2, (size_t)N * half * sizeof(float)) == 0);
+        for (int i = 0; i < half; i++) f[i] = 1.0f + 7.0f * i / half;
+        nn_rope_table(cs2, sn2, pos, N, 0, rot, 10000.0f, f);
+        for (int k = 0; k < N; k++)
+            for (int i = 0; i < half; i++) {
+                double ang = pos[k] * pow(10000.0, -2.0 * i / rot) / f[i];
+                CHECK_NEAR(cs2[k * half + i], cos(ang), 1e-6);
+                CHECK_NEAR(sn2[k * half + i], sin(ang), 1e-6);
+            }
+    }
+    nt_free_all();
+}
+
 /* Keys past key_len (a KV cache's unused tail) are never read: NaN there changes nothing,
  * in the forward or the backward, on both the vector path (Dh = 32) and the scalar one. */
 TEST(nn_attention_ignores_keys_past_len) {
