@@ -430,14 +430,20 @@ static int wrong_type(const gguf_file *f, const char *key, const gguf_kv *kv, co
                        gguf_type_name(kv->type), want);
 }
 
-int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+/* The value of an integer key of any width: signed in *s or, when *uns, unsigned in *u. */
+static int get_int(const gguf_file *f, const char *key, int64_t *s, uint64_t *u, int *uns) {
     const gguf_kv *kv;
     int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    int64_t s;
-    uint64_t u;
+    if (!rc && !kv_int(kv, s, u, uns)) rc = wrong_type(f, key, kv, "an integer");
+    return rc;
+}
+
+int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+    int64_t s = 0;
+    uint64_t u = 0;
     int uns;
-    if (!kv_int(kv, &s, &u, &uns)) return wrong_type(f, key, kv, "an integer");
+    int rc = get_int(f, key, &s, &u, &uns);
+    if (rc) return rc;
     if (uns) {
         if (u > (uint64_t)INT64_MAX)
             return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %llu does not fit in int64", key,
@@ -449,13 +455,11 @@ int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
 }
 
 int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    int64_t s;
-    uint64_t u;
+    int64_t s = 0;
+    uint64_t u = 0;
     int uns;
-    if (!kv_int(kv, &s, &u, &uns)) return wrong_type(f, key, kv, "an integer");
+    int rc = get_int(f, key, &s, &u, &uns);
+    if (rc) return rc;
     if (!uns) {
         if (s < 0) return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %lld is negative", key, (long long)s);
         u = (uint64_t)s;
@@ -483,22 +487,25 @@ int gguf_get_f32(const gguf_file *f, const char *key, float *out) {
     return rc;
 }
 
+/* The entry of key, which must have exactly type `type` (named `want` in the error). */
+static int get_kv_typed(const gguf_file *f, const char *key, uint32_t type, const char *want, const gguf_kv **kv) {
+    int rc = get_kv(f, key, kv);
+    if (!rc && (*kv)->type != type) rc = wrong_type(f, key, *kv, want);
+    return rc;
+}
+
 int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
     const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    if (kv->type != GGUF_TYPE_BOOL) return wrong_type(f, key, kv, "bool");
-    *out = kv->data[0] != 0;
-    return DR_OK;
+    int rc = get_kv_typed(f, key, GGUF_TYPE_BOOL, "bool", &kv);
+    if (!rc) *out = kv->data[0] != 0;
+    return rc;
 }
 
 int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
     const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    if (kv->type != GGUF_TYPE_STRING) return wrong_type(f, key, kv, "string");
-    *out = kv->str;
-    return DR_OK;
+    int rc = get_kv_typed(f, key, GGUF_TYPE_STRING, "string", &kv);
+    if (!rc) *out = kv->str;
+    return rc;
 }
 
 int gguf_get_strdup(const gguf_file *f, const char *key, char **out) {
