@@ -16,6 +16,13 @@ const char *const agent_placeholders[] = {
     NULL,
 };
 
+/* The end of both layouts: the reasoning closed, then the ten-line answer. */
+#define LAYOUT_ANSWER                                                                              \
+    AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n"                                                 \
+    "1. title of an item\n"                                                                       \
+    "...\n"                                                                                       \
+    "10. title of an item\n" AGENT_TAG_ANSWER_END
+
 static const char instructions[] =
     "You are a recommendation assistant. From the items a user interacted with, in order, you "
     "suggest the items they are most likely to want next.\n"
@@ -46,12 +53,7 @@ static const char instructions[] =
     "what you learned and what to ask next\n"
     "(more tool calls as needed)\n"
     "how you rank the items you found\n"
-    AGENT_TAG_THINK_END "\n"
-    AGENT_TAG_ANSWER "\n"
-    "1. title of an item\n"
-    "...\n"
-    "10. title of an item\n"
-    AGENT_TAG_ANSWER_END;
+    LAYOUT_ANSWER;
 
 static const char instructions_direct[] =
     "You are a recommendation assistant. From the items a user interacted with, in order, you "
@@ -66,12 +68,7 @@ static const char instructions_direct[] =
     "\n"
     "Layout of your reply:\n"
     AGENT_TAG_THINK "your reasoning about the user\n"
-    AGENT_TAG_THINK_END "\n"
-    AGENT_TAG_ANSWER "\n"
-    "1. title of an item\n"
-    "...\n"
-    "10. title of an item\n"
-    AGENT_TAG_ANSWER_END;
+    LAYOUT_ANSWER;
 
 const char *agent_prompt_instructions(void) { return instructions; }
 const char *agent_prompt_instructions_direct(void) { return instructions_direct; }
