@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             check_err(&e);
     }
     /* SSE round trip: the payload with \r\n and \r turned into \n */
-    sbuf out = {0};
+    dr_buf out = {0};
     if (serve_sse_event(&out, s, size) == 0) {
         got g = {0};
         if (serve_sse_parse(out.p, out.n, on_event, &g) != 1 || g.count != 1) abort();
@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(norm);
         free(g.p);
     }
-    sbuf_free(&out);
+    dr_buf_free(&out);
     /* model text to a JSON string and back: valid JSON, and valid UTF-8 input is kept */
     json_t *arr = json_pack("[o]", serve_json_text(s, size));
     char *dump = json_dumps(arr, JSON_COMPACT);

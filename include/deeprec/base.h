@@ -71,6 +71,79 @@ int dr_mul_ok(size_t a, size_t b, size_t *out);
 char *dr_strdup(const char *s);
 char *dr_str_concat(const char *a, const char *b); /* a new string a + b (paths: base + suffix); NULL: out of memory */
 
+/* ---------- byte buffer ---------- */
+/* A growable byte string, always NUL-terminated once anything was added ({0} is empty).
+ * A failed allocation is sticky (err): later appends return DR_ERR_NOMEM and
+ * dr_buf_take gives NULL, so a writer may append many pieces and check once. */
+typedef struct dr_buf {
+    char *p;
+    size_t n, cap;
+    int err;
+} dr_buf;
+int dr_buf_reserve(dr_buf *b, size_t extra); /* room for extra more bytes and the NUL */
+int dr_buf_put(dr_buf *b, const void *s, size_t n);
+int dr_buf_putc(dr_buf *b, char c);
+int dr_buf_puts(dr_buf *b, const char *s);
+int dr_buf_printf(dr_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);
+void dr_buf_clear(dr_buf *b); /* n = 0, memory kept */
+/* The string (the caller frees it; "" when nothing was added), the buffer emptied;
+ * NULL (error set) after a failed allocation. */
+char *dr_buf_take(dr_buf *b);
+void dr_buf_free(dr_buf *b);
+
+/* ---------- hashing ---------- */
+/* FNV-1a continuing from h (start from the _INIT value): files and models keep these
+ * values (the RL model fingerprint, the TRM's text buckets), so they never change. The
+ * 64-bit start is a digit short of FNV's published basis (14695981039346656037); it is the
+ * one deeprec's fingerprints were made with, so it stays. */
+#define DR_FNV64_INIT 1469598103934665603ull
+#define DR_FNV32_INIT 2166136261u
+uint64_t dr_fnv1a64(const void *p, size_t n, uint64_t h);
+uint32_t dr_fnv1a32(const void *p, size_t n, uint32_t h);
+/* MurmurHash3's 64-bit finaliser: every input bit reaches the low bits a table masks. */
+uint64_t dr_mix64(uint64_t x);
+/* The hash of hash tables: dr_mix64 of FNV-1a from DR_FNV64_INIT ^ seed (a seed per table
+ * keeps crafted input from aiming at one chain). */
+uint64_t dr_hash_bytes(const void *p, size_t n, uint64_t seed);
+
+/* ---------- string index ---------- */
+/* Byte string -> id (int64 >= 0) by open addressing. The index holds ids only; key(ctx, id)
+ * gives the string of an id from wherever its owner keeps it, so ctx must stay put while the
+ * index is used. Zeroed and dr_strindex_init'ed; ids need not be dense. */
+typedef const char *(*dr_strindex_key)(const void *ctx, int64_t id, size_t *len);
+typedef struct dr_strindex {
+    int64_t *slot; /* id, or -1 when empty */
+    size_t cap, n; /* cap a power of two, at least 2n + 2 */
+    uint64_t seed;
+    dr_strindex_key key;
+    const void *ctx;
+} dr_strindex;
+void dr_strindex_init(dr_strindex *x, dr_strindex_key key, const void *ctx, uint64_t seed);
+int dr_strindex_reserve(dr_strindex *x, size_t n); /* room for n ids without regrowing */
+int64_t dr_strindex_find(const dr_strindex *x, const char *s, size_t n); /* the id, or -1 */
+/* Adds id under its string: returns id, or the id already there under an equal string
+ * (nothing changed), or -1 when out of memory (error set). */
+int64_t dr_strindex_add(dr_strindex *x, int64_t id);
+/* The id of id's string becomes id (an equal string must be there: a rule such as "the
+ * most popular item of a title wins" replaces the earlier one). */
+void dr_strindex_replace(dr_strindex *x, int64_t id);
+void dr_strindex_free(dr_strindex *x);
+
+/* Interned strings: each distinct byte string stored once (NUL-terminated, in one arena),
+ * numbered 0.. in the order first seen. {0} is an empty pool. */
+typedef struct dr_strpool {
+    dr_buf bytes;
+    size_t *off;
+    uint32_t *len;
+    int64_t n, cap;
+    dr_strindex index;
+} dr_strpool;
+/* *id: s's number (a new one when first seen; *added, if given, says which). */
+int dr_strpool_intern(dr_strpool *p, const char *s, size_t n, int64_t *id, int *added);
+int64_t dr_strpool_find(const dr_strpool *p, const char *s, size_t n); /* -1: absent */
+const char *dr_strpool_str(const dr_strpool *p, int64_t id, size_t *len);
+void dr_strpool_free(dr_strpool *p);
+
 /* ---------- logging ---------- */
 /* Messages go to a sink the program installs; the default sink drops them,
  * so library code may log without printing. The CLI installs stderr. */
@@ -133,6 +206,9 @@ void dr_mmap_close(dr_mmap *m);
 /* Read a whole (small) file into a NUL-terminated heap buffer. */
 int dr_read_file(const char *path, char **out, size_t *size);
 int dr_file_exists(const char *path);
+/* The part of path after its last '/' (a pointer into path). */
+const char *dr_basename(const char *path);
+int dr_ends_with(const char *s, const char *suffix);
 
 /* ---------- rng ---------- */
 /* xoshiro256** seeded through splitmix64. dr_rng_split derives an independent
@@ -160,6 +236,12 @@ double dr_now(void); /* monotonic seconds */
 double dr_cpu_now(void); /* CPU seconds of the whole process (all threads): beside wall time on shared machines */
 
 /* ---------- text ---------- */
+/* The code point of the UTF-8 sequence at s[0..n) (n >= 1) in *cp; returns its length
+ * (1..4), or 0 when it is not valid UTF-8 there (a stray or bad continuation byte, cut
+ * short, overlong, a surrogate, above U+10FFFF). A NUL byte is valid (length 1). */
+int dr_utf8_decode(const char *s, size_t n, uint32_t *cp);
+/* cp (below U+110000) as UTF-8 into out; returns the length (1..4). */
+int dr_utf8_encode(uint32_t cp, char out[4]);
 /* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or code points > U+10FFFF). */
 int dr_utf8_valid(const char *s, size_t n);
 /* Copy src[0..n) into a new NUL-terminated UTF-8 string; invalid sequences and NUL
@@ -174,6 +256,10 @@ int dr_json_write_file(const char *path, struct json_t *j);
  * U+FFFD: never NULL for a non-NULL s, so a field is never silently dropped. NULL s
  * gives JSON null. */
 struct json_t *dr_json_text(const char *s, size_t n);
+/* j as one line of JSON (compact, keys in insertion order: what the server sends and the
+ * trajectories store), taking j (json_decref'ed; NULL j is allowed). The caller frees the
+ * text; NULL (error set) when j is NULL or cannot be serialised. */
+char *dr_json_take_compact(struct json_t *j);
 /* JSON-lines metrics: one compact object per line, flushed each write. */
 typedef struct dr_jsonl { FILE *fp; } dr_jsonl;
 int dr_jsonl_open(dr_jsonl *m, const char *path, int append);

@@ -13,10 +13,14 @@ struct agent_catalog {
     char **cats;    /* n_items + 1, "a, b" */
     char **norm;    /* n_items + 1, normalised titles */
     int has_cats;
-    /* open addressing: slots hold item ids (0 = empty) */
-    int32_t *slots;
-    size_t n_slots;
+    dr_strindex index; /* normalised title -> item id */
 };
+
+static const char *norm_key(const void *ctx, int64_t i, size_t *n) {
+    const agent_catalog *c = ctx;
+    *n = strlen(c->norm[i]);
+    return c->norm[i];
+}
 
 static int is_ascii_punct_space(unsigned char c) { return c < 0x80 && (ispunct(c) || isspace(c)); }
 
@@ -46,14 +50,8 @@ char *agent_title_normalize(const char *s, long len) {
     return out;
 }
 
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static char *cats_display(const char *raw) {
-    agent_buf b = {0};
+    dr_buf b = {0};
     const char *p = raw ? raw : "";
     int first = 1;
     while (*p) {
@@ -63,14 +61,14 @@ static char *cats_display(const char *raw) {
         while (a < n && isspace((unsigned char)p[a])) a++;
         while (n > a && isspace((unsigned char)p[n - 1])) n--;
         if (n > a) {
-            if (!first) agent_buf_str(&b, ", ");
-            agent_buf_add(&b, p + a, n - a);
+            if (!first) dr_buf_puts(&b, ", ");
+            dr_buf_put(&b, p + a, n - a);
             first = 0;
         }
         if (!q) break;
         p = q + 1;
     }
-    return agent_buf_take(&b);
+    return dr_buf_take(&b);
 }
 
 int agent_catalog_build(const dr_dataset *d, agent_catalog **out) {
@@ -84,10 +82,8 @@ int agent_catalog_build(const dr_dataset *d, agent_catalog **out) {
     c->cats = dr_calloc((size_t)n + 1, sizeof(char *));
     c->norm = dr_calloc((size_t)n + 1, sizeof(char *));
     int64_t *pop = dr_calloc((size_t)n + 1, sizeof(int64_t));
-    c->n_slots = 16;
-    while (c->n_slots < 2 * (size_t)n + 2) c->n_slots *= 2;
-    c->slots = dr_calloc(c->n_slots, sizeof(int32_t));
-    if (!c->titles || !c->cats || !c->norm || !pop || !c->slots) goto nomem;
+    dr_strindex_init(&c->index, norm_key, c, 0);
+    if (!c->titles || !c->cats || !c->norm || !pop || dr_strindex_reserve(&c->index, (size_t)n)) goto nomem;
     for (int32_t u = 0; u < d->n_users; u++) {
         const int32_t *items;
         int64_t k = dr_data_train(d, u, &items);
@@ -103,13 +99,13 @@ int agent_catalog_build(const dr_dataset *d, agent_catalog **out) {
         if (t && *t) {
             c->titles[i] = dr_strdup(t);
         } else {
-            agent_buf b = {0};
-            agent_buf_printf(&b, "item %s", d->item_ids && d->item_ids[i] ? d->item_ids[i] : "");
+            dr_buf b = {0};
+            dr_buf_printf(&b, "item %s", d->item_ids && d->item_ids[i] ? d->item_ids[i] : "");
             if (!d->item_ids || !d->item_ids[i] || !*d->item_ids[i]) {
                 b.n = 0;
-                agent_buf_printf(&b, "item %d", (int)i);
+                dr_buf_printf(&b, "item %d", (int)i);
             }
-            c->titles[i] = agent_buf_take(&b);
+            c->titles[i] = dr_buf_take(&b);
         }
         c->cats[i] = cats_display(d->categories ? d->categories[i] : "");
         if (!c->titles[i] || !c->cats[i]) goto nomem;
@@ -117,18 +113,9 @@ int agent_catalog_build(const dr_dataset *d, agent_catalog **out) {
         c->norm[i] = agent_title_normalize(c->titles[i], -1);
         if (!c->norm[i]) goto nomem;
         if (!*c->norm[i]) continue;
-        size_t mask = c->n_slots - 1, h = (size_t)hash_str(c->norm[i]) & mask;
-        for (;; h = (h + 1) & mask) {
-            int32_t j = c->slots[h];
-            if (j == 0) {
-                c->slots[h] = i;
-                break;
-            }
-            if (!strcmp(c->norm[j], c->norm[i])) {
-                if (pop[i] > pop[j]) c->slots[h] = i; /* most popular; ties keep the smaller id */
-                break;
-            }
-        }
+        int32_t j = (int32_t)dr_strindex_add(&c->index, i);
+        if (j < 0) goto nomem;
+        if (pop[i] > pop[j]) dr_strindex_replace(&c->index, i); /* most popular; ties keep the smaller id */
     }
     free(pop);
     *out = c;
@@ -149,7 +136,7 @@ void agent_catalog_free(agent_catalog *c) {
     free(c->titles);
     free(c->cats);
     free(c->norm);
-    free(c->slots);
+    dr_strindex_free(&c->index);
     free(c);
 }
 
@@ -164,12 +151,8 @@ int agent_catalog_has_categories(const agent_catalog *c) { return c->has_cats; }
 
 static int32_t find_norm(const agent_catalog *c, const char *norm) {
     if (!*norm) return 0;
-    size_t mask = c->n_slots - 1, h = (size_t)hash_str(norm) & mask;
-    for (;; h = (h + 1) & mask) {
-        int32_t j = c->slots[h];
-        if (j == 0) return 0;
-        if (!strcmp(c->norm[j], norm)) return j;
-    }
+    int64_t j = dr_strindex_find(&c->index, norm, strlen(norm));
+    return j < 0 ? 0 : (int32_t)j;
 }
 
 int32_t agent_catalog_find(const agent_catalog *c, const char *title, long len) {

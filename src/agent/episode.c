@@ -10,18 +10,13 @@ static const char *const outcome_names[AGENT_N_OUTCOMES] = {
 const char *agent_outcome_name(int o) { return o >= 0 && o < AGENT_N_OUTCOMES ? outcome_names[o] : "?"; }
 
 int agent_ep_add_text(agent_episode *e, const char *s, size_t n) {
-    if (e->text_len + n + 1 > e->text_cap) {
-        size_t cap = e->text_cap ? e->text_cap : 1024;
-        while (cap < e->text_len + n + 1) cap *= 2;
-        char *p = realloc(e->text, cap);
-        if (!p) return dr_error(DR_ERR_NOMEM, "out of memory (episode text)");
-        e->text = p;
-        e->text_cap = cap;
-    }
-    if (n) memcpy(e->text + e->text_len, s, n);
-    e->text_len += n;
-    e->text[e->text_len] = 0;
-    return DR_OK;
+    /* the episode's text fields are a dr_buf spelled out in the public struct */
+    dr_buf b = {e->text, e->text_len, e->text_cap, 0};
+    int rc = dr_buf_put(&b, s, n);
+    e->text = b.p;
+    e->text_len = b.n;
+    e->text_cap = b.cap;
+    return rc;
 }
 
 int agent_ep_add_tokens(agent_episode *e, const int32_t *ids, int n, int generated, const float *lps) {

@@ -1,23 +1,10 @@
-/* Internal helpers of the agent module: a growable byte buffer and small string tools. */
+/* Internal helpers of the agent module: small string tools, episode building, the title trie. */
 #ifndef DEEPREC_AGENT_INTERNAL_H
 #define DEEPREC_AGENT_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include "deeprec/base.h"
-
-typedef struct agent_buf {
-    char *s;
-    size_t n, cap;
-    int err; /* sticky: an allocation failed */
-} agent_buf;
-
-int agent_buf_add(agent_buf *b, const char *s, size_t n);
-int agent_buf_str(agent_buf *b, const char *s);
-int agent_buf_printf(agent_buf *b, const char *fmt, ...) DR_PRINTF(2, 3);
-/* Returns the NUL-terminated string (ownership passes to the caller) or NULL (error set). */
-char *agent_buf_take(agent_buf *b);
-void agent_buf_free(agent_buf *b);
 
 /* First occurrence of needle in hay[0..n), or NULL. */
 const char *agent_memmem(const char *hay, size_t n, const char *needle);

@@ -108,6 +108,13 @@ static void lm_release(void *ctx, int slot) {
     llm_slot_truncate(c->s, slot, 0);
 }
 
+/* Frees what the constructor allocated; also on its failure paths (fields still NULL). */
+static void ctx_free(llm_ctx *c) {
+    if (c->s) llm_session_free(c->s);
+    void *owned[] = {c->logits, c->batch, c->rngs, c->scratch, c->masked, c};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(owned[i]);
+}
+
 int agent_model_llm_new(agent_model *out, const llm_model *m, const tokenizer *tok, const agent_llm_opts *o) {
     memset(out, 0, sizeof *out);
     agent_llm_opts def = {0};
@@ -146,24 +153,12 @@ int agent_model_llm_new(agent_model *out, const llm_model *m, const tokenizer *t
     *out = (agent_model){c, c->n_slots, n_ctx, lm_encode, lm_piece, lm_is_eos, lm_append, lm_fork, lm_decode, lm_release};
     return DR_OK;
 fail:
-    free(c->logits);
-    free(c->batch);
-    free(c->rngs);
-    free(c->scratch);
-    free(c->masked);
-    free(c);
+    ctx_free(c);
     return rc;
 }
 
 void agent_model_llm_free(agent_model *mm) {
     if (!mm || !mm->ctx) return;
-    llm_ctx *c = mm->ctx;
-    llm_session_free(c->s);
-    free(c->logits);
-    free(c->batch);
-    free(c->rngs);
-    free(c->scratch);
-    free(c->masked);
-    free(c);
+    ctx_free(mm->ctx);
     memset(mm, 0, sizeof *mm);
 }

@@ -16,6 +16,13 @@ const char *const agent_placeholders[] = {
     NULL,
 };
 
+/* The end of both layouts: the reasoning closed, then the ten-line answer. */
+#define LAYOUT_ANSWER                                                                              \
+    AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n"                                                 \
+    "1. title of an item\n"                                                                       \
+    "...\n"                                                                                       \
+    "10. title of an item\n" AGENT_TAG_ANSWER_END
+
 static const char instructions[] =
     "You are a recommendation assistant. From the items a user interacted with, in order, you "
     "suggest the items they are most likely to want next.\n"
@@ -46,12 +53,7 @@ static const char instructions[] =
     "what you learned and what to ask next\n"
     "(more tool calls as needed)\n"
     "how you rank the items you found\n"
-    AGENT_TAG_THINK_END "\n"
-    AGENT_TAG_ANSWER "\n"
-    "1. title of an item\n"
-    "...\n"
-    "10. title of an item\n"
-    AGENT_TAG_ANSWER_END;
+    LAYOUT_ANSWER;
 
 static const char instructions_direct[] =
     "You are a recommendation assistant. From the items a user interacted with, in order, you "
@@ -66,12 +68,7 @@ static const char instructions_direct[] =
     "\n"
     "Layout of your reply:\n"
     AGENT_TAG_THINK "your reasoning about the user\n"
-    AGENT_TAG_THINK_END "\n"
-    AGENT_TAG_ANSWER "\n"
-    "1. title of an item\n"
-    "...\n"
-    "10. title of an item\n"
-    AGENT_TAG_ANSWER_END;
+    LAYOUT_ANSWER;
 
 const char *agent_prompt_instructions(void) { return instructions; }
 const char *agent_prompt_instructions_direct(void) { return instructions_direct; }
@@ -83,30 +80,30 @@ int agent_prompt_build(const agent_catalog *c, const int32_t *hist, int64_t n_hi
     int max_hist = o && o->max_hist > 0 ? o->max_hist : AGENT_MAX_HIST;
     const char *ins = o && o->direct ? instructions_direct : instructions;
     int64_t start = n_hist > max_hist ? n_hist - max_hist : 0;
-    agent_buf b = {0};
+    dr_buf b = {0};
     if (chat) {
-        agent_buf_str(&b, "<|im_start|>system\n");
-        agent_buf_str(&b, ins);
-        agent_buf_str(&b, "<|im_end|>\n<|im_start|>user\n");
+        dr_buf_puts(&b, "<|im_start|>system\n");
+        dr_buf_puts(&b, ins);
+        dr_buf_puts(&b, "<|im_end|>\n<|im_start|>user\n");
     } else {
-        agent_buf_str(&b, ins);
-        agent_buf_str(&b, "\n\n");
+        dr_buf_puts(&b, ins);
+        dr_buf_puts(&b, "\n\n");
     }
     if (n_hist - start > 0) {
-        agent_buf_str(&b, "The user's history, oldest first:\n");
+        dr_buf_puts(&b, "The user's history, oldest first:\n");
         for (int64_t i = start; i < n_hist; i++) {
-            agent_buf_printf(&b, "%lld. %s\n", (long long)(i - start + 1), agent_catalog_title(c, hist[i]));
+            dr_buf_printf(&b, "%lld. %s\n", (long long)(i - start + 1), agent_catalog_title(c, hist[i]));
             const char *cats = agent_catalog_categories(c, hist[i]);
-            if (*cats) agent_buf_printf(&b, "  - categories: %s\n", cats);
+            if (*cats) dr_buf_printf(&b, "  - categories: %s\n", cats);
         }
     } else {
-        agent_buf_str(&b, "The user has no history yet.\n");
+        dr_buf_puts(&b, "The user has no history yet.\n");
     }
-    agent_buf_str(&b, "\nRecommend the 10 items this user is most likely to interact with next.");
+    dr_buf_puts(&b, "\nRecommend the 10 items this user is most likely to interact with next.");
     if (chat)
-        agent_buf_str(&b, "<|im_end|>\n<|im_start|>assistant\n");
+        dr_buf_puts(&b, "<|im_end|>\n<|im_start|>assistant\n");
     else
-        agent_buf_str(&b, "\n\nAssistant:\n");
-    *out = agent_buf_take(&b);
+        dr_buf_puts(&b, "\n\nAssistant:\n");
+    *out = dr_buf_take(&b);
     return *out ? DR_OK : dr_error_code();
 }

@@ -52,16 +52,16 @@ int agent_preference_extract(const char *text, size_t len, char **pref) {
 
 /* ---- tool result ---- */
 int agent_tool_result_text(const agent_catalog *c, const int32_t *items, int n, char **out) {
-    agent_buf b = {0};
-    agent_buf_str(&b, AGENT_TAG_LIST "\n");
-    if (n <= 0) agent_buf_str(&b, "None\n");
+    dr_buf b = {0};
+    dr_buf_puts(&b, AGENT_TAG_LIST "\n");
+    if (n <= 0) dr_buf_puts(&b, "None\n");
     for (int i = 0; i < n; i++) {
-        agent_buf_printf(&b, "%d. %s\n", i + 1, agent_catalog_title(c, items[i]));
+        dr_buf_printf(&b, "%d. %s\n", i + 1, agent_catalog_title(c, items[i]));
         const char *cats = agent_catalog_categories(c, items[i]);
-        if (*cats) agent_buf_printf(&b, "  - categories: %s\n", cats);
+        if (*cats) dr_buf_printf(&b, "  - categories: %s\n", cats);
     }
-    agent_buf_str(&b, AGENT_TAG_LIST_END "\n\n");
-    *out = agent_buf_take(&b);
+    dr_buf_puts(&b, AGENT_TAG_LIST_END "\n\n");
+    *out = dr_buf_take(&b);
     return *out ? DR_OK : dr_error_code();
 }
 

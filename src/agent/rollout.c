@@ -90,10 +90,10 @@ static int add_piece(const agent_model *m, agent_episode *e, int32_t tok) {
  * first word); when "1." does not survive as a prefix, " title" alone. */
 static int title_tokens(const rollout *ro, const char *title, int32_t **ids, size_t *n) {
     const agent_model *m = ro->m;
-    agent_buf b = {0};
-    agent_buf_str(&b, "1. ");
-    agent_buf_str(&b, title);
-    char *full = agent_buf_take(&b);
+    dr_buf b = {0};
+    dr_buf_puts(&b, "1. ");
+    dr_buf_puts(&b, title);
+    char *full = dr_buf_take(&b);
     if (!full) return dr_error_code();
     int32_t *p = NULL, *f = NULL;
     size_t np = 0, nf = 0;
@@ -435,13 +435,13 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 } else {
                     char *tt;
                     if ((rc = agent_tool_result_text(c, ro.ids_buf, forced_items, &tt))) goto admit_done;
-                    agent_buf fb = {0};
-                    agent_buf_str(&fb, AGENT_TAG_THINK AGENT_TAG_PREF);
-                    agent_buf_str(&fb, r->forced_preference);
-                    agent_buf_str(&fb, AGENT_TAG_PREF_END);
-                    agent_buf_str(&fb, tt);
+                    dr_buf fb = {0};
+                    dr_buf_puts(&fb, AGENT_TAG_THINK AGENT_TAG_PREF);
+                    dr_buf_puts(&fb, r->forced_preference);
+                    dr_buf_puts(&fb, AGENT_TAG_PREF_END);
+                    dr_buf_puts(&fb, tt);
                     free(tt);
-                    if (!(forced = agent_buf_take(&fb))) {
+                    if (!(forced = dr_buf_take(&fb))) {
                         rc = dr_error_code();
                         goto admit_done;
                     }

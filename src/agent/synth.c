@@ -209,7 +209,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     for (int64_t i = 0; i < n_shown && !rc; i++) rc = item_aspects(c, shown[i], use_cats, &dom, (int)i);
     for (int64_t i = n_shown > 3 ? n_shown - 3 : 0; i < n_shown && !rc; i++)
         rc = item_aspects(c, shown[i], use_cats, &rec, (int)i);
-    agent_buf comp = {0};
+    dr_buf comp = {0};
     int32_t *ids = NULL;
     float *scores = NULL;
     cand *cands = NULL;
@@ -313,11 +313,11 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         "This user keeps coming back to %s, and lately to %s.",
         "Looking at the history: %s dominate, the most recent items are %s.",
     };
-    agent_buf_str(&comp, AGENT_TAG_THINK);
+    dr_buf_puts(&comp, AGENT_TAG_THINK);
     int intro = (int)dr_rng_below(&rng, 3); /* drawn in both forms so the rest stays seeded alike */
     if (!forced) {
-        agent_buf_printf(&comp, intro_fmt[intro], dom_words, rec_words);
-        agent_buf_str(&comp, anchor ? " I will ask for what the history alone suggests, then search aspects.\n"
+        dr_buf_printf(&comp, intro_fmt[intro], dom_words, rec_words);
+        dr_buf_puts(&comp, anchor ? " I will ask for what the history alone suggests, then search aspects.\n"
                              : n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
                                            : " I will search for the main taste.\n");
     }
@@ -325,7 +325,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     int n_spans = 0, prev_n = 0;
     for (int p = 0; p < n_prefs; p++) {
         if (anchor && p == 0) {
-            agent_buf_str(&comp, "First what the history alone suggests.\n");
+            dr_buf_puts(&comp, "First what the history alone suggests.\n");
         } else if (varied) {
             if (kinds[p] == SYNTH_KIND_TOP) {
                 /* the previous call's top three (ids still hold its result) */
@@ -333,15 +333,15 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                     goto done;
                 if (!prefs[p][0]) snprintf(prefs[p], sizeof prefs[p], "%s", cand_prefs[0]);
             }
-            agent_buf_str(&comp, kind_lead[kinds[p]]);
+            dr_buf_puts(&comp, kind_lead[kinds[p]]);
         } else if (p > anchor) {
-            agent_buf_str(&comp, next_text[p - anchor < 3 ? p - anchor : 2]);
+            dr_buf_puts(&comp, next_text[p - anchor < 3 ? p - anchor : 2]);
         } else if (anchor) {
-            agent_buf_str(&comp, "Now the main taste.\n");
+            dr_buf_puts(&comp, "Now the main taste.\n");
         }
-        agent_buf_str(&comp, AGENT_TAG_PREF);
-        agent_buf_str(&comp, prefs[p]);
-        agent_buf_str(&comp, AGENT_TAG_PREF_END);
+        dr_buf_puts(&comp, AGENT_TAG_PREF);
+        dr_buf_puts(&comp, prefs[p]);
+        dr_buf_puts(&comp, AGENT_TAG_PREF_END);
         int n = 0;
         if ((rc = tool->retrieve(tool->ctx, hist, n_hist, prefs[p], k, ids, scores, &n))) goto done;
         prev_n = n;
@@ -353,7 +353,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         if ((rc = agent_tool_result_text(c, ids, n, &tt))) goto done;
         /* a forced call is masked from the start of the completion, as the rollout masks it */
         spans[n_spans][0] = forced ? 0 : (int64_t)comp.n;
-        agent_buf_str(&comp, tt);
+        dr_buf_puts(&comp, tt);
         spans[n_spans][1] = (int64_t)comp.n;
         n_spans++;
         free(tt);
@@ -383,10 +383,10 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 cands[j].score += 1.0 / (RRF_K + (double)(i + 1));
         }
         if (n > 0)
-            agent_buf_printf(&comp, "%s is the closest match%s.\n", agent_catalog_title(c, ids[0]),
+            dr_buf_printf(&comp, "%s is the closest match%s.\n", agent_catalog_title(c, ids[0]),
                              p + 1 < n_prefs ? "; more to explore" : "");
         else
-            agent_buf_str(&comp, "Nothing came back for this one.\n");
+            dr_buf_puts(&comp, "Nothing came back for this one.\n");
     }
     if (n_cands < AGENT_N_REC) {
         rc = dr_error(DR_ERR_RANGE, "synth: only %d new items retrieved, need %d", n_cands, AGENT_N_REC);
@@ -404,28 +404,28 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 break;
             }
     if (anchor)
-        agent_buf_printf(&comp, "I gathered %d items. The first list leads; the aspects add what fits them.\n", n_cands);
+        dr_buf_printf(&comp, "I gathered %d items. The first list leads; the aspects add what fits them.\n", n_cands);
     else
-        agent_buf_printf(&comp,
+        dr_buf_printf(&comp,
                          "I gathered %d items. Those found by several searches and near the top of a list come first.\n",
                          n_cands);
-    agent_buf_str(&comp, AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n");
+    dr_buf_puts(&comp, AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n");
     for (int i = 0; i < AGENT_N_REC; i++) {
-        agent_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));
+        dr_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));
         out->answer[i] = cands[i].item;
     }
-    agent_buf_str(&comp, AGENT_TAG_ANSWER_END);
+    dr_buf_puts(&comp, AGENT_TAG_ANSWER_END);
     if (comp.err) {
         rc = DR_ERR_NOMEM;
         goto done;
     }
-    int f = agent_format_check(comp.s, comp.n);
+    int f = agent_format_check(comp.p, comp.n);
     if (f != AGENT_FMT_OK) {
         rc = dr_error(DR_ERR_FORMAT, "synth: the trajectory breaks the format rule '%s' (odd item titles?)",
                       agent_format_name(f));
         goto done;
     }
-    out->completion = agent_buf_take(&comp);
+    out->completion = dr_buf_take(&comp);
     if (!out->completion) {
         rc = dr_error_code();
         goto done;
@@ -437,7 +437,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
 done:
     aspects_free(&dom);
     aspects_free(&rec);
-    agent_buf_free(&comp);
+    dr_buf_free(&comp);
     free(ids);
     free(scores);
     free(cands);
@@ -459,7 +459,6 @@ int agent_synth_json(const agent_synth_traj *t, char **out) {
     for (int i = 0; i < t->n_spans; i++)
         json_array_append_new(m, json_pack("[II]", (json_int_t)t->tool_spans[i][0], (json_int_t)t->tool_spans[i][1]));
     json_object_set_new(o, "mask", m);
-    *out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
+    *out = dr_json_take_compact(o);
     return *out ? DR_OK : dr_error(DR_ERR_FORMAT, "cannot serialise a trajectory (invalid UTF-8?)");
 }

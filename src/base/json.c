@@ -15,6 +15,14 @@ int dr_json_write_file(const char *path, json_t *j) {
     return rc;
 }
 
+char *dr_json_take_compact(json_t *j) {
+    /* jansson >= 2.8 keeps insertion order anyway; the flag says it for older ones */
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!s) dr_error(DR_ERR_NOMEM, "cannot serialise JSON");
+    return s;
+}
+
 int dr_jsonl_open(dr_jsonl *m, const char *path, int append) {
     m->fp = fopen(path, append ? "ab" : "wb");
     if (!m->fp) return dr_error_at(DR_ERR_IO, path, 0, "cannot open metrics file: %s", strerror(errno));

@@ -38,20 +38,6 @@ static int is_int_type(uint32_t t) {
 }
 
 /* ---- text output ---- */
-/* Length of a well-formed multi-byte UTF-8 sequence at p (at most n bytes), else 0. */
-static size_t utf8_len(const unsigned char *p, size_t n) {
-    unsigned char c = p[0];
-    size_t k = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (k == 0 || k > n || c == 0xc0 || c == 0xc1 || c > 0xf4) return 0;
-    for (size_t i = 1; i < k; i++)
-        if ((p[i] & 0xc0) != 0x80) return 0;
-    if (k == 3 && c == 0xe0 && p[1] < 0xa0) return 0; /* overlong */
-    if (k == 3 && c == 0xed && p[1] >= 0xa0) return 0; /* surrogate */
-    if (k == 4 && c == 0xf0 && p[1] < 0x90) return 0;
-    if (k == 4 && c == 0xf4 && p[1] >= 0x90) return 0;
-    return k;
-}
-
 static void print_str(FILE *out, gguf_str s, size_t max) {
     fputc('"', out);
     size_t n = s.len < max ? (size_t)s.len : max;
@@ -63,7 +49,8 @@ static void print_str(FILE *out, gguf_str s, size_t max) {
         else if (c < 32 || c == 127) fprintf(out, "\\x%02x", c);
         else if (c < 0x80) fputc(c, out);
         else {
-            size_t k = utf8_len((const unsigned char *)s.ptr + i, n - i);
+            uint32_t cp;
+            size_t k = (size_t)dr_utf8_decode(s.ptr + i, n - i, &cp); /* c >= 0x80: 0 or 2..4 */
             if (k == 0) fprintf(out, "\\x%02x", c);
             else { fwrite(s.ptr + i, 1, k, out); i += k - 1; }
         }
@@ -161,15 +148,9 @@ static json_t *jstr(gguf_str s) {
     const unsigned char *p = (const unsigned char *)s.ptr;
     while (i < s.len) {
         unsigned char c = p[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = n > 0 && i + n <= s.len && c != 0;
-        for (size_t k = 1; ok && k < n; k++) ok = (p[i + k] & 0xc0) == 0x80;
-        if (ok && n > 1) { /* ask jansson whether the sequence is acceptable (overlong, surrogates) */
-            json_t *t = json_stringn((const char *)p + i, n);
-            ok = t != NULL;
-            json_decref(t);
-        }
-        if (ok) { memcpy(buf + o, p + i, n); o += n; i += n; }
+        uint32_t cp;
+        size_t n = c ? (size_t)dr_utf8_decode((const char *)p + i, (size_t)s.len - i, &cp) : 0;
+        if (n) { memcpy(buf + o, p + i, n); o += n; i += n; }
         else if (c == 0) { buf[o++] = ' '; i++; }
         else { memcpy(buf + o, "\xef\xbf\xbd", 3); o += 3; i++; }
     }

@@ -7,21 +7,22 @@
 #include <string.h>
 
 static int read_stdin(char **out, size_t *n) {
-    size_t cap = 1 << 16, len = 0;
-    char *b = malloc(cap);
-    if (!b) return dr_error(DR_ERR_NOMEM, "out of memory reading stdin");
+    dr_buf b = {0};
     for (;;) {
-        if (len == cap) {
-            char *nb = realloc(b, cap * 2);
-            if (!nb) { free(b); return dr_error(DR_ERR_NOMEM, "out of memory reading stdin"); }
-            b = nb; cap *= 2;
+        if (dr_buf_reserve(&b, 1 << 16)) {
+            dr_buf_free(&b);
+            return dr_error_context("reading stdin");
         }
-        size_t r = fread(b + len, 1, cap - len, stdin);
-        len += r;
+        size_t r = fread(b.p + b.n, 1, b.cap - b.n - 1, stdin);
+        b.n += r;
         if (r == 0) break;
     }
-    if (ferror(stdin)) { free(b); return dr_error(DR_ERR_IO, "reading stdin: %s", strerror(errno)); }
-    *out = b; *n = len;
+    if (ferror(stdin)) {
+        dr_buf_free(&b);
+        return dr_error(DR_ERR_IO, "reading stdin: %s", strerror(errno));
+    }
+    *n = b.n;
+    *out = dr_buf_take(&b);
     return DR_OK;
 }
 

@@ -6,19 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct islot { uint32_t idx1, h32; } islot; /* idx1 = entry + 1, 0 = empty */
-typedef struct ient { uint64_t off; uint32_t len; } ient;
-typedef struct intern {
-    char *arena;
-    size_t arena_n, arena_cap;
-    ient *ent;
-    int32_t n, cap;
-    islot *table;
-    size_t tcap;     /* power of two */
-} intern;
-
 struct dr_data_builder {
-    intern users, items;
+    dr_strpool users, items; /* the id strings, numbered in first-seen order */
     /* interactions */
     int32_t *u, *it;
     int64_t *ts;
@@ -29,102 +18,13 @@ struct dr_data_builder {
     int32_t text_cap;
 };
 
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93ull;
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93ull;
-    x ^= x >> 32;
-    return x;
-}
-
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        h = (h ^ v) * 0xff51afd7ed558ccdull;
-        h ^= h >> 31;
-    }
-    if (i < n) {
-        uint64_t v = 0;
-        memcpy(&v, s + i, n - i);
-        h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
-    }
-    return mix64(h);
-}
-
-static int intern_grow_table(intern *t) {
-    size_t nc = t->tcap ? t->tcap * 2 : 1024;
-    islot *tab = calloc(nc, sizeof *tab);
-    if (!tab) return dr_error(DR_ERR_NOMEM, "out of memory (id table)");
-    for (size_t i = 0; i < t->tcap; i++) {
-        if (!t->table[i].idx1) continue;
-        const ient *e = &t->ent[t->table[i].idx1 - 1];
-        size_t j = hash_bytes(t->arena + e->off, e->len) & (nc - 1);
-        while (tab[j].idx1) j = (j + 1) & (nc - 1);
-        tab[j] = t->table[i];
-    }
-    free(t->table);
-    t->table = tab;
-    t->tcap = nc;
-    return DR_OK;
-}
-
-/* Returns index (>= 0), or -1 when absent and !insert, or -2 on error. *added set when inserted. */
-static int32_t intern_get(intern *t, const char *s, size_t n, int insert, int *added) {
-    if (added) *added = 0;
-    if (n > UINT32_MAX) return dr_error(DR_ERR_RANGE, "id too long"), -2;
-    if (!t->tcap || (size_t)(t->n + 1) * 2 > t->tcap) {
-        if (!insert && t->tcap) goto lookup;
-        if (intern_grow_table(t)) return -2;
-    }
-lookup:;
-    uint64_t h = hash_bytes(s, n);
-    uint32_t h32 = (uint32_t)(h >> 32);
-    size_t j = h & (t->tcap - 1);
-    while (t->table[j].idx1) {
-        if (t->table[j].h32 == h32) {
-            const ient *e = &t->ent[t->table[j].idx1 - 1];
-            if (e->len == n && !memcmp(t->arena + e->off, s, n)) return (int32_t)t->table[j].idx1 - 1;
-        }
-        j = (j + 1) & (t->tcap - 1);
-    }
-    if (!insert) return -1;
-    if (t->n == INT32_MAX - 1) return dr_error(DR_ERR_RANGE, "too many distinct ids"), -2;
-    if (t->n >= t->cap) {
-        int32_t nc = t->cap ? (t->cap > INT32_MAX / 2 ? INT32_MAX - 1 : t->cap * 2) : 1024;
-        ient *o = realloc(t->ent, (size_t)nc * sizeof *o);
-        if (!o) return dr_error(DR_ERR_NOMEM, "out of memory"), -2;
-        t->ent = o;
-        t->cap = nc;
-    }
-    if (t->arena_n + n + 1 > t->arena_cap) {
-        size_t nc = t->arena_cap ? t->arena_cap : 65536;
-        while (nc < t->arena_n + n + 1) nc *= 2;
-        char *a = realloc(t->arena, nc);
-        if (!a) return dr_error(DR_ERR_NOMEM, "out of memory"), -2;
-        t->arena = a;
-        t->arena_cap = nc;
-    }
-    memcpy(t->arena + t->arena_n, s, n);
-    t->arena[t->arena_n + n] = 0;
-    int32_t e = t->n++;
-    t->ent[e].off = t->arena_n;
-    t->ent[e].len = (uint32_t)n;
-    t->arena_n += n + 1;
-    t->table[j].idx1 = (uint32_t)e + 1;
-    t->table[j].h32 = h32;
-    if (added) *added = 1;
-    return e;
-}
-
-static void intern_free(intern *t) {
-    free(t->arena);
-    free(t->ent);
-    free(t->table);
-    memset(t, 0, sizeof *t);
+/* The dataset's ids are int32: the pool's numbers, bounded. */
+static int32_t intern_get(dr_strpool *t, const char *s, size_t n) {
+    if (t->n >= INT32_MAX - 1 && dr_strpool_find(t, s, n) < 0)
+        return dr_error(DR_ERR_RANGE, "too many distinct ids"), -1;
+    int64_t id;
+    if (dr_strpool_intern(t, s, n, &id, NULL)) return -1;
+    return (int32_t)id;
 }
 
 dr_data_builder *dr_data_builder_new(void) {
@@ -135,14 +35,14 @@ dr_data_builder *dr_data_builder_new(void) {
 
 void dr_data_builder_free(dr_data_builder *b) {
     if (!b) return;
-    for (int32_t i = 0; i < b->items.n && i < b->text_cap; i++) {
+    for (int32_t i = 0; i < (int32_t)b->items.n && i < b->text_cap; i++) {
         free(b->title[i]);
         free(b->cats[i]);
     }
     free(b->title);
     free(b->cats);
-    intern_free(&b->users);
-    intern_free(&b->items);
+    dr_strpool_free(&b->users);
+    dr_strpool_free(&b->items);
     free(b->u);
     free(b->it);
     free(b->ts);
@@ -185,9 +85,9 @@ int dr_data_builder_add(dr_data_builder *b, const char *user, size_t user_len, c
         b->rating = r;
         b->cap = nc;
     }
-    int32_t ui = intern_get(&b->users, user, user_len, 1, NULL);
+    int32_t ui = intern_get(&b->users, user, user_len);
     if (ui < 0) return dr_error_code();
-    int32_t ii = intern_get(&b->items, item, item_len, 1, NULL);
+    int32_t ii = intern_get(&b->items, item, item_len);
     if (ii < 0) return dr_error_code();
     b->u[b->n] = ui;
     b->it[b->n] = ii;
@@ -199,7 +99,7 @@ int dr_data_builder_add(dr_data_builder *b, const char *user, size_t user_len, c
 
 int dr_data_builder_item_text(dr_data_builder *b, const char *item, size_t item_len, const char *title,
                               long title_len, const char *cats, long cats_len) {
-    int32_t ii = intern_get(&b->items, item, item_len, 1, NULL);
+    int32_t ii = intern_get(&b->items, item, item_len);
     if (ii < 0) return dr_error_code();
     if (ensure_text(b, ii)) return dr_error_code();
     if (title) {
@@ -231,7 +131,7 @@ int dr_data_builder_finish(dr_data_builder *b, const dr_data_filter *f, dr_datas
     dr_data_filter none = {0};
     if (!f) f = &none;
     int64_t n = b->n;
-    int32_t NU = b->users.n, NI = b->items.n;
+    int32_t NU = (int32_t)b->users.n, NI = (int32_t)b->items.n;
     uint8_t *keep = malloc((size_t)(n ? n : 1));
     int32_t *ucnt = calloc((size_t)NU + 1, sizeof *ucnt);
     int32_t *icnt = calloc((size_t)NI + 1, sizeof *icnt);
@@ -332,7 +232,7 @@ int dr_data_builder_finish(dr_data_builder *b, const dr_data_filter *f, dr_datas
     /* strings */
     for (int32_t i = 0; i < NU; i++)
         if (umap[i] >= 0) {
-            out->user_ids[umap[i]] = dr_utf8_sanitize(b->users.arena + b->users.ent[i].off, b->users.ent[i].len);
+            out->user_ids[umap[i]] = dr_utf8_sanitize(b->users.bytes.p + b->users.off[i], b->users.len[i]);
             if (!out->user_ids[umap[i]]) { rc = dr_error(DR_ERR_NOMEM, "out of memory"); goto done; }
         }
     out->item_ids[0] = dr_strdup("");
@@ -341,7 +241,7 @@ int dr_data_builder_finish(dr_data_builder *b, const dr_data_filter *f, dr_datas
     for (int32_t i = 0; i < NI; i++) {
         int32_t k = imap[i];
         if (k < 0) continue;
-        out->item_ids[k] = dr_utf8_sanitize(b->items.arena + b->items.ent[i].off, b->items.ent[i].len);
+        out->item_ids[k] = dr_utf8_sanitize(b->items.bytes.p + b->items.off[i], b->items.len[i]);
         const char *t = i < b->text_cap && b->title[i] ? b->title[i] : "";
         const char *c = i < b->text_cap && b->cats[i] ? b->cats[i] : "";
         out->titles[k] = dr_strdup(t);

@@ -30,7 +30,9 @@ int64_t dr_data_train(const dr_dataset *d, int32_t u, const int32_t **items) {
     return n >= 3 ? n - 2 : n;
 }
 
-int32_t dr_data_valid(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len) {
+/* The item `back` places from the end of u's sequence and what precedes it; users with
+ * fewer than 3 items have no held-out items (PAD, the whole sequence as prefix). */
+static int32_t held_out(const dr_dataset *d, int32_t u, int64_t back, const int32_t **prefix, int64_t *prefix_len) {
     int64_t n = dr_data_seq_len(d, u);
     const int32_t *s = dr_data_seq(d, u);
     *prefix = s;
@@ -38,20 +40,16 @@ int32_t dr_data_valid(const dr_dataset *d, int32_t u, const int32_t **prefix, in
         *prefix_len = n;
         return DR_DATA_PAD;
     }
-    *prefix_len = n - 2;
-    return s[n - 2];
+    *prefix_len = n - back;
+    return s[n - back];
+}
+
+int32_t dr_data_valid(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len) {
+    return held_out(d, u, 2, prefix, prefix_len);
 }
 
 int32_t dr_data_test(const dr_dataset *d, int32_t u, const int32_t **prefix, int64_t *prefix_len) {
-    int64_t n = dr_data_seq_len(d, u);
-    const int32_t *s = dr_data_seq(d, u);
-    *prefix = s;
-    if (n < 3) {
-        *prefix_len = n;
-        return DR_DATA_PAD;
-    }
-    *prefix_len = n - 1;
-    return s[n - 1];
+    return held_out(d, u, 1, prefix, prefix_len);
 }
 
 int32_t dr_data_train_example(const dr_dataset *d, int32_t u, const int32_t **hist, int64_t *hist_len) {

@@ -245,15 +245,6 @@ int dr_expand_inputs(const char *const *in, int n, char ***out, int *nout) {
     return DR_OK;
 }
 
-const char *dr_basename(const char *path) {
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
-int dr_ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
 
 void dr_import_tick(dr_progress *p, int64_t base, dr_lines *r) {
     if (p && (r->line_no & 0xFFFF) == 0) dr_progress_update(p, base + dr_lines_raw_pos(r));

@@ -56,11 +56,6 @@ int dr_field_error(const char *path, long line, int field_no, const char *field_
 /* ---- strings ---- */
 /* Valid UTF-8 is kept; anything else is taken as Latin-1 (old MovieLens files). New string. */
 char *dr_text_utf8_or_latin1(const char *s, size_t n);
-/* Append helpers for a growable byte buffer. */
-typedef struct dr_buf { char *p; size_t n, cap; } dr_buf;
-int dr_buf_put(dr_buf *b, const char *s, size_t n);
-int dr_buf_putc(dr_buf *b, char c);
-void dr_buf_free(dr_buf *b);
 /* Join categories: split `s` on any byte of `seps`, trim spaces, drop empty and repeated
  * entries, replace '|' inside an entry by '/', join with '|' into out (reset first). */
 int dr_join_cats(const char *s, size_t n, const char *seps, dr_buf *out);
@@ -101,7 +96,5 @@ void dr_import_tick(dr_progress *p, int64_t base, dr_lines *r);
 /* Reads a whole line-based file, calling fn for each line; handles progress and errors. */
 typedef int (*dr_line_fn)(void *ctx, dr_lines *r, char *s, size_t n);
 int dr_for_lines(const char *path, dr_progress *p, dr_line_fn fn, void *ctx);
-const char *dr_basename(const char *path);
-int dr_ends_with(const char *s, const char *suffix);
 
 #endif

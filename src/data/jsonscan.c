@@ -33,16 +33,7 @@ static int fail(scan *c, const char *what) {
 
 static int put_cp(dr_buf *b, uint32_t cp) {
     char t[4];
-    int k;
-    if (cp < 0x80) { t[0] = (char)cp; k = 1; }
-    else if (cp < 0x800) { t[0] = (char)(0xC0 | (cp >> 6)); t[1] = (char)(0x80 | (cp & 0x3F)); k = 2; }
-    else if (cp < 0x10000) {
-        t[0] = (char)(0xE0 | (cp >> 12)); t[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); t[2] = (char)(0x80 | (cp & 0x3F)); k = 3;
-    } else {
-        t[0] = (char)(0xF0 | (cp >> 18)); t[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        t[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); t[3] = (char)(0x80 | (cp & 0x3F)); k = 4;
-    }
-    return dr_buf_put(b, t, (size_t)k);
+    return dr_buf_put(b, t, (size_t)dr_utf8_encode(cp, t));
 }
 
 static int hexv(char ch) {

@@ -1,4 +1,4 @@
-/* Latin-1 conversion and byte buffers (UTF-8 checks live in base/utf8.c: JSON output needs them too). */
+/* Latin-1 conversion and category lists (UTF-8 checks live in base/utf8.c: JSON output needs them too). */
 #include "internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -22,38 +22,13 @@ char *dr_latin1_to_utf8(const char *src, size_t n) {
     return out;
 }
 
-int dr_buf_put(dr_buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1) {
-            if (nc > ((size_t)1 << 40)) return dr_error(DR_ERR_NOMEM, "buffer too large");
-            nc *= 2;
-        }
-        char *p = realloc(b->p, nc);
-        if (!p) return dr_error(DR_ERR_NOMEM, "out of memory");
-        b->p = p;
-        b->cap = nc;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return DR_OK;
-}
-
-int dr_buf_putc(dr_buf *b, char c) { return dr_buf_put(b, &c, 1); }
-
-void dr_buf_free(dr_buf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 char *dr_text_utf8_or_latin1(const char *s, size_t n) {
     if (dr_utf8_valid(s, n) && !memchr(s, 0, n)) return dr_utf8_sanitize(s, n);
     return dr_latin1_to_utf8(s, n);
 }
 
 int dr_join_cats(const char *s, size_t n, const char *seps, dr_buf *out) {
-    out->n = 0;
+    dr_buf_clear(out);
     if (dr_buf_put(out, "", 0)) return dr_error_code();
     size_t i = 0;
     while (i <= n) {

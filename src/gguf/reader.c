@@ -77,58 +77,23 @@ static const char *excerpt(gguf_str s, char *buf, size_t cap) {
     return buf;
 }
 
-/* ---- name index: open addressing over FNV-1a hashes ---- */
+/* ---- name index: metadata keys and tensor names -> their entry ---- */
 typedef struct {
-    size_t *kv_slots, kv_cap;   /* slot holds index+1, 0 = empty */
-    size_t *t_slots, t_cap;
-    uint64_t seed;              /* per-open, so a crafted file cannot aim for colliding names */
+    dr_strindex kv, t;
+    const gguf_kv *kv_arr;
+    const gguf_tensor_info *t_arr;
 } name_index;
 
-static uint64_t hash_bytes(uint64_t seed, const char *p, uint64_t n) {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (uint64_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ull; }
-    h ^= h >> 33; /* spread the high bits into the low ones the table uses */
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+static const char *kv_key(const void *ctx, int64_t i, size_t *n) {
+    const gguf_str *k = &((const name_index *)ctx)->kv_arr[i].key;
+    *n = (size_t)k->len;
+    return k->ptr;
 }
-
-static size_t table_cap(uint64_t n) {
-    size_t c = 8;
-    while (c < 2 * n) c *= 2;
-    return c;
+static const char *t_key(const void *ctx, int64_t i, size_t *n) {
+    const gguf_str *k = &((const name_index *)ctx)->t_arr[i].name;
+    *n = (size_t)k->len;
+    return k->ptr;
 }
-
-static int str_same(gguf_str a, const char *p, uint64_t n) { return a.len == n && (n == 0 || !memcmp(a.ptr, p, n)); }
-
-/* Insert entry idx named s; returns the index of an existing equal name, or -1 when inserted. */
-static long long index_insert(uint64_t seed, size_t *slots, size_t cap, gguf_str s, size_t idx,
-                              const gguf_str *(*name_of)(const void *, size_t), const void *arr) {
-    size_t h = (size_t)hash_bytes(seed, s.ptr, s.len) & (cap - 1);
-    while (slots[h]) {
-        size_t j = slots[h] - 1;
-        if (str_same(*name_of(arr, j), s.ptr, s.len)) return (long long)j;
-        h = (h + 1) & (cap - 1);
-    }
-    slots[h] = idx + 1;
-    return -1;
-}
-
-static long long index_find(uint64_t seed, const size_t *slots, size_t cap, const char *key,
-                            const gguf_str *(*name_of)(const void *, size_t), const void *arr) {
-    if (!slots) return -1;
-    size_t n = strlen(key);
-    size_t h = (size_t)hash_bytes(seed, key, n) & (cap - 1);
-    while (slots[h]) {
-        size_t j = slots[h] - 1;
-        if (str_same(*name_of(arr, j), key, n)) return (long long)j;
-        h = (h + 1) & (cap - 1);
-    }
-    return -1;
-}
-
-static const gguf_str *kv_name(const void *arr, size_t i) { return &((const gguf_kv *)arr)[i].key; }
-static const gguf_str *t_name(const void *arr, size_t i) { return &((const gguf_tensor_info *)arr)[i].name; }
 
 /* ---- values ---- */
 static int check_bool(reader *r, const uint8_t *p, uint64_t n, size_t at) {
@@ -211,7 +176,7 @@ static void free_parsed(gguf_file *f) {
     }
     free(f->tensors);
     name_index *ix = f->index;
-    if (ix) { free(ix->kv_slots); free(ix->t_slots); free(ix); }
+    if (ix) { dr_strindex_free(&ix->kv); dr_strindex_free(&ix->t); free(ix); }
     f->kv = NULL;
     f->tensors = NULL;
     f->index = NULL;
@@ -247,11 +212,13 @@ static int parse(gguf_file *f, const char *name) {
     name_index *ix = dr_calloc(1, sizeof *ix);
     if (!ix) return DR_ERR_NOMEM;
     f->index = ix;
-    ix->seed = (uint64_t)(uintptr_t)ix * 0x9e3779b97f4a7c15ull ^ (uint64_t)(dr_now() * 1e9);
-    ix->kv_cap = table_cap(n_kv);
-    ix->kv_slots = dr_calloc(ix->kv_cap, sizeof(size_t));
+    /* per-open, so a crafted file cannot aim for colliding names */
+    uint64_t seed = (uint64_t)(uintptr_t)ix * 0x9e3779b97f4a7c15ull ^ (uint64_t)(dr_now() * 1e9);
+    dr_strindex_init(&ix->kv, kv_key, ix, seed);
+    dr_strindex_init(&ix->t, t_key, ix, seed);
     f->kv = dr_calloc((size_t)n_kv, sizeof(gguf_kv));
-    if (!ix->kv_slots || !f->kv) return DR_ERR_NOMEM;
+    ix->kv_arr = f->kv;
+    if (!f->kv || dr_strindex_reserve(&ix->kv, (size_t)n_kv)) return DR_ERR_NOMEM;
 
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     char kbuf[96];
@@ -263,8 +230,9 @@ static int parse(gguf_file *f, const char *name) {
         if ((rc = rd_str(&r, &kv->key, "metadata key"))) return rc;
         if (kv->key.len == 0) return fail_at(&r, at, "metadata entry %llu has an empty key", (unsigned long long)i);
         excerpt(kv->key, kbuf, sizeof kbuf);
-        long long dup = index_insert(ix->seed, ix->kv_slots, ix->kv_cap, kv->key, (size_t)i, kv_name, f->kv);
-        if (dup >= 0)
+        int64_t dup = dr_strindex_add(&ix->kv, (int64_t)i);
+        if (dup < 0) return DR_ERR_NOMEM;
+        if (dup != (int64_t)i)
             return fail_at(&r, at, "duplicate metadata key '%s' (first at byte offset %llu)", kbuf,
                            (unsigned long long)f->kv[dup].offset);
         if ((rc = rd_u32(&r, &kv->type, "metadata value type"))) return rc;
@@ -289,10 +257,9 @@ static int parse(gguf_file *f, const char *name) {
     if (n_tensors > left(&r) / MIN_TENSOR_BYTES)
         return fail_at(&r, r.pos, "tensor count %llu is impossible: the %zu bytes after the metadata hold at most %zu tensors",
                        (unsigned long long)n_tensors, left(&r), left(&r) / MIN_TENSOR_BYTES);
-    ix->t_cap = table_cap(n_tensors);
-    ix->t_slots = dr_calloc(ix->t_cap, sizeof(size_t));
     f->tensors = dr_calloc((size_t)n_tensors, sizeof(gguf_tensor_info));
-    if (!ix->t_slots || !f->tensors) return DR_ERR_NOMEM;
+    ix->t_arr = f->tensors;
+    if (!f->tensors || dr_strindex_reserve(&ix->t, (size_t)n_tensors)) return DR_ERR_NOMEM;
     size_t *t_at = dr_calloc((size_t)n_tensors, sizeof(size_t));
     if (!t_at) return DR_ERR_NOMEM;
 
@@ -303,9 +270,13 @@ static int parse(gguf_file *f, const char *name) {
         if ((rc = rd_str(&r, &t->name, "tensor name"))) break;
         if (t->name.len == 0) { rc = fail_at(&r, at, "tensor %llu has an empty name", (unsigned long long)i); break; }
         excerpt(t->name, kbuf, sizeof kbuf);
-        long long dup = index_insert(ix->seed, ix->t_slots, ix->t_cap, t->name, (size_t)i, t_name, f->tensors);
-        if (dup >= 0) {
-            rc = fail_at(&r, at, "duplicate tensor name '%s' (same as tensor %lld of %llu)", kbuf, dup,
+        int64_t dup = dr_strindex_add(&ix->t, (int64_t)i);
+        if (dup < 0) {
+            rc = DR_ERR_NOMEM;
+            break;
+        }
+        if (dup != (int64_t)i) {
+            rc = fail_at(&r, at, "duplicate tensor name '%s' (same as tensor %lld of %llu)", kbuf, (long long)dup,
                          (unsigned long long)n_tensors);
             break;
         }
@@ -432,14 +403,14 @@ void gguf_close(gguf_file *f) {
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
     const name_index *ix = f->index;
     if (!ix || !key) return NULL;
-    long long i = index_find(ix->seed, ix->kv_slots, ix->kv_cap, key, kv_name, f->kv);
+    int64_t i = dr_strindex_find(&ix->kv, key, strlen(key));
     return i >= 0 ? &f->kv[i] : NULL;
 }
 
 const gguf_tensor_info *gguf_find_tensor(const gguf_file *f, const char *name) {
     const name_index *ix = f->index;
     if (!ix || !name || !f->tensors) return NULL;
-    long long i = index_find(ix->seed, ix->t_slots, ix->t_cap, name, t_name, f->tensors);
+    int64_t i = dr_strindex_find(&ix->t, name, strlen(name));
     return i >= 0 ? &f->tensors[i] : NULL;
 }
 
@@ -459,14 +430,20 @@ static int wrong_type(const gguf_file *f, const char *key, const gguf_kv *kv, co
                        gguf_type_name(kv->type), want);
 }
 
-int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+/* The value of an integer key of any width: signed in *s or, when *uns, unsigned in *u. */
+static int get_int(const gguf_file *f, const char *key, int64_t *s, uint64_t *u, int *uns) {
     const gguf_kv *kv;
     int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    int64_t s;
-    uint64_t u;
+    if (!rc && !kv_int(kv, s, u, uns)) rc = wrong_type(f, key, kv, "an integer");
+    return rc;
+}
+
+int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+    int64_t s = 0;
+    uint64_t u = 0;
     int uns;
-    if (!kv_int(kv, &s, &u, &uns)) return wrong_type(f, key, kv, "an integer");
+    int rc = get_int(f, key, &s, &u, &uns);
+    if (rc) return rc;
     if (uns) {
         if (u > (uint64_t)INT64_MAX)
             return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %llu does not fit in int64", key,
@@ -478,13 +455,11 @@ int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
 }
 
 int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    int64_t s;
-    uint64_t u;
+    int64_t s = 0;
+    uint64_t u = 0;
     int uns;
-    if (!kv_int(kv, &s, &u, &uns)) return wrong_type(f, key, kv, "an integer");
+    int rc = get_int(f, key, &s, &u, &uns);
+    if (rc) return rc;
     if (!uns) {
         if (s < 0) return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %lld is negative", key, (long long)s);
         u = (uint64_t)s;
@@ -512,22 +487,25 @@ int gguf_get_f32(const gguf_file *f, const char *key, float *out) {
     return rc;
 }
 
+/* The entry of key, which must have exactly type `type` (named `want` in the error). */
+static int get_kv_typed(const gguf_file *f, const char *key, uint32_t type, const char *want, const gguf_kv **kv) {
+    int rc = get_kv(f, key, kv);
+    if (!rc && (*kv)->type != type) rc = wrong_type(f, key, *kv, want);
+    return rc;
+}
+
 int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
     const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    if (kv->type != GGUF_TYPE_BOOL) return wrong_type(f, key, kv, "bool");
-    *out = kv->data[0] != 0;
-    return DR_OK;
+    int rc = get_kv_typed(f, key, GGUF_TYPE_BOOL, "bool", &kv);
+    if (!rc) *out = kv->data[0] != 0;
+    return rc;
 }
 
 int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
     const gguf_kv *kv;
-    int rc = get_kv(f, key, &kv);
-    if (rc) return rc;
-    if (kv->type != GGUF_TYPE_STRING) return wrong_type(f, key, kv, "string");
-    *out = kv->str;
-    return DR_OK;
+    int rc = get_kv_typed(f, key, GGUF_TYPE_STRING, "string", &kv);
+    if (!rc) *out = kv->str;
+    return rc;
 }
 
 int gguf_get_strdup(const gguf_file *f, const char *key, char **out) {

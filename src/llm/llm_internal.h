@@ -7,6 +7,8 @@
 
 /* Register a heap buffer as owned by the model (freed by llm_model_free). */
 int llm_model_own(llm_model *m, void *p);
+/* A model with cfg set and n_layers zeroed layers, nothing loaded (NULL: out of memory). */
+llm_model *llm_model_alloc(const llm_config *c);
 /* Free an owned buffer early (no-op when p is not owned). */
 void llm_model_disown_free(llm_model *m, const void *p);
 /* Bytes of a rows x cols matrix of type (0 if invalid). */

@@ -109,7 +109,7 @@ void llm_model_free(llm_model *m) {
     free(m);
 }
 
-static llm_model *model_alloc(const llm_config *c) {
+llm_model *llm_model_alloc(const llm_config *c) {
     llm_model *m = dr_calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = *c;
@@ -201,6 +201,20 @@ static int find_tensor(const gguf_file *f, const char *name, int rows, int cols,
     return DR_OK;
 }
 
+/* Tensor t (n values) converted to a float32 copy the model owns. */
+static int owned_f32(llm_model *m, const gguf_tensor_info *t, const char *name, size_t n, float **out) {
+    float *buf = dr_calloc(n, sizeof(float));
+    if (!buf) return DR_ERR_NOMEM;
+    int rc = gguf_tensor_to_f32(t, buf);
+    if (rc) {
+        free(buf);
+        return dr_error_context("tensor %s", name);
+    }
+    if ((rc = llm_model_own(m, buf))) return rc;
+    *out = buf;
+    return DR_OK;
+}
+
 static int load_vec(llm_model *m, const gguf_file *f, const char *name, int n, int required, const float **out) {
     const gguf_tensor_info *t;
     int rc = find_tensor(f, name, 0, n, required, &t);
@@ -210,14 +224,8 @@ static int load_vec(llm_model *m, const gguf_file *f, const char *name, int n, i
         *out = (const float *)t->data;
         return DR_OK;
     }
-    float *buf = dr_calloc((size_t)n, sizeof(float));
-    if (!buf) return DR_ERR_NOMEM;
-    rc = gguf_tensor_to_f32(t, buf);
-    if (rc) {
-        free(buf);
-        return dr_error_context("tensor %s", name);
-    }
-    if ((rc = llm_model_own(m, buf))) return rc;
+    float *buf = NULL;
+    if ((rc = owned_f32(m, t, name, (size_t)n, &buf))) return rc;
     *out = buf;
     return DR_OK;
 }
@@ -245,14 +253,8 @@ static int load_mat(llm_model *m, const gguf_file *f, const char *name, int rows
                              "IQ4_NL, IQ4_XS; re-quantise the model to one of them");
     size_t n;
     if (!dr_mul_ok((size_t)rows, (size_t)cols, &n)) return dr_error(DR_ERR_NOMEM, "tensor %s too large", name);
-    float *buf = dr_calloc(n, sizeof(float));
-    if (!buf) return DR_ERR_NOMEM;
-    rc = gguf_tensor_to_f32(t, buf);
-    if (rc) {
-        free(buf);
-        return dr_error_context("tensor %s", name);
-    }
-    if ((rc = llm_model_own(m, buf))) return rc;
+    float *buf = NULL;
+    if ((rc = owned_f32(m, t, name, n, &buf))) return rc;
     out->type = GGML_TYPE_F32;
     out->data = buf;
     out->row_bytes = (size_t)cols * sizeof(float);
@@ -356,7 +358,7 @@ static int load_all(llm_model **out, gguf_file *f) {
     c.qkv_bias = gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL;
     if ((rc = llm_config_check(&c))) return rc;
 
-    llm_model *m = model_alloc(&c);
+    llm_model *m = llm_model_alloc(&c);
     if (!m) return DR_ERR_NOMEM;
     const int qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
     rc = load_mat(m, f, "token_embd.weight", c.vocab, c.dim, 1, &m->tok_embd);
@@ -497,7 +499,7 @@ int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, f
     int rc;
     if ((rc = llm_config_check(c)) || (rc = check_type(type, c))) return rc;
     if (!(std >= 0 && std <= 10)) return dr_error(DR_ERR_ARG, "the weights' standard deviation must be in [0, 10], got %g", std);
-    llm_model *m = model_alloc(c);
+    llm_model *m = llm_model_alloc(c);
     if (!m) return DR_ERR_NOMEM;
     dr_rng root;
     dr_rng_seed(&root, seed);

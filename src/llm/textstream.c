@@ -29,14 +29,12 @@ void llm_textstream_free(llm_textstream *ts) {
 }
 
 static int reserve(llm_textstream *ts, size_t extra) {
-    if (ts->len + extra + 1 <= ts->cap) return DR_OK;
-    size_t nc = ts->cap ? ts->cap : 256;
-    while (nc < ts->len + extra + 1) nc *= 2;
-    char *n = realloc(ts->text, nc);
-    if (!n) return dr_error(DR_ERR_NOMEM, "out of memory");
-    ts->text = n;
-    ts->cap = nc;
-    return DR_OK;
+    /* the stream's text fields are a dr_buf spelled out in the public struct */
+    dr_buf b = {ts->text, ts->len, ts->cap, 0};
+    int rc = dr_buf_reserve(&b, extra);
+    ts->text = b.p;
+    ts->cap = b.cap;
+    return rc;
 }
 
 /* Bytes at the end of s[0..n) that form an incomplete UTF-8 sequence (0..3). */

@@ -91,17 +91,21 @@ static void export_mat(llm_train *t, llm_model *m, const tlin *L, llm_mat *dst, 
     dst->row_bytes = (size_t)L->in * sizeof(float);
 }
 
+/* The source model's end-of-sequence ids, which an exported model keeps. */
+static int copy_eos(llm_model *m, const llm_model *src) {
+    if (!src->n_eos) return DR_OK;
+    m->eos_ids = dr_calloc((size_t)src->n_eos, sizeof(int32_t));
+    if (!m->eos_ids) return DR_ERR_NOMEM;
+    memcpy(m->eos_ids, src->eos_ids, (size_t)src->n_eos * sizeof(int32_t));
+    m->n_eos = src->n_eos;
+    return DR_OK;
+}
+
 int llm_train_export_model(llm_train *t, llm_model **out) {
     *out = NULL;
     const llm_config *c = &t->c;
-    llm_model *m = dr_calloc(1, sizeof *m);
+    llm_model *m = llm_model_alloc(c);
     if (!m) return DR_ERR_NOMEM;
-    m->cfg = *c;
-    m->layers = dr_calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) {
-        free(m);
-        return DR_ERR_NOMEM;
-    }
     int rc = DR_OK;
     const size_t D = (size_t)c->dim;
     /* embeddings */
@@ -135,14 +139,7 @@ int llm_train_export_model(llm_train *t, llm_model **out) {
             if (o) m->output = (llm_mat){o, GGML_TYPE_F32, c->vocab, c->dim, D * sizeof(float)};
         }
     }
-    if (!rc && t->src->n_eos) {
-        m->eos_ids = dr_calloc((size_t)t->src->n_eos, sizeof(int32_t));
-        if (!m->eos_ids) rc = DR_ERR_NOMEM;
-        else {
-            memcpy(m->eos_ids, t->src->eos_ids, (size_t)t->src->n_eos * sizeof(int32_t));
-            m->n_eos = t->src->n_eos;
-        }
-    }
+    if (!rc) rc = copy_eos(m, t->src);
     if (rc) {
         llm_model_free(m);
         return rc == DR_ERR_NOMEM ? dr_error(DR_ERR_NOMEM, "out of memory exporting the model") : rc;
@@ -156,14 +153,8 @@ int llm_train_view_model(llm_train *t, llm_model **out) {
     if (t->lora)
         return dr_error(DR_ERR_UNSUPPORTED, "a model view needs full fine-tuning (LoRA: use llm_train_export_model)");
     const llm_config *c = &t->c;
-    llm_model *m = dr_calloc(1, sizeof *m);
+    llm_model *m = llm_model_alloc(c);
     if (!m) return DR_ERR_NOMEM;
-    m->cfg = *c;
-    m->layers = dr_calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) {
-        free(m);
-        return DR_ERR_NOMEM;
-    }
     m->tok_embd = t->tok_embd;
     m->output = t->output;
     m->output_norm = t->output_norm;
@@ -175,14 +166,9 @@ int llm_train_view_model(llm_train *t, llm_model **out) {
         for (int i = 0; i < TL_N; i++) *dm[i] = L->lin[i].base;
         M->bq = L->lin[TL_Q].b, M->bk = L->lin[TL_K].b, M->bv = L->lin[TL_V].b;
     }
-    if (t->src->n_eos) {
-        m->eos_ids = dr_calloc((size_t)t->src->n_eos, sizeof(int32_t));
-        if (!m->eos_ids) {
-            llm_model_free(m);
-            return DR_ERR_NOMEM;
-        }
-        memcpy(m->eos_ids, t->src->eos_ids, (size_t)t->src->n_eos * sizeof(int32_t));
-        m->n_eos = t->src->n_eos;
+    if (copy_eos(m, t->src)) {
+        llm_model_free(m);
+        return DR_ERR_NOMEM;
     }
     *out = m;
     return DR_OK;

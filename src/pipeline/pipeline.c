@@ -59,8 +59,7 @@ void pl_key_add(pl_key *k, const char *fmt, ...) {
 int pl_key_input(pl_key *k, const char *path) {
     struct stat st;
     if (stat(path, &st)) return dr_error_at(DR_ERR_IO, path, 0, "pipeline: input missing: %s", strerror(errno));
-    const char *base = strrchr(path, '/');
-    pl_key_add(k, "input %s %lld %lld.%09ld\n", base ? base + 1 : path, (long long)st.st_size,
+    pl_key_add(k, "input %s %lld %lld.%09ld\n", dr_basename(path), (long long)st.st_size,
                (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
     return DR_OK;
 }

@@ -3,7 +3,6 @@
 #include "pipeline/internal.h"
 #include "deeprec/evaluate.h"
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,33 +87,10 @@ static void fmt(char *buf, size_t n, json_t *v, const char *f) {
     else snprintf(buf, n, f, json_number_value(v));
 }
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-static void sb_add(sbuf *b, const char *f, ...) DR_PRINTF(2, 3);
-static void sb_add(sbuf *b, const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    int k = vsnprintf(NULL, 0, f, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (b->n + (size_t)k + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 1024) + (size_t)k;
-        char *s = realloc(b->s, cap);
-        if (!s) return;
-        b->s = s, b->cap = cap;
-    }
-    va_start(ap, f);
-    vsnprintf(b->s + b->n, b->cap - b->n, f, ap);
-    va_end(ap);
-    b->n += (size_t)k;
-}
-
 /* RL stage `stage`'s kept policy (rl --keep-best): from its checkpoint marker, the step and
  * validation NDCG@10 of the best; from its first step's record, the input's. Nothing when the
  * stage did not run or kept no best. */
-static void kept_note(const pl_run *p, int stage, sbuf *b, json_t *r) {
+static void kept_note(const pl_run *p, int stage, dr_buf *b, json_t *r) {
     char name[32], path[PL_PATH];
     snprintf(name, sizeof name, "policy%d.ckpt.json", stage);
     pl_path(p, name, path);
@@ -138,11 +114,11 @@ static void kept_note(const pl_run *p, int stage, sbuf *b, json_t *r) {
         free(line);
         if (f) fclose(f);
         long long step = (long long)json_integer_value(bs);
-        sb_add(b, " RL stage %d kept %s%lld (validation NDCG@10 %.4f%s", stage, step ? "the policy of step " : "its input, step ",
+        dr_buf_printf(b, " RL stage %d kept %s%lld (validation NDCG@10 %.4f%s", stage, step ? "the policy of step " : "its input, step ",
                step, json_number_value(bn), in >= 0 ? "; its input " : "");
-        if (in >= 0) sb_add(b, "%.4f", in);
-        if (users > 0) sb_add(b, ", %lld users", users);
-        sb_add(b, ").");
+        if (in >= 0) dr_buf_printf(b, "%.4f", in);
+        if (users > 0) dr_buf_printf(b, ", %lld users", users);
+        dr_buf_printf(b, ").");
         snprintf(name, sizeof name, "rl%d_kept_step", stage);
         json_object_set_new(r, name, json_integer(step));
     }
@@ -171,12 +147,12 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
                                                  np > ns ? np : ns, "valid", "sasrec", vs, "trm", vp));
     json_t *rows = json_array();
     json_object_set_new(r, "rows", rows);
-    sbuf b = {0};
-    sb_add(&b, "# DeepRec pipeline report\n\n");
-    sb_add(&b, "data `%s`, budget `%s`; best TRM on validation NDCG@10: **%s** (SASRec %.4f, pref %.4f)\n\n",
+    dr_buf b = {0};
+    dr_buf_printf(&b, "# DeepRec pipeline report\n\n");
+    dr_buf_printf(&b, "data `%s`, budget `%s`; best TRM on validation NDCG@10: **%s** (SASRec %.4f, pref %.4f)\n\n",
            p->o->data, p->b->name, !strcmp(best, "trm") ? "pref TRM" : "SASRec", ns, np);
-    sb_add(&b, "| row | users | R@10 | NDCG@10 | MRR | format-valid | calls | 95%% CI (NDCG@10) | paired diff. vs best TRM |\n");
-    sb_add(&b, "|---|---:|---:|---:|---:|---:|---:|---|---|\n");
+    dr_buf_printf(&b, "| row | users | R@10 | NDCG@10 | MRR | format-valid | calls | 95%% CI (NDCG@10) | paired diff. vs best TRM |\n");
+    dr_buf_printf(&b, "|---|---:|---:|---:|---:|---:|---:|---|---|\n");
     pl_row list[16];
     int n = pl_rows(p, list, 16), rc = DR_OK;
     /* every row's eval output and per-user ranks; the reference of the paired differences is
@@ -234,7 +210,7 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
         else
             snprintf(cis, sizeof cis, "-");
         snprintf(pds, sizeof pds, "%+.4f [%+.4f, %+.4f]", d10->mean, d10->lo, d10->hi);
-        sb_add(&b, "| %s%s | %lld | %s | %s | %s | %s | %s | %s | %s |\n", list[i].label,
+        dr_buf_printf(&b, "| %s%s | %lld | %s | %s | %s | %s | %s | %s | %s |\n", list[i].label,
                !strcmp(list[i].id, best) ? " (best TRM)" : "", (long long)json_integer_value(json_object_get(e, "users")),
                r10, n10, mrr, fv, calls, cis, pds);
     }
@@ -242,14 +218,14 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
         json_decref(evals[i]);
         eval_result_free(&ranks[i]);
     }
-    sb_add(&b, "\nExact-title resolution, greedy decoding, the same seeded test users for every row; failures count "
+    dr_buf_printf(&b, "\nExact-title resolution, greedy decoding, the same seeded test users for every row; failures count "
                "as misses. 95%% intervals: percentile bootstrap over the test users (%d resamples, seed 1); the "
                "paired difference is the row minus the best TRM, user by user (NDCG@10).", PL_BOOTSTRAP);
     int rl = p->b->rl2_steps > 0 || p->b->rl1_steps > 0;
     const char *curve = p->b->rl2_steps > 0 ? "policy2.rewards.svg" : "policy1.rewards.svg";
-    if (rl) sb_add(&b, " Reward curve (RL): `%s`.", curve);
+    if (rl) dr_buf_printf(&b, " Reward curve (RL): `%s`.", curve);
     for (int stage = 1; stage <= 2 && rl; stage++) kept_note(p, stage, &b, r);
-    sb_add(&b, "\n");
+    dr_buf_printf(&b, "\n");
     json_object_set_new(r, "reward_curve", rl ? json_string(curve) : json_null());
     json_t *st = json_array();
     for (int i = 0; i < PIPELINE_REPORT; i++)
@@ -259,18 +235,20 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     json_object_set_new(r, "stages", st);
     json_decref(vs);
     json_decref(vp);
-    if (!rc && !b.s) rc = dr_error(DR_ERR_NOMEM, "pipeline report: out of memory");
+    size_t md_n = b.n;
+    char *text = dr_buf_take(&b); /* NULL: an append ran out of memory (error set) */
+    if (!rc && !text) rc = dr_error_context("pipeline report");
     char jp[PL_PATH], mp[PL_PATH];
     pl_path(p, "report.json", jp);
     pl_path(p, "report.md", mp);
     if (!rc) rc = dr_json_write_file(jp, r);
-    if (!rc) rc = dr_write_file_atomic(mp, b.s, b.n);
+    if (!rc) rc = dr_write_file_atomic(mp, text, md_n);
     if (rc) {
         json_decref(r);
-        free(b.s);
+        free(text);
         return rc;
     }
     *report = r;
-    *md = b.s;
+    *md = text;
     return DR_OK;
 }

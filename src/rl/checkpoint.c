@@ -81,14 +81,11 @@ typedef struct ckpt_info {
 /* Fingerprint of the input model: FNV-1a over the configuration and the first rows of the
  * embedding table (enough to tell a different or retrained model). */
 static void model_fingerprint(const llm_model *m, char out[17]) {
-    uint64_t h = 1469598103934665603ull;
     const llm_config *c = &m->cfg;
     const int cfgv[8] = {c->arch, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->ffn, c->vocab, c->head_dim};
-    const uint8_t *p = (const uint8_t *)cfgv;
-    for (size_t i = 0; i < sizeof cfgv; i++) h = (h ^ p[i]) * 1099511628211ull;
+    uint64_t h = dr_fnv1a64(cfgv, sizeof cfgv, DR_FNV64_INIT);
     int rows = m->tok_embd.rows < 16 ? m->tok_embd.rows : 16;
-    p = m->tok_embd.data;
-    for (size_t i = 0; p && i < (size_t)rows * m->tok_embd.row_bytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+    if (m->tok_embd.data) h = dr_fnv1a64(m->tok_embd.data, (size_t)rows * m->tok_embd.row_bytes, h);
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 

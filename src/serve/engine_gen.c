@@ -115,8 +115,7 @@ static json_t *chunk_base(gen_engine *g, const serve_job *j) {
 }
 
 static void emit_event(serve_job *j, json_t *ev) {
-    char *s = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
+    char *s = dr_json_take_compact(ev);
     if (s) serve_sse_event(&j->out, s, strlen(s));
     free(s);
 }
@@ -177,7 +176,7 @@ static void seq_end(gen_engine *g, gen_seq *q) {
         if (j->stream) {
             if (body) serve_sse_event(&j->out, body, strlen(body));
         } else if (body)
-            sbuf_str(&j->out, body);
+            dr_buf_puts(&j->out, body);
         free(body);
         serve_job_finish(sh, j, 504);
     } else if (j->stream) {
@@ -190,7 +189,7 @@ static void seq_end(gen_engine *g, gen_seq *q) {
         json_object_set_new(ev, "choices", json_pack("[o]", choice));
         json_object_set_new(ev, "usage", usage_json(j, q->n_gen));
         emit_event(j, ev);
-        sbuf_str(&j->out, "data: [DONE]\n\n");
+        dr_buf_puts(&j->out, "data: [DONE]\n\n");
         serve_job_finish(sh, j, 200);
     } else {
         json_t *r = json_pack("{s:s, s:s, s:I, s:s}", "id", j->id, "object", j->gen.chat ? "chat.completion" : "text_completion",
@@ -206,9 +205,8 @@ static void seq_end(gen_engine *g, gen_seq *q) {
         json_object_set_new(choice, "stop_reason", stop_reason(q));
         json_object_set_new(r, "choices", json_pack("[o]", choice));
         json_object_set_new(r, "usage", usage_json(j, q->n_gen));
-        char *s = json_dumps(r, JSON_COMPACT);
-        json_decref(r);
-        if (s) sbuf_str(&j->out, s);
+        char *s = dr_json_take_compact(r);
+        if (s) dr_buf_puts(&j->out, s);
         free(s);
         serve_job_finish(sh, j, s ? 200 : 500);
     }
@@ -342,7 +340,7 @@ void *serve_gen_engine(void *arg) {
                 serve_err e;
                 serve_fail(&e, 500, "server_error", "internal", NULL, -1, "the completion engine could not start");
                 char *b = serve_err_json(&e);
-                if (b) sbuf_str(&j->out, b);
+                if (b) dr_buf_puts(&j->out, b);
                 free(b);
                 serve_job_finish(sh, j, 500);
                 serve_job_unref(j);

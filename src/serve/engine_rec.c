@@ -75,7 +75,7 @@ void serve_agent_model_free(const serve_shared *sh, agent_model *m) {
 static void finish_err(serve_shared *sh, serve_job *j, serve_err *e) {
     char *b = serve_err_json(e);
     j->out.n = 0;
-    if (b) sbuf_str(&j->out, b);
+    if (b) dr_buf_puts(&j->out, b);
     free(b);
     serve_job_finish(sh, j, e->status);
 }
@@ -101,7 +101,7 @@ static void run_trm(serve_shared *sh, serve_job *j) {
     } else {
         char *s = serve_rec_json(sh, j, NULL, items, scores, n);
         j->out.n = 0;
-        if (s) sbuf_str(&j->out, s);
+        if (s) dr_buf_puts(&j->out, s);
         free(s);
         serve_job_finish(sh, j, s ? 200 : 500);
     }
@@ -163,7 +163,7 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
         else if (rc) finish_err(sh, j, &e);
         else {
             j->out.n = 0;
-            if (bodies && bodies[i]) sbuf_str(&j->out, bodies[i]);
+            if (bodies && bodies[i]) dr_buf_puts(&j->out, bodies[i]);
             serve_job_finish(sh, j, bodies && bodies[i] ? 200 : 500);
         }
     }
@@ -238,7 +238,7 @@ static void st_done(void *ctx, agent_episode *e) {
         if (dr_now() > j->deadline) timeout_err(sh, j);
         else {
             j->out.n = 0;
-            if (body) sbuf_str(&j->out, body);
+            if (body) dr_buf_puts(&j->out, body);
             serve_job_finish(sh, j, body ? 200 : 500);
         }
         serve_job_unref(j);

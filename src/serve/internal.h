@@ -27,11 +27,6 @@ int serve_fail(serve_err *e, int status, const char *type, const char *code, con
 /* {"error": {...}} as a heap string. */
 char *serve_err_json(const serve_err *e);
 
-/* ---------------------------------------------------------------- growable byte buffer */
-typedef struct sbuf { char *p; size_t n, cap; } sbuf;
-int sbuf_add(sbuf *b, const void *data, size_t n);
-int sbuf_str(sbuf *b, const char *s);
-void sbuf_free(sbuf *b);
 /* A JSON string of model text: invalid UTF-8 bytes become U+FFFD (request.c). */
 struct json_t;
 struct json_t *serve_json_text(const char *s, size_t n);
@@ -84,7 +79,7 @@ int serve_parse_generate(const char *body, size_t len, int chat, int max_tokens_
 /* ---------------------------------------------------------------- SSE (sse.c) */
 /* One server-sent event: every line of data (split at \n, \r\n or \r) as "data: LINE\n",
  * then "\n". */
-int serve_sse_event(sbuf *out, const char *data, size_t len);
+int serve_sse_event(dr_buf *out, const char *data, size_t len);
 /* The inverse for a whole stream (the test client and the fuzz target): the data of each
  * complete event, lines joined by "\n". Calls fn for each; returns the count, -1 on a
  * line that is not "data: ..." or a comment. */
@@ -108,7 +103,7 @@ void serve_metrics_request(serve_metrics *m, int ep, int status, double seconds)
 void serve_metrics_tokens(serve_metrics *m, long long prompt, long long gen);
 void serve_metrics_episodes(serve_metrics *m, long long episodes, long long calls);
 /* Prometheus text exposition; gauges given by the caller. */
-int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, sbuf *out);
+int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, dr_buf *out);
 const char *serve_endpoint_name(int ep);
 
 /* ---------------------------------------------------------------- jobs and engines */
@@ -123,7 +118,7 @@ struct serve_job {
     int done;
     /* results: a whole JSON body (status, body) or, when streaming, SSE bytes in `out` */
     int status;
-    sbuf out;
+    dr_buf out;
     int stream;
     /* recommend */
     serve_rec_req rec;

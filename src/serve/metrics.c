@@ -45,10 +45,10 @@ void serve_metrics_episodes(serve_metrics *m, long long episodes, long long call
     pthread_mutex_unlock(&m->mu);
 }
 
-int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, sbuf *out) {
+int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, dr_buf *out) {
     char line[256];
     int rc = 0;
-#define OUT(...) (snprintf(line, sizeof line, __VA_ARGS__), rc = rc ? rc : sbuf_str(out, line))
+#define OUT(...) (snprintf(line, sizeof line, __VA_ARGS__), rc = rc ? rc : dr_buf_puts(out, line))
     pthread_mutex_lock(&m->mu);
     OUT("# HELP deeprec_requests_total HTTP requests answered, by endpoint and status class.\n");
     OUT("# TYPE deeprec_requests_total counter\n");

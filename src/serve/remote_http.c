@@ -15,7 +15,7 @@ typedef struct call {
     CURL *easy;
     int state;
     char *path, *body;
-    sbuf resp;
+    dr_buf resp;
     int attempt;          /* tries started */
     double not_before;    /* CALL_WAITING: when to try again */
     long status;          /* CALL_ENDED: HTTP status, 0 = gave up (message in err) */
@@ -95,7 +95,7 @@ out:
 
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     call *c = ud;
-    return sbuf_add(&c->resp, p, size * n) ? 0 : size * n;
+    return dr_buf_put(&c->resp, p, size * n) ? 0 : size * n;
 }
 
 int remote_http_new(remote_http **out, const remote_http_opts *o) {
@@ -144,7 +144,7 @@ void remote_http_reset(remote_http *h, int id) {
     if (c->state == CALL_RUNNING) curl_multi_remove_handle(h->multi, c->easy);
     free(c->path);
     free(c->body);
-    sbuf_free(&c->resp);
+    dr_buf_free(&c->resp);
     c->path = c->body = NULL;
     c->state = CALL_IDLE;
     c->attempt = 0;

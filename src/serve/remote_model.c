@@ -19,7 +19,7 @@ static const char *const k_stops[] = {AGENT_TAG_PREF_END, AGENT_TAG_ANSWER_END};
 #define N_STOPS 2
 
 typedef struct slot {
-    sbuf text;             /* the episode so far: what the next turn sends as its prompt */
+    dr_buf text;             /* the episode so far: what the next turn sends as its prompt */
     int32_t *ids;          /* the pending pieces of the last answer */
     float *lps;
     int n, head, cap;
@@ -41,42 +41,21 @@ typedef struct remote_ctx {
     char **texts;
     size_t *lens;
     int n_texts, cap_texts;
-    int32_t *hash;          /* open addressing over texts (-1 = empty) */
-    int hash_cap;
+    dr_strindex index;      /* text -> t; the texts stay apart (id_text's pointers outlive interning) */
 } remote_ctx;
 
-static uint64_t fnv(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
-static int grow_hash(remote_ctx *c) {
-    int cap = c->hash_cap ? c->hash_cap * 2 : 1024;
-    int32_t *h = malloc((size_t)cap * sizeof *h);
-    if (!h) return dr_error(DR_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < cap; i++) h[i] = -1;
-    for (int t = 0; t < c->n_texts; t++) {
-        size_t k = fnv(c->texts[t], c->lens[t]) & (size_t)(cap - 1);
-        while (h[k] >= 0) k = (k + 1) & (size_t)(cap - 1);
-        h[k] = t;
-    }
-    free(c->hash);
-    c->hash = h;
-    c->hash_cap = cap;
-    return DR_OK;
+static const char *text_key(const void *ctx, int64_t t, size_t *n) {
+    const remote_ctx *c = ctx;
+    *n = c->lens[t];
+    return c->texts[t];
 }
 
 /* The id of a token text (interned: the same text always gets the same id). */
 static int intern(remote_ctx *c, const char *s, size_t n, int32_t *id) {
-    if (2 * (c->n_texts + 1) > c->hash_cap && grow_hash(c)) return dr_error_code();
-    size_t k = fnv(s, n) & (size_t)(c->hash_cap - 1);
-    for (; c->hash[k] >= 0; k = (k + 1) & (size_t)(c->hash_cap - 1)) {
-        int t = c->hash[k];
-        if (c->lens[t] == n && !memcmp(c->texts[t], s, n)) {
-            *id = ID_CHUNK + c->n_slots + t;
-            return DR_OK;
-        }
+    int64_t t = dr_strindex_find(&c->index, s, n);
+    if (t >= 0) {
+        *id = ID_CHUNK + c->n_slots + (int32_t)t;
+        return DR_OK;
     }
     if (c->n_texts == c->cap_texts) {
         int cap = c->cap_texts ? c->cap_texts * 2 : 1024;
@@ -93,7 +72,10 @@ static int intern(remote_ctx *c, const char *s, size_t n, int32_t *id) {
     d[n] = 0;
     c->texts[c->n_texts] = d;
     c->lens[c->n_texts] = n;
-    c->hash[k] = c->n_texts;
+    if (dr_strindex_add(&c->index, c->n_texts) < 0) {
+        free(d);
+        return dr_error_code();
+    }
     *id = ID_CHUNK + c->n_slots + c->n_texts++;
     return DR_OK;
 }
@@ -169,7 +151,7 @@ static int rm_append(void *ctx, int sl, const int32_t *ids, int n) {
         size_t len;
         const char *t = id_text(c, ids[i], &len, &b);
         if (!t) continue;
-        if (sbuf_add(&s->text, t, len)) return dr_error(DR_ERR_NOMEM, "out of memory");
+        if (dr_buf_put(&s->text, t, len)) return dr_error(DR_ERR_NOMEM, "out of memory");
     }
     return DR_OK;
 }
@@ -178,7 +160,7 @@ static int rm_fork(void *ctx, int src, int dst) {
     slot *d = &c->slots[dst];
     d->text.n = 0;
     drop_pending(d);
-    if (sbuf_add(&d->text, c->slots[src].text.p, c->slots[src].text.n)) return dr_error(DR_ERR_NOMEM, "out of memory");
+    if (dr_buf_put(&d->text, c->slots[src].text.p, c->slots[src].text.n)) return dr_error(DR_ERR_NOMEM, "out of memory");
     d->rng = dr_rng_split(&c->seeds, c->n_started++);
     return DR_OK;
 }
@@ -200,8 +182,7 @@ static int start_turn(remote_ctx *c, int sl) {
                           serve_json_text(s->text.p ? s->text.p : "", s->text.n), "max_tokens", (int)c->o.max_tokens,
                           "temperature", (double)c->o.temperature, "top_p", (double)c->o.top_p, "seed",
                           (json_int_t)(dr_rng_u64(&s->rng) & 0x7fffffff), "stop", stops, "logprobs", 1, "stream", 0);
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
+    char *body = dr_json_take_compact(j);
     if (!body) return dr_error(DR_ERR_NOMEM, "out of memory (request body)");
     s->busy = 1;
     return remote_http_post(c->http, sl, "/completions", body);
@@ -321,7 +302,7 @@ static int rm_decode(void *ctx, const int *slots, int n, const agent_allow *allo
                 char b;
                 size_t len;
                 const char *t = id_text(c, id, &len, &b);
-                if (t && sbuf_add(&s->text, t, len)) rc = dr_error(DR_ERR_NOMEM, "out of memory");
+                if (t && dr_buf_put(&s->text, t, len)) rc = dr_error(DR_ERR_NOMEM, "out of memory");
                 got++;
             } else if (!s->busy) {
                 rc = start_turn(c, slots[i]);
@@ -341,6 +322,7 @@ int serve_remote_model_new(agent_model *out, const serve_remote_opts *o) {
     memset(out, 0, sizeof *out);
     remote_ctx *c = calloc(1, sizeof *c);
     if (!c) return dr_error(DR_ERR_NOMEM, "out of memory");
+    dr_strindex_init(&c->index, text_key, c, 0);
     c->o = *o;
     c->n_slots = o->parallel > 0 ? o->parallel : 4;
     if (c->o.max_tokens <= 0) c->o.max_tokens = 1024;
@@ -354,7 +336,7 @@ int serve_remote_model_new(agent_model *out, const serve_remote_opts *o) {
         rc = dr_error(DR_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = remote_http_new(&c->http, &ho)) || (rc = grow_hash(c))) goto fail;
+    if ((rc = remote_http_new(&c->http, &ho))) goto fail;
     if (o->model && *o->model) {
         c->model = strdup(o->model);
     } else {
@@ -392,7 +374,7 @@ void serve_remote_model_free(agent_model *m) {
     remote_ctx *c = m->ctx;
     remote_http_free(c->http);
     for (int i = 0; c->slots && i < c->n_slots; i++) {
-        sbuf_free(&c->slots[i].text);
+        dr_buf_free(&c->slots[i].text);
         drop_pending(&c->slots[i]);
         free(c->slots[i].ids);
         free(c->slots[i].lps);
@@ -401,7 +383,7 @@ void serve_remote_model_free(agent_model *m) {
     for (int t = 0; t < c->n_texts; t++) free(c->texts[t]);
     free(c->texts);
     free(c->lens);
-    free(c->hash);
+    dr_strindex_free(&c->index);
     free(c->base);
     free(c->model);
     free(c);

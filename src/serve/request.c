@@ -30,29 +30,7 @@ char *serve_err_json(const serve_err *e) {
     json_object_set_new(o, "param", e->param[0] ? serve_json_text(e->param, strlen(e->param)) : json_null());
     if (e->limit >= 0) json_object_set_new(o, "limit", json_integer(e->limit));
     json_t *j = json_pack("{s:o}", "error", o);
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return s;
-}
-
-int sbuf_add(sbuf *b, const void *data, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return dr_error(DR_ERR_NOMEM, "serve: out of memory (%zu bytes)", cap);
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, data, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return DR_OK;
-}
-int sbuf_str(sbuf *b, const char *s) { return sbuf_add(b, s, strlen(s)); }
-void sbuf_free(sbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
+    return dr_json_take_compact(j);
 }
 
 /* ---------------------------------------------------------------- field helpers */
@@ -374,41 +352,22 @@ int serve_parse_generate(const char *body, size_t len, int chat, int max_tokens_
 }
 
 /* ---------------------------------------------------------------- text for JSON */
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t k;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) k = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) k = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) k = 4, min = 0x10000;
-    else return 0;
-    if (n < k) return 0;
-    unsigned cp = c & (0xFF >> (k + 1));
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return k;
-}
-
 /* Model text is bytes; a JSON string must be UTF-8, so invalid bytes become U+FFFD. */
 json_t *serve_json_text(const char *s, size_t n) {
-    sbuf b = {0};
+    dr_buf b = {0};
     size_t i = 0;
     while (i < n) {
-        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        uint32_t cp;
+        size_t k = (size_t)dr_utf8_decode(s + i, n - i, &cp);
         if (k) {
-            if (sbuf_add(&b, s + i, k)) break;
+            if (dr_buf_put(&b, s + i, k)) break;
             i += k;
         } else {
-            if (sbuf_add(&b, "\xEF\xBF\xBD", 3)) break;
+            if (dr_buf_put(&b, "\xEF\xBF\xBD", 3)) break;
             i++;
         }
     }
     json_t *j = json_stringn_nocheck(b.p ? b.p : "", b.n);
-    sbuf_free(&b);
+    dr_buf_free(&b);
     return j;
 }

@@ -47,7 +47,7 @@ void serve_job_unref(serve_job *j) {
     serve_gen_req_free(&j->gen);
     free(j->hist);
     free(j->prompt_ids);
-    sbuf_free(&j->out);
+    dr_buf_free(&j->out);
     free(j);
 }
 void serve_job_finish(serve_shared *sh, serve_job *j, int status) {
@@ -59,7 +59,7 @@ void serve_job_finish(serve_shared *sh, serve_job *j, int status) {
 
 /* ---------------------------------------------------------------- per-connection state */
 typedef struct req {
-    sbuf body;
+    dr_buf body;
     int too_large;
     double t0;
     int ep;
@@ -88,8 +88,7 @@ static enum MHD_Result send_err(struct MHD_Connection *c, req *r, const serve_er
     return ok;
 }
 static enum MHD_Result send_jobj(struct MHD_Connection *c, req *r, int status, json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    char *s = dr_json_take_compact(j);
     enum MHD_Result ok = s ? send_json(c, r, status, s) : MHD_NO;
     free(s);
     return ok;
@@ -319,10 +318,10 @@ static enum MHD_Result do_metrics(serve_server *srv, struct MHD_Connection *c, r
     pthread_mutex_lock(&sh->mu);
     int depth = sh->n_q_rec + sh->n_q_gen, active = sh->active_seqs;
     pthread_mutex_unlock(&sh->mu);
-    sbuf b = {0};
+    dr_buf b = {0};
     int rc = serve_metrics_render(&sh->metrics, depth, active, __atomic_load_n(&srv->sessions, __ATOMIC_RELAXED), &b);
     enum MHD_Result ok = rc ? MHD_NO : send_buf(c, r, 200, "text/plain; version=0.0.4", b.p, b.n);
-    sbuf_free(&b);
+    dr_buf_free(&b);
     return ok;
 }
 
@@ -370,7 +369,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (r->status) return MHD_YES; /* answered early: drop the rest of the upload */
     if (*upload_size) {
         if (r->body.n + *upload_size > sh->opts.max_body) r->too_large = 1;
-        else if (sbuf_add(&r->body, upload, *upload_size)) return MHD_NO;
+        else if (dr_buf_put(&r->body, upload, *upload_size)) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
@@ -431,7 +430,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     req *r = *con_cls;
     if (!r) return;
     serve_metrics_request(&srv->sh.metrics, r->ep, r->status ? r->status : 500, dr_now() - r->t0);
-    sbuf_free(&r->body);
+    dr_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
 }

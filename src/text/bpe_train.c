@@ -14,74 +14,32 @@ static const char *const k_user[] = {"<think>", "</think>", "<|begin_of_preferen
 #define N_USER 8
 #define N_SPECIAL (N_CONTROL + N_USER)
 
-static uint64_t hbytes(const uint8_t *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
-    return h ^ (h >> 31);
-}
-static uint64_t hmix(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
-}
-
-/* ---- string table: byte strings -> index, with counts ---- */
+/* ---- string table: interned byte strings, each with a count ---- */
 typedef struct strtab {
-    uint8_t *pool; size_t pool_n, pool_cap;
-    size_t *off; uint32_t *len; int64_t *cnt; size_t n, cap;
-    int64_t *slot; size_t scap; /* index or -1 */
+    dr_strpool s;
+    int64_t *cnt;
+    size_t cnt_cap;
 } strtab;
 
-static int strtab_grow_slots(strtab *t) {
-    size_t nc = t->scap ? t->scap * 2 : 1024;
-    int64_t *s = dr_malloc(nc * sizeof(int64_t));
-    if (!s) return DR_ERR_NOMEM;
-    memset(s, 0xff, nc * sizeof(int64_t));
-    for (size_t i = 0; i < t->n; i++) {
-        size_t k = hbytes(t->pool + t->off[i], t->len[i]) & (nc - 1);
-        while (s[k] >= 0) k = (k + 1) & (nc - 1);
-        s[k] = (int64_t)i;
+/* index of s (inserted when absent), its count += add; -1 on allocation failure */
+static int64_t strtab_add(strtab *t, const uint8_t *s, size_t n, int64_t add) {
+    int64_t i;
+    int added;
+    if (dr_strpool_intern(&t->s, (const char *)s, n, &i, &added)) return -1;
+    if (added) {
+        if ((size_t)i >= t->cnt_cap) {
+            size_t nc = t->cnt_cap ? t->cnt_cap * 2 : 1024;
+            int64_t *c = dr_realloc(t->cnt, nc, sizeof(int64_t));
+            if (!c) return -1;
+            t->cnt = c; t->cnt_cap = nc;
+        }
+        t->cnt[i] = 0;
     }
-    free(t->slot);
-    t->slot = s; t->scap = nc;
-    return DR_OK;
+    t->cnt[i] += add;
+    return i;
 }
-
-/* index of s (inserted when absent, count += add); -1 on allocation failure */
-static int64_t strtab_add(strtab *t, const uint8_t *s, size_t n, int64_t add, int insert) {
-    if (t->n * 2 + 2 > t->scap && strtab_grow_slots(t)) return -1;
-    size_t mask = t->scap - 1, k = hbytes(s, n) & mask;
-    while (t->slot[k] >= 0) {
-        int64_t i = t->slot[k];
-        if (t->len[i] == n && !memcmp(t->pool + t->off[i], s, n)) { t->cnt[i] += add; return i; }
-        k = (k + 1) & mask;
-    }
-    if (!insert) return -2;
-    if (t->n == t->cap) {
-        size_t nc = t->cap ? t->cap * 2 : 1024;
-        size_t *o = dr_realloc(t->off, nc, sizeof(size_t));
-        if (!o) return -1;
-        t->off = o;
-        uint32_t *l = dr_realloc(t->len, nc, sizeof(uint32_t));
-        if (!l) return -1;
-        t->len = l;
-        int64_t *c = dr_realloc(t->cnt, nc, sizeof(int64_t));
-        if (!c) return -1;
-        t->cnt = c; t->cap = nc;
-    }
-    if (t->pool_n + n > t->pool_cap) {
-        size_t nc = t->pool_cap ? t->pool_cap * 2 : 65536;
-        while (nc < t->pool_n + n) nc *= 2;
-        uint8_t *p = dr_realloc(t->pool, nc, 1);
-        if (!p) return -1;
-        t->pool = p; t->pool_cap = nc;
-    }
-    memcpy(t->pool + t->pool_n, s, n);
-    t->off[t->n] = t->pool_n; t->len[t->n] = (uint32_t)n; t->cnt[t->n] = add;
-    t->pool_n += n;
-    t->slot[k] = (int64_t)t->n;
-    return (int64_t)t->n++;
-}
-static void strtab_free(strtab *t) { free(t->pool); free(t->off); free(t->len); free(t->cnt); free(t->slot); }
+static const uint8_t *strtab_bytes(const strtab *t, size_t i) { return (const uint8_t *)dr_strpool_str(&t->s, (int64_t)i, NULL); }
+static void strtab_free(strtab *t) { dr_strpool_free(&t->s); free(t->cnt); }
 
 /* ---- pairs ---- */
 typedef struct pair_info {
@@ -97,14 +55,14 @@ static int64_t pair_get(pairtab *t, uint64_t key, int create) {
         if (!s) return -1;
         memset(s, 0xff, nc * sizeof(int64_t));
         for (size_t i = 0; i < t->n; i++) {
-            size_t k = hmix(t->p[i].key) & (nc - 1);
+            size_t k = dr_mix64(t->p[i].key) & (nc - 1);
             while (s[k] >= 0) k = (k + 1) & (nc - 1);
             s[k] = (int64_t)i;
         }
         free(t->slot);
         t->slot = s; t->scap = nc;
     }
-    size_t mask = t->scap - 1, k = hmix(key) & mask;
+    size_t mask = t->scap - 1, k = dr_mix64(key) & mask;
     while (t->slot[k] >= 0) {
         if (t->p[t->slot[k]].key == key) return t->slot[k];
         k = (k + 1) & mask;
@@ -177,7 +135,7 @@ typedef struct count_ctx { strtab *words; const char *text; int err; } count_ctx
 static void on_word(void *ctx, size_t a, size_t b) {
     count_ctx *c = ctx;
     if (c->err) return;
-    if (strtab_add(c->words, (const uint8_t *)c->text + a, b - a, 1, 1) < 0) c->err = DR_ERR_NOMEM;
+    if (strtab_add(c->words, (const uint8_t *)c->text + a, b - a, 1) < 0) c->err = DR_ERR_NOMEM;
 }
 
 /* Counts pre-token words of a segment (no special tokens inside). */
@@ -246,21 +204,22 @@ int tok_train(const char *text, size_t len, const tok_train_opts *opts, tokenize
     /* 2. tokens: the 256 bytes (id = byte value) */
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
-        if (strtab_add(&toks, &c, 1, 0, 1) < 0) { rc = DR_ERR_NOMEM; goto done; }
+        if (strtab_add(&toks, &c, 1, 0) < 0) { rc = DR_ERR_NOMEM; goto done; }
     }
     n_tok = 256;
     int32_t max_merges = vocab_target - N_SPECIAL - 256;
     ma = dr_calloc((size_t)max_merges + 1, sizeof(int32_t));
     mb = dr_calloc((size_t)max_merges + 1, sizeof(int32_t));
-    W = dr_calloc(words.n + 1, sizeof(word));
-    stamp = dr_malloc((words.n + 1) * sizeof(int32_t));
+    W = dr_calloc((size_t)words.s.n + 1, sizeof(word));
+    stamp = dr_malloc(((size_t)words.s.n + 1) * sizeof(int32_t));
     if (!ma || !mb || !W || !stamp) { rc = DR_ERR_NOMEM; goto done; }
-    for (size_t i = 0; i < words.n; i++) {
-        W[i].len = (int32_t)words.len[i];
+    for (size_t i = 0; i < (size_t)words.s.n; i++) {
+        W[i].len = (int32_t)words.s.len[i];
         W[i].cnt = words.cnt[i];
         W[i].sym = dr_malloc((size_t)W[i].len * sizeof(int32_t) + 4);
         if (!W[i].sym) { rc = DR_ERR_NOMEM; goto done; }
-        for (int32_t k = 0; k < W[i].len; k++) W[i].sym[k] = words.pool[words.off[i] + (size_t)k];
+        const uint8_t *wb = strtab_bytes(&words, i);
+        for (int32_t k = 0; k < W[i].len; k++) W[i].sym[k] = wb[k];
         stamp[i] = -1;
         if ((rc = update_word_pairs(&pt, &W[i], (int32_t)i, +1))) goto done;
     }
@@ -282,7 +241,7 @@ int tok_train(const char *text, size_t len, const tok_train_opts *opts, tokenize
         if (cur < min_count) break;
         int32_t a = (int32_t)(e.key >> 32), b = (int32_t)(e.key & 0xffffffffu);
         /* the merged token (an existing id when the same bytes were built before) */
-        size_t la = toks.len[a], lb = toks.len[b];
+        size_t la = toks.s.len[a], lb = toks.s.len[b];
         if (la + lb > tmp_cap) {
             size_t nc = (la + lb) * 2;
             int32_t *nt = realloc(tmp, nc);
@@ -290,11 +249,11 @@ int tok_train(const char *text, size_t len, const tok_train_opts *opts, tokenize
             tmp = nt; tmp_cap = nc;
         }
         uint8_t *buf = (uint8_t *)tmp;
-        memcpy(buf, toks.pool + toks.off[a], la);
-        memcpy(buf + la, toks.pool + toks.off[b], lb);
-        int64_t c = strtab_add(&toks, buf, la + lb, 0, 1);
+        memcpy(buf, strtab_bytes(&toks, (size_t)a), la);
+        memcpy(buf + la, strtab_bytes(&toks, (size_t)b), lb);
+        int64_t c = strtab_add(&toks, buf, la + lb, 0);
         if (c < 0) { rc = DR_ERR_NOMEM; goto done; }
-        n_tok = (int32_t)toks.n;
+        n_tok = (int32_t)toks.s.n;
         ma[n_merge] = a; mb[n_merge] = b;
         /* rewrite the words that contain (a, b) */
         uint32_t nw = pt.p[pi].nw;
@@ -350,7 +309,7 @@ int tok_train(const char *text, size_t len, const tok_train_opts *opts, tokenize
         if (!strs || !lens || !types || !sa || !sb || !la || !lb) rc = DR_ERR_NOMEM;
         for (int32_t i = 0; !rc && i < n_tok; i++) {
             size_t l = 0;
-            strs[i] = tok_bytes_to_unicode(toks.pool + toks.off[i], toks.len[i], &l);
+            strs[i] = tok_bytes_to_unicode(strtab_bytes(&toks, (size_t)i), toks.s.len[i], &l);
             if (!strs[i]) { rc = DR_ERR_NOMEM; break; }
             lens[i] = (uint32_t)l;
             types[i] = TOK_TYPE_NORMAL;
@@ -376,7 +335,7 @@ int tok_train(const char *text, size_t len, const tok_train_opts *opts, tokenize
         free(strs); free(lens); free(types); free(sa); free(sb); free(la); free(lb);
     }
 done:
-    if (W) for (size_t i = 0; i < words.n; i++) free(W[i].sym);
+    if (W) for (size_t i = 0; i < (size_t)words.s.n; i++) free(W[i].sym);
     free(W); free(stamp); free(tmp); free(ma); free(mb);
     for (size_t i = 0; i < pt.n; i++) free(pt.p[i].words);
     free(pt.p); free(pt.slot); free(q.h);

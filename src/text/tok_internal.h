@@ -4,12 +4,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "deeprec/base.h"
 #include "deeprec/tokenizer.h"
-
-typedef struct tok_map { /* open addressing, string -> id */
-    uint32_t cap;        /* power of two */
-    int32_t *slot;       /* token id or -1 */
-} tok_map;
 
 typedef struct tok_merge_slot { uint64_t key; int32_t rank; int32_t result; } tok_merge_slot;
 
@@ -20,7 +16,7 @@ struct tokenizer {
     uint8_t *type;
     char **piece;        /* decoded bytes of each token */
     uint32_t *piece_len;
-    tok_map map;
+    dr_strindex map;            /* token string -> id (of equal strings, the first id) */
     int32_t n_merges;
     int32_t *merge_a, *merge_b; /* by rank */
     uint32_t merge_cap;

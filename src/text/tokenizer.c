@@ -34,15 +34,11 @@ char *tok_bytes_to_unicode(const uint8_t *s, size_t n, size_t *out_len) {
     return r;
 }
 
-/* ---------------- hashing ---------------- */
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 1099511628211ull; }
-    return h ^ (h >> 29);
-}
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
+/* ---------------- lookup ---------------- */
+static const char *vocab_key(const void *ctx, int64_t id, size_t *n) {
+    const tokenizer *t = ctx;
+    *n = t->len[id];
+    return t->str[id];
 }
 static uint32_t pow2_at_least(uint64_t n) {
     uint32_t c = 16;
@@ -51,20 +47,14 @@ static uint32_t pow2_at_least(uint64_t n) {
 }
 
 static int32_t map_find(const tokenizer *t, const char *s, size_t n) {
-    if (!t->map.cap) return -1;
-    uint32_t mask = t->map.cap - 1;
-    for (uint32_t i = (uint32_t)hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
-        int32_t id = t->map.slot[i];
-        if (id < 0) return -1;
-        if (t->len[id] == n && memcmp(t->str[id], s, n) == 0) return id;
-    }
+    return (int32_t)dr_strindex_find(&t->map, s, n);
 }
 
 static const tok_merge_slot *merge_find(const tokenizer *t, int32_t a, int32_t b) {
     if (!t->merge_cap) return NULL;
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     uint32_t mask = t->merge_cap - 1;
-    for (uint32_t i = (uint32_t)hash_u64(key) & mask;; i = (i + 1) & mask) {
+    for (uint32_t i = (uint32_t)dr_mix64(key) & mask;; i = (i + 1) & mask) {
         const tok_merge_slot *s = &t->merges[i];
         if (s->rank < 0) return NULL;
         if (s->key == key) return s;
@@ -77,7 +67,7 @@ void tok_free(tokenizer *t) {
     if (t->str) for (int32_t i = 0; i < t->n_vocab; i++) free(t->str[i]);
     if (t->piece) for (int32_t i = 0; i < t->n_vocab; i++) free(t->piece[i]);
     free(t->str); free(t->len); free(t->type); free(t->piece); free(t->piece_len);
-    free(t->map.slot); free(t->merge_a); free(t->merge_b); free(t->merges); free(t->special);
+    dr_strindex_free(&t->map); free(t->merge_a); free(t->merge_b); free(t->merges); free(t->special);
     free(t);
 }
 
@@ -151,11 +141,9 @@ int tok_build(tokenizer **out, int32_t n_vocab, const char *const *strs, const u
     t->str = dr_calloc((size_t)n_vocab, sizeof(char *));
     t->len = dr_calloc((size_t)n_vocab, sizeof(uint32_t));
     t->type = dr_calloc((size_t)n_vocab, 1);
-    t->map.cap = pow2_at_least((uint64_t)n_vocab);
-    t->map.slot = dr_malloc((size_t)t->map.cap * sizeof(int32_t));
+    dr_strindex_init(&t->map, vocab_key, t, 0);
     int rc = DR_ERR_NOMEM;
-    if (!t->str || !t->len || !t->type || !t->map.slot) goto fail;
-    memset(t->map.slot, 0xff, (size_t)t->map.cap * sizeof(int32_t));
+    if (!t->str || !t->len || !t->type || dr_strindex_reserve(&t->map, (size_t)n_vocab)) goto fail;
     for (int32_t i = 0; i < n_vocab; i++) {
         uint32_t n = lens[i];
         t->str[i] = dr_malloc((size_t)n + 1);
@@ -165,10 +153,7 @@ int tok_build(tokenizer **out, int32_t n_vocab, const char *const *strs, const u
         t->len[i] = n;
         t->type[i] = types ? types[i] : TOK_TYPE_NORMAL;
         if (t->type[i] > TOK_TYPE_BYTE) t->type[i] = TOK_TYPE_NORMAL;
-        if (map_find(t, t->str[i], n) >= 0) continue; /* duplicate string: the first id wins */
-        uint32_t mask = t->map.cap - 1, k = (uint32_t)hash_bytes(t->str[i], n) & mask;
-        while (t->map.slot[k] >= 0) k = (k + 1) & mask;
-        t->map.slot[k] = i;
+        if (dr_strindex_add(&t->map, i) < 0) goto fail; /* duplicate string: the first id wins */
     }
     /* merges */
     t->merge_cap = pow2_at_least((uint64_t)n_merges + 1);
@@ -192,7 +177,7 @@ int tok_build(tokenizer **out, int32_t n_vocab, const char *const *strs, const u
         int32_t res = map_find(t, tmp, need);
         if (a < 0 || b < 0 || res < 0) continue; /* unusable merge: skipped (keeps ranks of others in order) */
         uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-        uint32_t mask = t->merge_cap - 1, k = (uint32_t)hash_u64(key) & mask;
+        uint32_t mask = t->merge_cap - 1, k = (uint32_t)dr_mix64(key) & mask;
         int dup = 0;
         while (t->merges[k].rank >= 0) {
             if (t->merges[k].key == key) { dup = 1; break; }
@@ -364,7 +349,7 @@ static void on_piece(void *ctx, size_t a, size_t b) {
     const uint8_t *s = (const uint8_t *)c->text + a;
     size_t n = b - a;
     if (!c->cache || n > CACHE_MAX_PIECE) { bpe_piece(c->t, c->w, s, n, c->out); return; }
-    uint64_t h = hash_bytes((const char *)s, n);
+    uint64_t h = dr_hash_bytes(s, n, 0);
     uint32_t mask = c->cache->cap - 1, k = (uint32_t)h & mask;
     cache_ent *e = c->cache->e;
     while (e[k].len) {

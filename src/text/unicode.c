@@ -6,35 +6,15 @@
 #include "text/text_internal.h"
 
 int tok_utf8_next(const uint8_t *s, size_t n, size_t i, uint32_t *cp) {
-    uint8_t b = s[i];
-    if (b < 0x80) { *cp = b; return 1; }
-    int len; uint32_t c, min;
-    if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
-    else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
-    else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
-    else { *cp = TOK_BAD_BYTE | b; return 1; }
-    if (i + (size_t)len > n) { *cp = TOK_BAD_BYTE | b; return 1; }
-    for (int k = 1; k < len; k++) {
-        uint8_t x = s[i + k];
-        if ((x & 0xC0) != 0x80) { *cp = TOK_BAD_BYTE | b; return 1; }
-        c = (c << 6) | (x & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = TOK_BAD_BYTE | b; return 1; }
-    *cp = c;
-    return len;
+    int len = dr_utf8_decode((const char *)s + i, n - i, cp);
+    if (len) return len;
+    *cp = TOK_BAD_BYTE | s[i]; /* an invalid byte stands for itself, one at a time */
+    return 1;
 }
 
 int tok_utf8_put(uint32_t cp, uint8_t *buf) {
     if (cp & TOK_BAD_BYTE) { buf[0] = (uint8_t)(cp & 0xFF); return 1; }
-    if (cp < 0x80) { buf[0] = (uint8_t)cp; return 1; }
-    if (cp < 0x800) { buf[0] = (uint8_t)(0xC0 | (cp >> 6)); buf[1] = (uint8_t)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        buf[0] = (uint8_t)(0xE0 | (cp >> 12)); buf[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        buf[2] = (uint8_t)(0x80 | (cp & 0x3F)); return 3;
-    }
-    buf[0] = (uint8_t)(0xF0 | (cp >> 18)); buf[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-    buf[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F)); buf[3] = (uint8_t)(0x80 | (cp & 0x3F));
-    return 4;
+    return dr_utf8_encode(cp, (char *)buf);
 }
 
 /* binary search in rows of 3: (start, end, value) */

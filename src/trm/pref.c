@@ -16,21 +16,34 @@ static void append(char *buf, size_t cap, size_t *n, const char *s, size_t len) 
     buf[*n] = 0;
 }
 
+/* Appends k of the n parts (st, ln), drawn without replacement by a partial Fisher-Yates
+ * (which leaves the drawn ones first). */
+static void append_drawn(dr_rng *r, const char **st, size_t *ln, int n, int k, char *buf, size_t cap, size_t *len) {
+    for (int i = 0; i < k; i++) {
+        int j = i + (int)dr_rng_below(r, (uint64_t)(n - i));
+        const char *ts = st[i];
+        size_t tl = ln[i];
+        st[i] = st[j];
+        ln[i] = ln[j];
+        st[j] = ts;
+        ln[j] = tl;
+        append(buf, cap, len, st[i], ln[i]);
+    }
+}
+
+static int word_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
 /* Splits s at any of seps into up to max parts (start, len). */
 static int split(const char *s, const char *seps, const char **st, size_t *ln, int max, int words) {
     int n = 0;
     if (!s) return 0;
     while (*s && n < max) {
-        while (*s && (words ? !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-                                (unsigned char)*s >= 0x80)
-                            : strchr(seps, *s) != NULL))
-            s++;
+        while (*s && (words ? !word_char((unsigned char)*s) : strchr(seps, *s) != NULL)) s++;
         if (!*s) break;
         const char *b = s;
-        while (*s && (words ? ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-                               (unsigned char)*s >= 0x80)
-                            : strchr(seps, *s) == NULL))
-            s++;
+        while (*s && (words ? word_char((unsigned char)*s) : strchr(seps, *s) == NULL)) s++;
         st[n] = b;
         ln[n] = (size_t)(s - b);
         n++;
@@ -50,31 +63,13 @@ int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty
     size_t n = 0;
     if (nc > 0) {
         int k = 1 + (int)dr_rng_below(r, (uint64_t)(nc < 3 ? nc : 3));
-        for (int i = 0; i < k; i++) { /* partial Fisher-Yates */
-            int j = i + (int)dr_rng_below(r, (uint64_t)(nc - i));
-            const char *ts = cst[i];
-            size_t tl = cln[i];
-            cst[i] = cst[j];
-            cln[i] = cln[j];
-            cst[j] = ts;
-            cln[j] = tl;
-            append(buf, cap, &n, cst[i], cln[i]);
-        }
+        append_drawn(r, cst, cln, nc, k, buf, cap, &n);
     }
     if (nw > 0) {
         int k = (int)dr_rng_below(r, 3);
         if (k > nw) k = nw;
         if (nc == 0 && k == 0) k = 1;
-        for (int i = 0; i < k; i++) {
-            int j = i + (int)dr_rng_below(r, (uint64_t)(nw - i));
-            const char *ts = wst[i];
-            size_t tl = wln[i];
-            wst[i] = wst[j];
-            wln[i] = wln[j];
-            wst[j] = ts;
-            wln[j] = tl;
-            append(buf, cap, &n, wst[i], wln[i]);
-        }
+        append_drawn(r, wst, wln, nw, k, buf, cap, &n);
     }
     return (int)n;
 }

@@ -10,15 +10,9 @@
 
 int trm__max_feats(void) { return TRM_MAX_FEATS; }
 
-uint32_t trm_fnv1a(const void *data, size_t n, uint32_t h) {
-    const uint8_t *p = data;
-    if (h == 0) h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 16777619u;
-    }
-    return h;
-}
+/* h == 0 starts a hash (the bucket ids saved with a model were made this way, so a chained
+ * value of 0 restarts too). */
+uint32_t trm_fnv1a(const void *data, size_t n, uint32_t h) { return dr_fnv1a32(data, n, h ? h : DR_FNV32_INIT); }
 
 static int is_word(unsigned char ch) {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch >= 0x80;

@@ -113,7 +113,7 @@ static void on_ev(void *ctx, const char *d, size_t n) {
 }
 
 TEST(sse_frames) {
-    sbuf b = {0};
+    dr_buf b = {0};
     CHECK_OK(serve_sse_event(&b, "{\"a\":1}", 7));
     CHECK_STR(b.p, "data: {\"a\":1}\n\n");
     CHECK_OK(serve_sse_event(&b, "x\ny\r\nz", 6));
@@ -130,7 +130,7 @@ TEST(sse_frames) {
     CHECK_EQ_INT(serve_sse_parse(s, strlen(s), on_ev, &v), 1);
     CHECK_STR(v.data[0], "no-space");
     CHECK_EQ_INT(serve_sse_parse("event: x\n\n", 10, NULL, NULL), -1);
-    sbuf_free(&b);
+    dr_buf_free(&b);
 }
 
 TEST(json_text_repairs_utf8) {
@@ -152,7 +152,7 @@ TEST(metrics_text) {
     serve_metrics_request(&m, EP_RECOMMEND, 413, 100.0);
     serve_metrics_tokens(&m, 5, 7);
     serve_metrics_episodes(&m, 2, 3);
-    sbuf b = {0};
+    dr_buf b = {0};
     CHECK_OK(serve_metrics_render(&m, 4, 2, 3, &b));
     CHECK(strstr(b.p, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"2xx\"} 2\n"));
     CHECK(strstr(b.p, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"4xx\"} 1\n"));
@@ -166,6 +166,6 @@ TEST(metrics_text) {
     CHECK(strstr(b.p, "deeprec_queue_depth 4\n") && strstr(b.p, "deeprec_active_sequences 2\n") &&
           strstr(b.p, "deeprec_sessions 3\n"));
     CHECK(!strstr(b.p, "/v1/completions")); /* endpoints never hit are not listed */
-    sbuf_free(&b);
+    dr_buf_free(&b);
     serve_metrics_destroy(&m);
 }
