@@ -88,8 +88,8 @@ static void fmt(char *buf, size_t n, json_t *v, const char *f) {
 }
 
 /* RL stage `stage`'s kept policy (rl --keep-best): from its checkpoint marker, the step and
- * validation NDCG@10 of the best; from its first step's record, the input's. Nothing when the
- * stage did not run or kept no best. */
+ * validation NDCG@10 of the best; from its step records, the input's and the last validated
+ * step's. Nothing when the stage did not run or kept no best. */
 static void kept_note(const pl_run *p, int stage, dr_buf *b, json_t *r) {
     char name[32], path[PL_PATH];
     snprintf(name, sizeof name, "policy%d.ckpt.json", stage);
@@ -97,28 +97,35 @@ static void kept_note(const pl_run *p, int stage, dr_buf *b, json_t *r) {
     json_t *m = json_load_file(path, 0, NULL);
     json_t *bs = json_object_get(m, "best_step"), *bn = json_object_get(m, "best_ndcg10");
     if (json_is_integer(bs) && json_is_number(bn)) {
-        double in = -1;
-        long long users = 0;
+        double in = -1, last = -1;
+        long long users = 0, last_step = 0;
         snprintf(name, sizeof name, "policy%d.metrics.jsonl", stage);
         pl_path(p, name, path);
         FILE *f = fopen(path, "r");
         char *line = NULL;
         size_t cap = 0;
-        if (f && getline(&line, &cap, f) > 0) {
+        while (f && getline(&line, &cap, f) > 0) {
             json_t *j = json_loads(line, 0, NULL);
-            json_t *vs = json_object_get(j, "valid_start"), *v = json_object_get(vs, "ndcg@10");
-            if (json_is_number(v)) in = json_number_value(v);
-            users = (long long)json_integer_value(json_object_get(vs, "users"));
+            json_t *vs = json_object_get(j, "valid_start"), *vl = json_object_get(j, "valid");
+            if (json_is_object(vs)) {
+                in = json_number_value(json_object_get(vs, "ndcg@10"));
+                users = (long long)json_integer_value(json_object_get(vs, "users"));
+            }
+            if (json_is_object(vl)) {
+                last = json_number_value(json_object_get(vl, "ndcg@10"));
+                last_step = (long long)json_integer_value(json_object_get(j, "step"));
+            }
             json_decref(j);
         }
         free(line);
         if (f) fclose(f);
         long long step = (long long)json_integer_value(bs);
-        dr_buf_printf(b, " RL stage %d kept %s%lld (validation NDCG@10 %.4f%s", stage, step ? "the policy of step " : "its input, step ",
-               step, json_number_value(bn), in >= 0 ? "; its input " : "");
-        if (in >= 0) dr_buf_printf(b, "%.4f", in);
-        if (users > 0) dr_buf_printf(b, ", %lld users", users);
-        dr_buf_printf(b, ").");
+        if (step == 0)
+            dr_buf_printf(b, " RL stage %d kept its input (validation NDCG@10 %.4f on %lld users; after its step %lld: %.4f).",
+                          stage, json_number_value(bn), users, last_step, last);
+        else
+            dr_buf_printf(b, " RL stage %d kept the policy of its step %lld (validation NDCG@10 %.4f on %lld users; its input: %.4f).",
+                          stage, step, json_number_value(bn), users, in);
         snprintf(name, sizeof name, "rl%d_kept_step", stage);
         json_object_set_new(r, name, json_integer(step));
     }
