@@ -32,27 +32,48 @@ static int load_tok(const char *model, const char *tokjson, tokenizer **t) {
     return rc ? cli_fail() : 0;
 }
 
-static int emit_ids(const tokenizer *t, const char *s, size_t n, int flags, FILE *out) {
+/* One emitter per command: text s[0..n) -> stdout; opt is the command's option, line says s is one
+ * input line (not the whole input). */
+typedef int (*emit_fn)(const tokenizer *t, const char *s, size_t n, int opt, int line);
+
+static int emit_ids(const tokenizer *t, const char *s, size_t n, int flags, int line) {
     int32_t *ids = NULL;
     size_t k = 0;
     int rc = tok_encode(t, s, n, flags, &ids, &k);
     if (rc) return rc;
-    for (size_t i = 0; i < k; i++) fprintf(out, i ? " %d" : "%d", ids[i]);
-    fputc('\n', out);
+    for (size_t i = 0; i < k; i++) fprintf(stdout, i ? " %d" : "%d", ids[i]);
+    fputc('\n', stdout);
     free(ids);
     return DR_OK;
 }
 
-/* The tokenizer named on the command line and all of stdin; returns an exit code (0 = ok). */
-static int tok_and_stdin(const char *model, const char *tokjson, tokenizer **t, char **in, size_t *n) {
-    int rc = load_tok(model, tokjson, t);
+/* Loads the tokenizer named on the command line, reads all of stdin and emits either each line
+ * (without its newline) or the whole input; returns an exit code (0 = ok). */
+static int emit_stdin(const char *model, const char *tokjson, int lines, emit_fn emit, int opt) {
+    tokenizer *t = NULL;
+    int rc = load_tok(model, tokjson, &t);
     if (rc) return rc;
-    if (read_stdin(in, n)) {
-        tok_free(*t);
-        *t = NULL;
+    char *in = NULL;
+    size_t n = 0;
+    if (read_stdin(&in, &n)) {
+        tok_free(t);
         return cli_fail();
     }
-    return 0;
+    int err = 0;
+    if (lines) {
+        for (size_t a = 0; a < n && !err;) {
+            size_t e = a;
+            while (e < n && in[e] != '\n') e++;
+            err = emit(t, in + a, e - a, opt, 1);
+            a = e + 1;
+        }
+    } else {
+        err = emit(t, in, n, opt, 0);
+    }
+    free(in);
+    tok_free(t);
+    if (fflush(stdout) && !err) err = dr_error(DR_ERR_IO, "writing stdout: %s", strerror(errno));
+    return err ? cli_fail() : 0;
 }
 
 static int cmd_tokenize(int argc, char **argv) {
@@ -69,27 +90,8 @@ static int cmd_tokenize(int argc, char **argv) {
     int pr = cli_parse("deeprec llm tokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < text",
                        argc, argv, opts, 5, NULL, 0, &np);
     if (pr) return pr > 0 ? 0 : 2;
-    tokenizer *t = NULL;
-    char *in = NULL;
-    size_t n = 0;
-    int rc = tok_and_stdin(model, tokjson, &t, &in, &n);
-    if (rc) return rc;
     int flags = (no_special ? TOK_ENC_NO_SPECIAL : 0) | (add_bos ? TOK_ENC_ADD_BOS : 0);
-    int err = 0;
-    if (lines) {
-        for (size_t a = 0; a < n && !err;) {
-            size_t e = a;
-            while (e < n && in[e] != '\n') e++;
-            err = emit_ids(t, in + a, e - a, flags, stdout);
-            a = e + 1;
-        }
-    } else {
-        err = emit_ids(t, in, n, flags, stdout);
-    }
-    free(in);
-    tok_free(t);
-    if (fflush(stdout) && !err) err = dr_error(DR_ERR_IO, "writing stdout: %s", strerror(errno));
-    return err ? cli_fail() : 0;
+    return emit_stdin(model, tokjson, lines, emit_ids, flags);
 }
 
 /* Parses the integers of s[0..n); returns DR_OK or a format error. */
@@ -147,26 +149,7 @@ static int cmd_detokenize(int argc, char **argv) {
     int pr = cli_parse("deeprec llm detokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < ids",
                        argc, argv, opts, 4, NULL, 0, &np);
     if (pr) return pr > 0 ? 0 : 2;
-    tokenizer *t = NULL;
-    char *in = NULL;
-    size_t n = 0;
-    int rc = tok_and_stdin(model, tokjson, &t, &in, &n);
-    if (rc) return rc;
-    int err = 0;
-    if (lines) {
-        for (size_t a = 0; a < n && !err;) {
-            size_t e = a;
-            while (e < n && in[e] != '\n') e++;
-            err = emit_text(t, in + a, e - a, skip, 1);
-            a = e + 1;
-        }
-    } else {
-        err = emit_text(t, in, n, skip, 0);
-    }
-    free(in);
-    tok_free(t);
-    if (fflush(stdout) && !err) err = dr_error(DR_ERR_IO, "writing stdout: %s", strerror(errno));
-    return err ? cli_fail() : 0;
+    return emit_stdin(model, tokjson, lines, emit_text, skip);
 }
 
 static int cmd_train_tokenizer(int argc, char **argv) {

@@ -109,6 +109,33 @@ static inline __attribute__((always_inline)) __m256 q8_scale(uint32_t type, cons
     return _mm256_set1_ps(_cvtsh_ss(dh));
 }
 
+/* Prefetch each of the R rows' stream LLM_PREFETCH bytes ahead of element k (memory-bound shapes). */
+static inline __attribute__((always_inline)) void prefetch_rows(uint32_t type, const uint8_t *w, size_t rb, int R,
+                                                               int k) {
+    for (int r = 0; r < R; r++) {
+        size_t off = type == GGML_TYPE_Q8_0 ? (size_t)(k / Q8_BLOCK) * Q8_BYTES
+                                            : (size_t)k * (type == GGML_TYPE_F32 ? 4 : 2);
+        _mm_prefetch((const char *)(w + r * rb + off + LLM_PREFETCH), _MM_HINT_T0);
+    }
+}
+
+/* s plus row[kk] * x[kk] for kk in [k, cols), one at a time in order: the columns a kernel's vector
+ * loop left over (float types only; Q8_0 rows are whole blocks). */
+static inline __attribute__((always_inline)) float dot_tail(uint32_t type, const uint8_t *row, const float *x, int k,
+                                                           int cols, float s) {
+    for (int kk = k; kk < cols; kk++) {
+        float wk;
+        if (type == GGML_TYPE_F32) wk = ((const float *)row)[kk];
+        else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[kk]);
+        else {
+            uint32_t u = (uint32_t)((const uint16_t *)row)[kk] << 16;
+            memcpy(&wk, &u, 4);
+        }
+        s += wk * x[kk];
+    }
+    return s;
+}
+
 /* R rows x J activation rows; out[j * ldy + r]. R, J are compile-time constants at each call. */
 static inline __attribute__((always_inline)) void tile(uint32_t type, const uint8_t *w, size_t rb, const int R,
                                                       const float *x, int ldx, const int J, int cols, float *y, int ldy) {
@@ -119,12 +146,7 @@ static inline __attribute__((always_inline)) void tile(uint32_t type, const uint
     int kend = cols & ~(Q8_BLOCK - 1);
     for (; k < kend; k += Q8_BLOCK) {
         __m256 d[4];
-        if (J <= 2)
-            for (int r = 0; r < R; r++) {
-                size_t off = type == GGML_TYPE_Q8_0 ? (size_t)(k / Q8_BLOCK) * Q8_BYTES
-                                                    : (size_t)k * (type == GGML_TYPE_F32 ? 4 : 2);
-                _mm_prefetch((const char *)(w + r * rb + off + LLM_PREFETCH), _MM_HINT_T0);
-            }
+        if (J <= 2) prefetch_rows(type, w, rb, R, k);
         for (int r = 0; r < R; r++) d[r] = q8_scale(type, w + r * rb, k);
         for (int s = 0; s < Q8_BLOCK; s += 8) {
             __m256 wv[4];
@@ -145,19 +167,7 @@ static inline __attribute__((always_inline)) void tile(uint32_t type, const uint
     }
     for (int r = 0; r < R; r++)
         for (int j = 0; j < J; j++) {
-            float s = hsum256(acc[r][j]);
-            for (int kk = k; kk < cols; kk++) {
-                float wk;
-                const uint8_t *row = w + r * rb;
-                if (type == GGML_TYPE_F32) wk = ((const float *)row)[kk];
-                else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[kk]);
-                else {
-                    uint32_t u = (uint32_t)((const uint16_t *)row)[kk] << 16;
-                    memcpy(&wk, &u, 4);
-                }
-                s += wk * x[(size_t)j * ldx + kk];
-            }
-            y[(size_t)j * ldy + r] = s;
+            y[(size_t)j * ldy + r] = dot_tail(type, w + r * rb, x + (size_t)j * ldx, k, cols, hsum256(acc[r][j]));
         }
 }
 
@@ -207,12 +217,7 @@ static inline __attribute__((always_inline)) void tile512(uint32_t type, const u
     int kend = cols & ~(Q8_BLOCK - 1);
     for (; k < kend; k += Q8_BLOCK) {
         __m512 d[4];
-        if (J <= 2) /* memory-bound shapes: prefetch each row's stream ahead */
-            for (int r = 0; r < R; r++) {
-                size_t off = type == GGML_TYPE_Q8_0 ? (size_t)(k / Q8_BLOCK) * Q8_BYTES
-                                                    : (size_t)k * (type == GGML_TYPE_F32 ? 4 : 2);
-                _mm_prefetch((const char *)(w + r * rb + off + LLM_PREFETCH), _MM_HINT_T0);
-            }
+        if (J <= 2) prefetch_rows(type, w, rb, R, k); /* memory-bound shapes */
         for (int r = 0; r < R; r++) {
             if (type == GGML_TYPE_Q8_0) {
                 uint16_t dh;
@@ -233,19 +238,8 @@ static inline __attribute__((always_inline)) void tile512(uint32_t type, const u
     }
     for (int r = 0; r < R; r++)
         for (int j = 0; j < J; j++) {
-            float s = _mm512_reduce_add_ps(acc[r][j]);
-            for (int kk = k; kk < cols; kk++) {
-                float wk;
-                const uint8_t *row = w + r * rb;
-                if (type == GGML_TYPE_F32) wk = ((const float *)row)[kk];
-                else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[kk]);
-                else {
-                    uint32_t u = (uint32_t)((const uint16_t *)row)[kk] << 16;
-                    memcpy(&wk, &u, 4);
-                }
-                s += wk * x[(size_t)j * ldx + kk];
-            }
-            y[(size_t)j * ldy + r] = s;
+            y[(size_t)j * ldy + r] =
+                dot_tail(type, w + r * rb, x + (size_t)j * ldx, k, cols, _mm512_reduce_add_ps(acc[r][j]));
         }
 }
 
@@ -293,18 +287,8 @@ static inline __attribute__((always_inline)) float row1_512(uint32_t type, const
     }
 #undef OFF
 #undef SCALE
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-    for (; k < cols; k++) { /* float types only */
-        float wk;
-        if (type == GGML_TYPE_F32) wk = ((const float *)row)[k];
-        else if (type == GGML_TYPE_F16) wk = _cvtsh_ss(((const uint16_t *)row)[k]);
-        else {
-            uint32_t u = (uint32_t)((const uint16_t *)row)[k] << 16;
-            memcpy(&wk, &u, 4);
-        }
-        s += wk * x[k];
-    }
-    return s;
+    return dot_tail(type, row, x, k, cols,
+                    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))));
 }
 
 #define DEF_KERNEL512(NAME, TYPE)                                                                       \

@@ -18,6 +18,9 @@ size_t nn_attention_att_size(const nn_attn *a) {
     return (size_t)a->B * a->H * a->Tq * a->Tk;
 }
 
+/* The score scale: a->scale, or 1/sqrt(Dh) when that is 0. */
+static float score_scale(const nn_attn *a) { return a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->Dh); }
+
 static int check_cfg(const nn_attn *a) {
     if (a->B <= 0 || a->Tq <= 0 || a->Tk <= 0 || a->H <= 0 || a->Hkv <= 0 || a->Dh <= 0)
         return dr_error(DR_ERR_ARG, "attention: sizes must be positive (B=%d Tq=%d Tk=%d H=%d Hkv=%d Dh=%d)",
@@ -157,10 +160,8 @@ int nn_attention_forward(const nn_attn *a, float *out, float *att, const float *
                          const float *k, const float *v) {
     int rc = check_cfg(a);
     if (rc) return rc;
-    const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, Hkv = a->Hkv, Dh = a->Dh;
-    const int group = H / Hkv;
-    const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)Dh);
-    const float p = a->dropout;
+    const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, Hkv = a->Hkv, Dh = a->Dh, group = H / Hkv;
+    const float scale = score_scale(a), p = a->dropout;
     const size_t kv_stride = (size_t)Hkv * Dh; /* between keys j and j+1 of one head */
 #pragma omp parallel if ((size_t)B * H * Tq * Tk * Dh >= NN_PAR_MIN)
     {
@@ -221,10 +222,8 @@ int nn_attention_backward(const nn_attn *a, float *dq, float *dk, float *dv, flo
                           const float *att) {
     int rc = check_cfg(a);
     if (rc) return rc;
-    const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, Hkv = a->Hkv, Dh = a->Dh;
-    const int group = H / Hkv;
-    const float scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)Dh);
-    const float p = a->dropout;
+    const int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, Hkv = a->Hkv, Dh = a->Dh, group = H / Hkv;
+    const float scale = score_scale(a), p = a->dropout;
     const size_t kv_stride = (size_t)Hkv * Dh;
     /* One work item per (batch, kv head): it owns dk/dv of that head, and dq of its query heads. */
 #pragma omp parallel if ((size_t)B * H * Tq * Tk * Dh >= NN_PAR_MIN)

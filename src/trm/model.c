@@ -295,20 +295,62 @@ static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *
     ac->b0 = a->seq0;
 }
 
+/* The attention input of one layer over n rows of its input x: x itself (post-LN) or LN1(x) (pre-LN). */
+static const float *attn_input(const trm_config *c, const trm_layer_p *P, trm_layer_a *A, const float *x, int n) {
+    if (c->post_ln) return x;
+    nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, x, P->ln1_w, P->ln1_b, n, c->dim, c->ln_eps);
+    return A->ln1o;
+}
+
+/* The FFN input over n rows of the attention residual s1: LN1(s1) post-LN, LN2(s1) pre-LN; *base gets
+ * what the FFN output is added to (that input post-LN, s1 pre-LN). */
+static const float *ffn_input(const trm_config *c, const trm_layer_p *P, trm_layer_a *A, int n, const float **base) {
+    if (c->post_ln) {
+        nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, A->s1, P->ln1_w, P->ln1_b, n, c->dim, c->ln_eps);
+        *base = A->ln1o;
+        return A->ln1o;
+    }
+    nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s1, P->ln2_w, P->ln2_b, n, c->dim, c->ln_eps);
+    *base = A->s1;
+    return A->ln2o;
+}
+
+/* The layer's output over n rows of the FFN residual s2: LN2(s2) post-LN, s2 pre-LN. */
+static const float *layer_output(const trm_config *c, const trm_layer_p *P, trm_layer_a *A, int n) {
+    if (!c->post_ln) return A->s2;
+    nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, n, c->dim, c->ln_eps);
+    return A->ln2o;
+}
+
+/* The output head over n rows of the last layer's output x: lnfo = LNf(x); for the preference model
+ * u = LNu(lnfo + pref_w * mean text embedding of a row's preference tokens), output row i reading the
+ * tokens of input row i * per + per - 1 (per 1: every row; per L: each sequence's last). */
+static float *output_head(trm_model *m, trm_acts *a, const float *x, int n, int per) {
+    const trm_config *c = &m->cfg;
+    const int d = c->dim;
+    nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, x, m->p.lnf_w, m->p.lnf_b, n, d, c->ln_eps);
+    if (c->model != TRM_PREF) return a->lnfo;
+    for (int i = 0; i < n; i++) {
+        int r = i * per + per - 1;
+        bag_mean(a->pbag + (size_t)i * d, m->p.text_emb, a->ptok + a->ptok_off[r], a->ptok_off[r + 1] - a->ptok_off[r],
+                 d);
+    }
+    nn_linear_forward(a->z, a->pbag, m->p.pref_w, NULL, n, d, d);
+    size_t nd = (size_t)n * d;
+    for (size_t i = 0; i < nd; i++) a->z[i] += a->lnfo[i];
+    nn_layernorm_forward(a->u, a->lnum, a->lnur, a->z, m->p.lnu_w, m->p.lnu_b, n, d, c->ln_eps);
+    return a->u;
+}
+
 /* Inference: the last block for the last row of each sequence only (keys and
  * values over every row; one query per sequence, bottom-right causal), then the
  * output head on those B rows. */
 static float *forward_last(trm_model *m, trm_acts *a, const float *x) {
     const trm_config *c = &m->cfg;
     const int d = c->dim, f = c->ffn_dim, N = a->N, B = a->B, L = a->L, l = c->layers - 1;
-    const float eps = c->ln_eps;
     trm_layer_p *P = &m->p.l[l];
     trm_layer_a *A = &a->l[l];
-    const float *ain = x;
-    if (!c->post_ln) {
-        nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, x, P->ln1_w, P->ln1_b, N, d, eps);
-        ain = A->ln1o;
-    }
+    const float *ain = attn_input(c, P, A, x, N);
     nn_linear_forward(A->k, ain, P->wk, P->bk, N, d, d);
     nn_linear_forward(A->v, ain, P->wv, P->bv, N, d, d);
     float *xl = a->d1, *al = a->d2; /* [B, d] last rows of x and of the attention input */
@@ -331,42 +373,19 @@ static float *forward_last(trm_model *m, trm_acts *a, const float *x) {
     nn_linear_forward(a->d0, A->y, P->wo, P->bo, B, d, d);
     size_t Bd = (size_t)B * d;
     for (size_t i = 0; i < Bd; i++) A->s1[i] = xl[i] + a->d0[i];
-    const float *cin, *base;
-    if (c->post_ln) {
-        nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, A->s1, P->ln1_w, P->ln1_b, B, d, eps);
-        cin = base = A->ln1o;
-    } else {
-        nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s1, P->ln2_w, P->ln2_b, B, d, eps);
-        cin = A->ln2o;
-        base = A->s1;
-    }
+    const float *base, *cin = ffn_input(c, P, A, B, &base);
     nn_linear_forward(A->f, cin, P->w1, P->b1, B, d, f);
     if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, (size_t)B * f);
     else nn_gelu_forward(a->df1, A->f, (size_t)B * f, NN_GELU_TANH);
     nn_linear_forward(a->d0, a->df1, P->w2, P->b2, B, f, d);
     for (size_t i = 0; i < Bd; i++) A->s2[i] = base[i] + a->d0[i];
-    const float *xo = A->s2;
-    if (c->post_ln) {
-        nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, B, d, eps);
-        xo = A->ln2o;
-    }
-    nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, xo, m->p.lnf_w, m->p.lnf_b, B, d, eps);
-    if (c->model != TRM_PREF) return a->lnfo;
-    for (int b = 0; b < B; b++) {
-        int r = b * L + L - 1;
-        bag_mean(a->pbag + (size_t)b * d, m->p.text_emb, a->ptok + a->ptok_off[r], a->ptok_off[r + 1] - a->ptok_off[r],
-                 d);
-    }
-    nn_linear_forward(a->z, a->pbag, m->p.pref_w, NULL, B, d, d);
-    for (size_t i = 0; i < Bd; i++) a->z[i] += a->lnfo[i];
-    nn_layernorm_forward(a->u, a->lnum, a->lnur, a->z, m->p.lnu_w, m->p.lnu_b, B, d, eps);
-    return a->u;
+    return output_head(m, a, layer_output(c, P, A, B), B, L);
 }
 
 float *trm__forward(trm_model *m, trm_acts *a) {
     const trm_config *c = &m->cfg;
     const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
-    const float p = a->train ? c->dropout : 0.0f, eps = c->ln_eps;
+    const float p = a->train ? c->dropout : 0.0f;
     const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     nn_embedding_forward(a->x0, m->Fin, a->ids, N, V, d);
     const float sc = c->scale_emb ? sqrtf((float)d) : 1.0f;
@@ -382,11 +401,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
     for (int l = 0; l < nfull; l++) {
         trm_layer_p *P = &m->p.l[l];
         trm_layer_a *A = &a->l[l];
-        const float *ain = x;
-        if (!c->post_ln) {
-            nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, x, P->ln1_w, P->ln1_b, N, d, eps);
-            ain = A->ln1o;
-        }
+        const float *ain = attn_input(c, P, A, x, N);
         nn_linear_forward(A->q, ain, P->wq, P->bq, N, d, d);
         nn_linear_forward(A->k, ain, P->wk, P->bk, N, d, d);
         nn_linear_forward(A->v, ain, P->wv, P->bv, N, d, d);
@@ -397,15 +412,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
         dropout_site(a, l, 1, a->d0, A->om, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
-        const float *cin, *base;
-        if (c->post_ln) {
-            nn_layernorm_forward(A->ln1o, A->ln1m, A->ln1r, A->s1, P->ln1_w, P->ln1_b, N, d, eps);
-            cin = base = A->ln1o;
-        } else {
-            nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s1, P->ln2_w, P->ln2_b, N, d, eps);
-            cin = A->ln2o;
-            base = A->s1;
-        }
+        const float *base, *cin = ffn_input(c, P, A, N, &base);
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
         else nn_gelu_forward(a->df1, A->f, Nf, NN_GELU_TANH);
@@ -413,23 +420,10 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         nn_linear_forward(a->d0, A->gd, P->w2, P->b2, N, f, d);
         dropout_site(a, l, 3, a->d0, A->hm, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
-        if (c->post_ln) {
-            nn_layernorm_forward(A->ln2o, A->ln2m, A->ln2r, A->s2, P->ln2_w, P->ln2_b, N, d, eps);
-            x = A->ln2o;
-        } else {
-            x = A->s2;
-        }
+        x = layer_output(c, P, A, N);
     }
     if (nfull < c->layers) return forward_last(m, a, x);
-    nn_layernorm_forward(a->lnfo, a->lnfm, a->lnfr, x, m->p.lnf_w, m->p.lnf_b, N, d, eps);
-    if (c->model != TRM_PREF) return a->lnfo;
-    for (int i = 0; i < N; i++)
-        bag_mean(a->pbag + (size_t)i * d, m->p.text_emb, a->ptok + a->ptok_off[i], a->ptok_off[i + 1] - a->ptok_off[i],
-                 d);
-    nn_linear_forward(a->z, a->pbag, m->p.pref_w, NULL, N, d, d);
-    for (size_t i = 0; i < Nd; i++) a->z[i] += a->lnfo[i];
-    nn_layernorm_forward(a->u, a->lnum, a->lnur, a->z, m->p.lnu_w, m->p.lnu_b, N, d, eps);
-    return a->u;
+    return output_head(m, a, x, N, 1);
 }
 
 /* dtable[ids] += drows[i] / n_i for a mean bag (serial: deterministic). */
