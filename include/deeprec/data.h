@@ -102,6 +102,10 @@ int dr_data_split_from_name(const char *name); /* -1 when unknown */
  * sequence. Returns the target, or 0 for "all" and for users too short to hold one out
  * (then *hist is the whole sequence too). */
 int32_t dr_data_split_history(const dr_dataset *d, int32_t u, int split, const int32_t **hist, int64_t *hist_len);
+/* A seeded draw of users with a split (dr_data_has_split): their ids in dataset order, shuffled
+ * by `seed`; *users (heap, room for all of them) gets them and *n_out = min(n, available)
+ * (n = 0: all). The evaluation's users and RL's validation users are both this draw. */
+int dr_data_draw_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out);
 /* Last min(len, max_len) items of a prefix (max_len <= 0: all). Returns new length, adjusts *items. */
 int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len);
 

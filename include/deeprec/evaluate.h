@@ -188,8 +188,7 @@ typedef struct eval_inputs {
     const agent_model *model;
 } eval_inputs;
 
-/* The evaluated users (see the top of this file): *users (heap) gets min(n, available) ids. */
-int eval_select_users(const struct dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out);
+/* The evaluated users (see the top of this file) are dr_data_draw_users(data, users, seed). */
 
 /* The rerank baseline's fixed preference: the categories of the last (up to) 10 history
  * items, counted, the 3 most frequent (ties: the one seen most recently first), joined by

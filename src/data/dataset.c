@@ -79,6 +79,23 @@ int32_t dr_data_split_history(const dr_dataset *d, int32_t u, int split, const i
     return target;
 }
 
+int dr_data_draw_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out) {
+    *users = NULL;
+    *n_out = 0;
+    if (n < 0) return dr_error(DR_ERR_ARG, "the number of users to draw must be >= 0 (0 = all), got %d", n);
+    int32_t *u = dr_calloc((size_t)d->n_users + 1, sizeof *u);
+    if (!u) return dr_error_code();
+    int m = 0;
+    for (int32_t i = 0; i < d->n_users; i++)
+        if (dr_data_has_split(d, i)) u[m++] = i;
+    dr_rng rng;
+    dr_rng_seed(&rng, seed);
+    dr_rng_shuffle_i32(&rng, u, (size_t)m);
+    *users = u;
+    *n_out = n > 0 && n < m ? n : m;
+    return DR_OK;
+}
+
 int64_t dr_data_prefix_tail(const int32_t **items, int64_t len, int32_t max_len) {
     if (max_len <= 0 || len <= max_len) return len;
     *items += len - max_len;

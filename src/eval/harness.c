@@ -118,23 +118,6 @@ void eval_opts_default(eval_opts *o) {
     o->bootstrap_seed = 1;
 }
 
-int eval_select_users(const dr_dataset *d, int n, uint64_t seed, int32_t **users, int *n_out) {
-    *users = NULL;
-    *n_out = 0;
-    if (n < 0) return dr_error(DR_ERR_ARG, "eval: the number of users must be >= 0 (0 = all), got %d", n);
-    int32_t *u = dr_calloc((size_t)d->n_users + 1, sizeof *u);
-    if (!u) return dr_error_code();
-    int m = 0;
-    for (int32_t i = 0; i < d->n_users; i++)
-        if (dr_data_has_split(d, i)) u[m++] = i;
-    dr_rng rng;
-    dr_rng_seed(&rng, seed);
-    dr_rng_shuffle_i32(&rng, u, (size_t)m);
-    *users = u;
-    *n_out = n > 0 && n < m ? n : m;
-    return DR_OK;
-}
-
 /* ---------------------------------------------------------------- running */
 /* Where a run puts its episodes: the sums, and the ranks in episode order. */
 typedef struct sink {
@@ -359,7 +342,7 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
     }
     int32_t *users;
     int n;
-    int rc = eval_select_users(in->data, o->users, o->seed, &users, &n);
+    int rc = dr_data_draw_users(in->data, o->users, o->seed, &users, &n);
     if (rc) return rc;
     int G = o->samples > 0 ? o->samples : 1;
     /* under MPI each rank runs its share of the users (dist.h's rule) */

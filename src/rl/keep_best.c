@@ -11,37 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The first keep_best_users of a seeded shuffle of the users with a split (the evaluation's
- * own draw, with another seed stream), in dataset order. */
+static int cmp_user(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The first keep_best_users of the evaluation's draw of users (dr_data_draw_users, with
+ * another seed stream), in dataset order. */
 int rl_best_users(rl_run *r) {
     const rl_opts *o = r->o;
-    const dr_dataset *d = r->env->data;
     if (o->keep_best_users <= 0) return DR_OK;
-    int32_t *u = dr_calloc((size_t)d->n_users + 1, sizeof *u);
-    if (!u) return dr_error_code();
-    int m = 0;
-    for (int32_t i = 0; i < d->n_users; i++)
-        if (dr_data_has_split(d, i)) u[m++] = i;
-    if (m == 0) {
-        free(u);
+    int rc = dr_data_draw_users(r->env->data, o->keep_best_users, rl_step_seed(o, 0, 5), &r->vusers, &r->n_vusers);
+    if (rc) return rc;
+    if (r->n_vusers == 0)
         return dr_error(DR_ERR_RANGE, "rl: keep-best needs users with a validation item (3 or more items); none has");
-    }
-    dr_rng g;
-    dr_rng_seed(&g, rl_step_seed(o, 0, 5));
-    dr_rng_shuffle_i32(&g, u, (size_t)m);
-    int n = o->keep_best_users < m ? o->keep_best_users : m;
-    uint8_t *take = dr_calloc((size_t)d->n_users + 1, 1);
-    if (!take) {
-        free(u);
-        return dr_error_code();
-    }
-    for (int i = 0; i < n; i++) take[u[i]] = 1;
-    int k = 0;
-    for (int32_t i = 0; i < d->n_users; i++)
-        if (take[i]) u[k++] = i;
-    free(take);
-    r->vusers = u;
-    r->n_vusers = n;
+    qsort(r->vusers, (size_t)r->n_vusers, sizeof *r->vusers, cmp_user);
     return DR_OK;
 }
 

@@ -212,8 +212,6 @@ static int step_done(rl_run *r, const rl_step_stats *st, int64_t start, rl_resul
         res->probed_last = 1;
         res->probe_last = st->probe.reward;
     }
-    res->best_step = r->best_step;
-    res->best_ndcg10 = r->best_ndcg10;
     res->steps_done = st->step;
     if (o->on_step) o->on_step(o->on_step_ctx, st);
     const rl_rollout_stats *b = &st->batch;

@@ -151,8 +151,8 @@ TEST(harness_history_preference_and_users) {
 
     int32_t *a, *b2;
     int na, nb;
-    CHECK_OK(eval_select_users(&d, 5, 3, &a, &na));
-    CHECK_OK(eval_select_users(&d, 0, 3, &b2, &nb));
+    CHECK_OK(dr_data_draw_users(&d, 5, 3, &a, &na));
+    CHECK_OK(dr_data_draw_users(&d, 0, 3, &b2, &nb));
     CHECK_EQ_INT(na, 5);
     CHECK_EQ_INT(nb, 20);
     for (int i = 0; i < 5; i++) CHECK_EQ_INT(a[i], b2[i]); /* the first N of the same order */
@@ -160,13 +160,13 @@ TEST(harness_history_preference_and_users) {
     for (int i = 0; i < nb; i++) seen[b2[i]]++;
     for (int i = 0; i < 20; i++) CHECK_EQ_INT(seen[i], 1);
     free(a);
-    CHECK_OK(eval_select_users(&d, 20, 4, &a, &na));
+    CHECK_OK(dr_data_draw_users(&d, 20, 4, &a, &na));
     int same = 1;
     for (int i = 0; i < 20; i++) same &= a[i] == b2[i];
     CHECK(!same); /* another seed, another order */
     free(a);
     free(b2);
-    CHECK_ERR(eval_select_users(&d, -1, 3, &a, &na), DR_ERR_ARG);
+    CHECK_ERR(dr_data_draw_users(&d, -1, 3, &a, &na), DR_ERR_ARG);
     dr_data_free(&d);
 }
 
