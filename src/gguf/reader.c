@@ -430,45 +430,41 @@ static int wrong_type(const gguf_file *f, const char *key, const gguf_kv *kv, co
                        gguf_type_name(kv->type), want);
 }
 
-/* The value of an integer key of any width: signed in *s or, when *uns, unsigned in *u. */
-static int get_int(const gguf_file *f, const char *key, int64_t *s, uint64_t *u, int *uns) {
+/* The value of an integer key of any width, when it fits a type whose largest value is `max`
+ * (named `type` in the error) and, unless negative_ok, is not negative. max is at most
+ * INT64_MAX, so any value that fits comes back in an int64, whether it was stored signed or not. */
+static int get_int_fitting(const gguf_file *f, const char *key, int negative_ok, uint64_t max, const char *type,
+                           int64_t *out) {
     const gguf_kv *kv;
+    int64_t s = 0;
+    uint64_t u = 0;
+    int uns;
     int rc = get_kv(f, key, &kv);
-    if (!rc && !kv_int(kv, s, u, uns)) rc = wrong_type(f, key, kv, "an integer");
-    return rc;
+    if (rc) return rc;
+    if (!kv_int(kv, &s, &u, &uns)) return wrong_type(f, key, kv, "an integer");
+    if (!uns && s < 0) {
+        if (!negative_ok)
+            return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %lld is negative", key, (long long)s);
+        *out = s;
+        return DR_OK;
+    }
+    if (!uns) u = (uint64_t)s;
+    if (u > max)
+        return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %llu does not fit in %s", key,
+                           (unsigned long long)u, type);
+    *out = (int64_t)u;
+    return DR_OK;
 }
 
 int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
-    int64_t s = 0;
-    uint64_t u = 0;
-    int uns;
-    int rc = get_int(f, key, &s, &u, &uns);
-    if (rc) return rc;
-    if (uns) {
-        if (u > (uint64_t)INT64_MAX)
-            return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %llu does not fit in int64", key,
-                               (unsigned long long)u);
-        s = (int64_t)u;
-    }
-    *out = s;
-    return DR_OK;
+    return get_int_fitting(f, key, 1, INT64_MAX, "int64", out);
 }
 
 int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    int64_t s = 0;
-    uint64_t u = 0;
-    int uns;
-    int rc = get_int(f, key, &s, &u, &uns);
-    if (rc) return rc;
-    if (!uns) {
-        if (s < 0) return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %lld is negative", key, (long long)s);
-        u = (uint64_t)s;
-    }
-    if (u > UINT32_MAX)
-        return dr_error_at(DR_ERR_RANGE, fname(f), 0, "metadata key '%s' value %llu does not fit in uint32", key,
-                           (unsigned long long)u);
-    *out = (uint32_t)u;
-    return DR_OK;
+    int64_t v = 0;
+    int rc = get_int_fitting(f, key, 0, UINT32_MAX, "uint32", &v);
+    if (!rc) *out = (uint32_t)v;
+    return rc;
 }
 
 int gguf_get_f64(const gguf_file *f, const char *key, double *out) {
