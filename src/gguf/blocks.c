@@ -102,31 +102,29 @@ static void unpack_q3_k(const uint8_t *b, dr_wblk *u) {
         }
 }
 
-static void unpack_q4_k(const uint8_t *b, dr_wblk *u) {
+/* Q4_K and Q5_K: eight units with 6-bit scales and mins after d and dmin; unit 2c takes the
+ * low nibbles of qs[32c..], unit 2c+1 the high ones. Q5_K adds bit j of qh[l] as a fifth bit
+ * (qh is NULL for Q4_K). Inline, so each caller gets its own loop without the NULL test. */
+static inline void unpack_k4_units(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, dr_wblk *u) {
     float d = h2f(b), dmin = h2f(b + 2);
-    const uint8_t *s = b + 4, *qs = b + 16;
+    const uint8_t *s = b + 4;
     for (int j = 0; j < 8; j++) {
         int sc, m;
         k4_scale_min(j, s, &sc, &m);
         set_scale(&u[j], d * (float)sc, -dmin * (float)m);
         const uint8_t *q = qs + 32 * (j / 2);
         int sh = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) u[j].q[l] = (int8_t)((q[l] >> sh) & 15);
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> sh) & 15;
+            if (qh) v |= ((qh[l] >> j) & 1) << 4;
+            u[j].q[l] = (int8_t)v;
+        }
     }
 }
 
-static void unpack_q5_k(const uint8_t *b, dr_wblk *u) {
-    float d = h2f(b), dmin = h2f(b + 2);
-    const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        k4_scale_min(j, s, &sc, &m);
-        set_scale(&u[j], d * (float)sc, -dmin * (float)m);
-        const uint8_t *q = qs + 32 * (j / 2);
-        int sh = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) u[j].q[l] = (int8_t)(((q[l] >> sh) & 15) | ((qh[l] >> j) & 1) << 4);
-    }
-}
+static void unpack_q4_k(const uint8_t *b, dr_wblk *u) { unpack_k4_units(b, NULL, b + 16, u); }
+
+static void unpack_q5_k(const uint8_t *b, dr_wblk *u) { unpack_k4_units(b, b + 16, b + 48, u); }
 
 static void unpack_q6_k(const uint8_t *b, dr_wblk *u) {
     const uint8_t *ql = b, *qh = b + 128;
