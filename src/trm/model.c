@@ -36,6 +36,26 @@ static void add_t(trm_model *m, size_t *off, const char *name, uint64_t ne0, uin
     *off += (t->n + 15) & ~(size_t)15; /* 64-byte aligned tensors */
 }
 
+/* name.weight (ne0 x ne1, initialised by `init`: see trm_model_new) and name.bias (n_bias zeros). */
+static void add_weight_bias(trm_model *m, size_t *off, const char *name, uint64_t ne0, uint64_t ne1, int init,
+                            uint64_t n_bias) {
+    char nm[48];
+    snprintf(nm, sizeof nm, "%s.weight", name);
+    add_t(m, off, nm, ne0, ne1, init);
+    snprintf(nm, sizeof nm, "%s.bias", name);
+    add_t(m, off, nm, n_bias, 0, 2);
+}
+
+/* A LayerNorm over n values: weight 1, bias 0. */
+static void add_norm(trm_model *m, size_t *off, const char *name, uint64_t n) {
+    add_weight_bias(m, off, name, n, 0, 1, n);
+}
+
+/* A linear layer from `in` to `out` values: weight small normal, bias 0. */
+static void add_linear(trm_model *m, size_t *off, const char *name, uint64_t in, uint64_t out) {
+    add_weight_bias(m, off, name, in, out, 0, out);
+}
+
 /* The first bad field by name, before anything is allocated (a file claiming dim 100000
  * used to ask for 241 GB first). The upper limits are far above any useful TRM. */
 static int check_config(const trm_config *c) {
@@ -63,40 +83,30 @@ int trm__layout(trm_model *m) {
     if (rc) return rc;
     uint64_t d = (uint64_t)c->dim, f = (uint64_t)c->ffn_dim, V = (uint64_t)c->n_items + 1;
     size_t off = 0;
-    char nm[48];
+    char nm[32]; /* "blk.<layer>.<part>": short enough that ".weight" still fits a tensor's name */
     m->n_t = 0;
     m->V = (int)V;
     add_t(m, &off, "item_emb.weight", d, V, 3);
     add_t(m, &off, "pos_emb.weight", d, (uint64_t)c->max_len, 0);
     for (int l = 0; l < c->layers; l++) {
-#define T2(s, a, b, i) (snprintf(nm, sizeof nm, "blk.%d." s, l), add_t(m, &off, nm, a, b, i))
-        T2("attn_norm.weight", d, 0, 1);
-        T2("attn_norm.bias", d, 0, 2);
-        T2("attn_q.weight", d, d, 0);
-        T2("attn_q.bias", d, 0, 2);
-        T2("attn_k.weight", d, d, 0);
-        T2("attn_k.bias", d, 0, 2);
-        T2("attn_v.weight", d, d, 0);
-        T2("attn_v.bias", d, 0, 2);
-        T2("attn_out.weight", d, d, 0);
-        T2("attn_out.bias", d, 0, 2);
-        T2("ffn_norm.weight", d, 0, 1);
-        T2("ffn_norm.bias", d, 0, 2);
-        T2("ffn_up.weight", d, f, 0);
-        T2("ffn_up.bias", f, 0, 2);
-        T2("ffn_down.weight", f, d, 0);
-        T2("ffn_down.bias", d, 0, 2);
-#undef T2
+#define BLK(s) (snprintf(nm, sizeof nm, "blk.%d." s, l), nm)
+        add_norm(m, &off, BLK("attn_norm"), d);
+        add_linear(m, &off, BLK("attn_q"), d, d);
+        add_linear(m, &off, BLK("attn_k"), d, d);
+        add_linear(m, &off, BLK("attn_v"), d, d);
+        add_linear(m, &off, BLK("attn_out"), d, d);
+        add_norm(m, &off, BLK("ffn_norm"), d);
+        add_linear(m, &off, BLK("ffn_up"), d, f);
+        add_linear(m, &off, BLK("ffn_down"), f, d);
+#undef BLK
     }
-    add_t(m, &off, "out_norm.weight", d, 0, 1);
-    add_t(m, &off, "out_norm.bias", d, 0, 2);
+    add_norm(m, &off, "out_norm", d);
     if (c->sep_out) add_t(m, &off, "out_emb.weight", d, V, 3);
     if (c->model == TRM_PREF) {
         add_t(m, &off, "text_emb.weight", d, (uint64_t)c->text_buckets, 4);
         add_t(m, &off, "item_text_proj.weight", d, d, 5);
         add_t(m, &off, "pref_proj.weight", d, d, 5);
-        add_t(m, &off, "user_norm.weight", d, 0, 1);
-        add_t(m, &off, "user_norm.bias", d, 0, 2);
+        add_norm(m, &off, "user_norm", d);
     }
     m->n_params = off;
     return DR_OK;
