@@ -33,7 +33,6 @@ typedef struct rollout {
     int32_t *ids_buf;
     float *scores_buf;
     int constrain;
-    int32_t nl_tok;      /* the one token of "\n": ends a title in a constrained answer */
     int32_t *pref_ok;    /* constrain_prefs: the tokens a preference may use, ascending */
     int n_pref_ok;
     const agent_rollout_stream *stream;
@@ -85,14 +84,18 @@ static int add_piece(const agent_model *m, agent_episode *e, int32_t tok) {
 
 /* ---- title-constrained answers ---- */
 
-/* Tokens of a title as it follows "N." in an answer line. Encoding "1. title" and removing
- * the tokens of "1." keeps the merges the model sees in context (the leading space joins the
- * first word); when "1." does not survive as a prefix, " title" alone. */
+/* Tokens of a title as its line reads in context: "N. title\n", without the tokens of "N.".
+ * The line's newline is part of the title because BPE merges it with the title's last
+ * characters (")\n" is one token in the demo's vocabulary): a title ended by a separate
+ * "\n" token would be a sequence the model never saw in its training text. Encoding
+ * "1. title\n" and removing the tokens of "1." keeps both merges (the leading space joins the
+ * first word); when "1." does not survive as a prefix, " title\n" alone. */
 static int title_tokens(const rollout *ro, const char *title, int32_t **ids, size_t *n) {
     const agent_model *m = ro->m;
     dr_buf b = {0};
     dr_buf_puts(&b, "1. ");
     dr_buf_puts(&b, title);
+    dr_buf_puts(&b, "\n");
     char *full = dr_buf_take(&b);
     if (!full) return dr_error_code();
     int32_t *p = NULL, *f = NULL;
@@ -171,11 +174,20 @@ static int force_text(rollout *ro, seq *s, const char *text, int *slot_used) {
 
 static int start_line(rollout *ro, seq *s, int *slot_used);
 
+/* A title's last token holds its line's newline, and no title holds one inside, so a node
+ * that ends a title is a leaf: reaching it completes the line. */
+static int title_done(rollout *ro, seq *s, int *slot_used) {
+    agent_trie_use(&s->trie, s->node);
+    s->line++;
+    return start_line(ro, s, slot_used);
+}
+
 /* Follow the trie from s->node, forcing tokens while only one is allowed, until a choice
  * between several remains (left in s->allowed for the next decode) or the title ends. */
 static int descend(rollout *ro, seq *s, int *slot_used) {
     for (;;) {
-        int n = agent_trie_allowed(&s->trie, s->node, ro->nl_tok, s->allowed);
+        if (s->trie.nodes[s->node].title >= 0) return title_done(ro, s, slot_used);
+        int n = agent_trie_allowed(&s->trie, s->node, -1, s->allowed);
         if (n == 0) return dr_error(DR_ERR_INTERNAL, "agent_rollout: constrained answer without a continuation");
         if (n >= 2) {
             s->n_allowed = n;
@@ -185,11 +197,6 @@ static int descend(rollout *ro, seq *s, int *slot_used) {
         int32_t tok = s->allowed[0];
         int rc = force_ids(ro, s, &tok, 1, slot_used);
         if (rc || !s->active) return rc;
-        if (tok == ro->nl_tok) {
-            agent_trie_use(&s->trie, s->node);
-            s->line++;
-            return start_line(ro, s, slot_used);
-        }
         s->node = agent_trie_child(&s->trie, s->node, tok);
     }
 }
@@ -218,11 +225,6 @@ static int enter_answer(rollout *ro, seq *s, int *slot_used) {
 
 /* A token the model chose in a constrained answer (already in the episode and the slot). */
 static int answer_take(rollout *ro, seq *s, int32_t tok, int *slot_used) {
-    if (tok == ro->nl_tok) {
-        agent_trie_use(&s->trie, s->node);
-        s->line++;
-        return start_line(ro, s, slot_used);
-    }
     s->node = agent_trie_child(&s->trie, s->node, tok);
     return descend(ro, s, slot_used);
 }
@@ -359,24 +361,14 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     if (m->n_slots < G)
         return dr_error(DR_ERR_ARG, "agent_rollout: %d samples per user need at least %d model slots, model has %d",
                         G, G, m->n_slots);
-    rollout ro = {m, t, c, o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K, o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
-                  o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, 0, NULL, NULL, 0, -1, NULL, 0, o->stream};
+    rollout ro = {.m = m, .t = t, .c = c, .tool_k = o->tool_k > 0 ? o->tool_k : AGENT_TOOL_K,
+                  .max_calls = o->max_calls > 0 ? o->max_calls : AGENT_MAX_CALLS,
+                  .max_turn = o->max_turn_tokens > 0 ? o->max_turn_tokens : 1024, .stream = o->stream};
     ro.max_ctx = o->max_ctx > 0 ? o->max_ctx : (m->n_ctx > 0 ? m->n_ctx : 8192);
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
     if (!dr_mul_ok((size_t)n_req, (size_t)G, &n_ep)) return dr_error(DR_ERR_NOMEM, "too many episodes");
-    if (o->constrain_titles && !o->direct) {
-        int32_t *nl = NULL;
-        size_t n_nl = 0;
-        rc = m->encode(m->ctx, "\n", 1, &nl, &n_nl);
-        if (!rc && n_nl == 1) ro.nl_tok = nl[0];
-        free(nl);
-        if (rc) return rc;
-        if (n_nl != 1)
-            return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: constrained titles need \"\\n\" to be one token (it is %d)",
-                            (int)n_nl);
-        ro.constrain = 1;
-    }
+    if (o->constrain_titles && !o->direct) ro.constrain = 1;
     if (o->constrain_prefs && !o->direct) {
         rc = build_pref_ok(&ro);
         if (rc) return rc;

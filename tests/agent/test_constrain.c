@@ -188,3 +188,86 @@ TEST(agent_constrain_few_titles_and_off) {
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
+
+/* A byte tokenizer that, like BPE on ")\n", merges a title's last character with the newline
+ * after it: "c\n" is one token, MERGE_NL + c, for every c other than '\n' and '>'. */
+enum { MERGE_NL = 1000 };
+static int merge_encode(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n) {
+    *ids = malloc((len ? len : 1) * sizeof(int32_t));
+    if (!*ids) return dr_error(DR_ERR_NOMEM, "oom");
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (i + 1 < len && text[i + 1] == '\n' && ch != '\n' && ch != '>') {
+            (*ids)[k++] = MERGE_NL + ch;
+            i++;
+        } else {
+            (*ids)[k++] = ch;
+        }
+    }
+    *n = k;
+    return 0;
+}
+static int (*byte_piece)(void *, int32_t, char *, size_t);
+static int merge_piece(void *ctx, int32_t id, char *buf, size_t cap) {
+    if (id < MERGE_NL) return byte_piece(ctx, id, buf, cap);
+    if (cap >= 2) buf[0] = (char)(id - MERGE_NL), buf[1] = '\n';
+    return 2;
+}
+
+/* A constrained answer has the tokens its own text encodes to: each title's last character
+ * and its line's newline come as the one merged token the model saw in training text, never
+ * as the pair (title's last byte, "\n"). */
+TEST(agent_constrain_title_tokens_as_in_text) {
+    dr_dataset d;
+    fx_dataset_big(&d, 60, 6, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        fx_model fm;
+        agent_model m;
+        const char *sc[] = {s_answer};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        byte_piece = m.piece;
+        m.encode = merge_encode;
+        m.piece = merge_piece;
+        dr_rng_seed(&fm.pick, seed);
+        fx_hash_tool ht;
+        agent_tool t;
+        fx_hash_tool_init(&ht, &t, 60);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.max_turn_tokens = 64;
+        o.constrain_titles = 1;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        CHECK_STR(agent_format_name(e->format), "ok");
+        CHECK_EQ_INT(e->answer.n_lines, AGENT_N_REC);
+        /* the answer's tokens from "\n1." after the tag up to the closing tag */
+        const char *tag = strstr(e->text + e->prompt_len, AGENT_TAG_ANSWER);
+        CHECK(tag != NULL);
+        const char *body = tag + strlen(AGENT_TAG_ANSWER), *end = strstr(body, AGENT_TAG_ANSWER_END);
+        CHECK(end != NULL);
+        size_t off = 0;
+        int32_t k = 0;
+        while (k < e->n_tokens && off < (size_t)(body - e->text)) {
+            char b[8];
+            off += (size_t)merge_piece(&fm, e->tokens[k++], b, sizeof b);
+        }
+        CHECK_EQ_INT((int64_t)off, (int64_t)(body - e->text));
+        int32_t *want;
+        size_t n_want;
+        CHECK_OK(merge_encode(NULL, body, (size_t)(end - body), &want, &n_want));
+        CHECK(k + (int32_t)n_want <= e->n_tokens);
+        int merged = 0;
+        for (size_t i = 0; i < n_want; i++) {
+            CHECK_EQ_INT(e->tokens[k + (int32_t)i], want[i]);
+            merged += want[i] >= MERGE_NL;
+        }
+        CHECK_EQ_INT(merged, AGENT_N_REC); /* one merged end per title line */
+        free(want);
+        agent_episodes_free(e, 1);
+    }
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
