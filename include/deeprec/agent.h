@@ -290,6 +290,11 @@ typedef struct agent_rollout_opts {
      * The answer is bounded, so the per-turn budget does not apply to it (the context cap
      * does). Ignored with direct. */
     int constrain_titles;
+    /* 1 (with constrain_titles): each call's order is kept. A line may only take the first
+     * not yet listed title of some call's list, so the model chooses which list the next line
+     * continues, not where inside a list. Why: a model too small to copy a list from its
+     * context (the demo's 0.9 M parameters) otherwise scatters the TRM's order (docs/agent.md). */
+    int constrain_order;
     /* 1: a preference is one line. While a preference is open (AGENT_TAG_PREF written, its end
      * tag not yet), the model chooses only among the tokens whose text holds no newline and no
      * protocol tag other than AGENT_TAG_PREF_END; each such token is recorded with that allowed
@@ -401,6 +406,9 @@ typedef struct agent_synth_opts {
     int anchor;          /* 1: first an open call (AGENT_PREF_ANY: the TRM's own list), then the
                             aspect calls; the answer fuses by 2/rank for the open list and 0.5/rank
                             shared by the others (rank 1-based), not RRF */
+    int order;           /* 1: the answer keeps each call's order, as agent_rollout_opts.constrain_order
+                            decodes: each line takes, among the first unlisted candidate of every call,
+                            the target when it is one of them, else the best-fused one */
 } agent_synth_opts;
 
 /* One trajectory: the prompt and a completion with the tool results of `tool` inserted

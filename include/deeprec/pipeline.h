@@ -78,6 +78,8 @@ typedef struct pipeline_budget {
     int ws_varied;          /* preferences from the wider pool of kinds */
     int ws_order_by_target; /* the known next item first in the kept answer when retrieved */
     int ws_anchor;          /* an open first call (the TRM's own list) leading the answer */
+    int ws_call_order;      /* the answer keeps each call's order (agent_synth_opts.order), as
+                               constrain_order decodes it */
     int ws_seed;            /* base seed of the candidates */
     /* classic warm start (and the tokenizer's / rerank baseline's synth runs) */
     int synth_seeds[PIPELINE_MAX_SEEDS];
@@ -97,6 +99,7 @@ typedef struct pipeline_budget {
     int sft_max_steps;      /* per run (0 = all epochs) */
     /* the agent (synth, eval, rl alike) */
     int max_hist, tool_k, max_tokens;
+    int constrain_order;    /* constrained answers keep each call's order (agent_rollout_opts.constrain_order) */
     /* RL */
     int rl1_steps, rl2_steps, rl_prompts, rl_samples, rl_micro, rl_updates;
     int rl_select_k;        /* train on users whose target is in the TRM's top K (0 = all) */

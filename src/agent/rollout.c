@@ -18,6 +18,9 @@ typedef struct seq {
     int32_t node;        /* trie node of the title being written */
     int line;            /* titles listed so far */
     int32_t *allowed;    /* the pending choice (n_allowed >= 2 while answering and active) */
+    int32_t *title_leaf; /* constrain_order: each title's trie leaf */
+    uint8_t *title_used; /* constrain_order: titles listed so far */
+    int32_t *call_titles; /* constrain_order: every call's titles in its rank order (-1: none), calls back to back */
     int n_allowed;
     int in_pref;         /* a preference is open (its begin tag written, its end tag not yet) */
     int pref_tokens;     /* tokens of the open preference so far */
@@ -33,6 +36,7 @@ typedef struct rollout {
     int32_t *ids_buf;
     float *scores_buf;
     int constrain;
+    int order;           /* constrain_order: a line takes the first unlisted title of some call */
     int32_t *pref_ok;    /* constrain_prefs: the tokens a preference may use, ascending */
     int n_pref_ok;
     const agent_rollout_stream *stream;
@@ -46,7 +50,11 @@ static int cmp_i32(const void *a, const void *b) {
 static void answer_free(seq *s) {
     agent_trie_free(&s->trie);
     free(s->allowed);
-    s->allowed = NULL;
+    free(s->title_leaf);
+    free(s->title_used);
+    free(s->call_titles);
+    s->allowed = s->title_leaf = s->call_titles = NULL;
+    s->title_used = NULL;
     s->n_allowed = 0;
     s->answering = 0;
     s->in_pref = 0;
@@ -117,15 +125,19 @@ static int title_tokens(const rollout *ro, const char *title, int32_t **ids, siz
 }
 
 /* The trie of the titles retrieved so far, one per normalised title (duplicates would resolve
- * to the same item), titles with a newline left out (they cannot fit one line). */
+ * to the same item), titles with a newline left out (they cannot fit one line). With
+ * constrain_order also each title's leaf and every call's list as title indices. */
 static int build_trie(const rollout *ro, seq *s) {
     int32_t *items = NULL;
     int n = 0, n_titles = 0;
     int rc = agent_episode_retrieved(s->e, &items, &n);
     if (rc) return rc;
     char **norm = dr_calloc((size_t)(n ? n : 1), sizeof *norm);
-    if (!norm) rc = dr_error_code();
+    int32_t *item_title = dr_calloc((size_t)(n ? n : 1), sizeof *item_title);
+    s->title_leaf = dr_calloc((size_t)(n ? n : 1), sizeof *s->title_leaf);
+    if (!norm || !item_title || !s->title_leaf) rc = dr_error_code();
     for (int i = 0; i < n && !rc; i++) {
+        item_title[i] = -1;
         const char *title = agent_catalog_title(ro->c, items[i]);
         if (!*title || strchr(title, '\n')) continue;
         char *nt = agent_title_normalize(title, -1);
@@ -133,24 +145,63 @@ static int build_trie(const rollout *ro, seq *s) {
             rc = dr_error_code();
             break;
         }
-        int dup = !*nt;
-        for (int k = 0; k < n_titles && !dup; k++) dup = !strcmp(norm[k], nt);
-        if (dup) {
+        int dup = !*nt ? -2 : -1;
+        for (int k = 0; k < n_titles && dup == -1; k++)
+            if (!strcmp(norm[k], nt)) dup = k;
+        if (dup != -1) {
+            item_title[i] = dup >= 0 ? dup : -1;
             free(nt);
             continue;
         }
         norm[n_titles] = nt;
         int32_t *ids = NULL;
         size_t nid = 0;
-        if (!(rc = title_tokens(ro, title, &ids, &nid)) && nid > 0) rc = agent_trie_add(&s->trie, ids, (int)nid, n_titles);
+        if (!(rc = title_tokens(ro, title, &ids, &nid)) && nid > 0) {
+            rc = agent_trie_add(&s->trie, ids, (int)nid, n_titles);
+            int32_t leaf = 0;
+            for (size_t q = 0; q < nid && leaf >= 0 && !rc; q++) leaf = agent_trie_child(&s->trie, leaf, ids[q]);
+            s->title_leaf[n_titles] = leaf;
+            item_title[i] = leaf >= 0 && s->trie.nodes[leaf].title == n_titles ? n_titles : -1;
+        }
         free(ids);
         n_titles++;
     }
+    if (!rc && ro->order) {
+        int total = 0;
+        for (int c = 0; c < s->e->n_calls; c++) total += s->e->calls[c].n_items;
+        s->call_titles = dr_calloc((size_t)(total ? total : 1), sizeof *s->call_titles);
+        s->title_used = dr_calloc((size_t)(n_titles ? n_titles : 1), 1);
+        if (!s->call_titles || !s->title_used) rc = dr_error_code();
+        for (int c = 0, k = 0; c < s->e->n_calls && !rc; c++)
+            for (int j = 0; j < s->e->calls[c].n_items; j++, k++) {
+                int q = 0;
+                while (q < n && items[q] != s->e->calls[c].items[j]) q++;
+                s->call_titles[k] = q < n ? item_title[q] : -1;
+            }
+    }
     for (int k = 0; k < n_titles; k++) free(norm[k]);
     free(norm);
+    free(item_title);
     free(items);
     if (!rc && !(s->allowed = dr_calloc((size_t)n_titles + 2, sizeof *s->allowed))) rc = dr_error_code();
     return rc;
+}
+
+/* constrain_order: offer only the first unlisted title of each call's list (the TRM's order
+ * inside a list is kept; the model chooses which list the next line continues). Recounts the
+ * trie's unused titles from scratch, so a title at the head of two lists counts once. */
+static void offer_heads(seq *s) {
+    agent_trie *t = &s->trie;
+    for (int32_t k = 0; k < t->n; k++) t->nodes[k].avail = 0;
+    for (int c = 0, off = 0; c < s->e->n_calls; off += s->e->calls[c].n_items, c++)
+        for (int j = 0; j < s->e->calls[c].n_items; j++) {
+            int32_t ti = s->call_titles[off + j];
+            if (ti < 0 || s->title_used[ti]) continue;
+            int32_t leaf = s->title_leaf[ti];
+            if (t->nodes[leaf].avail == 0)
+                for (int32_t p = leaf; p >= 0; p = t->nodes[p].parent) t->nodes[p].avail++;
+            break;
+        }
 }
 
 /* Append tokens the model did not choose (mask 0, like tool text). Ends the episode at the
@@ -177,6 +228,7 @@ static int start_line(rollout *ro, seq *s, int *slot_used);
 /* A title's last token holds its line's newline, and no title holds one inside, so a node
  * that ends a title is a leaf: reaching it completes the line. */
 static int title_done(rollout *ro, seq *s, int *slot_used) {
+    if (ro->order) s->title_used[s->trie.nodes[s->node].title] = 1;
     agent_trie_use(&s->trie, s->node);
     s->line++;
     return start_line(ro, s, slot_used);
@@ -205,6 +257,7 @@ static int descend(rollout *ro, seq *s, int *slot_used) {
 static int start_line(rollout *ro, seq *s, int *slot_used) {
     char buf[64];
     const char *nl = s->line == 0 ? "\n" : "";
+    if (ro->order) offer_heads(s);
     int more = s->line < AGENT_N_REC && s->trie.n > 0 && s->trie.nodes[0].avail > 0;
     if (more) snprintf(buf, sizeof buf, "%s%d.", nl, s->line + 1);
     else snprintf(buf, sizeof buf, "%s%s", nl, AGENT_TAG_ANSWER_END);
@@ -368,7 +421,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     if (m->n_ctx > 0 && ro.max_ctx > m->n_ctx) ro.max_ctx = m->n_ctx;
     size_t n_ep;
     if (!dr_mul_ok((size_t)n_req, (size_t)G, &n_ep)) return dr_error(DR_ERR_NOMEM, "too many episodes");
-    if (o->constrain_titles && !o->direct) ro.constrain = 1;
+    if (o->constrain_titles && !o->direct) ro.constrain = 1, ro.order = o->constrain_order != 0;
     if (o->constrain_prefs && !o->direct) {
         rc = build_pref_ok(&ro);
         if (rc) return rc;

@@ -189,6 +189,28 @@ static int top_aspects_pref(const agent_catalog *c, const int32_t *items, int n,
     return rc;
 }
 
+/* The answer as a merge that keeps each call's order, as agent_rollout_opts.constrain_order
+ * decodes it: every line takes, among the first not yet listed candidate of each call, the
+ * known next item when it is one of them, else the one the fusion ranks highest. cands are in
+ * fusion order; call_ids holds call p's items at p * k. Writes n_cands items to out. */
+static void merge_answer(const cand *cands, int n_cands, const int32_t *call_ids, const int *call_n, int n_calls,
+                         int k, int32_t target, int32_t *out) {
+    for (int line = 0; line < n_cands; line++) {
+        int best = -1; /* index into cands */
+        for (int p = 0; p < n_calls; p++)
+            for (int j = 0; j < call_n[p]; j++) {
+                int q = 0;
+                while (q < n_cands && cands[q].item != call_ids[p * k + j]) q++;
+                int listed = 0;
+                for (int l = 0; l < line && !listed; l++) listed = out[l] == call_ids[p * k + j];
+                if (q == n_cands || listed) continue; /* not a candidate (history), or listed */
+                if (best < 0 || (cands[best].item != target && (cands[q].item == target || q < best))) best = q;
+                break;
+            }
+        out[line] = cands[best].item;
+    }
+}
+
 int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_t *hist, int64_t n_hist,
                     const agent_synth_opts *o, agent_synth_traj *out) {
     memset(out, 0, sizeof *out);
@@ -210,7 +232,8 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     for (int64_t i = n_shown > 3 ? n_shown - 3 : 0; i < n_shown && !rc; i++)
         rc = item_aspects(c, shown[i], use_cats, &rec, (int)i);
     dr_buf comp = {0};
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *call_ids = NULL, *order = NULL;
+    int call_n[4] = {0};
     float *scores = NULL;
     cand *cands = NULL;
     int n_cands = 0, cap_cands = 0;
@@ -302,9 +325,10 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     agent_prompt_opts po = {o->chat, max_hist, 0};
     if ((rc = agent_prompt_build(c, hist, n_hist, &po, &out->prompt))) goto done;
     ids = dr_calloc((size_t)k, sizeof *ids);
+    call_ids = dr_calloc((size_t)k * 4, sizeof *call_ids);
     scores = dr_calloc((size_t)k, sizeof *scores);
     spans = dr_calloc(4, sizeof *spans);
-    if (!ids || !scores || !spans) {
+    if (!ids || !call_ids || !scores || !spans) {
         rc = dr_error_code();
         goto done;
     }
@@ -349,6 +373,8 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
             rc = dr_error(DR_ERR_INTERNAL, "synth: the tool returned %d items for k = %d", n, k);
             goto done;
         }
+        memcpy(call_ids + (size_t)p * k, ids, (size_t)n * sizeof *ids);
+        call_n[p] = n;
         char *tt;
         if ((rc = agent_tool_result_text(c, ids, n, &tt))) goto done;
         /* a forced call is masked from the start of the completion, as the rollout masks it */
@@ -393,16 +419,21 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         goto done;
     }
     qsort(cands, (size_t)n_cands, sizeof *cands, cmp_cand);
-    if (o->target > 0)
+    if (!(order = dr_calloc((size_t)n_cands, sizeof *order))) {
+        rc = dr_error_code();
+        goto done;
+    }
+    for (int i = 0; i < n_cands; i++) out->target_retrieved |= o->target > 0 && cands[i].item == o->target;
+    if (o->order) {
+        merge_answer(cands, n_cands, call_ids, call_n, n_prefs, k, o->target, order);
+    } else {
+        /* the fusion order; training only: the known next item first, the others keep their order */
+        int t = 0;
         for (int i = 0; i < n_cands; i++)
-            if (cands[i].item == o->target) {
-                /* training only: the known next item first, the others keep their fusion order */
-                cand t = cands[i];
-                memmove(cands + 1, cands, (size_t)i * sizeof *cands);
-                cands[0] = t;
-                out->target_retrieved = 1;
-                break;
-            }
+            if (cands[i].item == o->target && o->target > 0) order[t++] = cands[i].item;
+        for (int i = 0; i < n_cands; i++)
+            if (cands[i].item != o->target || o->target <= 0) order[t++] = cands[i].item;
+    }
     if (anchor)
         dr_buf_printf(&comp, "I gathered %d items. The first list leads; the aspects add what fits them.\n", n_cands);
     else
@@ -411,8 +442,8 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                          n_cands);
     dr_buf_puts(&comp, AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER "\n");
     for (int i = 0; i < AGENT_N_REC; i++) {
-        dr_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, cands[i].item));
-        out->answer[i] = cands[i].item;
+        dr_buf_printf(&comp, "%d. %s\n", i + 1, agent_catalog_title(c, order[i]));
+        out->answer[i] = order[i];
     }
     dr_buf_puts(&comp, AGENT_TAG_ANSWER_END);
     if (comp.err) {
@@ -439,6 +470,8 @@ done:
     aspects_free(&rec);
     dr_buf_free(&comp);
     free(ids);
+    free(call_ids);
+    free(order);
     free(scores);
     free(cands);
     free(spans);

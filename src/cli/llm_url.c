@@ -5,9 +5,9 @@
 #include <stdlib.h>
 
 int cli_llm_url_check(const cli_llm_url *u, int have_llm, const char *constrain, int quiet, int *constrained) {
-    int on = cli_on_off(constrain ? constrain : "on");
-    if (on < 0) return cli_usage_error("--constrain must be on or off");
-    *constrained = on;
+    int on = cli_constrain_mode(constrain ? constrain : "on");
+    if (on < 0) return cli_usage_error("--constrain must be on, order or off");
+    *constrained = on > 0;
     if (!u->url) {
         if (u->model || u->key_env) return cli_usage_error("--llm-model and the API key variable go with --llm-url");
         return 0;
@@ -17,7 +17,7 @@ int cli_llm_url_check(const cli_llm_url *u, int have_llm, const char *constrain,
     if (u->key_env && !getenv(u->key_env))
         return cli_usage_error("the API key variable %s is not set in the environment", u->key_env);
     if (constrain && on)
-        return cli_usage_error("--constrain on needs the model's logits, which a server (--llm-url) does not give");
+        return cli_usage_error("--constrain on|order needs the model's logits, which a server (--llm-url) does not give");
     if (!constrain && !quiet)
         fprintf(stderr, "deeprec: note: with --llm-url constrained answers are off (a server gives no logits)\n");
     *constrained = 0;

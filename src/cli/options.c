@@ -128,10 +128,16 @@ void cli_rollout_init(cli_rollout *r) {
     r->constrain = NULL; /* not given: on (NULL tells --llm-url's check that it was not asked for) */
 }
 
+int cli_constrain_mode(const char *s) {
+    if (!strcmp(s, "order")) return 2;
+    return cli_on_off(s);
+}
+
 int cli_rollout_finish(cli_rollout *r) {
-    int on = cli_on_off(r->constrain ? r->constrain : "on");
-    if (on < 0) return cli_usage_error("--constrain must be on or off");
-    r->ro.constrain_titles = r->ro.constrain_prefs = on;
+    int mode = cli_constrain_mode(r->constrain ? r->constrain : "on");
+    if (mode < 0) return cli_usage_error("--constrain must be on, order or off");
+    r->ro.constrain_titles = r->ro.constrain_prefs = mode > 0;
+    r->ro.constrain_order = mode == 2;
     if (agent_rollout_opts_check(&r->ro)) return cli_usage_error("%s", dr_error_message());
     return 0;
 }

@@ -13,13 +13,13 @@
 #define BUDGET_DEMO_VALUES \
     .trm_max_epochs = 200, .trm_patience = 5, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50, \
     .trm_pref_empty = 0.7, \
-    .ws_best_of = 1, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_seed = 1, \
+    .ws_best_of = 1, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_call_order = 0, .ws_seed = 1, \
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2, \
     .rerank_share = 0.0, .rerank_warm = 0.5, \
     .vocab = 4096, \
     .llm_dim = 128, .llm_layers = 2, .llm_heads = 2, .llm_kv_heads = 1, .llm_ffn = 384, .ctx = 2048, \
     .sft_lr1 = 3e-3, .sft_lr2 = 1e-3, .sft_batch = 4, .sft_max_len = 1536, .sft_epochs = 1, \
-    .max_hist = 10, .tool_k = 10, .max_tokens = 384, \
+    .max_hist = 10, .tool_k = 10, .max_tokens = 384, .constrain_order = 1, \
     .rl1_steps = 8, .rl2_steps = 12, .rl_prompts = 8, .rl_samples = 4, .rl_micro = 2, .rl_updates = 1, \
     .rl_select_k = 100, .rl_lr1 = 1e-4, .rl_lr2 = 5e-5, .rl_probe = 0, \
     .rl_probe_temp1 = 0.0, .rl_probe_samples1 = 1, .rl_probe_temp2 = 1.0, .rl_probe_samples2 = 4, \
@@ -84,12 +84,12 @@ typedef struct field {
 static const field fields[] = {
     FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
     FI(trm_max_steps), FD(trm_pref_empty), FI(env_holdout),
-    FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_seed),
+    FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_call_order), FI(ws_seed),
     {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
     FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),
     FI(vocab), FI(llm_dim), FI(llm_layers), FI(llm_heads), FI(llm_kv_heads), FI(llm_ffn), FI(ctx),
     FD(sft_lr1), FD(sft_lr2), FI(sft_batch), FI(sft_max_len), FI(sft_epochs), FI(sft_max_steps),
-    FI(max_hist), FI(tool_k), FI(max_tokens),
+    FI(max_hist), FI(constrain_order), FI(tool_k), FI(max_tokens),
     FI(rl1_steps), FI(rl2_steps), FI(rl_prompts), FI(rl_samples), FI(rl_micro), FI(rl_updates), FI(rl_select_k),
     FD(rl_lr1), FD(rl_lr2), FI(rl_probe), FD(rl_probe_temp1), FD(rl_probe_temp2), FI(rl_probe_samples1),
     FI(rl_probe_samples2), FI(rl_keep_best), FI(rl_keep_best_every),

@@ -152,6 +152,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
                b->ws_seed, b->synth_users, b->ws_positions, b->ws_best_of, b->ws_varied, b->ws_order_by_target,
                b->tool_k, b->max_hist);
     if (b->ws_anchor) pl_key_add(&k, "anchor 1\n");
+    if (b->ws_call_order) pl_key_add(&k, "answers keep each call's order\n");
     if (b->env_holdout > 0) pl_key_add(&k, "positions among the last %d train items\n", b->env_holdout);
     int rc, reuse;
     if ((rc = synth_begin(p, s, &k, out, trm, &reuse))) return rc;
@@ -162,6 +163,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
     o.synth.tool_k = b->tool_k;
     o.synth.varied = b->ws_varied != 0;
     o.synth.anchor = b->ws_anchor != 0;
+    o.synth.order = b->ws_call_order != 0;
     o.synth.seed = (uint64_t)b->ws_seed;
     o.positions = b->ws_positions;
     o.recent = b->env_holdout;
@@ -428,6 +430,7 @@ static int stage_rl(pl_run *p, int stage) {
                stage, steps, b->rl_prompts, b->rl_samples, lr, b->rl_updates, b->rl_micro, b->rl_select_k, b->rl_probe,
                ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
     pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
+    if (b->constrain_order) pl_key_add(&k, "answers keep each call's order\n");
     if (b->rl_keep_best > 0) pl_key_add(&k, "keep_best %d every %d\n", b->rl_keep_best, b->rl_keep_best_every);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (rc = pl_key_input(&k, in)) ||
@@ -445,6 +448,7 @@ static int stage_rl(pl_run *p, int stage) {
     o.probe_users = b->rl_probe, o.probe_temperature = (float)ptemp, o.probe_samples = psamples;
     o.keep_best_users = b->rl_keep_best, o.keep_best_every = b->rl_keep_best_every;
     o.max_ctx = b->ctx, o.rollout.max_hist = b->max_hist, o.rollout.tool_k = b->tool_k, o.rollout.max_turn_tokens = b->max_tokens;
+    o.rollout.constrain_order = b->constrain_order != 0;
     o.resume = resume;
     o.out = out;
     o.llm_path = in;
@@ -511,10 +515,12 @@ static int eval_step(pl_run *p, const pl_row *row) {
                row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
     if (row->unconstrained) pl_key_add(&k, "titles unconstrained\n");
     else if (row->llm) pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
+    if (!row->unconstrained && row->llm && b->constrain_order) pl_key_add(&k, "answers keep each call's order\n");
     /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
     int varied = b->ws_best_of > 0 && b->ws_varied;
     if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
     if (mode == EVAL_TEACHER && b->ws_anchor) pl_key_add(&k, "teacher anchor 1\n");
+    if (mode == EVAL_TEACHER && b->ws_call_order) pl_key_add(&k, "teacher keeps each call's order\n");
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (row->llm && (rc = pl_key_input(&k, llm))) ||
         (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
@@ -529,11 +535,13 @@ static int eval_step(pl_run *p, const pl_row *row) {
     eo.rollout.max_hist = b->max_hist, eo.rollout.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
     eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
     eo.rollout.constrain_titles = eo.rollout.constrain_prefs = !row->unconstrained;
+    eo.rollout.constrain_order = !row->unconstrained && b->constrain_order;
     eo.progress = p->o->progress;
     agent_synth_opts so;
     memset(&so, 0, sizeof so);
     so.max_hist = b->max_hist, so.tool_k = b->tool_k, so.seed = 1, so.varied = varied;
     so.anchor = b->ws_anchor != 0;
+    so.order = b->ws_call_order != 0;
     if (mode == EVAL_TEACHER) eo.synth = &so;
     eval_inputs in = {&p->d, p->cat, tm, lm, NULL, NULL};
     eval_result r;

@@ -271,3 +271,58 @@ TEST(agent_constrain_title_tokens_as_in_text) {
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
+
+/* constrain_order: every line is the first not yet listed title of some call's list, so each
+ * call's order survives in the answer; the choices stay recorded with their allowed sets. */
+TEST(agent_constrain_order_keeps_each_calls_order) {
+    dr_dataset d;
+    fx_dataset_big(&d, 60, 6, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    int n_constrained = 0, n_forced = 0, n_not_first = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        fx_model fm;
+        agent_model m;
+        const char *sc[] = {s_answer};
+        fx_model_init(&fm, &m, 2, sc, 1);
+        dr_rng_seed(&fm.pick, seed);
+        fx_hash_tool ht;
+        agent_tool t;
+        fx_hash_tool_init(&ht, &t, 60);
+        agent_request rq = {(int32_t)(seed % 6), dr_data_seq(&d, (int64_t)(seed % 6)),
+                            dr_data_seq_len(&d, (int64_t)(seed % 6)) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.samples = 2;
+        o.max_turn_tokens = 64;
+        o.constrain_titles = 1;
+        o.constrain_order = 1;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        for (int i = 0; i < 2; i++) {
+            CHECK_STR(agent_format_name(e[i].format), "ok");
+            CHECK_EQ_INT(e[i].n_calls, 2);
+            for (int l = 0; l < AGENT_N_REC; l++) {
+                int32_t it = e[i].resolved[l];
+                int head_of_some = 0, first_of_first = 0;
+                for (int k = 0; k < e[i].n_calls; k++) {
+                    const agent_call *call = &e[i].calls[k];
+                    int j = 0; /* the call's first item not listed before line l */
+                    for (;;) {
+                        int listed = 0;
+                        for (int q = 0; q < l; q++) listed |= e[i].resolved[q] == call->items[j];
+                        if (!listed || j + 1 >= call->n_items) break;
+                        j++;
+                    }
+                    if (call->items[j] == it) head_of_some = 1, first_of_first |= k == 0;
+                }
+                CHECK(head_of_some);
+                n_not_first += !first_of_first;
+            }
+            check_constrained(&e[i], &n_constrained, &n_forced);
+        }
+        agent_episodes_free(e, 2);
+    }
+    CHECK(n_constrained > 0 && n_not_first > 0); /* the model did choose between the lists */
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}

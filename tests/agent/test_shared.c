@@ -69,7 +69,7 @@ TEST(agent_shared_ml100k_catalog_and_synth) {
         const int32_t *tr;
         int64_t n = dr_data_train(&d, u, &tr);
         if (n < 2) continue;
-        agent_synth_opts o = {u % 2, 0, 0, (uint64_t)u, NULL};
+        agent_synth_opts o = {.chat = u % 2, .max_hist = 0, .tool_k = 0, .seed = (uint64_t)u};
         agent_synth_traj t;
         CHECK_OK(agent_synth_one(c, &tool, tr, n - 1, &o, &t));
         CHECK_EQ_INT(agent_format_check(t.completion, strlen(t.completion)), AGENT_FMT_OK);

@@ -89,7 +89,7 @@ static void run_synth(int with_cats, int chat) {
     fx_hash_tool_init(&ht, &tool, 120);
     int calls_seen[4] = {0};
     for (int32_t u = 0; u < d.n_users; u++) {
-        agent_synth_opts o = {chat, 0, 0, 1000 + (uint64_t)u, NULL};
+        agent_synth_opts o = {.chat = chat, .max_hist = 0, .tool_k = 0, .seed = 1000 + (uint64_t)u};
         agent_synth_traj t;
         CHECK_OK(agent_synth_one(c, &tool, dr_data_seq(&d, u), dr_data_seq_len(&d, u), &o, &t));
         calls_seen[t.n_calls]++;
@@ -141,7 +141,7 @@ TEST(agent_synth_content) {
     agent_synth_traj t;
     int seen[4] = {0};
     for (uint64_t s = 0; s < 12; s++) {
-        agent_synth_opts o = {0, 0, 0, s, NULL};
+        agent_synth_opts o = {.chat = 0, .max_hist = 0, .tool_k = 0, .seed = s};
         CHECK_OK(agent_synth_one(c, &tool, h, nh, &o, &t));
         CHECK(t.n_calls == 1 || t.n_calls == 2);
         seen[t.n_calls]++;
@@ -156,7 +156,7 @@ TEST(agent_synth_content) {
     /* too few candidates: a tool that returns 3 items */
     fx_tool ft;
     fx_tool_init(&ft, &tool);
-    agent_synth_opts o = {0, 0, 0, 1, NULL};
+    agent_synth_opts o = {.chat = 0, .max_hist = 0, .tool_k = 0, .seed = 1};
     CHECK_ERR(agent_synth_one(c, &tool, h, nh, &o, &t), DR_ERR_RANGE);
     CHECK(t.completion == NULL && t.prompt == NULL);
     agent_catalog_free(c);
@@ -175,7 +175,7 @@ TEST(agent_synth_forced_rerank_form) {
     fx_hash_tool_init(&ht, &tool, 120);
     const char *pref = "romance; drama";
     for (int32_t u = 0; u < 4; u++) {
-        agent_synth_opts o = {0, 0, 0, 7 + (uint64_t)u, pref};
+        agent_synth_opts o = {.seed = 7 + (uint64_t)u, .forced_preference = pref};
         agent_synth_traj t;
         const int32_t *h = dr_data_seq(&d, u);
         int64_t nh = dr_data_seq_len(&d, u);
@@ -276,4 +276,87 @@ TEST(agent_pref_is_any_rule) {
     CHECK(!agent_pref_is_any("any"));
     CHECK(!agent_pref_is_any(""));
     CHECK(!agent_pref_is_any(NULL));
+}
+
+/* The lists of the calls a trajectory made, re-run on the deterministic tool from the
+ * preferences written in its completion; returns the number of calls. */
+static int rerun_calls(const agent_tool *tool, const int32_t *h, int64_t nh, const char *comp,
+                       int32_t lists[4][AGENT_TOOL_K], int n_list[4]) {
+    int n_calls = 0;
+    for (const char *p = comp; (p = strstr(p, AGENT_TAG_PREF)) && n_calls < 4; n_calls++) {
+        p += strlen(AGENT_TAG_PREF);
+        const char *e = strstr(p, AGENT_TAG_PREF_END);
+        CHECK(e != NULL);
+        char pref[300];
+        snprintf(pref, sizeof pref, "%.*s", (int)(e - p), p);
+        float sc[AGENT_TOOL_K];
+        CHECK_OK(tool->retrieve(tool->ctx, h, nh, pref, AGENT_TOOL_K, lists[n_calls], sc, &n_list[n_calls]));
+    }
+    return n_calls;
+}
+
+/* The first item of a list outside the history and the first `l` answer lines (0 if none). */
+static int32_t list_head(const int32_t *list, int n, const int32_t *h, int64_t nh, const int32_t *answer, int l) {
+    for (int j = 0; j < n; j++) {
+        int skip = 0;
+        for (int64_t q = 0; q < nh; q++) skip |= h[q] == list[j];
+        for (int q = 0; q < l; q++) skip |= answer[q] == list[j];
+        if (!skip) return list[j];
+    }
+    return 0;
+}
+
+/* order: the answer is a merge that keeps each call's order (every line is the first unlisted
+ * non-history item of some call's list, as constrain_order decodes), and a known next item
+ * that is such a head goes first. */
+TEST(agent_synth_order_keeps_each_calls_order) {
+    dr_dataset d;
+    fx_dataset_big(&d, 120, 12, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    fx_hash_tool ht;
+    agent_tool tool;
+    fx_hash_tool_init(&ht, &tool, 120);
+    int not_open = 0, targeted = 0;
+    for (int32_t u = 0; u < d.n_users; u++) {
+        const int32_t *h = dr_data_seq(&d, u);
+        int64_t nh = dr_data_seq_len(&d, u);
+        agent_synth_opts o = {0};
+        o.seed = 90 + (uint64_t)u;
+        o.varied = 1;
+        o.anchor = 1;
+        o.order = 1;
+        for (int with_target = 0; with_target < 2; with_target++) {
+            agent_synth_traj t;
+            CHECK_OK(agent_synth_one(c, &tool, h, nh, &o, &t));
+            check_traj(c, &tool, &d, u, &t, 0);
+            int32_t lists[4][AGENT_TOOL_K];
+            int n_list[4] = {0};
+            int n_calls = rerun_calls(&tool, h, nh, t.completion, lists, n_list);
+            CHECK_EQ_INT(n_calls, t.n_calls);
+            for (int l = 0; l < AGENT_N_REC; l++) {
+                int head_of_some = 0;
+                for (int k = 0; k < n_calls; k++)
+                    if (list_head(lists[k], n_list[k], h, nh, t.answer, l) == t.answer[l]) {
+                        head_of_some = 1;
+                        not_open += k > 0 && list_head(lists[0], n_list[0], h, nh, t.answer, l) != t.answer[l];
+                    }
+                CHECK(head_of_some);
+            }
+            if (with_target) {
+                CHECK_EQ_INT(t.answer[0], o.target);
+                targeted++;
+            } else {
+                /* next: the second call's head as the known next item, where the fusion put another first */
+                int32_t h2 = list_head(lists[1], n_list[1], h, nh, t.answer, 0);
+                o.target = h2 != t.answer[0] ? h2 : 0;
+            }
+            agent_synth_traj_free(&t);
+            if (!o.target) break;
+        }
+    }
+    CHECK(not_open > 0); /* the aspect calls did place items */
+    CHECK(targeted > 0);
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
 }

@@ -198,7 +198,7 @@ TEST(harness_trm_baseline_tiny_trained) {
     cfg.text_buckets = 1 << 10;
     trm_model *tm;
     CHECK_OK(trm_model_new(&tm, &cfg, &d, 7));
-    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_inputs in = {&d, c, tm, NULL, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
     o.mode = EVAL_TRM;
@@ -339,7 +339,7 @@ TEST(harness_trm_mode_sasrec) {
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
     trm_model *tm = tiny_trm(&d, TRM_SASREC);
-    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_inputs in = {&d, c, tm, NULL, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
     o.mode = EVAL_TRM;
@@ -413,7 +413,7 @@ TEST(harness_teacher_mode_tiny) {
     CHECK_OK(trm_model_new(&tm, &cfg, &d, 5));
     agent_tool tool;
     CHECK_OK(agent_tool_trm_new(&tool, tm, 1));
-    eval_inputs in = {&d, c, tm, NULL, NULL}; /* no LLM needed */
+    eval_inputs in = {&d, c, tm, NULL, NULL, NULL}; /* no LLM needed */
     /* the eval options' own settings, then other teacher settings through o.synth */
     agent_synth_opts other = {0};
     other.tool_k = 10;
@@ -471,7 +471,7 @@ TEST(harness_teacher_mode_tiny) {
     CHECK_OK(agent_catalog_build(&d, &c));
     cfg.n_items = d.n_items;
     CHECK_OK(trm_model_new(&tm, &cfg, &d, 5));
-    eval_inputs in2 = {&d, c, tm, NULL, NULL};
+    eval_inputs in2 = {&d, c, tm, NULL, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
     o.mode = EVAL_TEACHER;
@@ -652,7 +652,7 @@ TEST(harness_cli_eval) {
     CHECK(json_is_null(json_object_get(j, "format_valid_rate")));
     CHECK(json_is_null(json_object_get(j, "mean_generated_tokens")));
     CHECK(json_is_true(json_object_get(j, "constrain"))); /* title-constrained answers: on by default */
-    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_inputs in = {&d, c, tm, NULL, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
     o.mode = EVAL_TRM;
@@ -805,7 +805,7 @@ TEST(harness_mode_list_and_runs) {
     agent_catalog *c;
     CHECK_OK(agent_catalog_build(&d, &c));
     trm_model *tm = tiny_trm(&d, TRM_PREF);
-    eval_inputs in = {&d, c, tm, NULL, NULL};
+    eval_inputs in = {&d, c, tm, NULL, NULL, NULL};
     eval_opts o;
     eval_opts_default(&o);
     o.bootstrap = 50;
