@@ -51,6 +51,9 @@ enum rl_stage { RL_STAGE_1 = 1, RL_STAGE_2 = 2 };
 #define RL_LIST_CORRECT 1.0
 #define RL_LIST_LINEAR 0.2
 #define RL_POINT_BASE 10.0
+/* keep_best: a validated policy replaces the best only when mean(its NDCG@10 - the best's) over
+ * the validation users exceeds RL_KEEP_BEST_Z standard errors (a one-sided 97.5% test). */
+#define RL_KEEP_BEST_Z 1.96
 
 typedef struct rl_reward {
     double total;
@@ -217,8 +220,10 @@ typedef struct rl_opts {
     /* Output selection on held-out items ("the held-out probe decides"): > 0 validates the
      * input policy and the policy after every keep_best_every-th step and the last on this many
      * users' validation items (a seeded draw of the users with a split, greedy, the evaluation's
-     * episode), and `out` gets the one with the highest NDCG@10 (ties: the earlier). Training
-     * never sees a validation item, so the selection is not fitted to the RL users' targets.
+     * episode), and `out` gets the input unless a later policy beats the best so far with
+     * confidence: the paired per-user difference of NDCG@10 has the lower end of its normal 95%
+     * interval (mean - RL_KEEP_BEST_Z x standard error) above zero. Training never sees a
+     * validation item, so the selection is not fitted to the RL users' targets.
      * 0 = off: `out` is the last step's policy. */
     int keep_best_users;
     int keep_best_every;       /* validate every N steps (0 or >= steps: the input and the last only) */

@@ -431,7 +431,8 @@ static int stage_rl(pl_run *p, int stage) {
                ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
     pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
     if (b->constrain_order) pl_key_add(&k, "answers keep each call's order\n");
-    if (b->rl_keep_best > 0) pl_key_add(&k, "keep_best %d every %d\n", b->rl_keep_best, b->rl_keep_best_every);
+    if (b->rl_keep_best > 0)
+        pl_key_add(&k, "keep_best %d every %d, paired z %.17g\n", b->rl_keep_best, b->rl_keep_best_every, RL_KEEP_BEST_Z);
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (rc = pl_key_input(&k, in)) ||
         (rc = pl_step_begin(p, out, &k, &reuse, &resume)))

@@ -76,6 +76,7 @@ typedef struct ckpt_info {
     int best_slot;              /* -1: none */
     int64_t best_step;
     double best_ndcg10;
+    json_t *best_users; /* the best policy's NDCG@10 per validation user (array; owned) */
 } ckpt_info;
 
 /* Fingerprint of the input model: FNV-1a over the configuration and the first rows of the
@@ -115,6 +116,8 @@ static int read_marker(const char *path, ckpt_info *ci) {
             ci->best_slot = strcmp(json_string_value(bs), "b") == 0;
             ci->best_step = json_integer_value(bt);
             ci->best_ndcg10 = json_number_value(bn);
+            json_t *bu = json_object_get(j, "best_user_ndcg10");
+            if (json_is_array(bu)) ci->best_users = json_incref(bu);
         }
     }
     json_decref(j);
@@ -160,6 +163,9 @@ int rl_ckpt_save(rl_run *r, int64_t step) {
             json_object_set_new(j, "best_model", json_string(r->best_model[r->best_slot]));
             json_object_set_new(j, "best_step", json_integer(r->best_step));
             json_object_set_new(j, "best_ndcg10", json_real(r->best_ndcg10));
+            json_t *bu = json_array();
+            for (int i = 0; bu && i < r->n_vusers; i++) json_array_append_new(bu, json_real(r->best_user_ndcg[i]));
+            json_object_set_new(j, "best_user_ndcg10", bu);
         }
     }
     rc = dr_json_write_file(r->marker, j);
@@ -211,6 +217,17 @@ static int resume_marker(rl_run *r, ckpt_info *ci) {
         return dr_error(DR_ERR_ARG, "rl --resume: the checkpoint %s was made with --keep-best %lld every %lld (this run: %d every %d)",
                         r->marker, (long long)ci->kb_users, (long long)ci->kb_every, o->keep_best_users,
                         o->keep_best_every);
+    if (ci->best_slot >= 0) { /* the paired test needs the best's per-user values */
+        if (json_array_size(ci->best_users) != (size_t)r->n_vusers)
+            return dr_error(DR_ERR_FORMAT, "rl --resume: the checkpoint %s has %zu per-user validation values, not %d",
+                            r->marker, json_array_size(ci->best_users), r->n_vusers);
+        for (int i = 0; i < r->n_vusers; i++) {
+            json_t *x = json_array_get(ci->best_users, (size_t)i);
+            if (!json_is_number(x))
+                return dr_error(DR_ERR_FORMAT, "rl --resume: %s: best_user_ndcg10[%d] is not a number", r->marker, i);
+            r->best_user_ndcg[i] = json_number_value(x);
+        }
+    }
     r->best_slot = ci->best_slot;
     r->best_step = ci->best_step;
     r->best_ndcg10 = ci->best_ndcg10;
@@ -225,8 +242,9 @@ int rl_ckpt_open(rl_run *r, int64_t *start, int *resumed) {
     ckpt_info ci = {0};
     model_fingerprint(lm, r->fp);
     *resumed = o->resume && dr_file_exists(r->marker);
-    int rc;
-    if (*resumed && (rc = resume_marker(r, &ci))) return rc;
+    int rc = *resumed ? resume_marker(r, &ci) : DR_OK;
+    json_decref(ci.best_users);
+    if (rc) return rc;
     llm_train_config tc;
     llm_train_config_default(&tc);
     tc.max_batch = o->micro;

@@ -41,6 +41,8 @@ typedef struct rl_run {
     int best_slot;          /* -1: none yet */
     int64_t best_step;
     double best_ndcg10;
+    double *best_user_ndcg; /* the best policy's NDCG@10 per validation user (the paired test) */
+    double *cand_user_ndcg; /* the policy just validated, per user */
     char fp[17];            /* input model fingerprint */
     dr_jsonl jl;
     int32_t max_ctx;
@@ -71,18 +73,22 @@ void rl_share_free(rl_share *sh);
 /* Move probe_users selected users (a seeded draw, kept in dataset order) out of the selection. */
 int rl_probe_split(rl_run *r);
 int rl_probe_run(rl_run *r, rl_rollout_stats *out);
-/* S episodes per request at `temperature` from `seed` (greedy: 0), scored and summed into *out. */
+/* S episodes per request at `temperature` from `seed` (greedy: 0), scored and summed into *out;
+ * per_req (NULL or [n_req]) gets each request's NDCG@10, the mean over its S episodes. */
 int rl_score_requests(rl_run *r, const agent_request *req, int n_req, int S, float temperature, uint64_t seed,
-                      rl_rollout_stats *out);
+                      rl_rollout_stats *out, double *per_req);
 
 /* keep_best.c: the output chosen on validation items (rl_opts.keep_best_users). */
 int rl_best_users(rl_run *r);
 /* Greedy episodes of the current policy on the validation users' held-out items. */
 int rl_best_validate(rl_run *r, rl_rollout_stats *out);
-/* After validating the policy of step `step`: a higher NDCG@10 than the best so far (or no
- * best yet) saves the weights to the free best slot; *improved says so (the caller commits
- * it with a checkpoint). */
+/* After validating the policy of step `step`: with no best yet, or when it beats the best
+ * with confidence (the paired difference of NDCG@10 over the validation users has its 95%
+ * interval above zero, RL_KEEP_BEST_Z), saves the weights to the free best slot; *improved
+ * says so (the caller commits it with a checkpoint). */
 int rl_best_consider(rl_run *r, int64_t step, const rl_rollout_stats *v, int *improved);
+/* The lower end of the normal 95% interval of mean(cand - best) over n users (-inf for n < 2). */
+double rl_best_paired_lower(const double *cand, const double *best, int n);
 /* The end of a run: the best slot's policy becomes `out`. */
 int rl_best_finish(rl_run *r);
 

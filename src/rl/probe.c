@@ -2,6 +2,7 @@
  * rolled out before step 1 and after every step with the same sampling seeds, so that two
  * probes differ only by the policy (rl.h). */
 #include "internal.h"
+#include "deeprec/metrics.h"
 #include "deeprec/data.h"
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ int rl_probe_split(rl_run *r) {
 
 /* S episodes per request from a fixed seed, scored with the stage's reward. */
 int rl_score_requests(rl_run *r, const agent_request *req, int n_req, int S, float temperature, uint64_t seed,
-                      rl_rollout_stats *out) {
+                      rl_rollout_stats *out, double *per_req) {
     const int n_ep = n_req * S;
     double t0 = dr_now(), c0 = dr_cpu_now();
     memset(out, 0, sizeof *out);
@@ -49,6 +50,14 @@ int rl_score_requests(rl_run *r, const agent_request *req, int n_req, int S, flo
         out->n_users = n_req;
         out->n_episodes = n_ep;
         rl_rollout_stats_sum(out, sh.all, sh.all_rw, n_ep);
+        for (int i = 0; per_req && i < n_req; i++) { /* request i's episodes are i * S .. i * S + S - 1 */
+            double g = 0;
+            for (int k = 0; k < S; k++) {
+                const rl_reward *x = &sh.all_rw[(size_t)i * S + k]; /* the rank rl_rollout_stats_sum scores */
+                if (x->hit_rank >= 0) g += dr_metrics_ndcg_at(x->hit_rank + 1, 10);
+            }
+            per_req[i] = g / S;
+        }
         out->seconds = dr_now() - t0;
         out->cpu_seconds = dr_cpu_now() - c0;
     }
@@ -63,7 +72,7 @@ int rl_probe_run(rl_run *r, rl_rollout_stats *out) {
     agent_request *req = dr_calloc((size_t)P, sizeof *req);
     if (!req) return dr_error_code();
     rl_user_requests(r->env->data, r->probe, P, req);
-    int rc = rl_score_requests(r, req, P, S, o->probe_temperature, rl_step_seed(o, 0, 3), out);
+    int rc = rl_score_requests(r, req, P, S, o->probe_temperature, rl_step_seed(o, 0, 3), out, NULL);
     free(req);
     return rc;
 }

@@ -157,6 +157,8 @@ static void run_free(rl_run *r) {
     free(r->sel);
     free(r->probe);
     free(r->vusers);
+    free(r->best_user_ndcg);
+    free(r->cand_user_ndcg);
     free(r->perm);
     rl_ckpt_paths_free(r);
     dr_jsonl_close(&r->jl);

@@ -5,6 +5,8 @@
 #include "deeprec/gguf.h"
 #include "deeprec/llm_train.h"
 #include "deeprec/rl.h"
+#include "rl/internal.h"
+#include <math.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,10 +517,30 @@ TEST(rl_train_keep_best_on_validation_items) {
     CHECK_OK(llm_model_load(&pc, c));
     CHECK(memcmp(pc->tok_embd.data, f.llm->tok_embd.data, (size_t)f.llm->cfg.vocab * f.llm->cfg.dim * 4) == 0);
     llm_model_free(pc);
+    /* a higher mean that is not confidently higher keeps the input: after step 2 one of the 5
+     * users becomes a hit (+0.2 on average, paired standard error 0.2) */
+    kb_ctx k5 = {.hit_from = V + 2 * B, .hit_to = V + 2 * B + 1};
+    log_ctx le = {0};
+    kb_opts(&o, c, &k5, &le);
+    CHECK_OK(rl_train(&env, &o, &res));
+    CHECK_NEAR(le.s[1].valid.ndcg10, 0.2, 1e-12);
+    CHECK_EQ_INT(res.best_step, 0);
     /* a resume with other keep-best settings is refused */
     kb_opts(&o, a, &k4, &ld);
     o.resume = 1;
     o.keep_best_every = 1;
     CHECK_ERR(rl_train(&env, &o, &res), DR_ERR_ARG);
     fx_free(&f);
+}
+
+/* The paired test of keep_best against a direct computation: mean - 1.96 x sd / sqrt(n). */
+TEST(rl_keep_best_paired_lower_bound) {
+    const double cand[4] = {1.0, 0.5, 0.0, 0.25}, best[4] = {0.0, 0.5, 0.0, 0.0};
+    /* differences 1, 0, 0, 0.25: mean 0.3125, sample variance 0.22396, se 0.23662 */
+    double m = 0.3125, var = ((1 - m) * (1 - m) + 2 * m * m + (0.25 - m) * (0.25 - m)) / 3;
+    CHECK_NEAR(rl_best_paired_lower(cand, best, 4), m - 1.96 * sqrt(var / 4), 1e-15);
+    CHECK(rl_best_paired_lower(cand, best, 4) < 0);
+    const double up[3] = {0.5, 0.6, 0.7}, zero[3] = {0, 0, 0};
+    CHECK(rl_best_paired_lower(up, zero, 3) > 0);
+    CHECK(isinf(rl_best_paired_lower(up, zero, 1)));
 }
