@@ -516,7 +516,9 @@ static int eval_step(pl_run *p, const pl_row *row) {
                row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
     if (row->unconstrained) pl_key_add(&k, "titles unconstrained\n");
     else if (row->llm) pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
-    if (!row->unconstrained && row->llm && b->constrain_order) pl_key_add(&k, "answers keep each call's order\n");
+    /* the order rule is the agent's; the rerank baseline stays the LLM's own ranking of one list */
+    int order = !row->unconstrained && b->constrain_order && mode == EVAL_DEEPREC;
+    if (order) pl_key_add(&k, "answers keep each call's order\n");
     /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
     int varied = b->ws_best_of > 0 && b->ws_varied;
     if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
@@ -536,7 +538,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     eo.rollout.max_hist = b->max_hist, eo.rollout.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
     eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
     eo.rollout.constrain_titles = eo.rollout.constrain_prefs = !row->unconstrained;
-    eo.rollout.constrain_order = !row->unconstrained && b->constrain_order;
+    eo.rollout.constrain_order = order;
     eo.progress = p->o->progress;
     agent_synth_opts so;
     memset(&so, 0, sizeof so);
