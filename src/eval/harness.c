@@ -244,7 +244,8 @@ static int run_llm(const eval_inputs *in, const eval_opts *o, const int32_t *use
         }
     }
     agent_rollout_opts ro = o->rollout;
-    if (o->mode == EVAL_RERANK) ro.max_calls = 1;
+    /* rerank is the LLM ranking one list: keeping that list's order would leave it nothing to rank */
+    if (o->mode == EVAL_RERANK) ro.max_calls = 1, ro.constrain_order = 0;
     ro.samples = G;
     ro.progress = o->progress;
     ro.direct = o->mode == EVAL_DIRECT;
