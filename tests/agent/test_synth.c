@@ -79,14 +79,30 @@ static void check_traj(const agent_catalog *c, const agent_tool *tool, const dr_
     free(script);
 }
 
-static void run_synth(int with_cats, int chat) {
+/* The dataset (120 items), its catalog and the hash tool over its items, as the tests here use
+ * them; the tool's context lives in the struct, so it is set up in place. */
+typedef struct synth_env {
     dr_dataset d;
-    fx_dataset_big(&d, 120, 12, with_cats);
     agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
     fx_hash_tool ht;
     agent_tool tool;
-    fx_hash_tool_init(&ht, &tool, 120);
+} synth_env;
+static void env_init(synth_env *e, int n_users, int with_cats) {
+    fx_dataset_big(&e->d, 120, n_users, with_cats);
+    CHECK_OK(agent_catalog_build(&e->d, &e->c));
+    fx_hash_tool_init(&e->ht, &e->tool, 120);
+}
+static void env_free(synth_env *e) {
+    agent_catalog_free(e->c);
+    fx_dataset_free(&e->d);
+}
+
+static void run_synth(int with_cats, int chat) {
+    synth_env e;
+    env_init(&e, 12, with_cats);
+    dr_dataset d = e.d;
+    agent_catalog *c = e.c;
+    agent_tool tool = e.tool;
     int calls_seen[4] = {0};
     for (int32_t u = 0; u < d.n_users; u++) {
         agent_synth_opts o = {.chat = chat, .max_hist = 0, .tool_k = 0, .seed = 1000 + (uint64_t)u};
@@ -117,21 +133,18 @@ static void run_synth(int with_cats, int chat) {
     int kinds = 0;
     for (int i = 1; i <= 3; i++) kinds += calls_seen[i] > 0;
     CHECK(kinds >= 2);
-    agent_catalog_free(c);
-    fx_dataset_free(&d);
+    env_free(&e);
 }
 
 TEST(agent_synth_valid_with_categories) { run_synth(1, 0); }
 TEST(agent_synth_valid_title_words_chat) { run_synth(0, 1); }
 
 TEST(agent_synth_content) {
-    dr_dataset d;
-    fx_dataset_big(&d, 120, 4, 1);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    fx_hash_tool ht;
-    agent_tool tool;
-    fx_hash_tool_init(&ht, &tool, 120);
+    synth_env e;
+    env_init(&e, 4, 1);
+    dr_dataset d = e.d;
+    agent_catalog *c = e.c;
+    agent_tool tool = e.tool;
     /* history: four items with the categories Romance, Action, Drama (ids 2, 8, 14, 20) */
     int32_t h[4] = {2, 8, 14, 20};
     int nh = 4;
@@ -159,20 +172,17 @@ TEST(agent_synth_content) {
     agent_synth_opts o = {.chat = 0, .max_hist = 0, .tool_k = 0, .seed = 1};
     CHECK_ERR(agent_synth_one(c, &tool, h, nh, &o, &t), DR_ERR_RANGE);
     CHECK(t.completion == NULL && t.prompt == NULL);
-    agent_catalog_free(c);
-    fx_dataset_free(&d);
+    env_free(&e);
 }
 
 /* The rerank form: one forced call written as the rollout writes it, masked from byte 0; a
  * model replaying the generated tail under agent_request.forced_preference reproduces it. */
 TEST(agent_synth_forced_rerank_form) {
-    dr_dataset d;
-    fx_dataset_big(&d, 120, 12, 1);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    fx_hash_tool ht;
-    agent_tool tool;
-    fx_hash_tool_init(&ht, &tool, 120);
+    synth_env e;
+    env_init(&e, 12, 1);
+    dr_dataset d = e.d;
+    agent_catalog *c = e.c;
+    agent_tool tool = e.tool;
     const char *pref = "romance; drama";
     for (int32_t u = 0; u < 4; u++) {
         agent_synth_opts o = {.seed = 7 + (uint64_t)u, .forced_preference = pref};
@@ -216,20 +226,17 @@ TEST(agent_synth_forced_rerank_form) {
         free(script);
         agent_synth_traj_free(&t);
     }
-    agent_catalog_free(c);
-    fx_dataset_free(&d);
+    env_free(&e);
 }
 
 /* The anchored form: the open call first, 2-3 calls in all, and the open list's best new item
  * leads the answer (2/1 for it against at most 0.5 in all from the aspect calls). */
 TEST(agent_synth_anchored_form) {
-    dr_dataset d;
-    fx_dataset_big(&d, 120, 12, 1);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    fx_hash_tool ht;
-    agent_tool tool;
-    fx_hash_tool_init(&ht, &tool, 120);
+    synth_env e;
+    env_init(&e, 12, 1);
+    dr_dataset d = e.d;
+    agent_catalog *c = e.c;
+    agent_tool tool = e.tool;
     int calls_seen[5] = {0};
     for (int32_t u = 0; u < d.n_users; u++) {
         for (int varied = 0; varied < 2; varied++) {
@@ -264,8 +271,7 @@ TEST(agent_synth_anchored_form) {
         }
     }
     CHECK(calls_seen[2] > 0 && calls_seen[3] > 0);
-    agent_catalog_free(c);
-    fx_dataset_free(&d);
+    env_free(&e);
 }
 
 TEST(agent_pref_is_any_rule) {
@@ -310,13 +316,11 @@ static int32_t list_head(const int32_t *list, int n, const int32_t *h, int64_t n
  * non-history item of some call's list, as constrain_order decodes), and a known next item
  * that is such a head goes first. */
 TEST(agent_synth_order_keeps_each_calls_order) {
-    dr_dataset d;
-    fx_dataset_big(&d, 120, 12, 1);
-    agent_catalog *c;
-    CHECK_OK(agent_catalog_build(&d, &c));
-    fx_hash_tool ht;
-    agent_tool tool;
-    fx_hash_tool_init(&ht, &tool, 120);
+    synth_env e;
+    env_init(&e, 12, 1);
+    dr_dataset d = e.d;
+    agent_catalog *c = e.c;
+    agent_tool tool = e.tool;
     int not_open = 0, targeted = 0;
     for (int32_t u = 0; u < d.n_users; u++) {
         const int32_t *h = dr_data_seq(&d, u);
@@ -357,6 +361,5 @@ TEST(agent_synth_order_keeps_each_calls_order) {
     }
     CHECK(not_open > 0); /* the aspect calls did place items */
     CHECK(targeted > 0);
-    agent_catalog_free(c);
-    fx_dataset_free(&d);
+    env_free(&e);
 }
