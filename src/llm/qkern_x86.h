@@ -335,6 +335,11 @@ KDISPATCH(row_q2_k, row_q2_k_t)
 #undef KDISPATCH
 #undef KDISPATCH_A
 
+/* R rows of rb bytes from p, one at a time (the q4a kernels' interface; see qkern_avx512.h). */
+static KATTR void KFN(rows_q4a)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    for (int i = 0; i < R; i++) KFN(row_q4a)(p + (size_t)i * rb, ax, as, J, nb, y + i, ys);
+}
+
 static row_fn KFN(row_kernel)(uint32_t type) {
     switch (type) {
     case GGML_TYPE_Q8_0: return KFN(row_q8_0);

@@ -155,18 +155,18 @@ static row_fn row_kernel(uint32_t type) {
  * values, nb x 8 int32 c_k = -8 * (sum of values 4k..4k+3), nb x 8 copies of the scale
  * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. */
-typedef void (*q4a_fn)(const uint8_t *row, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
+typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 #define Q4A_BYTES 96 /* per block and activation row */
 
 static q4a_fn q4a_kernel(void) {
     const int k = kern();
 #ifdef LLM_HAVE_AVX512
-    if (k == KERN_AVX512) return row_q4a_512;
+    if (k == KERN_AVX512) return rows_q4a_512;
 #endif
 #ifdef LLM_HAVE_VNNI
-    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return row_q4a_vnni;
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return rows_q4a_vnni;
 #endif
-    if (k >= KERN_AVX2) return row_q4a_avx2;
+    if (k >= KERN_AVX2) return rows_q4a_avx2;
     return NULL;
 }
 
@@ -184,20 +184,23 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
     }
 }
 
-/* y = W x for Q4_0 with a q4a kernel: the rows split over threads, batches of up to 8
- * activation rows per pass over a weight row. -1 when out of memory. */
+/* y = W x for Q4_0 with a q4a kernel: tiles of R rows split over threads (R = 4 at batch 1,
+ * 2 at batch 2: each activation block is loaded once per tile), batches of up to 8 activation
+ * rows per pass over a tile. -1 when out of memory. */
 static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
     const int rows = w->rows, nb = w->cols / 32;
     const size_t as = (size_t)Q4A_BYTES * nb;
     uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
     if (!ax) return -1;
     for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    const int R = n == 1 ? 4 : n == 2 ? 2 : 1, tiles = (rows + R - 1) / R;
     double work = (double)rows * w->cols * n;
 #pragma omp parallel for schedule(static) if (work > 65536)
-    for (int r = 0; r < rows; r++) {
+    for (int t = 0; t < tiles; t++) {
+        const int r = t * R, nr = rows - r < R ? rows - r : R;
         const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         for (int j = 0; j < n; j += 8)
-            fn(row, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
+            fn(row, w->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
     }
     free(ax);
     return 0;
