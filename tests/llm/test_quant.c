@@ -150,6 +150,17 @@ static void random_blocks(uint32_t type, uint8_t *p, size_t n_blocks, dr_rng *g)
     }
 }
 
+/* A rows x cols matrix of random blocks of type (the caller frees w.data). */
+static llm_mat random_mat(uint32_t type, int rows, int cols, dr_rng *g) {
+    llm_mat w = {0};
+    w.type = type, w.rows = rows, w.cols = cols;
+    w.row_bytes = ggml_row_bytes(type, (uint64_t)cols);
+    uint8_t *buf = malloc(w.row_bytes * rows);
+    random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), g);
+    w.data = buf;
+    return w;
+}
+
 static double check_kernel(const llm_mat *w, const float *x, int n, int fast) {
     const int rows = w->rows, cols = w->cols;
     float *y = malloc((size_t)n * rows * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
@@ -203,12 +214,7 @@ TEST(quant_kernels) {
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const uint32_t type = types[ti];
         const int cols = ggml_block_size(type) == 256 ? 768 : 224; /* 3 super-blocks / 7 blocks */
-        llm_mat w = {0};
-        w.type = type, w.rows = rows, w.cols = cols;
-        w.row_bytes = ggml_row_bytes(type, (uint64_t)cols);
-        uint8_t *buf = malloc(w.row_bytes * rows);
-        random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), &g);
-        w.data = buf;
+        llm_mat w = random_mat(type, rows, cols, &g);
         float *x = malloc((size_t)70 * cols * sizeof(float));
         for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
         for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: decode and prefill paths */
@@ -223,7 +229,7 @@ TEST(quant_kernels) {
             }
         }
         free(x);
-        free(buf);
+        free((void *)w.data);
     }
 }
 
@@ -243,12 +249,7 @@ TEST(quant_q4_0_kernels_match_c) {
     for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
         for (size_t ri = 0; ri < sizeof row_counts / sizeof *row_counts; ri++) {
             const int cols = widths[wi], rows = row_counts[ri], nmax = 11;
-            llm_mat w = {0};
-            w.type = GGML_TYPE_Q4_0, w.rows = rows, w.cols = cols;
-            w.row_bytes = ggml_row_bytes(GGML_TYPE_Q4_0, (uint64_t)cols);
-            uint8_t *buf = malloc(w.row_bytes * rows);
-            random_blocks(GGML_TYPE_Q4_0, buf, w.row_bytes * rows / ggml_type_size(GGML_TYPE_Q4_0), &g);
-            w.data = buf;
+            llm_mat w = random_mat(GGML_TYPE_Q4_0, rows, cols, &g);
             float *x = malloc((size_t)nmax * cols * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
             float *yc = malloc((size_t)nmax * rows * sizeof(float)), *yk = malloc((size_t)nmax * rows * sizeof(float));
             for (int i = 0; i < nmax * cols; i++) x[i] = 3.0f * dr_rng_normal(&g);
@@ -276,7 +277,7 @@ TEST(quant_q4_0_kernels_match_c) {
             free(yc);
             free(row);
             free(x);
-            free(buf);
+            free((void *)w.data);
         }
     printf("  Q4_0 kernels compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "", tried & 2 ? "avx-vnni " : "",
            tried & 4 ? "avx512-vnni" : "");
