@@ -131,8 +131,9 @@ void llm_matmul(const llm_mat *w, const float *x, int n, float *y);
  * AVX512_BF16 (every batch size): faster, off by ~1e-2 relative (int8) / ~4e-3 (bf16).
  * F32/F16 weights and large batches of block types: exactly llm_matmul. */
 void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y);
-/* The integer dot-product kernel chosen for this CPU: "avx-vnni", "avx2" or "c"
- * (DEEPREC_KERNEL=c|avx2 forces a lesser one). */
+/* The integer dot-product kernel chosen for this CPU: "avx512-vnni" (its own kernel for Q4_0,
+ * the others as avx-vnni or avx2), "avx-vnni", "avx2" or "c" (DEEPREC_KERNEL=<name> forces a
+ * lesser one). */
 const char *llm_kernel_name(void);
 /* Row r of W as fp32 (embedding lookup). */
 void llm_mat_row(const llm_mat *w, int r, float *dst);

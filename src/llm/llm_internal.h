@@ -20,7 +20,7 @@ int llm_mat_type_ok(uint32_t type); /* F32/F16/BF16/Q8_0 */
 typedef struct llm_ablk { int8_t q[32]; float d; float s[2]; } llm_ablk;
 void llm_quantize_act(const float *x, int n, llm_ablk *out); /* n a multiple of 32 */
 /* sum over nb units of w . a (portable C; the reference the fused kernels are tested against). */
-/* Use the named kernel ("c", "avx2", "avx-vnni") from now on; -1 if this CPU lacks it. */
+/* Use the named kernel ("c", "avx2", "avx-vnni", "avx512-vnni") from now on; -1 if this CPU lacks it. */
 int llm_kernel_force(const char *name);
 float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb);
 /* Any in-place type: rows expanded to fp32, fp32 dot products (exact path of the block types). */

@@ -1,6 +1,6 @@
 /* Fused int8 row kernels for the common block types, included by qmatmul.c once per
  * instruction set: KSUF names the variant, KTGT its target, KIDOT(u, s) the 8 int32 sums of
- * 4 products (u unsigned, s signed bytes). Each block is decoded to 32 signed bytes in a
+ * 4 products (u unsigned, s signed bytes), KIDOTACC(c, u, s) the same added to c. Each block is decoded to 32 signed bytes in a
  * register once and multiplied with up to 8 activation rows, so a batch reads the weights
  * once; decoding follows the layouts in src/gguf/blocks.c. */
 #define KCAT_(a, b) a##_##b
@@ -72,15 +72,27 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_q8_0_t)(const ui
     KFN(finish)(acc, macc, J, y, ys);
 }
 
-static inline __attribute__((always_inline)) KATTR void KFN(row_q4_0_t)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) {
+/* Q4_0 on the q4a activation layout (qmatmul.c: per activation row nb x 32 int8 values, then
+ * nb x 8 int32 corrections c_k = -8 * (sum of values 4k..4k+3), then nb x 8 copies of the scale).
+ * The nibbles 0..15 go into KIDOTACC unsigned as they are and the -8 of the format comes back
+ * through c, so each int32 lane is exactly sum (n_i - 8) a_i, as when the weight's sign is
+ * moved onto a (consume), and the float steps and their order are those of consume: the same
+ * result as that kernel gave for Q4_0, without its subtract and two sign steps per block. */
+static inline __attribute__((always_inline)) KATTR void KFN(row_q4a_t)(const uint8_t *p, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m256 acc[8];
     float macc[8] = {0};
     for (int j = 0; j < J; j++) acc[j] = _mm256_setzero_ps();
-    const __m256i eight = _mm256_set1_epi8(8);
     for (int b = 0; b < nb; b++, p += 18) {
         _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
-        float d = KFN(f16)(p);
-        KFN(consume)(_mm256_sub_epi8(KFN(nib32)(p + 2), eight), _mm256_set1_ps(d), a + b, as, J, acc);
+        const __m256 dw = _mm256_set1_ps(KFN(f16)(p));
+        const __m256i u = KFN(nib32)(p + 2);
+        for (int j = 0; j < J; j++) {
+            const uint8_t *aj = ax + (size_t)j * as;
+            __m256i s = _mm256_loadu_si256((const __m256i *)(aj + 32 * (size_t)b));
+            __m256i c = _mm256_loadu_si256((const __m256i *)(aj + 32 * ((size_t)nb + b)));
+            __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(*(const float *)(aj + 32 * (2 * (size_t)nb + b))));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KIDOTACC(c, u, s)), sc, acc[j]);
+        }
     }
     KFN(finish)(acc, macc, J, y, ys);
 }
@@ -294,8 +306,9 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_q2_k_t)(const ui
 }
 
 /* The batch size as a constant in each instance: the accumulators stay in registers. */
-#define KDISPATCH(name, tname)                                                                               \
-    static KATTR void KFN(name)(const uint8_t *p, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys) { \
+#define KDISPATCH(name, tname) KDISPATCH_A(name, tname, const llm_ablk *)
+#define KDISPATCH_A(name, tname, atype)                                                                      \
+    static KATTR void KFN(name)(const uint8_t *p, atype a, size_t as, int J, int nb, float *y, size_t ys) {   \
         switch (J) {                                                                                         \
         case 1: KFN(tname)(p, a, as, 1, nb, y, ys); break;                                                   \
         case 2: KFN(tname)(p, a, as, 2, nb, y, ys); break;                                                   \
@@ -308,7 +321,7 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_q2_k_t)(const ui
         }                                                                                                    \
     }
 KDISPATCH(row_q8_0, row_q8_0_t)
-KDISPATCH(row_q4_0, row_q4_0_t)
+KDISPATCH_A(row_q4a, row_q4a_t, const uint8_t *)
 KDISPATCH(row_q4_1, row_q4_1_t)
 KDISPATCH(row_q5_0, row_q5_0_t)
 KDISPATCH(row_q5_1, row_q5_1_t)
@@ -320,11 +333,16 @@ KDISPATCH(row_q5_k, row_q5_k_t)
 KDISPATCH(row_q3_k, row_q3_k_t)
 KDISPATCH(row_q2_k, row_q2_k_t)
 #undef KDISPATCH
+#undef KDISPATCH_A
+
+/* R rows of rb bytes from p, one at a time (the q4a kernels' interface; see qkern_avx512.h). */
+static KATTR void KFN(rows_q4a)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    for (int i = 0; i < R; i++) KFN(row_q4a)(p + (size_t)i * rb, ax, as, J, nb, y + i, ys);
+}
 
 static row_fn KFN(row_kernel)(uint32_t type) {
     switch (type) {
     case GGML_TYPE_Q8_0: return KFN(row_q8_0);
-    case GGML_TYPE_Q4_0: return KFN(row_q4_0);
     case GGML_TYPE_Q4_1: return KFN(row_q4_1);
     case GGML_TYPE_Q5_0: return KFN(row_q5_0);
     case GGML_TYPE_Q5_1: return KFN(row_q5_1);

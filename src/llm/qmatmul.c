@@ -63,26 +63,36 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #define KSUF avx2
 #define KTGT "avx2,fma,f16c"
 #define KIDOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#define KIDOTACC(c, u, s) _mm256_add_epi32(c, KIDOT(u, s))
 #include "qkern_x86.h"
 #undef KSUF
 #undef KTGT
 #undef KIDOT
+#undef KIDOTACC
 #if defined(__GNUC__) && (__GNUC__ >= 11)
 #define KSUF vnni
 #define KTGT "avx2,fma,f16c,avxvnni"
 #define KIDOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#define KIDOTACC(c, u, s) _mm256_dpbusd_avx_epi32(c, u, s)
 #include "qkern_x86.h"
 #undef KSUF
 #undef KTGT
 #undef KIDOT
+#undef KIDOTACC
 #define LLM_HAVE_VNNI 1
+#endif
+#if defined(__GNUC__) && (__GNUC__ >= 8)
+#include "qkern_avx512.h"
+#define LLM_HAVE_AVX512 1
 #endif
 #endif
 
-/* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches). */
-enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI };
-static int g_kern = KERN_UNSET;
-static const char *KERN_NAMES[] = {"c", "avx2", "avx-vnni"};
+/* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches).
+ * avx512-vnni has its own kernel for Q4_0 only; the other types then take the avx-vnni kernels
+ * when the CPU has AVX-VNNI, else the avx2 ones (g_vnni256, set with g_kern). */
+enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI, KERN_AVX512 };
+static int g_kern = KERN_UNSET, g_vnni256;
+static const char *KERN_NAMES[] = {"c", "avx2", "avx-vnni", "avx512-vnni"};
 
 static int kern_supported(int k) {
     if (k == KERN_C) return 1;
@@ -93,29 +103,39 @@ static int kern_supported(int k) {
 #ifdef LLM_HAVE_VNNI
     if (k == KERN_VNNI) return avx2 && llm_cpu_avxvnni();
 #endif
+#ifdef LLM_HAVE_AVX512
+    if (k == KERN_AVX512)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#endif
 #endif
     return 0;
+}
+
+static void kern_set(int k) {
+    __atomic_store_n(&g_vnni256, k >= KERN_VNNI && kern_supported(KERN_VNNI), __ATOMIC_RELAXED);
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
 }
 
 /* Sessions on several threads may race to set it: relaxed atomics, every racer stores the same value. */
 static int kern(void) {
     int k0 = __atomic_load_n(&g_kern, __ATOMIC_RELAXED);
     if (k0 != KERN_UNSET) return k0;
-    const char *force = getenv("DEEPREC_KERNEL"); /* "c" or "avx2": a lesser kernel, for benches */
-    int k = KERN_VNNI;
+    const char *force = getenv("DEEPREC_KERNEL"); /* a lesser kernel by name, for benches */
+    int k = KERN_AVX512;
     while (!kern_supported(k)) k--;
-    if (force && !strcmp(force, "c")) k = KERN_C;
-    if (force && !strcmp(force, "avx2") && kern_supported(KERN_AVX2)) k = KERN_AVX2;
-    __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
+    for (int f = KERN_C; force && f < k; f++)
+        if (!strcmp(force, KERN_NAMES[f]) && kern_supported(f)) k = f;
+    kern_set(k);
     return k;
 }
 
 const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
 
 int llm_kernel_force(const char *name) {
-    for (int k = KERN_C; k <= KERN_VNNI; k++)
+    for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
-            __atomic_store_n(&g_kern, k, __ATOMIC_RELAXED);
+            kern_set(k);
             return 0;
         }
     return -1;
@@ -123,11 +143,67 @@ int llm_kernel_force(const char *name) {
 
 #ifdef LLM_X86
 static row_fn row_kernel(uint32_t type) {
+    const int k = kern();
 #ifdef LLM_HAVE_VNNI
-    if (kern() == KERN_VNNI) return row_kernel_vnni(type);
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return row_kernel_vnni(type);
 #endif
-    if (kern() == KERN_AVX2) return row_kernel_avx2(type);
+    if (k >= KERN_AVX2) return row_kernel_avx2(type);
     return NULL;
+}
+
+/* Q4_0 takes its own kernels on the q4a activation layout: per activation row, nb x 32 int8
+ * values, nb x 8 int32 c_k = -8 * (sum of values 4k..4k+3), nb x 8 copies of the scale
+ * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
+ * blocks' activations are contiguous for the 512-bit kernel. */
+typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
+#define Q4A_BYTES 96 /* per block and activation row */
+
+static q4a_fn q4a_kernel(void) {
+    const int k = kern();
+#ifdef LLM_HAVE_AVX512
+    if (k == KERN_AVX512) return rows_q4a_512;
+#endif
+#ifdef LLM_HAVE_VNNI
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return rows_q4a_vnni;
+#endif
+    if (k >= KERN_AVX2) return rows_q4a_avx2;
+    return NULL;
+}
+
+static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
+    float *d = (float *)(out + 64 * (size_t)nb);
+    for (int b = 0; b < nb; b++) {
+        memcpy(q + 32 * b, a[b].q, 32);
+        for (int k = 0; k < 8; k++) {
+            const int8_t *v = a[b].q + 4 * k;
+            c[8 * b + k] = -8 * (v[0] + v[1] + v[2] + v[3]);
+            d[8 * b + k] = a[b].d;
+        }
+    }
+}
+
+/* y = W x for Q4_0 with a q4a kernel: tiles of R rows split over threads (R = 4 at batch 1,
+ * 2 at batch 2: each activation block is loaded once per tile), batches of up to 8 activation
+ * rows per pass over a tile. -1 when out of memory. */
+static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
+    const int rows = w->rows, nb = w->cols / 32;
+    const size_t as = (size_t)Q4A_BYTES * nb;
+    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    if (!ax) return -1;
+    for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    const int R = n == 1 ? 4 : n == 2 ? 2 : 1, tiles = (rows + R - 1) / R;
+    double work = (double)rows * w->cols * n;
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int t = 0; t < tiles; t++) {
+        const int r = t * R, nr = rows - r < R ? rows - r : R;
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int j = 0; j < n; j += 8)
+            fn(row, w->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
+    }
+    free(ax);
+    return 0;
 }
 #endif
 
@@ -166,6 +242,12 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
 #ifdef LLM_X86
+    const q4a_fn q4k = w->type == GGML_TYPE_Q4_0 ? q4a_kernel() : NULL;
+    if (q4k) {
+        int rc = matmul_q4a(w, q4k, xa, n, y);
+        free(xa);
+        return rc;
+    }
     const row_fn rk = row_kernel(w->type);
 #else
     const void *rk = NULL;

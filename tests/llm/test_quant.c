@@ -6,6 +6,7 @@
 #include "deeprec/llm.h"
 #include "llm/llm_internal.h"
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -149,6 +150,17 @@ static void random_blocks(uint32_t type, uint8_t *p, size_t n_blocks, dr_rng *g)
     }
 }
 
+/* A rows x cols matrix of random blocks of type (the caller frees w.data). */
+static llm_mat random_mat(uint32_t type, int rows, int cols, dr_rng *g) {
+    llm_mat w = {0};
+    w.type = type, w.rows = rows, w.cols = cols;
+    w.row_bytes = ggml_row_bytes(type, (uint64_t)cols);
+    uint8_t *buf = malloc(w.row_bytes * rows);
+    random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), g);
+    w.data = buf;
+    return w;
+}
+
 static double check_kernel(const llm_mat *w, const float *x, int n, int fast) {
     const int rows = w->rows, cols = w->cols;
     float *y = malloc((size_t)n * rows * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
@@ -195,19 +207,14 @@ TEST(quant_kernels) {
     static const uint32_t types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
                                      GGML_TYPE_Q8_0, GGML_TYPE_IQ4_NL, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
                                      GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_XS};
-    static const char *kernels[] = {"c", "avx2", "avx-vnni"};
+    static const char *kernels[] = {"c", "avx2", "avx-vnni", "avx512-vnni"};
     dr_rng g;
     dr_rng_seed(&g, 5);
     const int rows = 37; /* not a multiple of any tile or thread share */
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const uint32_t type = types[ti];
         const int cols = ggml_block_size(type) == 256 ? 768 : 224; /* 3 super-blocks / 7 blocks */
-        llm_mat w = {0};
-        w.type = type, w.rows = rows, w.cols = cols;
-        w.row_bytes = ggml_row_bytes(type, (uint64_t)cols);
-        uint8_t *buf = malloc(w.row_bytes * rows);
-        random_blocks(type, buf, w.row_bytes * rows / ggml_type_size(type), &g);
-        w.data = buf;
+        llm_mat w = random_mat(type, rows, cols, &g);
         float *x = malloc((size_t)70 * cols * sizeof(float));
         for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
         for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: decode and prefill paths */
@@ -222,8 +229,59 @@ TEST(quant_kernels) {
             }
         }
         free(x);
-        free(buf);
+        free((void *)w.data);
     }
+}
+
+/* Q4_0 has its own kernels (q4a activation layout; 512-bit pairs of blocks with AVX-512 VNNI):
+ * each one available on this CPU against the portable C path on the same int8 activations, at
+ * widths of 1, 2, 3, 7 and 29 blocks (odd: the 512-bit kernel's one-block tail), row counts that
+ * split unevenly, and batches 1..11 (8 per pass, then a ragged rest). The avx2 and avx-vnni
+ * kernels sum in the C path's block order, the 512-bit one in two lanes of blocks: both within
+ * 1e-5 of the sum of |products|. */
+TEST(quant_q4_0_kernels_match_c) {
+    static const char *kernels[] = {"avx2", "avx-vnni", "avx512-vnni"};
+    static const int widths[] = {32, 64, 96, 224, 928}, row_counts[] = {1, 3, 5, 37};
+    const char *was = llm_kernel_name();
+    dr_rng g;
+    dr_rng_seed(&g, 13);
+    int tried = 0;
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+        for (size_t ri = 0; ri < sizeof row_counts / sizeof *row_counts; ri++) {
+            const int cols = widths[wi], rows = row_counts[ri], nmax = 11;
+            llm_mat w = random_mat(GGML_TYPE_Q4_0, rows, cols, &g);
+            float *x = malloc((size_t)nmax * cols * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
+            float *yc = malloc((size_t)nmax * rows * sizeof(float)), *yk = malloc((size_t)nmax * rows * sizeof(float));
+            for (int i = 0; i < nmax * cols; i++) x[i] = 3.0f * dr_rng_normal(&g);
+            for (int n = 1; n <= nmax; n++) {
+                CHECK_EQ_INT(llm_kernel_force("c"), 0);
+                CHECK_EQ_INT(llm_matmul_q8act(&w, x, n, yc), 0);
+                for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
+                    if (llm_kernel_force(kernels[ki])) continue;
+                    tried |= 1 << ki;
+                    for (int i = 0; i < n * rows; i++) yk[i] = NAN;
+                    CHECK_EQ_INT(llm_matmul_q8act(&w, x, n, yk), 0);
+                    for (int r = 0; r < rows; r++) {
+                        llm_mat_row(&w, r, row);
+                        for (int j = 0; j < n; j++) {
+                            double mag = 0;
+                            for (int k = 0; k < cols; k++) mag += fabs((double)row[k] * x[(size_t)j * cols + k]);
+                            double e = fabs((double)yk[(size_t)j * rows + r] - yc[(size_t)j * rows + r]);
+                            CHECK_MSG(e <= 1e-5 * mag, "Q4_0 %s cols %d rows %d n %d: row %d act %d: %.9g vs c %.9g",
+                                      kernels[ki], cols, rows, n, r, j, yk[(size_t)j * rows + r], yc[(size_t)j * rows + r]);
+                        }
+                    }
+                }
+            }
+            free(yk);
+            free(yc);
+            free(row);
+            free(x);
+            free((void *)w.data);
+        }
+    printf("  Q4_0 kernels compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "", tried & 2 ? "avx-vnni " : "",
+           tried & 4 ? "avx512-vnni" : "");
+    llm_kernel_force(was);
 }
 
 /* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
