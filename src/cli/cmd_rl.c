@@ -141,7 +141,7 @@ static int cmd_rl(int argc, char **argv) {
         {"--probe-temp", CLI_FLOAT, &f.probe_temp, "probe sampling temperature (0 = greedy)"},
         {"--probe-samples", CLI_INT, &f.probe_samples, "episodes per probe user with --probe-temp > 0 (1)"},
         {"--keep-best", CLI_INT, &f.keep_best,
-         "N: --out is the policy (input or a validated step) with the best greedy NDCG@10 on N users' validation items (0 = the last step's)"},
+         "N: --out is the input unless a validated step beats it in greedy NDCG@10 on N users' validation items with a paired 95% interval above zero (0 = the last step's)"},
         {"--keep-best-every", CLI_INT, &f.keep_best_every, "with --keep-best: validate every N steps and after the last (0: the last only)"},
         {"--seed", CLI_I64, &f.seed, "seed of user order and sampling (1)"},
         {"--save-every", CLI_INT, &f.save_every, "checkpoint every N steps (1)"},
