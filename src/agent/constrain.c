@@ -24,7 +24,7 @@ int32_t agent_trie_child(const agent_trie *t, int32_t node, int32_t tok) {
     return -1;
 }
 
-int agent_trie_add(agent_trie *t, const int32_t *ids, int n, int32_t title) {
+int agent_trie_add(agent_trie *t, const int32_t *ids, int n, int32_t title, int32_t *leaf) {
     if (n < 1) return dr_error(DR_ERR_ARG, "agent_trie_add: empty title");
     if (!t->n && new_node(t, -1, -1) < 0) return dr_error_code();
     int32_t node = 0;
@@ -39,6 +39,7 @@ int agent_trie_add(agent_trie *t, const int32_t *ids, int n, int32_t title) {
         }
         node = c;
     }
+    if (leaf) *leaf = node;
     if (t->nodes[node].title >= 0) return DR_OK;
     t->nodes[node].title = title;
     for (int32_t p = node; p >= 0; p = t->nodes[p].parent) t->nodes[p].avail++;

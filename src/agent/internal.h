@@ -34,8 +34,9 @@ typedef struct agent_trie {
     agent_trie_node *nodes;
     int32_t n, cap;
 } agent_trie;
-/* Add a title (its tokens ids[0..n), n >= 1); an identical sequence is added once. */
-int agent_trie_add(agent_trie *t, const int32_t *ids, int n, int32_t title);
+/* Add a title (its tokens ids[0..n), n >= 1); an identical sequence is added once. *leaf (if
+ * not NULL) gets the node the sequence ends at, whichever title it carries. */
+int agent_trie_add(agent_trie *t, const int32_t *ids, int n, int32_t title, int32_t *leaf);
 /* The tokens that may follow `node`: children with unused titles below, then `end_tok` when
  * the node's own title is unused (choosing it ends the title). out holds at least the number
  * of children + 1. Returns the count. */

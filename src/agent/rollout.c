@@ -145,24 +145,20 @@ static int build_trie(const rollout *ro, seq *s) {
             rc = dr_error_code();
             break;
         }
-        int dup = !*nt ? -2 : -1;
-        for (int k = 0; k < n_titles && dup == -1; k++)
+        int dup = -1; /* an earlier title that normalises the same */
+        for (int k = 0; k < n_titles && dup < 0; k++)
             if (!strcmp(norm[k], nt)) dup = k;
-        if (dup != -1) {
-            item_title[i] = dup >= 0 ? dup : -1;
+        if (!*nt || dup >= 0) {
+            item_title[i] = dup;
             free(nt);
             continue;
         }
         norm[n_titles] = nt;
         int32_t *ids = NULL;
         size_t nid = 0;
-        if (!(rc = title_tokens(ro, title, &ids, &nid)) && nid > 0) {
-            rc = agent_trie_add(&s->trie, ids, (int)nid, n_titles);
-            int32_t leaf = 0;
-            for (size_t q = 0; q < nid && leaf >= 0 && !rc; q++) leaf = agent_trie_child(&s->trie, leaf, ids[q]);
-            s->title_leaf[n_titles] = leaf;
-            item_title[i] = leaf >= 0 && s->trie.nodes[leaf].title == n_titles ? n_titles : -1;
-        }
+        if (!(rc = title_tokens(ro, title, &ids, &nid)) && nid > 0 &&
+            !(rc = agent_trie_add(&s->trie, ids, (int)nid, n_titles, &s->title_leaf[n_titles])))
+            item_title[i] = s->trie.nodes[s->title_leaf[n_titles]].title == n_titles ? n_titles : -1;
         free(ids);
         n_titles++;
     }

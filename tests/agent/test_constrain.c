@@ -14,7 +14,9 @@ static void add_str(agent_trie *t, const char *s, int title) {
     int32_t ids[64];
     int n = (int)strlen(s);
     for (int i = 0; i < n; i++) ids[i] = (unsigned char)s[i];
-    CHECK_OK(agent_trie_add(t, ids, n, title));
+    int32_t leaf = -1;
+    CHECK_OK(agent_trie_add(t, ids, n, title, &leaf));
+    CHECK(leaf > 0 && t->nodes[leaf].tok == ids[n - 1]);
 }
 
 static int32_t walk(const agent_trie *t, const char *s) {
@@ -94,6 +96,33 @@ static void check_constrained(const agent_episode *e, int *n_constrained, int *n
     }
 }
 
+/* Constrained episodes of the scripted byte model (s_answer, uniform picks from `seed`) and the
+ * hash tool: n_rq requests from users u0, u0 + 1, ... x 2 samples, titles constrained, the
+ * order rule as asked. *n_constrained gets the model's constrained picks. */
+static agent_episode *uniform_episodes(const dr_dataset *d, const agent_catalog *c, uint64_t seed, int32_t u0, int n_rq,
+                                       int order, int *n_constrained) {
+    fx_model fm;
+    agent_model m;
+    const char *sc[] = {s_answer};
+    fx_model_init(&fm, &m, 2 * n_rq, sc, 1);
+    dr_rng_seed(&fm.pick, seed);
+    fx_hash_tool ht;
+    agent_tool t;
+    fx_hash_tool_init(&ht, &t, 60);
+    agent_request rq[2];
+    for (int r = 0; r < n_rq && r < 2; r++)
+        rq[r] = (agent_request){u0 + r, dr_data_seq(d, u0 + r), dr_data_seq_len(d, u0 + r) - 1, 0, NULL};
+    agent_rollout_opts o = {0};
+    o.samples = 2;
+    o.max_turn_tokens = 64; /* the answer is not bound by the turn budget */
+    o.constrain_titles = 1;
+    o.constrain_order = order;
+    agent_episode *e = NULL;
+    CHECK_OK(agent_rollout(&m, &t, c, rq, n_rq, &o, &e));
+    *n_constrained = fm.n_constrained;
+    return e;
+}
+
 /* Many seeds at "temperature 1" (uniform picks): every answer is 10 exact, distinct titles of
  * items retrieved in the episode, and the format is valid. */
 TEST(agent_constrain_scripted_many_seeds) {
@@ -103,24 +132,9 @@ TEST(agent_constrain_scripted_many_seeds) {
     CHECK_OK(agent_catalog_build(&d, &c));
     int n_constrained = 0, n_forced = 0;
     for (uint64_t seed = 1; seed <= 40; seed++) {
-        fx_model fm;
-        agent_model m;
-        const char *sc[] = {s_answer};
-        fx_model_init(&fm, &m, 4, sc, 1);
-        dr_rng_seed(&fm.pick, seed);
-        fx_hash_tool ht;
-        agent_tool t;
-        fx_hash_tool_init(&ht, &t, 60);
-        agent_request rq[2];
-        for (int r = 0; r < 2; r++)
-            rq[r] = (agent_request){r, dr_data_seq(&d, r), dr_data_seq_len(&d, r) - 1, 0, NULL};
-        agent_rollout_opts o = {0};
-        o.samples = 2;
-        o.max_turn_tokens = 64; /* the answer is not bound by the turn budget */
-        o.constrain_titles = 1;
-        agent_episode *e;
-        CHECK_OK(agent_rollout(&m, &t, c, rq, 2, &o, &e));
-        CHECK(fm.n_constrained > 0);
+        int picks;
+        agent_episode *e = uniform_episodes(&d, c, seed, 0, 2, 0, &picks);
+        CHECK(picks > 0);
         for (int i = 0; i < 4; i++) {
             CHECK_STR(agent_outcome_name(e[i].outcome), "finished");
             CHECK_STR(agent_format_name(e[i].format), "ok");
@@ -281,23 +295,8 @@ TEST(agent_constrain_order_keeps_each_calls_order) {
     CHECK_OK(agent_catalog_build(&d, &c));
     int n_constrained = 0, n_forced = 0, n_not_first = 0;
     for (uint64_t seed = 1; seed <= 40; seed++) {
-        fx_model fm;
-        agent_model m;
-        const char *sc[] = {s_answer};
-        fx_model_init(&fm, &m, 2, sc, 1);
-        dr_rng_seed(&fm.pick, seed);
-        fx_hash_tool ht;
-        agent_tool t;
-        fx_hash_tool_init(&ht, &t, 60);
-        agent_request rq = {(int32_t)(seed % 6), dr_data_seq(&d, (int64_t)(seed % 6)),
-                            dr_data_seq_len(&d, (int64_t)(seed % 6)) - 1, 0, NULL};
-        agent_rollout_opts o = {0};
-        o.samples = 2;
-        o.max_turn_tokens = 64;
-        o.constrain_titles = 1;
-        o.constrain_order = 1;
-        agent_episode *e;
-        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        int picks;
+        agent_episode *e = uniform_episodes(&d, c, seed, (int32_t)(seed % 6), 1, 1, &picks);
         for (int i = 0; i < 2; i++) {
             CHECK_STR(agent_format_name(e[i].format), "ok");
             CHECK_EQ_INT(e[i].n_calls, 2);
