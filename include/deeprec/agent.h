@@ -191,7 +191,8 @@ typedef struct agent_episode {
     /* Title-constrained answers (agent_rollout_opts.constrain_titles): token i was sampled
      * from the allowed set allow_ids[allow_off[i] .. allow_off[i] + allow_n[i]) (restricted
      * softmax; logprob[i] is the log-softmax over that set at temperature 1); allow_n[i] = 0:
-     * the whole vocabulary. The RL update recomputes log-probs with the same sets. */
+     * the whole vocabulary (tokens in a run with the same set share one range). The RL update
+     * recomputes log-probs with the same sets. */
     int32_t *allow_off, *allow_n;
     int32_t *allow_ids;
     int32_t n_allow_ids;
@@ -202,6 +203,8 @@ typedef struct agent_episode {
     int outcome;              /* enum agent_outcome */
     int format;               /* enum agent_fmt of the completion (direct rules when direct) */
     int direct;               /* rolled out with the direct-baseline prompt */
+    int answer_forced;        /* constrain_tags: the turn budget ran out and the rollout wrote the
+                                 answer tag for the model */
     agent_answer answer;
     int32_t resolved[AGENT_N_REC]; /* resolved ids (0 = unresolved) */
     uint8_t how[AGENT_N_REC];      /* enum agent_resolve */
@@ -304,12 +307,26 @@ typedef struct agent_rollout_opts {
      * such tokens the rollout writes AGENT_TAG_PREF_END itself (not the model's tokens: mask 0,
      * as tool text) and calls the tool. Ignored with direct. */
     int constrain_prefs;
+    /* 1: free text keeps the protocol's grammar. Outside a preference and an answer the model
+     * may not choose a token whose text holds a tag that is invalid there: AGENT_TAG_PREF_END
+     * (no preference is open), the item-list tags (the tool writes them), AGENT_TAG_ANSWER_END
+     * (with constrain_titles the rollout writes it); before AGENT_TAG_THINK_END also
+     * AGENT_TAG_ANSWER, after it AGENT_TAG_THINK, AGENT_TAG_THINK_END and AGENT_TAG_PREF (the
+     * format check refuses each of these, docs/agent.md). With constrain_titles, a turn that
+     * spends max_turn_tokens after at least one tool call is closed for the model: the rollout
+     * writes AGENT_TAG_THINK_END (when still open) and AGENT_TAG_ANSWER (mask 0, as tool text;
+     * agent_episode.answer_forced) and the constrained answer follows. Such tokens are recorded with their
+     * allowed set, as preference tokens are, so RL scores them under the distribution they were
+     * sampled from. Why: a small model that writes a preference's end tag without its begin
+     * tag ends its episode with nothing (10% of test episodes of one demo warm start). A tag
+     * the tokenizer splits over several tokens is not caught. Ignored with direct. */
+    int constrain_tags;
     /* NULL, or requests that keep arriving (a server): see agent_rollout_stream. */
     const struct agent_rollout_stream *stream;
 } agent_rollout_opts;
 
 /* The defaults, set once for every caller (rl_opts and eval_opts embed these options): the
- * AGENT_* limits, one sample, 1024 tokens per turn, the model's context, and both constraints
+ * AGENT_* limits, one sample, 1024 tokens per turn, the model's context, and the constraints
  * on (one switch, --constrain). A zeroed struct means the same except the constraints (off). */
 void agent_rollout_opts_default(agent_rollout_opts *o);
 /* DR_ERR_ARG when the options cannot make an episode: a tool call that shows fewer items than

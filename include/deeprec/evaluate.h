@@ -77,6 +77,7 @@ typedef struct eval_acc {
     int64_t format_valid;
     int64_t format_fails[AGENT_FMT_N]; /* episodes per first broken rule ([AGENT_FMT_OK] unused) */
     int64_t with_call;                 /* episodes with >= 1 tool call */
+    int64_t answer_forced;             /* episodes whose answer tag the rollout wrote (turn budget) */
     int64_t tool_calls;
     int64_t gen_tokens;
 } eval_acc;
@@ -120,6 +121,7 @@ typedef struct eval_result {
     double format_valid_rate;     /* llm only */
     int64_t format_fails[AGENT_FMT_N]; /* llm only: episodes per first broken format rule */
     double with_call_rate;        /* llm only: share of episodes with >= 1 tool call */
+    double answer_forced_rate;    /* llm only: share whose answer the turn budget opened (agent_episode.answer_forced) */
     double mean_tool_calls;       /* llm only */
     double mean_gen_tokens;       /* llm only */
     double seconds, seconds_per_user;

@@ -53,7 +53,25 @@ int agent_ep_add_tokens(agent_episode *e, const int32_t *ids, int n, int generat
     return DR_OK;
 }
 
+/* The allowed set of the token before the next one, when it equals allowed[0..n): then the
+ * new token shares its ids. Runs of free text or preference tokens all have the same set, about
+ * the vocabulary's size, so the pool holds one copy per run instead of one per token. */
+static int32_t same_set_as_last(const agent_episode *e, const int32_t *allowed, int n) {
+    int32_t t = e->n_tokens - 1;
+    if (t < 0 || e->allow_n[t] != n) return -1;
+    const int32_t *last = e->allow_ids + e->allow_off[t];
+    return memcmp(last, allowed, (size_t)n * sizeof *allowed) ? -1 : e->allow_off[t];
+}
+
 int agent_ep_add_choice(agent_episode *e, int32_t id, float lp, const int32_t *allowed, int n_allowed) {
+    int32_t shared = n_allowed > 0 ? same_set_as_last(e, allowed, n_allowed) : -1;
+    if (shared >= 0) {
+        int rc = agent_ep_add_tokens(e, &id, 1, 1, &lp);
+        if (rc) return rc;
+        e->allow_off[e->n_tokens - 1] = shared;
+        e->allow_n[e->n_tokens - 1] = n_allowed;
+        return DR_OK;
+    }
     if (n_allowed > 0 && e->n_allow_ids + n_allowed > e->allow_cap) {
         int32_t cap = e->allow_cap ? e->allow_cap : 256;
         while (cap < e->n_allow_ids + n_allowed) cap *= 2;

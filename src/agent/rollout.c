@@ -24,6 +24,7 @@ typedef struct seq {
     int n_allowed;
     int in_pref;         /* a preference is open (its begin tag written, its end tag not yet) */
     int pref_tokens;     /* tokens of the open preference so far */
+    int think_closed;    /* the model has written AGENT_TAG_THINK_END */
     int streamed;        /* e came from opts.stream: handed to stream->done when it ends */
 } seq;
 
@@ -39,6 +40,8 @@ typedef struct rollout {
     int order;           /* constrain_order: a line takes the first unlisted title of some call */
     int32_t *pref_ok;    /* constrain_prefs: the tokens a preference may use, ascending */
     int n_pref_ok;
+    int32_t *free_ok[2]; /* constrain_tags: the tokens free text may use before / after THINK_END */
+    int n_free_ok[2];
     const agent_rollout_stream *stream;
 } rollout;
 
@@ -366,6 +369,38 @@ static int build_pref_ok(rollout *ro) {
     return DR_OK;
 }
 
+/* constrain_tags: the tokens whose text holds no tag invalid in free text, before (ok[0]) and
+ * after (ok[1]) the model's AGENT_TAG_THINK_END (agent_rollout_opts.constrain_tags). */
+static int build_free_ok(rollout *ro) {
+    static const char *const never[] = {AGENT_TAG_PREF_END, AGENT_TAG_LIST, AGENT_TAG_LIST_END, NULL};
+    static const char *const before[] = {AGENT_TAG_ANSWER, NULL};
+    static const char *const after[] = {AGENT_TAG_THINK, AGENT_TAG_THINK_END, AGENT_TAG_PREF, NULL};
+    char piece[256];
+    int n_vocab = 0;
+    while (ro->m->piece(ro->m->ctx, n_vocab, piece, sizeof piece - 1) >= 0) n_vocab++;
+    for (int w = 0; w < 2; w++) {
+        ro->free_ok[w] = dr_malloc((size_t)(n_vocab ? n_vocab : 1) * sizeof *ro->free_ok[w]);
+        if (!ro->free_ok[w]) return dr_error_code();
+    }
+    for (int32_t id = 0; id < n_vocab; id++) {
+        int pl = ro->m->piece(ro->m->ctx, id, piece, sizeof piece - 1);
+        int bad[2] = {0, 0};
+        if (pl >= 0 && pl <= (int)sizeof piece - 1) { /* a longer piece holds no tag we know of */
+            piece[pl] = 0;
+            for (int k = 0; never[k]; k++) bad[0] |= strstr(piece, never[k]) != NULL;
+            if (ro->constrain) bad[0] |= strstr(piece, AGENT_TAG_ANSWER_END) != NULL;
+            bad[1] = bad[0];
+            for (int k = 0; before[k]; k++) bad[0] |= strstr(piece, before[k]) != NULL;
+            for (int k = 0; after[k]; k++) bad[1] |= strstr(piece, after[k]) != NULL;
+        }
+        for (int w = 0; w < 2; w++)
+            if (!bad[w]) ro->free_ok[w][ro->n_free_ok[w]++] = id;
+    }
+    if (!ro->n_free_ok[0] || !ro->n_free_ok[1])
+        return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: no token can be part of free text");
+    return DR_OK;
+}
+
 /* Text added at [old_len, text_len) of the turn: did `tag` appear ending in it? */
 static int tag_in_new(const agent_episode *e, size_t turn_start, size_t old_len, const char *tag) {
     size_t m = strlen(tag);
@@ -383,6 +418,7 @@ void agent_rollout_opts_default(agent_rollout_opts *o) {
     o->max_turn_tokens = 1024;
     o->constrain_titles = 1;
     o->constrain_prefs = 1;
+    o->constrain_tags = 1;
 }
 
 int agent_rollout_opts_check(const agent_rollout_opts *o) {
@@ -421,6 +457,12 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
     if (o->constrain_prefs && !o->direct) {
         rc = build_pref_ok(&ro);
         if (rc) return rc;
+    }
+    if (o->constrain_tags && !o->direct && (rc = build_free_ok(&ro))) {
+        free(ro.pref_ok);
+        free(ro.free_ok[0]);
+        free(ro.free_ok[1]);
+        return rc;
     }
     agent_episode *eps = dr_calloc(n_ep ? n_ep : 1, sizeof *eps);
     seq *seqs = dr_calloc((size_t)m->n_slots, sizeof *seqs);
@@ -563,10 +605,11 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         int n_act = 0, any_allow = 0;
         for (int i = 0; i < m->n_slots; i++)
             if (seqs[i].active) {
+                int w = seqs[i].think_closed;
                 allow[n_act] = seqs[i].answering ? (agent_allow){seqs[i].allowed, seqs[i].n_allowed}
                                : seqs[i].in_pref ? (agent_allow){ro.pref_ok, ro.n_pref_ok}
-                                                 : (agent_allow){NULL, 0};
-                any_allow |= seqs[i].answering || seqs[i].in_pref;
+                                                 : (agent_allow){ro.free_ok[w], ro.n_free_ok[w]};
+                any_allow |= allow[n_act].n > 0;
                 active_slots[n_act++] = i;
             }
         dr_progress_update(&prog, n_done);
@@ -610,6 +653,16 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 }
                 rc = agent_ep_add_choice(e, tok, lps[a], ro.pref_ok, ro.n_pref_ok);
                 s->pref_tokens++;
+            } else if (ro.free_ok[0]) {
+                /* free text under the protocol's grammar: recorded with its allowed set */
+                const int32_t *set = ro.free_ok[s->think_closed];
+                int n_set = ro.n_free_ok[s->think_closed];
+                if (!bsearch(&tok, set, (size_t)n_set, sizeof *set, cmp_i32)) {
+                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d, a tag not allowed here",
+                                  (int)tok);
+                    goto done;
+                }
+                rc = agent_ep_add_choice(e, tok, lps[a], set, n_set);
             } else {
                 rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]);
             }
@@ -624,6 +677,7 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
             }
             size_t old = e->text_len;
             if ((rc = add_piece(m, e, tok))) goto done;
+            if (!s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_THINK_END)) s->think_closed = 1;
             if (tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER_END)) {
                 if ((rc = finish(&ro, s, AGENT_FINISHED, slot_used))) goto done;
                 n_done++;
@@ -643,6 +697,22 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
                 if (!s->active) n_done++;
             } else if (ro.constrain && e->n_tokens < ro.max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER)) {
                 if ((rc = enter_answer(&ro, s, slot_used))) goto done;
+                if (!s->active) n_done++;
+            } else if (ro.constrain && ro.free_ok[0] && s->turn_tokens >= ro.max_turn && e->n_tokens < ro.max_ctx &&
+                       e->n_calls > 0) {
+                /* the turn's budget is spent after a tool call: the rollout closes the reasoning
+                 * and opens the answer for the model (mask 0, as tool text), and the constrained
+                 * answer follows. A small model that starts listing titles without the tags
+                 * otherwise runs the turn out and the episode ends with nothing. */
+                e->answer_forced = 1;
+                if ((rc = force_text(&ro, s, s->think_closed ? "\n" AGENT_TAG_ANSWER
+                                                             : "\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER,
+                                     slot_used)))
+                    goto done;
+                if (s->active) {
+                    s->think_closed = 1;
+                    if ((rc = enter_answer(&ro, s, slot_used))) goto done;
+                }
                 if (!s->active) n_done++;
             } else if (e->n_tokens >= ro.max_ctx || s->turn_tokens >= ro.max_turn) {
                 if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
@@ -676,6 +746,8 @@ done:
     free(ro.ids_buf);
     free(ro.scores_buf);
     free(ro.pref_ok);
+    free(ro.free_ok[0]);
+    free(ro.free_ok[1]);
     *out = eps;
     return rc;
 }

@@ -63,7 +63,7 @@ int cli_print_json(struct json_t *j, size_t flags);
  * options the agent's way (agent_rollout_opts_check). */
 typedef struct cli_rollout {
     agent_rollout_opts ro;
-    const char *constrain; /* "on" | "order" | "off": answer titles and one-line preferences, one switch */
+    const char *constrain; /* "on" | "order" | "off": answer titles, one-line preferences, tag grammar: one switch */
 } cli_rollout;
 /* --constrain's value: "off" 0, "on" 1, "order" 2 (on, and each call's order kept), else -1. */
 int cli_constrain_mode(const char *s);
@@ -72,7 +72,8 @@ void cli_rollout_init(cli_rollout *r);
     {"--chat", CLI_FLAG, &(r).ro.chat, "ChatML prompts (default: plain base-model prompts)"},                          \
     {"--constrain", CLI_STR, &(r).constrain,                                                                           \
      "on | order | off: answer lines only from the episode's retrieved titles, no repeats; one-line preferences; " \
-     "order: a line continues one call's list in its order (on)"},         \
+     "no protocol tag where it is invalid; a turn out of budget opens the answer; order: a line continues one " \
+     "call's list in its order (on)"},                                                                             \
     {"--tool-k", CLI_INT, &(r).ro.tool_k, "items per tool call (20)"},                                                 \
     {"--max-hist", CLI_INT, &(r).ro.max_hist, "history items in the prompt (20)"},                                     \
     {"--max-calls", CLI_INT, &(r).ro.max_calls, "tool calls allowed (8; rerank: 1)"}

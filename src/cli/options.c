@@ -136,7 +136,7 @@ int cli_constrain_mode(const char *s) {
 int cli_rollout_finish(cli_rollout *r) {
     int mode = cli_constrain_mode(r->constrain ? r->constrain : "on");
     if (mode < 0) return cli_usage_error("--constrain must be on, order or off");
-    r->ro.constrain_titles = r->ro.constrain_prefs = mode > 0;
+    r->ro.constrain_titles = r->ro.constrain_prefs = r->ro.constrain_tags = mode > 0;
     r->ro.constrain_order = mode == 2;
     if (agent_rollout_opts_check(&r->ro)) return cli_usage_error("%s", dr_error_message());
     return 0;

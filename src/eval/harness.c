@@ -48,6 +48,7 @@ void eval_acc_add_episode(eval_acc *a, const agent_episode *e) {
     a->format_valid += e->format == AGENT_FMT_OK;
     if (e->format > AGENT_FMT_OK && e->format < AGENT_FMT_N) a->format_fails[e->format]++;
     a->with_call += e->n_calls > 0;
+    a->answer_forced += e->answer_forced != 0;
     a->tool_calls += e->n_calls;
     a->gen_tokens += e->n_generated;
 }
@@ -63,6 +64,7 @@ void eval_acc_merge(eval_acc *a, const eval_acc *b) {
     a->format_valid += b->format_valid;
     for (int i = 0; i < AGENT_FMT_N; i++) a->format_fails[i] += b->format_fails[i];
     a->with_call += b->with_call;
+    a->answer_forced += b->answer_forced;
     a->tool_calls += b->tool_calls;
     a->gen_tokens += b->gen_tokens;
 }
@@ -92,6 +94,7 @@ void eval_acc_finish(const eval_acc *a, int mode, int64_t n_users, int samples, 
     }
     r->format_valid_rate = (double)a->format_valid / n;
     r->with_call_rate = (double)a->with_call / n;
+    r->answer_forced_rate = (double)a->answer_forced / n;
     r->mean_tool_calls = (double)a->tool_calls / n;
     r->mean_gen_tokens = (double)a->gen_tokens / n;
 }
@@ -295,11 +298,12 @@ static int gather_sink(sink *s, int n, int G, double *secs) {
     if (rc) goto out;
     /* the counters are integers: summed in any order they are exact */
     eval_acc *a = &s->acc;
-    int64_t c[AGENT_N_OUTCOMES + AGENT_FMT_N + 4], k = 0;
+    int64_t c[AGENT_N_OUTCOMES + AGENT_FMT_N + 5], k = 0;
     for (int i = 0; i < AGENT_N_OUTCOMES; i++) c[k++] = a->outcomes[i];
     for (int i = 0; i < AGENT_FMT_N; i++) c[k++] = a->format_fails[i];
     c[k++] = a->format_valid;
     c[k++] = a->with_call;
+    c[k++] = a->answer_forced;
     c[k++] = a->tool_calls;
     c[k++] = a->gen_tokens;
     if ((rc = dr_dist_sum_i64(c, (size_t)k)) || (rc = dr_dist_max_f64(secs, 1))) goto out;
@@ -310,6 +314,7 @@ static int gather_sink(sink *s, int n, int G, double *secs) {
     for (int i = 0; i < AGENT_FMT_N; i++) a->format_fails[i] = c[k++];
     a->format_valid = c[k++];
     a->with_call = c[k++];
+    a->answer_forced = c[k++];
     a->tool_calls = c[k++];
     a->gen_tokens = c[k++];
     for (int q = 0; q < EVAL_N_RULES; q++) {

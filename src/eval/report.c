@@ -32,22 +32,24 @@ void eval_report_table(const eval_result *r, int n, FILE *out) {
         for (int m = 0; m < EVAL_N_METRICS; m++) put_row(out, r[i].mode, m, r[i].n_users, r[i].ci, r[i].bootstrap, 0);
     if (B > 0)
         fprintf(out, "(95%% percentile bootstrap over users, %d resamples)\n", B);
-    fprintf(out, "\n%-8s %8s %6s %6s %6s %6s %6s %6s %8s %7s %8s %8s\n", "mode", "episodes", "fin", "many", "ctx",
-            "pref", "shot", "recall", "fmt-ok", "calls", "gen-tok", "s/user");
+    fprintf(out, "\n%-8s %8s %6s %6s %6s %6s %6s %6s %8s %7s %7s %8s %8s\n", "mode", "episodes", "fin", "many", "ctx",
+            "pref", "shot", "recall", "fmt-ok", "forced", "calls", "gen-tok", "s/user");
     for (int i = 0; i < n; i++) {
         const eval_result *x = &r[i];
         fprintf(out, "%-8s %8lld ", eval_mode_name(x->mode), (long long)x->n_episodes);
         if (x->llm) {
             for (int k = 0; k < AGENT_N_OUTCOMES; k++) fprintf(out, "%6lld ", (long long)x->outcomes[k]);
-            fprintf(out, "%7.1f%% %7.2f %8.1f ", 100.0 * x->format_valid_rate, x->mean_tool_calls, x->mean_gen_tokens);
+            fprintf(out, "%7.1f%% %6.1f%% %7.2f %8.1f ", 100.0 * x->format_valid_rate, 100.0 * x->answer_forced_rate,
+                    x->mean_tool_calls, x->mean_gen_tokens);
         } else {
             for (int k = 0; k < AGENT_N_OUTCOMES; k++) fprintf(out, "%6s ", "n/a");
-            fprintf(out, "%8s %7s %8s ", "n/a", "n/a", "n/a");
+            fprintf(out, "%8s %7s %7s %8s ", "n/a", "n/a", "n/a", "n/a");
         }
         fprintf(out, "%8.4f\n", x->seconds_per_user);
     }
     fprintf(out, "(outcomes: fin = finished, many = many_recall, ctx = context_too_long, pref = preference_error, "
-                 "shot = shot_down, recall = recall_error; failures count as misses)\n");
+                 "shot = shot_down, recall = recall_error; forced = answers the turn budget opened; failures count as "
+                 "misses)\n");
 }
 
 void eval_report_paired(const eval_paired *p, int n, FILE *out) {
@@ -112,6 +114,7 @@ json_t *eval_result_json(const eval_result *r) {
             if (r->format_fails[k]) json_object_set_new(ff, agent_format_name(k), json_integer(r->format_fails[k]));
         json_object_set_new(j, "format_failures", ff);
         json_object_set_new(j, "with_tool_call_rate", json_real(r->with_call_rate));
+        json_object_set_new(j, "answer_forced_rate", json_real(r->answer_forced_rate));
         json_object_set_new(j, "mean_tool_calls", json_real(r->mean_tool_calls));
         json_object_set_new(j, "mean_generated_tokens", json_real(r->mean_gen_tokens));
     } else {
@@ -119,6 +122,7 @@ json_t *eval_result_json(const eval_result *r) {
         json_object_set_new(j, "format_valid_rate", json_null());
         json_object_set_new(j, "format_failures", json_null());
         json_object_set_new(j, "with_tool_call_rate", json_null());
+        json_object_set_new(j, "answer_forced_rate", json_null());
         json_object_set_new(j, "mean_tool_calls", json_null());
         json_object_set_new(j, "mean_generated_tokens", json_null());
     }

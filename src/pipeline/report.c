@@ -158,8 +158,8 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     dr_buf_printf(&b, "# DeepRec pipeline report\n\n");
     dr_buf_printf(&b, "data `%s`, budget `%s`; best TRM on validation NDCG@10: **%s** (SASRec %.4f, pref %.4f)\n\n",
            p->o->data, p->b->name, !strcmp(best, "trm") ? "pref TRM" : "SASRec", ns, np);
-    dr_buf_printf(&b, "| row | users | R@10 | NDCG@10 | MRR | format-valid | calls | 95%% CI (NDCG@10) | paired diff. vs best TRM |\n");
-    dr_buf_printf(&b, "|---|---:|---:|---:|---:|---:|---:|---|---|\n");
+    dr_buf_printf(&b, "| row | users | R@10 | NDCG@10 | MRR | format-valid | answer forced | calls | 95%% CI (NDCG@10) | paired diff. vs best TRM |\n");
+    dr_buf_printf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     pl_row list[16];
     int n = pl_rows(p, list, 16), rc = DR_OK;
     /* every row's eval output and per-user ranks; the reference of the paired differences is
@@ -200,14 +200,17 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
                                 json_object_get(e, "format_valid_rate"), "calls", json_object_get(e, "mean_tool_calls"),
                                 "ci", ci, "paired_vs_best_trm", paired,
                                 "best_trm", !strcmp(list[i].id, best));
+        json_t *af = json_object_get(e, "answer_forced_rate"); /* absent in evals of older code */
+        json_object_set_new(row, "answer_forced", af ? json_incref(af) : json_null());
         json_object_set_new(row, "llm", list[i].llm ? json_string(list[i].llm) : json_null());
         json_object_set(row, "eval", e);
         json_array_append_new(rows, row);
-        char r10[32], n10[32], mrr[32], fv[32], calls[32];
+        char r10[32], n10[32], mrr[32], fv[32], forced[32], calls[32];
         fmt(r10, sizeof r10, json_object_get(ex, "recall@10"), "%.4f");
         fmt(n10, sizeof n10, json_object_get(ex, "ndcg@10"), "%.4f");
         fmt(mrr, sizeof mrr, json_object_get(ex, "mrr"), "%.4f");
         fmt(fv, sizeof fv, json_object_get(e, "format_valid_rate"), "%.3f");
+        fmt(forced, sizeof forced, json_object_get(e, "answer_forced_rate"), "%.3f");
         fmt(calls, sizeof calls, json_object_get(e, "mean_tool_calls"), "%.2f");
         json_t *c10 = json_object_get(json_object_get(mci, "exact"), "ndcg@10");
         const eval_ci *d10 = &pd.diff[EVAL_RULE_EXACT][EVAL_M_NDCG10];
@@ -217,9 +220,9 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
         else
             snprintf(cis, sizeof cis, "-");
         snprintf(pds, sizeof pds, "%+.4f [%+.4f, %+.4f]", d10->mean, d10->lo, d10->hi);
-        dr_buf_printf(&b, "| %s%s | %lld | %s | %s | %s | %s | %s | %s | %s |\n", list[i].label,
+        dr_buf_printf(&b, "| %s%s | %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n", list[i].label,
                !strcmp(list[i].id, best) ? " (best TRM)" : "", (long long)json_integer_value(json_object_get(e, "users")),
-               r10, n10, mrr, fv, calls, cis, pds);
+               r10, n10, mrr, fv, forced, calls, cis, pds);
     }
     for (int i = 0; i < n; i++) {
         json_decref(evals[i]);

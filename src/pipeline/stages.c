@@ -429,7 +429,7 @@ static int stage_rl(pl_run *p, int stage) {
                "probe_temp %.17g probe_samples %d ctx %d max_hist %d tool_k %d max_tokens %d\n",
                stage, steps, b->rl_prompts, b->rl_samples, lr, b->rl_updates, b->rl_micro, b->rl_select_k, b->rl_probe,
                ptemp, psamples, b->ctx, b->max_hist, b->tool_k, b->max_tokens);
-    pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
+    pl_key_add(&k, "rollouts: constrained titles, one-line preferences, tag grammar\n");
     if (b->constrain_order) pl_key_add(&k, "answers keep each call's order\n");
     if (b->rl_keep_best > 0)
         pl_key_add(&k, "keep_best %d every %d, paired z %.17g\n", b->rl_keep_best, b->rl_keep_best_every, RL_KEEP_BEST_Z);
@@ -515,7 +515,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
                "seed 1, per-user ranks\n",
                row->mode, b->eval_users, b->max_hist, b->tool_k, b->max_tokens, b->ctx, b->eval_batch, PL_BOOTSTRAP);
     if (row->unconstrained) pl_key_add(&k, "titles unconstrained\n");
-    else if (row->llm) pl_key_add(&k, "rollouts: constrained titles, one-line preferences\n");
+    else if (row->llm) pl_key_add(&k, "rollouts: constrained titles, one-line preferences, tag grammar\n");
     /* the order rule is the agent's; the rerank baseline stays the LLM's own ranking of one list */
     int order = !row->unconstrained && b->constrain_order && mode == EVAL_DEEPREC;
     if (order) pl_key_add(&k, "answers keep each call's order\n");
@@ -537,7 +537,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     eo.mode = mode, eo.users = b->eval_users, eo.seed = 1, eo.temperature = 0, eo.rollout.tool_k = b->tool_k;
     eo.rollout.max_hist = b->max_hist, eo.rollout.max_turn_tokens = b->max_tokens, eo.n_ctx = b->ctx, eo.batch = b->eval_batch;
     eo.bootstrap = PL_BOOTSTRAP, eo.bootstrap_seed = 1;
-    eo.rollout.constrain_titles = eo.rollout.constrain_prefs = !row->unconstrained;
+    eo.rollout.constrain_titles = eo.rollout.constrain_prefs = eo.rollout.constrain_tags = !row->unconstrained;
     eo.rollout.constrain_order = order;
     eo.progress = p->o->progress;
     agent_synth_opts so;

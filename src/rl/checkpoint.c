@@ -125,12 +125,13 @@ static int read_marker(const char *path, ckpt_info *ci) {
 }
 
 /* What a resumed run must share with the checkpoint besides stage and seed: the batch shape,
- * the probe size (which decides the training users) and the title constraint and its order rule
- * (which decide the distribution the rollouts sample from). Probe 0 without the constraint keeps the oldest
- * encoding. (The probe's temperature and samples change what is logged, not the training.) */
+ * the probe size (which decides the training users) and the title constraint, its order rule and
+ * the tag grammar (which decide the distribution the rollouts sample from). Probe 0 without the
+ * constraints keeps the oldest encoding. (The probe's temperature and samples change what is
+ * logged, not the training.) */
 static int64_t resume_key(const rl_opts *o) {
     return ((int64_t)o->probe_users << 40) + ((int64_t)(o->rollout.constrain_titles != 0) << 39) +
-           ((int64_t)(o->rollout.constrain_order != 0) << 38) +
+           ((int64_t)(o->rollout.constrain_order != 0) << 38) + ((int64_t)(o->rollout.constrain_tags != 0) << 37) +
            (int64_t)o->prompts * 1000 + o->samples;
 }
 

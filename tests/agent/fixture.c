@@ -44,14 +44,35 @@ void fx_dataset(dr_dataset *d) {
 void fx_dataset_free(dr_dataset *d) { dr_data_free(d); }
 
 /* ---- scripted model ---- */
+const char *const fx_tags[FX_N_TAGS] = {AGENT_TAG_THINK, AGENT_TAG_THINK_END, AGENT_TAG_PREF,   AGENT_TAG_PREF_END,
+                                        AGENT_TAG_LIST,  AGENT_TAG_LIST_END,  AGENT_TAG_ANSWER, AGENT_TAG_ANSWER_END};
+
+/* The token at text[*pos] (a byte, or a tag token with tag_tokens), advancing *pos past it. */
+static int32_t fx_next_token(const fx_model *fm, const char *text, size_t len, size_t *pos) {
+    for (int k = 0; fm->tag_tokens && k < FX_N_TAGS; k++) {
+        size_t m = strlen(fx_tags[k]);
+        if (len - *pos >= m && !memcmp(text + *pos, fx_tags[k], m)) {
+            *pos += m;
+            return FX_TAG0 + k;
+        }
+    }
+    return (unsigned char)text[(*pos)++];
+}
 static int fx_encode(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n) {
     *ids = malloc((len ? len : 1) * sizeof(int32_t));
     if (!*ids) return dr_error(DR_ERR_NOMEM, "oom");
-    for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
-    *n = len;
+    size_t k = 0;
+    for (size_t i = 0; i < len;) (*ids)[k++] = fx_next_token(ctx, text, len, &i);
+    *n = k;
     return 0;
 }
 static int fx_piece(void *ctx, int32_t id, char *buf, size_t cap) {
+    const fx_model *fm = ctx;
+    if (fm->tag_tokens && id >= FX_TAG0 && id < FX_TAG0 + FX_N_TAGS) {
+        size_t m = strlen(fx_tags[id - FX_TAG0]);
+        memcpy(buf, fx_tags[id - FX_TAG0], m < cap ? m : cap);
+        return (int)m;
+    }
     if (id < 0 || id > 256) return -1;
     if (id == 256) return 0;
     if (cap) buf[0] = (char)id;
@@ -106,17 +127,32 @@ static int fx_decode(void *ctx, const int *slots, int n, const agent_allow *allo
     for (int i = 0; i < n; i++) {
         int s = slots[i];
         if (!fm->slot_used[s]) return dr_error(DR_ERR_INTERNAL, "decode on free slot %d", s);
+        if (allow && allow[i].n > 0 && fm->follow_script == 2) {
+            /* the scripted token when allowed, else a uniform pick among the allowed */
+            size_t len, p = (size_t)fm->slot_pos[s];
+            char end;
+            const char *t = fx_turn(fm->scripts[fm->slot_script[s]], fm->slot_turn[s], &len, &end);
+            int32_t want = p < len ? fx_next_token(fm, t, len, &p) : (end == 2 ? ' ' : 256);
+            int ok = 0;
+            for (int k = 0; k < allow[i].n && !ok; k++) ok = allow[i].ids[k] == want;
+            if (ok) fm->slot_pos[s] = (int)p;
+            fm->n_constrained++;
+            toks[i] = ok ? want : allow[i].ids[dr_rng_below(&fm->pick, (uint64_t)allow[i].n)];
+            lps[i] = -logf((float)allow[i].n);
+            continue;
+        }
         if (allow && allow[i].n > 0 && fm->follow_script) {
             size_t len;
             char end;
             const char *t = fx_turn(fm->scripts[fm->slot_script[s]], fm->slot_turn[s], &len, &end);
             int32_t tok = -1;
             while (tok < 0) {
-                int p = fm->slot_pos[s]++;
-                int32_t want = (size_t)p < len ? (unsigned char)t[p] : (end == 2 ? ' ' : 256);
+                size_t p = (size_t)fm->slot_pos[s];
+                int32_t want = p < len ? fx_next_token(fm, t, len, &p) : (p++, end == 2 ? ' ' : 256);
+                fm->slot_pos[s] = (int)p;
                 for (int k = 0; k < allow[i].n && tok < 0; k++)
                     if (allow[i].ids[k] == want) tok = want;
-                if ((size_t)p >= len && tok < 0) return dr_error(DR_ERR_INTERNAL, "script end not allowed");
+                if (p > len && tok < 0) return dr_error(DR_ERR_INTERNAL, "script end not allowed");
             }
             fm->n_constrained++;
             toks[i] = tok;
@@ -134,10 +170,12 @@ static int fx_decode(void *ctx, const int *slots, int n, const agent_allow *allo
         size_t len;
         char end;
         const char *t = fx_turn(fm->scripts[fm->slot_script[s]], fm->slot_turn[s], &len, &end);
-        int p = fm->slot_pos[s]++;
-        if ((size_t)p < len) toks[i] = (unsigned char)t[p];
-        else toks[i] = end == 2 ? ' ' : 256;
-        lps[i] = -0.5f - 0.001f * (float)(p % 100);
+        size_t p = (size_t)fm->slot_pos[s];
+        int n_lp = (int)(p % 100);
+        if (p < len) toks[i] = fx_next_token(fm, t, len, &p);
+        else toks[i] = end == 2 ? ' ' : 256, p++;
+        fm->slot_pos[s] = (int)p;
+        lps[i] = -0.5f - 0.001f * (float)n_lp;
     }
     return 0;
 }

@@ -31,9 +31,15 @@ typedef struct fx_model {
     int n_constrained;   /* decode choices made under an allowed set */
     dr_rng pick;         /* uniform picks among allowed tokens (seed 1; reseed after init) */
     /* 1: under an allowed set, follow the script, skipping scripted bytes outside the set (a
-     * model whose likeliest token is forbidden takes its next one); 0: a uniform pick */
+     * model whose likeliest token is forbidden takes its next one); 2: the scripted token when
+     * allowed, else a uniform pick; 0: a uniform pick */
     int follow_script;
+    /* 1: the protocol's tags are single tokens (FX_TAG0 + index in fx_tags), as special tokens
+     * of a real vocabulary; the scripts are then read token by token */
+    int tag_tokens;
 } fx_model;
+enum { FX_TAG0 = 257, FX_N_TAGS = 8 };
+extern const char *const fx_tags[FX_N_TAGS];
 void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const *scripts, int n_scripts);
 
 /* Scripted tool: preference "FAIL" fails; "EMPTY" returns nothing; else returns items

@@ -325,3 +325,65 @@ TEST(agent_constrain_order_keeps_each_calls_order) {
     agent_catalog_free(c);
     fx_dataset_free(&d);
 }
+
+/* constrain_tags with titles constrained: a turn that spends its budget after a tool call
+ * (here: a model that lists titles in its reasoning and never closes it, as the demo's small
+ * model sometimes does) is closed for the model. The rollout writes "\n</think>\n" and the
+ * answer tag as forced tokens and the constrained answer follows; the episode is marked. Off,
+ * the same script runs the turn out and the episode ends without an answer. */
+static const char s_no_close[] = AGENT_TAG_THINK "Look.\n" AGENT_TAG_PREF "crime" AGENT_TAG_PREF_END T
+    "1. Heat\n2. Casino\n3. Heat\n4. Heat\n5. Heat\n6. Heat\n" "\x02" T;
+
+TEST(agent_constrain_turn_budget_opens_the_answer) {
+    dr_dataset d;
+    fx_dataset_big(&d, 60, 6, 1);
+    agent_catalog *c;
+    CHECK_OK(agent_catalog_build(&d, &c));
+    for (int on = 0; on < 2; on++) {
+        fx_model fm;
+        agent_model m;
+        const char *sc[] = {s_no_close};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        fm.follow_script = 2;
+        fm.tag_tokens = 1;
+        fx_hash_tool ht;
+        agent_tool t;
+        fx_hash_tool_init(&ht, &t, 60);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.max_turn_tokens = 48;
+        o.constrain_titles = o.constrain_prefs = 1;
+        o.constrain_tags = on;
+        agent_episode *e = NULL;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        CHECK_EQ_INT(e->n_calls, 1);
+        CHECK_EQ_INT(e->answer_forced, on);
+        if (!on) {
+            CHECK_STR(agent_outcome_name(e->outcome), "context_too_long");
+            agent_episodes_free(e, 1);
+            continue;
+        }
+        CHECK_STR(agent_outcome_name(e->outcome), "finished");
+        CHECK_STR(agent_format_name(e->format), "ok");
+        CHECK_EQ_INT(e->answer.n_lines, AGENT_N_REC);
+        for (int i = 0; i < AGENT_N_REC; i++) CHECK(e->resolved[i] > 0);
+        /* 48 tokens of the model's turn, then the forced close: mask 0, no set, log-prob 0 */
+        const char *close = "\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER;
+        const char *at = strstr(e->text + e->prompt_len, close);
+        CHECK(at != NULL);
+        int32_t k = e->n_prompt_tokens;
+        size_t off = e->prompt_len;
+        char b[64];
+        while (k < e->n_tokens && off < (size_t)(at - e->text)) off += (size_t)m.piece(m.ctx, e->tokens[k++], b, sizeof b);
+        CHECK_EQ_INT((int64_t)off, (int64_t)(at - e->text));
+        const int32_t want[] = {'\n', FX_TAG0 + 1, '\n', FX_TAG0 + 6};
+        for (int i = 0; i < 4; i++) {
+            CHECK_EQ_INT(e->tokens[k + i], want[i]);
+            CHECK(!e->mask[k + i] && e->allow_n[k + i] == 0 && e->logprob[k + i] == 0);
+        }
+        CHECK(e->mask[k - 1] && e->allow_n[k - 1] > 250); /* the turn's last token: the model's */
+        agent_episodes_free(e, 1);
+    }
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}

@@ -459,6 +459,94 @@ TEST(agent_rollout_preference_length_cap) {
     fx_dataset_free(&d);
 }
 
+/* constrain_tags: a model whose protocol tags are single tokens writes tags where they are
+ * invalid: an end tag with no preference open (a small model's failure: the episode ended with
+ * preference_error), an answer tag before </think>, a preference after it. On, the model takes
+ * its next token instead (follow_script) and the episode is valid; every free token carries
+ * the set it was sampled from, one copy per run of free text. Off, the first stray tag ends it. */
+static const char s_stray_tags[] = AGENT_TAG_THINK "Look.\n" AGENT_TAG_PREF "crime" AGENT_TAG_PREF_END T
+    "Snoir" AGENT_TAG_PREF_END "\n" AGENT_TAG_PREF "drama" AGENT_TAG_PREF_END T "Ranked." AGENT_TAG_ANSWER "\n"
+    AGENT_TAG_THINK_END AGENT_TAG_PREF "\n" AGENT_TAG_ANSWER "\n1. Heat\n2. Casino\n3. Se7en\n4. Usual Suspects\n"
+    "5. GoldenEye\n6. Babe\n7. Jumanji\n8. Four Rooms\n9. Toy Story\n10. Nothing Like This\n" AGENT_TAG_ANSWER_END T;
+
+static int set_has(const int32_t *ids, int n, int32_t tok) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] == tok) return 1;
+    return 0;
+}
+
+TEST(agent_rollout_free_text_keeps_the_tag_grammar) {
+    dr_dataset d;
+    agent_catalog *c;
+    setup(&d, &c);
+    for (int on = 0; on < 2; on++) {
+        fx_model fm;
+        fx_tool ft;
+        agent_model m;
+        agent_tool t;
+        const char *sc[] = {s_stray_tags};
+        fx_model_init(&fm, &m, 1, sc, 1);
+        fm.follow_script = fm.tag_tokens = 1;
+        fx_tool_init(&ft, &t);
+        agent_request rq = {0, dr_data_seq(&d, 0), dr_data_seq_len(&d, 0) - 1, 0, NULL};
+        agent_rollout_opts o = {0};
+        o.constrain_tags = o.constrain_prefs = on;
+        agent_episode *e;
+        CHECK_OK(agent_rollout(&m, &t, c, &rq, 1, &o, &e));
+        /* the tokens spell the text (tags as one token each) */
+        size_t at = 0;
+        for (int32_t k = 0; k < e->n_tokens; k++) {
+            char b[64];
+            int pl = m.piece(m.ctx, e->tokens[k], b, sizeof b);
+            CHECK(pl >= 0 && at + (size_t)pl <= e->text_len && !memcmp(e->text + at, b, (size_t)pl));
+            at += (size_t)pl;
+        }
+        CHECK_EQ_INT((int64_t)at, (int64_t)e->text_len);
+        if (!on) {
+            CHECK_STR(agent_outcome_name(e->outcome), "preference_error");
+            CHECK_EQ_INT(e->n_calls, 1);
+            CHECK_EQ_INT(e->n_allow_ids, 0);
+            agent_episodes_free(e, 1);
+            continue;
+        }
+        CHECK_STR(agent_outcome_name(e->outcome), "finished");
+        CHECK_STR(agent_format_name(e->format), "ok");
+        CHECK_EQ_INT(e->n_calls, 2);
+        CHECK_STR(e->calls[1].preference, "drama");
+        CHECK(strstr(e->text, "Snoir\n" AGENT_TAG_PREF "drama") != NULL);
+        CHECK(strstr(e->text, "Ranked.\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER) != NULL);
+        /* each generated token: its set lacks the tags invalid at its place and holds it */
+        int64_t sum_sets = 0, n_free = 0, think_closed = 0;
+        for (int sg = 0; sg < e->n_segs; sg++) {
+            const agent_segment *g = &e->segs[sg];
+            if (g->kind != AGENT_SEG_GEN) continue;
+            for (int32_t k = g->tok_begin; k < g->tok_end; k++) {
+                int na = e->allow_n[k];
+                CHECK(na > 250);
+                const int32_t *ids = e->allow_ids + e->allow_off[k];
+                CHECK(set_has(ids, na, e->tokens[k]));
+                CHECK_NEAR(e->logprob[k], -logf((float)na), 1e-6);
+                sum_sets += na;
+                if (set_has(ids, na, FX_TAG0 + 3)) continue; /* PREF_END allowed: a preference token */
+                n_free++;
+                CHECK(!set_has(ids, na, FX_TAG0 + 4) && !set_has(ids, na, FX_TAG0 + 5)); /* item lists */
+                CHECK(set_has(ids, na, 256));                                              /* EOS */
+                CHECK_EQ_INT(set_has(ids, na, FX_TAG0 + 6), think_closed);                 /* answer */
+                CHECK_EQ_INT(set_has(ids, na, FX_TAG0 + 1), !think_closed);                /* </think> */
+                CHECK_EQ_INT(set_has(ids, na, FX_TAG0 + 2), !think_closed);                /* preference */
+                if (e->tokens[k] == FX_TAG0 + 1) think_closed = 1;
+            }
+        }
+        CHECK(think_closed && n_free > 20);
+        /* the pool holds one copy per run of one set: 4 free runs (the last changes its set at
+         * </think>) and 2 preference runs, against a copy per token before */
+        CHECK(e->n_allow_ids <= 6 * 265 && sum_sets > 40 * 250);
+        agent_episodes_free(e, 1);
+    }
+    agent_catalog_free(c);
+    fx_dataset_free(&d);
+}
+
 /* The options are checked by the agent itself, whoever calls it (rl, eval, serve, recommend). */
 TEST(agent_rollout_checks_its_options) {
     dr_dataset d;
@@ -469,7 +557,7 @@ TEST(agent_rollout_checks_its_options) {
     CHECK_EQ_INT(o.tool_k, AGENT_TOOL_K);
     CHECK_EQ_INT(o.max_calls, AGENT_MAX_CALLS);
     CHECK_EQ_INT(o.max_hist, AGENT_MAX_HIST);
-    CHECK(o.constrain_titles && o.constrain_prefs);
+    CHECK(o.constrain_titles && o.constrain_prefs && o.constrain_tags);
     CHECK_OK(agent_rollout_opts_check(&o));
     o.tool_k = AGENT_N_REC - 1; /* a tool result shorter than the answer */
     CHECK_ERR(agent_rollout_opts_check(&o), DR_ERR_ARG);

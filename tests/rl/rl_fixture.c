@@ -1,6 +1,7 @@
 #include "rl_fixture.h"
 #include "harness.h"
 #include "deeprec/gguf.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,6 +81,13 @@ void rlx_llm(llm_model **m, tokenizer **tok) {
     c.vocab = tok_vocab_size(*tok);
     c.context = 2048;
     CHECK_OK(llm_model_init_random(m, &c, GGML_TYPE_F32, 0.2f, 5));
+    /* through a file, as every model the trainer gets and writes: loading adds the end-of-
+     * generation tokens the vocabulary names, which a resumed run's checkpoint then agrees on */
+    char path[600];
+    snprintf(path, sizeof path, "%s/rlx_llm.gguf", dr_test_tmpdir());
+    CHECK_OK(llm_model_save(*m, *tok, path));
+    llm_model_free(*m);
+    CHECK_OK(llm_model_load(m, path));
 }
 
 void rlx_episode(agent_episode *e, const agent_catalog *c, const char *completion, int outcome, int32_t target,
