@@ -409,6 +409,90 @@ static int tag_in_new(const agent_episode *e, size_t turn_start, size_t old_len,
     return agent_memmem(e->text + from, e->text_len - from, tag) != NULL;
 }
 
+/* The token the model chose for an answer line: it must be one of the pending choice's. */
+static int take_answer_token(rollout *ro, seq *s, int32_t tok, float lp, int *slot_used) {
+    agent_episode *e = s->e;
+    int ok = 0;
+    for (int k = 0; k < s->n_allowed && !ok; k++) ok = s->allowed[k] == tok;
+    if (!ok)
+        return dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d outside the allowed titles", (int)tok);
+    int rc = agent_ep_add_choice(e, tok, lp, s->allowed, s->n_allowed);
+    if (!rc) rc = add_piece(ro->m, e, tok);
+    if (rc) return rc;
+    if (e->n_tokens >= ro->max_ctx) return finish(ro, s, AGENT_CONTEXT_TOO_LONG, slot_used);
+    return answer_take(ro, s, tok, slot_used);
+}
+
+/* Record a token of a preference or of free text, with the allowed set it was sampled from
+ * (none when neither rule is on). */
+static int record_token(rollout *ro, seq *s, int32_t tok, float lp) {
+    const int32_t *set = NULL;
+    int n_set = 0;
+    if (s->in_pref) set = ro->pref_ok, n_set = ro->n_pref_ok;
+    else if (ro->free_ok[0]) set = ro->free_ok[s->think_closed], n_set = ro->n_free_ok[s->think_closed];
+    if (!set) return agent_ep_add_tokens(s->e, &tok, 1, 1, &lp);
+    if (!bsearch(&tok, set, (size_t)n_set, sizeof *set, cmp_i32))
+        return dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d, not allowed %s", (int)tok,
+                        s->in_pref ? "in a preference" : "here (a protocol tag)");
+    if (s->in_pref) s->pref_tokens++;
+    return agent_ep_add_choice(s->e, tok, lp, set, n_set);
+}
+
+/* One token the model chose for sequence s (already in its slot): record it, then apply the
+ * protocol. Ends the episode (s->active = 0) when the token does. */
+static int take_token(rollout *ro, seq *s, int32_t tok, float lp, int *slot_used) {
+    const agent_model *m = ro->m;
+    agent_episode *e = s->e;
+    if (!s->answering && m->is_eos(m->ctx, tok) == AGENT_EOS_FULL)
+        return finish(ro, s, AGENT_CONTEXT_TOO_LONG, slot_used); /* not a token of the model's: nothing recorded */
+    if (s->answering) return take_answer_token(ro, s, tok, lp, slot_used);
+    int rc = record_token(ro, s, tok, lp);
+    if (rc) return rc;
+    s->turn_tokens++;
+    if (m->is_eos(m->ctx, tok)) {
+        const char *comp = e->text + e->prompt_len;
+        int has_answer = agent_memmem(comp, e->text_len - e->prompt_len, AGENT_TAG_ANSWER) != NULL;
+        return finish(ro, s, has_answer ? AGENT_FINISHED : AGENT_SHOT_DOWN, slot_used);
+    }
+    size_t old = e->text_len;
+    if ((rc = add_piece(m, e, tok))) return rc;
+    if (!s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_THINK_END)) s->think_closed = 1;
+    if (tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER_END)) return finish(ro, s, AGENT_FINISHED, slot_used);
+    if (tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF_END)) {
+        s->in_pref = 0;
+        return serve_call(ro, s, slot_used);
+    }
+    if (s->in_pref && s->pref_tokens >= AGENT_PREF_MAX_TOKENS) {
+        /* the longest preference: its end tag is written for the model (mask 0, as tool text);
+         * a greedy small model otherwise repeats a phrase until the turn's budget ends the episode */
+        if ((rc = force_text(ro, s, AGENT_TAG_PREF_END, slot_used)) || !s->active) return rc;
+        s->in_pref = 0;
+        return serve_call(ro, s, slot_used);
+    }
+    if (ro->constrain && e->n_tokens < ro->max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER))
+        return enter_answer(ro, s, slot_used);
+    if (ro->constrain && ro->free_ok[0] && s->turn_tokens >= ro->max_turn && e->n_tokens < ro->max_ctx &&
+        e->n_calls > 0) {
+        /* the turn's budget is spent after a tool call: the rollout closes the reasoning and
+         * opens the answer for the model (mask 0, as tool text), and the constrained answer
+         * follows. A small model that starts listing titles without the tags otherwise runs
+         * the turn out and the episode ends with nothing. */
+        e->answer_forced = 1;
+        rc = force_text(ro, s, s->think_closed ? "\n" AGENT_TAG_ANSWER : "\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER,
+                        slot_used);
+        if (rc || !s->active) return rc;
+        s->think_closed = 1;
+        return enter_answer(ro, s, slot_used);
+    }
+    if (e->n_tokens >= ro->max_ctx || s->turn_tokens >= ro->max_turn)
+        return finish(ro, s, AGENT_CONTEXT_TOO_LONG, slot_used);
+    if (ro->pref_ok && !s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF)) {
+        s->in_pref = 1;
+        s->pref_tokens = 0;
+    }
+    return DR_OK;
+}
+
 void agent_rollout_opts_default(agent_rollout_opts *o) {
     memset(o, 0, sizeof *o);
     o->max_hist = AGENT_MAX_HIST;
@@ -617,110 +701,9 @@ int agent_rollout(const agent_model *m, const agent_tool *t, const agent_catalog
         if ((rc = m->decode(m->ctx, active_slots, n_act, any_allow ? allow : NULL, toks, lps))) goto done;
         for (int a = 0; a < n_act; a++) {
             seq *s = &seqs[active_slots[a]];
-            agent_episode *e = s->e;
-            int32_t tok = toks[a];
-            if (tok == AGENT_TOKEN_NONE) continue;
-            if (!s->answering && m->is_eos(m->ctx, tok) == AGENT_EOS_FULL) {
-                /* not a token of the model's: nothing is recorded */
-                if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
-                n_done++;
-                continue;
-            }
-            if (s->answering) {
-                int ok = 0;
-                for (int k = 0; k < s->n_allowed && !ok; k++) ok = s->allowed[k] == tok;
-                if (!ok) {
-                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d outside the allowed titles",
-                                  (int)tok);
-                    goto done;
-                }
-                if ((rc = agent_ep_add_choice(e, tok, lps[a], s->allowed, s->n_allowed)) ||
-                    (rc = add_piece(m, e, tok)))
-                    goto done;
-                if (e->n_tokens >= ro.max_ctx) rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used);
-                else rc = answer_take(&ro, s, tok, slot_used);
-                if (rc) goto done;
-                if (!s->active) n_done++;
-                continue;
-            }
-            if (s->in_pref) {
-                /* a preference token: recorded with its allowed set, as a title token */
-                int32_t *hit = bsearch(&tok, ro.pref_ok, (size_t)ro.n_pref_ok, sizeof *ro.pref_ok, cmp_i32);
-                if (!hit) {
-                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d, not allowed in a preference",
-                                  (int)tok);
-                    goto done;
-                }
-                rc = agent_ep_add_choice(e, tok, lps[a], ro.pref_ok, ro.n_pref_ok);
-                s->pref_tokens++;
-            } else if (ro.free_ok[0]) {
-                /* free text under the protocol's grammar: recorded with its allowed set */
-                const int32_t *set = ro.free_ok[s->think_closed];
-                int n_set = ro.n_free_ok[s->think_closed];
-                if (!bsearch(&tok, set, (size_t)n_set, sizeof *set, cmp_i32)) {
-                    rc = dr_error(DR_ERR_INTERNAL, "agent_rollout: the model chose token %d, a tag not allowed here",
-                                  (int)tok);
-                    goto done;
-                }
-                rc = agent_ep_add_choice(e, tok, lps[a], set, n_set);
-            } else {
-                rc = agent_ep_add_tokens(e, &tok, 1, 1, &lps[a]);
-            }
-            if (rc) goto done;
-            s->turn_tokens++;
-            if (m->is_eos(m->ctx, tok)) {
-                const char *comp = e->text + e->prompt_len;
-                int has_answer = agent_memmem(comp, e->text_len - e->prompt_len, AGENT_TAG_ANSWER) != NULL;
-                if ((rc = finish(&ro, s, has_answer ? AGENT_FINISHED : AGENT_SHOT_DOWN, slot_used))) goto done;
-                n_done++;
-                continue;
-            }
-            size_t old = e->text_len;
-            if ((rc = add_piece(m, e, tok))) goto done;
-            if (!s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_THINK_END)) s->think_closed = 1;
-            if (tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER_END)) {
-                if ((rc = finish(&ro, s, AGENT_FINISHED, slot_used))) goto done;
-                n_done++;
-            } else if (tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF_END)) {
-                s->in_pref = 0;
-                if ((rc = serve_call(&ro, s, slot_used))) goto done;
-                if (!s->active) n_done++;
-            } else if (s->in_pref && s->pref_tokens >= AGENT_PREF_MAX_TOKENS) {
-                /* the longest preference: its end tag is written for the model (mask 0, as tool
-                 * text); a greedy small model otherwise repeats a phrase until the turn's
-                 * budget ends the episode */
-                if ((rc = force_text(&ro, s, AGENT_TAG_PREF_END, slot_used))) goto done;
-                if (s->active) {
-                    s->in_pref = 0;
-                    if ((rc = serve_call(&ro, s, slot_used))) goto done;
-                }
-                if (!s->active) n_done++;
-            } else if (ro.constrain && e->n_tokens < ro.max_ctx && tag_in_new(e, s->turn_start, old, AGENT_TAG_ANSWER)) {
-                if ((rc = enter_answer(&ro, s, slot_used))) goto done;
-                if (!s->active) n_done++;
-            } else if (ro.constrain && ro.free_ok[0] && s->turn_tokens >= ro.max_turn && e->n_tokens < ro.max_ctx &&
-                       e->n_calls > 0) {
-                /* the turn's budget is spent after a tool call: the rollout closes the reasoning
-                 * and opens the answer for the model (mask 0, as tool text), and the constrained
-                 * answer follows. A small model that starts listing titles without the tags
-                 * otherwise runs the turn out and the episode ends with nothing. */
-                e->answer_forced = 1;
-                if ((rc = force_text(&ro, s, s->think_closed ? "\n" AGENT_TAG_ANSWER
-                                                             : "\n" AGENT_TAG_THINK_END "\n" AGENT_TAG_ANSWER,
-                                     slot_used)))
-                    goto done;
-                if (s->active) {
-                    s->think_closed = 1;
-                    if ((rc = enter_answer(&ro, s, slot_used))) goto done;
-                }
-                if (!s->active) n_done++;
-            } else if (e->n_tokens >= ro.max_ctx || s->turn_tokens >= ro.max_turn) {
-                if ((rc = finish(&ro, s, AGENT_CONTEXT_TOO_LONG, slot_used))) goto done;
-                n_done++;
-            } else if (ro.pref_ok && !s->in_pref && tag_in_new(e, s->turn_start, old, AGENT_TAG_PREF)) {
-                s->in_pref = 1;
-                s->pref_tokens = 0;
-            }
+            if (toks[a] == AGENT_TOKEN_NONE) continue;
+            if ((rc = take_token(&ro, s, toks[a], lps[a], slot_used))) goto done;
+            if (!s->active) n_done++;
         }
     }
     dr_progress_finish(&prog);
