@@ -312,14 +312,15 @@ typedef struct agent_rollout_opts {
      * (no preference is open), the item-list tags (the tool writes them), AGENT_TAG_ANSWER_END
      * (with constrain_titles the rollout writes it); before AGENT_TAG_THINK_END also
      * AGENT_TAG_ANSWER, after it AGENT_TAG_THINK, AGENT_TAG_THINK_END and AGENT_TAG_PREF (the
-     * format check refuses each of these, docs/agent.md). With constrain_titles, a turn that
-     * spends max_turn_tokens after at least one tool call is closed for the model: the rollout
-     * writes AGENT_TAG_THINK_END (when still open) and AGENT_TAG_ANSWER (mask 0, as tool text;
-     * agent_episode.answer_forced) and the constrained answer follows. Such tokens are recorded with their
+     * format check refuses each of these, docs/agent.md). Free tokens are recorded with their
      * allowed set, as preference tokens are, so RL scores them under the distribution they were
-     * sampled from. Why: a small model that writes a preference's end tag without its begin
-     * tag ends its episode with nothing (10% of test episodes of one demo warm start). A tag
-     * the tokenizer splits over several tokens is not caught. Ignored with direct. */
+     * sampled from. A tag the tokenizer splits over several tokens is not caught.
+     * With constrain_titles too, a turn that spends max_turn_tokens after at least one tool call
+     * is closed for the model: the rollout writes AGENT_TAG_THINK_END (when still open) and
+     * AGENT_TAG_ANSWER (mask 0, as tool text; agent_episode.answer_forced is set) and the
+     * constrained answer follows. Why: a small model that writes a preference's end tag without
+     * its begin tag, or lists titles in its reasoning, ends its episode with nothing (11% of the
+     * test episodes of one demo warm start). Ignored with direct. */
     int constrain_tags;
     /* NULL, or requests that keep arriving (a server): see agent_rollout_stream. */
     const struct agent_rollout_stream *stream;
