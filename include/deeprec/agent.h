@@ -319,7 +319,7 @@ typedef struct agent_rollout_opts {
      * is closed for the model: the rollout writes AGENT_TAG_THINK_END (when still open) and
      * AGENT_TAG_ANSWER (mask 0, as tool text; agent_episode.answer_forced is set) and the
      * constrained answer follows. Why: a small model that writes a preference's end tag without
-     * its begin tag, or lists titles in its reasoning, ends its episode with nothing (11% of the
+     * its begin tag, or lists titles in its reasoning, ends its episode with nothing (12% of the
      * test episodes of one demo warm start). Ignored with direct. */
     int constrain_tags;
     /* NULL, or requests that keep arriving (a server): see agent_rollout_stream. */
