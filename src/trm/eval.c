@@ -76,6 +76,7 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     dr_metrics acc;
     dr_metrics_init(&acc);
     a.train = 0;
+    a.infer = 1;
     a.last_only = 1;
     dr_rng_seed(&a.rng, 0);
     /* Under MPI each rank scores its share of the batches (the same batches as one process,

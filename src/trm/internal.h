@@ -66,6 +66,7 @@ typedef struct trm_acts {
     /* current batch */
     int B, L, N;
     int train;
+    int infer;                  /* no backward follows: dropout sites (off) keep no copies or masks */
     int last_only;              /* inference: the last layer computes only each sequence's last row;
                                    the output then has B rows (row b = sequence b) */
     dr_rng rng;                 /* step stream (dropout) */
@@ -142,6 +143,16 @@ float *trm_debug_params(trm_model *m, size_t *n);
 void trm_debug_refresh(trm_model *m);
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
+/* topk.c: the same selection fed block by block, in increasing id order (scores of items
+ * first_id .. first_id + count - 1; masked: NULL or indexed by item id). */
+typedef struct trm_topk_acc {
+    int k, n;
+    int32_t *ids;
+    float *scores;
+} trm_topk_acc;
+void trm__topk_init(trm_topk_acc *t, int k, int32_t *ids, float *scores);
+void trm__topk_push(trm_topk_acc *t, const float *s, int32_t first_id, int count, const uint8_t *masked);
+int trm__topk_finish(trm_topk_acc *t); /* sorts ids/scores best first; returns how many */
 /* For benches: `steps` timed training steps of epoch 0 (seconds, flops, sequences and
  * positions done). */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,

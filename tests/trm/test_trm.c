@@ -508,12 +508,67 @@ TEST(trm_topk_ties_and_mask) {
     CHECK_EQ_INT(ids[3], 6);
 }
 
+/* Best first: higher score, then smaller id. */
+static int better(float sa, int32_t ia, float sb, int32_t ib) { return sa > sb || (sa == sb && ia < ib); }
+
+/* The selection fed in blocks of any size (the batched retrieval feeds 1,024 at a time, and the
+ * skip test looks at 16 at once) equals a brute-force sort: many ties, NaNs (masked in the batch),
+ * a mask array, k above and below the number of candidates, blocks that cut runs of ties. */
+TEST(trm_topk_blocks_equal_bruteforce) {
+    enum { N = 700 };
+    float sc[N + 1];
+    uint8_t mask[N + 1];
+    dr_rng r;
+    dr_rng_seed(&r, 5);
+    for (int round = 0; round < 40; round++) {
+        const int levels = 1 + round % 9; /* few distinct values: many ties */
+        for (int i = 0; i <= N; i++) {
+            sc[i] = (float)dr_rng_below(&r, (uint64_t)levels) + (round % 3 == 0 ? (float)i * 1e-3f : 0.0f);
+            if (dr_rng_below(&r, 20) == 0) sc[i] = NAN;
+            mask[i] = dr_rng_below(&r, 10) == 0;
+        }
+        const int k = 1 + (int)dr_rng_below(&r, round % 4 == 0 ? 2 * N : 40);
+        const uint8_t *mk = round % 2 ? mask : NULL;
+        /* brute force: every candidate, selection sort of the best k */
+        static int32_t want[N];
+        int nw = 0;
+        for (int i = 1; i <= N; i++)
+            if (sc[i] == sc[i] && !(mk && mk[i])) want[nw++] = i;
+        for (int a = 0; a < nw && a < k; a++)
+            for (int b = a + 1; b < nw; b++)
+                if (better(sc[want[b]], want[b], sc[want[a]], want[a])) {
+                    int32_t t = want[a];
+                    want[a] = want[b];
+                    want[b] = t;
+                }
+        if (nw > k) nw = k;
+        static int32_t ids[2 * N];
+        static float out[2 * N];
+        int n = trm_topk(sc, N, mk, k, ids, out);
+        CHECK_EQ_INT(n, nw);
+        for (int i = 0; i < n && i < nw; i++) {
+            CHECK_EQ_INT(ids[i], want[i]);
+            CHECK(out[i] == sc[want[i]]);
+        }
+        trm_topk_acc t;
+        trm__topk_init(&t, k, ids, out);
+        for (int i0 = 1; i0 <= N;) {
+            int nb = 1 + (int)dr_rng_below(&r, 70);
+            if (i0 + nb > N + 1) nb = N + 1 - i0;
+            trm__topk_push(&t, sc + i0, i0, nb, mk);
+            i0 += nb;
+        }
+        CHECK_EQ_INT(trm__topk_finish(&t), nw);
+        for (int i = 0; i < nw; i++) CHECK_EQ_INT(ids[i], want[i]);
+    }
+}
+
 /* The batched top-k equals one-at-a-time retrieval for every user: mixed lengths (so rows are
  * padded), an empty history, a history longer than max_len, preferences on some users only,
- * masked and unmasked, across a chunk boundary. */
+ * masked and unmasked, across group boundaries (64 users) and item blocks (1,024 items). */
 TEST(trm_retrieve_batch_matches_single) {
     dr_dataset d;
-    make_synth(&d, 40, 300, 5, 12, 4, 0.3);
+    make_synth(&d, 40, 2100, 5, 12, 4, 0.3);
     for (int model = 0; model < 2; model++) {
         trm_config c;
         small_cfg(&c, model);
