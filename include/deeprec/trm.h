@@ -66,6 +66,12 @@ typedef struct trm_train_opts {
     int epochs;          /* 200 */
     int patience;        /* 10; 0 = no early stopping */
     int eval_every;      /* 1 */
+    /* Users of the validation that early stopping watches (the final test is always over all):
+     * TRM_VALID_USERS_AUTO (default): all when at most TRM_VALID_AUTO_MAX users have a valid
+     * target, else a fixed sample of TRM_VALID_AUTO_SAMPLE; 0: all; N > 0: a fixed sample of N
+     * (all when no more than N). The sample is a seeded draw that depends on the dataset only:
+     * the same users every epoch, across resumes and for every training seed. */
+    int valid_users;
     uint64_t seed;       /* 1 */
     float pref_empty_p;  /* pref: probability of an empty pseudo-preference (0.3) */
     int resume;          /* continue from OUT.resume.gguf when it exists */
@@ -82,6 +88,9 @@ typedef struct trm_train_opts {
 } trm_train_opts;
 
 void trm_train_opts_default(trm_train_opts *o);
+#define TRM_VALID_USERS_AUTO (-1)
+#define TRM_VALID_AUTO_MAX 25000   /* Beauty (22,363), Toys (19,412), MovieLens sets: all users */
+#define TRM_VALID_AUTO_SAMPLE 10000 /* Sports (35,598): a quarter of the validation time */
 
 typedef struct trm_model trm_model;
 

@@ -75,6 +75,9 @@ static int cmd_train(int argc, char **argv) {
         {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
         {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
         {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--valid-users", CLI_INT, &o.valid_users,
+         "users early stopping validates on: -1 auto (all up to 25000, else a fixed sample of 10000), 0 all, N a "
+         "fixed sample of N; the test is always over all"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
         {"--resume", CLI_FLAG, &o.resume, "continue from OUT.resume.gguf"},
@@ -92,6 +95,8 @@ static int cmd_train(int argc, char **argv) {
         return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
     if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
     if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if (o.valid_users < TRM_VALID_USERS_AUTO)
+        return cli_usage_error("--valid-users must be -1 (auto), 0 (all) or a number of users, got %d", o.valid_users);
     if (threads > 0) dr_threads_set(threads);
     c.dropout = (float)dropout;
     o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;

@@ -39,8 +39,17 @@ static int32_t split_target(const dr_dataset *d, int32_t u, int split, const int
 
 int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
                  dr_metrics_mean *out) {
+    return trm__evaluate_users(m, d, split, mask_history, pref_mode, NULL, 0, out);
+}
+
+int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
+                        const int32_t *users, int n_users, dr_metrics_mean *out) {
     memset(out, 0, sizeof *out);
     if (trm_check_dataset(m, d, NULL, NULL)) return DR_ERR_ARG;
+    if (users && n_users < 0) return dr_error(DR_ERR_ARG, "trm_evaluate: %d users", n_users);
+    for (int i = 0; users && i < n_users; i++)
+        if (users[i] < 0 || users[i] >= d->n_users)
+            return dr_error(DR_ERR_ARG, "trm_evaluate: user %d is not in the dataset (%d users)", users[i], d->n_users);
     if (!m->F_ok) trm__refresh_tables(m);
     const int Bcap = 256, d_ = m->cfg.dim, V = m->V;
     trm_acts a;
@@ -48,7 +57,7 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     int32_t *lranks = NULL, *aranks = NULL; /* MPI: this rank's ranks, everyone's */
     int rc = trm__acts_alloc(&a, m, Bcap);
     if (rc) return rc;
-    ulen *us = dr_calloc((size_t)d->n_users + 1, sizeof *us);
+    ulen *us = dr_calloc((size_t)(users ? n_users : d->n_users) + 1, sizeof *us);
     float *U = dr_aligned_alloc((size_t)Bcap * d_ * sizeof(float));
     float *S = dr_aligned_alloc((size_t)Bcap * V * sizeof(float));
     int32_t *targets = dr_calloc(Bcap, sizeof(int32_t));
@@ -63,8 +72,9 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
         goto done;
     }
     int nu = 0;
-    for (int32_t u = 0; u < d->n_users; u++) {
-        const int32_t *pre;
+    const int n_cand = users ? n_users : d->n_users;
+    for (int i = 0; i < n_cand; i++) {
+        const int32_t u = users ? users[i] : i, *pre;
         int64_t pl;
         int32_t t = split_target(d, u, split, &pre, &pl);
         if (t <= 0 || pl <= 0) continue;

@@ -117,6 +117,15 @@ int64_t trm__valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist,
 void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens);
 int trm__max_feats(void);
 
+/* eval.c: trm_evaluate over the users listed (NULL: every user); users without a target in the
+ * split are skipped, as in trm_evaluate. */
+struct dr_metrics_mean;
+int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
+                        const int32_t *users, int n_users, struct dr_metrics_mean *out);
+/* valid.c: the users early stopping validates on (trm_train_opts.valid_users): *users NULL for
+ * all of them, else a heap array of *n users (a fixed draw: the same on every call). */
+int trm__valid_users(const dr_dataset *d, int want, int32_t **users, int *n);
+
 /* text */
 int trm__item_text_build(trm_model *m, const struct dr_dataset *d);
 int trm__pref_tokens(const trm_model *m, const char *text, int32_t *ids, int max_ids);

@@ -19,8 +19,12 @@
 
 /* Users per group: enough rows (64 x max_len) for the forward's sgemms to run near their peak,
  * and a score tile of 64 x 1024 floats (256 KB) that fits L2 beside the block of F it reads. */
+#ifndef TRM_BATCH_GROUP
 #define TRM_BATCH_GROUP 64
+#endif
+#ifndef TRM_ITEM_BLOCK
 #define TRM_ITEM_BLOCK 1024
+#endif
 
 typedef struct slot {
     trm_acts a;

@@ -235,6 +235,158 @@ TEST(trm_resume_equals_uninterrupted) {
     dr_data_free(&d);
 }
 
+/* The validation sample: none on small data (auto, 0, or more than there are), else a fixed
+ * draw of distinct users that have a valid target, in dataset order, the same on every call. */
+TEST(trm_valid_sample_is_fixed) {
+    dr_dataset d;
+    make_synth(&d, 300, 60, 2, 12, 6, 0.2); /* lengths from 2: some users have no valid target */
+    int32_t *u, *v;
+    int n, nv;
+    for (int want = TRM_VALID_USERS_AUTO; want <= 0; want++) {
+        CHECK_OK(trm__valid_users(&d, want, &u, &n));
+        CHECK(u == NULL && n == 0);
+    }
+    CHECK_OK(trm__valid_users(&d, d.n_users, &u, &n));
+    CHECK(u == NULL);
+    CHECK_ERR(trm__valid_users(&d, -2, &u, &n), DR_ERR_ARG);
+    CHECK_OK(trm__valid_users(&d, 50, &u, &n));
+    CHECK_OK(trm__valid_users(&d, 50, &v, &nv));
+    CHECK(u && v);
+    CHECK_EQ_INT(n, 50);
+    CHECK_EQ_INT(nv, 50);
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ_INT(u[i], v[i]);
+        CHECK(dr_data_has_split(&d, u[i]));
+        if (i) CHECK(u[i] > u[i - 1]);
+    }
+    /* a larger sample draws from the same shuffle: it holds the smaller one */
+    int32_t *w;
+    int nw;
+    CHECK_OK(trm__valid_users(&d, 120, &w, &nw));
+    CHECK_EQ_INT(nw, 120);
+    for (int i = 0, j = 0; i < n; i++) {
+        while (j < nw && w[j] < u[i]) j++;
+        CHECK(j < nw && w[j] == u[i]);
+    }
+    free(u);
+    free(v);
+    free(w);
+    dr_data_free(&d);
+}
+
+/* Validation on the sample is the full-ranking metric of exactly those users, computed here one
+ * user at a time: user vector, scores over the catalog, rank with the history masked. */
+TEST(trm_evaluate_users_equals_direct) {
+    dr_dataset d;
+    make_synth(&d, 200, 80, 3, 14, 7, 0.3);
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        trm_model *m;
+        CHECK_OK(trm_model_new(&m, &c, &d, 5));
+        int32_t *users;
+        int n;
+        CHECK_OK(trm__valid_users(&d, 37, &users, &n));
+        dr_metrics_mean got, want;
+        CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, &got));
+        trm_session *s;
+        CHECK_OK(trm_session_new(&s, m));
+        const float *F = trm_item_embeddings(m);
+        float *sc = malloc((size_t)(d.n_items + 1) * sizeof(float)), u[16];
+        dr_metrics acc;
+        dr_metrics_init(&acc);
+        for (int i = 0; i < n; i++) {
+            const int32_t *pre;
+            int64_t pl;
+            int32_t t = dr_data_valid(&d, users[i], &pre, &pl);
+            CHECK_OK(trm_user_vector(s, pre, pl, NULL, u));
+            for (int j = 0; j <= d.n_items; j++) {
+                float a = 0;
+                for (int k = 0; k < c.dim; k++) a += F[(size_t)j * c.dim + k] * u[k];
+                sc[j] = a;
+            }
+            dr_metrics_add_rank(&acc, dr_metrics_rank(sc, d.n_items, t, pre, pl));
+        }
+        dr_metrics_finish(&acc, &want);
+        CHECK_EQ_INT((int)got.n, n);
+        CHECK_EQ_INT((int)want.n, n);
+        for (int k = 0; k < DR_METRIC_NK; k++) {
+            CHECK_NEAR(got.ndcg[k], want.ndcg[k], 1e-12);
+            CHECK_NEAR(got.recall[k], want.recall[k], 1e-12);
+        }
+        CHECK_NEAR(got.mrr, want.mrr, 1e-12);
+        int32_t bad = d.n_users;
+        CHECK_ERR(trm__evaluate_users(m, &d, 0, 1, 0, &bad, 1, &got), DR_ERR_ARG);
+        free(sc);
+        free(users);
+        trm_session_free(s);
+        trm_model_free(m);
+    }
+    dr_data_free(&d);
+}
+
+/* Training with a validation sample: every epoch validates the same users (the metrics file
+ * says how many), the best valid NDCG@10 is that of the best checkpoint on the sample, a resumed
+ * run equals an uninterrupted one, and a resume with another --valid-users is refused. */
+TEST(trm_train_valid_sample_fixed_across_resume) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512], ar[512], br[512], mp[600];
+    snprintf(a, sizeof a, "%s/vs_full.gguf", dir);
+    snprintf(b, sizeof b, "%s/vs_part.gguf", dir);
+    snprintf(ar, sizeof ar, "%s/vs_full.gguf.resume.gguf", dir);
+    snprintf(br, sizeof br, "%s/vs_part.gguf.resume.gguf", dir);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    trm_model *m;
+    trm_train_result res;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o = small_opts(a, 4);
+    o.valid_users = 40;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    /* every line of the metrics: 40 validation users */
+    char *txt;
+    size_t nt;
+    snprintf(mp, sizeof mp, "%s.metrics.jsonl", a);
+    CHECK_OK(dr_read_file(mp, &txt, &nt));
+    int lines = 0, hits = 0;
+    for (char *p = txt; (p = strchr(p, '\n')); p++) lines++;
+    for (char *p = txt; (p = strstr(p, "\"users\":40}")); p++) hits++;
+    free(txt);
+    CHECK_EQ_INT(lines, 4);
+    CHECK_EQ_INT(hits, 4);
+    /* the best on the sample is the best checkpoint's metric on those users */
+    int32_t *users;
+    int n;
+    CHECK_OK(trm__valid_users(&d, 40, &users, &n));
+    CHECK_OK(trm_load(&m, a));
+    dr_metrics_mean mm;
+    CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, &mm));
+    CHECK(mm.ndcg[dr_metrics_k_index(10)] == res.best_valid_ndcg10);
+    trm_model_free(m);
+    free(users);
+    /* 2 epochs, then resumed to 4 */
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    o = small_opts(b, 2);
+    o.valid_users = 40;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    o = small_opts(b, 4);
+    o.resume = 1;
+    o.valid_users = 0; /* all users: refused, the state's best was on the sample */
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.valid_users = 40;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 2);
+    trm_model_free(m);
+    CHECK_MSG(files_equal(a, b), "resumed best checkpoint differs (validation sample)");
+    CHECK_MSG(files_equal(ar, br), "resumed final state differs (validation sample)");
+    dr_data_free(&d);
+}
+
 TEST(trm_retrieve_matches_bruteforce) {
     dr_dataset d;
     make_synth(&d, 50, 300, 5, 12, 3, 0.3);
