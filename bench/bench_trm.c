@@ -1,8 +1,11 @@
-/* TRM benchmark: training throughput (sequences/s, achieved GFLOP/s) at the
- * defaults on Beauty (or a Beauty-shaped synthetic set when the shared data is
- * absent) beside cblas_sgemm GFLOP/s measured in the same run, and
- * full-catalog retrieval latency with 25,000 items at d = 64.
- *   build/bench/bench_trm [Beauty.txt] [steps]   (env DEEPREC_THREADS) */
+/* TRM benchmark, on 1 and then 2 threads (or the one count given), each beside cblas_sgemm
+ * GFLOP/s measured at that thread count in the same run:
+ *   - one training epoch at the defaults on Beauty (or a Beauty-shaped synthetic set when the
+ *     shared data is absent): seconds, sequences/s, achieved GFLOP/s and its share of sgemm;
+ *   - full-catalog retrieval with 25,000 items at d = 64: ms per user one at a time
+ *     (trm_retrieve) and in batches of 256 (trm_retrieve_batch), wall and CPU.
+ *   build/bench/bench_trm [Beauty.txt] [epoch | STEPS | 0] [THREADS]
+ * (epoch: the whole first epoch, the default; STEPS: that many steps of it; 0: retrieval only). */
 #include "deeprec/base.h"
 #include "deeprec/data.h"
 #include "deeprec/trm.h"
@@ -49,73 +52,46 @@ static int synth(dr_dataset *d, int users, int items, uint64_t seed) {
     return rc;
 }
 
-int main(int argc, char **argv) {
-    dr_threads_init();
-    const char *path = argc > 1 ? argv[1] : "../shared/data/s3rec/Beauty.txt";
-    int steps = argc > 2 ? atoi(argv[2]) : 20;
-    dr_dataset d;
-    const char *src = path;
-    if (dr_file_exists(path)) {
-        dr_data_import_opts io;
-        memset(&io, 0, sizeof io);
-        io.format = "s3rec";
-        io.inputs = &path;
-        io.n_inputs = 1;
-        if (dr_data_import(&io, &d)) {
-            fprintf(stderr, "bench_trm: %s\n", dr_error_message());
-            return 1;
-        }
-    } else {
-        src = "synthetic (Beauty-shaped)";
-        if (synth(&d, 22363, 12101, 1)) return 1;
-    }
-    printf("threads %d; data %s: %d users, %d items, %lld interactions\n", dr_threads(), src, d.n_users, d.n_items,
-           (long long)d.n_inter);
-    double g_sq = sgemm_gflops(1024, 1024, 1024, 5), c_sq = last_sgemm_cpu_gflops;
-    double g_lg = sgemm_gflops(1024, d.n_items + 1, 64, 5), c_lg = last_sgemm_cpu_gflops;
-    printf("cblas_sgemm: %.1f GFLOP/s (1024^3), %.1f GFLOP/s (logits shape 1024x%dx64)\n", g_sq, g_lg, d.n_items + 1);
+/* Training at the defaults: `steps` steps of epoch 0 (0: the whole epoch). */
+static int bench_train(const dr_dataset *d, int steps, double g_sq, double c_sq, double g_lg) {
     trm_config c;
-    trm_model *m;
-    if (steps <= 0) goto retrieval;
     trm_config_default(&c);
-    if (trm_model_new(&m, &c, &d, 1)) {
-        fprintf(stderr, "bench_trm: %s\n", dr_error_message());
-        return 1;
-    }
+    trm_model *m;
+    if (trm_model_new(&m, &c, d, 1)) return 1;
     trm_train_opts o;
     trm_train_opts_default(&o);
     double s, fl;
     int64_t seqs, pos;
-    trm__bench_train(m, &d, &o, 2, &s, &fl, &seqs, &pos); /* warm-up */
+    int rc = trm__bench_train(m, d, &o, 2, &s, &fl, &seqs, &pos); /* warm-up: first touch of every buffer */
     double c0 = dr_cpu_now();
-    if (trm__bench_train(m, &d, &o, steps, &s, &fl, &seqs, &pos)) {
-        fprintf(stderr, "bench_trm: %s\n", dr_error_message());
-        return 1;
-    }
-    printf("train (sasrec, ce, defaults): %d steps, %.1f sequences/s, %.0f positions/s, %.1f GFLOP/s achieved "
-           "(%.0f%% of 1024^3 sgemm, %.0f%% of logits-shape sgemm)\n",
-           steps, seqs / s, pos / s, fl / s / 1e9, 100 * fl / s / 1e9 / g_sq, 100 * fl / s / 1e9 / g_lg);
+    if (!rc) rc = trm__bench_train(m, d, &o, steps, &s, &fl, &seqs, &pos);
     double cs = dr_cpu_now() - c0;
-    printf("  cpu time %.2f s for %.2f s wall (%.2f cores busy); per step %.1f ms wall\n", cs, s, cs / s,
-           1e3 * s / steps);
-    printf("  per cpu-second (load-independent): train %.1f GFLOP, %.0f sequences; sgemm %.1f GFLOP (1024^3), %.1f "
-           "(logits shape): train/sgemm = %.0f%% / %.0f%%\n",
-           fl / cs / 1e9, seqs / cs, c_sq, c_lg, 100 * fl / cs / 1e9 / c_sq, 100 * fl / cs / 1e9 / c_lg);
     trm_model_free(m);
-retrieval:
-    dr_data_free(&d);
+    if (rc) return 1;
+    const double gf = fl / s / 1e9;
+    if (steps <= 0)
+        printf("  train epoch (sasrec, ce, defaults, %lld sequences): %.2f s wall, %.2f s cpu (goal <= 6 s on 2 "
+               "threads); %.1f TFLOP, i.e. %.2f s at the 1024^3 sgemm rate\n",
+               (long long)seqs, s, cs, fl / 1e12, fl / 1e9 / g_sq);
+    else
+        printf("  train %d steps (sasrec, ce, defaults): %.2f s wall, %.2f s cpu\n", steps, s, cs);
+    printf("  %.0f sequences/s, %.0f positions/s, %.1f GFLOP/s = %.0f%% of 1024^3 sgemm, %.0f%% of logits-shape sgemm; "
+           "per cpu-second %.1f GFLOP = %.0f%% of sgemm's\n",
+           seqs / s, pos / s, gf, 100 * gf / g_sq, 100 * gf / g_lg, fl / cs / 1e9, 100 * fl / cs / 1e9 / c_sq);
+    return 0;
+}
 
-    /* retrieval at 25,000 items, d = 64 */
+/* Retrieval at 25,000 items, d = 64, history 50, top 20, history masked. */
+static int bench_retrieval(void) {
     for (int model = 0; model < 2; model++) {
+        trm_config c;
         trm_config_default(&c);
         c.model = model;
         c.n_items = 25000;
-        if (trm_model_new(&m, &c, NULL, 2)) {
-            fprintf(stderr, "bench_trm: %s\n", dr_error_message());
-            return 1;
-        }
+        trm_model *m;
+        if (trm_model_new(&m, &c, NULL, 2)) return 1;
         trm_session *ss;
-        trm_session_new(&ss, m);
+        if (trm_session_new(&ss, m)) return 1;
         int32_t hist[50], ids[20];
         float sc[20];
         int n;
@@ -132,9 +108,7 @@ retrieval:
             trm_retrieve(ss, hist, 50, model ? "dark comedy ; space" : NULL, 20, 1, ids, sc, &n);
         }
         double ms = (dr_now() - t0) * 1e3 / reps, cms = (dr_cpu_now() - c0) * 1e3 / reps;
-        printf("retrieve (%s, 25000 items, d=64, history 50, top 20, masked): %.3f ms/user wall, %.3f ms/user cpu\n",
-               model ? "pref, with preference" : "sasrec", ms, cms);
-        /* the same users in batches of 256 (trm_retrieve_batch): one forward + one sgemm per batch */
+        /* the same kind of users in batches of 256 (trm_retrieve_batch) */
         enum { NB = 256, ROUNDS = 8 };
         static int32_t bh[NB][50], bids[NB * 20];
         static float bsc[NB * 20];
@@ -149,21 +123,56 @@ retrieval:
             pp[u] = model ? "dark comedy ; space" : NULL;
         }
         trm_batch *tb;
-        if (trm_batch_new(&tb, m, NB)) {
-            fprintf(stderr, "bench_trm: %s\n", dr_error_message());
-            return 1;
-        }
+        if (trm_batch_new(&tb, m, NB)) return 1;
         trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn); /* warm-up */
         t0 = dr_now();
         c0 = dr_cpu_now();
         for (int i = 0; i < ROUNDS; i++) trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn);
-        trm_batch_free(tb);
         double bms = (dr_now() - t0) * 1e3 / (ROUNDS * NB), bcms = (dr_cpu_now() - c0) * 1e3 / (ROUNDS * NB);
-        printf("retrieve batched (%d users per call): %.4f ms/user wall, %.4f ms/user cpu; %.1fx one at a time "
-               "(goal <= 0.1 ms/user)\n",
-               NB, bms, bcms, ms / bms);
+        trm_batch_free(tb);
+        printf("  retrieve %s (25000 items, d=64, history 50, top 20, masked), ms/user: one at a time %.3f wall "
+               "%.3f cpu; batched (%d per call) %.4f wall %.4f cpu (goal <= 0.1 wall)\n",
+               model ? "pref+preference" : "sasrec", ms, cms, NB, bms, bcms);
         trm_session_free(ss);
         trm_model_free(m);
     }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    dr_threads_init();
+    const char *path = argc > 1 ? argv[1] : "../shared/data/s3rec/Beauty.txt";
+    const int steps = argc > 2 && strcmp(argv[2], "epoch") ? atoi(argv[2]) : 0, train = !(argc > 2 && steps == 0);
+    const int only = argc > 3 ? atoi(argv[3]) : 0;
+    dr_dataset d;
+    const char *src = path;
+    if (dr_file_exists(path)) {
+        dr_data_import_opts io;
+        memset(&io, 0, sizeof io);
+        io.format = "s3rec";
+        io.inputs = &path;
+        io.n_inputs = 1;
+        if (dr_data_import(&io, &d)) {
+            fprintf(stderr, "bench_trm: %s\n", dr_error_message());
+            return 1;
+        }
+    } else {
+        src = "synthetic (Beauty-shaped)";
+        if (synth(&d, 22363, 12101, 1)) return 1;
+    }
+    printf("data %s: %d users, %d items, %lld interactions\n", src, d.n_users, d.n_items, (long long)d.n_inter);
+    for (int threads = only > 0 ? only : 1; threads <= (only > 0 ? only : 2); threads++) {
+        dr_threads_set(threads);
+        double g_sq = sgemm_gflops(1024, 1024, 1024, 5), c_sq = last_sgemm_cpu_gflops;
+        double g_lg = sgemm_gflops(1024, d.n_items + 1, 64, 5);
+        printf("threads %d: cblas_sgemm %.1f GFLOP/s wall, %.1f per cpu-second (1024^3); %.1f GFLOP/s (logits shape "
+               "1024x%dx64)\n",
+               threads, g_sq, c_sq, g_lg, d.n_items + 1);
+        if ((train && bench_train(&d, steps, g_sq, c_sq, g_lg)) || bench_retrieval()) {
+            fprintf(stderr, "bench_trm: %s\n", dr_error_message());
+            return 1;
+        }
+    }
+    dr_data_free(&d);
     return 0;
 }

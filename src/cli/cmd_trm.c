@@ -95,8 +95,6 @@ static int cmd_train(int argc, char **argv) {
         return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
     if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
     if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
-    if (o.valid_users < TRM_VALID_USERS_AUTO)
-        return cli_usage_error("--valid-users must be -1 (auto), 0 (all) or a number of users, got %d", o.valid_users);
     if (threads > 0) dr_threads_set(threads);
     c.dropout = (float)dropout;
     o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;

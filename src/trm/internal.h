@@ -162,8 +162,8 @@ typedef struct trm_topk_acc {
 void trm__topk_init(trm_topk_acc *t, int k, int32_t *ids, float *scores);
 void trm__topk_push(trm_topk_acc *t, const float *s, int32_t first_id, int count, const uint8_t *masked);
 int trm__topk_finish(trm_topk_acc *t); /* sorts ids/scores best first; returns how many */
-/* For benches: `steps` timed training steps of epoch 0 (seconds, flops, sequences and
- * positions done). */
+/* For benches: `steps` timed training steps of epoch 0, or the whole epoch when steps <= 0
+ * (seconds, flops, sequences and positions done). */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions);
 

@@ -707,7 +707,7 @@ out:
     return rc;
 }
 
-/* ---------- benchmark hook: timed training steps of epoch 0 ---------- */
+/* ---------- benchmark hook: timed training steps of epoch 0 (steps <= 0: all of it) ---------- */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions) {
     trainer t;
@@ -729,6 +729,7 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
         erng = dr_rng_split(&master, 0);
         int nb = 0;
         rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb);
+        if (steps <= 0) steps = nb; /* the whole epoch */
         const double dd = m->cfg.dim, f = m->cfg.ffn_dim, V = m->V;
         double t0 = dr_now();
         for (int bi = 0; bi < steps && !rc; bi++) {
