@@ -3,7 +3,8 @@
  *   - one training epoch at the defaults on Beauty (or a Beauty-shaped synthetic set when the
  *     shared data is absent): seconds, sequences/s, achieved GFLOP/s and its share of sgemm;
  *   - full-catalog retrieval with 25,000 items at d = 64: ms per user one at a time
- *     (trm_retrieve) and in batches of 256 (trm_retrieve_batch), wall and CPU.
+ *     (trm_retrieve) and in batches of 256 (trm_retrieve_batch), wall and CPU, with histories of
+ *     50 items and (batched) with the data's history lengths.
  *   build/bench/bench_trm [Beauty.txt] [epoch | STEPS | 0] [THREADS]
  * (epoch: the whole first epoch, the default; STEPS: that many steps of it; 0: retrieval only). */
 #include "deeprec/base.h"
@@ -81,8 +82,34 @@ static int bench_train(const dr_dataset *d, int steps, double g_sq, double c_sq,
     return 0;
 }
 
-/* Retrieval at 25,000 items, d = 64, history 50, top 20, history masked. */
-static int bench_retrieval(void) {
+/* Per user ms of trm_retrieve_batch over 256 users with histories of hl[u] random items, in
+ * calls of 256, wall and cpu. */
+static int batched(trm_model *m, const int64_t *hl, const char *pref, dr_rng *r, double *ms, double *cms) {
+    enum { NB = 256, ROUNDS = 8, MAXH = 50 };
+    static int32_t bh[NB][MAXH], bids[NB * 20];
+    static float bsc[NB * 20];
+    const int32_t *hp[NB];
+    const char *pp[NB];
+    int bn[NB];
+    for (int u = 0; u < NB; u++) {
+        for (int j = 0; j < hl[u]; j++) bh[u][j] = 1 + (int32_t)dr_rng_below(r, (uint64_t)m->cfg.n_items);
+        hp[u] = bh[u];
+        pp[u] = pref;
+    }
+    trm_batch *tb;
+    if (trm_batch_new(&tb, m, NB)) return 1;
+    trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn); /* warm-up */
+    double t0 = dr_now(), c0 = dr_cpu_now();
+    for (int i = 0; i < ROUNDS; i++) trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn);
+    *ms = (dr_now() - t0) * 1e3 / (ROUNDS * NB);
+    *cms = (dr_cpu_now() - c0) * 1e3 / (ROUNDS * NB);
+    trm_batch_free(tb);
+    return 0;
+}
+
+/* Retrieval at 25,000 items, d = 64, top 20, history masked: histories of 50 items, and (in
+ * batches) histories as long as the test histories of the dataset's first 256 users. */
+static int bench_retrieval(const dr_dataset *d) {
     for (int model = 0; model < 2; model++) {
         trm_config c;
         trm_config_default(&c);
@@ -108,31 +135,20 @@ static int bench_retrieval(void) {
             trm_retrieve(ss, hist, 50, model ? "dark comedy ; space" : NULL, 20, 1, ids, sc, &n);
         }
         double ms = (dr_now() - t0) * 1e3 / reps, cms = (dr_cpu_now() - c0) * 1e3 / reps;
-        /* the same kind of users in batches of 256 (trm_retrieve_batch) */
-        enum { NB = 256, ROUNDS = 8 };
-        static int32_t bh[NB][50], bids[NB * 20];
-        static float bsc[NB * 20];
-        const int32_t *hp[NB];
-        int64_t hl[NB];
-        const char *pp[NB];
-        int bn[NB];
-        for (int u = 0; u < NB; u++) {
-            for (int j = 0; j < 50; j++) bh[u][j] = 1 + (int32_t)dr_rng_below(&r, 25000);
-            hp[u] = bh[u];
-            hl[u] = 50;
-            pp[u] = model ? "dark comedy ; space" : NULL;
+        int64_t full[256], real[256], sum = 0;
+        for (int u = 0; u < 256; u++) {
+            full[u] = 50;
+            int64_t n = u < d->n_users ? dr_data_seq_len(d, u) - 1 : 50;
+            real[u] = n < 1 ? 1 : n > 50 ? 50 : n;
+            sum += real[u];
         }
-        trm_batch *tb;
-        if (trm_batch_new(&tb, m, NB)) return 1;
-        trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn); /* warm-up */
-        t0 = dr_now();
-        c0 = dr_cpu_now();
-        for (int i = 0; i < ROUNDS; i++) trm_retrieve_batch(tb, NB, hp, hl, pp, 20, 1, bids, bsc, bn);
-        double bms = (dr_now() - t0) * 1e3 / (ROUNDS * NB), bcms = (dr_cpu_now() - c0) * 1e3 / (ROUNDS * NB);
-        trm_batch_free(tb);
-        printf("  retrieve %s (25000 items, d=64, history 50, top 20, masked), ms/user: one at a time %.3f wall "
-               "%.3f cpu; batched (%d per call) %.4f wall %.4f cpu (goal <= 0.1 wall)\n",
-               model ? "pref+preference" : "sasrec", ms, cms, NB, bms, bcms);
+        const char *pref = model ? "dark comedy ; space" : NULL;
+        double bms, bcms, rms, rcms;
+        if (batched(m, full, pref, &r, &bms, &bcms) || batched(m, real, pref, &r, &rms, &rcms)) return 1;
+        printf("  retrieve %s (25000 items, d=64, top 20, masked), ms/user: history 50: one at a time %.3f wall "
+               "%.3f cpu, batched (256 per call) %.4f wall %.4f cpu (goal <= 0.1 wall); the data's history lengths "
+               "(mean %.1f), batched: %.4f wall %.4f cpu\n",
+               model ? "pref+preference" : "sasrec", ms, cms, bms, bcms, sum / 256.0, rms, rcms);
         trm_session_free(ss);
         trm_model_free(m);
     }
@@ -168,7 +184,7 @@ int main(int argc, char **argv) {
         printf("threads %d: cblas_sgemm %.1f GFLOP/s wall, %.1f per cpu-second (1024^3); %.1f GFLOP/s (logits shape "
                "1024x%dx64)\n",
                threads, g_sq, c_sq, g_lg, d.n_items + 1);
-        if ((train && bench_train(&d, steps, g_sq, c_sq, g_lg)) || bench_retrieval()) {
+        if ((train && bench_train(&d, steps, g_sq, c_sq, g_lg)) || bench_retrieval(&d)) {
             fprintf(stderr, "bench_trm: %s\n", dr_error_message());
             return 1;
         }

@@ -7,7 +7,8 @@
  * (one sgemm into a tile that stays in L2), each block fed straight to the users' running top-k.
  * Threads share nothing and meet only at the end, and no [users x catalog] score matrix is ever
  * written to memory and read back (at 256 users x 25,000 items that round trip, with the zeroing
- * sgemm does first, cost as much as the selection). */
+ * sgemm does first, cost as much as the selection). Groups are cut from the users sorted by
+ * history length, so that short histories are not padded to the longest of the call. */
 #include "internal.h"
 #include <cblas.h>
 #include <math.h>
@@ -19,12 +20,10 @@
 
 /* Users per group: enough rows (64 x max_len) for the forward's sgemms to run near their peak,
  * and a score tile of 64 x 1024 floats (256 KB) that fits L2 beside the block of F it reads. */
-#ifndef TRM_BATCH_GROUP
 #define TRM_BATCH_GROUP 64
-#endif
-#ifndef TRM_ITEM_BLOCK
 #define TRM_ITEM_BLOCK 1024
-#endif
+/* History lengths the grouping tells apart (longer ones share the last key) */
+#define TRM_MAX_SORT_LEN 1024
 
 typedef struct slot {
     trm_acts a;
@@ -39,9 +38,19 @@ struct trm_batch {
     slot *slots;
 };
 
-/* The user vectors of B users (rows of the returned [B, d]). */
-static const float *group_forward(trm_model *m, slot *w, int B, const int32_t *const *hists, const int64_t *n_hists,
-                                  const char *const *prefs) {
+/* One call's users and where their answers go. */
+typedef struct request {
+    const int32_t *const *hists;
+    const int64_t *n_hists;
+    const char *const *prefs; /* may be NULL */
+    int k, mask_history;
+    int32_t *ids;
+    float *scores;
+    int *n_out;
+} request;
+
+/* The user vectors of the B users who[0..B) (rows of the returned [B, d]). */
+static const float *group_forward(trm_model *m, slot *w, const request *r, const int *who, int B) {
     const int L = m->cfg.max_len;
     trm_acts *a = &w->a;
     int32_t *seqs[TRM_BATCH_GROUP] = {0}; /* {0}: gcc cannot see that B >= 1 fills them */
@@ -50,7 +59,7 @@ static const float *group_forward(trm_model *m, slot *w, int B, const int32_t *c
     int Lb = 1;
     for (int b = 0; b < B; b++) {
         seqs[b] = w->tails + (size_t)b * L;
-        lens[b] = trm__valid_tail(m, hists[b], n_hists[b], seqs[b]);
+        lens[b] = trm__valid_tail(m, r->hists[who[b]], r->n_hists[who[b]], seqs[b]);
         /* an empty history is one padding step that attends to itself, as in trm_retrieve */
         empty[b] = lens[b] == 0;
         if (empty[b]) {
@@ -65,18 +74,20 @@ static const float *group_forward(trm_model *m, slot *w, int B, const int32_t *c
     a->train = 0;
     a->infer = 1;
     a->last_only = 1;
-    if (m->cfg.model == TRM_PREF && prefs)
-        for (int b = 0; b < B; b++)
-            if (prefs[b] && *prefs[b]) trm__set_last_pref(m, a, b, prefs[b]);
+    if (m->cfg.model == TRM_PREF && r->prefs)
+        for (int b = 0; b < B; b++) {
+            const char *p = r->prefs[who[b]];
+            if (p && *p) trm__set_last_pref(m, a, b, p);
+        }
     return trm__forward(m, a); /* last_only: row b = user b */
 }
 
-static void group(trm_model *m, slot *w, int B, const int32_t *const *hists, const int64_t *n_hists,
-                  const char *const *prefs, int k, int mask_history, int32_t *ids, float *scores, int *n_out) {
-    const int d = m->cfg.dim, n_items = m->cfg.n_items;
-    const float *U = group_forward(m, w, B, hists, n_hists, prefs);
+static void group(trm_model *m, slot *w, const request *r, const int *who, int B) {
+    const int d = m->cfg.dim, n_items = m->cfg.n_items, k = r->k;
+    const float *U = group_forward(m, w, r, who, B);
     trm_topk_acc acc[TRM_BATCH_GROUP];
-    for (int b = 0; b < B; b++) trm__topk_init(&acc[b], k, ids + (size_t)b * k, scores + (size_t)b * k);
+    for (int b = 0; b < B; b++)
+        trm__topk_init(&acc[b], k, r->ids + (size_t)who[b] * k, r->scores + (size_t)who[b] * k);
     for (int32_t i0 = 1; i0 <= n_items; i0 += TRM_ITEM_BLOCK) {
         const int nb = n_items - i0 + 1 < TRM_ITEM_BLOCK ? n_items - i0 + 1 : TRM_ITEM_BLOCK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nb, d, 1.0f, U, d, m->F + (size_t)i0 * d, d, 0.0f,
@@ -84,15 +95,15 @@ static void group(trm_model *m, slot *w, int B, const int32_t *const *hists, con
         for (int b = 0; b < B; b++) {
             float *s = w->tile + (size_t)b * TRM_ITEM_BLOCK;
             /* a masked item's score becomes NaN, which the selection never keeps */
-            if (mask_history)
-                for (int64_t i = 0; i < n_hists[b]; i++) {
-                    int32_t h = hists[b][i];
+            if (r->mask_history)
+                for (int64_t i = 0; i < r->n_hists[who[b]]; i++) {
+                    int32_t h = r->hists[who[b]][i];
                     if (h >= i0 && h < i0 + nb) s[h - i0] = NAN;
                 }
             trm__topk_push(&acc[b], s, i0, nb, NULL);
         }
     }
-    for (int b = 0; b < B; b++) n_out[b] = trm__topk_finish(&acc[b]);
+    for (int b = 0; b < B; b++) r->n_out[who[b]] = trm__topk_finish(&acc[b]);
 }
 
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
@@ -144,11 +155,30 @@ void trm_batch_free(trm_batch *b) {
     free(b);
 }
 
+/* Users in order of history length (a stable counting sort), so that a group pads its rows to
+ * a length close to each of its users' own: a 3-item history grouped with a 50-item one would
+ * cost the forward of 50 rows. */
+static void by_length(const trm_model *m, int n_users, const int64_t *n_hists, int *order) {
+    const int L = m->cfg.max_len;
+    int count[TRM_MAX_SORT_LEN + 2] = {0};
+    const int top = L < TRM_MAX_SORT_LEN ? L : TRM_MAX_SORT_LEN;
+#define KEY(i) (n_hists[i] <= 0 ? 0 : n_hists[i] < top ? (int)n_hists[i] : top)
+    for (int i = 0; i < n_users; i++) count[KEY(i) + 1]++;
+    for (int l = 1; l <= top + 1; l++) count[l] += count[l - 1];
+    for (int i = 0; i < n_users; i++) order[count[KEY(i)]++] = i;
+#undef KEY
+}
+
 int trm_retrieve_batch(trm_batch *b, int n_users, const int32_t *const *hists, const int64_t *n_hists,
                        const char *const *prefs, int k, int mask_history, int32_t *ids, float *scores, int *n_out) {
     if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve_batch: k must be positive (got %d)", k);
     if (n_users < 0) return dr_error(DR_ERR_ARG, "trm_retrieve_batch: n_users must be >= 0 (got %d)", n_users);
     for (int i = 0; i < n_users; i++) n_out[i] = 0;
+    if (n_users == 0) return DR_OK;
+    int *order = dr_malloc((size_t)n_users * sizeof *order);
+    if (!order) return dr_error_code();
+    by_length(b->m, n_users, n_hists, order);
+    const request r = {hists, n_hists, prefs, k, mask_history, ids, scores, n_out};
     const int groups = (n_users + b->cap - 1) / b->cap;
     int threads = 1;
 #ifdef _OPENMP
@@ -164,8 +194,8 @@ int trm_retrieve_batch(trm_batch *b, int n_users, const int32_t *const *hists, c
         t = omp_get_thread_num();
 #endif
         const int start = g * b->cap, B = n_users - start < b->cap ? n_users - start : b->cap;
-        group(b->m, &b->slots[t], B, hists + start, n_hists + start, prefs ? prefs + start : NULL, k, mask_history,
-              ids + (size_t)start * k, scores + (size_t)start * k, n_out + start);
+        group(b->m, &b->slots[t], &r, order + start, B);
     }
+    free(order);
     return DR_OK;
 }
