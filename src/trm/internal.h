@@ -66,7 +66,8 @@ typedef struct trm_acts {
     /* current batch */
     int B, L, N;
     int train;
-    int infer;                  /* no backward follows: dropout sites (off) keep no copies or masks */
+    int infer;                  /* no backward follows: dropout sites (off) keep no copies or masks;
+                                   set by trm__acts_alloc_infer, whose workspace lacks them */
     int last_only;              /* inference: the last layer computes only each sequence's last row;
                                    the output then has B rows (row b = sequence b) */
     dr_rng rng;                 /* step stream (dropout) */
@@ -95,9 +96,11 @@ typedef struct trm_acts {
 int trm__layout(trm_model *m);                 /* fills tensors + pointers for m->mem */
 void trm__bind(const trm_model *m, float *base, trm_params *p);
 int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap);
+/* For inference only (infer set: no backward, no dropout): without the buffers only training reads. */
+int trm__acts_alloc_infer(trm_acts *a, const trm_model *m, int Bcap);
 /* Tests: `guard` sentinel elements after every buffer; trm__acts_check then names the first
  * buffer written past its end (DR_ERR_INTERNAL), or returns DR_OK. */
-int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard);
+int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard, int infer);
 int trm__acts_check(const trm_acts *a, const trm_model *m);
 void trm__acts_free(trm_acts *a);
 /* Scoring tables from the parameters (call after every update). */
@@ -118,10 +121,14 @@ void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *se
 int trm__max_feats(void);
 
 /* eval.c: trm_evaluate over the users listed (NULL: every user); users without a target in the
- * split are skipped, as in trm_evaluate. */
+ * split are skipped, as in trm_evaluate. ws: NULL, or a workspace from trm__acts_alloc_infer for
+ * TRM_EVAL_USERS users, kept by a caller that evaluates again and again (training validates
+ * every epoch: allocating and first touching the workspace each time cost as much as the
+ * forwards). The users are scored in batches of TRM_EVAL_USERS, sorted by length. */
+#define TRM_EVAL_USERS 256
 struct dr_metrics_mean;
 int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
-                        const int32_t *users, int n_users, struct dr_metrics_mean *out);
+                        const int32_t *users, int n_users, trm_acts *ws, struct dr_metrics_mean *out);
 /* valid.c: the users early stopping validates on (trm_train_opts.valid_users): *users NULL for
  * all of them, else a heap array of *n users (a fixed draw: the same on every call). */
 int trm__valid_users(const dr_dataset *d, int want, int32_t **users, int *n);

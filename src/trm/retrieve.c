@@ -20,7 +20,7 @@ int trm_session_new(trm_session **out, trm_model *m) {
     trm_session *s = calloc(1, sizeof *s);
     if (!s) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     s->m = m;
-    int rc = trm__acts_alloc(&s->a, m, 1);
+    int rc = trm__acts_alloc_infer(&s->a, m, 1);
     if (rc) {
         free(s);
         return rc;
@@ -98,7 +98,6 @@ static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, cons
     trm__fill_batch(m, &s->a, 1, (int)len, &sp, &len);
     if (n == 0) s->a.key_mask[0] = 1; /* let the lone padding row attend to itself */
     s->a.train = 0;
-    s->a.infer = 1;
     s->a.last_only = !full;
     if (m->cfg.model == TRM_PREF && pref && *pref) trm__set_last_pref(m, &s->a, 0, pref);
     const float *o = trm__forward(m, &s->a);

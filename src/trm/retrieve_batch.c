@@ -72,7 +72,6 @@ static const float *group_forward(trm_model *m, slot *w, const request *r, const
     for (int b = 0; b < B; b++)
         if (empty[b]) a->key_mask[(size_t)b * Lb + Lb - 1] = 1;
     a->train = 0;
-    a->infer = 1;
     a->last_only = 1;
     if (m->cfg.model == TRM_PREF && r->prefs)
         for (int b = 0; b < B; b++) {
@@ -126,7 +125,7 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     const size_t L = (size_t)m->cfg.max_len;
     for (int i = 0; i < b->n_slots; i++) {
         slot *w = &b->slots[i];
-        int rc = trm__acts_alloc(&w->a, m, b->cap);
+        int rc = trm__acts_alloc_infer(&w->a, m, b->cap);
         if (rc) {
             trm_batch_free(b);
             return rc;

@@ -63,11 +63,13 @@ typedef struct trainer {
     int shard, Lb, seq_off, row_off, valid_off, n_norm;
     int32_t *vusers;       /* the validation sample (trm__valid_users), NULL = every user */
     int n_vusers;
+    trm_acts eval_a;       /* the validation's workspace, kept across epochs (allocated at the first) */
 } trainer;
 
 static void trainer_free(trainer *t) {
     trm__acts_free(&t->a);
     free(t->vusers);
+    trm__acts_free(&t->eval_a);
     free(t->grad);
     free(t->am);
     free(t->av);
@@ -640,7 +642,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         int evaluated = 0;
         if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
             dr_metrics_mean mm;
-            if ((rc = trm__evaluate_users(m, d, 0, 1, 0, t.vusers, t.n_vusers, &mm))) {
+            if ((!t.eval_a.fmem && (rc = trm__acts_alloc_infer(&t.eval_a, m, TRM_EVAL_USERS))) ||
+                (rc = trm__evaluate_users(m, d, 0, 1, 0, t.vusers, t.n_vusers, &t.eval_a, &mm))) {
                 json_decref(j);
                 goto out;
             }

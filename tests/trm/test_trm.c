@@ -308,7 +308,7 @@ TEST(trm_evaluate_users_equals_direct) {
         trm_model *m;
         dr_metrics_mean got, want;
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
-        CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, &got));
+        CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, NULL, &got));
         trm_session *s;
         CHECK_OK(trm_session_new(&s, m));
         const float *F = trm_item_embeddings(m);
@@ -332,7 +332,7 @@ TEST(trm_evaluate_users_equals_direct) {
         }
         CHECK_NEAR(got.mrr, want.mrr, 1e-12);
         int32_t bad = d.n_users;
-        CHECK_ERR(trm__evaluate_users(m, &d, 0, 1, 0, &bad, 1, &got), DR_ERR_ARG);
+        CHECK_ERR(trm__evaluate_users(m, &d, 0, 1, 0, &bad, 1, NULL, &got), DR_ERR_ARG);
         free(sc);
         trm_session_free(s);
         trm_model_free(m);
@@ -364,7 +364,7 @@ TEST(trm_train_valid_sample_fixed_across_resume) {
     trm_model *m;
     CHECK_OK(trm_load(&m, a));
     dr_metrics_mean mm;
-    CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, &mm));
+    CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, NULL, &mm));
     trm_model_free(m);
     free(users);
     snprintf(mp, sizeof mp, "%s.metrics.jsonl", a);
@@ -595,7 +595,7 @@ TEST(trm_acts_no_overrun) {
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
         trm_acts plain, guarded;
         CHECK_OK(trm__acts_alloc(&plain, m, 4));
-        CHECK_OK(trm__acts_alloc_guarded(&guarded, m, 4, 64));
+        CHECK_OK(trm__acts_alloc_guarded(&guarded, m, 4, 64, 0));
         float *u0 = train_step(m, &plain, &c), *u1 = train_step(m, &guarded, &c);
         CHECK_OK(trm__acts_check(&guarded, m));
         /* the sentinels change nothing a step computes */
@@ -606,6 +606,28 @@ TEST(trm_acts_no_overrun) {
         CHECK(strstr(dr_error_message(), "l[1].q"));
         free(u0);
         free(u1);
+        /* an inference workspace (without training's buffers): the last-row and the full forward,
+         * pre- and post-LN, stay inside it and give the user vectors of the full workspace */
+        for (int post = 0; post < 2; post++) {
+            m->cfg.post_ln = post;
+            trm_acts inf;
+            CHECK_OK(trm__acts_alloc_guarded(&inf, m, 4, 64, 1));
+            for (int last = 0; last < 2; last++) {
+                int32_t s0[5] = {3, 9, 27, 81, 5}, s1[2] = {2, 4}, *seqs[2] = {s0, s1};
+                int64_t lens[2] = {5, 2};
+                trm_acts *w[2] = {&plain, &inf};
+                const float *u[2];
+                for (int i = 0; i < 2; i++) {
+                    trm__fill_batch(m, w[i], 2, 0, seqs, lens);
+                    w[i]->train = 0;
+                    w[i]->last_only = last;
+                    u[i] = trm__forward(m, w[i]);
+                }
+                CHECK(memcmp(u[0], u[1], (size_t)(last ? 2 : 2 * 5) * c.dim * sizeof(float)) == 0);
+                CHECK_OK(trm__acts_check(&inf, m));
+            }
+            trm__acts_free(&inf);
+        }
         trm__acts_free(&plain);
         trm__acts_free(&guarded);
         trm_model_free(m);
