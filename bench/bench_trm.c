@@ -2,14 +2,16 @@
  * GFLOP/s measured at that thread count in the same run:
  *   - one training epoch at the defaults on Beauty (or a Beauty-shaped synthetic set when the
  *     shared data is absent): seconds, sequences/s, achieved GFLOP/s and its share of sgemm;
+ *   - early stopping's validation on Sports-shaped synthetic data, all users and the sample;
  *   - full-catalog retrieval with 25,000 items at d = 64: ms per user one at a time
  *     (trm_retrieve) and in batches of 256 (trm_retrieve_batch), wall and CPU, with histories of
  *     50 items and (batched) with the data's history lengths.
  *   build/bench/bench_trm [Beauty.txt] [epoch | STEPS | 0] [THREADS]
- * (epoch: the whole first epoch, the default; STEPS: that many steps of it; 0: retrieval only). */
+ * (epoch: the whole first epoch, the default; STEPS: that many steps of it; 0: no training). */
 #include "deeprec/base.h"
 #include "deeprec/data.h"
 #include "deeprec/trm.h"
+#include "deeprec/metrics.h"
 #include "trm/internal.h"
 #include <cblas.h>
 #include <stdlib.h>
@@ -33,14 +35,15 @@ static double sgemm_gflops(int M, int N, int K, int reps) {
     return 2.0 * M * N * K * reps / s / 1e9;
 }
 
-static int synth(dr_dataset *d, int users, int items, uint64_t seed) {
+/* users with 5 + extra * U^2 random items each (U uniform in [0, 1)) */
+static int synth(dr_dataset *d, int users, int items, double extra, uint64_t seed) {
     dr_data_builder *b = dr_data_builder_new();
     dr_rng r;
     dr_rng_seed(&r, seed);
     char us[32], is[32];
     for (int u = 0; u < users; u++) {
         snprintf(us, sizeof us, "u%d", u);
-        int len = 5 + (int)(dr_rng_double(&r) * dr_rng_double(&r) * 40);
+        int len = 5 + (int)(dr_rng_double(&r) * dr_rng_double(&r) * extra);
         for (int t = 0; t < len; t++) {
             snprintf(is, sizeof is, "i%d", (int)dr_rng_below(&r, (uint64_t)items));
             dr_data_builder_add(b, us, strlen(us), is, strlen(is), t, 5.0);
@@ -155,6 +158,33 @@ static int bench_retrieval(const dr_dataset *d) {
     return 0;
 }
 
+/* Validation of early stopping on data of Sports' shape (35,598 users, 18,357 items, about 8
+ * items a user; Sports itself is not in ../shared/data): every user against the default
+ * (auto) sample, with the workspace kept as trm train keeps it. */
+static int bench_validation(const dr_dataset *sports) {
+    trm_config c;
+    trm_config_default(&c);
+    trm_model *m;
+    trm_acts ws;
+    if (trm_model_new(&m, &c, sports, 1) || trm__acts_alloc_infer(&ws, m, TRM_EVAL_USERS)) return 1;
+    for (int sample = 0; sample < 2; sample++) {
+        int32_t *u;
+        int n;
+        dr_metrics_mean mm;
+        if (trm__valid_users(sports, sample ? TRM_VALID_USERS_AUTO : 0, &u, &n)) return 1;
+        double t0 = dr_now(), c0 = dr_cpu_now();
+        int rc = trm__evaluate_users(m, sports, 0, 1, 0, u, n, &ws, &mm);
+        free(u);
+        if (rc) return 1;
+        printf("  validation, Sports-shaped data (%d users, %d items), %s: %lld users, %.2f s wall, %.2f s cpu\n",
+               sports->n_users, sports->n_items, sample ? "the auto sample" : "all users", (long long)mm.n,
+               dr_now() - t0, dr_cpu_now() - c0);
+    }
+    trm__acts_free(&ws);
+    trm_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     dr_threads_init();
     const char *path = argc > 1 ? argv[1] : "../shared/data/s3rec/Beauty.txt";
@@ -174,9 +204,11 @@ int main(int argc, char **argv) {
         }
     } else {
         src = "synthetic (Beauty-shaped)";
-        if (synth(&d, 22363, 12101, 1)) return 1;
+        if (synth(&d, 22363, 12101, 40, 1)) return 1;
     }
     printf("data %s: %d users, %d items, %lld interactions\n", src, d.n_users, d.n_items, (long long)d.n_inter);
+    dr_dataset sports;
+    if (synth(&sports, 35598, 18357, 13, 7)) return 1;
     for (int threads = only > 0 ? only : 1; threads <= (only > 0 ? only : 2); threads++) {
         dr_threads_set(threads);
         double g_sq = sgemm_gflops(1024, 1024, 1024, 5), c_sq = last_sgemm_cpu_gflops;
@@ -184,11 +216,12 @@ int main(int argc, char **argv) {
         printf("threads %d: cblas_sgemm %.1f GFLOP/s wall, %.1f per cpu-second (1024^3); %.1f GFLOP/s (logits shape "
                "1024x%dx64)\n",
                threads, g_sq, c_sq, g_lg, d.n_items + 1);
-        if ((train && bench_train(&d, steps, g_sq, c_sq, g_lg)) || bench_retrieval(&d)) {
+        if ((train && bench_train(&d, steps, g_sq, c_sq, g_lg)) || bench_validation(&sports) || bench_retrieval(&d)) {
             fprintf(stderr, "bench_trm: %s\n", dr_error_message());
             return 1;
         }
     }
     dr_data_free(&d);
+    dr_data_free(&sports);
     return 0;
 }
