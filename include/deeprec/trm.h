@@ -136,12 +136,14 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
  * Ordered by score descending (ties: smaller id first). */
 int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
                  int32_t *ids, float *scores, int *n_out);
-/* The same top-k for many users at once: groups of up to 64 users, one group per thread at a
- * time (a batched forward, then scores one block of 1,024 items at a time fed to the users'
- * top-k). A trm_batch holds one workspace per thread (OpenMP threads at trm_batch_new; later
- * calls use at most that many) for max_users (allocated once: reuse it across calls). hists[i], n_hists[i], prefs[i] (prefs may be NULL); ids/scores
- * are [n_users, k] row-major, n_out[n_users]. Scores agree with trm_retrieve's to rounding
- * (another summation order), so the order of near-ties may differ. */
+/* The same top-k for many users at once: the users sorted by history length and cut into
+ * groups of up to 64, one group per OpenMP thread at a time (a batched forward, then the scores
+ * one block of 1,024 items at a time, fed to the users' top-k). A trm_batch holds one workspace
+ * per thread (the OpenMP threads at trm_batch_new; later calls use at most that many), allocated
+ * once: reuse it across calls, one trm_batch per calling thread as with sessions. hists[i],
+ * n_hists[i], prefs[i] (prefs may be NULL); ids/scores are [n_users, k] row-major, n_out[n_users].
+ * Scores agree with trm_retrieve's to rounding (another summation order), so the order of
+ * near-ties may differ. */
 typedef struct trm_batch trm_batch;
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users);
 void trm_batch_free(trm_batch *b);
