@@ -66,6 +66,12 @@ typedef struct trm_train_opts {
     int epochs;          /* 200 */
     int patience;        /* 10; 0 = no early stopping */
     int eval_every;      /* 1 */
+    /* Users of the validation that early stopping watches (the final test is always over all):
+     * TRM_VALID_USERS_AUTO (default): all when at most TRM_VALID_AUTO_MAX users have a valid
+     * target, else a fixed sample of TRM_VALID_AUTO_SAMPLE; 0: all; N > 0: a fixed sample of N
+     * (all when no more than N). The sample is a seeded draw that depends on the dataset only:
+     * the same users every epoch, across resumes and for every training seed. */
+    int valid_users;
     uint64_t seed;       /* 1 */
     float pref_empty_p;  /* pref: probability of an empty pseudo-preference (0.3) */
     int resume;          /* continue from OUT.resume.gguf when it exists */
@@ -82,6 +88,9 @@ typedef struct trm_train_opts {
 } trm_train_opts;
 
 void trm_train_opts_default(trm_train_opts *o);
+#define TRM_VALID_USERS_AUTO (-1)
+#define TRM_VALID_AUTO_MAX 25000   /* Beauty (22,363), Toys (19,412), MovieLens sets: all users */
+#define TRM_VALID_AUTO_SAMPLE 10000 /* Sports (35,598): a quarter of the validation time */
 
 typedef struct trm_model trm_model;
 
@@ -127,11 +136,14 @@ int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const c
  * Ordered by score descending (ties: smaller id first). */
 int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
                  int32_t *ids, float *scores, int *n_out);
-/* The same top-k for many users at once: one batched forward and one sgemm per chunk of up to
- * 256 users, threads over the top-k. A trm_batch holds the workspace for max_users (allocated
- * once: reuse it across calls). hists[i], n_hists[i], prefs[i] (prefs may be NULL); ids/scores
- * are [n_users, k] row-major, n_out[n_users]. Scores agree with trm_retrieve's to rounding
- * (another summation order), so the order of near-ties may differ. */
+/* The same top-k for many users at once: the users sorted by history length and cut into
+ * groups of up to 64, one group per OpenMP thread at a time (a batched forward, then the scores
+ * one block of 1,024 items at a time, fed to the users' top-k). A trm_batch holds one workspace
+ * per thread (the OpenMP threads at trm_batch_new; later calls use at most that many), allocated
+ * once: reuse it across calls, one trm_batch per calling thread as with sessions. hists[i],
+ * n_hists[i], prefs[i] (prefs may be NULL); ids/scores are [n_users, k] row-major, n_out[n_users].
+ * Scores agree with trm_retrieve's to rounding (another summation order), so the order of
+ * near-ties may differ. */
 typedef struct trm_batch trm_batch;
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users);
 void trm_batch_free(trm_batch *b);

@@ -75,6 +75,9 @@ static int cmd_train(int argc, char **argv) {
         {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
         {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
         {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--valid-users", CLI_INT, &o.valid_users,
+         "users early stopping validates on: -1 auto (all up to 25000, else a fixed sample of 10000), 0 all, N a "
+         "fixed sample of N; the test is always over all"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
         {"--resume", CLI_FLAG, &o.resume, "continue from OUT.resume.gguf"},

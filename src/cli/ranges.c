@@ -47,6 +47,7 @@ static const cli_range ranges[] = {
     {"--max-steps", 0, 1e15, 0, 0},    /* 0 = no limit */
     {"--save-every", 1, BIG, 0, 0},
     {"--patience", 0, 1e6, 0, 0},      /* 0 = off */
+    {"--valid-users", -1, I32, 0, 0},  /* -1 = auto, 0 = all users */
     {"--lora", 0, 65536, 0, 0},        /* 0 = full fine-tuning */
     {"--lora-alpha", 0, 1e6, 0, 0},    /* 0 = 2 x rank */
     {"--kl-beta", 0, 100, 0, 0},

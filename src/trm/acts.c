@@ -49,13 +49,17 @@ static void *take(walk *w, void *base, size_t *used, size_t n, size_t size, int 
 #define FL(name, n) (A->name = take(w, w->f, &w->nf, (n), sizeof(float), 0, #name))
 #define U8L(name, n) (A->name = take(w, w->b, &w->nb, (n), 1, 1, #name))
 
+/* An inference workspace (a->infer) leaves out what only training reads: the dropout sites'
+ * outputs and masks, and the backward's scratch. That is a third of the memory, and of the page
+ * faults of touching it first, which on this machine cost more than a validation's forwards. */
 static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
     const size_t L = (size_t)c->max_len, N = B * L, d = (size_t)c->dim, f = (size_t)c->ffn_dim,
                  att = B * (size_t)c->heads * L * L;
+    const int tr = !a->infer;
     w->layer = -1;
     F(x0, N * d);
-    F(res0, N * d);
-    U8(em, N * d);
+    if (tr) F(res0, N * d);
+    if (tr) U8(em, N * d);
     for (int l = 0; l < c->layers; l++) {
         trm_layer_a *A = &a->l[l];
         w->layer = l;
@@ -72,11 +76,11 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
         FL(ln2m, N);
         FL(ln2r, N);
         FL(f, N * f);
-        FL(gd, N * f);
+        if (tr) FL(gd, N * f);
         FL(s2, N * d);
-        U8L(om, N * d);
-        U8L(gm, N * f);
-        U8L(hm, N * d);
+        if (tr) U8L(om, N * d);
+        if (tr) U8L(gm, N * f);
+        if (tr) U8L(hm, N * d);
     }
     w->layer = -1;
     F(lnfo, N * d);
@@ -87,16 +91,16 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
     F(u, N * d);
     F(lnum, N);
     F(lnur, N);
-    F(d0, N * d);
+    F(d0, N * d); /* d0, d1, d2, df1: also the forward's scratch */
     F(d1, N * d);
     F(d2, N * d);
-    F(dq, N * d);
-    F(dk, N * d);
-    F(dv, N * d);
-    F(dU, N * d);
+    if (tr) F(dq, N * d);
+    if (tr) F(dk, N * d);
+    if (tr) F(dv, N * d);
+    if (tr) F(dU, N * d);
     F(df1, N * f);
-    F(df2, N * f);
-    F(datt, att);
+    if (tr) F(df2, N * f);
+    if (tr) F(datt, att);
     U8(key_mask, N);
     I32(ids, N);
     I32(ids_bwd, N);
@@ -117,8 +121,9 @@ void trm__acts_free(trm_acts *a) {
     memset(a, 0, sizeof *a);
 }
 
-int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard) {
+int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard, int infer) {
     memset(a, 0, sizeof *a);
+    a->infer = infer;
     const trm_config *c = &m->cfg;
     /* pseudo-preference bucket ids: up to 24 per row, and a little slack */
     a->ptok_cap = (int)((size_t)Bcap * (size_t)c->max_len * 24 + 64);
@@ -143,7 +148,10 @@ int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t gu
     return DR_OK;
 }
 
-int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap) { return trm__acts_alloc_guarded(a, m, Bcap, 0); }
+int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap) { return trm__acts_alloc_guarded(a, m, Bcap, 0, 0); }
+int trm__acts_alloc_infer(trm_acts *a, const trm_model *m, int Bcap) {
+    return trm__acts_alloc_guarded(a, m, Bcap, 0, 1);
+}
 
 int trm__acts_check(const trm_acts *a, const trm_model *m) {
     if (!a->guard) return DR_OK;

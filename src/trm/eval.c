@@ -39,16 +39,27 @@ static int32_t split_target(const dr_dataset *d, int32_t u, int split, const int
 
 int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
                  dr_metrics_mean *out) {
+    return trm__evaluate_users(m, d, split, mask_history, pref_mode, NULL, 0, NULL, out);
+}
+
+int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
+                        const int32_t *users, int n_users, trm_acts *ws, dr_metrics_mean *out) {
     memset(out, 0, sizeof *out);
     if (trm_check_dataset(m, d, NULL, NULL)) return DR_ERR_ARG;
+    if (users && n_users < 0) return dr_error(DR_ERR_ARG, "trm_evaluate: %d users", n_users);
+    for (int i = 0; users && i < n_users; i++)
+        if (users[i] < 0 || users[i] >= d->n_users)
+            return dr_error(DR_ERR_ARG, "trm_evaluate: user %d is not in the dataset (%d users)", users[i], d->n_users);
     if (!m->F_ok) trm__refresh_tables(m);
-    const int Bcap = 256, d_ = m->cfg.dim, V = m->V;
-    trm_acts a;
+    const int Bcap = TRM_EVAL_USERS, d_ = m->cfg.dim, V = m->V;
+    if (ws && (!ws->infer || ws->Bcap < TRM_EVAL_USERS))
+        return dr_error(DR_ERR_INTERNAL, "trm_evaluate: the workspace is not for inference of %d users", Bcap);
+    trm_acts own = {0}, *a = ws ? ws : &own;
     int64_t *counts = NULL;   /* MPI: users per rank */
     int32_t *lranks = NULL, *aranks = NULL; /* MPI: this rank's ranks, everyone's */
-    int rc = trm__acts_alloc(&a, m, Bcap);
+    int rc = ws ? DR_OK : trm__acts_alloc_infer(&own, m, Bcap);
     if (rc) return rc;
-    ulen *us = dr_calloc((size_t)d->n_users + 1, sizeof *us);
+    ulen *us = dr_calloc((size_t)(users ? n_users : d->n_users) + 1, sizeof *us);
     float *U = dr_aligned_alloc((size_t)Bcap * d_ * sizeof(float));
     float *S = dr_aligned_alloc((size_t)Bcap * V * sizeof(float));
     int32_t *targets = dr_calloc(Bcap, sizeof(int32_t));
@@ -63,8 +74,9 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
         goto done;
     }
     int nu = 0;
-    for (int32_t u = 0; u < d->n_users; u++) {
-        const int32_t *pre;
+    const int n_cand = users ? n_users : d->n_users;
+    for (int i = 0; i < n_cand; i++) {
+        const int32_t u = users ? users[i] : i, *pre;
         int64_t pl;
         int32_t t = split_target(d, u, split, &pre, &pl);
         if (t <= 0 || pl <= 0) continue;
@@ -75,9 +87,9 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
     qsort(us, (size_t)nu, sizeof *us, cmp_ulen);
     dr_metrics acc;
     dr_metrics_init(&acc);
-    a.train = 0;
-    a.last_only = 1;
-    dr_rng_seed(&a.rng, 0);
+    a->train = 0;
+    a->last_only = 1;
+    dr_rng_seed(&a->rng, 0);
     /* Under MPI each rank scores its share of the batches (the same batches as one process,
      * so the same scores); the ranks of every user are gathered and added in user order on
      * every rank, so the sums are those of one process, bit for bit. */
@@ -126,14 +138,14 @@ int trm_evaluate(trm_model *m, const dr_dataset *d, int split, int mask_history,
             }
         }
         moff[B] = mn;
-        trm__fill_batch(m, &a, B, 0, seqs, lens);
+        trm__fill_batch(m, a, B, 0, seqs, lens);
         if (m->cfg.model == TRM_PREF && pref_mode == 1)
             for (int b = 0; b < B; b++) {
                 trm__oracle_pref(d, targets[b], pbuf, 4096);
-                trm__set_last_pref(m, &a, b, pbuf);
+                trm__set_last_pref(m, a, b, pbuf);
             }
-        const float *o = trm__forward(m, &a);
-        last_rows(m, &a, o, U);
+        const float *o = trm__forward(m, a);
+        last_rows(m, a, o, U);
         nn_matmul(S, U, m->F, B, V, d_, 0, 1, 1.0f, 0.0f);
         if (size == 1) {
             dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
@@ -154,7 +166,7 @@ done:
     free(lranks);
     free(aranks);
     free(counts);
-    trm__acts_free(&a);
+    trm__acts_free(&own);
     free(us);
     free(U);
     free(S);

@@ -66,6 +66,8 @@ typedef struct trm_acts {
     /* current batch */
     int B, L, N;
     int train;
+    int infer;                  /* no backward follows: dropout sites (off) keep no copies or masks;
+                                   set by trm__acts_alloc_infer, whose workspace lacks them */
     int last_only;              /* inference: the last layer computes only each sequence's last row;
                                    the output then has B rows (row b = sequence b) */
     dr_rng rng;                 /* step stream (dropout) */
@@ -94,9 +96,11 @@ typedef struct trm_acts {
 int trm__layout(trm_model *m);                 /* fills tensors + pointers for m->mem */
 void trm__bind(const trm_model *m, float *base, trm_params *p);
 int trm__acts_alloc(trm_acts *a, const trm_model *m, int Bcap);
+/* For inference only (infer set: no backward, no dropout): without the buffers only training reads. */
+int trm__acts_alloc_infer(trm_acts *a, const trm_model *m, int Bcap);
 /* Tests: `guard` sentinel elements after every buffer; trm__acts_check then names the first
  * buffer written past its end (DR_ERR_INTERNAL), or returns DR_OK. */
-int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard);
+int trm__acts_alloc_guarded(trm_acts *a, const trm_model *m, int Bcap, size_t guard, int infer);
 int trm__acts_check(const trm_acts *a, const trm_model *m);
 void trm__acts_free(trm_acts *a);
 /* Scoring tables from the parameters (call after every update). */
@@ -115,6 +119,19 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
 int64_t trm__valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist, int32_t *out);
 void trm__fill_batch(trm_model *m, trm_acts *a, int B, int L, int32_t *const *seqs, const int64_t *lens);
 int trm__max_feats(void);
+
+/* eval.c: trm_evaluate over the users listed (NULL: every user); users without a target in the
+ * split are skipped, as in trm_evaluate. ws: NULL, or a workspace from trm__acts_alloc_infer for
+ * TRM_EVAL_USERS users, kept by a caller that evaluates again and again (training validates
+ * every epoch: allocating and first touching the workspace each time cost as much as the
+ * forwards). The users are scored in batches of TRM_EVAL_USERS, sorted by length. */
+#define TRM_EVAL_USERS 256
+struct dr_metrics_mean;
+int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_history, int pref_mode,
+                        const int32_t *users, int n_users, trm_acts *ws, struct dr_metrics_mean *out);
+/* valid.c: the users early stopping validates on (trm_train_opts.valid_users): *users NULL for
+ * all of them, else a heap array of *n users (a fixed draw: the same on every call). */
+int trm__valid_users(const dr_dataset *d, int want, int32_t **users, int *n);
 
 /* text */
 int trm__item_text_build(trm_model *m, const struct dr_dataset *d);
@@ -142,8 +159,18 @@ float *trm_debug_params(trm_model *m, size_t *n);
 void trm_debug_refresh(trm_model *m);
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
 int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores);
-/* For benches: `steps` timed training steps of epoch 0 (seconds, flops, sequences and
- * positions done). */
+/* topk.c: the same selection fed block by block, in increasing id order (scores of items
+ * first_id .. first_id + count - 1; masked: NULL or indexed by item id). */
+typedef struct trm_topk_acc {
+    int k, n;
+    int32_t *ids;
+    float *scores;
+} trm_topk_acc;
+void trm__topk_init(trm_topk_acc *t, int k, int32_t *ids, float *scores);
+void trm__topk_push(trm_topk_acc *t, const float *s, int32_t first_id, int count, const uint8_t *masked);
+int trm__topk_finish(trm_topk_acc *t); /* sorts ids/scores best first; returns how many */
+/* For benches: `steps` timed training steps of epoch 0, or the whole epoch when steps <= 0
+ * (seconds, flops, sequences and positions done). */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions);
 

@@ -291,6 +291,15 @@ static void dropout_site(const trm_acts *a, int layer, int site, float *y, uint8
     nn_dropout_forward(y, mask, x, (size_t)a->B * row, row, (uint64_t)a->seq0, p, &r);
 }
 
+/* Dropout at one site, or nothing at all for inference: without dropout the site is a copy that
+ * only a backward pass would read, so inference goes on from x itself (the same numbers). */
+static const float *drop(const trm_acts *a, int layer, int site, float *y, uint8_t *mask, const float *x, int cols,
+                         float p) {
+    if (a->infer && p <= 0.0f) return x;
+    dropout_site(a, layer, site, y, mask, x, cols, p);
+    return y;
+}
+
 static void attn_cfg(const trm_model *m, const trm_acts *a, int layer, nn_attn *ac, dr_rng *r) {
     memset(ac, 0, sizeof *ac);
     ac->B = a->B;
@@ -405,8 +414,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         const float *pe = m->p.pos_emb + (size_t)a->pos[i] * d;
         for (int j = 0; j < d; j++) x[j] = x[j] * sc + pe[j];
     }
-    dropout_site(a, 99, 0, a->res0, a->em, a->x0, d, p);
-    const float *x = a->res0;
+    const float *x = drop(a, 99, 0, a->res0, a->em, a->x0, d, p);
     const int nfull = a->last_only && !a->train ? c->layers - 1 : c->layers;
     for (int l = 0; l < nfull; l++) {
         trm_layer_p *P = &m->p.l[l];
@@ -420,15 +428,15 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         attn_cfg(m, a, l, &ac, &ar);
         nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
-        dropout_site(a, l, 1, a->d0, A->om, a->d0, d, p);
+        drop(a, l, 1, a->d0, A->om, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
         const float *base, *cin = ffn_input(c, P, A, N, &base);
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
         else nn_gelu_forward(a->df1, A->f, Nf, NN_GELU_TANH);
-        dropout_site(a, l, 2, A->gd, A->gm, a->df1, f, p);
-        nn_linear_forward(a->d0, A->gd, P->w2, P->b2, N, f, d);
-        dropout_site(a, l, 3, a->d0, A->hm, a->d0, d, p);
+        const float *g = drop(a, l, 2, A->gd, A->gm, a->df1, f, p);
+        nn_linear_forward(a->d0, g, P->w2, P->b2, N, f, d);
+        drop(a, l, 3, a->d0, A->hm, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
         x = layer_output(c, P, A, N);
     }

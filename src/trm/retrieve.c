@@ -20,7 +20,7 @@ int trm_session_new(trm_session **out, trm_model *m) {
     trm_session *s = calloc(1, sizeof *s);
     if (!s) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     s->m = m;
-    int rc = trm__acts_alloc(&s->a, m, 1);
+    int rc = trm__acts_alloc_infer(&s->a, m, 1);
     if (rc) {
         free(s);
         return rc;
@@ -105,58 +105,6 @@ static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, cons
     memcpy(u, o + (full ? (size_t)(s->a.L - 1) * m->cfg.dim : 0), (size_t)m->cfg.dim * sizeof(float));
     if (tmp != buf) free(tmp);
     return DR_OK;
-}
-
-/* min-heap on (score, -id): the root is the worst kept item */
-static inline int worse(float sa, int32_t ia, float sb, int32_t ib) { return sa < sb || (sa == sb && ia > ib); }
-
-static void sift_down(float *hs, int32_t *hi, int n, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && worse(hs[l], hi[l], hs[w], hi[w])) w = l;
-        if (r < n && worse(hs[r], hi[r], hs[w], hi[w])) w = r;
-        if (w == i) return;
-        float ts = hs[i];
-        hs[i] = hs[w];
-        hs[w] = ts;
-        int32_t ti = hi[i];
-        hi[i] = hi[w];
-        hi[w] = ti;
-        i = w;
-    }
-}
-
-int trm_topk(const float *scores, int32_t n_items, const uint8_t *masked, int k, int32_t *ids, float *out_scores) {
-    int n = 0;
-    for (int32_t i = 1; i <= n_items; i++) {
-        if (masked && masked[i]) continue;
-        float sc = scores[i];
-        if (sc != sc) continue; /* NaN */
-        if (n < k) {
-            ids[n] = i;
-            out_scores[n] = sc;
-            n++;
-            if (n == k)
-                for (int j = k / 2 - 1; j >= 0; j--) sift_down(out_scores, ids, n, j);
-        } else if (worse(out_scores[0], ids[0], sc, i)) {
-            out_scores[0] = sc;
-            ids[0] = i;
-            sift_down(out_scores, ids, n, 0);
-        }
-    }
-    if (n < k)
-        for (int j = n / 2 - 1; j >= 0; j--) sift_down(out_scores, ids, n, j);
-    /* heap sort: repeatedly move the worst to the end */
-    for (int e = n - 1; e > 0; e--) {
-        float ts = out_scores[0];
-        out_scores[0] = out_scores[e];
-        out_scores[e] = ts;
-        int32_t ti = ids[0];
-        ids[0] = ids[e];
-        ids[e] = ti;
-        sift_down(out_scores, ids, e, 0);
-    }
-    return n;
 }
 
 int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,

@@ -33,6 +33,7 @@ void trm_train_opts_default(trm_train_opts *o) {
     o->epochs = 200;
     o->patience = 10;
     o->eval_every = 1;
+    o->valid_users = TRM_VALID_USERS_AUTO;
     o->seed = 1;
     o->pref_empty_p = 0.3f;
 }
@@ -60,10 +61,15 @@ typedef struct trainer {
      * user (seq_off = lo: dropout) / row / valid-row index, and scales its loss by the whole
      * batch's count of targets. shard < 0: the whole batch (single process). */
     int shard, Lb, seq_off, row_off, valid_off, n_norm;
+    int32_t *vusers;       /* the validation sample (trm__valid_users), NULL = every user */
+    int n_vusers;
+    trm_acts eval_a;       /* the validation's workspace, kept across epochs (allocated at the first) */
 } trainer;
 
 static void trainer_free(trainer *t) {
     trm__acts_free(&t->a);
+    free(t->vusers);
+    trm__acts_free(&t->eval_a);
     free(t->grad);
     free(t->am);
     free(t->av);
@@ -452,6 +458,8 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     rc |= gguf_set_f64(w, "deeprec.resume.best", st->best);
     rc |= gguf_set_bool(w, "deeprec.resume.done", st->done);
     rc |= gguf_set_u32(w, "deeprec.resume.loss", (uint32_t)t->o->loss);
+    /* only with a sample: a state validated on every user stays as it was before samples existed */
+    if (t->vusers) rc |= gguf_set_i32(w, "deeprec.resume.valid_users", t->n_vusers);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -484,6 +492,16 @@ static int load_state(trainer *t, const char *path, train_state *st) {
     if ((rc = gguf_get_u32(&f, "deeprec.resume.loss", &loss))) goto out;
     if ((uint64_t)seed != t->o->seed || (int)loss != t->o->loss) {
         rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another seed or loss", path);
+        goto out;
+    }
+    /* the best so far is comparable only on the same validation users */
+    int64_t vu = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.valid_users") && (rc = gguf_get_i64(&f, "deeprec.resume.valid_users", &vu)))
+        goto out;
+    if (vu != (t->vusers ? t->n_vusers : 0)) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state validated on %s, this run on %s", path,
+                      vu ? "a sample of users" : "all users", t->vusers ? "a sample of users" : "all users");
+        dr_error_hint("rerun with the same --valid-users (the state's: %lld, 0 = all)", (long long)vu);
         goto out;
     }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
@@ -539,6 +557,10 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     dr_jsonl jl = {0};
     int rc = trainer_init(&t, m, d, o);
     if (rc) goto out;
+    if ((rc = trm__valid_users(d, o->valid_users, &t.vusers, &t.n_vusers))) goto out;
+    if (t.vusers && o->progress && dr_dist_rank() == 0)
+        fprintf(o->progress, "trm train: early stopping validates on a fixed sample of %d users (the test: all)\n",
+                t.n_vusers);
     rpath = o->resume_path ? dr_strdup(o->resume_path) : dr_str_concat(o->out, ".resume.gguf");
     mpath = o->metrics ? dr_strdup(o->metrics) : dr_str_concat(o->out, ".metrics.jsonl");
     users = dr_calloc((size_t)d->n_users + 1, sizeof(int32_t));
@@ -620,7 +642,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         int evaluated = 0;
         if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
             dr_metrics_mean mm;
-            if ((rc = trm_evaluate(m, d, 0, 1, 0, &mm))) {
+            if ((!t.eval_a.fmem && (rc = trm__acts_alloc_infer(&t.eval_a, m, TRM_EVAL_USERS))) ||
+                (rc = trm__evaluate_users(m, d, 0, 1, 0, t.vusers, t.n_vusers, &t.eval_a, &mm))) {
                 json_decref(j);
                 goto out;
             }
@@ -687,7 +710,7 @@ out:
     return rc;
 }
 
-/* ---------- benchmark hook: timed training steps of epoch 0 ---------- */
+/* ---------- benchmark hook: timed training steps of epoch 0 (steps <= 0: all of it) ---------- */
 int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, int steps, double *seconds,
                      double *flops, int64_t *seqs, int64_t *positions) {
     trainer t;
@@ -709,6 +732,7 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
         erng = dr_rng_split(&master, 0);
         int nb = 0;
         rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb);
+        if (steps <= 0) steps = nb; /* the whole epoch */
         const double dd = m->cfg.dim, f = m->cfg.ffn_dim, V = m->V;
         double t0 = dr_now();
         for (int bi = 0; bi < steps && !rc; bi++) {

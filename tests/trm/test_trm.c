@@ -193,36 +193,41 @@ TEST(trm_deterministic) {
     dr_data_free(&d);
 }
 
-TEST(trm_resume_equals_uninterrupted) {
-    dr_dataset d;
-    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+/* 4 epochs against 2 + 2 resumed in a fresh model (another init): the same best checkpoint and
+ * final state, and a metrics file of 4 lines; `tag` names the files, valid_users is passed on.
+ * Leaves the dataset in *d and the checkpoints' paths in a and b (512 bytes each). */
+static void resume_equals_uninterrupted(dr_dataset *d, const char *tag, int valid_users, char *a, char *b) {
+    make_synth(d, 100, 30, 5, 12, 8, 0.2);
     const char *dir = dr_test_tmpdir();
-    char a[512], b[512], ar[512], br[512];
-    snprintf(a, sizeof a, "%s/full.gguf", dir);
-    snprintf(b, sizeof b, "%s/part.gguf", dir);
-    snprintf(ar, sizeof ar, "%s/full.gguf.resume.gguf", dir);
-    snprintf(br, sizeof br, "%s/part.gguf.resume.gguf", dir);
+    char ar[600], br[600];
+    snprintf(a, 512, "%s/%s_full.gguf", dir, tag);
+    snprintf(b, 512, "%s/%s_part.gguf", dir, tag);
+    snprintf(ar, sizeof ar, "%s.resume.gguf", a);
+    snprintf(br, sizeof br, "%s.resume.gguf", b);
     trm_config c;
     small_cfg(&c, TRM_SASREC);
     trm_model *m;
     trm_train_result res;
-    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_OK(trm_model_new(&m, &c, d, 4));
     trm_train_opts o = small_opts(a, 4);
-    CHECK_OK(trm_train(m, &d, &o, &res));
+    o.valid_users = valid_users;
+    CHECK_OK(trm_train(m, d, &o, &res));
     trm_model_free(m);
     /* interrupted after 2 epochs, then resumed in a fresh model */
-    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_OK(trm_model_new(&m, &c, d, 4));
     o = small_opts(b, 2);
-    CHECK_OK(trm_train(m, &d, &o, &res));
+    o.valid_users = valid_users;
+    CHECK_OK(trm_train(m, d, &o, &res));
     trm_model_free(m);
-    CHECK_OK(trm_model_new(&m, &c, &d, 123)); /* different init: must be replaced by the state */
+    CHECK_OK(trm_model_new(&m, &c, d, 123)); /* different init: must be replaced by the state */
     o = small_opts(b, 4);
+    o.valid_users = valid_users;
     o.resume = 1;
-    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_OK(trm_train(m, d, &o, &res));
     CHECK_EQ_INT(res.epochs_run, 2);
     trm_model_free(m);
-    CHECK_MSG(files_equal(a, b), "resumed best checkpoint differs");
-    CHECK_MSG(files_equal(ar, br), "resumed final state differs");
+    CHECK_MSG(files_equal(a, b), "resumed best checkpoint differs (%s)", tag);
+    CHECK_MSG(files_equal(ar, br), "resumed final state differs (%s)", tag);
     /* metrics file has 4 lines */
     char mp[600], *txt;
     size_t n;
@@ -232,6 +237,152 @@ TEST(trm_resume_equals_uninterrupted) {
     for (size_t i = 0; i < n; i++) lines += txt[i] == '\n';
     free(txt);
     CHECK_EQ_INT(lines, 4);
+}
+
+TEST(trm_resume_equals_uninterrupted) {
+    dr_dataset d;
+    char a[512], b[512];
+    resume_equals_uninterrupted(&d, "all", TRM_VALID_USERS_AUTO, a, b);
+    dr_data_free(&d);
+}
+
+/* sc[i] = F[i] . u for the V rows of F [V, dim], summed in double. */
+static void brute_scores(const float *F, const float *u, int V, int dim, float *sc) {
+    for (int i = 0; i < V; i++) {
+        double acc = 0;
+        for (int j = 0; j < dim; j++) acc += (double)F[(size_t)i * dim + j] * u[j];
+        sc[i] = (float)acc;
+    }
+}
+
+/* The validation sample: none on small data (auto, 0, or more than there are), else a fixed
+ * draw of distinct users that have a valid target, in dataset order, the same on every call. */
+TEST(trm_valid_sample_is_fixed) {
+    dr_dataset d;
+    make_synth(&d, 300, 60, 2, 12, 6, 0.2); /* lengths from 2: some users have no valid target */
+    int32_t *u, *v;
+    int n, nv;
+    for (int want = TRM_VALID_USERS_AUTO; want <= 0; want++) {
+        CHECK_OK(trm__valid_users(&d, want, &u, &n));
+        CHECK(u == NULL && n == 0);
+    }
+    CHECK_OK(trm__valid_users(&d, d.n_users, &u, &n));
+    CHECK(u == NULL);
+    CHECK_ERR(trm__valid_users(&d, -2, &u, &n), DR_ERR_ARG);
+    CHECK_OK(trm__valid_users(&d, 50, &u, &n));
+    CHECK_OK(trm__valid_users(&d, 50, &v, &nv));
+    CHECK(u && v);
+    CHECK_EQ_INT(n, 50);
+    CHECK_EQ_INT(nv, 50);
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ_INT(u[i], v[i]);
+        CHECK(dr_data_has_split(&d, u[i]));
+        if (i) CHECK(u[i] > u[i - 1]);
+    }
+    /* a larger sample draws from the same shuffle: it holds the smaller one */
+    int32_t *w;
+    int nw;
+    CHECK_OK(trm__valid_users(&d, 120, &w, &nw));
+    CHECK_EQ_INT(nw, 120);
+    for (int i = 0, j = 0; i < n; i++) {
+        while (j < nw && w[j] < u[i]) j++;
+        CHECK(j < nw && w[j] == u[i]);
+    }
+    free(u);
+    free(v);
+    free(w);
+    dr_data_free(&d);
+}
+
+/* Validation on the sample is the full-ranking metric of exactly those users, computed here one
+ * user at a time: user vector, scores over the catalog, rank with the history masked. */
+TEST(trm_evaluate_users_equals_direct) {
+    dr_dataset d;
+    make_synth(&d, 200, 80, 3, 14, 7, 0.3);
+    int32_t *users;
+    int n;
+    CHECK_OK(trm__valid_users(&d, 37, &users, &n));
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        trm_model *m;
+        dr_metrics_mean got, want;
+        CHECK_OK(trm_model_new(&m, &c, &d, 5));
+        CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, NULL, &got));
+        trm_session *s;
+        CHECK_OK(trm_session_new(&s, m));
+        const float *F = trm_item_embeddings(m);
+        float *sc = malloc((size_t)(d.n_items + 1) * sizeof(float)), u[16];
+        dr_metrics acc;
+        dr_metrics_init(&acc);
+        for (int i = 0; i < n; i++) {
+            const int32_t *pre;
+            int64_t pl;
+            int32_t t = dr_data_valid(&d, users[i], &pre, &pl);
+            CHECK_OK(trm_user_vector(s, pre, pl, NULL, u));
+            brute_scores(F, u, d.n_items + 1, c.dim, sc);
+            dr_metrics_add_rank(&acc, dr_metrics_rank(sc, d.n_items, t, pre, pl));
+        }
+        dr_metrics_finish(&acc, &want);
+        CHECK_EQ_INT((int)got.n, n);
+        CHECK_EQ_INT((int)want.n, n);
+        for (int k = 0; k < DR_METRIC_NK; k++) {
+            CHECK_NEAR(got.ndcg[k], want.ndcg[k], 1e-12);
+            CHECK_NEAR(got.recall[k], want.recall[k], 1e-12);
+        }
+        CHECK_NEAR(got.mrr, want.mrr, 1e-12);
+        int32_t bad = d.n_users;
+        CHECK_ERR(trm__evaluate_users(m, &d, 0, 1, 0, &bad, 1, NULL, &got), DR_ERR_ARG);
+        free(sc);
+        trm_session_free(s);
+        trm_model_free(m);
+    }
+    free(users);
+    dr_data_free(&d);
+}
+
+/* Training with a validation sample: every epoch validates the same users (the metrics file
+ * says how many), the best valid NDCG@10 is that of the best checkpoint on the sample, a resumed
+ * run equals an uninterrupted one, and a resume with another --valid-users is refused. */
+TEST(trm_train_valid_sample_fixed_across_resume) {
+    dr_dataset d;
+    char a[512], b[512];
+    resume_equals_uninterrupted(&d, "sample", 40, a, b);
+    /* every line of the metrics: 40 validation users */
+    char mp[600], *txt;
+    size_t nt;
+    snprintf(mp, sizeof mp, "%s.metrics.jsonl", a);
+    CHECK_OK(dr_read_file(mp, &txt, &nt));
+    int hits = 0;
+    for (char *p = txt; (p = strstr(p, "\"users\":40}")); p++) hits++;
+    free(txt);
+    CHECK_EQ_INT(hits, 4);
+    /* the best on the sample is the best checkpoint's metric on those users */
+    int32_t *users;
+    int n;
+    CHECK_OK(trm__valid_users(&d, 40, &users, &n));
+    trm_model *m;
+    CHECK_OK(trm_load(&m, a));
+    dr_metrics_mean mm;
+    CHECK_OK(trm__evaluate_users(m, &d, 0, 1, 0, users, n, NULL, &mm));
+    trm_model_free(m);
+    free(users);
+    snprintf(mp, sizeof mp, "%s.metrics.jsonl", a);
+    CHECK_OK(dr_read_file(mp, &txt, &nt));
+    char want[64];
+    snprintf(want, sizeof want, "\"best_valid_ndcg@10\":%.17g", mm.ndcg[dr_metrics_k_index(10)]);
+    CHECK_MSG(strstr(txt, want) != NULL, "metrics lack %s", want);
+    free(txt);
+    /* resuming the finished state with all users: refused, its best was on the sample */
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o = small_opts(b, 4);
+    o.resume = 1;
+    o.valid_users = 0;
+    trm_train_result res;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
     dr_data_free(&d);
 }
 
@@ -258,11 +409,7 @@ TEST(trm_retrieve_matches_bruteforce) {
             for (int j = 0; j < dim; j++) CHECK_NEAR(u[j], uf[j], 1e-5); /* last-row inference == full forward */
         }
         for (int mask = 0; mask < 2; mask++) {
-            for (int i = 0; i < V; i++) {
-                double acc = 0;
-                for (int j = 0; j < dim; j++) acc += (double)F[(size_t)i * dim + j] * u[j];
-                sc[i] = (float)acc;
-            }
+            brute_scores(F, u, V, dim, sc);
             /* brute force: sort all candidates */
             int32_t *all = malloc((size_t)V * sizeof(int32_t));
             int na = 0;
@@ -448,7 +595,7 @@ TEST(trm_acts_no_overrun) {
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
         trm_acts plain, guarded;
         CHECK_OK(trm__acts_alloc(&plain, m, 4));
-        CHECK_OK(trm__acts_alloc_guarded(&guarded, m, 4, 64));
+        CHECK_OK(trm__acts_alloc_guarded(&guarded, m, 4, 64, 0));
         float *u0 = train_step(m, &plain, &c), *u1 = train_step(m, &guarded, &c);
         CHECK_OK(trm__acts_check(&guarded, m));
         /* the sentinels change nothing a step computes */
@@ -459,6 +606,28 @@ TEST(trm_acts_no_overrun) {
         CHECK(strstr(dr_error_message(), "l[1].q"));
         free(u0);
         free(u1);
+        /* an inference workspace (without training's buffers): the last-row and the full forward,
+         * pre- and post-LN, stay inside it and give the user vectors of the full workspace */
+        for (int post = 0; post < 2; post++) {
+            m->cfg.post_ln = post;
+            trm_acts inf;
+            CHECK_OK(trm__acts_alloc_guarded(&inf, m, 4, 64, 1));
+            for (int last = 0; last < 2; last++) {
+                int32_t s0[5] = {3, 9, 27, 81, 5}, s1[2] = {2, 4}, *seqs[2] = {s0, s1};
+                int64_t lens[2] = {5, 2};
+                trm_acts *w[2] = {&plain, &inf};
+                const float *u[2];
+                for (int i = 0; i < 2; i++) {
+                    trm__fill_batch(m, w[i], 2, 0, seqs, lens);
+                    w[i]->train = 0;
+                    w[i]->last_only = last;
+                    u[i] = trm__forward(m, w[i]);
+                }
+                CHECK(memcmp(u[0], u[1], (size_t)(last ? 2 : 2 * 5) * c.dim * sizeof(float)) == 0);
+                CHECK_OK(trm__acts_check(&inf, m));
+            }
+            trm__acts_free(&inf);
+        }
         trm__acts_free(&plain);
         trm__acts_free(&guarded);
         trm_model_free(m);
@@ -508,12 +677,67 @@ TEST(trm_topk_ties_and_mask) {
     CHECK_EQ_INT(ids[3], 6);
 }
 
+/* Best first: higher score, then smaller id. */
+static int better(float sa, int32_t ia, float sb, int32_t ib) { return sa > sb || (sa == sb && ia < ib); }
+
+/* The selection fed in blocks of any size (the batched retrieval feeds 1,024 at a time, and the
+ * skip test looks at 16 at once) equals a brute-force sort: many ties, NaNs (masked in the batch),
+ * a mask array, k above and below the number of candidates, blocks that cut runs of ties. */
+TEST(trm_topk_blocks_equal_bruteforce) {
+    enum { N = 700 };
+    float sc[N + 1];
+    uint8_t mask[N + 1];
+    dr_rng r;
+    dr_rng_seed(&r, 5);
+    for (int round = 0; round < 40; round++) {
+        const int levels = 1 + round % 9; /* few distinct values: many ties */
+        for (int i = 0; i <= N; i++) {
+            sc[i] = (float)dr_rng_below(&r, (uint64_t)levels) + (round % 3 == 0 ? (float)i * 1e-3f : 0.0f);
+            if (dr_rng_below(&r, 20) == 0) sc[i] = NAN;
+            mask[i] = dr_rng_below(&r, 10) == 0;
+        }
+        const int k = 1 + (int)dr_rng_below(&r, round % 4 == 0 ? 2 * N : 40);
+        const uint8_t *mk = round % 2 ? mask : NULL;
+        /* brute force: every candidate, selection sort of the best k */
+        static int32_t want[N];
+        int nw = 0;
+        for (int i = 1; i <= N; i++)
+            if (sc[i] == sc[i] && !(mk && mk[i])) want[nw++] = i;
+        for (int a = 0; a < nw && a < k; a++)
+            for (int b = a + 1; b < nw; b++)
+                if (better(sc[want[b]], want[b], sc[want[a]], want[a])) {
+                    int32_t t = want[a];
+                    want[a] = want[b];
+                    want[b] = t;
+                }
+        if (nw > k) nw = k;
+        static int32_t ids[2 * N];
+        static float out[2 * N];
+        int n = trm_topk(sc, N, mk, k, ids, out);
+        CHECK_EQ_INT(n, nw);
+        for (int i = 0; i < n && i < nw; i++) {
+            CHECK_EQ_INT(ids[i], want[i]);
+            CHECK(out[i] == sc[want[i]]);
+        }
+        trm_topk_acc t;
+        trm__topk_init(&t, k, ids, out);
+        for (int i0 = 1; i0 <= N;) {
+            int nb = 1 + (int)dr_rng_below(&r, 70);
+            if (i0 + nb > N + 1) nb = N + 1 - i0;
+            trm__topk_push(&t, sc + i0, i0, nb, mk);
+            i0 += nb;
+        }
+        CHECK_EQ_INT(trm__topk_finish(&t), nw);
+        for (int i = 0; i < nw; i++) CHECK_EQ_INT(ids[i], want[i]);
+    }
+}
+
 /* The batched top-k equals one-at-a-time retrieval for every user: mixed lengths (so rows are
  * padded), an empty history, a history longer than max_len, preferences on some users only,
- * masked and unmasked, across a chunk boundary. */
+ * masked and unmasked, across group boundaries (64 users) and item blocks (1,024 items). */
 TEST(trm_retrieve_batch_matches_single) {
     dr_dataset d;
-    make_synth(&d, 40, 300, 5, 12, 4, 0.3);
+    make_synth(&d, 40, 2100, 5, 12, 4, 0.3);
     for (int model = 0; model < 2; model++) {
         trm_config c;
         small_cfg(&c, model);
