@@ -12,13 +12,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
-
-static double cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
 
 typedef struct prompts {
     int n;
@@ -57,13 +50,13 @@ static int time_starts(const llm_model *m, const prompts *p, int kv, double *wal
     int rc = agent_model_llm_new(&am, m, NULL, &lo);
     if (rc) return rc;
     agent_model_llm_prefix_kv(&am, kv);
-    double t0 = dr_now(), c0 = cpu_s();
+    double t0 = dr_now(), c0 = dr_cpu_now();
     for (int i = 0; i < p->n && !rc; i++) {
         rc = am.append(am.ctx, 0, p->ids[i], p->len[i]);
         am.release(am.ctx, 0);
     }
     *wall = dr_now() - t0;
-    *cpu = cpu_s() - c0;
+    *cpu = dr_cpu_now() - c0;
     agent_model_llm_free(&am);
     return rc;
 }
@@ -74,13 +67,13 @@ static int time_whole(const llm_model *m, const prompts *p, double *wall, double
     int rc = llm_session_new(&s, m, 1, 2048);
     if (rc) return rc;
     float *lg = malloc((size_t)m->cfg.vocab * sizeof *lg);
-    double t0 = dr_now(), c0 = cpu_s();
+    double t0 = dr_now(), c0 = dr_cpu_now();
     for (int i = 0; i < p->n && !rc; i++) {
         rc = llm_prefill(s, 0, p->ids[i], p->len[i], lg, 0);
         llm_slot_truncate(s, 0, 0);
     }
     *wall = dr_now() - t0;
-    *cpu = cpu_s() - c0;
+    *cpu = dr_cpu_now() - c0;
     free(lg);
     llm_session_free(s);
     return rc;
