@@ -103,7 +103,7 @@ static agent_episode *roll(world *w, int kv, agent_prefix_cache *share, int chat
     ro.chat = chat;
     ro.tool_k = 10;
     ro.max_hist = 6;
-    ro.max_turn_tokens = 32;
+    ro.max_turn_tokens = 16;
     agent_episode *e;
     CHECK_OK(agent_rollout(&am, &t, w->c, w->req, 4, &ro, &e));
     agent_model_llm_free(&am);
@@ -170,7 +170,7 @@ static void stream(world *w, const agent_model *am, feed *f) {
     agent_rollout_opts_default(&ro);
     ro.tool_k = 10;
     ro.max_hist = 6;
-    ro.max_turn_tokens = 40;
+    ro.max_turn_tokens = 16;
     ro.stream = &st;
     agent_episode *none = NULL;
     CHECK_OK(agent_rollout(am, &t, w->c, NULL, 0, &ro, &none));
