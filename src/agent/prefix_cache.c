@@ -4,10 +4,11 @@
  * first call becomes a copy of KV rows computed once.
  *
  * Why the split is fixed (and not "the longest prefix seen before", as prompt caches of chat
- * servers do): a prefill of one chunk is not the same floats as the prefill of its pieces
- * (sgemm blocks the attention's sum over the context by its length, and small chunks take
- * another matmul kernel), so where a prompt is cut must not depend on which prompts came
- * before, or a user's answer would depend on the other requests. Cut always at the preamble,
+ * servers do): a prefill of one chunk is not the same floats as the prefill of its pieces (a
+ * chunk's size changes the order of the sums in the attention's sgemm and, under 64 tokens,
+ * the matmul kernel; the last logits of the demo's prompts move by up to 3e-6), so where a
+ * prompt is cut must not depend on which prompts came before, or a user's answer would depend
+ * on the other requests. Cut always at the preamble,
  * the cached and the uncached sequence compute the same floats. */
 #include "deeprec/agent.h"
 #include "deeprec/llm.h"
