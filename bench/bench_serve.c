@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
         o.rollout.chat = chat;
         o.max_queue = 1024;
         o.max_sessions = 256;
-        serve_inputs in = {&d, tm, lm, NULL};
+        serve_inputs in = {&d, tm, lm, NULL, NULL};
         serve_server *srv;
         if (serve_start(&srv, &in, &o)) {
             fprintf(stderr, "bench_serve: %s\n", dr_error_message());
