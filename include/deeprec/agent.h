@@ -101,6 +101,10 @@ const char *agent_prompt_instructions_direct(void);
  * Heap string. */
 int agent_prompt_build(const agent_catalog *c, const int32_t *hist, int64_t n_hist, const agent_prompt_opts *o,
                        char **out);
+/* The preamble: the part of every prompt of this form (chat, direct) before the user's
+ * history. Every agent_prompt_build text starts with it, whatever the history and max_hist;
+ * the LLM adapter keeps its KV once (agent_prefix_cache). Heap string. */
+int agent_prompt_preamble(const agent_prompt_opts *o, char **out);
 
 /* ---------------------------------------------------------------- protocol text */
 /* Preference of the last tool call in text[0..len): the text after the last
@@ -402,6 +406,30 @@ typedef struct agent_llm_opts {
 int agent_model_llm_new(agent_model *out, const struct llm_model *m, const struct tokenizer *tok,
                         const agent_llm_opts *o);
 void agent_model_llm_free(agent_model *m);
+/* The adapter prefills a prompt as its preamble (agent_prompt_preamble), then the rest, and
+ * takes the preamble's KV from its own agent_prefix_cache. share: use this cache instead
+ * (borrowed; same model; the models sharing it used by one thread at a time, as the models of
+ * one serve engine are). */
+typedef struct agent_prefix_cache agent_prefix_cache;
+void agent_model_llm_share_prefix(agent_model *m, agent_prefix_cache *share);
+/* kv 0: prefill the preamble in every sequence instead (the same floats: the reference the
+ * tests compare the cache with); 1: the cache (the default). */
+void agent_model_llm_prefix_kv(agent_model *m, int kv);
+
+/* The shared-prefix KV cache (prefix_cache.c): the KV of each prompt form's preamble,
+ * computed on first use by a prefill of the preamble alone, then copied into every sequence
+ * whose prompt starts with it. So a cached sequence holds the floats an uncached one computes
+ * (its preamble prefilled alone, the rest after it). Not thread-safe: one user at a time. */
+int agent_prefix_cache_new(agent_prefix_cache **out, const struct llm_model *m, const struct tokenizer *tok);
+void agent_prefix_cache_free(agent_prefix_cache *pc);
+/* Tokens of the longest preamble that ids[0..n) starts with and that leaves at least one
+ * token after it (0: none; then *which = -1). */
+int agent_prefix_match(const agent_prefix_cache *pc, const int32_t *ids, int n, int *which);
+/* Fill the slot with preamble `which` (its KV computed on the first call). */
+struct llm_session;
+int agent_prefix_start(agent_prefix_cache *pc, int which, struct llm_session *s, int slot);
+/* Sequences started from an already computed preamble, and the preamble tokens they reused. */
+void agent_prefix_cache_stats(const agent_prefix_cache *pc, int64_t *hits, int64_t *reused_tokens);
 
 /* ---------------------------------------------------------------- synthetic warm start */
 typedef struct agent_synth_opts {

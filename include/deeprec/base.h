@@ -230,6 +230,10 @@ void dr_rng_shuffle_i32(dr_rng *r, int32_t *a, size_t n);
 int dr_threads(void);
 void dr_threads_init(void);
 void dr_threads_set(int n);
+/* The count OpenMP gives the calling thread's parallel regions. OpenMP keeps it per thread: a
+ * thread started with pthread_create gets the default (all cores), not what dr_threads_set gave
+ * the thread that started it, so a library thread doing model work applies its starter's count. */
+int dr_threads_current(void);
 
 /* ---------- timers ---------- */
 double dr_now(void); /* monotonic seconds */

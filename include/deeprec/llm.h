@@ -156,6 +156,9 @@ int llm_slot_len(const llm_session *s, int slot);
 int llm_slot_truncate(llm_session *s, int slot, int len);
 /* Copy slot src's cached tokens into each slot of dst[0..n-1] (they are replaced). */
 int llm_slot_fork(llm_session *s, int src, const int *dst, int n);
+/* Copy slot src_slot of session src into slot dst_slot of dst (same model; the slot is
+ * replaced): a prompt prefix computed once in a small session starts many sequences. */
+int llm_slot_copy(llm_session *dst, int dst_slot, const llm_session *src, int src_slot);
 
 /* Append n tokens to a slot (positions len..len+n-1), one matmul per weight for all
  * of them. logits (may be NULL): with all_logits [n x vocab] for every token, else

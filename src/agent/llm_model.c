@@ -20,6 +20,8 @@ typedef struct llm_ctx {
     void *scratch;
     int32_t *toks;
     float *masked;      /* vocab: logits outside an allowed set at -inf */
+    agent_prefix_cache *prefix; /* the preambles (owned unless shared) */
+    int own_prefix, use_prefix_kv;
 } llm_ctx;
 
 static int lm_encode(void *ctx, const char *text, size_t len, int32_t **ids, size_t *n) {
@@ -39,8 +41,22 @@ static void new_stream(llm_ctx *c, int slot) { c->rngs[slot] = dr_rng_split(&c->
 static int lm_append(void *ctx, int slot, const int32_t *ids, int n) {
     llm_ctx *c = ctx;
     if (slot < 0 || slot >= c->n_slots) return dr_error(DR_ERR_RANGE, "agent llm: slot %d out of range", slot);
-    if (llm_slot_len(c->s, slot) == 0) new_stream(c, slot);
-    if (n <= 0) return DR_OK;
+    if (n <= 0) {
+        if (llm_slot_len(c->s, slot) == 0) new_stream(c, slot);
+        return DR_OK;
+    }
+    if (llm_slot_len(c->s, slot) == 0) {
+        new_stream(c, slot);
+        /* a prompt: its preamble first, always as its own prefill (see prefix_cache.c) */
+        int which, p = agent_prefix_match(c->prefix, ids, n, &which);
+        if (p > 0) {
+            int rc = c->use_prefix_kv ? agent_prefix_start(c->prefix, which, c->s, slot)
+                                      : llm_prefill(c->s, slot, ids, p, NULL, 0);
+            if (rc) return rc;
+            ids += p;
+            n -= p;
+        }
+    }
     return llm_prefill(c->s, slot, ids, n, c->logits + (size_t)slot * c->vocab, 0);
 }
 static int lm_fork(void *ctx, int src, int dst) {
@@ -111,6 +127,7 @@ static void lm_release(void *ctx, int slot) {
 /* Frees what the constructor allocated; also on its failure paths (fields still NULL). */
 static void ctx_free(llm_ctx *c) {
     if (c->s) llm_session_free(c->s);
+    if (c->own_prefix) agent_prefix_cache_free(c->prefix);
     void *owned[] = {c->logits, c->batch, c->rngs, c->scratch, c->masked, c};
     for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(owned[i]);
 }
@@ -150,6 +167,8 @@ int agent_model_llm_new(agent_model *out, const llm_model *m, const tokenizer *t
         goto fail;
     }
     if ((rc = llm_session_new(&c->s, m, c->n_slots, n_ctx))) goto fail;
+    if ((rc = agent_prefix_cache_new(&c->prefix, m, tok))) goto fail;
+    c->own_prefix = c->use_prefix_kv = 1;
     *out = (agent_model){c, c->n_slots, n_ctx, lm_encode, lm_piece, lm_is_eos, lm_append, lm_fork, lm_decode, lm_release};
     return DR_OK;
 fail:
@@ -161,4 +180,17 @@ void agent_model_llm_free(agent_model *mm) {
     if (!mm || !mm->ctx) return;
     ctx_free(mm->ctx);
     memset(mm, 0, sizeof *mm);
+}
+
+void agent_model_llm_share_prefix(agent_model *mm, agent_prefix_cache *share) {
+    llm_ctx *c = mm->ctx;
+    if (!share || share == c->prefix) return;
+    if (c->own_prefix) agent_prefix_cache_free(c->prefix);
+    c->prefix = share;
+    c->own_prefix = 0;
+}
+
+void agent_model_llm_prefix_kv(agent_model *mm, int kv) {
+    llm_ctx *c = mm->ctx;
+    c->use_prefix_kv = kv != 0;
 }

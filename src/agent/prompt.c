@@ -73,22 +73,34 @@ static const char instructions_direct[] =
 const char *agent_prompt_instructions(void) { return instructions; }
 const char *agent_prompt_instructions_direct(void) { return instructions_direct; }
 
+/* Everything before the user's history: the same text for every user of one prompt form. */
+static void put_preamble(dr_buf *b, const agent_prompt_opts *o) {
+    const char *ins = o && o->direct ? instructions_direct : instructions;
+    if (o && o->chat) {
+        dr_buf_puts(b, "<|im_start|>system\n");
+        dr_buf_puts(b, ins);
+        dr_buf_puts(b, "<|im_end|>\n<|im_start|>user\n");
+    } else {
+        dr_buf_puts(b, ins);
+        dr_buf_puts(b, "\n\n");
+    }
+}
+
+int agent_prompt_preamble(const agent_prompt_opts *o, char **out) {
+    dr_buf b = {0};
+    put_preamble(&b, o);
+    *out = dr_buf_take(&b);
+    return *out ? DR_OK : dr_error_code();
+}
+
 int agent_prompt_build(const agent_catalog *c, const int32_t *hist, int64_t n_hist, const agent_prompt_opts *o,
                        char **out) {
     *out = NULL;
     int chat = o ? o->chat : 0;
     int max_hist = o && o->max_hist > 0 ? o->max_hist : AGENT_MAX_HIST;
-    const char *ins = o && o->direct ? instructions_direct : instructions;
     int64_t start = n_hist > max_hist ? n_hist - max_hist : 0;
     dr_buf b = {0};
-    if (chat) {
-        dr_buf_puts(&b, "<|im_start|>system\n");
-        dr_buf_puts(&b, ins);
-        dr_buf_puts(&b, "<|im_end|>\n<|im_start|>user\n");
-    } else {
-        dr_buf_puts(&b, ins);
-        dr_buf_puts(&b, "\n\n");
-    }
+    put_preamble(&b, o);
     if (n_hist - start > 0) {
         dr_buf_puts(&b, "The user's history, oldest first:\n");
         for (int64_t i = start; i < n_hist; i++) {

@@ -30,3 +30,11 @@ void dr_threads_set(int n) {
 }
 
 void dr_threads_init(void) { dr_threads_set(dr_threads()); }
+
+int dr_threads_current(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -61,21 +61,35 @@ int llm_slot_truncate(llm_session *s, int slot, int len) {
     return DR_OK;
 }
 
+/* The KV of src's first len tokens into slot dst of d (same model, so the same row sizes). */
+static void copy_kv(llm_session *d, int dst, const llm_session *s, int src, int len) {
+    const llm_config *c = &s->m->cfg;
+    size_t bytes = (size_t)len * c->n_kv_heads * c->head_dim * sizeof(float);
+    for (int l = 0; l < c->n_layers; l++) {
+        memcpy(kv_at(d, d->kc, l, dst, 0), kv_at(s, s->kc, l, src, 0), bytes);
+        memcpy(kv_at(d, d->vc, l, dst, 0), kv_at(s, s->vc, l, src, 0), bytes);
+    }
+    d->len[dst] = len;
+}
+
 int llm_slot_fork(llm_session *s, int src, const int *dst, int n) {
     if (src < 0 || src >= s->n_slots) return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", src, s->n_slots - 1);
     for (int i = 0; i < n; i++)
         if (dst[i] < 0 || dst[i] >= s->n_slots)
             return dr_error(DR_ERR_RANGE, "slot %d out of range (0..%d)", dst[i], s->n_slots - 1);
-    const llm_config *c = &s->m->cfg;
-    size_t bytes = (size_t)s->len[src] * c->n_kv_heads * c->head_dim * sizeof(float);
-    for (int i = 0; i < n; i++) {
-        if (dst[i] == src) continue;
-        for (int l = 0; l < c->n_layers; l++) {
-            memcpy(kv_at(s, s->kc, l, dst[i], 0), kv_at(s, s->kc, l, src, 0), bytes);
-            memcpy(kv_at(s, s->vc, l, dst[i], 0), kv_at(s, s->vc, l, src, 0), bytes);
-        }
-        s->len[dst[i]] = s->len[src];
-    }
+    for (int i = 0; i < n; i++)
+        if (dst[i] != src) copy_kv(s, dst[i], s, src, s->len[src]);
+    return DR_OK;
+}
+
+int llm_slot_copy(llm_session *dst, int dst_slot, const llm_session *src, int src_slot) {
+    if (dst->m != src->m) return dr_error(DR_ERR_ARG, "llm_slot_copy: the sessions hold different models");
+    if (src_slot < 0 || src_slot >= src->n_slots || dst_slot < 0 || dst_slot >= dst->n_slots)
+        return dr_error(DR_ERR_RANGE, "llm_slot_copy: slot %d -> %d out of range", src_slot, dst_slot);
+    if (src->len[src_slot] > dst->n_ctx)
+        return dr_error(DR_ERR_RANGE, "llm_slot_copy: %d tokens exceed the session context of %d", src->len[src_slot],
+                        dst->n_ctx);
+    if (dst != src || dst_slot != src_slot) copy_kv(dst, dst_slot, src, src_slot, src->len[src_slot]);
     return DR_OK;
 }
 

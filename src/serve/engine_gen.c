@@ -295,6 +295,7 @@ static int step_sample(gen_engine *g, int *slots, int32_t *toks) {
 
 void *serve_gen_engine(void *arg) {
     serve_shared *sh = arg;
+    dr_threads_set(sh->threads);
     gen_engine g = {0};
     g.sh = sh;
     g.tok = sh->tok;

@@ -58,7 +58,9 @@ static int g_decode(void *c, const int *slots, int n, const agent_allow *allow, 
 int serve_agent_model_new(const serve_shared *sh, int n, float temperature, float top_p, uint64_t seed, agent_model *m) {
     if (sh->llm) {
         agent_llm_opts lo = {n, sh->opts.n_ctx, temperature, 0, top_p, seed, 0};
-        return agent_model_llm_new(m, sh->llm, sh->tok, &lo);
+        int rc = agent_model_llm_new(m, sh->llm, sh->tok, &lo);
+        if (!rc) agent_model_llm_share_prefix(m, sh->prefix);
+        return rc;
     }
     serve_remote_opts o = sh->remote;
     o.parallel = n;
@@ -283,6 +285,7 @@ static int compatible(const serve_job *a, const serve_job *b) {
 
 void *serve_rec_engine(void *arg) {
     serve_shared *sh = arg;
+    dr_threads_set(sh->threads);
     int cap = sh->opts.batching ? sh->opts.slots : 1;
     serve_job **batch = calloc((size_t)cap, sizeof *batch);
     serve_job **live = calloc((size_t)cap, sizeof *live);

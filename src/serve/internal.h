@@ -156,6 +156,10 @@ typedef struct serve_shared {
     char *remote_model, *remote_url, *remote_key; /* owned copies behind remote */
     agent_catalog *cat;
     agent_tool tool;
+    /* the prompt preambles' KV, computed once for the server's life: every model of the
+     * recommendation engine starts its prompts from it (used by that thread only) */
+    agent_prefix_cache *prefix;
+    int threads;             /* OpenMP threads of the thread that started the server: the engines use as many */
     int32_t im_end;          /* "<|im_end|>" token or -1 */
     serve_metrics metrics;
 } serve_shared;

@@ -505,11 +505,13 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
         sh->remote.url = sh->remote_url;
         sh->remote.api_key = sh->remote_key;
     }
+    sh->threads = dr_threads_current();
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->cv_work, NULL);
     pthread_cond_init(&sh->cv_done, NULL);
     serve_metrics_init(&sh->metrics);
     if ((rc = agent_catalog_build(in->data, &sh->cat)) || (rc = agent_tool_trm_new(&sh->tool, in->trm, 1))) goto fail;
+    if (sh->llm && (rc = agent_prefix_cache_new(&sh->prefix, sh->llm, sh->tok))) goto fail;
     if (pthread_create(&srv->t_rec, NULL, serve_rec_engine, sh)) {
         rc = dr_error(DR_ERR_INTERNAL, "serve: could not start the recommendation engine thread");
         goto fail;
@@ -560,6 +562,7 @@ void serve_stop(serve_server *srv) {
         }
     agent_tool_trm_free(&sh->tool);
     agent_catalog_free(sh->cat);
+    agent_prefix_cache_free(sh->prefix);
     free(sh->remote_model);
     free(sh->remote_url);
     free(sh->remote_key);

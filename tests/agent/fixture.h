@@ -47,6 +47,11 @@ void fx_model_init(fx_model *fm, agent_model *m, int n_slots, const char *const 
 typedef struct fx_tool { int calls; char last[256]; } fx_tool;
 void fx_tool_init(fx_tool *ft, agent_tool *t);
 
+/* A tiny random LLM (qwen2, dim 32, 2 layers) and a small BPE trained on the prompt's words. */
+struct llm_model;
+struct tokenizer;
+void fx_tiny_llm(struct llm_model **m, struct tokenizer **tok);
+
 /* s with the first occurrence of old replaced by new (heap). */
 char *fx_replace(const char *s, const char *old, const char *new_);
 

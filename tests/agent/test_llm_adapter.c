@@ -9,28 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void tiny(llm_model **m, tokenizer **tok) {
-    const char *corpus_parts[] = {agent_prompt_instructions(), "Heat Casino Toy Story Jumanji Babe crime thriller drama\n",
-                                  "1. Heat\n2. Casino\n3. Se7en\n  - categories: Action, Crime\n"};
-    char corpus[16384] = "";
-    for (int r = 0; r < 4; r++)
-        for (int i = 0; i < 3; i++) strncat(corpus, corpus_parts[i], sizeof corpus - strlen(corpus) - 1);
-    tok_train_opts to = {0};
-    to.vocab_size = 400;
-    CHECK_OK(tok_train(corpus, strlen(corpus), &to, tok));
-    llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(*tok);
-    c.context = 4096;
-    CHECK_OK(llm_model_init_random(m, &c, GGML_TYPE_F32, 0.3f, 5));
-}
-
 /* log-softmax of logits at position p-1 for token t, from a fresh prefill of ids[0..n). */
 static void check_logprobs(const llm_model *m, const int32_t *ids, int n, const uint8_t *mask, const float *lp) {
     llm_session *s;
@@ -57,7 +35,7 @@ static void check_logprobs(const llm_model *m, const int32_t *ids, int n, const 
 TEST(agent_llm_adapter_logprobs_fork_append) {
     llm_model *m;
     tokenizer *tok;
-    tiny(&m, &tok);
+    fx_tiny_llm(&m, &tok);
     agent_model am;
     agent_llm_opts o = {4, 256, 1.0f, 0, 1.0f, 42, 0};
     CHECK_OK(agent_model_llm_new(&am, m, tok, &o));
@@ -130,7 +108,7 @@ static agent_episode *roll(const llm_model *m, const tokenizer *tok, agent_catal
 TEST(agent_llm_adapter_rollout) {
     llm_model *m;
     tokenizer *tok;
-    tiny(&m, &tok);
+    fx_tiny_llm(&m, &tok);
     dr_dataset d;
     fx_dataset(&d);
     agent_catalog *c;
@@ -183,7 +161,7 @@ TEST(agent_llm_adapter_rollout) {
 TEST(agent_llm_adapter_allowed_sets) {
     llm_model *m;
     tokenizer *tok;
-    tiny(&m, &tok);
+    fx_tiny_llm(&m, &tok);
     const int V = m->cfg.vocab;
     const char *prompt = "The user's history:\n1. Heat\n";
     int32_t *ids;

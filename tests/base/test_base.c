@@ -1,5 +1,6 @@
 #include "harness.h"
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <dirent.h>
@@ -178,6 +179,26 @@ TEST(base_jsonl_and_json_file) {
     json_t *back = json_load_file(dr_test_path(dir, "o.json"), 0, &err);
     CHECK_STR(json_string_value(json_object_get(back, "a")), "b");
     json_decref(back);
+}
+
+static void *threads_in_new_thread(void *arg) {
+    int *got = arg;
+    dr_threads_set(got[0]); /* what a library thread does with its starter's count */
+    got[1] = dr_threads_current();
+    return NULL;
+}
+
+TEST(base_threads_current_follows_set) {
+    int before = dr_threads_current();
+    dr_threads_set(1);
+    CHECK_EQ_INT(dr_threads_current(), 1);
+    int got[2] = {dr_threads_current(), 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, threads_in_new_thread, got) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(got[1], 1);
+    dr_threads_set(before);
+    CHECK_EQ_INT(dr_threads_current(), before);
 }
 
 TEST(base_threads_from_env) {

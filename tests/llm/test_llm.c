@@ -453,6 +453,41 @@ TEST(llm_session_errors) {
     llm_model_free(m);
 }
 
+/* A slot copied from another session (the agent's preamble cache) continues exactly as the
+ * session that computed it would: same floats. */
+TEST(llm_slot_copy_between_sessions) {
+    llm_config c = tiny_cfg(LLM_ARCH_QWEN2);
+    llm_model *m, *other;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.3f, 5));
+    CHECK_OK(llm_model_init_random(&other, &c, GGML_TYPE_F32, 0.3f, 6));
+    int32_t t[16];
+    for (int i = 0; i < 16; i++) t[i] = (i * 7 + 3) % c.vocab;
+    llm_session *src, *dst, *ref, *small, *foreign;
+    CHECK_OK(llm_session_new(&src, m, 1, 12));
+    CHECK_OK(llm_session_new(&dst, m, 3, 32));
+    CHECK_OK(llm_session_new(&ref, m, 1, 32));
+    CHECK_OK(llm_session_new(&small, m, 1, 8));
+    CHECK_OK(llm_session_new(&foreign, other, 1, 32));
+    CHECK_OK(llm_prefill(src, 0, t, 12, NULL, 0));
+    CHECK_OK(llm_prefill(dst, 2, t + 8, 5, NULL, 0)); /* replaced by the copy */
+    CHECK_OK(llm_slot_copy(dst, 2, src, 0));
+    CHECK_EQ_INT(llm_slot_len(dst, 2), 12);
+    CHECK_EQ_INT(llm_slot_len(dst, 0), 0);
+    float a[2][50];
+    CHECK_OK(llm_prefill(dst, 2, t + 12, 4, a[0], 0));
+    CHECK_OK(llm_prefill(ref, 0, t, 12, NULL, 0));
+    CHECK_OK(llm_prefill(ref, 0, t + 12, 4, a[1], 0));
+    CHECK(!memcmp(a[0], a[1], sizeof a[0]));
+    CHECK_ERR(llm_slot_copy(foreign, 0, src, 0), DR_ERR_ARG);
+    CHECK_ERR(llm_slot_copy(small, 0, src, 0), DR_ERR_RANGE);
+    CHECK_ERR(llm_slot_copy(dst, 3, src, 0), DR_ERR_RANGE);
+    CHECK_ERR(llm_slot_copy(dst, 0, src, 1), DR_ERR_RANGE);
+    llm_session *all[] = {src, dst, ref, small, foreign};
+    for (int i = 0; i < 5; i++) llm_session_free(all[i]);
+    llm_model_free(m);
+    llm_model_free(other);
+}
+
 /* ---------------------------------------------------------------- sampler */
 TEST(llm_sampler) {
     float lg[6] = {0.1f, 2.0f, -1.0f, 2.0f, 1.0f, 0.5f};
