@@ -130,11 +130,12 @@ check-layers:
 	@tools/check_layers.sh . && tools/check_layers_test.sh && echo "check-layers: ok"
 
 # The layering first; then the suite twice: optimised build and ASan+UBSan build; one summary
-# line at the end.
+# line at the end. The test binaries wait passively, as the deeprec binary does (src/cli/main.c):
+# spinning OpenMP workers cost a shared machine's other jobs (and the suite) their cores.
 test: deps-check check-layers
 	$(MAKE) --no-print-directory tests-bin
 	$(MAKE) --no-print-directory tests-bin BUILD=build/san SAN=1
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DEEPREC_BIN=$(CURDIR)/build/deeprec \
+	OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DEEPREC_BIN=$(CURDIR)/build/deeprec \
 	  tests/run_all.sh $(TEST_BINS) $(patsubst build/%,build/san/%,$(TEST_BINS))
 
 bench: $(BENCH_BINS)
