@@ -188,7 +188,8 @@ static int bench_validation(const dr_dataset *sports) {
 int main(int argc, char **argv) {
     dr_threads_init();
     const char *path = argc > 1 ? argv[1] : "../shared/data/s3rec/Beauty.txt";
-    const int steps = argc > 2 && strcmp(argv[2], "epoch") ? atoi(argv[2]) : 0, train = !(argc > 2 && steps == 0);
+    const int explicit_epoch = argc <= 2 || !strcmp(argv[2], "epoch");
+    const int steps = explicit_epoch ? 0 : atoi(argv[2]), train = explicit_epoch || steps > 0;
     const int only = argc > 3 ? atoi(argv[3]) : 0;
     dr_dataset d;
     const char *src = path;
