@@ -331,24 +331,23 @@ static int serve_call(rollout *ro, seq *s, int *slot_used) {
     return rc;
 }
 
-/* The tokens allowed inside a preference: every token whose text has no newline and holds no
- * protocol tag but the end of the preference. Without them a small model can run one call
- * into the next ("a; b.\nNow c.\n<|begin_of_preference|>c<|end_of_preference|>"), which breaks
- * the balanced-tags rule; a preference is one line of phrases (DESIGN §6). */
-static int build_pref_ok(rollout *ro) {
-    static const char *const tags[] = {AGENT_TAG_THINK,  AGENT_TAG_THINK_END, AGENT_TAG_PREF,       AGENT_TAG_LIST,
-                                       AGENT_TAG_LIST_END, AGENT_TAG_ANSWER,  AGENT_TAG_ANSWER_END, NULL};
+/* The model's tokens whose text holds none of the tags in `banned` (NULL-terminated) and, with
+ * no_newline, no newline; ascending. A piece longer than the buffer holds no tag: it is kept
+ * unless no_newline asks for certainty. */
+static int tokens_without(const agent_model *m, const char *const *banned, int no_newline, int32_t **out, int *n_out) {
     int cap = 1024, n = 0;
     int32_t *ok = dr_malloc((size_t)cap * sizeof *ok);
     char piece[256];
     if (!ok) return dr_error_code();
     for (int32_t id = 0;; id++) {
-        int pl = ro->m->piece(ro->m->ctx, id, piece, sizeof piece - 1);
+        int pl = m->piece(m->ctx, id, piece, sizeof piece - 1);
         if (pl < 0) break;
-        if (pl > (int)sizeof piece - 1) continue; /* longer than any phrase we allow */
-        piece[pl] = 0;
-        int bad = memchr(piece, '\n', (size_t)pl) != NULL;
-        for (int k = 0; tags[k] && !bad; k++) bad = strstr(piece, tags[k]) != NULL;
+        int bad = pl > (int)sizeof piece - 1 && no_newline;
+        if (pl <= (int)sizeof piece - 1) {
+            piece[pl] = 0;
+            bad = no_newline && memchr(piece, '\n', (size_t)pl) != NULL;
+            for (int k = 0; banned[k] && !bad; k++) bad = strstr(piece, banned[k]) != NULL;
+        }
         if (bad) continue;
         if (n == cap) {
             int32_t *g = dr_realloc(ok, (size_t)(cap *= 2), sizeof *ok);
@@ -362,43 +361,34 @@ static int build_pref_ok(rollout *ro) {
     }
     if (n == 0) {
         free(ok);
-        return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: no token can be part of a preference");
+        return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: no token is allowed %s",
+                        no_newline ? "in a preference" : "in free text");
     }
-    ro->pref_ok = ok;
-    ro->n_pref_ok = n;
+    *out = ok;
+    *n_out = n;
     return DR_OK;
 }
 
-/* constrain_tags: the tokens whose text holds no tag invalid in free text, before (ok[0]) and
- * after (ok[1]) the model's AGENT_TAG_THINK_END (agent_rollout_opts.constrain_tags). */
+/* The tokens allowed inside a preference: every token whose text has no newline and holds no
+ * protocol tag but the end of the preference. Without them a small model can run one call
+ * into the next ("a; b.\nNow c.\n<|begin_of_preference|>c<|end_of_preference|>"), which breaks
+ * the balanced-tags rule; a preference is one line of phrases (DESIGN §6). */
+static int build_pref_ok(rollout *ro) {
+    static const char *const tags[] = {AGENT_TAG_THINK,  AGENT_TAG_THINK_END, AGENT_TAG_PREF,       AGENT_TAG_LIST,
+                                       AGENT_TAG_LIST_END, AGENT_TAG_ANSWER,  AGENT_TAG_ANSWER_END, NULL};
+    return tokens_without(ro->m, tags, 1, &ro->pref_ok, &ro->n_pref_ok);
+}
+
+/* constrain_tags: the tokens whose text holds no tag invalid in free text, before (free_ok[0])
+ * and after (free_ok[1]) the model's AGENT_TAG_THINK_END (agent_rollout_opts.constrain_tags).
+ * With constrained titles the rollout writes AGENT_TAG_ANSWER_END, so the model never may. */
 static int build_free_ok(rollout *ro) {
-    static const char *const never[] = {AGENT_TAG_PREF_END, AGENT_TAG_LIST, AGENT_TAG_LIST_END, NULL};
-    static const char *const before[] = {AGENT_TAG_ANSWER, NULL};
-    static const char *const after[] = {AGENT_TAG_THINK, AGENT_TAG_THINK_END, AGENT_TAG_PREF, NULL};
-    char piece[256];
-    int n_vocab = 0;
-    while (ro->m->piece(ro->m->ctx, n_vocab, piece, sizeof piece - 1) >= 0) n_vocab++;
-    for (int w = 0; w < 2; w++) {
-        ro->free_ok[w] = dr_malloc((size_t)(n_vocab ? n_vocab : 1) * sizeof *ro->free_ok[w]);
-        if (!ro->free_ok[w]) return dr_error_code();
-    }
-    for (int32_t id = 0; id < n_vocab; id++) {
-        int pl = ro->m->piece(ro->m->ctx, id, piece, sizeof piece - 1);
-        int bad[2] = {0, 0};
-        if (pl >= 0 && pl <= (int)sizeof piece - 1) { /* a longer piece holds no tag we know of */
-            piece[pl] = 0;
-            for (int k = 0; never[k]; k++) bad[0] |= strstr(piece, never[k]) != NULL;
-            if (ro->constrain) bad[0] |= strstr(piece, AGENT_TAG_ANSWER_END) != NULL;
-            bad[1] = bad[0];
-            for (int k = 0; before[k]; k++) bad[0] |= strstr(piece, before[k]) != NULL;
-            for (int k = 0; after[k]; k++) bad[1] |= strstr(piece, after[k]) != NULL;
-        }
-        for (int w = 0; w < 2; w++)
-            if (!bad[w]) ro->free_ok[w][ro->n_free_ok[w]++] = id;
-    }
-    if (!ro->n_free_ok[0] || !ro->n_free_ok[1])
-        return dr_error(DR_ERR_UNSUPPORTED, "agent_rollout: no token can be part of free text");
-    return DR_OK;
+    const char *end = ro->constrain ? AGENT_TAG_ANSWER_END : NULL;
+    const char *const before[] = {AGENT_TAG_PREF_END, AGENT_TAG_LIST, AGENT_TAG_LIST_END, AGENT_TAG_ANSWER, end, NULL};
+    const char *const after[] = {AGENT_TAG_PREF_END, AGENT_TAG_LIST, AGENT_TAG_LIST_END, AGENT_TAG_THINK,
+                                 AGENT_TAG_THINK_END, AGENT_TAG_PREF, end, NULL};
+    int rc = tokens_without(ro->m, before, 0, &ro->free_ok[0], &ro->n_free_ok[0]);
+    return rc ? rc : tokens_without(ro->m, after, 0, &ro->free_ok[1], &ro->n_free_ok[1]);
 }
 
 /* Text added at [old_len, text_len) of the turn: did `tag` appear ending in it? */
