@@ -27,6 +27,11 @@ typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
  * usage error (message printed). */
 int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
               int *npos);
+/* cli_parse for a command without positional words, with the command's exit decided here
+ * so that every command ends a parse the same way: returns 1 when the command is over
+ * (*exit_code: 0 after --help, 2 after a usage error, printed), else 0. */
+int cli_parse_opts(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, int *exit_code);
+#define CLI_NOPTS(opts) ((int)(sizeof(opts) / sizeof *(opts)))
 /* The accepted range of a numeric option (src/cli/ranges.c), shared by every command. */
 typedef struct cli_range {
     const char *name;

@@ -82,10 +82,10 @@ static int cmd_synth(int argc, char **argv) {
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec agent synth --data DATA.gguf --trm TRM.gguf --out TRAJ.jsonl [--users N] [--seed S]",
-                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec agent synth --data DATA.gguf --trm TRM.gguf --out TRAJ.jsonl [--users N] [--seed S]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data_path || !trm_path || !out) return cli_usage_error("agent synth needs --data, --trm and --out");
     if (users < 0 || tool_k < AGENT_N_REC || max_hist < 1)
         return cli_usage_error("agent synth: --users >= 0, --tool-k >= %d, --max-hist >= 1", AGENT_N_REC);
@@ -294,10 +294,10 @@ static int cmd_recommend(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
         CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
-    int np = 0;
-    int r = cli_parse("deeprec recommend --data DATA.gguf --trm TRM.gguf --llm M.gguf --user U [--json]", argc, argv,
-                      opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec recommend --data DATA.gguf --trm TRM.gguf --llm M.gguf --user U [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data_path || !trm_path || !(llm_path || url.url) || !user)
         return cli_usage_error("recommend needs --data, --trm, --llm (or --llm-url) and --user");
     int split_id = dr_data_split_from_name(split);

@@ -145,12 +145,12 @@ static int cmd_eval(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
         CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
-    int np = 0;
-    int r = cli_parse("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
-                      "[--users N] [--seed S] [--bootstrap 1000] [--paired MODE] [--temp 0] [--samples 1] [--chat] "
-                      "[--tool-k 20] [--json]",
-                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
+                       "[--users N] [--seed S] [--bootstrap 1000] [--paired MODE] [--temp 0] [--samples 1] [--chat] "
+                       "[--tool-k 20] [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     eval_plan pl;
     if ((r = plan_modes(modes, paired, &pl))) return r;
     if (!data_path) return cli_usage_error("eval needs --data");

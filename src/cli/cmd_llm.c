@@ -31,11 +31,11 @@ static int cmd_init(int argc, char **argv) {
         {"--seed", CLI_I64, &seed, "random seed (default 1)"},
         {"--out", CLI_STR, &out, "output GGUF"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm init --arch qwen2 --dim D --layers L --heads H [--kv-heads K] --ffn F "
+    int pr;
+    if (cli_parse_opts("deeprec llm init --arch qwen2 --dim D --layers L --heads H [--kv-heads K] --ffn F "
                        "(--vocab-from TOKENIZER | --vocab N) [--context C] [--type f32|bf16|q8_0] [--seed S] --out M.gguf",
-                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!out) return cli_usage_error("llm init: --out is required");
     if (!dim || !layers || !heads || !ffn) return cli_usage_error("llm init: --dim, --layers, --heads and --ffn are required");
     if (!!vocab_from == !!vocab) return cli_usage_error("llm init: give exactly one of --vocab-from TOKENIZER or --vocab N");
@@ -148,11 +148,11 @@ static int cmd_generate(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "print one JSON object with the samples instead of streaming"},
         {"--exact", CLI_FLAG, &exact, "fp32 activations on quantised weights (default: int8, faster, ~1e-2 off)"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm generate --model M.gguf (--prompt TEXT | --prompt-file F) [--chat] [-n N] [--temp T] "
+    int pr;
+    if (cli_parse_opts("deeprec llm generate --model M.gguf (--prompt TEXT | --prompt-file F) [--chat] [-n N] [--temp T] "
                        "[--top-p P] [--top-k K] [--seed S] [--stop STR]... [--samples G]",
-                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!model_path) return cli_usage_error("llm generate: --model is required");
     if (!!prompt == !!prompt_file) return cli_usage_error("llm generate: give exactly one of --prompt or --prompt-file");
     if (n_new <= 0 || samples <= 0 || samples > 4096) return cli_usage_error("llm generate: -n and --samples must be > 0");
@@ -215,10 +215,10 @@ static int cmd_bench(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "print one JSON object"},
         {"--exact", CLI_FLAG, &exact, "fp32 activations on quantised weights (default: int8, faster)"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm bench --model M.gguf [--prompt-tokens P] [--batch B] [--json]", argc, argv, opts,
-                       (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+    int pr;
+    if (cli_parse_opts("deeprec llm bench --model M.gguf [--prompt-tokens P] [--batch B] [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!model_path) return cli_usage_error("llm bench: --model is required");
     if (P <= 0 || B <= 0 || steps <= 0) return cli_usage_error("llm bench: sizes must be > 0");
     llm_model *m = NULL;

@@ -51,10 +51,10 @@ static int cmd_logits(int argc, char **argv) {
         {"--exact", CLI_FLAG, &exact, "fp32 activations on quantised weights (default: int8, as llm generate)"},
         {"--json", CLI_FLAG, &json, "print one JSON object"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm logits --model M.gguf --tokens \"1 2 3\" [--exact] [--json]", argc, argv, opts,
-                       (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+    int pr;
+    if (cli_parse_opts("deeprec llm logits --model M.gguf --tokens \"1 2 3\" [--exact] [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!model_path) return cli_usage_error("llm logits: --model is required");
     if (!tokens_s) return cli_usage_error("llm logits: --tokens is required");
     int32_t *ids = NULL;

@@ -54,11 +54,11 @@ static int cmd_sft(int argc, char **argv) {
         {"--quiet", CLI_FLAG, &quiet, "no progress bar"},
         {"--json", CLI_FLAG, &json, "print one JSON object with first/last/best loss and tokens/s"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm sft --model M.gguf --data TRAJ.jsonl --out M2.gguf [--lora R] [--epochs E] [--lr LR] "
+    int pr;
+    if (cli_parse_opts("deeprec llm sft --model M.gguf --data TRAJ.jsonl --out M2.gguf [--lora R] [--epochs E] [--lr LR] "
                        "[--batch B] [--max-len T] [--seed S] [--json]",
-                       argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!model_path || !data_path || !out) return cli_usage_error("llm sft: --model, --data and --out are required");
     if (lora < 0 || epochs <= 0 || batch <= 0 || accum <= 0 || max_len < 0)
         return cli_usage_error("llm sft: --lora >= 0, --epochs, --batch, --accum > 0 and --max-len >= 0 required");

@@ -39,10 +39,10 @@ static int cmd_pipeline(int argc, char **argv) {
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "print report.json's object on stdout (instead of the markdown table)"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec pipeline --data D.gguf --out DIR [--budget demo|full|test] [--set KEY=VALUE]... [--resume] [--force] [--json]",
-                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec pipeline --data D.gguf --out DIR [--budget demo|full|test] [--set KEY=VALUE]... [--resume] [--force] [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data || !out) return cli_usage_error("pipeline needs --data and --out");
     if (dr_dist_size() > 1) /* its file stages would run on every rank: docs/distributed.md */
         return cli_usage_error("pipeline does not run under mpirun; run its stages trm train, llm sft, rl and eval "

@@ -153,12 +153,12 @@ static int cmd_rl(int argc, char **argv) {
         {"--quiet", CLI_FLAG, &f.quiet, "no progress display"},
         {"--json", CLI_FLAG, &f.json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [--steps N] "
-                      "[--prompts P] [--samples G] [--lr LR] [--lora R] [--adv reinforce++|grpo] [--kl-beta B] [--seed S] "
-                      "[--resume] [--json]",
-                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [--steps N] "
+                       "[--prompts P] [--samples G] [--lr LR] [--lora R] [--adv reinforce++|grpo] [--kl-beta B] [--seed S] "
+                       "[--resume] [--json]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (cli_rollout_finish(&f.ro)) return 2;
     if (f.stage != 1 && f.stage != 2) return cli_usage_error("rl needs --stage 1 or --stage 2");
     if (!f.data_path || !f.trm_path || !f.llm_path || !f.out) return cli_usage_error("rl needs --data, --trm, --llm and --out");

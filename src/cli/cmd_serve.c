@@ -41,10 +41,10 @@ static int cmd_serve(int argc, char **argv) {
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         CLI_LLM_URL_OPTS(url, "--llm-api-key-env"),
     };
-    int np = 0;
-    int r = cli_parse("deeprec serve --data DATA.gguf --trm TRM.gguf --llm M.gguf [--host 127.0.0.1] [--port 8080]",
-                      argc, argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec serve --data DATA.gguf --trm TRM.gguf --llm M.gguf [--host 127.0.0.1] [--port 8080]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data_path || !trm_path || !(llm_path || url.url))
         return cli_usage_error("serve needs --data, --trm and --llm (or --llm-url)");
     int on = cli_on_off(batch), con;

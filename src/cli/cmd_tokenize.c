@@ -86,10 +86,10 @@ static int cmd_tokenize(int argc, char **argv) {
         {"--no-special", CLI_FLAG, &no_special, "do not parse control tokens such as <|im_end|> in the text"},
         {"--bos", CLI_FLAG, &add_bos, "prepend the BOS token when the tokenizer has one"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm tokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < text",
-                       argc, argv, opts, 5, NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+    int pr;
+    if (cli_parse_opts("deeprec llm tokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < text",
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     int flags = (no_special ? TOK_ENC_NO_SPECIAL : 0) | (add_bos ? TOK_ENC_ADD_BOS : 0);
     return emit_stdin(model, tokjson, lines, emit_ids, flags);
 }
@@ -145,10 +145,10 @@ static int cmd_detokenize(int argc, char **argv) {
         {"--lines", CLI_FLAG, &lines, "each input line of ids -> one output line of text"},
         {"--skip-special", CLI_FLAG, &skip, "leave out control tokens"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm detokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < ids",
-                       argc, argv, opts, 4, NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+    int pr;
+    if (cli_parse_opts("deeprec llm detokenize (--model M.gguf | --tokenizer tokenizer.json) [--lines] < ids",
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     return emit_stdin(model, tokjson, lines, emit_text, skip);
 }
 
@@ -163,10 +163,10 @@ static int cmd_train_tokenizer(int argc, char **argv) {
         {"--min-count", CLI_I64, &min_count, "stop when the best pair occurs fewer times (default 2)"},
         {"--json", CLI_FLAG, &json, "print a JSON summary"},
     };
-    int np = 0;
-    int pr = cli_parse("deeprec llm train-tokenizer --corpus FILE --vocab-size N --out TOK.gguf", argc, argv, opts, 5,
-                       NULL, 0, &np);
-    if (pr) return pr > 0 ? 0 : 2;
+    int pr;
+    if (cli_parse_opts("deeprec llm train-tokenizer --corpus FILE --vocab-size N --out TOK.gguf",
+                       argc, argv, opts, CLI_NOPTS(opts), &pr))
+        return pr;
     if (!corpus || !out || vocab <= 0) return cli_usage_error("--corpus, --vocab-size and --out are required");
     if (cli_claim_output(out, &corpus, 1)) return 1;
     tok_train_opts o = {.vocab_size = vocab, .min_pair_count = min_count, .progress = json ? NULL : stderr};

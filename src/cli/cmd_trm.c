@@ -86,10 +86,10 @@ static int cmd_train(int argc, char **argv) {
         {"--quiet", CLI_FLAG, &quiet, "no progress output"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec trm train --data DATA.gguf --out TRM.gguf [options]", argc, argv, opts,
-                      (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec trm train --data DATA.gguf --out TRM.gguf [options]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data || !out) return cli_usage_error("trm train needs --data and --out");
     if ((c.model = trm_model_kind_from_name(model)) < 0)
         return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
@@ -131,10 +131,10 @@ static int cmd_eval(int argc, char **argv) {
         {"--pref-oracle", CLI_FLAG, &oracle, "pref model: give the target's category words as the preference"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec trm eval --data DATA.gguf --model TRM.gguf [options]", argc, argv, opts,
-                      (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec trm eval --data DATA.gguf --model TRM.gguf [options]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data || !model) return cli_usage_error("trm eval needs --data and --model");
     int sp;
     if ((sp = trm_eval_split_from_name(split)) < 0)
@@ -228,10 +228,10 @@ static int cmd_retrieve(int argc, char **argv) {
         {"--no-mask-history", CLI_FLAG, &no_mask, "allow history items in the result"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec trm retrieve --data DATA.gguf --model TRM.gguf --user U [--pref TEXT] [-k 20]", argc,
-                      argv, opts, (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec trm retrieve --data DATA.gguf --model TRM.gguf --user U [--pref TEXT] [-k 20]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data || !model || (!user && index < 0)) return cli_usage_error("trm retrieve needs --data, --model, --user");
     if (k < 1 || k > 100000) return cli_usage_error("-k must be in 1..100000");
     int split = dr_data_split_from_name(history), test = split == DR_SPLIT_TEST;
@@ -285,10 +285,10 @@ static int cmd_fusion(int argc, char **argv) {
         {"--seed", CLI_I64, &seed, "bootstrap seed (1)"},
         {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
     };
-    int np = 0;
-    int r = cli_parse("deeprec trm fusion --data DATA.gguf --model TRM.gguf [--split test|valid]", argc, argv, opts,
-                      (int)(sizeof opts / sizeof *opts), NULL, 0, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int r;
+    if (cli_parse_opts("deeprec trm fusion --data DATA.gguf --model TRM.gguf [--split test|valid]",
+                       argc, argv, opts, CLI_NOPTS(opts), &r))
+        return r;
     if (!data || !model) return cli_usage_error("trm fusion needs --data and --model");
     int sp;
     if ((sp = trm_eval_split_from_name(split)) < 0 || sp > 1)

@@ -105,6 +105,12 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
     return 0;
 }
 
+int cli_parse_opts(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, int *exit_code) {
+    int r = cli_parse(usage, argc, argv, opts, nopts, NULL, 0, NULL);
+    *exit_code = r > 0 ? 0 : 2;
+    return r != 0;
+}
+
 int cli_weight_type(const char *cmd, const char *name, uint32_t *type) {
     if (!name || !strcmp(name, "f32")) *type = GGML_TYPE_F32;
     else if (!strcmp(name, "f16")) *type = GGML_TYPE_F16;

@@ -151,27 +151,11 @@ static int no_tool(void *ctx, const int32_t *hist, int64_t n_hist, const char *p
     return dr_error(DR_ERR_UNSUPPORTED, "the direct baseline has no retrieval tool");
 }
 
-static int run_trm(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
-    agent_tool tool = {0};
-    int rc = agent_tool_trm_new(&tool, in->trm, 1);
-    if (rc) return rc;
-    dr_progress p;
-    dr_progress_start(&p, o->progress, "eval trm", n, "users");
-    for (int i = 0; i < n && !rc; i++) {
-        const int32_t *hist;
-        int64_t n_hist;
-        int32_t target = dr_data_split_history(in->data, users[i], o->split, &hist, &n_hist);
-        int re, rs;
-        if ((rc = eval_trm_one(in->catalog, &tool, hist, n_hist, target, &re, &rs))) break;
-        sink_user(out, o->samples > 0 ? o->samples : 1, re, rs);
-        dr_progress_update(&p, i + 1);
-    }
-    dr_progress_finish(&p);
-    agent_tool_trm_free(&tool);
-    return rc;
-}
-
-static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
+/* The two modes without a policy score each user's list from the TRM tool alone: the TRM's
+ * own list, or (teacher) the synthesiser's rule over the TRM's lists. One loop serves both so
+ * that they walk the users, split and samples the same way. */
+static int run_tool_only(const eval_inputs *in, const eval_opts *o, const int32_t *users, int n, sink *out) {
+    const int teacher = o->mode == EVAL_TEACHER;
     agent_synth_opts so = {0};
     if (o->synth) {
         so = *o->synth;
@@ -187,16 +171,21 @@ static int run_teacher(const eval_inputs *in, const eval_opts *o, const int32_t 
     int rc = agent_tool_trm_new(&tool, in->trm, 1);
     if (rc) return rc;
     dr_progress p;
-    dr_progress_start(&p, o->progress, "eval teacher", n, "users");
+    dr_progress_start(&p, o->progress, teacher ? "eval teacher" : "eval trm", n, "users");
     for (int i = 0; i < n && !rc; i++) {
         const int32_t *hist;
         int64_t n_hist;
         int32_t target = dr_data_split_history(in->data, users[i], o->split, &hist, &n_hist);
-        /* per user, not per position: the same user gets the same list in any selection */
-        dr_rng ur = dr_rng_split(&base, (uint64_t)users[i]);
-        so.seed = dr_rng_u64(&ur);
         int re, rs;
-        if ((rc = eval_teacher_one(in->catalog, &tool, hist, n_hist, target, &so, &re, &rs))) break;
+        if (teacher) {
+            /* per user, not per position: the same user gets the same list in any selection */
+            dr_rng ur = dr_rng_split(&base, (uint64_t)users[i]);
+            so.seed = dr_rng_u64(&ur);
+            rc = eval_teacher_one(in->catalog, &tool, hist, n_hist, target, &so, &re, &rs);
+        } else {
+            rc = eval_trm_one(in->catalog, &tool, hist, n_hist, target, &re, &rs);
+        }
+        if (rc) break;
         sink_user(out, o->samples > 0 ? o->samples : 1, re, rs);
         dr_progress_update(&p, i + 1);
     }
@@ -363,8 +352,7 @@ int eval_run(const eval_inputs *in, const eval_opts *o, eval_result *r) {
         goto fail;
     }
     double t0 = dr_now();
-    if (o->mode == EVAL_TRM) rc = run_trm(in, o, users + lo, (int)(hi - lo), &out);
-    else if (o->mode == EVAL_TEACHER) rc = run_teacher(in, o, users + lo, (int)(hi - lo), &out);
+    if (o->mode == EVAL_TRM || o->mode == EVAL_TEACHER) rc = run_tool_only(in, o, users + lo, (int)(hi - lo), &out);
     else rc = run_llm(in, o, users + lo, (int)(hi - lo), lo, &out);
     double secs = dr_now() - t0;
     if (rc) goto fail;

@@ -177,11 +177,18 @@ int nn_bce_with_logits(float *loss, float *dlogits, const float *logits, const f
     return DR_OK;
 }
 
-int nn_logprob_gather(float *logp, const float *logits, const int32_t *targets, int N, int V) {
+/* The gather's targets: a negative one is a masked row, only one past the vocabulary is an
+ * error (checked before the parallel loop, which cannot return one). */
+static int check_gather_targets(const char *fn, const int32_t *targets, int N, int V) {
     for (int i = 0; i < N; i++)
         if (targets[i] >= V)
-            return dr_error(DR_ERR_RANGE, "logprob_gather: target %d at row %d is out of range [0, %d)",
-                            (int)targets[i], i, V);
+            return dr_error(DR_ERR_RANGE, "%s: target %d at row %d is out of range [0, %d)", fn, (int)targets[i], i, V);
+    return DR_OK;
+}
+
+int nn_logprob_gather(float *logp, const float *logits, const int32_t *targets, int N, int V) {
+    int rc = check_gather_targets("logprob_gather", targets, N, V);
+    if (rc) return rc;
 #pragma omp parallel for schedule(static) if ((size_t)N * V >= NN_PAR_MIN)
     for (int i = 0; i < N; i++) {
         if (targets[i] < 0) { logp[i] = 0.0f; continue; }
@@ -193,10 +200,8 @@ int nn_logprob_gather(float *logp, const float *logits, const int32_t *targets, 
 
 int nn_logprob_gather_backward(float *dlogits, const float *dlogp, const float *logits,
                                const int32_t *targets, const float *logp, int N, int V) {
-    for (int i = 0; i < N; i++)
-        if (targets[i] >= V)
-            return dr_error(DR_ERR_RANGE, "logprob_gather_backward: target %d at row %d is out of range [0, %d)",
-                            (int)targets[i], i, V);
+    int rc = check_gather_targets("logprob_gather_backward", targets, N, V);
+    if (rc) return rc;
 #pragma omp parallel for schedule(static) if ((size_t)N * V >= NN_PAR_MIN)
     for (int i = 0; i < N; i++) {
         int t = targets[i];
