@@ -11,6 +11,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The limits that serve_opts_default leaves to the user: 2 (printed) when one is out of range. */
+static int check_limits(const serve_opts *so, int64_t max_body) {
+    if (so->port < 0 || so->port > 65535) return cli_usage_error("--port must be in 0..65535");
+    if (so->slots < 1 || so->slots > 64) return cli_usage_error("--slots must be in 1..64");
+    if (max_body < 1 || so->max_queue < 0 || so->max_sessions < 1 || so->max_tokens < 1 || !(so->timeout_s > 0) ||
+        so->n_ctx < 0)
+        return cli_usage_error("--max-body, --max-sessions, --max-tokens and --timeout must be positive, "
+                               "--max-queue and --ctx >= 0");
+    return 0;
+}
+
+/* SIGINT and SIGTERM are waited for (sigwait), so they are blocked before the server's threads
+ * start and inherit the mask; a client that hangs up must not kill the process (SIGPIPE). */
+static void block_stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 static int cmd_serve(int argc, char **argv) {
     serve_opts so;
     serve_opts_default(&so);
@@ -52,12 +73,7 @@ static int cmd_serve(int argc, char **argv) {
     if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, 0, &con))) return r;
     if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
-    if (so.port < 0 || so.port > 65535) return cli_usage_error("--port must be in 0..65535");
-    if (so.slots < 1 || so.slots > 64) return cli_usage_error("--slots must be in 1..64");
-    if (max_body < 1 || so.max_queue < 0 || so.max_sessions < 1 || so.max_tokens < 1 || !(so.timeout_s > 0) ||
-        so.n_ctx < 0)
-        return cli_usage_error("--max-body, --max-sessions, --max-tokens and --timeout must be positive, "
-                               "--max-queue and --ctx >= 0");
+    if ((r = check_limits(&so, max_body))) return r;
     if (!so.api_key && key_env && getenv(key_env)) so.api_key = getenv(key_env);
     int slots = so.slots; /* as asked: the listening line shows it */
     so.max_body = (size_t)max_body;
@@ -68,18 +84,9 @@ static int cmd_serve(int argc, char **argv) {
     serve_server *srv = NULL;
     int rc;
     if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path))) goto done;
-    /* the signals are waited for here; block them before the server's threads inherit the mask */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    serve_remote_opts remote = {0};
-    remote.url = url.url;
-    remote.model = url.model;
-    remote.api_key = url.key_env ? getenv(url.key_env) : NULL;
-    remote.parallel = url.parallel;
+    block_stop_signals(&set);
+    serve_remote_opts remote = cli_llm_url_remote(&url);
     serve_inputs sin = {&in.data, in.trm, in.llm, in.tok, url.url ? &remote : NULL};
     if ((rc = serve_start(&srv, &sin, &so))) goto done;
     printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,

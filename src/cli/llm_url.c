@@ -1,6 +1,5 @@
 /* --llm-url and its companions: checked here, the model built by the serve library. */
 #include "llm_url.h"
-#include "deeprec/serve.h"
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,12 +23,17 @@ int cli_llm_url_check(const cli_llm_url *u, int have_llm, const char *constrain,
     return 0;
 }
 
-int cli_llm_url_model(const cli_llm_url *u, double temp, double top_p, uint64_t seed, int max_tokens, agent_model *out) {
+serve_remote_opts cli_llm_url_remote(const cli_llm_url *u) {
     serve_remote_opts o = {0};
     o.url = u->url;
     o.model = u->model;
     o.api_key = u->key_env ? getenv(u->key_env) : NULL;
     o.parallel = u->parallel;
+    return o;
+}
+
+int cli_llm_url_model(const cli_llm_url *u, double temp, double top_p, uint64_t seed, int max_tokens, agent_model *out) {
+    serve_remote_opts o = cli_llm_url_remote(u);
     o.temperature = (float)temp;
     o.top_p = (float)top_p;
     o.seed = seed;

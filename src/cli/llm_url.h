@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "deeprec/agent.h"
+#include "deeprec/serve.h"
 
 typedef struct cli_llm_url {
     const char *url, *model, *key_env;
@@ -23,6 +24,9 @@ typedef struct cli_llm_url {
  * --constrain value (NULL = not given). *constrained gets the switch: off with a URL (a server
  * gives no logits; a note says so on stderr unless quiet), else the --constrain value. */
 int cli_llm_url_check(const cli_llm_url *u, int have_llm, const char *constrain, int quiet, int *constrained);
+/* The server's address, model, key (read from the environment) and parallelism as the serve
+ * library takes them; the sampling fields are left zero for the caller. */
+serve_remote_opts cli_llm_url_remote(const cli_llm_url *u);
 /* The remote model (serve_remote_model_new); 0 or the exit code 1 with the error printed. */
 int cli_llm_url_model(const cli_llm_url *u, double temp, double top_p, uint64_t seed, int max_tokens, agent_model *out);
 
