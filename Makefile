@@ -97,11 +97,17 @@ $(BUILD)/obj/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# Test fixtures shared by several modules' tests (tests/common: the tiny random LLM), linked
+# into the test binaries of the modules named here, each of which links llm, text and agent.
+TEST_COMMON := $(wildcard tests/common/*.c)
+TEST_COMMON_USERS := agent rl serve
+test_srcs_of = $(wildcard tests/$(1)/*.c) tests/harness.c $(if $(filter $(1),$(TEST_COMMON_USERS)),$(TEST_COMMON))
+
 define MODULE_RULES
 $(call lib_of,$(1)): $(call objs_of,$(1))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
-$(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(wildcard tests/$(1)/*.c) tests/harness.c) $(call libs_for,$(1) $(DEPS_$(1))) Makefile
+$(BUILD)/tests/test_$(1): $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(call test_srcs_of,$(1))) $(call libs_for,$(1) $(DEPS_$(1))) Makefile
 	@mkdir -p $$(dir $$@)
 	$(CC) -o $$@ $$(filter %.o,$$^) -Wl,--start-group $$(filter %.a,$$^) -Wl,--end-group $(LDLIBS)
 endef

@@ -1,5 +1,6 @@
 #include "fixture.h"
 #include "harness.h"
+#include "common/tiny_llm.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "deeprec/tokenizer.h"
@@ -301,26 +302,13 @@ void fx_hash_tool_init(fx_hash_tool *ht, agent_tool *t, int n_items) {
     *t = (agent_tool){ht, fx_hash_retrieve};
 }
 
-/* A random qwen2 (dim 32, 2 layers, F32) with a 400-token BPE trained on the instructions and
- * some titles, so prompts are a few hundred tokens. */
+/* A 400-token BPE trained on the instructions and some titles, so prompts are a few hundred
+ * tokens, under the tests' tiny random qwen2. */
 void fx_tiny_llm(llm_model **m, tokenizer **tok) {
     const char *corpus_parts[] = {agent_prompt_instructions(), "Heat Casino Toy Story Jumanji Babe crime thriller drama\n",
                                   "1. Heat\n2. Casino\n3. Se7en\n  - categories: Action, Crime\n"};
     char corpus[16384] = "";
     for (int r = 0; r < 4; r++)
         for (int i = 0; i < 3; i++) strncat(corpus, corpus_parts[i], sizeof corpus - strlen(corpus) - 1);
-    tok_train_opts to = {0};
-    to.vocab_size = 400;
-    CHECK_OK(tok_train(corpus, strlen(corpus), &to, tok));
-    llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(*tok);
-    c.context = 4096;
-    CHECK_OK(llm_model_init_random(m, &c, GGML_TYPE_F32, 0.3f, 5));
+    tx_tiny_llm(corpus, 400, 4096, 0.3f, m, tok);
 }

@@ -1,16 +1,10 @@
 #include "rl_fixture.h"
 #include "harness.h"
+#include "common/tiny_llm.h"
 #include "deeprec/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-const char *const rlx_titles[12] = {"Heat", "Casino", "Se7en", "The Usual Suspects", "GoldenEye", "Babe",
-                                    "Jumanji", "Four Rooms", "Toy Story", "Apollo 13", "Fargo", "Alien"};
-static const char *const rlx_cats[12] = {"Action|Crime|Thriller", "Crime|Drama", "Mystery|Thriller",
-                                         "Crime|Mystery|Thriller", "Action|Adventure", "Children|Drama",
-                                         "Adventure|Children", "Comedy", "Animation|Children|Comedy",
-                                         "Adventure|Drama", "Crime|Drama|Thriller", "Horror|Sci-Fi"};
 
 void rlx_dataset(dr_dataset *d, int n_users) {
     dr_data_builder *b = dr_data_builder_new();
@@ -33,7 +27,7 @@ void rlx_dataset(dr_dataset *d, int n_users) {
     for (int it = 0; it < 12; it++) {
         char is[16];
         snprintf(is, sizeof is, "m%d", it);
-        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), rlx_titles[it], -1, rlx_cats[it], -1));
+        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), tx_movie_titles[it], -1, tx_movie_cats[it], -1));
     }
     dr_data_filter f = {0};
     CHECK_OK(dr_data_builder_finish(b, &f, d));
@@ -57,30 +51,8 @@ trm_model *rlx_trm(const dr_dataset *d) {
 
 void rlx_llm(llm_model **m, tokenizer **tok) {
     static char corpus[32768];
-    corpus[0] = 0;
-    for (int r = 0; r < 3; r++) {
-        strncat(corpus, agent_prompt_instructions(), sizeof corpus - strlen(corpus) - 1);
-        for (int i = 0; i < 12; i++) {
-            strncat(corpus, rlx_titles[i], sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, "\n  - categories: ", sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, rlx_cats[i], sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, "\n", sizeof corpus - strlen(corpus) - 1);
-        }
-    }
-    tok_train_opts to = {0};
-    to.vocab_size = 1000;
-    CHECK_OK(tok_train(corpus, strlen(corpus), &to, tok));
-    llm_config c;
-    llm_config_default(&c, LLM_ARCH_QWEN2);
-    c.dim = 32;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 8;
-    c.ffn = 64;
-    c.vocab = tok_vocab_size(*tok);
-    c.context = 2048;
-    CHECK_OK(llm_model_init_random(m, &c, GGML_TYPE_F32, 0.2f, 5));
+    tx_movie_corpus(corpus, sizeof corpus);
+    tx_tiny_llm(corpus, 1000, 2048, 0.2f, m, tok);
     /* through a file, as every model the trainer gets and writes: loading adds the end-of-
      * generation tokens the vocabulary names, which a resumed run's checkpoint then agrees on */
     char path[600];

@@ -9,9 +9,8 @@
 #include "deeprec/tokenizer.h"
 #include "deeprec/trm.h"
 
-/* 12 titled movies with categories (ids assigned by the builder: look them up by title), n_users users with
- * 6..12 interactions each (deterministic). */
-extern const char *const rlx_titles[12];
+/* The 12 films of tests/common (tx_movie_titles) with their categories (ids assigned by the builder:
+ * look them up by title), n_users users with 6..12 interactions each (deterministic). */
 void rlx_dataset(dr_dataset *d, int n_users);
 /* Random pref TRM for d (dim 16). */
 trm_model *rlx_trm(const dr_dataset *d);

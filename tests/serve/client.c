@@ -1,5 +1,6 @@
 #include "client.h"
 #include "harness.h"
+#include "common/tiny_llm.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/gguf.h"
@@ -16,25 +17,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static const char *const titles[12] = {"Heat", "Casino", "Se7en", "The Usual Suspects", "GoldenEye", "Babe",
-                                       "Jumanji", "Four Rooms", "Toy Story", "Apollo 13", "Fargo", "Alien"};
-static const char *const cats[12] = {"Action|Crime|Thriller", "Crime|Drama", "Mystery|Thriller",
-                                     "Crime|Mystery|Thriller", "Action|Adventure", "Children|Drama",
-                                     "Adventure|Children", "Comedy", "Animation|Children|Comedy",
-                                     "Adventure|Drama", "Crime|Drama|Thriller", "Horror|Sci-Fi"};
-
-void sv_tiny_config(llm_config *c, int vocab, int context) {
-    llm_config_default(c, LLM_ARCH_QWEN2);
-    c->dim = 32;
-    c->n_layers = 2;
-    c->n_heads = 4;
-    c->n_kv_heads = 2;
-    c->head_dim = 8;
-    c->ffn = 64;
-    c->vocab = vocab;
-    c->context = context;
-}
 
 void sv_fixture(const char *dir) {
     if (dr_file_exists(dr_test_path(dir, "llm.gguf"))) return;
@@ -55,7 +37,7 @@ void sv_fixture(const char *dir) {
     for (int it = 0; it < 12; it++) {
         char is[16];
         snprintf(is, sizeof is, "m%d", it);
-        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), titles[it], -1, cats[it], -1));
+        CHECK_OK(dr_data_builder_item_text(b, is, strlen(is), tx_movie_titles[it], -1, tx_movie_cats[it], -1));
     }
     dr_data_filter f = {0};
     dr_dataset d;
@@ -78,24 +60,10 @@ void sv_fixture(const char *dir) {
     trm_model_free(tm);
 
     static char corpus[32768];
-    corpus[0] = 0;
-    for (int k = 0; k < 3; k++) {
-        strncat(corpus, agent_prompt_instructions(), sizeof corpus - strlen(corpus) - 1);
-        for (int i = 0; i < 12; i++) {
-            strncat(corpus, titles[i], sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, "\n  - categories: ", sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, cats[i], sizeof corpus - strlen(corpus) - 1);
-            strncat(corpus, "\n", sizeof corpus - strlen(corpus) - 1);
-        }
-    }
-    tok_train_opts to = {0};
-    to.vocab_size = 600;
+    tx_movie_corpus(corpus, sizeof corpus);
     tokenizer *tok;
-    CHECK_OK(tok_train(corpus, strlen(corpus), &to, &tok));
-    llm_config c;
-    sv_tiny_config(&c, tok_vocab_size(tok), 2048);
     llm_model *m;
-    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.2f, 5));
+    tx_tiny_llm(corpus, 600, 2048, 0.2f, &m, &tok);
     CHECK_OK(llm_model_save(m, tok, dr_test_path(dir, "llm.gguf")));
     llm_model_free(m);
     tok_free(tok);

@@ -10,9 +10,6 @@
 /* data.gguf, trm.gguf, llm.gguf (12 titled movies, 30 users, a random pref TRM, a random tiny
  * qwen2 with a trained BPE tokenizer) in dir; built once per test binary. */
 void sv_fixture(const char *dir);
-/* The fixtures' tiny qwen2 shape (dim 32, 2 layers, 4 heads, 2 KV heads). */
-#include "deeprec/llm.h"
-void sv_tiny_config(llm_config *c, int vocab, int context);
 
 typedef struct sv_server {
     pid_t pid;

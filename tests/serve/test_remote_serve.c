@@ -7,6 +7,7 @@
 #include "client.h"
 #include "fake_llm.h"
 #include "harness.h"
+#include "common/tiny_llm.h"
 #include "deeprec/agent.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
@@ -38,7 +39,7 @@ static const char *byte_fixture(const char *dir) {
     tokenizer *tok;
     CHECK_OK(tok_train(text, strlen(text), &to, &tok));
     llm_config c;
-    sv_tiny_config(&c, tok_vocab_size(tok), 8192);
+    tx_tiny_config(&c, tok_vocab_size(tok), 8192);
     llm_model *m;
     CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.2f, 9));
     CHECK(m->output.type == GGML_TYPE_F32);
