@@ -136,7 +136,7 @@ check-layers:
 	@tools/check_layers.sh . && tools/check_layers_test.sh && echo "check-layers: ok"
 
 # The layering first; then the suite twice: optimised build and ASan+UBSan build; one summary
-# line at the end. The test binaries wait passively, as the deeprec binary does (src/cli/main.c):
+# line at the end. The test binaries wait passively, as deeprec and the benches do (dr_threads_prefer_passive):
 # spinning OpenMP workers cost a shared machine's other jobs (and the suite) their cores.
 test: deps-check check-layers
 	$(MAKE) --no-print-directory tests-bin

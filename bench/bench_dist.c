@@ -249,6 +249,7 @@ static void bench_rl(const char *dir, const dr_dataset *d, llm_model *lm, tokeni
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     if (dr_dist_init(&argc, &argv)) {
         fprintf(stderr, "bench_dist: %s\n", dr_error_message());
         return 1;

@@ -24,6 +24,7 @@ static long peak_rss_mb(void) {
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     int64_t n = argc > 1 ? atoll(argv[1]) : 10000000;
     const char *dir = argc > 2 ? argv[2] : "/tmp";
     int64_t n_users = n / 12 + 1, n_items = n / 40 + 1;

@@ -73,6 +73,7 @@ static int run(const llm_config *c, uint32_t type, int lora, int B, int T, int s
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     int layers = 4, steps = 2, json = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {

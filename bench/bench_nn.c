@@ -125,7 +125,8 @@ static void print_load(const char *when) {
     printf("load average (1 min) %s: %.2f\n", when, l1);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     dr_threads_init();
     print_load("at start");
     dr_rng r;

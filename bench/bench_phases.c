@@ -114,6 +114,7 @@ static int run(const setup *s, int slots, int kv) {
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL;
     int n_users = 48, slots = 8, max_hist = 20, tool_k = 20;
     for (int i = 1; i + 1 < argc; i++) {

@@ -104,6 +104,7 @@ static int compare(const llm_model *m, agent_prefix_cache *pc, const int32_t *id
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *llm_path = NULL;
     int n_users = 100, max_hist = 20, chat = 0;
     for (int i = 1; i < argc; i++) {

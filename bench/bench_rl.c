@@ -68,6 +68,7 @@ static void step_cb(void *ctx, const rl_step_stats *s) {
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL;
     int prompts = 8, samples = 4, steps = 2, max_tokens = 384, micro = 2, lora = 0, max_hist = 10, ctx = 2048;
     for (int i = 1; i + 1 < argc; i += 2) {

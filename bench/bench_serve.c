@@ -121,6 +121,7 @@ static double run(int port, const char *label, const char *path, const char *mod
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *only = "trm,deeprec,completions";
     int clients = 8, requests = 32, max_tokens = 32, slots = 8, chat = 0;
     for (int i = 1; i < argc; i++) {

@@ -186,6 +186,7 @@ static int bench_validation(const dr_dataset *sports) {
 }
 
 int main(int argc, char **argv) {
+    dr_threads_prefer_passive(argv);
     dr_threads_init();
     const char *path = argc > 1 ? argv[1] : "../shared/data/s3rec/Beauty.txt";
     const int explicit_epoch = argc <= 2 || !strcmp(argv[2], "epoch");

@@ -234,6 +234,13 @@ void dr_threads_set(int n);
  * thread started with pthread_create gets the default (all cores), not what dr_threads_set gave
  * the thread that started it, so a library thread doing model work applies its starter's count. */
 int dr_threads_current(void);
+/* For a program's main, first thing: OpenMP workers spin between parallel regions by default,
+ * and on a shared machine (or where OpenBLAS and our loops alternate) the spinning steals the
+ * cores doing the work. libgomp reads OMP_WAIT_POLICY when it loads, before main, so this
+ * re-executes the program once (/proc/self/exe, same argv) with OMP_WAIT_POLICY=passive. An
+ * OMP_WAIT_POLICY already in the environment is respected (active can be measured that way);
+ * then, and when the re-execution fails, it returns with nothing changed but the variable. */
+void dr_threads_prefer_passive(char **argv);
 
 /* ---------- timers ---------- */
 double dr_now(void); /* monotonic seconds */

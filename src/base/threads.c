@@ -1,4 +1,5 @@
-/* Thread count: DEEPREC_THREADS or the number of cores, applied to OpenMP and OpenBLAS. */
+/* Thread count: DEEPREC_THREADS or the number of cores, applied to OpenMP and OpenBLAS; the
+ * OpenMP wait policy of the programs (deeprec, the benches). */
 #include "deeprec/base.h"
 #include "deeprec/dist.h"
 #include <stdlib.h>
@@ -37,4 +38,12 @@ int dr_threads_current(void) {
 #else
     return 1;
 #endif
+}
+
+/* Measured: a SASRec step on 2 threads ran at 13% of sgemm with a second job on the machine,
+ * 42% with passive waiting (docs/llm.md has the decode figures of each policy). */
+void dr_threads_prefer_passive(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: carry on as we are */
 }

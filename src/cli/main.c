@@ -3,7 +3,6 @@
 #include "deeprec/dist.h"
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef struct { const char *name; const char *summary; cli_fn fn; } command;
 static command commands[64];
@@ -40,17 +39,6 @@ int cli_usage_error(const char *fmt, ...) {
     return 2;
 }
 
-/* OpenMP workers spin between parallel regions by default; when the machine is shared
- * (or OpenBLAS and our loops alternate) the spinning steals the cores doing the work: a
- * SASRec step on 2 threads ran at 13% of sgemm with a second job on the machine, 42% with
- * passive waiting. libgomp reads OMP_WAIT_POLICY when it loads, before main, so the
- * policy is set by re-executing once. An explicit OMP_WAIT_POLICY is respected. */
-static void prefer_passive_waiting(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: carry on as we are */
-}
-
 /* Under MPI: rank 0 alone prints results and logs; a command failing on any rank ends
  * every rank (the others may be waiting for it in a collective). */
 static int run_command(cli_fn fn, int argc, char **argv) {
@@ -60,7 +48,7 @@ static int run_command(cli_fn fn, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    prefer_passive_waiting(argv);
+    dr_threads_prefer_passive(argv);
     qsort(commands, (size_t)n_commands, sizeof *commands, cmp_cmd);
     if (dr_dist_init(&argc, &argv)) {
         fprintf(stderr, "deeprec: error: %s\n", dr_error_message());

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -199,6 +200,20 @@ TEST(base_threads_current_follows_set) {
     CHECK_EQ_INT(got[1], 1);
     dr_threads_set(before);
     CHECK_EQ_INT(dr_threads_current(), before);
+}
+
+/* A policy asked for in the environment (how `active` is measured) is kept: no re-execution,
+ * the variable as it was. */
+TEST(base_threads_explicit_wait_policy_is_kept) {
+    const char *was = getenv("OMP_WAIT_POLICY");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("OMP_WAIT_POLICY", "active", 1);
+    char *argv[] = {"test_base", NULL};
+    dr_threads_prefer_passive(argv); /* would not return had it re-executed */
+    CHECK_STR(getenv("OMP_WAIT_POLICY"), "active");
+    if (saved) setenv("OMP_WAIT_POLICY", saved, 1);
+    else unsetenv("OMP_WAIT_POLICY");
+    free(saved);
 }
 
 TEST(base_threads_from_env) {
