@@ -22,14 +22,13 @@ typedef struct cli_opt {
 } cli_opt;
 typedef struct cli_strs { const char *v[64]; int n; } cli_strs;
 
-/* Parses options into their destinations; non-option words go to pos[] (at most
- * max_pos). Prints usage on --help (returns 1: caller exits 0). Returns -1 on a
- * usage error (message printed). */
-int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
-              int *npos);
-/* cli_parse for a command without positional words, with the command's exit decided here
- * so that every command ends a parse the same way: returns 1 when the command is over
- * (*exit_code: 0 after --help, 2 after a usage error, printed), else 0. */
+/* Parses options into their destinations and the other words into words[] (at most max_words;
+ * *n_words gets their count, when not NULL). Returns 1 when the command is over, its exit code
+ * in *exit_code: 0 after --help (usage printed), 2 after a usage error (printed); else 0. One
+ * rule for every command, so that --help and a bad option end them all alike. */
+int cli_parse_words(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **words,
+                    int max_words, int *n_words, int *exit_code);
+/* cli_parse_words for a command that takes no words. */
 int cli_parse_opts(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, int *exit_code);
 #define CLI_NOPTS(opts) ((int)(sizeof(opts) / sizeof *(opts)))
 /* The accepted range of a numeric option (src/cli/ranges.c), shared by every command. */

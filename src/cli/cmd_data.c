@@ -67,10 +67,10 @@ static int cmd_import(int argc, char **argv) {
         {"--json", CLI_FLAG, &json, "print a JSON summary on stdout"},
     };
     const char *pos[64];
-    int npos = 0;
-    int r = cli_parse("deeprec data import --format F --input PATH [PATH...] --out DATA.gguf [options]", argc, argv,
-                      opts, (int)(sizeof opts / sizeof *opts), pos, 64, &npos);
-    if (r) return r > 0 ? 0 : 2;
+    int npos = 0, r;
+    if (cli_parse_words("deeprec data import --format F --input PATH [PATH...] --out DATA.gguf [options]", argc, argv,
+                        opts, CLI_NOPTS(opts), pos, 64, &npos, &r))
+        return r;
     const char *in[128];
     int nin = 0;
     for (int i = 0; i < inputs.n; i++) in[nin++] = inputs.v[i];
@@ -121,9 +121,8 @@ static int cmd_stats(int argc, char **argv) {
     int json = 0;
     cli_opt opts[] = {{"--json", CLI_FLAG, &json, "one JSON object on stdout"}};
     const char *pos[1];
-    int npos = 0;
-    int r = cli_parse("deeprec data stats DATA.gguf [--json]", argc, argv, opts, 1, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
+    int npos = 0, r;
+    if (cli_parse_words("deeprec data stats DATA.gguf [--json]", argc, argv, opts, 1, pos, 1, &npos, &r)) return r;
     if (npos != 1) return cli_usage_error("data stats: give one dataset file");
     dr_dataset d;
     if (dr_data_load(&d, pos[0])) return cli_fail();
@@ -145,9 +144,9 @@ static int cmd_show(int argc, char **argv) {
                       {"--index", CLI_INT, &index, "internal user number (0-based) instead of --user"},
                       {"--json", CLI_FLAG, &json, "one JSON object on stdout"}};
     const char *pos[1];
-    int npos = 0;
-    int r = cli_parse("deeprec data show DATA.gguf --user U [--json]", argc, argv, opts, 3, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
+    int npos = 0, r;
+    if (cli_parse_words("deeprec data show DATA.gguf --user U [--json]", argc, argv, opts, 3, pos, 1, &npos, &r))
+        return r;
     if (npos != 1) return cli_usage_error("data show: give one dataset file");
     if (!user && index < 0) return cli_usage_error("data show: --user U (or --index N) is required");
     dr_dataset d;

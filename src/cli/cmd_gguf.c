@@ -239,10 +239,8 @@ static int cmd_gguf_info(int argc, char **argv) {
     int as_json = 0;
     cli_opt opts[] = {{"--json", CLI_FLAG, &as_json, "print one JSON object"}};
     const char *pos[1];
-    int npos = 0;
-    int r = cli_parse("deeprec gguf info FILE [--json]", argc, argv, opts, 1, pos, 1, &npos);
-    if (r == 1) return 0;
-    if (r < 0) return 2;
+    int npos = 0, r;
+    if (cli_parse_words("deeprec gguf info FILE [--json]", argc, argv, opts, 1, pos, 1, &npos, &r)) return r;
     if (npos != 1) return cli_usage_error("gguf info: expected one FILE (usage: deeprec gguf info FILE [--json])");
     gguf_file f;
     if (gguf_open(&f, pos[0])) return cli_fail();

@@ -180,10 +180,10 @@ static int cmd_rl(int argc, char **argv) {
 static int cmd_rl_curve(int argc, char **argv) {
     const char *out = NULL, *pos[8];
     cli_opt opts[] = {{"--out", CLI_STR, &out, "SVG to write"}};
-    int np = 0;
-    int r = cli_parse("deeprec rl curve METRICS.jsonl [STAGE2.metrics.jsonl ...] --out CURVE.svg", argc, argv, opts,
-                      (int)(sizeof opts / sizeof *opts), pos, 8, &np);
-    if (r) return r > 0 ? 0 : 2;
+    int np = 0, r;
+    if (cli_parse_words("deeprec rl curve METRICS.jsonl [STAGE2.metrics.jsonl ...] --out CURVE.svg", argc, argv, opts,
+                        CLI_NOPTS(opts), pos, 8, &np, &r))
+        return r;
     if (!out || np < 1) return cli_usage_error("rl curve needs the JSON lines of rl (stage 1 first) and --out");
     if (cli_claim_output(out, pos, np)) return 1;
     if (rl_curve_svg(pos, np, out)) return cli_fail();

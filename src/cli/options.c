@@ -26,8 +26,9 @@ static void print_usage(const char *usage, const cli_opt *opts, int nopts) {
     }
 }
 
-int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos, int max_pos,
-              int *npos) {
+/* 0, 1 after --help (usage printed), -1 after a usage error (printed). */
+static int parse(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **pos,
+                 int max_pos, int *npos) {
     int np = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -105,10 +106,15 @@ int cli_parse(const char *usage, int argc, char **argv, const cli_opt *opts, int
     return 0;
 }
 
-int cli_parse_opts(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, int *exit_code) {
-    int r = cli_parse(usage, argc, argv, opts, nopts, NULL, 0, NULL);
+int cli_parse_words(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, const char **words,
+                    int max_words, int *n_words, int *exit_code) {
+    int r = parse(usage, argc, argv, opts, nopts, words, max_words, n_words);
     *exit_code = r > 0 ? 0 : 2;
     return r != 0;
+}
+
+int cli_parse_opts(const char *usage, int argc, char **argv, const cli_opt *opts, int nopts, int *exit_code) {
+    return cli_parse_words(usage, argc, argv, opts, nopts, NULL, 0, NULL, exit_code);
 }
 
 int cli_weight_type(const char *cmd, const char *name, uint32_t *type) {

@@ -1,6 +1,6 @@
 /* The accepted range of every numeric option, by name, in one table: the same flag means
  * the same range in every command (the rollout options of recommend, eval, rl and agent
- * synth; the training options of trm train, llm sft and rl). cli_parse checks each value
+ * synth; the training options of trm train, llm sft and rl). The option parser checks each value
  * given on the command line against it, and --help prints it. NaN and infinities are
  * never accepted. A value a command documents as special (0 = off, 0 = default) is
  * inside its range; what a command cannot know from the flag alone (a LoRA rank against
