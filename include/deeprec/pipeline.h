@@ -66,6 +66,9 @@ typedef struct pipeline_budget {
     int trm_dim, trm_layers, trm_max_len;
     int trm_max_steps;      /* per epoch (0 = all batches; tests only) */
     double trm_pref_empty;  /* pref TRM: probability of an empty pseudo-preference in training */
+    int trm_pref_init;      /* 1: the pref TRM (trm.gguf) starts from the trained SASRec (sasrec.gguf,
+                               trm_model_init_from) instead of random weights; not the held-out
+                               env_trm.gguf, which must not see the items the SASRec was trained on */
     int env_holdout;        /* > 0: the warm start and RL use env_trm.gguf, a pref TRM trained without
                                each user's last 2 + env_holdout items, and the warm start's positions
                                are among the last env_holdout train items, so the agent trains against

@@ -97,6 +97,12 @@ typedef struct trm_model trm_model;
 /* A randomly initialised model for dataset d (the pref model takes the item
  * text of d: titles and categories). */
 int trm_model_new(trm_model **out, const trm_config *cfg, const struct dr_dataset *d, uint64_t seed);
+/* Starts m from a trained model: every tensor of src with the same name and shape is copied
+ * into m. A pref model started from a SASRec gets its item-text projection zeroed, so its items
+ * and, with an empty preference, its scores start where the SASRec's are (up to the user
+ * LayerNorm applied to an already normalised vector); the text and preference channels then
+ * learn on top. Fails when no tensor matches or the dimensions differ. */
+int trm_model_init_from(trm_model *m, const trm_model *src);
 void trm_model_free(trm_model *m);
 const trm_config *trm_model_config(const trm_model *m);
 /* DR_OK when m was made for dataset d (same item count), else DR_ERR_ARG naming both

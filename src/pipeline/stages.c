@@ -32,9 +32,15 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
                kind == TRM_PREF ? "pref" : "sasrec", b->trm_max_epochs, b->trm_patience, b->trm_batch, b->trm_dim,
                b->trm_layers, b->trm_max_len, b->trm_max_steps);
     if (kind == TRM_PREF) pl_key_add(&k, "pref_empty %.17g\n", b->trm_pref_empty);
+    const int from_sasrec = kind == TRM_PREF && holdout == 0 && b->trm_pref_init;
+    char sasrec[PL_PATH];
+    pl_path(p, "sasrec.gguf", sasrec);
+    if (from_sasrec) pl_key_add(&k, "started from the SASRec\n");
     if (holdout > 0) pl_key_add(&k, "trained without each user's last %d items\n", 2 + holdout);
     int rc, reuse, resume;
-    if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_step_begin(p, out, &k, &reuse, &resume))) return rc;
+    if ((rc = pl_key_input(&k, p->o->data)) || (from_sasrec && (rc = pl_key_input(&k, sasrec))) ||
+        (rc = pl_step_begin(p, out, &k, &reuse, &resume)))
+        return rc;
     if (reuse) return DR_OK;
     char rp[PL_PATH + 32];
     snprintf(rp, sizeof rp, "%s.resume.gguf", out);
@@ -69,6 +75,12 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     trm_model *m = NULL;
     trm_train_result tr;
     rc = trm_model_new(&m, &c, d, 1);
+    if (!rc && from_sasrec) {
+        trm_model *src = NULL;
+        rc = trm_load(&src, sasrec);
+        if (!rc) rc = trm_model_init_from(m, src);
+        trm_model_free(src);
+    }
     if (!rc) rc = trm_train(m, d, &o, &tr);
     trm_model_free(m);
     dr_data_free(&held);

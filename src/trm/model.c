@@ -230,6 +230,30 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
     return DR_OK;
 }
 
+int trm_model_init_from(trm_model *m, const trm_model *src) {
+    if (src->cfg.dim != m->cfg.dim || src->cfg.n_items != m->cfg.n_items)
+        return dr_error(DR_ERR_FORMAT, "trm init: the source model has dim %d and %d items, this one dim %d and %d items",
+                        src->cfg.dim, src->cfg.n_items, m->cfg.dim, m->cfg.n_items);
+    int copied = 0, text_copied = 0;
+    for (int i = 0; i < m->n_t; i++) {
+        const trm_tensor *t = &m->t[i];
+        for (int j = 0; j < src->n_t; j++) {
+            const trm_tensor *s = &src->t[j];
+            if (strcmp(s->name, t->name) || s->n != t->n || s->ne[0] != t->ne[0] || s->ne[1] != t->ne[1]) continue;
+            memcpy(m->mem + t->off, src->mem + s->off, t->n * sizeof(float));
+            copied++;
+            text_copied += !strcmp(t->name, "item_text_proj.weight");
+        }
+    }
+    if (!copied) return dr_error(DR_ERR_FORMAT, "trm init: no tensor of the source model matches this model's");
+    if (m->cfg.model == TRM_PREF && !text_copied) {
+        float *w = m->p.item_txt_w;
+        memset(w, 0, (size_t)m->cfg.dim * m->cfg.dim * sizeof *w);
+    }
+    trm__refresh_tables(m);
+    return DR_OK;
+}
+
 void trm_model_free(trm_model *m) {
     if (!m) return;
     free(m->mem);
