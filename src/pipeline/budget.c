@@ -12,7 +12,7 @@
 /* The demo's values: every budget starts from them, and full and test name only what they change. */
 #define BUDGET_DEMO_VALUES \
     .trm_max_epochs = 200, .trm_patience = 5, .trm_batch = 64, .trm_dim = 64, .trm_layers = 2, .trm_max_len = 50, \
-    .trm_pref_empty = 0.7, .trm_pref_init = 0, \
+    .trm_pref_empty = 0.7, .trm_pref_init = 1, \
     .ws_best_of = 1, .ws_positions = 4, .ws_varied = 1, .ws_order_by_target = 1, .ws_anchor = 1, .ws_call_order = 0, .ws_seed = 1, \
     .synth_seeds = {1, 3, 4, 5, 6, 7, 8}, .n_synth_seeds = 7, .synth_users = 0, .corpus_seed = 2, \
     .rerank_share = 0.0, .rerank_warm = 0.5, \
