@@ -139,7 +139,7 @@ static int requant(llm_mat *w, uint32_t type, void ***owned, int *n_owned, dr_rn
     *owned = no;
     (*owned)[(*n_owned)++] = buf;
     random_blocks(type, buf, rb * (size_t)w->rows / ggml_type_size(type), g);
-    *w = (llm_mat){buf, type, w->rows, w->cols, rb};
+    *w = (llm_mat){buf, type, w->rows, w->cols, rb, NULL};
     return DR_OK;
 }
 

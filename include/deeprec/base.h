@@ -203,6 +203,10 @@ typedef struct dr_mmap {
 } dr_mmap;
 int dr_mmap_open(dr_mmap *m, const char *path);
 void dr_mmap_close(dr_mmap *m);
+/* The bytes [p, p + n) of the map are no longer read: the whole pages inside them leave this
+ * process's resident set (a later read brings them back from the file). Bytes outside the map
+ * are ignored, so a heap pointer is never passed to the kernel. */
+void dr_mmap_release(const dr_mmap *m, const void *p, size_t n);
 /* Read a whole (small) file into a NUL-terminated heap buffer. */
 int dr_read_file(const char *path, char **out, size_t *size);
 int dr_file_exists(const char *path);

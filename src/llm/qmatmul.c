@@ -59,6 +59,9 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
  * unsigned by signed bytes: the sign of w moves onto a, and |qa| <= 127, |qw| <= 128 keep
  * vpmaddubsw's pairwise int16 sums from saturating. */
 typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
+#ifndef LLM_Q4X_PREFETCH
+#define LLM_Q4X_PREFETCH 0 /* bytes ahead in the q4x kernels; 0: the hardware prefetcher alone (one stream per thread) */
+#endif
 static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 #define KSUF avx2
 #define KTGT "avx2,fma,f16c"
@@ -132,6 +135,11 @@ static int kern(void) {
 
 const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
 
+int llm_q4x_wanted(void) {
+    const char *e = getenv("DEEPREC_REPACK"); /* 0: keep the file's layout, for benches */
+    return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
+}
+
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
@@ -182,6 +190,60 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
             d[8 * b + k] = a[b].d;
         }
     }
+}
+
+/* Repacked Q4_0 (llm_mat.packed, q4x.c) takes the q4x kernels: one group of 4 rows x up to 8
+ * activation rows per call, on the q4x activation layout (q4x_act_pack). */
+typedef void (*q4x_fn)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr);
+
+static q4x_fn q4x_kernel(void) {
+    const int k = kern();
+#ifdef LLM_HAVE_AVX512
+    if (k == KERN_AVX512) return q4x_512;
+#endif
+#ifdef LLM_HAVE_VNNI
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return q4x_vnni;
+#endif
+    if (k >= KERN_AVX2) return q4x_avx2;
+    return NULL;
+}
+
+/* Per activation row: nb x 32 int8 values, nb x 4 int32 c_k = -8 * (sum of values 4k..4k+3 and
+ * 16+4k..16+4k+3: the two halves one int32 lane of the kernels sums), nb scales. */
+static size_t q4x_act_bytes(int nb) { return ((size_t)52 * nb + 63) / 64 * 64; }
+
+static void q4x_act_pack(const llm_ablk *a, int nb, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
+    float *d = (float *)(out + 48 * (size_t)nb);
+    for (int b = 0; b < nb; b++) {
+        const int8_t *v = a[b].q;
+        memcpy(q + 32 * b, v, 32);
+        for (int k = 0; k < 4; k++)
+            c[4 * b + k] = -8 * (v[4 * k] + v[4 * k + 1] + v[4 * k + 2] + v[4 * k + 3] + v[16 + 4 * k] + v[17 + 4 * k] +
+                                 v[18 + 4 * k] + v[19 + 4 * k]);
+        d[b] = a[b].d;
+    }
+}
+
+/* Groups split over threads in contiguous runs, so each thread reads one sequential stream;
+ * batches above 8 take a group's 4 rows again from L1 per 8 activation rows. -1 when out of memory. */
+static int matmul_q4x(const llm_mat *w, q4x_fn fn, const llm_ablk *xa, int n, float *y) {
+    const int rows = w->rows, nb = w->cols / 32, groups = (rows + LLM_Q4X_ROWS - 1) / LLM_Q4X_ROWS;
+    const size_t as = q4x_act_bytes(nb), gb = llm_q4x_group_bytes(nb);
+    uint8_t *ax = aligned_alloc(64, as * n);
+    if (!ax) return -1;
+    for (int j = 0; j < n; j++) q4x_act_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    const uint8_t *packed = w->packed;
+    double work = (double)rows * w->cols * n;
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int g = 0; g < groups; g++) {
+        const int r = g * LLM_Q4X_ROWS, nr = rows - r < LLM_Q4X_ROWS ? rows - r : LLM_Q4X_ROWS;
+        for (int j = 0; j < n; j += 8)
+            fn(packed + (size_t)g * gb, nb, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, y + (size_t)j * rows + r, (size_t)rows, nr);
+    }
+    free(ax);
+    return 0;
 }
 
 /* y = W x for Q4_0 with a q4a kernel: tiles of R rows split over threads (R = 4 at batch 1,
@@ -242,7 +304,13 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
 #ifdef LLM_X86
-    const q4a_fn q4k = w->type == GGML_TYPE_Q4_0 ? q4a_kernel() : NULL;
+    const q4x_fn q4xk = w->packed ? q4x_kernel() : NULL;
+    if (q4xk) {
+        int rc = matmul_q4x(w, q4xk, xa, n, y);
+        free(xa);
+        return rc;
+    }
+    const q4a_fn q4k = w->type == GGML_TYPE_Q4_0 && !w->packed ? q4a_kernel() : NULL;
     if (q4k) {
         int rc = matmul_q4a(w, q4k, xa, n, y);
         free(xa);
@@ -257,9 +325,13 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp parallel if (work > 65536)
     {
         dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
-        if (!rk && !u) {
+        /* a repacked row is put back in file form for the portable kernel */
+        uint8_t *fr = !rk && w->packed ? malloc(w->row_bytes) : NULL;
+        if (!rk && (!u || (w->packed && !fr))) {
 #pragma omp atomic write
             failed = 1;
+            free(u);
+            u = NULL;
         }
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
@@ -272,10 +344,15 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
             }
 #endif
             if (!u) continue;
+            if (fr) {
+                llm_q4x_row(w, r, 0, nb, fr);
+                row = fr;
+            }
             dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }
         free(u);
+        free(fr);
     }
     free(xa);
     return failed ? -1 : 0;
