@@ -66,6 +66,10 @@ void *dr_calloc(size_t count, size_t size);
 void *dr_realloc(void *p, size_t count, size_t size);
 /* 64-byte aligned allocation (free with free()). */
 void *dr_aligned_alloc(size_t n);
+/* The same for a large buffer that kernels stream through (repacked weights): from 2 MiB on,
+ * 2 MiB aligned and backed by transparent huge pages where the system allows them (fewer
+ * page faults to fill it, fewer TLB misses to read it). Freed with free(). */
+void *dr_aligned_alloc_huge(size_t n);
 /* Returns 1 and sets *out when a*b does not overflow. */
 int dr_mul_ok(size_t a, size_t b, size_t *out);
 char *dr_strdup(const char *s);

@@ -20,7 +20,9 @@
  * values (row-major), y = W x. Every llama.cpp weight type (F32, F16, BF16, Q8_0, Q4_0,
  * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) is used in place (from
  * the file's mmap, or from heap buffers the model owns); F64 is converted to F32 at load;
- * any other type is refused. Norm weights and biases are always held as F32.
+ * any other type is refused. Q4_0 matrices are moved at load into an interleaved copy for the
+ * int8 kernels (llm_model_repack; same bytes, other order), whose file pages are then released.
+ * Norm weights and biases are always held as F32.
  *
  * Threading: matmuls use OpenMP over output rows (and OpenBLAS sgemm for batches);
  * a model is immutable after loading and may be shared by sessions; one session

@@ -33,7 +33,8 @@ void llm_q4x_pack(const llm_mat *w, uint8_t *dst) {
 #pragma omp parallel for schedule(static)
     for (int g = 0; g < groups; g++) {
         uint8_t *q = dst + (size_t)g * gb, *sc = q + 64 * (size_t)nb;
-        memset(q, 0, gb);
+        if (g * LLM_Q4X_ROWS + LLM_Q4X_ROWS > w->rows) memset(q, 0, gb); /* zero rows pad the last group */
+        else memset(sc + 8 * (size_t)nb, 0, gb - 64 * (size_t)nb - 8 * (size_t)nb);
         for (int i = 0; i < LLM_Q4X_ROWS && g * LLM_Q4X_ROWS + i < w->rows; i++) {
             const uint8_t *src = (const uint8_t *)w->data + (size_t)(g * LLM_Q4X_ROWS + i) * w->row_bytes;
             for (int b = 0; b < nb; b++, src += Q4_0_BYTES) {
@@ -82,7 +83,7 @@ int llm_model_repack(llm_model *m) {
         total += b;
     }
     if (!total) return DR_OK;
-    uint8_t *buf = dr_aligned_alloc(total);
+    uint8_t *buf = dr_aligned_alloc_huge(total);
     if (!buf || llm_model_own(m, buf)) { /* slower, not wrong: the kernels read the file's layout */
         dr_log(DR_LOG_WARN, "no memory to repack the Q4_0 weights (%zu bytes): decoding them as stored", total);
         dr_error_clear();

@@ -117,8 +117,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q4x_512_t(const uint8_t
     const uint8_t *sc = g + 64 * (size_t)nb;
     int b = 0;
     for (; b + 4 <= nb; b += 4) {
-        if (LLM_Q4X_PREFETCH) _mm_prefetch((const char *)g + 64 * (size_t)b + LLM_Q4X_PREFETCH, _MM_HINT_T0);
-        if (LLM_Q4X_PREFETCH) _mm_prefetch((const char *)g + 64 * (size_t)b + LLM_Q4X_PREFETCH + 128, _MM_HINT_T0);
+        for (int k = 0; LLM_Q4X_PREFETCH && k < 4; k++) _mm_prefetch((const char *)g + 64 * (size_t)(b + k) + LLM_Q4X_PREFETCH, _MM_HINT_T0);
         const __m512 w16 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + 8 * (size_t)b)));
         for (int k = 0; k < 4; k++) q4x_block_512(g, b + k, k, w16, ax, as, nb, J, acc + 8 * (C == 2 ? k & 1 : 0));
     }

@@ -372,7 +372,10 @@ static inline __attribute__((always_inline)) KATTR void KFN(q4x_t)(const uint8_t
         const __m256i sp1 = _mm256_add_epi32(sp0, _mm256_set1_epi32(4));
         int b = 0;
         for (; b + 2 <= nb; b += 2) {
-            if (LLM_Q4X_PREFETCH) _mm_prefetch((const char *)g + 64 * (size_t)b + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+            if (LLM_Q4X_PREFETCH && !h) { /* the first half's pass brings the lines in for the second */
+                _mm_prefetch((const char *)g + 64 * (size_t)b + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)g + 64 * (size_t)b + 64 + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+            }
             const __m256 w8 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sc + 8 * (size_t)b)));
             KFN(q4x_block)(g, h, b, sp0, w8, ax, as, nb, J, acc);
             KFN(q4x_block)(g, h, b + 1, sp1, w8, ax, as, nb, J, acc + 8 * (C - 1));
