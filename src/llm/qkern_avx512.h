@@ -98,12 +98,10 @@ static inline __attribute__((always_inline)) Q5ATTR void q4x_block_512(const uin
     const __m512 ws = _mm512_permutexvar_ps(_mm512_add_epi32(spread, _mm512_set1_epi32(4 * k)), w16);
     for (int j = 0; j < J; j++) {
         const uint8_t *aj = ax + (size_t)j * as;
-        const __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)b)));
-        const __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)b + 16)));
-        const __m512i c = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)nb + 16 * (size_t)b)));
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, lo, alo), hi, ahi);
-        const float da = ((const float *)(aj + 48 * (size_t)nb))[b];
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(ws, _mm512_set1_ps(da)), acc[j]);
+        const __m512i c = _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AC(aj, nb, b)));
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, lo, _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AQ(aj, b, 0)))),
+                                              hi, _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AQ(aj, b, 1))));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(ws, _mm512_set1_ps(Q4X_AD(aj, nb, b))), acc[j]);
     }
 }
 
@@ -137,16 +135,9 @@ static inline __attribute__((always_inline)) Q5ATTR void q4x_512_t(const uint8_t
 }
 
 static Q5ATTR void q4x_512(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
-    switch (J) {
-    case 1: q4x_512_t(g, nb, ax, as, 1, y, ys, nr); break;
-    case 2: q4x_512_t(g, nb, ax, as, 2, y, ys, nr); break;
-    case 3: q4x_512_t(g, nb, ax, as, 3, y, ys, nr); break;
-    case 4: q4x_512_t(g, nb, ax, as, 4, y, ys, nr); break;
-    case 5: q4x_512_t(g, nb, ax, as, 5, y, ys, nr); break;
-    case 6: q4x_512_t(g, nb, ax, as, 6, y, ys, nr); break;
-    case 7: q4x_512_t(g, nb, ax, as, 7, y, ys, nr); break;
-    default: q4x_512_t(g, nb, ax, as, 8, y, ys, nr); break;
-    }
+#define Q4X_CALL(j) q4x_512_t(g, nb, ax, as, j, y, ys, nr)
+    LLM_J_SWITCH(J, Q4X_CALL)
+#undef Q4X_CALL
 }
 
 #undef Q5TGT

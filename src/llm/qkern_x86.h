@@ -350,12 +350,10 @@ static inline __attribute__((always_inline)) KATTR void KFN(q4x_block)(const uin
     const __m256 ws = _mm256_permutevar8x32_ps(w8, spread);
     for (int j = 0; j < J; j++) {
         const uint8_t *aj = ax + (size_t)j * as;
-        const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)b)));
-        const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)b + 16)));
-        const __m256i c = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aj + 32 * (size_t)nb + 16 * (size_t)b)));
-        const __m256i s = KIDOTACC(KIDOTACC(c, lo, alo), hi, ahi);
-        const float da = ((const float *)(aj + 48 * (size_t)nb))[b];
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(ws, _mm256_set1_ps(da)), acc[j]);
+        __m256i s = _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AC(aj, nb, b)));
+        s = KIDOTACC(s, lo, _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AQ(aj, b, 0))));
+        s = KIDOTACC(s, hi, _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AQ(aj, b, 1))));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(ws, _mm256_set1_ps(Q4X_AD(aj, nb, b))), acc[j]);
     }
 }
 
@@ -395,16 +393,9 @@ static inline __attribute__((always_inline)) KATTR void KFN(q4x_t)(const uint8_t
 }
 
 static KATTR void KFN(q4x)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
-    switch (J) {
-    case 1: KFN(q4x_t)(g, nb, ax, as, 1, y, ys, nr); break;
-    case 2: KFN(q4x_t)(g, nb, ax, as, 2, y, ys, nr); break;
-    case 3: KFN(q4x_t)(g, nb, ax, as, 3, y, ys, nr); break;
-    case 4: KFN(q4x_t)(g, nb, ax, as, 4, y, ys, nr); break;
-    case 5: KFN(q4x_t)(g, nb, ax, as, 5, y, ys, nr); break;
-    case 6: KFN(q4x_t)(g, nb, ax, as, 6, y, ys, nr); break;
-    case 7: KFN(q4x_t)(g, nb, ax, as, 7, y, ys, nr); break;
-    default: KFN(q4x_t)(g, nb, ax, as, 8, y, ys, nr); break;
-    }
+#define Q4X_CALL(j) KFN(q4x_t)(g, nb, ax, as, j, y, ys, nr)
+    LLM_J_SWITCH(J, Q4X_CALL)
+#undef Q4X_CALL
 }
 
 static row_fn KFN(row_kernel)(uint32_t type) {

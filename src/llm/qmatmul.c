@@ -59,6 +59,23 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
  * unsigned by signed bytes: the sign of w moves onto a, and |qa| <= 127, |qw| <= 128 keep
  * vpmaddubsw's pairwise int16 sums from saturating. */
 typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
+/* CALL(j) with the batch size J (1..8) as a constant in each instance: the accumulators stay in registers. */
+#define LLM_J_SWITCH(J, CALL)                                                                                           \
+    switch (J) {                                                                                                       \
+    case 1: CALL(1); break;                                                                                            \
+    case 2: CALL(2); break;                                                                                            \
+    case 3: CALL(3); break;                                                                                            \
+    case 4: CALL(4); break;                                                                                            \
+    case 5: CALL(5); break;                                                                                            \
+    case 6: CALL(6); break;                                                                                            \
+    case 7: CALL(7); break;                                                                                            \
+    default: CALL(8); break;                                                                                           \
+    }
+/* The q4x activation layout (q4x_act_pack), in one place for the kernels: row aj, block b's
+ * 32 int8 values (16 low-nibble partners, then 16 high), its 4 int32 corrections, its scale. */
+#define Q4X_AQ(aj, b, half) ((const __m128i *)((aj) + 32 * (size_t)(b) + 16 * (half)))
+#define Q4X_AC(aj, nb, b) ((const __m128i *)((aj) + 32 * (size_t)(nb) + 16 * (size_t)(b)))
+#define Q4X_AD(aj, nb, b) (((const float *)((aj) + 48 * (size_t)(nb)))[b])
 #ifndef LLM_Q4X_PREFETCH
 #define LLM_Q4X_PREFETCH 0 /* bytes ahead in the q4x kernels; 0: the hardware prefetcher alone (one stream per thread) */
 #endif
@@ -166,18 +183,6 @@ static row_fn row_kernel(uint32_t type) {
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 #define Q4A_BYTES 96 /* per block and activation row */
 
-static q4a_fn q4a_kernel(void) {
-    const int k = kern();
-#ifdef LLM_HAVE_AVX512
-    if (k == KERN_AVX512) return rows_q4a_512;
-#endif
-#ifdef LLM_HAVE_VNNI
-    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return rows_q4a_vnni;
-#endif
-    if (k >= KERN_AVX2) return rows_q4a_avx2;
-    return NULL;
-}
-
 static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
@@ -196,16 +201,20 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
  * activation rows per call, on the q4x activation layout (q4x_act_pack). */
 typedef void (*q4x_fn)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr);
 
-static q4x_fn q4x_kernel(void) {
+/* The family's Q4_0 kernels for the file's layout (q4a) and the repacked one (q4x); NULLs for
+ * the portable C kernel. */
+typedef struct q4_kernels { q4a_fn file; q4x_fn packed; } q4_kernels;
+
+static q4_kernels q4_kernel(void) {
     const int k = kern();
 #ifdef LLM_HAVE_AVX512
-    if (k == KERN_AVX512) return q4x_512;
+    if (k == KERN_AVX512) return (q4_kernels){rows_q4a_512, q4x_512};
 #endif
 #ifdef LLM_HAVE_VNNI
-    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return q4x_vnni;
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return (q4_kernels){rows_q4a_vnni, q4x_vnni};
 #endif
-    if (k >= KERN_AVX2) return q4x_avx2;
-    return NULL;
+    if (k >= KERN_AVX2) return (q4_kernels){rows_q4a_avx2, q4x_avx2};
+    return (q4_kernels){NULL, NULL};
 }
 
 /* Per activation row: nb x 32 int8 values, nb x 4 int32 c_k = -8 * (sum of values 4k..4k+3 and
@@ -304,15 +313,14 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
 #ifdef LLM_X86
-    const q4x_fn q4xk = w->packed ? q4x_kernel() : NULL;
-    if (q4xk) {
-        int rc = matmul_q4x(w, q4xk, xa, n, y);
+    const q4_kernels q4k = w->type == GGML_TYPE_Q4_0 ? q4_kernel() : (q4_kernels){NULL, NULL};
+    if (w->packed && q4k.packed) {
+        int rc = matmul_q4x(w, q4k.packed, xa, n, y);
         free(xa);
         return rc;
     }
-    const q4a_fn q4k = w->type == GGML_TYPE_Q4_0 && !w->packed ? q4a_kernel() : NULL;
-    if (q4k) {
-        int rc = matmul_q4a(w, q4k, xa, n, y);
+    if (!w->packed && q4k.file) {
+        int rc = matmul_q4a(w, q4k.file, xa, n, y);
         free(xa);
         return rc;
     }
