@@ -9,7 +9,8 @@
  *          Fused per-type kernels (qkern_x86.h) decode each block in registers and use AVX2
  *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
  *          otherwise a portable C loop over the row unpacked into the common form of
- *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). */
+ *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
+ *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
