@@ -139,7 +139,7 @@ static int requant(llm_mat *w, uint32_t type, void ***owned, int *n_owned, dr_rn
     *owned = no;
     (*owned)[(*n_owned)++] = buf;
     random_blocks(type, buf, rb * (size_t)w->rows / ggml_type_size(type), g);
-    *w = (llm_mat){buf, type, w->rows, w->cols, rb};
+    *w = (llm_mat){buf, type, w->rows, w->cols, rb, NULL};
     return DR_OK;
 }
 
@@ -174,6 +174,7 @@ static int make_model(llm_model **out, const llm_config *c, uint32_t type, int m
         if (!rc && c->tied_output) m->output = m->tok_embd;
         else if (!rc) rc = requant(&m->output, type, owned, n_owned, &g);
     }
+    if (!rc) rc = llm_model_repack(m); /* Q4_0 as llm_model_load leaves it (the bench keeps both copies) */
     if (rc) {
         llm_model_free(m);
         *out = NULL;

@@ -66,6 +66,10 @@ void *dr_calloc(size_t count, size_t size);
 void *dr_realloc(void *p, size_t count, size_t size);
 /* 64-byte aligned allocation (free with free()). */
 void *dr_aligned_alloc(size_t n);
+/* The same for a large buffer that kernels stream through (repacked weights): from 2 MiB on,
+ * 2 MiB aligned and backed by transparent huge pages where the system allows them (fewer
+ * page faults to fill it, fewer TLB misses to read it). Freed with free(). */
+void *dr_aligned_alloc_huge(size_t n);
 /* Returns 1 and sets *out when a*b does not overflow. */
 int dr_mul_ok(size_t a, size_t b, size_t *out);
 char *dr_strdup(const char *s);
@@ -203,6 +207,10 @@ typedef struct dr_mmap {
 } dr_mmap;
 int dr_mmap_open(dr_mmap *m, const char *path);
 void dr_mmap_close(dr_mmap *m);
+/* The bytes [p, p + n) of the map are no longer read: the whole pages inside them leave this
+ * process's resident set (a later read brings them back from the file). Bytes outside the map
+ * are ignored, so a heap pointer is never passed to the kernel. */
+void dr_mmap_release(const dr_mmap *m, const void *p, size_t n);
 /* Read a whole (small) file into a NUL-terminated heap buffer. */
 int dr_read_file(const char *path, char **out, size_t *size);
 int dr_file_exists(const char *path);

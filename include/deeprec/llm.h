@@ -20,7 +20,9 @@
  * values (row-major), y = W x. Every llama.cpp weight type (F32, F16, BF16, Q8_0, Q4_0,
  * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) is used in place (from
  * the file's mmap, or from heap buffers the model owns); F64 is converted to F32 at load;
- * any other type is refused. Norm weights and biases are always held as F32.
+ * any other type is refused. Q4_0 matrices are moved at load into an interleaved copy for the
+ * int8 kernels (llm_model_repack; same bytes, other order), whose file pages are then released.
+ * Norm weights and biases are always held as F32.
  *
  * Threading: matmuls use OpenMP over output rows (and OpenBLAS sgemm for batches);
  * a model is immutable after loading and may be shared by sessions; one session
@@ -73,6 +75,10 @@ typedef struct llm_mat {
     uint32_t type;     /* GGML_TYPE_*: any type dr_dequantize_supported accepts */
     int rows, cols;    /* out features, in features (cols = GGUF ne[0]) */
     size_t row_bytes;
+    /* Q4_0 only, else NULL: the same rows interleaved 4 at a time for the int8 kernels
+     * (llm_model_repack). Every kernel then reads these and never data, which stays the
+     * file's bytes (for saving) but is no longer resident. */
+    const void *packed;
 } llm_mat;
 
 typedef struct llm_layer {
@@ -106,6 +112,11 @@ typedef struct llm_model {
 int llm_model_load(llm_model **out, const char *path);
 void llm_model_free(llm_model *m);
 
+/* Repack every Q4_0 matrix into one allocation in the interleaved layout of the int8 kernels
+ * (4 rows' blocks side by side), when this CPU's kernels use it (AVX2 and up; not with the
+ * portable C kernel or DEEPREC_REPACK=0); the copied pages of the file map are released.
+ * llm_model_load does this. Nothing to do (or no memory for the copy): DR_OK, unchanged. */
+int llm_model_repack(llm_model *m);
 /* A model with random weights in memory: embeddings/matrices ~N(0, std^2) (a sum of four
  * uniforms: fast for big models), norms 1, biases N(0, std^2); matrices stored as `type` (F32/F16/BF16/Q8_0). Deterministic in seed. */
 int llm_model_init_random(llm_model **out, const llm_config *c, uint32_t type, float std, uint64_t seed);

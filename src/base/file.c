@@ -138,6 +138,15 @@ void dr_mmap_close(dr_mmap *m) {
     m->size = 0;
 }
 
+void dr_mmap_release(const dr_mmap *m, const void *p, size_t n) {
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size, a = (uintptr_t)p;
+    if (!m->data || a < lo || a > hi || n > hi - a) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t s = (a + page - 1) / page * page, e = (a + n) / page * page;
+    /* MAP_PRIVATE and never written: dropping the pages loses nothing */
+    if (e > s) madvise((void *)s, e - s, MADV_DONTNEED);
+}
+
 int dr_read_file(const char *path, char **out, size_t *size) {
     *out = NULL;
     if (size) *size = 0;

@@ -2,6 +2,7 @@
 #include "deeprec/base.h"
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int dr_mul_ok(size_t a, size_t b, size_t *out) {
     size_t r;
@@ -36,6 +37,19 @@ void *dr_realloc(void *p, size_t count, size_t size) {
     void *q = realloc(p, n ? n : 1);
     if (!q) dr_error(DR_ERR_NOMEM, "cannot allocate %zu bytes", n);
     return q;
+}
+
+void *dr_aligned_alloc_huge(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    if (n < huge) return dr_aligned_alloc(n);
+    void *p = NULL;
+    if (posix_memalign(&p, huge, n) != 0) {
+        dr_error(DR_ERR_NOMEM, "cannot allocate %zu aligned bytes", n);
+        return NULL;
+    }
+    /* only a hint: where THP is off (or "never") the buffer simply keeps 4 KiB pages */
+    madvise(p, n / huge * huge, MADV_HUGEPAGE);
+    return p;
 }
 
 void *dr_aligned_alloc(size_t n) {

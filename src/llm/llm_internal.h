@@ -34,6 +34,17 @@ int llm_bf16dp_available(void);
 int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
 
+/* Q4_0 repacked 4 rows at a time (q4x.c has the layout; llm_mat.packed). */
+#define LLM_Q4X_ROWS 4
+size_t llm_q4x_group_bytes(int nb); /* one group of LLM_Q4X_ROWS rows of nb blocks */
+size_t llm_q4x_bytes(const llm_mat *w); /* all of w's groups (0: too large) */
+/* w's rows (file form, at w->data) into dst (llm_q4x_bytes(w) bytes, 64-byte aligned). */
+void llm_q4x_pack(const llm_mat *w, uint8_t *dst);
+/* Blocks b0..b0+n-1 of row r of a repacked matrix, in the file's form (18 bytes each). */
+void llm_q4x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out);
+/* 1 when the kernel family in use has q4x kernels and DEEPREC_REPACK is not 0. */
+int llm_q4x_wanted(void);
+
 /* CPUID features (src/llm/cpu.c): 1 when the CPU has them */
 int llm_cpu_f16c(void);
 int llm_cpu_avxvnni(void);

@@ -401,6 +401,7 @@ static int load_all(llm_model **out, gguf_file *f) {
         return rc;
     }
     m->file = f;
+    llm_model_repack(m);
     *out = m;
     return DR_OK;
 }
@@ -579,6 +580,7 @@ static int convert_mat(llm_model *m, llm_mat *w, uint32_t type) {
     w->data = buf;
     w->type = type;
     w->row_bytes = rb;
+    w->packed = NULL; /* its share of the repacked allocation stays unused until the model is freed */
     return DR_OK;
 }
 

@@ -82,5 +82,63 @@ static Q5ATTR void rows_q4a_512(const uint8_t *p, size_t rb, int R, const uint8_
 #undef Q5CASE
 }
 
+/* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8
+ * values, nb x 4 int32 corrections c_k = -8 * (sum of values 4k..4k+3 and 16+4k..16+4k+3), nb
+ * scales). One 512-bit load is block b of 4 rows, a 128-bit lane per row: the low nibbles
+ * (values 0..15) meet the activations' values 0..15 broadcast to the 4 lanes, the high
+ * nibbles values 16..31, and int32 lane 4i + k holds row i's sum over values 4k..4k+3 and
+ * 16+4k..16+4k+3, exactly sum (n - 8) a once c starts it: no decoding step per row, and one
+ * scale multiply per block for 4 rows. The rows' scales of 4 blocks are converted at once and
+ * spread to their lanes by one permute per block. */
+static inline __attribute__((always_inline)) Q5ATTR void q4x_block_512(const uint8_t *g, int b, int k, __m512 w16, const uint8_t *ax, size_t as, int nb, int J, __m512 *acc) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i x = _mm512_load_si512((const void *)(g + 64 * (size_t)b));
+    const __m512i lo = _mm512_and_si512(x, m4), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+    const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512 ws = _mm512_permutexvar_ps(_mm512_add_epi32(spread, _mm512_set1_epi32(4 * k)), w16);
+    for (int j = 0; j < J; j++) {
+        const uint8_t *aj = ax + (size_t)j * as;
+        const __m512i c = _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AC(aj, nb, b)));
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, lo, _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AQ(aj, b, 0)))),
+                                              hi, _mm512_broadcast_i32x4(_mm_loadu_si128(Q4X_AQ(aj, b, 1))));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(ws, _mm512_set1_ps(Q4X_AD(aj, nb, b))), acc[j]);
+    }
+}
+
+/* y[i + j * ys] = row i of the group at g . activation row j, for i < nr <= 4, j < J <= 8. */
+static inline __attribute__((always_inline)) Q5ATTR void q4x_512_t(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
+    /* At batch 1 and 2 the FMA into one accumulator per activation row would wait on its own
+     * latency every block: even and odd blocks take separate accumulators there. */
+    const int C = J <= 2 ? 2 : 1;
+    __m512 acc[16];
+    for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+    const uint8_t *sc = g + 64 * (size_t)nb;
+    int b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        for (int k = 0; LLM_Q4X_PREFETCH && k < 4; k++) _mm_prefetch((const char *)g + 64 * (size_t)(b + k) + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+        const __m512 w16 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + 8 * (size_t)b)));
+        for (int k = 0; k < 4; k++) q4x_block_512(g, b + k, k, w16, ax, as, nb, J, acc + 8 * (C == 2 ? k & 1 : 0));
+    }
+    if (b < nb) { /* the scale run is padded: reading 4 blocks' scales stays inside the group */
+        const __m512 w16 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + 8 * (size_t)b)));
+        for (int k = 0; b + k < nb; k++) q4x_block_512(g, b + k, k, w16, ax, as, nb, J, acc + 8 * (C == 2 ? k & 1 : 0));
+    }
+    const __m512i gather = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    for (int j = 0; j < J; j++) {
+        __m512 a = C == 2 ? _mm512_add_ps(acc[j], acc[8 + j]) : acc[j];
+        a = _mm512_add_ps(a, _mm512_permute_ps(a, 0x4E)); /* lanes of a row: (0,1,2,3) + (2,3,0,1) */
+        a = _mm512_add_ps(a, _mm512_permute_ps(a, 0xB1)); /* + (1,0,3,2): the row's sum in its first lane */
+        float out[4];
+        _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(gather, a)));
+        for (int i = 0; i < nr; i++) y[i + (size_t)j * ys] = out[i];
+    }
+}
+
+static Q5ATTR void q4x_512(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
+#define Q4X_CALL(j) q4x_512_t(g, nb, ax, as, j, y, ys, nr)
+    LLM_J_SWITCH(J, Q4X_CALL)
+#undef Q4X_CALL
+}
+
 #undef Q5TGT
 #undef Q5ATTR

@@ -340,6 +340,64 @@ static KATTR void KFN(rows_q4a)(const uint8_t *p, size_t rb, int R, const uint8_
     for (int i = 0; i < R; i++) KFN(row_q4a)(p + (size_t)i * rb, ax, as, J, nb, y + i, ys);
 }
 
+/* The q4x layout (q4x.c) x q4x activations (see q4x_512 in qkern_avx512.h, whose int32 lanes
+ * these are): a 256-bit load is block b of 2 of the group's 4 rows, so the group is taken as
+ * two halves (rows 0-1, then 2-3), each one pass over the blocks with at most 8 accumulators. */
+static inline __attribute__((always_inline)) KATTR void KFN(q4x_block)(const uint8_t *g, int h, int b, __m256i spread, __m256 w8, const uint8_t *ax, size_t as, int nb, int J, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i x = _mm256_load_si256((const __m256i *)(g + 64 * (size_t)b + 32 * h));
+    const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+    const __m256 ws = _mm256_permutevar8x32_ps(w8, spread);
+    for (int j = 0; j < J; j++) {
+        const uint8_t *aj = ax + (size_t)j * as;
+        __m256i s = _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AC(aj, nb, b)));
+        s = KIDOTACC(s, lo, _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AQ(aj, b, 0))));
+        s = KIDOTACC(s, hi, _mm256_broadcastsi128_si256(_mm_loadu_si128(Q4X_AQ(aj, b, 1))));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(ws, _mm256_set1_ps(Q4X_AD(aj, nb, b))), acc[j]);
+    }
+}
+
+static inline __attribute__((always_inline)) KATTR void KFN(q4x_t)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
+    const int C = J <= 2 ? 2 : 1; /* two accumulator chains at batch 1 and 2, as in q4x_512 */
+    const uint8_t *sc = g + 64 * (size_t)nb;
+    float out[8][4];
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[16];
+        for (int k = 0; k < 16; k++) acc[k] = _mm256_setzero_ps();
+        /* the scales of blocks b, b + 1 (rows 0..3 each) as 8 floats; block b + k, rows 2h and
+         * 2h + 1 take lanes 4k + 2h and 4k + 2h + 1, four times each */
+        const __m256i sp0 = _mm256_set_epi32(2 * h + 1, 2 * h + 1, 2 * h + 1, 2 * h + 1, 2 * h, 2 * h, 2 * h, 2 * h);
+        const __m256i sp1 = _mm256_add_epi32(sp0, _mm256_set1_epi32(4));
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            if (LLM_Q4X_PREFETCH && !h) { /* the first half's pass brings the lines in for the second */
+                _mm_prefetch((const char *)g + 64 * (size_t)b + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)g + 64 * (size_t)b + 64 + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+            }
+            const __m256 w8 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sc + 8 * (size_t)b)));
+            KFN(q4x_block)(g, h, b, sp0, w8, ax, as, nb, J, acc);
+            KFN(q4x_block)(g, h, b + 1, sp1, w8, ax, as, nb, J, acc + 8 * (C - 1));
+        }
+        if (b < nb) /* the last block's pair partner is the scale run's zero padding */
+            KFN(q4x_block)(g, h, b, sp0, _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sc + 8 * (size_t)b))), ax, as, nb, J, acc);
+        for (int j = 0; j < J; j++) {
+            __m256 a = C == 2 ? _mm256_add_ps(acc[j], acc[8 + j]) : acc[j];
+            __m128 t = _mm_hadd_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            t = _mm_hadd_ps(t, t); /* (row 2h, row 2h + 1, the same again) */
+            out[j][2 * h] = _mm_cvtss_f32(t);
+            out[j][2 * h + 1] = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+        }
+    }
+    for (int j = 0; j < J; j++)
+        for (int i = 0; i < nr; i++) y[i + (size_t)j * ys] = out[j][i];
+}
+
+static KATTR void KFN(q4x)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr) {
+#define Q4X_CALL(j) KFN(q4x_t)(g, nb, ax, as, j, y, ys, nr)
+    LLM_J_SWITCH(J, Q4X_CALL)
+#undef Q4X_CALL
+}
+
 static row_fn KFN(row_kernel)(uint32_t type) {
     switch (type) {
     case GGML_TYPE_Q8_0: return KFN(row_q8_0);

@@ -9,7 +9,8 @@
  *          Fused per-type kernels (qkern_x86.h) decode each block in registers and use AVX2
  *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
  *          otherwise a portable C loop over the row unpacked into the common form of
- *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). */
+ *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
+ *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
@@ -22,7 +23,7 @@
 #endif
 
 /* ---------------------------------------------------------------- activations */
-void llm_quantize_act(const float *x, int n, llm_ablk *out) {
+static void quantize_act_c(const float *x, int n, llm_ablk *out) {
     for (int b = 0; b < n / 32; b++) {
         const float *v = x + 32 * b;
         float amax = 0;
@@ -59,6 +60,32 @@ static float dot_c(const dr_wblk *w, const llm_ablk *a, int nb) {
  * unsigned by signed bytes: the sign of w moves onto a, and |qa| <= 127, |qw| <= 128 keep
  * vpmaddubsw's pairwise int16 sums from saturating. */
 typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, int nb, float *y, size_t ys);
+/* CALL(j) with the batch size J (1..8) as a constant in each instance: the accumulators stay in registers. */
+#define LLM_J_SWITCH(J, CALL)                                                                                           \
+    switch (J) {                                                                                                       \
+    case 1: CALL(1); break;                                                                                            \
+    case 2: CALL(2); break;                                                                                            \
+    case 3: CALL(3); break;                                                                                            \
+    case 4: CALL(4); break;                                                                                            \
+    case 5: CALL(5); break;                                                                                            \
+    case 6: CALL(6); break;                                                                                            \
+    case 7: CALL(7); break;                                                                                            \
+    default: CALL(8); break;                                                                                           \
+    }
+/* The q4x activation layout (q4x_act_pack), in one place for the kernels: row aj, block b's
+ * 32 int8 values (16 low-nibble partners, then 16 high), its 4 int32 corrections, its scale. */
+#define Q4X_AQ(aj, b, half) ((const __m128i *)((aj) + 32 * (size_t)(b) + 16 * (half)))
+#define Q4X_AC(aj, nb, b) ((const __m128i *)((aj) + 32 * (size_t)(nb) + 16 * (size_t)(b)))
+#define Q4X_AD(aj, nb, b) (((const float *)((aj) + 48 * (size_t)(nb)))[b])
+/* Bytes ahead that the q4x kernels prefetch. Each thread reads one sequential stream, but at
+ * batch 1 the kernel still stalled on the first line of every 256 bytes (perf): the hardware
+ * prefetcher does not run far enough ahead. Measured on the Q4_0 bench file, 2 threads
+ * (passive wait), 96 decode steps, two rounds (runs another job disturbed left out): decode 1
+ * 81-90 tok/s with none, 90-92 at 512, 92 at 1024, 96-97 at 2048, 94-98 at 4096; decode 8
+ * 339-349, 353-363, 378, 378-379, 381-384. */
+#ifndef LLM_Q4X_PREFETCH
+#define LLM_Q4X_PREFETCH 4096
+#endif
 static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 #define KSUF avx2
 #define KTGT "avx2,fma,f16c"
@@ -132,6 +159,55 @@ static int kern(void) {
 
 const char *llm_kernel_name(void) { return KERN_NAMES[kern()]; }
 
+#ifdef LLM_X86
+/* quantize_act_c with 8 lanes: the same operations on each value (|v| max, the one division,
+ * v * id rounded to nearest even as lrintf does in the default mode), so the same bytes. It
+ * runs on one thread before every int8 matmul, while the others wait: at batch 1 the scalar
+ * loop (fmaxf and lrintf are library calls there) was 5% of a decode step. */
+__attribute__((target("avx2,fma"))) static void quantize_act_avx2(const float *x, int n, llm_ablk *out) {
+    const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        __m256 f[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            f[i] = _mm256_loadu_ps(v + 8 * i);
+            m = _mm256_max_ps(m, _mm256_and_ps(f[i], mag));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(f[i], _mm256_set1_ps(id)));
+        /* packs work within 128-bit lanes: values 0-3 8-11 4-7 12-15 | 16-19 24-27 20-23 28-31 */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)out[b].q, p);
+        __m256i t = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        t = _mm256_hadd_epi32(t, t); /* per 128-bit lane: (half 0, half 1, the same) */
+        const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        out[b].d = d;
+        out[b].s[0] = d * (float)_mm_cvtsi128_si32(s);
+        out[b].s[1] = d * (float)_mm_extract_epi32(s, 1);
+    }
+}
+#endif
+
+void llm_quantize_act(const float *x, int n, llm_ablk *out) {
+#ifdef LLM_X86
+    if (kern() >= KERN_AVX2) {
+        quantize_act_avx2(x, n, out);
+        return;
+    }
+#endif
+    quantize_act_c(x, n, out);
+}
+
+int llm_q4x_wanted(void) {
+    const char *e = getenv("DEEPREC_REPACK"); /* 0: keep the file's layout, for benches */
+    return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
+}
+
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
@@ -158,18 +234,6 @@ static row_fn row_kernel(uint32_t type) {
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 #define Q4A_BYTES 96 /* per block and activation row */
 
-static q4a_fn q4a_kernel(void) {
-    const int k = kern();
-#ifdef LLM_HAVE_AVX512
-    if (k == KERN_AVX512) return rows_q4a_512;
-#endif
-#ifdef LLM_HAVE_VNNI
-    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return rows_q4a_vnni;
-#endif
-    if (k >= KERN_AVX2) return rows_q4a_avx2;
-    return NULL;
-}
-
 static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
@@ -182,6 +246,64 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
             d[8 * b + k] = a[b].d;
         }
     }
+}
+
+/* Repacked Q4_0 (llm_mat.packed, q4x.c) takes the q4x kernels: one group of 4 rows x up to 8
+ * activation rows per call, on the q4x activation layout (q4x_act_pack). */
+typedef void (*q4x_fn)(const uint8_t *g, int nb, const uint8_t *ax, size_t as, int J, float *y, size_t ys, int nr);
+
+/* The family's Q4_0 kernels for the file's layout (q4a) and the repacked one (q4x); NULLs for
+ * the portable C kernel. */
+typedef struct q4_kernels { q4a_fn file; q4x_fn packed; } q4_kernels;
+
+static q4_kernels q4_kernel(void) {
+    const int k = kern();
+#ifdef LLM_HAVE_AVX512
+    if (k == KERN_AVX512) return (q4_kernels){rows_q4a_512, q4x_512};
+#endif
+#ifdef LLM_HAVE_VNNI
+    if (k >= KERN_VNNI && __atomic_load_n(&g_vnni256, __ATOMIC_RELAXED)) return (q4_kernels){rows_q4a_vnni, q4x_vnni};
+#endif
+    if (k >= KERN_AVX2) return (q4_kernels){rows_q4a_avx2, q4x_avx2};
+    return (q4_kernels){NULL, NULL};
+}
+
+/* Per activation row: nb x 32 int8 values, nb x 4 int32 c_k = -8 * (sum of values 4k..4k+3 and
+ * 16+4k..16+4k+3: the two halves one int32 lane of the kernels sums), nb scales. */
+static size_t q4x_act_bytes(int nb) { return ((size_t)52 * nb + 63) / 64 * 64; }
+
+static void q4x_act_pack(const llm_ablk *a, int nb, uint8_t *out) {
+    int8_t *q = (int8_t *)out;
+    int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
+    float *d = (float *)(out + 48 * (size_t)nb);
+    for (int b = 0; b < nb; b++) {
+        const int8_t *v = a[b].q;
+        memcpy(q + 32 * b, v, 32);
+        for (int k = 0; k < 4; k++)
+            c[4 * b + k] = -8 * (v[4 * k] + v[4 * k + 1] + v[4 * k + 2] + v[4 * k + 3] + v[16 + 4 * k] + v[17 + 4 * k] +
+                                 v[18 + 4 * k] + v[19 + 4 * k]);
+        d[b] = a[b].d;
+    }
+}
+
+/* Groups split over threads in contiguous runs, so each thread reads one sequential stream;
+ * batches above 8 take a group's 4 rows again from L1 per 8 activation rows. -1 when out of memory. */
+static int matmul_q4x(const llm_mat *w, q4x_fn fn, const llm_ablk *xa, int n, float *y) {
+    const int rows = w->rows, nb = w->cols / 32, groups = (rows + LLM_Q4X_ROWS - 1) / LLM_Q4X_ROWS;
+    const size_t as = q4x_act_bytes(nb), gb = llm_q4x_group_bytes(nb);
+    uint8_t *ax = aligned_alloc(64, as * n);
+    if (!ax) return -1;
+    for (int j = 0; j < n; j++) q4x_act_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    const uint8_t *packed = w->packed;
+    double work = (double)rows * w->cols * n;
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int g = 0; g < groups; g++) {
+        const int r = g * LLM_Q4X_ROWS, nr = rows - r < LLM_Q4X_ROWS ? rows - r : LLM_Q4X_ROWS;
+        for (int j = 0; j < n; j += 8)
+            fn(packed + (size_t)g * gb, nb, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, y + (size_t)j * rows + r, (size_t)rows, nr);
+    }
+    free(ax);
+    return 0;
 }
 
 /* y = W x for Q4_0 with a q4a kernel: tiles of R rows split over threads (R = 4 at batch 1,
@@ -242,9 +364,14 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
 #ifdef LLM_X86
-    const q4a_fn q4k = w->type == GGML_TYPE_Q4_0 ? q4a_kernel() : NULL;
-    if (q4k) {
-        int rc = matmul_q4a(w, q4k, xa, n, y);
+    const q4_kernels q4k = w->type == GGML_TYPE_Q4_0 ? q4_kernel() : (q4_kernels){NULL, NULL};
+    if (w->packed && q4k.packed) {
+        int rc = matmul_q4x(w, q4k.packed, xa, n, y);
+        free(xa);
+        return rc;
+    }
+    if (!w->packed && q4k.file) {
+        int rc = matmul_q4a(w, q4k.file, xa, n, y);
         free(xa);
         return rc;
     }
@@ -257,9 +384,13 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp parallel if (work > 65536)
     {
         dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
-        if (!rk && !u) {
+        /* a repacked row is put back in file form for the portable kernel */
+        uint8_t *fr = !rk && w->packed ? malloc(w->row_bytes) : NULL;
+        if (!rk && (!u || (w->packed && !fr))) {
 #pragma omp atomic write
             failed = 1;
+            free(u);
+            u = NULL;
         }
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
@@ -272,10 +403,15 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
             }
 #endif
             if (!u) continue;
+            if (fr) {
+                llm_q4x_row(w, r, 0, nb, fr);
+                row = fr;
+            }
             dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }
         free(u);
+        free(fr);
     }
     free(xa);
     return failed ? -1 : 0;

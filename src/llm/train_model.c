@@ -94,7 +94,7 @@ static void mat_to_f32(const llm_mat *w, float *dst) {
 }
 
 static llm_mat f32_view(const float *p, int rows, int cols) {
-    llm_mat m = {p, GGML_TYPE_F32, rows, cols, (size_t)cols * sizeof(float)};
+    llm_mat m = {p, GGML_TYPE_F32, rows, cols, (size_t)cols * sizeof(float), NULL};
     return m;
 }
 

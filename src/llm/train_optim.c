@@ -114,7 +114,7 @@ int llm_train_export_model(llm_train *t, llm_model **out) {
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < c->vocab; r++) llm_mat_row(&t->tok_embd, r, e + (size_t)r * D);
     }
-    if (e) m->tok_embd = (llm_mat){e, GGML_TYPE_F32, c->vocab, c->dim, D * sizeof(float)};
+    if (e) m->tok_embd = (llm_mat){e, GGML_TYPE_F32, c->vocab, c->dim, D * sizeof(float), NULL};
     for (int l = 0; l < c->n_layers && !rc; l++) {
         const tlayer *L = &t->layers[l];
         llm_layer *M = &m->layers[l];
@@ -136,7 +136,7 @@ int llm_train_export_model(llm_train *t, llm_model **out) {
 #pragma omp parallel for schedule(static)
                 for (int r = 0; r < c->vocab; r++) llm_mat_row(&t->output, r, o + (size_t)r * D);
             }
-            if (o) m->output = (llm_mat){o, GGML_TYPE_F32, c->vocab, c->dim, D * sizeof(float)};
+            if (o) m->output = (llm_mat){o, GGML_TYPE_F32, c->vocab, c->dim, D * sizeof(float), NULL};
         }
     }
     if (!rc) rc = copy_eos(m, t->src);

@@ -711,7 +711,7 @@ TEST(llm_kquant_load) {
         memcpy(q + (size_t)r * rb + rb - 2, &d, 2);
     }
     llm_mat saved = m->layers[0].w_gate;
-    m->layers[0].w_gate = (llm_mat){q, GGML_TYPE_Q6_K, rows, cols, rb};
+    m->layers[0].w_gate = (llm_mat){q, GGML_TYPE_Q6_K, rows, cols, rb, NULL};
     const char *dir = dr_test_tmpdir();
     const char *path = dr_test_path(dir, "q6k.gguf");
     CHECK_OK(llm_model_save(m, NULL, path));
@@ -729,7 +729,7 @@ TEST(llm_kquant_load) {
     /* Q8_1: unsupported */
     size_t rb4 = ggml_row_bytes(GGML_TYPE_Q8_1, (uint64_t)cols);
     uint8_t *q4 = calloc(rows, rb4);
-    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q8_1, rows, cols, rb4};
+    m->layers[0].w_gate = (llm_mat){q4, GGML_TYPE_Q8_1, rows, cols, rb4, NULL};
     CHECK_OK(llm_model_save(m, NULL, path));
     CHECK_ERR(llm_model_load(&m2, path), DR_ERR_UNSUPPORTED);
     CHECK_MSG(strstr(dr_error_message(), "blk.0.ffn_gate.weight") && strstr(dr_error_message(), "Q8_1"), "%s",

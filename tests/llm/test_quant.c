@@ -233,55 +233,181 @@ TEST(quant_kernels) {
     }
 }
 
-/* Q4_0 has its own kernels (q4a activation layout; 512-bit pairs of blocks with AVX-512 VNNI):
- * each one available on this CPU against the portable C path on the same int8 activations, at
- * widths of 1, 2, 3, 7 and 29 blocks (odd: the 512-bit kernel's one-block tail), row counts that
- * split unevenly, and batches 1..11 (8 per pass, then a ragged rest). The avx2 and avx-vnni
- * kernels sum in the C path's block order, the 512-bit one in two lanes of blocks: both within
- * 1e-5 of the sum of |products|. */
+/* The int8 rounding of the activations is the same with every kernel family (the vector
+ * version does the scalar one's operations lane by lane): equal bytes, scales and half sums,
+ * on widths of 1 to 152 blocks, magnitudes from 1e-30 to 1e30, ties at .5 and all-zero blocks. */
+TEST(quant_act_rounding_matches_c) {
+    static const char *kernels[] = {"avx2", "avx-vnni", "avx512-vnni"};
+    const char *was = llm_kernel_name();
+    dr_rng g;
+    dr_rng_seed(&g, 21);
+    const int ns[] = {32, 96, 896, 4864};
+    for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+        const int n = ns[ni], nb = n / 32;
+        float *x = malloc((size_t)n * sizeof(float));
+        llm_ablk *ac = malloc((size_t)nb * sizeof *ac), *ak = malloc((size_t)nb * sizeof *ak);
+        for (int rep = 0; rep < 20; rep++) {
+            const float scale = powf(10.0f, (float)(rep % 7) * 10.0f - 30.0f);
+            for (int i = 0; i < n; i++) x[i] = scale * dr_rng_normal(&g);
+            if (rep % 5 == 1) /* exact ties: amax 127 gives id 1 and values k + 0.5 */
+                for (int i = 0; i < n; i++) x[i] = i % 32 == 0 ? 127.0f : (float)(int)(dr_rng_below(&g, 200)) / 2.0f - 50.0f;
+            if (rep % 5 == 2)
+                for (int i = 0; i < 32; i++) x[i] = 0.0f;
+            CHECK_EQ_INT(llm_kernel_force("c"), 0);
+            llm_quantize_act(x, n, ac);
+            for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
+                if (llm_kernel_force(kernels[ki])) continue;
+                memset(ak, 0x5A, (size_t)nb * sizeof *ak);
+                llm_quantize_act(x, n, ak);
+                for (int b = 0; b < nb; b++)
+                    CHECK_MSG(!memcmp(ac[b].q, ak[b].q, 32) && ac[b].d == ak[b].d && ac[b].s[0] == ak[b].s[0] &&
+                                  ac[b].s[1] == ak[b].s[1],
+                              "%s: n %d rep %d block %d differs from c", kernels[ki], n, rep, b);
+            }
+        }
+        free(x);
+        free(ac);
+        free(ak);
+    }
+    llm_kernel_force(was);
+}
+
+/* w repacked into the q4x layout (freed by the caller with free(w.packed)). */
+static llm_mat q4x_copy(const llm_mat *w) {
+    llm_mat p = *w;
+    size_t n = llm_q4x_bytes(w);
+    uint8_t *buf = aligned_alloc(64, (n + 63) / 64 * 64);
+    llm_q4x_pack(w, buf);
+    p.packed = buf;
+    return p;
+}
+
+/* Q4_0 has its own kernels, on the file's layout (q4a activations; 512-bit pairs of blocks
+ * with AVX-512 VNNI) and on the repacked one (q4x: 4 rows interleaved): each one available on
+ * this CPU against the portable C path on the file's layout with the same int8 activations, at
+ * widths of 1, 2, 3, 5, 7 and 29 blocks (odd, and not whole runs of the 4 blocks whose scales
+ * the 512-bit q4x kernel converts at once), row counts that are not multiples of the 4-row
+ * groups and some that are, and batches 1..20 (8 per pass, then a ragged rest). The kernels sum
+ * in other orders than the C path: within 1e-5 of the sum of |products|. The repacked matrix
+ * read by the C kernel, by llm_mat_row and by the exact path gives the file's results bit for bit. */
 TEST(quant_q4_0_kernels_match_c) {
     static const char *kernels[] = {"avx2", "avx-vnni", "avx512-vnni"};
-    static const int widths[] = {32, 64, 96, 224, 928}, row_counts[] = {1, 3, 5, 37};
+    static const int widths[] = {32, 64, 96, 160, 224, 928}, row_counts[] = {1, 3, 4, 5, 8, 37};
     const char *was = llm_kernel_name();
     dr_rng g;
     dr_rng_seed(&g, 13);
     int tried = 0;
     for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
         for (size_t ri = 0; ri < sizeof row_counts / sizeof *row_counts; ri++) {
-            const int cols = widths[wi], rows = row_counts[ri], nmax = 11;
-            llm_mat w = random_mat(GGML_TYPE_Q4_0, rows, cols, &g);
+            const int cols = widths[wi], rows = row_counts[ri], nmax = 20;
+            llm_mat w = random_mat(GGML_TYPE_Q4_0, rows, cols, &g), wp = q4x_copy(&w);
             float *x = malloc((size_t)nmax * cols * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
+            float *rowp = malloc((size_t)cols * sizeof(float));
             float *yc = malloc((size_t)nmax * rows * sizeof(float)), *yk = malloc((size_t)nmax * rows * sizeof(float));
+            double *mag = malloc((size_t)nmax * rows * sizeof(double));
             for (int i = 0; i < nmax * cols; i++) x[i] = 3.0f * dr_rng_normal(&g);
+            for (int r = 0; r < rows; r++) {
+                llm_mat_row(&w, r, row);
+                llm_mat_row(&wp, r, rowp);
+                CHECK_MSG(!memcmp(row, rowp, (size_t)cols * sizeof(float)), "Q4_0 cols %d rows %d: repacked row %d differs", cols, rows, r);
+                for (int j = 0; j < nmax; j++) {
+                    double m = 0;
+                    for (int k = 0; k < cols; k++) m += fabs((double)row[k] * x[(size_t)j * cols + k]);
+                    mag[(size_t)j * rows + r] = m;
+                }
+            }
             for (int n = 1; n <= nmax; n++) {
                 CHECK_EQ_INT(llm_kernel_force("c"), 0);
                 CHECK_EQ_INT(llm_matmul_q8act(&w, x, n, yc), 0);
+                CHECK_EQ_INT(llm_matmul_q8act(&wp, x, n, yk), 0);
+                CHECK_MSG(!memcmp(yc, yk, (size_t)n * rows * sizeof(float)), "Q4_0 c, repacked: cols %d rows %d n %d differ", cols, rows, n);
+                if (n == 1 || n == 7 || n == nmax) { /* the exact path reads the repacked rows as the file's */
+                    float *ye = malloc((size_t)n * rows * sizeof(float));
+                    llm_matmul(&w, x, n, ye);
+                    llm_matmul(&wp, x, n, yk);
+                    CHECK_MSG(!memcmp(ye, yk, (size_t)n * rows * sizeof(float)), "Q4_0 exact, repacked: cols %d rows %d n %d differ", cols, rows, n);
+                    free(ye);
+                }
                 for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
                     if (llm_kernel_force(kernels[ki])) continue;
                     tried |= 1 << ki;
-                    for (int i = 0; i < n * rows; i++) yk[i] = NAN;
-                    CHECK_EQ_INT(llm_matmul_q8act(&w, x, n, yk), 0);
-                    for (int r = 0; r < rows; r++) {
-                        llm_mat_row(&w, r, row);
-                        for (int j = 0; j < n; j++) {
-                            double mag = 0;
-                            for (int k = 0; k < cols; k++) mag += fabs((double)row[k] * x[(size_t)j * cols + k]);
-                            double e = fabs((double)yk[(size_t)j * rows + r] - yc[(size_t)j * rows + r]);
-                            CHECK_MSG(e <= 1e-5 * mag, "Q4_0 %s cols %d rows %d n %d: row %d act %d: %.9g vs c %.9g",
-                                      kernels[ki], cols, rows, n, r, j, yk[(size_t)j * rows + r], yc[(size_t)j * rows + r]);
+                    for (int layout = 0; layout < 2; layout++) {
+                        for (int i = 0; i < n * rows; i++) yk[i] = NAN;
+                        CHECK_EQ_INT(llm_matmul_q8act(layout ? &wp : &w, x, n, yk), 0);
+                        for (int i = 0; i < n * rows; i++) {
+                            double e = fabs((double)yk[i] - yc[i]);
+                            CHECK_MSG(e <= 1e-5 * mag[i], "Q4_0 %s%s cols %d rows %d n %d: row %d act %d: %.9g vs c %.9g",
+                                      kernels[ki], layout ? " repacked" : "", cols, rows, n, i % rows, i / rows, yk[i], yc[i]);
                         }
                     }
                 }
             }
+            free(mag);
             free(yk);
             free(yc);
+            free(rowp);
             free(row);
             free(x);
+            free((void *)wp.packed);
             free((void *)w.data);
         }
-    printf("  Q4_0 kernels compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "", tried & 2 ? "avx-vnni " : "",
-           tried & 4 ? "avx512-vnni" : "");
+    printf("  Q4_0 kernels (file layout and repacked) compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "",
+           tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
     llm_kernel_force(was);
+}
+
+/* A Q4_0 file is repacked at load when the kernels use it: every Q4_0 matrix, the file's data
+ * pointer kept (saving writes from it); the fast logits then match those of the same model read
+ * in the file's layout (other kernels, other summation order). */
+TEST(quant_q4_0_repacked_at_load) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    if (!llm_q4x_wanted()) SKIP("the %s kernel reads Q4_0 as stored (no repacking)", llm_kernel_name());
+    char p[1200];
+    snprintf(p, sizeof p, "%s/tiny-Q4_0.gguf", dir);
+    llm_model *m;
+    CHECK_OK(llm_model_load(&m, p));
+    int packed = 0;
+    llm_mat *ms[64];
+    int nm = 0;
+    ms[nm++] = &m->tok_embd;
+    for (int l = 0; l < m->cfg.n_layers && nm + 7 <= 63; l++) {
+        llm_layer *L = &m->layers[l];
+        llm_mat *lm[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) ms[nm++] = lm[i];
+    }
+    for (int i = 0; i < nm; i++) {
+        if (ms[i]->type != GGML_TYPE_Q4_0) continue;
+        CHECK(ms[i]->packed != NULL);
+        packed++;
+    }
+    CHECK(packed >= 7 * m->cfg.n_layers);
+    const gguf_tensor_info *t = gguf_find_tensor(m->file, "blk.1.ffn_down.weight");
+    CHECK(t && m->layers[1].w_down.data == t->data && m->layers[1].w_down.packed);
+    const int32_t tok[] = {1, 17, 300, 5, 42, 999, 3, 64, 128, 7};
+    const int n = (int)(sizeof tok / sizeof *tok), V = m->cfg.vocab;
+    float *lp = malloc((size_t)n * V * sizeof(float)), *lf = malloc((size_t)n * V * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) { /* the same model in the file's layout */
+            for (int i = 0; i < nm; i++) ms[i]->packed = NULL;
+            m->output.packed = NULL;
+        }
+        llm_session *s;
+        CHECK_OK(llm_session_new(&s, m, 1, n));
+        llm_session_set_fast(s, 1);
+        for (int i = 0; i < n; i++) CHECK_OK(llm_decode(s, (int[]){0}, tok + i, 1, (pass ? lf : lp) + (size_t)i * V));
+        llm_session_free(s);
+    }
+    double worst = 0, top = 0;
+    for (int i = 0; i < n * V; i++) {
+        worst = fmax(worst, fabs((double)lp[i] - lf[i]));
+        top = fmax(top, fabs((double)lf[i]));
+    }
+    printf("  Q4_0 repacked vs file layout, fast decode: max |logit diff| %.2e (logits up to %.1f)\n", worst, top);
+    CHECK_MSG(worst <= 1e-4 * (top + 1), "repacked logits off by %g", worst);
+    free(lp);
+    free(lf);
+    llm_model_free(m);
 }
 
 /* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
@@ -352,7 +478,7 @@ TEST(quant_bf16_fast_kernel) {
         const int cols = pass ? 203 : 224;
         uint16_t *wb = malloc((size_t)rows * cols * 2);
         for (int i = 0; i < rows * cols; i++) wb[i] = dr_f32_to_bf16(dr_rng_normal(&g));
-        llm_mat w = {wb, GGML_TYPE_BF16, rows, cols, (size_t)cols * 2};
+        llm_mat w = {wb, GGML_TYPE_BF16, rows, cols, (size_t)cols * 2, NULL};
         float *x = malloc((size_t)70 * cols * sizeof(float)), *y = malloc((size_t)70 * rows * sizeof(float));
         for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
         for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
