@@ -42,15 +42,6 @@ static void print_train(const char *out, const char *model, const char *loss, co
     }
 }
 
-static int init_from(trm_model *m, const dr_dataset *d, const char *path) {
-    trm_model *src = NULL;
-    int rc = trm_load(&src, path);
-    if (!rc) rc = trm_check_dataset(src, d, path, NULL);
-    if (!rc) rc = trm_model_init_from(m, src);
-    trm_model_free(src);
-    return rc;
-}
-
 static int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL, *init = NULL;
     int json = 0, threads = 0, quiet = 0;
@@ -116,7 +107,7 @@ static int cmd_train(int argc, char **argv) {
     dr_metrics_mean test, test_o;
     int rc;
     if ((rc = dr_data_load(&d, data)) || (rc = trm_model_new(&m, &c, &d, (uint64_t)seed))) goto done;
-    if (init && (rc = init_from(m, &d, init))) goto done;
+    if (init && (rc = trm_model_init_from_file(m, &d, init))) goto done;
     if (!quiet)
         fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", model,
                 trm_num_params(m), d.n_users, d.n_items, loss, threads > 0 ? threads : dr_threads());

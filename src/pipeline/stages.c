@@ -27,28 +27,27 @@ static void on_epoch(void *ctx, int epoch) {
  * with the higher validation NDCG@10 becomes trm.gguf (docs/trm.md). */
 static int pref_from_sasrec(pl_run *p, const trm_config *c, const trm_train_opts *o_rand, const char *sasrec,
                             const char *out, double valid_rand) {
-    char alt[PL_PATH];
+    char alt[PL_PATH], alt_resume[PL_PATH + 32];
     pl_path(p, "trm.from_sasrec.gguf", alt);
+    snprintf(alt_resume, sizeof alt_resume, "%s.resume.gguf", alt);
     trm_train_opts o = *o_rand;
     o.out = alt;
-    trm_model *m = NULL, *src = NULL;
+    if (!o.resume) remove(alt_resume); /* as for the random candidate: an earlier attempt's state */
+    trm_model *m = NULL;
     trm_train_result tr;
     int rc = trm_model_new(&m, c, &p->d, 1);
-    if (!rc) rc = trm_load(&src, sasrec);
-    if (!rc) rc = trm_model_init_from(m, src);
-    trm_model_free(src);
+    if (!rc) rc = trm_model_init_from_file(m, &p->d, sasrec);
     if (!rc) rc = trm_train(m, &p->d, &o, &tr);
     trm_model_free(m);
-    m = NULL;
-    if (!rc && o.progress)
+    if (rc) return rc;
+    const int keep = tr.best_valid_ndcg10 > valid_rand;
+    if (o.progress)
         fprintf(o.progress, "pipeline: pref TRM from random weights: valid NDCG@10 %.4f; from the SASRec: %.4f; kept: %s\n",
-                valid_rand, tr.best_valid_ndcg10, tr.best_valid_ndcg10 > valid_rand ? "from the SASRec" : "random");
-    if (!rc && tr.best_valid_ndcg10 > valid_rand) {
-        rc = trm_load(&m, alt);
-        if (!rc) rc = trm_save(m, out);
-        trm_model_free(m);
-    }
-    return rc;
+                valid_rand, tr.best_valid_ndcg10, keep ? "from the SASRec" : "random");
+    /* trm_train wrote alt atomically; a rename keeps out whole at every instant */
+    if (keep && rename(alt, out))
+        return dr_error(DR_ERR_IO, "pipeline: could not rename %s to %s", alt, out);
+    return DR_OK;
 }
 
 /* holdout > 0: the agent's training tool, trained without each user's last 2 + holdout items

@@ -174,3 +174,12 @@ int trm_load(trm_model **out, const char *path) {
     if (rc) dr_error_context("%s", path);
     return rc;
 }
+
+int trm_model_init_from_file(trm_model *m, const dr_dataset *d, const char *path) {
+    trm_model *src = NULL;
+    int rc = trm_load(&src, path);
+    if (!rc) rc = trm_check_dataset(src, d, path, NULL);
+    if (!rc) rc = trm_model_init_from(m, src);
+    trm_model_free(src);
+    return rc;
+}
