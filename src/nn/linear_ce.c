@@ -9,11 +9,12 @@
  *
  * Per block of rows, three phases:
  *   1. per tile: logits S = F_t U^T, the tile's row max m_t and sum of exp(S - m_t); S is
- *      replaced by exp(S - m_t) (so the second phase needs no exp);
- *   2. per tile: every thread folds the tiles' (m_t, sum) into the row's logsumexp, then
- *      G = exp(S - m_t) * exp(m_t - lse) * g minus g at the target (g = dscale / N), the
- *      tile's part of dhidden (F_t^T G) into its own slot, and dtable_t += G^T U;
- *   3. per row: dhidden += the tiles' parts in tile order; the row's loss.
+ *      replaced by E = exp(S - m_t) (so the second phase needs no exp);
+ *   2. per tile: every thread folds the tiles' (m_t, sum) into the rows' logsumexp; the
+ *      gradient of the logits is G = E diag(sc) - g onehot (sc = exp(m_t - lse) g, g =
+ *      dscale / N): dtable_t += E^T (sc U) - g U at the targets, and the tile's part of
+ *      dhidden, sc (E^T F_t), goes to the tile's own slot;
+ *   3. per row: dhidden += the tiles' parts in tile order - g table[target]; the row's loss.
  * Tiles are stored item-major ([item][row], 64 rows) so the row-wise max and sums are vertical
  * vector operations. A tile belongs to one thread in phases 1-2, dtable_t accumulates the
  * blocks in order and dhidden the tiles in order: the result is the same for any thread
@@ -68,9 +69,10 @@ static void pack_rows(const lce *c, int r0, int R, int k0, int k1) {
     }
 }
 
-/* S[j][0..63] = F[j] . U[0..63] for NJ items: NJ x 4 accumulators over k. */
-static inline __attribute__((always_inline)) void logits_items(float *S, const float *F, const float *Ut, int D,
-                                                               const int NJ) {
+/* S[j][0..63] = F[j] . U[0..63] for NJ items: NJ x 4 accumulators over k; mx[0..63] takes
+ * their max (here, where they are in registers, instead of a pass over the tile). */
+static inline __attribute__((always_inline)) void logits_items(float *S, float *mx, const float *F, const float *Ut,
+                                                               int D, const int NJ) {
     __m512 acc[6][4];
     for (int q = 0; q < NJ; q++)
         for (int v = 0; v < 4; v++) acc[q][v] = _mm512_setzero_ps();
@@ -82,19 +84,27 @@ static inline __attribute__((always_inline)) void logits_items(float *S, const f
             for (int v = 0; v < 4; v++) acc[q][v] = _mm512_fmadd_ps(f, u[v], acc[q][v]);
         }
     }
-    for (int q = 0; q < NJ; q++)
-        for (int v = 0; v < 4; v++) _mm512_storeu_ps(S + (size_t)q * LCE_ROWS + 16 * v, acc[q][v]);
+    for (int v = 0; v < 4; v++) {
+        __m512 m = _mm512_loadu_ps(mx + 16 * v);
+        for (int q = 0; q < NJ; q++) {
+            _mm512_storeu_ps(S + (size_t)q * LCE_ROWS + 16 * v, acc[q][v]);
+            m = _mm512_max_ps(m, acc[q][v]);
+        }
+        _mm512_storeu_ps(mx + 16 * v, m);
+    }
 }
 
-static void tile_logits(const lce *c, float *S, const float *F, int Tt) {
+/* The tile's logits S [Tt][64] and their row max mx [64]. */
+static void tile_logits(const lce *c, float *S, float *mx, const float *F, int r0, int R, int Tt) {
+    (void)r0, (void)R;
     int j = 0;
-    for (; j + 6 <= Tt; j += 6) logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 6);
+    for (; j + 6 <= Tt; j += 6) logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 6);
     switch (Tt - j) {
-    case 5: logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 5); break;
-    case 4: logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 4); break;
-    case 3: logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 3); break;
-    case 2: logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 2); break;
-    case 1: logits_items(S + (size_t)j * LCE_ROWS, F + (size_t)j * c->D, c->Ut, c->D, 1); break;
+    case 5: logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 5); break;
+    case 4: logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 4); break;
+    case 3: logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 3); break;
+    case 2: logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 2); break;
+    case 1: logits_items(S + (size_t)j * LCE_ROWS, mx, F + (size_t)j * c->D, c->Ut, c->D, 1); break;
     default: break;
     }
 }
@@ -182,10 +192,16 @@ static void pack_rows(const lce *c, int r0, int R, int k0, int k1) {
 }
 
 /* The same three products through sgemm, on the same item-major tiles. */
-static void tile_logits_rows(const lce *c, float *S, const float *F, const float *U, int R, int Tt) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tt, R, c->D, 1.0f, F, c->D, U, c->D, 0.0f, S, LCE_ROWS);
+static void tile_logits(const lce *c, float *S, float *mx, const float *F, int r0, int R, int Tt) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tt, R, c->D, 1.0f, F, c->D, c->h + (size_t)r0 * c->D, c->D,
+                0.0f, S, LCE_ROWS);
     if (R < LCE_ROWS) /* rows past the block's end: finite logits, zeroed by the gradient */
         for (int j = 0; j < Tt; j++) memset(S + (size_t)j * LCE_ROWS + R, 0, (size_t)(LCE_ROWS - R) * sizeof(float));
+    for (int j = 0; j < Tt; j++) {
+        const float *sj = S + (size_t)j * LCE_ROWS;
+#pragma omp simd
+        for (int i = 0; i < LCE_ROWS; i++) mx[i] = sj[i] > mx[i] ? sj[i] : mx[i];
+    }
 }
 
 static void tile_dh(const lce *c, float *dU, const float *G, const float *F, int Tt) {
@@ -203,22 +219,12 @@ static void lce_tile_forward(const lce *c, int t, int r0, int R) {
     const int Tt = tile_len(c, t), j0 = t * NN_LCE_COLS;
     float *S = c->S + (size_t)t * NN_LCE_COLS * LCE_ROWS;
     const float *F = c->F + (size_t)j0 * c->D;
-#if defined(__AVX512F__)
-    (void)r0;
-    tile_logits(c, S, F, Tt);
-#else
-    tile_logits_rows(c, S, F, c->h + (size_t)r0 * c->D, R, Tt);
-#endif
+    float mx[LCE_ROWS], sum[LCE_ROWS];
+    for (int i = 0; i < LCE_ROWS; i++) mx[i] = -INFINITY, sum[i] = 0.0f;
+    tile_logits(c, S, mx, F, r0, R, Tt);
     for (int i = 0; i < R; i++) {
         int j = c->tg[r0 + i] - c->v0 - j0;
         if (j >= 0 && j < Tt) c->tl[i] = S[(size_t)j * LCE_ROWS + i];
-    }
-    float mx[LCE_ROWS], sum[LCE_ROWS];
-    for (int i = 0; i < LCE_ROWS; i++) mx[i] = -INFINITY, sum[i] = 0.0f;
-    for (int j = 0; j < Tt; j++) {
-        const float *s = S + (size_t)j * LCE_ROWS;
-#pragma omp simd
-        for (int i = 0; i < LCE_ROWS; i++) mx[i] = s[i] > mx[i] ? s[i] : mx[i];
     }
     for (int j = 0; j < Tt; j++) {
         float *s = S + (size_t)j * LCE_ROWS;
@@ -245,24 +251,37 @@ static void lce_lse(const lce *c, float *lse) {
     }
 }
 
-/* Phase 2 for tile t: the gradient of the logits in place, then both products. */
+/* Phase 2 for tile t. The tile holds E = exp(S - m_t); the gradient of the logits is
+ * G = E diag(sc) - g onehot with sc = exp(m_t - lse) g per row, so sc scales the rows of U
+ * going into dtable and the rows of the tile's part of dhidden (64 x D each, not the 64 x Tt
+ * tile), and the onehot part is added apart: here for dtable, in phase 3 for dhidden. */
 static void lce_tile_backward(const lce *c, const float *lse, int t, int r0, int R) {
-    const int Tt = tile_len(c, t), j0 = t * NN_LCE_COLS;
-    float *G = c->S + (size_t)t * NN_LCE_COLS * LCE_ROWS;
-    const float *F = c->F + (size_t)j0 * c->D;
+    const int Tt = tile_len(c, t), j0 = t * NN_LCE_COLS, D = c->D;
+    const float *E = c->S + (size_t)t * NN_LCE_COLS * LCE_ROWS;
+    const float *F = c->F + (size_t)j0 * D, *U = c->h + (size_t)r0 * D;
+    float *dUp = c->dUp + (size_t)t * D * LCE_ROWS;
     float sc[LCE_ROWS];
     for (int i = 0; i < LCE_ROWS; i++) sc[i] = i < R ? nn_vexp(c->mt[(size_t)t * LCE_ROWS + i] - lse[i]) * c->g : 0.0f;
-    for (int j = 0; j < Tt; j++) {
-        float *s = G + (size_t)j * LCE_ROWS;
+    if (c->dF) {
+        float *Us = dUp; /* free until the dhidden product below */
+        for (int i = 0; i < R; i++)
+            for (int k = 0; k < D; k++) Us[(size_t)i * D + k] = sc[i] * U[(size_t)i * D + k];
+        float *dF = c->dF + (size_t)j0 * D;
+        tile_df(c, dF, E, Us, R, Tt);
+        for (int i = 0; i < R; i++) {
+            int j = c->tg[r0 + i] - c->v0 - j0;
+            if (j >= 0 && j < Tt)
+                for (int k = 0; k < D; k++) dF[(size_t)j * D + k] -= c->g * U[(size_t)i * D + k];
+        }
+    }
+    if (c->dh) {
+        tile_dh(c, dUp, E, F, Tt);
+        for (int k = 0; k < D; k++) {
+            float *p = dUp + (size_t)k * LCE_ROWS;
 #pragma omp simd
-        for (int i = 0; i < LCE_ROWS; i++) s[i] *= sc[i];
+            for (int i = 0; i < LCE_ROWS; i++) p[i] *= sc[i];
+        }
     }
-    for (int i = 0; i < R; i++) {
-        int j = c->tg[r0 + i] - c->v0 - j0;
-        if (j >= 0 && j < Tt) G[(size_t)j * LCE_ROWS + i] -= c->g;
-    }
-    if (c->dh) tile_dh(c, c->dUp + (size_t)t * c->D * LCE_ROWS, G, F, Tt);
-    if (c->dF) tile_df(c, c->dF + (size_t)j0 * c->D, G, c->h + (size_t)r0 * c->D, R, Tt);
 }
 
 int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
@@ -313,6 +332,8 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
                             const float *p = c.dUp + (size_t)t * D * r + i;
                             for (int k = 0; k < D; k++) dh[k] += p[(size_t)k * r];
                         }
+                        const float *ft = c.F + (size_t)(c.tg[r0 + i] - v0) * D;
+                        for (int k = 0; k < D; k++) dh[k] -= c.g * ft[k];
                     }
                 }
                 if (i < D && R1 > 0) pack_rows(&c, r1, R1, i, i + 1);
