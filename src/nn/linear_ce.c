@@ -23,6 +23,7 @@
 #include "deeprec/nn.h"
 #include "nn/nn_impl.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -109,14 +110,15 @@ static void tile_logits(const lce *c, float *S, float *mx, const float *F, int r
     }
 }
 
-/* dU[k][0..63] = sum_j F[j][k] G[j][0..63] for NK columns k (the tile's part of dhidden,
- * transposed like Ut). */
-static inline __attribute__((always_inline)) void dh_cols(float *dU, const float *G, const float *F, int Tt, int D,
-                                                          const int NK) {
+/* dU[k][0..63] (+)= sum_j F[j][k] G[j][0..63] for NK columns k (the tile's part of dhidden,
+ * transposed like Ut); from zero when first. */
+static inline __attribute__((always_inline)) void dh_cols(float *dU, const float *G, const float *F, int nj, int D,
+                                                          int first, const int NK) {
     __m512 acc[6][4];
     for (int q = 0; q < NK; q++)
-        for (int v = 0; v < 4; v++) acc[q][v] = _mm512_setzero_ps();
-    for (int j = 0; j < Tt; j++) {
+        for (int v = 0; v < 4; v++)
+            acc[q][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(dU + (size_t)q * LCE_ROWS + 16 * v);
+    for (int j = 0; j < nj; j++) {
         __m512 gv[4];
         for (int v = 0; v < 4; v++) gv[v] = _mm512_loadu_ps(G + (size_t)j * LCE_ROWS + 16 * v);
         for (int q = 0; q < NK; q++) {
@@ -128,17 +130,26 @@ static inline __attribute__((always_inline)) void dh_cols(float *dU, const float
         for (int v = 0; v < 4; v++) _mm512_storeu_ps(dU + (size_t)q * LCE_ROWS + 16 * v, acc[q][v]);
 }
 
+/* Items in chunks of DH_ITEMS: a chunk's rows of G and F (12 KB each at D = 64) stay in L1
+ * while every group of 6 columns passes over them; over the whole tile they came from L2 once
+ * per group. */
+#define DH_ITEMS 48
+
 static void tile_dh(const lce *c, float *dU, const float *G, const float *F, int Tt) {
     const int D = c->D;
-    int k = 0;
-    for (; k + 6 <= D; k += 6) dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 6);
-    switch (D - k) {
-    case 5: dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 5); break;
-    case 4: dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 4); break;
-    case 3: dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 3); break;
-    case 2: dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 2); break;
-    case 1: dh_cols(dU + (size_t)k * LCE_ROWS, G, F + k, Tt, D, 1); break;
-    default: break;
+    for (int j0 = 0; j0 < Tt; j0 += DH_ITEMS) {
+        const int nj = Tt - j0 < DH_ITEMS ? Tt - j0 : DH_ITEMS, first = j0 == 0;
+        const float *Gc = G + (size_t)j0 * LCE_ROWS, *Fc = F + (size_t)j0 * D;
+        int k = 0;
+        for (; k + 6 <= D; k += 6) dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 6);
+        switch (D - k) {
+        case 5: dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 5); break;
+        case 4: dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 4); break;
+        case 3: dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 3); break;
+        case 2: dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 2); break;
+        case 1: dh_cols(dU + (size_t)k * LCE_ROWS, Gc, Fc + k, nj, D, first, 1); break;
+        default: break;
+        }
     }
 }
 
@@ -146,6 +157,10 @@ static void tile_dh(const lce *c, float *dU, const float *G, const float *F, int
  * past D in the last group of 16. */
 static inline __attribute__((always_inline)) void df_items(float *dF, const float *G, const float *U, int R, int D,
                                                            const __mmask16 m[4], const int NJ) {
+    /* the rows of dF are read only after the loop: ask for them now (they come from L3) */
+    for (int q = 0; q < NJ; q++)
+        for (int v = 0; v < 4; v++)
+            if (m[v]) _mm_prefetch((const char *)(dF + (size_t)q * D + 16 * v), _MM_HINT_T0);
     __m512 acc[6][4];
     for (int q = 0; q < NJ; q++)
         for (int v = 0; v < 4; v++) acc[q][v] = _mm512_setzero_ps();
@@ -309,16 +324,20 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
 #pragma omp parallel if ((size_t)N * c.C * D >= 64 * NN_PAR_MIN)
     {
         float lse[LCE_ROWS];
+        /* a thread keeps the same tiles in every phase and block (its share of dtable) */
+        const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+        const int tlo = c.nt * me / nth, thi = c.nt * (me + 1) / nth;
 #pragma omp for schedule(static)
         for (int k = 0; k < D; k++) pack_rows(&c, 0, N < LCE_ROWS ? N : LCE_ROWS, k, k + 1);
         for (int b = 0; b < nb; b++) {
             const int r0 = b * LCE_ROWS, R = N - r0 < LCE_ROWS ? N - r0 : LCE_ROWS;
-#pragma omp for schedule(static)
-            for (int t = 0; t < c.nt; t++) lce_tile_forward(&c, t, r0, R);
+            for (int t = tlo; t < thi; t++) lce_tile_forward(&c, t, r0, R);
+#pragma omp barrier
             lce_lse(&c, lse);
             if (grad) {
-#pragma omp for schedule(static)
-                for (int t = 0; t < c.nt; t++) lce_tile_backward(&c, lse, t, r0, R);
+                /* back over the thread's tiles in reverse: the last ones made are still in L2 */
+                for (int t = thi - 1; t >= tlo; t--) lce_tile_backward(&c, lse, t, r0, R);
+#pragma omp barrier
             }
             /* the block's rows are done with the packed rows: pack the next block's beside */
             const int r1 = r0 + LCE_ROWS, R1 = N - r1 < LCE_ROWS ? N - r1 : LCE_ROWS;
