@@ -1,6 +1,7 @@
 /* bench_nn: achieved GFLOP/s of the nn kernels at the shapes deeprec uses, beside
  * OpenBLAS sgemm at a big square size in the same run (the machine reference).
- *   SASRec: batch 256 x length 50 = 12800 tokens, d = 64, attention B=256 T=50 H=2 Dh=32
+ *   SASRec: batch 256 x length 50 = 12800 tokens, d = 64, attention B=256 T=50 H=2 Dh=32; the
+ *   full-softmax CE of one Beauty batch (1740 positions with a target, 12,101 items + padding)
  *   0.5B LLM (Qwen2.5-0.5B): 512 tokens, d = 896, ffn 4864, attention T=512 H=14 KV=2 Dh=64
  * Threads: DEEPREC_THREADS or all cores (dr_threads_init). Each figure is the best of
  * repeated runs lasting about 0.3 s. */
@@ -115,6 +116,58 @@ static void bench_attention(dr_rng *r, const char *label, int B, int T, int H, i
 }
 
 /* The 1-minute load average: figures taken while other work runs are not the machine's. */
+/* ---- full-softmax CE over a catalogue (the TRM's loss) ---- */
+typedef struct {
+    float *dh, *dt, *work, *logits, *dl;
+    const float *h, *tab;
+    const int32_t *tg;
+    int N, V, D;
+} ce_ctx;
+
+static void ce_fused(void *p) {
+    ce_ctx *c = p;
+    float l;
+    nn_linear_cross_entropy(&l, c->dh, c->dt, c->h, c->tab, c->tg, c->N, c->V, c->D, 1, 1.0f, c->work);
+}
+
+/* The unfused loss the TRM ran before, in its chunks of 1024 rows. */
+static void ce_unfused(void *p) {
+    ce_ctx *c = p;
+    for (int s = 0; s < c->N; s += 1024) {
+        int R = c->N - s < 1024 ? c->N - s : 1024;
+        const float *hc = c->h + (size_t)s * c->D;
+        float l;
+        nn_matmul(c->logits, hc, c->tab, R, c->V, c->D, 0, 1, 1.0f, 0.0f);
+        for (int i = 0; i < R; i++) c->logits[(size_t)i * c->V] = -1e30f;
+        memset(c->dl, 0, (size_t)R * c->V * sizeof(float));
+        nn_cross_entropy(&l, c->dl, c->logits, c->tg + s, NULL, R, c->V, -1, 1.0f);
+        nn_matmul(c->dh + (size_t)s * c->D, c->dl, c->tab, R, c->D, c->V, 0, 0, 1.0f, 0.0f);
+        nn_matmul(c->dt, c->dl, hc, c->V, c->D, R, 1, 0, 1.0f, 1.0f);
+    }
+}
+
+static void bench_ce(dr_rng *r, const char *label, int N, int V, int D) {
+    ce_ctx c = {.N = N, .V = V, .D = D};
+    c.h = randbuf(r, (size_t)N * D, 2);
+    c.tab = randbuf(r, (size_t)V * D, 0.5f);
+    int32_t *tg = dr_malloc((size_t)N * sizeof(int32_t));
+    if (!tg) { fprintf(stderr, "bench_nn: out of memory\n"); exit(1); }
+    for (int i = 0; i < N; i++) tg[i] = 1 + (int32_t)dr_rng_below(r, (uint64_t)(V - 1));
+    c.tg = tg;
+    c.dh = randbuf(r, (size_t)N * D, 0);
+    c.dt = randbuf(r, (size_t)V * D, 0);
+    c.work = randbuf(r, nn_linear_ce_work(N, V, D, 1), 0);
+    c.logits = randbuf(r, (size_t)1024 * V, 0);
+    c.dl = randbuf(r, (size_t)1024 * V, 0);
+    const double fl = 6.0 * N * (double)(V - 1) * D; /* logits, dhidden, dtable */
+    char what[128];
+    snprintf(what, sizeof what, "fused %s N=%d V=%d D=%d", label, N, V, D);
+    report(what, fl, best_time(ce_fused, &c, 0.5));
+    snprintf(what, sizeof what, "unfused (sgemm + nn_cross_entropy) %s", label);
+    report(what, fl, best_time(ce_unfused, &c, 0.5));
+    free((void *)c.h), free((void *)c.tab), free(tg), free(c.dh), free(c.dt), free(c.work), free(c.logits), free(c.dl);
+}
+
 static void print_load(const char *when) {
     FILE *f = fopen("/proc/loadavg", "r");
     double l1 = -1;
@@ -142,6 +195,7 @@ int main(int argc, char **argv) {
     bench_matmul(&r, "bwd dy^T x", 64, 64, 12800, 1, 0);
     bench_linear(&r, "SASRec", 12800, 64, 64);
     bench_attention(&r, "SASRec", 256, 50, 2, 2, 32);
+    bench_ce(&r, "Beauty batch", 1740, 12102, 64);
 
     printf("0.5B LLM (512 tokens, d = 896, ffn = 4864)\n");
     bench_matmul(&r, "fwd x W^T", 512, 4864, 896, 0, 1);

@@ -209,6 +209,20 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
 int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int32_t *targets,
                      const float *weights, int N, int V, int ignore_index, float dscale);
 
+/* Full-softmax cross-entropy over the logits hidden . table^T, fused (the TRM's loss over a
+ * whole item catalogue): the [N, V] logits are never stored, only tiles of them, so the cost is
+ * that of the three products (logits, dhidden, dtable) at cache speed. Candidates are the rows
+ * [v0, V) of table [V, D]; rows below v0 (a padding item) are never candidates and get no
+ * gradient. Every row counts: l_i = logsumexp_{j >= v0}(hidden_i . table_j) - hidden_i .
+ * table_{t_i}, loss = mean over the N rows; dhidden [N, D] += dscale * d(loss)/dhidden and
+ * dtable [V, D] += dscale * d(loss)/dtable (either may be NULL: not computed). The sums run in
+ * an order fixed by the shapes (not the thread count), but not in nn_cross_entropy's: the bits
+ * differ from the unfused loss by rounding. work: nn_linear_ce_work(N, V, D, v0) floats.
+ * DR_ERR_RANGE on a target outside [v0, V), DR_ERR_ARG on D <= 0 or v0 outside [0, V). */
+size_t nn_linear_ce_work(int N, int V, int D, int v0);
+int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                            const int32_t *targets, int N, int V, int D, int v0, float dscale, float *work);
+
 /* Sampled-softmax cross-entropy for item recommenders (SASRec style), logits computed here:
  * for row i, scores s_0 = hidden_i . table[pos_i], s_k = hidden_i . table[neg_ik] (k=1..K),
  * l_i = logsumexp(s) - s_0. hidden [N,D], table [V,D], pos [N], neg [N,K].

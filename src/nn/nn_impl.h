@@ -14,6 +14,10 @@
 extern size_t nn_par_min;
 #define NN_PAR_MIN nn_par_min
 
+/* Candidates per tile of nn_linear_cross_entropy: a tile of 64 rows' logits (256 KB) and the
+ * tile's table rows stay in a core's L2 between the logits and the gradient products. */
+#define NN_LCE_COLS 1024
+
 /* exp(x): range reduction x = n ln2 + r (n rounded to nearest with the 1.5*2^23 trick, ln2
  * split in two parts), Cephes' degree-6 polynomial for e^r on [-ln2/2, ln2/2], 2^n built in
  * the exponent bits. Relative error about 2e-7. x < -87.3 (including -INFINITY) gives 0;

@@ -16,7 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CE_CHUNK 1024
 #define PREF_MAX_FEATS 24
 
 void trm_train_opts_default(trm_train_opts *o) {
@@ -47,7 +46,7 @@ typedef struct trainer {
     float *grad, *am, *av; /* n_params each */
     trm_params g;
     float *dF, *dbag;      /* pref: [V, d] */
-    float *logits, *dlogits;
+    float *ce_work;        /* nn_linear_cross_entropy's tiles */
     float *Uv, *dUv;       /* [Ncap, d] gathered valid rows */
     int32_t *tg;           /* [Ncap] targets per row */
     int32_t *vrow, *vtg;   /* valid rows and their targets */
@@ -75,8 +74,7 @@ static void trainer_free(trainer *t) {
     free(t->av);
     free(t->dF);
     free(t->dbag);
-    free(t->logits);
-    free(t->dlogits);
+    free(t->ce_work);
     free(t->Uv);
     free(t->dUv);
     free(t->tg);
@@ -121,10 +119,8 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
         if (!t->dF || !t->dbag) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the trainer");
     }
     if (o->loss == TRM_LOSS_CE) {
-        size_t r = N < CE_CHUNK ? N : CE_CHUNK;
-        t->logits = dr_aligned_alloc(r * V * sizeof(float));
-        t->dlogits = dr_aligned_alloc(r * V * sizeof(float));
-        if (!t->logits || !t->dlogits) return dr_error(DR_ERR_NOMEM, "trm: out of memory for logits");
+        t->ce_work = dr_aligned_alloc(nn_linear_ce_work((int)N, (int)V, (int)dd, 1) * sizeof(float));
+        if (!t->ce_work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the loss tiles");
     } else if (o->loss == TRM_LOSS_SAMPLED) {
         t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
@@ -153,19 +149,11 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     const int nn = t->n_norm > 0 ? t->n_norm : n;
     const float share = (float)n / (float)nn; /* exactly 1 for a whole batch */
     if (t->o->loss == TRM_LOSS_CE) {
-        for (int s = 0; s < n; s += CE_CHUNK) {
-            int R = n - s < CE_CHUNK ? n - s : CE_CHUNK;
-            const float *Uc = t->Uv + (size_t)s * d;
-            nn_matmul(t->logits, Uc, F, R, V, d, 0, 1, 1.0f, 0.0f);
-            for (int i = 0; i < R; i++) t->logits[(size_t)i * V] = -1e30f; /* padding is never a candidate */
-            memset(t->dlogits, 0, (size_t)R * V * sizeof(float));
-            float lc = 0;
-            rc = nn_cross_entropy(&lc, t->dlogits, t->logits, t->vtg + s, NULL, R, V, -1, (float)R / (float)nn);
-            if (rc) return rc;
-            loss += (double)lc * R / nn;
-            nn_matmul(t->dUv + (size_t)s * d, t->dlogits, F, R, d, V, 0, 0, 1.0f, 0.0f);
-            nn_matmul(dF, t->dlogits, Uc, V, d, R, 1, 0, 1.0f, 1.0f);
-        }
+        /* candidates are items 1..n_items: the padding row 0 never is */
+        float l = 0;
+        rc = nn_linear_cross_entropy(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, share, t->ce_work);
+        if (rc) return rc;
+        loss = (double)l * n / nn;
     } else if (t->o->loss == TRM_LOSS_SAMPLED) {
         int K = t->o->n_neg;
 #pragma omp parallel for schedule(static)

@@ -378,6 +378,19 @@ TEST(nn_dropout_mask_rate_determinism_and_grad) {
     nn_dropout_backward(dx, r, m, ns, p);
     do_ctx c = {ns, p, m, nt_tod(x, ns), nt_tod(r, ns)};
     GRADCHECK("dropout dx", do_obj, &c, c.x, dx, ns, 1e-6, 1e-5);
+    /* in place, p = 0.5 (a threshold of exactly 2^23 draws' worth): the same masks as drawn apart */
+    size_t nh = 3 * row + 77;
+    memcpy(y1, x, nh * sizeof(float));
+    nn_dropout_forward(y1, m1, y1, nh, row, 5, 0.5f, &dr);
+    for (size_t i = 0; i * row < nh; i++) {
+        dr_rng ri = dr_rng_split(&dr, 5 + i);
+        size_t bad = 0;
+        for (size_t j = i * row; j < nh && j < (i + 1) * row; j++) {
+            uint8_t keep = dr_rng_float(&ri) >= 0.5f;
+            bad += m1[j] != keep || y1[j] != (keep ? x[j] * 2.0f : 0.0f);
+        }
+        CHECK_MSG(bad == 0, "in place, row %zu: %zu entries differ from the definition", i, bad);
+    }
     /* p == 0 is the identity, in place allowed */
     memcpy(y, x, n * sizeof(float));
     nn_dropout_forward(y, NULL, y, n, row, 0, 0.0f, &dr);

@@ -1,0 +1,164 @@
+/* nn tests: the fused full-softmax cross-entropy (nn_linear_cross_entropy) against a float64
+ * reference written from the definition and against the unfused loss (sgemm logits +
+ * nn_cross_entropy + two sgemms, the TRM's former path), on shapes with ragged row blocks
+ * (N not a multiple of 64), ragged item tiles (V - v0 not a multiple of NN_LCE_COLS) and
+ * widths that are not multiples of the kernels' register blocks. */
+#include "harness.h"
+#include "nn_test.h"
+#include "nn/nn_impl.h"
+#include <omp.h>
+#include <string.h>
+
+/* Tolerance, with scale = the largest |reference| of the tensor: |got - ref| <= 1e-5 scale
+ * + 1e-4 |ref| for both gradients, 1e-5 relative for the loss. fp32 logits carry about
+ * 1e-6 relative error, which the softmax passes on to every gradient entry. */
+#define LCE_ATOL 1e-5
+#define LCE_RTOL 1e-4
+
+typedef struct {
+    double loss;
+    double *dh, *dt; /* d(dscale * loss) */
+} lce_ref;
+
+static void reference(lce_ref *r, const float *h, const float *tab, const int32_t *tg, int N, int V, int D, int v0,
+                      double dscale) {
+    r->dh = nt_dzeros((size_t)N * D);
+    r->dt = nt_dzeros((size_t)V * D);
+    double *z = nt_dzeros((size_t)V);
+    r->loss = 0.0;
+    for (int i = 0; i < N; i++) {
+        double mx = -INFINITY, s = 0.0;
+        for (int j = v0; j < V; j++) {
+            double a = 0.0;
+            for (int k = 0; k < D; k++) a += (double)h[(size_t)i * D + k] * tab[(size_t)j * D + k];
+            z[j] = a;
+            mx = a > mx ? a : mx;
+        }
+        for (int j = v0; j < V; j++) s += exp(z[j] - mx);
+        double lse = mx + log(s);
+        r->loss += (lse - z[tg[i]]) / N;
+        for (int j = v0; j < V; j++) {
+            double gj = (exp(z[j] - lse) - (j == tg[i])) * dscale / N;
+            for (int k = 0; k < D; k++) {
+                r->dh[(size_t)i * D + k] += gj * tab[(size_t)j * D + k];
+                r->dt[(size_t)j * D + k] += gj * h[(size_t)i * D + k];
+            }
+        }
+    }
+}
+
+static double maxabs(const double *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+/* got - start compared with want (the kernel accumulates into what was there). */
+static void check_added(const char *what, const float *got, const float *start, const double *want, size_t n) {
+    float *d = nt_zeros(n);
+    for (size_t i = 0; i < n; i++) d[i] = got[i] - start[i];
+    CHECK_CLOSE(what, d, want, n, LCE_ATOL * maxabs(want, n) + 1e-7 * maxabs(nt_tod(start, n), n), LCE_RTOL);
+}
+
+typedef struct {
+    int N, V, D, v0;
+    float hscale, tscale, dscale;
+} lce_case;
+
+static void run_case(const lce_case *cs, unsigned seed) {
+    const int N = cs->N, V = cs->V, D = cs->D, v0 = cs->v0;
+    dr_rng g;
+    dr_rng_seed(&g, seed);
+    float *h = nt_randn(&g, (size_t)N * D, cs->hscale), *tab = nt_randn(&g, (size_t)V * D, cs->tscale);
+    int32_t *tg = nt_alloc((size_t)N * sizeof(int32_t));
+    for (int i = 0; i < N; i++) tg[i] = v0 + (int32_t)dr_rng_below(&g, (uint64_t)(V - v0));
+    tg[N - 1] = V - 1; /* the last candidate, in the ragged tile */
+    float *dh0 = nt_randn(&g, (size_t)N * D, 0.1f), *dt0 = nt_randn(&g, (size_t)V * D, 0.1f);
+    float *dh = nt_zeros((size_t)N * D), *dt = nt_zeros((size_t)V * D);
+    memcpy(dh, dh0, (size_t)N * D * sizeof(float));
+    memcpy(dt, dt0, (size_t)V * D * sizeof(float));
+    float *work = nt_zeros(nn_linear_ce_work(N, V, D, v0));
+    float loss = 0.0f;
+    CHECK_OK(nn_linear_cross_entropy(&loss, dh, dt, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    lce_ref r;
+    reference(&r, h, tab, tg, N, V, D, v0, cs->dscale);
+    CHECK_NEAR(loss, r.loss, 1e-5 * fabs(r.loss));
+    check_added("dhidden", dh, dh0, r.dh, (size_t)N * D);
+    check_added("dtable", dt, dt0, r.dt, (size_t)V * D);
+    CHECK(memcmp(dt, dt0, (size_t)v0 * D * sizeof(float)) == 0); /* rows below v0 never move */
+
+    /* the same bits on one thread as on two */
+    int threads = omp_get_max_threads();
+    float *dh1 = nt_zeros((size_t)N * D), *dt1 = nt_zeros((size_t)V * D), *dh2 = nt_zeros((size_t)N * D),
+          *dt2 = nt_zeros((size_t)V * D), l1 = 0.0f, l2 = 0.0f;
+    omp_set_num_threads(1);
+    CHECK_OK(nn_linear_cross_entropy(&l1, dh1, dt1, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    omp_set_num_threads(2);
+    CHECK_OK(nn_linear_cross_entropy(&l2, dh2, dt2, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    omp_set_num_threads(threads);
+    CHECK(l1 == l2);
+    CHECK(memcmp(dh1, dh2, (size_t)N * D * sizeof(float)) == 0);
+    CHECK(memcmp(dt1, dt2, (size_t)V * D * sizeof(float)) == 0);
+
+    /* loss only */
+    float l3 = 0.0f;
+    CHECK_OK(nn_linear_cross_entropy(&l3, NULL, NULL, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    CHECK(l3 == l1);
+    nt_free_all();
+}
+
+TEST(nn_linear_ce_matches_float64) {
+    const lce_case cases[] = {
+        {1, 7, 5, 1, 1.0f, 0.5f, 1.0f},                     /* one row, one short tile */
+        {64, NN_LCE_COLS + 1, 16, 1, 1.0f, 0.3f, 1.0f},     /* one item past a whole tile */
+        {130, 2 * NN_LCE_COLS + 37, 20, 1, 1.0f, 0.3f, 0.7f}, /* ragged rows, tiles and width */
+        {65, 300, 64, 0, 1.0f, 0.3f, 1.0f},                 /* every row a candidate (v0 = 0) */
+        {33, 1500, 130, 3, 0.5f, 0.2f, 2.0f},               /* width past 64, masked tail */
+        {100, 900, 64, 1, 3.0f, 1.0f, 1.0f},                /* logits of +-50: the running max */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) run_case(&cases[c], 40 + (unsigned)c);
+}
+
+/* The unfused loss the TRM ran before: logits [N, V] by sgemm, the padding column set to
+ * -1e30, nn_cross_entropy, then dhidden = dlogits table and dtable += dlogits^T hidden. */
+TEST(nn_linear_ce_matches_unfused) {
+    const int N = 150, V = NN_LCE_COLS + 301, D = 64;
+    dr_rng g;
+    dr_rng_seed(&g, 77);
+    float *h = nt_randn(&g, (size_t)N * D, 1.0f), *tab = nt_randn(&g, (size_t)V * D, 0.3f);
+    memset(tab, 0, (size_t)D * sizeof(float)); /* the padding row, as in the TRM */
+    int32_t *tg = nt_alloc((size_t)N * sizeof(int32_t));
+    for (int i = 0; i < N; i++) tg[i] = 1 + (int32_t)dr_rng_below(&g, (uint64_t)(V - 1));
+    float *logits = nt_zeros((size_t)N * V), *dl = nt_zeros((size_t)N * V);
+    float *dh_u = nt_zeros((size_t)N * D), *dt_u = nt_zeros((size_t)V * D), lu = 0.0f;
+    nn_matmul(logits, h, tab, N, V, D, 0, 1, 1.0f, 0.0f);
+    for (int i = 0; i < N; i++) logits[(size_t)i * V] = -1e30f;
+    CHECK_OK(nn_cross_entropy(&lu, dl, logits, tg, NULL, N, V, -1, 1.0f));
+    nn_matmul(dh_u, dl, tab, N, D, V, 0, 0, 1.0f, 0.0f);
+    nn_matmul(dt_u, dl, h, V, D, N, 1, 0, 1.0f, 1.0f);
+    float *dh = nt_zeros((size_t)N * D), *dt = nt_zeros((size_t)V * D), lf = 0.0f;
+    CHECK_OK(nn_linear_cross_entropy(&lf, dh, dt, h, tab, tg, N, V, D, 1, 1.0f, nt_zeros(nn_linear_ce_work(N, V, D, 1))));
+    CHECK_NEAR(lf, lu, 1e-5 * fabs(lu));
+    double *wh = nt_tod(dh_u, (size_t)N * D), *wt = nt_tod(dt_u, (size_t)V * D);
+    CHECK_CLOSE("dhidden vs unfused", dh, wh, (size_t)N * D, LCE_ATOL * maxabs(wh, (size_t)N * D), LCE_RTOL);
+    CHECK_CLOSE("dtable vs unfused", dt, wt, (size_t)V * D, LCE_ATOL * maxabs(wt, (size_t)V * D), LCE_RTOL);
+    for (int k = 0; k < D; k++) CHECK(dt[k] == 0.0f); /* padding: no gradient */
+    nt_free_all();
+}
+
+TEST(nn_linear_ce_rejects_bad_targets) {
+    float h[4] = {1, 2, 3, 4}, tab[12] = {0}, dh[4] = {0}, dt[12] = {0}, loss = 1.0f;
+    float *work = nt_zeros(nn_linear_ce_work(2, 6, 2, 1));
+    int32_t below[2] = {1, 0}, past[2] = {6, 1}, ok[2] = {1, 5};
+    CHECK_ERR(nn_linear_cross_entropy(&loss, dh, dt, h, tab, below, 2, 6, 2, 1, 1.0f, work), DR_ERR_RANGE);
+    CHECK(strstr(dr_error_message(), "target 0 at row 1") != NULL);
+    CHECK_ERR(nn_linear_cross_entropy(&loss, dh, dt, h, tab, past, 2, 6, 2, 1, 1.0f, work), DR_ERR_RANGE);
+    CHECK_ERR(nn_linear_cross_entropy(&loss, dh, dt, h, tab, ok, 2, 6, 2, 6, 1.0f, work), DR_ERR_ARG);
+    for (int i = 0; i < 12; i++) CHECK(dt[i] == 0.0f); /* nothing written before the check */
+    CHECK_OK(nn_linear_cross_entropy(&loss, dh, dt, h, tab, ok, 0, 6, 2, 1, 1.0f, work));
+    CHECK(loss == 0.0f);
+    /* all-zero table: the loss is log of the number of candidates */
+    CHECK_OK(nn_linear_cross_entropy(&loss, dh, dt, h, tab, ok, 2, 6, 2, 1, 1.0f, work));
+    CHECK_NEAR(loss, log(5.0), 1e-6);
+    nt_free_all();
+}
