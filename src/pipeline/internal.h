@@ -10,6 +10,7 @@
 #define PL_KEY 8192
 #define PL_WS_FILE "traj_ws.jsonl" /* the outcome-aware warm start's trajectories */
 #define PL_ENV_TRM "env_trm.gguf"  /* the held-out TRM the agent trains against (budget env_holdout) */
+#define PL_PREF_CANDIDATES "trm.candidates.json" /* the two pref candidates' validation and which became trm.gguf */
 
 typedef struct pl_run {
     const pipeline_opts *o;

@@ -133,6 +133,23 @@ static void kept_note(const pl_run *p, int stage, dr_buf *b, json_t *r) {
 }
 
 
+/* Which of the two pref candidates became trm.gguf (stage_trm's record; absent where only one
+ * was trained, as in runs without trm_pref_init). */
+static void pref_candidates(const pl_run *p, json_t *r, dr_buf *b) {
+    char path[PL_PATH];
+    pl_path(p, PL_PREF_CANDIDATES, path);
+    json_t *c = json_load_file(path, 0, NULL);
+    if (!json_is_object(c)) {
+        json_decref(c);
+        return;
+    }
+    const char *kept = json_string_value(json_object_get(c, "kept"));
+    dr_buf_printf(b, "; the pref TRM is the candidate %s (validation NDCG@10 %.4f from random weights, %.4f from the SASRec)",
+                  kept && !strcmp(kept, "from_sasrec") ? "started from the SASRec" : "from random weights",
+                  num(c, "random_valid_ndcg@10"), num(c, "from_sasrec_valid_ndcg@10"));
+    json_object_set_new(r, "pref_candidates", c);
+}
+
 int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, char **md) {
     *report = NULL;
     *md = NULL;
@@ -156,8 +173,10 @@ int pl_report(pl_run *p, const pipeline_stage_info *stages, json_t **report, cha
     json_object_set_new(r, "rows", rows);
     dr_buf b = {0};
     dr_buf_printf(&b, "# DeepRec pipeline report\n\n");
-    dr_buf_printf(&b, "data `%s`, budget `%s`; best TRM on validation NDCG@10: **%s** (SASRec %.4f, pref %.4f)\n\n",
+    dr_buf_printf(&b, "data `%s`, budget `%s`; best TRM on validation NDCG@10: **%s** (SASRec %.4f, pref %.4f)",
            p->o->data, p->b->name, !strcmp(best, "trm") ? "pref TRM" : "SASRec", ns, np);
+    pref_candidates(p, r, &b);
+    dr_buf_printf(&b, "\n\n");
     dr_buf_printf(&b, "| row | users | R@10 | NDCG@10 | MRR | format-valid | answer forced | calls | 95%% CI (NDCG@10) | paired diff. vs best TRM |\n");
     dr_buf_printf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     pl_row list[16];

@@ -44,6 +44,15 @@ static int pref_from_sasrec(pl_run *p, const trm_config *c, const trm_train_opts
     if (o.progress)
         fprintf(o.progress, "pipeline: pref TRM from random weights: valid NDCG@10 %.4f; from the SASRec: %.4f; kept: %s\n",
                 valid_rand, tr.best_valid_ndcg10, keep ? "from the SASRec" : "random");
+    /* the report names the kept candidate; written before the rename, so a kill between the
+     * two leaves the stage unfinished (no key) and both are made again */
+    char rec[PL_PATH];
+    pl_path(p, PL_PREF_CANDIDATES, rec);
+    json_t *j = json_pack("{s:f, s:f, s:s}", "random_valid_ndcg@10", valid_rand, "from_sasrec_valid_ndcg@10",
+                          tr.best_valid_ndcg10, "kept", keep ? "from_sasrec" : "random");
+    rc = j ? dr_json_write_file(rec, j) : dr_error(DR_ERR_NOMEM, "pipeline: out of memory");
+    json_decref(j);
+    if (rc) return rc;
     /* trm_train wrote alt atomically; a rename keeps out whole at every instant */
     if (keep && rename(alt, out))
         return dr_error(DR_ERR_IO, "pipeline: could not rename %s to %s", alt, out);
@@ -76,6 +85,11 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     snprintf(rp, sizeof rp, "%s.resume.gguf", out);
     if (!resume) remove(rp); /* a state of an earlier attempt: start over */
     else if (dr_file_exists(rp)) p->info->resumed = 1;
+    if (kind == TRM_PREF && holdout == 0) { /* this run's record only (pref_from_sasrec) */
+        char rec[PL_PATH];
+        pl_path(p, PL_PREF_CANDIDATES, rec);
+        remove(rec);
+    }
     trm_config c;
     trm_config_default(&c);
     c.model = kind;

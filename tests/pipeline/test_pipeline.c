@@ -214,6 +214,15 @@ TEST(pipeline_run_rerun_and_settings) {
     for (int s = 0; s < PIPELINE_REPORT; s++) CHECK_MSG(!r1.stages[s].reused, "stage %d reused on a fresh run", s);
     CHECK(dr_file_exists(dr_test_path(out, "report.md")) && dr_file_exists(dr_test_path(out, "times.json")));
     CHECK(dr_file_exists(dr_test_path(out, "policy2.rewards.svg")));
+    /* the two pref candidates (trm_pref_init): the report names the one kept, the higher on
+     * validation, and the markdown says it */
+    json_t *pc = json_object_get(r1.report, "pref_candidates");
+    CHECK(json_is_object(pc));
+    const char *kept = json_string_value(json_object_get(pc, "kept"));
+    double vr = json_number_value(json_object_get(pc, "random_valid_ndcg@10")),
+           vs = json_number_value(json_object_get(pc, "from_sasrec_valid_ndcg@10"));
+    CHECK(kept && !strcmp(kept, vs > vr ? "from_sasrec" : "random"));
+    CHECK(strstr(r1.report_md, vs > vr ? "candidate started from the SASRec" : "candidate from random weights"));
     /* env_holdout (1 in the test budget): the warm start and RL name the held-out TRM as their
      * input, the evaluation the full one */
     CHECK(dr_file_exists(dr_test_path(out, "env_trm.gguf")));
