@@ -8,6 +8,7 @@
  *     DEEPREC_THREADS=2 build/bench/bench_dist [--trm-steps N] [--sft-steps N] [--rl-steps N]
  *     DEEPREC_THREADS=1 mpirun -np 2 build/bench/bench_dist ...
  * Steps 0 skips a job (the epoch's full length by default for the SASRec job). */
+#include "bench_common.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/dist.h"
@@ -68,19 +69,6 @@ static void meas_report(const meas *m, const char *job, int steps, const char *u
         printf(" N=%d %.3f|%.3f", N, c + a / 1.25e9, c + a / 12.5e9);
     }
     printf("\n");
-}
-
-static double sgemm_gflops(void) {
-    const int n = 512;
-    float *a = calloc((size_t)n * n, sizeof(float)), *b = calloc((size_t)n * n, sizeof(float)),
-          *c = calloc((size_t)n * n, sizeof(float));
-    for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double t0 = dr_now();
-    for (int r = 0; r < 10; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double s = dr_now() - t0;
-    free(a), free(b), free(c);
-    return 2.0 * n * n * n * 10 / s / 1e9;
 }
 
 /* The allreduce alone (ranks in step after a barrier): what overlapping it with the backward
@@ -256,19 +244,15 @@ int main(int argc, char **argv) {
     }
     atexit(dr_dist_finalize);
     int trm_steps = -1, sft_steps = 4, rl_steps = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--trm-steps")) trm_steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--sft-steps")) sft_steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rl-steps")) rl_steps = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "bench_dist: unknown option %s\n", argv[i]);
-            return 2;
-        }
-    }
+    const bench_arg args[] = {{"--trm-steps", BENCH_INT, &trm_steps}, {"--sft-steps", BENCH_INT, &sft_steps},
+                              {"--rl-steps", BENCH_INT, &rl_steps}};
+    if (bench_parse_args(argc, argv, args, (int)(sizeof args / sizeof *args),
+                         "bench_dist [--trm-steps N] [--sft-steps 4] [--rl-steps 2]"))
+        return 2;
     dr_threads_init();
     if (!dr_dist_rank())
         printf("bench_dist: %d ranks x %d threads; cblas_sgemm 512^3 on rank 0: %.1f GFLOP/s\n", dr_dist_size(),
-               dr_threads(), sgemm_gflops());
+               dr_threads(), bench_sgemm_gflops(512, 512, 512));
     if (trm_steps != 0) bench_trm(trm_steps);
     if (sft_steps > 0 || rl_steps > 0) {
         char dir[] = "/tmp/bench_dist_XXXXXX";

@@ -76,26 +76,7 @@ static double read_bandwidth(void) {
 }
 
 /* sgemm at the model's FFN shape, timed like everything else (wall clock or CPU time). */
-static double sgemm_gflops(void) {
-    const int M = 512, N = 4864, K = 896;
-    float *a = dr_aligned_alloc((size_t)M * K * 4), *b = dr_aligned_alloc((size_t)N * K * 4),
-          *c = dr_aligned_alloc((size_t)M * N * 4);
-    double best = 0;
-    if (a && b && c) {
-        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 13) * 0.01f;
-        for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 7) * 0.01f;
-        for (int rep = 0; rep < 5; rep++) {
-            double t0 = now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-            double g = 2.0 * M * N * K / (now() - t0) / 1e9;
-            if (g > best) best = g;
-        }
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
+static double sgemm_gflops(void) { return bench_sgemm_gflops_clock(512, 4864, 896, now); }
 
 /* Random blocks of a quantised type: valid once the fp16 scale fields hold sane values
  * (the bench measures speed; the values only need to stay finite). */

@@ -117,18 +117,15 @@ int main(int argc, char **argv) {
     dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL;
     int n_users = 48, slots = 8, max_hist = 20, tool_k = 20;
-    for (int i = 1; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "--data")) data_path = argv[++i];
-        else if (!strcmp(argv[i], "--trm")) trm_path = argv[++i];
-        else if (!strcmp(argv[i], "--llm")) llm_path = argv[++i];
-        else if (!strcmp(argv[i], "--users")) n_users = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--slots")) slots = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-hist")) max_hist = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tool-k")) tool_k = atoi(argv[++i]);
-    }
+    const char *usage = "bench_phases --data D.gguf --trm T.gguf --llm M.gguf [--users 48] [--slots 8] "
+                        "[--max-hist 20] [--tool-k 20]";
+    const bench_arg args[] = {{"--data", BENCH_STR, &data_path}, {"--trm", BENCH_STR, &trm_path},
+                              {"--llm", BENCH_STR, &llm_path},   {"--users", BENCH_INT, &n_users},
+                              {"--slots", BENCH_INT, &slots},    {"--max-hist", BENCH_INT, &max_hist},
+                              {"--tool-k", BENCH_INT, &tool_k}};
+    if (bench_parse_args(argc, argv, args, (int)(sizeof args / sizeof *args), usage)) return 2;
     if (!data_path || !trm_path || !llm_path || n_users < 1 || slots < 1 || slots > 256) {
-        fprintf(stderr, "usage: bench_phases --data D.gguf --trm T.gguf --llm M.gguf [--users 48] [--slots 8] "
-                        "[--max-hist 20] [--tool-k 20]\n");
+        fprintf(stderr, "usage: %s\n", usage);
         return 2;
     }
     dr_threads_init();

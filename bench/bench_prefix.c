@@ -107,19 +107,13 @@ int main(int argc, char **argv) {
     dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *llm_path = NULL;
     int n_users = 100, max_hist = 20, chat = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--chat")) {
-            chat = 1;
-            continue;
-        }
-        if (i + 1 >= argc) break;
-        if (!strcmp(argv[i], "--data")) data_path = argv[++i];
-        else if (!strcmp(argv[i], "--llm")) llm_path = argv[++i];
-        else if (!strcmp(argv[i], "--users")) n_users = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-hist")) max_hist = atoi(argv[++i]);
-    }
+    const char *usage = "bench_prefix --data D.gguf --llm M.gguf [--users 100] [--max-hist 20] [--chat]";
+    const bench_arg args[] = {{"--data", BENCH_STR, &data_path}, {"--llm", BENCH_STR, &llm_path},
+                              {"--users", BENCH_INT, &n_users},  {"--max-hist", BENCH_INT, &max_hist},
+                              {"--chat", BENCH_SWITCH, &chat}};
+    if (bench_parse_args(argc, argv, args, (int)(sizeof args / sizeof *args), usage)) return 2;
     if (!data_path || !llm_path || n_users < 1) {
-        fprintf(stderr, "usage: bench_prefix --data D.gguf --llm M.gguf [--users 100] [--max-hist 20] [--chat]\n");
+        fprintf(stderr, "usage: %s\n", usage);
         return 2;
     }
     dr_threads_init();

@@ -8,6 +8,7 @@
  *   (env DEEPREC_THREADS)
  * Without --llm the model is random: it rarely closes a turn, so every episode runs to the
  * per-turn cap (--max-tokens), which sets the generated length. */
+#include "bench_common.h"
 #include "deeprec/agent.h"
 #include "deeprec/data.h"
 #include "deeprec/gguf.h"
@@ -71,23 +72,16 @@ int main(int argc, char **argv) {
     dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL;
     int prompts = 8, samples = 4, steps = 2, max_tokens = 384, micro = 2, lora = 0, max_hist = 10, ctx = 2048;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--data")) data_path = argv[i + 1];
-        else if (!strcmp(argv[i], "--trm")) trm_path = argv[i + 1];
-        else if (!strcmp(argv[i], "--llm")) llm_path = argv[i + 1];
-        else if (!strcmp(argv[i], "--prompts")) prompts = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--samples")) samples = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--max-tokens")) max_tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--micro")) micro = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--max-hist")) max_hist = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--ctx")) ctx = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--lora")) lora = atoi(argv[i + 1]);
-        else {
-            fprintf(stderr, "bench_rl: unknown option %s\n", argv[i]);
-            return 2;
-        }
-    }
+    const bench_arg args[] = {{"--data", BENCH_STR, &data_path},     {"--trm", BENCH_STR, &trm_path},
+                              {"--llm", BENCH_STR, &llm_path},       {"--prompts", BENCH_INT, &prompts},
+                              {"--samples", BENCH_INT, &samples},    {"--steps", BENCH_INT, &steps},
+                              {"--max-tokens", BENCH_INT, &max_tokens}, {"--micro", BENCH_INT, &micro},
+                              {"--max-hist", BENCH_INT, &max_hist},  {"--ctx", BENCH_INT, &ctx},
+                              {"--lora", BENCH_INT, &lora}};
+    if (bench_parse_args(argc, argv, args, (int)(sizeof args / sizeof *args),
+                         "bench_rl [--data D.gguf] [--trm T.gguf] [--llm M.gguf] [--prompts 8] [--samples 4] [--steps 2] "
+                         "[--max-tokens 384] [--micro 2] [--max-hist 10] [--ctx 2048] [--lora R]"))
+        return 2;
     dr_threads_init();
     dr_dataset d;
     memset(&d, 0, sizeof d);

@@ -124,24 +124,16 @@ int main(int argc, char **argv) {
     dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *only = "trm,deeprec,completions";
     int clients = 8, requests = 32, max_tokens = 32, slots = 8, chat = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--chat")) {
-            chat = 1;
-            continue;
-        }
-        if (i + 1 >= argc) break;
-        if (!strcmp(argv[i], "--data")) data_path = argv[++i];
-        else if (!strcmp(argv[i], "--trm")) trm_path = argv[++i];
-        else if (!strcmp(argv[i], "--llm")) llm_path = argv[++i];
-        else if (!strcmp(argv[i], "--clients")) clients = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--requests")) requests = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-tokens")) max_tokens = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--slots")) slots = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--only")) only = argv[++i];
-    }
+    const char *usage = "bench_serve --data D.gguf --trm T.gguf --llm M.gguf [--clients 8] [--requests 32] "
+                        "[--max-tokens 32] [--slots 8] [--only trm,deeprec,completions] [--chat]";
+    const bench_arg args[] = {{"--data", BENCH_STR, &data_path},       {"--trm", BENCH_STR, &trm_path},
+                              {"--llm", BENCH_STR, &llm_path},         {"--clients", BENCH_INT, &clients},
+                              {"--requests", BENCH_INT, &requests},    {"--max-tokens", BENCH_INT, &max_tokens},
+                              {"--slots", BENCH_INT, &slots},          {"--only", BENCH_STR, &only},
+                              {"--chat", BENCH_SWITCH, &chat}};
+    if (bench_parse_args(argc, argv, args, (int)(sizeof args / sizeof *args), usage)) return 2;
     if (!data_path || !trm_path || !llm_path || clients < 1 || clients > 64 || requests < 1) {
-        fprintf(stderr, "usage: bench_serve --data D.gguf --trm T.gguf --llm M.gguf [--clients 8] [--requests 32] "
-                        "[--max-tokens 32] [--slots 8] [--chat]\n");
+        fprintf(stderr, "usage: %s\n", usage);
         return 2;
     }
     dr_threads_init();
