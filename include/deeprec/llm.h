@@ -100,6 +100,7 @@ typedef struct llm_model {
     int32_t *eos_ids;          /* end-of-generation ids from metadata (eos, eot, <|im_end|>, ...) */
     int n_eos;
     struct tokenizer *tok;     /* loaded from the same GGUF when it has tokenizer.ggml.*; else NULL */
+    int kv_type;               /* llm_kv_type of the sessions made on it: LLM_KV_F32 unless set (llm_model_set_kv_type) */
     /* ownership (private) */
     struct gguf_file *file;    /* kept open: weights point into its mmap */
     void **owned;              /* heap buffers owned by the model */
@@ -150,7 +151,17 @@ const char *llm_kernel_name(void);
 void llm_mat_row(const llm_mat *w, int r, float *dst);
 
 /* ---------- sessions: KV cache with sequence slots ---------- */
-/* n_slots sequences of up to n_ctx tokens each (fp32 K and V for every layer). */
+/* n_slots sequences of up to n_ctx tokens each (K and V of every layer, as the model's
+ * kv_type says: fp32, or fp16 at half the memory).
+ * F16: K and V are rounded to fp16 (nearest even) when written and widened exactly when read,
+ * so attention differs from F32 by the rounding of K and V (about 5e-4 relative), as in
+ * llama.cpp's default cache; the exact path keeps F32. */
+typedef enum { LLM_KV_F32, LLM_KV_F16 } llm_kv_type;
+/* "f32" / "f16" -> LLM_KV_*, or -1 */
+int llm_kv_type_from_name(const char *name);
+/* The KV cache type of the sessions made on m from now on (slots copy only between sessions
+ * of one type). */
+void llm_model_set_kv_type(llm_model *m, llm_kv_type t);
 typedef struct llm_session llm_session;
 
 int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ctx);

@@ -54,6 +54,10 @@ int cli_on_off(const char *s);
 /* The weight type of a written model, by --type name: f32 (also for NULL), f16, bf16,
  * q8_0. Returns 0, or prints a usage error naming `cmd` and returns 2. */
 int cli_weight_type(const char *cmd, const char *name, uint32_t *type);
+/* --kv-type f32|f16 (NULL: f32) into *kv (an llm_kv_type). Returns 0, or prints a usage
+ * error naming `cmd` and returns 2. */
+int cli_kv_type(const char *cmd, const char *name, int *kv);
+#define CLI_KV_TYPE_OPT(var) {"--kv-type", CLI_STR, &(var), "KV cache type: f32 (default) or f16 (half the memory, ~5e-4 off)"}
 /* --json output: j on stdout as one text (flags: jansson's; CLI_JSON is the house form,
  * compact with 6 significant digits), then freed. Returns 0, or DR_ERR_NOMEM with the
  * error set when j is NULL or cannot be serialised. */

@@ -125,8 +125,8 @@ static void print_samples(const llm_gen_result *res, int samples, const llm_comp
 }
 
 static int cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL;
-    int chat = 0, n_new = 128, top_k = 0, samples = 1, json = 0, ctx = 0, exact = 0;
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL, *kv_name = NULL;
+    int chat = 0, n_new = 128, top_k = 0, samples = 1, json = 0, ctx = 0, exact = 0, kv;
     double temp = 0.7, top_p = 0.95, min_p = 0;
     int64_t seed = 0;
     cli_strs stops = {0};
@@ -147,6 +147,7 @@ static int cmd_generate(int argc, char **argv) {
         {"--ctx", CLI_INT, &ctx, "session context (default prompt + n, at most the model's)"},
         {"--json", CLI_FLAG, &json, "print one JSON object with the samples instead of streaming"},
         {"--exact", CLI_FLAG, &exact, "fp32 activations on quantised weights (default: int8, faster, ~1e-2 off)"},
+        CLI_KV_TYPE_OPT(kv_name),
     };
     int pr;
     if (cli_parse_opts("deeprec llm generate --model M.gguf (--prompt TEXT | --prompt-file F) [--chat] [-n N] [--temp T] "
@@ -156,6 +157,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!model_path) return cli_usage_error("llm generate: --model is required");
     if (!!prompt == !!prompt_file) return cli_usage_error("llm generate: give exactly one of --prompt or --prompt-file");
     if (n_new <= 0 || samples <= 0 || samples > 4096) return cli_usage_error("llm generate: -n and --samples must be > 0");
+    if (cli_kv_type("llm generate", kv_name, &kv)) return 2;
     char *file_text = NULL, *chat_text = NULL;
     size_t flen;
     if (prompt_file) {
@@ -166,6 +168,7 @@ static int cmd_generate(int argc, char **argv) {
     llm_gen_result *res = dr_calloc((size_t)samples, sizeof *res);
     int rc = res ? llm_model_load(&m, model_path) : DR_ERR_NOMEM;
     if (rc) goto fail;
+    llm_model_set_kv_type(m, (llm_kv_type)kv);
     if (!m->tok) {
         rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", model_path);
         dr_error_hint("create the model with `deeprec llm init --vocab-from TOKENIZER`");
@@ -205,8 +208,8 @@ CLI_COMMAND(llm_generate, "llm generate", "generate text with a GGUF model (stre
 
 /* ---------------------------------------------------------------- llm bench */
 static int cmd_bench(int argc, char **argv) {
-    const char *model_path = NULL;
-    int P = 128, B = 8, steps = 16, json = 0, exact = 0;
+    const char *model_path = NULL, *kv_name = NULL;
+    int P = 128, B = 8, steps = 16, json = 0, exact = 0, kv;
     cli_opt opts[] = {
         {"--model", CLI_STR, &model_path, "GGUF model"},
         {"--prompt-tokens", CLI_INT, &P, "prefill length (default 128)"},
@@ -214,6 +217,7 @@ static int cmd_bench(int argc, char **argv) {
         {"--steps", CLI_INT, &steps, "decode steps measured (default 16)"},
         {"--json", CLI_FLAG, &json, "print one JSON object"},
         {"--exact", CLI_FLAG, &exact, "fp32 activations on quantised weights (default: int8, faster)"},
+        CLI_KV_TYPE_OPT(kv_name),
     };
     int pr;
     if (cli_parse_opts("deeprec llm bench --model M.gguf [--prompt-tokens P] [--batch B] [--json]",
@@ -221,9 +225,11 @@ static int cmd_bench(int argc, char **argv) {
         return pr;
     if (!model_path) return cli_usage_error("llm bench: --model is required");
     if (P <= 0 || B <= 0 || steps <= 0) return cli_usage_error("llm bench: sizes must be > 0");
+    if (cli_kv_type("llm bench", kv_name, &kv)) return 2;
     llm_model *m = NULL;
     llm_speed_result sp;
     int rc = llm_model_load(&m, model_path);
+    if (!rc) llm_model_set_kv_type(m, (llm_kv_type)kv);
     if (!rc && !(rc = llm_speed(m, P, B, steps, !exact, &sp))) {
         if (json) {
             json_t *o = json_object();

@@ -36,7 +36,7 @@ static int cmd_serve(int argc, char **argv) {
     serve_opts so;
     serve_opts_default(&so);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *tok_path = NULL, *batch = "on",
-               *key_env = "DEEPREC_API_KEY";
+               *key_env = "DEEPREC_API_KEY", *kv_name = NULL;
     cli_llm_url url = CLI_LLM_URL_DEFAULT;
     cli_rollout ro; /* /v1/recommend's agent */
     cli_rollout_init(&ro);
@@ -60,6 +60,7 @@ static int cmd_serve(int argc, char **argv) {
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
         CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
+        CLI_KV_TYPE_OPT(kv_name),
         CLI_LLM_URL_OPTS(url, "--llm-api-key-env"),
     };
     int r;
@@ -68,8 +69,9 @@ static int cmd_serve(int argc, char **argv) {
         return r;
     if (!data_path || !trm_path || !(llm_path || url.url))
         return cli_usage_error("serve needs --data, --trm and --llm (or --llm-url)");
-    int on = cli_on_off(batch), con;
+    int on = cli_on_off(batch), con, kv;
     if (on < 0) return cli_usage_error("--batch must be on or off");
+    if (cli_kv_type("serve", kv_name, &kv)) return 2;
     if ((r = cli_llm_url_check(&url, llm_path != NULL, ro.constrain, 0, &con))) return r;
     if (url.url) ro.constrain = "off";
     if (cli_rollout_finish(&ro)) return 2;
@@ -84,6 +86,7 @@ static int cmd_serve(int argc, char **argv) {
     serve_server *srv = NULL;
     int rc;
     if ((rc = cli_inputs_load(&in, data_path, trm_path, llm_path, tok_path))) goto done;
+    if (in.llm) llm_model_set_kv_type(in.llm, (llm_kv_type)kv);
     sigset_t set;
     block_stop_signals(&set);
     serve_remote_opts remote = cli_llm_url_remote(&url);

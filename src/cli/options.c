@@ -1,6 +1,7 @@
 /* Declarative option parsing shared by every subcommand. */
 #include "cli.h"
 #include "deeprec/gguf.h"
+#include "deeprec/llm.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,11 @@ int cli_weight_type(const char *cmd, const char *name, uint32_t *type) {
     else if (!strcmp(name, "q8_0")) *type = GGML_TYPE_Q8_0;
     else return cli_usage_error("%s: unknown --type '%s' (f32, f16, bf16, q8_0)", cmd, name);
     return 0;
+}
+
+int cli_kv_type(const char *cmd, const char *name, int *kv) {
+    *kv = name ? llm_kv_type_from_name(name) : LLM_KV_F32;
+    return *kv < 0 ? cli_usage_error("%s: unknown --kv-type '%s' (f32, f16)", cmd, name) : 0;
 }
 
 int cli_on_off(const char *s) {

@@ -26,12 +26,14 @@ struct llm_session {
     const llm_model *m;
     int n_slots, n_ctx;
     int *len;            /* tokens cached per slot */
-    float *kc, *vc;      /* [layer][slot][pos][kvd] */
-    size_t slot_stride;  /* n_ctx * kvd */
+    void *kc, *vc;       /* [layer][slot][pos][kvd] of float, or of fp16 (kv_f16) */
+    int kv_f16;
+    size_t slot_stride;  /* n_ctx * kvd elements */
+    float *kv_wide;      /* kv_f16: one KV head's K or V for a prefill chunk's sgemm, [n_ctx x head_dim] */
     /* scratch for up to cap tokens */
     int cap;
     float *x, *h, *q, *k, *v, *att, *g, *u, *cos_t, *sin_t;
-    float *scores;       /* per thread n_ctx (decode) or chunk x n_ctx (prefill, grown) */
+    float *scores;       /* per thread sc_stride (decode) or chunk x n_ctx (prefill, grown) */
     size_t scores_cap;
     int n_threads;
     int fast;            /* 1: int8 activations for the block-quantised weights (llm_matmul_fast) */
@@ -40,11 +42,45 @@ struct llm_session {
 void llm_session_set_fast(llm_session *s, int fast) { s->fast = fast != 0; }
 int llm_session_fast(const llm_session *s) { return s->fast; }
 
-static float *kv_at(const llm_session *s, float *base, int layer, int slot, int pos) {
+/* Each decode thread's attention scratch: n_ctx scores, then one widened fp16 row. */
+static size_t sc_stride(const llm_session *s) { return (size_t)s->n_ctx + (size_t)s->m->cfg.head_dim; }
+
+static size_t kv_elt(const llm_session *s) { return s->kv_f16 ? sizeof(uint16_t) : sizeof(float); }
+
+/* The first element of (layer, slot, pos) in the cache base (s->kc or s->vc). */
+static void *kv_at(const llm_session *s, void *base, int layer, int slot, int pos) {
     const llm_config *c = &s->m->cfg;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
-    return base + ((size_t)layer * s->n_slots + slot) * s->slot_stride + (size_t)pos * kvd;
+    return (char *)base + (((size_t)layer * s->n_slots + slot) * s->slot_stride + (size_t)pos * kvd) * kv_elt(s);
 }
+
+/* One token's K or V row into the cache: fp16 rounding with the same scalar conversion on
+ * every CPU, so a cache is the same bytes everywhere. */
+static void kv_store(const llm_session *s, void *dst, const float *src, int n) {
+    if (!s->kv_f16) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *d = dst;
+    for (int i = 0; i < n; i++) d[i] = dr_f32_to_f16(src[i]);
+}
+
+/* n fp16 values widened to fp32 (exact). */
+static inline void widen_f16(const uint16_t *src, float *dst, int n) {
+    int i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = dr_f16_to_f32(src[i]);
+}
+
+int llm_kv_type_from_name(const char *name) {
+    if (!strcmp(name, "f32")) return LLM_KV_F32;
+    if (!strcmp(name, "f16")) return LLM_KV_F16;
+    return -1;
+}
+
+void llm_model_set_kv_type(llm_model *m, llm_kv_type t) { m->kv_type = t; }
 
 const llm_model *llm_session_model(const llm_session *s) { return s->m; }
 int llm_session_ctx(const llm_session *s) { return s->n_ctx; }
@@ -64,7 +100,7 @@ int llm_slot_truncate(llm_session *s, int slot, int len) {
 /* The KV of src's first len tokens into slot dst of d (same model, so the same row sizes). */
 static void copy_kv(llm_session *d, int dst, const llm_session *s, int src, int len) {
     const llm_config *c = &s->m->cfg;
-    size_t bytes = (size_t)len * c->n_kv_heads * c->head_dim * sizeof(float);
+    size_t bytes = (size_t)len * c->n_kv_heads * c->head_dim * kv_elt(s);
     for (int l = 0; l < c->n_layers; l++) {
         memcpy(kv_at(d, d->kc, l, dst, 0), kv_at(s, s->kc, l, src, 0), bytes);
         memcpy(kv_at(d, d->vc, l, dst, 0), kv_at(s, s->vc, l, src, 0), bytes);
@@ -84,6 +120,7 @@ int llm_slot_fork(llm_session *s, int src, const int *dst, int n) {
 
 int llm_slot_copy(llm_session *dst, int dst_slot, const llm_session *src, int src_slot) {
     if (dst->m != src->m) return dr_error(DR_ERR_ARG, "llm_slot_copy: the sessions hold different models");
+    if (dst->kv_f16 != src->kv_f16) return dr_error(DR_ERR_ARG, "llm_slot_copy: the sessions' KV caches differ in type");
     if (src_slot < 0 || src_slot >= src->n_slots || dst_slot < 0 || dst_slot >= dst->n_slots)
         return dr_error(DR_ERR_RANGE, "llm_slot_copy: slot %d -> %d out of range", src_slot, dst_slot);
     if (src->len[src_slot] > dst->n_ctx)
@@ -134,6 +171,7 @@ void llm_session_free(llm_session *s) {
     free_scratch(s);
     free(s->kc);
     free(s->vc);
+    free(s->kv_wide);
     free(s->len);
     free(s->scores);
     free(s);
@@ -154,14 +192,16 @@ int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ct
         free(s);
         return dr_error(DR_ERR_NOMEM, "KV cache of %d slots x %d tokens is too large", n_slots, n_ctx);
     }
-    s->kc = dr_aligned_alloc(total * sizeof(float));
-    s->vc = dr_aligned_alloc(total * sizeof(float));
+    s->kv_f16 = m->kv_type == LLM_KV_F16;
+    s->kc = dr_aligned_alloc(total * kv_elt(s));
+    s->vc = dr_aligned_alloc(total * kv_elt(s));
     s->len = dr_calloc((size_t)n_slots, sizeof(int));
     s->n_threads = omp_get_max_threads();
-    if (!s->kc || !s->vc || !s->len || ensure_scores(s, (size_t)s->n_threads * n_ctx)) {
+    if (s->kv_f16) s->kv_wide = dr_aligned_alloc((size_t)n_ctx * c->head_dim * sizeof(float));
+    if (!s->kc || !s->vc || !s->len || (s->kv_f16 && !s->kv_wide) || ensure_scores(s, (size_t)s->n_threads * sc_stride(s))) {
         llm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
-                        2.0 * (double)total * 4 / 1048576.0);
+                        2.0 * (double)total * (double)(m->kv_type == LLM_KV_F16 ? 2 : 4) / 1048576.0);
     }
     *out = s;
     return DR_OK;
@@ -199,14 +239,45 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
     const int hd = c->head_dim, kvd = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
     const float scale = 1.0f / sqrtf((float)hd);
     const int len = pos + 1, g = h / grp;
-    const float *K = kv_at(s, s->kc, layer, slot, 0) + (size_t)g * hd;
-    const float *V = kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
     const float *qh = q + (size_t)h * hd;
-    for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
-    nn_softmax_row(sc, sc, len);
     float *o = out + (size_t)h * hd;
     memset(o, 0, (size_t)hd * sizeof(float));
+    if (s->kv_f16) { /* each row widened into the tail of sc (n_ctx + head_dim floats per thread) */
+        const uint16_t *K = (const uint16_t *)kv_at(s, s->kc, layer, slot, 0) + (size_t)g * hd;
+        const uint16_t *V = (const uint16_t *)kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
+        float *row = sc + s->n_ctx;
+        for (int t = 0; t < len; t++) {
+            widen_f16(K + (size_t)t * kvd, row, hd);
+            sc[t] = dotf(qh, row, hd) * scale;
+        }
+        nn_softmax_row(sc, sc, len);
+        for (int t = 0; t < len; t++) {
+            widen_f16(V + (size_t)t * kvd, row, hd);
+            axpy(sc[t], row, o, hd);
+        }
+        return;
+    }
+    const float *K = (const float *)kv_at(s, s->kc, layer, slot, 0) + (size_t)g * hd;
+    const float *V = (const float *)kv_at(s, s->vc, layer, slot, 0) + (size_t)g * hd;
+    for (int t = 0; t < len; t++) sc[t] = dotf(qh, K + (size_t)t * kvd, hd) * scale;
+    nn_softmax_row(sc, sc, len);
     for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
+}
+
+/* Head group g's K or V of one slot's first len positions as fp32: the cache itself (leading
+ * dimension kvd) or, for an fp16 cache, widened into kv_wide (leading dimension head_dim). */
+static const float *kv_head_f32(llm_session *s, void *base, int layer, int slot, int g, int len, int *ld) {
+    const llm_config *c = &s->m->cfg;
+    const int hd = c->head_dim, kvd = c->n_kv_heads * hd;
+    if (!s->kv_f16) {
+        *ld = kvd;
+        return (const float *)kv_at(s, base, layer, slot, 0) + (size_t)g * hd;
+    }
+    const uint16_t *src = (const uint16_t *)kv_at(s, base, layer, slot, 0) + (size_t)g * hd;
+#pragma omp parallel for schedule(static) if (len >= 256)
+    for (int t = 0; t < len; t++) widen_f16(src + (size_t)t * kvd, s->kv_wide + (size_t)t * hd, hd);
+    *ld = hd;
+    return s->kv_wide;
 }
 
 /* n consecutive tokens of one slot starting at pos0, with sgemm per head. */
@@ -217,12 +288,13 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
     int rc = ensure_scores(s, (size_t)n * len);
     if (rc) return rc;
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *K = kv_at(s, s->kc, layer, slot, 0), *V = kv_at(s, s->vc, layer, slot, 0);
     float *S = s->scores;
+    (void)kvd;
     for (int h = 0; h < c->n_heads; h++) {
-        int g = h / grp;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, s->q + (size_t)h * hd, qd,
-                    K + (size_t)g * hd, kvd, 0.0f, S, len);
+        int g = h / grp, ld;
+        const float *K = kv_head_f32(s, s->kc, layer, slot, g, len, &ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, s->q + (size_t)h * hd, qd, K, ld, 0.0f, S,
+                    len);
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
             float *row = S + (size_t)i * len;
@@ -230,7 +302,8 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
             nn_softmax_row(row, row, valid);
             for (int t = valid; t < len; t++) row[t] = 0;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V + (size_t)g * hd, kvd, 0.0f,
+        const float *V = kv_head_f32(s, s->vc, layer, slot, g, len, &ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V, ld, 0.0f,
                     s->att + (size_t)h * hd, qd);
     }
     return DR_OK;
@@ -251,7 +324,7 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
     const llm_config *c = &m->cfg;
     const int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn;
     int rc = ensure_scratch(s, n);
-    if (!rc) rc = ensure_scores(s, (size_t)omp_get_max_threads() * s->n_ctx);
+    if (!rc) rc = ensure_scores(s, (size_t)omp_get_max_threads() * sc_stride(s));
     if (rc) return rc;
     for (int i = 0; i < n; i++) {
         if (tok[i] < 0 || tok[i] >= c->vocab)
@@ -278,8 +351,8 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         nn_rope_apply(s->q, s->cos_t, s->sin_t, n, c->n_heads, hd, hd, c->rope_pairing);
         nn_rope_apply(s->k, s->cos_t, s->sin_t, n, c->n_kv_heads, hd, hd, c->rope_pairing);
         for (int i = 0; i < n; i++) {
-            memcpy(kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, (size_t)kvd * sizeof(float));
-            memcpy(kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, (size_t)kvd * sizeof(float));
+            kv_store(s, kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, kvd);
+            kv_store(s, kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, kvd);
         }
         if (use_sgemm_attn) {
             if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
@@ -288,7 +361,7 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
 #pragma omp parallel for schedule(dynamic, 1) if (n * nh > 1)
             for (int ih = 0; ih < n * nh; ih++) {
                 int i = ih / nh, h = ih % nh;
-                float *sc = s->scores + (size_t)omp_get_thread_num() * s->n_ctx;
+                float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
                 attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
             }
         }

@@ -296,6 +296,55 @@ TEST(llm_prefill_long_matches_decode) {
     }
 }
 
+/* The fp16 KV cache: its two read paths (the per-token loop of decode and the widened sgemm
+ * of a long prefill) agree as the fp32 cache's do, it stays within fp16 rounding of the fp32
+ * cache, and slots do not move between caches of different types. head_dim 20: the widening
+ * takes whole vectors and a tail. */
+TEST(llm_kv_f16) {
+    llm_config c;
+    llm_config_default(&c, LLM_ARCH_QWEN2);
+    c.dim = 64, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 20, c.ffn = 96, c.vocab = 97;
+    c.context = 512;
+    CHECK_EQ_INT(llm_kv_type_from_name("f16"), LLM_KV_F16);
+    CHECK_EQ_INT(llm_kv_type_from_name("f32"), LLM_KV_F32);
+    CHECK_EQ_INT(llm_kv_type_from_name("q8_0"), -1);
+    llm_model *m;
+    CHECK_OK(llm_model_init_random(&m, &c, GGML_TYPE_F32, 0.1f, 7));
+    const int n = 300, V = c.vocab;
+    int32_t *tok = malloc(n * 4);
+    dr_rng g;
+    dr_rng_seed(&g, 3);
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)dr_rng_below(&g, (uint64_t)V);
+    float *ref = malloc((size_t)n * V * 4), *a = malloc((size_t)n * V * 4), *b = malloc((size_t)V * 4);
+    llm_session *s32, *s16;
+    CHECK_OK(llm_session_new(&s32, m, 1, n));
+    CHECK_OK(llm_prefill(s32, 0, tok, n, ref, 1));
+    llm_model_set_kv_type(m, LLM_KV_F16);
+    CHECK_OK(llm_session_new(&s16, m, 2, n));
+    CHECK_OK(llm_prefill(s16, 0, tok, 5, a, 1));
+    CHECK_OK(llm_prefill(s16, 0, tok + 5, n - 5, a + (size_t)5 * V, 1));
+    double paths = 0, vs32 = max_abs_diff(a, ref, (size_t)n * V), scale = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) scale = fabs(ref[i]) > scale ? fabs(ref[i]) : scale;
+    int slot = 1;
+    for (int t = 0; t < n; t++) {
+        CHECK_OK(llm_decode(s16, &slot, &tok[t], 1, b));
+        double e = max_abs_diff(a + (size_t)t * V, b, V);
+        paths = e > paths ? e : paths;
+    }
+    printf("  f16 cache: prefill vs decode %.3g; against the f32 cache %.3g (logits up to %.3g)\n", paths, vs32, scale);
+    CHECK_MSG(paths < 2e-3, "prefill vs decode: %g", paths);
+    CHECK_MSG(vs32 > 0 && vs32 < 2e-3 * scale, "f16 vs f32 cache: %g", vs32);
+    CHECK_ERR(llm_slot_copy(s16, 0, s32, 0), DR_ERR_ARG);
+    CHECK_ERR(llm_slot_copy(s32, 0, s16, 1), DR_ERR_ARG);
+    free(ref);
+    free(a);
+    free(b);
+    free(tok);
+    llm_session_free(s32);
+    llm_session_free(s16);
+    llm_model_free(m);
+}
+
 /* Kernel check: llm_matmul for every type and batch size against a double loop. */
 TEST(llm_matmul_kernels) {
     for (int pass = 0; pass < 2; pass++) {

@@ -7,6 +7,7 @@
 #include "deeprec/tokenizer.h"
 #include "harness.h"
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 
 static const char *bin(void) {
@@ -72,6 +73,19 @@ TEST(llm_train_cli_sft_memorise_generate) {
     CHECK_OK(dr_read_file(dr_test_path(dir, "gen.txt"), &out, &n));
     CHECK_MSG(strstr(out, "1. Gone Girl\n2. Rebecca") != NULL, "generated: %s", out);
     free(out);
+    /* the same with the fp16 KV cache (a memorised answer survives its rounding); an unknown
+     * cache type is a usage error */
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
+             "<|im_start|>assistant\\n')\" --temp 0 -n 40 --kv-type f16 > %s 2>/dev/null",
+             b, m1, dr_test_path(dir, "gen16.txt"));
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK_OK(dr_read_file(dr_test_path(dir, "gen16.txt"), &out, &n));
+    CHECK_MSG(strstr(out, "1. Gone Girl\n2. Rebecca") != NULL, "generated with --kv-type f16: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt hi --kv-type q8 2>/dev/null", b, m1);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
 }
 
 /* --resume: 6 steps == 3 steps, save state, resume for the remaining 3 (bitwise same model). */
