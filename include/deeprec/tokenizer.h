@@ -87,10 +87,22 @@ int tok_pre(const tokenizer *t);     /* enum tok_pre */
 /* Override special ids (-1 = none) */
 void tok_set_special(tokenizer *t, int32_t bos, int32_t eos, int32_t pad);
 
-/* ---- chat formatting (ChatML, qwen2) ---- */
+/* ---- chat formatting (ChatML: qwen2, qwen3; Llama-3) ---- */
 typedef struct tok_chat_msg { const char *role; const char *content; } tok_chat_msg;
-/* "<|im_start|>role\ncontent<|im_end|>\n" for each message, then
- * "<|im_start|>assistant\n" if add_generation_prompt. Heap string, caller frees. */
+typedef enum { TOK_CHAT_CHATML, TOK_CHAT_LLAMA3, TOK_CHAT_UNKNOWN } tok_chat_form;
+/* The family of a GGUF's tokenizer.chat_template, by the tags it writes (no Jinja is run):
+ * <|start_header_id|> -> Llama-3, <|im_start|> -> ChatML, NULL (no template: our own models)
+ * -> ChatML, anything else -> UNKNOWN. */
+tok_chat_form tok_chat_form_detect(const char *tmpl);
+tok_chat_form tok_chat_form_of(const tokenizer *t);
+const char *tok_chat_template(const tokenizer *t); /* NULL when the file had none */
+/* ChatML: "<|im_start|>role\ncontent<|im_end|>\n" per message, then "<|im_start|>assistant\n"
+ * if add_generation_prompt. Llama-3: "<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>"
+ * per message, then "<|start_header_id|>assistant<|end_header_id|>\n\n"; the BOS that the
+ * template begins with is the tokenizer's to add (tokenizer.ggml.add_bos_token), as llama.cpp
+ * does. UNKNOWN is an error. Heap string, caller frees. */
+int tok_chat_format_as(tok_chat_form form, const tok_chat_msg *msgs, size_t n, int add_generation_prompt, char **out);
+/* tok_chat_format_as(TOK_CHAT_CHATML, ...): the agent's protocol form */
 int tok_chat_format(const tok_chat_msg *msgs, size_t n, int add_generation_prompt, char **out);
 
 /* ---- trainer ---- */

@@ -134,7 +134,7 @@ static int cmd_generate(int argc, char **argv) {
         {"--model", CLI_STR, &model_path, "GGUF model (qwen2 / llama) with tokenizer metadata"},
         {"--prompt", CLI_STR, &prompt, "prompt text"},
         {"--prompt-file", CLI_STR, &prompt_file, "read the prompt from a file"},
-        {"--chat", CLI_FLAG, &chat, "wrap the prompt as a ChatML user message (+ assistant turn)"},
+        {"--chat", CLI_FLAG, &chat, "wrap the prompt as a user message (+ assistant turn) in the file's chat form: ChatML or Llama-3 (tokenizer.chat_template)"},
         {"--system", CLI_STR, &system, "system message for --chat"},
         {"-n", CLI_INT, &n_new, "new tokens at most (default 128)"},
         {"--temp", CLI_FLOAT, &temp, "temperature (default 0.7; 0 = greedy)"},
@@ -179,7 +179,10 @@ static int cmd_generate(int argc, char **argv) {
         size_t nm = 0;
         if (system) msgs[nm++] = (tok_chat_msg){"system", system};
         msgs[nm++] = (tok_chat_msg){"user", prompt};
-        if ((rc = tok_chat_format(msgs, nm, 1, &chat_text))) goto fail;
+        if ((rc = tok_chat_format_as(tok_chat_form_of(m->tok), msgs, nm, 1, &chat_text))) {
+            dr_error_context("%s: tokenizer.chat_template", model_path);
+            goto fail;
+        }
         prompt = chat_text;
     }
     llm_gen_params p = {0};

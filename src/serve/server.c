@@ -241,7 +241,7 @@ static enum MHD_Result do_generate(serve_server *srv, struct MHD_Connection *c, 
         tok_chat_msg *m = calloc((size_t)j->gen.n_msgs, sizeof *m);
         if (!m) goto oom;
         for (int i = 0; i < j->gen.n_msgs; i++) m[i] = (tok_chat_msg){j->gen.msgs[i].role, j->gen.msgs[i].content};
-        int rc = tok_chat_format(m, (size_t)j->gen.n_msgs, 1, &text);
+        int rc = tok_chat_format_as(tok_chat_form_of(sh->tok), m, (size_t)j->gen.n_msgs, 1, &text);
         free(m);
         if (rc) goto oom;
     } else if (!(text = strdup(j->gen.prompt)))

@@ -89,6 +89,9 @@ int tok_load_gguf(tokenizer **out, const gguf_file *f) {
         }
         tok_set_special(t, bos, eos, pad);
         t->add_bos = add_bos;
+        if (gguf_find_kv(f, "tokenizer.chat_template") && (rc = gguf_get_strdup(f, "tokenizer.chat_template", &t->chat_template))) {
+            tok_free(t); *out = NULL; goto done;
+        }
     }
 done:
     free(strs); free(lens); free(types); free(ma); free(mb); free(mal); free(mbl);
@@ -139,6 +142,7 @@ int tok_write_gguf(const tokenizer *t, gguf_writer *w) {
     if (t->eos >= 0 && (rc = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos))) return rc;
     if (t->pad >= 0 && (rc = gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)t->pad))) return rc;
     if ((rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos))) return rc;
+    if (t->chat_template && (rc = gguf_set_str(w, "tokenizer.chat_template", t->chat_template))) return rc;
     return gguf_set_bool(w, "deeprec.tokenizer.nfc", t->nfc);
 }
 

@@ -27,6 +27,7 @@ struct tokenizer {
     uint8_t special_first[256];
     int pre, nfc, add_bos;
     int32_t bos, eos, pad;
+    char *chat_template; /* the GGUF's tokenizer.chat_template, kept for saving and tok_chat_form_of; or NULL */
 };
 
 /* Build from vocabulary strings (byte-level form), types (NULL: NORMAL, and added tokens

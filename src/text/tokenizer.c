@@ -68,6 +68,7 @@ void tok_free(tokenizer *t) {
     if (t->piece) for (int32_t i = 0; i < t->n_vocab; i++) free(t->piece[i]);
     free(t->str); free(t->len); free(t->type); free(t->piece); free(t->piece_len);
     dr_strindex_free(&t->map); free(t->merge_a); free(t->merge_b); free(t->merges); free(t->special);
+    free(t->chat_template);
     free(t);
 }
 
@@ -450,21 +451,44 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_specia
 }
 
 /* ---------------- ChatML ---------------- */
-int tok_chat_format(const tok_chat_msg *msgs, size_t n, int add_generation_prompt, char **out) {
+/* Recognised by the tags each family's template writes, as llama.cpp recognises templates:
+ * no Jinja is run. */
+tok_chat_form tok_chat_form_detect(const char *tmpl) {
+    if (!tmpl) return TOK_CHAT_CHATML;
+    if (strstr(tmpl, "<|start_header_id|>")) return TOK_CHAT_LLAMA3;
+    if (strstr(tmpl, "<|im_start|>")) return TOK_CHAT_CHATML;
+    return TOK_CHAT_UNKNOWN;
+}
+
+tok_chat_form tok_chat_form_of(const tokenizer *t) { return tok_chat_form_detect(t->chat_template); }
+const char *tok_chat_template(const tokenizer *t) { return t->chat_template; }
+
+int tok_chat_format_as(tok_chat_form form, const tok_chat_msg *msgs, size_t n, int add_generation_prompt, char **out) {
     *out = NULL;
+    if (form != TOK_CHAT_CHATML && form != TOK_CHAT_LLAMA3)
+        return dr_error(DR_ERR_UNSUPPORTED, "the chat template is neither ChatML nor Llama-3"),
+               dr_error_hint("give the prompt already in the model's chat form");
+    /* per message: the role, the content and the form's tags */
+    static const char *const open[] = {"<|im_start|>", "<|start_header_id|>"}, *const mid[] = {"\n", "<|end_header_id|>\n\n"},
+                             *const close[] = {"<|im_end|>\n", "<|eot_id|>"};
+    const int f = form == TOK_CHAT_LLAMA3;
     size_t total = 1;
     for (size_t i = 0; i < n; i++) {
         if (!msgs[i].role) return dr_error(DR_ERR_ARG, "chat message %zu has no role", i);
-        total += strlen(msgs[i].role) + (msgs[i].content ? strlen(msgs[i].content) : 0) + 32;
+        total += strlen(msgs[i].role) + (msgs[i].content ? strlen(msgs[i].content) : 0) + 48;
     }
-    total += 32;
+    total += 48;
     char *r = dr_malloc(total);
     if (!r) return DR_ERR_NOMEM;
     size_t o = 0;
     for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(r + o, total - o, "<|im_start|>%s\n%s<|im_end|>\n", msgs[i].role,
-                              msgs[i].content ? msgs[i].content : "");
-    if (add_generation_prompt) o += (size_t)snprintf(r + o, total - o, "<|im_start|>assistant\n");
+        o += (size_t)snprintf(r + o, total - o, "%s%s%s%s%s", open[f], msgs[i].role, mid[f],
+                              msgs[i].content ? msgs[i].content : "", close[f]);
+    if (add_generation_prompt) o += (size_t)snprintf(r + o, total - o, "%sassistant%s", open[f], mid[f]);
     *out = r;
     return DR_OK;
+}
+
+int tok_chat_format(const tok_chat_msg *msgs, size_t n, int add_generation_prompt, char **out) {
+    return tok_chat_format_as(TOK_CHAT_CHATML, msgs, n, add_generation_prompt, out);
 }

@@ -316,6 +316,51 @@ TEST(text_chat_format) {
     CHECK_OK(tok_chat_format(m, 1, 0, &s));
     CHECK_STR(s, "<|im_start|>system\nYou recommend.<|im_end|>\n");
     free(s);
+    /* Llama-3: header tags around each role, <|eot_id|> after each message; the BOS is the
+     * tokenizer's to add */
+    CHECK_OK(tok_chat_format_as(TOK_CHAT_LLAMA3, m, 2, 1, &s));
+    CHECK_STR(s, "<|start_header_id|>system<|end_header_id|>\n\nYou recommend.<|eot_id|>"
+                 "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    free(s);
+    CHECK_ERR(tok_chat_format_as(TOK_CHAT_UNKNOWN, m, 2, 1, &s), DR_ERR_UNSUPPORTED);
+    CHECK(s == NULL);
+    /* the family of a template, by its tags */
+    CHECK_EQ_INT(tok_chat_form_detect(NULL), TOK_CHAT_CHATML);
+    CHECK_EQ_INT(tok_chat_form_detect("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"), TOK_CHAT_CHATML);
+    CHECK_EQ_INT(tok_chat_form_detect("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"), TOK_CHAT_LLAMA3);
+    CHECK_EQ_INT(tok_chat_form_detect("{% for m in messages %}[INST] {{ m['content'] }} [/INST]"), TOK_CHAT_UNKNOWN);
+}
+
+/* tokenizer.chat_template is read, decides the chat form, and is written back. */
+TEST(text_chat_template_round_trip) {
+    tokenizer *t = qwen();
+    CHECK(tok_chat_template(t) == NULL);
+    CHECK_EQ_INT(tok_chat_form_of(t), TOK_CHAT_CHATML);
+    const char *tmpl = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>";
+    gguf_writer *w = gguf_writer_new();
+    CHECK(w);
+    CHECK_OK(gguf_set_str(w, "deeprec.kind", "tokenizer"));
+    CHECK_OK(tok_write_gguf(t, w));
+    CHECK_OK(gguf_set_str(w, "tokenizer.chat_template", tmpl));
+    const char *path = dr_test_path(dr_test_tmpdir(), "tmpl_tok.gguf");
+    CHECK_OK(gguf_write(w, path));
+    gguf_writer_free(w);
+    tokenizer *g = NULL;
+    CHECK_OK(tok_load_gguf_path(&g, path));
+    CHECK(tok_chat_template(g) && !strcmp(tok_chat_template(g), tmpl));
+    CHECK_EQ_INT(tok_chat_form_of(g), TOK_CHAT_LLAMA3);
+    w = gguf_writer_new();
+    CHECK(w);
+    CHECK_OK(gguf_set_str(w, "deeprec.kind", "tokenizer"));
+    CHECK_OK(tok_write_gguf(g, w));
+    const char *path2 = dr_test_path(dr_test_tmpdir(), "tmpl_tok2.gguf");
+    CHECK_OK(gguf_write(w, path2));
+    gguf_writer_free(w);
+    tokenizer *g2 = NULL;
+    CHECK_OK(tok_load_gguf_path(&g2, path2));
+    CHECK(tok_chat_template(g2) && !strcmp(tok_chat_template(g2), tmpl));
+    tok_free(g2);
+    tok_free(g);
 }
 
 TEST(text_json_loader_errors) {
