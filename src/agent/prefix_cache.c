@@ -96,13 +96,14 @@ int agent_prefix_start(agent_prefix_cache *pc, int which, llm_session *s, int sl
         }
         p->kv = kv;
     } else {
-        pc->hits++;
-        pc->reused += p->n;
+        /* atomic: a server's /metrics reads them from another thread */
+        __atomic_add_fetch(&pc->hits, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&pc->reused, (int64_t)p->n, __ATOMIC_RELAXED);
     }
     return llm_slot_copy(s, slot, p->kv, 0);
 }
 
 void agent_prefix_cache_stats(const agent_prefix_cache *pc, int64_t *hits, int64_t *reused_tokens) {
-    *hits = pc ? pc->hits : 0;
-    *reused_tokens = pc ? pc->reused : 0;
+    *hits = pc ? __atomic_load_n(&pc->hits, __ATOMIC_RELAXED) : 0;
+    *reused_tokens = pc ? __atomic_load_n(&pc->reused, __ATOMIC_RELAXED) : 0;
 }

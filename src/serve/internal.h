@@ -103,7 +103,12 @@ void serve_metrics_request(serve_metrics *m, int ep, int status, double seconds)
 void serve_metrics_tokens(serve_metrics *m, long long prompt, long long gen);
 void serve_metrics_episodes(serve_metrics *m, long long episodes, long long calls);
 /* Prometheus text exposition; gauges given by the caller. */
-int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, dr_buf *out);
+/* The values /metrics reads at the moment it answers, besides the counters. */
+typedef struct serve_gauges {
+    int queue_depth, active_sequences, sessions;
+    int64_t prefix_hits, prefix_reused_tokens; /* agent_prefix_cache_stats of the recommend engine */
+} serve_gauges;
+int serve_metrics_render(serve_metrics *m, const serve_gauges *g, dr_buf *out);
 const char *serve_endpoint_name(int ep);
 
 /* ---------------------------------------------------------------- jobs and engines */

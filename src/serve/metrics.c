@@ -45,7 +45,7 @@ void serve_metrics_episodes(serve_metrics *m, long long episodes, long long call
     pthread_mutex_unlock(&m->mu);
 }
 
-int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences, int sessions, dr_buf *out) {
+int serve_metrics_render(serve_metrics *m, const serve_gauges *g, dr_buf *out) {
     char line[256];
     int rc = 0;
 #define OUT(...) (snprintf(line, sizeof line, __VA_ARGS__), rc = rc ? rc : dr_buf_puts(out, line))
@@ -78,11 +78,17 @@ int serve_metrics_render(serve_metrics *m, int queue_depth, int active_sequences
     OUT("deeprec_tool_calls_total %lld\n", m->tool_calls);
     pthread_mutex_unlock(&m->mu);
     OUT("# HELP deeprec_queue_depth Engine jobs waiting for a slot.\n# TYPE deeprec_queue_depth gauge\n");
-    OUT("deeprec_queue_depth %d\n", queue_depth);
+    OUT("deeprec_queue_depth %d\n", g->queue_depth);
     OUT("# HELP deeprec_active_sequences Completion sequences in the decode batch.\n# TYPE deeprec_active_sequences gauge\n");
-    OUT("deeprec_active_sequences %d\n", active_sequences);
+    OUT("deeprec_active_sequences %d\n", g->active_sequences);
     OUT("# HELP deeprec_sessions Open client connections.\n# TYPE deeprec_sessions gauge\n");
-    OUT("deeprec_sessions %d\n", sessions);
+    OUT("deeprec_sessions %d\n", g->sessions);
+    OUT("# HELP deeprec_prefix_cache_hits_total Agent sequences started from the cached KV of their prompt's preamble.\n"
+        "# TYPE deeprec_prefix_cache_hits_total counter\n");
+    OUT("deeprec_prefix_cache_hits_total %lld\n", (long long)g->prefix_hits);
+    OUT("# HELP deeprec_prefix_cache_reused_tokens_total Preamble tokens those sequences did not prefill.\n"
+        "# TYPE deeprec_prefix_cache_reused_tokens_total counter\n");
+    OUT("deeprec_prefix_cache_reused_tokens_total %lld\n", (long long)g->prefix_reused_tokens);
 #undef OUT
     return rc;
 }

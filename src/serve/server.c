@@ -318,8 +318,10 @@ static enum MHD_Result do_metrics(serve_server *srv, struct MHD_Connection *c, r
     pthread_mutex_lock(&sh->mu);
     int depth = sh->n_q_rec + sh->n_q_gen, active = sh->active_seqs;
     pthread_mutex_unlock(&sh->mu);
+    serve_gauges g = {depth, active, __atomic_load_n(&srv->sessions, __ATOMIC_RELAXED), 0, 0};
+    agent_prefix_cache_stats(sh->prefix, &g.prefix_hits, &g.prefix_reused_tokens);
     dr_buf b = {0};
-    int rc = serve_metrics_render(&sh->metrics, depth, active, __atomic_load_n(&srv->sessions, __ATOMIC_RELAXED), &b);
+    int rc = serve_metrics_render(&sh->metrics, &g, &b);
     enum MHD_Result ok = rc ? MHD_NO : send_buf(c, r, 200, "text/plain; version=0.0.4", b.p, b.n);
     dr_buf_free(&b);
     return ok;

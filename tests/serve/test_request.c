@@ -153,7 +153,8 @@ TEST(metrics_text) {
     serve_metrics_tokens(&m, 5, 7);
     serve_metrics_episodes(&m, 2, 3);
     dr_buf b = {0};
-    CHECK_OK(serve_metrics_render(&m, 4, 2, 3, &b));
+    serve_gauges g = {4, 2, 3, 5, 1760};
+    CHECK_OK(serve_metrics_render(&m, &g, &b));
     CHECK(strstr(b.p, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"2xx\"} 2\n"));
     CHECK(strstr(b.p, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"4xx\"} 1\n"));
     CHECK(strstr(b.p, "deeprec_request_seconds_bucket{endpoint=\"/v1/recommend\",le=\"0.005\"} 1\n"));
@@ -165,6 +166,7 @@ TEST(metrics_text) {
     CHECK(strstr(b.p, "deeprec_tool_calls_total 3\n") && strstr(b.p, "deeprec_episodes_total 2\n"));
     CHECK(strstr(b.p, "deeprec_queue_depth 4\n") && strstr(b.p, "deeprec_active_sequences 2\n") &&
           strstr(b.p, "deeprec_sessions 3\n"));
+    CHECK(strstr(b.p, "deeprec_prefix_cache_hits_total 5\n") && strstr(b.p, "deeprec_prefix_cache_reused_tokens_total 1760\n"));
     CHECK(!strstr(b.p, "/v1/completions")); /* endpoints never hit are not listed */
     dr_buf_free(&b);
     serve_metrics_destroy(&m);

@@ -511,6 +511,9 @@ TEST(serve_concurrent) {
         CHECK(strstr(r.body, "deeprec_requests_total{endpoint=\"/v1/recommend\",code=\"2xx\"} 6\n") != NULL);
         CHECK(strstr(r.body, "deeprec_requests_total{endpoint=\"/v1/completions\",code=\"2xx\"} 6\n") != NULL);
         CHECK(strstr(r.body, "deeprec_queue_depth 0\n") && strstr(r.body, "deeprec_active_sequences 0\n"));
+        /* six recommend episodes: the first prefills the preamble, the others start from it */
+        const char *hits = strstr(r.body, "\ndeeprec_prefix_cache_hits_total ");
+        CHECK_MSG(hits && atoi(hits + strlen("\ndeeprec_prefix_cache_hits_total ")) >= 5, "%s", r.body);
         sv_resp_free(&r);
         CHECK_EQ_INT(sv_stop(&s), 0);
     }
