@@ -64,25 +64,20 @@ TEST(llm_train_cli_sft_memorise_generate) {
     first = atof(p + 13), last = atof(q + 12);
     CHECK_MSG(last < first / 10, "loss %g -> %g", first, last);
     free(out);
-    /* the trained model generates the memorised completion (special tokens are not printed) */
-    snprintf(cmd, sizeof cmd,
-             "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
-             "<|im_start|>assistant\\n')\" --temp 0 -n 40 > %s 2>/dev/null",
-             b, m1, dr_test_path(dir, "gen.txt"));
-    CHECK_EQ_INT(system(cmd), 0);
-    CHECK_OK(dr_read_file(dr_test_path(dir, "gen.txt"), &out, &n));
-    CHECK_MSG(strstr(out, "1. Gone Girl\n2. Rebecca") != NULL, "generated: %s", out);
-    free(out);
-    /* the same with the fp16 KV cache (a memorised answer survives its rounding); an unknown
-     * cache type is a usage error */
-    snprintf(cmd, sizeof cmd,
-             "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
-             "<|im_start|>assistant\\n')\" --temp 0 -n 40 --kv-type f16 > %s 2>/dev/null",
-             b, m1, dr_test_path(dir, "gen16.txt"));
-    CHECK_EQ_INT(system(cmd), 0);
-    CHECK_OK(dr_read_file(dr_test_path(dir, "gen16.txt"), &out, &n));
-    CHECK_MSG(strstr(out, "1. Gone Girl\n2. Rebecca") != NULL, "generated with --kv-type f16: %s", out);
-    free(out);
+    /* the trained model generates the memorised completion (special tokens are not printed),
+     * with the fp32 and with the fp16 KV cache (a memorised answer survives its rounding) */
+    const char *kv[2] = {"f32", "f16"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt \"$(printf '<|im_start|>user\\nrecommend a book<|im_end|>\\n"
+                 "<|im_start|>assistant\\n')\" --temp 0 -n 40 --kv-type %s > %s 2>/dev/null",
+                 b, m1, kv[k], dr_test_path(dir, "gen.txt"));
+        CHECK_EQ_INT(system(cmd), 0);
+        CHECK_OK(dr_read_file(dr_test_path(dir, "gen.txt"), &out, &n));
+        CHECK_MSG(strstr(out, "1. Gone Girl\n2. Rebecca") != NULL, "generated with the %s cache: %s", kv[k], out);
+        free(out);
+    }
+    /* an unknown cache type is a usage error */
     snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s llm generate --model %s --prompt hi --kv-type q8 2>/dev/null", b, m1);
     int st = system(cmd);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
