@@ -222,6 +222,13 @@ int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int
 size_t nn_linear_ce_work(int N, int V, int D, int v0);
 int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
                             const int32_t *targets, int N, int V, int D, int v0, float dscale, float *work);
+/* The same with label smoothing eps in [0, 1): the target of row i is (1 - eps) onehot(t_i) +
+ * eps / C uniform over the C = V - v0 candidates, l_i = lse_i - (1 - eps) s_{i,t_i} - eps mean_j
+ * s_ij (PyTorch's cross_entropy(label_smoothing=eps)). eps = 0 gives nn_linear_cross_entropy's
+ * bits; DR_ERR_ARG outside [0, 1). Same work size. */
+int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                               const int32_t *targets, int N, int V, int D, int v0, float smoothing, float dscale,
+                               float *work);
 
 /* Sampled-softmax cross-entropy for item recommenders (SASRec style), logits computed here:
  * for row i, scores s_0 = hidden_i . table[pos_i], s_k = hidden_i . table[neg_ik] (k=1..K),
