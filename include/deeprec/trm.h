@@ -60,6 +60,8 @@ void trm_config_default(trm_config *c); /* the defaults listed above (n_items = 
 typedef struct trm_train_opts {
     int loss;            /* enum trm_loss */
     int n_neg;           /* sampled: negatives per position (100) */
+    int logq;            /* sampled: subtract log(K q) from the negatives' logits (q = 1 / n_items,
+                          * the uniform draw), so the loss estimates the full softmax's; 0 = off */
     float lr;            /* 1e-3 */
     float beta1, beta2;  /* 0.9, 0.999 */
     float eps;           /* 1e-8 */

@@ -59,6 +59,7 @@ static int cmd_train(int argc, char **argv) {
         {"--init", CLI_STR, &init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
         {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
         {"--neg", CLI_INT, &o.n_neg, "negatives per position for --loss sampled (100)"},
+        {"--logq", CLI_FLAG, &o.logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
         {"--dim", CLI_INT, &c.dim, "hidden size (64)"},
         {"--layers", CLI_INT, &c.layers, "transformer blocks (2)"},
         {"--heads", CLI_INT, &c.heads, "attention heads (2)"},

@@ -54,6 +54,7 @@ typedef struct trainer {
     int32_t *tg;           /* [Ncap] targets per row */
     int32_t *vrow, *vtg;   /* valid rows and their targets */
     int32_t *neg;          /* [Ncap * K] */
+    float *logq;           /* [Ncap * K]: the negatives' logQ corrections (--logq), else NULL */
     float *work;
     float *bce_logits, *bce_dl, *bce_lab;
     int64_t step;
@@ -85,6 +86,7 @@ static void trainer_free(trainer *t) {
     free(t->vrow);
     free(t->vtg);
     free(t->neg);
+    free(t->logq);
     free(t->work);
     free(t->bce_logits);
     free(t->bce_dl);
@@ -129,6 +131,13 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
         t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
         if (!t->neg || !t->work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+        if (o->logq) {
+            /* uniform draws: every negative has q = 1 / n_items, one correction for all */
+            t->logq = dr_malloc(N * (size_t)K * sizeof(float));
+            if (!t->logq) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+            const float c = logf((float)K / (float)m->cfg.n_items);
+            for (size_t i = 0; i < N * (size_t)K; i++) t->logq[i] = c;
+        }
     } else {
         t->neg = dr_malloc(N * sizeof(int32_t));
         t->bce_logits = dr_malloc(2 * N * sizeof(float));
@@ -167,7 +176,8 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
             for (int k = 0; k < K; k++) t->neg[(size_t)i * K + k] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
         }
         float l = 0;
-        rc = nn_sampled_softmax_ce(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, NULL, n, K, d, V, -1, share, t->work);
+        rc = nn_sampled_softmax_ce_logq(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, t->logq, NULL, n, K, d, V, -1, share,
+                                        t->work);
         if (rc) return rc;
         loss = (double)l * n / nn;
     } else {
@@ -457,6 +467,7 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     if (t->o->label_smoothing > 0) rc |= gguf_set_f32(w, "deeprec.resume.label_smoothing", t->o->label_smoothing);
     if (t->o->lr_schedule != TRM_LR_CONST) rc |= gguf_set_i32(w, "deeprec.resume.lr_schedule", t->o->lr_schedule);
     if (t->o->warmup > 0) rc |= gguf_set_i32(w, "deeprec.resume.warmup", t->o->warmup);
+    if (t->o->logq) rc |= gguf_set_bool(w, "deeprec.resume.logq", 1);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -509,11 +520,13 @@ static int load_state(trainer *t, const char *path, train_state *st) {
         (gguf_find_kv(&f, "deeprec.resume.lr_schedule") && (rc = gguf_get_i64(&f, "deeprec.resume.lr_schedule", &sch))) ||
         (gguf_find_kv(&f, "deeprec.resume.warmup") && (rc = gguf_get_i64(&f, "deeprec.resume.warmup", &wu))))
         goto out;
-    if (ls != t->o->label_smoothing || sch != t->o->lr_schedule || wu != t->o->warmup) {
-        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another label smoothing or learning-rate schedule",
+    int lq = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.logq") && (rc = gguf_get_bool(&f, "deeprec.resume.logq", &lq))) goto out;
+    if (ls != t->o->label_smoothing || sch != t->o->lr_schedule || wu != t->o->warmup || lq != (t->o->logq != 0)) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another label smoothing, learning-rate schedule or logQ setting",
                       path);
-        dr_error_hint("rerun with the state's --label-smoothing %g --lr-schedule %s --warmup %lld", (double)ls,
-                      sch == TRM_LR_COSINE ? "cosine" : "const", (long long)wu);
+        dr_error_hint("rerun with the state's --label-smoothing %g --lr-schedule %s --warmup %lld%s", (double)ls,
+                      sch == TRM_LR_COSINE ? "cosine" : "const", (long long)wu, lq ? " --logq" : "");
         goto out;
     }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
@@ -562,6 +575,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
                         "trm_train: invalid options (batch %d >= 1, epochs %d >= 1, lr %g > 0, weight decay %g >= 0, "
                         "clip %g >= 0, pref-empty %g in [0, 1], negatives %d >= 1 needed)",
                         o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
+    if (o->logq && o->loss != TRM_LOSS_SAMPLED)
+        return dr_error(DR_ERR_ARG, "trm_train: the logQ correction needs the sampled loss");
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1) || (o->label_smoothing > 0 && o->loss != TRM_LOSS_CE))
         return dr_error(DR_ERR_ARG, "trm_train: label smoothing %g needs the ce loss and a value in [0, 1)",
                         (double)o->label_smoothing);

@@ -65,8 +65,8 @@ static void tiny_cfg(trm_config *c, int model) {
     c->text_buckets = 64;
 }
 
-/* smoothing: the ce loss's label smoothing (0 = off) */
-static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing) {
+/* smoothing: the ce loss's label smoothing (0 = off); logq: the sampled loss's logQ correction */
+static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);
     trm_config c;
@@ -93,6 +93,7 @@ static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out,
     o.n_neg = 5;
     o.pref_empty_p = 0.2f;
     o.label_smoothing = smoothing;
+    o.logq = logq;
     int32_t users[5] = {1, 3, 4, 7, 9};
     float *g = malloc(np * sizeof(float));
     double l0;
@@ -133,16 +134,17 @@ static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out,
 }
 
 static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
-    gradcheck_ls(model, loss, post_ln, act, sep_out, 0.0f);
+    gradcheck_ls(model, loss, post_ln, act, sep_out, 0.0f, 0);
 }
 
 TEST(trm_grad_ce) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 /* label smoothing through the whole model, both tables (sep_out) and the pref model */
 TEST(trm_grad_ce_label_smoothing) {
-    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.2f);
-    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 1, 0.2f);
-    gradcheck_ls(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.1f);
+    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.2f, 0);
+    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 1, 0.2f, 0);
+    gradcheck_ls(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.1f, 0);
 }
+TEST(trm_grad_sampled_logq) { gradcheck_ls(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0, 0.0f, 1); }
 TEST(trm_grad_sampled) { gradcheck(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
@@ -316,6 +318,10 @@ TEST(trm_train_schedule_and_smoothing) {
     /* smoothing belongs to the full softmax */
     o = small_opts(b, 1);
     o.loss = TRM_LOSS_SAMPLED, o.label_smoothing = 0.1f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    /* and logQ to the sampled one */
+    o = small_opts(b, 1);
+    o.logq = 1;
     CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
     trm_model_free(m);
     dr_data_free(&d);
