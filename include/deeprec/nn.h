@@ -222,6 +222,13 @@ int nn_cross_entropy(float *loss, float *dlogits, const float *logits, const int
 size_t nn_linear_ce_work(int N, int V, int D, int v0);
 int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
                             const int32_t *targets, int N, int V, int D, int v0, float dscale, float *work);
+/* The same with label smoothing eps in [0, 1): the target of row i is (1 - eps) onehot(t_i) +
+ * eps / C uniform over the C = V - v0 candidates, l_i = lse_i - (1 - eps) s_{i,t_i} - eps mean_j
+ * s_ij (PyTorch's cross_entropy(label_smoothing=eps)). eps = 0 gives nn_linear_cross_entropy's
+ * bits; DR_ERR_ARG outside [0, 1). Same work size. */
+int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                               const int32_t *targets, int N, int V, int D, int v0, float smoothing, float dscale,
+                               float *work);
 
 /* Sampled-softmax cross-entropy for item recommenders (SASRec style), logits computed here:
  * for row i, scores s_0 = hidden_i . table[pos_i], s_k = hidden_i . table[neg_ik] (k=1..K),
@@ -234,6 +241,15 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
                           const float *table, const int32_t *pos, const int32_t *neg,
                           const float *weights, int N, int K, int D, int V, int ignore_index,
                           float dscale, float *work);
+/* The same with the logQ correction of sampled softmax: neg_logq [N,K] (NULL = none, the bits of
+ * nn_sampled_softmax_ce) is subtracted from the negatives' logits, s_k - log(K q_k) with q_k the
+ * probability that one draw gives that item; the positive's logit is left as it is. Then
+ * sum_k exp(s_k) / (K q_k) estimates the sum over all items, and the loss approximates the full
+ * softmax's (Bengio & Senecal 2008; Yi et al. 2019 for the recommender form). */
+int nn_sampled_softmax_ce_logq(float *loss, float *dhidden, float *dtable, const float *hidden,
+                               const float *table, const int32_t *pos, const int32_t *neg, const float *neg_logq,
+                               const float *weights, int N, int K, int D, int V, int ignore_index,
+                               float dscale, float *work);
 
 /* Binary cross-entropy with logits over n values, numerically stable:
  * l_i = max(x,0) - x*y + log(1 + exp(-|x|)), labels y in [0,1]. weights NULL = plain mean;

@@ -29,10 +29,13 @@ struct dr_dataset;
 enum trm_model_kind { TRM_SASREC = 0, TRM_PREF = 1 };
 enum trm_loss { TRM_LOSS_CE = 0, TRM_LOSS_SAMPLED = 1, TRM_LOSS_BCE = 2 };
 enum trm_act { TRM_ACT_GELU = 0, TRM_ACT_RELU = 1 };
-/* By name: "sasrec" | "pref", "ce" | "sampled" | "bce", "gelu" | "relu"; -1 when unknown. */
+enum trm_lr_schedule { TRM_LR_CONST = 0, TRM_LR_COSINE = 1 };
+/* By name: "sasrec" | "pref", "ce" | "sampled" | "bce", "gelu" | "relu", "const" | "cosine";
+ * -1 when unknown. */
 int trm_model_kind_from_name(const char *s);
 int trm_loss_from_name(const char *s);
 int trm_act_from_name(const char *s);
+int trm_lr_schedule_from_name(const char *s);
 int trm_eval_split_from_name(const char *s); /* "valid" 0, "test" 1, "train" 2 (trm_evaluate's split), else -1 */
 
 typedef struct trm_config {
@@ -57,11 +60,21 @@ void trm_config_default(trm_config *c); /* the defaults listed above (n_items = 
 typedef struct trm_train_opts {
     int loss;            /* enum trm_loss */
     int n_neg;           /* sampled: negatives per position (100) */
+    int logq;            /* sampled: subtract log(K q) from the negatives' logits (q = 1 / n_items,
+                          * the uniform draw), so the loss estimates the full softmax's; 0 = off */
     float lr;            /* 1e-3 */
     float beta1, beta2;  /* 0.9, 0.999 */
     float eps;           /* 1e-8 */
     float weight_decay;  /* AdamW decoupled (0 = Adam) */
     float grad_clip;     /* global norm clip; 0 = off (default 0) */
+    /* ce: label smoothing eps in [0, 1): the target is (1 - eps) onehot + eps uniform over the
+     * items (0 = off, the default) */
+    float label_smoothing;
+    /* Learning rate per step (trm_lr_at): linear warmup from lr / warmup to lr over the first
+     * `warmup` steps (0 = none), then constant (TRM_LR_CONST, the default) or a cosine from lr
+     * down to 0 at the last step of `epochs` epochs (TRM_LR_COSINE). Defaults: const, 0. */
+    int lr_schedule;
+    int warmup;
     int batch;           /* sequences per step (256) */
     int epochs;          /* 200 */
     int patience;        /* 10; 0 = no early stopping */
@@ -88,6 +101,9 @@ typedef struct trm_train_opts {
 } trm_train_opts;
 
 void trm_train_opts_default(trm_train_opts *o);
+/* The learning rate of step `step` (1 = the first) of `total` (the steps of o->epochs epochs):
+ * exactly o->lr for the constant schedule without warmup. */
+float trm_lr_at(const trm_train_opts *o, int64_t step, int64_t total);
 #define TRM_VALID_USERS_AUTO (-1)
 #define TRM_VALID_AUTO_MAX 25000   /* Beauty (22,363), Toys (19,412), MovieLens sets: all users */
 #define TRM_VALID_AUTO_SAMPLE 10000 /* Sports (35,598): a quarter of the validation time */

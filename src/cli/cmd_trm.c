@@ -43,9 +43,10 @@ static void print_train(const char *out, const char *model, const char *loss, co
 }
 
 static int cmd_train(int argc, char **argv) {
-    const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL, *init = NULL;
+    const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL, *init = NULL,
+               *schedule = "const";
     int json = 0, threads = 0, quiet = 0;
-    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3;
+    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0;
     int64_t seed = 1;
     trm_config c;
     trm_config_default(&c);
@@ -58,6 +59,7 @@ static int cmd_train(int argc, char **argv) {
         {"--init", CLI_STR, &init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
         {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
         {"--neg", CLI_INT, &o.n_neg, "negatives per position for --loss sampled (100)"},
+        {"--logq", CLI_FLAG, &o.logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
         {"--dim", CLI_INT, &c.dim, "hidden size (64)"},
         {"--layers", CLI_INT, &c.layers, "transformer blocks (2)"},
         {"--heads", CLI_INT, &c.heads, "attention heads (2)"},
@@ -73,6 +75,9 @@ static int cmd_train(int argc, char **argv) {
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
         {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
+        {"--label-smoothing", CLI_FLOAT, &smoothing, "ce: label smoothing in [0, 1) (0 = off)"},
+        {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
+        {"--warmup", CLI_INT, &o.warmup, "linear learning-rate warmup steps (0)"},
         {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
         {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
         {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
@@ -96,9 +101,12 @@ static int cmd_train(int argc, char **argv) {
         return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
     if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
     if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if ((o.lr_schedule = trm_lr_schedule_from_name(schedule)) < 0)
+        return cli_usage_error("--lr-schedule must be const or cosine, got '%s'", schedule);
     if (threads > 0) dr_threads_set(threads);
     c.dropout = (float)dropout;
     o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;
+    o.label_smoothing = (float)smoothing;
     o.seed = (uint64_t)seed, o.out = out, o.metrics = metrics, o.progress = quiet ? NULL : stderr;
     if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
     dr_dataset d = {0};

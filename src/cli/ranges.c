@@ -55,6 +55,7 @@ static const cli_range ranges[] = {
     {"--clip-high", 0, 100, 0, 0},
     {"--dropout", 0, 1, 0, 1},
     {"--pref-empty", 0, 1, 0, 0},
+    {"--label-smoothing", 0, 1, 0, 1}, /* 0 = off */
     {"--neg", 1, 1e6, 0, 0},
     {"--prompts", 1, 1e7, 0, 0},
     {"--select-k", 0, 1e6, 0, 0},      /* 0 = all users */

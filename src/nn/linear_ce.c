@@ -16,7 +16,15 @@
  *      dhidden, sc (E^T F_t), goes to the tile's own slot;
  *   3. per row: dhidden += the tiles' parts in tile order - g table[target]; the row's loss.
  * Tiles are stored item-major ([item][row], 64 rows) so the row-wise max and sums are vertical
- * vector operations. A tile belongs to one thread in phases 1-2, dtable_t accumulates the
+ * vector operations.
+ *
+ * Label smoothing (eps > 0; nn_linear_cross_entropy_ls): the target distribution is
+ * (1 - eps) onehot + eps / C over the C candidates, so the gradient of the logits gains
+ * -g eps / C on every one and the onehot part is scaled by (1 - eps). That constant does not
+ * depend on the logit, so it never enters the tiles: dhidden_i gains -g eps / C sum_j F_j and
+ * every candidate row of dtable -g eps / C sum_i U_i, one pass over the table per call; the
+ * loss gains eps (lse - mean_j logit_ij), the mean being U_i . sum_j F_j / C. With eps = 0 none
+ * of it runs and the bits are those of the plain loss. A tile belongs to one thread in phases 1-2, dtable_t accumulates the
  * blocks in order and dhidden the tiles in order: the result is the same for any thread
  * count. The products run in an AVX-512 kernel where the build has it, else through sgemm
  * (OpenBLAS runs single-threaded inside the parallel region). */
@@ -45,6 +53,7 @@ typedef struct lce {
     const int32_t *tg;
     int N, C, D, v0, nt;
     float g;            /* dscale / N: the gradient of one row's loss */
+    float gt;           /* g (1 - eps): the onehot part of the gradient (g when eps = 0) */
     float *S, *mt, *st, *tl, *Ut, *dUp, *rl;
 } lce;
 
@@ -56,7 +65,9 @@ static inline int tile_len(const lce *c, int t) {
 size_t nn_linear_ce_work(int N, int V, int D, int v0) {
     size_t C = V > v0 ? (size_t)(V - v0) : 0, nt = (C + NN_LCE_COLS - 1) / NN_LCE_COLS;
     size_t r = LCE_ROWS;
-    return nt * NN_LCE_COLS * r + 2 * nt * r + r + (size_t)D * r + nt * (size_t)D * r + (size_t)(N > 0 ? N : 0);
+    /* + 2 D: the label smoothing's column sums of the table and of the rows */
+    return nt * NN_LCE_COLS * r + 2 * nt * r + r + (size_t)D * r + nt * (size_t)D * r + (size_t)(N > 0 ? N : 0) +
+           2 * (size_t)(D > 0 ? D : 0);
 }
 
 #if defined(__AVX512F__)
@@ -286,7 +297,7 @@ static void lce_tile_backward(const lce *c, const float *lse, int t, int r0, int
         for (int i = 0; i < R; i++) {
             int j = c->tg[r0 + i] - c->v0 - j0;
             if (j >= 0 && j < Tt)
-                for (int k = 0; k < D; k++) dF[(size_t)j * D + k] -= c->g * U[(size_t)i * D + k];
+                for (int k = 0; k < D; k++) dF[(size_t)j * D + k] -= c->gt * U[(size_t)i * D + k];
         }
     }
     if (c->dh) {
@@ -301,6 +312,23 @@ static void lce_tile_backward(const lce *c, const float *lse, int t, int r0, int
 
 int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
                             const int32_t *targets, int N, int V, int D, int v0, float dscale, float *work) {
+    return nn_linear_cross_entropy_ls(loss, dhidden, dtable, hidden, table, targets, N, V, D, v0, 0.0f, dscale, work);
+}
+
+/* Column sums in double, in row order (fixed by the shapes), rounded once. */
+static void col_sums(float *out, const float *x, int n, int D) {
+    for (int k = 0; k < D; k++) {
+        double s = 0.0;
+        for (int i = 0; i < n; i++) s += x[(size_t)i * D + k];
+        out[k] = (float)s;
+    }
+}
+
+int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                               const int32_t *targets, int N, int V, int D, int v0, float smoothing, float dscale,
+                               float *work) {
+    if (!(smoothing >= 0.0f && smoothing < 1.0f))
+        return dr_error(DR_ERR_ARG, "linear_cross_entropy: label smoothing %g outside [0, 1)", (double)smoothing);
     if (D <= 0 || v0 < 0 || v0 >= V)
         return dr_error(DR_ERR_ARG, "linear_cross_entropy: needs D > 0 (%d) and candidates [%d, %d)", D, v0, V);
     for (int i = 0; i < N; i++)
@@ -311,6 +339,7 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
     if (N <= 0) return DR_OK;
     lce c = {.h = hidden, .F = table + (size_t)v0 * D, .dh = dhidden, .dF = dtable ? dtable + (size_t)v0 * D : NULL,
              .tg = targets, .N = N, .C = V - v0, .D = D, .v0 = v0, .g = dscale / (float)N};
+    c.gt = c.g * (1.0f - smoothing);
     c.nt = (c.C + NN_LCE_COLS - 1) / NN_LCE_COLS;
     const size_t r = LCE_ROWS;
     c.S = work;
@@ -320,6 +349,13 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
     c.Ut = c.tl + r;
     c.dUp = c.Ut + (size_t)D * r;
     c.rl = c.dUp + (size_t)c.nt * D * r;
+    /* label smoothing: Fs = sum of the candidate rows, Us = sum of the rows (before any write) */
+    float *Fs = c.rl + N, *Us = Fs + D;
+    const float gu = c.g * smoothing / (float)c.C; /* the uniform part of every logit's gradient */
+    if (smoothing > 0.0f) {
+        col_sums(Fs, c.F, c.C, D);
+        col_sums(Us, hidden, N, D);
+    }
     const int grad = dhidden || dtable, nb = (N + LCE_ROWS - 1) / LCE_ROWS;
 #pragma omp parallel if ((size_t)N * c.C * D >= 64 * NN_PAR_MIN)
     {
@@ -344,7 +380,15 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
 #pragma omp for schedule(static)
             for (int i = 0; i < (R > D ? R : D); i++) {
                 if (i < R) {
-                    c.rl[r0 + i] = lse[i] - c.tl[i];
+                    if (smoothing > 0.0f) {
+                        const float *u = hidden + (size_t)(r0 + i) * D;
+                        double mean = 0.0;
+                        for (int k = 0; k < D; k++) mean += (double)u[k] * Fs[k];
+                        mean /= c.C;
+                        c.rl[r0 + i] = (float)(lse[i] - (1.0 - smoothing) * c.tl[i] - smoothing * mean);
+                    } else {
+                        c.rl[r0 + i] = lse[i] - c.tl[i];
+                    }
                     if (dhidden) {
                         float *dh = dhidden + (size_t)(r0 + i) * D;
                         for (int t = 0; t < c.nt; t++) {
@@ -352,13 +396,18 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
                             for (int k = 0; k < D; k++) dh[k] += p[(size_t)k * r];
                         }
                         const float *ft = c.F + (size_t)(c.tg[r0 + i] - v0) * D;
-                        for (int k = 0; k < D; k++) dh[k] -= c.g * ft[k];
+                        for (int k = 0; k < D; k++) dh[k] -= c.gt * ft[k];
+                        if (smoothing > 0.0f)
+                            for (int k = 0; k < D; k++) dh[k] -= gu * Fs[k];
                     }
                 }
                 if (i < D && R1 > 0) pack_rows(&c, r1, R1, i, i + 1);
             }
         }
     }
+    if (smoothing > 0.0f && c.dF)
+        for (int j = 0; j < c.C; j++)
+            for (int k = 0; k < D; k++) c.dF[(size_t)j * D + k] -= gu * Us[k];
     double tot = 0.0;
     for (int i = 0; i < N; i++) tot += c.rl[i];
     *loss = (float)(tot / N);

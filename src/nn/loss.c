@@ -61,6 +61,14 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
                           const float *table, const int32_t *pos, const int32_t *neg,
                           const float *weights, int N, int K, int D, int V, int ignore_index,
                           float dscale, float *work) {
+    return nn_sampled_softmax_ce_logq(loss, dhidden, dtable, hidden, table, pos, neg, NULL, weights, N, K, D, V,
+                                      ignore_index, dscale, work);
+}
+
+int nn_sampled_softmax_ce_logq(float *loss, float *dhidden, float *dtable, const float *hidden,
+                               const float *table, const int32_t *pos, const int32_t *neg, const float *neg_logq,
+                               const float *weights, int N, int K, int D, int V, int ignore_index,
+                               float dscale, float *work) {
     const int K1 = K + 1;
     double wsum = 0.0;
     for (int i = 0; i < N; i++) {
@@ -99,6 +107,8 @@ int nn_sampled_softmax_ce(float *loss, float *dhidden, float *dtable, const floa
                 float s = 0.0f;
 #pragma omp simd reduction(+ : s)
                 for (int d = 0; d < D; d++) s += h[d] * e[d];
+                /* the correction is a constant of the parameters: the gradient keeps its form */
+                if (neg_logq && k > 0) s -= neg_logq[i * K + k - 1];
                 g[k] = s;
                 mx = s > mx ? s : mx;
             }

@@ -1,4 +1,4 @@
-/* The names of the TRM's kinds, losses and activations as commands and files spell them. */
+/* The names of the TRM's kinds, losses, activations and learning-rate schedules as commands and files spell them. */
 #include "deeprec/trm.h"
 #include <string.h>
 
@@ -11,6 +11,10 @@ int trm_loss_from_name(const char *s) {
 }
 
 int trm_act_from_name(const char *s) { return !strcmp(s, "gelu") ? TRM_ACT_GELU : !strcmp(s, "relu") ? TRM_ACT_RELU : -1; }
+
+int trm_lr_schedule_from_name(const char *s) {
+    return !strcmp(s, "const") ? TRM_LR_CONST : !strcmp(s, "cosine") ? TRM_LR_COSINE : -1;
+}
 
 int trm_eval_split_from_name(const char *s) {
     return !strcmp(s, "valid") ? 0 : !strcmp(s, "test") ? 1 : !strcmp(s, "train") ? 2 : -1;

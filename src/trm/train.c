@@ -28,6 +28,9 @@ void trm_train_opts_default(trm_train_opts *o) {
     o->eps = 1e-8f;
     o->weight_decay = 0.0f;
     o->grad_clip = 0.0f;
+    o->label_smoothing = 0.0f;
+    o->lr_schedule = TRM_LR_CONST;
+    o->warmup = 0;
     o->batch = 256;
     o->epochs = 200;
     o->patience = 10;
@@ -51,9 +54,11 @@ typedef struct trainer {
     int32_t *tg;           /* [Ncap] targets per row */
     int32_t *vrow, *vtg;   /* valid rows and their targets */
     int32_t *neg;          /* [Ncap * K] */
+    float *logq;           /* [Ncap * K]: the negatives' logQ corrections (--logq), else NULL */
     float *work;
     float *bce_logits, *bce_dl, *bce_lab;
     int64_t step;
+    int64_t total_steps;   /* the steps of the whole budget of epochs (the lr schedule's horizon) */
     char *pbuf;
     /* Data-parallel shard of the global batch (dist.h): this rank computes rows of users
      * [lo, hi) laid out as in the whole batch (length Lb), keys its random draws by global
@@ -81,6 +86,7 @@ static void trainer_free(trainer *t) {
     free(t->vrow);
     free(t->vtg);
     free(t->neg);
+    free(t->logq);
     free(t->work);
     free(t->bce_logits);
     free(t->bce_dl);
@@ -125,6 +131,13 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
         t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
         if (!t->neg || !t->work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+        if (o->logq) {
+            /* uniform draws: every negative has q = 1 / n_items, one correction for all */
+            t->logq = dr_malloc(N * (size_t)K * sizeof(float));
+            if (!t->logq) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
+            const float c = logf((float)K / (float)m->cfg.n_items);
+            for (size_t i = 0; i < N * (size_t)K; i++) t->logq[i] = c;
+        }
     } else {
         t->neg = dr_malloc(N * sizeof(int32_t));
         t->bce_logits = dr_malloc(2 * N * sizeof(float));
@@ -151,7 +164,8 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     if (t->o->loss == TRM_LOSS_CE) {
         /* candidates are items 1..n_items: the padding row 0 never is */
         float l = 0;
-        rc = nn_linear_cross_entropy(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, share, t->ce_work);
+        rc = nn_linear_cross_entropy_ls(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, t->o->label_smoothing, share,
+                                        t->ce_work);
         if (rc) return rc;
         loss = (double)l * n / nn;
     } else if (t->o->loss == TRM_LOSS_SAMPLED) {
@@ -162,7 +176,8 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
             for (int k = 0; k < K; k++) t->neg[(size_t)i * K + k] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
         }
         float l = 0;
-        rc = nn_sampled_softmax_ce(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, NULL, n, K, d, V, -1, share, t->work);
+        rc = nn_sampled_softmax_ce_logq(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, t->logq, NULL, n, K, d, V, -1, share,
+                                        t->work);
         if (rc) return rc;
         loss = (double)l * n / nn;
     } else {
@@ -311,8 +326,8 @@ static void adam_step(trainer *t) {
         if (!isfinite(nrm)) return;
     }
     t->step++;
-    nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, o->lr, o->beta1, o->beta2, o->eps,
-                  o->weight_decay);
+    nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, trm_lr_at(o, t->step, t->total_steps),
+                  o->beta1, o->beta2, o->eps, o->weight_decay);
     trm__refresh_tables(t->m);
 }
 
@@ -448,6 +463,11 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     rc |= gguf_set_u32(w, "deeprec.resume.loss", (uint32_t)t->o->loss);
     /* only with a sample: a state validated on every user stays as it was before samples existed */
     if (t->vusers) rc |= gguf_set_i32(w, "deeprec.resume.valid_users", t->n_vusers);
+    /* the recipe options only when set: a state at the defaults is the one of before they existed */
+    if (t->o->label_smoothing > 0) rc |= gguf_set_f32(w, "deeprec.resume.label_smoothing", t->o->label_smoothing);
+    if (t->o->lr_schedule != TRM_LR_CONST) rc |= gguf_set_i32(w, "deeprec.resume.lr_schedule", t->o->lr_schedule);
+    if (t->o->warmup > 0) rc |= gguf_set_i32(w, "deeprec.resume.warmup", t->o->warmup);
+    if (t->o->logq) rc |= gguf_set_bool(w, "deeprec.resume.logq", 1);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -490,6 +510,23 @@ static int load_state(trainer *t, const char *path, train_state *st) {
         rc = dr_error(DR_ERR_ARG, "%s: resume state validated on %s, this run on %s", path,
                       vu ? "a sample of users" : "all users", t->vusers ? "a sample of users" : "all users");
         dr_error_hint("rerun with the same --valid-users (the state's: %lld, 0 = all)", (long long)vu);
+        goto out;
+    }
+    /* a schedule or a loss changed half way would make a run no uninterrupted one can be */
+    float ls = 0;
+    int64_t sch = TRM_LR_CONST, wu = 0;
+    if ((gguf_find_kv(&f, "deeprec.resume.label_smoothing") &&
+         (rc = gguf_get_f32(&f, "deeprec.resume.label_smoothing", &ls))) ||
+        (gguf_find_kv(&f, "deeprec.resume.lr_schedule") && (rc = gguf_get_i64(&f, "deeprec.resume.lr_schedule", &sch))) ||
+        (gguf_find_kv(&f, "deeprec.resume.warmup") && (rc = gguf_get_i64(&f, "deeprec.resume.warmup", &wu))))
+        goto out;
+    int lq = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.logq") && (rc = gguf_get_bool(&f, "deeprec.resume.logq", &lq))) goto out;
+    if (ls != t->o->label_smoothing || sch != t->o->lr_schedule || wu != t->o->warmup || lq != (t->o->logq != 0)) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another label smoothing, learning-rate schedule or logQ setting",
+                      path);
+        dr_error_hint("rerun with the state's --label-smoothing %g --lr-schedule %s --warmup %lld%s", (double)ls,
+                      sch == TRM_LR_COSINE ? "cosine" : "const", (long long)wu, lq ? " --logq" : "");
         goto out;
     }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
@@ -538,6 +575,14 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
                         "trm_train: invalid options (batch %d >= 1, epochs %d >= 1, lr %g > 0, weight decay %g >= 0, "
                         "clip %g >= 0, pref-empty %g in [0, 1], negatives %d >= 1 needed)",
                         o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
+    if (o->logq && o->loss != TRM_LOSS_SAMPLED)
+        return dr_error(DR_ERR_ARG, "trm_train: the logQ correction needs the sampled loss");
+    if (!(o->label_smoothing >= 0 && o->label_smoothing < 1) || (o->label_smoothing > 0 && o->loss != TRM_LOSS_CE))
+        return dr_error(DR_ERR_ARG, "trm_train: label smoothing %g needs the ce loss and a value in [0, 1)",
+                        (double)o->label_smoothing);
+    if ((o->lr_schedule != TRM_LR_CONST && o->lr_schedule != TRM_LR_COSINE) || o->warmup < 0)
+        return dr_error(DR_ERR_ARG, "trm_train: unknown learning-rate schedule %d or warmup %d < 0", o->lr_schedule,
+                        o->warmup);
     double t0 = dr_now();
     trainer t;
     char *rpath = NULL, *mpath = NULL;
@@ -586,6 +631,12 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         trm__refresh_tables(m);
     }
     if (lead && mpath[0] && (rc = dr_jsonl_open(&jl, mpath, resumed))) goto out;
+    {
+        /* the schedule's horizon: make_batches cuts nu users into ceil(nu / batch) batches */
+        int64_t per = ((int64_t)nu + o->batch - 1) / o->batch;
+        if (o->max_steps > 0 && per > o->max_steps) per = o->max_steps;
+        t.total_steps = per * o->epochs;
+    }
     dr_rng master;
     dr_rng_seed(&master, o->seed);
     for (int ep = st.epoch; ep < o->epochs && !st.done; ep++) {
@@ -627,6 +678,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         json_object_set_new(j, "loss", json_real(npos ? lsum / (double)npos : 0.0));
         json_object_set_new(j, "train_seconds", json_real(train_s));
         json_object_set_new(j, "sequences_per_s", json_real(train_s > 0 ? nb * (double)o->batch / train_s : 0));
+        if (o->lr_schedule != TRM_LR_CONST || o->warmup > 0) /* the rate of the epoch's last step */
+            json_object_set_new(j, "lr", json_real(trm_lr_at(o, t.step, t.total_steps)));
         int evaluated = 0;
         if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
             dr_metrics_mean mm;
@@ -721,6 +774,7 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
         int nb = 0;
         rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb);
         if (steps <= 0) steps = nb; /* the whole epoch */
+        t.total_steps = steps;
         const double dd = m->cfg.dim, f = m->cfg.ffn_dim, V = m->V;
         double t0 = dr_now();
         for (int bi = 0; bi < steps && !rc; bi++) {

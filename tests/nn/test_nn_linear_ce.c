@@ -20,25 +20,28 @@ typedef struct {
     double *dh, *dt; /* d(dscale * loss) */
 } lce_ref;
 
+/* eps: label smoothing (target (1 - eps) onehot + eps / C over the C candidates). */
 static void reference(lce_ref *r, const float *h, const float *tab, const int32_t *tg, int N, int V, int D, int v0,
-                      double dscale) {
+                      double eps, double dscale) {
     r->dh = nt_dzeros((size_t)N * D);
     r->dt = nt_dzeros((size_t)V * D);
     double *z = nt_dzeros((size_t)V);
     r->loss = 0.0;
     for (int i = 0; i < N; i++) {
-        double mx = -INFINITY, s = 0.0;
+        double mx = -INFINITY, s = 0.0, zs = 0.0;
+        const double C = V - v0;
         for (int j = v0; j < V; j++) {
             double a = 0.0;
             for (int k = 0; k < D; k++) a += (double)h[(size_t)i * D + k] * tab[(size_t)j * D + k];
             z[j] = a;
+            zs += a;
             mx = a > mx ? a : mx;
         }
         for (int j = v0; j < V; j++) s += exp(z[j] - mx);
         double lse = mx + log(s);
-        r->loss += (lse - z[tg[i]]) / N;
+        r->loss += (lse - (1.0 - eps) * z[tg[i]] - eps * zs / C) / N;
         for (int j = v0; j < V; j++) {
-            double gj = (exp(z[j] - lse) - (j == tg[i])) * dscale / N;
+            double gj = (exp(z[j] - lse) - (1.0 - eps) * (j == tg[i]) - eps / C) * dscale / N;
             for (int k = 0; k < D; k++) {
                 r->dh[(size_t)i * D + k] += gj * tab[(size_t)j * D + k];
                 r->dt[(size_t)j * D + k] += gj * h[(size_t)i * D + k];
@@ -63,6 +66,7 @@ static void check_added(const char *what, const float *got, const float *start, 
 typedef struct {
     int N, V, D, v0;
     float hscale, tscale, dscale;
+    float eps; /* label smoothing */
 } lce_case;
 
 static void run_case(const lce_case *cs, unsigned seed) {
@@ -79,9 +83,9 @@ static void run_case(const lce_case *cs, unsigned seed) {
     memcpy(dt, dt0, (size_t)V * D * sizeof(float));
     float *work = nt_zeros(nn_linear_ce_work(N, V, D, v0));
     float loss = 0.0f;
-    CHECK_OK(nn_linear_cross_entropy(&loss, dh, dt, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    CHECK_OK(nn_linear_cross_entropy_ls(&loss, dh, dt, h, tab, tg, N, V, D, v0, cs->eps, cs->dscale, work));
     lce_ref r;
-    reference(&r, h, tab, tg, N, V, D, v0, cs->dscale);
+    reference(&r, h, tab, tg, N, V, D, v0, cs->eps, cs->dscale);
     CHECK_NEAR(loss, r.loss, 1e-5 * fabs(r.loss));
     check_added("dhidden", dh, dh0, r.dh, (size_t)N * D);
     check_added("dtable", dt, dt0, r.dt, (size_t)V * D);
@@ -92,9 +96,9 @@ static void run_case(const lce_case *cs, unsigned seed) {
     float *dh1 = nt_zeros((size_t)N * D), *dt1 = nt_zeros((size_t)V * D), *dh2 = nt_zeros((size_t)N * D),
           *dt2 = nt_zeros((size_t)V * D), l1 = 0.0f, l2 = 0.0f;
     omp_set_num_threads(1);
-    CHECK_OK(nn_linear_cross_entropy(&l1, dh1, dt1, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    CHECK_OK(nn_linear_cross_entropy_ls(&l1, dh1, dt1, h, tab, tg, N, V, D, v0, cs->eps, cs->dscale, work));
     omp_set_num_threads(2);
-    CHECK_OK(nn_linear_cross_entropy(&l2, dh2, dt2, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    CHECK_OK(nn_linear_cross_entropy_ls(&l2, dh2, dt2, h, tab, tg, N, V, D, v0, cs->eps, cs->dscale, work));
     omp_set_num_threads(threads);
     CHECK(l1 == l2);
     CHECK(memcmp(dh1, dh2, (size_t)N * D * sizeof(float)) == 0);
@@ -102,21 +106,45 @@ static void run_case(const lce_case *cs, unsigned seed) {
 
     /* loss only */
     float l3 = 0.0f;
-    CHECK_OK(nn_linear_cross_entropy(&l3, NULL, NULL, h, tab, tg, N, V, D, v0, cs->dscale, work));
+    CHECK_OK(nn_linear_cross_entropy_ls(&l3, NULL, NULL, h, tab, tg, N, V, D, v0, cs->eps, cs->dscale, work));
     CHECK(l3 == l1);
+    if (cs->eps == 0.0f) { /* the plain entry point is the same function at eps = 0, bit for bit */
+        float l4 = 0.0f, *dh4 = nt_zeros((size_t)N * D), *dt4 = nt_zeros((size_t)V * D);
+        CHECK_OK(nn_linear_cross_entropy(&l4, dh4, dt4, h, tab, tg, N, V, D, v0, cs->dscale, work));
+        CHECK(l4 == l1);
+        CHECK(memcmp(dh4, dh1, (size_t)N * D * sizeof(float)) == 0);
+        CHECK(memcmp(dt4, dt1, (size_t)V * D * sizeof(float)) == 0);
+    }
     nt_free_all();
 }
 
 TEST(nn_linear_ce_matches_float64) {
     const lce_case cases[] = {
-        {1, 7, 5, 1, 1.0f, 0.5f, 1.0f},                     /* one row, one short tile */
-        {64, NN_LCE_COLS + 1, 16, 1, 1.0f, 0.3f, 1.0f},     /* one item past a whole tile */
-        {130, 2 * NN_LCE_COLS + 37, 20, 1, 1.0f, 0.3f, 0.7f}, /* ragged rows, tiles and width */
-        {65, 300, 64, 0, 1.0f, 0.3f, 1.0f},                 /* every row a candidate (v0 = 0) */
-        {33, 1500, 130, 3, 0.5f, 0.2f, 2.0f},               /* width past 64, masked tail */
-        {100, 900, 64, 1, 3.0f, 1.0f, 1.0f},                /* logits of +-50: the running max */
+        {1, 7, 5, 1, 1.0f, 0.5f, 1.0f, 0.0f},                     /* one row, one short tile */
+        {64, NN_LCE_COLS + 1, 16, 1, 1.0f, 0.3f, 1.0f, 0.0f},     /* one item past a whole tile */
+        {130, 2 * NN_LCE_COLS + 37, 20, 1, 1.0f, 0.3f, 0.7f, 0.0f}, /* ragged rows, tiles and width */
+        {65, 300, 64, 0, 1.0f, 0.3f, 1.0f, 0.0f},                 /* every row a candidate (v0 = 0) */
+        {33, 1500, 130, 3, 0.5f, 0.2f, 2.0f, 0.0f},               /* width past 64, masked tail */
+        {100, 900, 64, 1, 3.0f, 1.0f, 1.0f, 0.0f},                /* logits of +-50: the running max */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) run_case(&cases[c], 40 + (unsigned)c);
+}
+
+/* Label smoothing: the same shapes with eps > 0 against the float64 definition. */
+TEST(nn_linear_ce_label_smoothing_matches_float64) {
+    const lce_case cases[] = {
+        {1, 7, 5, 1, 1.0f, 0.5f, 1.0f, 0.1f},
+        {130, 2 * NN_LCE_COLS + 37, 20, 1, 1.0f, 0.3f, 0.7f, 0.2f},
+        {65, 300, 64, 0, 1.0f, 0.3f, 1.0f, 0.05f},
+        {33, 1500, 130, 3, 0.5f, 0.2f, 2.0f, 0.5f},
+        {100, 900, 64, 1, 3.0f, 1.0f, 1.0f, 0.1f},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) run_case(&cases[c], 60 + (unsigned)c);
+    float h[4] = {1, 2, 3, 4}, tab[12] = {0}, loss = 0.0f, *work = nt_zeros(nn_linear_ce_work(2, 6, 2, 1));
+    int32_t ok[2] = {1, 5};
+    CHECK_ERR(nn_linear_cross_entropy_ls(&loss, NULL, NULL, h, tab, ok, 2, 6, 2, 1, 1.0f, 1.0f, work), DR_ERR_ARG);
+    CHECK_ERR(nn_linear_cross_entropy_ls(&loss, NULL, NULL, h, tab, ok, 2, 6, 2, 1, -0.1f, 1.0f, work), DR_ERR_ARG);
+    nt_free_all();
 }
 
 /* The unfused loss the TRM ran before: logits [N, V] by sgemm, the padding column set to

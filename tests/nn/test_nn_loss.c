@@ -70,6 +70,7 @@ typedef struct {
     const int32_t *pos, *neg;
     const double *w;
     double *h, *table;
+    const double *logq; /* [N,K] subtracted from the negatives' logits, or NULL */
 } sce_ctx;
 
 static double sce_ref(void *p) {
@@ -83,6 +84,7 @@ static double sce_ref(void *p) {
             if (k >= 0 && (id < 0 || id == c->pos[i])) continue;
             double d = 0.0;
             for (int j = 0; j < c->D; j++) d += c->h[(size_t)i * c->D + j] * c->table[(size_t)id * c->D + j];
+            if (k >= 0 && c->logq) d -= c->logq[i * c->K + k];
             s[n++] = d;
         }
         double w = c->w ? c->w[i] : 1.0;
@@ -105,7 +107,7 @@ TEST(nn_sampled_softmax_ce_grad_and_hits) {
     float *h = nt_randn(&g, (size_t)N * D, 0.5f), *table = nt_randn(&g, (size_t)V * D, 0.5f);
     float loss, *dh = nt_zeros((size_t)N * D), *dt = nt_zeros((size_t)V * D), *work = nt_zeros((size_t)N * (K + 1));
     CHECK_OK(nn_sampled_softmax_ce(&loss, dh, dt, h, table, pos, neg, wf, N, K, D, V, 0, 1.0f, work));
-    sce_ctx c = {N, K, D, 0, pos, neg, nt_tod(wf, N), nt_tod(h, (size_t)N * D), nt_tod(table, (size_t)V * D)};
+    sce_ctx c = {N, K, D, 0, pos, neg, nt_tod(wf, N), nt_tod(h, (size_t)N * D), nt_tod(table, (size_t)V * D), NULL};
     double want = sce_ref(&c);
     CHECK_NEAR(loss, want, 1e-5 * fabs(want));
     GRADCHECK("sampled ce dhidden", sce_ref, &c, c.h, dh, (size_t)N * D, 1e-6, 1e-4);
@@ -122,6 +124,33 @@ TEST(nn_sampled_softmax_ce_grad_and_hits) {
     memcpy(badneg, neg, sizeof neg);
     badneg[9] = 9; /* row 2 (ids of ignored rows are not read) */
     CHECK_ERR(nn_sampled_softmax_ce(&loss, dh, dt, h, table, pos, badneg, wf, N, K, D, V, 0, 1.0f, work), DR_ERR_RANGE);
+    nt_free_all();
+}
+
+/* The logQ correction: per-negative offsets against the float64 definition, and NULL offsets
+ * give nn_sampled_softmax_ce's bits. */
+TEST(nn_sampled_softmax_ce_logq) {
+    dr_rng g;
+    dr_rng_seed(&g, 37);
+    int N = 6, K = 4, D = 21, V = 9;
+    int32_t pos[6] = {1, 0, 4, 8, 4, 2};
+    int32_t neg[24] = {2, 3, 5, 7, 1, 2, 3, 4, 4, 6, -1, 0, 1, 1, 2, 3, 5, 6, 7, 8, 0, 1, 3, 4};
+    float *h = nt_randn(&g, (size_t)N * D, 0.5f), *table = nt_randn(&g, (size_t)V * D, 0.5f);
+    float *lq = nt_randn(&g, (size_t)N * K, 1.0f);
+    float loss, *dh = nt_zeros((size_t)N * D), *dt = nt_zeros((size_t)V * D), *work = nt_zeros((size_t)N * (K + 1));
+    CHECK_OK(nn_sampled_softmax_ce_logq(&loss, dh, dt, h, table, pos, neg, lq, NULL, N, K, D, V, 0, 0.5f, work));
+    sce_ctx c = {N, K, D, 0, pos, neg, NULL, nt_tod(h, (size_t)N * D), nt_tod(table, (size_t)V * D),
+                 nt_tod(lq, (size_t)N * K)};
+    double want = sce_ref(&c);
+    CHECK_NEAR(loss, want, 1e-5 * fabs(want));
+    for (size_t i = 0; i < (size_t)N * D; i++) dh[i] *= 2.0f; /* dscale 0.5 */
+    for (size_t i = 0; i < (size_t)V * D; i++) dt[i] *= 2.0f;
+    GRADCHECK("logq dhidden", sce_ref, &c, c.h, dh, (size_t)N * D, 1e-6, 1e-4);
+    GRADCHECK("logq dtable", sce_ref, &c, c.table, dt, (size_t)V * D, 1e-6, 1e-4);
+    float l0, l1, *dh0 = nt_zeros((size_t)N * D), *dh1 = nt_zeros((size_t)N * D);
+    CHECK_OK(nn_sampled_softmax_ce(&l0, dh0, NULL, h, table, pos, neg, NULL, N, K, D, V, 0, 1.0f, work));
+    CHECK_OK(nn_sampled_softmax_ce_logq(&l1, dh1, NULL, h, table, pos, neg, NULL, NULL, N, K, D, V, 0, 1.0f, work));
+    CHECK(l0 == l1 && memcmp(dh0, dh1, sizeof(float) * N * D) == 0);
     nt_free_all();
 }
 

@@ -65,7 +65,8 @@ static void tiny_cfg(trm_config *c, int model) {
     c->text_buckets = 64;
 }
 
-static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
+/* smoothing: the ce loss's label smoothing (0 = off); logq: the sampled loss's logQ correction */
+static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);
     trm_config c;
@@ -91,6 +92,8 @@ static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
     o.loss = loss;
     o.n_neg = 5;
     o.pref_empty_p = 0.2f;
+    o.label_smoothing = smoothing;
+    o.logq = logq;
     int32_t users[5] = {1, 3, 4, 7, 9};
     float *g = malloc(np * sizeof(float));
     double l0;
@@ -130,7 +133,18 @@ static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
     dr_data_free(&d);
 }
 
+static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
+    gradcheck_ls(model, loss, post_ln, act, sep_out, 0.0f, 0);
+}
+
 TEST(trm_grad_ce) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
+/* label smoothing through the whole model, both tables (sep_out) and the pref model */
+TEST(trm_grad_ce_label_smoothing) {
+    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.2f, 0);
+    gradcheck_ls(TRM_SASREC, TRM_LOSS_CE, 0, TRM_ACT_GELU, 1, 0.2f, 0);
+    gradcheck_ls(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.1f, 0);
+}
+TEST(trm_grad_sampled_logq) { gradcheck_ls(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0, 0.0f, 1); }
 TEST(trm_grad_sampled) { gradcheck(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
@@ -237,6 +251,80 @@ static void resume_equals_uninterrupted(dr_dataset *d, const char *tag, int vali
     for (size_t i = 0; i < n; i++) lines += txt[i] == '\n';
     free(txt);
     CHECK_EQ_INT(lines, 4);
+}
+
+/* The learning-rate schedule: the constant one is o->lr itself (the defaults' bits), warmup is
+ * linear, the cosine runs from lr after warmup to 0 at the last step. */
+TEST(trm_lr_schedule) {
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.lr = 3e-3f;
+    CHECK(trm_lr_at(&o, 1, 100) == o.lr && trm_lr_at(&o, 100, 100) == o.lr && trm_lr_at(&o, 1000, 100) == o.lr);
+    o.warmup = 10;
+    CHECK_NEAR(trm_lr_at(&o, 1, 100), 3e-4, 1e-9);
+    CHECK_NEAR(trm_lr_at(&o, 5, 100), 1.5e-3, 1e-9);
+    CHECK(trm_lr_at(&o, 10, 100) == o.lr && trm_lr_at(&o, 100, 100) == o.lr);
+    o.lr_schedule = TRM_LR_COSINE;
+    CHECK_NEAR(trm_lr_at(&o, 10, 110), 3e-3, 1e-9);
+    CHECK_NEAR(trm_lr_at(&o, 60, 110), 1.5e-3, 1e-9); /* half way: half the rate */
+    CHECK_NEAR(trm_lr_at(&o, 35, 110), 3e-3 * 0.5 * (1 + cos(M_PI / 4)), 1e-9);
+    CHECK(trm_lr_at(&o, 110, 110) < 1e-12f && trm_lr_at(&o, 200, 110) < 1e-12f);
+    o.warmup = 0;
+    CHECK(trm_lr_at(&o, 0, 100) == o.lr);
+    CHECK_EQ_INT(trm_lr_schedule_from_name("cosine"), TRM_LR_COSINE);
+    CHECK_EQ_INT(trm_lr_schedule_from_name("const"), TRM_LR_CONST);
+    CHECK_EQ_INT(trm_lr_schedule_from_name("linear"), -1);
+}
+
+/* Training with the recipe options: the metrics carry the rate of each epoch's last step (0 at
+ * the end of a cosine), a resume with another schedule or smoothing is refused, one with the
+ * same settings goes on, and smoothing with a sampled loss is refused. */
+TEST(trm_train_schedule_and_smoothing) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512], mp[600];
+    snprintf(a, sizeof a, "%s/ls_full.gguf", dir);
+    snprintf(b, sizeof b, "%s/ls_part.gguf", dir);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    trm_model *m;
+    trm_train_result res;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o = small_opts(a, 4);
+    o.label_smoothing = 0.1f, o.lr_schedule = TRM_LR_COSINE, o.warmup = 3;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    snprintf(mp, sizeof mp, "%s.metrics.jsonl", a);
+    char *txt;
+    size_t n;
+    CHECK_OK(dr_read_file(mp, &txt, &n));
+    const char *last = strstr(txt, "\"epoch\":4");
+    CHECK(last && strstr(last, "\"lr\":0") != NULL);
+    free(txt);
+    /* a resume with another smoothing or schedule is refused; with the same settings it goes on */
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    o = small_opts(a, 6);
+    o.resume = 1;
+    o.label_smoothing = 0.1f, o.lr_schedule = TRM_LR_CONST, o.warmup = 3;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.lr_schedule = TRM_LR_COSINE, o.label_smoothing = 0.0f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.label_smoothing = 0.1f, o.warmup = 0;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.warmup = 3;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 2);
+    /* smoothing belongs to the full softmax */
+    o = small_opts(b, 1);
+    o.loss = TRM_LOSS_SAMPLED, o.label_smoothing = 0.1f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    /* and logQ to the sampled one */
+    o = small_opts(b, 1);
+    o.logq = 1;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
+    dr_data_free(&d);
 }
 
 TEST(trm_resume_equals_uninterrupted) {
