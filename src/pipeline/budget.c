@@ -37,11 +37,12 @@ static const pipeline_budget budget_demo = {.name = "demo", BUDGET_DEMO_VALUES};
 /* The longer recipe, sized to finish ml-100k in about an hour on 2 idle cores: the demo's
  * measured choices (best-of-1, target ordering, the 2-layer d128 model: docs/ablation.md) with
  * twice the training positions and the paper's 20 + 80 RL steps at 8 prompts x 8 samples
- * (the paper's 128 prompts per step would take days here). */
+ * (the paper's 128 prompts per step would take days here). The TRMs: label smoothing 0.1 and
+ * patience 20, SASRec's best on ml-100k in issue 18's recipe search (three seeds each, docs/trm.md). */
 static const pipeline_budget budget_full = {
     BUDGET_DEMO_VALUES,
     .name = "full",
-    .trm_patience = 10, .ws_positions = 8,
+    .trm_patience = 20, .trm_label_smoothing = 0.1, .ws_positions = 8,
     .rl1_steps = 20, .rl2_steps = 80, .rl_samples = 8, .rl_keep_best_every = 20,
 };
 static const pipeline_budget budget_test = {
@@ -83,7 +84,7 @@ typedef struct field {
 #define FD(f) {#f, offsetof(pipeline_budget, f), 1}
 static const field fields[] = {
     FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
-    FI(trm_max_steps), FD(trm_pref_empty), FI(trm_pref_init), FI(env_holdout),
+    FI(trm_max_steps), FD(trm_label_smoothing), FD(trm_pref_empty), FI(trm_pref_init), FI(env_holdout),
     FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_call_order), FI(ws_seed),
     {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
     FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),

@@ -71,6 +71,8 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
                kind == TRM_PREF ? "pref" : "sasrec", b->trm_max_epochs, b->trm_patience, b->trm_batch, b->trm_dim,
                b->trm_layers, b->trm_max_len, b->trm_max_steps);
     if (kind == TRM_PREF) pl_key_add(&k, "pref_empty %.17g\n", b->trm_pref_empty);
+    /* only when on: the keys of runs without it (the demo's cache) stay as they were */
+    if (b->trm_label_smoothing > 0) pl_key_add(&k, "label_smoothing %.17g\n", b->trm_label_smoothing);
     const int from_sasrec = kind == TRM_PREF && holdout == 0 && b->trm_pref_init;
     char sasrec[PL_PATH];
     pl_path(p, "sasrec.gguf", sasrec);
@@ -107,6 +109,7 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     o.out = out;
     o.progress = p->o->progress;
     o.max_steps = b->trm_max_steps;
+    o.label_smoothing = (float)b->trm_label_smoothing;
     if (kind == TRM_PREF) o.pref_empty_p = (float)b->trm_pref_empty;
     o.on_epoch = on_epoch;
     o.on_epoch_ctx = p;
