@@ -375,7 +375,7 @@ static int mem_check(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-    dr_threads_prefer_passive(argv);
+    dr_threads_wait_policy(argv, DR_WAIT_SPIN); /* as `deeprec llm bench` (docs/llm.md, "OpenMP wait policy") */
     int P = 512, B = 8, steps = 8, json = 0, small = 0, exact = 0;
     const char *types = "f32,bf16,q8_0,q4_k_m,q4_0";
     for (int i = 1; i < argc; i++) {

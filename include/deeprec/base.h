@@ -242,12 +242,23 @@ void dr_threads_set(int n);
  * thread started with pthread_create gets the default (all cores), not what dr_threads_set gave
  * the thread that started it, so a library thread doing model work applies its starter's count. */
 int dr_threads_current(void);
-/* For a program's main, first thing: OpenMP workers spin between parallel regions by default,
- * and on a shared machine (or where OpenBLAS and our loops alternate) the spinning steals the
- * cores doing the work. libgomp reads OMP_WAIT_POLICY when it loads, before main, so this
- * re-executes the program once (/proc/self/exe, same argv) with OMP_WAIT_POLICY=passive. An
- * OMP_WAIT_POLICY already in the environment is respected (active can be measured that way);
- * then, and when the re-execution fails, it returns with nothing changed but the variable. */
+/* How OpenMP's idle workers wait between parallel regions. libgomp reads the policy when it
+ * loads, before main, so setting it means re-executing the program once (/proc/self/exe, same
+ * argv) with the variable set.
+ * - DR_WAIT_PASSIVE (OMP_WAIT_POLICY=passive): sleep at once. Work made of long regions
+ *   (training, evaluation) loses nothing, and on a shared machine spinning workers steal the
+ *   cores that do the work (docs/llm.md, "OpenMP wait policy").
+ * - DR_WAIT_SPIN: spin DR_WAIT_SPIN_COUNT polls (GOMP_SPINCOUNT), then sleep. A decode step is
+ *   about 170 regions a few microseconds apart: a sleeping worker is woken for each, which costs
+ *   decode up to 30% on idle cores; the short spin catches the next region and still yields the
+ *   core within a fraction of a millisecond when there is none.
+ * A policy already in the environment (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is respected, so
+ * every policy can be measured; then, and when the re-execution fails, it returns with nothing
+ * changed but the variable. For a program's main, first thing. */
+typedef enum { DR_WAIT_PASSIVE, DR_WAIT_SPIN } dr_wait_policy;
+#define DR_WAIT_SPIN_COUNT "10000" /* about 0.1 ms of polling (libgomp: ~100,000 polls per ms) */
+void dr_threads_wait_policy(char **argv, dr_wait_policy policy);
+/* dr_threads_wait_policy(argv, DR_WAIT_PASSIVE) */
 void dr_threads_prefer_passive(char **argv);
 
 /* ---------- timers ---------- */

@@ -42,8 +42,13 @@ int dr_threads_current(void) {
 
 /* Measured: a SASRec step on 2 threads ran at 13% of sgemm with a second job on the machine,
  * 42% with passive waiting (docs/llm.md has the decode figures of each policy). */
-void dr_threads_prefer_passive(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
+void dr_threads_wait_policy(char **argv, dr_wait_policy policy) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (policy == DR_WAIT_SPIN)
+        setenv("GOMP_SPINCOUNT", DR_WAIT_SPIN_COUNT, 1);
+    else
+        setenv("OMP_WAIT_POLICY", "passive", 1);
     execv("/proc/self/exe", argv); /* returns only on failure: carry on as we are */
 }
+
+void dr_threads_prefer_passive(char **argv) { dr_threads_wait_policy(argv, DR_WAIT_PASSIVE); }

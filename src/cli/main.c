@@ -47,8 +47,33 @@ static int run_command(cli_fn fn, int argc, char **argv) {
     return rc;
 }
 
+/* The command argv names: two-word commands ("gguf info") win over one-word ones. *words is
+ * how many words of argv it takes. */
+static const command *find_command(int argc, char **argv, int *words) {
+    if (argc >= 3) {
+        char two[128];
+        snprintf(two, sizeof two, "%s %s", argv[1], argv[2]);
+        for (int i = 0; i < n_commands; i++)
+            if (!strcmp(commands[i].name, two)) return *words = 2, &commands[i];
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (argc >= 2 && !strcmp(commands[i].name, argv[1])) return *words = 1, &commands[i];
+    return NULL;
+}
+
+/* Commands whose time goes to token-by-token decoding: their OpenMP workers spin briefly
+ * between regions (dr_wait_policy says why; docs/llm.md, "OpenMP wait policy", has the
+ * measurements). Training, evaluation over many users and the pipeline wait passively. */
+static dr_wait_policy wait_policy_of(const command *c) {
+    static const char *const decoding[] = {"llm generate", "llm bench", "llm logits", "recommend", "serve"};
+    for (size_t i = 0; c && i < sizeof decoding / sizeof *decoding; i++)
+        if (!strcmp(c->name, decoding[i])) return DR_WAIT_SPIN;
+    return DR_WAIT_PASSIVE;
+}
+
 int main(int argc, char **argv) {
-    dr_threads_prefer_passive(argv);
+    int words = 0;
+    dr_threads_wait_policy(argv, wait_policy_of(find_command(argc, argv, &words)));
     qsort(commands, (size_t)n_commands, sizeof *commands, cmp_cmd);
     if (dr_dist_init(&argc, &argv)) {
         fprintf(stderr, "deeprec: error: %s\n", dr_error_message());
@@ -64,15 +89,8 @@ int main(int argc, char **argv) {
         usage(stdout);
         return argc < 2 ? 2 : 0;
     }
-    /* Two-word commands ("gguf info") win over one-word ones. */
-    if (argc >= 3) {
-        char two[128];
-        snprintf(two, sizeof two, "%s %s", argv[1], argv[2]);
-        for (int i = 0; i < n_commands; i++)
-            if (!strcmp(commands[i].name, two)) return run_command(commands[i].fn, argc - 2, argv + 2);
-    }
-    for (int i = 0; i < n_commands; i++)
-        if (!strcmp(commands[i].name, argv[1])) return run_command(commands[i].fn, argc - 1, argv + 1);
+    const command *c = find_command(argc, argv, &words);
+    if (c) return run_command(c->fn, argc - words, argv + words);
     fprintf(stderr, "deeprec: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

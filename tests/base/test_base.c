@@ -216,6 +216,24 @@ TEST(base_threads_explicit_wait_policy_is_kept) {
     free(saved);
 }
 
+/* The same for a spin count: GOMP_SPINCOUNT set by the caller wins over either policy. */
+TEST(base_threads_explicit_spin_count_is_kept) {
+    const char *was = getenv("GOMP_SPINCOUNT"), *was_policy = getenv("OMP_WAIT_POLICY");
+    char *saved = was ? strdup(was) : NULL, *saved_policy = was_policy ? strdup(was_policy) : NULL;
+    unsetenv("OMP_WAIT_POLICY");
+    setenv("GOMP_SPINCOUNT", "1234", 1);
+    char *argv[] = {"test_base", NULL};
+    dr_threads_wait_policy(argv, DR_WAIT_PASSIVE);
+    dr_threads_wait_policy(argv, DR_WAIT_SPIN);
+    CHECK_STR(getenv("GOMP_SPINCOUNT"), "1234");
+    CHECK(getenv("OMP_WAIT_POLICY") == NULL);
+    if (saved) setenv("GOMP_SPINCOUNT", saved, 1);
+    else unsetenv("GOMP_SPINCOUNT");
+    if (saved_policy) setenv("OMP_WAIT_POLICY", saved_policy, 1);
+    free(saved);
+    free(saved_policy);
+}
+
 TEST(base_threads_from_env) {
     setenv("DEEPREC_THREADS", "3", 1);
     CHECK_EQ_INT(dr_threads(), 3);
