@@ -58,7 +58,8 @@ int dr_error_context(const char *fmt, ...) {
     int n = vsnprintf(err_msg, ERR_CAP, fmt, ap);
     va_end(ap);
     if (n < 0) n = 0;
-    if ((size_t)n < ERR_CAP) snprintf(err_msg + n, ERR_CAP - (size_t)n, ": %s", old);
+    /* the message is capped at ERR_CAP on purpose; an encoding error keeps the context alone */
+    if ((size_t)n < ERR_CAP && snprintf(err_msg + n, ERR_CAP - (size_t)n, ": %s", old) < 0) err_msg[n] = '\0';
     if (err_code == DR_OK) err_code = DR_ERR_INTERNAL;
     return err_code;
 }
