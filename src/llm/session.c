@@ -29,7 +29,7 @@ struct llm_session {
     void *kc, *vc;       /* [layer][slot][pos][kvd] of float, or of fp16 (kv_f16) */
     int kv_f16;
     size_t slot_stride;  /* n_ctx * kvd elements */
-    float *kv_wide;      /* kv_f16: one KV head's K or V for a prefill chunk's sgemm, [n_ctx x head_dim] */
+    float *kv_wide;      /* kv_f16: one KV group's K then V for a prefill chunk's sgemm, 2 x [n_ctx x head_dim] */
     /* scratch for up to cap tokens */
     int cap;
     float *x, *h, *q, *k, *v, *att, *g, *u, *cos_t, *sin_t;
@@ -197,7 +197,7 @@ int llm_session_new(llm_session **out, const llm_model *m, int n_slots, int n_ct
     s->vc = dr_aligned_alloc(total * kv_elt(s));
     s->len = dr_calloc((size_t)n_slots, sizeof(int));
     s->n_threads = omp_get_max_threads();
-    if (s->kv_f16) s->kv_wide = dr_aligned_alloc((size_t)n_ctx * c->head_dim * sizeof(float));
+    if (s->kv_f16) s->kv_wide = dr_aligned_alloc((size_t)2 * n_ctx * c->head_dim * sizeof(float));
     if (!s->kc || !s->vc || !s->len || (s->kv_f16 && !s->kv_wide) || ensure_scores(s, (size_t)s->n_threads * sc_stride(s))) {
         llm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "out of memory for a KV cache of %d slots x %d tokens (%.1f MiB)", n_slots, n_ctx,
@@ -265,8 +265,8 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
 }
 
 /* Head group g's K or V of one slot's first len positions as fp32: the cache itself (leading
- * dimension kvd) or, for an fp16 cache, widened into kv_wide (leading dimension head_dim). */
-static const float *kv_head_f32(llm_session *s, void *base, int layer, int slot, int g, int len, int *ld) {
+ * dimension kvd) or, for an fp16 cache, widened into dst (leading dimension head_dim). */
+static const float *kv_head_f32(llm_session *s, void *base, int layer, int slot, int g, int len, float *dst, int *ld) {
     const llm_config *c = &s->m->cfg;
     const int hd = c->head_dim, kvd = c->n_kv_heads * hd;
     if (!s->kv_f16) {
@@ -275,24 +275,28 @@ static const float *kv_head_f32(llm_session *s, void *base, int layer, int slot,
     }
     const uint16_t *src = (const uint16_t *)kv_at(s, base, layer, slot, 0) + (size_t)g * hd;
 #pragma omp parallel for schedule(static) if (len >= 256)
-    for (int t = 0; t < len; t++) widen_f16(src + (size_t)t * kvd, s->kv_wide + (size_t)t * hd, hd);
+    for (int t = 0; t < len; t++) widen_f16(src + (size_t)t * kvd, dst + (size_t)t * hd, hd);
     *ld = hd;
-    return s->kv_wide;
+    return dst;
 }
 
 /* n consecutive tokens of one slot starting at pos0, with sgemm per head. */
 static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
     const llm_config *c = &s->m->cfg;
-    const int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
+    const int hd = c->head_dim, qd = c->n_heads * hd, grp = c->n_heads / c->n_kv_heads;
     const int len = pos0 + n;
     int rc = ensure_scores(s, (size_t)n * len);
     if (rc) return rc;
     const float scale = 1.0f / sqrtf((float)hd);
     float *S = s->scores;
-    (void)kvd;
+    const float *K = NULL, *V = NULL;
+    int ld = 0;
     for (int h = 0; h < c->n_heads; h++) {
-        int g = h / grp, ld;
-        const float *K = kv_head_f32(s, s->kc, layer, slot, g, len, &ld);
+        if (h % grp == 0) { /* a new KV group: its K and V, widened once for the grp query heads that share them */
+            int g = h / grp;
+            K = kv_head_f32(s, s->kc, layer, slot, g, len, s->kv_wide, &ld);
+            V = kv_head_f32(s, s->vc, layer, slot, g, len, s->kv_wide ? s->kv_wide + (size_t)s->n_ctx * hd : NULL, &ld);
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, s->q + (size_t)h * hd, qd, K, ld, 0.0f, S,
                     len);
 #pragma omp parallel for schedule(static)
@@ -302,7 +306,6 @@ static int attend_chunk(llm_session *s, int layer, int slot, int pos0, int n) {
             nn_softmax_row(row, row, valid);
             for (int t = valid; t < len; t++) row[t] = 0;
         }
-        const float *V = kv_head_f32(s, s->vc, layer, slot, g, len, &ld);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, V, ld, 0.0f,
                     s->att + (size_t)h * hd, qd);
     }
