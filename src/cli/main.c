@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return argc < 2 ? 2 : 0;
     }
-    const command *c = find_command(argc, argv, &words);
+    const command *c = find_command(argc, argv, &words); /* again: dr_dist_init may have edited argv */
     if (c) return run_command(c->fn, argc - words, argv + words);
     fprintf(stderr, "deeprec: unknown command '%s'\n", argv[1]);
     usage(stderr);
