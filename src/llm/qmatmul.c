@@ -115,7 +115,7 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #endif
 
 /* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches).
- * avx512-vnni has its own kernel for Q4_0 only; the other types then take the avx-vnni kernels
+ * avx512-vnni has its own kernels for Q4_0 and Q5_0 only; the other types then take the avx-vnni kernels
  * when the CPU has AVX-VNNI, else the avx2 ones (g_vnni256, set with g_kern). */
 enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI, KERN_AVX512 };
 static int g_kern = KERN_UNSET, g_vnni256;
@@ -375,6 +375,16 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
         free(xa);
         return rc;
     }
+#ifdef LLM_HAVE_AVX512
+    /* Q5_0 on the same activation layout: two blocks per 512-bit register, the fifth bits as a
+     * byte mask; in the 256-bit kernels the fifth bits cost a broadcast, a shuffle and a compare
+     * per block, which kept Q5_0 decode at about half the read bandwidth (bench_llm). */
+    if (w->type == GGML_TYPE_Q5_0 && kern() == KERN_AVX512) {
+        int rc = matmul_q4a(w, rows_q5a_512, xa, n, y);
+        free(xa);
+        return rc;
+    }
+#endif
     const row_fn rk = row_kernel(w->type);
 #else
     const void *rk = NULL;
