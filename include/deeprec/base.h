@@ -204,8 +204,16 @@ int dr_output_claim(const char *out, const char *const *inputs, int n_inputs, in
 typedef struct dr_mmap {
     const uint8_t *data;
     size_t size;
+    size_t map_size; /* bytes mapped at data (size, or the copy's rounded size; 0: size) */
+    int copied;      /* 1: data is a copy (dr_mmap_open_copy) and fd its file, kept open */
+    int fd;
 } dr_mmap;
 int dr_mmap_open(dr_mmap *m, const char *path);
+/* The same view, but a read-only copy of the file in anonymous memory with the transparent
+ * huge page hint (files of 4 MiB and more; smaller ones are mapped as dr_mmap_open does). For
+ * weights that are streamed again and again: the same resident size as the mapping once it
+ * is all read, faster to stream. */
+int dr_mmap_open_copy(dr_mmap *m, const char *path);
 void dr_mmap_close(dr_mmap *m);
 /* The bytes [p, p + n) of the map are no longer read: the whole pages inside them leave this
  * process's resident set (a later read brings them back from the file). Bytes outside the map

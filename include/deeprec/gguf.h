@@ -73,6 +73,8 @@ typedef struct gguf_file {
  * with a message "FILE: at byte offset N: ...". Nested arrays are rejected. Tensor types with a
  * known block layout are accepted (Q4_0 ... Q8_K too); gguf_tensor_to_f32 converts a subset. */
 int gguf_open(gguf_file *f, const char *path);          /* mmap + validate everything */
+/* The same, over a copy of the file in huge-page memory (dr_mmap_open_copy): for model weights. */
+int gguf_open_copy(gguf_file *f, const char *path);
 int gguf_open_memory(gguf_file *f, const void *data, size_t size, const char *name); /* for fuzzing/tests; data must outlive f */
 void gguf_close(gguf_file *f);
 

@@ -378,9 +378,9 @@ int gguf_open_memory(gguf_file *f, const void *data, size_t size, const char *na
     return rc;
 }
 
-int gguf_open(gguf_file *f, const char *path) {
+static int open_file(gguf_file *f, const char *path, int copy) {
     memset(f, 0, sizeof *f);
-    int rc = dr_mmap_open(&f->map, path);
+    int rc = copy ? dr_mmap_open_copy(&f->map, path) : dr_mmap_open(&f->map, path);
     if (rc) return rc;
     f->owns_map = 1;
     rc = open_common(f, path);
@@ -390,6 +390,10 @@ int gguf_open(gguf_file *f, const char *path) {
     }
     return rc;
 }
+
+int gguf_open(gguf_file *f, const char *path) { return open_file(f, path, 0); }
+
+int gguf_open_copy(gguf_file *f, const char *path) { return open_file(f, path, 1); }
 
 void gguf_close(gguf_file *f) {
     if (!f) return;

@@ -410,7 +410,11 @@ int llm_model_load(llm_model **out, const char *path) {
     *out = NULL;
     gguf_file *f = dr_calloc(1, sizeof *f);
     if (!f) return DR_ERR_NOMEM;
-    int rc = gguf_open(f, path);
+    /* Weights are streamed once per decode step: a copy in huge pages streams faster than
+     * the page cache's mapping (dr_mmap_open_copy). DEEPREC_MMAP=1 keeps the mapping, for a
+     * machine short of memory while the file is read (the page cache holds it as well). */
+    const char *e = getenv("DEEPREC_MMAP");
+    int rc = e && !strcmp(e, "1") ? gguf_open(f, path) : gguf_open_copy(f, path);
     if (rc) {
         free(f);
         return rc;

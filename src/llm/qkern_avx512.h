@@ -99,8 +99,125 @@ Q5ROWS(rows_q4a_512)
 #define Q5 1
 Q5ROWS(rows_q5a_512)
 #undef Q5
-#undef Q5ROWS
 #undef Q5CASE
+
+/* ---- Q4_K and Q6_K (256-value super-blocks) on the same q4a activations. A register holds
+ * two 32-value units, so one vpdpbusd per 64 weights: Q4_K's chunk of 32 bytes is units 2c
+ * (low nibbles) and 2c + 1 (high); Q6_K's 64 low bytes of a half are units 4n + k and 4n + k + 1
+ * at one shift, its high bits one broadcast. The scales of a super-block are converted once
+ * per row into one register and spread to each pair's lanes by a permute. Q6_K's offset 32
+ * comes back through 4c (exact int32 lanes, as above); Q4_K's mins through c as a float:
+ * lane k of c is -8 x (sum of 4 values), so c x dmin x m / 8 summed over a unit's lanes is
+ * -dmin x m x (sum of the unit's values). */
+static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread_512(__m512 v, int first) {
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
+}
+
+static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread4_512(__m512 v, int first) {
+    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
+}
+
+/* Q4_K's 8 scales x d in lanes 0..7 and 8 mins x dmin / 8 in lanes 8..15. The 12 bytes of
+ * 6-bit scales and mins (src/gguf/blocks.c) are unpacked as four 32-bit words (bytes 0-3:
+ * scales 0-3, 4-7: scales 4-7, 8-11: mins 0-3, 12-15: mins 4-7) and widened in registers: a
+ * scalar loop writing 16 floats to the stack and loading them as one vector stalled on store
+ * forwarding once per super-block and row. */
+static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const uint8_t *p) {
+    uint16_t hd, hm;
+    uint32_t w0, w1, w2;
+    memcpy(&hd, p, 2);
+    memcpy(&hm, p + 2, 2);
+    memcpy(&w0, p + 4, 4);
+    memcpy(&w1, p + 8, 4);
+    memcpy(&w2, p + 12, 4);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    const uint32_t sc_lo = w0 & m6, sc_hi = (w2 & m4) | (((w0 >> 6) & m2) << 4);
+    const uint32_t mn_lo = w1 & m6, mn_hi = ((w2 >> 4) & m4) | (((w1 >> 6) & m2) << 4);
+    const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo)));
+    const __m512 f = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(hd)), _mm256_set1_ps(_cvtsh_ss(hm) * 0.125f), 1);
+    return _mm512_mul_ps(v, f);
+}
+
+/* Pair t (0..3) of a super-block of R rows into R x J accumulators; sv[i] is row i's scales
+ * register (q4k_scales_512 or Q6_K's 16 scales x d); b is the pair's first block. */
+static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int q6, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
+    __m512i u[4];
+    __m512 dw[4], mw[4];
+    const __m512i m4 = _mm512_set1_epi8(15);
+    for (int i = 0; i < R; i++) {
+        const uint8_t *r = p + (size_t)i * rb;
+        if (!q6) {
+            const long long S4 = 0x0004000400040004LL;
+            const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
+            const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 16 + 32 * t)));
+            u[i] = _mm512_and_si512(_mm512_srlv_epi16(x, sh), m4);
+            dw[i] = kq_spread_512(sv[i], 2 * t);
+            mw[i] = kq_spread_512(sv[i], 8 + 2 * t);
+        } else { /* t = 2n + h: half n, units 4n + 2h and 4n + 2h + 1 */
+            const int n = t >> 1, h = t & 1;
+            const __m512i L = _mm512_loadu_si512((const void *)(r + 64 * n));
+            const __m512i lo = _mm512_and_si512(h ? _mm512_srli_epi16(L, 4) : L, m4);
+            const long long A = 0x0002000200020002LL * (2 * h), B = 0x0002000200020002LL * (2 * h + 1);
+            const __m512i hs = _mm512_set_epi64(B, B, B, B, A, A, A, A);
+            const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 128 + 32 * n)));
+            const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, hs), _mm512_set1_epi8(3));
+            u[i] = _mm512_or_si512(lo, _mm512_slli_epi16(hb, 4));
+            dw[i] = kq_spread4_512(sv[i], 4 * t);
+        }
+    }
+    for (int j = 0; j < J; j++) {
+        const uint8_t *aj = ax + (size_t)j * as;
+        const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
+        const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
+        const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
+        if (q6) {
+            const __m512i c4 = _mm512_slli_epi32(c, 2);
+            for (int i = 0; i < R; i++)
+                acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
+        } else {
+            const __m512 cf = _mm512_cvtepi32_ps(c);
+            for (int i = 0; i < R; i++) {
+                const __m512 w = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u[i], s)), dw[i], _mm512_mul_ps(cf, mw[i]));
+                acc[i * J + j] = _mm512_fmadd_ps(w, da, acc[i * J + j]);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int q6, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    __m512 acc[8];
+    for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
+    const int sbb = q6 ? 210 : 144; /* bytes of a super-block */
+    const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
+    for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
+        __m512 sv[4];
+        for (int i = 0; i < R; i++) {
+            const uint8_t *r = p + (size_t)i * rb;
+            for (int l = 0; l < sbb; l += 64) _mm_prefetch(pf + (size_t)i * rb + l, _MM_HINT_T0);
+            if (q6) {
+                uint16_t hd;
+                memcpy(&hd, r + 208, 2);
+                sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192)))), _mm512_set1_ps(_cvtsh_ss(hd)));
+            } else
+                sv[i] = q4k_scales_512(r);
+        }
+        for (int t = 0; t < 4; t++) kq_pair_512(q6, p, rb, R, sv, t, ax, as, J, nb, b + 2 * t, acc);
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[i * J + j]);
+}
+
+#define Q5CASE(r, j) rows_kq_512_t(Q6, p, rb, r, ax, as, j, nb, y, ys)
+#define Q6 0
+Q5ROWS(rows_q4k_512)
+#undef Q6
+#define Q6 1
+Q5ROWS(rows_q6k_512)
+#undef Q6
+#undef Q5CASE
+#undef Q5ROWS
 
 /* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8
  * values, nb x 4 int32 corrections c_k = -8 * (sum of values 4k..4k+3 and 16+4k..16+4k+3), nb

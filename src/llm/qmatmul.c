@@ -115,7 +115,7 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #endif
 
 /* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches).
- * avx512-vnni has its own kernels for Q4_0 and Q5_0 only; the other types then take the avx-vnni kernels
+ * avx512-vnni has its own kernels for Q4_0, Q5_0, Q4_K and Q6_K only; the other types then take the avx-vnni kernels
  * when the CPU has AVX-VNNI, else the avx2 ones (g_vnni256, set with g_kern). */
 enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI, KERN_AVX512 };
 static int g_kern = KERN_UNSET, g_vnni256;
@@ -379,8 +379,18 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     /* Q5_0 on the same activation layout: two blocks per 512-bit register, the fifth bits as a
      * byte mask; in the 256-bit kernels the fifth bits cost a broadcast, a shuffle and a compare
      * per block, which kept Q5_0 decode at about half the read bandwidth (bench_llm). */
-    if (w->type == GGML_TYPE_Q5_0 && kern() == KERN_AVX512) {
-        int rc = matmul_q4a(w, rows_q5a_512, xa, n, y);
+    /* The K-quants only up to 4 activation rows: above, a row meets up to 8 activation rows
+     * per pass, and the q4a layout's 96 bytes per block and row (against llm_ablk's 44) made
+     * those passes read L2 at its limit (7B-shaped Q4_K_M, 16-token prefill: 3.0 tokens/s
+     * against 5.2-5.5 with the 256-bit row kernels). */
+    const q4a_fn f512 = kern() != KERN_AVX512             ? NULL
+                        : w->type == GGML_TYPE_Q5_0 ? rows_q5a_512
+                        : n > 4                     ? NULL
+                        : w->type == GGML_TYPE_Q4_K ? rows_q4k_512
+                        : w->type == GGML_TYPE_Q6_K ? rows_q6k_512
+                                                    : NULL;
+    if (f512) {
+        int rc = matmul_q4a(w, f512, xa, n, y);
         free(xa);
         return rc;
     }

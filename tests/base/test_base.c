@@ -135,6 +135,32 @@ TEST(base_mmap_reads_file) {
     CHECK_ERR(dr_mmap_open(&m, "/nonexistent/file"), DR_ERR_IO);
 }
 
+/* The copy holds the file's bytes; a released range reads the file's bytes again (not the
+ * zeros that dropping anonymous pages would leave); small files are mapped instead. */
+TEST(base_mmap_copy_reads_file_and_releases) {
+    const size_t n = (size_t)5 << 20 | 123; /* over 4 MiB and not a page multiple */
+    uint8_t *want = malloc(n);
+    for (size_t i = 0; i < n; i++) want[i] = (uint8_t)(i * 2654435761u >> 13);
+    const char *path = dr_test_path(dr_test_tmpdir(), "copy.bin");
+    CHECK_OK(dr_write_file_atomic(path, want, n));
+    dr_mmap m;
+    CHECK_OK(dr_mmap_open_copy(&m, path));
+    CHECK(m.copied == 1 && m.size == n && m.map_size >= n);
+    CHECK(memcmp(m.data, want, n) == 0);
+    dr_mmap_release(&m, m.data + 1000, (size_t)3 << 20);
+    dr_mmap_release(&m, m.data + n - 5000, 5000); /* the tail page, partly past the file */
+    CHECK(memcmp(m.data, want, n) == 0);
+    dr_mmap_close(&m);
+    CHECK(m.data == NULL && m.copied == 0);
+    const char *small = dr_test_path(dr_test_tmpdir(), "small.bin");
+    CHECK_OK(dr_write_file_atomic(small, "abcdef", 6));
+    CHECK_OK(dr_mmap_open_copy(&m, small));
+    CHECK(m.copied == 0 && m.size == 6 && memcmp(m.data, "abcdef", 6) == 0);
+    dr_mmap_close(&m);
+    CHECK_ERR(dr_mmap_open_copy(&m, "/nonexistent/file"), DR_ERR_IO);
+    free(want);
+}
+
 TEST(base_progress_plain_lines) {
     const char *path = dr_test_path(dr_test_tmpdir(), "p.txt");
     FILE *fp = fopen(path, "w");
