@@ -21,7 +21,8 @@ blind|outcome-aware warm start (one candidate, classic preferences, no target or
 nosel|best-of-N selection (one candidate per position)|--set ws_best_of=1
 noorder|target ordering of the training lists|--set ws_order_by_target=0
 oldtrm|the stronger TRM (empty-preference share 0.3 as before)|--set trm_pref_empty=0.3
-deeper|size: 3 layers instead of 2|--set llm_layers=3'
+deeper|size: 3 layers instead of 2|--set llm_layers=3
+bestof8|(switched on) best-of-8 selection by outcome, with the anchored teacher|--set ws_best_of=8'
 
 mkdir -p "$ROOT"
 echo "ablation: TRMs once in $ROOT/base" >&2
