@@ -379,13 +379,15 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
     /* Q5_0 on the same activation layout: two blocks per 512-bit register, the fifth bits as a
      * byte mask; in the 256-bit kernels the fifth bits cost a broadcast, a shuffle and a compare
      * per block, which kept Q5_0 decode at about half the read bandwidth (bench_llm). */
-    /* The K-quants only up to 4 activation rows: above, a row meets up to 8 activation rows
-     * per pass, and the q4a layout's 96 bytes per block and row (against llm_ablk's 44) made
-     * those passes read L2 at its limit (7B-shaped Q4_K_M, 16-token prefill: 3.0 tokens/s
-     * against 5.2-5.5 with the 256-bit row kernels). */
-    const q4a_fn f512 = kern() != KERN_AVX512             ? NULL
-                        : w->type == GGML_TYPE_Q5_0 ? rows_q5a_512
-                        : n > 4                     ? NULL
+    /* Above 4 activation rows a row meets up to 8 of them per pass, and the q4a layout's 96
+     * bytes per block and row (against llm_ablk's 44) made those passes read L2 at its limit
+     * on wide rows (7B-shaped Q4_K_M, 16-token prefill: 3.0 tokens/s against 5.2-5.5 with the
+     * 256-bit row kernels). So the K-quants take these kernels up to 4 rows, and Q5_0 beyond
+     * that only on rows of up to 64 blocks (8 rows' activations in 48 KiB; at width 896 the
+     * 512-bit kernel was the faster at 16 rows too: 124-135 against 107-112 tokens per CPU s). */
+    const q4a_fn f512 = kern() != KERN_AVX512                              ? NULL
+                        : w->type == GGML_TYPE_Q5_0 && (n <= 4 || nb <= 64) ? rows_q5a_512
+                        : n > 4                                            ? NULL
                         : w->type == GGML_TYPE_Q4_K ? rows_q4k_512
                         : w->type == GGML_TYPE_Q6_K ? rows_q6k_512
                                                     : NULL;
