@@ -1,4 +1,4 @@
-/* Q4_0 and Q5_0 x int8 activations with AVX-512 VNNI, included once by qmatmul.c: two blocks per 512-bit
+/* Q4_0, Q5_0 and Q8_0 x int8 activations with AVX-512 VNNI (and Q4_K, Q6_K below), included once by qmatmul.c: two blocks per 512-bit
  * register. The activations are in the q4a layout (see q4a_pack in qmatmul.c: nb x 32 int8
  * values, nb x 8 int32 corrections -8 * (sum of 4 values), nb x 8 copies of the scale), so two
  * consecutive blocks are 64 contiguous bytes of each array and the weights' nibbles 0..15 go
@@ -11,43 +11,53 @@
 
 /* Weights of blocks b and b + 1 of the row at p (only b when one: the odd tail, the rest zero):
  * the values as unsigned bytes, in the activations' order (16 low, 16 high, per block), and
- * their scales spread to the 8 lanes of each block. Q4_0 (18-byte blocks: scale, 16 bytes of
- * nibbles) gives the nibbles 0..15; Q5_0 (22 bytes: scale, 32 fifth bits, nibbles) adds 16
- * where the value's fifth bit is set, giving 0..31: the two blocks' bit words are one 64-bit
- * byte mask, bit i for byte i, so the fifth bits cost one masked add. */
-static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const uint8_t *p, int q5, int one, __m512i *u, __m512 *dw) {
+ * their scales spread to the 8 lanes of each block. kind 0, Q4_0 (18-byte blocks: scale, 16
+ * bytes of nibbles): the nibbles 0..15. kind 1, Q5_0 (22 bytes: scale, 32 fifth bits,
+ * nibbles): 16 added where the value's fifth bit is set, giving 0..31; the two blocks' bit
+ * words are one 64-bit byte mask, bit i for byte i, so the fifth bits cost one masked add.
+ * kind 2, Q8_0 (34 bytes: scale, 32 signed bytes): the bytes plus 128 (their top bit flipped). */
+enum { Q4A_Q4_0, Q4A_Q5_0, Q4A_Q8_0 };
+static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const uint8_t *p, int kind, int one, __m512i *u, __m512 *dw) {
+    const int bs = kind == Q4A_Q8_0 ? 34 : kind == Q4A_Q5_0 ? 22 : 18;
+    uint16_t h0, h1 = 0;
+    memcpy(&h0, p, 2);
+    if (!one) memcpy(&h1, p + bs, 2);
+    *dw = _mm512_cvtph_ps(_mm256_mask_set1_epi16(_mm256_set1_epi16((short)h0), 0xFF00, (short)h1));
+    if (kind == Q4A_Q8_0) {
+        const __m256i hi = one ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(p + bs + 2));
+        const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2))), hi, 1);
+        *u = _mm512_maskz_xor_epi32(one ? 0x00FF : 0xFFFF, x, _mm512_set1_epi8((char)0x80));
+        return;
+    }
     const long long S4 = 0x0004000400040004LL; /* vpsrlvw counts: 0 for the low, 4 for the high nibbles */
     const __m512i sh = _mm512_set_epi64(S4, S4, 0, 0, S4, S4, 0, 0);
-    const int bs = q5 ? 22 : 18, qs = q5 ? 6 : 2;
+    const int qs = kind == Q4A_Q5_0 ? 6 : 2;
     __m512i x = _mm512_maskz_broadcast_i32x4(one ? 0x00FF : 0xFFFF, _mm_loadu_si128((const __m128i *)(p + qs)));
-    uint16_t h0, h1 = 0;
     uint32_t b0 = 0, b1 = 0;
-    memcpy(&h0, p, 2);
-    if (q5) memcpy(&b0, p + 2, 4);
+    if (kind == Q4A_Q5_0) memcpy(&b0, p + 2, 4);
     if (!one) {
         x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)(p + bs + qs)));
-        memcpy(&h1, p + bs, 2);
-        if (q5) memcpy(&b1, p + bs + 2, 4);
+        if (kind == Q4A_Q5_0) memcpy(&b1, p + bs + 2, 4);
     }
     *u = _mm512_and_si512(_mm512_srlv_epi16(x, sh), _mm512_set1_epi8(15));
-    if (q5) *u = _mm512_mask_add_epi8(*u, (__mmask64)b0 | (__mmask64)b1 << 32, *u, _mm512_set1_epi8(16));
-    *dw = _mm512_cvtph_ps(_mm256_mask_set1_epi16(_mm256_set1_epi16((short)h0), 0xFF00, (short)h1));
+    if (kind == Q4A_Q5_0) *u = _mm512_mask_add_epi8(*u, (__mmask64)b0 | (__mmask64)b1 << 32, *u, _mm512_set1_epi8(16));
 }
 
 /* Blocks b and b + 1 (only b when one) of R rows (p, p + rb, ...) into R x J accumulators
  * (acc[i * J + j]: row i, activation row j); each activation pair is loaded once for the R rows.
  * The activations' corrections c are -8 x (sums of 4 values): Q4_0's offset; Q5_0's is -16,
- * so it takes 2c, and each int32 lane is exactly sum (v - 16) a for Q5_0 too. */
-static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint8_t *p, int q5, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, int b, int one, __m512 *acc) {
+ * so it takes 2c, Q8_0's -128, 16c: each int32 lane is exactly sum (v - offset) a. */
+static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, int b, int one, __m512 *acc) {
     const __mmask16 all = one ? 0x00FF : 0xFFFF;
     __m512i u[4];
     __m512 dw[4];
-    for (int i = 0; i < R; i++) q4a_weights_512(p + (size_t)i * rb, q5, one, &u[i], &dw[i]);
+    for (int i = 0; i < R; i++) q4a_weights_512(p + (size_t)i * rb, kind, one, &u[i], &dw[i]);
     for (int j = 0; j < J; j++) {
         const uint8_t *aj = ax + (size_t)j * as;
         const __m512i s = _mm512_maskz_loadu_epi32(all, aj + 32 * (size_t)b);
         __m512i c = _mm512_maskz_loadu_epi32(all, aj + 32 * ((size_t)nb + b));
-        if (q5) c = _mm512_add_epi32(c, c);
+        if (kind == Q4A_Q5_0) c = _mm512_add_epi32(c, c);
+        if (kind == Q4A_Q8_0) c = _mm512_slli_epi32(c, 4);
         const __m512 da = _mm512_maskz_loadu_ps(all, aj + 32 * (2 * (size_t)nb + b));
         for (int i = 0; i < R; i++)
             acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
@@ -55,20 +65,20 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint
 }
 
 /* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4). */
-static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const uint8_t *p, int q5, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
     /* The R rows are R short streams (a row of width 896 is 8 cache lines), too short for the
      * hardware prefetcher: the next tile (R * rb bytes on) is prefetched at the pace this one
      * is read, R x 2 blocks a step. */
-    const int step = q5 ? 44 : 36;
+    const int step = kind == Q4A_Q8_0 ? 68 : kind == Q4A_Q5_0 ? 44 : 36;
     const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
     int b = 0;
     for (; b + 2 <= nb; b += 2, p += step, pf += step * R) {
         for (int i = 0; i < R; i++) _mm_prefetch(pf + step * i, _MM_HINT_T0);
-        q4a_pair_512(p, q5, rb, R, ax, as, J, nb, b, 0, acc);
+        q4a_pair_512(p, kind, rb, R, ax, as, J, nb, b, 0, acc);
     }
-    if (b < nb) q4a_pair_512(p, q5, rb, R, ax, as, J, nb, b, 1, acc);
+    if (b < nb) q4a_pair_512(p, kind, rb, R, ax, as, J, nb, b, 1, acc);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[i * J + j]);
 }
@@ -93,11 +103,14 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
                 default: Q5CASE(1, 8); break;                                                                          \
                 }                                                                                                      \
     }
-#define Q5 0
+#define Q5 Q4A_Q4_0
 Q5ROWS(rows_q4a_512)
 #undef Q5
-#define Q5 1
+#define Q5 Q4A_Q5_0
 Q5ROWS(rows_q5a_512)
+#undef Q5
+#define Q5 Q4A_Q8_0
+Q5ROWS(rows_q8a_512)
 #undef Q5
 #undef Q5CASE
 
