@@ -15,8 +15,10 @@
  * bytes of nibbles): the nibbles 0..15. kind 1, Q5_0 (22 bytes: scale, 32 fifth bits,
  * nibbles): 16 added where the value's fifth bit is set, giving 0..31; the two blocks' bit
  * words are one 64-bit byte mask, bit i for byte i, so the fifth bits cost one masked add.
- * kind 2, Q8_0 (34 bytes: scale, 32 signed bytes): the bytes plus 128 (their top bit flipped). */
-enum { Q4A_Q4_0, Q4A_Q5_0, Q4A_Q8_0 };
+ * kind 2, Q8_0 (34 bytes: scale, 32 signed bytes): the bytes plus 128 (their top bit flipped).
+ * kind 3, IQ4_NL (Q4_0's layout): the nibbles through the non-linear grid plus 128, one byte
+ * shuffle (IQ4_XS falls back to it at widths that are not a multiple of 256, Qwen2.5-0.5B's). */
+enum { Q4A_Q4_0, Q4A_Q5_0, Q4A_Q8_0, Q4A_IQ4_NL };
 static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const uint8_t *p, int kind, int one, __m512i *u, __m512 *dw) {
     const int bs = kind == Q4A_Q8_0 ? 34 : kind == Q4A_Q5_0 ? 22 : 18;
     uint16_t h0, h1 = 0;
@@ -41,6 +43,10 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const u
     }
     *u = _mm512_and_si512(_mm512_srlv_epi16(x, sh), _mm512_set1_epi8(15));
     if (kind == Q4A_Q5_0) *u = _mm512_mask_add_epi8(*u, (__mmask64)b0 | (__mmask64)b1 << 32, *u, _mm512_set1_epi8(16));
+    if (kind == Q4A_IQ4_NL) {
+        const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
+        *u = _mm512_maskz_shuffle_epi8(one ? 0x00000000FFFFFFFFull : ~0ull, grid, *u);
+    }
 }
 
 /* Blocks b and b + 1 (only b when one) of R rows (p, p + rb, ...) into R x J accumulators
@@ -57,7 +63,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint
         const __m512i s = _mm512_maskz_loadu_epi32(all, aj + 32 * (size_t)b);
         __m512i c = _mm512_maskz_loadu_epi32(all, aj + 32 * ((size_t)nb + b));
         if (kind == Q4A_Q5_0) c = _mm512_add_epi32(c, c);
-        if (kind == Q4A_Q8_0) c = _mm512_slli_epi32(c, 4);
+        if (kind == Q4A_Q8_0 || kind == Q4A_IQ4_NL) c = _mm512_slli_epi32(c, 4);
         const __m512 da = _mm512_maskz_loadu_ps(all, aj + 32 * (2 * (size_t)nb + b));
         for (int i = 0; i < R; i++)
             acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
@@ -111,6 +117,9 @@ Q5ROWS(rows_q5a_512)
 #undef Q5
 #define Q5 Q4A_Q8_0
 Q5ROWS(rows_q8a_512)
+#undef Q5
+#define Q5 Q4A_IQ4_NL
+Q5ROWS(rows_iq4nla_512)
 #undef Q5
 #undef Q5CASE
 
