@@ -163,18 +163,28 @@ static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const 
 }
 
 /* Pair t (0..3) of a super-block of R rows into R x J accumulators; sv[i] is row i's scales
- * register (q4k_scales_512 or Q6_K's 16 scales x d); b is the pair's first block. */
-static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int q6, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
+ * register (q4k_scales_512 or Q6_K's 16 scales x d); b is the pair's first block. kind: Q4_K,
+ * Q6_K, or Q5_K (Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit 2t of
+ * byte l for value l of unit 2t, bit 2t + 1 for unit 2t + 1). */
+enum { KQ_Q4_K, KQ_Q6_K, KQ_Q5_K };
+static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
     __m512i u[4];
     __m512 dw[4], mw[4];
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int i = 0; i < R; i++) {
         const uint8_t *r = p + (size_t)i * rb;
-        if (!q6) {
+        if (kind != KQ_Q6_K) {
             const long long S4 = 0x0004000400040004LL;
             const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
-            const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 16 + 32 * t)));
+            const int qs = kind == KQ_Q5_K ? 48 : 16;
+            const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + qs + 32 * t)));
             u[i] = _mm512_and_si512(_mm512_srlv_epi16(x, sh), m4);
+            if (kind == KQ_Q5_K) {
+                const long long A = 0x0001000100010001LL * (2 * t), B = 0x0001000100010001LL * (2 * t + 1);
+                const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 16)));
+                const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, _mm512_set_epi64(B, B, B, B, A, A, A, A)), _mm512_set1_epi8(1));
+                u[i] = _mm512_or_si512(u[i], _mm512_slli_epi16(hb, 4));
+            }
             dw[i] = kq_spread_512(sv[i], 2 * t);
             mw[i] = kq_spread_512(sv[i], 8 + 2 * t);
         } else { /* t = 2n + h: half n, units 4n + 2h and 4n + 2h + 1 */
@@ -194,7 +204,7 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int q6, con
         const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
         const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
         const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
-        if (q6) {
+        if (kind == KQ_Q6_K) {
             const __m512i c4 = _mm512_slli_epi32(c, 2);
             for (int i = 0; i < R; i++)
                 acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
@@ -208,35 +218,38 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int q6, con
     }
 }
 
-static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int q6, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
-    const int sbb = q6 ? 210 : 144; /* bytes of a super-block */
+    const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : 144; /* bytes of a super-block */
     const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
     for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
         __m512 sv[4];
         for (int i = 0; i < R; i++) {
             const uint8_t *r = p + (size_t)i * rb;
             for (int l = 0; l < sbb; l += 64) _mm_prefetch(pf + (size_t)i * rb + l, _MM_HINT_T0);
-            if (q6) {
+            if (kind == KQ_Q6_K) {
                 uint16_t hd;
                 memcpy(&hd, r + 208, 2);
                 sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192)))), _mm512_set1_ps(_cvtsh_ss(hd)));
             } else
                 sv[i] = q4k_scales_512(r);
         }
-        for (int t = 0; t < 4; t++) kq_pair_512(q6, p, rb, R, sv, t, ax, as, J, nb, b + 2 * t, acc);
+        for (int t = 0; t < 4; t++) kq_pair_512(kind, p, rb, R, sv, t, ax, as, J, nb, b + 2 * t, acc);
     }
     for (int i = 0; i < R; i++)
         for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[i * J + j]);
 }
 
 #define Q5CASE(r, j) rows_kq_512_t(Q6, p, rb, r, ax, as, j, nb, y, ys)
-#define Q6 0
+#define Q6 KQ_Q4_K
 Q5ROWS(rows_q4k_512)
 #undef Q6
-#define Q6 1
+#define Q6 KQ_Q6_K
 Q5ROWS(rows_q6k_512)
+#undef Q6
+#define Q6 KQ_Q5_K
+Q5ROWS(rows_q5k_512)
 #undef Q6
 #undef Q5CASE
 #undef Q5ROWS
