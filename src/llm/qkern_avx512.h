@@ -6,7 +6,7 @@
  * int32 lane is exactly sum (n_i - 8) a_i, as in the 256-bit kernels). The float sums run in
  * two interleaved chains (even and odd blocks), so results differ from the 256-bit kernels
  * by rounding only. */
-#define Q5TGT "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+#define Q5TGT "avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512vnni"
 #define Q5ATTR __attribute__((target(Q5TGT)))
 
 /* Weights of blocks b and b + 1 of the row at p (only b when one: the odd tail, the rest zero):
@@ -166,14 +166,22 @@ static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const 
  * register (q4k_scales_512 or Q6_K's 16 scales x d); b is the pair's first block. kind: Q4_K,
  * Q6_K, or Q5_K (Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit 2t of
  * byte l for value l of unit 2t, bit 2t + 1 for unit 2t + 1). */
-enum { KQ_Q4_K, KQ_Q6_K, KQ_Q5_K };
+enum { KQ_Q4_K, KQ_Q6_K, KQ_Q5_K, KQ_IQ4_XS };
 static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
     __m512i u[4];
     __m512 dw[4], mw[4];
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int i = 0; i < R; i++) {
         const uint8_t *r = p + (size_t)i * rb;
-        if (kind != KQ_Q6_K) {
+        if (kind == KQ_IQ4_XS) { /* units 2t and 2t + 1: 16 bytes of nibbles each, through the grid + 128 */
+            const long long S4 = 0x0004000400040004LL;
+            const __m512i sh = _mm512_set_epi64(S4, S4, 0, 0, S4, S4, 0, 0);
+            __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(r + 8 + 32 * t)));
+            x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)(r + 24 + 32 * t)));
+            const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
+            u[i] = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srlv_epi16(x, sh), m4));
+            dw[i] = kq_spread_512(sv[i], 2 * t);
+        } else if (kind != KQ_Q6_K) {
             const long long S4 = 0x0004000400040004LL;
             const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
             const int qs = kind == KQ_Q5_K ? 48 : 16;
@@ -204,8 +212,8 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
         const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
         const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
         const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
-        if (kind == KQ_Q6_K) {
-            const __m512i c4 = _mm512_slli_epi32(c, 2);
+        if (kind == KQ_Q6_K || kind == KQ_IQ4_XS) { /* offsets 32 and 128: 4c and 16c */
+            const __m512i c4 = _mm512_slli_epi32(c, kind == KQ_Q6_K ? 2 : 4);
             for (int i = 0; i < R; i++)
                 acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
         } else {
@@ -221,7 +229,7 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
 static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
-    const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : 144; /* bytes of a super-block */
+    const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
     const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
     for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
         __m512 sv[4];
@@ -232,6 +240,17 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind,
                 uint16_t hd;
                 memcpy(&hd, r + 208, 2);
                 sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192)))), _mm512_set1_ps(_cvtsh_ss(hd)));
+            } else if (kind == KQ_IQ4_XS) { /* 8 signed 6-bit scales: 4 low bits in p[4..7], 2 high in p[2..3] */
+                uint16_t hd, hs;
+                uint32_t lo;
+                memcpy(&hd, r, 2);
+                memcpy(&hs, r + 2, 2);
+                memcpy(&lo, r + 4, 4);
+                /* byte jj of ls = nibble jj of lo | bits 2jj, 2jj + 1 of hs at bits 4-5, built in
+                 * a register (a scalar loop into an array stalled on store forwarding) */
+                const uint64_t ls = _pdep_u64(lo, 0x0F0F0F0F0F0F0F0FULL) | _pdep_u64(hs, 0x3030303030303030ULL);
+                const __m512i vi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)ls)), _mm512_set1_epi32(32));
+                sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(vi), _mm512_set1_ps(_cvtsh_ss(hd)));
             } else
                 sv[i] = q4k_scales_512(r);
         }
@@ -250,6 +269,9 @@ Q5ROWS(rows_q6k_512)
 #undef Q6
 #define Q6 KQ_Q5_K
 Q5ROWS(rows_q5k_512)
+#undef Q6
+#define Q6 KQ_IQ4_XS
+Q5ROWS(rows_iq4xs_512)
 #undef Q6
 #undef Q5CASE
 #undef Q5ROWS

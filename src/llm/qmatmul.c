@@ -115,7 +115,7 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #endif
 
 /* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches).
- * avx512-vnni has its own kernels for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K and Q6_K only; the other types then take the avx-vnni kernels
+ * avx512-vnni has its own kernels for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS only; the other types then take the avx-vnni kernels
  * when the CPU has AVX-VNNI, else the avx2 ones (g_vnni256, set with g_kern). */
 enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI, KERN_AVX512 };
 static int g_kern = KERN_UNSET, g_vnni256;
@@ -133,7 +133,7 @@ static int kern_supported(int k) {
 #ifdef LLM_HAVE_AVX512
     if (k == KERN_AVX512)
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("bmi2");
 #endif
 #endif
     return 0;
@@ -393,6 +393,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
                         : w->type == GGML_TYPE_Q4_K ? rows_q4k_512
                         : w->type == GGML_TYPE_Q6_K ? rows_q6k_512
                         : w->type == GGML_TYPE_Q5_K ? rows_q5k_512
+                        : w->type == GGML_TYPE_IQ4_XS ? rows_iq4xs_512
                                                     : NULL;
     if (f512) {
         int rc = matmul_q4a(w, f512, xa, n, y);
