@@ -55,6 +55,8 @@ typedef struct trm_config {
     int act;          /* enum trm_act */
     int sep_out;      /* separate output item table */
     int scale_emb;    /* multiply item embeddings by sqrt(dim) on input (SASRec paper); default 0 */
+    int emb_ln;       /* LayerNorm over item + position embedding before the embedding dropout
+                       * (RecBole, FMLP-Rec); default 0 */
     float dropout;    /* 0.5 */
     float ln_eps;     /* 1e-5 */
     int text_buckets; /* pref: hashed text feature buckets (default 1 << 16) */

@@ -70,6 +70,7 @@ static int cmd_train(int argc, char **argv) {
         {"--post-ln", CLI_FLAG, &c.post_ln, "post-LN blocks (default pre-LN)"},
         {"--sep-out", CLI_FLAG, &c.sep_out, "separate output item table (sasrec)"},
         {"--scale-emb", CLI_FLAG, &c.scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--emb-ln", CLI_FLAG, &c.emb_ln, "LayerNorm over item + position embedding (before its dropout)"},
         {"--text-buckets", CLI_INT, &c.text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},

@@ -26,6 +26,7 @@ typedef struct trm_layer_p {
 /* Pointers into one flat array (parameters, or gradients with the same layout). */
 typedef struct trm_params {
     float *item_emb, *pos_emb;
+    float *lne_w, *lne_b;           /* emb_ln: the embedding LayerNorm */
     trm_layer_p l[TRM_MAX_LAYERS];
     float *lnf_w, *lnf_b;
     float *out_emb;                 /* sep_out */
@@ -80,6 +81,7 @@ typedef struct trm_acts {
     int32_t *pos;               /* [N] position ids */
     uint8_t *key_mask;          /* [B, L] */
     float *x0, *res0;
+    float *xe, *lnem, *lner;    /* emb_ln: item + position before the LayerNorm, its mean and rstd */
     uint8_t *em;
     trm_layer_a l[TRM_MAX_LAYERS];
     float *lnfo, *lnfm, *lnfr;

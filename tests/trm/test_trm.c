@@ -159,6 +159,21 @@ TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
 TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+/* The embedding LayerNorm (--emb-ln), pre- and post-LN, with and without dropout. */
+TEST(trm_grad_emb_ln) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    c.emb_ln = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.post_ln = 1;
+    c.scale_emb = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.dropout = 0.3f;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    tiny_cfg(&c, TRM_PREF);
+    c.emb_ln = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+}
 /* Training as it runs: dropout at every site, and heads of 16 (the attention's vector path). */
 TEST(trm_grad_dropout_vector_heads) {
     trm_config c;
@@ -990,10 +1005,12 @@ TEST(trm_save_load_roundtrip) {
     make_synth(&d, 30, 20, 5, 9, 3, 0.3);
     const char *dir = dr_test_tmpdir();
     const char *p = dr_test_path(dir, "m.gguf");
-    for (int model = 0; model < 2; model++) {
+    for (int k = 0; k < 3; k++) {
+        int model = k & 1;
         trm_config c;
         small_cfg(&c, model);
         c.post_ln = model;
+        c.emb_ln = k == 2; /* the embedding LayerNorm's flag and tensors go through the file */
         trm_model *m, *m2;
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
         CHECK_OK(trm_save(m, p));
