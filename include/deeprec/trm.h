@@ -74,6 +74,9 @@ typedef struct trm_train_opts {
     float eps;           /* 1e-8 */
     float weight_decay;  /* AdamW decoupled (0 = Adam) */
     int wd_params;       /* enum trm_wd_params: the tensors weight_decay applies to (TRM_WD_ALL) */
+    /* ce: leave each position's history (the sequence's items up to and including its input)
+     * out of that position's softmax, as the evaluation masks a user's history (0 = off) */
+    int mask_history;
     float grad_clip;     /* global norm clip; 0 = off (default 0) */
     /* ce: label smoothing eps in [0, 1): the target is (1 - eps) onehot + eps uniform over the
      * items (0 = off, the default) */

@@ -79,6 +79,8 @@ static int cmd_train(int argc, char **argv) {
          "tensors --wd applies to: all | matrices (no LayerNorm, no bias) | linear (matrices less the embedding tables)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
         {"--label-smoothing", CLI_FLOAT, &smoothing, "ce: label smoothing in [0, 1) (0 = off)"},
+        {"--mask-history", CLI_FLAG, &o.mask_history,
+         "ce: leave each position's history out of its softmax, as the evaluation masks it"},
         {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
         {"--warmup", CLI_INT, &o.warmup, "linear learning-rate warmup steps (0)"},
         {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},

@@ -51,6 +51,7 @@ typedef struct trainer {
     trm_params g;
     float *dF, *dbag;      /* pref: [V, d] */
     float *ce_work;        /* nn_linear_cross_entropy's tiles */
+    int32_t *xo, *xi;      /* mask_history: per valid row, the items left out of its softmax */
     float *Uv, *dUv;       /* [Ncap, d] gathered valid rows */
     int32_t *tg;           /* [Ncap] targets per row */
     int32_t *vrow, *vtg;   /* valid rows and their targets */
@@ -81,6 +82,8 @@ static void trainer_free(trainer *t) {
     free(t->dF);
     free(t->dbag);
     free(t->ce_work);
+    free(t->xo);
+    free(t->xi);
     free(t->Uv);
     free(t->dUv);
     free(t->tg);
@@ -128,6 +131,11 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
     if (o->loss == TRM_LOSS_CE) {
         t->ce_work = dr_aligned_alloc(nn_linear_ce_work((int)N, (int)V, (int)dd, 1) * sizeof(float));
         if (!t->ce_work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the loss tiles");
+        if (o->mask_history) { /* row tt of a sequence has at most tt + 1 inputs before it */
+            t->xo = dr_malloc((N + 1) * sizeof(int32_t));
+            t->xi = dr_malloc((N * ((size_t)m->cfg.max_len + 1) / 2 + 1) * sizeof(int32_t));
+            if (!t->xo || !t->xi) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the history masks");
+        }
     } else if (o->loss == TRM_LOSS_SAMPLED) {
         t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
@@ -165,8 +173,19 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     if (t->o->loss == TRM_LOSS_CE) {
         /* candidates are items 1..n_items: the padding row 0 never is */
         float l = 0;
-        rc = nn_linear_cross_entropy_ls(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, t->o->label_smoothing, share,
-                                        t->ce_work);
+        if (t->o->mask_history) { /* a valid row's history: the nonzero inputs of its sequence up to it */
+            const int Lb = t->a.L;
+            int e = 0;
+            t->xo[0] = 0;
+            for (int i = 0; i < n; i++) {
+                const int row = t->vrow[i];
+                for (int r = row - row % Lb; r <= row; r++)
+                    if (t->a.ids[r] > 0) t->xi[e++] = t->a.ids[r];
+                t->xo[i + 1] = e;
+            }
+        }
+        rc = nn_linear_cross_entropy_excl(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, t->o->label_smoothing,
+                                          t->o->mask_history ? t->xo : NULL, t->xi, share, t->ce_work);
         if (rc) return rc;
         loss = (double)l * n / nn;
     } else if (t->o->loss == TRM_LOSS_SAMPLED) {
@@ -497,6 +516,7 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     if (t->o->warmup > 0) rc |= gguf_set_i32(w, "deeprec.resume.warmup", t->o->warmup);
     if (t->o->logq) rc |= gguf_set_bool(w, "deeprec.resume.logq", 1);
     if (t->o->wd_params != TRM_WD_ALL) rc |= gguf_set_i32(w, "deeprec.resume.wd_params", t->o->wd_params);
+    if (t->o->mask_history) rc |= gguf_set_bool(w, "deeprec.resume.mask_history", 1);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -567,6 +587,15 @@ static int load_state(trainer *t, const char *path, train_state *st) {
                       wdp == TRM_WD_MATRICES ? "matrices" : wdp == TRM_WD_LINEAR ? "linear" : "all");
         goto out;
     }
+    int mh = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.mask_history") && (rc = gguf_get_bool(&f, "deeprec.resume.mask_history", &mh)))
+        goto out;
+    if (mh != (t->o->mask_history != 0)) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made %s the history masked in the loss", path,
+                      mh ? "with" : "without");
+        dr_error_hint("rerun %s --mask-history", mh ? "with" : "without");
+        goto out;
+    }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
     t->step = step;
     int64_t v;
@@ -615,6 +644,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
                         o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
     if (o->logq && o->loss != TRM_LOSS_SAMPLED)
         return dr_error(DR_ERR_ARG, "trm_train: the logQ correction needs the sampled loss");
+    if (o->mask_history && (o->loss != TRM_LOSS_CE || o->label_smoothing > 0))
+        return dr_error(DR_ERR_ARG, "trm_train: the history mask needs the ce loss without label smoothing");
     if (o->wd_params != TRM_WD_ALL && o->wd_params != TRM_WD_MATRICES && o->wd_params != TRM_WD_LINEAR)
         return dr_error(DR_ERR_ARG, "trm_train: unknown weight-decay tensor set %d", o->wd_params);
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1) || (o->label_smoothing > 0 && o->loss != TRM_LOSS_CE))

@@ -68,7 +68,7 @@ static void tiny_cfg(trm_config *c, int model) {
 /* The gradient of configuration c against finite differences. smoothing: the ce loss's label
  * smoothing (0 = off); logq: the sampled loss's logQ correction. With dropout the masks are the
  * same at every call (the batch's seed is fixed), so the loss is a fixed function of the weights. */
-static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int logq) {
+static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int logq, int mask_history) {
     int (*lossgrad)(trm_model *, const dr_dataset *, const trm_train_opts *, const int32_t *, int, uint64_t, double *,
                     float *) = cfg->dropout > 0.0f ? trm_debug_loss_grad_train : trm_debug_loss_grad;
     dr_dataset d;
@@ -94,6 +94,7 @@ static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int 
     o.pref_empty_p = 0.2f;
     o.label_smoothing = smoothing;
     o.logq = logq;
+    o.mask_history = mask_history;
     int32_t users[5] = {1, 3, 4, 7, 9};
     float *g = malloc(np * sizeof(float));
     double l0;
@@ -133,6 +134,10 @@ static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int 
     dr_data_free(&d);
 }
 
+static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int logq) {
+    gradcheck_mh(cfg, loss, smoothing, logq, 0);
+}
+
 static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
     trm_config c;
     tiny_cfg(&c, model);
@@ -159,6 +164,17 @@ TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
 TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+/* The history left out of the softmax (--mask-history): sasrec with and without dropout, pref. */
+TEST(trm_grad_mask_history) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    c.dropout = 0.3f;
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    tiny_cfg(&c, TRM_PREF);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+}
+
 /* The embedding LayerNorm (--emb-ln), pre- and post-LN, with and without dropout. */
 TEST(trm_grad_emb_ln) {
     trm_config c;
@@ -309,6 +325,50 @@ TEST(trm_lr_schedule) {
     CHECK_EQ_INT(trm_lr_schedule_from_name("cosine"), TRM_LR_COSINE);
     CHECK_EQ_INT(trm_lr_schedule_from_name("const"), TRM_LR_CONST);
     CHECK_EQ_INT(trm_lr_schedule_from_name("linear"), -1);
+}
+
+/* --mask-history: on the same batch the loss is below the plain one (every softmax has fewer
+ * candidates); training with it runs; it is part of the resume state; it needs ce without
+ * label smoothing. */
+TEST(trm_mask_history_train) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    c.dropout = 0.0f;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    int32_t users[4] = {2, 5, 8, 11};
+    double l0, l1;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 9, &l0, NULL));
+    o.mask_history = 1;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 9, &l1, NULL));
+    CHECK(isfinite(l1) && l1 < l0);
+    trm_model_free(m);
+    const char *dir = dr_test_tmpdir();
+    char p[512];
+    snprintf(p, sizeof p, "%s/mh.gguf", dir);
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_result res;
+    o = small_opts(p, 2);
+    o.mask_history = 1;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK(res.best_valid_ndcg10 >= 0.0);
+    o = small_opts(p, 3);
+    o.resume = 1;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG); /* the state was made with the mask */
+    o.mask_history = 1;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 1);
+    o = small_opts(p, 1);
+    o.mask_history = 1, o.loss = TRM_LOSS_SAMPLED;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.loss = TRM_LOSS_CE, o.label_smoothing = 0.1f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
+    dr_data_free(&d);
 }
 
 /* --wd-params: one step with weight decay on the matrices only leaves every 1-D tensor
