@@ -229,6 +229,14 @@ int nn_linear_cross_entropy(float *loss, float *dhidden, float *dtable, const fl
 int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
                                const int32_t *targets, int N, int V, int D, int v0, float smoothing, float dscale,
                                float *work);
+/* nn_linear_cross_entropy_ls with candidates left out per row: row i's softmax runs over the
+ * candidates but excl[excl_off[i] .. excl_off[i + 1]) (ids outside [v0, V) and the row's own
+ * target are ignored), which get no probability and no gradient: a recommender's history,
+ * which the evaluation masks too. excl_off NULL: none (the bits of nn_linear_cross_entropy_ls).
+ * Exclusions need smoothing 0 (DR_ERR_ARG). Same work size. */
+int nn_linear_cross_entropy_excl(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                                 const int32_t *targets, int N, int V, int D, int v0, float smoothing,
+                                 const int32_t *excl_off, const int32_t *excl, float dscale, float *work);
 
 /* Sampled-softmax cross-entropy for item recommenders (SASRec style), logits computed here:
  * for row i, scores s_0 = hidden_i . table[pos_i], s_k = hidden_i . table[neg_ik] (k=1..K),

@@ -30,12 +30,17 @@ enum trm_model_kind { TRM_SASREC = 0, TRM_PREF = 1 };
 enum trm_loss { TRM_LOSS_CE = 0, TRM_LOSS_SAMPLED = 1, TRM_LOSS_BCE = 2 };
 enum trm_act { TRM_ACT_GELU = 0, TRM_ACT_RELU = 1 };
 enum trm_lr_schedule { TRM_LR_CONST = 0, TRM_LR_COSINE = 1 };
+/* The tensors weight decay applies to: all of them (the default), the matrices only (no LayerNorm
+ * gain or bias, no linear bias), or the linear layers' matrices only (the matrices less the
+ * embedding tables: items, positions, output items, text). */
+enum trm_wd_params { TRM_WD_ALL = 0, TRM_WD_MATRICES = 1, TRM_WD_LINEAR = 2 };
 /* By name: "sasrec" | "pref", "ce" | "sampled" | "bce", "gelu" | "relu", "const" | "cosine";
  * -1 when unknown. */
 int trm_model_kind_from_name(const char *s);
 int trm_loss_from_name(const char *s);
 int trm_act_from_name(const char *s);
 int trm_lr_schedule_from_name(const char *s);
+int trm_wd_params_from_name(const char *s); /* "all" | "matrices" | "linear"; -1 when unknown */
 int trm_eval_split_from_name(const char *s); /* "valid" 0, "test" 1, "train" 2 (trm_evaluate's split), else -1 */
 
 typedef struct trm_config {
@@ -50,6 +55,8 @@ typedef struct trm_config {
     int act;          /* enum trm_act */
     int sep_out;      /* separate output item table */
     int scale_emb;    /* multiply item embeddings by sqrt(dim) on input (SASRec paper); default 0 */
+    int emb_ln;       /* LayerNorm over item + position embedding before the embedding dropout
+                       * (RecBole, FMLP-Rec); default 0 */
     float dropout;    /* 0.5 */
     float ln_eps;     /* 1e-5 */
     int text_buckets; /* pref: hashed text feature buckets (default 1 << 16) */
@@ -66,6 +73,10 @@ typedef struct trm_train_opts {
     float beta1, beta2;  /* 0.9, 0.999 */
     float eps;           /* 1e-8 */
     float weight_decay;  /* AdamW decoupled (0 = Adam) */
+    int wd_params;       /* enum trm_wd_params: the tensors weight_decay applies to (TRM_WD_ALL) */
+    /* ce: leave each position's history (the sequence's items up to and including its input)
+     * out of that position's softmax, as the evaluation masks a user's history (0 = off) */
+    int mask_history;
     float grad_clip;     /* global norm clip; 0 = off (default 0) */
     /* ce: label smoothing eps in [0, 1): the target is (1 - eps) onehot + eps uniform over the
      * items (0 = off, the default) */

@@ -44,7 +44,7 @@ static void print_train(const char *out, const char *model, const char *loss, co
 
 static int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL, *init = NULL,
-               *schedule = "const";
+               *schedule = "const", *wd_params = "all";
     int json = 0, threads = 0, quiet = 0;
     double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0;
     int64_t seed = 1;
@@ -70,12 +70,17 @@ static int cmd_train(int argc, char **argv) {
         {"--post-ln", CLI_FLAG, &c.post_ln, "post-LN blocks (default pre-LN)"},
         {"--sep-out", CLI_FLAG, &c.sep_out, "separate output item table (sasrec)"},
         {"--scale-emb", CLI_FLAG, &c.scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--emb-ln", CLI_FLAG, &c.emb_ln, "LayerNorm over item + position embedding (before its dropout)"},
         {"--text-buckets", CLI_INT, &c.text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
         {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
+        {"--wd-params", CLI_STR, &wd_params,
+         "tensors --wd applies to: all | matrices (no LayerNorm, no bias) | linear (matrices less the embedding tables)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
         {"--label-smoothing", CLI_FLOAT, &smoothing, "ce: label smoothing in [0, 1) (0 = off)"},
+        {"--mask-history", CLI_FLAG, &o.mask_history,
+         "ce: leave each position's history out of its softmax, as the evaluation masks it"},
         {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
         {"--warmup", CLI_INT, &o.warmup, "linear learning-rate warmup steps (0)"},
         {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
@@ -103,6 +108,8 @@ static int cmd_train(int argc, char **argv) {
     if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
     if ((o.lr_schedule = trm_lr_schedule_from_name(schedule)) < 0)
         return cli_usage_error("--lr-schedule must be const or cosine, got '%s'", schedule);
+    if ((o.wd_params = trm_wd_params_from_name(wd_params)) < 0)
+        return cli_usage_error("--wd-params must be all, matrices or linear, got '%s'", wd_params);
     if (threads > 0) dr_threads_set(threads);
     c.dropout = (float)dropout;
     o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;

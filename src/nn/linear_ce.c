@@ -51,6 +51,7 @@ typedef struct lce {
     const float *h, *F; /* hidden [N, D]; F = the candidates, table + v0 * D */
     float *dh, *dF;     /* dhidden, dtable + v0 * D (NULL: not computed) */
     const int32_t *tg;
+    const int32_t *xo, *xi; /* exclusions per row (NULL: none) */
     int N, C, D, v0, nt;
     float g;            /* dscale / N: the gradient of one row's loss */
     float gt;           /* g (1 - eps): the onehot part of the gradient (g when eps = 0) */
@@ -252,11 +253,27 @@ static void lce_tile_forward(const lce *c, int t, int r0, int R) {
         int j = c->tg[r0 + i] - c->v0 - j0;
         if (j >= 0 && j < Tt) c->tl[i] = S[(size_t)j * LCE_ROWS + i];
     }
+    float sh[LCE_ROWS]; /* the exp's shift: the row max, 0 for a row whose candidates here are all excluded */
+    memcpy(sh, mx, sizeof sh);
+    if (c->xo) {
+        for (int i = 0; i < R; i++) {
+            int hit = 0;
+            for (int e = c->xo[r0 + i]; e < c->xo[r0 + i + 1]; e++) {
+                int j = c->xi[e] - c->v0 - j0;
+                if (j >= 0 && j < Tt && c->xi[e] != c->tg[r0 + i]) S[(size_t)j * LCE_ROWS + i] = -INFINITY, hit = 1;
+            }
+            if (!hit) continue;
+            float m = -INFINITY;
+            for (int j = 0; j < Tt; j++) m = S[(size_t)j * LCE_ROWS + i] > m ? S[(size_t)j * LCE_ROWS + i] : m;
+            mx[i] = m;
+            sh[i] = m == -INFINITY ? 0.0f : m;
+        }
+    }
     for (int j = 0; j < Tt; j++) {
         float *s = S + (size_t)j * LCE_ROWS;
 #pragma omp simd
         for (int i = 0; i < LCE_ROWS; i++) {
-            float e = nn_vexp(s[i] - mx[i]);
+            float e = nn_vexp(s[i] - sh[i]);
             s[i] = e;
             sum[i] += e;
         }
@@ -327,8 +344,17 @@ static void col_sums(float *out, const float *x, int n, int D) {
 int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
                                const int32_t *targets, int N, int V, int D, int v0, float smoothing, float dscale,
                                float *work) {
+    return nn_linear_cross_entropy_excl(loss, dhidden, dtable, hidden, table, targets, N, V, D, v0, smoothing, NULL,
+                                        NULL, dscale, work);
+}
+
+int nn_linear_cross_entropy_excl(float *loss, float *dhidden, float *dtable, const float *hidden, const float *table,
+                                 const int32_t *targets, int N, int V, int D, int v0, float smoothing,
+                                 const int32_t *excl_off, const int32_t *excl, float dscale, float *work) {
     if (!(smoothing >= 0.0f && smoothing < 1.0f))
         return dr_error(DR_ERR_ARG, "linear_cross_entropy: label smoothing %g outside [0, 1)", (double)smoothing);
+    if (excl_off && (smoothing > 0.0f || !excl))
+        return dr_error(DR_ERR_ARG, "linear_cross_entropy: exclusions need label smoothing 0 and a list");
     if (D <= 0 || v0 < 0 || v0 >= V)
         return dr_error(DR_ERR_ARG, "linear_cross_entropy: needs D > 0 (%d) and candidates [%d, %d)", D, v0, V);
     for (int i = 0; i < N; i++)
@@ -338,7 +364,7 @@ int nn_linear_cross_entropy_ls(float *loss, float *dhidden, float *dtable, const
     *loss = 0.0f;
     if (N <= 0) return DR_OK;
     lce c = {.h = hidden, .F = table + (size_t)v0 * D, .dh = dhidden, .dF = dtable ? dtable + (size_t)v0 * D : NULL,
-             .tg = targets, .N = N, .C = V - v0, .D = D, .v0 = v0, .g = dscale / (float)N};
+             .tg = targets, .xo = excl_off, .xi = excl, .N = N, .C = V - v0, .D = D, .v0 = v0, .g = dscale / (float)N};
     c.gt = c.g * (1.0f - smoothing);
     c.nt = (c.C + NN_LCE_COLS - 1) / NN_LCE_COLS;
     const size_t r = LCE_ROWS;

@@ -58,6 +58,11 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
     const int tr = !a->infer;
     w->layer = -1;
     F(x0, N * d);
+    if (c->emb_ln) {
+        F(xe, N * d);
+        F(lnem, N);
+        F(lner, N);
+    }
     if (tr) F(res0, N * d);
     if (tr) U8(em, N * d);
     for (int l = 0; l < c->layers; l++) {

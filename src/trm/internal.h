@@ -26,6 +26,7 @@ typedef struct trm_layer_p {
 /* Pointers into one flat array (parameters, or gradients with the same layout). */
 typedef struct trm_params {
     float *item_emb, *pos_emb;
+    float *lne_w, *lne_b;           /* emb_ln: the embedding LayerNorm */
     trm_layer_p l[TRM_MAX_LAYERS];
     float *lnf_w, *lnf_b;
     float *out_emb;                 /* sep_out */
@@ -80,6 +81,7 @@ typedef struct trm_acts {
     int32_t *pos;               /* [N] position ids */
     uint8_t *key_mask;          /* [B, L] */
     float *x0, *res0;
+    float *xe, *lnem, *lner;    /* emb_ln: item + position before the LayerNorm, its mean and rstd */
     uint8_t *em;
     trm_layer_a l[TRM_MAX_LAYERS];
     float *lnfo, *lnfm, *lnfr;
@@ -150,11 +152,17 @@ gguf_writer *trm__writer(const trm_model *m);
 int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
 int trm__load_file(trm_model **out, const gguf_file *f);
 
+/* Whether weight decay applies to tensor t under o->wd_params (enum trm_wd_params). */
+int trm__decays(const trm_tensor *t, int wd_params);
+
 /* For tests: the training loss and gradient of a fixed batch, the flat parameters, the
  * scoring tables after editing them, the user vector through the full forward (every row of
  * the last block), and the top-k selection on its own. */
 int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users,
                         int B, uint64_t seed, double *loss, float *grad);
+/* The same with train = 1: dropout active, its masks drawn from seed (the same at every call). */
+int trm_debug_loss_grad_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users,
+                              int B, uint64_t seed, double *loss, float *grad);
 float *trm_debug_params(trm_model *m, size_t *n);
 void trm_debug_refresh(trm_model *m);
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);

@@ -88,6 +88,7 @@ int trm__layout(trm_model *m) {
     m->V = (int)V;
     add_t(m, &off, "item_emb.weight", d, V, 3);
     add_t(m, &off, "pos_emb.weight", d, (uint64_t)c->max_len, 0);
+    if (c->emb_ln) add_norm(m, &off, "emb_norm", d);
     for (int l = 0; l < c->layers; l++) {
 #define BLK(s) (snprintf(nm, sizeof nm, "blk.%d." s, l), nm)
         add_norm(m, &off, BLK("attn_norm"), d);
@@ -123,6 +124,8 @@ void trm__bind(const trm_model *m, float *base, trm_params *p) {
     char nm[64];
     p->item_emb = find_t(m, base, "item_emb.weight");
     p->pos_emb = find_t(m, base, "pos_emb.weight");
+    p->lne_w = find_t(m, base, "emb_norm.weight");
+    p->lne_b = find_t(m, base, "emb_norm.bias");
     for (int l = 0; l < m->cfg.layers; l++) {
         trm_layer_p *L = &p->l[l];
 #define G(f, s) (snprintf(nm, sizeof nm, "blk.%d." s, l), L->f = find_t(m, base, nm))
@@ -432,12 +435,15 @@ float *trm__forward(trm_model *m, trm_acts *a) {
     const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     nn_embedding_forward(a->x0, m->Fin, a->ids, N, V, d);
     const float sc = c->scale_emb ? sqrtf((float)d) : 1.0f;
+    float *xs = c->emb_ln ? a->xe : a->x0; /* item + position; with emb_ln, x0 = LN(that) */
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {
-        float *x = a->x0 + (size_t)i * d;
+        const float *x = a->x0 + (size_t)i * d;
+        float *y = xs + (size_t)i * d;
         const float *pe = m->p.pos_emb + (size_t)a->pos[i] * d;
-        for (int j = 0; j < d; j++) x[j] = x[j] * sc + pe[j];
+        for (int j = 0; j < d; j++) y[j] = x[j] * sc + pe[j];
     }
+    if (c->emb_ln) nn_layernorm_forward(a->x0, a->lnem, a->lner, a->xe, m->p.lne_w, m->p.lne_b, N, d, c->ln_eps);
     const float *x = drop(a, 99, 0, a->res0, a->em, a->x0, d, p);
     const int nfull = a->last_only && !a->train ? c->layers - 1 : c->layers;
     for (int l = 0; l < nfull; l++) {
@@ -559,6 +565,11 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
     /* embeddings */
     zero(d1, Nd);
     nn_dropout_backward(d1, d0, a->em, Nd, p);
+    if (c->emb_ln) { /* d1 = the gradient of item + position */
+        zero(d2, Nd);
+        nn_layernorm_backward(d2, g->lne_w, g->lne_b, d1, a->xe, m->p.lne_w, a->lnem, a->lner, N, d);
+        memcpy(d1, d2, Nd * sizeof(float));
+    }
     nn_embedding_backward(g->pos_emb, d1, a->pos, N, c->max_len, d);
     if (c->scale_emb) {
         float sc = sqrtf((float)d);

@@ -1,4 +1,4 @@
-/* The names of the TRM's kinds, losses, activations and learning-rate schedules as commands and files spell them. */
+/* The names of the TRM's kinds, losses, activations, learning-rate schedules and weight-decay sets as commands and files spell them. */
 #include "deeprec/trm.h"
 #include <string.h>
 
@@ -14,6 +14,10 @@ int trm_act_from_name(const char *s) { return !strcmp(s, "gelu") ? TRM_ACT_GELU 
 
 int trm_lr_schedule_from_name(const char *s) {
     return !strcmp(s, "const") ? TRM_LR_CONST : !strcmp(s, "cosine") ? TRM_LR_COSINE : -1;
+}
+
+int trm_wd_params_from_name(const char *s) {
+    return !strcmp(s, "all") ? TRM_WD_ALL : !strcmp(s, "matrices") ? TRM_WD_MATRICES : !strcmp(s, "linear") ? TRM_WD_LINEAR : -1;
 }
 
 int trm_eval_split_from_name(const char *s) {

@@ -27,6 +27,7 @@ void trm_train_opts_default(trm_train_opts *o) {
     o->beta2 = 0.999f;
     o->eps = 1e-8f;
     o->weight_decay = 0.0f;
+    o->wd_params = TRM_WD_ALL;
     o->grad_clip = 0.0f;
     o->label_smoothing = 0.0f;
     o->lr_schedule = TRM_LR_CONST;
@@ -50,6 +51,7 @@ typedef struct trainer {
     trm_params g;
     float *dF, *dbag;      /* pref: [V, d] */
     float *ce_work;        /* nn_linear_cross_entropy's tiles */
+    int32_t *xo, *xi;      /* mask_history: per valid row, the items left out of its softmax */
     float *Uv, *dUv;       /* [Ncap, d] gathered valid rows */
     int32_t *tg;           /* [Ncap] targets per row */
     int32_t *vrow, *vtg;   /* valid rows and their targets */
@@ -80,6 +82,8 @@ static void trainer_free(trainer *t) {
     free(t->dF);
     free(t->dbag);
     free(t->ce_work);
+    free(t->xo);
+    free(t->xi);
     free(t->Uv);
     free(t->dUv);
     free(t->tg);
@@ -127,6 +131,11 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
     if (o->loss == TRM_LOSS_CE) {
         t->ce_work = dr_aligned_alloc(nn_linear_ce_work((int)N, (int)V, (int)dd, 1) * sizeof(float));
         if (!t->ce_work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the loss tiles");
+        if (o->mask_history) { /* row tt of a sequence has at most tt + 1 inputs before it */
+            t->xo = dr_malloc((N + 1) * sizeof(int32_t));
+            t->xi = dr_malloc((N * ((size_t)m->cfg.max_len + 1) / 2 + 1) * sizeof(int32_t));
+            if (!t->xo || !t->xi) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the history masks");
+        }
     } else if (o->loss == TRM_LOSS_SAMPLED) {
         t->neg = dr_malloc(N * (size_t)K * sizeof(int32_t));
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
@@ -164,8 +173,19 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     if (t->o->loss == TRM_LOSS_CE) {
         /* candidates are items 1..n_items: the padding row 0 never is */
         float l = 0;
-        rc = nn_linear_cross_entropy_ls(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, t->o->label_smoothing, share,
-                                        t->ce_work);
+        if (t->o->mask_history) { /* a valid row's history: the nonzero inputs of its sequence up to it */
+            const int Lb = t->a.L;
+            int e = 0;
+            t->xo[0] = 0;
+            for (int i = 0; i < n; i++) {
+                const int row = t->vrow[i];
+                for (int r = row - row % Lb; r <= row; r++)
+                    if (t->a.ids[r] > 0) t->xi[e++] = t->a.ids[r];
+                t->xo[i + 1] = e;
+            }
+        }
+        rc = nn_linear_cross_entropy_excl(&l, t->dUv, dF, t->Uv, F, t->vtg, n, V, d, 1, t->o->label_smoothing,
+                                          t->o->mask_history ? t->xo : NULL, t->xi, share, t->ce_work);
         if (rc) return rc;
         loss = (double)l * n / nn;
     } else if (t->o->loss == TRM_LOSS_SAMPLED) {
@@ -326,9 +346,28 @@ static void adam_step(trainer *t) {
         if (!isfinite(nrm)) return;
     }
     t->step++;
-    nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, trm_lr_at(o, t->step, t->total_steps),
-                  o->beta1, o->beta2, o->eps, o->weight_decay);
+    const float lr = trm_lr_at(o, t->step, t->total_steps);
+    if (o->wd_params == TRM_WD_ALL || o->weight_decay == 0.0f) {
+        nn_adamw_step(t->m->mem, t->grad, t->am, t->av, t->m->n_params, t->step, lr, o->beta1, o->beta2, o->eps,
+                      o->weight_decay);
+    } else {
+        /* tensor by tensor, each with its decay (the alignment gaps between tensors hold zeros
+         * with zero gradients: skipping them changes nothing) */
+        for (int i = 0; i < t->m->n_t; i++) {
+            const trm_tensor *tt = &t->m->t[i];
+            nn_adamw_step(t->m->mem + tt->off, t->grad + tt->off, t->am + tt->off, t->av + tt->off, tt->n, t->step, lr,
+                          o->beta1, o->beta2, o->eps, trm__decays(tt, o->wd_params) ? o->weight_decay : 0.0f);
+        }
+    }
     trm__refresh_tables(t->m);
+}
+
+int trm__decays(const trm_tensor *t, int wd_params) {
+    switch (wd_params) {
+    case TRM_WD_MATRICES: return t->nd == 2;
+    case TRM_WD_LINEAR: return t->nd == 2 && !strstr(t->name, "_emb.");
+    default: return 1;
+    }
 }
 
 /* Targets of one user's train window that count in the loss (as batch_loss counts). */
@@ -382,8 +421,8 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
 }
 
 /* ---------- exposed for tests: loss and gradient of one batch ---------- */
-int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
-                        uint64_t seed, double *loss, float *grad) {
+static int debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                           uint64_t seed, int train, double *loss, float *grad) {
     trm_train_opts oo = *o;
     oo.batch = B;
     trainer t;
@@ -392,11 +431,19 @@ int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts 
         dr_rng r;
         dr_rng_seed(&r, seed);
         trm__refresh_tables(m);
-        rc = batch_loss(&t, users, B, &r, 0, loss, NULL);
+        rc = batch_loss(&t, users, B, &r, train, loss, NULL);
         if (!rc && grad) memcpy(grad, t.grad, m->n_params * sizeof(float));
     }
     trainer_free(&t);
     return rc;
+}
+int trm_debug_loss_grad(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                        uint64_t seed, double *loss, float *grad) {
+    return debug_loss_grad(m, d, o, users, B, seed, 0, loss, grad);
+}
+int trm_debug_loss_grad_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, const int32_t *users, int B,
+                              uint64_t seed, double *loss, float *grad) {
+    return debug_loss_grad(m, d, o, users, B, seed, 1, loss, grad);
 }
 float *trm_debug_params(trm_model *m, size_t *n) {
     *n = m->n_params;
@@ -468,6 +515,8 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     if (t->o->lr_schedule != TRM_LR_CONST) rc |= gguf_set_i32(w, "deeprec.resume.lr_schedule", t->o->lr_schedule);
     if (t->o->warmup > 0) rc |= gguf_set_i32(w, "deeprec.resume.warmup", t->o->warmup);
     if (t->o->logq) rc |= gguf_set_bool(w, "deeprec.resume.logq", 1);
+    if (t->o->wd_params != TRM_WD_ALL) rc |= gguf_set_i32(w, "deeprec.resume.wd_params", t->o->wd_params);
+    if (t->o->mask_history) rc |= gguf_set_bool(w, "deeprec.resume.mask_history", 1);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -529,6 +578,24 @@ static int load_state(trainer *t, const char *path, train_state *st) {
                       sch == TRM_LR_COSINE ? "cosine" : "const", (long long)wu, lq ? " --logq" : "");
         goto out;
     }
+    int64_t wdp = TRM_WD_ALL;
+    if (gguf_find_kv(&f, "deeprec.resume.wd_params") && (rc = gguf_get_i64(&f, "deeprec.resume.wd_params", &wdp)))
+        goto out;
+    if (wdp != t->o->wd_params) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with weight decay on other tensors", path);
+        dr_error_hint("rerun with the state's --wd-params %s",
+                      wdp == TRM_WD_MATRICES ? "matrices" : wdp == TRM_WD_LINEAR ? "linear" : "all");
+        goto out;
+    }
+    int mh = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.mask_history") && (rc = gguf_get_bool(&f, "deeprec.resume.mask_history", &mh)))
+        goto out;
+    if (mh != (t->o->mask_history != 0)) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made %s the history masked in the loss", path,
+                      mh ? "with" : "without");
+        dr_error_hint("rerun %s --mask-history", mh ? "with" : "without");
+        goto out;
+    }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
     t->step = step;
     int64_t v;
@@ -577,6 +644,10 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
                         o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
     if (o->logq && o->loss != TRM_LOSS_SAMPLED)
         return dr_error(DR_ERR_ARG, "trm_train: the logQ correction needs the sampled loss");
+    if (o->mask_history && (o->loss != TRM_LOSS_CE || o->label_smoothing > 0))
+        return dr_error(DR_ERR_ARG, "trm_train: the history mask needs the ce loss without label smoothing");
+    if (o->wd_params != TRM_WD_ALL && o->wd_params != TRM_WD_MATRICES && o->wd_params != TRM_WD_LINEAR)
+        return dr_error(DR_ERR_ARG, "trm_train: unknown weight-decay tensor set %d", o->wd_params);
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1) || (o->label_smoothing > 0 && o->loss != TRM_LOSS_CE))
         return dr_error(DR_ERR_ARG, "trm_train: label smoothing %g needs the ce loss and a value in [0, 1)",
                         (double)o->label_smoothing);

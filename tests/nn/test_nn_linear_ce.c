@@ -20,9 +20,10 @@ typedef struct {
     double *dh, *dt; /* d(dscale * loss) */
 } lce_ref;
 
-/* eps: label smoothing (target (1 - eps) onehot + eps / C over the C candidates). */
-static void reference(lce_ref *r, const float *h, const float *tab, const int32_t *tg, int N, int V, int D, int v0,
-                      double eps, double dscale) {
+/* eps: label smoothing (target (1 - eps) onehot + eps / C over the C candidates); xo/xi: per row,
+ * candidates left out of the softmax (but the target), or NULL. */
+static void reference_x(lce_ref *r, const float *h, const float *tab, const int32_t *tg, int N, int V, int D, int v0,
+                        double eps, double dscale, const int32_t *xo, const int32_t *xi) {
     r->dh = nt_dzeros((size_t)N * D);
     r->dt = nt_dzeros((size_t)V * D);
     double *z = nt_dzeros((size_t)V);
@@ -33,14 +34,18 @@ static void reference(lce_ref *r, const float *h, const float *tab, const int32_
         for (int j = v0; j < V; j++) {
             double a = 0.0;
             for (int k = 0; k < D; k++) a += (double)h[(size_t)i * D + k] * tab[(size_t)j * D + k];
+            if (xo)
+                for (int e = xo[i]; e < xo[i + 1]; e++)
+                    if (xi[e] == j && j != tg[i]) a = -INFINITY;
             z[j] = a;
-            zs += a;
+            if (a != -INFINITY) zs += a;
             mx = a > mx ? a : mx;
         }
         for (int j = v0; j < V; j++) s += exp(z[j] - mx);
         double lse = mx + log(s);
         r->loss += (lse - (1.0 - eps) * z[tg[i]] - eps * zs / C) / N;
         for (int j = v0; j < V; j++) {
+            if (z[j] == -INFINITY) continue;
             double gj = (exp(z[j] - lse) - (1.0 - eps) * (j == tg[i]) - eps / C) * dscale / N;
             for (int k = 0; k < D; k++) {
                 r->dh[(size_t)i * D + k] += gj * tab[(size_t)j * D + k];
@@ -48,6 +53,11 @@ static void reference(lce_ref *r, const float *h, const float *tab, const int32_
             }
         }
     }
+}
+
+static void reference(lce_ref *r, const float *h, const float *tab, const int32_t *tg, int N, int V, int D, int v0,
+                      double eps, double dscale) {
+    reference_x(r, h, tab, tg, N, V, D, v0, eps, dscale, NULL, NULL);
 }
 
 static double maxabs(const double *x, size_t n) {
@@ -145,6 +155,88 @@ TEST(nn_linear_ce_label_smoothing_matches_float64) {
     CHECK_ERR(nn_linear_cross_entropy_ls(&loss, NULL, NULL, h, tab, ok, 2, 6, 2, 1, 1.0f, 1.0f, work), DR_ERR_ARG);
     CHECK_ERR(nn_linear_cross_entropy_ls(&loss, NULL, NULL, h, tab, ok, 2, 6, 2, 1, -0.1f, 1.0f, work), DR_ERR_ARG);
     nt_free_all();
+}
+
+/* Candidates left out per row (a recommender's history): against the float64 definition with
+ * those logits at -inf, with lists that hold the row's own target (ignored), repeats, ids below
+ * v0 (ignored), the row's largest logit, and every candidate of a tile but the target's; the same
+ * bits on 1 and 2 threads; empty lists give nn_linear_cross_entropy's bits. */
+TEST(nn_linear_ce_exclusions_match_float64) {
+    const lce_case cases[] = {
+        {1, 60, 5, 1, 1.0f, 0.5f, 1.0f, 0.0f},
+        {130, 2 * NN_LCE_COLS + 37, 20, 1, 1.0f, 0.3f, 0.7f, 0.0f},
+        {100, 900, 64, 1, 3.0f, 1.0f, 1.0f, 0.0f},
+        {70, NN_LCE_COLS + 5, 16, 1, 2.0f, 1.0f, 1.0f, 0.0f},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const lce_case *cs = &cases[ci];
+        const int N = cs->N, V = cs->V, D = cs->D, v0 = cs->v0;
+        dr_rng g;
+        dr_rng_seed(&g, 80 + (unsigned)ci);
+        float *h = nt_randn(&g, (size_t)N * D, cs->hscale), *tab = nt_randn(&g, (size_t)V * D, cs->tscale);
+        int32_t *tg = nt_alloc((size_t)N * sizeof(int32_t)), *xo = nt_alloc((size_t)(N + 1) * sizeof(int32_t));
+        int32_t *xi = nt_alloc((size_t)N * 64 * sizeof(int32_t));
+        for (int i = 0; i < N; i++) tg[i] = v0 + (int32_t)dr_rng_below(&g, (uint64_t)(V - v0));
+        xo[0] = 0;
+        for (int i = 0; i < N; i++) {
+            int n = xo[i];
+            if (i % 7 != 3) { /* some rows exclude nothing */
+                int k = 1 + (int)dr_rng_below(&g, 20);
+                for (int e = 0; e < k; e++) xi[n++] = v0 + (int32_t)dr_rng_below(&g, (uint64_t)(V - v0));
+                xi[n++] = tg[i];             /* the target: ignored */
+                xi[n] = xi[n - 2];           /* a repeat */
+                n++;
+                if (v0 > 0) xi[n++] = 0;     /* below v0: ignored */
+                int best = v0;               /* the row's largest logit */
+                float bz = -INFINITY;
+                for (int j = v0; j < V; j++) {
+                    float a = 0.0f;
+                    for (int k2 = 0; k2 < D; k2++) a += h[(size_t)i * D + k2] * tab[(size_t)j * D + k2];
+                    if (a > bz) bz = a, best = j;
+                }
+                xi[n++] = best;
+            }
+            if (ci == 3 && i % 2 == 0) { /* every candidate of the ragged tile but the target's */
+                tg[i] = v0;
+                for (int j = NN_LCE_COLS; j < V; j++) xi[n++] = j;
+            }
+            xo[i + 1] = n;
+        }
+        float *dh0 = nt_randn(&g, (size_t)N * D, 0.1f), *dt0 = nt_randn(&g, (size_t)V * D, 0.1f);
+        float *dh = nt_zeros((size_t)N * D), *dt = nt_zeros((size_t)V * D), *work = nt_zeros(nn_linear_ce_work(N, V, D, v0));
+        memcpy(dh, dh0, (size_t)N * D * sizeof(float));
+        memcpy(dt, dt0, (size_t)V * D * sizeof(float));
+        float loss = 0.0f;
+        CHECK_OK(nn_linear_cross_entropy_excl(&loss, dh, dt, h, tab, tg, N, V, D, v0, 0.0f, xo, xi, cs->dscale, work));
+        lce_ref r;
+        reference_x(&r, h, tab, tg, N, V, D, v0, 0.0, cs->dscale, xo, xi);
+        CHECK(isfinite(loss));
+        CHECK_NEAR(loss, r.loss, 1e-5 * fabs(r.loss));
+        check_added("dhidden", dh, dh0, r.dh, (size_t)N * D);
+        check_added("dtable", dt, dt0, r.dt, (size_t)V * D);
+        int threads = omp_get_max_threads();
+        float *dh1 = nt_zeros((size_t)N * D), *dt1 = nt_zeros((size_t)V * D), *dh2 = nt_zeros((size_t)N * D),
+              *dt2 = nt_zeros((size_t)V * D), l1 = 0.0f, l2 = 0.0f;
+        omp_set_num_threads(1);
+        CHECK_OK(nn_linear_cross_entropy_excl(&l1, dh1, dt1, h, tab, tg, N, V, D, v0, 0.0f, xo, xi, cs->dscale, work));
+        omp_set_num_threads(2);
+        CHECK_OK(nn_linear_cross_entropy_excl(&l2, dh2, dt2, h, tab, tg, N, V, D, v0, 0.0f, xo, xi, cs->dscale, work));
+        omp_set_num_threads(threads);
+        CHECK(l1 == l2);
+        CHECK(memcmp(dh1, dh2, (size_t)N * D * sizeof(float)) == 0);
+        CHECK(memcmp(dt1, dt2, (size_t)V * D * sizeof(float)) == 0);
+        /* empty lists: the plain loss, bit for bit */
+        for (int i = 0; i <= N; i++) xo[i] = 0;
+        float l3 = 0.0f, l4 = 0.0f, *dh3 = nt_zeros((size_t)N * D), *dh4 = nt_zeros((size_t)N * D);
+        CHECK_OK(nn_linear_cross_entropy_excl(&l3, dh3, NULL, h, tab, tg, N, V, D, v0, 0.0f, xo, xi, cs->dscale, work));
+        CHECK_OK(nn_linear_cross_entropy(&l4, dh4, NULL, h, tab, tg, N, V, D, v0, cs->dscale, work));
+        CHECK(l3 == l4);
+        CHECK(memcmp(dh3, dh4, (size_t)N * D * sizeof(float)) == 0);
+        /* exclusions with label smoothing are refused */
+        CHECK_ERR(nn_linear_cross_entropy_excl(&l3, NULL, NULL, h, tab, tg, N, V, D, v0, 0.1f, xo, xi, 1.0f, work),
+                  DR_ERR_ARG);
+        nt_free_all();
+    }
 }
 
 /* The unfused loss the TRM ran before: logits [N, V] by sgemm, the padding column set to

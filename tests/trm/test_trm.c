@@ -65,15 +65,15 @@ static void tiny_cfg(trm_config *c, int model) {
     c->text_buckets = 64;
 }
 
-/* smoothing: the ce loss's label smoothing (0 = off); logq: the sampled loss's logQ correction */
-static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
+/* The gradient of configuration c against finite differences. smoothing: the ce loss's label
+ * smoothing (0 = off); logq: the sampled loss's logQ correction. With dropout the masks are the
+ * same at every call (the batch's seed is fixed), so the loss is a fixed function of the weights. */
+static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int logq, int mask_history) {
+    int (*lossgrad)(trm_model *, const dr_dataset *, const trm_train_opts *, const int32_t *, int, uint64_t, double *,
+                    float *) = cfg->dropout > 0.0f ? trm_debug_loss_grad_train : trm_debug_loss_grad;
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);
-    trm_config c;
-    tiny_cfg(&c, model);
-    c.post_ln = post_ln;
-    c.act = act;
-    c.sep_out = sep_out;
+    trm_config c = *cfg;
     trm_model *m;
     CHECK_OK(trm_model_new(&m, &c, &d, 3));
     /* larger weights than the 0.02 init so that every path matters */
@@ -94,10 +94,11 @@ static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out,
     o.pref_empty_p = 0.2f;
     o.label_smoothing = smoothing;
     o.logq = logq;
+    o.mask_history = mask_history;
     int32_t users[5] = {1, 3, 4, 7, 9};
     float *g = malloc(np * sizeof(float));
     double l0;
-    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &l0, g));
+    CHECK_OK(lossgrad(m, &d, &o, users, 5, 42, &l0, g));
     CHECK(isfinite(l0) && l0 > 0);
     /* sample parameters: nonzero-gradient ones and random ones */
     int checked = 0, bad = 0;
@@ -110,10 +111,10 @@ static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out,
         float h = 1e-2f;
         p[i] = save + h;
         trm_debug_refresh(m);
-        CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &lp, NULL));
+        CHECK_OK(lossgrad(m, &d, &o, users, 5, 42, &lp, NULL));
         p[i] = save - h;
         trm_debug_refresh(m);
-        CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 5, 42, &lm, NULL));
+        CHECK_OK(lossgrad(m, &d, &o, users, 5, 42, &lm, NULL));
         p[i] = save;
         double num = (lp - lm) / (2.0 * h);
         double err = fabs(num - g[i]);
@@ -133,6 +134,19 @@ static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out,
     dr_data_free(&d);
 }
 
+static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int logq) {
+    gradcheck_mh(cfg, loss, smoothing, logq, 0);
+}
+
+static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
+    trm_config c;
+    tiny_cfg(&c, model);
+    c.post_ln = post_ln;
+    c.act = act;
+    c.sep_out = sep_out;
+    gradcheck_cfg(&c, loss, smoothing, logq);
+}
+
 static void gradcheck(int model, int loss, int post_ln, int act, int sep_out) {
     gradcheck_ls(model, loss, post_ln, act, sep_out, 0.0f, 0);
 }
@@ -150,6 +164,43 @@ TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
 TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+/* The history left out of the softmax (--mask-history): sasrec with and without dropout, pref. */
+TEST(trm_grad_mask_history) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    c.dropout = 0.3f;
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    tiny_cfg(&c, TRM_PREF);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+}
+
+/* The embedding LayerNorm (--emb-ln), pre- and post-LN, with and without dropout. */
+TEST(trm_grad_emb_ln) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    c.emb_ln = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.post_ln = 1;
+    c.scale_emb = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.dropout = 0.3f;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    tiny_cfg(&c, TRM_PREF);
+    c.emb_ln = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+}
+/* Training as it runs: dropout at every site, and heads of 16 (the attention's vector path). */
+TEST(trm_grad_dropout_vector_heads) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    c.dim = 32;
+    c.ffn_dim = 64;
+    c.dropout = 0.3f;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.post_ln = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+}
 
 static trm_train_opts small_opts(const char *out, int epochs) {
     trm_train_opts o;
@@ -274,6 +325,122 @@ TEST(trm_lr_schedule) {
     CHECK_EQ_INT(trm_lr_schedule_from_name("cosine"), TRM_LR_COSINE);
     CHECK_EQ_INT(trm_lr_schedule_from_name("const"), TRM_LR_CONST);
     CHECK_EQ_INT(trm_lr_schedule_from_name("linear"), -1);
+}
+
+/* --mask-history: on the same batch the loss is below the plain one (every softmax has fewer
+ * candidates); training with it runs; it is part of the resume state; it needs ce without
+ * label smoothing. */
+TEST(trm_mask_history_train) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    c.dropout = 0.0f;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    int32_t users[4] = {2, 5, 8, 11};
+    double l0, l1;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 9, &l0, NULL));
+    o.mask_history = 1;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 9, &l1, NULL));
+    CHECK(isfinite(l1) && l1 < l0);
+    trm_model_free(m);
+    const char *dir = dr_test_tmpdir();
+    char p[512];
+    snprintf(p, sizeof p, "%s/mh.gguf", dir);
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_result res;
+    o = small_opts(p, 2);
+    o.mask_history = 1;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK(res.best_valid_ndcg10 >= 0.0);
+    o = small_opts(p, 3);
+    o.resume = 1;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG); /* the state was made with the mask */
+    o.mask_history = 1;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 1);
+    o = small_opts(p, 1);
+    o.mask_history = 1, o.loss = TRM_LOSS_SAMPLED;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.loss = TRM_LOSS_CE, o.label_smoothing = 0.1f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
+/* --wd-params: one step with weight decay on the matrices only leaves every 1-D tensor
+ * (LayerNorm gains and biases, linear biases) bit for bit where the same step without decay puts
+ * it and moves every matrix elsewhere; "linear" spares the embedding tables too. A resume with
+ * another set is refused, one with the same goes on. */
+TEST(trm_wd_params) {
+    CHECK_EQ_INT(trm_wd_params_from_name("all"), TRM_WD_ALL);
+    CHECK_EQ_INT(trm_wd_params_from_name("matrices"), TRM_WD_MATRICES);
+    CHECK_EQ_INT(trm_wd_params_from_name("linear"), TRM_WD_LINEAR);
+    CHECK_EQ_INT(trm_wd_params_from_name("norm"), -1);
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    const char *dir = dr_test_tmpdir();
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    c.layers = 2;
+    const int sets[3] = {TRM_WD_ALL, TRM_WD_MATRICES, TRM_WD_LINEAR};
+    float *ref = NULL;
+    char path[3][512];
+    for (int k = 0; k < 3; k++) {
+        snprintf(path[k], sizeof path[k], "%s/wdp_%d.gguf", dir, k);
+        trm_model *m;
+        trm_train_result res;
+        CHECK_OK(trm_model_new(&m, &c, &d, 4));
+        trm_train_opts o = small_opts(path[k], 1);
+        o.max_steps = 1;
+        o.weight_decay = k ? 0.5f : 0.0f;
+        o.wd_params = sets[k];
+        CHECK_OK(trm_train(m, &d, &o, &res));
+        size_t np;
+        float *p = trm_debug_params(m, &np);
+        if (k == 0) {
+            ref = malloc(np * sizeof *ref);
+            memcpy(ref, p, np * sizeof *ref);
+        } else {
+            int n_kept = 0, n_moved = 0;
+            for (int i = 0; i < m->n_t; i++) {
+                const trm_tensor *t = &m->t[i];
+                int same = memcmp(p + t->off, ref + t->off, t->n * sizeof(float)) == 0;
+                int decays = trm__decays(t, sets[k]);
+                CHECK_MSG(same == !decays, "set %d, %s: %s", sets[k], t->name, same ? "unchanged" : "moved");
+                CHECK(decays == (t->nd == 2 && (k == 1 || !strstr(t->name, "_emb."))));
+                n_kept += same, n_moved += !same;
+            }
+            /* 2 layers: 2 norms x 2 + 6 biases each, out_norm 2; matrices 6 each, the two tables */
+            CHECK_EQ_INT(n_kept, k == 1 ? 22 : 24);
+            CHECK_EQ_INT(n_moved, k == 1 ? 14 : 12);
+        }
+        trm_model_free(m);
+    }
+    free(ref);
+    /* the set is part of the resume state */
+    trm_model *m;
+    trm_train_result res;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    trm_train_opts o = small_opts(path[1], 2);
+    o.max_steps = 1, o.weight_decay = 0.5f, o.resume = 1, o.wd_params = TRM_WD_ALL;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.wd_params = TRM_WD_LINEAR;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.wd_params = TRM_WD_MATRICES;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 1);
+    /* a state made with every tensor decaying refuses a run on a subset */
+    o = small_opts(path[0], 2);
+    o.max_steps = 1, o.resume = 1, o.wd_params = TRM_WD_MATRICES, o.weight_decay = 0.5f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.wd_params = 7; /* an unknown set is refused */
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
+    dr_data_free(&d);
 }
 
 /* Training with the recipe options: the metrics carry the rate of each epoch's last step (0 at
@@ -898,10 +1065,12 @@ TEST(trm_save_load_roundtrip) {
     make_synth(&d, 30, 20, 5, 9, 3, 0.3);
     const char *dir = dr_test_tmpdir();
     const char *p = dr_test_path(dir, "m.gguf");
-    for (int model = 0; model < 2; model++) {
+    for (int k = 0; k < 3; k++) {
+        int model = k & 1;
         trm_config c;
         small_cfg(&c, model);
         c.post_ln = model;
+        c.emb_ln = k == 2; /* the embedding LayerNorm's flag and tensors go through the file */
         trm_model *m, *m2;
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
         CHECK_OK(trm_save(m, p));
