@@ -105,19 +105,36 @@ int dr_write_file_atomic(const char *path, const void *data, size_t n) {
     return dr_afile_commit(&af);
 }
 
-/* Reads all of fd into p; -1 with errno on a failure or a short file. */
-static int read_all(int fd, uint8_t *p, size_t n) {
+/* Reads bytes [off, off + n) of fd into p + off; an errno value (EIO for a short file) or 0. */
+static int read_range(int fd, uint8_t *p, size_t off, size_t n) {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = pread(fd, p + got, n - got, (off_t)got);
+        ssize_t r = pread(fd, p + off + got, n - got, (off_t)(off + got));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            if (r == 0) errno = EIO;
-            return -1;
-        }
+        if (r <= 0) return r == 0 ? EIO : errno;
         got += (size_t)r;
     }
     return 0;
+}
+
+/* Reads all of fd into p in 64 MiB pieces across the threads: most of the time goes to the
+ * kernel clearing and faulting in the fresh pages, which each thread does for its own pieces.
+ * -1 with errno on a failure or a short file. */
+static int read_all(int fd, uint8_t *p, size_t n) {
+    const size_t piece = (size_t)64 << 20;
+    const long pieces = (long)((n + piece - 1) / piece);
+    int err = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (pieces > 1)
+    for (long i = 0; i < pieces; i++) {
+        const size_t off = (size_t)i * piece, len = n - off < piece ? n - off : piece;
+        int e = read_range(fd, p, off, len);
+        if (e) {
+#pragma omp atomic write
+            err = e;
+        }
+    }
+    if (err) errno = err;
+    return err ? -1 : 0;
 }
 
 static int mmap_open(dr_mmap *m, const char *path, int huge) {
