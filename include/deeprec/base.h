@@ -204,7 +204,7 @@ int dr_output_claim(const char *out, const char *const *inputs, int n_inputs, in
 typedef struct dr_mmap {
     const uint8_t *data;
     size_t size;
-    size_t map_size; /* bytes mapped at data (size, or the copy's rounded size; 0: size) */
+    size_t map_size; /* bytes mapped at data: size, or the copy's size rounded to 2 MiB */
     int copied;      /* 1: data is a copy (dr_mmap_open_copy) and fd its file, kept open */
     int fd;
 } dr_mmap;

@@ -194,7 +194,7 @@ int dr_mmap_open(dr_mmap *m, const char *path) { return mmap_open(m, path, 0); }
 int dr_mmap_open_copy(dr_mmap *m, const char *path) { return mmap_open(m, path, 1); }
 
 void dr_mmap_close(dr_mmap *m) {
-    if (m->data) munmap((void *)m->data, m->map_size ? m->map_size : m->size);
+    if (m->data) munmap((void *)m->data, m->map_size);
     if (m->copied) close(m->fd);
     memset(m, 0, sizeof *m);
 }

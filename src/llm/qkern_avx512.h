@@ -1,4 +1,5 @@
-/* Q4_0, Q5_0 and Q8_0 x int8 activations with AVX-512 VNNI (and Q4_K, Q6_K below), included once by qmatmul.c: two blocks per 512-bit
+/* Int8-activation kernels with AVX-512 VNNI for Q4_0, Q5_0, Q8_0 and IQ4_NL (and, below, the
+ * super-block types Q4_K, Q5_K, Q6_K and IQ4_XS), included once by qmatmul.c: two blocks per 512-bit
  * register. The activations are in the q4a layout (see q4a_pack in qmatmul.c: nb x 32 int8
  * values, nb x 8 int32 corrections -8 * (sum of 4 values), nb x 8 copies of the scale), so two
  * consecutive blocks are 64 contiguous bytes of each array and the weights' nibbles 0..15 go
@@ -19,6 +20,23 @@
  * kind 3, IQ4_NL (Q4_0's layout): the nibbles through the non-linear grid plus 128, one byte
  * shuffle (IQ4_XS falls back to it at widths that are not a multiple of 256, Qwen2.5-0.5B's). */
 enum { Q4A_Q4_0, Q4A_Q5_0, Q4A_Q8_0, Q4A_IQ4_NL };
+
+/* Two runs of 16 nibble bytes (lo, then hi; hi NULL: zeros) as 64 values 0..15 in the
+ * activations' order: lo's low nibbles, lo's high nibbles, then hi's. */
+static inline __attribute__((always_inline)) Q5ATTR __m512i nib_pair_512(const uint8_t *lo, const uint8_t *hi) {
+    const long long S4 = 0x0004000400040004LL; /* vpsrlvw counts: 0 for the low, 4 for the high nibbles */
+    const __m512i sh = _mm512_set_epi64(S4, S4, 0, 0, S4, S4, 0, 0);
+    __m512i x = _mm512_maskz_broadcast_i32x4(0x00FF, _mm_loadu_si128((const __m128i *)lo));
+    if (hi) x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)hi));
+    return _mm512_and_si512(_mm512_srlv_epi16(x, sh), _mm512_set1_epi8(15));
+}
+
+/* IQ4's nibbles through its non-linear grid, plus 128 so that they are unsigned (the offset
+ * comes back through the activations' corrections, 16c). */
+static inline __attribute__((always_inline)) Q5ATTR __m512i iq4_grid_512(__m512i nibbles) {
+    const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
+    return _mm512_shuffle_epi8(grid, nibbles);
+}
 static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const uint8_t *p, int kind, int one, __m512i *u, __m512 *dw) {
     const int bs = kind == Q4A_Q8_0 ? 34 : kind == Q4A_Q5_0 ? 22 : 18;
     uint16_t h0, h1 = 0;
@@ -31,22 +49,16 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const u
         *u = _mm512_maskz_xor_epi32(one ? 0x00FF : 0xFFFF, x, _mm512_set1_epi8((char)0x80));
         return;
     }
-    const long long S4 = 0x0004000400040004LL; /* vpsrlvw counts: 0 for the low, 4 for the high nibbles */
-    const __m512i sh = _mm512_set_epi64(S4, S4, 0, 0, S4, S4, 0, 0);
     const int qs = kind == Q4A_Q5_0 ? 6 : 2;
-    __m512i x = _mm512_maskz_broadcast_i32x4(one ? 0x00FF : 0xFFFF, _mm_loadu_si128((const __m128i *)(p + qs)));
-    uint32_t b0 = 0, b1 = 0;
-    if (kind == Q4A_Q5_0) memcpy(&b0, p + 2, 4);
-    if (!one) {
-        x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)(p + bs + qs)));
-        if (kind == Q4A_Q5_0) memcpy(&b1, p + bs + 2, 4);
+    *u = nib_pair_512(p + qs, one ? NULL : p + bs + qs);
+    if (kind == Q4A_Q5_0) {
+        uint32_t b0, b1 = 0;
+        memcpy(&b0, p + 2, 4);
+        if (!one) memcpy(&b1, p + bs + 2, 4);
+        *u = _mm512_mask_add_epi8(*u, (__mmask64)b0 | (__mmask64)b1 << 32, *u, _mm512_set1_epi8(16));
     }
-    *u = _mm512_and_si512(_mm512_srlv_epi16(x, sh), _mm512_set1_epi8(15));
-    if (kind == Q4A_Q5_0) *u = _mm512_mask_add_epi8(*u, (__mmask64)b0 | (__mmask64)b1 << 32, *u, _mm512_set1_epi8(16));
-    if (kind == Q4A_IQ4_NL) {
-        const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
-        *u = _mm512_maskz_shuffle_epi8(one ? 0x00000000FFFFFFFFull : ~0ull, grid, *u);
-    }
+    /* the tail's zero nibbles become grid values here; its activations are zero (masked loads) */
+    if (kind == Q4A_IQ4_NL) *u = iq4_grid_512(*u);
 }
 
 /* Blocks b and b + 1 (only b when one) of R rows (p, p + rb, ...) into R x J accumulators
@@ -173,13 +185,8 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int i = 0; i < R; i++) {
         const uint8_t *r = p + (size_t)i * rb;
-        if (kind == KQ_IQ4_XS) { /* units 2t and 2t + 1: 16 bytes of nibbles each, through the grid + 128 */
-            const long long S4 = 0x0004000400040004LL;
-            const __m512i sh = _mm512_set_epi64(S4, S4, 0, 0, S4, S4, 0, 0);
-            __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(r + 8 + 32 * t)));
-            x = _mm512_mask_broadcast_i32x4(x, 0xFF00, _mm_loadu_si128((const __m128i *)(r + 24 + 32 * t)));
-            const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
-            u[i] = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srlv_epi16(x, sh), m4));
+        if (kind == KQ_IQ4_XS) { /* units 2t and 2t + 1: 16 bytes of nibbles each */
+            u[i] = iq4_grid_512(nib_pair_512(r + 8 + 32 * t, r + 24 + 32 * t));
             dw[i] = kq_spread_512(sv[i], 2 * t);
         } else if (kind != KQ_Q6_K) {
             const long long S4 = 0x0004000400040004LL;

@@ -115,8 +115,9 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #endif
 
 /* The kernel family in use: chosen from the CPU at first use, or forced (tests, benches).
- * avx512-vnni has its own kernels for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS only; the other types then take the avx-vnni kernels
- * when the CPU has AVX-VNNI, else the avx2 ones (g_vnni256, set with g_kern). */
+ * avx512-vnni has its own kernels for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS
+ * (kernel_512); the other types then take the avx-vnni kernels when the CPU has AVX-VNNI, else
+ * the avx2 ones (g_vnni256, set with g_kern). */
 enum { KERN_UNSET = -1, KERN_C, KERN_AVX2, KERN_VNNI, KERN_AVX512 };
 static int g_kern = KERN_UNSET, g_vnni256;
 static const char *KERN_NAMES[] = {"c", "avx2", "avx-vnni", "avx512-vnni"};
@@ -327,6 +328,32 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
     free(ax);
     return 0;
 }
+
+#ifdef LLM_HAVE_AVX512
+/* The 512-bit kernel on the q4a activations for a type and n activation rows of nb blocks, or
+ * NULL for the row kernels. They take two blocks per register: Q5_0's fifth bits become a byte
+ * mask (the 256-bit kernel spent a broadcast, a shuffle and a compare per block on them, which
+ * kept Q5_0 decode at about half the read bandwidth). Above 4 activation rows a row meets up to
+ * 8 of them per pass, and the q4a layout's 96 bytes per block and row (against llm_ablk's 44)
+ * made those passes read L2 at its limit on wide rows (7B-shaped Q4_K_M, 16-token prefill: 3.0
+ * tokens/s against 5.2-5.5 with the 256-bit row kernels). So the super-block types take these
+ * kernels up to 4 rows, and the 32-value ones beyond that only on rows of up to 64 blocks (8
+ * rows' activations in 48 KiB; at width 896 Q5_0's was the faster at 16 rows too: 124-135
+ * against 107-112 tokens per CPU s). */
+static q4a_fn kernel_512(uint32_t type, int n, int nb) {
+    const int narrow = n <= 4 || nb <= 64;
+    switch (type) {
+    case GGML_TYPE_Q5_0: return narrow ? rows_q5a_512 : NULL;
+    case GGML_TYPE_Q8_0: return narrow ? rows_q8a_512 : NULL;
+    case GGML_TYPE_IQ4_NL: return narrow ? rows_iq4nla_512 : NULL;
+    case GGML_TYPE_Q4_K: return n <= 4 ? rows_q4k_512 : NULL;
+    case GGML_TYPE_Q5_K: return n <= 4 ? rows_q5k_512 : NULL;
+    case GGML_TYPE_Q6_K: return n <= 4 ? rows_q6k_512 : NULL;
+    case GGML_TYPE_IQ4_XS: return n <= 4 ? rows_iq4xs_512 : NULL;
+    default: return NULL;
+    }
+}
+#endif
 #endif
 
 /* ---------------------------------------------------------------- matmuls */
@@ -376,25 +403,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
         return rc;
     }
 #ifdef LLM_HAVE_AVX512
-    /* Q5_0 on the same activation layout: two blocks per 512-bit register, the fifth bits as a
-     * byte mask; in the 256-bit kernels the fifth bits cost a broadcast, a shuffle and a compare
-     * per block, which kept Q5_0 decode at about half the read bandwidth (bench_llm). */
-    /* Above 4 activation rows a row meets up to 8 of them per pass, and the q4a layout's 96
-     * bytes per block and row (against llm_ablk's 44) made those passes read L2 at its limit
-     * on wide rows (7B-shaped Q4_K_M, 16-token prefill: 3.0 tokens/s against 5.2-5.5 with the
-     * 256-bit row kernels). So the K-quants take these kernels up to 4 rows, and Q5_0 beyond
-     * that only on rows of up to 64 blocks (8 rows' activations in 48 KiB; at width 896 the
-     * 512-bit kernel was the faster at 16 rows too: 124-135 against 107-112 tokens per CPU s). */
-    const q4a_fn f512 = kern() != KERN_AVX512                              ? NULL
-                        : w->type == GGML_TYPE_Q5_0 && (n <= 4 || nb <= 64) ? rows_q5a_512
-                        : w->type == GGML_TYPE_Q8_0 && (n <= 4 || nb <= 64) ? rows_q8a_512
-                        : w->type == GGML_TYPE_IQ4_NL && (n <= 4 || nb <= 64) ? rows_iq4nla_512
-                        : n > 4                                            ? NULL
-                        : w->type == GGML_TYPE_Q4_K ? rows_q4k_512
-                        : w->type == GGML_TYPE_Q6_K ? rows_q6k_512
-                        : w->type == GGML_TYPE_Q5_K ? rows_q5k_512
-                        : w->type == GGML_TYPE_IQ4_XS ? rows_iq4xs_512
-                                                    : NULL;
+    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w->type, n, nb) : NULL;
     if (f512) {
         int rc = matmul_q4a(w, f512, xa, n, y);
         free(xa);
