@@ -278,6 +278,15 @@ typedef struct llm_speed_result {
 } llm_speed_result;
 int llm_speed(const llm_model *m, int P, int B, int steps, int fast, llm_speed_result *r);
 
+/* A one-turn chat prompt in the model file's chat form (ChatML or Llama-3, from
+ * tokenizer.chat_template): the optional system message, the user's text, and the assistant's
+ * turn opened. *out is malloc'd. Fails, with a hint, when the model has no tokenizer. */
+int llm_chat_prompt(const llm_model *m, const char *system, const char *user, char **out);
+
+/* The last position's logits [vocab] of one token sequence (n <= the model's context), from a
+ * fresh one-slot session. fast: llm_session_set_fast. */
+int llm_last_logits(const llm_model *m, const int32_t *ids, int n, int fast, float *logits);
+
 /* n samples of one prompt (m->tok required): encode it (with BOS when the model file's
  * tokenizer.ggml.add_bos_token says so), prefill it once, fork it to n slots, generate.
  * ctx 0: prompt + p->max_tokens, at most the model's context. fast: llm_session_set_fast.

@@ -484,15 +484,9 @@ static int take_token(rollout *ro, seq *s, int32_t tok, float lp, int *slot_used
 }
 
 void agent_rollout_opts_default(agent_rollout_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->max_hist = AGENT_MAX_HIST;
-    o->tool_k = AGENT_TOOL_K;
-    o->max_calls = AGENT_MAX_CALLS;
-    o->samples = 1;
-    o->max_turn_tokens = 1024;
-    o->constrain_titles = 1;
-    o->constrain_prefs = 1;
-    o->constrain_tags = 1;
+    *o = (agent_rollout_opts){.max_hist = AGENT_MAX_HIST, .tool_k = AGENT_TOOL_K, .max_calls = AGENT_MAX_CALLS,
+                              .samples = 1, .max_turn_tokens = 1024,
+                              .constrain_titles = 1, .constrain_prefs = 1, .constrain_tags = 1};
 }
 
 int agent_rollout_opts_check(const agent_rollout_opts *o) {

@@ -62,6 +62,9 @@ int cli_kv_type(const char *cmd, const char *name, int *kv);
  * compact with 6 significant digits), then freed. Returns 0, or DR_ERR_NOMEM with the
  * error set when j is NULL or cannot be serialised. */
 #define CLI_JSON (JSON_COMPACT | JSON_REAL_PRECISION(6))
+/* The two output switches of the long-running commands (a progress display; one JSON object). */
+#define CLI_QUIET_JSON_OPTS(quiet, json)                                                                               \
+    {"--quiet", CLI_FLAG, &(quiet), "no progress output"}, {"--json", CLI_FLAG, &(json), "one JSON object on stdout"}
 struct json_t;
 int cli_print_json(struct json_t *j, size_t flags);
 /* The agent's rollout flags, declared once for every command that rolls the agent out (rl,

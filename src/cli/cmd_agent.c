@@ -79,8 +79,7 @@ static int cmd_synth(int argc, char **argv) {
         {"--chat", CLI_FLAG, &chat, "ChatML prompts (default: plain base-model prompts)"},
         {"--tool-k", CLI_INT, &tool_k, "items per tool call (20)"},
         {"--max-hist", CLI_INT, &max_hist, "history items shown in the prompt (20)"},
-        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
-        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_QUIET_JSON_OPTS(quiet, json),
     };
     int r;
     if (cli_parse_opts("deeprec agent synth --data DATA.gguf --trm TRM.gguf --out TRAJ.jsonl [--users N] [--seed S]",

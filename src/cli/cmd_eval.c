@@ -141,15 +141,12 @@ static int cmd_eval(int argc, char **argv) {
         {"--teacher-anchor", CLI_FLAG, &teacher_anchor,
          "teacher mode: an open first call (the TRM's own list) leads the answer (docs/warmstart.md)"},
         {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
-        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
-        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        CLI_QUIET_JSON_OPTS(quiet, json),
         CLI_LLM_URL_OPTS(url, "--api-key-env"),
     };
     int r;
     if (cli_parse_opts("deeprec eval --data DATA.gguf --trm TRM.gguf --llm M.gguf --mode deeprec|trm|rerank|direct|teacher "
-                       "[--users N] [--seed S] [--bootstrap 1000] [--paired MODE] [--temp 0] [--samples 1] [--chat] "
-                       "[--tool-k 20] [--json]",
-                       argc, argv, opts, CLI_NOPTS(opts), &r))
+                       "[options]", argc, argv, opts, CLI_NOPTS(opts), &r))
         return r;
     eval_plan pl;
     if ((r = plan_modes(modes, paired, &pl))) return r;

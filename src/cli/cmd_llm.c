@@ -169,34 +169,15 @@ static int cmd_generate(int argc, char **argv) {
     int rc = res ? llm_model_load(&m, model_path) : DR_ERR_NOMEM;
     if (rc) goto fail;
     llm_model_set_kv_type(m, (llm_kv_type)kv);
-    if (!m->tok) {
-        rc = dr_error(DR_ERR_ARG, "%s has no tokenizer metadata (tokenizer.ggml.*)", model_path);
-        dr_error_hint("create the model with `deeprec llm init --vocab-from TOKENIZER`");
-        goto fail;
-    }
-    if (chat) {
-        tok_chat_msg msgs[2];
-        size_t nm = 0;
-        if (system) msgs[nm++] = (tok_chat_msg){"system", system};
-        msgs[nm++] = (tok_chat_msg){"user", prompt};
-        if ((rc = tok_chat_format_as(tok_chat_form_of(m->tok), msgs, nm, 1, &chat_text))) {
-            dr_error_context("%s: tokenizer.chat_template", model_path);
-            goto fail;
-        }
-        prompt = chat_text;
-    }
-    llm_gen_params p = {0};
-    p.max_tokens = n_new;
-    p.sampler.temperature = (float)temp;
-    p.sampler.top_p = (float)top_p;
-    p.sampler.top_k = top_k;
-    p.sampler.min_p = (float)min_p;
-    p.seed = (uint64_t)seed;
-    p.stops = stops.v;
-    p.n_stops = stops.n;
+    if (chat && !(rc = llm_chat_prompt(m, system, prompt, &chat_text))) prompt = chat_text;
+    llm_gen_params p = {.max_tokens = n_new, .seed = (uint64_t)seed, .stops = stops.v, .n_stops = stops.n,
+                        .sampler = {.temperature = (float)temp, .top_p = (float)top_p, .top_k = top_k, .min_p = (float)min_p}};
     gen_ctx g = {.stream = !json && samples == 1};
     llm_complete_stats st;
-    if ((rc = llm_complete(m, prompt, samples, ctx, !exact, &p, on_text, &g, res, &st))) goto fail;
+    if (rc || (rc = llm_complete(m, prompt, samples, ctx, !exact, &p, on_text, &g, res, &st))) {
+        dr_error_context("%s", model_path); /* the errors left are the model's or the prompt's */
+        goto fail;
+    }
     print_samples(res, samples, &st, json);
 fail:
     if (res)

@@ -61,33 +61,22 @@ static int cmd_logits(int argc, char **argv) {
     int n = 0;
     if (parse_tokens(tokens_s, &ids, &n)) return cli_fail();
     llm_model *m = NULL;
-    llm_session *s = NULL;
     float *lg = NULL;
     int rc = llm_model_load(&m, model_path);
-    if (!rc && n > m->cfg.context)
-        rc = dr_error(DR_ERR_RANGE, "%d tokens exceed the model's context of %d", n, m->cfg.context);
-    if (!rc) rc = llm_session_new(&s, m, 1, n);
-    if (!rc) {
-        llm_session_set_fast(s, !exact);
-        lg = malloc((size_t)m->cfg.vocab * sizeof(float));
-        rc = lg ? llm_prefill(s, 0, ids, n, lg, 0) : DR_ERR_NOMEM;
-    }
-    if (!rc) {
-        if (json) {
-            json_t *o = json_object(), *arr = json_array();
-            for (int v = 0; v < m->cfg.vocab; v++) json_array_append_new(arr, json_real(lg[v]));
-            json_object_set_new(o, "model", json_string(model_path));
-            json_object_set_new(o, "tokens", json_integer(n));
-            json_object_set_new(o, "exact", json_boolean(exact));
-            json_object_set_new(o, "logits", arr);
-            rc = cli_print_json(o, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* 9 digits: every float exact */
-        } else {
-            for (int v = 0; v < m->cfg.vocab; v++) printf("%.9g\n", lg[v]);
-        }
+    if (!rc) rc = (lg = malloc((size_t)m->cfg.vocab * sizeof(float))) ? llm_last_logits(m, ids, n, !exact, lg) : DR_ERR_NOMEM;
+    if (!rc && json) {
+        json_t *o = json_object(), *arr = json_array();
+        for (int v = 0; v < m->cfg.vocab; v++) json_array_append_new(arr, json_real(lg[v]));
+        json_object_set_new(o, "model", json_string(model_path));
+        json_object_set_new(o, "tokens", json_integer(n));
+        json_object_set_new(o, "exact", json_boolean(exact));
+        json_object_set_new(o, "logits", arr);
+        rc = cli_print_json(o, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* 9 digits: every float exact */
+    } else if (!rc) {
+        for (int v = 0; v < m->cfg.vocab; v++) printf("%.9g\n", lg[v]);
     }
     free(lg);
     free(ids);
-    llm_session_free(s);
     llm_model_free(m);
     return rc ? cli_fail() : 0;
 }

@@ -150,13 +150,10 @@ static int cmd_rl(int argc, char **argv) {
         {"--metrics", CLI_STR, &f.metrics, "JSON lines per step (OUT.metrics.jsonl)"},
         {"--curve", CLI_STR, &f.curve, "reward curve SVG (OUT.rewards.svg)"},
         {"--prev-metrics", CLI_STR, &f.prev, "earlier stage's JSON lines for the curve (LLM.metrics.jsonl when present)"},
-        {"--quiet", CLI_FLAG, &f.quiet, "no progress display"},
-        {"--json", CLI_FLAG, &f.json, "one JSON object on stdout"},
+        CLI_QUIET_JSON_OPTS(f.quiet, f.json),
     };
     int r;
-    if (cli_parse_opts("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [--steps N] "
-                       "[--prompts P] [--samples G] [--lr LR] [--lora R] [--adv reinforce++|grpo] [--kl-beta B] [--seed S] "
-                       "[--resume] [--json]",
+    if (cli_parse_opts("deeprec rl --stage 1|2 --data DATA.gguf --trm TRM.gguf --llm M.gguf --out POLICY.gguf [options]",
                        argc, argv, opts, CLI_NOPTS(opts), &r))
         return r;
     if (cli_rollout_finish(&f.ro)) return 2;

@@ -42,36 +42,44 @@ static void print_train(const char *out, const char *model, const char *loss, co
     }
 }
 
-static int cmd_train(int argc, char **argv) {
-    const char *data = NULL, *out = NULL, *model = "sasrec", *loss = "ce", *act = "gelu", *metrics = NULL, *init = NULL,
-               *schedule = "const", *wd_params = "all";
-    int json = 0, threads = 0, quiet = 0;
+/* What `trm train` was asked: the model and training options, and the CLI's own. */
+typedef struct train_args {
+    const char *data, *out, *model, *loss, *init;
+    int json, threads, quiet;
+    trm_config c;
+    trm_train_opts o;
+} train_args;
+
+/* Parses and checks the options into a; nonzero means exit now with *exit_code. */
+static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
+    const char *act = "gelu", *metrics = NULL, *schedule = "const", *wd_params = "all";
     double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0;
     int64_t seed = 1;
-    trm_config c;
-    trm_config_default(&c);
-    trm_train_opts o;
-    trm_train_opts_default(&o);
+    *a = (train_args){.model = "sasrec", .loss = "ce"};
+    trm_config *c = &a->c;
+    trm_train_opts *o = &a->o;
+    trm_config_default(c);
+    trm_train_opts_default(o);
     cli_opt opts[] = {
-        {"--data", CLI_STR, &data, "dataset (.gguf, from `deeprec data import`)"},
-        {"--out", CLI_STR, &out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
-        {"--model", CLI_STR, &model, "sasrec | pref (preference-aware retriever)"},
-        {"--init", CLI_STR, &init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
-        {"--loss", CLI_STR, &loss, "ce (full softmax) | sampled | bce"},
-        {"--neg", CLI_INT, &o.n_neg, "negatives per position for --loss sampled (100)"},
-        {"--logq", CLI_FLAG, &o.logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
-        {"--dim", CLI_INT, &c.dim, "hidden size (64)"},
-        {"--layers", CLI_INT, &c.layers, "transformer blocks (2)"},
-        {"--heads", CLI_INT, &c.heads, "attention heads (2)"},
-        {"--ffn", CLI_INT, &c.ffn_dim, "FFN inner size (0 = 4 x dim)"},
-        {"--max-len", CLI_INT, &c.max_len, "history length (50)"},
+        {"--data", CLI_STR, &a->data, "dataset (.gguf, from `deeprec data import`)"},
+        {"--out", CLI_STR, &a->out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
+        {"--model", CLI_STR, &a->model, "sasrec | pref (preference-aware retriever)"},
+        {"--init", CLI_STR, &a->init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
+        {"--loss", CLI_STR, &a->loss, "ce (full softmax) | sampled | bce"},
+        {"--neg", CLI_INT, &o->n_neg, "negatives per position for --loss sampled (100)"},
+        {"--logq", CLI_FLAG, &o->logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
+        {"--dim", CLI_INT, &c->dim, "hidden size (64)"},
+        {"--layers", CLI_INT, &c->layers, "transformer blocks (2)"},
+        {"--heads", CLI_INT, &c->heads, "attention heads (2)"},
+        {"--ffn", CLI_INT, &c->ffn_dim, "FFN inner size (0 = 4 x dim)"},
+        {"--max-len", CLI_INT, &c->max_len, "history length (50)"},
         {"--dropout", CLI_FLOAT, &dropout, "dropout (0.5)"},
         {"--act", CLI_STR, &act, "gelu | relu"},
-        {"--post-ln", CLI_FLAG, &c.post_ln, "post-LN blocks (default pre-LN)"},
-        {"--sep-out", CLI_FLAG, &c.sep_out, "separate output item table (sasrec)"},
-        {"--scale-emb", CLI_FLAG, &c.scale_emb, "scale item embeddings by sqrt(dim)"},
-        {"--emb-ln", CLI_FLAG, &c.emb_ln, "LayerNorm over item + position embedding (before its dropout)"},
-        {"--text-buckets", CLI_INT, &c.text_buckets, "pref: hashed text feature buckets (65536)"},
+        {"--post-ln", CLI_FLAG, &c->post_ln, "post-LN blocks (default pre-LN)"},
+        {"--sep-out", CLI_FLAG, &c->sep_out, "separate output item table (sasrec)"},
+        {"--scale-emb", CLI_FLAG, &c->scale_emb, "scale item embeddings by sqrt(dim)"},
+        {"--emb-ln", CLI_FLAG, &c->emb_ln, "LayerNorm over item + position embedding (before its dropout)"},
+        {"--text-buckets", CLI_INT, &c->text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},
         {"--wd", CLI_FLOAT, &wd, "AdamW weight decay (0)"},
@@ -79,58 +87,65 @@ static int cmd_train(int argc, char **argv) {
          "tensors --wd applies to: all | matrices (no LayerNorm, no bias) | linear (matrices less the embedding tables)"},
         {"--clip", CLI_FLOAT, &clip, "gradient norm clip (0 = off)"},
         {"--label-smoothing", CLI_FLOAT, &smoothing, "ce: label smoothing in [0, 1) (0 = off)"},
-        {"--mask-history", CLI_FLAG, &o.mask_history,
+        {"--mask-history", CLI_FLAG, &o->mask_history,
          "ce: leave each position's history out of its softmax, as the evaluation masks it"},
         {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
-        {"--warmup", CLI_INT, &o.warmup, "linear learning-rate warmup steps (0)"},
-        {"--batch", CLI_INT, &o.batch, "sequences per step (256)"},
-        {"--epochs", CLI_INT, &o.epochs, "maximum epochs (200)"},
-        {"--patience", CLI_INT, &o.patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
-        {"--valid-users", CLI_INT, &o.valid_users,
+        {"--warmup", CLI_INT, &o->warmup, "linear learning-rate warmup steps (0)"},
+        {"--batch", CLI_INT, &o->batch, "sequences per step (256)"},
+        {"--epochs", CLI_INT, &o->epochs, "maximum epochs (200)"},
+        {"--patience", CLI_INT, &o->patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
+        {"--valid-users", CLI_INT, &o->valid_users,
          "users early stopping validates on: -1 auto (all up to 25000, else a fixed sample of 10000), 0 all, N a "
          "fixed sample of N; the test is always over all"},
         {"--seed", CLI_I64, &seed, "random seed (1)"},
-        {"--threads", CLI_INT, &threads, "threads (default: DEEPREC_THREADS or all cores)"},
-        {"--resume", CLI_FLAG, &o.resume, "continue from OUT.resume.gguf"},
+        {"--threads", CLI_INT, &a->threads, "threads (default: DEEPREC_THREADS or all cores)"},
+        {"--resume", CLI_FLAG, &o->resume, "continue from OUT.resume.gguf"},
         {"--metrics", CLI_STR, &metrics, "JSON-lines metrics per epoch (default OUT.metrics.jsonl)"},
-        {"--max-steps", CLI_INT, &o.max_steps, "limit steps per epoch (testing)"},
-        {"--quiet", CLI_FLAG, &quiet, "no progress output"},
-        {"--json", CLI_FLAG, &json, "one JSON object on stdout"},
+        {"--max-steps", CLI_INT, &o->max_steps, "limit steps per epoch (testing)"},
+        CLI_QUIET_JSON_OPTS(a->quiet, a->json),
     };
-    int r;
     if (cli_parse_opts("deeprec trm train --data DATA.gguf --out TRM.gguf [options]",
-                       argc, argv, opts, CLI_NOPTS(opts), &r))
-        return r;
-    if (!data || !out) return cli_usage_error("trm train needs --data and --out");
-    if ((c.model = trm_model_kind_from_name(model)) < 0)
-        return cli_usage_error("--model must be sasrec or pref, got '%s'", model);
-    if ((o.loss = trm_loss_from_name(loss)) < 0) return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", loss);
-    if ((c.act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
-    if ((o.lr_schedule = trm_lr_schedule_from_name(schedule)) < 0)
+                       argc, argv, opts, CLI_NOPTS(opts), exit_code))
+        return 1;
+    *exit_code = 2;
+    if (!a->data || !a->out) return cli_usage_error("trm train needs --data and --out");
+    if ((c->model = trm_model_kind_from_name(a->model)) < 0)
+        return cli_usage_error("--model must be sasrec or pref, got '%s'", a->model);
+    if ((o->loss = trm_loss_from_name(a->loss)) < 0)
+        return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", a->loss);
+    if ((c->act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);
+    if ((o->lr_schedule = trm_lr_schedule_from_name(schedule)) < 0)
         return cli_usage_error("--lr-schedule must be const or cosine, got '%s'", schedule);
-    if ((o.wd_params = trm_wd_params_from_name(wd_params)) < 0)
+    if ((o->wd_params = trm_wd_params_from_name(wd_params)) < 0)
         return cli_usage_error("--wd-params must be all, matrices or linear, got '%s'", wd_params);
-    if (threads > 0) dr_threads_set(threads);
-    c.dropout = (float)dropout;
-    o.lr = (float)lr, o.weight_decay = (float)wd, o.grad_clip = (float)clip, o.pref_empty_p = (float)pref_empty;
-    o.label_smoothing = (float)smoothing;
-    o.seed = (uint64_t)seed, o.out = out, o.metrics = metrics, o.progress = quiet ? NULL : stderr;
-    if (cli_claim_output(out, (const char *[]){data}, 1)) return 1;
+    c->dropout = (float)dropout;
+    o->lr = (float)lr, o->weight_decay = (float)wd, o->grad_clip = (float)clip, o->pref_empty_p = (float)pref_empty;
+    o->label_smoothing = (float)smoothing;
+    o->seed = (uint64_t)seed, o->out = a->out, o->metrics = metrics, o->progress = a->quiet ? NULL : stderr;
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    train_args a;
+    int r;
+    if (parse_train(argc, argv, &a, &r)) return r;
+    if (a.threads > 0) dr_threads_set(a.threads);
+    if (cli_claim_output(a.out, (const char *[]){a.data}, 1)) return 1;
     dr_dataset d = {0};
     trm_model *m = NULL;
     trm_train_result res;
     dr_metrics_mean test, test_o;
     int rc;
-    if ((rc = dr_data_load(&d, data)) || (rc = trm_model_new(&m, &c, &d, (uint64_t)seed))) goto done;
-    if (init && (rc = trm_model_init_from_file(m, &d, init))) goto done;
-    if (!quiet)
-        fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", model,
-                trm_num_params(m), d.n_users, d.n_items, loss, threads > 0 ? threads : dr_threads());
+    if ((rc = dr_data_load(&d, a.data)) || (rc = trm_model_new(&m, &a.c, &d, a.o.seed))) goto done;
+    if (a.init && (rc = trm_model_init_from_file(m, &d, a.init))) goto done;
+    if (!a.quiet)
+        fprintf(stderr, "trm train: %s model, %zu parameters, %d users, %d items, loss %s, %d threads\n", a.model,
+                trm_num_params(m), d.n_users, d.n_items, a.loss, a.threads > 0 ? a.threads : dr_threads());
     double t0 = dr_now();
-    if ((rc = trm_train(m, &d, &o, &res)) || (rc = trm_evaluate(m, &d, 1, 1, 0, &test)) ||
-        (c.model == TRM_PREF && (rc = trm_evaluate(m, &d, 1, 1, 1, &test_o))))
+    if ((rc = trm_train(m, &d, &a.o, &res)) || (rc = trm_evaluate(m, &d, 1, 1, 0, &test)) ||
+        (a.c.model == TRM_PREF && (rc = trm_evaluate(m, &d, 1, 1, 1, &test_o))))
         goto done;
-    print_train(out, model, loss, m, &res, &test, &test_o, dr_now() - t0, json);
+    print_train(a.out, a.model, a.loss, m, &res, &test, &test_o, dr_now() - t0, a.json);
 done: /* rc != 0 on the failure paths */
     trm_model_free(m);
     dr_data_free(&d);

@@ -14,12 +14,43 @@ static int wants_bos(const llm_model *m) {
     return add_bos;
 }
 
+static int no_tokenizer(void) {
+    int rc = dr_error(DR_ERR_ARG, "the model has no tokenizer metadata (tokenizer.ggml.*)");
+    dr_error_hint("create the model with `deeprec llm init --vocab-from TOKENIZER`");
+    return rc;
+}
+
+int llm_chat_prompt(const llm_model *m, const char *system, const char *user, char **out) {
+    *out = NULL;
+    if (!m->tok) return no_tokenizer();
+    tok_chat_msg msgs[2];
+    size_t n = 0;
+    if (system) msgs[n++] = (tok_chat_msg){"system", system};
+    msgs[n++] = (tok_chat_msg){"user", user};
+    int rc = tok_chat_format_as(tok_chat_form_of(m->tok), msgs, n, 1, out);
+    if (rc) dr_error_context("tokenizer.chat_template");
+    return rc;
+}
+
+int llm_last_logits(const llm_model *m, const int32_t *ids, int n, int fast, float *logits) {
+    if (n <= 0) return dr_error(DR_ERR_ARG, "no tokens");
+    if (n > m->cfg.context) return dr_error(DR_ERR_RANGE, "%d tokens exceed the model's context of %d", n, m->cfg.context);
+    llm_session *s = NULL;
+    int rc = llm_session_new(&s, m, 1, n);
+    if (!rc) {
+        llm_session_set_fast(s, fast);
+        rc = llm_prefill(s, 0, ids, n, logits, 0);
+    }
+    llm_session_free(s);
+    return rc;
+}
+
 int llm_complete(const llm_model *m, const char *prompt, int n, int ctx, int fast, const llm_gen_params *p,
                  llm_gen_cb cb, void *cb_ctx, llm_gen_result *res, llm_complete_stats *st) {
     memset(res, 0, (size_t)(n > 0 ? n : 0) * sizeof *res);
     memset(st, 0, sizeof *st);
     if (n <= 0) return dr_error(DR_ERR_ARG, "generate needs at least one sample");
-    if (!m->tok) return dr_error(DR_ERR_ARG, "the model has no tokenizer");
+    if (!m->tok) return no_tokenizer();
     int32_t *ids = NULL, *pend = NULL;
     int *slots = NULL;
     size_t n_ids = 0;

@@ -53,16 +53,9 @@ static int check_resume(const llm_sft_run_opts *o, const int64_t *u, const int64
 }
 
 void llm_sft_run_opts_default(llm_sft_run_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->epochs = 1;
-    o->sched = LLM_SCHED_COSINE;
-    o->warmup = -1;
-    o->min_lr_ratio = 0.1f;
-    o->grad_clip = 1.0f;
-    o->batch = 8;
-    o->accum = 1;
-    o->seed = 1;
-    o->out_type = GGML_TYPE_F32;
+    /* warmup -1: the schedule's own default */
+    *o = (llm_sft_run_opts){.epochs = 1, .batch = 8, .accum = 1, .seed = 1, .out_type = GGML_TYPE_F32,
+                            .sched = LLM_SCHED_COSINE, .warmup = -1, .min_lr_ratio = 0.1f, .grad_clip = 1.0f};
 }
 
 int llm_sft_run(const llm_sft_run_opts *o, llm_sft_run_result *res) {

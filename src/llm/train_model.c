@@ -9,18 +9,9 @@
 #include <string.h>
 
 void llm_train_config_default(llm_train_config *c) {
-    memset(c, 0, sizeof *c);
-    c->max_batch = 1;
-    c->max_len = 256;
-    c->logit_budget = (size_t)256 << 20;
-    c->seed = 1;
-    c->lr = 1e-3f;
-    c->beta1 = 0.9f;
-    c->beta2 = 0.95f;
-    c->eps = 1e-8f;
-    c->weight_decay = 0.0f;
-    c->grad_clip = 1.0f;
-    c->sched = LLM_SCHED_CONSTANT;
+    *c = (llm_train_config){.max_batch = 1, .max_len = 256, .logit_budget = (size_t)256 << 20, .seed = 1,
+                            .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .grad_clip = 1.0f,
+                            .sched = LLM_SCHED_CONSTANT};
 }
 
 int llm_lora_parse_targets(const char *s, unsigned *out) {

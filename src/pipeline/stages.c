@@ -94,25 +94,14 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     }
     trm_config c;
     trm_config_default(&c);
-    c.model = kind;
-    c.dim = b->trm_dim;
-    c.layers = b->trm_layers;
-    c.max_len = b->trm_max_len;
-    trm_train_opts o;
+    c.model = kind, c.dim = b->trm_dim, c.layers = b->trm_layers, c.max_len = b->trm_max_len;
+    trm_train_opts o; /* the budget's schedule; loss, seed and output are the pipeline's own */
     trm_train_opts_default(&o);
-    o.loss = TRM_LOSS_CE;
-    o.batch = b->trm_batch;
-    o.epochs = b->trm_max_epochs;
-    o.patience = b->trm_patience;
-    o.seed = 1;
-    o.resume = resume;
-    o.out = out;
-    o.progress = p->o->progress;
-    o.max_steps = b->trm_max_steps;
+    o.loss = TRM_LOSS_CE, o.seed = 1, o.resume = resume, o.out = out, o.progress = p->o->progress;
+    o.batch = b->trm_batch, o.epochs = b->trm_max_epochs, o.patience = b->trm_patience, o.max_steps = b->trm_max_steps;
     o.label_smoothing = (float)b->trm_label_smoothing;
     if (kind == TRM_PREF) o.pref_empty_p = (float)b->trm_pref_empty;
-    o.on_epoch = on_epoch;
-    o.on_epoch_ctx = p;
+    o.on_epoch = on_epoch, o.on_epoch_ctx = p;
     dr_dataset held = {0};
     const dr_dataset *d = &p->d;
     if (holdout > 0) {

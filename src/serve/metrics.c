@@ -46,7 +46,7 @@ void serve_metrics_episodes(serve_metrics *m, long long episodes, long long call
 }
 
 int serve_metrics_render(serve_metrics *m, const serve_gauges *g, dr_buf *out) {
-    char line[256];
+    char line[512];
     int rc = 0;
 #define OUT(...) (snprintf(line, sizeof line, __VA_ARGS__), rc = rc ? rc : dr_buf_puts(out, line))
     pthread_mutex_lock(&m->mu);
@@ -68,27 +68,25 @@ int serve_metrics_render(serve_metrics *m, const serve_gauges *g, dr_buf *out) {
         OUT("deeprec_request_seconds_sum{endpoint=\"%s\"} %.6f\n", ep_names[e], m->lat_sum[e]);
         OUT("deeprec_request_seconds_count{endpoint=\"%s\"} %lld\n", ep_names[e], m->lat_count[e]);
     }
-    OUT("# HELP deeprec_prompt_tokens_total Prompt tokens of completion requests.\n# TYPE deeprec_prompt_tokens_total counter\n");
-    OUT("deeprec_prompt_tokens_total %lld\n", m->prompt_tokens);
-    OUT("# HELP deeprec_generated_tokens_total Tokens generated (completions and agent episodes).\n# TYPE deeprec_generated_tokens_total counter\n");
-    OUT("deeprec_generated_tokens_total %lld\n", m->gen_tokens);
-    OUT("# HELP deeprec_episodes_total Agent episodes rolled out.\n# TYPE deeprec_episodes_total counter\n");
-    OUT("deeprec_episodes_total %lld\n", m->episodes);
-    OUT("# HELP deeprec_tool_calls_total TRM tool calls made by agent episodes.\n# TYPE deeprec_tool_calls_total counter\n");
-    OUT("deeprec_tool_calls_total %lld\n", m->tool_calls);
+    /* the unlabelled samples; the counters are read under the lock, in this initialiser */
+    const struct { const char *name, *type, *help; long long v; } scalars[] = {
+        {"deeprec_prompt_tokens_total", "counter", "Prompt tokens of completion requests.", m->prompt_tokens},
+        {"deeprec_generated_tokens_total", "counter", "Tokens generated (completions and agent episodes).",
+         m->gen_tokens},
+        {"deeprec_episodes_total", "counter", "Agent episodes rolled out.", m->episodes},
+        {"deeprec_tool_calls_total", "counter", "TRM tool calls made by agent episodes.", m->tool_calls},
+        {"deeprec_queue_depth", "gauge", "Engine jobs waiting for a slot.", g->queue_depth},
+        {"deeprec_active_sequences", "gauge", "Completion sequences in the decode batch.", g->active_sequences},
+        {"deeprec_sessions", "gauge", "Open client connections.", g->sessions},
+        {"deeprec_prefix_cache_hits_total", "counter",
+         "Agent sequences started from the cached KV of their prompt's preamble.", (long long)g->prefix_hits},
+        {"deeprec_prefix_cache_reused_tokens_total", "counter", "Preamble tokens those sequences did not prefill.",
+         (long long)g->prefix_reused_tokens},
+    };
     pthread_mutex_unlock(&m->mu);
-    OUT("# HELP deeprec_queue_depth Engine jobs waiting for a slot.\n# TYPE deeprec_queue_depth gauge\n");
-    OUT("deeprec_queue_depth %d\n", g->queue_depth);
-    OUT("# HELP deeprec_active_sequences Completion sequences in the decode batch.\n# TYPE deeprec_active_sequences gauge\n");
-    OUT("deeprec_active_sequences %d\n", g->active_sequences);
-    OUT("# HELP deeprec_sessions Open client connections.\n# TYPE deeprec_sessions gauge\n");
-    OUT("deeprec_sessions %d\n", g->sessions);
-    OUT("# HELP deeprec_prefix_cache_hits_total Agent sequences started from the cached KV of their prompt's preamble.\n"
-        "# TYPE deeprec_prefix_cache_hits_total counter\n");
-    OUT("deeprec_prefix_cache_hits_total %lld\n", (long long)g->prefix_hits);
-    OUT("# HELP deeprec_prefix_cache_reused_tokens_total Preamble tokens those sequences did not prefill.\n"
-        "# TYPE deeprec_prefix_cache_reused_tokens_total counter\n");
-    OUT("deeprec_prefix_cache_reused_tokens_total %lld\n", (long long)g->prefix_reused_tokens);
+    for (size_t i = 0; i < sizeof scalars / sizeof *scalars; i++)
+        OUT("# HELP %s %s\n# TYPE %s %s\n%s %lld\n", scalars[i].name, scalars[i].help, scalars[i].name,
+            scalars[i].type, scalars[i].name, scalars[i].v);
 #undef OUT
     return rc;
 }

@@ -26,17 +26,10 @@ struct serve_server {
 };
 
 void serve_opts_default(serve_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->host = "127.0.0.1";
-    o->port = 8080;
-    o->model_name = "deeprec";
-    o->max_body = 1 << 20;
-    o->timeout_s = 300;
-    o->max_queue = 64;
-    o->max_sessions = 32;
-    o->max_tokens = 2048;
-    o->slots = 8;
-    o->batching = 1;
+    /* loopback, no API key; the limits, each answered with its own 4xx or 503 */
+    *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .model_name = "deeprec",
+                      .max_body = 1 << 20, .timeout_s = 300, .max_queue = 64, .max_sessions = 32, .max_tokens = 2048,
+                      .slots = 8, .batching = 1};
     agent_rollout_opts_default(&o->rollout);
 }
 

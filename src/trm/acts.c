@@ -58,60 +58,30 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
     const int tr = !a->infer;
     w->layer = -1;
     F(x0, N * d);
-    if (c->emb_ln) {
-        F(xe, N * d);
-        F(lnem, N);
-        F(lner, N);
-    }
-    if (tr) F(res0, N * d);
-    if (tr) U8(em, N * d);
+    if (c->emb_ln) { F(xe, N * d); F(lnem, N); F(lner, N); }
+    if (tr) { F(res0, N * d); U8(emb_mask, N * d); }
     for (int l = 0; l < c->layers; l++) {
         trm_layer_a *A = &a->l[l];
         w->layer = l;
-        FL(ln1o, N * d);
-        FL(ln1m, N);
-        FL(ln1r, N);
-        FL(q, N * d);
-        FL(k, N * d);
-        FL(v, N * d);
-        FL(att, att);
-        FL(y, N * d);
-        FL(s1, N * d);
-        FL(ln2o, N * d);
-        FL(ln2m, N);
-        FL(ln2r, N);
+        FL(ln1o, N * d); FL(ln1m, N); FL(ln1r, N); /* LayerNorm 1: output, mean, 1 / std */
+        FL(q, N * d); FL(k, N * d); FL(v, N * d);
+        FL(att, att); FL(y, N * d); FL(s1, N * d);   /* attention weights, output, residual sum */
+        FL(ln2o, N * d); FL(ln2m, N); FL(ln2r, N);
         FL(f, N * f);
         if (tr) FL(gd, N * f);
         FL(s2, N * d);
-        if (tr) U8L(om, N * d);
-        if (tr) U8L(gm, N * f);
-        if (tr) U8L(hm, N * d);
+        if (tr) { U8L(attn_out_mask, N * d); U8L(ffn_act_mask, N * f); U8L(ffn_out_mask, N * d); }
     }
     w->layer = -1;
-    F(lnfo, N * d);
-    F(lnfm, N);
-    F(lnfr, N);
-    F(pbag, N * d);
-    F(z, N * d);
-    F(u, N * d);
-    F(lnum, N);
-    F(lnur, N);
+    F(lnfo, N * d); F(lnfm, N); F(lnfr, N);
+    F(pbag, N * d); F(z, N * d); F(u, N * d); F(lnum, N); F(lnur, N); /* the pref head's */
     F(d0, N * d); /* d0, d1, d2, df1: also the forward's scratch */
-    F(d1, N * d);
-    F(d2, N * d);
-    if (tr) F(dq, N * d);
-    if (tr) F(dk, N * d);
-    if (tr) F(dv, N * d);
-    if (tr) F(dU, N * d);
+    F(d1, N * d); F(d2, N * d);
+    if (tr) { F(dq, N * d); F(dk, N * d); F(dv, N * d); F(dU, N * d); }
     F(df1, N * f);
-    if (tr) F(df2, N * f);
-    if (tr) F(datt, att);
+    if (tr) { F(df2, N * f); F(datt, att); }
     U8(key_mask, N);
-    I32(ids, N);
-    I32(ids_bwd, N);
-    I32(pos, N);
-    I32(ptok_off, N + 1);
-    I32(ptok, (size_t)a->ptok_cap);
+    I32(ids, N); I32(ids_bwd, N); I32(pos, N); I32(ptok_off, N + 1); I32(ptok, (size_t)a->ptok_cap);
 }
 #undef F
 #undef U8

@@ -50,7 +50,7 @@ int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_h
     for (int i = 0; users && i < n_users; i++)
         if (users[i] < 0 || users[i] >= d->n_users)
             return dr_error(DR_ERR_ARG, "trm_evaluate: user %d is not in the dataset (%d users)", users[i], d->n_users);
-    if (!m->F_ok) trm__refresh_tables(m);
+    if (!m->tables_fresh) trm__refresh_tables(m);
     const int Bcap = TRM_EVAL_USERS, d_ = m->cfg.dim, V = m->V;
     if (ws && (!ws->infer || ws->Bcap < TRM_EVAL_USERS))
         return dr_error(DR_ERR_INTERNAL, "trm_evaluate: the workspace is not for inference of %d users", Bcap);
@@ -146,7 +146,7 @@ int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_h
             }
         const float *o = trm__forward(m, a);
         last_rows(m, a, o, U);
-        nn_matmul(S, U, m->F, B, V, d_, 0, 1, 1.0f, 0.0f);
+        nn_matmul(S, U, m->score_table, B, V, d_, 0, 1, 1.0f, 0.0f);
         if (size == 1) {
             dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
             continue;

@@ -45,17 +45,18 @@ struct trm_model {
     /* pref: item text features (CSR over V items) */
     int32_t *item_tok_off;     /* V + 1 */
     int32_t *item_tok;         /* bucket ids */
-    /* cached scoring table F [V, d] (pref: E + bag W_t^T; sasrec: the output table) */
-    float *F;
-    float *Fin;                /* pref: == F; sasrec: item_emb */
+    /* cached scoring table F [V, d] of the paper's notation (pref: E + bag W_t^T; sasrec: the
+     * output table) */
+    float *score_table;
+    float *input_table;        /* the items' input embeddings: pref: == score_table; sasrec: item_emb */
     float *item_bag;           /* pref: [V, d] mean text bag per item */
-    int F_ok;
+    int tables_fresh;          /* score_table reflects the current parameters */
 };
 
 /* Activations for a batch of B sequences of length L (capacity Bcap x max_len). */
 typedef struct trm_layer_a {
     float *ln1o, *ln1m, *ln1r, *q, *k, *v, *att, *y, *s1, *ln2o, *ln2m, *ln2r, *f, *gd, *s2;
-    uint8_t *om, *gm, *hm;
+    uint8_t *attn_out_mask, *ffn_act_mask, *ffn_out_mask; /* dropout masks */
 } trm_layer_a;
 
 typedef struct trm_acts {
@@ -82,7 +83,7 @@ typedef struct trm_acts {
     uint8_t *key_mask;          /* [B, L] */
     float *x0, *res0;
     float *xe, *lnem, *lner;    /* emb_ln: item + position before the LayerNorm, its mean and rstd */
-    uint8_t *em;
+    uint8_t *emb_mask;          /* the embedding dropout's */
     trm_layer_a l[TRM_MAX_LAYERS];
     float *lnfo, *lnfm, *lnfr;
     /* pref head */

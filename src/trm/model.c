@@ -8,20 +8,9 @@
 #include <string.h>
 
 void trm_config_default(trm_config *c) {
-    memset(c, 0, sizeof *c);
-    c->model = TRM_SASREC;
-    c->dim = 64;
-    c->layers = 2;
-    c->heads = 2;
-    c->max_len = 50;
-    c->ffn_dim = 0; /* 0 = 4 * dim */
-    c->post_ln = 0;
-    c->act = TRM_ACT_GELU;
-    c->sep_out = 0;
-    c->scale_emb = 0;
-    c->dropout = 0.5f;
-    c->ln_eps = 1e-5f;
-    c->text_buckets = 1 << 16;
+    /* SASRec's: pre-LN GELU blocks, the item table shared with the output; ffn_dim 0 = 4 x dim */
+    *c = (trm_config){.model = TRM_SASREC, .dim = 64, .layers = 2, .heads = 2, .max_len = 50,
+                      .act = TRM_ACT_GELU, .dropout = 0.5f, .ln_eps = 1e-5f, .text_buckets = 1 << 16};
 }
 
 static void add_t(trm_model *m, size_t *off, const char *name, uint64_t ne0, uint64_t ne1, int init) {
@@ -167,15 +156,15 @@ static int model_alloc(trm_model *m) {
     trm__bind(m, m->mem, &m->p);
     if (m->cfg.model == TRM_PREF) {
         size_t vd = (size_t)m->V * (size_t)m->cfg.dim;
-        m->F = dr_aligned_alloc(vd * sizeof(float));
+        m->score_table = dr_aligned_alloc(vd * sizeof(float));
         m->item_bag = dr_aligned_alloc(vd * sizeof(float));
-        if (!m->F || !m->item_bag) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
-        memset(m->F, 0, vd * sizeof(float));
+        if (!m->score_table || !m->item_bag) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
+        memset(m->score_table, 0, vd * sizeof(float));
         memset(m->item_bag, 0, vd * sizeof(float));
-        m->Fin = m->F;
+        m->input_table = m->score_table;
     } else {
-        m->Fin = m->p.item_emb;
-        m->F = m->cfg.sep_out ? m->p.out_emb : m->p.item_emb;
+        m->input_table = m->p.item_emb;
+        m->score_table = m->cfg.sep_out ? m->p.out_emb : m->p.item_emb;
     }
     return DR_OK;
 }
@@ -261,7 +250,7 @@ void trm_model_free(trm_model *m) {
     if (!m) return;
     free(m->mem);
     if (m->cfg.model == TRM_PREF) {
-        free(m->F);
+        free(m->score_table);
         free(m->item_bag);
     }
     free(m->item_tok_off);
@@ -290,7 +279,7 @@ static void bag_mean(float *out, const float *table, const int32_t *ids, int n, 
 
 void trm__refresh_tables(trm_model *m) {
     if (m->cfg.model != TRM_PREF) {
-        m->F_ok = 1;
+        m->tables_fresh = 1;
         return;
     }
     int d = m->cfg.dim, V = m->V;
@@ -298,11 +287,11 @@ void trm__refresh_tables(trm_model *m) {
     for (int i = 0; i < V; i++)
         bag_mean(m->item_bag + (size_t)i * d, m->p.text_emb, m->item_tok + m->item_tok_off[i],
                  m->item_tok_off[i + 1] - m->item_tok_off[i], d);
-    nn_linear_forward(m->F, m->item_bag, m->p.item_txt_w, NULL, V, d, d);
+    nn_linear_forward(m->score_table, m->item_bag, m->p.item_txt_w, NULL, V, d, d);
     size_t vd = (size_t)V * d;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < vd; i++) m->F[i] += m->p.item_emb[i];
-    m->F_ok = 1;
+    for (size_t i = 0; i < vd; i++) m->score_table[i] += m->p.item_emb[i];
+    m->tables_fresh = 1;
 }
 
 static dr_rng site_rng(const trm_acts *a, int layer, int site) {
@@ -433,7 +422,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
     const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
     const float p = a->train ? c->dropout : 0.0f;
     const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
-    nn_embedding_forward(a->x0, m->Fin, a->ids, N, V, d);
+    nn_embedding_forward(a->x0, m->input_table, a->ids, N, V, d);
     const float sc = c->scale_emb ? sqrtf((float)d) : 1.0f;
     float *xs = c->emb_ln ? a->xe : a->x0; /* item + position; with emb_ln, x0 = LN(that) */
 #pragma omp parallel for schedule(static)
@@ -444,7 +433,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         for (int j = 0; j < d; j++) y[j] = x[j] * sc + pe[j];
     }
     if (c->emb_ln) nn_layernorm_forward(a->x0, a->lnem, a->lner, a->xe, m->p.lne_w, m->p.lne_b, N, d, c->ln_eps);
-    const float *x = drop(a, 99, 0, a->res0, a->em, a->x0, d, p);
+    const float *x = drop(a, 99, 0, a->res0, a->emb_mask, a->x0, d, p);
     const int nfull = a->last_only && !a->train ? c->layers - 1 : c->layers;
     for (int l = 0; l < nfull; l++) {
         trm_layer_p *P = &m->p.l[l];
@@ -458,15 +447,15 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         attn_cfg(m, a, l, &ac, &ar);
         nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
-        drop(a, l, 1, a->d0, A->om, a->d0, d, p);
+        drop(a, l, 1, a->d0, A->attn_out_mask, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
         const float *base, *cin = ffn_input(c, P, A, N, &base);
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
         else nn_gelu_forward(a->df1, A->f, Nf, NN_GELU_TANH);
-        const float *g = drop(a, l, 2, A->gd, A->gm, a->df1, f, p);
+        const float *g = drop(a, l, 2, A->gd, A->ffn_act_mask, a->df1, f, p);
         nn_linear_forward(a->d0, g, P->w2, P->b2, N, f, d);
-        drop(a, l, 3, a->d0, A->hm, a->d0, d, p);
+        drop(a, l, 3, a->d0, A->ffn_out_mask, a->d0, d, p);
         for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
         x = layer_output(c, P, A, N);
     }
@@ -521,11 +510,11 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
             ds2 = d1;
         }
         zero(d2, Nd);
-        nn_dropout_backward(d2, ds2, A->hm, Nd, p); /* dh */
+        nn_dropout_backward(d2, ds2, A->ffn_out_mask, Nd, p); /* dh */
         zero(a->df2, Nf);
         nn_linear_backward(a->df2, GP->w2, GP->b2, d2, A->gd, P->w2, N, f, d); /* d gd */
         zero(a->df1, Nf);
-        nn_dropout_backward(a->df1, a->df2, A->gm, Nf, p); /* d g */
+        nn_dropout_backward(a->df1, a->df2, A->ffn_act_mask, Nf, p); /* d g */
         zero(a->df2, Nf);
         if (c->act == TRM_ACT_RELU) nn_relu_backward(a->df2, a->df1, A->f, Nf);
         else nn_gelu_backward(a->df2, a->df1, A->f, Nf, NN_GELU_TANH);
@@ -541,7 +530,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
         }
         /* d0 = ds1 */
         zero(d1, Nd);
-        nn_dropout_backward(d1, d0, A->om, Nd, p); /* do */
+        nn_dropout_backward(d1, d0, A->attn_out_mask, Nd, p); /* do */
         zero(d2, Nd);
         nn_linear_backward(d2, GP->wo, GP->bo, d1, A->y, P->wo, N, d, d); /* dy */
         zero(a->dq, Nd);
@@ -564,7 +553,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
     }
     /* embeddings */
     zero(d1, Nd);
-    nn_dropout_backward(d1, d0, a->em, Nd, p);
+    nn_dropout_backward(d1, d0, a->emb_mask, Nd, p);
     if (c->emb_ln) { /* d1 = the gradient of item + position */
         zero(d2, Nd);
         nn_layernorm_backward(d2, g->lne_w, g->lne_b, d1, a->xe, m->p.lne_w, a->lnem, a->lner, N, d);

@@ -32,7 +32,7 @@ int trm_session_new(trm_session **out, trm_model *m) {
         trm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     }
-    if (!m->F_ok) trm__refresh_tables(m);
+    if (!m->tables_fresh) trm__refresh_tables(m);
     *out = s;
     return DR_OK;
 }
@@ -116,7 +116,7 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     if (rc) return rc;
     int d = m->cfg.dim, V = m->V;
     /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups) */
-    const float *F = m->F, *uu = s->u;
+    const float *F = m->score_table, *uu = s->u;
     for (int i = 0; i < V; i++) {
         const float *r = F + (size_t)i * d;
         float acc = 0;
@@ -135,8 +135,8 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
 }
 
 const float *trm_item_embeddings(trm_model *m) {
-    if (!m->F_ok) trm__refresh_tables(m);
-    return m->F;
+    if (!m->tables_fresh) trm__refresh_tables(m);
+    return m->score_table;
 }
 
 int trm_text_embedding(trm_model *m, const char *text, float *out) {

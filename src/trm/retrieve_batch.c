@@ -89,7 +89,7 @@ static void group(trm_model *m, slot *w, const request *r, const int *who, int B
         trm__topk_init(&acc[b], k, r->ids + (size_t)who[b] * k, r->scores + (size_t)who[b] * k);
     for (int32_t i0 = 1; i0 <= n_items; i0 += TRM_ITEM_BLOCK) {
         const int nb = n_items - i0 + 1 < TRM_ITEM_BLOCK ? n_items - i0 + 1 : TRM_ITEM_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nb, d, 1.0f, U, d, m->F + (size_t)i0 * d, d, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nb, d, 1.0f, U, d, m->score_table + (size_t)i0 * d, d, 0.0f,
                     w->tile, TRM_ITEM_BLOCK);
         for (int b = 0; b < B; b++) {
             float *s = w->tile + (size_t)b * TRM_ITEM_BLOCK;
@@ -138,7 +138,7 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
             return dr_error(DR_ERR_NOMEM, "trm_batch_new: out of memory (%d users)", max_users);
         }
     }
-    if (!m->F_ok) trm__refresh_tables(m);
+    if (!m->tables_fresh) trm__refresh_tables(m);
     *out = b;
     return DR_OK;
 }

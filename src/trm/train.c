@@ -19,26 +19,11 @@
 #define PREF_MAX_FEATS 24
 
 void trm_train_opts_default(trm_train_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->loss = TRM_LOSS_CE;
-    o->n_neg = 100;
-    o->lr = 1e-3f;
-    o->beta1 = 0.9f;
-    o->beta2 = 0.999f;
-    o->eps = 1e-8f;
-    o->weight_decay = 0.0f;
-    o->wd_params = TRM_WD_ALL;
-    o->grad_clip = 0.0f;
-    o->label_smoothing = 0.0f;
-    o->lr_schedule = TRM_LR_CONST;
-    o->warmup = 0;
-    o->batch = 256;
-    o->epochs = 200;
-    o->patience = 10;
-    o->eval_every = 1;
-    o->valid_users = TRM_VALID_USERS_AUTO;
-    o->seed = 1;
-    o->pref_empty_p = 0.3f;
+    /* the fields not named are 0: no decay, clipping, smoothing or warmup; no resume */
+    *o = (trm_train_opts){.loss = TRM_LOSS_CE, .n_neg = 100,
+                          .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .wd_params = TRM_WD_ALL,
+                          .lr_schedule = TRM_LR_CONST, .batch = 256, .epochs = 200, .patience = 10, .eval_every = 1,
+                          .valid_users = TRM_VALID_USERS_AUTO, .seed = 1, .pref_empty_p = 0.3f};
 }
 
 /* Per-trainer state. */
@@ -163,7 +148,7 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
 static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, double *loss_out) {
     trm_model *m = t->m;
     const int d = m->cfg.dim, V = m->V, ni = m->cfg.n_items;
-    const float *F = m->F;
+    const float *F = m->score_table;
     memset(t->dUv, 0, (size_t)n * d * sizeof(float));
     double loss = 0;
     int rc = DR_OK;

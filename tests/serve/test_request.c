@@ -167,6 +167,9 @@ TEST(metrics_text) {
     CHECK(strstr(b.p, "deeprec_queue_depth 4\n") && strstr(b.p, "deeprec_active_sequences 2\n") &&
           strstr(b.p, "deeprec_sessions 3\n"));
     CHECK(strstr(b.p, "deeprec_prefix_cache_hits_total 5\n") && strstr(b.p, "deeprec_prefix_cache_reused_tokens_total 1760\n"));
+    CHECK(strstr(b.p, "# HELP deeprec_queue_depth Engine jobs waiting for a slot.\n# TYPE deeprec_queue_depth gauge\n"
+                      "deeprec_queue_depth 4\n"));
+    CHECK(strstr(b.p, "# TYPE deeprec_episodes_total counter\ndeeprec_episodes_total 2\n"));
     CHECK(!strstr(b.p, "/v1/completions")); /* endpoints never hit are not listed */
     dr_buf_free(&b);
     serve_metrics_destroy(&m);

@@ -767,11 +767,11 @@ static fwd_out forward_rows(trm_model *m, trm_acts *a, int32_t *const *seqs, con
     size_t nd = (size_t)a->N * c->dim, nf = (size_t)a->N * c->ffn_dim;
     fwd_out o = {malloc(nd + (size_t)c->layers * (2 * nd + nf)), malloc(nd * sizeof(float))};
     uint8_t *p = o.mask;
-    memcpy(p, a->em, nd), p += nd;
+    memcpy(p, a->emb_mask, nd), p += nd;
     for (int l = 0; l < c->layers; l++) {
-        memcpy(p, a->l[l].om, nd), p += nd;
-        memcpy(p, a->l[l].gm, nf), p += nf;
-        memcpy(p, a->l[l].hm, nd), p += nd;
+        memcpy(p, a->l[l].attn_out_mask, nd), p += nd;
+        memcpy(p, a->l[l].ffn_act_mask, nf), p += nf;
+        memcpy(p, a->l[l].ffn_out_mask, nd), p += nd;
     }
     memcpy(o.u, U, nd * sizeof(float));
     return o;
