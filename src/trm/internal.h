@@ -91,7 +91,10 @@ typedef struct trm_acts {
     int32_t *ptok_off;          /* [N + 1] pseudo-preference bucket ids per row */
     int32_t *ptok;              /* capacity ptok_cap */
     int ptok_cap;
-    /* backward scratch */
+    /* Backward scratch. d0, d1, d2 are three [N, d] buffers that the backward rotates through
+     * (each use names the gradient it holds: dh, dc, do, dy...), and the forward borrows for its
+     * projections' outputs before the residual sums; dq, dk, dv, df1, df2, datt are named by the
+     * gradient they hold. */
     float *d0, *d1, *d2, *dq, *dk, *dv, *df1, *df2, *datt;
     float *dU;                  /* [N, d] gradient of the user vectors */
 } trm_acts;
