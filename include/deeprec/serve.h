@@ -34,8 +34,15 @@ typedef struct serve_opts {
     int max_sessions;      /* open client connections (32) */
     int max_tokens;        /* tokens one completion may ask for (2048) */
     int slots;             /* sequences decoded together (8); the continuous batch of completions
-                              and the largest rollout batch of /v1/recommend */
+                              and the largest rollout batch of /v1/recommend, split among the
+                              recommendation engines */
     int batching;          /* 1: requests share decode steps; 0: one request at a time */
+    /* Recommendation engines (1): each a thread with its own model session, TRM session and
+     * prompt-preamble cache, all taking /v1/recommend jobs from the one queue, with the
+     * server's OpenMP threads split among them. Batching shares weight reads inside an engine;
+     * more engines use more cores at once (the prefill of each episode's own text, which no
+     * batch shares, is most of a deeprec episode: docs/serve.md). */
+    int rec_engines;
     int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
     /* /v1/recommend's agent (agent_rollout_opts_default): chat prompts, max_hist, tool_k,
      * max_calls (rerank: 1), max_turn_tokens, both constraints; samples, max_ctx (= n_ctx)

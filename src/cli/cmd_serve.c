@@ -58,6 +58,8 @@ static int cmd_serve(int argc, char **argv) {
         {"--max-tokens", CLI_INT, &so.max_tokens, "max_tokens one completion may ask for (2048)"},
         {"--slots", CLI_INT, &so.slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
+        {"--rec-engines", CLI_INT, &so.rec_engines,
+         "recommendation engines, each on its own thread with its share of the threads (1)"},
         CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         CLI_KV_TYPE_OPT(kv_name),

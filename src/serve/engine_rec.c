@@ -55,11 +55,12 @@ static int g_decode(void *c, const int *slots, int n, const agent_allow *allow, 
     return g->inner.decode(g->inner.ctx, slots, n, allow, tokens, lps);
 }
 
-int serve_agent_model_new(const serve_shared *sh, int n, float temperature, float top_p, uint64_t seed, agent_model *m) {
+int serve_agent_model_new(const serve_shared *sh, agent_prefix_cache *prefix, int n, float temperature, float top_p,
+                          uint64_t seed, agent_model *m) {
     if (sh->llm) {
         agent_llm_opts lo = {n, sh->opts.n_ctx, temperature, 0, top_p, seed, 0};
         int rc = agent_model_llm_new(m, sh->llm, sh->tok, &lo);
-        if (!rc) agent_model_llm_share_prefix(m, sh->prefix);
+        if (!rc && prefix) agent_model_llm_share_prefix(m, prefix);
         return rc;
     }
     serve_remote_opts o = sh->remote;
@@ -89,11 +90,12 @@ static void timeout_err(serve_shared *sh, serve_job *j) {
     finish_err(sh, j, &e);
 }
 
-static void run_trm(serve_shared *sh, serve_job *j) {
+static void run_trm(serve_rec_engine_ctx *ec, serve_job *j) {
+    serve_shared *sh = ec->sh;
     int32_t items[AGENT_TOOL_K];
     float scores[AGENT_TOOL_K];
     int n = 0;
-    int rc = sh->tool.retrieve(sh->tool.ctx, j->hist, j->n_hist, "", AGENT_TOOL_K, items, scores, &n);
+    int rc = ec->tool.retrieve(ec->tool.ctx, j->hist, j->n_hist, "", AGENT_TOOL_K, items, scores, &n);
     j->t_end = dr_now();
     pthread_mutex_lock(&sh->mu);
     if (rc) {
@@ -110,7 +112,8 @@ static void run_trm(serve_shared *sh, serve_job *j) {
     pthread_mutex_unlock(&sh->mu);
 }
 
-static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
+static void run_agent(serve_rec_engine_ctx *ec, serve_job **jobs, int n) {
+    serve_shared *sh = ec->sh;
     const serve_rec_req *r0 = &jobs[0]->rec;
     agent_request *reqs = calloc((size_t)n, sizeof *reqs);
     char **prefs = calloc((size_t)n, sizeof *prefs);
@@ -125,7 +128,7 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
             reqs[i].forced_preference = prefs[i];
         }
     }
-    if (!rc) rc = serve_agent_model_new(sh, n, (float)r0->temperature, (float)r0->top_p, r0->seed, &model);
+    if (!rc) rc = serve_agent_model_new(sh, ec->prefix, n, (float)r0->temperature, (float)r0->top_p, r0->seed, &model);
     if (!rc) {
         guard g = {model, jobs, n};
         agent_model gm = model;
@@ -141,7 +144,7 @@ static void run_agent(serve_shared *sh, serve_job **jobs, int n) {
         ro.samples = 1;
         if (r0->mode == SERVE_RERANK) ro.max_calls = 1;
         ro.max_ctx = sh->opts.n_ctx;
-        rc = agent_rollout(&gm, &sh->tool, sh->cat, reqs, n, &ro, &eps);
+        rc = agent_rollout(&gm, &ec->tool, sh->cat, reqs, n, &ro, &eps);
     }
     double t_end = dr_now();
     serve_err e;
@@ -251,7 +254,8 @@ static void st_done(void *ctx, agent_episode *e) {
     free(e);
 }
 
-static void run_stream(serve_shared *sh, const agent_model *greedy, serve_job *first, serve_job **live, int cap) {
+static void run_stream(serve_rec_engine_ctx *ec, const agent_model *greedy, serve_job *first, serve_job **live, int cap) {
+    serve_shared *sh = ec->sh;
     rec_stream rs = {sh, first, live, cap};
     agent_rollout_stream st = {st_next, st_done, &rs};
     agent_rollout_opts ro = sh->opts.rollout;
@@ -259,7 +263,7 @@ static void run_stream(serve_shared *sh, const agent_model *greedy, serve_job *f
     ro.max_ctx = sh->opts.n_ctx;
     ro.stream = &st;
     agent_episode *eps = NULL;
-    int rc = agent_rollout(greedy, &sh->tool, sh->cat, NULL, 0, &ro, &eps);
+    int rc = agent_rollout(greedy, &ec->tool, sh->cat, NULL, 0, &ro, &eps);
     agent_episodes_free(eps, 0);
     if (rc || rs.first) { /* the jobs whose episodes did not end */
         serve_err e;
@@ -284,14 +288,18 @@ static int compatible(const serve_job *a, const serve_job *b) {
 }
 
 void *serve_rec_engine(void *arg) {
-    serve_shared *sh = arg;
-    dr_threads_set(sh->threads);
-    int cap = sh->opts.batching ? sh->opts.slots : 1;
+    serve_rec_engine_ctx *ec = arg;
+    serve_shared *sh = ec->sh;
+    dr_threads_set(ec->threads);
+    /* the slots are the server's: each engine batches its share, so a stream that frees a slot
+     * first cannot take every request while another engine waits */
+    int share = sh->opts.slots / sh->opts.rec_engines;
+    int cap = sh->opts.batching ? (share > 0 ? share : 1) : 1;
     serve_job **batch = calloc((size_t)cap, sizeof *batch);
     serve_job **live = calloc((size_t)cap, sizeof *live);
     /* the greedy model of the stream lives as long as the engine */
     agent_model greedy = {0};
-    int have_greedy = sh->opts.batching && live && serve_agent_model_new(sh, cap, 0.0f, 1.0f, 1, &greedy) == DR_OK;
+    int have_greedy = sh->opts.batching && live && serve_agent_model_new(sh, ec->prefix, cap, 0.0f, 1.0f, 1, &greedy) == DR_OK;
     dr_error_clear();
     pthread_mutex_lock(&sh->mu);
     for (;;) {
@@ -326,12 +334,12 @@ void *serve_rec_engine(void *arg) {
         if (!n) continue;
         pthread_mutex_unlock(&sh->mu);
         if (have_greedy && streamable(batch[0])) {
-            run_stream(sh, &greedy, batch[0], live, cap);
+            run_stream(ec, &greedy, batch[0], live, cap);
             pthread_mutex_lock(&sh->mu);
             continue;
         }
-        if (batch[0]->rec.mode == SERVE_TRM) run_trm(sh, batch[0]);
-        else run_agent(sh, batch, n);
+        if (batch[0]->rec.mode == SERVE_TRM) run_trm(ec, batch[0]);
+        else run_agent(ec, batch, n);
         pthread_mutex_lock(&sh->mu);
         for (int i = 0; i < n; i++) serve_job_unref(batch[i]);
     }

@@ -160,20 +160,33 @@ typedef struct serve_shared {
     serve_remote_opts remote;      /* remote.url NULL: the local llm */
     char *remote_model, *remote_url, *remote_key; /* owned copies behind remote */
     agent_catalog *cat;
-    agent_tool tool;
-    /* the prompt preambles' KV, computed once for the server's life: every model of the
-     * recommendation engine starts its prompts from it (used by that thread only) */
-    agent_prefix_cache *prefix;
-    int threads;             /* OpenMP threads of the thread that started the server: the engines use as many */
+    int threads;             /* OpenMP threads of the thread that started the server: the completion
+                                engine uses as many, the recommendation engines share them */
     int32_t im_end;          /* "<|im_end|>" token or -1 */
     serve_metrics metrics;
 } serve_shared;
 
-/* The agent's model for n sequences: the local LLM, or the remote server. */
-int serve_agent_model_new(const serve_shared *sh, int n, float temperature, float top_p, uint64_t seed, agent_model *m);
+/* One recommendation engine: its thread and what only that thread touches. */
+#define SERVE_MAX_REC_ENGINES 16
+typedef struct serve_rec_engine_ctx {
+    serve_shared *sh;
+    agent_tool tool;            /* its own TRM session */
+    int have_tool;
+    /* the prompt preambles' KV, computed once for the server's life: every model of this
+     * engine starts its prompts from it (NULL with a remote LLM) */
+    agent_prefix_cache *prefix;
+    int threads;                /* its OpenMP threads: the server's, split among the engines */
+    pthread_t thread;
+} serve_rec_engine_ctx;
+
+/* The agent's model for n sequences: the local LLM (starting its prompts from prefix, may be
+ * NULL), or the remote server. */
+int serve_agent_model_new(const serve_shared *sh, agent_prefix_cache *prefix, int n, float temperature, float top_p,
+                          uint64_t seed, agent_model *m);
 void serve_agent_model_free(const serve_shared *sh, agent_model *m);
 
-/* engine_rec.c / engine_gen.c: the two worker loops (thread entry points, arg = serve_shared). */
+/* engine_rec.c / engine_gen.c: the worker loops (thread entry points; arg: a
+ * serve_rec_engine_ctx for the recommendation engines, the serve_shared for completions). */
 void *serve_rec_engine(void *arg);
 void *serve_gen_engine(void *arg);
 /* Drop a reference (server mutex held). */

@@ -18,8 +18,10 @@
 struct serve_server {
     serve_shared sh;
     struct MHD_Daemon *d;
-    pthread_t t_rec, t_gen;
-    int threads;      /* engine threads started */
+    serve_rec_engine_ctx *rec; /* [sh.opts.rec_engines] */
+    int n_rec;        /* recommendation engine threads started */
+    pthread_t t_gen;
+    int gen_started;
     int sessions;     /* open connections (atomic) */
     long long next_id;
     int port;
@@ -29,7 +31,7 @@ void serve_opts_default(serve_opts *o) {
     /* loopback, no API key; the limits, each answered with its own 4xx or 503 */
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .model_name = "deeprec",
                       .max_body = 1 << 20, .timeout_s = 300, .max_queue = 64, .max_sessions = 32, .max_tokens = 2048,
-                      .slots = 8, .batching = 1};
+                      .slots = 8, .batching = 1, .rec_engines = 1};
     agent_rollout_opts_default(&o->rollout);
 }
 
@@ -312,7 +314,11 @@ static enum MHD_Result do_metrics(serve_server *srv, struct MHD_Connection *c, r
     int depth = sh->n_q_rec + sh->n_q_gen, active = sh->active_seqs;
     pthread_mutex_unlock(&sh->mu);
     serve_gauges g = {depth, active, __atomic_load_n(&srv->sessions, __ATOMIC_RELAXED), 0, 0};
-    agent_prefix_cache_stats(sh->prefix, &g.prefix_hits, &g.prefix_reused_tokens);
+    for (int e = 0; e < sh->opts.rec_engines; e++) {
+        int64_t hits = 0, reused = 0;
+        agent_prefix_cache_stats(srv->rec[e].prefix, &hits, &reused);
+        g.prefix_hits += hits, g.prefix_reused_tokens += reused;
+    }
     dr_buf b = {0};
     int rc = serve_metrics_render(&sh->metrics, &g, &b);
     enum MHD_Result ok = rc ? MHD_NO : send_buf(c, r, 200, "text/plain; version=0.0.4", b.p, b.n);
@@ -445,6 +451,8 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
     if (ro && o->rollout.constrain_titles)
         return dr_error(DR_ERR_ARG, "serve: constrained answers need the model's logits, which a remote LLM does not give");
     if (o->slots < 1 || o->slots > 64) return dr_error(DR_ERR_ARG, "serve: slots must be in 1..64 (got %d)", o->slots);
+    if (o->rec_engines < 1 || o->rec_engines > SERVE_MAX_REC_ENGINES)
+        return dr_error(DR_ERR_ARG, "serve: rec_engines must be in 1..%d (got %d)", SERVE_MAX_REC_ENGINES, o->rec_engines);
     if (o->max_tokens < 1 || o->max_queue < 0 || o->max_sessions < 1 || !(o->timeout_s > 0) || o->max_body < 1)
         return dr_error(DR_ERR_ARG, "serve: limits must be positive (max_tokens, max_sessions, timeout, max_body; "
                                     "max_queue >= 0)");
@@ -505,18 +513,32 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
     pthread_cond_init(&sh->cv_work, NULL);
     pthread_cond_init(&sh->cv_done, NULL);
     serve_metrics_init(&sh->metrics);
-    if ((rc = agent_catalog_build(in->data, &sh->cat)) || (rc = agent_tool_trm_new(&sh->tool, in->trm, 1))) goto fail;
-    if (sh->llm && (rc = agent_prefix_cache_new(&sh->prefix, sh->llm, sh->tok))) goto fail;
-    if (pthread_create(&srv->t_rec, NULL, serve_rec_engine, sh)) {
-        rc = dr_error(DR_ERR_INTERNAL, "serve: could not start the recommendation engine thread");
+    if ((rc = agent_catalog_build(in->data, &sh->cat))) goto fail;
+    /* every engine's tool and cache are made here, before any thread runs: the TRM's scoring
+     * table is refreshed by the first session, once */
+    int ne = sh->opts.rec_engines;
+    if (!(srv->rec = calloc((size_t)ne, sizeof *srv->rec))) {
+        rc = dr_error(DR_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    srv->threads = 1;
+    for (int e = 0; e < ne; e++) {
+        serve_rec_engine_ctx *ec = &srv->rec[e];
+        ec->sh = sh;
+        ec->threads = sh->threads / ne > 0 ? sh->threads / ne : 1;
+        if ((rc = agent_tool_trm_new(&ec->tool, in->trm, 1))) goto fail;
+        ec->have_tool = 1;
+        if (sh->llm && (rc = agent_prefix_cache_new(&ec->prefix, sh->llm, sh->tok))) goto fail;
+    }
+    for (; srv->n_rec < ne; srv->n_rec++)
+        if (pthread_create(&srv->rec[srv->n_rec].thread, NULL, serve_rec_engine, &srv->rec[srv->n_rec])) {
+            rc = dr_error(DR_ERR_INTERNAL, "serve: could not start recommendation engine thread %d", srv->n_rec + 1);
+            goto fail;
+        }
     if (sh->llm && pthread_create(&srv->t_gen, NULL, serve_gen_engine, sh)) {
         rc = dr_error(DR_ERR_INTERNAL, "serve: could not start the completion engine thread");
         goto fail;
     }
-    if (sh->llm) srv->threads = 2;
+    srv->gen_started = sh->llm != NULL;
     srv->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, (uint16_t)o->port, NULL,
                               NULL, handle, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                               MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_NOTIFY_CONNECTION, notify_conn, srv,
@@ -546,8 +568,8 @@ void serve_stop(serve_server *srv) {
     pthread_cond_broadcast(&sh->cv_done);
     pthread_mutex_unlock(&sh->mu);
     if (srv->d) MHD_stop_daemon(srv->d);
-    if (srv->threads >= 1) pthread_join(srv->t_rec, NULL);
-    if (srv->threads >= 2) pthread_join(srv->t_gen, NULL);
+    for (int e = 0; e < srv->n_rec; e++) pthread_join(srv->rec[e].thread, NULL);
+    if (srv->gen_started) pthread_join(srv->t_gen, NULL);
     /* jobs still queued: only the engines' references are left */
     serve_job *qs[2] = {sh->q_rec, sh->q_gen};
     for (int q = 0; q < 2; q++)
@@ -555,9 +577,12 @@ void serve_stop(serve_server *srv) {
             nx = j->next;
             serve_job_unref(j);
         }
-    agent_tool_trm_free(&sh->tool);
+    for (int e = 0; srv->rec && e < sh->opts.rec_engines; e++) {
+        if (srv->rec[e].have_tool) agent_tool_trm_free(&srv->rec[e].tool);
+        agent_prefix_cache_free(srv->rec[e].prefix);
+    }
+    free(srv->rec);
     agent_catalog_free(sh->cat);
-    agent_prefix_cache_free(sh->prefix);
     free(sh->remote_model);
     free(sh->remote_url);
     free(sh->remote_key);
