@@ -22,6 +22,7 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && (__GNUC__ >= 8)
 #include <immintrin.h>
+#include "transpose16.h"
 #define GM_TGT __attribute__((target("avx512f")))
 #define PANEL 32 /* weight rows per panel: two 16-lane registers */
 #define TJ 12    /* tokens per register tile: 24 accumulators of 32 registers */
@@ -62,34 +63,6 @@ GM_TGT static void tile_j(const float *wp, const float *x, size_t ldx, int kc, i
 #undef T
 }
 
-/* v[i] = row i of a 16 x 16 block -> v[m] = column m (unpack pairs, then quads, then 128-bit
- * lanes: 64 shuffles per 256 values). */
-static inline __attribute__((always_inline)) GM_TGT void transpose16(__m512 v[16]) {
-    __m512 t[16], s[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) { /* s[4i + c], 128-bit lane L: column 4L + c of rows 4i..4i+3 */
-        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-        s[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        s[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        s[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-        s[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 a = _mm512_shuffle_f32x4(s[c], s[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 b = _mm512_shuffle_f32x4(s[c], s[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512 e = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 f = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        v[c] = _mm512_shuffle_f32x4(a, e, _MM_SHUFFLE(2, 0, 2, 0));
-        v[8 + c] = _mm512_shuffle_f32x4(a, e, _MM_SHUFFLE(3, 1, 3, 1));
-        v[4 + c] = _mm512_shuffle_f32x4(b, f, _MM_SHUFFLE(2, 0, 2, 0));
-        v[12 + c] = _mm512_shuffle_f32x4(b, f, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-
 /* Columns k0..k0+kc-1 of the panel's rows src[0..PANEL-1] (NULL: a missing row, zeros) into
  * wp[kc][PANEL], transposed 16 x 16 at a time in registers (element by element, the packing
  * took a third as long as the products at 512 tokens: perf). */
@@ -100,7 +73,7 @@ GM_TGT static void pack_block(const float *const *src, int k0, int kc, float *wp
             __m512 v[16];
             for (int i = 0; i < 16; i++)
                 v[i] = src[h + i] ? _mm512_loadu_ps(src[h + i] + k0 + k) : _mm512_setzero_ps();
-            transpose16(v);
+            llm_transpose16(v);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(wp + (size_t)(k + i) * PANEL + h, v[i]);
         }
     for (; k < kc; k++)
