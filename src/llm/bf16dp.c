@@ -16,10 +16,14 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && (__GNUC__ >= 10)
 #include <immintrin.h>
+#include "transpose16.h"
 #define BF_TGT __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #define ROWS_PER_BLOCK 64
 #define TILE_R 4
 #define TILE_J 6
+#ifndef PANEL_MIN_N
+#define PANEL_MIN_N 64 /* batches from which the panels below take over (prefill) */
+#endif
 
 BF_TGT static void to_bf16(const float *x, size_t n, uint16_t *out) {
     size_t i = 0;
@@ -78,6 +82,145 @@ BF_TGT static void tail_rows(const uint16_t *w, size_t ldw, const uint16_t *x, i
     for (int r = 0; r < R; r++) tile(w + (size_t)r * ldw, ldw, x, 0, 1, 1, K, y + r, 0);
 }
 
+/* ---- prefill: panels in the outer-product form (as f32gemm.c, with pairs of k)
+ * Each thread takes panels of 32 weight rows and packs a block of PKC columns of one as
+ * [k / 2][32 rows][2] (a row's pair of bf16 is one 32-bit lane); for every tile of 12 tokens,
+ * 2 x 12 accumulators of 16 rows stay in registers: per pair of k, two loads of the panel, 12
+ * broadcasts of the token's pair, 24 vdpbf16ps. No horizontal sums (the 4 x 6 tiles above spend
+ * a reduction per output over the whole width), and 32 rows share each broadcast. */
+#define PANEL 32
+#define PJ 12
+#define PKC 512 /* k per block, even: a 32 KB packed block */
+
+static inline __attribute__((always_inline)) BF_TGT void ptile(const uint32_t *wp, const uint16_t *x, size_t ldx,
+                                                               int kcp, const int J, float *y, size_t ldy,
+                                                               __mmask16 m0, __mmask16 m1, int add) {
+    __m512 a0[PJ], a1[PJ];
+    for (int j = 0; j < J; j++) {
+        a0[j] = add ? _mm512_maskz_loadu_ps(m0, y + (size_t)j * ldy) : _mm512_setzero_ps();
+        a1[j] = add ? _mm512_maskz_loadu_ps(m1, y + (size_t)j * ldy + 16) : _mm512_setzero_ps();
+    }
+    for (int kp = 0; kp < kcp; kp++) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(wp + (size_t)kp * PANEL));
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(wp + (size_t)kp * PANEL + 16));
+        for (int j = 0; j < J; j++) {
+            int32_t pair;
+            memcpy(&pair, x + (size_t)j * ldx + 2 * (size_t)kp, sizeof pair);
+            __m512bh b = (__m512bh)_mm512_set1_epi32(pair);
+            a0[j] = _mm512_dpbf16_ps(a0[j], w0, b);
+            a1[j] = _mm512_dpbf16_ps(a1[j], w1, b);
+        }
+    }
+    for (int j = 0; j < J; j++) {
+        _mm512_mask_storeu_ps(y + (size_t)j * ldy, m0, a0[j]);
+        _mm512_mask_storeu_ps(y + (size_t)j * ldy + 16, m1, a1[j]);
+    }
+}
+
+BF_TGT static void ptile_j(const uint32_t *wp, const uint16_t *x, size_t ldx, int kcp, int J, float *y, size_t ldy,
+                           __mmask16 m0, __mmask16 m1, int add) {
+#define T(JJ) ptile(wp, x, ldx, kcp, JJ, y, ldy, m0, m1, add); return
+    switch (J) {
+    case 1: T(1); case 2: T(2); case 3: T(3); case 4: T(4); case 5: T(5); case 6: T(6);
+    case 7: T(7); case 8: T(8); case 9: T(9); case 10: T(10); case 11: T(11); default: T(12);
+    }
+#undef T
+}
+
+/* Columns k0..k0+kc-1 (k0, kc even) of the panel's bf16 rows src[0..PANEL-1] (NULL: zeros) into
+ * wp[kc / 2][PANEL] pairs, 16 pairs of 16 rows transposed at a time in registers. */
+BF_TGT static void pack_pairs(const uint16_t *const *src, int k0, int kc, uint32_t *wp) {
+    const int np = kc / 2;
+    int p = 0;
+    for (; p + 16 <= np; p += 16)
+        for (int h = 0; h < PANEL; h += 16) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = src[h + i] ? _mm512_castsi512_ps(_mm512_loadu_si512((const void *)(src[h + i] + k0 + 2 * p)))
+                                  : _mm512_setzero_ps();
+            llm_transpose16(v);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps((float *)(wp + (size_t)(p + i) * PANEL + h), v[i]);
+        }
+    for (; p < np; p++)
+        for (int r = 0; r < PANEL; r++) {
+            uint32_t pr = 0;
+            if (src[r]) memcpy(&pr, src[r] + k0 + 2 * p, sizeof pr);
+            wp[(size_t)p * PANEL + r] = pr;
+        }
+}
+
+/* y = x W^T for n >= 1 with xb the bf16 activations; K even. 0, or -1 when out of memory. */
+BF_TGT static int panels(const llm_mat *w, const uint16_t *xb, int n, float *y) {
+    const int rows = w->rows, K = w->cols, np = (rows + PANEL - 1) / PANEL, direct = w->type == GGML_TYPE_BF16;
+    const int ntj = (n + PJ - 1) / PJ;
+    int failed = 0;
+#pragma omp parallel
+    {
+        /* wp: one packed block; tmp, frow: the panel's rows expanded and rounded (types other than BF16) */
+        uint32_t *wp = malloc((size_t)PKC / 2 * PANEL * sizeof *wp);
+        uint16_t *tmp = direct ? NULL : malloc((size_t)K * PANEL * sizeof *tmp);
+        float *frow = direct ? NULL : malloc((size_t)K * sizeof *frow);
+        const int ok = wp && (direct || (tmp && frow));
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int p = 0; p < np; p++) {
+            if (!ok) continue;
+            const int r0 = p * PANEL, nr = rows - r0 < PANEL ? rows - r0 : PANEL;
+            const __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+            const __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1);
+            const uint16_t *src[PANEL];
+            for (int r = 0; r < PANEL; r++) {
+                src[r] = NULL;
+                if (r >= nr) continue;
+                if (direct) src[r] = (const uint16_t *)((const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes);
+                else {
+                    llm_mat_row(w, r0 + r, frow);
+                    to_bf16(frow, (size_t)K, tmp + (size_t)r * K);
+                    src[r] = tmp + (size_t)r * K;
+                }
+            }
+            for (int k0 = 0; k0 < K; k0 += PKC) {
+                const int kc = K - k0 < PKC ? K - k0 : PKC;
+                pack_pairs(src, k0, kc, wp);
+                for (int t = 0; t < ntj; t++) {
+                    const int j0 = t * PJ;
+                    ptile_j(wp, xb + (size_t)j0 * K + k0, (size_t)K, kc / 2, n - j0 < PJ ? n - j0 : PJ,
+                            y + (size_t)j0 * rows + r0, (size_t)rows, m0, m1, k0 > 0);
+                }
+            }
+        }
+        free(wp);
+        free(tmp);
+        free(frow);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---- decode, one token: w_r . x one row at a time, so each thread reads one forward stream
+ * (its contiguous share of the rows), prefetched BF_AHEAD bytes ahead; the 4-row tiles read 4
+ * streams at once, more than the hardware prefetcher follows. */
+#define BF_AHEAD 4096
+BF_TGT static float row1(const uint16_t *w, const uint16_t *x, int K) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 64 <= K; k += 64) {
+        _mm_prefetch((const char *)(w + k) + BF_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + k) + BF_AHEAD + 64, _MM_HINT_T0);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                              (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),
+                              (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32)));
+    }
+    for (; k < K; k += 32) { /* the last K % 64 values, zero-filled on both sides */
+        __mmask32 m = K - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (K - k)) - 1);
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(m, w + k), (__m512bh)_mm512_maskz_loadu_epi16(m, x + k));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
 int llm_bf16dp_available(void) {
     static int have = -1; /* relaxed atomics: racing callers store the same value */
     int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
@@ -97,6 +240,17 @@ int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {
     uint16_t *xb = malloc((size_t)n * K * sizeof *xb);
     if (!xb) return -1;
     to_bf16(x, (size_t)n * K, xb);
+    if (n >= PANEL_MIN_N && K % 2 == 0) {
+        int rc = panels(w, xb, n, y);
+        free(xb);
+        return rc;
+    }
+    if (n == 1 && direct) {
+#pragma omp parallel for schedule(static) if ((double)rows * K > 65536)
+        for (int r = 0; r < rows; r++) y[r] = row1((const uint16_t *)((const uint8_t *)w->data + (size_t)r * w->row_bytes), xb, K);
+        free(xb);
+        return 0;
+    }
     const size_t ldw = direct ? w->row_bytes / 2 : (size_t)K;
     const int nblk = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     double work = (double)rows * K * n;

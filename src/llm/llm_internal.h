@@ -33,6 +33,10 @@ int llm_bf16dp_available(void);
 /* The batch size from which the block types take the prefill path (sgemm, or bf16 tiles when fast). */
 int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
+/* Any in-place type as fp32 panels times fp32 activations with AVX-512 (f32gemm.c), for
+ * prefill batches; -1 (nothing to use) without AVX-512, with DEEPREC_GEMM=blas, or no memory. */
+int llm_f32gemm_available(void);
+int llm_f32gemm(const llm_mat *w, const float *x, int n, float *y);
 
 /* Q4_0 repacked 4 rows at a time (q4x.c has the layout; llm_mat.packed). */
 #define LLM_Q4X_ROWS 4

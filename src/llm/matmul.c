@@ -455,7 +455,9 @@ static int direct_type(uint32_t t) {
 
 void llm_matmul(const llm_mat *w, const float *x, int n, float *y) {
     if (n <= 0 || w->rows <= 0) return;
-    if (n >= SGEMM_MIN_N) matmul_sgemm(w, x, n, y);
+    if (n >= SGEMM_MIN_N) {
+        if (llm_f32gemm(w, x, n, y)) matmul_sgemm(w, x, n, y);
+    }
     else if (direct_type(w->type)) matmul_direct(w, x, n, y);
     else llm_matmul_rows_exact(w, x, n, y);
 }

@@ -345,16 +345,19 @@ TEST(llm_kv_f16) {
     llm_model_free(m);
 }
 
-/* Kernel check: llm_matmul for every type and batch size against a double loop. */
+/* Kernel check: llm_matmul for every type and batch size against a double loop. Batches from
+ * 64 take the prefill path (f32gemm with AVX-512, else sgemm): 70 and 95 leave partial 12-token
+ * tiles, 37 rows a partial 32-row panel, and width 1027 a partial second k block of 512. */
 TEST(llm_matmul_kernels) {
-    for (int pass = 0; pass < 2; pass++) {
-    const int rows = 37, cols = pass ? 203 : 96 + 32 * 3; /* 203: tails for the float types */
+    for (int pass = 0; pass < 3; pass++) {
+    const int rows = 37, cols = pass == 2 ? 1027 : pass ? 203 : 96 + 32 * 3; /* 203, 1027: tails for the float types */
+    const int nmax = 95;
     uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0};
-    float *wf = malloc((size_t)rows * cols * 4), *x = malloc((size_t)70 * cols * 4);
+    float *wf = malloc((size_t)rows * cols * 4), *x = malloc((size_t)nmax * cols * 4);
     dr_rng g;
     dr_rng_seed(&g, 11);
     for (int i = 0; i < rows * cols; i++) wf[i] = dr_rng_normal(&g);
-    for (int i = 0; i < 70 * cols; i++) x[i] = dr_rng_normal(&g);
+    for (int i = 0; i < nmax * cols; i++) x[i] = dr_rng_normal(&g);
     for (int ti = 0; ti < (pass ? 3 : 4); ti++) {
         llm_mat w = {0};
         w.type = types[ti], w.rows = rows, w.cols = cols;
@@ -370,7 +373,7 @@ TEST(llm_matmul_kernels) {
         }
         w.data = buf;
         float *row = malloc((size_t)cols * 4);
-        for (int n = 1; n <= 70; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70: direct and sgemm paths */
+        for (int n = 1; n <= nmax; n = n < 20 ? n + 1 : n + 25) { /* 1..20, 45, 70, 95: direct and prefill paths */
             float *y = malloc((size_t)n * rows * 4);
             llm_matmul(&w, x, n, y);
             double worst = 0;
@@ -382,7 +385,7 @@ TEST(llm_matmul_kernels) {
                     double e = fabs(s - y[(size_t)j * rows + r]);
                     worst = e > worst ? e : worst;
                 }
-            CHECK_MSG(worst < 1e-3, "%s n=%d: max err %g", ggml_type_name(types[ti]), n, worst);
+            CHECK_MSG(worst < 1e-3, "%s cols %d n=%d: max err %g", ggml_type_name(types[ti]), cols, n, worst);
             free(y);
         }
         free(row);

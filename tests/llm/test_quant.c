@@ -468,14 +468,16 @@ TEST(quant_cli_logits) {
 
 /* BF16 weights on the fast path (AVX512_BF16 when the CPU has it): against a double loop over the
  * weights and the bf16-rounded activations; column tails, 37 rows, batches 1..20 and two
- * prefill sizes. Without the instructions the fast path is the exact one. */
+ * prefill sizes (the 32-row panels from 64: 70 leaves a partial 12-token tile, width 1030 a
+ * partial second k block and an odd count of pairs; the odd width 203 keeps the 4 x 6 tiles).
+ * Without the instructions the fast path is the exact one. */
 TEST(quant_bf16_fast_kernel) {
     dr_rng g;
     dr_rng_seed(&g, 13);
     const int rows = 37, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 64, 70};
     const int rounded = llm_bf16dp_available();
-    for (int pass = 0; pass < 2; pass++) {
-        const int cols = pass ? 203 : 224;
+    for (int pass = 0; pass < 3; pass++) {
+        const int cols = pass == 2 ? 1030 : pass ? 203 : 224;
         uint16_t *wb = malloc((size_t)rows * cols * 2);
         for (int i = 0; i < rows * cols; i++) wb[i] = dr_f32_to_bf16(dr_rng_normal(&g));
         llm_mat w = {wb, GGML_TYPE_BF16, rows, cols, (size_t)cols * 2, NULL};
