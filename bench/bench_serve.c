@@ -5,7 +5,7 @@
  * decode on and off, at 1 and N clients. The machine's sgemm GFLOP/s is printed first.
  *
  *   build/bench/bench_serve --data D.gguf --trm T.gguf --llm M.gguf [--clients 8] [--requests 32]
- *                           [--max-tokens 32] [--slots 8] [--rec-engines 1] [--chat] [--only trm,deeprec,completions] */
+ *                           [--max-tokens 32] [--slots 8] [--rec-engines 0] [--chat] [--only trm,deeprec,completions] */
 #include "bench_common.h"
 #include "deeprec/data.h"
 #include "deeprec/llm.h"
@@ -123,9 +123,9 @@ static double run(int port, const char *label, const char *path, const char *mod
 int main(int argc, char **argv) {
     dr_threads_prefer_passive(argv);
     const char *data_path = NULL, *trm_path = NULL, *llm_path = NULL, *only = "trm,deeprec,completions";
-    int clients = 8, requests = 32, max_tokens = 32, slots = 8, chat = 0, rec_engines = 1;
+    int clients = 8, requests = 32, max_tokens = 32, slots = 8, chat = 0, rec_engines = 0;
     const char *usage = "bench_serve --data D.gguf --trm T.gguf --llm M.gguf [--clients 8] [--requests 32] "
-                        "[--max-tokens 32] [--slots 8] [--rec-engines 1] [--only trm,deeprec,completions] [--chat]";
+                        "[--max-tokens 32] [--slots 8] [--rec-engines 0] [--only trm,deeprec,completions] [--chat]";
     const bench_arg args[] = {{"--data", BENCH_STR, &data_path},       {"--trm", BENCH_STR, &trm_path},
                               {"--llm", BENCH_STR, &llm_path},         {"--clients", BENCH_INT, &clients},
                               {"--requests", BENCH_INT, &requests},    {"--max-tokens", BENCH_INT, &max_tokens},
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
         }
         int port = serve_port(srv);
         printf("-- batched decode %s (%d slots, %d recommendation engine%s)\n", batching ? "on" : "off", slots,
-               rec_engines, rec_engines > 1 ? "s" : "");
+               serve_rec_engines(srv), serve_rec_engines(srv) > 1 ? "s" : "");
         /* warm-up (threads, pages, caches), not counted */
         post(port, "/v1/recommend", "{\"user\": \"#0\", \"mode\": \"trm\"}");
         if (strstr(only, "deeprec")) post(port, "/v1/recommend", "{\"user\": \"#0\", \"temperature\": 0}");

@@ -41,7 +41,10 @@ typedef struct serve_opts {
      * prompt-preamble cache, all taking /v1/recommend jobs from the one queue, with the
      * server's OpenMP threads split among them. Batching shares weight reads inside an engine;
      * more engines use more cores at once (the prefill of each episode's own text, which no
-     * batch shares, is most of a deeprec episode: docs/serve.md). */
+     * batch shares, is most of a deeprec episode: docs/serve.md). 0: automatic, one per
+     * OpenMP thread (at most SERVE_AUTO_REC_ENGINES) for a local model of at most
+     * SERVE_SMALL_MODEL_BYTES of weights, whose matmuls are too small to split between threads;
+     * else 1, with all the slots, where a decode step's weight reads are worth sharing. */
     int rec_engines;
     int32_t n_ctx;         /* context per sequence (0: min(model, 4096)) */
     /* /v1/recommend's agent (agent_rollout_opts_default): chat prompts, max_hist, tool_k,
@@ -49,6 +52,8 @@ typedef struct serve_opts {
      * and stream are the engine's */
     agent_rollout_opts rollout;
 } serve_opts;
+#define SERVE_AUTO_REC_ENGINES 4
+#define SERVE_SMALL_MODEL_BYTES ((size_t)64 << 20)
 void serve_opts_default(serve_opts *o);
 
 struct serve_remote_opts;
@@ -67,7 +72,9 @@ typedef struct serve_server serve_server;
 /* Builds the catalog and the TRM tool, starts the engine threads and the HTTP daemon.
  * The inputs are borrowed until serve_stop. */
 int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o);
-int serve_port(const serve_server *s); /* the bound port */
+int serve_port(const serve_server *s);
+/* The recommendation engines it runs (serve_opts.rec_engines, resolved when 0). */
+int serve_rec_engines(const serve_server *s); /* the bound port */
 /* Stops accepting, finishes nothing further, joins the threads, frees the server. */
 void serve_stop(serve_server *s);
 

@@ -59,7 +59,8 @@ static int cmd_serve(int argc, char **argv) {
         {"--slots", CLI_INT, &so.slots, "sequences decoded together (8)"},
         {"--batch", CLI_STR, &batch, "on | off: concurrent requests share decode steps (on)"},
         {"--rec-engines", CLI_INT, &so.rec_engines,
-         "recommendation engines, each on its own thread with its share of the threads (1)"},
+         "recommendation engines, each on its own thread with its share of the threads and slots "
+         "(0 = one per thread for a model of at most 64 MiB, else 1)"},
         CLI_ROLLOUT_FLAGS(ro),
         {"--ctx", CLI_INT, &so.n_ctx, "context per sequence in tokens (0 = min(model, 4096))"},
         CLI_KV_TYPE_OPT(kv_name),
@@ -94,9 +95,10 @@ static int cmd_serve(int argc, char **argv) {
     serve_remote_opts remote = cli_llm_url_remote(&url);
     serve_inputs sin = {&in.data, in.trm, in.llm, in.tok, url.url ? &remote : NULL};
     if ((rc = serve_start(&srv, &sin, &so))) goto done;
-    printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s%s)\n", so.host,
-           serve_port(srv), (int)in.data.n_users, (int)in.data.n_items, llm_path ? llm_path : url.url, slots, on ? "on" : "off",
-           so.api_key && so.api_key[0] ? ", API key required" : "");
+    printf("deeprec serve: listening on http://%s:%d (%d users, %d items; %s; %d slots, batching %s, %d recommendation "
+           "engine%s%s)\n", so.host, serve_port(srv), (int)in.data.n_users, (int)in.data.n_items,
+           llm_path ? llm_path : url.url, slots, on ? "on" : "off", serve_rec_engines(srv),
+           serve_rec_engines(srv) > 1 ? "s" : "", so.api_key && so.api_key[0] ? ", API key required" : "");
     fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

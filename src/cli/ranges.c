@@ -28,7 +28,7 @@ static const cli_range ranges[] = {
     {"--samples", 1, 4096, 0, 0},
     {"--probe-samples", 0, 4096, 0, 0},
     {"--slots", 0, 65536, 0, 0},       /* 0 = automatic */
-    {"--rec-engines", 1, 16, 0, 0},    /* serve: SERVE_MAX_REC_ENGINES */
+    {"--rec-engines", 0, 16, 0, 0},    /* serve: 0 = automatic; SERVE_MAX_REC_ENGINES */
     {"--llm-parallel", 1, 256, 0, 0},  /* requests in flight to --llm-url */
     {"-n", 1, 1 << 20, 0, 0},
     /* training */

@@ -31,7 +31,7 @@ void serve_opts_default(serve_opts *o) {
     /* loopback, no API key; the limits, each answered with its own 4xx or 503 */
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .model_name = "deeprec",
                       .max_body = 1 << 20, .timeout_s = 300, .max_queue = 64, .max_sessions = 32, .max_tokens = 2048,
-                      .slots = 8, .batching = 1, .rec_engines = 1};
+                      .slots = 8, .batching = 1, .rec_engines = 0};
     agent_rollout_opts_default(&o->rollout);
 }
 
@@ -443,6 +443,12 @@ static void notify_conn(void *cls, struct MHD_Connection *c, void **socket_ctx, 
 }
 
 /* ---------------------------------------------------------------- start / stop */
+/* serve_opts.rec_engines 0: see serve.h */
+static int auto_rec_engines(const llm_model *llm, int threads) {
+    if (!llm || llm_model_weight_bytes(llm) > SERVE_SMALL_MODEL_BYTES) return 1;
+    return threads < 1 ? 1 : threads > SERVE_AUTO_REC_ENGINES ? SERVE_AUTO_REC_ENGINES : threads;
+}
+
 int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o) {
     *out = NULL;
     const serve_remote_opts *ro = in->remote && in->remote->url ? in->remote : NULL;
@@ -451,8 +457,8 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
     if (ro && o->rollout.constrain_titles)
         return dr_error(DR_ERR_ARG, "serve: constrained answers need the model's logits, which a remote LLM does not give");
     if (o->slots < 1 || o->slots > 64) return dr_error(DR_ERR_ARG, "serve: slots must be in 1..64 (got %d)", o->slots);
-    if (o->rec_engines < 1 || o->rec_engines > SERVE_MAX_REC_ENGINES)
-        return dr_error(DR_ERR_ARG, "serve: rec_engines must be in 1..%d (got %d)", SERVE_MAX_REC_ENGINES, o->rec_engines);
+    if (o->rec_engines < 0 || o->rec_engines > SERVE_MAX_REC_ENGINES)
+        return dr_error(DR_ERR_ARG, "serve: rec_engines must be in 0..%d (got %d)", SERVE_MAX_REC_ENGINES, o->rec_engines);
     if (o->max_tokens < 1 || o->max_queue < 0 || o->max_sessions < 1 || !(o->timeout_s > 0) || o->max_body < 1)
         return dr_error(DR_ERR_ARG, "serve: limits must be positive (max_tokens, max_sessions, timeout, max_body; "
                                     "max_queue >= 0)");
@@ -509,6 +515,7 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
         sh->remote.api_key = sh->remote_key;
     }
     sh->threads = dr_threads_current();
+    if (sh->opts.rec_engines == 0) sh->opts.rec_engines = auto_rec_engines(in->llm, sh->threads);
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->cv_work, NULL);
     pthread_cond_init(&sh->cv_done, NULL);
@@ -558,6 +565,7 @@ fail:
 }
 
 int serve_port(const serve_server *s) { return s->port; }
+int serve_rec_engines(const serve_server *s) { return s->sh.opts.rec_engines; }
 
 void serve_stop(serve_server *srv) {
     if (!srv) return;

@@ -490,7 +490,7 @@ static void *par_req(void *arg) {
 /* Concurrent requests share the engines (continuous batching): all are answered, and every
  * episode and token is counted; --batch off serves the same requests one at a time. */
 TEST(serve_concurrent) {
-    const char *modes[3] = {"--slots 4", "--batch off", "--slots 4 --rec-engines 2"};
+    const char *modes[3] = {"--slots 4 --rec-engines 1", "--batch off --rec-engines 1", "--slots 4 --rec-engines 2"};
     const int engines[3] = {1, 1, 2};
     for (int m = 0; m < 3; m++) {
         sv_server s;
