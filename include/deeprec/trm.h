@@ -104,6 +104,11 @@ typedef struct trm_train_opts {
     const char *resume_path; /* NULL = OUT.resume.gguf */
     FILE *progress;       /* progress bars (NULL = silent) */
     int max_steps;        /* testing: stop each epoch after this many steps (0 = all) */
+    /* Decay of an exponential moving average of the weights, updated after every step
+     * (avg += (1 - ema) (w - avg), starting from the initial weights). When set, validation,
+     * the best checkpoint and the model trm_train ends with are the average, and training
+     * goes on from the raw weights (0 = off, the default; in [0, 1)). */
+    float ema;
     int quiet_eval;       /* unused (reserved) */
     /* Called after every epoch once its resume state is saved (may be NULL): a hook for
      * callers that watch or interrupt training (the pipeline's kill test). */

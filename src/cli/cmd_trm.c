@@ -53,7 +53,7 @@ typedef struct train_args {
 /* Parses and checks the options into a; nonzero means exit now with *exit_code. */
 static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
     const char *act = "gelu", *metrics = NULL, *schedule = "const", *wd_params = "all";
-    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0;
+    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0, ema = 0.0;
     int64_t seed = 1;
     *a = (train_args){.model = "sasrec", .loss = "ce"};
     trm_config *c = &a->c;
@@ -91,6 +91,7 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
          "ce: leave each position's history out of its softmax, as the evaluation masks it"},
         {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
         {"--warmup", CLI_INT, &o->warmup, "linear learning-rate warmup steps (0)"},
+        {"--ema", CLI_FLOAT, &ema, "decay of a moving average of the weights, validated and saved instead (0 = off)"},
         {"--batch", CLI_INT, &o->batch, "sequences per step (256)"},
         {"--epochs", CLI_INT, &o->epochs, "maximum epochs (200)"},
         {"--patience", CLI_INT, &o->patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},
@@ -120,7 +121,7 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         return cli_usage_error("--wd-params must be all, matrices or linear, got '%s'", wd_params);
     c->dropout = (float)dropout;
     o->lr = (float)lr, o->weight_decay = (float)wd, o->grad_clip = (float)clip, o->pref_empty_p = (float)pref_empty;
-    o->label_smoothing = (float)smoothing;
+    o->label_smoothing = (float)smoothing, o->ema = (float)ema;
     o->seed = (uint64_t)seed, o->out = a->out, o->metrics = metrics, o->progress = a->quiet ? NULL : stderr;
     return 0;
 }

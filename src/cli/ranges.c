@@ -57,6 +57,7 @@ static const cli_range ranges[] = {
     {"--dropout", 0, 1, 0, 1},
     {"--pref-empty", 0, 1, 0, 0},
     {"--label-smoothing", 0, 1, 0, 1}, /* 0 = off */
+    {"--ema", 0, 1, 0, 1},             /* trm train: 0 = off; 1 excluded */
     {"--neg", 1, 1e6, 0, 0},
     {"--prompts", 1, 1e7, 0, 0},
     {"--select-k", 0, 1e6, 0, 0},      /* 0 = all users */

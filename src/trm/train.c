@@ -55,6 +55,7 @@ typedef struct trainer {
     int32_t *vusers;       /* the validation sample (trm__valid_users), NULL = every user */
     int n_vusers;
     trm_acts eval_a;       /* the validation's workspace, kept across epochs (allocated at the first) */
+    float *ema, *raw;      /* o->ema > 0: the weights' moving average, and the raw weights while it is swapped in */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -81,6 +82,8 @@ static void trainer_free(trainer *t) {
     free(t->bce_dl);
     free(t->bce_lab);
     free(t->pbuf);
+    free(t->ema);
+    free(t->raw);
 }
 
 static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm_train_opts *o) {
@@ -107,6 +110,12 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
     memset(t->grad, 0, np * sizeof(float));
     memset(t->am, 0, np * sizeof(float));
     memset(t->av, 0, np * sizeof(float));
+    if (o->ema > 0) {
+        t->ema = dr_aligned_alloc(np * sizeof(float));
+        t->raw = dr_aligned_alloc(np * sizeof(float));
+        if (!t->ema || !t->raw) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the weight average");
+        memcpy(t->ema, m->mem, np * sizeof(float));
+    }
     trm__bind(m, t->grad, &t->g);
     if (m->cfg.model == TRM_PREF) {
         t->dF = dr_aligned_alloc(V * dd * sizeof(float));
@@ -344,6 +353,27 @@ static void adam_step(trainer *t) {
                           o->beta1, o->beta2, o->eps, trm__decays(tt, o->wd_params) ? o->weight_decay : 0.0f);
         }
     }
+    if (t->ema) {
+        const float a = 1.0f - o->ema, *w = t->m->mem;
+        float *avg = t->ema;
+        const size_t np = t->m->n_params;
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < np; i++) avg[i] += a * (w[i] - avg[i]);
+    }
+    trm__refresh_tables(t->m);
+}
+
+/* With a weight average: put it in the model (in = 1) for validation and the checkpoint, or
+ * put the raw weights back (in = 0). */
+static void swap_average(trainer *t, int in) {
+    if (!t->ema) return;
+    size_t bytes = t->m->n_params * sizeof(float);
+    if (in) {
+        memcpy(t->raw, t->m->mem, bytes);
+        memcpy(t->m->mem, t->ema, bytes);
+    } else {
+        memcpy(t->m->mem, t->raw, bytes);
+    }
     trm__refresh_tables(t->m);
 }
 
@@ -502,6 +532,7 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
     if (t->o->logq) rc |= gguf_set_bool(w, "deeprec.resume.logq", 1);
     if (t->o->wd_params != TRM_WD_ALL) rc |= gguf_set_i32(w, "deeprec.resume.wd_params", t->o->wd_params);
     if (t->o->mask_history) rc |= gguf_set_bool(w, "deeprec.resume.mask_history", 1);
+    if (t->ema) rc |= gguf_set_f32(w, "deeprec.resume.ema", t->o->ema);
     char nm[96];
     for (int i = 0; i < t->m->n_t && !rc; i++) {
         const trm_tensor *tt = &t->m->t[i];
@@ -509,6 +540,10 @@ static int save_state(trainer *t, const char *path, const train_state *st) {
         rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)tt->nd, tt->ne, t->am + tt->off);
         snprintf(nm, sizeof nm, "adam.v.%s", tt->name);
         rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)tt->nd, tt->ne, t->av + tt->off);
+        if (t->ema) {
+            snprintf(nm, sizeof nm, "ema.%s", tt->name);
+            rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)tt->nd, tt->ne, t->ema + tt->off);
+        }
     }
     if (!rc) rc = gguf_write(w, path);
     else rc = dr_error(DR_ERR_INTERNAL, "trm: cannot build the resume state");
@@ -581,6 +616,13 @@ static int load_state(trainer *t, const char *path, train_state *st) {
         dr_error_hint("rerun %s --mask-history", mh ? "with" : "without");
         goto out;
     }
+    float ema = 0;
+    if (gguf_find_kv(&f, "deeprec.resume.ema") && (rc = gguf_get_f32(&f, "deeprec.resume.ema", &ema))) goto out;
+    if (ema != t->o->ema) {
+        rc = dr_error(DR_ERR_ARG, "%s: resume state was made with another weight average (--ema %g)", path, (double)ema);
+        dr_error_hint("rerun with the state's --ema %g", (double)ema);
+        goto out;
+    }
     if ((rc = gguf_get_i64(&f, "deeprec.resume.step", &step))) goto out;
     t->step = step;
     int64_t v;
@@ -595,6 +637,7 @@ static int load_state(trainer *t, const char *path, train_state *st) {
     if ((rc = trm__read_tensors(t->m, &f, "", t->m->mem))) goto out;
     if ((rc = trm__read_tensors(t->m, &f, "adam.m.", t->am))) goto out;
     if ((rc = trm__read_tensors(t->m, &f, "adam.v.", t->av))) goto out;
+    if (t->ema && (rc = trm__read_tensors(t->m, &f, "ema.", t->ema))) goto out;
     trm__refresh_tables(t->m);
     (void)i32;
 out:
@@ -636,6 +679,8 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     if (!(o->label_smoothing >= 0 && o->label_smoothing < 1) || (o->label_smoothing > 0 && o->loss != TRM_LOSS_CE))
         return dr_error(DR_ERR_ARG, "trm_train: label smoothing %g needs the ce loss and a value in [0, 1)",
                         (double)o->label_smoothing);
+    if (!(o->ema >= 0 && o->ema < 1))
+        return dr_error(DR_ERR_ARG, "trm_train: the weight average's decay %g is not in [0, 1)", (double)o->ema);
     if ((o->lr_schedule != TRM_LR_CONST && o->lr_schedule != TRM_LR_COSINE) || o->warmup < 0)
         return dr_error(DR_ERR_ARG, "trm_train: unknown learning-rate schedule %d or warmup %d < 0", o->lr_schedule,
                         o->warmup);
@@ -682,7 +727,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         size_t np = m->n_params * sizeof(float);
         if ((rc = dr_dist_bcast(&st, sizeof st, 0)) || (rc = dr_dist_bcast(&t.step, sizeof t.step, 0)) ||
             (rc = dr_dist_bcast(m->mem, np, 0)) || (rc = dr_dist_bcast(t.am, np, 0)) ||
-            (rc = dr_dist_bcast(t.av, np, 0)))
+            (rc = dr_dist_bcast(t.av, np, 0)) || (t.ema && (rc = dr_dist_bcast(t.ema, np, 0))))
             goto out;
         trm__refresh_tables(m);
     }
@@ -739,6 +784,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         int evaluated = 0;
         if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
             dr_metrics_mean mm;
+            swap_average(&t, 1);
             if ((!t.eval_a.fmem && (rc = trm__acts_alloc_infer(&t.eval_a, m, TRM_EVAL_USERS))) ||
                 (rc = trm__evaluate_users(m, d, 0, 1, 0, t.vusers, t.n_vusers, &t.eval_a, &mm))) {
                 json_decref(j);
@@ -758,6 +804,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
             } else {
                 st.bad++;
             }
+            swap_average(&t, 0);
             if (o->progress && lead)
                 fprintf(o->progress, "epoch %d: loss %.4f, valid NDCG@10 %.4f Recall@10 %.4f (best %.4f at epoch %d)\n",
                         ep + 1, npos ? lsum / (double)npos : 0.0, nd, mm.recall[dr_metrics_k_index(10)], st.best,
@@ -792,8 +839,9 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         trm_model_free(best);
         if ((rc = dr_dist_bcast(m->mem, m->n_params * sizeof(float), 0))) goto out;
         trm__refresh_tables(m);
-    } else if (lead && (rc = trm_save(m, o->out))) {
-        goto out;
+    } else {
+        swap_average(&t, 1); /* never validated: the average is the model */
+        if (lead && (rc = trm_save(m, o->out))) goto out;
     }
 out:
     res->seconds = dr_now() - t0;

@@ -501,6 +501,57 @@ TEST(trm_resume_equals_uninterrupted) {
     dr_data_free(&d);
 }
 
+/* The weight average (--ema): a resumed run equals the uninterrupted one (the average is in the
+ * state), a resume with another decay is refused, and what is validated and saved is not the
+ * raw weights. */
+TEST(trm_train_ema) {
+    dr_dataset d;
+    make_synth(&d, 100, 30, 5, 12, 8, 0.2);
+    const char *dir = dr_test_tmpdir();
+    char a[512], b[512], r[512], ar[600], br[600];
+    snprintf(a, sizeof a, "%s/ema_full.gguf", dir);
+    snprintf(b, sizeof b, "%s/ema_part.gguf", dir);
+    snprintf(r, sizeof r, "%s/ema_off.gguf", dir);
+    snprintf(ar, sizeof ar, "%s.resume.gguf", a);
+    snprintf(br, sizeof br, "%s.resume.gguf", b);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    trm_model *m;
+    trm_train_result res;
+    trm_train_opts o = small_opts(a, 4);
+    o.ema = 0.9f;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    o = small_opts(r, 4);
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    CHECK_MSG(!files_equal(a, r), "the averaged checkpoint equals the raw one");
+    o = small_opts(b, 2);
+    o.ema = 0.9f;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    trm_model_free(m);
+    CHECK_OK(trm_model_new(&m, &c, &d, 123));
+    o = small_opts(b, 4);
+    o.resume = 1;
+    o.ema = 0.5f;
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    o.ema = 0.9f;
+    CHECK_OK(trm_train(m, &d, &o, &res));
+    CHECK_EQ_INT(res.epochs_run, 2);
+    trm_model_free(m);
+    CHECK_MSG(files_equal(a, b), "resumed best checkpoint differs (ema)");
+    CHECK_MSG(files_equal(ar, br), "resumed final state differs (ema)");
+    o = small_opts(b, 1);
+    o.ema = 1.0f;
+    CHECK_OK(trm_model_new(&m, &c, &d, 4));
+    CHECK_ERR(trm_train(m, &d, &o, &res), DR_ERR_ARG);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
 /* sc[i] = F[i] . u for the V rows of F [V, dim], summed in double. */
 static void brute_scores(const float *F, const float *u, int V, int dim, float *sc) {
     for (int i = 0; i < V; i++) {
