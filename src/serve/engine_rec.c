@@ -7,7 +7,10 @@
  *   - a sampled request runs alone, so its seed gives the list `deeprec recommend --seed` gives;
  *   - trm requests are one tool call.
  * The queue is served in order: a stream stops admitting when the head of the queue is a
- * request of another kind, which then runs once the stream's episodes end. */
+ * request of another kind, which then runs once the stream's episodes end.
+ * serve_opts.rec_engines such loops run on their own threads (serve_rec_engine_ctx: a model
+ * session, TRM session and preamble cache each) and take from the one queue; each batches its
+ * share of the slots, so the first stream to free a slot cannot take every request. */
 #include "internal.h"
 #include "deeprec/evaluate.h"
 #include "deeprec/llm.h"
