@@ -12,6 +12,14 @@
 /* Best of 5 C[M,N] = A[M,K] B[N,K]^T, timed with clock (wall or CPU seconds); 0 when out of
  * memory. */
 static inline double bench_sgemm_gflops_clock(int M, int N, int K, double (*clock)(void)) {
+    /* OpenBLAS's kernels follow OPENBLAS_CORETYPE when it is set (one machine here had Haswell
+     * forced on an AVX-512 CPU, half the sgemm figure): say which ran, once */
+    static int told;
+    if (!told++) {
+        const char *forced = getenv("OPENBLAS_CORETYPE");
+        fprintf(stderr, "sgemm reference: OpenBLAS core %s%s%s\n", openblas_get_corename(),
+                forced ? ", OPENBLAS_CORETYPE=" : "", forced ? forced : "");
+    }
     float *a = dr_aligned_alloc((size_t)M * K * 4), *b = dr_aligned_alloc((size_t)N * K * 4),
           *c = dr_aligned_alloc((size_t)M * N * 4);
     double best = 0;
