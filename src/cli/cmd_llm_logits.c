@@ -63,7 +63,8 @@ static int cmd_logits(int argc, char **argv) {
     llm_model *m = NULL;
     float *lg = NULL;
     int rc = llm_model_load(&m, model_path);
-    if (!rc) rc = (lg = malloc((size_t)m->cfg.vocab * sizeof(float))) ? llm_last_logits(m, ids, n, !exact, lg) : DR_ERR_NOMEM;
+    if (!rc) rc = (lg = dr_malloc((size_t)m->cfg.vocab * sizeof(float))) ? llm_last_logits(m, ids, n, !exact, lg)
+                                                                           : dr_error_code();
     if (!rc && json) {
         json_t *o = json_object(), *arr = json_array();
         for (int v = 0; v < m->cfg.vocab; v++) json_array_append_new(arr, json_real(lg[v]));

@@ -170,8 +170,7 @@ typedef struct serve_shared {
 #define SERVE_MAX_REC_ENGINES 16
 typedef struct serve_rec_engine_ctx {
     serve_shared *sh;
-    agent_tool tool;            /* its own TRM session */
-    int have_tool;
+    agent_tool tool;            /* its own TRM session (zeroed until made) */
     /* the prompt preambles' KV, computed once for the server's life: every model of this
      * engine starts its prompts from it (NULL with a remote LLM) */
     agent_prefix_cache *prefix;

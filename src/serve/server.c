@@ -533,7 +533,6 @@ int serve_start(serve_server **out, const serve_inputs *in, const serve_opts *o)
         ec->sh = sh;
         ec->threads = sh->threads / ne > 0 ? sh->threads / ne : 1;
         if ((rc = agent_tool_trm_new(&ec->tool, in->trm, 1))) goto fail;
-        ec->have_tool = 1;
         if (sh->llm && (rc = agent_prefix_cache_new(&ec->prefix, sh->llm, sh->tok))) goto fail;
     }
     for (; srv->n_rec < ne; srv->n_rec++)
@@ -586,7 +585,7 @@ void serve_stop(serve_server *srv) {
             serve_job_unref(j);
         }
     for (int e = 0; srv->rec && e < sh->opts.rec_engines; e++) {
-        if (srv->rec[e].have_tool) agent_tool_trm_free(&srv->rec[e].tool);
+        agent_tool_trm_free(&srv->rec[e].tool);
         agent_prefix_cache_free(srv->rec[e].prefix);
     }
     free(srv->rec);

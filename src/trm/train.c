@@ -55,7 +55,7 @@ typedef struct trainer {
     int32_t *vusers;       /* the validation sample (trm__valid_users), NULL = every user */
     int n_vusers;
     trm_acts eval_a;       /* the validation's workspace, kept across epochs (allocated at the first) */
-    float *ema, *raw;      /* o->ema > 0: the weights' moving average, and the raw weights while it is swapped in */
+    float *ema;            /* o->ema > 0: the weights' moving average (the raw weights while swapped in) */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -83,7 +83,6 @@ static void trainer_free(trainer *t) {
     free(t->bce_lab);
     free(t->pbuf);
     free(t->ema);
-    free(t->raw);
 }
 
 static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm_train_opts *o) {
@@ -112,8 +111,7 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
     memset(t->av, 0, np * sizeof(float));
     if (o->ema > 0) {
         t->ema = dr_aligned_alloc(np * sizeof(float));
-        t->raw = dr_aligned_alloc(np * sizeof(float));
-        if (!t->ema || !t->raw) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the weight average");
+        if (!t->ema) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the weight average");
         memcpy(t->ema, m->mem, np * sizeof(float));
     }
     trm__bind(m, t->grad, &t->g);
@@ -363,16 +361,17 @@ static void adam_step(trainer *t) {
     trm__refresh_tables(t->m);
 }
 
-/* With a weight average: put it in the model (in = 1) for validation and the checkpoint, or
- * put the raw weights back (in = 0). */
-static void swap_average(trainer *t, int in) {
+/* With a weight average: exchange it with the model's weights, so validation and the
+ * checkpoint see the average; the second call puts the raw weights back (no step runs between). */
+static void swap_average(trainer *t) {
     if (!t->ema) return;
-    size_t bytes = t->m->n_params * sizeof(float);
-    if (in) {
-        memcpy(t->raw, t->m->mem, bytes);
-        memcpy(t->m->mem, t->ema, bytes);
-    } else {
-        memcpy(t->m->mem, t->raw, bytes);
+    float *w = t->m->mem, *avg = t->ema;
+    const size_t np = t->m->n_params;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < np; i++) {
+        float x = w[i];
+        w[i] = avg[i];
+        avg[i] = x;
     }
     trm__refresh_tables(t->m);
 }
@@ -784,7 +783,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         int evaluated = 0;
         if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
             dr_metrics_mean mm;
-            swap_average(&t, 1);
+            swap_average(&t); /* the average in */
             if ((!t.eval_a.fmem && (rc = trm__acts_alloc_infer(&t.eval_a, m, TRM_EVAL_USERS))) ||
                 (rc = trm__evaluate_users(m, d, 0, 1, 0, t.vusers, t.n_vusers, &t.eval_a, &mm))) {
                 json_decref(j);
@@ -804,7 +803,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
             } else {
                 st.bad++;
             }
-            swap_average(&t, 0);
+            swap_average(&t); /* the raw weights back */
             if (o->progress && lead)
                 fprintf(o->progress, "epoch %d: loss %.4f, valid NDCG@10 %.4f Recall@10 %.4f (best %.4f at epoch %d)\n",
                         ep + 1, npos ? lsum / (double)npos : 0.0, nd, mm.recall[dr_metrics_k_index(10)], st.best,
@@ -840,7 +839,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         if ((rc = dr_dist_bcast(m->mem, m->n_params * sizeof(float), 0))) goto out;
         trm__refresh_tables(m);
     } else {
-        swap_average(&t, 1); /* never validated: the average is the model */
+        swap_average(&t); /* never validated: the average is the model */
         if (lead && (rc = trm_save(m, o->out))) goto out;
     }
 out:
