@@ -34,6 +34,8 @@ enum trm_lr_schedule { TRM_LR_CONST = 0, TRM_LR_COSINE = 1 };
  * gain or bias, no linear bias), or the linear layers' matrices only (the matrices less the
  * embedding tables: items, positions, output items, text). */
 enum trm_wd_params { TRM_WD_ALL = 0, TRM_WD_MATRICES = 1, TRM_WD_LINEAR = 2 };
+#define TRM_TEXT_EXPERTS_MAX 64
+#define TRM_TEXT_EXPERTS_DEFAULT 4 /* `--model text` without `--experts` */
 /* By name: "sasrec" | "pref", "ce" | "sampled" | "bce", "gelu" | "relu", "const" | "cosine";
  * -1 when unknown. */
 int trm_model_kind_from_name(const char *s);
@@ -60,6 +62,11 @@ typedef struct trm_config {
     float dropout;    /* 0.5 */
     float ln_eps;     /* 1e-5 */
     int text_buckets; /* pref: hashed text feature buckets (default 1 << 16) */
+    /* pref: how an item's text bag becomes its text vector. 0 (the default): one linear
+     * projection W_t. K >= 2 (`--model text`): a mixture of K linear experts whose weights are a
+     * softmax over a linear gate of the same bag, so items of different kinds of text get
+     * different projections (the paper's mixture-of-experts adaptor). */
+    int text_experts;
 } trm_config;
 
 void trm_config_default(trm_config *c); /* the defaults listed above (n_items = 0) */

@@ -63,7 +63,9 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
     cli_opt opts[] = {
         {"--data", CLI_STR, &a->data, "dataset (.gguf, from `deeprec data import`)"},
         {"--out", CLI_STR, &a->out, "best checkpoint (.gguf); also OUT.resume.gguf, OUT.metrics.jsonl"},
-        {"--model", CLI_STR, &a->model, "sasrec | pref (preference-aware retriever)"},
+        {"--model", CLI_STR, &a->model,
+         "sasrec | pref (preference-aware retriever) | text (pref whose item text goes through a mixture of experts)"},
+        {"--experts", CLI_INT, &c->text_experts, "text: experts of the item-text adaptor (4)"},
         {"--init", CLI_STR, &a->init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
         {"--loss", CLI_STR, &a->loss, "ce (full softmax) | sampled | bce"},
         {"--neg", CLI_INT, &o->n_neg, "negatives per position for --loss sampled (100)"},
@@ -110,8 +112,14 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         return 1;
     *exit_code = 2;
     if (!a->data || !a->out) return cli_usage_error("trm train needs --data and --out");
-    if ((c->model = trm_model_kind_from_name(a->model)) < 0)
-        return cli_usage_error("--model must be sasrec or pref, got '%s'", a->model);
+    if (!strcmp(a->model, "text")) {
+        c->model = TRM_PREF;
+        if (!c->text_experts) c->text_experts = TRM_TEXT_EXPERTS_DEFAULT;
+    } else if ((c->model = trm_model_kind_from_name(a->model)) < 0) {
+        return cli_usage_error("--model must be sasrec, pref or text, got '%s'", a->model);
+    } else if (c->text_experts) {
+        return cli_usage_error("--experts is for --model text");
+    }
     if ((o->loss = trm_loss_from_name(a->loss)) < 0)
         return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", a->loss);
     if ((c->act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);

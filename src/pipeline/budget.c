@@ -84,7 +84,7 @@ typedef struct field {
 #define FD(f) {#f, offsetof(pipeline_budget, f), 1}
 static const field fields[] = {
     FI(trm_max_epochs), FI(trm_patience), FI(trm_batch), FI(trm_dim), FI(trm_layers), FI(trm_max_len),
-    FI(trm_max_steps), FD(trm_label_smoothing), FD(trm_pref_empty), FI(trm_pref_init), FI(env_holdout),
+    FI(trm_max_steps), FD(trm_label_smoothing), FD(trm_pref_empty), FI(trm_experts), FI(trm_pref_init), FI(env_holdout),
     FI(ws_best_of), FI(ws_positions), FI(ws_varied), FI(ws_order_by_target), FI(ws_anchor), FI(ws_call_order), FI(ws_seed),
     {"synth_seeds", offsetof(pipeline_budget, synth_seeds), 2},
     FI(synth_users), FI(corpus_seed), FD(rerank_share), FD(rerank_warm),

@@ -16,7 +16,8 @@ typedef struct trm_tensor {
     int nd;
     uint64_t ne[2]; /* GGUF order: ne[0] = row length */
     int init;       /* 0 normal(0.02), 1 ones, 2 zeros, 3 embedding (normal, row 0 zero),
-                       4 normal(0.1) text bag, 5 normal(1/sqrt(in)) projection */
+                       4 normal(0.1) text bag, 5 normal(1/sqrt(in)) projection,
+                       6 text experts: one shared normal(1/sqrt(in)) plus half of one per expert */
 } trm_tensor;
 
 typedef struct trm_layer_p {
@@ -31,6 +32,8 @@ typedef struct trm_params {
     float *lnf_w, *lnf_b;
     float *out_emb;                 /* sep_out */
     float *text_emb, *item_txt_w;   /* pref: [buckets, d], [d, d] (W_t, [out,in]) */
+    float *txt_exp_w;               /* text experts: [K d, d], expert k's W_t is rows k d .. k d + d - 1 */
+    float *txt_gate_w, *txt_gate_b; /* text experts: the gate, [K, d] and [K] */
     float *pref_w, *lnu_w, *lnu_b;  /* pref: W_p [d,d], user LN */
 } trm_params;
 
@@ -50,6 +53,10 @@ struct trm_model {
     float *score_table;
     float *input_table;        /* the items' input embeddings: pref: == score_table; sasrec: item_emb */
     float *item_bag;           /* pref: [V, d] mean text bag per item */
+    /* text experts (cfg.text_experts = K >= 2), kept from the last table refresh for the
+     * backward: every expert's output [V, K d], the gate's softmax [V, K], and the backward's
+     * scratch for the experts' and the gate's output gradients ([V, K d], [V, K]) */
+    float *item_exp, *item_gate, *exp_grad, *gate_grad;
     int tables_fresh;          /* score_table reflects the current parameters */
 };
 

@@ -27,6 +27,7 @@ gguf_writer *trm__writer(const trm_model *m) {
     rc |= gguf_set_f32(w, "deeprec.trm.dropout", c->dropout);
     rc |= gguf_set_f32(w, "deeprec.trm.ln_eps", c->ln_eps);
     rc |= gguf_set_u32(w, "deeprec.trm.text_buckets", (uint32_t)c->text_buckets);
+    if (c->text_experts) rc |= gguf_set_u32(w, "deeprec.trm.text_experts", (uint32_t)c->text_experts); /* absent: 0 */
     rc |= gguf_set_str(w, "deeprec.trm.text_hash", "fnv1a32 u:word b:w1 w2 mod buckets");
     for (int i = 0; i < m->n_t && !rc; i++) {
         const trm_tensor *t = &m->t[i];
@@ -78,8 +79,9 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     free(s);
     if (!ok) return dr_error(DR_ERR_FORMAT, "%s: not a TRM checkpoint (deeprec.kind)", f->path ? f->path : "");
     if ((rc = gguf_get_strdup(f, "deeprec.trm.model", &s))) return rc;
-    c->model = !strcmp(s, "pref") ? TRM_PREF : TRM_SASREC;
+    c->model = trm_model_kind_from_name(s);
     free(s);
+    if (c->model < 0) return dr_error(DR_ERR_FORMAT, "%s: deeprec.trm.model is not sasrec or pref", f->path ? f->path : "");
 #define U(key, field)                                                                \
     do {                                                                             \
         if ((rc = gguf_get_u32(f, "deeprec.trm." key, &u))) return rc;               \
@@ -93,6 +95,7 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     U("max_len", max_len);
     U("ffn_dim", ffn_dim);
     U("text_buckets", text_buckets);
+    if (gguf_find_kv(f, "deeprec.trm.text_experts")) U("text_experts", text_experts); /* absent: 0 (files of before) */
 #undef U
     if ((rc = gguf_get_bool(f, "deeprec.trm.post_ln", &c->post_ln))) return rc;
     if ((rc = gguf_get_bool(f, "deeprec.trm.sep_out", &c->sep_out))) return rc;

@@ -164,6 +164,71 @@ TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
 TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+/* The text model (pref with a mixture of item-text experts): the generic sample of parameters,
+ * then every weight of the gate and every third of the experts', which a random sample of the
+ * whole model would seldom reach. */
+TEST(trm_grad_text_experts) {
+    trm_config c;
+    tiny_cfg(&c, TRM_PREF);
+    c.text_experts = 3;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    dr_dataset d;
+    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 3));
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    dr_rng r;
+    dr_rng_seed(&r, 5);
+    for (size_t i = 0; i < np; i++)
+        if (p[i] != 0.0f && p[i] != 1.0f) p[i] = 0.3f * dr_rng_normal(&r);
+    /* gate biases start at 0: give them values so the softmax is not uniform by construction */
+    for (int t = 0; t < m->n_t; t++)
+        if (!strcmp(m->t[t].name, "item_text_gate.bias"))
+            for (size_t j = 0; j < m->t[t].n; j++) p[m->t[t].off + j] = 0.5f * dr_rng_normal(&r);
+    trm_debug_refresh(m);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.pref_empty_p = 0.2f;
+    int32_t users[4] = {1, 2, 5, 8};
+    float *g = malloc(np * sizeof(float));
+    double l0, lp, lm, maxerr = 0;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &l0, g));
+    int checked = 0, bad = 0, nonzero = 0;
+    const char *names[] = {"item_text_experts.weight", "item_text_gate.weight", "item_text_gate.bias"};
+    for (int t = 0; t < m->n_t; t++) {
+        int want = 0;
+        for (int k = 0; k < 3; k++) want |= !strcmp(m->t[t].name, names[k]);
+        if (!want) continue;
+        size_t stride = !strcmp(m->t[t].name, names[0]) ? 3 : 1;
+        for (size_t j = 0; j < m->t[t].n; j += stride) {
+            size_t i = m->t[t].off + j;
+            float save = p[i], h = 1e-2f;
+            p[i] = save + h;
+            trm_debug_refresh(m);
+            CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &lp, NULL));
+            p[i] = save - h;
+            trm_debug_refresh(m);
+            CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &lm, NULL));
+            p[i] = save;
+            double num = (lp - lm) / (2.0 * h), err = fabs(num - g[i]);
+            if (err > 2e-3 + 0.03 * fabs(num)) {
+                if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
+                bad++;
+            }
+            maxerr = err > maxerr ? err : maxerr;
+            nonzero += fabsf(g[i]) > 1e-5f;
+            checked++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d of %d expert/gate gradients off (max err %g)", bad, checked, maxerr);
+    CHECK_EQ_INT(checked, 3 * 8 * 8 / 3 + 3 * 8 + 3);
+    CHECK(nonzero > checked / 2);
+    free(g);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
 /* The history left out of the softmax (--mask-history): sasrec with and without dropout, pref. */
 TEST(trm_grad_mask_history) {
     trm_config c;
@@ -1092,12 +1157,13 @@ TEST(trm_save_load_roundtrip) {
     make_synth(&d, 30, 20, 5, 9, 3, 0.3);
     const char *dir = dr_test_tmpdir();
     const char *p = dr_test_path(dir, "m.gguf");
-    for (int k = 0; k < 3; k++) {
-        int model = k & 1;
+    for (int k = 0; k < 4; k++) {
+        int model = k == 3 ? TRM_PREF : k & 1;
         trm_config c;
         small_cfg(&c, model);
         c.post_ln = model;
         c.emb_ln = k == 2; /* the embedding LayerNorm's flag and tensors go through the file */
+        c.text_experts = k == 3 ? 3 : 0; /* the text model's experts and gate too */
         trm_model *m, *m2;
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
         CHECK_OK(trm_save(m, p));
@@ -1216,6 +1282,43 @@ TEST(trm_names_parse) {
  * the shared tensors are copied, the item-text projection is zeroed, so its item table is the
  * SASRec's and, with an empty preference, its user vector is the SASRec's passed through the
  * user LayerNorm (the identity up to eps on the fresh SASRec's unit-gain, zero-bias output). */
+/* The text model started from a pref model: every expert is the pref model's projection, so the
+ * item table is the pref model's (to rounding: the gate's weights sum to 1 in float); started
+ * from a SASRec its experts are zero and its item table is the SASRec's exactly. */
+TEST(trm_text_init_from_pref_and_sasrec) {
+    dr_dataset d;
+    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
+    trm_config cs, cp, ct;
+    tiny_cfg(&cs, TRM_SASREC);
+    tiny_cfg(&cp, TRM_PREF);
+    ct = cp;
+    ct.text_experts = 4;
+    trm_model *s, *p, *t;
+    CHECK_OK(trm_model_new(&s, &cs, &d, 5));
+    CHECK_OK(trm_model_new(&p, &cp, &d, 6));
+    CHECK_OK(trm_model_new(&t, &ct, &d, 7));
+    int n = (d.n_items + 1) * cp.dim;
+    CHECK_OK(trm_model_init_from(t, p));
+    const float *Ep = trm_item_embeddings(p), *Et = trm_item_embeddings(t);
+    double diff = 0, scale = 0;
+    for (int i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)Ep[i] - Et[i]));
+        scale = fmax(scale, fabs((double)Ep[i]));
+    }
+    CHECK(scale > 0.05);
+    CHECK_MSG(diff < 1e-6 * scale * 10, "text from pref: item table off by %g", diff);
+    CHECK_OK(trm_model_init_from(t, s));
+    const float *Es = trm_item_embeddings(s);
+    Et = trm_item_embeddings(t);
+    diff = 0;
+    for (int i = 0; i < n; i++) diff = fmax(diff, fabs((double)Es[i] - Et[i]));
+    CHECK(diff == 0);
+    trm_model_free(s);
+    trm_model_free(p);
+    trm_model_free(t);
+    dr_data_free(&d);
+}
+
 TEST(trm_pref_init_from_sasrec) {
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);

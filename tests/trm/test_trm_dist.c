@@ -96,6 +96,8 @@ TEST(dist_trm_train_sasrec_ce) { train_equiv("sasrec", "ce", "0.5"); }
 TEST(dist_trm_train_sasrec_ce_no_dropout) { train_equiv("sasrec", "ce", "0"); }
 TEST(dist_trm_train_sasrec_sampled) { train_equiv("sasrec", "sampled", "0.5"); }
 TEST(dist_trm_train_pref_bce) { train_equiv("pref", "bce", "0.5"); }
+/* the text model (--model text): its experts and gate go through the gradient sum too */
+TEST(dist_trm_train_text_ce) { train_equiv("text", "ce", "0.5"); }
 
 /* A run stopped after one epoch and resumed under MPI ends in the same state, byte for byte,
  * as the uninterrupted MPI run. Rank 0 alone wrote: one metrics line per epoch. */
