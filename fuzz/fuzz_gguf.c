@@ -1,9 +1,13 @@
 /* libFuzzer target: GGUF reader on arbitrary bytes. Opens from memory, walks every metadata
- * entry and tensor (lookups, getters, conversion of small tensors to fp32). Any crash, sanitizer
- * report or leak is a bug; an error return is fine. */
+ * entry and tensor (lookups, getters, conversion of small tensors to fp32), then reads the file
+ * as a TRM checkpoint (its configuration, text experts included, and tensors). Any crash,
+ * sanitizer report or leak is a bug; an error return is fine. */
 #include "deeprec/gguf.h"
+#include "deeprec/trm.h"
 #include <stdlib.h>
 #include <string.h>
+
+int trm__load_file(trm_model **out, const gguf_file *f); /* src/trm/io.c */
 
 static void walk(const gguf_file *f) {
     volatile uint64_t sink = 0;
@@ -67,6 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file f;
     if (gguf_open_memory(&f, copy, size, "fuzz") == 0) {
         walk(&f);
+        trm_model *m = NULL;
+        if (trm__load_file(&m, &f) == 0) trm_model_free(m);
         gguf_close(&f);
     }
     free(copy);

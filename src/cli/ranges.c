@@ -77,6 +77,7 @@ static const cli_range ranges[] = {
     {"--vocab-size", 1, 1 << 26, 0, 0},
     {"--min-count", 1, 1e15, 0, 0},
     {"--text-buckets", 1, 1 << 26, 0, 0},
+    {"--experts", 2, 64, 0, 0},        /* trm text: TRM_TEXT_EXPERTS_MAX */
     {"--std", 0, 10, 0, 0},
     {"--rope-theta", 0, 1e12, 1, 0},
     {"--rms-eps", 0, 1, 1, 1},
