@@ -469,3 +469,8 @@ void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y) {
     if (n >= SGEMM_MIN_N && dr_unpack_supported(w->type) && llm_matmul_bf16dp(w, x, n, y) == 0) return;
     llm_matmul(w, x, n, y);
 }
+
+void llm_matmul_fast_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
+    if (n < SGEMM_MIN_N && llm_matmul_q8act_group(w, nw, x, n, y) == 0) return;
+    for (int k = 0; k < nw; k++) llm_matmul_fast(w[k], x, n, y[k]);
+}

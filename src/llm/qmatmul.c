@@ -360,6 +360,58 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
 #endif
 
 /* ---------------------------------------------------------------- matmuls */
+/* y_k = W_k x for nw matrices with one input (q, k, v; gate, up) in one parallel region, the
+ * activations rounded and packed once: a decode step had a region per matrix, and on this
+ * 2-core VM a region costs about 3 us to open and close (an empty one measured 3.1-3.5 us
+ * with libgomp's spin wait), more than k and v take to stream at Qwen2.5-0.5B's shape (0.12 MB
+ * each). The tiles of all matrices are one index space split over the threads, so each
+ * thread still reads one contiguous run of every matrix it meets. Results are those of one
+ * llm_matmul_q8act per matrix, bit for bit (the same tiles and kernels). -1 (nothing written)
+ * unless every matrix takes a 512-bit q4a kernel at this batch and they share a width. */
+int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
+#ifdef LLM_HAVE_AVX512
+    enum { MAXW = 4 };
+    if (nw < 1 || nw > MAXW || kern() != KERN_AVX512 || w[0]->cols % 32) return -1;
+    const int cols = w[0]->cols, nb = cols / 32, R = n <= 2 ? 2 : 1;
+    q4a_fn fn[MAXW];
+    int first[MAXW + 1] = {0};
+    double work = 0;
+    for (int k = 0; k < nw; k++) {
+        if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
+        first[k + 1] = first[k] + (w[k]->rows + R - 1) / R;
+        work += (double)w[k]->rows * cols * n;
+    }
+    const size_t as = (size_t)Q4A_BYTES * nb;
+    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    if (!xa || !ax) {
+        free(xa);
+        free(ax);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+        q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    }
+    const int tiles = first[nw];
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int t = 0; t < tiles; t++) {
+        int k = 0;
+        while (t >= first[k + 1]) k++;
+        const int rows = w[k]->rows, r = (t - first[k]) * R, nr = rows - r < R ? rows - r : R;
+        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
+        for (int j = 0; j < n; j += 8)
+            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r, (size_t)rows);
+    }
+    free(ax);
+    free(xa);
+    return 0;
+#else
+    (void)w, (void)nw, (void)x, (void)n, (void)y;
+    return -1;
+#endif
+}
+
 /* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */
 static inline float fdot(const float *a, const float *b, int n) {
     float p[8] = {0};
