@@ -174,11 +174,11 @@ static int weights_in_huge_pages(llm_model *m, void ***owned, int *n_owned) {
 static int make_model(llm_model **out, const llm_config *c, uint32_t type, int mix, void ***owned, int *n_owned) {
     int direct = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 || type == GGML_TYPE_Q8_0;
     int rc = llm_model_init_random(out, c, direct && !mix ? type : GGML_TYPE_Q8_0, 0.02f, 1);
-    if (rc || (direct && !mix)) return rc;
+    if (rc) return rc;
     llm_model *m = *out;
     dr_rng g;
     dr_rng_seed(&g, 3);
-    for (int l = 0; l < c->n_layers && !rc; l++) {
+    for (int l = 0; l < c->n_layers && !rc && !(direct && !mix); l++) {
         llm_layer *L = &m->layers[l];
         if (mix == MIX_Q4_K_M) {
             int more = l < c->n_layers / 8 || l >= 7 * c->n_layers / 8 || (l - c->n_layers / 8) % 3 == 2;
@@ -193,7 +193,7 @@ static int make_model(llm_model **out, const llm_config *c, uint32_t type, int m
             for (int i = 0; i < 7 && !rc; i++) rc = requant(ms[i], type, owned, n_owned, &g);
         }
     }
-    if (!rc && !mix) {
+    if (!rc && !mix && !direct) {
         rc = requant(&m->tok_embd, type, owned, n_owned, &g);
         if (!rc && c->tied_output) m->output = m->tok_embd;
         else if (!rc) rc = requant(&m->output, type, owned, n_owned, &g);
