@@ -82,16 +82,17 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint
     }
 }
 
-/* Where a tile's prefetches start: the same column of the first tile at least Q4A_PREFETCH
- * bytes on (tile = the R rows read together, tb bytes, at least 1 KiB apart). One tile ahead
- * was the rule before; on Qwen2.5-0.5B's ffn_gate/up and output (rows of 952 bytes of Q8_0, so
- * a 2-row tile is 1.9 KB) that prefetched about 100 ns ahead of the loads, too late at
- * 25-30 GB/s per core: 8 KiB measured 5-17% faster on those matrices and no slower on
- * ffn_down's 5 KB rows (Q8_0, Q5_0, Q4_K, Q6_K; 2 threads, weights streamed from memory). */
-#define Q4A_PREFETCH 8192
-static inline __attribute__((always_inline)) const char *q4a_prefetch_at(const uint8_t *p, size_t tb) {
+/* Where a tile's prefetches start: the same column of the first tile (the R rows read
+ * together, tb bytes, taken as at least 1 KiB) at least dist bytes on, and at least the next.
+ * The distances are measured, not derived (Qwen2.5-0.5B shapes, 2 threads, 600 MB of weights
+ * so that nothing is left in this host's large L3; without any software prefetch these
+ * kernels read 22-35 GB/s): Q8_0 with one row per tile 8 KiB on, Q5_0 with two 4 KiB on; the
+ * K-quants kept one tile ahead (4 rows of ffn_down, 11-14 KB), which was faster than 2-row
+ * tiles at 4-8 KiB. */
+static inline __attribute__((always_inline)) const char *q4a_prefetch_at(const uint8_t *p, size_t tb, size_t dist) {
     if (tb < 1024) tb = 1024;
-    return (const char *)p + tb * ((Q4A_PREFETCH + tb - 1) / tb);
+    const size_t k = (dist + tb - 1) / tb;
+    return (const char *)p + tb * (k ? k : 1);
 }
 
 /* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4). */
@@ -99,10 +100,10 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
     /* The R rows are R short streams (a row of width 896 is 8 cache lines), too short for the
-     * hardware prefetcher: a tile about Q4A_PREFETCH bytes on is prefetched at the pace this
+     * hardware prefetcher: a tile further on (q4a_prefetch_at) is prefetched at the pace this
      * one is read, R x 2 blocks a step. */
     const int step = kind == Q4A_Q8_0 ? 68 : kind == Q4A_Q5_0 ? 44 : 36;
-    const char *pf = q4a_prefetch_at(p, R * rb);
+    const char *pf = q4a_prefetch_at(p, R * rb, kind == Q4A_Q8_0 ? 8192 : kind == Q4A_Q5_0 ? 4096 : 0);
     int b = 0;
     for (; b + 2 <= nb; b += 2, p += step, pf += step * R) {
         for (int i = 0; i < R; i++) _mm_prefetch(pf + step * i, _MM_HINT_T0);
@@ -249,7 +250,7 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind,
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
     const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
-    const char *pf = q4a_prefetch_at(p, R * rb);
+    const char *pf = q4a_prefetch_at(p, R * rb, 0);
     for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
         __m512 sv[4];
         for (int i = 0; i < R; i++) {
