@@ -95,7 +95,8 @@ static inline __attribute__((always_inline)) const char *q4a_prefetch_at(const u
     return (const char *)p + tb * (k ? k : 1);
 }
 
-/* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4). */
+/* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4; the NAME
+ * functions below take any R, more rows than a tile one at a time). */
 static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();

@@ -321,6 +321,12 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
     return type == GGML_TYPE_Q8_0 ? 1 : type == GGML_TYPE_Q5_0 ? 2 : 4;
 }
 
+/* Rows per kernel call: one-row tiles go Q4A_CALL_ROWS to a call (the kernels loop over the
+ * rows of a call one at a time), so the call, its dispatch and its prefetch setup are not paid
+ * per row of 952 bytes. Only up to 8 activation rows (one pass over the call's rows). */
+#define Q4A_CALL_ROWS 32
+static int q4a_call_rows(int R, int n) { return R == 1 && n <= 8 ? Q4A_CALL_ROWS : R; }
+
 /* y = W x with a q4a kernel: tiles of q4a_rows_per_tile rows split over threads, batches of
  * up to 8 activation rows per pass over a tile. -1 when out of memory. */
 static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
@@ -329,7 +335,7 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
     uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
     if (!ax) return -1;
     for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
-    const int R = q4a_rows_per_tile(w->type, n), tiles = (rows + R - 1) / R;
+    const int R = q4a_call_rows(q4a_rows_per_tile(w->type, n), n), tiles = (rows + R - 1) / R;
     double work = (double)rows * w->cols * n;
 #pragma omp parallel for schedule(static) if (work > 65536)
     for (int t = 0; t < tiles; t++) {
@@ -388,7 +394,7 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
     double work = 0;
     for (int k = 0; k < nw; k++) {
         if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
-        R[k] = q4a_rows_per_tile(w[k]->type, n);
+        R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
         first[k + 1] = first[k] + (w[k]->rows + R[k] - 1) / R[k];
         work += (double)w[k]->rows * cols * n;
     }
