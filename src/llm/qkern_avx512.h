@@ -116,11 +116,16 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
 }
 
 /* The row and batch counts as constants in each instance, so the accumulators stay in
- * registers: 4 rows at a time for one activation row (decode), 2 for two, 1 above. */
+ * registers: 4 rows at a time for one activation row (decode), 2 for two, 1 above. A call of
+ * more than 4 rows for one activation row (q4a_call_rows in qmatmul.c) is a run of 2-row
+ * tiles where Q5PAIRS is 1 (Q5_0), else of 1-row ones. */
 #define Q5CASE(r, j) rows_q4a_512_t(p, Q5, rb, r, ax, as, j, nb, y, ys)
 #define Q5ROWS(NAME)                                                                                                   \
     static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
-        if (J == 1 && R == 4) Q5CASE(4, 1);                                                                            \
+        if (Q5PAIRS && J == 1 && R > 4) {                                                                              \
+            for (; R >= 2; R -= 2, p += 2 * rb, y += 2) Q5CASE(2, 1);                                                  \
+            if (R) Q5CASE(1, 1);                                                                                       \
+        } else if (J == 1 && R == 4) Q5CASE(4, 1);                                                                     \
         else if (J == 1 && R == 2) Q5CASE(2, 1);                                                                       \
         else if (J == 2 && R == 2) Q5CASE(2, 2);                                                                       \
         else                                                                                                           \
@@ -135,12 +140,17 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
                 default: Q5CASE(1, 8); break;                                                                          \
                 }                                                                                                      \
     }
+#define Q5PAIRS 0
 #define Q5 Q4A_Q4_0
 Q5ROWS(rows_q4a_512)
 #undef Q5
+#undef Q5PAIRS
+#define Q5PAIRS 1
 #define Q5 Q4A_Q5_0
 Q5ROWS(rows_q5a_512)
 #undef Q5
+#undef Q5PAIRS
+#define Q5PAIRS 0
 #define Q5 Q4A_Q8_0
 Q5ROWS(rows_q8a_512)
 #undef Q5
@@ -295,6 +305,7 @@ Q5ROWS(rows_q5k_512)
 Q5ROWS(rows_iq4xs_512)
 #undef Q6
 #undef Q5CASE
+#undef Q5PAIRS
 #undef Q5ROWS
 
 /* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8

@@ -322,10 +322,12 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
 }
 
 /* Rows per kernel call: one-row tiles go Q4A_CALL_ROWS to a call (the kernels loop over the
- * rows of a call one at a time), so the call, its dispatch and its prefetch setup are not paid
- * per row of 952 bytes. Only up to 8 activation rows (one pass over the call's rows). */
+ * rows of a call one at a time), and so do Q5_0's 2-row tiles at batch 1 (the kernel takes a
+ * call of more than 4 rows as 2-row tiles), so the call, its dispatch and its prefetch setup
+ * are not paid per row of 952 bytes (Q8_0) or per 2 rows of 616 (Q5_0). Only up to 8
+ * activation rows (one pass over the call's rows). */
 #define Q4A_CALL_ROWS 32
-static int q4a_call_rows(int R, int n) { return R == 1 && n <= 8 ? Q4A_CALL_ROWS : R; }
+static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
 
 /* y = W x with a q4a kernel: tiles of q4a_rows_per_tile rows split over threads, batches of
  * up to 8 activation rows per pass over a tile. -1 when out of memory. */
