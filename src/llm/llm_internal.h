@@ -38,6 +38,8 @@ int llm_bf16dp_available(void);
 /* The batch size from which the block types take the prefill path (sgemm, or bf16 tiles when fast). */
 int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
+/* One token times nw <= 4 BF16 matrices sharing x, in one parallel region; -1 as above. */
+int llm_matmul_bf16dp_group(const llm_mat *const *w, int nw, const float *x, float *const *y);
 /* Any in-place type as fp32 panels times fp32 activations with AVX-512 (f32gemm.c), for
  * prefill batches; -1 (nothing to use) without AVX-512, with DEEPREC_GEMM=blas, or no memory. */
 int llm_f32gemm_available(void);
