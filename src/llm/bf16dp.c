@@ -233,6 +233,33 @@ int llm_bf16dp_available(void) {
     return h;
 }
 
+/* One token times nw <= 4 BF16 matrices sharing the input (q, k, v; gate, up): the input
+ * rounded once and all rows in one parallel region (see llm_matmul_q8act_group); the same
+ * row1 sums as one llm_matmul_bf16dp per matrix, bit for bit. -1 (nothing written) otherwise. */
+int llm_matmul_bf16dp_group(const llm_mat *const *w, int nw, const float *x, float *const *y) {
+    enum { MAXW = 4 };
+    if (nw < 1 || nw > MAXW || !llm_bf16dp_available()) return -1;
+    const int K = w[0]->cols;
+    int first[MAXW + 1] = {0};
+    for (int k = 0; k < nw; k++) {
+        if (w[k]->type != GGML_TYPE_BF16 || w[k]->cols != K) return -1;
+        first[k + 1] = first[k] + w[k]->rows;
+    }
+    uint16_t *xb = malloc((size_t)K * sizeof *xb);
+    if (!xb) return -1;
+    to_bf16(x, (size_t)K, xb);
+    const int total = first[nw];
+#pragma omp parallel for schedule(static) if ((double)total * K > 65536)
+    for (int t = 0; t < total; t++) {
+        int k = 0;
+        while (t >= first[k + 1]) k++;
+        const int r = t - first[k];
+        y[k][r] = row1((const uint16_t *)((const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes), xb, K);
+    }
+    free(xb);
+    return 0;
+}
+
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {
     /* other types: each block of 64 rows is dequantised and rounded to bf16 first (prefill) */
     if (!llm_bf16dp_available() || (w->type != GGML_TYPE_BF16 && !dr_dequantize_supported(w->type))) return -1;
@@ -299,6 +326,10 @@ int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {
 int llm_bf16dp_available(void) { return 0; }
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y) {
     (void)w, (void)x, (void)n, (void)y;
+    return -1;
+}
+int llm_matmul_bf16dp_group(const llm_mat *const *w, int nw, const float *x, float *const *y) {
+    (void)w, (void)nw, (void)x, (void)y;
     return -1;
 }
 #endif

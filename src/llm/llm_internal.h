@@ -27,12 +27,19 @@ float llm_block_dot(const dr_wblk *w, const llm_ablk *a, int nb);
 void llm_matmul_rows_exact(const llm_mat *w, const float *x, int n, float *y);
 /* Block types with int8 activations; -1 (nothing written) for other types or no memory. */
 int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y);
+/* The same for nw <= 4 matrices sharing the input x (q, k, v; gate, up), in one parallel
+ * region; -1 (nothing written) where they cannot all take the 512-bit kernels. */
+int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y);
+/* y[k] = W[k] x as llm_matmul_fast does, grouped where llm_matmul_q8act_group can. */
+void llm_matmul_fast_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y);
 /* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
  * BF16, the CPU lacks the instructions, or no memory (nothing written). */
 int llm_bf16dp_available(void);
 /* The batch size from which the block types take the prefill path (sgemm, or bf16 tiles when fast). */
 int llm_sgemm_min_n(void);
 int llm_matmul_bf16dp(const llm_mat *w, const float *x, int n, float *y);
+/* One token times nw <= 4 BF16 matrices sharing x, in one parallel region; -1 as above. */
+int llm_matmul_bf16dp_group(const llm_mat *const *w, int nw, const float *x, float *const *y);
 /* Any in-place type as fp32 panels times fp32 activations with AVX-512 (f32gemm.c), for
  * prefill batches; -1 (nothing to use) without AVX-512, with DEEPREC_GEMM=blas, or no memory. */
 int llm_f32gemm_available(void);

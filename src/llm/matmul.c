@@ -469,3 +469,9 @@ void llm_matmul_fast(const llm_mat *w, const float *x, int n, float *y) {
     if (n >= SGEMM_MIN_N && dr_unpack_supported(w->type) && llm_matmul_bf16dp(w, x, n, y) == 0) return;
     llm_matmul(w, x, n, y);
 }
+
+void llm_matmul_fast_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
+    if (n == 1 && w[0]->type == GGML_TYPE_BF16 && llm_matmul_bf16dp_group(w, nw, x, y) == 0) return;
+    if (n < SGEMM_MIN_N && llm_matmul_q8act_group(w, nw, x, n, y) == 0) return;
+    for (int k = 0; k < nw; k++) llm_matmul_fast(w[k], x, n, y[k]);
+}

@@ -82,15 +82,29 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint
     }
 }
 
-/* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4). */
+/* Where a tile's prefetches start: the same column of the first tile (the R rows read
+ * together, tb bytes, taken as at least 1 KiB) at least dist bytes on, and at least the next.
+ * The distances are measured, not derived (Qwen2.5-0.5B shapes, 2 threads, 600 MB of weights
+ * so that nothing is left in this host's large L3; without any software prefetch these
+ * kernels read 22-35 GB/s): Q8_0 with one row per tile 8 KiB on, Q5_0 with two 4 KiB on; the
+ * K-quants kept one tile ahead (4 rows of ffn_down, 11-14 KB), which was faster than 2-row
+ * tiles at 4-8 KiB. */
+static inline __attribute__((always_inline)) const char *q4a_prefetch_at(const uint8_t *p, size_t tb, size_t dist) {
+    if (tb < 1024) tb = 1024;
+    const size_t k = (dist + tb - 1) / tb;
+    return (const char *)p + tb * (k ? k : 1);
+}
+
+/* y[i + j * ys] = row_i . a_j for R rows of rb bytes from p (R * J <= 8; R <= 4; the NAME
+ * functions below take any R, more rows than a tile one at a time). */
 static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
     /* The R rows are R short streams (a row of width 896 is 8 cache lines), too short for the
-     * hardware prefetcher: the next tile (R * rb bytes on) is prefetched at the pace this one
-     * is read, R x 2 blocks a step. */
+     * hardware prefetcher: a tile further on (q4a_prefetch_at) is prefetched at the pace this
+     * one is read, R x 2 blocks a step. */
     const int step = kind == Q4A_Q8_0 ? 68 : kind == Q4A_Q5_0 ? 44 : 36;
-    const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
+    const char *pf = q4a_prefetch_at(p, R * rb, kind == Q4A_Q8_0 ? 8192 : kind == Q4A_Q5_0 ? 4096 : 0);
     int b = 0;
     for (; b + 2 <= nb; b += 2, p += step, pf += step * R) {
         for (int i = 0; i < R; i++) _mm_prefetch(pf + step * i, _MM_HINT_T0);
@@ -102,11 +116,16 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
 }
 
 /* The row and batch counts as constants in each instance, so the accumulators stay in
- * registers: 4 rows at a time for one activation row (decode), 2 for two, 1 above. */
+ * registers: 4 rows at a time for one activation row (decode), 2 for two, 1 above. A call of
+ * more than 4 rows for one activation row (q4a_call_rows in qmatmul.c) is a run of 2-row
+ * tiles where Q5PAIRS is 1 (Q5_0), else of 1-row ones. */
 #define Q5CASE(r, j) rows_q4a_512_t(p, Q5, rb, r, ax, as, j, nb, y, ys)
 #define Q5ROWS(NAME)                                                                                                   \
     static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
-        if (J == 1 && R == 4) Q5CASE(4, 1);                                                                            \
+        if (Q5PAIRS && J == 1 && R > 4) {                                                                              \
+            for (; R >= 2; R -= 2, p += 2 * rb, y += 2) Q5CASE(2, 1);                                                  \
+            if (R) Q5CASE(1, 1);                                                                                       \
+        } else if (J == 1 && R == 4) Q5CASE(4, 1);                                                                     \
         else if (J == 1 && R == 2) Q5CASE(2, 1);                                                                       \
         else if (J == 2 && R == 2) Q5CASE(2, 2);                                                                       \
         else                                                                                                           \
@@ -121,12 +140,17 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
                 default: Q5CASE(1, 8); break;                                                                          \
                 }                                                                                                      \
     }
+#define Q5PAIRS 0
 #define Q5 Q4A_Q4_0
 Q5ROWS(rows_q4a_512)
 #undef Q5
+#undef Q5PAIRS
+#define Q5PAIRS 1
 #define Q5 Q4A_Q5_0
 Q5ROWS(rows_q5a_512)
 #undef Q5
+#undef Q5PAIRS
+#define Q5PAIRS 0
 #define Q5 Q4A_Q8_0
 Q5ROWS(rows_q8a_512)
 #undef Q5
@@ -237,7 +261,7 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind,
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
     const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
-    const char *pf = (const char *)p + (R * rb < 1024 ? 1024 : R * rb);
+    const char *pf = q4a_prefetch_at(p, R * rb, 0);
     for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
         __m512 sv[4];
         for (int i = 0; i < R; i++) {
@@ -281,6 +305,7 @@ Q5ROWS(rows_q5k_512)
 Q5ROWS(rows_iq4xs_512)
 #undef Q6
 #undef Q5CASE
+#undef Q5PAIRS
 #undef Q5ROWS
 
 /* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8

@@ -307,16 +307,37 @@ static int matmul_q4x(const llm_mat *w, q4x_fn fn, const llm_ablk *xa, int n, fl
     return 0;
 }
 
-/* y = W x for Q4_0 with a q4a kernel: tiles of R rows split over threads (R = 4 at batch 1,
- * 2 at batch 2: each activation block is loaded once per tile), batches of up to 8 activation
- * rows per pass over a tile. -1 when out of memory. */
+/* Rows per tile of the q4a kernels: each activation block is loaded once per tile, but each
+ * row of a tile is a stream of its own for the prefetchers. At batch 1, with the weights
+ * streamed from memory (2 threads, Qwen2.5-0.5B shapes, 600 MB per shape), Q8_0 read
+ * ffn_gate/up at 53.6 GB/s with 1 row per tile against 44.8 with 4, the output matrix at 56.5
+ * against 41.8, ffn_down at 42.8 against 38.9; Q5_0's ffn_gate/up at 45.9 with 2 rows, 34.7
+ * with 4 and 33.1 with 1 (its decoding costs more instructions, which the shared activation
+ * loads offset); the K-quants' ffn_down was slower with 2 rows (Q4_K 32-34 against 37.9). The
+ * other types keep their 4 rows (not measured again). Batch 2 takes 2 rows, larger batches 1. */
+static int q4a_rows_per_tile(uint32_t type, int n) {
+    if (n == 2) return 2;
+    if (n > 2) return 1;
+    return type == GGML_TYPE_Q8_0 ? 1 : type == GGML_TYPE_Q5_0 ? 2 : 4;
+}
+
+/* Rows per kernel call: one-row tiles go Q4A_CALL_ROWS to a call (the kernels loop over the
+ * rows of a call one at a time), and so do Q5_0's 2-row tiles at batch 1 (the kernel takes a
+ * call of more than 4 rows as 2-row tiles), so the call, its dispatch and its prefetch setup
+ * are not paid per row of 952 bytes (Q8_0) or per 2 rows of 616 (Q5_0). Only up to 8
+ * activation rows (one pass over the call's rows). */
+#define Q4A_CALL_ROWS 32
+static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
+
+/* y = W x with a q4a kernel: tiles of q4a_rows_per_tile rows split over threads, batches of
+ * up to 8 activation rows per pass over a tile. -1 when out of memory. */
 static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
     const int rows = w->rows, nb = w->cols / 32;
     const size_t as = (size_t)Q4A_BYTES * nb;
     uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
     if (!ax) return -1;
     for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
-    const int R = n == 1 ? 4 : n == 2 ? 2 : 1, tiles = (rows + R - 1) / R;
+    const int R = q4a_call_rows(q4a_rows_per_tile(w->type, n), n), tiles = (rows + R - 1) / R;
     double work = (double)rows * w->cols * n;
 #pragma omp parallel for schedule(static) if (work > 65536)
     for (int t = 0; t < tiles; t++) {
@@ -357,6 +378,59 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
 #endif
 
 /* ---------------------------------------------------------------- matmuls */
+/* y_k = W_k x for nw matrices with one input (q, k, v; gate, up) in one parallel region, the
+ * activations rounded and packed once: a decode step had a region per matrix, and on this
+ * 2-core VM a region costs about 3 us to open and close (an empty one measured 3.1-3.5 us
+ * with libgomp's spin wait), more than k and v take to stream at Qwen2.5-0.5B's shape (0.12 MB
+ * each). The tiles of all matrices are one index space split over the threads, so each
+ * thread still reads one contiguous run of every matrix it meets. Results are those of one
+ * llm_matmul_q8act per matrix, bit for bit (the same tiles and kernels). -1 (nothing written)
+ * unless every matrix takes a 512-bit q4a kernel at this batch and they share a width. */
+int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
+#ifdef LLM_HAVE_AVX512
+    enum { MAXW = 4 };
+    if (nw < 1 || nw > MAXW || kern() != KERN_AVX512 || w[0]->cols % 32) return -1;
+    const int cols = w[0]->cols, nb = cols / 32;
+    q4a_fn fn[MAXW];
+    int first[MAXW + 1] = {0}, R[MAXW];
+    double work = 0;
+    for (int k = 0; k < nw; k++) {
+        if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
+        R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
+        first[k + 1] = first[k] + (w[k]->rows + R[k] - 1) / R[k];
+        work += (double)w[k]->rows * cols * n;
+    }
+    const size_t as = (size_t)Q4A_BYTES * nb;
+    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    if (!xa || !ax) {
+        free(xa);
+        free(ax);
+        return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+        q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    }
+    const int tiles = first[nw];
+#pragma omp parallel for schedule(static) if (work > 65536)
+    for (int t = 0; t < tiles; t++) {
+        int k = 0;
+        while (t >= first[k + 1]) k++;
+        const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
+        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
+        for (int j = 0; j < n; j += 8)
+            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r, (size_t)rows);
+    }
+    free(ax);
+    free(xa);
+    return 0;
+#else
+    (void)w, (void)nw, (void)x, (void)n, (void)y;
+    return -1;
+#endif
+}
+
 /* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */
 static inline float fdot(const float *a, const float *b, int n) {
     float p[8] = {0};

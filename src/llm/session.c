@@ -365,9 +365,15 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
     for (int l = 0; l < c->n_layers; l++) {
         const llm_layer *L = &m->layers[l];
         nn_rmsnorm_forward(s->h, NULL, s->x, L->attn_norm, n, D, c->rms_eps);
-        mm(&L->wq, s->h, n, s->q);
-        mm(&L->wk, s->h, n, s->k);
-        mm(&L->wv, s->h, n, s->v);
+        if (s->fast) {
+            const llm_mat *qkv[3] = {&L->wq, &L->wk, &L->wv};
+            float *const out[3] = {s->q, s->k, s->v};
+            llm_matmul_fast_group(qkv, 3, s->h, n, out);
+        } else {
+            mm(&L->wq, s->h, n, s->q);
+            mm(&L->wk, s->h, n, s->k);
+            mm(&L->wv, s->h, n, s->v);
+        }
         add_bias(s->q, L->bq, n, qd);
         add_bias(s->k, L->bk, n, kvd);
         add_bias(s->v, L->bv, n, kvd);
@@ -395,8 +401,14 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
-        mm(&L->w_gate, s->h, n, s->g);
-        mm(&L->w_up, s->h, n, s->u);
+        if (s->fast) {
+            const llm_mat *gu[2] = {&L->w_gate, &L->w_up};
+            float *const out[2] = {s->g, s->u};
+            llm_matmul_fast_group(gu, 2, s->h, n, out);
+        } else {
+            mm(&L->w_gate, s->h, n, s->g);
+            mm(&L->w_up, s->h, n, s->u);
+        }
         nn_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
         mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
