@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /* n_users users walking over n_items items (next = item + 1, some jumps). */
 static void make_walks(dr_dataset *d, int n_users, int n_items) {
@@ -118,6 +119,39 @@ TEST(trm_load_refuses_non_finite_weights) {
     trm_model_free(m);
     CHECK_ERR(trm_load(&m, out), DR_ERR_FORMAT);
     CHECK_MSG(strstr(dr_error_message(), "not finite"), "%s", dr_error_message());
+    dr_data_free(&d);
+}
+
+/* A header that claims more items (or experts) than its tensors hold is refused before anything
+ * is allocated, naming the tensor: 100 million items at dim 8 would be a 3.2 GB table, zeroed
+ * (touched) on allocation, so the peak resident size shows whether it was made. */
+TEST(trm_load_checks_tensors_before_allocating) {
+    dr_dataset d;
+    make_walks(&d, 20, 10);
+    const char *dir = dr_test_tmpdir();
+    char out[512];
+    snprintf(out, sizeof out, "%s/lies.gguf", dir);
+    trm_model *m = small_model(&d);
+    const char *keys[] = {"deeprec.trm.n_items", "deeprec.trm.text_experts"};
+    const uint32_t vals[] = {100000000u, 8u};
+    for (int k = 0; k < 2; k++) {
+        gguf_writer *w = trm__writer(m);
+        CHECK(w);
+        CHECK_OK(gguf_set_u32(w, keys[k], vals[k]));
+        CHECK_OK(gguf_write(w, out));
+        gguf_writer_free(w);
+        trm_model *x = NULL;
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        int rc = trm_load(&x, out);
+        getrusage(RUSAGE_SELF, &after);
+        CHECK_MSG(after.ru_maxrss - before.ru_maxrss < 256 * 1024, "peak RSS grew by %ld kB",
+                  after.ru_maxrss - before.ru_maxrss);
+        CHECK(rc != DR_OK && x == NULL);
+        /* n_items: the item table's shape; text_experts on a sasrec model: the configuration */
+        CHECK_MSG(strstr(dr_error_message(), k == 0 ? "item_emb.weight" : "text experts"), "%s", dr_error_message());
+    }
+    trm_model_free(m);
     dr_data_free(&d);
 }
 
