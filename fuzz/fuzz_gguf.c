@@ -3,11 +3,9 @@
  * as a TRM checkpoint (its configuration, text experts included, and tensors). Any crash,
  * sanitizer report or leak is a bug; an error return is fine. */
 #include "deeprec/gguf.h"
-#include "deeprec/trm.h"
+#include "trm/internal.h" /* trm__load_file */
 #include <stdlib.h>
 #include <string.h>
-
-int trm__load_file(trm_model **out, const gguf_file *f); /* src/trm/io.c */
 
 static void walk(const gguf_file *f) {
     volatile uint64_t sink = 0;

@@ -329,23 +329,48 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
 #define Q4A_CALL_ROWS 32
 static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
 
-/* y = W x with a q4a kernel: tiles of q4a_rows_per_tile rows split over threads, batches of
- * up to 8 activation rows per pass over a tile. -1 when out of memory. */
-static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
-    const int rows = w->rows, nb = w->cols / 32;
+#define Q4A_MAX_GROUP 4
+/* y_k = W_k x for nw <= Q4A_MAX_GROUP matrices of one width with q4a kernels fn[k], on n packed
+ * activation rows ax: tiles of q4a_rows_per_tile rows, the tiles of all matrices one index
+ * space split over the threads in one parallel region, batches of up to 8 activation rows per
+ * pass over a tile. */
+static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
+    const int nb = w[0]->cols / 32;
     const size_t as = (size_t)Q4A_BYTES * nb;
-    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
-    if (!ax) return -1;
-    for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
-    const int R = q4a_call_rows(q4a_rows_per_tile(w->type, n), n), tiles = (rows + R - 1) / R;
-    double work = (double)rows * w->cols * n;
+    int first[Q4A_MAX_GROUP + 1] = {0}, R[Q4A_MAX_GROUP];
+    double work = 0;
+    for (int k = 0; k < nw; k++) {
+        R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
+        first[k + 1] = first[k] + (w[k]->rows + R[k] - 1) / R[k];
+        work += (double)w[k]->rows * w[k]->cols * n;
+    }
+    const int tiles = first[nw];
 #pragma omp parallel for schedule(static) if (work > 65536)
     for (int t = 0; t < tiles; t++) {
-        const int r = t * R, nr = rows - r < R ? rows - r : R;
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        int k = 0;
+        while (t >= first[k + 1]) k++;
+        const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
+        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
         for (int j = 0; j < n; j += 8)
-            fn(row, w->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y + (size_t)j * rows + r, (size_t)rows);
+            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
+                  (size_t)rows);
     }
+}
+
+/* n activation rows in the q4a layout (aligned for the kernels), or NULL when out of memory. */
+static uint8_t *q4a_pack_rows(const llm_ablk *xa, int n, int nb) {
+    const size_t as = (size_t)Q4A_BYTES * nb;
+    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    if (ax)
+        for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+    return ax;
+}
+
+/* y = W x with a q4a kernel (q4a_tiles for one matrix). -1 when out of memory. */
+static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, float *y) {
+    uint8_t *ax = q4a_pack_rows(xa, n, w->cols / 32);
+    if (!ax) return -1;
+    q4a_tiles(&w, &fn, 1, ax, n, &y);
     free(ax);
     return 0;
 }
@@ -388,42 +413,19 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
  * unless every matrix takes a 512-bit q4a kernel at this batch and they share a width. */
 int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
 #ifdef LLM_HAVE_AVX512
-    enum { MAXW = 4 };
-    if (nw < 1 || nw > MAXW || kern() != KERN_AVX512 || w[0]->cols % 32) return -1;
+    if (nw < 1 || nw > Q4A_MAX_GROUP || kern() != KERN_AVX512 || w[0]->cols % 32) return -1;
     const int cols = w[0]->cols, nb = cols / 32;
-    q4a_fn fn[MAXW];
-    int first[MAXW + 1] = {0}, R[MAXW];
-    double work = 0;
-    for (int k = 0; k < nw; k++) {
+    q4a_fn fn[Q4A_MAX_GROUP];
+    for (int k = 0; k < nw; k++)
         if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
-        R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
-        first[k + 1] = first[k] + (w[k]->rows + R[k] - 1) / R[k];
-        work += (double)w[k]->rows * cols * n;
-    }
-    const size_t as = (size_t)Q4A_BYTES * nb;
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
-    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
-    if (!xa || !ax) {
-        free(xa);
-        free(ax);
-        return -1;
-    }
-    for (int j = 0; j < n; j++) {
-        llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
-        q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
-    }
-    const int tiles = first[nw];
-#pragma omp parallel for schedule(static) if (work > 65536)
-    for (int t = 0; t < tiles; t++) {
-        int k = 0;
-        while (t >= first[k + 1]) k++;
-        const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
-        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
-        for (int j = 0; j < n; j += 8)
-            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r, (size_t)rows);
-    }
-    free(ax);
+    if (!xa) return -1;
+    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+    uint8_t *ax = q4a_pack_rows(xa, n, nb);
     free(xa);
+    if (!ax) return -1;
+    q4a_tiles(w, fn, nw, ax, n, y);
+    free(ax);
     return 0;
 #else
     (void)w, (void)nw, (void)x, (void)n, (void)y;

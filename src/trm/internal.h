@@ -158,7 +158,9 @@ int trm__pseudo_pref(const dr_dataset *d, int32_t item, dr_rng *r, float p_empty
 int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
 
 /* io.c: checkpoints */
-trm_model *trm__model_blank(const trm_config *cfg, int *rc); /* model.c; NULL with *rc set on failure */
+/* model.c; NULL with *rc set on failure. file: NULL, or the checkpoint to be read, whose
+ * tensors are checked against the layout before anything is allocated. */
+trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, int *rc);
 gguf_writer *trm__writer(const trm_model *m);
 int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
 int trm__load_file(trm_model **out, const gguf_file *f);

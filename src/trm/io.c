@@ -116,31 +116,12 @@ size_t trm__first_nonfinite(const trm_model *m) {
     return (size_t)-1;
 }
 
-/* Every tensor the configuration implies is in the file with its shape, checked before anything
- * is allocated: a header claiming a huge catalog or width then fails here, naming the tensor,
- * instead of asking for gigabytes (the fuzzer found a 7.8 GB request), and what is allocated
- * is bounded by what the file holds. */
-static int check_tensors_present(const gguf_file *f, const trm_config *c) {
-    trm_model *probe = calloc(1, sizeof *probe);
-    if (!probe) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
-    probe->cfg = *c;
-    if (probe->cfg.ffn_dim <= 0) probe->cfg.ffn_dim = 4 * probe->cfg.dim;
-    int rc = trm__layout(probe);
-    for (int i = 0; i < probe->n_t && !rc; i++) {
-        const trm_tensor *t = &probe->t[i];
-        rc = gguf_expect_tensor(f, t->name, GGML_TYPE_F32, (uint32_t)t->nd, t->ne, NULL);
-    }
-    free(probe);
-    return rc;
-}
-
 int trm__load_file(trm_model **out, const gguf_file *f) {
     *out = NULL;
     trm_config c;
     int rc = read_cfg(f, &c);
     if (rc) return rc;
-    if ((rc = check_tensors_present(f, &c))) return rc;
-    trm_model *m = trm__model_blank(&c, &rc);
+    trm_model *m = trm__model_blank(&c, f, &rc); /* checks the file's tensors before allocating */
     if (!m) return rc;
     if ((rc = trm__read_tensors(m, f, "", m->mem))) goto fail;
     {

@@ -157,8 +157,16 @@ void trm__bind(const trm_model *m, float *base, trm_params *p) {
     p->lnu_b = find_t(m, base, "user_norm.bias");
 }
 
-static int model_alloc(trm_model *m) {
+/* file: NULL, or the checkpoint the model will be read from. Every tensor of the layout must
+ * then be in it with its shape before anything is allocated, so a header claiming a huge
+ * catalog or width fails naming the tensor instead of asking for gigabytes (the fuzzer found a
+ * 7.8 GB request), and what is allocated is bounded by what the file holds. */
+static int model_alloc(trm_model *m, const gguf_file *file) {
     if (trm__layout(m)) return dr_error_code();
+    for (int i = 0; file && i < m->n_t; i++) {
+        int rc = gguf_expect_tensor(file, m->t[i].name, GGML_TYPE_F32, (uint32_t)m->t[i].nd, m->t[i].ne, NULL);
+        if (rc) return rc;
+    }
     size_t bytes;
     if (!dr_mul_ok(m->n_params, sizeof(float), &bytes)) return dr_error(DR_ERR_NOMEM, "trm: model too large");
     m->mem = dr_aligned_alloc(bytes ? bytes : 64);
@@ -189,7 +197,7 @@ static int model_alloc(trm_model *m) {
     return DR_OK;
 }
 
-trm_model *trm__model_blank(const trm_config *cfg, int *rc) {
+trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, int *rc) {
     trm_model *m = calloc(1, sizeof *m);
     if (!m) {
         *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
@@ -198,7 +206,7 @@ trm_model *trm__model_blank(const trm_config *cfg, int *rc) {
     m->cfg = *cfg;
     if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
     if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
-    *rc = model_alloc(m);
+    *rc = model_alloc(m, file);
     if (*rc) {
         trm_model_free(m);
         return NULL;
@@ -211,7 +219,7 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
     trm_config c = *cfg;
     if (d) c.n_items = d->n_items;
     int rc;
-    trm_model *m = trm__model_blank(&c, &rc);
+    trm_model *m = trm__model_blank(&c, NULL, &rc);
     if (!m) return rc;
     dr_rng root;
     dr_rng_seed(&root, seed);

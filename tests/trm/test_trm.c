@@ -65,12 +65,38 @@ static void tiny_cfg(trm_config *c, int model) {
     c->text_buckets = 64;
 }
 
+typedef int (*trm_lossgrad_fn)(trm_model *, const dr_dataset *, const trm_train_opts *, const int32_t *, int, uint64_t,
+                               double *, float *);
+
+/* Larger weights than the init so that every path matters: each nonzero, non-unit weight drawn
+ * again from N(0, 0.3^2), each unit weight (LayerNorm gains) 1 + N(0, 0.2^2). */
+static void enlarge_params(float *p, size_t np, dr_rng *r) {
+    for (size_t i = 0; i < np; i++)
+        if (p[i] != 0.0f && p[i] != 1.0f) p[i] = 0.3f * dr_rng_normal(r);
+        else if (p[i] == 1.0f) p[i] = 1.0f + 0.2f * dr_rng_normal(r);
+}
+
+/* The central difference of the loss in parameter i (step 1e-2), the tables refreshed after. */
+static double numeric_grad(trm_model *m, trm_lossgrad_fn lossgrad, const dr_dataset *d, const trm_train_opts *o,
+                           const int32_t *users, int B, float *p, size_t i) {
+    float save = p[i], h = 1e-2f;
+    double lp, lm;
+    p[i] = save + h;
+    trm_debug_refresh(m);
+    CHECK_OK(lossgrad(m, d, o, users, B, 42, &lp, NULL));
+    p[i] = save - h;
+    trm_debug_refresh(m);
+    CHECK_OK(lossgrad(m, d, o, users, B, 42, &lm, NULL));
+    p[i] = save;
+    trm_debug_refresh(m);
+    return (lp - lm) / (2.0 * h);
+}
+
 /* The gradient of configuration c against finite differences. smoothing: the ce loss's label
  * smoothing (0 = off); logq: the sampled loss's logQ correction. With dropout the masks are the
  * same at every call (the batch's seed is fixed), so the loss is a fixed function of the weights. */
 static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int logq, int mask_history) {
-    int (*lossgrad)(trm_model *, const dr_dataset *, const trm_train_opts *, const int32_t *, int, uint64_t, double *,
-                    float *) = cfg->dropout > 0.0f ? trm_debug_loss_grad_train : trm_debug_loss_grad;
+    trm_lossgrad_fn lossgrad = cfg->dropout > 0.0f ? trm_debug_loss_grad_train : trm_debug_loss_grad;
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);
     trm_config c = *cfg;
@@ -81,9 +107,7 @@ static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int l
     float *p = trm_debug_params(m, &np);
     dr_rng r;
     dr_rng_seed(&r, 11);
-    for (size_t i = 0; i < np; i++)
-        if (p[i] != 0.0f && p[i] != 1.0f) p[i] = 0.3f * dr_rng_normal(&r);
-        else if (p[i] == 1.0f) p[i] = 1.0f + 0.2f * dr_rng_normal(&r);
+    enlarge_params(p, np, &r);
     /* keep padding row zero */
     const float *E = trm_item_embeddings(m);
     (void)E;
@@ -106,17 +130,7 @@ static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int l
     for (int trial = 0; trial < 400 && checked < 120; trial++) {
         size_t i = (size_t)dr_rng_below(&r, np);
         if (trial % 2 == 0 && fabsf(g[i]) < 1e-4f) continue;
-        float save = p[i];
-        double lp, lm;
-        float h = 1e-2f;
-        p[i] = save + h;
-        trm_debug_refresh(m);
-        CHECK_OK(lossgrad(m, &d, &o, users, 5, 42, &lp, NULL));
-        p[i] = save - h;
-        trm_debug_refresh(m);
-        CHECK_OK(lossgrad(m, &d, &o, users, 5, 42, &lm, NULL));
-        p[i] = save;
-        double num = (lp - lm) / (2.0 * h);
+        double num = numeric_grad(m, lossgrad, &d, &o, users, 5, p, i);
         double err = fabs(num - g[i]);
         double tol = 2e-3 + 0.03 * fabs(num);
         if (err > tol) {
@@ -180,8 +194,7 @@ TEST(trm_grad_text_experts) {
     float *p = trm_debug_params(m, &np);
     dr_rng r;
     dr_rng_seed(&r, 5);
-    for (size_t i = 0; i < np; i++)
-        if (p[i] != 0.0f && p[i] != 1.0f) p[i] = 0.3f * dr_rng_normal(&r);
+    enlarge_params(p, np, &r);
     /* gate biases start at 0: give them values so the softmax is not uniform by construction */
     for (int t = 0; t < m->n_t; t++)
         if (!strcmp(m->t[t].name, "item_text_gate.bias"))
@@ -192,7 +205,7 @@ TEST(trm_grad_text_experts) {
     o.pref_empty_p = 0.2f;
     int32_t users[4] = {1, 2, 5, 8};
     float *g = malloc(np * sizeof(float));
-    double l0, lp, lm, maxerr = 0;
+    double l0, maxerr = 0;
     CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &l0, g));
     int checked = 0, bad = 0, nonzero = 0;
     const char *names[] = {"item_text_experts.weight", "item_text_gate.weight", "item_text_gate.bias"};
@@ -203,15 +216,7 @@ TEST(trm_grad_text_experts) {
         size_t stride = !strcmp(m->t[t].name, names[0]) ? 3 : 1;
         for (size_t j = 0; j < m->t[t].n; j += stride) {
             size_t i = m->t[t].off + j;
-            float save = p[i], h = 1e-2f;
-            p[i] = save + h;
-            trm_debug_refresh(m);
-            CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &lp, NULL));
-            p[i] = save - h;
-            trm_debug_refresh(m);
-            CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &lm, NULL));
-            p[i] = save;
-            double num = (lp - lm) / (2.0 * h), err = fabs(num - g[i]);
+            double num = numeric_grad(m, trm_debug_loss_grad, &d, &o, users, 4, p, i), err = fabs(num - g[i]);
             if (err > 2e-3 + 0.03 * fabs(num)) {
                 if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
                 bad++;
