@@ -67,6 +67,13 @@ typedef struct trm_config {
      * softmax over a linear gate of the same bag, so items of different kinds of text get
      * different projections (the paper's mixture-of-experts adaptor). */
     int text_experts;
+    /* K >= 2: an ensemble of K models of this configuration, trained one after another with
+     * seeds seed, seed + 1, ... (each with its own early stopping). An item's score is the sum
+     * of the members' scores, so the ranking is that of the sum of their log-softmaxes (a
+     * product of the members' distributions, the usual ensemble of softmax models); the user
+     * vector and the item table are the members' concatenated (trm_score_dim). 0 or 1: one
+     * model (the default). */
+    int ensemble;
 } trm_config;
 
 void trm_config_default(trm_config *c); /* the defaults listed above (n_items = 0) */
@@ -146,6 +153,8 @@ int trm_model_init_from(trm_model *m, const trm_model *src);
 int trm_model_init_from_file(trm_model *m, const struct dr_dataset *d, const char *path);
 void trm_model_free(trm_model *m);
 const trm_config *trm_model_config(const trm_model *m);
+/* The length of a user vector and of an item table row: dim, or K dim for an ensemble of K. */
+int trm_score_dim(const trm_model *m);
 /* DR_OK when m was made for dataset d (same item count), else DR_ERR_ARG naming both
  * files (paths may be NULL). Every command that takes a TRM and a dataset calls it. */
 int trm_check_dataset(const trm_model *m, const struct dr_dataset *d, const char *model_path, const char *data_path);
@@ -174,11 +183,11 @@ int trm_evaluate(trm_model *m, const struct dr_dataset *d, int split, int mask_h
 typedef struct trm_session trm_session;
 int trm_session_new(trm_session **out, trm_model *m);
 void trm_session_free(trm_session *s);
-/* User vector [dim] from history (oldest first; the last max_len are used;
+/* User vector [trm_score_dim] from history (oldest first; the last max_len are used;
  * ids outside 1..n_items are skipped) and preference text (NULL or "" = none;
  * ignored by sasrec). */
 int trm_user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u);
-/* Exact top-k over the whole catalog: one sgemv + a heap. mask_history: skip
+/* Exact top-k over the whole catalog: one sgemv + a heap (an ensemble: one per member, summed). mask_history: skip
  * the history items. ids/scores need room for k; *n_out = min(k, candidates).
  * Ordered by score descending (ties: smaller id first). */
 int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int k, int mask_history,
@@ -190,16 +199,18 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
  * once: reuse it across calls, one trm_batch per calling thread as with sessions. hists[i],
  * n_hists[i], prefs[i] (prefs may be NULL); ids/scores are [n_users, k] row-major, n_out[n_users].
  * Scores agree with trm_retrieve's to rounding (another summation order), so the order of
- * near-ties may differ. */
+ * near-ties may differ. Not built for ensembles (trm_batch_new: DR_ERR_UNSUPPORTED; retrieve
+ * their users one at a time). */
 typedef struct trm_batch trm_batch;
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users);
 void trm_batch_free(trm_batch *b);
 int trm_retrieve_batch(trm_batch *b, int n_users, const int32_t *const *hists, const int64_t *n_hists,
                        const char *const *prefs, int k, int mask_history, int32_t *ids, float *scores, int *n_out);
-/* The item table used for scoring, [n_items + 1, dim] row-major (row 0 = 0). */
+/* The item table used for scoring, [n_items + 1, trm_score_dim] row-major (row 0 = 0). */
 const float *trm_item_embeddings(trm_model *m);
 /* Text embedding of a string (mean embedding bag of hashed unigrams+bigrams,
- * projected by W_p) into out[dim]; pref model only (sasrec: DR_ERR_UNSUPPORTED).
+ * projected by W_p) into out[trm_score_dim] (an ensemble: the members' concatenated); pref
+ * model only (sasrec: DR_ERR_UNSUPPORTED).
  * An empty text gives zeros. */
 int trm_text_embedding(trm_model *m, const char *text, float *out);
 

@@ -27,6 +27,8 @@ static void print_train(const char *out, const char *model, const char *loss, co
         json_object_set_new(j, "model", json_string(model));
         json_object_set_new(j, "loss", json_string(loss));
         json_object_set_new(j, "params", json_integer((json_int_t)trm_num_params(m)));
+        if (trm_model_config(m)->ensemble >= 2)
+            json_object_set_new(j, "ensemble", json_integer(trm_model_config(m)->ensemble));
         json_object_set_new(j, "epochs_run", json_integer(res->epochs_run));
         json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
         json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_valid_ndcg10));
@@ -35,8 +37,12 @@ static void print_train(const char *out, const char *model, const char *loss, co
         json_object_set_new(j, "seconds", json_real(wall));
         cli_print_json(j, CLI_JSON);
     } else {
-        printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res->best_epoch,
-               res->best_valid_ndcg10, res->epochs_run, wall);
+        if (trm_model_config(m)->ensemble >= 2)
+            printf("wrote %s: an ensemble of %d (valid NDCG@10 %.4f), %d epochs run in all, %.1f s\n", out,
+                   trm_model_config(m)->ensemble, res->best_valid_ndcg10, res->epochs_run, wall);
+        else
+            printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res->best_epoch,
+                   res->best_valid_ndcg10, res->epochs_run, wall);
         print_metrics(stdout, "test (history masked)", test);
         if (pref) print_metrics(stdout, "test, oracle preference", test_o);
     }
@@ -67,6 +73,9 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
          "sasrec | pref (preference-aware retriever) | text (pref whose item text goes through a mixture of experts)"},
         {"--experts", CLI_INT, &c->text_experts, "text: experts of the item-text adaptor (4)"},
         {"--init", CLI_STR, &a->init, "start from a trained TRM (.gguf): tensors of the same name and shape are copied"},
+        {"--ensemble", CLI_INT, &c->ensemble,
+         "K >= 2: train K models (seeds SEED..SEED+K-1, files OUT.member-N.gguf) and rank by their summed scores "
+         "(0 = one model)"},
         {"--loss", CLI_STR, &a->loss, "ce (full softmax) | sampled | bce"},
         {"--neg", CLI_INT, &o->n_neg, "negatives per position for --loss sampled (100)"},
         {"--logq", CLI_FLAG, &o->logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
@@ -120,6 +129,8 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
     } else if (c->text_experts) {
         return cli_usage_error("--experts is for --model text");
     }
+    if (c->ensemble == 1) return cli_usage_error("--ensemble needs 2 or more members (0: one model)");
+    if (c->ensemble >= 2 && a->init) return cli_usage_error("--ensemble cannot start from --init");
     if ((o->loss = trm_loss_from_name(a->loss)) < 0)
         return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", a->loss);
     if ((c->act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);

@@ -32,6 +32,7 @@ static const cli_range ranges[] = {
     {"--llm-parallel", 1, 256, 0, 0},  /* requests in flight to --llm-url */
     {"-n", 1, 1 << 20, 0, 0},
     /* training */
+    {"--ensemble", 0, 64, 0, 0},       /* trm train: 0 = one model; 1 is refused there */
     {"--lr", 0, 10, 1, 0},
     {"--wd", 0, 1, 0, 0},
     {"--weight-decay", 0, 1, 0, 0},

@@ -91,7 +91,7 @@ static int cat_table_build(const dr_dataset *d, cat_table *t) {
 static void score_all(trm_model *m, trm_session *s, const int32_t *h, int64_t nh, const char *pref, float *u,
                       float *out, int *rc) {
     const float *E = trm_item_embeddings(m);
-    int dim = trm_model_config(m)->dim, V = trm_model_config(m)->n_items;
+    int dim = trm_score_dim(m), V = trm_model_config(m)->n_items;
     if ((*rc = trm_user_vector(s, h, nh, pref, u))) return;
     for (int i = 0; i <= V; i++) {
         const float *r = E + (size_t)i * dim;
@@ -141,7 +141,7 @@ int eval_pref_fusion(trm_model *m, const dr_dataset *d, int split, int max_hist,
     if (!any_cat)
         return dr_error(DR_ERR_UNSUPPORTED, "fusion bound: the dataset has no item categories");
     if (max_hist <= 0) max_hist = 20;
-    int V = d->n_items, dim = cfg->dim;
+    int V = d->n_items, dim = trm_score_dim(m);
     cat_table ct;
     trm_session *sess = NULL;
     int rc = cat_table_build(d, &ct);

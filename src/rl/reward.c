@@ -79,7 +79,7 @@ int rl_reward_ctx_new(rl_reward_ctx **out, const agent_catalog *c, struct trm_mo
     if (!r) return dr_error_code();
     r->c = c;
     r->m = m;
-    r->dim = tc->dim;
+    r->dim = trm_score_dim(m);
     r->n_items = tc->n_items;
     size_t n;
     if (!dr_mul_ok((size_t)r->n_items + 1, (size_t)r->dim, &n)) {

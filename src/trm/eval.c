@@ -50,14 +50,15 @@ int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_h
     for (int i = 0; users && i < n_users; i++)
         if (users[i] < 0 || users[i] >= d->n_users)
             return dr_error(DR_ERR_ARG, "trm_evaluate: user %d is not in the dataset (%d users)", users[i], d->n_users);
-    if (!m->tables_fresh) trm__refresh_tables(m);
+    for (int k = 0; k < trm__n_parts(m); k++)
+        if (!trm__part(m, k)->tables_fresh) trm__refresh_tables(trm__part(m, k));
     const int Bcap = TRM_EVAL_USERS, d_ = m->cfg.dim, V = m->V;
     if (ws && (!ws->infer || ws->Bcap < TRM_EVAL_USERS))
         return dr_error(DR_ERR_INTERNAL, "trm_evaluate: the workspace is not for inference of %d users", Bcap);
     trm_acts own = {0}, *a = ws ? ws : &own;
     int64_t *counts = NULL;   /* MPI: users per rank */
     int32_t *lranks = NULL, *aranks = NULL; /* MPI: this rank's ranks, everyone's */
-    int rc = ws ? DR_OK : trm__acts_alloc_infer(&own, m, Bcap);
+    int rc = ws ? DR_OK : trm__acts_alloc_infer(&own, trm__part(m, 0), Bcap); /* members share a configuration */
     if (rc) return rc;
     ulen *us = dr_calloc((size_t)(users ? n_users : d->n_users) + 1, sizeof *us);
     float *U = dr_aligned_alloc((size_t)Bcap * d_ * sizeof(float));
@@ -138,15 +139,19 @@ int trm__evaluate_users(trm_model *m, const dr_dataset *d, int split, int mask_h
             }
         }
         moff[B] = mn;
-        trm__fill_batch(m, a, B, 0, seqs, lens);
-        if (m->cfg.model == TRM_PREF && pref_mode == 1)
-            for (int b = 0; b < B; b++) {
-                trm__oracle_pref(d, targets[b], pbuf, 4096);
-                trm__set_last_pref(m, a, b, pbuf);
-            }
-        const float *o = trm__forward(m, a);
-        last_rows(m, a, o, U);
-        nn_matmul(S, U, m->score_table, B, V, d_, 0, 1, 1.0f, 0.0f);
+        /* an ensemble: the members' scores summed (S += U_k F_k^T) */
+        for (int k = 0; k < trm__n_parts(m); k++) {
+            trm_model *p = trm__part(m, k);
+            trm__fill_batch(p, a, B, 0, seqs, lens);
+            if (m->cfg.model == TRM_PREF && pref_mode == 1)
+                for (int b = 0; b < B; b++) {
+                    trm__oracle_pref(d, targets[b], pbuf, 4096);
+                    trm__set_last_pref(p, a, b, pbuf);
+                }
+            const float *o = trm__forward(p, a);
+            last_rows(p, a, o, U);
+            nn_matmul(S, U, p->score_table, B, V, d_, 0, 1, 1.0f, k ? 1.0f : 0.0f);
+        }
         if (size == 1) {
             dr_metrics_add_batch(&acc, S, B, m->cfg.n_items, targets, mask_history ? moff : NULL, mitems);
             continue;

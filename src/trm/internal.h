@@ -8,6 +8,7 @@
 #include "deeprec/gguf.h"
 
 #define TRM_MAX_LAYERS 16
+#define TRM_MAX_ENSEMBLE 64
 #define TRM_MAX_TENSORS (16 + 16 * TRM_MAX_LAYERS)
 
 typedef struct trm_tensor {
@@ -58,6 +59,11 @@ struct trm_model {
      * scratch for the experts' and the gate's output gradients ([V, K d], [V, K]) */
     float *item_exp, *item_gate, *exp_grad, *gate_grad;
     int tables_fresh;          /* score_table reflects the current parameters */
+    /* an ensemble (cfg.ensemble = K >= 2): the members own everything above (mem is NULL here);
+     * ens_table is their score tables side by side, [V, K dim] */
+    int n_members;
+    trm_model **members;
+    float *ens_table;
 };
 
 /* Activations for a batch of B sequences of length L (capacity Bcap x max_len). */
@@ -160,7 +166,13 @@ int trm__oracle_pref(const dr_dataset *d, int32_t item, char *buf, size_t cap);
 /* io.c: checkpoints */
 /* model.c; NULL with *rc set on failure. file: NULL, or the checkpoint to be read, whose
  * tensors are checked against the layout before anything is allocated. */
-trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, int *rc);
+trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, const char *prefix, int *rc);
+/* An ensemble of cfg->ensemble members, all NULL (the caller makes them). */
+trm_model *trm__ensemble_blank(const trm_config *cfg, int *rc);
+/* The model itself, or member k of an ensemble (k < trm__n_parts): the loops that score with
+ * every member. */
+static inline int trm__n_parts(const trm_model *m) { return m->n_members ? m->n_members : 1; }
+static inline trm_model *trm__part(const trm_model *m, int k) { return m->n_members ? m->members[k] : (trm_model *)m; }
 gguf_writer *trm__writer(const trm_model *m);
 int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
 int trm__load_file(trm_model **out, const gguf_file *f);

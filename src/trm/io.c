@@ -5,6 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The tensor-name prefix of part k: "" for one model, "ensemble.K." for member K. */
+static const char *member_prefix(const trm_model *m, int k) {
+    static _Thread_local char buf[32];
+    if (!m->n_members) return "";
+    snprintf(buf, sizeof buf, "ensemble.%d.", k);
+    return buf;
+}
+
 gguf_writer *trm__writer(const trm_model *m) {
     gguf_writer *w = gguf_writer_new();
     if (!w) return NULL;
@@ -29,10 +37,18 @@ gguf_writer *trm__writer(const trm_model *m) {
     rc |= gguf_set_u32(w, "deeprec.trm.text_buckets", (uint32_t)c->text_buckets);
     if (c->text_experts) rc |= gguf_set_u32(w, "deeprec.trm.text_experts", (uint32_t)c->text_experts); /* absent: 0 */
     rc |= gguf_set_str(w, "deeprec.trm.text_hash", "fnv1a32 u:word b:w1 w2 mod buckets");
-    for (int i = 0; i < m->n_t && !rc; i++) {
-        const trm_tensor *t = &m->t[i];
-        rc |= gguf_add_tensor_borrowed(w, t->name, GGML_TYPE_F32, (uint32_t)t->nd, t->ne, m->mem + t->off);
+    /* an ensemble: every member's tensors under "ensemble.K." (absent key: one model) */
+    if (m->n_members) rc |= gguf_set_u32(w, "deeprec.trm.ensemble", (uint32_t)m->n_members);
+    char nm[96];
+    for (int k = 0; k < trm__n_parts(m) && !rc; k++) {
+        const trm_model *p = trm__part(m, k);
+        for (int i = 0; i < p->n_t && !rc; i++) {
+            const trm_tensor *t = &p->t[i];
+            snprintf(nm, sizeof nm, "%s%s", member_prefix(m, k), t->name);
+            rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)t->nd, t->ne, p->mem + t->off);
+        }
     }
+    m = trm__part(m, 0); /* the item text: the same in every member */
     if (c->model == TRM_PREF && !rc) {
         uint64_t ne = (uint64_t)m->V + 1;
         rc |= gguf_add_tensor_borrowed(w, "text.item_offsets", GGML_TYPE_I32, 1, &ne, m->item_tok_off);
@@ -96,6 +112,7 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     U("ffn_dim", ffn_dim);
     U("text_buckets", text_buckets);
     if (gguf_find_kv(f, "deeprec.trm.text_experts")) U("text_experts", text_experts); /* absent: 0 (files of before) */
+    if (gguf_find_kv(f, "deeprec.trm.ensemble")) U("ensemble", ensemble);             /* absent: one model */
 #undef U
     if ((rc = gguf_get_bool(f, "deeprec.trm.post_ln", &c->post_ln))) return rc;
     if ((rc = gguf_get_bool(f, "deeprec.trm.sep_out", &c->sep_out))) return rc;
@@ -109,6 +126,8 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     return DR_OK;
 }
 
+static int load_part(trm_model **out, const gguf_file *f, const trm_config *cfg, const char *prefix);
+
 size_t trm__first_nonfinite(const trm_model *m) {
     const float *w = m->mem;
     for (size_t i = 0; i < m->n_params; i++)
@@ -121,9 +140,31 @@ int trm__load_file(trm_model **out, const gguf_file *f) {
     trm_config c;
     int rc = read_cfg(f, &c);
     if (rc) return rc;
-    trm_model *m = trm__model_blank(&c, f, &rc); /* checks the file's tensors before allocating */
+    if (c.ensemble == 1 || c.ensemble > TRM_MAX_ENSEMBLE)
+        return dr_error(DR_ERR_FORMAT, "%s: deeprec.trm.ensemble is %d (2 to %d members)", f->path, c.ensemble,
+                        TRM_MAX_ENSEMBLE);
+    if (c.ensemble >= 2) {
+        trm_model *e = trm__ensemble_blank(&c, &rc);
+        if (!e) return rc;
+        for (int k = 0; k < e->n_members && !rc; k++) rc = load_part(&e->members[k], f, &c, member_prefix(e, k));
+        if (!rc) trm__refresh_tables(e);
+        if (!rc && !e->tables_fresh) rc = dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+        if (rc) trm_model_free(e);
+        else *out = e;
+        return rc;
+    }
+    return load_part(out, f, &c, "");
+}
+
+/* One model whose tensors are named prefix + name. */
+static int load_part(trm_model **out, const gguf_file *f, const trm_config *cfg, const char *prefix) {
+    *out = NULL;
+    trm_config c = *cfg;
+    c.ensemble = 0;
+    int rc;
+    trm_model *m = trm__model_blank(&c, f, prefix, &rc); /* checks the file's tensors before allocating */
     if (!m) return rc;
-    if ((rc = trm__read_tensors(m, f, "", m->mem))) goto fail;
+    if ((rc = trm__read_tensors(m, f, prefix, m->mem))) goto fail;
     {
         /* a NaN weight ranks nothing (every score NaN): refuse the file, not answer empty */
         size_t bad = trm__first_nonfinite(m);

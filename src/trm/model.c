@@ -161,10 +161,12 @@ void trm__bind(const trm_model *m, float *base, trm_params *p) {
  * then be in it with its shape before anything is allocated, so a header claiming a huge
  * catalog or width fails naming the tensor instead of asking for gigabytes (the fuzzer found a
  * 7.8 GB request), and what is allocated is bounded by what the file holds. */
-static int model_alloc(trm_model *m, const gguf_file *file) {
+static int model_alloc(trm_model *m, const gguf_file *file, const char *prefix) {
     if (trm__layout(m)) return dr_error_code();
+    char nm[96];
     for (int i = 0; file && i < m->n_t; i++) {
-        int rc = gguf_expect_tensor(file, m->t[i].name, GGML_TYPE_F32, (uint32_t)m->t[i].nd, m->t[i].ne, NULL);
+        snprintf(nm, sizeof nm, "%s%s", prefix ? prefix : "", m->t[i].name);
+        int rc = gguf_expect_tensor(file, nm, GGML_TYPE_F32, (uint32_t)m->t[i].nd, m->t[i].ne, NULL);
         if (rc) return rc;
     }
     size_t bytes;
@@ -197,7 +199,7 @@ static int model_alloc(trm_model *m, const gguf_file *file) {
     return DR_OK;
 }
 
-trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, int *rc) {
+trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, const char *prefix, int *rc) {
     trm_model *m = calloc(1, sizeof *m);
     if (!m) {
         *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
@@ -206,11 +208,28 @@ trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, int *r
     m->cfg = *cfg;
     if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
     if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
-    *rc = model_alloc(m, file);
+    m->cfg.ensemble = 0; /* a blank is one model: ensembles are made of blanks */
+    *rc = model_alloc(m, file, prefix);
     if (*rc) {
         trm_model_free(m);
         return NULL;
     }
+    return m;
+}
+
+trm_model *trm__ensemble_blank(const trm_config *cfg, int *rc) {
+    trm_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->members = calloc((size_t)cfg->ensemble, sizeof *m->members))) {
+        free(m);
+        *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
+    if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
+    m->V = cfg->n_items + 1;
+    m->n_members = cfg->ensemble;
+    *rc = DR_OK;
     return m;
 }
 
@@ -219,7 +238,20 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
     trm_config c = *cfg;
     if (d) c.n_items = d->n_items;
     int rc;
-    trm_model *m = trm__model_blank(&c, NULL, &rc);
+    if (c.ensemble < 0 || c.ensemble > TRM_MAX_ENSEMBLE)
+        return dr_error(DR_ERR_ARG, "trm: an ensemble has 2 to %d members (0 or 1: one model), got %d",
+                        TRM_MAX_ENSEMBLE, c.ensemble);
+    if (c.ensemble >= 2) {
+        trm_model *e = trm__ensemble_blank(&c, &rc);
+        if (!e) return rc;
+        c.ensemble = 0;
+        for (int k = 0; k < e->n_members && !rc; k++) rc = trm_model_new(&e->members[k], &c, d, seed + (uint64_t)k);
+        if (!rc) trm__refresh_tables(e);
+        if (rc) trm_model_free(e);
+        else *out = e;
+        return rc;
+    }
+    trm_model *m = trm__model_blank(&c, NULL, NULL, &rc);
     if (!m) return rc;
     dr_rng root;
     dr_rng_seed(&root, seed);
@@ -261,6 +293,8 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
 }
 
 int trm_model_init_from(trm_model *m, const trm_model *src) {
+    if (m->n_members || src->n_members)
+        return dr_error(DR_ERR_UNSUPPORTED, "trm init: starting from or into an ensemble is not supported");
     if (src->cfg.dim != m->cfg.dim || src->cfg.n_items != m->cfg.n_items)
         return dr_error(DR_ERR_FORMAT, "trm init: the source model has dim %d and %d items, this one dim %d and %d items",
                         src->cfg.dim, src->cfg.n_items, m->cfg.dim, m->cfg.n_items);
@@ -295,6 +329,9 @@ int trm_model_init_from(trm_model *m, const trm_model *src) {
 
 void trm_model_free(trm_model *m) {
     if (!m) return;
+    for (int k = 0; k < m->n_members; k++) trm_model_free(m->members[k]);
+    free(m->members);
+    free(m->ens_table);
     free(m->mem);
     if (m->cfg.model == TRM_PREF) {
         free(m->score_table);
@@ -310,8 +347,10 @@ void trm_model_free(trm_model *m) {
 }
 
 const trm_config *trm_model_config(const trm_model *m) { return &m->cfg; }
+int trm_score_dim(const trm_model *m) { return m->cfg.dim * trm__n_parts(m); }
 size_t trm_num_params(const trm_model *m) {
     size_t n = 0;
+    for (int k = 0; k < m->n_members; k++) n += trm_num_params(m->members[k]);
     for (int i = 0; i < m->n_t; i++) n += m->t[i].n;
     return n;
 }
@@ -373,7 +412,24 @@ static void text_experts_backward(trm_model *m, trm_params *g, const float *dF, 
     nn_linear_backward(dbag, g->txt_gate_w, g->txt_gate_b, m->gate_grad, m->item_bag, m->p.txt_gate_w, V, d, K);
 }
 
+/* An ensemble's table: its members' score tables side by side, row by row. */
+static void refresh_ensemble(trm_model *m) {
+    const int d = m->cfg.dim, K = m->n_members;
+    if (!m->ens_table) m->ens_table = dr_aligned_alloc((size_t)m->V * K * d * sizeof(float));
+    for (int k = 0; k < K; k++) {
+        trm_model *p = m->members[k];
+        if (!p->tables_fresh) trm__refresh_tables(p);
+        for (int i = 0; m->ens_table && i < m->V; i++)
+            memcpy(m->ens_table + ((size_t)i * K + k) * d, p->score_table + (size_t)i * d, (size_t)d * sizeof(float));
+    }
+    m->tables_fresh = m->ens_table != NULL; /* out of memory: trm_item_embeddings returns NULL */
+}
+
 void trm__refresh_tables(trm_model *m) {
+    if (m->n_members) {
+        refresh_ensemble(m);
+        return;
+    }
     if (m->cfg.model != TRM_PREF) {
         m->tables_fresh = 1;
         return;

@@ -9,10 +9,10 @@
 
 struct trm_session {
     trm_model *m;
-    trm_acts a;
+    trm_acts a;      /* the members share one workspace: they have one configuration */
     float *scores;   /* [V] */
     uint8_t *masked; /* [V] */
-    float *u;
+    float *u;        /* [trm_score_dim] */
 };
 
 int trm_session_new(trm_session **out, trm_model *m) {
@@ -20,14 +20,14 @@ int trm_session_new(trm_session **out, trm_model *m) {
     trm_session *s = calloc(1, sizeof *s);
     if (!s) return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     s->m = m;
-    int rc = trm__acts_alloc_infer(&s->a, m, 1);
+    int rc = trm__acts_alloc_infer(&s->a, trm__part(m, 0), 1);
     if (rc) {
         free(s);
         return rc;
     }
     s->scores = dr_aligned_alloc((size_t)m->V * sizeof(float));
     s->masked = dr_calloc((size_t)m->V, 1);
-    s->u = dr_aligned_alloc((size_t)m->cfg.dim * sizeof(float));
+    s->u = dr_aligned_alloc((size_t)trm_score_dim(m) * sizeof(float));
     if (!s->scores || !s->masked || !s->u) {
         trm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "trm: out of memory");
@@ -47,7 +47,16 @@ void trm_session_free(trm_session *s) {
 }
 
 /* full: every row of the last block too (tests compare it with the last-row-only path). */
-static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u);
+static int user_vector(trm_session *s, trm_model *m, const int32_t *hist, int64_t n_hist, const char *pref, int full,
+                       float *u);
+
+/* Every part's user vector, side by side in u [trm_score_dim]. */
+static int user_vectors(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u) {
+    int rc = DR_OK;
+    for (int k = 0; k < trm__n_parts(s->m) && !rc; k++)
+        rc = user_vector(s, trm__part(s->m, k), hist, n_hist, pref, full, u + (size_t)k * s->m->cfg.dim);
+    return rc;
+}
 
 /* One user at a time is too little work to share between threads: the kernels run on the
  * calling thread only (no fork/join, no spinning). The thread count is an ICV of the calling
@@ -58,7 +67,7 @@ static int user_vector_serial(trm_session *s, const int32_t *hist, int64_t n_his
     int width = omp_get_max_threads();
     omp_set_num_threads(1);
 #endif
-    int rc = user_vector(s, hist, n_hist, pref, 0, u);
+    int rc = user_vectors(s, hist, n_hist, pref, 0, u);
 #ifdef _OPENMP
     omp_set_num_threads(width);
 #endif
@@ -80,8 +89,8 @@ int64_t trm__valid_tail(const trm_model *m, const int32_t *hist, int64_t n_hist,
     return n;
 }
 
-static int user_vector(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, int full, float *u) {
-    trm_model *m = s->m;
+static int user_vector(trm_session *s, trm_model *m, const int32_t *hist, int64_t n_hist, const char *pref, int full,
+                       float *u) {
     int L = m->cfg.max_len;
     int32_t buf[1024], *tmp = buf;
     if (L > 1024) {
@@ -114,9 +123,12 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve: k must be positive (got %d)", k);
     int rc = user_vector_serial(s, hist, n_hist, pref, s->u);
     if (rc) return rc;
-    int d = m->cfg.dim, V = m->V;
-    /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups) */
-    const float *F = m->score_table, *uu = s->u;
+    if (!m->tables_fresh) trm__refresh_tables(m);
+    int d = trm_score_dim(m), V = m->V;
+    /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups);
+     * an ensemble's F and u are its members' side by side, so this sums the members' scores */
+    const float *F = m->n_members ? m->ens_table : m->score_table, *uu = s->u;
+    if (!F) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
     for (int i = 0; i < V; i++) {
         const float *r = F + (size_t)i * d;
         float acc = 0;
@@ -136,11 +148,16 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
 
 const float *trm_item_embeddings(trm_model *m) {
     if (!m->tables_fresh) trm__refresh_tables(m);
-    return m->score_table;
+    return m->n_members ? m->ens_table : m->score_table;
 }
 
 int trm_text_embedding(trm_model *m, const char *text, float *out) {
     int d = m->cfg.dim;
+    for (int k = 0; k < m->n_members; k++) {
+        int rc = trm_text_embedding(m->members[k], text, out + (size_t)k * d);
+        if (rc) return rc;
+    }
+    if (m->n_members) return DR_OK;
     if (m->cfg.model != TRM_PREF)
         return dr_error(DR_ERR_UNSUPPORTED, "trm: text embeddings need the pref model (this one is sasrec)");
     int32_t ids[256];
@@ -161,5 +178,5 @@ int trm_text_embedding(trm_model *m, const char *text, float *out) {
 }
 
 int trm_debug_user_vector_full(trm_session *s, const int32_t *hist, int64_t n_hist, const char *pref, float *u) {
-    return user_vector(s, hist, n_hist, pref, 1, u);
+    return user_vectors(s, hist, n_hist, pref, 1, u);
 }

@@ -108,6 +108,9 @@ static void group(trm_model *m, slot *w, const request *r, const int *who, int B
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     *out = NULL;
     if (max_users <= 0) return dr_error(DR_ERR_ARG, "trm_batch_new: max_users must be positive (got %d)", max_users);
+    if (m->n_members)
+        return dr_error(DR_ERR_UNSUPPORTED, "trm_batch_new: batched retrieval of an ensemble is not built "
+                                            "(trm_retrieve serves its users one at a time)");
     trm_batch *b = dr_calloc(1, sizeof *b);
     if (!b) return dr_error_code();
     b->m = m;

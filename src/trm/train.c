@@ -657,9 +657,12 @@ static int diverged(const train_state *st, const trm_train_opts *o, int ep, int 
     return DR_ERR_RANGE;
 }
 
+static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
+
 int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
     memset(res, 0, sizeof *res);
     if (!o->out) return dr_error(DR_ERR_ARG, "trm_train: no output path");
+    if (m->n_members) return train_ensemble(m, d, o, res);
     if (d->n_items != m->cfg.n_items)
         return dr_error(DR_ERR_ARG, "trm_train: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
     if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0 && isfinite(o->lr)) || !(o->weight_decay >= 0) ||
@@ -902,4 +905,46 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
     free(bstart);
     trainer_free(&t);
     return rc;
+}
+
+/* An ensemble: member k is trained as one model would be, with seed o->seed + k, its own
+ * early stopping and its own files (OUT.member-K.gguf with its resume state and metrics: a
+ * resumed run finishes the members it had not finished). Then the ensemble is validated on the
+ * users early stopping watched and written to OUT. */
+static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
+    int rc = DR_OK;
+    double t0 = dr_now();
+    char suffix[32];
+    for (int k = 0; k < m->n_members && !rc; k++) {
+        snprintf(suffix, sizeof suffix, ".member-%d.gguf", k);
+        char *out = dr_str_concat(o->out, suffix);
+        if (!out) return dr_error_code();
+        trm_train_opts ok = *o;
+        ok.out = out;
+        ok.seed = o->seed + (uint64_t)k;
+        ok.metrics = o->metrics && !*o->metrics ? "" : NULL; /* each member: OUT.member-K.gguf.metrics.jsonl */
+        ok.resume_path = NULL;
+        if (o->progress && dr_dist_rank() == 0)
+            fprintf(o->progress, "trm train: ensemble member %d of %d (seed %llu) -> %s\n", k + 1, m->n_members,
+                    (unsigned long long)ok.seed, out);
+        trm_train_result r;
+        rc = trm_train(m->members[k], d, &ok, &r);
+        free(out);
+        res->epochs_run += r.epochs_run;
+        res->best_epoch = r.best_epoch; /* the last member's */
+    }
+    if (rc) return rc;
+    trm__refresh_tables(m);
+    if (!m->tables_fresh) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+    int32_t *vusers = NULL;
+    int n_v = 0;
+    dr_metrics_mean valid;
+    if ((rc = trm__valid_users(d, o->valid_users, &vusers, &n_v))) return rc;
+    rc = trm__evaluate_users(m, d, 0, 1, 0, vusers, vusers ? n_v : 0, NULL, &valid);
+    free(vusers);
+    if (rc) return rc;
+    res->best_valid_ndcg10 = valid.ndcg[dr_metrics_k_index(10)];
+    if (dr_dist_rank() == 0 && (rc = trm_save(m, o->out))) return rc;
+    res->seconds = dr_now() - t0;
+    return DR_OK;
 }

@@ -1187,6 +1187,118 @@ TEST(trm_save_load_roundtrip) {
     dr_data_free(&d);
 }
 
+/* An ensemble of two: each member is the model its seed trains alone (its own file), the user
+ * vector and the item table are the members' side by side, retrieval and evaluation rank by
+ * the members' summed scores, the file keeps all of it, and what is not built is refused. */
+TEST(trm_ensemble_is_its_members_summed) {
+    dr_dataset d;
+    make_synth(&d, 120, 40, 3, 12, 4, 0.3);
+    const char *dir = dr_test_tmpdir();
+    char pe[512], p0[512], ps[512];
+    snprintf(pe, sizeof pe, "%s/ens.gguf", dir);
+    snprintf(p0, sizeof p0, "%s/ens.gguf.member-1.gguf", dir);
+    snprintf(ps, sizeof ps, "%s/solo.gguf", dir);
+    for (int model = 0; model < 2; model++) {
+        trm_config c;
+        small_cfg(&c, model);
+        c.ensemble = 2;
+        trm_model *e, *m[2], *solo, *back;
+        CHECK_OK(trm_model_new(&e, &c, &d, 7));
+        CHECK_EQ_INT(trm_score_dim(e), 2 * c.dim);
+        trm_train_opts o = small_opts(pe, 2);
+        trm_train_result res;
+        CHECK_OK(trm_train(e, &d, &o, &res));
+        CHECK_EQ_INT(res.epochs_run, 4);
+        /* member 1 is init seed 8 trained alone with training seed o.seed + 1 */
+        c.ensemble = 0;
+        CHECK_OK(trm_model_new(&solo, &c, &d, 8));
+        trm_train_opts os = small_opts(ps, 2);
+        os.seed = o.seed + 1; /* member k: init seed + k, training seed + k */
+        trm_train_result rs;
+        CHECK_OK(trm_train(solo, &d, &os, &rs));
+        trm_model_free(solo);
+        CHECK_MSG(files_equal(p0, ps), "member 1 differs from its seed trained alone (model %d)", model);
+        snprintf(p0, sizeof p0, "%s/ens.gguf.member-0.gguf", dir);
+        CHECK_OK(trm_load(&m[0], p0));
+        snprintf(p0, sizeof p0, "%s/ens.gguf.member-1.gguf", dir);
+        CHECK_OK(trm_load(&m[1], p0));
+        CHECK(trm_num_params(e) == trm_num_params(m[0]) + trm_num_params(m[1]));
+        /* side by side: user vectors and item rows */
+        trm_session *se, *s0, *s1;
+        CHECK_OK(trm_session_new(&se, e));
+        CHECK_OK(trm_session_new(&s0, m[0]));
+        CHECK_OK(trm_session_new(&s1, m[1]));
+        const int V = d.n_items + 1, D = 2 * c.dim;
+        const float *F = trm_item_embeddings(e), *F0 = trm_item_embeddings(m[0]), *F1 = trm_item_embeddings(m[1]);
+        for (int i = 0; i < V; i++) {
+            CHECK(!memcmp(F + (size_t)i * D, F0 + (size_t)i * c.dim, (size_t)c.dim * sizeof(float)));
+            CHECK(!memcmp(F + (size_t)i * D + c.dim, F1 + (size_t)i * c.dim, (size_t)c.dim * sizeof(float)));
+        }
+        float u[32], ua[16], ub[16], *sc = malloc((size_t)V * sizeof(float));
+        const char *pref = model == TRM_PREF ? "comedy night" : NULL;
+        dr_metrics acc;
+        dr_metrics_init(&acc);
+        for (int32_t user = 0; user < d.n_users; user++) {
+            const int32_t *pre;
+            int64_t pl;
+            int32_t t = dr_data_valid(&d, user, &pre, &pl);
+            if (t <= 0 || pl <= 0) continue;
+            CHECK_OK(trm_user_vector(se, pre, pl, pref, u));
+            CHECK_OK(trm_user_vector(s0, pre, pl, pref, ua));
+            CHECK_OK(trm_user_vector(s1, pre, pl, pref, ub));
+            CHECK(!memcmp(u, ua, sizeof ua) && !memcmp(u + c.dim, ub, sizeof ub));
+            brute_scores(F, u, V, D, sc);
+            int32_t ids[10], want[10];
+            float got[10], wsc[10];
+            int n, nw;
+            CHECK_OK(trm_retrieve(se, pre, pl, pref, 10, 1, ids, got, &n));
+            uint8_t *masked = calloc((size_t)V, 1);
+            for (int64_t j = 0; j < pl; j++) masked[pre[j]] = 1;
+            nw = trm_topk(sc, d.n_items, masked, 10, want, wsc);
+            free(masked);
+            CHECK_EQ_INT(n, nw);
+            for (int j = 0; j < n; j++) CHECK_NEAR(got[j], wsc[j], 1e-4);
+            if (!pref) dr_metrics_add_rank(&acc, dr_metrics_rank(sc, d.n_items, t, pre, pl));
+        }
+        dr_metrics_mean direct, ev, loaded;
+        CHECK_OK(trm_evaluate(e, &d, 0, 1, 0, &ev));
+        dr_metrics_finish(&acc, &direct);
+        if (model == TRM_SASREC) CHECK_NEAR(ev.ndcg[2], direct.ndcg[2], 1e-12);
+        CHECK_NEAR(res.best_valid_ndcg10, ev.ndcg[2], 1e-12);
+        if (model == TRM_PREF) {
+            float te[32], t0[16], t1[16];
+            CHECK_OK(trm_text_embedding(e, "comedy night", te));
+            CHECK_OK(trm_text_embedding(m[0], "comedy night", t0));
+            CHECK_OK(trm_text_embedding(m[1], "comedy night", t1));
+            CHECK(!memcmp(te, t0, sizeof t0) && !memcmp(te + c.dim, t1, sizeof t1));
+        }
+        /* the file: the same configuration and the same evaluation */
+        CHECK_OK(trm_load(&back, pe));
+        CHECK_EQ_INT(trm_model_config(back)->ensemble, 2);
+        CHECK(memcmp(trm_model_config(e), trm_model_config(back), sizeof(trm_config)) == 0);
+        CHECK_OK(trm_evaluate(back, &d, 0, 1, 0, &loaded));
+        CHECK_NEAR(loaded.ndcg[2], ev.ndcg[2], 1e-12);
+        /* not built: batched retrieval, starting from or into an ensemble */
+        trm_batch *tb = NULL;
+        CHECK_ERR(trm_batch_new(&tb, e, 8), DR_ERR_UNSUPPORTED);
+        CHECK_ERR(trm_model_init_from(m[0], e), DR_ERR_UNSUPPORTED);
+        free(sc);
+        trm_session_free(se);
+        trm_session_free(s0);
+        trm_session_free(s1);
+        trm_model_free(back);
+        trm_model_free(m[0]);
+        trm_model_free(m[1]);
+        trm_model_free(e);
+    }
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    c.ensemble = TRM_MAX_ENSEMBLE + 1;
+    trm_model *x = NULL;
+    CHECK_ERR(trm_model_new(&x, &c, &d, 1), DR_ERR_ARG);
+    dr_data_free(&d);
+}
+
 /* popularity NDCG@10 on the test split, history masked */
 static double popularity_ndcg(const dr_dataset *d) {
     int V = d->n_items + 1;

@@ -132,9 +132,13 @@ TEST(trm_load_checks_tensors_before_allocating) {
     char out[512];
     snprintf(out, sizeof out, "%s/lies.gguf", dir);
     trm_model *m = small_model(&d);
-    const char *keys[] = {"deeprec.trm.n_items", "deeprec.trm.text_experts"};
-    const uint32_t vals[] = {100000000u, 8u};
-    for (int k = 0; k < 2; k++) {
+    const char *keys[] = {"deeprec.trm.n_items", "deeprec.trm.text_experts", "deeprec.trm.ensemble",
+                          "deeprec.trm.ensemble"};
+    const uint32_t vals[] = {100000000u, 8u, 3u, 1u};
+    /* n_items: the item table's shape; text_experts on a sasrec model: the configuration; an
+     * ensemble's key on one model: the first member's tensors; an ensemble of one: refused */
+    const char *want[] = {"item_emb.weight", "text experts", "ensemble.0.item_emb.weight", "ensemble is 1"};
+    for (int k = 0; k < 4; k++) {
         gguf_writer *w = trm__writer(m);
         CHECK(w);
         CHECK_OK(gguf_set_u32(w, keys[k], vals[k]));
@@ -148,8 +152,7 @@ TEST(trm_load_checks_tensors_before_allocating) {
         CHECK_MSG(after.ru_maxrss - before.ru_maxrss < 256 * 1024, "peak RSS grew by %ld kB",
                   after.ru_maxrss - before.ru_maxrss);
         CHECK(rc != DR_OK && x == NULL);
-        /* n_items: the item table's shape; text_experts on a sasrec model: the configuration */
-        CHECK_MSG(strstr(dr_error_message(), k == 0 ? "item_emb.weight" : "text experts"), "%s", dr_error_message());
+        CHECK_MSG(strstr(dr_error_message(), want[k]), "%s", dr_error_message());
     }
     trm_model_free(m);
     dr_data_free(&d);
