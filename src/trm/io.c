@@ -5,11 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The tensor-name prefix of part k: "" for one model, "ensemble.K." for member K. */
-static const char *member_prefix(const trm_model *m, int k) {
-    static _Thread_local char buf[32];
-    if (!m->n_members) return "";
-    snprintf(buf, sizeof buf, "ensemble.%d.", k);
+/* The tensor-name prefix of part k into buf: "" for one model, "ensemble.K." for member K. */
+static const char *member_prefix(const trm_model *m, int k, char buf[32]) {
+    buf[0] = 0;
+    if (m->n_members) snprintf(buf, 32, "ensemble.%d.", k);
     return buf;
 }
 
@@ -39,12 +38,13 @@ gguf_writer *trm__writer(const trm_model *m) {
     rc |= gguf_set_str(w, "deeprec.trm.text_hash", "fnv1a32 u:word b:w1 w2 mod buckets");
     /* an ensemble: every member's tensors under "ensemble.K." (absent key: one model) */
     if (m->n_members) rc |= gguf_set_u32(w, "deeprec.trm.ensemble", (uint32_t)m->n_members);
-    char nm[96];
+    char nm[96], prefix[32];
     for (int k = 0; k < trm__n_parts(m) && !rc; k++) {
         const trm_model *p = trm__part(m, k);
+        member_prefix(m, k, prefix);
         for (int i = 0; i < p->n_t && !rc; i++) {
             const trm_tensor *t = &p->t[i];
-            snprintf(nm, sizeof nm, "%s%s", member_prefix(m, k), t->name);
+            snprintf(nm, sizeof nm, "%s%s", prefix, t->name);
             rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)t->nd, t->ne, p->mem + t->off);
         }
     }
@@ -146,7 +146,9 @@ int trm__load_file(trm_model **out, const gguf_file *f) {
     if (c.ensemble >= 2) {
         trm_model *e = trm__ensemble_blank(&c, &rc);
         if (!e) return rc;
-        for (int k = 0; k < e->n_members && !rc; k++) rc = load_part(&e->members[k], f, &c, member_prefix(e, k));
+        char prefix[32];
+        for (int k = 0; k < e->n_members && !rc; k++)
+            rc = load_part(&e->members[k], f, &c, member_prefix(e, k, prefix));
         if (!rc) trm__refresh_tables(e);
         if (!rc && !e->tables_fresh) rc = dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
         if (rc) trm_model_free(e);
