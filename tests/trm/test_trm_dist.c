@@ -3,6 +3,7 @@
 #include "harness.h"
 #include "mpi_util.h"
 #include "deeprec/data.h"
+#include "deeprec/metrics.h"
 #include "deeprec/trm.h"
 #include "trm/internal.h"
 #include <jansson.h>
@@ -65,7 +66,13 @@ static int same_file(const char *a, const char *b) {
 /* 2 epochs x 3 steps of batch 16 (the last batches of an epoch are not all full: 70 users).
  * Every random draw, dropout masks included, is keyed by the global batch
  * (docs/distributed.md), so any dropout gives the single process's run. */
+static void train_equiv_members(const char *model, const char *loss, const char *dropout, int members);
 static void train_equiv(const char *model, const char *loss, const char *dropout) {
+    train_equiv_members(model, loss, dropout, 0);
+}
+
+/* members >= 2: `--ensemble members`, every member's final weights compared */
+static void train_equiv_members(const char *model, const char *loss, const char *dropout, int members) {
     mpi_bin();
     const char *dir = dr_test_tmpdir();
     char data[512], args[4096], out[4][600];
@@ -77,18 +84,35 @@ static void train_equiv(const char *model, const char *loss, const char *dropout
         snprintf(args, sizeof args,
                  "trm train --data %s --out %s --model %s --loss %s --neg 5 --dim 16 --layers 1 --heads 2 "
                  "--max-len 8 --dropout %s --text-buckets 256 --batch 16 --epochs 2 --max-steps 5 --patience 0 "
-                 "--seed 3 --quiet >/dev/null",
-                 data, out[k], model, loss, dropout);
+                 "--seed 3 --ensemble %d --quiet >/dev/null",
+                 data, out[k], model, loss, dropout, members);
         CHECK_EQ_INT(mpi_run(nps[k], args), 0);
     }
-    for (int k = 1; k < 3; k++) {
-        char a[700], b[700];
-        snprintf(a, sizeof a, "%s.resume.gguf", out[0]);
-        snprintf(b, sizeof b, "%s.resume.gguf", out[k]);
-        double r = weights_diff(a, b);
-        printf("  %s/%s, dropout %s: -np %d final weights differ by %.2e of the largest\n", model, loss, dropout,
-               nps[k], r);
-        CHECK_MSG(r <= 1e-5, "-np %d: weights differ by %g relative", nps[k], r);
+    for (int k = 1; k < 3; k++)
+        for (int j = 0; j < (members ? members : 1); j++) {
+            char a[700], b[700], part[32] = "";
+            if (members) snprintf(part, sizeof part, ".member-%d.gguf", j);
+            snprintf(a, sizeof a, "%s%s.resume.gguf", out[0], part);
+            snprintf(b, sizeof b, "%s%s.resume.gguf", out[k], part);
+            double r = weights_diff(a, b);
+            printf("  %s/%s, dropout %s%s: -np %d final weights differ by %.2e of the largest\n", model, loss, dropout,
+                   part, nps[k], r);
+            CHECK_MSG(r <= 1e-5, "-np %d: weights differ by %g relative", nps[k], r);
+        }
+    if (members) { /* the ensemble's file: written once (rank 0), and it ranks as the single process's */
+        trm_model *x, *y;
+        dr_dataset d;
+        dr_metrics_mean a, b;
+        CHECK_OK(dr_data_load(&d, data));
+        CHECK_OK(trm_load(&x, out[0]));
+        CHECK_OK(trm_load(&y, out[2]));
+        CHECK_EQ_INT(trm_model_config(y)->ensemble, members);
+        CHECK_OK(trm_evaluate(x, &d, 1, 1, 0, &a));
+        CHECK_OK(trm_evaluate(y, &d, 1, 1, 0, &b));
+        CHECK_NEAR(a.ndcg[2], b.ndcg[2], 0.02); /* weights equal to 1e-5: at most a near-tie of one of 70 users moves */
+        trm_model_free(x);
+        trm_model_free(y);
+        dr_data_free(&d);
     }
 }
 
@@ -98,6 +122,8 @@ TEST(dist_trm_train_sasrec_sampled) { train_equiv("sasrec", "sampled", "0.5"); }
 TEST(dist_trm_train_pref_bce) { train_equiv("pref", "bce", "0.5"); }
 /* the text model (--model text): its experts and gate go through the gradient sum too */
 TEST(dist_trm_train_text_ce) { train_equiv("text", "ce", "0.5"); }
+/* an ensemble (--ensemble 2): each member trains data-parallel as one model does */
+TEST(dist_trm_train_ensemble) { train_equiv_members("sasrec", "ce", "0.5", 2); }
 
 /* A run stopped after one epoch and resumed under MPI ends in the same state, byte for byte,
  * as the uninterrupted MPI run. Rank 0 alone wrote: one metrics line per epoch. */
