@@ -68,6 +68,8 @@ typedef struct pipeline_budget {
     double trm_label_smoothing; /* full-softmax CE label smoothing of both TRMs (trm_train_opts.label_smoothing; 0 = off) */
     double trm_pref_empty;  /* pref TRM: probability of an empty pseudo-preference in training */
     int trm_experts;        /* pref TRM: 0, or K >= 2 for the text model (trm_config.text_experts) */
+    int trm_ensemble;       /* pref TRM: 0, or K >= 2 for an ensemble of K (trm_config.ensemble; the
+                               candidate from the SASRec starts every member from it) */
     int trm_pref_init;      /* 1: the pref TRM (trm.gguf) starts from the trained SASRec (sasrec.gguf,
                                trm_model_init_from) instead of random weights; not the held-out
                                env_trm.gguf, which must not see the items the SASRec was trained on */

@@ -149,6 +149,7 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const struct dr_datase
  * LayerNorm applied to an already normalised vector); the text and preference channels then
  * learn on top. Fails when no tensor matches or the dimensions differ. */
 int trm_model_init_from(trm_model *m, const trm_model *src);
+/* (m an ensemble: every member from src; src an ensemble: DR_ERR_UNSUPPORTED.) */
 /* trm_model_init_from with the source loaded from path and checked against dataset d. */
 int trm_model_init_from_file(trm_model *m, const struct dr_dataset *d, const char *path);
 void trm_model_free(trm_model *m);

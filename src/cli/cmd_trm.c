@@ -130,7 +130,6 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         return cli_usage_error("--experts is for --model text");
     }
     if (c->ensemble == 1) return cli_usage_error("--ensemble needs 2 or more members (0: one model)");
-    if (c->ensemble >= 2 && a->init) return cli_usage_error("--ensemble cannot start from --init");
     if ((o->loss = trm_loss_from_name(a->loss)) < 0)
         return cli_usage_error("--loss must be ce, sampled or bce, got '%s'", a->loss);
     if ((c->act = trm_act_from_name(act)) < 0) return cli_usage_error("--act must be gelu or relu, got '%s'", act);

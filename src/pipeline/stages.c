@@ -72,6 +72,7 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
                b->trm_layers, b->trm_max_len, b->trm_max_steps);
     if (kind == TRM_PREF) pl_key_add(&k, "pref_empty %.17g\n", b->trm_pref_empty);
     if (kind == TRM_PREF && b->trm_experts) pl_key_add(&k, "text experts %d\n", b->trm_experts);
+    if (kind == TRM_PREF && b->trm_ensemble >= 2) pl_key_add(&k, "ensemble %d\n", b->trm_ensemble);
     /* only when on: the keys of runs without it (the demo's cache) stay as they were */
     if (b->trm_label_smoothing > 0) pl_key_add(&k, "label_smoothing %.17g\n", b->trm_label_smoothing);
     const int from_sasrec = kind == TRM_PREF && holdout == 0 && b->trm_pref_init;
@@ -96,7 +97,7 @@ static int stage_trm(pl_run *p, int kind, const char *name, int holdout) {
     trm_config c;
     trm_config_default(&c);
     c.model = kind, c.dim = b->trm_dim, c.layers = b->trm_layers, c.max_len = b->trm_max_len;
-    if (kind == TRM_PREF) c.text_experts = b->trm_experts;
+    if (kind == TRM_PREF) c.text_experts = b->trm_experts, c.ensemble = b->trm_ensemble;
     trm_train_opts o; /* the budget's schedule; loss, seed and output are the pipeline's own */
     trm_train_opts_default(&o);
     o.loss = TRM_LOSS_CE, o.seed = 1, o.resume = resume, o.out = out, o.progress = p->o->progress;

@@ -293,8 +293,13 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
 }
 
 int trm_model_init_from(trm_model *m, const trm_model *src) {
-    if (m->n_members || src->n_members)
-        return dr_error(DR_ERR_UNSUPPORTED, "trm init: starting from or into an ensemble is not supported");
+    if (src->n_members) return dr_error(DR_ERR_UNSUPPORTED, "trm init: starting from an ensemble is not supported");
+    if (m->n_members) { /* every member from the one source: the members then differ by their training seeds */
+        int rc = DR_OK;
+        for (int k = 0; k < m->n_members && !rc; k++) rc = trm_model_init_from(m->members[k], src);
+        if (!rc) trm__refresh_tables(m);
+        return rc;
+    }
     if (src->cfg.dim != m->cfg.dim || src->cfg.n_items != m->cfg.n_items)
         return dr_error(DR_ERR_FORMAT, "trm init: the source model has dim %d and %d items, this one dim %d and %d items",
                         src->cfg.dim, src->cfg.n_items, m->cfg.dim, m->cfg.n_items);

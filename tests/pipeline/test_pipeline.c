@@ -133,6 +133,10 @@ TEST(pipeline_budgets_and_stages) {
     /* the tool is the text model in the demo, the pref model in the full budget (docs/trm.md) */
     CHECK_EQ_INT(b->trm_experts, TRM_TEXT_EXPERTS_DEFAULT);
     CHECK_EQ_INT(pipeline_budget_get("full")->trm_experts, 0);
+    /* the demo's tool is an ensemble of three (dslabs test 0.0651 against 0.0559-0.0595 for one) */
+    CHECK_EQ_INT(b->trm_ensemble, 3);
+    CHECK_EQ_INT(pipeline_budget_get("full")->trm_ensemble, 0);
+    CHECK_EQ_INT(pipeline_budget_get("test")->trm_ensemble, 2);
     CHECK_EQ_INT(b->n_synth_seeds, 7);
     CHECK_EQ_INT(b->rl1_steps, 8);
     CHECK_EQ_INT(b->rl2_steps, 12);
@@ -227,6 +231,12 @@ TEST(pipeline_run_rerun_and_settings) {
            vs = json_number_value(json_object_get(pc, "from_sasrec_valid_ndcg@10"));
     CHECK(kept && !strcmp(kept, vs > vr ? "from_sasrec" : "random"));
     CHECK(strstr(r1.report_md, vs > vr ? "candidate started from the SASRec" : "candidate from random weights"));
+    { /* trm_ensemble (2 in the test budget): the tool, whichever candidate won, is an ensemble */
+        trm_model *tm = NULL;
+        CHECK_OK(trm_load(&tm, dr_test_path(out, "trm.gguf")));
+        CHECK_EQ_INT(trm_model_config(tm)->ensemble, 2);
+        trm_model_free(tm);
+    }
     /* env_holdout (1 in the test budget): the warm start and RL name the held-out TRM as their
      * input, the evaluation the full one */
     CHECK(dr_file_exists(dr_test_path(out, "env_trm.gguf")));
