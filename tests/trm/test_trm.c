@@ -1189,7 +1189,8 @@ TEST(trm_save_load_roundtrip) {
 
 /* An ensemble of two: each member is the model its seed trains alone (its own file), the user
  * vector and the item table are the members' side by side, retrieval and evaluation rank by
- * the members' summed scores, the file keeps all of it, and what is not built is refused. */
+ * the members' summed scores, the file keeps all of it, a start from a SASRec starts every
+ * member from it, and what is not built is refused. */
 TEST(trm_ensemble_is_its_members_summed) {
     dr_dataset d;
     make_synth(&d, 120, 40, 3, 12, 4, 0.3);
@@ -1281,7 +1282,6 @@ TEST(trm_ensemble_is_its_members_summed) {
         /* not built: batched retrieval, starting from or into an ensemble */
         trm_batch *tb = NULL;
         CHECK_ERR(trm_batch_new(&tb, e, 8), DR_ERR_UNSUPPORTED);
-        CHECK_ERR(trm_model_init_from(m[0], e), DR_ERR_UNSUPPORTED);
         free(sc);
         trm_session_free(se);
         trm_session_free(s0);
@@ -1289,6 +1289,23 @@ TEST(trm_ensemble_is_its_members_summed) {
         trm_model_free(back);
         trm_model_free(m[0]);
         trm_model_free(m[1]);
+        trm_model_free(e);
+    }
+    { /* a pref ensemble started from a SASRec: every member's items are the SASRec's */
+        trm_config cs, cp;
+        small_cfg(&cs, TRM_SASREC);
+        small_cfg(&cp, TRM_PREF);
+        cp.ensemble = 2;
+        trm_model *src, *e;
+        CHECK_OK(trm_model_new(&src, &cs, &d, 3));
+        CHECK_OK(trm_model_new(&e, &cp, &d, 4));
+        CHECK_OK(trm_model_init_from(e, src));
+        const float *F = trm_item_embeddings(e), *S = trm_item_embeddings(src);
+        for (int i = 0; i <= d.n_items; i++)
+            for (int k = 0; k < 2; k++)
+                CHECK(!memcmp(F + ((size_t)i * 2 + k) * cs.dim, S + (size_t)i * cs.dim, (size_t)cs.dim * sizeof(float)));
+        CHECK_ERR(trm_model_init_from(src, e), DR_ERR_UNSUPPORTED);
+        trm_model_free(src);
         trm_model_free(e);
     }
     trm_config c;
