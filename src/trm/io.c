@@ -48,14 +48,14 @@ gguf_writer *trm__writer(const trm_model *m) {
             rc |= gguf_add_tensor_borrowed(w, nm, GGML_TYPE_F32, (uint32_t)t->nd, t->ne, p->mem + t->off);
         }
     }
-    m = trm__part(m, 0); /* the item text: the same in every member */
+    const trm_model *t0 = trm__part(m, 0); /* the item text: the same in every member */
     if (c->model == TRM_PREF && !rc) {
-        uint64_t ne = (uint64_t)m->V + 1;
-        rc |= gguf_add_tensor_borrowed(w, "text.item_offsets", GGML_TYPE_I32, 1, &ne, m->item_tok_off);
-        uint64_t nnz = (uint64_t)m->item_tok_off[m->V];
+        uint64_t ne = (uint64_t)t0->V + 1;
+        rc |= gguf_add_tensor_borrowed(w, "text.item_offsets", GGML_TYPE_I32, 1, &ne, t0->item_tok_off);
+        uint64_t nnz = (uint64_t)t0->item_tok_off[t0->V];
         static const int32_t dummy = 0;
         ne = nnz ? nnz : 1;
-        rc |= gguf_add_tensor_borrowed(w, "text.item_ids", GGML_TYPE_I32, 1, &ne, nnz ? (const void *)m->item_tok : &dummy);
+        rc |= gguf_add_tensor_borrowed(w, "text.item_ids", GGML_TYPE_I32, 1, &ne, nnz ? (const void *)t0->item_tok : &dummy);
     }
     if (rc) {
         gguf_writer_free(w);

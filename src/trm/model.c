@@ -199,15 +199,21 @@ static int model_alloc(trm_model *m, const gguf_file *file, const char *prefix) 
     return DR_OK;
 }
 
+/* cfg with its "0 = default" sizes filled in, as a model (or an ensemble) keeps it */
+static trm_config filled(const trm_config *cfg) {
+    trm_config c = *cfg;
+    if (c.ffn_dim <= 0) c.ffn_dim = 4 * c.dim;
+    if (c.ln_eps <= 0) c.ln_eps = 1e-5f;
+    return c;
+}
+
 trm_model *trm__model_blank(const trm_config *cfg, const gguf_file *file, const char *prefix, int *rc) {
     trm_model *m = calloc(1, sizeof *m);
     if (!m) {
         *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
         return NULL;
     }
-    m->cfg = *cfg;
-    if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
-    if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
+    m->cfg = filled(cfg);
     m->cfg.ensemble = 0; /* a blank is one model: ensembles are made of blanks */
     *rc = model_alloc(m, file, prefix);
     if (*rc) {
@@ -224,9 +230,7 @@ trm_model *trm__ensemble_blank(const trm_config *cfg, int *rc) {
         *rc = dr_error(DR_ERR_NOMEM, "trm: out of memory");
         return NULL;
     }
-    m->cfg = *cfg;
-    if (m->cfg.ffn_dim <= 0) m->cfg.ffn_dim = 4 * m->cfg.dim;
-    if (m->cfg.ln_eps <= 0) m->cfg.ln_eps = 1e-5f;
+    m->cfg = filled(cfg);
     m->V = cfg->n_items + 1;
     m->n_members = cfg->ensemble;
     *rc = DR_OK;

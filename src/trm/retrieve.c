@@ -32,7 +32,10 @@ int trm_session_new(trm_session **out, trm_model *m) {
         trm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     }
-    if (!m->tables_fresh) trm__refresh_tables(m);
+    if (!trm_item_embeddings(m)) { /* an ensemble's table could not be allocated */
+        trm_session_free(s);
+        return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+    }
     *out = s;
     return DR_OK;
 }
@@ -123,12 +126,10 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     if (k <= 0) return dr_error(DR_ERR_ARG, "trm_retrieve: k must be positive (got %d)", k);
     int rc = user_vector_serial(s, hist, n_hist, pref, s->u);
     if (rc) return rc;
-    if (!m->tables_fresh) trm__refresh_tables(m);
     int d = trm_score_dim(m), V = m->V;
     /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups);
      * an ensemble's F and u are its members' side by side, so this sums the members' scores */
     const float *F = m->n_members ? m->ens_table : m->score_table, *uu = s->u;
-    if (!F) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
     for (int i = 0; i < V; i++) {
         const float *r = F + (size_t)i * d;
         float acc = 0;
@@ -153,11 +154,11 @@ const float *trm_item_embeddings(trm_model *m) {
 
 int trm_text_embedding(trm_model *m, const char *text, float *out) {
     int d = m->cfg.dim;
-    for (int k = 0; k < m->n_members; k++) {
-        int rc = trm_text_embedding(m->members[k], text, out + (size_t)k * d);
-        if (rc) return rc;
+    if (m->n_members) { /* the members' side by side */
+        int rc = DR_OK;
+        for (int k = 0; k < m->n_members && !rc; k++) rc = trm_text_embedding(m->members[k], text, out + (size_t)k * d);
+        return rc;
     }
-    if (m->n_members) return DR_OK;
     if (m->cfg.model != TRM_PREF)
         return dr_error(DR_ERR_UNSUPPORTED, "trm: text embeddings need the pref model (this one is sasrec)");
     int32_t ids[256];
