@@ -200,8 +200,8 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
  * once: reuse it across calls, one trm_batch per calling thread as with sessions. hists[i],
  * n_hists[i], prefs[i] (prefs may be NULL); ids/scores are [n_users, k] row-major, n_out[n_users].
  * Scores agree with trm_retrieve's to rounding (another summation order), so the order of
- * near-ties may differ. Not built for ensembles (trm_batch_new: DR_ERR_UNSUPPORTED; retrieve
- * their users one at a time). */
+ * near-ties may differ. An ensemble: each member's forward in turn, then one product with the
+ * members' tables side by side, as trm_retrieve. */
 typedef struct trm_batch trm_batch;
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users);
 void trm_batch_free(trm_batch *b);

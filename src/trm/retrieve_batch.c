@@ -26,9 +26,10 @@
 #define TRM_MAX_SORT_LEN 1024
 
 typedef struct slot {
-    trm_acts a;
+    trm_acts a;     /* one member's activations (members share a configuration) */
     int32_t *tails; /* [group, max_len] */
     float *tile;    /* [group, TRM_ITEM_BLOCK] */
+    float *u;       /* an ensemble: the members' user vectors side by side [group, K d] */
 } slot;
 
 struct trm_batch {
@@ -81,15 +82,29 @@ static const float *group_forward(trm_model *m, slot *w, const request *r, const
     return trm__forward(m, a); /* last_only: row b = user b */
 }
 
+/* The user vectors of an ensemble: each member's forward in turn, its rows placed beside the
+ * others' as trm_retrieve places them, so one product with the ensemble's table sums the scores. */
+static const float *group_users(trm_model *m, slot *w, const request *r, const int *who, int B) {
+    if (!m->n_members) return group_forward(m, w, r, who, B);
+    const int d = m->cfg.dim, K = m->n_members;
+    for (int k = 0; k < K; k++) {
+        const float *Uk = group_forward(m->members[k], w, r, who, B);
+        for (int b = 0; b < B; b++)
+            memcpy(w->u + ((size_t)b * K + k) * d, Uk + (size_t)b * d, (size_t)d * sizeof(float));
+    }
+    return w->u;
+}
+
 static void group(trm_model *m, slot *w, const request *r, const int *who, int B) {
-    const int d = m->cfg.dim, n_items = m->cfg.n_items, k = r->k;
-    const float *U = group_forward(m, w, r, who, B);
+    const int d = trm_score_dim(m), n_items = m->cfg.n_items, k = r->k;
+    const float *F = m->n_members ? m->ens_table : m->score_table;
+    const float *U = group_users(m, w, r, who, B);
     trm_topk_acc acc[TRM_BATCH_GROUP];
     for (int b = 0; b < B; b++)
         trm__topk_init(&acc[b], k, r->ids + (size_t)who[b] * k, r->scores + (size_t)who[b] * k);
     for (int32_t i0 = 1; i0 <= n_items; i0 += TRM_ITEM_BLOCK) {
         const int nb = n_items - i0 + 1 < TRM_ITEM_BLOCK ? n_items - i0 + 1 : TRM_ITEM_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nb, d, 1.0f, U, d, m->score_table + (size_t)i0 * d, d, 0.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nb, d, 1.0f, U, d, F + (size_t)i0 * d, d, 0.0f,
                     w->tile, TRM_ITEM_BLOCK);
         for (int b = 0; b < B; b++) {
             float *s = w->tile + (size_t)b * TRM_ITEM_BLOCK;
@@ -108,9 +123,6 @@ static void group(trm_model *m, slot *w, const request *r, const int *who, int B
 int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     *out = NULL;
     if (max_users <= 0) return dr_error(DR_ERR_ARG, "trm_batch_new: max_users must be positive (got %d)", max_users);
-    if (m->n_members)
-        return dr_error(DR_ERR_UNSUPPORTED, "trm_batch_new: batched retrieval of an ensemble is not built "
-                                            "(trm_retrieve serves its users one at a time)");
     trm_batch *b = dr_calloc(1, sizeof *b);
     if (!b) return dr_error_code();
     b->m = m;
@@ -128,7 +140,7 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
     const size_t L = (size_t)m->cfg.max_len;
     for (int i = 0; i < b->n_slots; i++) {
         slot *w = &b->slots[i];
-        int rc = trm__acts_alloc_infer(&w->a, m, b->cap);
+        int rc = trm__acts_alloc_infer(&w->a, trm__part(m, 0), b->cap);
         if (rc) {
             trm_batch_free(b);
             return rc;
@@ -136,12 +148,17 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
         dr_rng_seed(&w->a.rng, 0);
         w->tails = dr_malloc((size_t)b->cap * L * sizeof(int32_t));
         w->tile = dr_aligned_alloc((size_t)b->cap * TRM_ITEM_BLOCK * sizeof(float));
-        if (!w->tails || !w->tile) {
+        if (m->n_members) w->u = dr_aligned_alloc((size_t)b->cap * trm_score_dim(m) * sizeof(float));
+        if (!w->tails || !w->tile || (m->n_members && !w->u)) {
             trm_batch_free(b);
             return dr_error(DR_ERR_NOMEM, "trm_batch_new: out of memory (%d users)", max_users);
         }
     }
     if (!m->tables_fresh) trm__refresh_tables(m);
+    if (!m->tables_fresh) { /* an ensemble's table could not be allocated */
+        trm_batch_free(b);
+        return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+    }
     *out = b;
     return DR_OK;
 }
@@ -152,6 +169,7 @@ void trm_batch_free(trm_batch *b) {
         trm__acts_free(&b->slots[i].a);
         free(b->slots[i].tails);
         free(b->slots[i].tile);
+        free(b->slots[i].u);
     }
     free(b->slots);
     free(b);

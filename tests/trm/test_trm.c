@@ -1279,9 +1279,29 @@ TEST(trm_ensemble_is_its_members_summed) {
         CHECK(memcmp(trm_model_config(e), trm_model_config(back), sizeof(trm_config)) == 0);
         CHECK_OK(trm_evaluate(back, &d, 0, 1, 0, &loaded));
         CHECK_NEAR(loaded.ndcg[2], ev.ndcg[2], 1e-12);
-        /* not built: batched retrieval, starting from or into an ensemble */
-        trm_batch *tb = NULL;
-        CHECK_ERR(trm_batch_new(&tb, e, 8), DR_ERR_UNSUPPORTED);
+        { /* batched retrieval: the same top-k as one user at a time (groups of 8: several) */
+            enum { NB = 20, KB = 10 };
+            const int32_t *hs[NB];
+            int64_t ls[NB];
+            const char *ps[NB];
+            int32_t bids[NB * KB], ids[KB];
+            float bsc[NB * KB], got[KB];
+            int bn[NB], nb = 0, n;
+            for (int32_t user = 0; user < d.n_users && nb < NB; user++)
+                if (dr_data_valid(&d, user, &hs[nb], &ls[nb]) > 0) ps[nb] = nb % 2 ? pref : "", nb++;
+            trm_batch *tb = NULL;
+            CHECK_OK(trm_batch_new(&tb, e, 8));
+            CHECK_OK(trm_retrieve_batch(tb, nb, hs, ls, ps, KB, 1, bids, bsc, bn));
+            trm_batch_free(tb);
+            for (int b = 0; b < nb; b++) {
+                CHECK_OK(trm_retrieve(se, hs[b], ls[b], ps[b], KB, 1, ids, got, &n));
+                CHECK_EQ_INT(bn[b], n);
+                for (int j = 0; j < n; j++) {
+                    CHECK_NEAR(bsc[b * KB + j], got[j], 1e-4);
+                    if (bids[b * KB + j] != ids[j]) CHECK_NEAR(got[j], j + 1 < n ? got[j + 1] : got[j - 1], 1e-4);
+                }
+            }
+        }
         free(sc);
         trm_session_free(se);
         trm_session_free(s0);
