@@ -451,7 +451,8 @@ typedef struct agent_synth_opts {
                             put first in the answer, the rest keep the fusion order */
     int anchor;          /* 1: first an open call (AGENT_PREF_ANY: the TRM's own list), then the
                             aspect calls; the answer fuses by 2/rank for the open list and 0.5/rank
-                            shared by the others (rank 1-based), not RRF */
+                            shared by the others (rank 1-based), not RRF. 2: the same with the open
+                            call asked last (docs/warmstart.md) */
     int order;           /* 1: the answer keeps each call's order, as agent_rollout_opts.constrain_order
                             decodes: each line takes, among the first unlisted candidate of every call,
                             the target when it is one of them, else the best-fused one */

@@ -84,7 +84,7 @@ typedef struct pipeline_budget {
     int ws_positions;       /* training positions per user */
     int ws_varied;          /* preferences from the wider pool of kinds */
     int ws_order_by_target; /* the known next item first in the kept answer when retrieved */
-    int ws_anchor;          /* an open first call (the TRM's own list) leading the answer */
+    int ws_anchor;          /* an open call (the TRM's own list) leading the answer: 1 asked first, 2 asked last */
     int ws_call_order;      /* the answer keeps each call's order (agent_synth_opts.order), as
                                constrain_order decodes it */
     int ws_seed;            /* base seed of the candidates */

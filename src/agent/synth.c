@@ -253,8 +253,10 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     if (o->n_calls > 0) want = o->n_calls < 3 ? o->n_calls : 3;
     int forced = o->forced_preference != NULL;
     int varied = o->varied && !forced;
-    /* the anchored form: the open call plus 1-2 aspect calls (2-3 calls in all, as the others) */
-    int anchor = o->anchor && !forced;
+    /* the anchored form: the open call plus 1-2 aspect calls (2-3 calls in all, as the others);
+     * anchor 2 asks the open call last, where a small model's answer, which tends to follow the
+     * nearest list in its context, finds the list that should lead it */
+    int anchor = o->anchor && !forced, open_last = anchor && o->anchor == 2;
     if (anchor) want = want > 1 ? want - 1 : 1;
     int kinds[4] = {0, 0, 0, 0};
     if (varied) {
@@ -309,16 +311,18 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
         for (int j = 0; j < n_prefs; j++) dup |= !strcmp(prefs[j], cand_prefs[i]);
         if (!dup) memcpy(prefs[n_prefs++], cand_prefs[i], sizeof prefs[0]);
     }
-    /* the anchored form: first the open call (the TRM's own list), then the aspects */
+    /* the anchored form: the open call (the TRM's own list) first, or last (open_last) */
     if (anchor) {
-        for (int p = n_prefs; p > 0; p--) {
+        for (int p = n_prefs; p > 0 && !open_last; p--) {
             memcpy(prefs[p], prefs[p - 1], sizeof prefs[0]);
             kinds[p] = kinds[p - 1];
         }
-        snprintf(prefs[0], sizeof prefs[0], "%s", AGENT_PREF_ANY);
-        kinds[0] = -1;
+        const int at = open_last ? n_prefs : 0;
+        snprintf(prefs[at], sizeof prefs[at], "%s", AGENT_PREF_ANY);
+        kinds[at] = -1;
         n_prefs++;
     }
+    const int open_p = open_last ? n_prefs - 1 : 0, lead = anchor && !open_last; /* lead: aspects start at 1 */
     words2(&dom, dom_words, sizeof dom_words);
     words2(&rec, rec_words, sizeof rec_words);
 
@@ -341,15 +345,16 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
     int intro = (int)dr_rng_below(&rng, 3); /* drawn in both forms so the rest stays seeded alike */
     if (!forced) {
         dr_buf_printf(&comp, intro_fmt[intro], dom_words, rec_words);
-        dr_buf_puts(&comp, anchor ? " I will ask for what the history alone suggests, then search aspects.\n"
-                             : n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
-                                           : " I will search for the main taste.\n");
+        dr_buf_puts(&comp, open_last ? " I will search aspects, then ask for what the history alone suggests.\n"
+                           : anchor  ? " I will ask for what the history alone suggests, then search aspects.\n"
+                           : n_prefs > 1 ? " I will search several aspects, starting with the main taste.\n"
+                                         : " I will search for the main taste.\n");
     }
     static const char *const next_text[3] = {"", "Next, the recent interest.\n", "Now a combination inside one item.\n"};
     int n_spans = 0, prev_n = 0;
     for (int p = 0; p < n_prefs; p++) {
-        if (anchor && p == 0) {
-            dr_buf_puts(&comp, "First what the history alone suggests.\n");
+        if (anchor && p == open_p) {
+            dr_buf_puts(&comp, open_last ? "Last, what the history alone suggests.\n" : "First what the history alone suggests.\n");
         } else if (varied) {
             if (kinds[p] == SYNTH_KIND_TOP) {
                 /* the previous call's top three (ids still hold its result) */
@@ -358,9 +363,9 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                 if (!prefs[p][0]) snprintf(prefs[p], sizeof prefs[p], "%s", cand_prefs[0]);
             }
             dr_buf_puts(&comp, kind_lead[kinds[p]]);
-        } else if (p > anchor) {
-            dr_buf_puts(&comp, next_text[p - anchor < 3 ? p - anchor : 2]);
-        } else if (anchor) {
+        } else if (p > lead) {
+            dr_buf_puts(&comp, next_text[p - lead < 3 ? p - lead : 2]);
+        } else if (lead) {
             dr_buf_puts(&comp, "Now the main taste.\n");
         }
         dr_buf_puts(&comp, AGENT_TAG_PREF);
@@ -404,7 +409,7 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
             /* anchored: the open call's list leads, 2 / rank against 0.5 / rank shared by the
              * aspect calls (the best rank-only fusion measured, docs/ablation.md); else RRF */
             if (anchor)
-                cands[j].score += (p == 0 ? 2.0 : 0.5 / (double)(n_prefs - 1)) / (double)(i + 1);
+                cands[j].score += (p == open_p ? 2.0 : 0.5 / (double)(n_prefs - 1)) / (double)(i + 1);
             else
                 cands[j].score += 1.0 / (RRF_K + (double)(i + 1));
         }
@@ -435,7 +440,8 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
             if (cands[i].item != o->target || o->target <= 0) order[t++] = cands[i].item;
     }
     if (anchor)
-        dr_buf_printf(&comp, "I gathered %d items. The first list leads; the aspects add what fits them.\n", n_cands);
+        dr_buf_printf(&comp, "I gathered %d items. The %s list leads; the aspects add what fits them.\n", n_cands,
+                      open_last ? "last" : "first");
     else
         dr_buf_printf(&comp,
                          "I gathered %d items. Those found by several searches and near the top of a list come first.\n",

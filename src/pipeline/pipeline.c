@@ -144,6 +144,8 @@ int pipeline_run(const pipeline_opts *o, pipeline_result *res) {
     const pipeline_budget *b = o->budget;
     if (b->n_synth_seeds < 1 || b->n_synth_seeds > PIPELINE_MAX_SEEDS)
         return dr_error(DR_ERR_ARG, "pipeline: budget %s needs 1..%d synth seeds", b->name, PIPELINE_MAX_SEEDS);
+    if (b->ws_anchor > 2)
+        return dr_error(DR_ERR_ARG, "pipeline: ws_anchor is %d (0 off, 1 the open call first, 2 last)", b->ws_anchor);
     if (b->ws_best_of > 0 && b->ws_positions < 1)
         return dr_error(DR_ERR_ARG, "pipeline: the warm start (ws_best_of %d) needs ws_positions >= 1", b->ws_best_of);
     if (b->ws_best_of > 0 && b->rerank_share > 0)

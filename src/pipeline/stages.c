@@ -197,7 +197,8 @@ static int warmstart_step(pl_run *p, synth_state *s) {
                "max_hist %d chat 0\n",
                b->ws_seed, b->synth_users, b->ws_positions, b->ws_best_of, b->ws_varied, b->ws_order_by_target,
                b->tool_k, b->max_hist);
-    if (b->ws_anchor) pl_key_add(&k, "anchor 1\n");
+    if (b->ws_anchor == 1) pl_key_add(&k, "anchor 1\n");
+    if (b->ws_anchor == 2) pl_key_add(&k, "anchor last\n");
     if (b->ws_call_order) pl_key_add(&k, "answers keep each call's order\n");
     if (b->env_holdout > 0) pl_key_add(&k, "positions among the last %d train items\n", b->env_holdout);
     int rc, reuse;
@@ -208,7 +209,7 @@ static int warmstart_step(pl_run *p, synth_state *s) {
     o.synth.max_hist = b->max_hist;
     o.synth.tool_k = b->tool_k;
     o.synth.varied = b->ws_varied != 0;
-    o.synth.anchor = b->ws_anchor != 0;
+    o.synth.anchor = b->ws_anchor;
     o.synth.order = b->ws_call_order != 0;
     o.synth.seed = (uint64_t)b->ws_seed;
     o.positions = b->ws_positions;
@@ -568,7 +569,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     /* the teacher writes the pipeline's warm-start trajectories (varied as they were; no target) */
     int varied = b->ws_best_of > 0 && b->ws_varied;
     if (mode == EVAL_TEACHER) pl_key_add(&k, "teacher synth varied %d seed 1\n", varied);
-    if (mode == EVAL_TEACHER && b->ws_anchor) pl_key_add(&k, "teacher anchor 1\n");
+    if (mode == EVAL_TEACHER && b->ws_anchor) pl_key_add(&k, b->ws_anchor == 2 ? "teacher anchor last\n" : "teacher anchor 1\n");
     if (mode == EVAL_TEACHER && b->ws_call_order) pl_key_add(&k, "teacher keeps each call's order\n");
     int rc, reuse, resume;
     if ((rc = pl_key_input(&k, p->o->data)) || (rc = pl_key_input(&k, trm)) || (row->llm && (rc = pl_key_input(&k, llm))) ||
@@ -589,7 +590,7 @@ static int eval_step(pl_run *p, const pl_row *row) {
     agent_synth_opts so;
     memset(&so, 0, sizeof so);
     so.max_hist = b->max_hist, so.tool_k = b->tool_k, so.seed = 1, so.varied = varied;
-    so.anchor = b->ws_anchor != 0;
+    so.anchor = b->ws_anchor;
     so.order = b->ws_call_order != 0;
     if (mode == EVAL_TEACHER) eo.synth = &so;
     eval_inputs in = {&p->d, p->cat, tm, lm, NULL, NULL};

@@ -229,8 +229,9 @@ TEST(agent_synth_forced_rerank_form) {
     env_free(&e);
 }
 
-/* The anchored form: the open call first, 2-3 calls in all, and the open list's best new item
- * leads the answer (2/1 for it against at most 0.5 in all from the aspect calls). */
+/* The anchored form: the open call first (anchor 1) or last (anchor 2), 2-3 calls in all, and
+ * the open list's best new item leads the answer (2/1 for it against at most 0.5 in all from the
+ * aspect calls). */
 TEST(agent_synth_anchored_form) {
     synth_env e;
     env_init(&e, 12, 1);
@@ -238,12 +239,13 @@ TEST(agent_synth_anchored_form) {
     agent_catalog *c = e.c;
     agent_tool tool = e.tool;
     int calls_seen[5] = {0};
+    const char *open = AGENT_TAG_PREF AGENT_PREF_ANY AGENT_TAG_PREF_END;
     for (int32_t u = 0; u < d.n_users; u++) {
-        for (int varied = 0; varied < 2; varied++) {
+        for (int form = 0; form < 4; form++) {
             agent_synth_opts o = {0};
             o.seed = 50 + (uint64_t)u;
-            o.varied = varied;
-            o.anchor = 1;
+            o.varied = form & 1;
+            o.anchor = 1 + (form >> 1);
             const int32_t *h = dr_data_seq(&d, u);
             int64_t nh = dr_data_seq_len(&d, u);
             agent_synth_traj t;
@@ -251,9 +253,11 @@ TEST(agent_synth_anchored_form) {
             check_traj(c, &tool, &d, u, &t, 0);
             CHECK(t.n_calls >= 2 && t.n_calls <= 3);
             calls_seen[t.n_calls]++;
-            const char *p1 = strstr(t.completion, AGENT_TAG_PREF);
-            CHECK(p1 && !strncmp(p1, AGENT_TAG_PREF AGENT_PREF_ANY AGENT_TAG_PREF_END,
-                                 strlen(AGENT_TAG_PREF AGENT_PREF_ANY AGENT_TAG_PREF_END)));
+            /* the open call is the first call, or the last and only there */
+            const char *p1 = strstr(t.completion, AGENT_TAG_PREF), *last = p1;
+            for (const char *q = p1; q && (q = strstr(q + 1, AGENT_TAG_PREF));) last = q;
+            CHECK(p1 && !strncmp(o.anchor == 2 ? last : p1, open, strlen(open)));
+            if (o.anchor == 2) CHECK(strstr(t.completion, open) == last);
             /* the open call's first item outside the history */
             int32_t ids[AGENT_TOOL_K];
             float sc[AGENT_TOOL_K];

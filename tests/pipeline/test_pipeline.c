@@ -278,6 +278,11 @@ TEST(pipeline_run_rerun_and_settings) {
     CHECK(!r2.stages[PIPELINE_EVAL].reused);
     CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(json_object_get(r2.report, "rows"), 0), "users")), 4);
     pipeline_result_free(&r2);
+    const int anchor = other.ws_anchor;
+    other.ws_anchor = 3; /* 0 off, 1 the open call first, 2 last */
+    CHECK_ERR(pipeline_run(&o, &r2), DR_ERR_ARG);
+    CHECK(strstr(dr_error_message(), "ws_anchor is 3") != NULL);
+    other.ws_anchor = anchor;
     free(a);
     pipeline_result_free(&r1);
 }
