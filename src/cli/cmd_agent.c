@@ -59,7 +59,7 @@ static int cmd_synth(int argc, char **argv) {
     int users = 0, chat = 0, tool_k = AGENT_TOOL_K, max_hist = AGENT_MAX_HIST, json = 0, quiet = 0;
     int64_t seed = 1;
     double rerank_share = 0.0;
-    int best_of = 0, positions = 1, varied = 0, order_by_target = 1, n_calls = 0, anchor = 0;
+    int best_of = 0, positions = 1, varied = 0, order_by_target = 1, n_calls = 0, anchor = 0, anchor_last = 0;
     cli_opt opts[] = {
         {"--best-of", CLI_INT, &best_of,
          "outcome-aware warm start: keep the best of N candidates per training position by the stage-2 reward (0 = off)"},
@@ -69,6 +69,7 @@ static int cmd_synth(int argc, char **argv) {
          "with --best-of: 1 puts the known next item first in the answer when retrieved (1)"},
         {"--calls", CLI_INT, &n_calls, "tool calls per trajectory, 1..3 (0 = drawn)"},
         {"--anchor", CLI_FLAG, &anchor, "first an open call (\"" AGENT_PREF_ANY "\": the TRM's own list) that leads the answer"},
+        {"--anchor-last", CLI_FLAG, &anchor_last, "as --anchor, with the open call asked last (docs/warmstart.md)"},
         {"--data", CLI_STR, &data_path, "dataset (.gguf)"},
         {"--trm", CLI_STR, &trm_path, "preference-aware TRM checkpoint (.gguf)"},
         {"--out", CLI_STR, &out, "trajectories, JSON lines {prompt, completion, mask}"},
@@ -94,6 +95,7 @@ static int cmd_synth(int argc, char **argv) {
         return cli_usage_error("agent synth: --best-of >= 0, --positions >= 1, --calls in 0..3");
     if (best_of > 0 && rerank_share > 0.0)
         return cli_usage_error("agent synth: --rerank-share does not combine with --best-of");
+    if (anchor_last) anchor = 2;
     if (cli_claim_output(out, (const char *[]){data_path, trm_path}, 2)) return 1;
     cli_inputs in;
     agent_catalog *cat = NULL;
