@@ -124,6 +124,8 @@ int trm__acts_check(const trm_acts *a, const trm_model *m);
 void trm__acts_free(trm_acts *a);
 /* Scoring tables from the parameters (call after every update). */
 void trm__refresh_tables(trm_model *m);
+/* The tables refreshed when stale; DR_ERR_NOMEM when an ensemble's could not be allocated. */
+int trm__tables_ready(trm_model *m);
 /* Index of the first non-finite weight, or (size_t)-1 when all are finite. */
 size_t trm__first_nonfinite(const trm_model *m);
 /* Forward: a->ids/pos/key_mask/ptok filled by the caller for (B, L). Returns the user
@@ -173,6 +175,8 @@ trm_model *trm__ensemble_blank(const trm_config *cfg, int *rc);
  * every member. */
 static inline int trm__n_parts(const trm_model *m) { return m->n_members ? m->n_members : 1; }
 static inline trm_model *trm__part(const trm_model *m, int k) { return m->n_members ? m->members[k] : (trm_model *)m; }
+/* The table items are scored with, [V, trm_score_dim]: an ensemble's is its members' side by side. */
+static inline const float *trm__score_table(const trm_model *m) { return m->n_members ? m->ens_table : m->score_table; }
 gguf_writer *trm__writer(const trm_model *m);
 int trm__read_tensors(trm_model *m, const gguf_file *f, const char *prefix, float *base);
 int trm__load_file(trm_model **out, const gguf_file *f);

@@ -149,8 +149,7 @@ int trm__load_file(trm_model **out, const gguf_file *f) {
         char prefix[32];
         for (int k = 0; k < e->n_members && !rc; k++)
             rc = load_part(&e->members[k], f, &c, member_prefix(e, k, prefix));
-        if (!rc) trm__refresh_tables(e);
-        if (!rc && !e->tables_fresh) rc = dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+        if (!rc) rc = trm__tables_ready(e);
         if (rc) trm_model_free(e);
         else *out = e;
         return rc;

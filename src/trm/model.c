@@ -250,7 +250,7 @@ int trm_model_new(trm_model **out, const trm_config *cfg, const dr_dataset *d, u
         if (!e) return rc;
         c.ensemble = 0;
         for (int k = 0; k < e->n_members && !rc; k++) rc = trm_model_new(&e->members[k], &c, d, seed + (uint64_t)k);
-        if (!rc) trm__refresh_tables(e);
+        if (!rc) rc = trm__tables_ready(e);
         if (rc) trm_model_free(e);
         else *out = e;
         return rc;
@@ -301,8 +301,9 @@ int trm_model_init_from(trm_model *m, const trm_model *src) {
     if (m->n_members) { /* every member from the one source: the members then differ by their training seeds */
         int rc = DR_OK;
         for (int k = 0; k < m->n_members && !rc; k++) rc = trm_model_init_from(m->members[k], src);
-        if (!rc) trm__refresh_tables(m);
-        return rc;
+        if (rc) return rc;
+        m->tables_fresh = 0; /* the members' tables changed */
+        return trm__tables_ready(m);
     }
     if (src->cfg.dim != m->cfg.dim || src->cfg.n_items != m->cfg.n_items)
         return dr_error(DR_ERR_FORMAT, "trm init: the source model has dim %d and %d items, this one dim %d and %d items",
@@ -432,6 +433,11 @@ static void refresh_ensemble(trm_model *m) {
             memcpy(m->ens_table + ((size_t)i * K + k) * d, p->score_table + (size_t)i * d, (size_t)d * sizeof(float));
     }
     m->tables_fresh = m->ens_table != NULL; /* out of memory: trm_item_embeddings returns NULL */
+}
+
+int trm__tables_ready(trm_model *m) {
+    if (!m->tables_fresh) trm__refresh_tables(m);
+    return m->tables_fresh ? DR_OK : dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
 }
 
 void trm__refresh_tables(trm_model *m) {

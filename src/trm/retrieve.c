@@ -32,9 +32,9 @@ int trm_session_new(trm_session **out, trm_model *m) {
         trm_session_free(s);
         return dr_error(DR_ERR_NOMEM, "trm: out of memory");
     }
-    if (!trm_item_embeddings(m)) { /* an ensemble's table could not be allocated */
+    if ((rc = trm__tables_ready(m))) {
         trm_session_free(s);
-        return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+        return rc;
     }
     *out = s;
     return DR_OK;
@@ -129,7 +129,7 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
     int d = trm_score_dim(m), V = m->V;
     /* scores = F u (a plain vectorised loop: on the caller's thread, no BLAS thread wake-ups);
      * an ensemble's F and u are its members' side by side, so this sums the members' scores */
-    const float *F = m->n_members ? m->ens_table : m->score_table, *uu = s->u;
+    const float *F = trm__score_table(m), *uu = s->u;
     for (int i = 0; i < V; i++) {
         const float *r = F + (size_t)i * d;
         float acc = 0;
@@ -149,7 +149,7 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
 
 const float *trm_item_embeddings(trm_model *m) {
     if (!m->tables_fresh) trm__refresh_tables(m);
-    return m->n_members ? m->ens_table : m->score_table;
+    return trm__score_table(m);
 }
 
 int trm_text_embedding(trm_model *m, const char *text, float *out) {

@@ -97,7 +97,7 @@ static const float *group_users(trm_model *m, slot *w, const request *r, const i
 
 static void group(trm_model *m, slot *w, const request *r, const int *who, int B) {
     const int d = trm_score_dim(m), n_items = m->cfg.n_items, k = r->k;
-    const float *F = m->n_members ? m->ens_table : m->score_table;
+    const float *F = trm__score_table(m);
     const float *U = group_users(m, w, r, who, B);
     trm_topk_acc acc[TRM_BATCH_GROUP];
     for (int b = 0; b < B; b++)
@@ -154,10 +154,10 @@ int trm_batch_new(trm_batch **out, trm_model *m, int max_users) {
             return dr_error(DR_ERR_NOMEM, "trm_batch_new: out of memory (%d users)", max_users);
         }
     }
-    if (!m->tables_fresh) trm__refresh_tables(m);
-    if (!m->tables_fresh) { /* an ensemble's table could not be allocated */
+    int rc = trm__tables_ready(m);
+    if (rc) {
         trm_batch_free(b);
-        return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+        return rc;
     }
     *out = b;
     return DR_OK;

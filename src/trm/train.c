@@ -934,8 +934,8 @@ static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opt
         res->best_epoch = r.best_epoch; /* the last member's */
     }
     if (rc) return rc;
-    trm__refresh_tables(m);
-    if (!m->tables_fresh) return dr_error(DR_ERR_NOMEM, "trm: out of memory for the ensemble's table");
+    m->tables_fresh = 0; /* the members' tables changed */
+    if ((rc = trm__tables_ready(m))) return rc;
     int32_t *vusers = NULL;
     int n_v = 0;
     dr_metrics_mean valid;
