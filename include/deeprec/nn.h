@@ -172,6 +172,11 @@ void nn_silu_backward(float *dx, const float *dy, const float *x, size_t n);
 void nn_swiglu_forward(float *y, const float *gate, const float *up, size_t n);
 void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *gate,
                         const float *up, size_t n);
+/* A gated residual (LiGR): g = sigmoid(pre) (written over pre's values into g, which may be pre),
+ * y = base + g * branch. The backward adds dy * g to dbranch and dy * branch * g (1 - g) to dpre. */
+void nn_gated_residual_forward(float *y, float *g, const float *pre, const float *branch, const float *base, size_t n);
+void nn_gated_residual_backward(float *dbranch, float *dpre, const float *dy, const float *g, const float *branch,
+                                size_t n);
 
 /* ---------------- softmax over rows ---------------- */
 /* y[N,C] = softmax of each row of x (max-subtracted). y may equal x. */

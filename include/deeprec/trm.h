@@ -59,6 +59,10 @@ typedef struct trm_config {
     int scale_emb;    /* multiply item embeddings by sqrt(dim) on input (SASRec paper); default 0 */
     int emb_ln;       /* LayerNorm over item + position embedding before the embedding dropout
                        * (RecBole, FMLP-Rec); default 0 */
+    /* LiGR blocks (eSASRec, after LinkedIn's LiGR): each residual branch is scaled by a sigmoid
+     * gate of its own normalised input, x + sigmoid(W_g LN(x) + b_g) * branch(LN(x)); pre-LN
+     * only; default 0 */
+    int gate;
     float dropout;    /* 0.5 */
     float ln_eps;     /* 1e-5 */
     int text_buckets; /* pref: hashed text feature buckets (default 1 << 16) */

@@ -90,6 +90,7 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         {"--sep-out", CLI_FLAG, &c->sep_out, "separate output item table (sasrec)"},
         {"--scale-emb", CLI_FLAG, &c->scale_emb, "scale item embeddings by sqrt(dim)"},
         {"--emb-ln", CLI_FLAG, &c->emb_ln, "LayerNorm over item + position embedding (before its dropout)"},
+        {"--gate", CLI_FLAG, &c->gate, "LiGR blocks: a sigmoid gate on each residual branch (eSASRec; pre-LN)"},
         {"--text-buckets", CLI_INT, &c->text_buckets, "pref: hashed text feature buckets (65536)"},
         {"--pref-empty", CLI_FLOAT, &pref_empty, "pref: probability of an empty pseudo-preference (0.3)"},
         {"--lr", CLI_FLOAT, &lr, "learning rate (1e-3)"},

@@ -89,3 +89,21 @@ void nn_swiglu_backward(float *dgate, float *dup, const float *dy, const float *
         if (dup) dup[i] += dy[i] * g * s;
     });
 }
+
+void nn_gated_residual_forward(float *y, float *g, const float *pre, const float *branch, const float *base,
+                               size_t n) {
+    ELEMWISE(n, {
+        float s = nn_vsigmoid(pre[i]);
+        g[i] = s;
+        y[i] = base[i] + s * branch[i];
+    });
+}
+
+void nn_gated_residual_backward(float *dbranch, float *dpre, const float *dy, const float *g, const float *branch,
+                                size_t n) {
+    ELEMWISE(n, {
+        float s = g[i];
+        dbranch[i] += dy[i] * s;
+        dpre[i] += dy[i] * branch[i] * s * (1.0f - s);
+    });
+}

@@ -70,6 +70,7 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
         FL(f, N * f);
         if (tr) FL(gd, N * f);
         FL(s2, N * d);
+        if (c->gate) { FL(ga, N * d); FL(ao, N * d); FL(gf, N * d); FL(fo, N * d); }
         if (tr) { U8L(attn_out_mask, N * d); U8L(ffn_act_mask, N * f); U8L(ffn_out_mask, N * d); }
     }
     w->layer = -1;
@@ -78,6 +79,7 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
     F(d0, N * d); /* d0, d1, d2, df1: also the forward's scratch */
     F(d1, N * d); F(d2, N * d);
     if (tr) { F(dq, N * d); F(dk, N * d); F(dv, N * d); F(dU, N * d); }
+    if (tr && c->gate) F(dg, N * d);
     F(df1, N * f);
     if (tr) { F(df2, N * f); F(datt, att); }
     U8(key_mask, N);

@@ -9,7 +9,7 @@
 
 #define TRM_MAX_LAYERS 16
 #define TRM_MAX_ENSEMBLE 64
-#define TRM_MAX_TENSORS (16 + 16 * TRM_MAX_LAYERS)
+#define TRM_MAX_TENSORS (16 + 20 * TRM_MAX_LAYERS)
 
 typedef struct trm_tensor {
     char name[48];
@@ -23,6 +23,7 @@ typedef struct trm_tensor {
 
 typedef struct trm_layer_p {
     float *ln1_w, *ln1_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2_w, *ln2_b, *w1, *b1, *w2, *b2;
+    float *wga, *bga, *wgf, *bgf; /* gate: the attention branch's and the FFN branch's */
 } trm_layer_p;
 
 /* Pointers into one flat array (parameters, or gradients with the same layout). */
@@ -69,6 +70,7 @@ struct trm_model {
 /* Activations for a batch of B sequences of length L (capacity Bcap x max_len). */
 typedef struct trm_layer_a {
     float *ln1o, *ln1m, *ln1r, *q, *k, *v, *att, *y, *s1, *ln2o, *ln2m, *ln2r, *f, *gd, *s2;
+    float *ga, *ao, *gf, *fo; /* gate: each branch's sigmoid gate and its output before the gate */
     uint8_t *attn_out_mask, *ffn_act_mask, *ffn_out_mask; /* dropout masks */
 } trm_layer_a;
 
@@ -109,6 +111,7 @@ typedef struct trm_acts {
      * projections' outputs before the residual sums; dq, dk, dv, df1, df2, datt are named by the
      * gradient they hold. */
     float *d0, *d1, *d2, *dq, *dk, *dv, *df1, *df2, *datt;
+    float *dg;                  /* gate: a gate's pre-activation gradient */
     float *dU;                  /* [N, d] gradient of the user vectors */
 } trm_acts;
 

@@ -31,6 +31,7 @@ gguf_writer *trm__writer(const trm_model *m) {
     rc |= gguf_set_bool(w, "deeprec.trm.sep_out", c->sep_out);
     rc |= gguf_set_bool(w, "deeprec.trm.scale_emb", c->scale_emb);
     if (c->emb_ln) rc |= gguf_set_bool(w, "deeprec.trm.emb_ln", 1); /* absent: off (files of before) */
+    if (c->gate) rc |= gguf_set_bool(w, "deeprec.trm.gate", 1);     /* absent: off */
     rc |= gguf_set_f32(w, "deeprec.trm.dropout", c->dropout);
     rc |= gguf_set_f32(w, "deeprec.trm.ln_eps", c->ln_eps);
     rc |= gguf_set_u32(w, "deeprec.trm.text_buckets", (uint32_t)c->text_buckets);
@@ -118,6 +119,7 @@ static int read_cfg(const gguf_file *f, trm_config *c) {
     if ((rc = gguf_get_bool(f, "deeprec.trm.sep_out", &c->sep_out))) return rc;
     if ((rc = gguf_get_bool(f, "deeprec.trm.scale_emb", &c->scale_emb))) return rc;
     if (gguf_find_kv(f, "deeprec.trm.emb_ln") && (rc = gguf_get_bool(f, "deeprec.trm.emb_ln", &c->emb_ln))) return rc;
+    if (gguf_find_kv(f, "deeprec.trm.gate") && (rc = gguf_get_bool(f, "deeprec.trm.gate", &c->gate))) return rc;
     if ((rc = gguf_get_f32(f, "deeprec.trm.dropout", &c->dropout))) return rc;
     if ((rc = gguf_get_f32(f, "deeprec.trm.ln_eps", &c->ln_eps))) return rc;
     if ((rc = gguf_get_strdup(f, "deeprec.trm.act", &s))) return rc;

@@ -60,6 +60,7 @@ static int check_config(const trm_config *c) {
     if (c->model == TRM_PREF && (c->text_buckets < 1 || c->text_buckets > (1 << 26)))
         BAD("text buckets %d (need 1..%d)", c->text_buckets, 1 << 26);
     if (c->model == TRM_PREF && c->sep_out) BAD("sep_out is for sasrec models only");
+    if (c->gate && c->post_ln) BAD("gate (LiGR blocks) needs pre-LN blocks, not post_ln");
     if (c->text_experts && (c->model != TRM_PREF || c->text_experts < 2 || c->text_experts > TRM_TEXT_EXPERTS_MAX))
         BAD("text experts %d (need 0, or 2..%d with a pref model)", c->text_experts, TRM_TEXT_EXPERTS_MAX);
     /* the item table alone: refuse what cannot be meant rather than try to allocate it */
@@ -90,6 +91,10 @@ int trm__layout(trm_model *m) {
         add_norm(m, &off, BLK("ffn_norm"), d);
         add_linear(m, &off, BLK("ffn_up"), d, f);
         add_linear(m, &off, BLK("ffn_down"), f, d);
+        if (c->gate) {
+            add_linear(m, &off, BLK("attn_gate"), d, d);
+            add_linear(m, &off, BLK("ffn_gate"), d, d);
+        }
 #undef BLK
     }
     add_norm(m, &off, "out_norm", d);
@@ -142,6 +147,10 @@ void trm__bind(const trm_model *m, float *base, trm_params *p) {
         G(b1, "ffn_up.bias");
         G(w2, "ffn_down.weight");
         G(b2, "ffn_down.bias");
+        G(wga, "attn_gate.weight");
+        G(bga, "attn_gate.bias");
+        G(wgf, "ffn_gate.weight");
+        G(bgf, "ffn_gate.bias");
 #undef G
     }
     p->lnf_w = find_t(m, base, "out_norm.weight");
@@ -527,6 +536,21 @@ static const float *layer_output(const trm_config *c, const trm_layer_p *P, trm_
     return A->ln2o;
 }
 
+/* The end of a residual branch over n rows: out = base + branch, or with LiGR gates (cfg.gate)
+ * out = base + sigmoid(gin W_g + b_g) * branch, keeping the gate in g and the branch in keep
+ * for the backward. */
+static void residual(const trm_config *c, float *out, const float *base, const float *branch, const float *gin,
+                     const float *W, const float *b, float *g, float *keep, int n) {
+    const size_t nd = (size_t)n * (size_t)c->dim;
+    if (!c->gate) {
+        for (size_t i = 0; i < nd; i++) out[i] = base[i] + branch[i];
+        return;
+    }
+    memcpy(keep, branch, nd * sizeof(float));
+    nn_linear_forward(g, gin, W, b, n, c->dim, c->dim);
+    nn_gated_residual_forward(out, g, g, keep, base, nd);
+}
+
 /* The output head over n rows of the last layer's output x: lnfo = LNf(x); for the preference model
  * u = LNu(lnfo + pref_w * mean text embedding of a row's preference tokens), output row i reading the
  * tokens of input row i * per + per - 1 (per 1: every row; per L: each sequence's last). */
@@ -576,14 +600,13 @@ static float *forward_last(trm_model *m, trm_acts *a, const float *x) {
     ac.key_mask = a->key_mask;
     nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
     nn_linear_forward(a->d0, A->y, P->wo, P->bo, B, d, d);
-    size_t Bd = (size_t)B * d;
-    for (size_t i = 0; i < Bd; i++) A->s1[i] = xl[i] + a->d0[i];
+    residual(c, A->s1, xl, a->d0, al, P->wga, P->bga, A->ga, A->ao, B);
     const float *base, *cin = ffn_input(c, P, A, B, &base);
     nn_linear_forward(A->f, cin, P->w1, P->b1, B, d, f);
     if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, (size_t)B * f);
     else nn_gelu_forward(a->df1, A->f, (size_t)B * f, NN_GELU_TANH);
     nn_linear_forward(a->d0, a->df1, P->w2, P->b2, B, f, d);
-    for (size_t i = 0; i < Bd; i++) A->s2[i] = base[i] + a->d0[i];
+    residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, A->fo, B);
     return output_head(m, a, layer_output(c, P, A, B), B, L);
 }
 
@@ -591,7 +614,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
     const trm_config *c = &m->cfg;
     const int d = c->dim, f = c->ffn_dim, N = a->N, V = m->V;
     const float p = a->train ? c->dropout : 0.0f;
-    const size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    const size_t Nf = (size_t)N * f;
     nn_embedding_forward(a->x0, m->input_table, a->ids, N, V, d);
     const float sc = c->scale_emb ? sqrtf((float)d) : 1.0f;
     float *xs = c->emb_ln ? a->xe : a->x0; /* item + position; with emb_ln, x0 = LN(that) */
@@ -618,7 +641,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
         drop(a, l, 1, a->d0, A->attn_out_mask, a->d0, d, p);
-        for (size_t i = 0; i < Nd; i++) A->s1[i] = x[i] + a->d0[i];
+        residual(c, A->s1, x, a->d0, ain, P->wga, P->bga, A->ga, A->ao, N);
         const float *base, *cin = ffn_input(c, P, A, N, &base);
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
@@ -626,7 +649,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         const float *g = drop(a, l, 2, A->gd, A->ffn_act_mask, a->df1, f, p);
         nn_linear_forward(a->d0, g, P->w2, P->b2, N, f, d);
         drop(a, l, 3, a->d0, A->ffn_out_mask, a->d0, d, p);
-        for (size_t i = 0; i < Nd; i++) A->s2[i] = base[i] + a->d0[i];
+        residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, A->fo, N);
         x = layer_output(c, P, A, N);
     }
     if (nfull < c->layers) return forward_last(m, a, x);
@@ -679,6 +702,12 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
             nn_layernorm_backward(d1, GP->ln2_w, GP->ln2_b, d0, A->s2, P->ln2_w, A->ln2m, A->ln2r, N, d);
             ds2 = d1;
         }
+        if (c->gate) { /* through the gate: the branch's gradient in dq, the gate's pre-activation's in dg */
+            zero(a->dq, Nd);
+            zero(a->dg, Nd);
+            nn_gated_residual_backward(a->dq, a->dg, ds2, A->gf, A->fo, Nd);
+            ds2 = a->dq;
+        }
         zero(d2, Nd);
         nn_dropout_backward(d2, ds2, A->ffn_out_mask, Nd, p); /* dh */
         zero(a->df2, Nf);
@@ -691,6 +720,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
         const float *cin = c->post_ln ? A->ln1o : A->ln2o;
         zero(d2, Nd);
         nn_linear_backward(d2, GP->w1, GP->b1, a->df2, cin, P->w1, N, d, f); /* dc */
+        if (c->gate) nn_linear_backward(d2, GP->wgf, GP->bgf, a->dg, cin, P->wgf, N, d, d);
         if (c->post_ln) {
             for (size_t i = 0; i < Nd; i++) d1[i] += d2[i]; /* dr1 = ds2 + dc */
             zero(d0, Nd);
@@ -699,8 +729,15 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
             nn_layernorm_backward(d0, GP->ln2_w, GP->ln2_b, d2, A->s1, P->ln2_w, A->ln2m, A->ln2r, N, d);
         }
         /* d0 = ds1 */
+        const float *dbr = d0;
+        if (c->gate) { /* the branch's gradient in dq (free until the attention's backward), the gate's in dg */
+            zero(a->dq, Nd);
+            zero(a->dg, Nd);
+            nn_gated_residual_backward(a->dq, a->dg, d0, A->ga, A->ao, Nd);
+            dbr = a->dq;
+        }
         zero(d1, Nd);
-        nn_dropout_backward(d1, d0, A->attn_out_mask, Nd, p); /* do */
+        nn_dropout_backward(d1, dbr, A->attn_out_mask, Nd, p); /* do */
         zero(d2, Nd);
         nn_linear_backward(d2, GP->wo, GP->bo, d1, A->y, P->wo, N, d, d); /* dy */
         zero(a->dq, Nd);
@@ -715,6 +752,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
         nn_linear_backward(d1, GP->wq, GP->bq, a->dq, ain, P->wq, N, d, d);
         nn_linear_backward(d1, GP->wk, GP->bk, a->dk, ain, P->wk, N, d, d);
         nn_linear_backward(d1, GP->wv, GP->bv, a->dv, ain, P->wv, N, d, d);
+        if (c->gate) nn_linear_backward(d1, GP->wga, GP->bga, a->dg, ain, P->wga, N, d, d);
         if (c->post_ln) {
             for (size_t i = 0; i < Nd; i++) d0[i] += d1[i];
         } else {

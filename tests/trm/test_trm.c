@@ -260,6 +260,69 @@ TEST(trm_grad_emb_ln) {
     c.emb_ln = 1;
     gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
 }
+/* LiGR gates (--gate) on both residual branches: two layers, with and without dropout, the pref
+ * model, and the gates' own tensors checked whole (a random sample of the model seldom reaches
+ * them). Post-LN with gates is refused. */
+TEST(trm_grad_gate) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    c.gate = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.dropout = 0.3f;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+    c.dropout = 0.0f;
+    gradcheck_cfg(&c, TRM_LOSS_SAMPLED, 0.0f, 0);
+    tiny_cfg(&c, TRM_PREF);
+    c.gate = 1;
+    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
+
+    tiny_cfg(&c, TRM_SASREC);
+    c.gate = 1;
+    dr_dataset d;
+    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 3));
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    dr_rng r;
+    dr_rng_seed(&r, 9);
+    enlarge_params(p, np, &r);
+    trm_debug_refresh(m);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    int32_t users[4] = {1, 2, 5, 8};
+    float *g = malloc(np * sizeof(float));
+    double l0, maxerr = 0;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &l0, g));
+    int checked = 0, bad = 0, nonzero = 0, tensors = 0;
+    for (int t = 0; t < m->n_t; t++) {
+        if (!strstr(m->t[t].name, "_gate.")) continue;
+        tensors++;
+        for (size_t j = 0; j < m->t[t].n; j += 3) {
+            size_t i = m->t[t].off + j;
+            double num = numeric_grad(m, trm_debug_loss_grad, &d, &o, users, 4, p, i), err = fabs(num - g[i]);
+            if (err > 2e-3 + 0.03 * fabs(num)) {
+                if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
+                bad++;
+            }
+            maxerr = err > maxerr ? err : maxerr;
+            nonzero += fabsf(g[i]) > 1e-5f;
+            checked++;
+        }
+    }
+    CHECK_EQ_INT(tensors, 4 * c.layers);
+    CHECK_MSG(bad == 0, "%d of %d gate gradients off (max err %g)", bad, checked, maxerr);
+    CHECK(nonzero > checked / 2);
+    free(g);
+    trm_model_free(m);
+    dr_data_free(&d);
+
+    c.post_ln = 1;
+    c.n_items = 12;
+    CHECK(trm_model_new(&m, &c, NULL, 3) != DR_OK);
+    CHECK(strstr(dr_error_message(), "gate") != NULL);
+}
+
 /* Training as it runs: dropout at every site, and heads of 16 (the attention's vector path). */
 TEST(trm_grad_dropout_vector_heads) {
     trm_config c;
@@ -987,6 +1050,50 @@ TEST(trm_acts_no_overrun) {
     dr_data_free(&d);
 }
 
+/* With LiGR gates, inference's last-row forward gives the full forward's last rows. */
+TEST(trm_gate_last_row_forward) {
+    dr_dataset d;
+    make_synth(&d, 20, 60, 5, 12, 3, 0.3);
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    c.layers = 2;
+    c.gate = 1;
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 5));
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    dr_rng r;
+    dr_rng_seed(&r, 4);
+    enlarge_params(p, np, &r);
+    trm_debug_refresh(m);
+    trm_acts w;
+    CHECK_OK(trm__acts_alloc_guarded(&w, m, 4, 64, 1));
+    int32_t s0[5] = {3, 9, 27, 41, 5}, s1[2] = {2, 4}, *seqs[2] = {s0, s1};
+    int64_t lens[2] = {5, 2};
+    float *full = malloc((size_t)2 * c.max_len * c.dim * sizeof(float));
+    trm__fill_batch(m, &w, 2, 0, seqs, lens);
+    w.train = 0;
+    w.last_only = 0;
+    memcpy(full, trm__forward(m, &w), (size_t)2 * w.L * c.dim * sizeof(float));
+    int L = w.L;
+    trm__fill_batch(m, &w, 2, 0, seqs, lens);
+    w.train = 0;
+    w.last_only = 1;
+    const float *last = trm__forward(m, &w);
+    double maxd = 0;
+    for (int b = 0; b < 2; b++)
+        for (int j = 0; j < c.dim; j++) {
+            double e = fabs(last[(size_t)b * c.dim + j] - full[((size_t)b * L + L - 1) * c.dim + j]);
+            maxd = e > maxd ? e : maxd;
+        }
+    CHECK_MSG(maxd < 1e-5, "last-row forward off by %g", maxd);
+    CHECK_OK(trm__acts_check(&w, m));
+    free(full);
+    trm__acts_free(&w);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
 /* A single-user call narrows OpenMP to the calling thread only while it runs. */
 TEST(trm_retrieve_keeps_thread_count) {
 #ifdef _OPENMP
@@ -1168,6 +1275,7 @@ TEST(trm_save_load_roundtrip) {
         small_cfg(&c, model);
         c.post_ln = model;
         c.emb_ln = k == 2; /* the embedding LayerNorm's flag and tensors go through the file */
+        c.gate = k == 2;   /* and the LiGR gates' */
         c.text_experts = k == 3 ? 3 : 0; /* the text model's experts and gate too */
         trm_model *m, *m2;
         CHECK_OK(trm_model_new(&m, &c, &d, 5));
