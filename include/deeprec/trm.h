@@ -127,6 +127,15 @@ typedef struct trm_train_opts {
      * the best checkpoint and the model trm_train ends with are the average, and training
      * goes on from the raw weights (0 = off, the default; in [0, 1)). */
     float ema;
+    /* Refit (`--refit`): after early stopping, train again from the same initial weights on
+     * every item but each user's test item (the validation item becomes a target too) for the
+     * early-stopped run's best epoch count, and end with that model. The early-stopped model is
+     * kept as OUT.early.gguf; OUT is the refit model, which has trained on the validation
+     * targets, so its validation figures are in-sample (the pipeline does not refit). 0 = off. */
+    int refit;
+    /* internal (the refit's second run): train on the validation items too, never validate,
+     * end with the last epoch's weights */
+    int fit_valid;
     int quiet_eval;       /* unused (reserved) */
     /* Called after every epoch once its resume state is saved (may be NULL): a hook for
      * callers that watch or interrupt training (the pipeline's kill test). */
@@ -171,7 +180,8 @@ size_t trm_num_params(const trm_model *m);
  * written to opts->out after every improvement. *m ends holding the best weights. */
 typedef struct trm_train_result {
     int epochs_run, best_epoch;
-    double best_valid_ndcg10;
+    int refit_epochs;          /* --refit: epochs of the refit run (the best epoch); else 0 */
+    double best_valid_ndcg10;  /* an ensemble of refit members: -1 (its validation would be in-sample) */
     double seconds;
 } trm_train_result;
 int trm_train(trm_model *m, const struct dr_dataset *d, const trm_train_opts *o, trm_train_result *res);

@@ -31,15 +31,24 @@ static void print_train(const char *out, const char *model, const char *loss, co
             json_object_set_new(j, "ensemble", json_integer(trm_model_config(m)->ensemble));
         json_object_set_new(j, "epochs_run", json_integer(res->epochs_run));
         json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
-        json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_valid_ndcg10));
+        if (res->best_valid_ndcg10 >= 0) json_object_set_new(j, "best_valid_ndcg@10", json_real(res->best_valid_ndcg10));
+        if (res->refit_epochs) json_object_set_new(j, "refit_epochs", json_integer(res->refit_epochs));
         json_object_set_new(j, "test", dr_metrics_mean_json(test));
         if (pref) json_object_set_new(j, "test_pref_oracle", dr_metrics_mean_json(test_o));
         json_object_set_new(j, "seconds", json_real(wall));
         cli_print_json(j, CLI_JSON);
     } else {
-        if (trm_model_config(m)->ensemble >= 2)
+        if (trm_model_config(m)->ensemble >= 2 && res->refit_epochs)
+            printf("wrote %s: an ensemble of %d refit members (no validation figure: they trained on the validation "
+                   "targets), %d epochs run in all, %.1f s\n",
+                   out, trm_model_config(m)->ensemble, res->epochs_run, wall);
+        else if (trm_model_config(m)->ensemble >= 2)
             printf("wrote %s: an ensemble of %d (valid NDCG@10 %.4f), %d epochs run in all, %.1f s\n", out,
                    trm_model_config(m)->ensemble, res->best_valid_ndcg10, res->epochs_run, wall);
+        else if (res->refit_epochs)
+            printf("wrote %s: refit for %d epochs on all but the test items (the early-stopped run: best epoch %d, "
+                   "valid NDCG@10 %.4f), %d epochs run, %.1f s\n",
+                   out, res->refit_epochs, res->best_epoch, res->best_valid_ndcg10, res->epochs_run, wall);
         else
             printf("wrote %s: best epoch %d (valid NDCG@10 %.4f), %d epochs run, %.1f s\n", out, res->best_epoch,
                    res->best_valid_ndcg10, res->epochs_run, wall);
@@ -104,6 +113,9 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         {"--lr-schedule", CLI_STR, &schedule, "const | cosine (to 0 at the last step of --epochs)"},
         {"--warmup", CLI_INT, &o->warmup, "linear learning-rate warmup steps (0)"},
         {"--ema", CLI_FLOAT, &ema, "decay of a moving average of the weights, validated and saved instead (0 = off)"},
+        {"--refit", CLI_FLAG, &o->refit,
+         "after early stopping, train again for the best epoch count on all but the test items (the validation item "
+         "a target too); the early-stopped model is kept as OUT.early.gguf"},
         {"--batch", CLI_INT, &o->batch, "sequences per step (256)"},
         {"--epochs", CLI_INT, &o->epochs, "maximum epochs (200)"},
         {"--patience", CLI_INT, &o->patience, "early stopping: epochs without valid NDCG@10 gain (10; 0 = off)"},

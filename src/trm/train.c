@@ -233,10 +233,12 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
     return DR_OK;
 }
 
-/* The train sequence of user u: inputs = train[-(L+1):-1], targets shifted by one. */
-static int64_t user_train(const dr_dataset *d, int32_t u, int L, const int32_t **in) {
+/* The train sequence of user u: inputs = train[-(L+1):-1], targets shifted by one. with_valid
+ * (the refit): the validation item is the last target, so the sequence is all but the test item. */
+static int64_t user_train(const dr_dataset *d, int32_t u, int L, int with_valid, const int32_t **in) {
     const int32_t *s;
     int64_t n = dr_data_train(d, u, &s);
+    if (with_valid && dr_data_has_split(d, u)) n++;
     if (n < 2) return 0;
     int64_t k = n - 1 < L ? n - 1 : L; /* number of input positions */
     *in = s + (n - 1 - k);
@@ -263,7 +265,7 @@ static int batch_loss(trainer *t, const int32_t *users, int B, const dr_rng *ste
     }
     for (int b = 0; b < B; b++) {
         const int32_t *in = NULL;
-        lp[b] = user_train(t->d, users[b], L, &in);
+        lp[b] = user_train(t->d, users[b], L, t->o->fit_valid, &in);
         sp[b] = (int32_t *)in;
     }
     trm__fill_batch(m, a, B, t->shard >= 0 ? t->Lb : 0, sp, lp);
@@ -387,7 +389,7 @@ int trm__decays(const trm_tensor *t, int wd_params) {
 /* Targets of one user's train window that count in the loss (as batch_loss counts). */
 static int user_targets(const trainer *t, int32_t u) {
     const int32_t *in;
-    int64_t k = user_train(t->d, u, t->m->cfg.max_len, &in);
+    int64_t k = user_train(t->d, u, t->m->cfg.max_len, t->o->fit_valid, &in);
     int n = 0;
     for (int64_t i = 1; i <= k; i++) n += in[i] > 0 && in[i] <= t->m->cfg.n_items;
     return n;
@@ -405,7 +407,7 @@ static int batch_grad(trainer *t, const int32_t *users, int B, const dr_rng *srn
     int Lb = 1, before = 0, total = 0;
     for (int b = 0; b < B; b++) {
         const int32_t *in;
-        int64_t k = user_train(t->d, users[b], maxL, &in);
+        int64_t k = user_train(t->d, users[b], maxL, t->o->fit_valid, &in);
         if (k > Lb) Lb = (int)(k < maxL ? k : maxL);
         int c = user_targets(t, users[b]);
         if (b < lo) before += c;
@@ -475,8 +477,8 @@ static int cmp_ulen(const void *a, const void *b) {
 
 /* Users shuffled, then within chunks of 32 batches sorted by length (less
  * padding), cut into batches, batch order shuffled. */
-static int make_batches(const dr_dataset *d, const int32_t *users, int nu, int B, int L, const dr_rng *erng,
-                        int32_t *order, int32_t *batch_start, int *n_batches) {
+static int make_batches(const dr_dataset *d, const int32_t *users, int nu, int B, int L, int with_valid,
+                        const dr_rng *erng, int32_t *order, int32_t *batch_start, int *n_batches) {
     dr_rng r = dr_rng_split(erng, 7);
     memcpy(order, users, (size_t)nu * sizeof(int32_t));
     dr_rng_shuffle_i32(&r, order, (size_t)nu);
@@ -488,7 +490,7 @@ static int make_batches(const dr_dataset *d, const int32_t *users, int nu, int B
         for (int i = s; i < e; i++) {
             const int32_t *in;
             tmp[i - s].u = order[i];
-            tmp[i - s].len = user_train(d, order[i], L, &in);
+            tmp[i - s].len = user_train(d, order[i], L, with_valid, &in);
         }
         qsort(tmp, (size_t)(e - s), sizeof *tmp, cmp_ulen);
         for (int i = s; i < e; i++) order[i] = tmp[i - s].u;
@@ -658,11 +660,73 @@ static int diverged(const train_state *st, const trm_train_opts *o, int ep, int 
 }
 
 static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
+static int train_one(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
+static int train_refit(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res);
 
 int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
     memset(res, 0, sizeof *res);
     if (!o->out) return dr_error(DR_ERR_ARG, "trm_train: no output path");
     if (m->n_members) return train_ensemble(m, d, o, res);
+    if (o->refit && o->fit_valid) return dr_error(DR_ERR_ARG, "trm_train: refit and fit_valid together");
+    return o->refit ? train_refit(m, d, o, res) : train_one(m, d, o, res);
+}
+
+/* The refit: the early-stopped run into OUT.early.gguf (its resume state and metrics at OUT's
+ * usual paths), then from the same initial weights the best epoch count on all but the test
+ * items into OUT (OUT.refit.resume.gguf, OUT.refit.metrics.jsonl). A resumed run finishes
+ * whichever of the two had not finished. */
+static int train_refit(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
+    double t0 = dr_now();
+    size_t bytes = m->n_params * sizeof(float);
+    float *init = dr_malloc(bytes ? bytes : 1);
+    char *early = dr_str_concat(o->out, ".early.gguf"), *rpath = dr_str_concat(o->out, ".resume.gguf"),
+         *mpath = dr_str_concat(o->out, ".metrics.jsonl"), *rpath2 = dr_str_concat(o->out, ".refit.resume.gguf"),
+         *mpath2 = dr_str_concat(o->out, ".refit.metrics.jsonl");
+    int rc = DR_OK;
+    if (!init || !early || !rpath || !mpath || !rpath2 || !mpath2) {
+        rc = dr_error_code();
+        goto out;
+    }
+    memcpy(init, m->mem, bytes);
+    trm_train_opts o1 = *o;
+    o1.refit = 0;
+    o1.out = early;
+    o1.resume_path = o->resume_path ? o->resume_path : rpath;
+    o1.metrics = o->metrics ? o->metrics : mpath;
+    if ((rc = train_one(m, d, &o1, res))) goto out;
+    if (res->best_epoch < 1) {
+        rc = dr_error(DR_ERR_ARG, "trm train --refit: the early-stopped run was never validated (no epoch to refit for)");
+        goto out;
+    }
+    memcpy(m->mem, init, bytes);
+    m->tables_fresh = 0;
+    trm__refresh_tables(m);
+    trm_train_opts o2 = *o;
+    o2.refit = 0;
+    o2.fit_valid = 1;
+    o2.epochs = res->best_epoch;
+    o2.patience = 0;
+    o2.resume_path = rpath2;
+    o2.metrics = o->metrics && !*o->metrics ? "" : mpath2;
+    if (o->progress && dr_dist_rank() == 0)
+        fprintf(o->progress, "trm train: refit for %d epochs on all but the test items -> %s\n", o2.epochs, o->out);
+    trm_train_result r2;
+    if ((rc = train_one(m, d, &o2, &r2))) goto out;
+    res->epochs_run += r2.epochs_run;
+    res->refit_epochs = o2.epochs;
+out:
+    res->seconds = dr_now() - t0;
+    free(init);
+    free(early);
+    free(rpath);
+    free(mpath);
+    free(rpath2);
+    free(mpath2);
+    return rc;
+}
+
+static int train_one(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_train_result *res) {
+    memset(res, 0, sizeof *res);
     if (d->n_items != m->cfg.n_items)
         return dr_error(DR_ERR_ARG, "trm_train: model has %d items, dataset %d", m->cfg.n_items, d->n_items);
     if (o->batch < 1 || o->epochs < 1 || !(o->lr > 0 && isfinite(o->lr)) || !(o->weight_decay >= 0) ||
@@ -694,7 +758,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     int rc = trainer_init(&t, m, d, o);
     if (rc) goto out;
     if ((rc = trm__valid_users(d, o->valid_users, &t.vusers, &t.n_vusers))) goto out;
-    if (t.vusers && o->progress && dr_dist_rank() == 0)
+    if (t.vusers && !o->fit_valid && o->progress && dr_dist_rank() == 0)
         fprintf(o->progress, "trm train: early stopping validates on a fixed sample of %d users (the test: all)\n",
                 t.n_vusers);
     rpath = o->resume_path ? dr_strdup(o->resume_path) : dr_str_concat(o->out, ".resume.gguf");
@@ -709,7 +773,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     int nu = 0;
     for (int32_t u = 0; u < d->n_users; u++) {
         const int32_t *in;
-        if (user_train(d, u, m->cfg.max_len, &in) > 0) users[nu++] = u;
+        if (user_train(d, u, m->cfg.max_len, o->fit_valid, &in) > 0) users[nu++] = u;
     }
     if (nu == 0) {
         rc = dr_error(DR_ERR_ARG, "trm_train: no user has a train sequence of 2 or more items");
@@ -745,7 +809,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
     for (int ep = st.epoch; ep < o->epochs && !st.done; ep++) {
         dr_rng erng = dr_rng_split(&master, (uint64_t)ep);
         int nb = 0;
-        if ((rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb))) goto out;
+        if ((rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, o->fit_valid, &erng, order, bstart, &nb))) goto out;
         if (o->max_steps > 0 && nb > o->max_steps) nb = o->max_steps;
         dr_progress pr;
         char label[64];
@@ -784,7 +848,7 @@ int trm_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o, trm_tr
         if (o->lr_schedule != TRM_LR_CONST || o->warmup > 0) /* the rate of the epoch's last step */
             json_object_set_new(j, "lr", json_real(trm_lr_at(o, t.step, t.total_steps)));
         int evaluated = 0;
-        if (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs) {
+        if (!o->fit_valid && (o->eval_every <= 1 || (ep + 1) % o->eval_every == 0 || ep + 1 == o->epochs)) {
             dr_metrics_mean mm;
             swap_average(&t); /* the average in */
             if ((!t.eval_a.fmem && (rc = trm__acts_alloc_infer(&t.eval_a, m, TRM_EVAL_USERS))) ||
@@ -872,13 +936,13 @@ int trm__bench_train(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
         int nu = 0;
         for (int32_t u = 0; u < d->n_users; u++) {
             const int32_t *in;
-            if (user_train(d, u, m->cfg.max_len, &in) > 0) users[nu++] = u;
+            if (user_train(d, u, m->cfg.max_len, o->fit_valid, &in) > 0) users[nu++] = u;
         }
         dr_rng master, erng;
         dr_rng_seed(&master, o->seed);
         erng = dr_rng_split(&master, 0);
         int nb = 0;
-        rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, &erng, order, bstart, &nb);
+        rc = make_batches(d, users, nu, o->batch, m->cfg.max_len, o->fit_valid, &erng, order, bstart, &nb);
         if (steps <= 0) steps = nb; /* the whole epoch */
         t.total_steps = steps;
         const double dd = m->cfg.dim, f = m->cfg.ffn_dim, V = m->V;
@@ -932,10 +996,17 @@ static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opt
         free(out);
         res->epochs_run += r.epochs_run;
         res->best_epoch = r.best_epoch; /* the last member's */
+        res->refit_epochs = r.refit_epochs;
     }
     if (rc) return rc;
     m->tables_fresh = 0; /* the members' tables changed */
     if ((rc = trm__tables_ready(m))) return rc;
+    if (o->refit) { /* refit members have trained on the validation targets: no validation figure */
+        res->best_valid_ndcg10 = -1;
+        if (dr_dist_rank() == 0 && (rc = trm_save(m, o->out))) return rc;
+        res->seconds = dr_now() - t0;
+        return DR_OK;
+    }
     int32_t *vusers = NULL;
     int n_v = 0;
     dr_metrics_mean valid;

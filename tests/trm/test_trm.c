@@ -1050,6 +1050,113 @@ TEST(trm_acts_no_overrun) {
     dr_data_free(&d);
 }
 
+/* --refit: the early-stopped run is what a plain run gives (OUT.early.gguf), and OUT is that
+ * run's best epoch count trained from the same initial weights on all but the test items. The
+ * refit's loss is the plain loss on a dataset whose sequences end in one more item, so that
+ * their train part is all but each user's last real item; members of an ensemble refit each. */
+TEST(trm_refit_trains_on_the_validation_items) {
+    dr_dataset d;
+    make_synth(&d, 40, 30, 4, 10, 6, 0.3);
+    /* the same users with one item appended: their train part is the original's all-but-test */
+    dr_dataset d2 = d;
+    d2.offsets = malloc(((size_t)d.n_users + 1) * sizeof(int64_t));
+    d2.items = malloc(((size_t)d.n_inter + (size_t)d.n_users) * sizeof(int32_t));
+    d2.offsets[0] = 0;
+    for (int32_t u = 0; u < d.n_users; u++) {
+        int64_t n = dr_data_seq_len(&d, u);
+        memcpy(d2.items + d2.offsets[u], dr_data_seq(&d, u), (size_t)n * sizeof(int32_t));
+        d2.items[d2.offsets[u] + n] = 1;
+        d2.offsets[u + 1] = d2.offsets[u] + n + 1;
+    }
+    d2.n_inter = d2.offsets[d.n_users];
+    trm_config c;
+    small_cfg(&c, TRM_SASREC);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    trm_train_opts o = small_opts("unused", 1);
+    int32_t users[6] = {1, 2, 3, 5, 8, 13};
+    size_t np;
+    trm_debug_params(m, &np);
+    float *g1 = malloc(np * sizeof(float)), *g2 = malloc(np * sizeof(float));
+    double l1, l2, l0;
+    o.fit_valid = 1;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 6, 42, &l1, g1));
+    o.fit_valid = 0;
+    CHECK_OK(trm_debug_loss_grad(m, &d2, &o, users, 6, 42, &l2, g2));
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 6, 42, &l0, g1 + 0));
+    CHECK(l1 == l2);
+    CHECK(l0 != l1);
+    free(g1);
+    free(g2);
+    trm_model_free(m);
+    free(d2.offsets);
+    free(d2.items);
+
+    const char *dir = dr_test_tmpdir();
+    char pr[512], pe[512], pp[512], pf[512];
+    snprintf(pr, sizeof pr, "%s/refit.gguf", dir);
+    snprintf(pe, sizeof pe, "%s/refit.gguf.early.gguf", dir);
+    snprintf(pp, sizeof pp, "%s/plain.gguf", dir);
+    snprintf(pf, sizeof pf, "%s/fit.gguf", dir);
+    trm_train_result r, rp, rf;
+    o = small_opts(pr, 6);
+    o.patience = 2;
+    o.refit = 1;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_train(m, &d, &o, &r));
+    trm_model_free(m);
+    CHECK(r.best_epoch >= 1 && r.refit_epochs == r.best_epoch);
+    o.out = pp;
+    o.refit = 0;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_train(m, &d, &o, &rp));
+    trm_model_free(m);
+    CHECK_EQ_INT(rp.best_epoch, r.best_epoch);
+    CHECK(rp.best_valid_ndcg10 == r.best_valid_ndcg10);
+    CHECK(files_equal(pe, pp));
+    o.out = pf;
+    o.fit_valid = 1;
+    o.epochs = r.best_epoch;
+    o.patience = 0;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_train(m, &d, &o, &rf));
+    trm_model_free(m);
+    CHECK_EQ_INT(rf.epochs_run, r.best_epoch);
+    CHECK(files_equal(pr, pf));
+    CHECK(!files_equal(pr, pe));
+    /* a resumed refit that had finished changes nothing */
+    o = small_opts(pr, 6);
+    o.patience = 2;
+    o.refit = 1;
+    o.resume = 1;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_train(m, &d, &o, &rp));
+    trm_model_free(m);
+    CHECK(files_equal(pr, pf));
+    /* an ensemble of two refits each member and gives no validation figure */
+    char pens[512], pm1[512], pm1e[512];
+    snprintf(pens, sizeof pens, "%s/ens_refit.gguf", dir);
+    snprintf(pm1, sizeof pm1, "%s/ens_refit.gguf.member-1.gguf", dir);
+    snprintf(pm1e, sizeof pm1e, "%s/ens_refit.gguf.member-1.gguf.early.gguf", dir);
+    o = small_opts(pens, 6);
+    o.patience = 2;
+    o.refit = 1;
+    c.ensemble = 2;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK_OK(trm_train(m, &d, &o, &r));
+    trm_model_free(m);
+    CHECK(r.best_valid_ndcg10 == -1 && r.refit_epochs >= 1);
+    CHECK(dr_file_exists(pm1) && dr_file_exists(pm1e));
+    /* refit and fit_valid together are refused */
+    c.ensemble = 0;
+    o.fit_valid = 1;
+    o.out = pr;
+    CHECK_OK(trm_model_new(&m, &c, &d, 7));
+    CHECK(trm_train(m, &d, &o, &r) != DR_OK);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
 /* With LiGR gates, inference's last-row forward gives the full forward's last rows. */
 TEST(trm_gate_last_row_forward) {
     dr_dataset d;
