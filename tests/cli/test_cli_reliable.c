@@ -165,6 +165,36 @@ TEST(cli_trm_of_another_dataset_refused_everywhere) {
     free(db), free(t), free(o);
 }
 
+/* trm train --refit --gate: the early-stopped model beside OUT, the refit's epoch count in the
+ * JSON; an ensemble of refit members reports no (in-sample) validation figure. */
+TEST(cli_trm_refit_and_gate) {
+    const char *dir = dr_test_tmpdir();
+    trm_fixture(dir);
+    char *da = path(dir, "a.gguf"), *t = path(dir, "r.trm.gguf"), *te = path(dir, "r.trm.gguf.early.gguf"),
+         *e = path(dir, "e.trm.gguf"), *g = path(dir, "g.gguf");
+    cli_result r = cli_run((const char *[]){"trm", "train", "--data", da, "--out", t, "--dim", "8", "--heads", "1",
+                                            "--layers", "1", "--max-len", "5", "--batch", "4", "--epochs", "3",
+                                            "--refit", "--gate", "--json", "--quiet", NULL});
+    CHECK_MSG(r.rc == 0, "exit %d: %s", r.rc, r.err);
+    CHECK(strstr(r.out, "\"refit_epochs\":") && strstr(r.out, "\"best_valid_ndcg@10\":"));
+    CHECK(dr_file_exists(t) && dr_file_exists(te));
+    cli_result_free(&r);
+    run_ok((const char *[]){"trm", "eval", "--data", da, "--model", t, NULL});
+    r = cli_run((const char *[]){"trm", "train", "--data", da, "--out", e, "--dim", "8", "--heads", "1", "--layers",
+                                 "1", "--max-len", "5", "--batch", "4", "--epochs", "2", "--ensemble", "2", "--refit",
+                                 "--json", "--quiet", NULL});
+    CHECK_MSG(r.rc == 0, "exit %d: %s", r.rc, r.err);
+    CHECK(strstr(r.out, "\"refit_epochs\":") && !strstr(r.out, "best_valid"));
+    cli_result_free(&r);
+    /* gates need pre-LN blocks */
+    r = cli_run((const char *[]){"trm", "train", "--data", da, "--out", g, "--gate", "--post-ln",
+                                 "--quiet", NULL});
+    CHECK_MSG(r.rc != 0 && strstr(r.err, "gate"), "exit %d: %s", r.rc, r.err);
+    cli_result_free(&r);
+    CHECK(!dr_file_exists(g));
+    free(da), free(t), free(te), free(e), free(g);
+}
+
 TEST(cli_one_writer_per_output) {
     const char *dir = dr_test_tmpdir();
     trm_fixture(dir);
