@@ -178,6 +178,57 @@ TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
 TEST(trm_grad_pref_ce) { gradcheck(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_pref_sampled) { gradcheck(TRM_PREF, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
+/* A model of c on 12 synthetic users with its weights enlarged (seed: the enlargement's draw). */
+static trm_model *enlarged_model(const trm_config *c, dr_dataset *d, uint64_t seed) {
+    make_synth(d, 12, 10, 4, 9, 7, 0.3);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, c, d, 3));
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    dr_rng r;
+    dr_rng_seed(&r, seed);
+    enlarge_params(p, np, &r);
+    trm_debug_refresh(m);
+    return m;
+}
+
+/* Every element (every third of a tensor of 64 or more) of the tensors whose name contains
+ * `match`, against finite differences on users 1, 2, 5, 8: the tensors a random sample of the
+ * whole model would seldom reach. Returns how many tensors matched; *checked gets the elements. */
+static int gradcheck_tensors(trm_model *m, const dr_dataset *d, const char *match, int *checked) {
+    size_t np;
+    float *p = trm_debug_params(m, &np);
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.pref_empty_p = 0.2f;
+    int32_t users[4] = {1, 2, 5, 8};
+    float *g = malloc(np * sizeof(float));
+    double l0, maxerr = 0;
+    CHECK_OK(trm_debug_loss_grad(m, d, &o, users, 4, 42, &l0, g));
+    int bad = 0, nonzero = 0, tensors = 0;
+    *checked = 0;
+    for (int t = 0; t < m->n_t; t++) {
+        if (!strstr(m->t[t].name, match)) continue;
+        tensors++;
+        size_t stride = m->t[t].n >= 64 ? 3 : 1;
+        for (size_t j = 0; j < m->t[t].n; j += stride) {
+            size_t i = m->t[t].off + j;
+            double num = numeric_grad(m, trm_debug_loss_grad, d, &o, users, 4, p, i), err = fabs(num - g[i]);
+            if (err > 2e-3 + 0.03 * fabs(num)) {
+                if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
+                bad++;
+            }
+            maxerr = err > maxerr ? err : maxerr;
+            nonzero += fabsf(g[i]) > 1e-5f;
+            (*checked)++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d of %d gradients of the %s tensors off (max err %g)", bad, *checked, match, maxerr);
+    CHECK(nonzero > *checked / 2);
+    free(g);
+    return tensors;
+}
+
 /* The text model (pref with a mixture of item-text experts): the generic sample of parameters,
  * then every weight of the gate and every third of the experts', which a random sample of the
  * whole model would seldom reach. */
@@ -187,49 +238,19 @@ TEST(trm_grad_text_experts) {
     c.text_experts = 3;
     gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
     dr_dataset d;
-    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
-    trm_model *m;
-    CHECK_OK(trm_model_new(&m, &c, &d, 3));
+    trm_model *m = enlarged_model(&c, &d, 5);
     size_t np;
     float *p = trm_debug_params(m, &np);
     dr_rng r;
-    dr_rng_seed(&r, 5);
-    enlarge_params(p, np, &r);
+    dr_rng_seed(&r, 6);
     /* gate biases start at 0: give them values so the softmax is not uniform by construction */
     for (int t = 0; t < m->n_t; t++)
         if (!strcmp(m->t[t].name, "item_text_gate.bias"))
             for (size_t j = 0; j < m->t[t].n; j++) p[m->t[t].off + j] = 0.5f * dr_rng_normal(&r);
     trm_debug_refresh(m);
-    trm_train_opts o;
-    trm_train_opts_default(&o);
-    o.pref_empty_p = 0.2f;
-    int32_t users[4] = {1, 2, 5, 8};
-    float *g = malloc(np * sizeof(float));
-    double l0, maxerr = 0;
-    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &l0, g));
-    int checked = 0, bad = 0, nonzero = 0;
-    const char *names[] = {"item_text_experts.weight", "item_text_gate.weight", "item_text_gate.bias"};
-    for (int t = 0; t < m->n_t; t++) {
-        int want = 0;
-        for (int k = 0; k < 3; k++) want |= !strcmp(m->t[t].name, names[k]);
-        if (!want) continue;
-        size_t stride = !strcmp(m->t[t].name, names[0]) ? 3 : 1;
-        for (size_t j = 0; j < m->t[t].n; j += stride) {
-            size_t i = m->t[t].off + j;
-            double num = numeric_grad(m, trm_debug_loss_grad, &d, &o, users, 4, p, i), err = fabs(num - g[i]);
-            if (err > 2e-3 + 0.03 * fabs(num)) {
-                if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
-                bad++;
-            }
-            maxerr = err > maxerr ? err : maxerr;
-            nonzero += fabsf(g[i]) > 1e-5f;
-            checked++;
-        }
-    }
-    CHECK_MSG(bad == 0, "%d of %d expert/gate gradients off (max err %g)", bad, checked, maxerr);
+    int checked = 0;
+    CHECK_EQ_INT(gradcheck_tensors(m, &d, "item_text_", &checked), 3);
     CHECK_EQ_INT(checked, 3 * 8 * 8 / 3 + 3 * 8 + 3);
-    CHECK(nonzero > checked / 2);
-    free(g);
     trm_model_free(m);
     dr_data_free(&d);
 }
@@ -264,56 +285,27 @@ TEST(trm_grad_emb_ln) {
  * model, and the gates' own tensors checked whole (a random sample of the model seldom reaches
  * them). Post-LN with gates is refused. */
 TEST(trm_grad_gate) {
+    static const struct {
+        int model, loss;
+        float dropout;
+    } runs[] = {{TRM_SASREC, TRM_LOSS_CE, 0.0f},
+                {TRM_SASREC, TRM_LOSS_CE, 0.3f},
+                {TRM_SASREC, TRM_LOSS_SAMPLED, 0.0f},
+                {TRM_PREF, TRM_LOSS_CE, 0.0f}};
     trm_config c;
-    tiny_cfg(&c, TRM_SASREC);
-    c.gate = 1;
-    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
-    c.dropout = 0.3f;
-    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
-    c.dropout = 0.0f;
-    gradcheck_cfg(&c, TRM_LOSS_SAMPLED, 0.0f, 0);
-    tiny_cfg(&c, TRM_PREF);
-    c.gate = 1;
-    gradcheck_cfg(&c, TRM_LOSS_CE, 0.0f, 0);
-
+    for (int i = 0; i < 4; i++) {
+        tiny_cfg(&c, runs[i].model);
+        c.gate = 1;
+        c.dropout = runs[i].dropout;
+        gradcheck_cfg(&c, runs[i].loss, 0.0f, 0);
+    }
     tiny_cfg(&c, TRM_SASREC);
     c.gate = 1;
     dr_dataset d;
-    make_synth(&d, 12, 10, 4, 9, 7, 0.3);
-    trm_model *m;
-    CHECK_OK(trm_model_new(&m, &c, &d, 3));
-    size_t np;
-    float *p = trm_debug_params(m, &np);
-    dr_rng r;
-    dr_rng_seed(&r, 9);
-    enlarge_params(p, np, &r);
-    trm_debug_refresh(m);
-    trm_train_opts o;
-    trm_train_opts_default(&o);
-    int32_t users[4] = {1, 2, 5, 8};
-    float *g = malloc(np * sizeof(float));
-    double l0, maxerr = 0;
-    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 4, 42, &l0, g));
-    int checked = 0, bad = 0, nonzero = 0, tensors = 0;
-    for (int t = 0; t < m->n_t; t++) {
-        if (!strstr(m->t[t].name, "_gate.")) continue;
-        tensors++;
-        for (size_t j = 0; j < m->t[t].n; j += 3) {
-            size_t i = m->t[t].off + j;
-            double num = numeric_grad(m, trm_debug_loss_grad, &d, &o, users, 4, p, i), err = fabs(num - g[i]);
-            if (err > 2e-3 + 0.03 * fabs(num)) {
-                if (bad < 5) fprintf(stderr, "  %s[%zu]: analytic %.6g numeric %.6g\n", m->t[t].name, j, g[i], num);
-                bad++;
-            }
-            maxerr = err > maxerr ? err : maxerr;
-            nonzero += fabsf(g[i]) > 1e-5f;
-            checked++;
-        }
-    }
-    CHECK_EQ_INT(tensors, 4 * c.layers);
-    CHECK_MSG(bad == 0, "%d of %d gate gradients off (max err %g)", bad, checked, maxerr);
-    CHECK(nonzero > checked / 2);
-    free(g);
+    trm_model *m = enlarged_model(&c, &d, 9);
+    int checked = 0;
+    CHECK_EQ_INT(gradcheck_tensors(m, &d, "_gate.", &checked), 4 * c.layers);
+    CHECK_EQ_INT(checked, 2 * c.layers * ((8 * 8 + 2) / 3 + 8));
     trm_model_free(m);
     dr_data_free(&d);
 
@@ -1050,6 +1042,15 @@ TEST(trm_acts_no_overrun) {
     dr_data_free(&d);
 }
 
+/* trm_train on a fresh model of c (seed 7). */
+static int train_fresh(const trm_config *c, const dr_dataset *d, const trm_train_opts *o, trm_train_result *r) {
+    trm_model *m;
+    int rc = trm_model_new(&m, c, d, 7);
+    if (!rc) rc = trm_train(m, d, o, r);
+    trm_model_free(m);
+    return rc;
+}
+
 /* --refit: the early-stopped run is what a plain run gives (OUT.early.gguf), and OUT is that
  * run's best epoch count trained from the same initial weights on all but the test items. The
  * refit's loss is the plain loss on a dataset whose sequences end in one more item, so that
@@ -1102,15 +1103,11 @@ TEST(trm_refit_trains_on_the_validation_items) {
     o = small_opts(pr, 6);
     o.patience = 2;
     o.refit = 1;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK_OK(trm_train(m, &d, &o, &r));
-    trm_model_free(m);
+    CHECK_OK(train_fresh(&c, &d, &o, &r));
     CHECK(r.best_epoch >= 1 && r.refit_epochs == r.best_epoch);
     o.out = pp;
     o.refit = 0;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK_OK(trm_train(m, &d, &o, &rp));
-    trm_model_free(m);
+    CHECK_OK(train_fresh(&c, &d, &o, &rp));
     CHECK_EQ_INT(rp.best_epoch, r.best_epoch);
     CHECK(rp.best_valid_ndcg10 == r.best_valid_ndcg10);
     CHECK(files_equal(pe, pp));
@@ -1118,9 +1115,7 @@ TEST(trm_refit_trains_on_the_validation_items) {
     o.fit_valid = 1;
     o.epochs = r.best_epoch;
     o.patience = 0;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK_OK(trm_train(m, &d, &o, &rf));
-    trm_model_free(m);
+    CHECK_OK(train_fresh(&c, &d, &o, &rf));
     CHECK_EQ_INT(rf.epochs_run, r.best_epoch);
     CHECK(files_equal(pr, pf));
     CHECK(!files_equal(pr, pe));
@@ -1129,9 +1124,7 @@ TEST(trm_refit_trains_on_the_validation_items) {
     o.patience = 2;
     o.refit = 1;
     o.resume = 1;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK_OK(trm_train(m, &d, &o, &rp));
-    trm_model_free(m);
+    CHECK_OK(train_fresh(&c, &d, &o, &rp));
     CHECK(files_equal(pr, pf));
     /* an ensemble of two refits each member and gives no validation figure */
     char pens[512], pm1[512], pm1e[512];
@@ -1142,40 +1135,28 @@ TEST(trm_refit_trains_on_the_validation_items) {
     o.patience = 2;
     o.refit = 1;
     c.ensemble = 2;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK_OK(trm_train(m, &d, &o, &r));
-    trm_model_free(m);
+    CHECK_OK(train_fresh(&c, &d, &o, &r));
     CHECK(r.best_valid_ndcg10 == -1 && r.refit_epochs >= 1);
     CHECK(dr_file_exists(pm1) && dr_file_exists(pm1e));
     /* refit and fit_valid together are refused */
     c.ensemble = 0;
     o.fit_valid = 1;
     o.out = pr;
-    CHECK_OK(trm_model_new(&m, &c, &d, 7));
-    CHECK(trm_train(m, &d, &o, &r) != DR_OK);
-    trm_model_free(m);
+    CHECK(train_fresh(&c, &d, &o, &r) != DR_OK);
     dr_data_free(&d);
 }
 
 /* With LiGR gates, inference's last-row forward gives the full forward's last rows. */
 TEST(trm_gate_last_row_forward) {
     dr_dataset d;
-    make_synth(&d, 20, 60, 5, 12, 3, 0.3);
     trm_config c;
     small_cfg(&c, TRM_SASREC);
     c.layers = 2;
     c.gate = 1;
-    trm_model *m;
-    CHECK_OK(trm_model_new(&m, &c, &d, 5));
-    size_t np;
-    float *p = trm_debug_params(m, &np);
-    dr_rng r;
-    dr_rng_seed(&r, 4);
-    enlarge_params(p, np, &r);
-    trm_debug_refresh(m);
+    trm_model *m = enlarged_model(&c, &d, 4);
     trm_acts w;
     CHECK_OK(trm__acts_alloc_guarded(&w, m, 4, 64, 1));
-    int32_t s0[5] = {3, 9, 27, 41, 5}, s1[2] = {2, 4}, *seqs[2] = {s0, s1};
+    int32_t s0[5] = {3, 9, 2, 7, 5}, s1[2] = {2, 4}, *seqs[2] = {s0, s1};
     int64_t lens[2] = {5, 2};
     float *full = malloc((size_t)2 * c.max_len * c.dim * sizeof(float));
     trm__fill_batch(m, &w, 2, 0, seqs, lens);
