@@ -87,6 +87,12 @@ typedef struct trm_train_opts {
     int n_neg;           /* sampled: negatives per position (100) */
     int logq;            /* sampled: subtract log(K q) from the negatives' logits (q = 1 / n_items,
                           * the uniform draw), so the loss estimates the full softmax's; 0 = off */
+    /* sampled: mixed negatives, the share in [0, 1] of the draws taken from the batch's own
+     * targets (in-batch negatives, so drawn about as often as items are consumed), the rest
+     * uniform; with logq, q is the mixture's probability of the item in that batch,
+     * (1 - mix) / n_items + mix * count / targets. 0 (the default): uniform only. One process
+     * only (a shard sees only its part of the batch). */
+    float mixed_neg;
     float lr;            /* 1e-3 */
     float beta1, beta2;  /* 0.9, 0.999 */
     float eps;           /* 1e-8 */

@@ -68,7 +68,7 @@ typedef struct train_args {
 /* Parses and checks the options into a; nonzero means exit now with *exit_code. */
 static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
     const char *act = "gelu", *metrics = NULL, *schedule = "const", *wd_params = "all";
-    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0, ema = 0.0;
+    double dropout = 0.5, lr = 1e-3, wd = 0.0, clip = 0.0, pref_empty = 0.3, smoothing = 0.0, ema = 0.0, mixed = 0.0;
     int64_t seed = 1;
     *a = (train_args){.model = "sasrec", .loss = "ce"};
     trm_config *c = &a->c;
@@ -88,6 +88,8 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         {"--loss", CLI_STR, &a->loss, "ce (full softmax) | sampled | bce"},
         {"--neg", CLI_INT, &o->n_neg, "negatives per position for --loss sampled (100)"},
         {"--logq", CLI_FLAG, &o->logq, "sampled: logQ correction of the uniform negatives (estimates the full softmax)"},
+        {"--mixed-neg", CLI_FLOAT, &mixed,
+         "sampled: share of the negatives drawn from the batch's targets (in-batch), the rest uniform (0)"},
         {"--dim", CLI_INT, &c->dim, "hidden size (64)"},
         {"--layers", CLI_INT, &c->layers, "transformer blocks (2)"},
         {"--heads", CLI_INT, &c->heads, "attention heads (2)"},
@@ -152,7 +154,7 @@ static int parse_train(int argc, char **argv, train_args *a, int *exit_code) {
         return cli_usage_error("--wd-params must be all, matrices or linear, got '%s'", wd_params);
     c->dropout = (float)dropout;
     o->lr = (float)lr, o->weight_decay = (float)wd, o->grad_clip = (float)clip, o->pref_empty_p = (float)pref_empty;
-    o->label_smoothing = (float)smoothing, o->ema = (float)ema;
+    o->label_smoothing = (float)smoothing, o->ema = (float)ema, o->mixed_neg = (float)mixed;
     o->seed = (uint64_t)seed, o->out = a->out, o->metrics = metrics, o->progress = a->quiet ? NULL : stderr;
     return 0;
 }

@@ -60,6 +60,7 @@ static const cli_range ranges[] = {
     {"--label-smoothing", 0, 1, 0, 1}, /* 0 = off */
     {"--ema", 0, 1, 0, 1},             /* trm train: 0 = off; 1 excluded */
     {"--neg", 1, 1e6, 0, 0},
+    {"--mixed-neg", 0, 1, 0, 0},       /* trm train: 0 = uniform only, 1 = in-batch only */
     {"--prompts", 1, 1e7, 0, 0},
     {"--select-k", 0, 1e6, 0, 0},      /* 0 = all users */
     {"--probe", 0, 1e6, 0, 0},

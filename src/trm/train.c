@@ -42,6 +42,7 @@ typedef struct trainer {
     int32_t *vrow, *vtg;   /* valid rows and their targets */
     int32_t *neg;          /* [Ncap * K] */
     float *logq;           /* [Ncap * K]: the negatives' logQ corrections (--logq), else NULL */
+    int32_t *bcount;       /* [V] mixed negatives with logq: the batch's targets counted per item */
     float *work;
     float *bce_logits, *bce_dl, *bce_lab;
     int64_t step;
@@ -77,6 +78,7 @@ static void trainer_free(trainer *t) {
     free(t->vtg);
     free(t->neg);
     free(t->logq);
+    free(t->bcount);
     free(t->work);
     free(t->bce_logits);
     free(t->bce_dl);
@@ -133,11 +135,14 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
         t->work = dr_malloc(N * ((size_t)K + 1) * sizeof(float));
         if (!t->neg || !t->work) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
         if (o->logq) {
-            /* uniform draws: every negative has q = 1 / n_items, one correction for all */
+            /* uniform draws: every negative has q = 1 / n_items, one correction for all (mixed
+             * negatives: set per step) */
             t->logq = dr_malloc(N * (size_t)K * sizeof(float));
             if (!t->logq) return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
             const float c = logf((float)K / (float)m->cfg.n_items);
             for (size_t i = 0; i < N * (size_t)K; i++) t->logq[i] = c;
+            if (o->mixed_neg > 0 && !(t->bcount = dr_calloc(V, sizeof(int32_t))))
+                return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
         }
     } else {
         t->neg = dr_malloc(N * sizeof(int32_t));
@@ -148,6 +153,18 @@ static int trainer_init(trainer *t, trm_model *m, const dr_dataset *d, const trm
             return dr_error(DR_ERR_NOMEM, "trm: out of memory for negatives");
     }
     return DR_OK;
+}
+
+/* The logQ corrections of mixed negatives: log(K q) with q the mixture's probability of the
+ * item in this batch, (1 - mix) / n_items + mix * (its count among the n targets) / n. */
+static void mixed_logq(trainer *t, int n, int K, int ni) {
+    const double mix = t->o->mixed_neg;
+    for (int i = 0; i < n; i++) t->bcount[t->vtg[i]]++;
+    for (size_t j = 0; j < (size_t)n * K; j++) {
+        double q = (1.0 - mix) / ni + mix * t->bcount[t->neg[j]] / n;
+        t->logq[j] = (float)log(K * q);
+    }
+    for (int i = 0; i < n; i++) t->bcount[t->vtg[i]] = 0;
 }
 
 /* Loss over the valid rows (gathered Uv [n, d], targets vtg); writes dUv and
@@ -182,11 +199,16 @@ static int compute_loss(trainer *t, int n, float *dF, const dr_rng *step_rng, do
         loss = (double)l * n / nn;
     } else if (t->o->loss == TRM_LOSS_SAMPLED) {
         int K = t->o->n_neg;
+        const float mix = t->o->mixed_neg;
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
             dr_rng r = dr_rng_split(step_rng, 1000000 + (uint64_t)(t->valid_off + i));
-            for (int k = 0; k < K; k++) t->neg[(size_t)i * K + k] = 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
+            for (int k = 0; k < K; k++) /* mix 0 draws no coin: the uniform stream is unchanged */
+                t->neg[(size_t)i * K + k] = mix > 0 && dr_rng_double(&r) < mix
+                                                ? t->vtg[dr_rng_below(&r, (uint64_t)n)]
+                                                : 1 + (int32_t)dr_rng_below(&r, (uint64_t)ni);
         }
+        if (mix > 0 && t->logq) mixed_logq(t, n, K, ni);
         float l = 0;
         rc = nn_sampled_softmax_ce_logq(&l, t->dUv, dF, t->Uv, F, t->vtg, t->neg, t->logq, NULL, n, K, d, V, -1, share,
                                         t->work);
@@ -738,6 +760,12 @@ static int train_one(trm_model *m, const dr_dataset *d, const trm_train_opts *o,
                         o->batch, o->epochs, o->lr, o->weight_decay, o->grad_clip, o->pref_empty_p, o->n_neg);
     if (o->logq && o->loss != TRM_LOSS_SAMPLED)
         return dr_error(DR_ERR_ARG, "trm_train: the logQ correction needs the sampled loss");
+    if (!(o->mixed_neg >= 0 && o->mixed_neg <= 1) || (o->mixed_neg > 0 && o->loss != TRM_LOSS_SAMPLED))
+        return dr_error(DR_ERR_ARG, "trm_train: mixed negatives %g need the sampled loss and a share in [0, 1]",
+                        (double)o->mixed_neg);
+    if (o->mixed_neg > 0 && dr_dist_size() > 1)
+        return dr_error(DR_ERR_UNSUPPORTED, "trm_train: mixed negatives under mpirun are not supported (a shard "
+                                            "sees only its part of the batch's targets)");
     if (o->mask_history && (o->loss != TRM_LOSS_CE || o->label_smoothing > 0))
         return dr_error(DR_ERR_ARG, "trm_train: the history mask needs the ce loss without label smoothing");
     if (o->wd_params != TRM_WD_ALL && o->wd_params != TRM_WD_MATRICES && o->wd_params != TRM_WD_LINEAR)

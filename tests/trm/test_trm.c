@@ -95,7 +95,8 @@ static double numeric_grad(trm_model *m, trm_lossgrad_fn lossgrad, const dr_data
 /* The gradient of configuration c against finite differences. smoothing: the ce loss's label
  * smoothing (0 = off); logq: the sampled loss's logQ correction. With dropout the masks are the
  * same at every call (the batch's seed is fixed), so the loss is a fixed function of the weights. */
-static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int logq, int mask_history) {
+/* mixed: the sampled loss's share of in-batch negatives (--mixed-neg). */
+static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int logq, int mask_history, float mixed) {
     trm_lossgrad_fn lossgrad = cfg->dropout > 0.0f ? trm_debug_loss_grad_train : trm_debug_loss_grad;
     dr_dataset d;
     make_synth(&d, 12, 10, 4, 9, 7, 0.3);
@@ -119,6 +120,7 @@ static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int l
     o.label_smoothing = smoothing;
     o.logq = logq;
     o.mask_history = mask_history;
+    o.mixed_neg = mixed;
     int32_t users[5] = {1, 3, 4, 7, 9};
     float *g = malloc(np * sizeof(float));
     double l0;
@@ -149,7 +151,7 @@ static void gradcheck_mh(const trm_config *cfg, int loss, float smoothing, int l
 }
 
 static void gradcheck_cfg(const trm_config *cfg, int loss, float smoothing, int logq) {
-    gradcheck_mh(cfg, loss, smoothing, logq, 0);
+    gradcheck_mh(cfg, loss, smoothing, logq, 0, 0.0f);
 }
 
 static void gradcheck_ls(int model, int loss, int post_ln, int act, int sep_out, float smoothing, int logq) {
@@ -173,6 +175,61 @@ TEST(trm_grad_ce_label_smoothing) {
     gradcheck_ls(TRM_PREF, TRM_LOSS_CE, 0, TRM_ACT_GELU, 0, 0.1f, 0);
 }
 TEST(trm_grad_sampled_logq) { gradcheck_ls(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0, 0.0f, 1); }
+/* Mixed negatives (--mixed-neg): half and all of the draws from the batch's targets, with the
+ * mixture's logQ correction, against finite differences; then a batch whose every target is one
+ * item: in-batch draws are then that item, every one an accidental hit, so the loss is 0 where
+ * uniform draws give more. */
+TEST(trm_mixed_negatives) {
+    trm_config c;
+    tiny_cfg(&c, TRM_SASREC);
+    gradcheck_mh(&c, TRM_LOSS_SAMPLED, 0.0f, 1, 0, 0.5f);
+    gradcheck_mh(&c, TRM_LOSS_SAMPLED, 0.0f, 1, 0, 1.0f);
+    gradcheck_mh(&c, TRM_LOSS_SAMPLED, 0.0f, 0, 0, 0.5f);
+    dr_data_builder *b = dr_data_builder_new();
+    char us[16], is[16];
+    for (int u = 0; u < 8; u++) { /* a_u, X, then the validation and test items */
+        snprintf(us, sizeof us, "u%d", u);
+        const char *seq[4] = {is, "X", "v", "t"};
+        snprintf(is, sizeof is, "a%d", u);
+        for (int k = 0; k < 4; k++) CHECK_OK(dr_data_builder_add(b, us, strlen(us), seq[k], strlen(seq[k]), k, 5.0));
+    }
+    dr_data_filter f;
+    memset(&f, 0, sizeof f);
+    dr_dataset d;
+    CHECK_OK(dr_data_builder_finish(b, &f, &d));
+    dr_data_builder_free(b);
+    trm_model *m;
+    CHECK_OK(trm_model_new(&m, &c, &d, 3));
+    size_t np;
+    trm_debug_params(m, &np);
+    float *g = malloc(np * sizeof(float));
+    trm_train_opts o;
+    trm_train_opts_default(&o);
+    o.loss = TRM_LOSS_SAMPLED;
+    o.n_neg = 4;
+    o.logq = 1;
+    int32_t users[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    double l_mixed, l_uniform;
+    o.mixed_neg = 1.0f;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 8, 42, &l_mixed, g));
+    o.mixed_neg = 0.0f;
+    CHECK_OK(trm_debug_loss_grad(m, &d, &o, users, 8, 42, &l_uniform, g));
+    CHECK(l_mixed == 0.0);
+    CHECK(l_uniform > 0.1);
+    /* refused: outside [0, 1], or with another loss */
+    o.mixed_neg = 1.5f;
+    o.out = dr_test_path(dr_test_tmpdir(), "mixed.gguf");
+    trm_train_result r;
+    CHECK_ERR(trm_train(m, &d, &o, &r), DR_ERR_ARG);
+    o.mixed_neg = 0.5f;
+    o.loss = TRM_LOSS_CE;
+    o.logq = 0;
+    CHECK_ERR(trm_train(m, &d, &o, &r), DR_ERR_ARG);
+    free(g);
+    trm_model_free(m);
+    dr_data_free(&d);
+}
+
 TEST(trm_grad_sampled) { gradcheck(TRM_SASREC, TRM_LOSS_SAMPLED, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_bce) { gradcheck(TRM_SASREC, TRM_LOSS_BCE, 0, TRM_ACT_GELU, 0); }
 TEST(trm_grad_postln_sepout) { gradcheck(TRM_SASREC, TRM_LOSS_CE, 1, TRM_ACT_GELU, 1); }
@@ -259,11 +316,11 @@ TEST(trm_grad_text_experts) {
 TEST(trm_grad_mask_history) {
     trm_config c;
     tiny_cfg(&c, TRM_SASREC);
-    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1, 0.0f);
     c.dropout = 0.3f;
-    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1, 0.0f);
     tiny_cfg(&c, TRM_PREF);
-    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1);
+    gradcheck_mh(&c, TRM_LOSS_CE, 0.0f, 0, 1, 0.0f);
 }
 
 /* The embedding LayerNorm (--emb-ln), pre- and post-LN, with and without dropout. */
