@@ -70,7 +70,8 @@ static void plan(trm_acts *a, const trm_config *c, size_t B, walk *w) {
         FL(f, N * f);
         if (tr) FL(gd, N * f);
         FL(s2, N * d);
-        if (c->gate) { FL(ga, N * d); FL(ao, N * d); FL(gf, N * d); FL(fo, N * d); }
+        if (c->gate) { FL(ga, N * d); FL(gf, N * d); }      /* the gates */
+        if (c->gate && tr) { FL(ao, N * d); FL(fo, N * d); } /* the gated branches, for the backward */
         if (tr) { U8L(attn_out_mask, N * d); U8L(ffn_act_mask, N * f); U8L(ffn_out_mask, N * d); }
     }
     w->layer = -1;

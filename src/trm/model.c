@@ -537,8 +537,8 @@ static const float *layer_output(const trm_config *c, const trm_layer_p *P, trm_
 }
 
 /* The end of a residual branch over n rows: out = base + branch, or with LiGR gates (cfg.gate)
- * out = base + sigmoid(gin W_g + b_g) * branch, keeping the gate in g and the branch in keep
- * for the backward. */
+ * out = base + sigmoid(gin W_g + b_g) * branch, the gate in g; keep (NULL for inference) gets a
+ * copy of the branch for the backward (the branch itself is scratch the next step reuses). */
 static void residual(const trm_config *c, float *out, const float *base, const float *branch, const float *gin,
                      const float *W, const float *b, float *g, float *keep, int n) {
     const size_t nd = (size_t)n * (size_t)c->dim;
@@ -546,9 +546,18 @@ static void residual(const trm_config *c, float *out, const float *base, const f
         for (size_t i = 0; i < nd; i++) out[i] = base[i] + branch[i];
         return;
     }
-    memcpy(keep, branch, nd * sizeof(float));
+    if (keep) memcpy(keep, branch, nd * sizeof(float));
     nn_linear_forward(g, gin, W, b, n, c->dim, c->dim);
-    nn_gated_residual_forward(out, g, g, keep, base, nd);
+    nn_gated_residual_forward(out, g, g, branch, base, nd);
+}
+
+/* Back through a gated residual: the branch's gradient into dq (returned), the gate's
+ * pre-activation's into dg (both scratch that is free at this point of the backward). */
+static const float *gate_backward(trm_acts *a, const float *dy, const float *g, const float *branch, size_t nd) {
+    memset(a->dq, 0, nd * sizeof(float));
+    memset(a->dg, 0, nd * sizeof(float));
+    nn_gated_residual_backward(a->dq, a->dg, dy, g, branch, nd);
+    return a->dq;
 }
 
 /* The output head over n rows of the last layer's output x: lnfo = LNf(x); for the preference model
@@ -600,13 +609,13 @@ static float *forward_last(trm_model *m, trm_acts *a, const float *x) {
     ac.key_mask = a->key_mask;
     nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
     nn_linear_forward(a->d0, A->y, P->wo, P->bo, B, d, d);
-    residual(c, A->s1, xl, a->d0, al, P->wga, P->bga, A->ga, A->ao, B);
+    residual(c, A->s1, xl, a->d0, al, P->wga, P->bga, A->ga, NULL, B);
     const float *base, *cin = ffn_input(c, P, A, B, &base);
     nn_linear_forward(A->f, cin, P->w1, P->b1, B, d, f);
     if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, (size_t)B * f);
     else nn_gelu_forward(a->df1, A->f, (size_t)B * f, NN_GELU_TANH);
     nn_linear_forward(a->d0, a->df1, P->w2, P->b2, B, f, d);
-    residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, A->fo, B);
+    residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, NULL, B);
     return output_head(m, a, layer_output(c, P, A, B), B, L);
 }
 
@@ -641,7 +650,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         nn_attention_forward(&ac, A->y, A->att, A->q, A->k, A->v);
         nn_linear_forward(a->d0, A->y, P->wo, P->bo, N, d, d);
         drop(a, l, 1, a->d0, A->attn_out_mask, a->d0, d, p);
-        residual(c, A->s1, x, a->d0, ain, P->wga, P->bga, A->ga, A->ao, N);
+        residual(c, A->s1, x, a->d0, ain, P->wga, P->bga, A->ga, a->infer ? NULL : A->ao, N);
         const float *base, *cin = ffn_input(c, P, A, N, &base);
         nn_linear_forward(A->f, cin, P->w1, P->b1, N, d, f);
         if (c->act == TRM_ACT_RELU) nn_relu_forward(a->df1, A->f, Nf);
@@ -649,7 +658,7 @@ float *trm__forward(trm_model *m, trm_acts *a) {
         const float *g = drop(a, l, 2, A->gd, A->ffn_act_mask, a->df1, f, p);
         nn_linear_forward(a->d0, g, P->w2, P->b2, N, f, d);
         drop(a, l, 3, a->d0, A->ffn_out_mask, a->d0, d, p);
-        residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, A->fo, N);
+        residual(c, A->s2, base, a->d0, cin, P->wgf, P->bgf, A->gf, a->infer ? NULL : A->fo, N);
         x = layer_output(c, P, A, N);
     }
     if (nfull < c->layers) return forward_last(m, a, x);
@@ -702,12 +711,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
             nn_layernorm_backward(d1, GP->ln2_w, GP->ln2_b, d0, A->s2, P->ln2_w, A->ln2m, A->ln2r, N, d);
             ds2 = d1;
         }
-        if (c->gate) { /* through the gate: the branch's gradient in dq, the gate's pre-activation's in dg */
-            zero(a->dq, Nd);
-            zero(a->dg, Nd);
-            nn_gated_residual_backward(a->dq, a->dg, ds2, A->gf, A->fo, Nd);
-            ds2 = a->dq;
-        }
+        if (c->gate) ds2 = gate_backward(a, ds2, A->gf, A->fo, Nd);
         zero(d2, Nd);
         nn_dropout_backward(d2, ds2, A->ffn_out_mask, Nd, p); /* dh */
         zero(a->df2, Nf);
@@ -729,13 +733,7 @@ void trm__backward(trm_model *m, trm_acts *a, trm_params *g, float *dF, float *d
             nn_layernorm_backward(d0, GP->ln2_w, GP->ln2_b, d2, A->s1, P->ln2_w, A->ln2m, A->ln2r, N, d);
         }
         /* d0 = ds1 */
-        const float *dbr = d0;
-        if (c->gate) { /* the branch's gradient in dq (free until the attention's backward), the gate's in dg */
-            zero(a->dq, Nd);
-            zero(a->dg, Nd);
-            nn_gated_residual_backward(a->dq, a->dg, d0, A->ga, A->ao, Nd);
-            dbr = a->dq;
-        }
+        const float *dbr = c->gate ? gate_backward(a, d0, A->ga, A->ao, Nd) : d0;
         zero(d1, Nd);
         nn_dropout_backward(d1, dbr, A->attn_out_mask, Nd, p); /* do */
         zero(d2, Nd);

@@ -148,7 +148,7 @@ int trm_retrieve(trm_session *s, const int32_t *hist, int64_t n_hist, const char
 }
 
 const float *trm_item_embeddings(trm_model *m) {
-    if (!m->tables_fresh) trm__refresh_tables(m);
+    trm__tables_ready(m); /* an ensemble's table it could not allocate stays NULL */
     return trm__score_table(m);
 }
 

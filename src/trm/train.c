@@ -721,7 +721,6 @@ static int train_refit(trm_model *m, const dr_dataset *d, const trm_train_opts *
         goto out;
     }
     memcpy(m->mem, init, bytes);
-    m->tables_fresh = 0;
     trm__refresh_tables(m);
     trm_train_opts o2 = *o;
     o2.refit = 0;
@@ -1029,20 +1028,17 @@ static int train_ensemble(trm_model *m, const dr_dataset *d, const trm_train_opt
     if (rc) return rc;
     m->tables_fresh = 0; /* the members' tables changed */
     if ((rc = trm__tables_ready(m))) return rc;
-    if (o->refit) { /* refit members have trained on the validation targets: no validation figure */
-        res->best_valid_ndcg10 = -1;
-        if (dr_dist_rank() == 0 && (rc = trm_save(m, o->out))) return rc;
-        res->seconds = dr_now() - t0;
-        return DR_OK;
+    res->best_valid_ndcg10 = -1; /* refit members have trained on the validation targets: no figure */
+    if (!o->refit) {
+        int32_t *vusers = NULL;
+        int n_v = 0;
+        dr_metrics_mean valid;
+        if ((rc = trm__valid_users(d, o->valid_users, &vusers, &n_v))) return rc;
+        rc = trm__evaluate_users(m, d, 0, 1, 0, vusers, vusers ? n_v : 0, NULL, &valid);
+        free(vusers);
+        if (rc) return rc;
+        res->best_valid_ndcg10 = valid.ndcg[dr_metrics_k_index(10)];
     }
-    int32_t *vusers = NULL;
-    int n_v = 0;
-    dr_metrics_mean valid;
-    if ((rc = trm__valid_users(d, o->valid_users, &vusers, &n_v))) return rc;
-    rc = trm__evaluate_users(m, d, 0, 1, 0, vusers, vusers ? n_v : 0, NULL, &valid);
-    free(vusers);
-    if (rc) return rc;
-    res->best_valid_ndcg10 = valid.ndcg[dr_metrics_k_index(10)];
     if (dr_dist_rank() == 0 && (rc = trm_save(m, o->out))) return rc;
     res->seconds = dr_now() - t0;
     return DR_OK;
