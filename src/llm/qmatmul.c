@@ -10,7 +10,9 @@
  *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
  *          otherwise a portable C loop over the row unpacked into the common form of
  *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
- *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit). */
+ *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit);
+ *          Q5_0 repacked (q5x.c) the AVX-512 q5x kernel, 8 blocks a step. Other kernels read
+ *          a repacked row given back in the file's form (llm_packed_row). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
@@ -209,6 +211,11 @@ int llm_q4x_wanted(void) {
     return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
 }
 
+int llm_q5x_wanted(void) {
+    const char *e = getenv("DEEPREC_REPACK");
+    return kern() == KERN_AVX512 && !(e && !strcmp(e, "0"));
+}
+
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
@@ -233,12 +240,15 @@ static row_fn row_kernel(uint32_t type) {
  * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
-#define Q4A_BYTES 96 /* per block and activation row */
+/* Bytes per activation row: 96 per block, then for the q5x kernel (repacked Q5_0) 16 scales
+ * per 8 blocks in the order its sums come in: per 128 bits, blocks q, q, q + 4, q + 4 (0
+ * where a block is past the end). */
+static size_t q4a_act_bytes(int nb) { return (size_t)96 * nb + (size_t)64 * ((nb + 7) / 8); }
 
 static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
-    float *d = (float *)(out + 64 * (size_t)nb);
+    float *d = (float *)(out + 64 * (size_t)nb), *d8 = (float *)(out + 96 * (size_t)nb);
     for (int b = 0; b < nb; b++) {
         memcpy(q + 32 * b, a[b].q, 32);
         for (int k = 0; k < 8; k++) {
@@ -247,6 +257,11 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
             d[8 * b + k] = a[b].d;
         }
     }
+    for (int g = 0; g < (nb + 7) / 8; g++)
+        for (int l = 0; l < 16; l++) {
+            const int b = 8 * g + l / 4 + (l & 2 ? 4 : 0);
+            d8[16 * g + l] = b < nb ? a[b].d : 0.0f;
+        }
 }
 
 /* Repacked Q4_0 (llm_mat.packed, q4x.c) takes the q4x kernels: one group of 4 rows x up to 8
@@ -287,7 +302,7 @@ static void q4x_act_pack(const llm_ablk *a, int nb, uint8_t *out) {
     }
 }
 
-/* Groups split over threads in contiguous runs, so each thread reads one sequential stream;
+/* Groups split over threads in contiguous runs (guided), so each thread reads sequential streams;
  * batches above 8 take a group's 4 rows again from L1 per 8 activation rows. -1 when out of memory. */
 static int matmul_q4x(const llm_mat *w, q4x_fn fn, const llm_ablk *xa, int n, float *y) {
     const int rows = w->rows, nb = w->cols / 32, groups = (rows + LLM_Q4X_ROWS - 1) / LLM_Q4X_ROWS;
@@ -297,7 +312,7 @@ static int matmul_q4x(const llm_mat *w, q4x_fn fn, const llm_ablk *xa, int n, fl
     for (int j = 0; j < n; j++) q4x_act_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
     const uint8_t *packed = w->packed;
     double work = (double)rows * w->cols * n;
-#pragma omp parallel for schedule(static) if (work > 65536)
+#pragma omp parallel for schedule(guided) if (work > 65536) /* as q4a_tiles (static / guided 1.00-1.02 for Q4_0) */
     for (int g = 0; g < groups; g++) {
         const int r = g * LLM_Q4X_ROWS, nr = rows - r < LLM_Q4X_ROWS ? rows - r : LLM_Q4X_ROWS;
         for (int j = 0; j < n; j += 8)
@@ -336,7 +351,7 @@ static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 &&
  * pass over a tile. */
 static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
     const int nb = w[0]->cols / 32;
-    const size_t as = (size_t)Q4A_BYTES * nb;
+    const size_t as = q4a_act_bytes(nb);
     int first[Q4A_MAX_GROUP + 1] = {0}, R[Q4A_MAX_GROUP];
     double work = 0;
     for (int k = 0; k < nw; k++) {
@@ -345,12 +360,18 @@ static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const u
         work += (double)w[k]->rows * w[k]->cols * n;
     }
     const int tiles = first[nw];
-#pragma omp parallel for schedule(static) if (work > 65536)
+    /* guided, not static: the two vCPUs of the development VM ran these kernels at speeds 10-30%
+     * apart (one-thread decode pinned to each), and a static split waits for the slower one at
+     * every matrix. Guided hands out contiguous runs, halving, so each thread still streams
+     * long runs and the faster one takes the rest. Bench-shaped decode steps alternated in one
+     * process (a scratch bench_llm, 240 steps, three runs): static / guided 1.00-1.16 for
+     * Q4_K_M, 1.00-1.05 for Q8_0. */
+#pragma omp parallel for schedule(guided) if (work > 65536)
     for (int t = 0; t < tiles; t++) {
         int k = 0;
         while (t >= first[k + 1]) k++;
         const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
-        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
+        const uint8_t *row = (const uint8_t *)(w[k]->packed ? w[k]->packed : w[k]->data) + (size_t)r * w[k]->row_bytes;
         for (int j = 0; j < n; j += 8)
             fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
                   (size_t)rows);
@@ -359,7 +380,7 @@ static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const u
 
 /* n activation rows in the q4a layout (aligned for the kernels), or NULL when out of memory. */
 static uint8_t *q4a_pack_rows(const llm_ablk *xa, int n, int nb) {
-    const size_t as = (size_t)Q4A_BYTES * nb;
+    const size_t as = q4a_act_bytes(nb);
     uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
     if (ax)
         for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
@@ -386,9 +407,10 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
  * kernels up to 4 rows, and the 32-value ones beyond that only on rows of up to 64 blocks (8
  * rows' activations in 48 KiB; at width 896 Q5_0's was the faster at 16 rows too: 124-135
  * against 107-112 tokens per CPU s). */
-static q4a_fn kernel_512(uint32_t type, int n, int nb) {
+static q4a_fn kernel_512(const llm_mat *w, int n, int nb) {
     const int narrow = n <= 4 || nb <= 64;
-    switch (type) {
+    if (w->packed) return w->type == GGML_TYPE_Q5_0 ? rows_q5x_512 : NULL; /* repacked Q4_0: q4x */
+    switch (w->type) {
     case GGML_TYPE_Q5_0: return narrow ? rows_q5a_512 : NULL;
     case GGML_TYPE_Q8_0: return narrow ? rows_q8a_512 : NULL;
     case GGML_TYPE_IQ4_NL: return narrow ? rows_iq4nla_512 : NULL;
@@ -417,7 +439,7 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
     const int cols = w[0]->cols, nb = cols / 32;
     q4a_fn fn[Q4A_MAX_GROUP];
     for (int k = 0; k < nw; k++)
-        if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
+        if (w[k]->cols != cols || !(fn[k] = kernel_512(w[k], n, nb))) return -1;
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
@@ -479,7 +501,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
         return rc;
     }
 #ifdef LLM_HAVE_AVX512
-    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w->type, n, nb) : NULL;
+    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w, n, nb) : NULL;
     if (f512) {
         int rc = matmul_q4a(w, f512, xa, n, y);
         free(xa);
@@ -495,9 +517,9 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp parallel if (work > 65536)
     {
         dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
-        /* a repacked row is put back in file form for the portable kernel */
-        uint8_t *fr = !rk && w->packed ? malloc(w->row_bytes) : NULL;
-        if (!rk && (!u || (w->packed && !fr))) {
+        /* a repacked row is put back in file form for the row and portable kernels */
+        uint8_t *fr = w->packed ? malloc(w->row_bytes) : NULL;
+        if ((!rk && !u) || (w->packed && !fr)) {
 #pragma omp atomic write
             failed = 1;
             free(u);
@@ -506,6 +528,11 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            if (w->packed) {
+                if (!fr) continue;
+                llm_packed_row(w, r, 0, nb, fr);
+                row = fr;
+            }
 #ifdef LLM_X86
             if (rk) {
                 for (int j = 0; j < n; j += 8)
@@ -514,10 +541,6 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
             }
 #endif
             if (!u) continue;
-            if (fr) {
-                llm_q4x_row(w, r, 0, nb, fr);
-                row = fr;
-            }
             dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }
