@@ -32,10 +32,9 @@ static inline float half_to_f32(uint16_t h) {
 #endif
 }
 
-void llm_mat_row(const llm_mat *w, int r, float *dst) {
-    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-    int n = w->cols;
-    switch (w->type) {
+/* n values of a row in the file's form as fp32. */
+static void expand_row(uint32_t type, const uint8_t *row, int n, float *dst) {
+    switch (type) {
     case GGML_TYPE_F32: memcpy(dst, row, (size_t)n * sizeof(float)); break;
     case GGML_TYPE_F16: {
         const uint16_t *h = (const uint16_t *)row;
@@ -72,16 +71,23 @@ void llm_mat_row(const llm_mat *w, int r, float *dst) {
         break;
     }
     default:
-        if (w->packed) { /* repacked Q4_0 or Q5_0: its blocks put back in file form, a stack-sized run at a time */
-            uint8_t blk[32 * 22];
-            for (int b0 = 0; b0 < n / 32; b0 += 32) {
-                const int nb = n / 32 - b0 < 32 ? n / 32 - b0 : 32;
-                llm_packed_row(w, r, b0, nb, blk);
-                dr_dequantize(w->type, blk, dst + 32 * (size_t)b0, 32 * (uint64_t)nb);
-            }
-        } else if (dr_dequantize(w->type, row, dst, (uint64_t)n))
-            memset(dst, 0, (size_t)n * sizeof(float));
+        if (dr_dequantize(type, row, dst, (uint64_t)n)) memset(dst, 0, (size_t)n * sizeof(float));
         break;
+    }
+}
+
+void llm_mat_row(const llm_mat *w, int r, float *dst) {
+    const int n = w->cols;
+    if (!w->packed) {
+        expand_row(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, n, dst);
+        return;
+    }
+    /* repacked Q4_0 or Q5_0: its blocks put back in file form, a stack-sized run at a time */
+    uint8_t blk[32 * 22];
+    for (int b0 = 0; b0 < n / 32; b0 += 32) {
+        const int nb = n / 32 - b0 < 32 ? n / 32 - b0 : 32;
+        llm_packed_row(w, r, b0, nb, blk);
+        expand_row(w->type, blk, 32 * nb, dst + 32 * (size_t)b0);
     }
 }
 
