@@ -61,9 +61,16 @@ int llm_q4x_repackable(const llm_mat *w); /* Q4_0 in the file's row layout, not 
 int llm_q5x_repackable(const llm_mat *w);
 void llm_q5x_pack(const llm_mat *w, uint8_t *dst); /* w->rows x w->row_bytes bytes */
 void llm_q5x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out); /* file form, 22 bytes a block */
-/* 1 when the AVX-512 VNNI kernels are in use (the q5x kernel's family) and DEEPREC_REPACK is not 0. */
+/* Q8_0 likewise (q8x.c): each row's values, then its scales, rows 64-byte aligned. */
+int llm_q8x_repackable(const llm_mat *w);
+void llm_q8x_pack(const llm_mat *w, uint8_t *dst); /* w->rows x llm_packed_stride(w) bytes */
+void llm_q8x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out); /* file form, 34 bytes a block */
+/* 1 when the AVX-512 VNNI kernels are in use (the q5x and q8x kernels' family) and
+ * DEEPREC_REPACK is not 0. */
 int llm_q5x_wanted(void);
-/* Blocks b0..b0+n-1 of row r of a repacked matrix (Q4_0 or Q5_0), in the file's form. */
+/* Bytes from one repacked row to the next (Q5_0: row_bytes; Q8_0: row_bytes rounded up to 64). */
+size_t llm_packed_stride(const llm_mat *w);
+/* Blocks b0..b0+n-1 of row r of a repacked matrix (Q4_0, Q5_0 or Q8_0), in the file's form. */
 void llm_packed_row(const llm_mat *w, int r, int b0, int n, uint8_t *out);
 
 /* CPUID features (src/llm/cpu.c): 1 when the CPU has them */

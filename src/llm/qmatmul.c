@@ -11,7 +11,7 @@
  *          otherwise a portable C loop over the row unpacked into the common form of
  *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
  *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit);
- *          Q5_0 repacked (q5x.c) the AVX-512 q5x kernel, 8 blocks a step. Other kernels read
+ *          Q5_0 and Q8_0 repacked (q5x.c, q8x.c) the AVX-512 q5x and q8x kernels, 8 blocks a step. Other kernels read
  *          a repacked row given back in the file's form (llm_packed_row). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
@@ -371,9 +371,10 @@ static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const u
         int k = 0;
         while (t >= first[k + 1]) k++;
         const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
-        const uint8_t *row = (const uint8_t *)(w[k]->packed ? w[k]->packed : w[k]->data) + (size_t)r * w[k]->row_bytes;
+        const size_t rb = w[k]->packed ? llm_packed_stride(w[k]) : w[k]->row_bytes;
+        const uint8_t *row = (const uint8_t *)(w[k]->packed ? w[k]->packed : w[k]->data) + (size_t)r * rb;
         for (int j = 0; j < n; j += 8)
-            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
+            fn[k](row, rb, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
                   (size_t)rows);
     }
 }
@@ -409,7 +410,7 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
  * against 107-112 tokens per CPU s). */
 static q4a_fn kernel_512(const llm_mat *w, int n, int nb) {
     const int narrow = n <= 4 || nb <= 64;
-    if (w->packed) return w->type == GGML_TYPE_Q5_0 ? rows_q5x_512 : NULL; /* repacked Q4_0: q4x */
+    if (w->packed) return w->type == GGML_TYPE_Q5_0 ? rows_q5x_512 : w->type == GGML_TYPE_Q8_0 ? rows_q8x_512 : NULL; /* Q4_0: q4x */
     switch (w->type) {
     case GGML_TYPE_Q5_0: return narrow ? rows_q5a_512 : NULL;
     case GGML_TYPE_Q8_0: return narrow ? rows_q8a_512 : NULL;

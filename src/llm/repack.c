@@ -1,6 +1,7 @@
 /* Quantised weights moved at load into the layouts of the int8 decode kernels: Q4_0 into q4x
- * (q4x.c, 4 rows side by side) and Q5_0 into q5x (q5x.c, 8 blocks side by side). The file's
- * pages of a repacked matrix are released, so the resident size stays the file's; the kernels
+ * (q4x.c, 4 rows side by side), Q5_0 into q5x and Q8_0 into q8x (q5x.c, q8x.c; with the AVX-512
+ * VNNI kernels only). The file's
+ * pages of a repacked matrix are released, so the resident size stays the file's (Q8_0: plus its rows' padding to 64 bytes, under 1%); the kernels
  * that have no repacked variant read rows given back in file form (llm_packed_row). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
@@ -27,7 +28,7 @@ static size_t packed_bytes(const llm_mat *w, int q4x, int q5x) {
     size_t b = 0;
     if (w->packed) return 0;
     if (q4x && llm_q4x_repackable(w)) b = llm_q4x_bytes(w);
-    else if (q5x && llm_q5x_repackable(w) && !dr_mul_ok((size_t)w->rows, w->row_bytes, &b)) b = 0;
+    else if (q5x && (llm_q5x_repackable(w) || llm_q8x_repackable(w)) && !dr_mul_ok((size_t)w->rows, llm_packed_stride(w), &b)) b = 0;
     return b > SIZE_MAX - 63 ? 0 : (b + 63) / 64 * 64;
 }
 
@@ -43,7 +44,7 @@ int llm_model_repack(llm_model *m) {
     if (!total) return DR_OK;
     uint8_t *buf = dr_aligned_alloc_huge(total);
     if (!buf || llm_model_own(m, buf)) { /* slower, not wrong: the kernels read the file's layout */
-        dr_log(DR_LOG_WARN, "no memory to repack the Q4_0/Q5_0 weights (%zu bytes): decoding them as stored", total);
+        dr_log(DR_LOG_WARN, "no memory to repack the Q4_0/Q5_0/Q8_0 weights (%zu bytes): decoding them as stored", total);
         dr_error_clear();
         return DR_OK;
     }
@@ -53,7 +54,8 @@ int llm_model_repack(llm_model *m) {
         const size_t b = packed_bytes(w, q4x, q5x);
         if (!b) continue;
         if (w->type == GGML_TYPE_Q4_0) llm_q4x_pack(w, buf + off);
-        else llm_q5x_pack(w, buf + off);
+        else if (w->type == GGML_TYPE_Q5_0) llm_q5x_pack(w, buf + off);
+        else llm_q8x_pack(w, buf + off);
         w->packed = buf + off;
         off += b;
         if (m->file) dr_mmap_release(&m->file->map, w->data, (size_t)w->rows * w->row_bytes);
@@ -62,7 +64,12 @@ int llm_model_repack(llm_model *m) {
     return DR_OK;
 }
 
+size_t llm_packed_stride(const llm_mat *w) {
+    return w->type == GGML_TYPE_Q8_0 ? (w->row_bytes + 63) / 64 * 64 : w->row_bytes;
+}
+
 void llm_packed_row(const llm_mat *w, int r, int b0, int n, uint8_t *out) {
     if (w->type == GGML_TYPE_Q4_0) llm_q4x_row(w, r, b0, n, out);
-    else llm_q5x_row(w, r, b0, n, out);
+    else if (w->type == GGML_TYPE_Q5_0) llm_q5x_row(w, r, b0, n, out);
+    else llm_q8x_row(w, r, b0, n, out);
 }

@@ -272,13 +272,14 @@ TEST(quant_act_rounding_matches_c) {
     llm_kernel_force(was);
 }
 
-/* w repacked as a load would (Q4_0: q4x, Q5_0: q5x; freed by the caller with free(w.packed)). */
+/* w repacked as a load would (Q4_0: q4x, Q5_0: q5x, Q8_0: q8x; freed by the caller with free(w.packed)). */
 static llm_mat packed_copy(const llm_mat *w) {
     llm_mat p = *w;
-    size_t n = w->type == GGML_TYPE_Q4_0 ? llm_q4x_bytes(w) : (size_t)w->rows * w->row_bytes;
+    size_t n = w->type == GGML_TYPE_Q4_0 ? llm_q4x_bytes(w) : (size_t)w->rows * llm_packed_stride(w);
     uint8_t *buf = aligned_alloc(64, (n + 63) / 64 * 64);
     if (w->type == GGML_TYPE_Q4_0) llm_q4x_pack(w, buf);
-    else llm_q5x_pack(w, buf);
+    else if (w->type == GGML_TYPE_Q5_0) llm_q5x_pack(w, buf);
+    else llm_q8x_pack(w, buf);
     p.packed = buf;
     return p;
 }
@@ -371,18 +372,23 @@ TEST(quant_q4_0_kernels_match_c) {
            tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
 }
 
-/* Q5_0 at widths of 4, 8, 12, 28 and 36 blocks: the q5x layout's groups of 8 alone, ending in a
- * group of 4, and a group of 4 alone (Qwen2.5-0.5B's 896 is 28). With kernels other than
- * AVX-512's the repacked rows are given back in file form first. */
-TEST(quant_q5_0_repacked_kernels_match_c) {
+/* Q5_0 and Q8_0 at widths of 4, 8, 12, 28 and 36 blocks: the kernels' steps of 8 blocks alone,
+ * ending in a step of 4, and a step of 4 alone (Qwen2.5-0.5B's 896 is 28; Q8_0's rows then
+ * padded from 952 to 960 bytes). With kernels other than AVX-512's the repacked rows are given
+ * back in file form first. */
+static void eight_block_layout_matches_c(uint32_t type) {
     static const int widths[] = {128, 256, 384, 896, 1152};
-    const int tried = repacked_kernels_match_c(GGML_TYPE_Q5_0, widths, 5);
-    printf("  Q5_0 kernels (file layout and repacked) compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "",
-           tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
+    const int tried = repacked_kernels_match_c(type, widths, 5);
+    printf("  %s kernels (file layout and repacked) compared with c: %s%s%s\n", ggml_type_name(type),
+           tried & 1 ? "avx2 " : "", tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
 }
 
-/* A Q4_0 or Q5_0 file is repacked at load when the kernels use it: every matrix of the type
- * (Q5_0: of a width the q5x layout takes), the file's data pointer kept (saving writes from
+TEST(quant_q5_0_repacked_kernels_match_c) { eight_block_layout_matches_c(GGML_TYPE_Q5_0); }
+
+TEST(quant_q8_0_repacked_kernels_match_c) { eight_block_layout_matches_c(GGML_TYPE_Q8_0); }
+
+/* A Q4_0, Q5_0 or Q8_0 file is repacked at load when the kernels use it: every matrix of the
+ * type (Q5_0, Q8_0: of a width a multiple of 128), the file's data pointer kept (saving writes from
  * it); the fast logits then match those of the same model read in the file's layout (other
  * kernels, other summation order). */
 static void repacked_at_load(uint32_t type, const char *fixture) {
@@ -400,7 +406,7 @@ static void repacked_at_load(uint32_t type, const char *fixture) {
         for (int i = 0; i < 7; i++) ms[nm++] = lm[i];
     }
     for (int i = 0; i < nm; i++) {
-        if (ms[i]->type != type || (type == GGML_TYPE_Q5_0 && ms[i]->cols % 128)) continue;
+        if (ms[i]->type != type || (type != GGML_TYPE_Q4_0 && ms[i]->cols % 128)) continue;
         CHECK_MSG(ms[i]->packed != NULL, "%s: matrix %d (%d x %d) not repacked", fixture, i, ms[i]->rows, ms[i]->cols);
         packed++;
     }
@@ -440,10 +446,11 @@ TEST(quant_q4_0_repacked_at_load) {
     repacked_at_load(GGML_TYPE_Q4_0, "tiny-Q4_0.gguf");
 }
 
-TEST(quant_q5_0_repacked_at_load) {
+TEST(quant_q5_0_and_q8_0_repacked_at_load) {
     if (!quant_dir()) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
-    if (!llm_q5x_wanted()) SKIP("the %s kernel reads Q5_0 as stored (no repacking)", llm_kernel_name());
+    if (!llm_q5x_wanted()) SKIP("the %s kernel reads Q5_0 and Q8_0 as stored (no repacking)", llm_kernel_name());
     repacked_at_load(GGML_TYPE_Q5_0, "tiny-Q5_0.gguf");
+    repacked_at_load(GGML_TYPE_Q8_0, "tiny-Q8_0.gguf");
 }
 
 /* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
