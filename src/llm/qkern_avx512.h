@@ -159,21 +159,15 @@ Q5ROWS(rows_iq4nla_512)
 #undef Q5
 #undef Q5CASE
 
-/* ---- Q4_K and Q6_K (256-value super-blocks) on the same q4a activations. A register holds
- * two 32-value units, so one vpdpbusd per 64 weights: Q4_K's chunk of 32 bytes is units 2c
- * (low nibbles) and 2c + 1 (high); Q6_K's 64 low bytes of a half are units 4n + k and 4n + k + 1
- * at one shift, its high bits one broadcast. The scales of a super-block are converted once
- * per row into one register and spread to each pair's lanes by a permute. Q6_K's offset 32
- * comes back through 4c (exact int32 lanes, as above); Q4_K's mins through c as a float:
- * lane k of c is -8 x (sum of 4 values), so c x dmin x m / 8 summed over a unit's lanes is
- * -dmin x m x (sum of the unit's values). */
+/* ---- Q4_K, Q5_K and IQ4_XS (256-value super-blocks) on the same q4a activations (Q6_K has
+ * its own kernel below, q6kx_512_t). A register holds two 32-value units, so one vpdpbusd per
+ * 64 weights: Q4_K's chunk of 32 bytes is units 2c (low nibbles) and 2c + 1 (high). The scales
+ * of a super-block are converted once per row into one register and spread to each pair's
+ * lanes by a permute. Q4_K's mins come back through c as a float: lane k of c is -8 x (sum of
+ * 4 values), so c x dmin x m / 8 summed over a unit's lanes is -dmin x m x (sum of the unit's
+ * values); IQ4_XS's offset 128 through 16c (exact int32 lanes, as above). */
 static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread_512(__m512 v, int first) {
     const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
-}
-
-static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread4_512(__m512 v, int first) {
-    const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
 }
 
@@ -199,10 +193,10 @@ static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const 
 }
 
 /* Pair t (0..3) of a super-block of R rows into R x J accumulators; sv[i] is row i's scales
- * register (q4k_scales_512 or Q6_K's 16 scales x d); b is the pair's first block. kind: Q4_K,
- * Q6_K, or Q5_K (Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit 2t of
- * byte l for value l of unit 2t, bit 2t + 1 for unit 2t + 1). */
-enum { KQ_Q4_K, KQ_Q6_K, KQ_Q5_K, KQ_IQ4_XS };
+ * register (q4k_scales_512, or IQ4_XS's 8 scales x d); b is the pair's first block. kind:
+ * Q4_K, Q5_K (Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit 2t of byte l
+ * for value l of unit 2t, bit 2t + 1 for unit 2t + 1) or IQ4_XS. */
+enum { KQ_Q4_K, KQ_Q5_K, KQ_IQ4_XS };
 static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
     __m512i u[4];
     __m512 dw[4], mw[4];
@@ -212,7 +206,7 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
         if (kind == KQ_IQ4_XS) { /* units 2t and 2t + 1: 16 bytes of nibbles each */
             u[i] = iq4_grid_512(nib_pair_512(r + 8 + 32 * t, r + 24 + 32 * t));
             dw[i] = kq_spread_512(sv[i], 2 * t);
-        } else if (kind != KQ_Q6_K) {
+        } else {
             const long long S4 = 0x0004000400040004LL;
             const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
             const int qs = kind == KQ_Q5_K ? 48 : 16;
@@ -226,16 +220,6 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
             }
             dw[i] = kq_spread_512(sv[i], 2 * t);
             mw[i] = kq_spread_512(sv[i], 8 + 2 * t);
-        } else { /* t = 2n + h: half n, units 4n + 2h and 4n + 2h + 1 */
-            const int n = t >> 1, h = t & 1;
-            const __m512i L = _mm512_loadu_si512((const void *)(r + 64 * n));
-            const __m512i lo = _mm512_and_si512(h ? _mm512_srli_epi16(L, 4) : L, m4);
-            const long long A = 0x0002000200020002LL * (2 * h), B = 0x0002000200020002LL * (2 * h + 1);
-            const __m512i hs = _mm512_set_epi64(B, B, B, B, A, A, A, A);
-            const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 128 + 32 * n)));
-            const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, hs), _mm512_set1_epi8(3));
-            u[i] = _mm512_or_si512(lo, _mm512_slli_epi16(hb, 4));
-            dw[i] = kq_spread4_512(sv[i], 4 * t);
         }
     }
     for (int j = 0; j < J; j++) {
@@ -243,8 +227,8 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
         const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
         const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
         const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
-        if (kind == KQ_Q6_K || kind == KQ_IQ4_XS) { /* offsets 32 and 128: 4c and 16c */
-            const __m512i c4 = _mm512_slli_epi32(c, kind == KQ_Q6_K ? 2 : 4);
+        if (kind == KQ_IQ4_XS) { /* offset 128: 16c */
+            const __m512i c4 = _mm512_slli_epi32(c, 4);
             for (int i = 0; i < R; i++)
                 acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
         } else {
@@ -260,18 +244,14 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
 static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     __m512 acc[8];
     for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
-    const int sbb = kind == KQ_Q6_K ? 210 : kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
+    const int sbb = kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
     const char *pf = q4a_prefetch_at(p, R * rb, 0);
     for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
         __m512 sv[4];
         for (int i = 0; i < R; i++) {
             const uint8_t *r = p + (size_t)i * rb;
             for (int l = 0; l < sbb; l += 64) _mm_prefetch(pf + (size_t)i * rb + l, _MM_HINT_T0);
-            if (kind == KQ_Q6_K) {
-                uint16_t hd;
-                memcpy(&hd, r + 208, 2);
-                sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192)))), _mm512_set1_ps(_cvtsh_ss(hd)));
-            } else if (kind == KQ_IQ4_XS) { /* 8 signed 6-bit scales: 4 low bits in p[4..7], 2 high in p[2..3] */
+            if (kind == KQ_IQ4_XS) { /* 8 signed 6-bit scales: 4 low bits in p[4..7], 2 high in p[2..3] */
                 uint16_t hd, hs;
                 uint32_t lo;
                 memcpy(&hd, r, 2);
@@ -294,9 +274,6 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind,
 #define Q5CASE(r, j) rows_kq_512_t(Q6, p, rb, r, ax, as, j, nb, y, ys)
 #define Q6 KQ_Q4_K
 Q5ROWS(rows_q4k_512)
-#undef Q6
-#define Q6 KQ_Q6_K
-Q5ROWS(rows_q6k_512)
 #undef Q6
 #define Q6 KQ_Q5_K
 Q5ROWS(rows_q5k_512)
@@ -453,6 +430,71 @@ static Q5ATTR void rows_q8x_512(const uint8_t *p, size_t rb, int R, const uint8_
     LLM_J_SWITCH(J, QX_CALL)
 #undef QX_CALL
 }
+
+/* ---- Q6_K, a super-block (8 blocks) a step with the sums added down first, as qx_512_t
+ * does: the per-pair float work (conversion, scale product, FMA) was most of rows_q6k_512's
+ * time at batch 1 (11-13 GB/s a core and 21-26 on two threads from memory, where the plain read
+ * loop gets 29-33 and 50-70; this one 17 and 27-33; scratch benchmark, 600 MB of 896 x 4864
+ * rows). Value v's 6 bits are the nibble of ql and the 2 bits of qh that the format gives
+ * (per half of 128 values: 64 bytes of ql, low nibbles values 0..63, high 64..127, and 32 of
+ * qh, bit pairs 0-1, 2-3, 4-5, 6-7 for values l, l + 32, l + 64, l + 96), its scale v / 16.
+ * Each quarter of a vpdpbusd result (16 values) has its own scale, so the 4 results of a
+ * super-block are transposed and added to one lane per quarter: lane 4q + k is values
+ * 64k + 16q ..+15, scale 4k + q, block 2k + q / 2. (The same scheme for Q4_K, whose scales
+ * and mins take more unpacking, was slower than rows_q4k_512 and is not used.) */
+static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i blk = _mm512_set_epi32(7, 5, 3, 1, 7, 5, 3, 1, 6, 4, 2, 0, 6, 4, 2, 0);
+    const int G = (nb + 7) / 8;
+    for (int i = 0; i < R; i++, p += rb) {
+        __m512 acc[4];
+        for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
+        for (int b = 0; b < nb; b += 8) {
+            const uint8_t *r = p + (size_t)210 * (b / 8);
+            for (int l = 0; l < 210; l += 64) _mm_prefetch((const char *)r + 4096 + l, _MM_HINT_T0);
+            uint16_t hd;
+            memcpy(&hd, r + 208, 2);
+            const __m512 s16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192))));
+            const __m512 dw = _mm512_permutexvar_ps(tr, _mm512_mul_ps(s16, _mm512_set1_ps(_cvtsh_ss(hd))));
+            __m512i u[4];
+            for (int h = 0; h < 2; h++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(r + 64 * h));
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(r + 128 + 32 * h));
+                const __m512i hlo = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi64(q, 2), 1);
+                const __m512i hhi = _mm512_srli_epi64(hlo, 4);
+                u[2 * h] = _mm512_or_si512(_mm512_and_si512(x, m4), _mm512_slli_epi16(_mm512_and_si512(hlo, m2), 4));
+                u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(x, 4), m4), _mm512_slli_epi16(_mm512_and_si512(hhi, m2), 4));
+            }
+            for (int j = 0; j < J; j++) {
+                const uint8_t *aj = ax + (size_t)j * as;
+                const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
+                const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
+                __m512i d[4];
+                for (int k = 0; k < 4; k++) /* the offset 32 back through 4c */
+                    d[k] = _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(c + 16 * k)), 2), u[k],
+                                               _mm512_loadu_si512((const void *)(s + 64 * k)));
+                const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
+                const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
+                const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+                const float *d1 = (const float *)(aj + 96 * (size_t)nb) + 16 * (size_t)G;
+                const __m512 da = _mm512_permutexvar_ps(blk, _mm512_castps256_ps512(_mm256_loadu_ps(d1 + b)));
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
+            }
+        }
+        for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[j]);
+    }
+}
+
+static Q5ATTR void rows_q6kx_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    switch (J) { /* the K-quant kernels serve batches up to 4 (kernel_512) */
+    case 1: q6kx_512_t(p, rb, R, ax, as, 1, nb, y, ys); break;
+    case 2: q6kx_512_t(p, rb, R, ax, as, 2, nb, y, ys); break;
+    case 3: q6kx_512_t(p, rb, R, ax, as, 3, nb, y, ys); break;
+    default: q6kx_512_t(p, rb, R, ax, as, 4, nb, y, ys); break;
+    }
+}
+
 
 #undef Q5TGT
 #undef Q5ATTR

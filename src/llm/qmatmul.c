@@ -240,15 +240,20 @@ static row_fn row_kernel(uint32_t type) {
  * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
-/* Bytes per activation row: 96 per block, then for the q5x kernel (repacked Q5_0) 16 scales
- * per 8 blocks in the order its sums come in: per 128 bits, blocks q, q, q + 4, q + 4 (0
- * where a block is past the end). */
-static size_t q4a_act_bytes(int nb) { return (size_t)96 * nb + (size_t)64 * ((nb + 7) / 8); }
+/* Bytes per activation row: 96 per block, then two runs for the kernels that add 8 blocks'
+ * integer sums down before their float work (qx_512_t, q6kx_512_t; per group G of 8 blocks,
+ * blocks past the end 0):
+ *   at 96 nb:          16 scales per group in the order the 8-block sums come in: per 128
+ *                      bits, blocks q, q, q + 4, q + 4 (q5x, q8x);
+ *   at 96 nb + 64 G:   8 scales per group, one per block (Q6_K permutes them). */
+static size_t q4a_act_bytes(int nb) { return (size_t)96 * nb + (size_t)96 * ((nb + 7) / 8); }
 
 static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
+    const int G = (nb + 7) / 8;
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
     float *d = (float *)(out + 64 * (size_t)nb), *d8 = (float *)(out + 96 * (size_t)nb);
+    float *d1 = d8 + 16 * (size_t)G;
     for (int b = 0; b < nb; b++) {
         memcpy(q + 32 * b, a[b].q, 32);
         for (int k = 0; k < 8; k++) {
@@ -257,10 +262,11 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
             d[8 * b + k] = a[b].d;
         }
     }
-    for (int g = 0; g < (nb + 7) / 8; g++)
+    for (int g = 0; g < G; g++)
         for (int l = 0; l < 16; l++) {
-            const int b = 8 * g + l / 4 + (l & 2 ? 4 : 0);
+            const int b = 8 * g + l / 4 + (l & 2 ? 4 : 0), k = 8 * g + (l & 7);
             d8[16 * g + l] = b < nb ? a[b].d : 0.0f;
+            if (l < 8) d1[8 * g + l] = k < nb ? a[k].d : 0.0f;
         }
 }
 
@@ -417,7 +423,7 @@ static q4a_fn kernel_512(const llm_mat *w, int n, int nb) {
     case GGML_TYPE_IQ4_NL: return narrow ? rows_iq4nla_512 : NULL;
     case GGML_TYPE_Q4_K: return n <= 4 ? rows_q4k_512 : NULL;
     case GGML_TYPE_Q5_K: return n <= 4 ? rows_q5k_512 : NULL;
-    case GGML_TYPE_Q6_K: return n <= 4 ? rows_q6k_512 : NULL;
+    case GGML_TYPE_Q6_K: return n <= 4 ? rows_q6kx_512 : NULL;
     case GGML_TYPE_IQ4_XS: return n <= 4 ? rows_iq4xs_512 : NULL;
     default: return NULL;
     }
