@@ -32,9 +32,10 @@ static inline float half_to_f32(uint16_t h) {
 #endif
 }
 
-/* n values of a row in the file's form as fp32. */
-static void expand_row(uint32_t type, const uint8_t *row, int n, float *dst) {
-    switch (type) {
+void llm_mat_row(const llm_mat *w, int r, float *dst) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    int n = w->cols;
+    switch (w->type) {
     case GGML_TYPE_F32: memcpy(dst, row, (size_t)n * sizeof(float)); break;
     case GGML_TYPE_F16: {
         const uint16_t *h = (const uint16_t *)row;
@@ -71,23 +72,16 @@ static void expand_row(uint32_t type, const uint8_t *row, int n, float *dst) {
         break;
     }
     default:
-        if (dr_dequantize(type, row, dst, (uint64_t)n)) memset(dst, 0, (size_t)n * sizeof(float));
+        if (w->packed) { /* repacked Q4_0: its blocks put back in file form, a stack-sized run at a time */
+            uint8_t blk[32 * 18];
+            for (int b0 = 0; b0 < n / 32; b0 += 32) {
+                const int nb = n / 32 - b0 < 32 ? n / 32 - b0 : 32;
+                llm_q4x_row(w, r, b0, nb, blk);
+                dr_dequantize(GGML_TYPE_Q4_0, blk, dst + 32 * (size_t)b0, 32 * (uint64_t)nb);
+            }
+        } else if (dr_dequantize(w->type, row, dst, (uint64_t)n))
+            memset(dst, 0, (size_t)n * sizeof(float));
         break;
-    }
-}
-
-void llm_mat_row(const llm_mat *w, int r, float *dst) {
-    const int n = w->cols;
-    if (!w->packed) {
-        expand_row(w->type, (const uint8_t *)w->data + (size_t)r * w->row_bytes, n, dst);
-        return;
-    }
-    /* repacked Q4_0, Q5_0 or Q8_0: its blocks put back in file form, a stack-sized run at a time */
-    uint8_t blk[32 * 34];
-    for (int b0 = 0; b0 < n / 32; b0 += 32) {
-        const int nb = n / 32 - b0 < 32 ? n / 32 - b0 : 32;
-        llm_packed_row(w, r, b0, nb, blk);
-        expand_row(w->type, blk, 32 * nb, dst + 32 * (size_t)b0);
     }
 }
 
@@ -385,18 +379,10 @@ static void matmul_direct(const llm_mat *w, const float *x, int n, float *y) {
     }
 #endif
     double work = (double)rows * cols * n;
-    /* a repacked Q8_0 matrix: each block of rows put back in file form on the worker's stack
-     * (R rows of a model width: tens of KB at most), so the same kernel gives the same sums */
-    const size_t tmp_bytes = w->packed ? (size_t)R * w->row_bytes : 1;
 #pragma omp parallel for schedule(static) if (work > 65536)
     for (int b = 0; b < nblk; b++) {
         int r0 = b * R, rr = rows - r0 < R ? rows - r0 : R;
         const uint8_t *wr = base + (size_t)r0 * w->row_bytes;
-        uint8_t tmp[tmp_bytes];
-        if (w->packed) {
-            for (int i = 0; i < rr; i++) llm_packed_row(w, r0 + i, 0, cols / 32, tmp + (size_t)i * w->row_bytes);
-            wr = tmp;
-        }
         for (int j = 0; j < n; j += JB) {
             int jj = n - j < JB ? n - j : JB;
             k(wr, w->row_bytes, rr, x + (size_t)j * cols, cols, jj, cols, y + (size_t)j * rows + r0, rows);

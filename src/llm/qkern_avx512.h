@@ -343,96 +343,8 @@ static Q5ATTR void q4x_512(const uint8_t *g, int nb, const uint8_t *ax, size_t a
 #undef Q4X_CALL
 }
 
-/* ---- Q5_0 and Q8_0 repacked (q5x.c, q8x.c): 8 blocks a step on the q4a activations. Each
- * pair of blocks goes through vpdpbusd as in q4a_pair_512, and then, before any float work,
- * the four pairs' int32 lanes are added down to two lanes per block (two shuffles and an add
- * per two pairs, an unpack and an add for all four): lane 4q + 0..1 of the sum belongs to
- * block q, lanes 4q + 2..3 to block q + 4. The q4a layout's extra run (q4a_pack: 16
- * activation scales per 8 blocks in that order) meets the weights' scales spread the same way
- * by one permute, so the conversion, the scale product and the FMA are paid once per 8 blocks
- * instead of 4 times: at batch 1 those, not memory, bounded the q4a kernels (Q5_0: 27 GB/s a
- * core from memory and 29 from L2, where this one does 33 and 42; scratch benchmark, 600 MB of
- * 4864 x 896 rows). The integer sums are exact, so results differ from q4a's by the float
- * rounding order only. v: the group's values (Q8_0: 8 x 32 unsigned bytes; Q5_0: per 4 blocks
- * 64 bytes of nibbles, low values 0..63, high 64..127, then per 4 blocks 16 bytes of fifth
- * bits), sc: its 8 fp16 scales; gs: blocks in the group (8, or 4 at the end of a row). */
-static inline __attribute__((always_inline)) Q5ATTR void qx_step_512(const uint8_t *v, const uint8_t *sc, int kind, int gs, int b, const uint8_t *ax, size_t as, int J, int nb, __m512 *acc) {
-    const __m512i order = _mm512_set_epi32(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
-    __m512i u[4];
-    if (kind == Q4A_Q8_0) {
-        for (int k = 0; k < gs / 2; k++) u[k] = _mm512_load_si512((const void *)(v + 64 * k));
-    } else {
-        const __m512i m4 = _mm512_set1_epi8(15), s16 = _mm512_set1_epi8(16);
-        for (int h = 0; h < gs / 4; h++) {
-            const __m512i x = _mm512_loadu_si512((const void *)(v + 64 * h));
-            __mmask64 lo, hi;
-            memcpy(&lo, v + 16 * gs + 16 * h, 8);
-            memcpy(&hi, v + 16 * gs + 16 * h + 8, 8);
-            const __m512i l = _mm512_and_si512(x, m4), t = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
-            u[2 * h] = _mm512_mask_add_epi8(l, lo, l, s16);
-            u[2 * h + 1] = _mm512_mask_add_epi8(t, hi, t, s16);
-        }
-    }
-    const __m128i h16 = gs == 8 ? _mm_loadu_si128((const __m128i *)sc) : _mm_loadl_epi64((const __m128i *)sc);
-    const __m512 dw = _mm512_permutexvar_ps(order, _mm512_castps256_ps512(_mm256_cvtph_ps(h16)));
-    for (int j = 0; j < J; j++) {
-        const uint8_t *aj = ax + (size_t)j * as;
-        const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
-        const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
-        __m512i d[4];
-        for (int k = 0; k < gs / 2; k++) { /* the offset back through c: Q5_0's 16 as 2c, Q8_0's 128 as 16c */
-            const __m512i ck = _mm512_loadu_si512((const void *)(c + 16 * k));
-            const __m512i off = kind == Q4A_Q8_0 ? _mm512_slli_epi32(ck, 4) : _mm512_add_epi32(ck, ck);
-            d[k] = _mm512_dpbusd_epi32(off, u[k], _mm512_loadu_si512((const void *)(s + 64 * k)));
-        }
-        const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
-        const __m512i e1 = gs == 8 ? _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD))
-                                   : _mm512_setzero_si512();
-        const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(e0, e1), _mm512_unpackhi_epi64(e0, e1));
-        const __m512 da = _mm512_loadu_ps((const float *)(aj + 96 * (size_t)nb) + 2 * (size_t)b);
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
-    }
-}
-
-/* y[i + j * ys] = row i . activation row j for R rows rb bytes apart from p (q5x or q8x
- * layout), J <= 8, nb a multiple of 4. One row at a time, prefetching 4 KiB on, every cache
- * line the row stream passes (Q8_0's scale lines sit between the value runs of two rows). */
-static inline __attribute__((always_inline)) Q5ATTR void qx_512_t(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-    const int bs = kind == Q4A_Q8_0 ? 32 : 22; /* bytes a block in the group runs */
-    for (int i = 0; i < R; i++, p += rb) {
-        __m512 acc[8];
-        for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
-        const uint8_t *scales = p + 32 * (size_t)nb; /* Q8_0 only */
-        if (kind == Q4A_Q8_0)
-            for (size_t l = 32 * (size_t)nb; l < rb; l += 64) _mm_prefetch((const char *)p + 4096 + l, _MM_HINT_T0);
-        int b = 0;
-        for (; b + 8 <= nb; b += 8) {
-            const uint8_t *g = p + (size_t)bs * b;
-            for (int l = 0; l < 8 * bs; l += 64) _mm_prefetch((const char *)g + 4096 + l, _MM_HINT_T0);
-            qx_step_512(g, kind == Q4A_Q8_0 ? scales + 2 * b : g + 160, kind, 8, b, ax, as, J, nb, acc);
-        }
-        if (b < nb) {
-            const uint8_t *g = p + (size_t)bs * b;
-            qx_step_512(g, kind == Q4A_Q8_0 ? scales + 2 * b : g + 80, kind, 4, b, ax, as, J, nb, acc);
-        }
-        for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[j]);
-    }
-}
-
-static Q5ATTR void rows_q5x_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-#define QX_CALL(j) qx_512_t(p, Q4A_Q5_0, rb, R, ax, as, j, nb, y, ys)
-    LLM_J_SWITCH(J, QX_CALL)
-#undef QX_CALL
-}
-
-static Q5ATTR void rows_q8x_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-#define QX_CALL(j) qx_512_t(p, Q4A_Q8_0, rb, R, ax, as, j, nb, y, ys)
-    LLM_J_SWITCH(J, QX_CALL)
-#undef QX_CALL
-}
-
-/* ---- Q6_K, a super-block (8 blocks) a step with the sums added down first, as qx_512_t
- * does: the per-pair float work (conversion, scale product, FMA) was most of rows_q6k_512's
+/* ---- Q6_K, a super-block (8 blocks) a step, its integer sums added down before any float
+ * work: the per-pair float work (conversion, scale product, FMA) was most of rows_q6k_512's
  * time at batch 1 (11-13 GB/s a core and 21-26 on two threads from memory, where the plain read
  * loop gets 29-33 and 50-70; this one 17 and 27-33; scratch benchmark, 600 MB of 896 x 4864
  * rows). Value v's 6 bits are the nibble of ql and the 2 bits of qh that the format gives
@@ -446,7 +358,6 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
     const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     const __m512i blk = _mm512_set_epi32(7, 5, 3, 1, 7, 5, 3, 1, 6, 4, 2, 0, 6, 4, 2, 0);
-    const int G = (nb + 7) / 8;
     for (int i = 0; i < R; i++, p += rb) {
         __m512 acc[4];
         for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
@@ -477,7 +388,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
                 const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
                 const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));
                 const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-                const float *d1 = (const float *)(aj + 96 * (size_t)nb) + 16 * (size_t)G;
+                const float *d1 = (const float *)(aj + 96 * (size_t)nb); /* q4a_pack's one scale per block */
                 const __m512 da = _mm512_permutexvar_ps(blk, _mm512_castps256_ps512(_mm256_loadu_ps(d1 + b)));
                 acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
             }

@@ -10,9 +10,7 @@
  *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
  *          otherwise a portable C loop over the row unpacked into the common form of
  *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
- *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit);
- *          Q5_0 and Q8_0 repacked (q5x.c, q8x.c) the AVX-512 q5x and q8x kernels, 8 blocks a step. Other kernels read
- *          a repacked row given back in the file's form (llm_packed_row). */
+ *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
@@ -211,11 +209,6 @@ int llm_q4x_wanted(void) {
     return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
 }
 
-int llm_q5x_wanted(void) {
-    const char *e = getenv("DEEPREC_REPACK");
-    return kern() == KERN_AVX512 && !(e && !strcmp(e, "0"));
-}
-
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
@@ -240,20 +233,19 @@ static row_fn row_kernel(uint32_t type) {
  * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
-/* Bytes per activation row: 96 per block, then two runs for the kernels that add 8 blocks'
- * integer sums down before their float work (qx_512_t, q6kx_512_t; per group G of 8 blocks,
- * blocks past the end 0):
- *   at 96 nb:          16 scales per group in the order the 8-block sums come in: per 128
- *                      bits, blocks q, q, q + 4, q + 4 (q5x, q8x);
- *   at 96 nb + 64 G:   8 scales per group, one per block (Q6_K permutes them). */
-static size_t q4a_act_bytes(int nb) { return (size_t)96 * nb + (size_t)96 * ((nb + 7) / 8); }
+/* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
+ * them at once), rounded up to an odd number of cache lines: with 8 activation rows read at
+ * the same offset (batches), a stride near a multiple of 4 KiB put them all in the same L1
+ * sets (the extra run alone made width 4864's stride 4 KiB + 32 bytes). */
+static size_t q4a_act_bytes(int nb) {
+    const size_t lines = ((size_t)100 * nb + 63) / 64;
+    return 64 * (lines | 1);
+}
 
 static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
-    const int G = (nb + 7) / 8;
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
-    float *d = (float *)(out + 64 * (size_t)nb), *d8 = (float *)(out + 96 * (size_t)nb);
-    float *d1 = d8 + 16 * (size_t)G;
+    float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb);
     for (int b = 0; b < nb; b++) {
         memcpy(q + 32 * b, a[b].q, 32);
         for (int k = 0; k < 8; k++) {
@@ -261,13 +253,8 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
             c[8 * b + k] = -8 * (v[0] + v[1] + v[2] + v[3]);
             d[8 * b + k] = a[b].d;
         }
+        d1[b] = a[b].d;
     }
-    for (int g = 0; g < G; g++)
-        for (int l = 0; l < 16; l++) {
-            const int b = 8 * g + l / 4 + (l & 2 ? 4 : 0), k = 8 * g + (l & 7);
-            d8[16 * g + l] = b < nb ? a[b].d : 0.0f;
-            if (l < 8) d1[8 * g + l] = k < nb ? a[k].d : 0.0f;
-        }
 }
 
 /* Repacked Q4_0 (llm_mat.packed, q4x.c) takes the q4x kernels: one group of 4 rows x up to 8
@@ -377,10 +364,9 @@ static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const u
         int k = 0;
         while (t >= first[k + 1]) k++;
         const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
-        const size_t rb = w[k]->packed ? llm_packed_stride(w[k]) : w[k]->row_bytes;
-        const uint8_t *row = (const uint8_t *)(w[k]->packed ? w[k]->packed : w[k]->data) + (size_t)r * rb;
+        const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
         for (int j = 0; j < n; j += 8)
-            fn[k](row, rb, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
+            fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
                   (size_t)rows);
     }
 }
@@ -414,10 +400,9 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
  * kernels up to 4 rows, and the 32-value ones beyond that only on rows of up to 64 blocks (8
  * rows' activations in 48 KiB; at width 896 Q5_0's was the faster at 16 rows too: 124-135
  * against 107-112 tokens per CPU s). */
-static q4a_fn kernel_512(const llm_mat *w, int n, int nb) {
+static q4a_fn kernel_512(uint32_t type, int n, int nb) {
     const int narrow = n <= 4 || nb <= 64;
-    if (w->packed) return w->type == GGML_TYPE_Q5_0 ? rows_q5x_512 : w->type == GGML_TYPE_Q8_0 ? rows_q8x_512 : NULL; /* Q4_0: q4x */
-    switch (w->type) {
+    switch (type) {
     case GGML_TYPE_Q5_0: return narrow ? rows_q5a_512 : NULL;
     case GGML_TYPE_Q8_0: return narrow ? rows_q8a_512 : NULL;
     case GGML_TYPE_IQ4_NL: return narrow ? rows_iq4nla_512 : NULL;
@@ -446,7 +431,7 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
     const int cols = w[0]->cols, nb = cols / 32;
     q4a_fn fn[Q4A_MAX_GROUP];
     for (int k = 0; k < nw; k++)
-        if (w[k]->cols != cols || !(fn[k] = kernel_512(w[k], n, nb))) return -1;
+        if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
     if (!xa) return -1;
     for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
@@ -508,7 +493,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
         return rc;
     }
 #ifdef LLM_HAVE_AVX512
-    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w, n, nb) : NULL;
+    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w->type, n, nb) : NULL;
     if (f512) {
         int rc = matmul_q4a(w, f512, xa, n, y);
         free(xa);
@@ -524,9 +509,9 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp parallel if (work > 65536)
     {
         dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
-        /* a repacked row is put back in file form for the row and portable kernels */
-        uint8_t *fr = w->packed ? malloc(w->row_bytes) : NULL;
-        if ((!rk && !u) || (w->packed && !fr)) {
+        /* a repacked row is put back in file form for the portable kernel */
+        uint8_t *fr = !rk && w->packed ? malloc(w->row_bytes) : NULL;
+        if (!rk && (!u || (w->packed && !fr))) {
 #pragma omp atomic write
             failed = 1;
             free(u);
@@ -535,11 +520,6 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            if (w->packed) {
-                if (!fr) continue;
-                llm_packed_row(w, r, 0, nb, fr);
-                row = fr;
-            }
 #ifdef LLM_X86
             if (rk) {
                 for (int j = 0; j < n; j += 8)
@@ -548,6 +528,10 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
             }
 #endif
             if (!u) continue;
+            if (fr) {
+                llm_q4x_row(w, r, 0, nb, fr);
+                row = fr;
+            }
             dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }
