@@ -406,6 +406,5 @@ static Q5ATTR void rows_q6kx_512(const uint8_t *p, size_t rb, int R, const uint8
     }
 }
 
-
 #undef Q5TGT
 #undef Q5ATTR

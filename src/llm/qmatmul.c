@@ -229,8 +229,8 @@ static row_fn row_kernel(uint32_t type) {
 }
 
 /* Q4_0 takes its own kernels on the q4a activation layout: per activation row, nb x 32 int8
- * values, nb x 8 int32 c_k = -8 * (sum of values 4k..4k+3), nb x 8 copies of the scale
- * (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
+ * values, nb x 8 int32 c_k = -8 * (sum of values 4k..4k+3), nb x 8 copies of the scale, nb
+ * scales (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 /* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
