@@ -67,4 +67,15 @@ static inline int bench_parse_args(int argc, char **argv, const bench_arg *args,
     return 0;
 }
 
+/* qsort's order of doubles, and the median of n (sorted in place). */
+static inline int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static inline double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 #endif

@@ -84,11 +84,6 @@ static double read_best(int k) {
 
 static double read_bandwidth(void) { return read_best(4); }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* sgemm at the model's FFN shape, timed like everything else (wall clock or CPU time). */
 static double sgemm_gflops(void) { return bench_sgemm_gflops_clock(512, 4864, 896, now); }
 
@@ -296,13 +291,7 @@ static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int 
             rc = llm_decode(s, slots, tok + (st % nb), nb, lg);
             st_t[st] = now() - t0;
         }
-        for (int a = 0; a < ns; a++)
-            for (int b = a + 1; b < ns; b++)
-                if (st_t[b] < st_t[a]) {
-                    double t = st_t[a];
-                    st_t[a] = st_t[b];
-                    st_t[b] = t;
-                }
+        qsort(st_t, (size_t)ns, sizeof *st_t, bench_cmp_double);
         dt = st_t[ns / 2];
         /* Decode 1 against the read bandwidth of the same moment: on this shared host the
          * bandwidth moved between 34 and 75 GB/s from one minute to the next, so a ratio of a
@@ -318,8 +307,7 @@ static int run_type(const llm_config *c, uint32_t type, int mix, int exact, int 
                 rc = llm_decode(s, slots, tok, 1, lg);
                 rt[st] = now() - t0;
             }
-            qsort(rt, 8, sizeof *rt, cmp_double);
-            r->ratio[r->rounds++] = (double)r->weight_bytes / ((rt[3] + rt[4]) / 2) / 1e9 / bw_r;
+            if (!rc) r->ratio[r->rounds++] = (double)r->weight_bytes / bench_median(rt, 8) / 1e9 / bw_r;
         }
         double tps = (double)nb / dt;
         if (pass) {
@@ -539,10 +527,9 @@ int main(int argc, char **argv) {
             if (r.rounds) {
                 double q[MAX_ROUNDS];
                 memcpy(q, r.ratio, sizeof(double) * r.rounds);
-                qsort(q, r.rounds, sizeof *q, cmp_double);
+                const double med = bench_median(q, r.rounds); /* q sorted */
                 printf("  decode  1, interleaved with the read loop: median %3.0f%% of read bandwidth (%d rounds, %.0f-%.0f%%)\n",
-                       100 * (r.rounds % 2 ? q[r.rounds / 2] : (q[r.rounds / 2 - 1] + q[r.rounds / 2]) / 2), r.rounds,
-                       100 * q[0], 100 * q[r.rounds - 1]);
+                       100 * med, r.rounds, 100 * q[0], 100 * q[r.rounds - 1]);
             }
             printf("  decode %2d: %8.2f tokens/s  %6.1f GFLOP/s = %3.0f%% of sgemm (target 50%%)\n", B, r.dB_tps,
                    r.dB_gflops, 100 * r.dB_gflops / gf);

@@ -81,10 +81,6 @@ static void *client(void *arg) {
     return NULL;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 static double cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -110,7 +106,7 @@ static double run(int port, const char *label, const char *path, const char *mod
     }
     double wall = dr_now() - t0, cpu = cpu_s() - c0;
     int n = per * clients;
-    qsort(lat, (size_t)n, sizeof *lat, cmp_d);
+    qsort(lat, (size_t)n, sizeof *lat, bench_cmp_double);
     double rps = n / wall;
     printf("%-22s %2d clients %4d req  %7.2f req/s  p50 %7.1f ms  p95 %7.1f ms  p99 %7.1f ms  wall %6.2f s  cpu %6.2f s%s\n",
            label, clients, n, rps, 1e3 * lat[n / 2], 1e3 * lat[(int)(0.95 * (n - 1))], 1e3 * lat[(int)(0.99 * (n - 1))],
