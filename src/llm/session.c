@@ -391,11 +391,20 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
             if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
         } else {
             const int nh = c->n_heads;
-#pragma omp parallel for schedule(dynamic, 1) if (n * nh > 1)
-            for (int ih = 0; ih < n * nh; ih++) {
-                int i = ih / nh, h = ih % nh;
-                float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
-                attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
+            /* One token: its heads all cost the same, and a static split saves claiming 14 heads
+             * one at a time across the cores (attention at Qwen2.5-0.5B's shape, 16-80 positions:
+             * 6.5-7.4 against 7.9-10.8 us a layer). Tokens of different slots differ in length. */
+            if (n == 1) {
+#pragma omp parallel for schedule(static)
+                for (int h = 0; h < nh; h++)
+                    attend_one(s, l, slot[0], pos[0], s->q, s->att, s->scores + (size_t)omp_get_thread_num() * sc_stride(s), h);
+            } else {
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int ih = 0; ih < n * nh; ih++) {
+                    int i = ih / nh, h = ih % nh;
+                    float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
+                    attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
+                }
             }
         }
         mm(&L->wo, s->att, n, s->h);

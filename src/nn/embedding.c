@@ -14,12 +14,11 @@ static int check_ids(const int32_t *ids, int N, int V) {
 int nn_embedding_forward(float *out, const float *table, const int32_t *ids, int N, int V, int D) {
     int rc = check_ids(ids, N, V);
     if (rc) return rc;
-#pragma omp parallel for schedule(static) if ((size_t)N * D >= NN_PAR_MIN)
-    for (int i = 0; i < N; i++) {
+    NN_PAR_FOR((size_t)N * D >= NN_PAR_MIN, for (int i = 0; i < N; i++) {
         float *o = out + (size_t)i * D;
         if (ids[i] < 0) memset(o, 0, sizeof(float) * (size_t)D);
         else memcpy(o, table + (size_t)ids[i] * D, sizeof(float) * (size_t)D);
-    }
+    });
     return DR_OK;
 }
 

@@ -5,8 +5,7 @@
 
 void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++) {
+    NN_PAR_FOR((size_t)N * C >= NN_PAR_MIN, for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *o = out + (size_t)n * C;
         double s = 0.0;
@@ -26,7 +25,7 @@ void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
         }
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = rs;
-    }
+    });
 }
 
 void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
@@ -72,8 +71,7 @@ void nn_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
 }
 
 void nn_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++) {
+    NN_PAR_FOR((size_t)N * C >= NN_PAR_MIN, for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *o = out + (size_t)n * C;
         double ss = 0.0;
@@ -81,7 +79,7 @@ void nn_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
         float rs = (float)(1.0 / sqrt(ss / C + (double)eps));
         for (int c = 0; c < C; c++) o[c] = w ? xr[c] * rs * w[c] : xr[c] * rs;
         if (rstd) rstd[n] = rs;
-    }
+    });
 }
 
 void nn_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,

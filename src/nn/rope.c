@@ -57,8 +57,7 @@ static void rope_run(float *out, const float *in, const float *cs, const float *
                      int T, int H, int Dh, int rot_dim, float theta, int mode, int dir, int acc) {
     if (rot_dim <= 0 || rot_dim > Dh) rot_dim = Dh;
     const int half = rot_dim / 2;
-#pragma omp parallel for schedule(static) if ((size_t)N * H * rot_dim >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++) {
+    NN_PAR_FOR((size_t)N * H * rot_dim >= NN_PAR_MIN, for (int n = 0; n < N; n++) {
         const size_t base = (size_t)n * H * Dh;
         if (cs) {
             rotate_token(out + base, in + base, cs + (size_t)n * half, sn + (size_t)n * half, 0, half, H, Dh, half,
@@ -74,7 +73,7 @@ static void rope_run(float *out, const float *in, const float *cs, const float *
         if (acc && rot_dim < Dh) /* the unrotated tail passes the gradient through */
             for (int h = 0; h < H; h++)
                 for (int d = rot_dim; d < Dh; d++) out[base + (size_t)h * Dh + d] += in[base + (size_t)h * Dh + d];
-    }
+    });
 }
 
 void nn_rope_forward(float *x, const int32_t *pos, int N, int T, int H, int Dh, int rot_dim,
@@ -90,10 +89,10 @@ void nn_rope_backward(float *dx, const float *dout, const int32_t *pos, int N, i
 void nn_rope_table(float *cs, float *sn, const int32_t *pos, int N, int T, int rot_dim, float theta,
                    const float *factors) {
     const int half = rot_dim / 2;
-#pragma omp parallel for schedule(static) if ((size_t)N * half * 16 >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++)
+    NN_PAR_FOR((size_t)N * half * 16 >= NN_PAR_MIN, for (int n = 0; n < N; n++) {
         rope_angles(cs + (size_t)n * half, sn + (size_t)n * half, rope_pos(pos, n, T), 0, half, rot_dim, theta,
                     factors);
+    });
 }
 
 void nn_rope_apply(float *x, const float *cs, const float *sn, int N, int H, int Dh, int rot_dim, int mode) {

@@ -22,8 +22,9 @@ void nn_softmax_row(float *y, const float *x, int C) {
 }
 
 void nn_softmax_forward(float *y, const float *x, int N, int C) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= NN_PAR_MIN)
-    for (int n = 0; n < N; n++) nn_softmax_row(y + (size_t)n * C, x + (size_t)n * C, C);
+    NN_PAR_FOR((size_t)N * C >= NN_PAR_MIN, for (int n = 0; n < N; n++) {
+        nn_softmax_row(y + (size_t)n * C, x + (size_t)n * C, C);
+    });
 }
 
 void nn_softmax_backward(float *dx, const float *dy, const float *y, int N, int C) {
