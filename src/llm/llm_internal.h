@@ -32,6 +32,11 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y);
 int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y);
 /* y[k] = W[k] x as llm_matmul_fast does, grouped where llm_matmul_q8act_group can. */
 void llm_matmul_fast_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y);
+/* y = W_down (silu(W_gate x) * W_up x) on the fast path in one parallel region (g, u: F floats
+ * per row, overwritten); -1 (nothing written) where its kernels do not apply. */
+int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y);
+/* Turns llm_ffn_q8act off (0) or on (1, the default), for tests and benches; returns the old setting. */
+int llm_ffn_fused_set(int on);
 /* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
  * BF16, the CPU lacks the instructions, or no memory (nothing written). */
 int llm_bf16dp_available(void);

@@ -14,7 +14,9 @@
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
+#include "deeprec/nn.h"
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -244,9 +246,9 @@ static size_t q4a_act_bytes(int nb) {
 
 /* q4a_pack's runs with 8 lanes, the same integers: it runs on one thread before each decode
  * matmul, and its scalar loop took about as long as rounding the activations. */
-__attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a, int nb, int8_t *q, int32_t *c, float *d, float *d1) {
+__attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a, int b0, int b1, int8_t *q, int32_t *c, float *d, float *d1) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    for (int b = 0; b < nb; b++) {
+    for (int b = b0; b < b1; b++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)a[b].q);
         _mm256_storeu_si256((__m256i *)(q + 32 * b), v);
         /* sums of 4 consecutive values: byte pairs (1 x v, unsigned x signed), then word pairs */
@@ -257,15 +259,16 @@ __attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a,
     }
 }
 
-static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
+/* Blocks b0..b1-1 (a[b0..b1-1]) of an activation row of nb blocks into its q4a layout at out. */
+static void q4a_pack_blocks(const llm_ablk *a, int b0, int b1, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
     float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb);
     if (kern() >= KERN_AVX2) {
-        q4a_pack_avx2(a, nb, q, c, d, d1);
+        q4a_pack_avx2(a, b0, b1, q, c, d, d1);
         return;
     }
-    for (int b = 0; b < nb; b++) {
+    for (int b = b0; b < b1; b++) {
         memcpy(q + 32 * b, a[b].q, 32);
         for (int k = 0; k < 8; k++) {
             const int8_t *v = a[b].q + 4 * k;
@@ -275,6 +278,8 @@ static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) {
         d1[b] = a[b].d;
     }
 }
+
+static void q4a_pack(const llm_ablk *a, int nb, uint8_t *out) { q4a_pack_blocks(a, 0, nb, nb, out); }
 
 /* Repacked Q4_0 (llm_mat.packed, q4x.c) takes the q4x kernels: one group of 4 rows x up to 8
  * activation rows per call, on the q4x activation layout (q4x_act_pack). */
@@ -357,50 +362,70 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
 static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
 
 #define Q4A_MAX_GROUP 4
-/* y_k = W_k x for nw <= Q4A_MAX_GROUP matrices of one width with q4a kernels fn[k], on n packed
+/* The tiles of nw <= Q4A_MAX_GROUP matrices of one width with q4a kernels fn[k], on n packed
  * activation rows ax: tiles of q4a_rows_per_tile rows, the tiles of all matrices one index
- * space split over the threads in one parallel region, batches of up to 8 activation rows per
- * pass over a tile. */
-static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
-    const int nb = w[0]->cols / 32;
-    const size_t as = q4a_act_bytes(nb);
-    int first[Q4A_MAX_GROUP + 1] = {0}, R[Q4A_MAX_GROUP];
+ * space. Returns the work (multiply-adds) for the caller's parallel threshold. */
+typedef struct q4a_plan {
+    const llm_mat *const *w;
+    const q4a_fn *fn;
+    int nw, n, nb, tiles;
+    int first[Q4A_MAX_GROUP + 1], R[Q4A_MAX_GROUP];
+    size_t as;
+    const uint8_t *ax;
+    float *const *y;
+} q4a_plan;
+
+static double q4a_plan_make(q4a_plan *pl, const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
+    *pl = (q4a_plan){.w = w, .fn = fn, .nw = nw, .n = n, .nb = w[0]->cols / 32, .as = q4a_act_bytes(w[0]->cols / 32), .ax = ax, .y = y};
     double work = 0;
     for (int k = 0; k < nw; k++) {
-        R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
-        first[k + 1] = first[k] + (w[k]->rows + R[k] - 1) / R[k];
+        pl->R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
+        pl->first[k + 1] = pl->first[k] + (w[k]->rows + pl->R[k] - 1) / pl->R[k];
         work += (double)w[k]->rows * w[k]->cols * n;
     }
-    const int tiles = first[nw];
-    /* guided, not static: the two vCPUs of the development VM ran these kernels at speeds 10-30%
-     * apart (one-thread decode pinned to each), and a static split waits for the slower one at
-     * every matrix. Guided hands out contiguous runs, halving, so each thread still streams
-     * long runs and the faster one takes the rest. Bench-shaped decode steps alternated in one
-     * process (a scratch bench_llm, 240 steps, three runs): static / guided 1.00-1.16 for
-     * Q4_K_M, 1.00-1.05 for Q8_0. */
-#pragma omp parallel if (work > 65536)
-    {
-        int prev = -2;
+    pl->tiles = pl->first[nw];
+    return work;
+}
+
+/* The plan's tiles split over the threads of the enclosing parallel region (or run by the
+ * one thread outside any), with the implicit barrier of an omp for at the end.
+ * Guided, not static: the two vCPUs of the development VM ran these kernels at speeds 10-30%
+ * apart (one-thread decode pinned to each), and a static split waits for the slower one at
+ * every matrix. Guided hands out contiguous runs, halving, so each thread still streams
+ * long runs and the faster one takes the rest. Bench-shaped decode steps alternated in one
+ * process (a scratch bench_llm, 240 steps, three runs): static / guided 1.00-1.16 for
+ * Q4_K_M, 1.00-1.05 for Q8_0. */
+static void q4a_plan_run(const q4a_plan *pl) {
+    const int n = pl->n;
+    int prev = -2;
 #pragma omp for schedule(guided)
-        for (int t = 0; t < tiles; t++) {
-            int k = 0;
-            while (t >= first[k + 1]) k++;
-            const int rows = w[k]->rows, r = (t - first[k]) * R[k], nr = rows - r < R[k] ? rows - r : R[k];
-            const uint8_t *row = (const uint8_t *)w[k]->data + (size_t)r * w[k]->row_bytes;
-            /* The kernels prefetch some KiB or a tile ahead of what they read, so the start of
-             * each run of tiles a thread takes (a few a matrix under guided scheduling) was
-             * read by demand misses; its first 8 KiB are asked for at once here. Decode steps
-             * alternated in one process, with / without: 0.988-1.000 (Q4_K_M, Q8_0). */
-            if (t != prev + 1) {
-                const size_t left = (size_t)(rows - r) * w[k]->row_bytes, pre = left < 8192 ? left : 8192;
-                for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
-            }
-            prev = t;
-            for (int j = 0; j < n; j += 8)
-                fn[k](row, w[k]->row_bytes, nr, ax + (size_t)j * as, as, n - j < 8 ? n - j : 8, nb, y[k] + (size_t)j * rows + r,
-                      (size_t)rows);
+    for (int t = 0; t < pl->tiles; t++) {
+        int k = 0;
+        while (t >= pl->first[k + 1]) k++;
+        const llm_mat *w = pl->w[k];
+        const int rows = w->rows, r = (t - pl->first[k]) * pl->R[k], nr = rows - r < pl->R[k] ? rows - r : pl->R[k];
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        /* The kernels prefetch some KiB or a tile ahead of what they read, so the start of
+         * each run of tiles a thread takes (a few a matrix under guided scheduling) was
+         * read by demand misses; its first 8 KiB are asked for at once here. Decode steps
+         * alternated in one process, with / without: 0.988-1.000 (Q4_K_M, Q8_0). */
+        if (t != prev + 1) {
+            const size_t left = (size_t)(rows - r) * w->row_bytes, pre = left < 8192 ? left : 8192;
+            for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
         }
+        prev = t;
+        for (int j = 0; j < n; j += 8)
+            pl->fn[k](row, w->row_bytes, nr, pl->ax + (size_t)j * pl->as, pl->as, n - j < 8 ? n - j : 8, pl->nb,
+                      pl->y[k] + (size_t)j * rows + r, (size_t)rows);
     }
+}
+
+/* y_k = W_k x for nw <= Q4A_MAX_GROUP matrices of one width in one parallel region. */
+static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
+    q4a_plan pl;
+    const double work = q4a_plan_make(&pl, w, fn, nw, ax, n, y);
+#pragma omp parallel if (work > 65536)
+    q4a_plan_run(&pl);
 }
 
 /* n activation rows in the q4a layout (aligned for the kernels), or NULL when out of memory. */
@@ -475,6 +500,71 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
     return 0;
 #else
     (void)w, (void)nw, (void)x, (void)n, (void)y;
+    return -1;
+#endif
+}
+
+/* The feed-forward block on the fast path, y = W_down (silu(W_gate x) * W_up x), in one
+ * parallel region: the gate/up tiles, then each thread's share of the SwiGLU and of the
+ * rounding and packing of ffn_down's input (blocks of 32), then the ffn_down tiles, with the
+ * omp for barriers between. At batch 1 the step had two regions (2-2.5 us to open and
+ * about 2 to close each on the development VM) with the SwiGLU and the packing of 4864 values
+ * on one thread between them. The same kernels, tiles and activation bytes as gate/up through
+ * llm_matmul_q8act_group then nn_swiglu_forward then ffn_down through llm_matmul_q8act, so
+ * the same results bit for bit; g and u hold W_gate x (then the SwiGLU) and W_up x. -1
+ * (nothing written) unless all three matrices take 512-bit q4a kernels at this batch and the
+ * batch is below the sgemm path's. */
+static int g_ffn_fused = 1;
+int llm_ffn_fused_set(int on) {
+    const int was = g_ffn_fused;
+    g_ffn_fused = on != 0;
+    return was;
+}
+
+int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
+#ifdef LLM_HAVE_AVX512
+    if (!g_ffn_fused) return -1;
+    const int D = gate->cols, F = gate->rows, nb = D / 32, nbf = F / 32;
+    q4a_fn fn[2], fd;
+    if (n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || D % 32 || F % 32 || up->cols != D || up->rows != F || down->cols != F || gate->packed ||
+        up->packed || down->packed || !(fn[0] = kernel_512(gate->type, n, nb)) || !(fn[1] = kernel_512(up->type, n, nb)) ||
+        !(fd = kernel_512(down->type, n, nbf)))
+        return -1;
+    /* xa holds x's blocks, then (once they are packed) ffn_down's input's */
+    llm_ablk *xa = malloc((size_t)n * (nb > nbf ? nb : nbf) * sizeof *xa);
+    uint8_t *af = aligned_alloc(64, (q4a_act_bytes(nbf) * n + 63) / 64 * 64), *ax = NULL;
+    if (xa && af) {
+        for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * D, D, xa + (size_t)j * nb);
+        ax = q4a_pack_rows(xa, n, nb);
+    }
+    if (!ax) {
+        free(xa), free(af);
+        return -1;
+    }
+    const llm_mat *gu[2] = {gate, up}, *dn[1] = {down};
+    float *const gu_y[2] = {g, u}, *const dn_y[1] = {y};
+    q4a_plan pg, pd;
+    const double work = q4a_plan_make(&pg, gu, fn, 2, ax, n, gu_y) + q4a_plan_make(&pd, dn, &fd, 1, af, n, dn_y);
+    const size_t asf = q4a_act_bytes(nbf);
+#pragma omp parallel if (work > 65536)
+    {
+        q4a_plan_run(&pg);
+        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        const int b0 = (int)((long)nbf * tid / nt), b1 = (int)((long)nbf * (tid + 1) / nt);
+        for (int j = 0; j < n && b1 > b0; j++) {
+            float *gj = g + (size_t)j * F + 32 * (size_t)b0;
+            llm_ablk *aj = xa + (size_t)j * nbf;
+            nn_swiglu_forward(gj, gj, u + (size_t)j * F + 32 * (size_t)b0, 32 * (size_t)(b1 - b0));
+            llm_quantize_act(gj, 32 * (b1 - b0), aj + b0);
+            q4a_pack_blocks(aj, b0, b1, nbf, af + (size_t)j * asf);
+        }
+#pragma omp barrier
+        q4a_plan_run(&pd);
+    }
+    free(ax), free(af), free(xa);
+    return 0;
+#else
+    (void)gate, (void)up, (void)down, (void)x, (void)n, (void)g, (void)u, (void)y;
     return -1;
 #endif
 }

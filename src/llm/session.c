@@ -410,16 +410,18 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
-        if (s->fast) {
-            const llm_mat *gu[2] = {&L->w_gate, &L->w_up};
-            float *const out[2] = {s->g, s->u};
-            llm_matmul_fast_group(gu, 2, s->h, n, out);
-        } else {
-            mm(&L->w_gate, s->h, n, s->g);
-            mm(&L->w_up, s->h, n, s->u);
+        if (!s->fast || llm_ffn_q8act(&L->w_gate, &L->w_up, &L->w_down, s->h, n, s->g, s->u, s->h)) {
+            if (s->fast) {
+                const llm_mat *gu[2] = {&L->w_gate, &L->w_up};
+                float *const out[2] = {s->g, s->u};
+                llm_matmul_fast_group(gu, 2, s->h, n, out);
+            } else {
+                mm(&L->w_gate, s->h, n, s->g);
+                mm(&L->w_up, s->h, n, s->u);
+            }
+            nn_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
+            mm(&L->w_down, s->g, n, s->h);
         }
-        nn_swiglu_forward(s->g, s->g, s->u, (size_t)n * F);
-        mm(&L->w_down, s->g, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
     }
     if (logits && logits_from < n) {

@@ -4,6 +4,7 @@
 #include "harness.h"
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
+#include "deeprec/nn.h"
 #include "llm/llm_internal.h"
 #include <jansson.h>
 #include <math.h>
@@ -408,6 +409,65 @@ TEST(quant_q4_0_repacked_at_load) {
     free(lp);
     free(lf);
     llm_model_free(m);
+}
+
+/* The feed-forward block in one parallel region (llm_ffn_q8act) gives what gate/up, SwiGLU and
+ * ffn_down one after another give, bit for bit: one layer's block at batches 1..4, then the
+ * logits of 8 decode steps of every fixture, one slot and three at once, with it on and off. */
+TEST(quant_fused_ffn_matches_unfused) {
+    const char *dir = quant_dir();
+    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    if (strcmp(llm_kernel_name(), "avx512-vnni")) SKIP("the fused block needs the avx512-vnni kernels (here %s)", llm_kernel_name());
+    int fused_types = 0;
+    for (int f = 0; f < N_FIXTURES; f++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/tiny-%s.gguf", dir, FIXTURES[f]);
+        llm_model *m;
+        CHECK_OK(llm_model_load(&m, p));
+        const llm_layer *L = &m->layers[1];
+        const int D = m->cfg.dim, F = m->cfg.ffn, V = m->cfg.vocab;
+        dr_rng g;
+        dr_rng_seed(&g, 5);
+        float *x = malloc(sizeof(float) * 4 * D), *ga = malloc(sizeof(float) * 4 * F), *ua = malloc(sizeof(float) * 4 * F);
+        float *gb = malloc(sizeof(float) * 4 * F), *ub = malloc(sizeof(float) * 4 * F);
+        float *ya = malloc(sizeof(float) * 4 * D), *yb = malloc(sizeof(float) * 4 * D);
+        for (int i = 0; i < 4 * D; i++) x[i] = dr_rng_normal(&g);
+        int used = 0;
+        for (int n = 1; n <= 4; n++) {
+            if (llm_ffn_q8act(&L->w_gate, &L->w_up, &L->w_down, x, n, ga, ua, ya)) continue;
+            used = 1;
+            const llm_mat *gu[2] = {&L->w_gate, &L->w_up};
+            float *const out[2] = {gb, ub};
+            llm_matmul_fast_group(gu, 2, x, n, out);
+            nn_swiglu_forward(gb, gb, ub, (size_t)n * F);
+            llm_matmul_fast(&L->w_down, gb, n, yb);
+            CHECK_MSG(!memcmp(ya, yb, sizeof(float) * n * D), "%s: fused block differs at batch %d", FIXTURES[f], n);
+        }
+        fused_types += used;
+        const int32_t tok[] = {1, 17, 300, 5, 42, 999, 3, 64};
+        const int nt = (int)(sizeof tok / sizeof *tok);
+        float *lg[2];
+        for (int pass = 0; pass < 2; pass++) {
+            llm_ffn_fused_set(pass == 0);
+            lg[pass] = malloc(sizeof(float) * (size_t)nt * 4 * V);
+            llm_session *s;
+            CHECK_OK(llm_session_new(&s, m, 3, 2 * nt + 2));
+            llm_session_set_fast(s, 1);
+            for (int i = 0; i < nt; i++) {
+                CHECK_OK(llm_decode(s, (int[]){0}, tok + i, 1, lg[pass] + (size_t)i * 4 * V));
+                const int32_t three[3] = {tok[i], tok[(i + 3) % nt], tok[(i + 5) % nt]};
+                CHECK_OK(llm_decode(s, (int[]){1, 2, 0}, three, 3, lg[pass] + ((size_t)i * 4 + 1) * V));
+            }
+            llm_session_free(s);
+        }
+        llm_ffn_fused_set(1);
+        CHECK_MSG(!memcmp(lg[0], lg[1], sizeof(float) * (size_t)nt * 4 * V), "%s: decode logits differ with the fused block", FIXTURES[f]);
+        free(lg[0]), free(lg[1]);
+        free(x), free(ga), free(ua), free(gb), free(ub), free(ya), free(yb);
+        llm_model_free(m);
+    }
+    printf("  fused feed-forward block used by %d of %d fixtures\n", fused_types, N_FIXTURES);
+    CHECK(fused_types >= 8);
 }
 
 /* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
