@@ -35,8 +35,12 @@ void llm_matmul_fast_group(const llm_mat *const *w, int nw, const float *x, int 
 /* y = W_down (silu(W_gate x) * W_up x) on the fast path in one parallel region (g, u: F floats
  * per row, overwritten); -1 (nothing written) where its kernels do not apply. */
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y);
-/* Turns llm_ffn_q8act off (0) or on (1, the default), for tests and benches; returns the old setting. */
-int llm_ffn_fused_set(int on);
+/* y = W x, x written in the same parallel region by produce(ctx), which ends with a barrier (an
+ * orphaned omp for); -1 (nothing run) where its kernel does not apply. */
+int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y);
+/* Turns llm_ffn_q8act and llm_matmul_q8act_after off (0) or on (1, the default), for tests and
+ * benches; returns the old setting. */
+int llm_fused_regions_set(int on);
 /* BF16 weights x bf16-rounded activations with AVX512_BF16 (bf16dp.c); -1 when the type is not
  * BF16, the CPU lacks the instructions, or no memory (nothing written). */
 int llm_bf16dp_available(void);

@@ -504,6 +504,55 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
 #endif
 }
 
+static int g_fused = 1;
+int llm_fused_regions_set(int on) {
+    const int was = g_fused;
+    g_fused = on != 0;
+    return was;
+}
+
+/* y = W x where x (n rows of W's width) is written inside the same parallel region by
+ * produce(ctx), which ends with a barrier (an orphaned omp for has one): then each thread rounds
+ * and packs its share of x's blocks, and the tiles follow. One token's attention and the o
+ * matrix had a region each, with the rounding of the 896 values on one thread between them; a
+ * static split of the heads leaves each thread the blocks of its own heads to round. Results
+ * as llm_matmul_q8act's bit for bit. -1 (nothing run, produce neither) unless W takes a 512-bit
+ * q4a kernel at this batch below the sgemm path's. */
+int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y) {
+#ifdef LLM_HAVE_AVX512
+    const int nb = w->cols / 32;
+    q4a_fn fn;
+    if (!g_fused || n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || w->cols % 32 || w->packed || !(fn = kernel_512(w->type, n, nb)))
+        return -1;
+    const size_t as = q4a_act_bytes(nb);
+    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    if (!xa || !ax) {
+        free(xa), free(ax);
+        return -1;
+    }
+    q4a_plan pl;
+    const double work = q4a_plan_make(&pl, &w, &fn, 1, ax, n, &y);
+#pragma omp parallel if (work > 65536)
+    {
+        produce(ctx);
+        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        const int b0 = (int)((long)nb * tid / nt), b1 = (int)((long)nb * (tid + 1) / nt);
+        for (int j = 0; j < n && b1 > b0; j++) {
+            llm_quantize_act(x + (size_t)j * w->cols + 32 * (size_t)b0, 32 * (b1 - b0), xa + (size_t)j * nb + b0);
+            q4a_pack_blocks(xa + (size_t)j * nb, b0, b1, nb, ax + (size_t)j * as);
+        }
+#pragma omp barrier
+        q4a_plan_run(&pl);
+    }
+    free(ax), free(xa);
+    return 0;
+#else
+    (void)w, (void)x, (void)n, (void)produce, (void)ctx, (void)y;
+    return -1;
+#endif
+}
+
 /* The feed-forward block on the fast path, y = W_down (silu(W_gate x) * W_up x), in one
  * parallel region: the gate/up tiles, then each thread's share of the SwiGLU and of the
  * rounding and packing of ffn_down's input (blocks of 32), then the ffn_down tiles, with the
@@ -514,16 +563,10 @@ int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int 
  * the same results bit for bit; g and u hold W_gate x (then the SwiGLU) and W_up x. -1
  * (nothing written) unless all three matrices take 512-bit q4a kernels at this batch and the
  * batch is below the sgemm path's. */
-static int g_ffn_fused = 1;
-int llm_ffn_fused_set(int on) {
-    const int was = g_ffn_fused;
-    g_ffn_fused = on != 0;
-    return was;
-}
 
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
 #ifdef LLM_HAVE_AVX512
-    if (!g_ffn_fused) return -1;
+    if (!g_fused) return -1;
     const int D = gate->cols, F = gate->rows, nb = D / 32, nbf = F / 32;
     q4a_fn fn[2], fd;
     if (n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || D % 32 || F % 32 || up->cols != D || up->rows != F || down->cols != F || gate->packed ||

@@ -265,6 +265,20 @@ static void attend_one(const llm_session *s, int layer, int slot, int pos, const
     for (int t = 0; t < len; t++) axpy(sc[t], V + (size_t)t * kvd, o, hd);
 }
 
+/* One token's heads, split statically over the threads of the enclosing region (an orphaned
+ * omp for, with its barrier): the heads all cost the same, and claiming 14 heads one at a time
+ * across the cores cost more (attention at Qwen2.5-0.5B's shape, 16-80 positions: 6.5-7.4
+ * against 7.9-10.8 us a layer); the static split also leaves each thread the rounding of its own
+ * heads' outputs (llm_matmul_q8act_after). */
+typedef struct attn_one_ctx { llm_session *s; int layer, slot, pos; } attn_one_ctx;
+static void attend_heads(void *p) {
+    const attn_one_ctx *a = p;
+    llm_session *s = a->s;
+#pragma omp for schedule(static)
+    for (int h = 0; h < s->m->cfg.n_heads; h++)
+        attend_one(s, a->layer, a->slot, a->pos, s->q, s->att, s->scores + (size_t)omp_get_thread_num() * sc_stride(s), h);
+}
+
 /* Head group g's K or V of one slot's first len positions as fp32: the cache itself (leading
  * dimension kvd) or, for an fp16 cache, widened into dst (leading dimension head_dim). */
 static const float *kv_head_f32(llm_session *s, void *base, int layer, int slot, int g, int len, float *dst, int *ld) {
@@ -389,25 +403,24 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
         }
         if (use_sgemm_attn) {
             if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
+            mm(&L->wo, s->att, n, s->h);
+        } else if (n == 1) {
+            attn_one_ctx a = {s, l, slot[0], pos[0]};
+            if (!s->fast || llm_matmul_q8act_after(&L->wo, s->att, 1, attend_heads, &a, s->h)) {
+#pragma omp parallel
+                attend_heads(&a);
+                mm(&L->wo, s->att, n, s->h);
+            }
         } else {
             const int nh = c->n_heads;
-            /* One token: its heads all cost the same, and a static split saves claiming 14 heads
-             * one at a time across the cores (attention at Qwen2.5-0.5B's shape, 16-80 positions:
-             * 6.5-7.4 against 7.9-10.8 us a layer). Tokens of different slots differ in length. */
-            if (n == 1) {
-#pragma omp parallel for schedule(static)
-                for (int h = 0; h < nh; h++)
-                    attend_one(s, l, slot[0], pos[0], s->q, s->att, s->scores + (size_t)omp_get_thread_num() * sc_stride(s), h);
-            } else {
 #pragma omp parallel for schedule(dynamic, 1)
-                for (int ih = 0; ih < n * nh; ih++) {
-                    int i = ih / nh, h = ih % nh;
-                    float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
-                    attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
-                }
+            for (int ih = 0; ih < n * nh; ih++) {
+                int i = ih / nh, h = ih % nh;
+                float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
+                attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
             }
+            mm(&L->wo, s->att, n, s->h);
         }
-        mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
         if (!s->fast || llm_ffn_q8act(&L->w_gate, &L->w_up, &L->w_down, s->h, n, s->g, s->u, s->h)) {

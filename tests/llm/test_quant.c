@@ -411,10 +411,11 @@ TEST(quant_q4_0_repacked_at_load) {
     llm_model_free(m);
 }
 
-/* The feed-forward block in one parallel region (llm_ffn_q8act) gives what gate/up, SwiGLU and
- * ffn_down one after another give, bit for bit: one layer's block at batches 1..4, then the
- * logits of 8 decode steps of every fixture, one slot and three at once, with it on and off. */
-TEST(quant_fused_ffn_matches_unfused) {
+/* The merged parallel regions give what the separate steps give, bit for bit: the feed-forward
+ * block (llm_ffn_q8act) against gate/up, SwiGLU and ffn_down one after another for one layer at
+ * batches 1..4, then the logits of 8 decode steps of every fixture, one slot and three at once,
+ * with the merged regions (that block, and one token's attention with o) on and off. */
+TEST(quant_fused_regions_match_unfused) {
     const char *dir = quant_dir();
     if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
     if (strcmp(llm_kernel_name(), "avx512-vnni")) SKIP("the fused block needs the avx512-vnni kernels (here %s)", llm_kernel_name());
@@ -448,7 +449,7 @@ TEST(quant_fused_ffn_matches_unfused) {
         const int nt = (int)(sizeof tok / sizeof *tok);
         float *lg[2];
         for (int pass = 0; pass < 2; pass++) {
-            llm_ffn_fused_set(pass == 0);
+            llm_fused_regions_set(pass == 0);
             lg[pass] = malloc(sizeof(float) * (size_t)nt * 4 * V);
             llm_session *s;
             CHECK_OK(llm_session_new(&s, m, 3, 2 * nt + 2));
@@ -460,7 +461,7 @@ TEST(quant_fused_ffn_matches_unfused) {
             }
             llm_session_free(s);
         }
-        llm_ffn_fused_set(1);
+        llm_fused_regions_set(1);
         CHECK_MSG(!memcmp(lg[0], lg[1], sizeof(float) * (size_t)nt * 4 * V), "%s: decode logits differ with the fused block", FIXTURES[f]);
         free(lg[0]), free(lg[1]);
         free(x), free(ga), free(ua), free(gb), free(ub), free(ya), free(yb);
