@@ -364,7 +364,7 @@ static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 &&
 #define Q4A_MAX_GROUP 4
 /* The tiles of nw <= Q4A_MAX_GROUP matrices of one width with q4a kernels fn[k], on n packed
  * activation rows ax: tiles of q4a_rows_per_tile rows, the tiles of all matrices one index
- * space. Returns the work (multiply-adds) for the caller's parallel threshold. */
+ * space, batches of up to 8 activation rows per pass over a tile. */
 typedef struct q4a_plan {
     const llm_mat *const *w;
     const q4a_fn *fn;
@@ -375,6 +375,7 @@ typedef struct q4a_plan {
     float *const *y;
 } q4a_plan;
 
+/* Returns the work (multiply-adds) for the caller's parallel threshold. */
 static double q4a_plan_make(q4a_plan *pl, const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
     *pl = (q4a_plan){.w = w, .fn = fn, .nw = nw, .n = n, .nb = w[0]->cols / 32, .as = q4a_act_bytes(w[0]->cols / 32), .ax = ax, .y = y};
     double work = 0;
@@ -435,6 +436,20 @@ static uint8_t *q4a_pack_rows(const llm_ablk *xa, int n, int nb) {
     if (ax)
         for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
     return ax;
+}
+
+/* Inside a parallel region: this thread's share of the blocks of n activation rows x (ld floats
+ * apart) rounded into xa (nb blocks a row) and packed into the q4a rows at ax; with up, x first
+ * becomes its SwiGLU with up (also ld apart), in place. */
+static void q4a_pack_share(float *x, const float *up, size_t ld, int n, int nb, llm_ablk *xa, uint8_t *ax) {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int b0 = (int)((long)nb * tid / nt), b1 = (int)((long)nb * (tid + 1) / nt);
+    for (int j = 0; j < n && b1 > b0; j++) {
+        float *xj = x + (size_t)j * ld + 32 * (size_t)b0;
+        if (up) nn_swiglu_forward(xj, xj, up + (size_t)j * ld + 32 * (size_t)b0, 32 * (size_t)(b1 - b0));
+        llm_quantize_act(xj, 32 * (b1 - b0), xa + (size_t)j * nb + b0);
+        q4a_pack_blocks(xa + (size_t)j * nb, b0, b1, nb, ax + (size_t)j * q4a_act_bytes(nb));
+    }
 }
 
 /* y = W x with a q4a kernel (q4a_tiles for one matrix). -1 when out of memory. */
@@ -524,9 +539,8 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
     q4a_fn fn;
     if (!g_fused || n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || w->cols % 32 || w->packed || !(fn = kernel_512(w->type, n, nb)))
         return -1;
-    const size_t as = q4a_act_bytes(nb);
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
-    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    uint8_t *ax = aligned_alloc(64, (q4a_act_bytes(nb) * n + 63) / 64 * 64);
     if (!xa || !ax) {
         free(xa), free(ax);
         return -1;
@@ -536,12 +550,7 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
 #pragma omp parallel if (work > 65536)
     {
         produce(ctx);
-        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        const int b0 = (int)((long)nb * tid / nt), b1 = (int)((long)nb * (tid + 1) / nt);
-        for (int j = 0; j < n && b1 > b0; j++) {
-            llm_quantize_act(x + (size_t)j * w->cols + 32 * (size_t)b0, 32 * (b1 - b0), xa + (size_t)j * nb + b0);
-            q4a_pack_blocks(xa + (size_t)j * nb, b0, b1, nb, ax + (size_t)j * as);
-        }
+        q4a_pack_share(x, NULL, (size_t)w->cols, n, nb, xa, ax);
 #pragma omp barrier
         q4a_plan_run(&pl);
     }
@@ -563,7 +572,6 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
  * the same results bit for bit; g and u hold W_gate x (then the SwiGLU) and W_up x. -1
  * (nothing written) unless all three matrices take 512-bit q4a kernels at this batch and the
  * batch is below the sgemm path's. */
-
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
 #ifdef LLM_HAVE_AVX512
     if (!g_fused) return -1;
@@ -588,19 +596,10 @@ int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, c
     float *const gu_y[2] = {g, u}, *const dn_y[1] = {y};
     q4a_plan pg, pd;
     const double work = q4a_plan_make(&pg, gu, fn, 2, ax, n, gu_y) + q4a_plan_make(&pd, dn, &fd, 1, af, n, dn_y);
-    const size_t asf = q4a_act_bytes(nbf);
 #pragma omp parallel if (work > 65536)
     {
         q4a_plan_run(&pg);
-        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        const int b0 = (int)((long)nbf * tid / nt), b1 = (int)((long)nbf * (tid + 1) / nt);
-        for (int j = 0; j < n && b1 > b0; j++) {
-            float *gj = g + (size_t)j * F + 32 * (size_t)b0;
-            llm_ablk *aj = xa + (size_t)j * nbf;
-            nn_swiglu_forward(gj, gj, u + (size_t)j * F + 32 * (size_t)b0, 32 * (size_t)(b1 - b0));
-            llm_quantize_act(gj, 32 * (b1 - b0), aj + b0);
-            q4a_pack_blocks(aj, b0, b1, nbf, af + (size_t)j * asf);
-        }
+        q4a_pack_share(g, u, (size_t)F, n, nbf, xa, af);
 #pragma omp barrier
         q4a_plan_run(&pd);
     }
