@@ -429,13 +429,23 @@ static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const u
     q4a_plan_run(&pl);
 }
 
-/* n activation rows in the q4a layout (aligned for the kernels), or NULL when out of memory. */
+/* Room for n activation rows of nb blocks in the q4a layout (whole cache lines each, aligned
+ * for the kernels), or NULL when out of memory. */
+static uint8_t *q4a_alloc_rows(int n, int nb) { return aligned_alloc(64, q4a_act_bytes(nb) * n); }
+
+/* n activation rows in the q4a layout, or NULL when out of memory. */
 static uint8_t *q4a_pack_rows(const llm_ablk *xa, int n, int nb) {
-    const size_t as = q4a_act_bytes(nb);
-    uint8_t *ax = aligned_alloc(64, (as * n + 63) / 64 * 64);
+    uint8_t *ax = q4a_alloc_rows(n, nb);
     if (ax)
-        for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * as);
+        for (int j = 0; j < n; j++) q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * q4a_act_bytes(nb));
     return ax;
+}
+
+/* n rows of x (cols floats each) rounded into xa (cols / 32 blocks a row) and packed, or NULL
+ * when out of memory. */
+static uint8_t *q4a_round_rows(const float *x, int n, int cols, llm_ablk *xa) {
+    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * (cols / 32));
+    return q4a_pack_rows(xa, n, cols / 32);
 }
 
 /* Inside a parallel region: this thread's share of the blocks of n activation rows x (ld floats
@@ -485,6 +495,13 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
     default: return NULL;
     }
 }
+
+/* The 512-bit q4a kernel for W at a batch of n on this CPU, or NULL: the CPU's kernels are
+ * another family, W's width is not whole blocks, W is repacked, or its type and the batch take
+ * none. */
+static q4a_fn kernel_512_for(const llm_mat *w, int n) {
+    return kern() == KERN_AVX512 && w->cols % 32 == 0 && !w->packed ? kernel_512(w->type, n, w->cols / 32) : NULL;
+}
 #endif
 #endif
 
@@ -499,15 +516,14 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
  * unless every matrix takes a 512-bit q4a kernel at this batch and they share a width. */
 int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
 #ifdef LLM_HAVE_AVX512
-    if (nw < 1 || nw > Q4A_MAX_GROUP || kern() != KERN_AVX512 || w[0]->cols % 32) return -1;
-    const int cols = w[0]->cols, nb = cols / 32;
+    if (nw < 1 || nw > Q4A_MAX_GROUP) return -1;
+    const int cols = w[0]->cols;
     q4a_fn fn[Q4A_MAX_GROUP];
     for (int k = 0; k < nw; k++)
-        if (w[k]->cols != cols || w[k]->packed || !(fn[k] = kernel_512(w[k]->type, n, nb))) return -1;
-    llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
+        if (w[k]->cols != cols || !(fn[k] = kernel_512_for(w[k], n))) return -1;
+    llm_ablk *xa = malloc((size_t)n * (cols / 32) * sizeof *xa);
     if (!xa) return -1;
-    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
-    uint8_t *ax = q4a_pack_rows(xa, n, nb);
+    uint8_t *ax = q4a_round_rows(x, n, cols, xa);
     free(xa);
     if (!ax) return -1;
     q4a_tiles(w, fn, nw, ax, n, y);
@@ -535,12 +551,11 @@ int llm_fused_regions_set(int on) {
  * q4a kernel at this batch below the sgemm path's. */
 int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y) {
 #ifdef LLM_HAVE_AVX512
-    const int nb = w->cols / 32;
     q4a_fn fn;
-    if (!g_fused || n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || w->cols % 32 || w->packed || !(fn = kernel_512(w->type, n, nb)))
-        return -1;
+    if (!g_fused || n >= llm_sgemm_min_n() || !(fn = kernel_512_for(w, n))) return -1;
+    const int nb = w->cols / 32;
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
-    uint8_t *ax = aligned_alloc(64, (q4a_act_bytes(nb) * n + 63) / 64 * 64);
+    uint8_t *ax = q4a_alloc_rows(n, nb);
     if (!xa || !ax) {
         free(xa), free(ax);
         return -1;
@@ -574,20 +589,14 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
  * batch is below the sgemm path's. */
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
 #ifdef LLM_HAVE_AVX512
-    if (!g_fused) return -1;
     const int D = gate->cols, F = gate->rows, nb = D / 32, nbf = F / 32;
     q4a_fn fn[2], fd;
-    if (n >= llm_sgemm_min_n() || kern() != KERN_AVX512 || D % 32 || F % 32 || up->cols != D || up->rows != F || down->cols != F || gate->packed ||
-        up->packed || down->packed || !(fn[0] = kernel_512(gate->type, n, nb)) || !(fn[1] = kernel_512(up->type, n, nb)) ||
-        !(fd = kernel_512(down->type, n, nbf)))
+    if (!g_fused || n >= llm_sgemm_min_n() || up->cols != D || up->rows != F || down->cols != F || !(fn[0] = kernel_512_for(gate, n)) ||
+        !(fn[1] = kernel_512_for(up, n)) || !(fd = kernel_512_for(down, n)))
         return -1;
     /* xa holds x's blocks, then (once they are packed) ffn_down's input's */
     llm_ablk *xa = malloc((size_t)n * (nb > nbf ? nb : nbf) * sizeof *xa);
-    uint8_t *af = aligned_alloc(64, (q4a_act_bytes(nbf) * n + 63) / 64 * 64), *ax = NULL;
-    if (xa && af) {
-        for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * D, D, xa + (size_t)j * nb);
-        ax = q4a_pack_rows(xa, n, nb);
-    }
+    uint8_t *af = q4a_alloc_rows(n, nbf), *ax = xa && af ? q4a_round_rows(x, n, D, xa) : NULL;
     if (!ax) {
         free(xa), free(af);
         return -1;
@@ -657,7 +666,7 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
         return rc;
     }
 #ifdef LLM_HAVE_AVX512
-    const q4a_fn f512 = kern() == KERN_AVX512 ? kernel_512(w->type, n, nb) : NULL;
+    const q4a_fn f512 = kernel_512_for(w, n);
     if (f512) {
         int rc = matmul_q4a(w, f512, xa, n, y);
         free(xa);

@@ -401,15 +401,15 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
             kv_store(s, kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, kvd);
             kv_store(s, kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, kvd);
         }
+        int o_done = 0; /* the o matrix taken in the attention's region */
         if (use_sgemm_attn) {
             if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
-            mm(&L->wo, s->att, n, s->h);
         } else if (n == 1) {
             attn_one_ctx a = {s, l, slot[0], pos[0]};
-            if (!s->fast || llm_matmul_q8act_after(&L->wo, s->att, 1, attend_heads, &a, s->h)) {
+            o_done = s->fast && !llm_matmul_q8act_after(&L->wo, s->att, 1, attend_heads, &a, s->h);
+            if (!o_done) {
 #pragma omp parallel
                 attend_heads(&a);
-                mm(&L->wo, s->att, n, s->h);
             }
         } else {
             const int nh = c->n_heads;
@@ -419,8 +419,8 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
                 float *sc = s->scores + (size_t)omp_get_thread_num() * sc_stride(s);
                 attend_one(s, l, slot[same_slot ? 0 : i], pos[i], s->q + (size_t)i * qd, s->att + (size_t)i * qd, sc, h);
             }
-            mm(&L->wo, s->att, n, s->h);
         }
+        if (!o_done) mm(&L->wo, s->att, n, s->h);
         for (size_t i = 0; i < (size_t)n * D; i++) s->x[i] += s->h[i];
         nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, n, D, c->rms_eps);
         if (!s->fast || llm_ffn_q8act(&L->w_gate, &L->w_up, &L->w_down, s->h, n, s->g, s->u, s->h)) {
