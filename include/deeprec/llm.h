@@ -21,7 +21,8 @@
  * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) is used in place (from
  * the file's mmap, or from heap buffers the model owns); F64 is converted to F32 at load;
  * any other type is refused. Q4_0 matrices are moved at load into an interleaved copy for the
- * int8 kernels (llm_model_repack; same bytes, other order), whose file pages are then released.
+ * int8 kernels, and Q5_0 ones (width a multiple of 128) with the AVX-512 VNNI kernels
+ * (llm_model_repack; same bytes, other order), whose file pages are then released.
  * Norm weights and biases are always held as F32.
  *
  * Threading: matmuls use OpenMP over output rows (and OpenBLAS sgemm for batches);
@@ -75,8 +76,9 @@ typedef struct llm_mat {
     uint32_t type;     /* GGML_TYPE_*: any type dr_dequantize_supported accepts */
     int rows, cols;    /* out features, in features (cols = GGUF ne[0]) */
     size_t row_bytes;
-    /* Q4_0 only, else NULL: the same rows interleaved 4 at a time for the int8 kernels
-     * (llm_model_repack). Every kernel then reads these and never data, which stays the
+    /* Q4_0 and Q5_0 only, else NULL: the same bytes in the layout of their int8 kernels
+     * (llm_model_repack: Q4_0 rows interleaved 4 at a time, q4x.c; Q5_0 blocks 8 side by side
+     * within each row, q5x.c). Every kernel then reads these and never data, which stays the
      * file's bytes (for saving) but is no longer resident. */
     const void *packed;
 } llm_mat;
@@ -115,7 +117,9 @@ void llm_model_free(llm_model *m);
 
 /* Repack every Q4_0 matrix into one allocation in the interleaved layout of the int8 kernels
  * (4 rows' blocks side by side), when this CPU's kernels use it (AVX2 and up; not with the
- * portable C kernel or DEEPREC_REPACK=0); the copied pages of the file map are released.
+ * portable C kernel or DEEPREC_REPACK=0), and every Q5_0 matrix of a width that is a multiple
+ * of 128 into the layout of the AVX-512 VNNI kernel (8 blocks side by side within each row;
+ * with those kernels only); the copied pages of the file map are released.
  * llm_model_load does this. Nothing to do (or no memory for the copy): DR_OK, unchanged. */
 int llm_model_repack(llm_model *m);
 /* A model with random weights in memory: embeddings/matrices ~N(0, std^2) (a sum of four

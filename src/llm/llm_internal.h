@@ -64,6 +64,20 @@ void llm_q4x_pack(const llm_mat *w, uint8_t *dst);
 void llm_q4x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out);
 /* 1 when the kernel family in use has q4x kernels and DEEPREC_REPACK is not 0. */
 int llm_q4x_wanted(void);
+int llm_q4x_repackable(const llm_mat *w); /* Q4_0 in the file's row layout, not yet repacked */
+/* Q5_0 repacked 8 blocks at a time within each row (q5x.c has the layout; llm_mat.packed):
+ * the same size and row places as the file. Width a multiple of 128. */
+int llm_q5x_repackable(const llm_mat *w);
+void llm_q5x_pack(const llm_mat *w, uint8_t *dst); /* w->rows x w->row_bytes bytes */
+void llm_q5x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out); /* file form, 22 bytes a block */
+/* Row r as fp32 (w->cols values) straight from the q5x layout, as llm_mat_row gives it: 0, or
+ * -1 (nothing written) when the CPU lacks AVX-512 BW (then llm_q5x_row and dr_dequantize). */
+int llm_q5x_row_f32(const llm_mat *w, int r, float *dst);
+/* 1 when the AVX-512 VNNI kernels are in use (the q5x kernel's family) and DEEPREC_REPACK is
+ * not 0. */
+int llm_q5x_wanted(void);
+/* Blocks b0..b0+n-1 of row r of a repacked matrix (Q4_0 or Q5_0), in the file's form. */
+void llm_packed_row(const llm_mat *w, int r, int b0, int n, uint8_t *out);
 
 /* CPUID features (src/llm/cpu.c): 1 when the CPU has them */
 int llm_cpu_f16c(void);

@@ -15,7 +15,6 @@
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
-#include <stdlib.h>
 #include <string.h>
 
 #define Q4_0_BYTES 18
@@ -55,49 +54,7 @@ void llm_q4x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out) {
     }
 }
 
-/* Matrix i of the model: the embeddings, 7 per layer, then the output unless tied (NULL past the end). */
-static llm_mat *mat_at(llm_model *m, int i) {
-    if (i == 0) return &m->tok_embd;
-    i--;
-    if (i < 7 * m->cfg.n_layers) {
-        llm_layer *L = &m->layers[i / 7];
-        llm_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        return ms[i % 7];
-    }
-    return i == 7 * m->cfg.n_layers && !m->cfg.tied_output ? &m->output : NULL;
-}
-
-static int repackable(const llm_mat *w) {
+int llm_q4x_repackable(const llm_mat *w) {
     return w->type == GGML_TYPE_Q4_0 && !w->packed && w->rows > 0 && w->cols > 0 && w->cols % 32 == 0 &&
            w->row_bytes == (size_t)w->cols / 32 * Q4_0_BYTES;
-}
-
-int llm_model_repack(llm_model *m) {
-    if (!llm_q4x_wanted()) return DR_OK;
-    size_t total = 0;
-    for (int i = 0; mat_at(m, i); i++) {
-        const llm_mat *w = mat_at(m, i);
-        if (!repackable(w)) continue;
-        size_t b = llm_q4x_bytes(w);
-        if (!b || total + b < total) return DR_OK; /* cannot be sized: the file's layout serves */
-        total += b;
-    }
-    if (!total) return DR_OK;
-    uint8_t *buf = dr_aligned_alloc_huge(total);
-    if (!buf || llm_model_own(m, buf)) { /* slower, not wrong: the kernels read the file's layout */
-        dr_log(DR_LOG_WARN, "no memory to repack the Q4_0 weights (%zu bytes): decoding them as stored", total);
-        dr_error_clear();
-        return DR_OK;
-    }
-    size_t off = 0;
-    for (int i = 0; mat_at(m, i); i++) {
-        llm_mat *w = mat_at(m, i);
-        if (!repackable(w)) continue;
-        llm_q4x_pack(w, buf + off);
-        w->packed = buf + off;
-        off += llm_q4x_bytes(w);
-        if (m->file) dr_mmap_release(&m->file->map, w->data, (size_t)w->rows * w->row_bytes);
-    }
-    if (m->cfg.tied_output) m->output = m->tok_embd;
-    return DR_OK;
 }

@@ -343,6 +343,88 @@ static Q5ATTR void q4x_512(const uint8_t *g, int nb, const uint8_t *ax, size_t a
 #undef Q4X_CALL
 }
 
+/* ---- Q5_0 repacked (q5x.c): 8 blocks a step on the q4a activations. Each pair of blocks goes
+ * through vpdpbusd as in q4a_pair_512, and then, before any float work, the four pairs' int32
+ * lanes are added down to two lanes per block (two shuffles and an add per two pairs, an unpack
+ * and an add for all four): lane 4q + 0..1 of the sum belongs to block q, lanes 4q + 2..3 to
+ * block q + 4. The q4a layout's q5x run (q4a_pack_d8: 16 activation scales per 8 blocks in
+ * that order) meets the weights' scales spread the same way by one permute, so the conversion,
+ * the scale product and the FMA are paid once per 8 blocks instead of 4 times: at batch 1
+ * those, not memory, bound the q4a kernel (Q5_0: 27 GB/s a core from memory and 29 from L2,
+ * where this one does 33 and 42; scratch benchmark, 600 MB of 4864 x 896 rows). The integer
+ * sums are exact, so results differ from q4a's by the float rounding order only. v: the
+ * group's values (per 4 blocks 64 bytes of nibbles, low values 0..63, high 64..127, then per
+ * 4 blocks 16 bytes of fifth bits), sc: its 8 fp16 scales; gs: blocks in the group (8, or 4
+ * at the end of a row). */
+static inline __attribute__((always_inline)) Q5ATTR void q5x_step_512(const uint8_t *v, const uint8_t *sc, int gs, int b, const uint8_t *ax, size_t as, int J, int nb, __m512 *acc) {
+    const __m512i order = _mm512_set_epi32(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
+    const __m512i m4 = _mm512_set1_epi8(15), s16 = _mm512_set1_epi8(16);
+    __m512i u[4];
+    for (int h = 0; h < gs / 4; h++) {
+        const __m512i x = _mm512_loadu_si512((const void *)(v + 64 * h));
+        __mmask64 lo, hi;
+        memcpy(&lo, v + 16 * gs + 16 * h, 8);
+        memcpy(&hi, v + 16 * gs + 16 * h + 8, 8);
+        const __m512i l = _mm512_and_si512(x, m4), t = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+        u[2 * h] = _mm512_mask_add_epi8(l, lo, l, s16);
+        u[2 * h + 1] = _mm512_mask_add_epi8(t, hi, t, s16);
+    }
+    const __m128i h16 = gs == 8 ? _mm_loadu_si128((const __m128i *)sc) : _mm_loadl_epi64((const __m128i *)sc);
+    const __m512 dw = _mm512_permutexvar_ps(order, _mm512_castps256_ps512(_mm256_cvtph_ps(h16)));
+    for (int j = 0; j < J; j++) {
+        const uint8_t *aj = ax + (size_t)j * as;
+        const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
+        const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
+        __m512i d[4];
+        for (int k = 0; k < gs / 2; k++) { /* Q5_0's offset 16 back through 2c */
+            const __m512i ck = _mm512_loadu_si512((const void *)(c + 16 * k));
+            d[k] = _mm512_dpbusd_epi32(_mm512_add_epi32(ck, ck), u[k], _mm512_loadu_si512((const void *)(s + 64 * k)));
+        }
+        const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
+        const __m512i e1 = gs == 8 ? _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD))
+                                   : _mm512_setzero_si512();
+        const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(e0, e1), _mm512_unpackhi_epi64(e0, e1));
+        const __m512 da = _mm512_loadu_ps((const float *)(aj + 100 * (size_t)nb) + 2 * (size_t)b);
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
+    }
+}
+
+/* y[i + j * ys] = row i . activation row j for R rows rb bytes apart from p (q5x layout),
+ * J <= 8, nb a multiple of 4. One row at a time, prefetching every cache line 4 KiB on. */
+static inline __attribute__((always_inline)) Q5ATTR void q5x_512_t(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    for (int i = 0; i < R; i++, p += rb) {
+        __m512 acc[8];
+        for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
+        int b = 0;
+        for (; b + 8 <= nb; b += 8) {
+            const uint8_t *g = p + (size_t)22 * b;
+            for (int l = 0; l < 176; l += 64) _mm_prefetch((const char *)g + 4096 + l, _MM_HINT_T0);
+            q5x_step_512(g, g + 160, 8, b, ax, as, J, nb, acc);
+        }
+        if (b < nb) {
+            const uint8_t *g = p + (size_t)22 * b;
+            q5x_step_512(g, g + 80, 4, b, ax, as, J, nb, acc);
+        }
+        for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[j]);
+    }
+}
+
+static Q5ATTR void rows_q5x_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    /* Above 4 activation rows, two passes over each row (the second from L1), 4 rows and then
+     * the rest: in one pass of 8 the sums added down per activation row ran 27% slower than the
+     * q4a kernel on the file's layout (4864 x 896 from memory, 2 threads), in two at par. */
+    if (J > 4) {
+        for (int i = 0; i < R; i++, p += rb, y++) {
+            q5x_512_t(p, rb, 1, ax, as, 4, nb, y, ys);
+            rows_q5x_512(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);
+        }
+        return;
+    }
+#define Q5X_CALL(j) q5x_512_t(p, rb, R, ax, as, j, nb, y, ys)
+    LLM_J_SWITCH(J, Q5X_CALL)
+#undef Q5X_CALL
+}
+
 /* ---- Q6_K, a super-block (8 blocks) a step, its integer sums added down before any float
  * work: the per-pair float work (conversion, scale product, FMA) was most of rows_q6k_512's
  * time at batch 1 (11-13 GB/s a core and 21-26 on two threads from memory, where the plain read

@@ -10,7 +10,9 @@
  *          (vpmaddubsw) or AVX-VNNI (vpdpbusd) when the CPU has them, chosen at run time;
  *          otherwise a portable C loop over the row unpacked into the common form of
  *          src/gguf/blocks.c (32 int8 values, a scale and an offset per half). Q4_0 repacked
- *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit). */
+ *          at load (q4x.c) takes the q4x kernels, 4 rows per 512-bit load (or two 256-bit);
+ *          Q5_0 repacked (q5x.c) the AVX-512 q5x kernel, 8 blocks a step. Other kernels read
+ *          a repacked row given back in the file's form (llm_packed_row). */
 #include "deeprec/gguf.h"
 #include "deeprec/llm.h"
 #include "llm_internal.h"
@@ -211,6 +213,11 @@ int llm_q4x_wanted(void) {
     return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
 }
 
+int llm_q5x_wanted(void) {
+    const char *e = getenv("DEEPREC_REPACK");
+    return kern() == KERN_AVX512 && !(e && !strcmp(e, "0"));
+}
+
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)
         if (!strcmp(name, KERN_NAMES[k]) && kern_supported(k)) {
@@ -236,12 +243,26 @@ static row_fn row_kernel(uint32_t type) {
  * blocks' activations are contiguous for the 512-bit kernel. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 /* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
- * them at once), rounded up to an odd number of cache lines: with 8 activation rows read at
- * the same offset (batches), a stride near a multiple of 4 KiB put them all in the same L1
- * sets (the extra run alone made width 4864's stride 4 KiB + 32 bytes). */
+ * them at once), then for the q5x kernel (repacked Q5_0) 16 scales per 8 blocks in the order
+ * its sums come in (per 128 bits: blocks q, q, q + 4, q + 4; 0 where a block is past the end),
+ * rounded up to an odd number of cache lines: with 8 activation rows read at the same offset
+ * (batches), a stride near a multiple of 4 KiB put them all in the same L1 sets (the extra run
+ * alone made width 4864's stride 4 KiB + 32 bytes). */
 static size_t q4a_act_bytes(int nb) {
-    const size_t lines = ((size_t)100 * nb + 63) / 64;
+    const size_t lines = ((size_t)100 * nb + (size_t)64 * ((nb + 7) / 8) + 63) / 64;
     return 64 * (lines | 1);
+}
+
+/* Block b's two entries of the q5x scale run d8 (and, from the row's last block, zeros for
+ * the blocks its last group of 8 lacks). */
+static void q4a_pack_d8(float *d8, int b, int nb, float d) {
+    const int g = b / 8, k = b % 8, l = 4 * (k % 4) + (k < 4 ? 0 : 2);
+    d8[16 * g + l] = d8[16 * g + l + 1] = d;
+    if (b == nb - 1)
+        for (int m = k + 1; m < 8; m++) {
+            const int lm = 4 * (m % 4) + (m < 4 ? 0 : 2);
+            d8[16 * g + lm] = d8[16 * g + lm + 1] = 0.0f;
+        }
 }
 
 /* q4a_pack's runs with 8 lanes, the same integers: it runs on one thread before each decode
@@ -263,7 +284,8 @@ __attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a,
 static void q4a_pack_blocks(const llm_ablk *a, int b0, int b1, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
-    float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb);
+    float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb), *d8 = d1 + nb;
+    for (int b = b0; b < b1; b++) q4a_pack_d8(d8, b, nb, a[b].d);
     if (kern() >= KERN_AVX2) {
         q4a_pack_avx2(a, b0, b1, q, c, d, d1);
         return;
@@ -405,7 +427,7 @@ static void q4a_plan_run(const q4a_plan *pl) {
         while (t >= pl->first[k + 1]) k++;
         const llm_mat *w = pl->w[k];
         const int rows = w->rows, r = (t - pl->first[k]) * pl->R[k], nr = rows - r < pl->R[k] ? rows - r : pl->R[k];
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        const uint8_t *row = (const uint8_t *)(w->packed ? w->packed : w->data) + (size_t)r * w->row_bytes;
         /* The kernels prefetch some KiB or a tile ahead of what they read, so the start of
          * each run of tiles a thread takes (a few a matrix under guided scheduling) was
          * read by demand misses; its first 8 KiB are asked for at once here. Decode steps
@@ -497,10 +519,13 @@ static q4a_fn kernel_512(uint32_t type, int n, int nb) {
 }
 
 /* The 512-bit q4a kernel for W at a batch of n on this CPU, or NULL: the CPU's kernels are
- * another family, W's width is not whole blocks, W is repacked, or its type and the batch take
- * none. */
+ * another family, W's width is not whole blocks, W is repacked Q4_0 (the q4x kernels), or its
+ * type and the batch take none. Repacked Q5_0 takes the q5x kernel at every batch: it is the
+ * only 512-bit kernel that reads its layout. */
 static q4a_fn kernel_512_for(const llm_mat *w, int n) {
-    return kern() == KERN_AVX512 && w->cols % 32 == 0 && !w->packed ? kernel_512(w->type, n, w->cols / 32) : NULL;
+    if (kern() != KERN_AVX512 || w->cols % 32) return NULL;
+    if (w->packed) return w->type == GGML_TYPE_Q5_0 ? rows_q5x_512 : NULL; /* repacked Q4_0: q4x */
+    return kernel_512(w->type, n, w->cols / 32);
 }
 #endif
 #endif
@@ -682,9 +707,9 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp parallel if (work > 65536)
     {
         dr_wblk *u = rk ? NULL : malloc((size_t)nb * sizeof *u);
-        /* a repacked row is put back in file form for the portable kernel */
-        uint8_t *fr = !rk && w->packed ? malloc(w->row_bytes) : NULL;
-        if (!rk && (!u || (w->packed && !fr))) {
+        /* a repacked row is put back in file form for the row and portable kernels */
+        uint8_t *fr = w->packed ? malloc(w->row_bytes) : NULL;
+        if ((!rk && !u) || (w->packed && !fr)) {
 #pragma omp atomic write
             failed = 1;
             free(u);
@@ -693,6 +718,11 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            if (w->packed) {
+                if (!fr) continue;
+                llm_packed_row(w, r, 0, nb, fr);
+                row = fr;
+            }
 #ifdef LLM_X86
             if (rk) {
                 for (int j = 0; j < n; j += 8)
@@ -701,10 +731,6 @@ int llm_matmul_q8act(const llm_mat *w, const float *x, int n, float *y) {
             }
 #endif
             if (!u) continue;
-            if (fr) {
-                llm_q4x_row(w, r, 0, nb, fr);
-                row = fr;
-            }
             dr_unpack(w->type, row, (uint64_t)cols, u);
             for (int j = 0; j < n; j++) y[(size_t)j * rows + r] = dot_c(u, xa + (size_t)j * nb, nb);
         }

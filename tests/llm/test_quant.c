@@ -273,44 +273,50 @@ TEST(quant_act_rounding_matches_c) {
     llm_kernel_force(was);
 }
 
-/* w repacked into the q4x layout (freed by the caller with free(w.packed)). */
-static llm_mat q4x_copy(const llm_mat *w) {
+/* w repacked as a load would (Q4_0: q4x, Q5_0: q5x; freed by the caller with free(w.packed)). */
+static llm_mat packed_copy(const llm_mat *w) {
     llm_mat p = *w;
-    size_t n = llm_q4x_bytes(w);
+    size_t n = w->type == GGML_TYPE_Q4_0 ? llm_q4x_bytes(w) : (size_t)w->rows * w->row_bytes;
     uint8_t *buf = aligned_alloc(64, (n + 63) / 64 * 64);
-    llm_q4x_pack(w, buf);
+    if (w->type == GGML_TYPE_Q4_0) llm_q4x_pack(w, buf);
+    else llm_q5x_pack(w, buf);
     p.packed = buf;
     return p;
 }
 
-/* Q4_0 has its own kernels, on the file's layout (q4a activations; 512-bit pairs of blocks
- * with AVX-512 VNNI) and on the repacked one (q4x: 4 rows interleaved): each one available on
- * this CPU against the portable C path on the file's layout with the same int8 activations, at
- * widths of 1, 2, 3, 5, 7 and 29 blocks (odd, and not whole runs of the 4 blocks whose scales
- * the 512-bit q4x kernel converts at once), row counts that are not multiples of the 4-row
- * groups and some that are, and batches 1..20 (8 per pass, then a ragged rest). The kernels sum
- * in other orders than the C path: within 1e-5 of the sum of |products|. The repacked matrix
- * read by the C kernel, by llm_mat_row and by the exact path gives the file's results bit for bit. */
-TEST(quant_q4_0_kernels_match_c) {
+/* Q4_0 and Q5_0 have kernels of their own on a repacked layout (Q4_0: q4x, 4 rows interleaved,
+ * with each kernel family; Q5_0: q5x, 8 blocks side by side, with AVX-512 VNNI), and Q4_0 on
+ * the file's layout too (q4a activations; 512-bit pairs of blocks with AVX-512 VNNI): each
+ * one available on this CPU against the portable C path on the file's layout with the same
+ * int8 activations, at the given widths, row counts that are not multiples of the 4-row groups
+ * and some that are, and batches 1..20 (8 per pass, then a ragged rest). The kernels sum in
+ * other orders than the C path: within 1e-5 of the sum of |products|. The repacked matrix gives
+ * its rows back in the file's form byte for byte, and read by the C kernel, by llm_mat_row and
+ * by the exact path it gives the file's results bit for bit. Returns the kernel families tried. */
+static int repacked_kernels_match_c(uint32_t type, const int *widths, int nw) {
     static const char *kernels[] = {"avx2", "avx-vnni", "avx512-vnni"};
-    static const int widths[] = {32, 64, 96, 160, 224, 928}, row_counts[] = {1, 3, 4, 5, 8, 37};
-    const char *was = llm_kernel_name();
+    static const int row_counts[] = {1, 3, 4, 5, 8, 37};
+    const char *was = llm_kernel_name(), *tn = ggml_type_name(type);
     dr_rng g;
     dr_rng_seed(&g, 13);
     int tried = 0;
-    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+    for (int wi = 0; wi < nw; wi++)
         for (size_t ri = 0; ri < sizeof row_counts / sizeof *row_counts; ri++) {
             const int cols = widths[wi], rows = row_counts[ri], nmax = 20;
-            llm_mat w = random_mat(GGML_TYPE_Q4_0, rows, cols, &g), wp = q4x_copy(&w);
+            llm_mat w = random_mat(type, rows, cols, &g), wp = packed_copy(&w);
             float *x = malloc((size_t)nmax * cols * sizeof(float)), *row = malloc((size_t)cols * sizeof(float));
             float *rowp = malloc((size_t)cols * sizeof(float));
             float *yc = malloc((size_t)nmax * rows * sizeof(float)), *yk = malloc((size_t)nmax * rows * sizeof(float));
             double *mag = malloc((size_t)nmax * rows * sizeof(double));
+            uint8_t *fr = malloc(w.row_bytes);
             for (int i = 0; i < nmax * cols; i++) x[i] = 3.0f * dr_rng_normal(&g);
             for (int r = 0; r < rows; r++) {
+                llm_packed_row(&wp, r, 0, cols / 32, fr);
+                CHECK_MSG(!memcmp(fr, (const uint8_t *)w.data + (size_t)r * w.row_bytes, w.row_bytes),
+                          "%s cols %d rows %d: row %d given back differs from the file's", tn, cols, rows, r);
                 llm_mat_row(&w, r, row);
                 llm_mat_row(&wp, r, rowp);
-                CHECK_MSG(!memcmp(row, rowp, (size_t)cols * sizeof(float)), "Q4_0 cols %d rows %d: repacked row %d differs", cols, rows, r);
+                CHECK_MSG(!memcmp(row, rowp, (size_t)cols * sizeof(float)), "%s cols %d rows %d: repacked row %d differs", tn, cols, rows, r);
                 for (int j = 0; j < nmax; j++) {
                     double m = 0;
                     for (int k = 0; k < cols; k++) m += fabs((double)row[k] * x[(size_t)j * cols + k]);
@@ -321,12 +327,12 @@ TEST(quant_q4_0_kernels_match_c) {
                 CHECK_EQ_INT(llm_kernel_force("c"), 0);
                 CHECK_EQ_INT(llm_matmul_q8act(&w, x, n, yc), 0);
                 CHECK_EQ_INT(llm_matmul_q8act(&wp, x, n, yk), 0);
-                CHECK_MSG(!memcmp(yc, yk, (size_t)n * rows * sizeof(float)), "Q4_0 c, repacked: cols %d rows %d n %d differ", cols, rows, n);
+                CHECK_MSG(!memcmp(yc, yk, (size_t)n * rows * sizeof(float)), "%s c, repacked: cols %d rows %d n %d differ", tn, cols, rows, n);
                 if (n == 1 || n == 7 || n == nmax) { /* the exact path reads the repacked rows as the file's */
                     float *ye = malloc((size_t)n * rows * sizeof(float));
                     llm_matmul(&w, x, n, ye);
                     llm_matmul(&wp, x, n, yk);
-                    CHECK_MSG(!memcmp(ye, yk, (size_t)n * rows * sizeof(float)), "Q4_0 exact, repacked: cols %d rows %d n %d differ", cols, rows, n);
+                    CHECK_MSG(!memcmp(ye, yk, (size_t)n * rows * sizeof(float)), "%s exact, repacked: cols %d rows %d n %d differ", tn, cols, rows, n);
                     free(ye);
                 }
                 for (size_t ki = 0; ki < sizeof kernels / sizeof *kernels; ki++) {
@@ -337,12 +343,13 @@ TEST(quant_q4_0_kernels_match_c) {
                         CHECK_EQ_INT(llm_matmul_q8act(layout ? &wp : &w, x, n, yk), 0);
                         for (int i = 0; i < n * rows; i++) {
                             double e = fabs((double)yk[i] - yc[i]);
-                            CHECK_MSG(e <= 1e-5 * mag[i], "Q4_0 %s%s cols %d rows %d n %d: row %d act %d: %.9g vs c %.9g",
+                            CHECK_MSG(e <= 1e-5 * mag[i], "%s %s%s cols %d rows %d n %d: row %d act %d: %.9g vs c %.9g", tn,
                                       kernels[ki], layout ? " repacked" : "", cols, rows, n, i % rows, i / rows, yk[i], yc[i]);
                         }
                     }
                 }
             }
+            free(fr);
             free(mag);
             free(yk);
             free(yc);
@@ -352,20 +359,36 @@ TEST(quant_q4_0_kernels_match_c) {
             free((void *)wp.packed);
             free((void *)w.data);
         }
-    printf("  Q4_0 kernels (file layout and repacked) compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "",
-           tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
     llm_kernel_force(was);
+    return tried;
 }
 
-/* A Q4_0 file is repacked at load when the kernels use it: every Q4_0 matrix, the file's data
- * pointer kept (saving writes from it); the fast logits then match those of the same model read
- * in the file's layout (other kernels, other summation order). */
-TEST(quant_q4_0_repacked_at_load) {
-    const char *dir = quant_dir();
-    if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
-    if (!llm_q4x_wanted()) SKIP("the %s kernel reads Q4_0 as stored (no repacking)", llm_kernel_name());
+/* Q4_0 at widths of 1, 2, 3, 5, 7 and 29 blocks (odd, and not whole runs of the 4 blocks whose
+ * scales the 512-bit q4x kernel converts at once). */
+TEST(quant_q4_0_kernels_match_c) {
+    static const int widths[] = {32, 64, 96, 160, 224, 928};
+    const int tried = repacked_kernels_match_c(GGML_TYPE_Q4_0, widths, 6);
+    printf("  Q4_0 kernels (file layout and repacked) compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "",
+           tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
+}
+
+/* Q5_0 at widths of 4, 8, 12, 28 and 36 blocks: the q5x kernel's steps of 8 blocks alone,
+ * ending in a step of 4, and a step of 4 alone (Qwen2.5-0.5B's 896 is 28). With kernels other
+ * than AVX-512's the repacked rows are given back in file form first. */
+TEST(quant_q5_0_repacked_kernels_match_c) {
+    static const int widths[] = {128, 256, 384, 896, 1152};
+    const int tried = repacked_kernels_match_c(GGML_TYPE_Q5_0, widths, 5);
+    printf("  Q5_0 kernels (file layout and repacked) compared with c: %s%s%s\n", tried & 1 ? "avx2 " : "",
+           tried & 2 ? "avx-vnni " : "", tried & 4 ? "avx512-vnni" : "");
+}
+
+/* A Q4_0 or Q5_0 file is repacked at load when the kernels use it: every matrix of the type
+ * (Q5_0: of a width a multiple of 128), the file's data pointer kept (saving writes from
+ * it); the fast logits then match those of the same model read in the file's layout (other
+ * kernels, other summation order). */
+static void repacked_at_load(uint32_t type, const char *fixture) {
     char p[1200];
-    snprintf(p, sizeof p, "%s/tiny-Q4_0.gguf", dir);
+    snprintf(p, sizeof p, "%s/%s", quant_dir(), fixture);
     llm_model *m;
     CHECK_OK(llm_model_load(&m, p));
     int packed = 0;
@@ -378,13 +401,13 @@ TEST(quant_q4_0_repacked_at_load) {
         for (int i = 0; i < 7; i++) ms[nm++] = lm[i];
     }
     for (int i = 0; i < nm; i++) {
-        if (ms[i]->type != GGML_TYPE_Q4_0) continue;
-        CHECK(ms[i]->packed != NULL);
+        if (ms[i]->type != type || (type != GGML_TYPE_Q4_0 && ms[i]->cols % 128)) continue;
+        CHECK_MSG(ms[i]->packed != NULL, "%s: matrix %d (%d x %d) not repacked", fixture, i, ms[i]->rows, ms[i]->cols);
         packed++;
     }
-    CHECK(packed >= 7 * m->cfg.n_layers);
-    const gguf_tensor_info *t = gguf_find_tensor(m->file, "blk.1.ffn_down.weight");
-    CHECK(t && m->layers[1].w_down.data == t->data && m->layers[1].w_down.packed);
+    CHECK(packed >= 4 * m->cfg.n_layers);
+    const gguf_tensor_info *t = gguf_find_tensor(m->file, "blk.1.attn_q.weight");
+    CHECK(t && m->layers[1].wq.data == t->data && m->layers[1].wq.packed);
     const int32_t tok[] = {1, 17, 300, 5, 42, 999, 3, 64, 128, 7};
     const int n = (int)(sizeof tok / sizeof *tok), V = m->cfg.vocab;
     float *lp = malloc((size_t)n * V * sizeof(float)), *lf = malloc((size_t)n * V * sizeof(float));
@@ -404,11 +427,24 @@ TEST(quant_q4_0_repacked_at_load) {
         worst = fmax(worst, fabs((double)lp[i] - lf[i]));
         top = fmax(top, fabs((double)lf[i]));
     }
-    printf("  Q4_0 repacked vs file layout, fast decode: max |logit diff| %.2e (logits up to %.1f)\n", worst, top);
+    printf("  %s repacked (%d matrices) vs file layout, fast decode: max |logit diff| %.2e (logits up to %.1f)\n",
+           ggml_type_name(type), packed, worst, top);
     CHECK_MSG(worst <= 1e-4 * (top + 1), "repacked logits off by %g", worst);
     free(lp);
     free(lf);
     llm_model_free(m);
+}
+
+TEST(quant_q4_0_repacked_at_load) {
+    if (!quant_dir()) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    if (!llm_q4x_wanted()) SKIP("the %s kernel reads Q4_0 as stored (no repacking)", llm_kernel_name());
+    repacked_at_load(GGML_TYPE_Q4_0, "tiny-Q4_0.gguf");
+}
+
+TEST(quant_q5_0_repacked_at_load) {
+    if (!quant_dir()) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
+    if (!llm_q5x_wanted()) SKIP("the %s kernel reads Q5_0 as stored (no repacking)", llm_kernel_name());
+    repacked_at_load(GGML_TYPE_Q5_0, "tiny-Q5_0.gguf");
 }
 
 /* The merged parallel regions give what the separate steps give, bit for bit: the feed-forward
