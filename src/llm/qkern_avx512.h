@@ -1,9 +1,9 @@
 /* Int8-activation kernels with AVX-512 VNNI for Q4_0, Q5_0, Q8_0 and IQ4_NL (and, below, the
  * super-block types Q4_K, Q5_K, Q6_K and IQ4_XS), included once by qmatmul.c: two blocks per 512-bit
  * register. The activations are in the q4a layout (see q4a_pack in qmatmul.c: nb x 32 int8
- * values, nb x 8 int32 corrections -8 * (sum of 4 values), nb x 8 copies of the scale), so two
+ * values, nb x 8 int32 corrections -16 * (sum of 4 values), nb x 8 copies of the scale), so two
  * consecutive blocks are 64 contiguous bytes of each array and the weights' nibbles 0..15 go
- * into vpdpbusd unsigned as they are (the correction puts the -8 of the format back; each
+ * into vpdpbusd unsigned as they are (the correction, halved, puts the -8 of the format back; each
  * int32 lane is exactly sum (n_i - 8) a_i, as in the 256-bit kernels). The float sums run in
  * two interleaved chains (even and odd blocks), so results differ from the 256-bit kernels
  * by rounding only. */
@@ -32,7 +32,7 @@ static inline __attribute__((always_inline)) Q5ATTR __m512i nib_pair_512(const u
 }
 
 /* IQ4's nibbles through its non-linear grid, plus 128 so that they are unsigned (the offset
- * comes back through the activations' corrections, 16c). */
+ * comes back through the activations' corrections, 8c). */
 static inline __attribute__((always_inline)) Q5ATTR __m512i iq4_grid_512(__m512i nibbles) {
     const __m512i grid = _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128((const __m128i *)IQ4_GRID8), _mm_set1_epi8((char)0x80)));
     return _mm512_shuffle_epi8(grid, nibbles);
@@ -63,8 +63,9 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_weights_512(const u
 
 /* Blocks b and b + 1 (only b when one) of R rows (p, p + rb, ...) into R x J accumulators
  * (acc[i * J + j]: row i, activation row j); each activation pair is loaded once for the R rows.
- * The activations' corrections c are -8 x (sums of 4 values): Q4_0's offset; Q5_0's is -16,
- * so it takes 2c, Q8_0's -128, 16c: each int32 lane is exactly sum (v - offset) a. */
+ * The activations' corrections c are -16 x (sums of 4 values): Q5_0's offset as it is; Q4_0's
+ * is -8, so it takes c / 2 (exact: c is even), Q8_0's -128, 8c: each int32 lane is exactly
+ * sum (v - offset) a. */
 static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint8_t *p, int kind, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, int b, int one, __m512 *acc) {
     const __mmask16 all = one ? 0x00FF : 0xFFFF;
     __m512i u[4];
@@ -74,8 +75,8 @@ static inline __attribute__((always_inline)) Q5ATTR void q4a_pair_512(const uint
         const uint8_t *aj = ax + (size_t)j * as;
         const __m512i s = _mm512_maskz_loadu_epi32(all, aj + 32 * (size_t)b);
         __m512i c = _mm512_maskz_loadu_epi32(all, aj + 32 * ((size_t)nb + b));
-        if (kind == Q4A_Q5_0) c = _mm512_add_epi32(c, c);
-        if (kind == Q4A_Q8_0 || kind == Q4A_IQ4_NL) c = _mm512_slli_epi32(c, 4);
+        if (kind == Q4A_Q4_0) c = _mm512_srai_epi32(c, 1);
+        if (kind == Q4A_Q8_0 || kind == Q4A_IQ4_NL) c = _mm512_slli_epi32(c, 3);
         const __m512 da = _mm512_maskz_loadu_ps(all, aj + 32 * (2 * (size_t)nb + b));
         for (int i = 0; i < R; i++)
             acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
@@ -163,9 +164,9 @@ Q5ROWS(rows_iq4nla_512)
  * its own kernel below, q6kx_512_t). A register holds two 32-value units, so one vpdpbusd per
  * 64 weights: Q4_K's chunk of 32 bytes is units 2c (low nibbles) and 2c + 1 (high). The scales
  * of a super-block are converted once per row into one register and spread to each pair's
- * lanes by a permute. Q4_K's mins come back through c as a float: lane k of c is -8 x (sum of
- * 4 values), so c x dmin x m / 8 summed over a unit's lanes is -dmin x m x (sum of the unit's
- * values); IQ4_XS's offset 128 through 16c (exact int32 lanes, as above). */
+ * lanes by a permute. Q4_K's mins come back through c as a float: lane k of c is -16 x (sum of
+ * 4 values), so c x dmin x m / 16 summed over a unit's lanes is -dmin x m x (sum of the unit's
+ * values); IQ4_XS's offset 128 through 8c (exact int32 lanes, as above). */
 static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread_512(__m512 v, int first) {
     const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
@@ -188,7 +189,7 @@ static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const 
     const uint32_t sc_lo = w0 & m6, sc_hi = (w2 & m4) | (((w0 >> 6) & m2) << 4);
     const uint32_t mn_lo = w1 & m6, mn_hi = ((w2 >> 4) & m4) | (((w1 >> 6) & m2) << 4);
     const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo)));
-    const __m512 f = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm) * 0.125f));
+    const __m512 f = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm) * 0.0625f));
     return _mm512_mul_ps(v, f);
 }
 
@@ -227,8 +228,8 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, c
         const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
         const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
         const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
-        if (kind == KQ_IQ4_XS) { /* offset 128: 16c */
-            const __m512i c4 = _mm512_slli_epi32(c, 4);
+        if (kind == KQ_IQ4_XS) { /* offset 128: 8c */
+            const __m512i c4 = _mm512_slli_epi32(c, 3);
             for (int i = 0; i < R; i++)
                 acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
         } else {
@@ -376,10 +377,8 @@ static inline __attribute__((always_inline)) Q5ATTR void q5x_step_512(const uint
         const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
         const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
         __m512i d[4];
-        for (int k = 0; k < gs / 2; k++) { /* Q5_0's offset 16 back through 2c */
-            const __m512i ck = _mm512_loadu_si512((const void *)(c + 16 * k));
-            d[k] = _mm512_dpbusd_epi32(_mm512_add_epi32(ck, ck), u[k], _mm512_loadu_si512((const void *)(s + 64 * k)));
-        }
+        for (int k = 0; k < gs / 2; k++) /* Q5_0's offset 16 back through c */
+            d[k] = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(c + 16 * k)), u[k], _mm512_loadu_si512((const void *)(s + 64 * k)));
         const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
         const __m512i e1 = gs == 8 ? _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD))
                                    : _mm512_setzero_si512();
@@ -464,8 +463,8 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
                 const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
                 const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
                 __m512i d[4];
-                for (int k = 0; k < 4; k++) /* the offset 32 back through 4c */
-                    d[k] = _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(c + 16 * k)), 2), u[k],
+                for (int k = 0; k < 4; k++) /* the offset 32 back through 2c */
+                    d[k] = _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(c + 16 * k)), 1), u[k],
                                                _mm512_loadu_si512((const void *)(s + 64 * k)));
                 const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[0], d[1]), _mm512_unpackhi_epi32(d[0], d[1]));
                 const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2], d[3]), _mm512_unpackhi_epi32(d[2], d[3]));

@@ -73,9 +73,9 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_q8_0_t)(const ui
 }
 
 /* Q4_0 on the q4a activation layout (qmatmul.c: per activation row nb x 32 int8 values, then
- * nb x 8 int32 corrections c_k = -8 * (sum of values 4k..4k+3), then nb x 8 copies of the scale).
+ * nb x 8 int32 corrections c_k = -16 * (sum of values 4k..4k+3), then nb x 8 copies of the scale).
  * The nibbles 0..15 go into KIDOTACC unsigned as they are and the -8 of the format comes back
- * through c, so each int32 lane is exactly sum (n_i - 8) a_i, as when the weight's sign is
+ * through c / 2, so each int32 lane is exactly sum (n_i - 8) a_i, as when the weight's sign is
  * moved onto a (consume), and the float steps and their order are those of consume: the same
  * result as that kernel gave for Q4_0, without its subtract and two sign steps per block. */
 static inline __attribute__((always_inline)) KATTR void KFN(row_q4a_t)(const uint8_t *p, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
@@ -89,7 +89,7 @@ static inline __attribute__((always_inline)) KATTR void KFN(row_q4a_t)(const uin
         for (int j = 0; j < J; j++) {
             const uint8_t *aj = ax + (size_t)j * as;
             __m256i s = _mm256_loadu_si256((const __m256i *)(aj + 32 * (size_t)b));
-            __m256i c = _mm256_loadu_si256((const __m256i *)(aj + 32 * ((size_t)nb + b)));
+            __m256i c = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(aj + 32 * ((size_t)nb + b))), 1);
             __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(*(const float *)(aj + 32 * (2 * (size_t)nb + b))));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KIDOTACC(c, u, s)), sc, acc[j]);
         }

@@ -238,9 +238,11 @@ static row_fn row_kernel(uint32_t type) {
 }
 
 /* Q4_0 takes its own kernels on the q4a activation layout: per activation row, nb x 32 int8
- * values, nb x 8 int32 c_k = -8 * (sum of values 4k..4k+3), nb x 8 copies of the scale, nb
+ * values, nb x 8 int32 c_k = -16 * (sum of values 4k..4k+3), nb x 8 copies of the scale, nb
  * scales (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
- * blocks' activations are contiguous for the 512-bit kernel. */
+ * blocks' activations are contiguous for the 512-bit kernel. c is Q5_0's offset as it is (the
+ * type with the most kernel work per block); the other types shift it (Q4_0: c / 2, Q6_K: 2c,
+ * Q8_0 and the IQ4 grids: 8c) or fold the factor into a scale (the K-quants' mins). */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 /* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
  * them at once), then for the q5x kernel (repacked Q5_0) 16 scales per 8 blocks in the order
@@ -274,7 +276,7 @@ __attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a,
         _mm256_storeu_si256((__m256i *)(q + 32 * b), v);
         /* sums of 4 consecutive values: byte pairs (1 x v, unsigned x signed), then word pairs */
         const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16);
-        _mm256_storeu_si256((__m256i *)(c + 8 * b), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-8)));
+        _mm256_storeu_si256((__m256i *)(c + 8 * b), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-16)));
         _mm256_storeu_ps(d + 8 * b, _mm256_set1_ps(a[b].d));
         d1[b] = a[b].d;
     }
@@ -294,7 +296,7 @@ static void q4a_pack_blocks(const llm_ablk *a, int b0, int b1, int nb, uint8_t *
         memcpy(q + 32 * b, a[b].q, 32);
         for (int k = 0; k < 8; k++) {
             const int8_t *v = a[b].q + 4 * k;
-            c[8 * b + k] = -8 * (v[0] + v[1] + v[2] + v[3]);
+            c[8 * b + k] = -16 * (v[0] + v[1] + v[2] + v[3]);
             d[8 * b + k] = a[b].d;
         }
         d1[b] = a[b].d;
