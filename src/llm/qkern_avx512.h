@@ -410,7 +410,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q5x_512_t(const uint8_t
 
 static Q5ATTR void rows_q5x_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     /* Above 4 activation rows, two passes over each row (the second from L1), 4 rows and then
-     * the rest: in one pass of 8 the sums added down per activation row ran 27% slower than the
+     * the rest: in one pass of 8 the sums added down per activation row ran 30-34% slower than the
      * q4a kernel on the file's layout (4864 x 896 from memory, 2 threads), in two at par. */
     if (J > 4) {
         for (int i = 0; i < R; i++, p += rb, y++) {
