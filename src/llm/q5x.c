@@ -19,7 +19,7 @@
 #include "llm_internal.h"
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "q5x_unpack.h"
 #define Q5X_AVX512 1
 #endif
 
@@ -86,18 +86,14 @@ void llm_q5x_row(const llm_mat *w, int r, int b0, int n, uint8_t *out) {
  * fifth-bit masks give 4 blocks' values as bytes (as the kernel builds them), widened 16 at a
  * time and scaled. */
 __attribute__((target("avx512f,avx512bw,f16c"))) static void row_f32_512(const uint8_t *row, int nb, float *dst) {
-    const __m512i m4 = _mm512_set1_epi8(15), s16 = _mm512_set1_epi8(16);
+    const __m512i s16 = _mm512_set1_epi8(16);
     for (int g0 = 0; g0 < nb; g0 += 8, row += 8 * Q5_0_BYTES) {
         const int gs = nb - g0 >= 8 ? 8 : 4;
         for (int h = 0; h < gs / 4; h++) {
-            const __m512i x = _mm512_loadu_si512((const void *)(row + 64 * h));
-            __mmask64 lo, hi;
-            memcpy(&lo, row + 16 * gs + 16 * h, 8);
-            memcpy(&hi, row + 16 * gs + 16 * h + 8, 8);
-            const __m512i l = _mm512_and_si512(x, m4), t = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
-            /* values 0..31 as signed bytes: the fifth bit adds 16, the format's offset takes 16 */
-            const __m512i v[2] = {_mm512_sub_epi8(_mm512_mask_add_epi8(l, lo, l, s16), s16),
-                                  _mm512_sub_epi8(_mm512_mask_add_epi8(t, hi, t, s16), s16)};
+            __m512i v[2];
+            q5x_unpack_512(row, gs, h, v);
+            v[0] = _mm512_sub_epi8(v[0], s16); /* the format's offset: signed values -16..15 */
+            v[1] = _mm512_sub_epi8(v[1], s16);
             for (int q = 0; q < 4; q++) { /* block 4h + q: 32 bytes of v[q / 2] */
                 const int k = 4 * h + q;
                 uint16_t hd;

@@ -359,17 +359,8 @@ static Q5ATTR void q4x_512(const uint8_t *g, int nb, const uint8_t *ax, size_t a
  * at the end of a row). */
 static inline __attribute__((always_inline)) Q5ATTR void q5x_step_512(const uint8_t *v, const uint8_t *sc, int gs, int b, const uint8_t *ax, size_t as, int J, int nb, __m512 *acc) {
     const __m512i order = _mm512_set_epi32(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
-    const __m512i m4 = _mm512_set1_epi8(15), s16 = _mm512_set1_epi8(16);
     __m512i u[4];
-    for (int h = 0; h < gs / 4; h++) {
-        const __m512i x = _mm512_loadu_si512((const void *)(v + 64 * h));
-        __mmask64 lo, hi;
-        memcpy(&lo, v + 16 * gs + 16 * h, 8);
-        memcpy(&hi, v + 16 * gs + 16 * h + 8, 8);
-        const __m512i l = _mm512_and_si512(x, m4), t = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
-        u[2 * h] = _mm512_mask_add_epi8(l, lo, l, s16);
-        u[2 * h + 1] = _mm512_mask_add_epi8(t, hi, t, s16);
-    }
+    for (int h = 0; h < gs / 4; h++) q5x_unpack_512(v, gs, h, u + 2 * h);
     const __m128i h16 = gs == 8 ? _mm_loadu_si128((const __m128i *)sc) : _mm_loadl_epi64((const __m128i *)sc);
     const __m512 dw = _mm512_permutexvar_ps(order, _mm512_castps256_ps512(_mm256_cvtph_ps(h16)));
     for (int j = 0; j < J; j++) {

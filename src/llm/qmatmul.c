@@ -113,6 +113,7 @@ static const int8_t IQ4_GRID8[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1
 #define LLM_HAVE_VNNI 1
 #endif
 #if defined(__GNUC__) && (__GNUC__ >= 8)
+#include "q5x_unpack.h"
 #include "qkern_avx512.h"
 #define LLM_HAVE_AVX512 1
 #endif
