@@ -113,7 +113,7 @@ __attribute__((target("avx512f,avx512bw,f16c"))) static void row_f32_512(const u
 
 int llm_q5x_row_f32(const llm_mat *w, int r, float *dst) {
 #ifdef Q5X_AVX512
-    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("f16c")) {
+    if (__builtin_cpu_supports("avx512bw") && llm_cpu_f16c()) {
         row_f32_512((const uint8_t *)w->packed + (size_t)r * w->row_bytes, w->cols / 32, dst);
         return 0;
     }
