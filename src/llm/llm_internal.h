@@ -78,6 +78,9 @@ int llm_q5x_row_f32(const llm_mat *w, int r, float *dst);
 int llm_q5x_wanted(void);
 /* Blocks b0..b0+n-1 of row r of a repacked matrix (Q4_0 or Q5_0), in the file's form. */
 void llm_packed_row(const llm_mat *w, int r, int b0, int n, uint8_t *out);
+/* Row r of a repacked matrix as fp32, the values llm_mat_row gives for the file's form (Q5_0
+ * straight from its layout where the CPU allows, else through the file form). */
+void llm_packed_row_f32(const llm_mat *w, int r, float *dst);
 
 /* CPUID features (src/llm/cpu.c): 1 when the CPU has them */
 int llm_cpu_f16c(void);

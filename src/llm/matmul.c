@@ -72,15 +72,8 @@ void llm_mat_row(const llm_mat *w, int r, float *dst) {
         break;
     }
     default:
-        if (w->packed && w->type == GGML_TYPE_Q5_0 && !llm_q5x_row_f32(w, r, dst)) break;
-        if (w->packed) { /* repacked Q4_0 or Q5_0: its blocks put back in file form, a stack-sized run at a time */
-            uint8_t blk[32 * 22];
-            for (int b0 = 0; b0 < n / 32; b0 += 32) {
-                const int nb = n / 32 - b0 < 32 ? n / 32 - b0 : 32;
-                llm_packed_row(w, r, b0, nb, blk);
-                dr_dequantize(w->type, blk, dst + 32 * (size_t)b0, 32 * (uint64_t)nb);
-            }
-        } else if (dr_dequantize(w->type, row, dst, (uint64_t)n))
+        if (w->packed) llm_packed_row_f32(w, r, dst);
+        else if (dr_dequantize(w->type, row, dst, (uint64_t)n))
             memset(dst, 0, (size_t)n * sizeof(float));
         break;
     }

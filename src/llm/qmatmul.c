@@ -209,15 +209,15 @@ void llm_quantize_act(const float *x, int n, llm_ablk *out) {
     quantize_act_c(x, n, out);
 }
 
-int llm_q4x_wanted(void) {
-    const char *e = getenv("DEEPREC_REPACK"); /* 0: keep the file's layout, for benches */
-    return kern() >= KERN_AVX2 && !(e && !strcmp(e, "0"));
+/* DEEPREC_REPACK=0 keeps every matrix in the file's layout, for benches. */
+static int repack_allowed(void) {
+    const char *e = getenv("DEEPREC_REPACK");
+    return !(e && !strcmp(e, "0"));
 }
 
-int llm_q5x_wanted(void) {
-    const char *e = getenv("DEEPREC_REPACK");
-    return kern() == KERN_AVX512 && !(e && !strcmp(e, "0"));
-}
+int llm_q4x_wanted(void) { return kern() >= KERN_AVX2 && repack_allowed(); }
+
+int llm_q5x_wanted(void) { return kern() == KERN_AVX512 && repack_allowed(); }
 
 int llm_kernel_force(const char *name) {
     for (int k = KERN_C; k <= KERN_AVX512; k++)

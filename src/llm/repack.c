@@ -66,3 +66,14 @@ void llm_packed_row(const llm_mat *w, int r, int b0, int n, uint8_t *out) {
     if (w->type == GGML_TYPE_Q4_0) llm_q4x_row(w, r, b0, n, out);
     else llm_q5x_row(w, r, b0, n, out);
 }
+
+void llm_packed_row_f32(const llm_mat *w, int r, float *dst) {
+    if (w->type == GGML_TYPE_Q5_0 && !llm_q5x_row_f32(w, r, dst)) return;
+    uint8_t blk[32 * 22]; /* the blocks put back in file form, a stack-sized run at a time */
+    const int nb = w->cols / 32;
+    for (int b0 = 0; b0 < nb; b0 += 32) {
+        const int k = nb - b0 < 32 ? nb - b0 : 32;
+        llm_packed_row(w, r, b0, k, blk);
+        dr_dequantize(w->type, blk, dst + 32 * (size_t)b0, 32 * (uint64_t)k);
+    }
+}
