@@ -159,23 +159,26 @@ Q5ROWS(rows_q8a_512)
 Q5ROWS(rows_iq4nla_512)
 #undef Q5
 #undef Q5CASE
+#undef Q5PAIRS
+#undef Q5ROWS
 
-/* ---- Q4_K, Q5_K and IQ4_XS (256-value super-blocks) on the same q4a activations (Q6_K has
- * its own kernel below, q6kx_512_t). A register holds two 32-value units, so one vpdpbusd per
- * 64 weights: Q4_K's chunk of 32 bytes is units 2c (low nibbles) and 2c + 1 (high). The scales
- * of a super-block are converted once per row into one register and spread to each pair's
- * lanes by a permute. Q4_K's mins come back through c as a float: lane k of c is -16 x (sum of
- * 4 values), so c x dmin x m / 16 summed over a unit's lanes is -dmin x m x (sum of the unit's
- * values); IQ4_XS's offset 128 through 8c (exact int32 lanes, as above). */
-static inline __attribute__((always_inline)) Q5ATTR __m512 kq_spread_512(__m512 v, int first) {
-    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(first)), v);
-}
+/* ---- Q4_K, Q5_K and IQ4_XS (256-value super-blocks; Q6_K has its own kernel below,
+ * q6kx_512_t) on the same q4a activations, a super-block a step with its integer sums added
+ * down before any float work, as q5x_step_512 does and in the same lane order, so that the
+ * q4a layout's q5x run d8 gives the activations' scales. One vpdpbusd a pair of blocks: Q4_K's
+ * chunk of 32 bytes is blocks 2t (low nibbles) and 2t + 1 (high), multiplied as stored
+ * (0..15); IQ4_XS's grid values plus 128 come back through 8c (exact int32 lanes, as above).
+ * Q4_K's mins come in once a super-block, as the dot product of the 8 dmin x min with the
+ * activations' block sums (run sa: d x the sum of the block's values). The kernel this
+ * replaced paid a conversion, two permutes, a multiply and two FMAs per pair of blocks, row
+ * and activation row; one matrix of ffn_down (896 x 4864) from memory on 2 threads read 11%
+ * (1 activation row), 25% (2) and 112% (4) faster as Q4_K, 8%, 20% and 130% as Q5_K. */
+enum { KQ_Q4_K, KQ_Q5_K, KQ_IQ4_XS };
 
-/* Q4_K's 8 scales x d in lanes 0..7 and 8 mins x dmin / 8 in lanes 8..15. The 12 bytes of
- * 6-bit scales and mins (src/gguf/blocks.c) are unpacked as four 32-bit words (bytes 0-3:
- * scales 0-3, 4-7: scales 4-7, 8-11: mins 0-3, 12-15: mins 4-7) and widened in registers: a
- * scalar loop writing 16 floats to the stack and loading them as one vector stalled on store
+/* Q4_K's 8 scales x d in lanes 0..7 and 8 mins x dmin in lanes 8..15. The 12 bytes of 6-bit
+ * scales and mins (src/gguf/blocks.c) are unpacked as four 32-bit words (bytes 0-3: scales
+ * 0-3, 4-7: scales 4-7, 8-11: mins 0-3, 12-15: mins 4-7) and widened in registers: a scalar
+ * loop writing 16 floats to the stack and loading them as one vector stalled on store
  * forwarding once per super-block and row. */
 static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const uint8_t *p) {
     uint16_t hd, hm;
@@ -189,102 +192,98 @@ static inline __attribute__((always_inline)) Q5ATTR __m512 q4k_scales_512(const 
     const uint32_t sc_lo = w0 & m6, sc_hi = (w2 & m4) | (((w0 >> 6) & m2) << 4);
     const uint32_t mn_lo = w1 & m6, mn_hi = ((w2 >> 4) & m4) | (((w1 >> 6) & m2) << 4);
     const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo)));
-    const __m512 f = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm) * 0.0625f));
+    const __m512 f = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm)));
     return _mm512_mul_ps(v, f);
 }
 
-/* Pair t (0..3) of a super-block of R rows into R x J accumulators; sv[i] is row i's scales
- * register (q4k_scales_512, or IQ4_XS's 8 scales x d); b is the pair's first block. kind:
- * Q4_K, Q5_K (Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit 2t of byte l
- * for value l of unit 2t, bit 2t + 1 for unit 2t + 1) or IQ4_XS. */
-enum { KQ_Q4_K, KQ_Q5_K, KQ_IQ4_XS };
-static inline __attribute__((always_inline)) Q5ATTR void kq_pair_512(int kind, const uint8_t *p, size_t rb, int R, const __m512 *sv, int t, const uint8_t *ax, size_t as, int J, int nb, int b, __m512 *acc) {
-    __m512i u[4];
-    __m512 dw[4], mw[4];
-    const __m512i m4 = _mm512_set1_epi8(15);
-    for (int i = 0; i < R; i++) {
-        const uint8_t *r = p + (size_t)i * rb;
-        if (kind == KQ_IQ4_XS) { /* units 2t and 2t + 1: 16 bytes of nibbles each */
-            u[i] = iq4_grid_512(nib_pair_512(r + 8 + 32 * t, r + 24 + 32 * t));
-            dw[i] = kq_spread_512(sv[i], 2 * t);
-        } else {
-            const long long S4 = 0x0004000400040004LL;
-            const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
-            const int qs = kind == KQ_Q5_K ? 48 : 16;
-            const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + qs + 32 * t)));
-            u[i] = _mm512_and_si512(_mm512_srlv_epi16(x, sh), m4);
-            if (kind == KQ_Q5_K) {
-                const long long A = 0x0001000100010001LL * (2 * t), B = 0x0001000100010001LL * (2 * t + 1);
-                const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 16)));
-                const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, _mm512_set_epi64(B, B, B, B, A, A, A, A)), _mm512_set1_epi8(1));
-                u[i] = _mm512_or_si512(u[i], _mm512_slli_epi16(hb, 4));
-            }
-            dw[i] = kq_spread_512(sv[i], 2 * t);
-            mw[i] = kq_spread_512(sv[i], 8 + 2 * t);
-        }
-    }
-    for (int j = 0; j < J; j++) {
-        const uint8_t *aj = ax + (size_t)j * as;
-        const __m512i s = _mm512_loadu_si512((const void *)(aj + 32 * (size_t)b));
-        const __m512i c = _mm512_loadu_si512((const void *)(aj + 32 * ((size_t)nb + b)));
-        const __m512 da = _mm512_loadu_ps(aj + 32 * (2 * (size_t)nb + b));
-        if (kind == KQ_IQ4_XS) { /* offset 128: 8c */
-            const __m512i c4 = _mm512_slli_epi32(c, 3);
-            for (int i = 0; i < R; i++)
-                acc[i * J + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c4, u[i], s)), _mm512_mul_ps(dw[i], da), acc[i * J + j]);
-        } else {
-            const __m512 cf = _mm512_cvtepi32_ps(c);
-            for (int i = 0; i < R; i++) {
-                const __m512 w = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u[i], s)), dw[i], _mm512_mul_ps(cf, mw[i]));
-                acc[i * J + j] = _mm512_fmadd_ps(w, da, acc[i * J + j]);
-            }
-        }
-    }
+/* IQ4_XS's 8 signed 6-bit scales x d in lanes 0..7: 4 low bits in p[4..7], 2 high in p[2..3];
+ * byte k of ls is nibble k of lo with bits 2k, 2k + 1 of hs at bits 4-5, built in a register
+ * (a scalar loop into an array stalled on store forwarding). */
+static inline __attribute__((always_inline)) Q5ATTR __m512 iq4xs_scales_512(const uint8_t *p) {
+    uint16_t hd, hs;
+    uint32_t lo;
+    memcpy(&hd, p, 2);
+    memcpy(&hs, p + 2, 2);
+    memcpy(&lo, p + 4, 4);
+    const uint64_t ls = _pdep_u64(lo, 0x0F0F0F0F0F0F0F0FULL) | _pdep_u64(hs, 0x3030303030303030ULL);
+    const __m512i vi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)ls)), _mm512_set1_epi32(32));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(vi), _mm512_set1_ps(_cvtsh_ss(hd)));
 }
 
-static inline __attribute__((always_inline)) Q5ATTR void rows_kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-    __m512 acc[8];
-    for (int k = 0; k < R * J; k++) acc[k] = _mm512_setzero_ps();
+/* Blocks 2t and 2t + 1 of the super-block at r as one register of values as the kernel
+ * multiplies them. Q5_K is Q4_K's layout with 32 bytes of fifth bits before the nibbles: bit
+ * 2t of byte l for value l of block 2t, bit 2t + 1 for block 2t + 1. */
+static inline __attribute__((always_inline)) Q5ATTR __m512i kq_pair_values_512(int kind, const uint8_t *r, int t) {
+    if (kind == KQ_IQ4_XS) return iq4_grid_512(nib_pair_512(r + 8 + 32 * t, r + 24 + 32 * t));
+    const long long S4 = 0x0004000400040004LL; /* vpsrlvw counts: low nibbles in the lower half, high in the upper */
+    const __m512i sh = _mm512_set_epi64(S4, S4, S4, S4, 0, 0, 0, 0);
+    const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + (kind == KQ_Q5_K ? 48 : 16) + 32 * t)));
+    __m512i u = _mm512_and_si512(_mm512_srlv_epi16(x, sh), _mm512_set1_epi8(15));
+    if (kind == KQ_Q5_K) {
+        const long long A = 0x0001000100010001LL * (2 * t), B = 0x0001000100010001LL * (2 * t + 1);
+        const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r + 16)));
+        const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(H, _mm512_set_epi64(B, B, B, B, A, A, A, A)), _mm512_set1_epi8(1));
+        u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 4));
+    }
+    return u;
+}
+
+/* y[i + j * ys] = row i . activation row j for R rows rb bytes apart from p, J <= 4. One row at
+ * a time, prefetching every cache line 4 KiB on (as q6kx_512_t). */
+static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
+    const __m512i order = _mm512_set_epi32(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
     const int sbb = kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
-    const char *pf = q4a_prefetch_at(p, R * rb, 0);
-    for (int b = 0; b < nb; b += 8, p += sbb, pf += sbb) {
-        __m512 sv[4];
-        for (int i = 0; i < R; i++) {
-            const uint8_t *r = p + (size_t)i * rb;
-            for (int l = 0; l < sbb; l += 64) _mm_prefetch(pf + (size_t)i * rb + l, _MM_HINT_T0);
-            if (kind == KQ_IQ4_XS) { /* 8 signed 6-bit scales: 4 low bits in p[4..7], 2 high in p[2..3] */
-                uint16_t hd, hs;
-                uint32_t lo;
-                memcpy(&hd, r, 2);
-                memcpy(&hs, r + 2, 2);
-                memcpy(&lo, r + 4, 4);
-                /* byte jj of ls = nibble jj of lo | bits 2jj, 2jj + 1 of hs at bits 4-5, built in
-                 * a register (a scalar loop into an array stalled on store forwarding) */
-                const uint64_t ls = _pdep_u64(lo, 0x0F0F0F0F0F0F0F0FULL) | _pdep_u64(hs, 0x3030303030303030ULL);
-                const __m512i vi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)ls)), _mm512_set1_epi32(32));
-                sv[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(vi), _mm512_set1_ps(_cvtsh_ss(hd)));
-            } else
-                sv[i] = q4k_scales_512(r);
+    const size_t sa_at = (size_t)100 * nb + (size_t)64 * ((nb + 7) / 8); /* q4a_act_bytes */
+    for (int i = 0; i < R; i++, p += rb) {
+        __m512 acc[4];
+        __m256 accm[4];
+        for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps(), accm[j] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b += 8) {
+            const uint8_t *r = p + (size_t)sbb * (b / 8);
+            for (int l = 0; l < sbb; l += 64) _mm_prefetch((const char *)r + 4096 + l, _MM_HINT_T0);
+            const __m512 sv = kind == KQ_IQ4_XS ? iq4xs_scales_512(r) : q4k_scales_512(r);
+            const __m512 dw = _mm512_permutexvar_ps(order, sv);
+            const __m256 mw = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sv), 1));
+            __m512i u[4];
+            for (int t = 0; t < 4; t++) u[t] = kq_pair_values_512(kind, r, t);
+            for (int j = 0; j < J; j++) {
+                const uint8_t *aj = ax + (size_t)j * as;
+                const int8_t *s = (const int8_t *)aj + 32 * (size_t)b;
+                const int32_t *c = (const int32_t *)(aj + 32 * (size_t)nb) + 8 * (size_t)b;
+                __m512i d[4];
+                for (int t = 0; t < 4; t++) {
+                    const __m512i c0 = kind == KQ_IQ4_XS ? _mm512_slli_epi32(_mm512_loadu_si512((const void *)(c + 16 * t)), 3) : _mm512_setzero_si512();
+                    d[t] = _mm512_dpbusd_epi32(c0, u[t], _mm512_loadu_si512((const void *)(s + 64 * t)));
+                }
+                const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
+                const __m512i e1 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD));
+                const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(e0, e1), _mm512_unpackhi_epi64(e0, e1));
+                const __m512 da = _mm512_loadu_ps((const float *)(aj + 100 * (size_t)nb) + 2 * (size_t)b);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
+                if (kind != KQ_IQ4_XS) accm[j] = _mm256_fmadd_ps(mw, _mm256_loadu_ps((const float *)(aj + sa_at) + b), accm[j]);
+            }
         }
-        for (int t = 0; t < 4; t++) kq_pair_512(kind, p, rb, R, sv, t, ax, as, J, nb, b + 2 * t, acc);
+        for (int j = 0; j < J; j++) {
+            const __m128 m = _mm_add_ps(_mm256_castps256_ps128(accm[j]), _mm256_extractf128_ps(accm[j], 1));
+            const __m128 m2 = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[j]) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+        }
     }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < J; j++) y[i + (size_t)j * ys] = _mm512_reduce_add_ps(acc[i * J + j]);
 }
 
-#define Q5CASE(r, j) rows_kq_512_t(Q6, p, rb, r, ax, as, j, nb, y, ys)
-#define Q6 KQ_Q4_K
-Q5ROWS(rows_q4k_512)
-#undef Q6
-#define Q6 KQ_Q5_K
-Q5ROWS(rows_q5k_512)
-#undef Q6
-#define Q6 KQ_IQ4_XS
-Q5ROWS(rows_iq4xs_512)
-#undef Q6
-#undef Q5CASE
-#undef Q5PAIRS
-#undef Q5ROWS
+#define KQ_ROWS(NAME, KIND)                                                                                            \
+    static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
+        switch (J) { /* the K-quant kernels serve batches up to 4 (kernel_512) */                                       \
+        case 1: kq_512_t(KIND, p, rb, R, ax, as, 1, nb, y, ys); break;                                                  \
+        case 2: kq_512_t(KIND, p, rb, R, ax, as, 2, nb, y, ys); break;                                                  \
+        case 3: kq_512_t(KIND, p, rb, R, ax, as, 3, nb, y, ys); break;                                                  \
+        default: kq_512_t(KIND, p, rb, R, ax, as, 4, nb, y, ys); break;                                                 \
+        }                                                                                                              \
+    }
+KQ_ROWS(rows_q4k_512, KQ_Q4_K)
+KQ_ROWS(rows_q5k_512, KQ_Q5_K)
+KQ_ROWS(rows_iq4xs_512, KQ_IQ4_XS)
+#undef KQ_ROWS
 
 /* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8
  * values, nb x 4 int32 corrections c_k = -8 * (sum of values 4k..4k+3 and 16+4k..16+4k+3), nb
@@ -424,8 +423,7 @@ static Q5ATTR void rows_q5x_512(const uint8_t *p, size_t rb, int R, const uint8_
  * qh, bit pairs 0-1, 2-3, 4-5, 6-7 for values l, l + 32, l + 64, l + 96), its scale v / 16.
  * Each quarter of a vpdpbusd result (16 values) has its own scale, so the 4 results of a
  * super-block are transposed and added to one lane per quarter: lane 4q + k is values
- * 64k + 16q ..+15, scale 4k + q, block 2k + q / 2. (The same scheme for Q4_K, whose scales
- * and mins take more unpacking, was slower than rows_q4k_512 and is not used.) */
+ * 64k + 16q ..+15, scale 4k + q, block 2k + q / 2. */
 static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
     const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);

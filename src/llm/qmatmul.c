@@ -243,20 +243,22 @@ static row_fn row_kernel(uint32_t type) {
  * scales (q4a_pack), so that the weights' nibbles are multiplied as they are stored (0..15) and two
  * blocks' activations are contiguous for the 512-bit kernel. c is Q5_0's offset as it is (the
  * type with the most kernel work per block); the other types shift it (Q4_0: c / 2, Q6_K: 2c,
- * Q8_0 and the IQ4 grids: 8c) or fold the factor into a scale (the K-quants' mins). */
+ * Q8_0 and the IQ4 grids: 8c). Q4_K's and Q5_K's mins take the block sums run sa instead. */
 typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
 /* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
- * them at once), then for the q5x kernel (repacked Q5_0) 16 scales per 8 blocks in the order
- * its sums come in (per 128 bits: blocks q, q, q + 4, q + 4; 0 where a block is past the end),
- * rounded up to an odd number of cache lines: with 8 activation rows read at the same offset
- * (batches), a stride near a multiple of 4 KiB put them all in the same L1 sets (the extra run
- * alone made width 4864's stride 4 KiB + 32 bytes). */
+ * them at once), then for the kernels that add 8 blocks' sums first (q5x, the K-quants) 16
+ * scales per 8 blocks in the order those sums come in (per 128 bits: blocks q, q, q + 4,
+ * q + 4; 0 where a block is past the end), then the run sa of each block's scale times the sum
+ * of its values (Q4_K's and Q5_K's mins; 8 per 8 blocks), rounded up to an odd number of cache
+ * lines: with 8 activation rows read at the same offset (batches), a stride near a multiple of
+ * 4 KiB put them all in the same L1 sets (the d8 run alone made width 4864's stride 4 KiB + 32
+ * bytes). */
 static size_t q4a_act_bytes(int nb) {
-    const size_t lines = ((size_t)100 * nb + (size_t)64 * ((nb + 7) / 8) + 63) / 64;
+    const size_t lines = ((size_t)100 * nb + (size_t)96 * ((nb + 7) / 8) + 63) / 64;
     return 64 * (lines | 1);
 }
 
-/* Block b's two entries of the q5x scale run d8 (and, from the row's last block, zeros for
+/* Block b's two entries of the scale run d8 (and, from the row's last block, zeros for
  * the blocks its last group of 8 lacks). */
 static void q4a_pack_d8(float *d8, int b, int nb, float d) {
     const int g = b / 8, k = b % 8, l = 4 * (k % 4) + (k < 4 ? 0 : 2);
@@ -270,7 +272,7 @@ static void q4a_pack_d8(float *d8, int b, int nb, float d) {
 
 /* q4a_pack's runs with 8 lanes, the same integers: it runs on one thread before each decode
  * matmul, and its scalar loop took about as long as rounding the activations. */
-__attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a, int b0, int b1, int8_t *q, int32_t *c, float *d, float *d1) {
+__attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a, int b0, int b1, int8_t *q, int32_t *c, float *d, float *d1, float *sa) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int b = b0; b < b1; b++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)a[b].q);
@@ -280,6 +282,10 @@ __attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a,
         _mm256_storeu_si256((__m256i *)(c + 8 * b), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-16)));
         _mm256_storeu_ps(d + 8 * b, _mm256_set1_ps(a[b].d));
         d1[b] = a[b].d;
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        sa[b] = a[b].d * (float)_mm_cvtsi128_si32(h);
     }
 }
 
@@ -288,19 +294,23 @@ static void q4a_pack_blocks(const llm_ablk *a, int b0, int b1, int nb, uint8_t *
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
     float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb), *d8 = d1 + nb;
+    float *sa = d8 + 16 * (size_t)((nb + 7) / 8);
     for (int b = b0; b < b1; b++) q4a_pack_d8(d8, b, nb, a[b].d);
     if (kern() >= KERN_AVX2) {
-        q4a_pack_avx2(a, b0, b1, q, c, d, d1);
+        q4a_pack_avx2(a, b0, b1, q, c, d, d1, sa);
         return;
     }
     for (int b = b0; b < b1; b++) {
         memcpy(q + 32 * b, a[b].q, 32);
+        int sum = 0;
         for (int k = 0; k < 8; k++) {
             const int8_t *v = a[b].q + 4 * k;
             c[8 * b + k] = -16 * (v[0] + v[1] + v[2] + v[3]);
             d[8 * b + k] = a[b].d;
+            sum += v[0] + v[1] + v[2] + v[3];
         }
         d1[b] = a[b].d;
+        sa[b] = a[b].d * (float)sum;
     }
 }
 
