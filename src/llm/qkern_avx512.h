@@ -273,7 +273,14 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, cons
 
 #define KQ_ROWS(NAME, KIND)                                                                                            \
     static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
-        switch (J) { /* the K-quant kernels serve batches up to 4 (kernel_512) */                                       \
+        if (J > 4) { /* two passes over each row, the second from L1 (as rows_q5x_512) */                               \
+            for (int i = 0; i < R; i++, p += rb, y++) {                                                                 \
+                kq_512_t(KIND, p, rb, 1, ax, as, 4, nb, y, ys);                                                        \
+                NAME(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);                                            \
+            }                                                                                                          \
+            return;                                                                                                    \
+        }                                                                                                              \
+        switch (J) {                                                                                                   \
         case 1: kq_512_t(KIND, p, rb, R, ax, as, 1, nb, y, ys); break;                                                  \
         case 2: kq_512_t(KIND, p, rb, R, ax, as, 2, nb, y, ys); break;                                                  \
         case 3: kq_512_t(KIND, p, rb, R, ax, as, 3, nb, y, ys); break;                                                  \
@@ -468,7 +475,14 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
 }
 
 static Q5ATTR void rows_q6kx_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-    switch (J) { /* the K-quant kernels serve batches up to 4 (kernel_512) */
+    if (J > 4) { /* two passes over each row, the second from L1 (as rows_q5x_512) */
+        for (int i = 0; i < R; i++, p += rb, y++) {
+            q6kx_512_t(p, rb, 1, ax, as, 4, nb, y, ys);
+            rows_q6kx_512(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);
+        }
+        return;
+    }
+    switch (J) {
     case 1: q6kx_512_t(p, rb, R, ax, as, 1, nb, y, ys); break;
     case 2: q6kx_512_t(p, rb, R, ax, as, 2, nb, y, ys); break;
     case 3: q6kx_512_t(p, rb, R, ax, as, 3, nb, y, ys); break;

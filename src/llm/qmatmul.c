@@ -513,20 +513,24 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
  * kept Q5_0 decode at about half the read bandwidth). Above 4 activation rows a row meets up to
  * 8 of them per pass, and the q4a layout's 96 bytes per block and row (against llm_ablk's 44)
  * made those passes read L2 at its limit on wide rows (7B-shaped Q4_K_M, 16-token prefill: 3.0
- * tokens/s against 5.2-5.5 with the 256-bit row kernels). So the super-block types take these
- * kernels up to 4 rows, and the 32-value ones beyond that only on rows of up to 64 blocks (8
- * rows' activations in 48 KiB; at width 896 Q5_0's was the faster at 16 rows too: 124-135
- * against 107-112 tokens per CPU s). */
+ * tokens/s against 5.2-5.5 with the 256-bit row kernels); so the 32-value types take them
+ * beyond 4 rows only on rows of up to 64 blocks (8 rows' activations in 48 KiB; at width 896
+ * Q5_0's was the faster at 16 rows too: 124-135 against 107-112 tokens per CPU s). The
+ * super-block kernels take more than 4 activation rows in passes of 4 over each row, the later
+ * ones from L1, and their limits are measured (one matrix from memory, 2 threads, 896 x 4864
+ * and 3584 x 18944, against the row kernels): Q4_K and Q5_K 2.0-3.0x as fast at 8, 16 and 32
+ * rows, so at every batch below the sgemm path; IQ4_XS 1.0x at 8, 1.2x at 16, 0.6x at 32;
+ * Q6_K 1.0-1.2x at 6 and 8, 0.9-1.1x at 16, 0.8x at 32. */
 static q4a_fn kernel_512(uint32_t type, int n, int nb) {
     const int narrow = n <= 4 || nb <= 64;
     switch (type) {
     case GGML_TYPE_Q5_0: return narrow ? rows_q5a_512 : NULL;
     case GGML_TYPE_Q8_0: return narrow ? rows_q8a_512 : NULL;
     case GGML_TYPE_IQ4_NL: return narrow ? rows_iq4nla_512 : NULL;
-    case GGML_TYPE_Q4_K: return n <= 4 ? rows_q4k_512 : NULL;
-    case GGML_TYPE_Q5_K: return n <= 4 ? rows_q5k_512 : NULL;
-    case GGML_TYPE_Q6_K: return n <= 4 ? rows_q6kx_512 : NULL;
-    case GGML_TYPE_IQ4_XS: return n <= 4 ? rows_iq4xs_512 : NULL;
+    case GGML_TYPE_Q4_K: return rows_q4k_512;
+    case GGML_TYPE_Q5_K: return rows_q5k_512;
+    case GGML_TYPE_Q6_K: return n <= 8 ? rows_q6kx_512 : NULL;
+    case GGML_TYPE_IQ4_XS: return n <= 16 ? rows_iq4xs_512 : NULL;
     default: return NULL;
     }
 }
