@@ -207,8 +207,8 @@ BF_TGT static float row1(const uint16_t *w, const uint16_t *x, int K) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int k = 0;
     for (; k + 64 <= K; k += 64) {
-        _mm_prefetch((const char *)(w + k) + BF_AHEAD, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + k) + BF_AHEAD + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + k) + BF_AHEAD, LLM_PF_STREAM);
+        _mm_prefetch((const char *)(w + k) + BF_AHEAD + 64, LLM_PF_STREAM);
         a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
                               (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
         a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),

@@ -108,7 +108,7 @@ static inline __attribute__((always_inline)) Q5ATTR void rows_q4a_512_t(const ui
     const char *pf = q4a_prefetch_at(p, R * rb, kind == Q4A_Q8_0 ? 8192 : kind == Q4A_Q5_0 ? 4096 : 0);
     int b = 0;
     for (; b + 2 <= nb; b += 2, p += step, pf += step * R) {
-        for (int i = 0; i < R; i++) _mm_prefetch(pf + step * i, _MM_HINT_T0);
+        for (int i = 0; i < R; i++) _mm_prefetch(pf + step * i, LLM_PF_STREAM);
         q4a_pair_512(p, kind, rb, R, ax, as, J, nb, b, 0, acc);
     }
     if (b < nb) q4a_pair_512(p, kind, rb, R, ax, as, J, nb, b, 1, acc);
@@ -240,7 +240,7 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, cons
         for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps(), accm[j] = _mm256_setzero_ps();
         for (int b = 0; b < nb; b += 8) {
             const uint8_t *r = p + (size_t)sbb * (b / 8);
-            for (int l = 0; l < sbb; l += 64) _mm_prefetch((const char *)r + 4096 + l, _MM_HINT_T0);
+            for (int l = 0; l < sbb; l += 64) _mm_prefetch((const char *)r + 4096 + l, LLM_PF_STREAM);
             const __m512 sv = kind == KQ_IQ4_XS ? iq4xs_scales_512(r) : q4k_scales_512(r);
             const __m512 dw = _mm512_permutexvar_ps(order, sv);
             const __m256 mw = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sv), 1));
@@ -325,7 +325,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q4x_512_t(const uint8_t
     const uint8_t *sc = g + 64 * (size_t)nb;
     int b = 0;
     for (; b + 4 <= nb; b += 4) {
-        for (int k = 0; LLM_Q4X_PREFETCH && k < 4; k++) _mm_prefetch((const char *)g + 64 * (size_t)(b + k) + LLM_Q4X_PREFETCH, _MM_HINT_T0);
+        for (int k = 0; LLM_Q4X_PREFETCH && k < 4; k++) _mm_prefetch((const char *)g + 64 * (size_t)(b + k) + LLM_Q4X_PREFETCH, LLM_PF_STREAM);
         const __m512 w16 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + 8 * (size_t)b)));
         for (int k = 0; k < 4; k++) q4x_block_512(g, b + k, k, w16, ax, as, nb, J, acc + 8 * (C == 2 ? k & 1 : 0));
     }
@@ -394,7 +394,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q5x_512_t(const uint8_t
         int b = 0;
         for (; b + 8 <= nb; b += 8) {
             const uint8_t *g = p + (size_t)22 * b;
-            for (int l = 0; l < 176; l += 64) _mm_prefetch((const char *)g + 4096 + l, _MM_HINT_T0);
+            for (int l = 0; l < 176; l += 64) _mm_prefetch((const char *)g + 4096 + l, LLM_PF_STREAM);
             q5x_step_512(g, g + 160, 8, b, ax, as, J, nb, acc);
         }
         if (b < nb) {
@@ -440,7 +440,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
         for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
         for (int b = 0; b < nb; b += 8) {
             const uint8_t *r = p + (size_t)210 * (b / 8);
-            for (int l = 0; l < 210; l += 64) _mm_prefetch((const char *)r + 4096 + l, _MM_HINT_T0);
+            for (int l = 0; l < 210; l += 64) _mm_prefetch((const char *)r + 4096 + l, LLM_PF_STREAM);
             uint16_t hd;
             memcpy(&hd, r + 208, 2);
             const __m512 s16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + 192))));

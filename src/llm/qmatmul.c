@@ -447,7 +447,7 @@ static void q4a_plan_run(const q4a_plan *pl) {
          * alternated in one process, with / without: 0.988-1.000 (Q4_K_M, Q8_0). */
         if (t != prev + 1) {
             const size_t left = (size_t)(rows - r) * w->row_bytes, pre = left < 8192 ? left : 8192;
-            for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
+            for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, LLM_PF_STREAM);
         }
         prev = t;
         for (int j = 0; j < n; j += 8)
