@@ -518,9 +518,9 @@ static int matmul_q4a(const llm_mat *w, q4a_fn fn, const llm_ablk *xa, int n, fl
  * Q5_0's was the faster at 16 rows too: 124-135 against 107-112 tokens per CPU s). The
  * super-block kernels take more than 4 activation rows in passes of 4 over each row, the later
  * ones from L1, and their limits are measured (one matrix from memory, 2 threads, 896 x 4864
- * and 3584 x 18944, against the row kernels): Q4_K and Q5_K 2.0-3.0x as fast at 8, 16 and 32
- * rows, so at every batch below the sgemm path; IQ4_XS 1.0x at 8, 1.2x at 16, 0.6x at 32;
- * Q6_K 1.0-1.2x at 6 and 8, 0.9-1.1x at 16, 0.8x at 32. */
+ * and 3584 x 18944, against the row kernels): Q4_K 1.8-3.0x and Q5_K 1.6-1.9x as fast at 8,
+ * 16 and 32 rows, so at every batch below the sgemm path; IQ4_XS 1.0x at 8, 1.2x at 16, 0.6x
+ * at 32; Q6_K 1.0-1.2x at 6 and 8, 0.9-1.1x at 16, 0.8x at 32. */
 static q4a_fn kernel_512(uint32_t type, int n, int nb) {
     const int narrow = n <= 4 || nb <= 64;
     switch (type) {
