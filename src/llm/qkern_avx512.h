@@ -162,6 +162,29 @@ Q5ROWS(rows_iq4nla_512)
 #undef Q5PAIRS
 #undef Q5ROWS
 
+/* NAME(p, rb, R, ax, as, J, nb, y, ys) for the kernel KERN(ARGS p, rb, R, ax, as, J, nb, y,
+ * ys) (ARGS empty, or a first argument and its comma), whose accumulators stay in registers
+ * for up to 4 activation rows, each count its own instance. More rows are taken in passes of 4
+ * over each row, the later ones from L1: these kernels add their sums down per activation row,
+ * and in one pass of 8 that ran 30-34% slower than the q4a kernel on the file's layout (q5x,
+ * 4864 x 896 from memory, 2 threads), in two at par. */
+#define ROWS_IN_PASSES_OF_4(NAME, KERN, ...)                                                                           \
+    static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
+        if (J > 4) {                                                                                                   \
+            for (int i = 0; i < R; i++, p += rb, y++) {                                                                 \
+                KERN(__VA_ARGS__ p, rb, 1, ax, as, 4, nb, y, ys);                                                      \
+                NAME(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);                                            \
+            }                                                                                                          \
+            return;                                                                                                    \
+        }                                                                                                              \
+        switch (J) {                                                                                                   \
+        case 1: KERN(__VA_ARGS__ p, rb, R, ax, as, 1, nb, y, ys); break;                                                \
+        case 2: KERN(__VA_ARGS__ p, rb, R, ax, as, 2, nb, y, ys); break;                                                \
+        case 3: KERN(__VA_ARGS__ p, rb, R, ax, as, 3, nb, y, ys); break;                                                \
+        default: KERN(__VA_ARGS__ p, rb, R, ax, as, 4, nb, y, ys); break;                                               \
+        }                                                                                                              \
+    }
+
 /* ---- Q4_K, Q5_K and IQ4_XS (256-value super-blocks; Q6_K has its own kernel below,
  * q6kx_512_t) on the same q4a activations, a super-block a step with its integer sums added
  * down before any float work, as q5x_step_512 does and in the same lane order, so that the
@@ -233,7 +256,6 @@ static inline __attribute__((always_inline)) Q5ATTR __m512i kq_pair_values_512(i
 static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     const __m512i order = _mm512_set_epi32(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
     const int sbb = kind == KQ_Q5_K ? 176 : kind == KQ_IQ4_XS ? 136 : 144; /* bytes of a super-block */
-    const size_t sa_at = (size_t)100 * nb + (size_t)64 * ((nb + 7) / 8); /* q4a_act_bytes */
     for (int i = 0; i < R; i++, p += rb) {
         __m512 acc[4];
         __m256 accm[4];
@@ -258,9 +280,9 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, cons
                 const __m512i e0 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[0], d[1], 0x88), _mm512_shuffle_i32x4(d[0], d[1], 0xDD));
                 const __m512i e1 = _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD));
                 const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(e0, e1), _mm512_unpackhi_epi64(e0, e1));
-                const __m512 da = _mm512_loadu_ps((const float *)(aj + 100 * (size_t)nb) + 2 * (size_t)b);
+                const __m512 da = _mm512_loadu_ps((const float *)(aj + Q4A_D8_AT(nb)) + 2 * (size_t)b);
                 acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
-                if (kind != KQ_IQ4_XS) accm[j] = _mm256_fmadd_ps(mw, _mm256_loadu_ps((const float *)(aj + sa_at) + b), accm[j]);
+                if (kind != KQ_IQ4_XS) accm[j] = _mm256_fmadd_ps(mw, _mm256_loadu_ps((const float *)(aj + Q4A_SA_AT(nb)) + b), accm[j]);
             }
         }
         for (int j = 0; j < J; j++) {
@@ -271,26 +293,9 @@ static inline __attribute__((always_inline)) Q5ATTR void kq_512_t(int kind, cons
     }
 }
 
-#define KQ_ROWS(NAME, KIND)                                                                                            \
-    static Q5ATTR void NAME(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) { \
-        if (J > 4) { /* two passes over each row, the second from L1 (as rows_q5x_512) */                               \
-            for (int i = 0; i < R; i++, p += rb, y++) {                                                                 \
-                kq_512_t(KIND, p, rb, 1, ax, as, 4, nb, y, ys);                                                        \
-                NAME(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);                                            \
-            }                                                                                                          \
-            return;                                                                                                    \
-        }                                                                                                              \
-        switch (J) {                                                                                                   \
-        case 1: kq_512_t(KIND, p, rb, R, ax, as, 1, nb, y, ys); break;                                                  \
-        case 2: kq_512_t(KIND, p, rb, R, ax, as, 2, nb, y, ys); break;                                                  \
-        case 3: kq_512_t(KIND, p, rb, R, ax, as, 3, nb, y, ys); break;                                                  \
-        default: kq_512_t(KIND, p, rb, R, ax, as, 4, nb, y, ys); break;                                                 \
-        }                                                                                                              \
-    }
-KQ_ROWS(rows_q4k_512, KQ_Q4_K)
-KQ_ROWS(rows_q5k_512, KQ_Q5_K)
-KQ_ROWS(rows_iq4xs_512, KQ_IQ4_XS)
-#undef KQ_ROWS
+ROWS_IN_PASSES_OF_4(rows_q4k_512, kq_512_t, KQ_Q4_K, )
+ROWS_IN_PASSES_OF_4(rows_q5k_512, kq_512_t, KQ_Q5_K, )
+ROWS_IN_PASSES_OF_4(rows_iq4xs_512, kq_512_t, KQ_IQ4_XS, )
 
 /* ---- the q4x layout (q4x.c) x q4x activations (q4x_act_pack in qmatmul.c: nb x 32 int8
  * values, nb x 4 int32 corrections c_k = -8 * (sum of values 4k..4k+3 and 16+4k..16+4k+3), nb
@@ -380,16 +385,16 @@ static inline __attribute__((always_inline)) Q5ATTR void q5x_step_512(const uint
         const __m512i e1 = gs == 8 ? _mm512_add_epi32(_mm512_shuffle_i32x4(d[2], d[3], 0x88), _mm512_shuffle_i32x4(d[2], d[3], 0xDD))
                                    : _mm512_setzero_si512();
         const __m512i f = _mm512_add_epi32(_mm512_unpacklo_epi64(e0, e1), _mm512_unpackhi_epi64(e0, e1));
-        const __m512 da = _mm512_loadu_ps((const float *)(aj + 100 * (size_t)nb) + 2 * (size_t)b);
+        const __m512 da = _mm512_loadu_ps((const float *)(aj + Q4A_D8_AT(nb)) + 2 * (size_t)b);
         acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(f), _mm512_mul_ps(dw, da), acc[j]);
     }
 }
 
 /* y[i + j * ys] = row i . activation row j for R rows rb bytes apart from p (q5x layout),
- * J <= 8, nb a multiple of 4. One row at a time, prefetching every cache line 4 KiB on. */
+ * J <= 4, nb a multiple of 4. One row at a time, prefetching every cache line 4 KiB on. */
 static inline __attribute__((always_inline)) Q5ATTR void q5x_512_t(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
     for (int i = 0; i < R; i++, p += rb) {
-        __m512 acc[8];
+        __m512 acc[4];
         for (int j = 0; j < J; j++) acc[j] = _mm512_setzero_ps();
         int b = 0;
         for (; b + 8 <= nb; b += 8) {
@@ -405,21 +410,7 @@ static inline __attribute__((always_inline)) Q5ATTR void q5x_512_t(const uint8_t
     }
 }
 
-static Q5ATTR void rows_q5x_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-    /* Above 4 activation rows, two passes over each row (the second from L1), 4 rows and then
-     * the rest: in one pass of 8 the sums added down per activation row ran 30-34% slower than the
-     * q4a kernel on the file's layout (4864 x 896 from memory, 2 threads), in two at par. */
-    if (J > 4) {
-        for (int i = 0; i < R; i++, p += rb, y++) {
-            q5x_512_t(p, rb, 1, ax, as, 4, nb, y, ys);
-            rows_q5x_512(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);
-        }
-        return;
-    }
-#define Q5X_CALL(j) q5x_512_t(p, rb, R, ax, as, j, nb, y, ys)
-    LLM_J_SWITCH(J, Q5X_CALL)
-#undef Q5X_CALL
-}
+ROWS_IN_PASSES_OF_4(rows_q5x_512, q5x_512_t, )
 
 /* ---- Q6_K, a super-block (8 blocks) a step, its integer sums added down before any float
  * work: the per-pair float work (conversion, scale product, FMA) was most of rows_q6k_512's
@@ -474,21 +465,8 @@ static inline __attribute__((always_inline)) Q5ATTR void q6kx_512_t(const uint8_
     }
 }
 
-static Q5ATTR void rows_q6kx_512(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys) {
-    if (J > 4) { /* two passes over each row, the second from L1 (as rows_q5x_512) */
-        for (int i = 0; i < R; i++, p += rb, y++) {
-            q6kx_512_t(p, rb, 1, ax, as, 4, nb, y, ys);
-            rows_q6kx_512(p, rb, 1, ax + 4 * as, as, J - 4, nb, y + 4 * ys, ys);
-        }
-        return;
-    }
-    switch (J) {
-    case 1: q6kx_512_t(p, rb, R, ax, as, 1, nb, y, ys); break;
-    case 2: q6kx_512_t(p, rb, R, ax, as, 2, nb, y, ys); break;
-    case 3: q6kx_512_t(p, rb, R, ax, as, 3, nb, y, ys); break;
-    default: q6kx_512_t(p, rb, R, ax, as, 4, nb, y, ys); break;
-    }
-}
+ROWS_IN_PASSES_OF_4(rows_q6kx_512, q6kx_512_t, )
 
+#undef ROWS_IN_PASSES_OF_4
 #undef Q5TGT
 #undef Q5ATTR

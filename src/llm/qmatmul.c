@@ -81,6 +81,11 @@ typedef void (*row_fn)(const uint8_t *row, const llm_ablk *a, size_t as, int J, 
 #define Q4X_AQ(aj, b, half) ((const __m128i *)((aj) + 32 * (size_t)(b) + 16 * (half)))
 #define Q4X_AC(aj, nb, b) ((const __m128i *)((aj) + 32 * (size_t)(nb) + 16 * (size_t)(b)))
 #define Q4X_AD(aj, nb, b) (((const float *)((aj) + 48 * (size_t)(nb)))[b])
+/* The runs of the q4a activation layout (q4a_pack_blocks) after the per-block ones, in one
+ * place for the packer and the kernels that add 8 blocks' sums first: the scale run d8 (16
+ * floats per 8 blocks) and the block-sums run sa (8 floats per 8 blocks). */
+#define Q4A_D8_AT(nb) ((size_t)100 * (size_t)(nb))
+#define Q4A_SA_AT(nb) (Q4A_D8_AT(nb) + (size_t)64 * (size_t)(((nb) + 7) / 8))
 /* Bytes ahead that the q4x kernels prefetch. Each thread reads one sequential stream, but at
  * batch 1 the kernel still stalled on the first line of every 256 bytes (perf): the hardware
  * prefetcher does not run far enough ahead. Measured on the Q4_0 bench file, 2 threads
@@ -254,7 +259,7 @@ typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, si
  * 4 KiB put them all in the same L1 sets (the d8 run alone made width 4864's stride 4 KiB + 32
  * bytes). */
 static size_t q4a_act_bytes(int nb) {
-    const size_t lines = ((size_t)100 * nb + (size_t)96 * ((nb + 7) / 8) + 63) / 64;
+    const size_t lines = (Q4A_SA_AT(nb) + (size_t)32 * ((nb + 7) / 8) + 63) / 64;
     return 64 * (lines | 1);
 }
 
@@ -293,8 +298,8 @@ __attribute__((target("avx2,fma"))) static void q4a_pack_avx2(const llm_ablk *a,
 static void q4a_pack_blocks(const llm_ablk *a, int b0, int b1, int nb, uint8_t *out) {
     int8_t *q = (int8_t *)out;
     int32_t *c = (int32_t *)(out + 32 * (size_t)nb);
-    float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb), *d8 = d1 + nb;
-    float *sa = d8 + 16 * (size_t)((nb + 7) / 8);
+    float *d = (float *)(out + 64 * (size_t)nb), *d1 = (float *)(out + 96 * (size_t)nb);
+    float *d8 = (float *)(out + Q4A_D8_AT(nb)), *sa = (float *)(out + Q4A_SA_AT(nb));
     for (int b = b0; b < b1; b++) q4a_pack_d8(d8, b, nb, a[b].d);
     if (kern() >= KERN_AVX2) {
         q4a_pack_avx2(a, b0, b1, q, c, d, d1, sa);
