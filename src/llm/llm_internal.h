@@ -38,6 +38,58 @@ int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, c
 /* y = W x, x written in the same parallel region by produce(ctx), which ends with a barrier (an
  * orphaned omp for); -1 (nothing run) where its kernel does not apply. */
 int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y);
+/* ---- pieces of a decode step that keeps one parallel region open (session.c) ---- */
+#if defined(__x86_64__) || defined(__i386__)
+#define LLM_ONE_REGION 1 /* qmatmul.c builds the plans and roundings below on x86 only */
+#endif
+/* A barrier for the threads of the enclosing parallel region (all of them wait on it) that spins
+ * instead of calling the kernel (spin_barrier.c says why). Initialise it before the region; it
+ * must live as long as the region. Outside any region it returns at once. */
+typedef struct llm_barrier { _Alignas(64) int count; _Alignas(64) int gen; } llm_barrier;
+void llm_barrier_init(llm_barrier *b);
+void llm_barrier_wait(llm_barrier *b);
+
+/* One call of a 512-bit (or Q4_0 file-layout) kernel: R rows of rb bytes at p times J <= 8
+ * activation rows of the q4a layout (as bytes apart) of nb blocks, into y (ys apart). */
+typedef void (*llm_q8kern)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
+#define LLM_Q8PLAN_MAX_W 4
+#define LLM_Q8PLAN_MAX_THREADS 64
+/* y_k = W_k x for nw <= LLM_Q8PLAN_MAX_W matrices of one width, x packed once (ax): their tiles
+ * are one index space, which the nt threads of a region share out (qmatmul.c, llm_q8plan_run). */
+typedef struct llm_q8plan {
+    const llm_mat *w[LLM_Q8PLAN_MAX_W];
+    llm_q8kern fn[LLM_Q8PLAN_MAX_W];
+    float *y[LLM_Q8PLAN_MAX_W];
+    int first[LLM_Q8PLAN_MAX_W + 1], R[LLM_Q8PLAN_MAX_W];
+    int nw, n, nb, tiles, nt;
+    size_t as;
+    const uint8_t *ax;
+    double work; /* multiply-adds */
+    /* each thread's tiles left, [lo, hi) as lo | hi << 32, one cache line each */
+    struct { _Alignas(64) uint64_t r; } left[LLM_Q8PLAN_MAX_THREADS];
+} llm_q8plan;
+/* 1 when W takes a 512-bit kernel on the int8 activations at a batch of n below the sgemm path
+ * (and the fused regions are on): the matrices that llm_q8plan_init accepts. */
+int llm_q8act_fusable(const llm_mat *w, int n);
+/* A plan for nt threads (0, or -1 when some matrix is not fusable or the widths differ). */
+int llm_q8plan_init(llm_q8plan *pl, const llm_mat *const *w, int nw, int n, const uint8_t *ax, float *const *y, int nt);
+/* Run by every thread of the region (the plan's nt of them), or by the one thread outside any;
+ * returns once all tiles are done (bar, a barrier of the region). */
+void llm_q8plan_run(llm_q8plan *pl, llm_barrier *bar);
+/* Bytes of one activation row of nb blocks in the kernels' layout (whole cache lines). */
+size_t llm_q8act_bytes(int nb);
+/* n rows of x (cols floats each) rounded into xa (cols / 32 blocks a row) and packed into ax. */
+void llm_q8act_round(const float *x, int n, int cols, llm_ablk *xa, uint8_t *ax);
+/* Blocks b0..b1-1 of one row x of nb blocks, rounded into xa and packed into the row ax. */
+void llm_q8act_round_blocks(const float *x, int nb, int b0, int b1, llm_ablk *xa, uint8_t *ax);
+/* Inside a region: this thread's share of the blocks of n rows of x (ld apart), rounded into xa
+ * and packed into ax; with up, x first becomes its SwiGLU with up, in place. */
+void llm_q8act_round_share(float *x, const float *up, size_t ld, int n, int nb, llm_ablk *xa, uint8_t *ax);
+
+/* 1 when a decode step of one token takes one parallel region (session.c, decode_one): the
+ * fast path, and every matrix fusable at batch 1. */
+int llm_session_one_region(const llm_session *s);
+
 /* Turns llm_ffn_q8act and llm_matmul_q8act_after off (0) or on (1, the default), for tests and
  * benches; returns the old setting. */
 int llm_fused_regions_set(int on);

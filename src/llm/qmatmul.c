@@ -249,7 +249,7 @@ static row_fn row_kernel(uint32_t type) {
  * blocks' activations are contiguous for the 512-bit kernel. c is Q5_0's offset as it is (the
  * type with the most kernel work per block); the other types shift it (Q4_0: c / 2, Q6_K: 2c,
  * Q8_0 and the IQ4 grids: 8c). Q4_K's and Q5_K's mins take the block sums run sa instead. */
-typedef void (*q4a_fn)(const uint8_t *p, size_t rb, int R, const uint8_t *ax, size_t as, int J, int nb, float *y, size_t ys);
+typedef llm_q8kern q4a_fn; /* llm_internal.h */
 /* Bytes per activation row: 96 per block, then one scale per block (q6kx_512_t permutes 8 of
  * them at once), then for the kernels that add 8 blocks' sums first (q5x, the K-quants) 16
  * scales per 8 blocks in the order those sums come in (per 128 bits: blocks q, q, q + 4,
@@ -262,6 +262,7 @@ static size_t q4a_act_bytes(int nb) {
     const size_t lines = (Q4A_SA_AT(nb) + (size_t)32 * ((nb + 7) / 8) + 63) / 64;
     return 64 * (lines | 1);
 }
+size_t llm_q8act_bytes(int nb) { return q4a_act_bytes(nb); }
 
 /* Block b's two entries of the scale run d8 (and, from the row's last block, zeros for
  * the blocks its last group of 8 lacks). */
@@ -401,72 +402,116 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
 #define Q4A_CALL_ROWS 32
 static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
 
-#define Q4A_MAX_GROUP 4
-/* The tiles of nw <= Q4A_MAX_GROUP matrices of one width with q4a kernels fn[k], on n packed
- * activation rows ax: tiles of q4a_rows_per_tile rows, the tiles of all matrices one index
- * space, batches of up to 8 activation rows per pass over a tile. */
-typedef struct q4a_plan {
-    const llm_mat *const *w;
-    const q4a_fn *fn;
-    int nw, n, nb, tiles;
-    int first[Q4A_MAX_GROUP + 1], R[Q4A_MAX_GROUP];
-    size_t as;
-    const uint8_t *ax;
-    float *const *y;
-} q4a_plan;
-
-/* Returns the work (multiply-adds) for the caller's parallel threshold. */
-static double q4a_plan_make(q4a_plan *pl, const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
-    *pl = (q4a_plan){.w = w, .fn = fn, .nw = nw, .n = n, .nb = w[0]->cols / 32, .as = q4a_act_bytes(w[0]->cols / 32), .ax = ax, .y = y};
-    double work = 0;
+/* A plan's tiles: q4a_rows_per_tile rows of each matrix (q4a_call_rows to a kernel call), the
+ * tiles of all matrices one index space, batches of up to 8 activation rows per pass over a
+ * tile. Kernels fn[k] are the caller's (the 512-bit ones, or Q4_0's for its file layout). */
+static void q8plan_make(llm_q8plan *pl, const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y, int nt) {
+    pl->nw = nw, pl->n = n, pl->nb = w[0]->cols / 32, pl->as = q4a_act_bytes(w[0]->cols / 32), pl->ax = ax;
+    pl->first[0] = 0, pl->work = 0;
     for (int k = 0; k < nw; k++) {
+        pl->w[k] = w[k], pl->fn[k] = fn[k], pl->y[k] = y[k];
         pl->R[k] = q4a_call_rows(q4a_rows_per_tile(w[k]->type, n), n);
         pl->first[k + 1] = pl->first[k] + (w[k]->rows + pl->R[k] - 1) / pl->R[k];
-        work += (double)w[k]->rows * w[k]->cols * n;
+        pl->work += (double)w[k]->rows * w[k]->cols * n;
     }
     pl->tiles = pl->first[nw];
-    return work;
-}
-
-/* The plan's tiles split over the threads of the enclosing parallel region (or run by the
- * one thread outside any), with the implicit barrier of an omp for at the end.
- * Guided, not static: the two vCPUs of the development VM ran these kernels at speeds 10-30%
- * apart (one-thread decode pinned to each), and a static split waits for the slower one at
- * every matrix. Guided hands out contiguous runs, halving, so each thread still streams
- * long runs and the faster one takes the rest. Bench-shaped decode steps alternated in one
- * process (a scratch bench_llm, 240 steps, three runs): static / guided 1.00-1.16 for
- * Q4_K_M, 1.00-1.05 for Q8_0. */
-static void q4a_plan_run(const q4a_plan *pl) {
-    const int n = pl->n;
-    int prev = -2;
-#pragma omp for schedule(guided)
-    for (int t = 0; t < pl->tiles; t++) {
-        int k = 0;
-        while (t >= pl->first[k + 1]) k++;
-        const llm_mat *w = pl->w[k];
-        const int rows = w->rows, r = (t - pl->first[k]) * pl->R[k], nr = rows - r < pl->R[k] ? rows - r : pl->R[k];
-        const uint8_t *row = (const uint8_t *)(w->packed ? w->packed : w->data) + (size_t)r * w->row_bytes;
-        /* The kernels prefetch some KiB or a tile ahead of what they read, so the start of
-         * each run of tiles a thread takes (a few a matrix under guided scheduling) was
-         * read by demand misses; its first 8 KiB are asked for at once here. Decode steps
-         * alternated in one process, with / without: 0.988-1.000 (Q4_K_M, Q8_0). */
-        if (t != prev + 1) {
-            const size_t left = (size_t)(rows - r) * w->row_bytes, pre = left < 8192 ? left : 8192;
-            for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, LLM_PF_STREAM);
-        }
-        prev = t;
-        for (int j = 0; j < n; j += 8)
-            pl->fn[k](row, w->row_bytes, nr, pl->ax + (size_t)j * pl->as, pl->as, n - j < 8 ? n - j : 8, pl->nb,
-                      pl->y[k] + (size_t)j * rows + r, (size_t)rows);
+    pl->nt = nt < 1 ? 1 : nt > LLM_Q8PLAN_MAX_THREADS ? LLM_Q8PLAN_MAX_THREADS : nt;
+    for (int t = 0; t < pl->nt; t++) {
+        const uint64_t lo = (uint64_t)((long)pl->tiles * t / pl->nt), hi = (uint64_t)((long)pl->tiles * (t + 1) / pl->nt);
+        __atomic_store_n(&pl->left[t].r, hi << 32 | lo, __ATOMIC_RELAXED);
     }
 }
 
-/* y_k = W_k x for nw <= Q4A_MAX_GROUP matrices of one width in one parallel region. */
+/* Tile t of the plan. prev: the tile this thread ran last, to see where a run of tiles starts. */
+static void q8plan_tile(const llm_q8plan *pl, int t, int *prev) {
+    int k = 0;
+    while (t >= pl->first[k + 1]) k++;
+    const llm_mat *w = pl->w[k];
+    const int n = pl->n, rows = w->rows, r = (t - pl->first[k]) * pl->R[k], nr = rows - r < pl->R[k] ? rows - r : pl->R[k];
+    const uint8_t *row = (const uint8_t *)(w->packed ? w->packed : w->data) + (size_t)r * w->row_bytes;
+    /* The kernels prefetch some KiB or a tile ahead of what they read, so the start of each
+     * run of tiles a thread takes was read by demand misses; its first 8 KiB are asked for at
+     * once here. Decode steps alternated in one process, with / without: 0.988-1.000 (Q4_K_M,
+     * Q8_0). */
+    if (t != *prev + 1) {
+        const size_t left = (size_t)(rows - r) * w->row_bytes, pre = left < 8192 ? left : 8192;
+        for (size_t o = 0; o < pre; o += 64) _mm_prefetch((const char *)row + o, LLM_PF_STREAM);
+    }
+    *prev = t;
+    for (int j = 0; j < n; j += 8)
+        pl->fn[k](row, w->row_bytes, nr, pl->ax + (size_t)j * pl->as, pl->as, n - j < 8 ? n - j : 8, pl->nb,
+                  pl->y[k] + (size_t)j * rows + r, (size_t)rows);
+}
+
+/* Takes the later half of the largest run of tiles another thread has left, as this thread's
+ * own (me); 0 when none is left. */
+static int q8plan_steal(llm_q8plan *pl, int me) {
+    for (;;) {
+        int victim = -1;
+        uint64_t v = 0, most = 0;
+        for (int t = 0; t < pl->nt; t++) {
+            const uint64_t x = __atomic_load_n(&pl->left[t].r, __ATOMIC_ACQUIRE), lo = x & 0xffffffffu, hi = x >> 32;
+            if (t != me && hi > lo && hi - lo > most) victim = t, v = x, most = hi - lo;
+        }
+        if (victim < 0) return 0;
+        const uint64_t lo = v & 0xffffffffu, hi = v >> 32, cut = hi - (hi - lo + 1) / 2;
+        if (__atomic_compare_exchange_n(&pl->left[victim].r, &v, cut << 32 | lo, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&pl->left[me].r, hi << 32 | cut, __ATOMIC_RELEASE);
+            return 1;
+        }
+    }
+}
+
+/* The plan's tiles over the threads of the enclosing region. Each thread starts on its own
+ * contiguous share and takes its tiles one at a time from the front; one that runs out takes
+ * the later half of the largest share left. So each thread reads a few long runs, and the
+ * faster one (the two vCPUs of the development VM ran the same kernels 10-30% apart, and the
+ * split that evens them out moved from call to call: 0.38-0.61 of the tiles for the first
+ * thread in a scratch that measured it) takes the rest. libgomp's guided schedule, used
+ * before, hands out runs that halve from the first, about 8 per thread and matrix, and each
+ * run starts with misses the prefetches have not covered; smaller runs (a quarter of what is
+ * left) were 5-10% slower still. Bench-shaped decode steps alternated in one process (guided
+ * against this): Q4_K_M 0.945-1.02, mostly 0.97-0.99; Q8_0 0.96-1.01. */
+void llm_q8plan_run(llm_q8plan *pl, llm_barrier *bar) {
+    const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    int prev = -2;
+    if (nt == 1) {
+        for (int t = 0; t < pl->tiles; t++) q8plan_tile(pl, t, &prev);
+        return;
+    }
+    if (nt != pl->nt) { /* a region of another size than the plan's: libgomp's guided split */
+#pragma omp for schedule(guided)
+        for (int t = 0; t < pl->tiles; t++) q8plan_tile(pl, t, &prev);
+        return;
+    }
+    uint64_t *mine = &pl->left[me].r;
+    do {
+        uint64_t v = __atomic_load_n(mine, __ATOMIC_ACQUIRE);
+        for (;;) {
+            const uint64_t lo = v & 0xffffffffu, hi = v >> 32;
+            if (lo >= hi) break;
+            if (!__atomic_compare_exchange_n(mine, &v, hi << 32 | (lo + 1), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+            q8plan_tile(pl, (int)lo, &prev);
+            v = __atomic_load_n(mine, __ATOMIC_ACQUIRE);
+        }
+    } while (q8plan_steal(pl, me));
+    llm_barrier_wait(bar);
+}
+
+/* The threads a region opened for this much work will have. */
+static int region_threads(double work) { return work > 65536 ? omp_get_max_threads() : 1; }
+
+/* y_k = W_k x for nw <= LLM_Q8PLAN_MAX_W matrices of one width in one parallel region. */
 static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
-    q4a_plan pl;
-    const double work = q4a_plan_make(&pl, w, fn, nw, ax, n, y);
-#pragma omp parallel if (work > 65536)
-    q4a_plan_run(&pl);
+    llm_q8plan pl;
+    double work = 0;
+    for (int k = 0; k < nw; k++) work += (double)w[k]->rows * w[k]->cols * n;
+    const int nt = region_threads(work);
+    q8plan_make(&pl, w, fn, nw, ax, n, y, nt);
+    llm_barrier bar;
+    llm_barrier_init(&bar);
+#pragma omp parallel num_threads(pl.nt)
+    llm_q8plan_run(&pl, &bar);
 }
 
 /* Room for n activation rows of nb blocks in the q4a layout (whole cache lines each, aligned
@@ -481,24 +526,36 @@ static uint8_t *q4a_pack_rows(const llm_ablk *xa, int n, int nb) {
     return ax;
 }
 
+void llm_q8act_round(const float *x, int n, int cols, llm_ablk *xa, uint8_t *ax) {
+    const int nb = cols / 32;
+    for (int j = 0; j < n; j++) {
+        llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * nb);
+        q4a_pack(xa + (size_t)j * nb, nb, ax + (size_t)j * q4a_act_bytes(nb));
+    }
+}
+
 /* n rows of x (cols floats each) rounded into xa (cols / 32 blocks a row) and packed, or NULL
  * when out of memory. */
 static uint8_t *q4a_round_rows(const float *x, int n, int cols, llm_ablk *xa) {
-    for (int j = 0; j < n; j++) llm_quantize_act(x + (size_t)j * cols, cols, xa + (size_t)j * (cols / 32));
-    return q4a_pack_rows(xa, n, cols / 32);
+    uint8_t *ax = q4a_alloc_rows(n, cols / 32);
+    if (ax) llm_q8act_round(x, n, cols, xa, ax);
+    return ax;
 }
 
-/* Inside a parallel region: this thread's share of the blocks of n activation rows x (ld floats
- * apart) rounded into xa (nb blocks a row) and packed into the q4a rows at ax; with up, x first
- * becomes its SwiGLU with up (also ld apart), in place. */
-static void q4a_pack_share(float *x, const float *up, size_t ld, int n, int nb, llm_ablk *xa, uint8_t *ax) {
+void llm_q8act_round_blocks(const float *x, int nb, int b0, int b1, llm_ablk *xa, uint8_t *ax) {
+    if (b1 <= b0) return;
+    llm_quantize_act(x + 32 * (size_t)b0, 32 * (b1 - b0), xa + b0);
+    q4a_pack_blocks(xa, b0, b1, nb, ax);
+}
+
+/* A static share of the blocks: they all cost the same. */
+void llm_q8act_round_share(float *x, const float *up, size_t ld, int n, int nb, llm_ablk *xa, uint8_t *ax) {
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int b0 = (int)((long)nb * tid / nt), b1 = (int)((long)nb * (tid + 1) / nt);
     for (int j = 0; j < n && b1 > b0; j++) {
-        float *xj = x + (size_t)j * ld + 32 * (size_t)b0;
-        if (up) nn_swiglu_forward(xj, xj, up + (size_t)j * ld + 32 * (size_t)b0, 32 * (size_t)(b1 - b0));
-        llm_quantize_act(xj, 32 * (b1 - b0), xa + (size_t)j * nb + b0);
-        q4a_pack_blocks(xa + (size_t)j * nb, b0, b1, nb, ax + (size_t)j * q4a_act_bytes(nb));
+        float *xj = x + (size_t)j * ld;
+        if (up) nn_swiglu_forward(xj + 32 * (size_t)b0, xj + 32 * (size_t)b0, up + (size_t)j * ld + 32 * (size_t)b0, 32 * (size_t)(b1 - b0));
+        llm_q8act_round_blocks(xj, nb, b0, b1, xa + (size_t)j * nb, ax + (size_t)j * q4a_act_bytes(nb));
     }
 }
 
@@ -563,9 +620,9 @@ static q4a_fn kernel_512_for(const llm_mat *w, int n) {
  * unless every matrix takes a 512-bit q4a kernel at this batch and they share a width. */
 int llm_matmul_q8act_group(const llm_mat *const *w, int nw, const float *x, int n, float *const *y) {
 #ifdef LLM_HAVE_AVX512
-    if (nw < 1 || nw > Q4A_MAX_GROUP) return -1;
+    if (nw < 1 || nw > LLM_Q8PLAN_MAX_W) return -1;
     const int cols = w[0]->cols;
-    q4a_fn fn[Q4A_MAX_GROUP];
+    q4a_fn fn[LLM_Q8PLAN_MAX_W];
     for (int k = 0; k < nw; k++)
         if (w[k]->cols != cols || !(fn[k] = kernel_512_for(w[k], n))) return -1;
     llm_ablk *xa = malloc((size_t)n * (cols / 32) * sizeof *xa);
@@ -589,6 +646,29 @@ int llm_fused_regions_set(int on) {
     return was;
 }
 
+int llm_q8act_fusable(const llm_mat *w, int n) {
+#ifdef LLM_HAVE_AVX512
+    return g_fused && n < llm_sgemm_min_n() && kernel_512_for(w, n) != NULL;
+#else
+    (void)w, (void)n;
+    return 0;
+#endif
+}
+
+int llm_q8plan_init(llm_q8plan *pl, const llm_mat *const *w, int nw, int n, const uint8_t *ax, float *const *y, int nt) {
+#ifdef LLM_HAVE_AVX512
+    if (nw < 1 || nw > LLM_Q8PLAN_MAX_W) return -1;
+    q4a_fn fn[LLM_Q8PLAN_MAX_W];
+    for (int k = 0; k < nw; k++)
+        if (w[k]->cols != w[0]->cols || !llm_q8act_fusable(w[k], n) || !(fn[k] = kernel_512_for(w[k], n))) return -1;
+    q8plan_make(pl, w, fn, nw, ax, n, y, nt);
+    return 0;
+#else
+    (void)pl, (void)w, (void)nw, (void)n, (void)ax, (void)y, (void)nt;
+    return -1;
+#endif
+}
+
 /* y = W x where x (n rows of W's width) is written inside the same parallel region by
  * produce(ctx), which ends with a barrier (an orphaned omp for has one): then each thread rounds
  * and packs its share of x's blocks, and the tiles follow. One token's attention and the o
@@ -597,49 +677,45 @@ int llm_fused_regions_set(int on) {
  * as llm_matmul_q8act's bit for bit. -1 (nothing run, produce neither) unless W takes a 512-bit
  * q4a kernel at this batch below the sgemm path's. */
 int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y) {
-#ifdef LLM_HAVE_AVX512
-    q4a_fn fn;
-    if (!g_fused || n >= llm_sgemm_min_n() || !(fn = kernel_512_for(w, n))) return -1;
     const int nb = w->cols / 32;
+    llm_q8plan pl;
+    if (llm_q8plan_init(&pl, &w, 1, n, NULL, &y, 1)) return -1;
     llm_ablk *xa = malloc((size_t)n * nb * sizeof *xa);
     uint8_t *ax = q4a_alloc_rows(n, nb);
     if (!xa || !ax) {
         free(xa), free(ax);
         return -1;
     }
-    q4a_plan pl;
-    const double work = q4a_plan_make(&pl, &w, &fn, 1, ax, n, &y);
-#pragma omp parallel if (work > 65536)
+    llm_q8plan_init(&pl, &w, 1, n, ax, &y, region_threads(pl.work));
+    llm_barrier bar;
+    llm_barrier_init(&bar);
+#pragma omp parallel num_threads(pl.nt)
     {
         produce(ctx);
-        q4a_pack_share(x, NULL, (size_t)w->cols, n, nb, xa, ax);
-#pragma omp barrier
-        q4a_plan_run(&pl);
+        llm_q8act_round_share(x, NULL, (size_t)w->cols, n, nb, xa, ax);
+        llm_barrier_wait(&bar);
+        llm_q8plan_run(&pl, &bar);
     }
     free(ax), free(xa);
     return 0;
-#else
-    (void)w, (void)x, (void)n, (void)produce, (void)ctx, (void)y;
-    return -1;
-#endif
 }
 
 /* The feed-forward block on the fast path, y = W_down (silu(W_gate x) * W_up x), in one
  * parallel region: the gate/up tiles, then each thread's share of the SwiGLU and of the
- * rounding and packing of ffn_down's input (blocks of 32), then the ffn_down tiles, with the
- * omp for barriers between. At batch 1 the step had two regions (2-2.5 us to open and
- * about 2 to close each on the development VM) with the SwiGLU and the packing of 4864 values
- * on one thread between them. The same kernels, tiles and activation bytes as gate/up through
+ * rounding and packing of ffn_down's input (blocks of 32), then the ffn_down tiles, with
+ * barriers between. At batch 1 the step had two regions (2-2.5 us to open and about 2 to close
+ * each on the development VM) with the SwiGLU and the packing of 4864 values on one thread
+ * between them. The same kernels, tiles and activation bytes as gate/up through
  * llm_matmul_q8act_group then nn_swiglu_forward then ffn_down through llm_matmul_q8act, so
  * the same results bit for bit; g and u hold W_gate x (then the SwiGLU) and W_up x. -1
  * (nothing written) unless all three matrices take 512-bit q4a kernels at this batch and the
  * batch is below the sgemm path's. */
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
-#ifdef LLM_HAVE_AVX512
     const int D = gate->cols, F = gate->rows, nb = D / 32, nbf = F / 32;
-    q4a_fn fn[2], fd;
-    if (!g_fused || n >= llm_sgemm_min_n() || up->cols != D || up->rows != F || down->cols != F || !(fn[0] = kernel_512_for(gate, n)) ||
-        !(fn[1] = kernel_512_for(up, n)) || !(fd = kernel_512_for(down, n)))
+    const llm_mat *gu[2] = {gate, up}, *dn[1] = {down};
+    float *const gu_y[2] = {g, u}, *const dn_y[1] = {y};
+    llm_q8plan pg, pd;
+    if (up->rows != F || down->cols != F || llm_q8plan_init(&pg, gu, 2, n, NULL, gu_y, 1) || llm_q8plan_init(&pd, dn, 1, n, NULL, dn_y, 1))
         return -1;
     /* xa holds x's blocks, then (once they are packed) ffn_down's input's */
     llm_ablk *xa = malloc((size_t)n * (nb > nbf ? nb : nbf) * sizeof *xa);
@@ -648,23 +724,20 @@ int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, c
         free(xa), free(af);
         return -1;
     }
-    const llm_mat *gu[2] = {gate, up}, *dn[1] = {down};
-    float *const gu_y[2] = {g, u}, *const dn_y[1] = {y};
-    q4a_plan pg, pd;
-    const double work = q4a_plan_make(&pg, gu, fn, 2, ax, n, gu_y) + q4a_plan_make(&pd, dn, &fd, 1, af, n, dn_y);
-#pragma omp parallel if (work > 65536)
+    const int nt = region_threads(pg.work + pd.work);
+    llm_q8plan_init(&pg, gu, 2, n, ax, gu_y, nt);
+    llm_q8plan_init(&pd, dn, 1, n, af, dn_y, nt);
+    llm_barrier bar;
+    llm_barrier_init(&bar);
+#pragma omp parallel num_threads(pg.nt)
     {
-        q4a_plan_run(&pg);
-        q4a_pack_share(g, u, (size_t)F, n, nbf, xa, af);
-#pragma omp barrier
-        q4a_plan_run(&pd);
+        llm_q8plan_run(&pg, &bar);
+        llm_q8act_round_share(g, u, (size_t)F, n, nbf, xa, af);
+        llm_barrier_wait(&bar);
+        llm_q8plan_run(&pd, &bar);
     }
     free(ax), free(af), free(xa);
     return 0;
-#else
-    (void)gate, (void)up, (void)down, (void)x, (void)n, (void)g, (void)u, (void)y;
-    return -1;
-#endif
 }
 
 /* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */

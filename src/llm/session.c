@@ -37,6 +37,8 @@ struct llm_session {
     float *scores;       /* per thread sc_stride (decode) or chunk x n_ctx (prefill, grown) */
     size_t scores_cap;
     int n_threads;
+    llm_ablk *one_xa;    /* decode_one's rounded activations (the widest row's blocks) */
+    uint8_t *one_ax;     /* decode_one's packed rows: width dim, then n_heads x head_dim, then ffn */
     int fast;            /* 1: int8 activations for the block-quantised weights (llm_matmul_fast) */
 };
 
@@ -175,6 +177,8 @@ void llm_session_free(llm_session *s) {
     free(s->kv_wide);
     free(s->len);
     free(s->scores);
+    free(s->one_xa);
+    free(s->one_ax);
     free(s);
 }
 
@@ -357,6 +361,136 @@ static void add_bias(float *y, const float *b, int n, int d) {
         for (int j = 0; j < d; j++) y[(size_t)i * d + j] += b[j];
 }
 
+/* ---------------------------------------------------------------- one token, one region */
+/* 1 when every matrix of the model takes a 512-bit kernel on int8 activations at batch 1, with
+ * the widths decode_one assumes (head_dim whole blocks, so a head's output is its own blocks). */
+static int decode_one_applies(const llm_session *s) {
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    if (!s->fast || c->head_dim % 32 || !llm_q8act_fusable(&m->output, 1)) return 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const llm_layer *L = &m->layers[l];
+        const llm_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++)
+            if (!llm_q8act_fusable(ms[i], 1)) return 0;
+    }
+    return 1;
+}
+
+int llm_session_one_region(const llm_session *s) { return decode_one_applies(s); }
+
+/* One token of one slot through the whole model in one parallel region, its steps separated
+ * by spin barriers: thread 0 does the small serial steps (norms, biases, RoPE, the KV store,
+ * rounding a row of dim values), every thread its share of each matrix and of the attention
+ * heads, and each thread rounds the output blocks of its own heads. A decode step used to
+ * open three regions a layer (about 3 us each on the development VM, with libgomp's barriers
+ * at 1.4 us between steps, each ending in a futex system call); this one opens one. The same
+ * kernels, tiles, roundings and sums as forward's fused calls, so the same logits bit for bit.
+ * *ran stays 0 where the model does not fit its assumptions (decode_one_applies). */
+static int decode_one(llm_session *s, int32_t tok, int slot, int32_t pos, float *logits, int *ran) {
+    *ran = 0;
+#ifndef LLM_ONE_REGION
+    (void)s, (void)tok, (void)slot, (void)pos, (void)logits;
+    return DR_OK;
+#else
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    const int D = c->dim, hd = c->head_dim, nh = c->n_heads, qd = nh * hd, kvd = c->n_kv_heads * hd, F = c->ffn;
+    if (!decode_one_applies(s)) return DR_OK;
+    if (tok < 0 || tok >= c->vocab) return dr_error(DR_ERR_RANGE, "token id %d out of range (vocabulary %d)", tok, c->vocab);
+    const size_t bD = llm_q8act_bytes(D / 32), bQ = llm_q8act_bytes(qd / 32), bF = llm_q8act_bytes(F / 32);
+    if (!s->one_ax) {
+        const int wide = D > F ? (D > qd ? D : qd) : (F > qd ? F : qd);
+        s->one_xa = malloc((size_t)(wide / 32) * sizeof *s->one_xa);
+        s->one_ax = dr_aligned_alloc(bD + bQ + bF);
+        if (!s->one_xa || !s->one_ax) {
+            free(s->one_xa), free(s->one_ax);
+            s->one_xa = NULL, s->one_ax = NULL;
+            return dr_error(DR_ERR_NOMEM, "out of memory for one token's activations");
+        }
+    }
+    int rc = ensure_scratch(s, 1);
+    if (!rc) rc = ensure_scores(s, (size_t)omp_get_max_threads() * sc_stride(s));
+    if (rc) return rc;
+    llm_ablk *xa = s->one_xa;
+    uint8_t *axD = s->one_ax, *axQ = axD + bD, *axF = axQ + bQ;
+    llm_mat_row(&m->tok_embd, tok, s->x);
+    nn_rope_table(s->cos_t, s->sin_t, &pos, 1, 0, hd, c->rope_theta, m->rope_freqs);
+    llm_q8plan pqkv, po, pgu, pd;
+    llm_barrier bar;
+    llm_barrier_init(&bar);
+#pragma omp parallel
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int h0 = nh * tid / nt, h1 = nh * (tid + 1) / nt;
+        float *sc = s->scores + (size_t)tid * sc_stride(s);
+        for (int l = 0; l < c->n_layers; l++) {
+            const llm_layer *L = &m->layers[l];
+            if (tid == 0) {
+                nn_rmsnorm_forward(s->h, NULL, s->x, L->attn_norm, 1, D, c->rms_eps);
+                llm_q8act_round(s->h, 1, D, xa, axD);
+                const llm_mat *qkv[3] = {&L->wq, &L->wk, &L->wv};
+                float *const out[3] = {s->q, s->k, s->v};
+                llm_q8plan_init(&pqkv, qkv, 3, 1, axD, out, nt);
+            }
+            llm_barrier_wait(&bar);
+            llm_q8plan_run(&pqkv, &bar);
+            if (tid == 0) {
+                add_bias(s->q, L->bq, 1, qd);
+                add_bias(s->k, L->bk, 1, kvd);
+                add_bias(s->v, L->bv, 1, kvd);
+                if (L->q_norm) {
+                    nn_rmsnorm_forward(s->q, NULL, s->q, L->q_norm, c->n_heads, hd, c->rms_eps);
+                    nn_rmsnorm_forward(s->k, NULL, s->k, L->k_norm, c->n_kv_heads, hd, c->rms_eps);
+                }
+                nn_rope_apply(s->q, s->cos_t, s->sin_t, 1, c->n_heads, hd, hd, c->rope_pairing);
+                nn_rope_apply(s->k, s->cos_t, s->sin_t, 1, c->n_kv_heads, hd, hd, c->rope_pairing);
+                kv_store(s, kv_at(s, s->kc, l, slot, pos), s->k, kvd);
+                kv_store(s, kv_at(s, s->vc, l, slot, pos), s->v, kvd);
+                const llm_mat *wo = &L->wo;
+                float *const out = s->h;
+                llm_q8plan_init(&po, &wo, 1, 1, axQ, &out, nt);
+            }
+            llm_barrier_wait(&bar);
+            for (int h = h0; h < h1; h++) {
+                attend_one(s, l, slot, pos, s->q, s->att, sc, h);
+                llm_q8act_round_blocks(s->att, qd / 32, h * hd / 32, (h + 1) * hd / 32, xa, axQ);
+            }
+            llm_barrier_wait(&bar);
+            llm_q8plan_run(&po, &bar);
+            if (tid == 0) {
+                for (int i = 0; i < D; i++) s->x[i] += s->h[i];
+                nn_rmsnorm_forward(s->h, NULL, s->x, L->ffn_norm, 1, D, c->rms_eps);
+                llm_q8act_round(s->h, 1, D, xa, axD);
+                const llm_mat *gu[2] = {&L->w_gate, &L->w_up}, *dn = &L->w_down;
+                float *const gu_y[2] = {s->g, s->u}, *const dn_y = s->h;
+                llm_q8plan_init(&pgu, gu, 2, 1, axD, gu_y, nt);
+                llm_q8plan_init(&pd, &dn, 1, 1, axF, &dn_y, nt);
+            }
+            llm_barrier_wait(&bar);
+            llm_q8plan_run(&pgu, &bar);
+            llm_q8act_round_share(s->g, s->u, (size_t)F, 1, F / 32, xa, axF);
+            llm_barrier_wait(&bar);
+            llm_q8plan_run(&pd, &bar);
+            if (tid == 0)
+                for (int i = 0; i < D; i++) s->x[i] += s->h[i];
+        }
+        if (logits) {
+            if (tid == 0) {
+                nn_rmsnorm_forward(s->h, NULL, s->x, m->output_norm, 1, D, c->rms_eps);
+                llm_q8act_round(s->h, 1, D, xa, axD);
+                const llm_mat *w = &m->output;
+                llm_q8plan_init(&po, &w, 1, 1, axD, &logits, nt);
+            }
+            llm_barrier_wait(&bar);
+            llm_q8plan_run(&po, &bar);
+        }
+    }
+    *ran = 1;
+    return DR_OK;
+#endif
+}
+
 /* Tokens tok[i] at slot[i], position pos[i]. same_slot: all in slot[0] at pos[0]+i.
  * Logits for rows logits_from..n-1 into logits (if non-NULL). */
 static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, const int32_t *pos, int same_slot,
@@ -493,7 +627,10 @@ int llm_decode(llm_session *s, const int *slots, const int32_t *tokens, int n, f
     const int V = s->m->cfg.vocab;
     for (int d = 0; d < n && !rc; d += PREFILL_CHUNK) {
         int cn = n - d < PREFILL_CHUNK ? n - d : PREFILL_CHUNK;
-        rc = forward(s, cn, tokens + d, slots + d, pos + d, 0, logits ? logits + (size_t)d * V : NULL, 0);
+        float *lg = logits ? logits + (size_t)d * V : NULL;
+        int ran = 0;
+        if (cn == 1) rc = decode_one(s, tokens[d], slots[d], pos[d], lg, &ran);
+        if (!rc && !ran) rc = forward(s, cn, tokens + d, slots + d, pos + d, 0, lg, 0);
         if (!rc)
             for (int i = 0; i < cn; i++) s->len[slots[d + i]]++;
     }

@@ -8,6 +8,7 @@
 #include "llm/llm_internal.h"
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -234,6 +235,37 @@ TEST(quant_kernels) {
     }
 }
 
+/* The tiles of a matmul are shared out over any number of threads (each starts on its own run
+ * and takes half of the largest run left when done; qmatmul.c, llm_q8plan_run): every row is
+ * written, once, with the same bits as on one thread, for teams of 1 to 5 on this machine's
+ * processors (3 and 5 leave runs of unequal length; more threads than processors make some
+ * of them start late, so the others take their tiles). */
+TEST(quant_tiles_shared_by_any_team) {
+    static const uint32_t types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q5_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    dr_rng g;
+    dr_rng_seed(&g, 11);
+    const int rows = 1003, cols = 512, keep = omp_get_max_threads();
+    float *x = malloc(sizeof(float) * 3 * cols), *y1 = malloc(sizeof(float) * 3 * rows), *y = malloc(sizeof(float) * 3 * rows);
+    for (int i = 0; i < 3 * cols; i++) x[i] = dr_rng_normal(&g);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        llm_mat w = random_mat(types[ti], rows, cols, &g);
+        for (int n = 1; n <= 3; n += 2)
+            for (int team = 1; team <= 5; team++) {
+                omp_set_num_threads(team);
+                float *out = team == 1 ? y1 : y;
+                for (int i = 0; i < n * rows; i++) out[i] = NAN;
+                llm_matmul_fast(&w, x, n, out);
+                int unwritten = 0;
+                for (int i = 0; i < n * rows; i++) unwritten += isnan(out[i]);
+                CHECK_MSG(!unwritten, "%s n=%d, %d threads: %d outputs not written", ggml_type_name(types[ti]), n, team, unwritten);
+                CHECK_MSG(team == 1 || !memcmp(y1, y, sizeof(float) * n * rows), "%s n=%d: %d threads differ from 1", ggml_type_name(types[ti]), n, team);
+            }
+        free((void *)w.data);
+    }
+    omp_set_num_threads(keep);
+    free(x), free(y1), free(y);
+}
+
 /* The int8 rounding of the activations is the same with every kernel family (the vector
  * version does the scalar one's operations lane by lane): equal bytes, scales and half sums,
  * on widths of 1 to 152 blocks, magnitudes from 1e-30 to 1e30, ties at .5 and all-zero blocks. */
@@ -455,7 +487,7 @@ TEST(quant_fused_regions_match_unfused) {
     const char *dir = quant_dir();
     if (!dir) SKIP("no ../shared/fixtures/quant (set DEEPREC_QUANT_FIXTURES)");
     if (strcmp(llm_kernel_name(), "avx512-vnni")) SKIP("the fused block needs the avx512-vnni kernels (here %s)", llm_kernel_name());
-    int fused_types = 0;
+    int fused_types = 0, one_region = 0;
     for (int f = 0; f < N_FIXTURES; f++) {
         char p[1200];
         snprintf(p, sizeof p, "%s/tiny-%s.gguf", dir, FIXTURES[f]);
@@ -490,6 +522,7 @@ TEST(quant_fused_regions_match_unfused) {
             llm_session *s;
             CHECK_OK(llm_session_new(&s, m, 3, 2 * nt + 2));
             llm_session_set_fast(s, 1);
+            if (pass == 0) one_region += llm_session_one_region(s);
             for (int i = 0; i < nt; i++) {
                 CHECK_OK(llm_decode(s, (int[]){0}, tok + i, 1, lg[pass] + (size_t)i * 4 * V));
                 const int32_t three[3] = {tok[i], tok[(i + 3) % nt], tok[(i + 5) % nt]};
@@ -503,8 +536,9 @@ TEST(quant_fused_regions_match_unfused) {
         free(x), free(ga), free(ua), free(gb), free(ub), free(ya), free(yb);
         llm_model_free(m);
     }
-    printf("  fused feed-forward block used by %d of %d fixtures\n", fused_types, N_FIXTURES);
+    printf("  fused feed-forward block used by %d of %d fixtures, one region per token by %d\n", fused_types, N_FIXTURES, one_region);
     CHECK(fused_types >= 8);
+    CHECK(one_region >= 8);
 }
 
 /* Dequantising through the common unpacked form equals the dedicated Q4_K / Q6_K dequantisers. */
