@@ -677,6 +677,10 @@ int llm_q8plan_init(llm_q8plan *pl, const llm_mat *const *w, int nw, int n, cons
  * as llm_matmul_q8act's bit for bit. -1 (nothing run, produce neither) unless W takes a 512-bit
  * q4a kernel at this batch below the sgemm path's. */
 int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(void *ctx), void *ctx, float *y) {
+#ifndef LLM_HAVE_AVX512
+    (void)w, (void)x, (void)n, (void)produce, (void)ctx, (void)y;
+    return -1;
+#else
     const int nb = w->cols / 32;
     llm_q8plan pl;
     if (llm_q8plan_init(&pl, &w, 1, n, NULL, &y, 1)) return -1;
@@ -698,6 +702,7 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
     }
     free(ax), free(xa);
     return 0;
+#endif
 }
 
 /* The feed-forward block on the fast path, y = W_down (silu(W_gate x) * W_up x), in one
@@ -711,6 +716,10 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
  * (nothing written) unless all three matrices take 512-bit q4a kernels at this batch and the
  * batch is below the sgemm path's. */
 int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, const float *x, int n, float *g, float *u, float *y) {
+#ifndef LLM_HAVE_AVX512
+    (void)gate, (void)up, (void)down, (void)x, (void)n, (void)g, (void)u, (void)y;
+    return -1;
+#else
     const int D = gate->cols, F = gate->rows, nb = D / 32, nbf = F / 32;
     const llm_mat *gu[2] = {gate, up}, *dn[1] = {down};
     float *const gu_y[2] = {g, u}, *const dn_y[1] = {y};
@@ -738,6 +747,7 @@ int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, c
     }
     free(ax), free(af), free(xa);
     return 0;
+#endif
 }
 
 /* A multiply of n contiguous floats that gcc vectorises without reordering a reduction. */

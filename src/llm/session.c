@@ -363,16 +363,20 @@ static void add_bias(float *y, const float *b, int n, int d) {
 
 /* ---------------------------------------------------------------- one token, one region */
 /* 1 when every matrix of the model takes a 512-bit kernel on int8 activations at batch 1, with
- * the widths decode_one assumes (head_dim whole blocks, so a head's output is its own blocks). */
+ * the widths decode_one assumes (head_dim whole blocks, so a head's output is its own blocks;
+ * each matrix as wide as its input, which the loader already checks, so that every plan that
+ * decode_one makes is accepted). */
 static int decode_one_applies(const llm_session *s) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
-    if (!s->fast || c->head_dim % 32 || !llm_q8act_fusable(&m->output, 1)) return 0;
+    const int D = c->dim, qd = c->n_heads * c->head_dim, F = c->ffn;
+    if (!s->fast || c->head_dim % 32 || m->output.cols != D || !llm_q8act_fusable(&m->output, 1)) return 0;
     for (int l = 0; l < c->n_layers; l++) {
         const llm_layer *L = &m->layers[l];
         const llm_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const int width[7] = {D, D, D, qd, D, D, F};
         for (int i = 0; i < 7; i++)
-            if (!llm_q8act_fusable(ms[i], 1)) return 0;
+            if (ms[i]->cols != width[i] || !llm_q8act_fusable(ms[i], 1)) return 0;
     }
     return 1;
 }
