@@ -404,7 +404,9 @@ int agent_synth_one(const agent_catalog *c, const agent_tool *tool, const int32_
                     }
                     cands = nc;
                 }
-                cands[n_cands++] = (cand){it, 0.0, n_cands};
+                /* first counts from 1: the value gcc gave the unsequenced form this replaces */
+                cands[n_cands] = (cand){it, 0.0, n_cands + 1};
+                n_cands++;
             }
             /* anchored: the open call's list leads, 2 / rank against 0.5 / rank shared by the
              * aspect calls (the best rank-only fusion measured, docs/ablation.md); else RRF */

@@ -8,7 +8,7 @@
 
 static int cpuid_bit(unsigned leaf, unsigned sub, int reg, int bit) {
     unsigned r[4] = {0, 0, 0, 0};
-    if (leaf > __get_cpuid_max(0, 0)) return 0;
+    if (leaf > (unsigned)__get_cpuid_max(0, 0)) return 0; /* int in clang's cpuid.h, unsigned in gcc's */
     __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
     return (int)((r[reg] >> bit) & 1u);
 }

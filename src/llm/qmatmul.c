@@ -534,13 +534,15 @@ void llm_q8act_round(const float *x, int n, int cols, llm_ablk *xa, uint8_t *ax)
     }
 }
 
+#ifdef LLM_HAVE_AVX512
 /* n rows of x (cols floats each) rounded into xa (cols / 32 blocks a row) and packed, or NULL
- * when out of memory. */
+ * when out of memory (for the grouped and fused matmuls, 512-bit kernels only). */
 static uint8_t *q4a_round_rows(const float *x, int n, int cols, llm_ablk *xa) {
     uint8_t *ax = q4a_alloc_rows(n, cols / 32);
     if (ax) llm_q8act_round(x, n, cols, xa, ax);
     return ax;
 }
+#endif
 
 void llm_q8act_round_blocks(const float *x, int nb, int b0, int b1, llm_ablk *xa, uint8_t *ax) {
     if (b1 <= b0) return;
