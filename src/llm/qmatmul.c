@@ -402,6 +402,15 @@ static int q4a_rows_per_tile(uint32_t type, int n) {
 #define Q4A_CALL_ROWS 32
 static int q4a_call_rows(int R, int n) { return (R == 1 && n <= 8) || (R == 2 && n == 1) ? Q4A_CALL_ROWS : R; }
 
+/* The tiles split into nt even runs, one a thread (llm_q8plan_run). */
+static void q8plan_split(llm_q8plan *pl, int nt) {
+    pl->nt = nt < 1 ? 1 : nt > LLM_Q8PLAN_MAX_THREADS ? LLM_Q8PLAN_MAX_THREADS : nt;
+    for (int t = 0; t < pl->nt; t++) {
+        const uint64_t lo = (uint64_t)((long)pl->tiles * t / pl->nt), hi = (uint64_t)((long)pl->tiles * (t + 1) / pl->nt);
+        __atomic_store_n(&pl->left[t].r, hi << 32 | lo, __ATOMIC_RELAXED);
+    }
+}
+
 /* A plan's tiles: q4a_rows_per_tile rows of each matrix (q4a_call_rows to a kernel call), the
  * tiles of all matrices one index space, batches of up to 8 activation rows per pass over a
  * tile. Kernels fn[k] are the caller's (the 512-bit ones, or Q4_0's for its file layout). */
@@ -415,11 +424,7 @@ static void q8plan_make(llm_q8plan *pl, const llm_mat *const *w, const q4a_fn *f
         pl->work += (double)w[k]->rows * w[k]->cols * n;
     }
     pl->tiles = pl->first[nw];
-    pl->nt = nt < 1 ? 1 : nt > LLM_Q8PLAN_MAX_THREADS ? LLM_Q8PLAN_MAX_THREADS : nt;
-    for (int t = 0; t < pl->nt; t++) {
-        const uint64_t lo = (uint64_t)((long)pl->tiles * t / pl->nt), hi = (uint64_t)((long)pl->tiles * (t + 1) / pl->nt);
-        __atomic_store_n(&pl->left[t].r, hi << 32 | lo, __ATOMIC_RELAXED);
-    }
+    q8plan_split(pl, nt);
 }
 
 /* Tile t of the plan. prev: the tile this thread ran last, to see where a run of tiles starts. */
@@ -504,10 +509,8 @@ static int region_threads(double work) { return work > 65536 ? omp_get_max_threa
 /* y_k = W_k x for nw <= LLM_Q8PLAN_MAX_W matrices of one width in one parallel region. */
 static void q4a_tiles(const llm_mat *const *w, const q4a_fn *fn, int nw, const uint8_t *ax, int n, float *const *y) {
     llm_q8plan pl;
-    double work = 0;
-    for (int k = 0; k < nw; k++) work += (double)w[k]->rows * w[k]->cols * n;
-    const int nt = region_threads(work);
-    q8plan_make(&pl, w, fn, nw, ax, n, y, nt);
+    q8plan_make(&pl, w, fn, nw, ax, n, y, 1);
+    q8plan_split(&pl, region_threads(pl.work));
     llm_barrier bar;
     llm_barrier_init(&bar);
 #pragma omp parallel num_threads(pl.nt)
@@ -659,10 +662,10 @@ int llm_q8act_fusable(const llm_mat *w, int n) {
 
 int llm_q8plan_init(llm_q8plan *pl, const llm_mat *const *w, int nw, int n, const uint8_t *ax, float *const *y, int nt) {
 #ifdef LLM_HAVE_AVX512
-    if (nw < 1 || nw > LLM_Q8PLAN_MAX_W) return -1;
+    if (nw < 1 || nw > LLM_Q8PLAN_MAX_W || !g_fused || n >= llm_sgemm_min_n()) return -1; /* as llm_q8act_fusable */
     q4a_fn fn[LLM_Q8PLAN_MAX_W];
     for (int k = 0; k < nw; k++)
-        if (w[k]->cols != w[0]->cols || !llm_q8act_fusable(w[k], n) || !(fn[k] = kernel_512_for(w[k], n))) return -1;
+        if (w[k]->cols != w[0]->cols || !(fn[k] = kernel_512_for(w[k], n))) return -1;
     q8plan_make(pl, w, fn, nw, ax, n, y, nt);
     return 0;
 #else
@@ -692,7 +695,8 @@ int llm_matmul_q8act_after(const llm_mat *w, float *x, int n, void (*produce)(vo
         free(xa), free(ax);
         return -1;
     }
-    llm_q8plan_init(&pl, &w, 1, n, ax, &y, region_threads(pl.work));
+    pl.ax = ax;
+    q8plan_split(&pl, region_threads(pl.work));
     llm_barrier bar;
     llm_barrier_init(&bar);
 #pragma omp parallel num_threads(pl.nt)
@@ -736,8 +740,9 @@ int llm_ffn_q8act(const llm_mat *gate, const llm_mat *up, const llm_mat *down, c
         return -1;
     }
     const int nt = region_threads(pg.work + pd.work);
-    llm_q8plan_init(&pg, gu, 2, n, ax, gu_y, nt);
-    llm_q8plan_init(&pd, dn, 1, n, af, dn_y, nt);
+    pg.ax = ax, pd.ax = af;
+    q8plan_split(&pg, nt);
+    q8plan_split(&pd, nt);
     llm_barrier bar;
     llm_barrier_init(&bar);
 #pragma omp parallel num_threads(pg.nt)

@@ -361,6 +361,27 @@ static void add_bias(float *y, const float *b, int n, int d) {
         for (int j = 0; j < d; j++) y[(size_t)i * d + j] += b[j];
 }
 
+/* Layer l's q, k and v of n tokens made ready for attention: biases, the q/k norms (qwen3), RoPE,
+ * and each token's K and V into the cache at its slot and position (slot[0] for all with
+ * same_slot). forward and decode_one share it, so their caches and queries are the same bits. */
+static void qkv_finish(llm_session *s, const llm_layer *L, int l, int n, const int *slot, const int32_t *pos, int same_slot) {
+    const llm_config *c = &s->m->cfg;
+    const int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    add_bias(s->q, L->bq, n, qd);
+    add_bias(s->k, L->bk, n, kvd);
+    add_bias(s->v, L->bv, n, kvd);
+    if (L->q_norm) { /* every head of every token, in place */
+        nn_rmsnorm_forward(s->q, NULL, s->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
+        nn_rmsnorm_forward(s->k, NULL, s->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
+    }
+    nn_rope_apply(s->q, s->cos_t, s->sin_t, n, c->n_heads, hd, hd, c->rope_pairing);
+    nn_rope_apply(s->k, s->cos_t, s->sin_t, n, c->n_kv_heads, hd, hd, c->rope_pairing);
+    for (int i = 0; i < n; i++) {
+        kv_store(s, kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, kvd);
+        kv_store(s, kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, kvd);
+    }
+}
+
 /* ---------------------------------------------------------------- one token, one region */
 /* 1 when every matrix of the model takes a 512-bit kernel on int8 activations at batch 1, with
  * the widths decode_one assumes (head_dim whole blocks, so a head's output is its own blocks;
@@ -399,7 +420,7 @@ static int decode_one(llm_session *s, int32_t tok, int slot, int32_t pos, float 
 #else
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
-    const int D = c->dim, hd = c->head_dim, nh = c->n_heads, qd = nh * hd, kvd = c->n_kv_heads * hd, F = c->ffn;
+    const int D = c->dim, hd = c->head_dim, nh = c->n_heads, qd = nh * hd, F = c->ffn;
     if (!decode_one_applies(s)) return DR_OK;
     if (tok < 0 || tok >= c->vocab) return dr_error(DR_ERR_RANGE, "token id %d out of range (vocabulary %d)", tok, c->vocab);
     const size_t bD = llm_q8act_bytes(D / 32), bQ = llm_q8act_bytes(qd / 32), bF = llm_q8act_bytes(F / 32);
@@ -440,17 +461,7 @@ static int decode_one(llm_session *s, int32_t tok, int slot, int32_t pos, float 
             llm_barrier_wait(&bar);
             llm_q8plan_run(&pqkv, &bar);
             if (tid == 0) {
-                add_bias(s->q, L->bq, 1, qd);
-                add_bias(s->k, L->bk, 1, kvd);
-                add_bias(s->v, L->bv, 1, kvd);
-                if (L->q_norm) {
-                    nn_rmsnorm_forward(s->q, NULL, s->q, L->q_norm, c->n_heads, hd, c->rms_eps);
-                    nn_rmsnorm_forward(s->k, NULL, s->k, L->k_norm, c->n_kv_heads, hd, c->rms_eps);
-                }
-                nn_rope_apply(s->q, s->cos_t, s->sin_t, 1, c->n_heads, hd, hd, c->rope_pairing);
-                nn_rope_apply(s->k, s->cos_t, s->sin_t, 1, c->n_kv_heads, hd, hd, c->rope_pairing);
-                kv_store(s, kv_at(s, s->kc, l, slot, pos), s->k, kvd);
-                kv_store(s, kv_at(s, s->vc, l, slot, pos), s->v, kvd);
+                qkv_finish(s, L, l, 1, &slot, &pos, 1);
                 const llm_mat *wo = &L->wo;
                 float *const out = s->h;
                 llm_q8plan_init(&po, &wo, 1, 1, axQ, &out, nt);
@@ -501,7 +512,7 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
                    float *logits, int logits_from) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
-    const int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn;
+    const int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, F = c->ffn;
     int rc = ensure_scratch(s, n);
     if (!rc) rc = ensure_scores(s, (size_t)omp_get_max_threads() * sc_stride(s));
     if (rc) return rc;
@@ -526,19 +537,7 @@ static int forward(llm_session *s, int n, const int32_t *tok, const int *slot, c
             mm(&L->wk, s->h, n, s->k);
             mm(&L->wv, s->h, n, s->v);
         }
-        add_bias(s->q, L->bq, n, qd);
-        add_bias(s->k, L->bk, n, kvd);
-        add_bias(s->v, L->bv, n, kvd);
-        if (L->q_norm) { /* every head of every token, in place */
-            nn_rmsnorm_forward(s->q, NULL, s->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
-            nn_rmsnorm_forward(s->k, NULL, s->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
-        }
-        nn_rope_apply(s->q, s->cos_t, s->sin_t, n, c->n_heads, hd, hd, c->rope_pairing);
-        nn_rope_apply(s->k, s->cos_t, s->sin_t, n, c->n_kv_heads, hd, hd, c->rope_pairing);
-        for (int i = 0; i < n; i++) {
-            kv_store(s, kv_at(s, s->kc, l, slot[same_slot ? 0 : i], pos[i]), s->k + (size_t)i * kvd, kvd);
-            kv_store(s, kv_at(s, s->vc, l, slot[same_slot ? 0 : i], pos[i]), s->v + (size_t)i * kvd, kvd);
-        }
+        qkv_finish(s, L, l, n, slot, pos, same_slot);
         int o_done = 0; /* the o matrix taken in the attention's region */
         if (use_sgemm_attn) {
             if ((rc = attend_chunk(s, l, slot[0], pos[0], n))) return rc;
